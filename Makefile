@@ -1,0 +1,80 @@
+# zprefill -- hand-written Makefile. `make` builds ./zprefill (CPU path); `make test`
+# builds and runs every test; `make run` runs the main job on the embedded default.
+# Sanitizers: `make asan`, `make tsan`; fuzzing: `make fuzz`.
+
+CC      ?= cc
+BUILD   ?= build
+OPT     ?= -O2
+CFLAGS  := -std=gnu11 $(OPT) -g -march=x86-64-v3 -ffp-contract=off -pthread \
+           -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Isrc $(EXTRA_CFLAGS)
+LDLIBS  := -lcjson -lm -lpthread
+LDFLAGS += $(EXTRA_LDFLAGS)
+
+NVCC    := $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+CU_SRC  := $(wildcard kernels/*.cu)
+
+LIB_SRC := $(filter-out src/main.c,$(wildcard src/*.c))
+LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/%.o)
+TESTS_C := $(wildcard tests/test_*.c)
+TESTS   := $(TESTS_C:tests/%.c=$(BUILD)/%)
+
+DEPS_OK := $(BUILD)/.deps-ok
+
+.PHONY: all deps test run asan tsan fuzz clean bench
+
+all: zprefill
+
+$(DEPS_OK): scripts/deps.sh
+	@mkdir -p $(BUILD)
+	@scripts/deps.sh
+	@echo "build: nvcc $(if $(NVCC),found at $(NVCC) ($(words $(CU_SRC)) CUDA sources),not found: CPU only)"
+	@touch $@
+
+deps: $(DEPS_OK)
+
+$(BUILD)/%.o: src/%.c $(wildcard src/*.h) | $(DEPS_OK)
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libzp.a: $(LIB_OBJ)
+	ar rcs $@ $^
+
+zprefill: $(BUILD)/main.o $(BUILD)/libzp.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/test_%: tests/test_%.c tests/check.h $(BUILD)/libzp.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libzp.a $(LDLIBS)
+
+test: zprefill $(TESTS)
+	@BUILD=$(BUILD) tests/run.sh $(TESTS) $(wildcard tests/test_*.sh)
+
+# The embedded default: a small random model, scored through `zprefill prefill`.
+RUN_MODEL := $(BUILD)/models/tiny
+run: zprefill
+	@test -f $(RUN_MODEL)/config.json || python3 tools/gen_model.py --preset tiny --out $(RUN_MODEL)
+	@echo "--- requests (JSONL on stdin):"; cat conf/example-requests.jsonl
+	@echo "--- results:"
+	./zprefill prefill --model $(RUN_MODEL) --dtype bf16 < conf/example-requests.jsonl
+
+bench: zprefill
+	@test -f $(BUILD)/models/small/config.json || python3 tools/gen_model.py --preset small --out $(BUILD)/models/small
+	./zprefill bench --model $(BUILD)/models/small --tokens 512 --seqs 1 --threads 2
+
+asan:
+	$(MAKE) BUILD=build-asan OPT=-O1 EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" EXTRA_LDFLAGS="-fsanitize=address,undefined" test
+
+tsan:
+	$(MAKE) BUILD=build-tsan OPT=-O1 EXTRA_CFLAGS="-fsanitize=thread" EXTRA_LDFLAGS="-fsanitize=thread" test
+
+FUZZ_SECONDS ?= 60
+FUZZ_CFLAGS := -std=gnu11 -O1 -g -fsanitize=fuzzer,address,undefined -Isrc -march=x86-64-v3
+fuzz: | $(DEPS_OK)
+	@mkdir -p $(BUILD)/fuzz $(BUILD)/fuzz/corpus-st
+	clang $(FUZZ_CFLAGS) -o $(BUILD)/fuzz/fuzz_safetensors tests/fuzz_safetensors.c \
+		src/safetensors.c src/json.c src/util.c -lcjson
+	cp -n tests/fuzz-corpus/safetensors/* $(BUILD)/fuzz/corpus-st/ 2>/dev/null || true
+	$(BUILD)/fuzz/fuzz_safetensors -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
+		$(BUILD)/fuzz/corpus-st
+
+clean:
+	rm -rf build build-asan build-tsan zprefill

@@ -1,0 +1,30 @@
+#!/bin/sh
+# deps.sh -- install what zprefill needs on Debian, if missing. Run as root
+# (make calls it; it prints each package it installs). --check only reports.
+set -eu
+PKGS="build-essential libcjson-dev liburing-dev libinih-dev libnuma-dev libpcre2-dev
+libutf8proc-dev libdnnl-dev clang libclang-rt-14-dev python3 curl"
+missing=""
+for p in $PKGS; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+		missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+	if [ "${1:-}" = "--check" ]; then
+		echo "deps: missing:$missing"; exit 1
+	fi
+	if [ "$(id -u)" != 0 ]; then
+		echo "deps: missing:$missing -- run 'sudo scripts/deps.sh'" >&2; exit 1
+	fi
+	echo "deps: installing:$missing"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+fi
+# tools/gen_model.py (make run, benchmarks) needs numpy; tests do not.
+if ! python3 -c 'import numpy' 2>/dev/null; then
+	[ "${1:-}" = "--check" ] && { echo "deps: missing: numpy"; exit 1; }
+	echo "deps: installing: numpy (pip)"
+	python3 -m pip install -q numpy 2>/dev/null ||
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-numpy >/dev/null
+fi
+exit 0

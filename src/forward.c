@@ -1,0 +1,737 @@
+/* forward.c -- see forward.h. Every reduction runs in a fixed order per row, so
+   a sequence's results do not depend on what else is in its batch. */
+#include "forward.h"
+
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+#include "pool.h"
+#include "util.h"
+
+#define ROWS_CHUNK 16	/* tokens per elementwise task */
+#define LM_ROWS 32	/* lm_head rows per block: bounds the logits scratch */
+#define QBLOCK 16	/* queries per attention task */
+
+struct zp_fwd {
+	const zp_model *m;
+	const zp_config *c;
+	zp_pool *pool;
+	int max_tokens;
+	int hp, qkv, qdp, fp, mfp;	/* padded widths (even) */
+	/* batch layout */
+	int ntok, nseq;
+	int *seq_start;			/* [max_tokens + 1] */
+	int *tok_seq, *tok_pos;		/* [max_tokens] */
+	int *attn_blocks;		/* [max_tokens]: query blocks before sequence s */
+	int32_t *tok_id;
+	/* activations */
+	float *x;			/* [T, H] residual stream */
+	float *xn;			/* [T, hp] normed (f32 gemm input) */
+	uint16_t *xn16;			/* [T, hp] bf16 copy */
+	float *qkvb;			/* [T, qkv] */
+	float *att;			/* [T, qdp] */
+	uint16_t *att16;
+	float *tmp;			/* [T, H] */
+	float *act;			/* [T, fp] dense MLP */
+	uint16_t *act16;
+	float *rope_cos, *rope_sin;	/* [T, d/2] */
+	float *scores;			/* [threads, T] */
+	/* MoE */
+	float *logits;			/* [T, E] */
+	int *sel;			/* [T, k] expert ids, sorted ascending */
+	float *selw;			/* [T, k] */
+	int *slot_row;			/* [T, k] row of the slot in the gathered block */
+	int *counts, *offs;		/* [E], [E + 1] */
+	float *xg;			/* [T k, hp] */
+	uint16_t *xg16;
+	float *actg;			/* [T k, mfp] */
+	uint16_t *actg16;
+	float *yg;			/* [T k, H] */
+	zp_gemm_op *ops;		/* [E] */
+	/* outputs */
+	float *lm_in;			/* [LM_ROWS, hp] */
+	uint16_t *lm_in16;
+	float *lm_out;			/* [LM_ROWS, V] */
+	zp_fwd_stats stats;
+};
+
+static size_t fsz(size_t n)
+{
+	return n * sizeof(float);
+}
+
+zp_fwd *zp_fwd_new(const zp_model *m, int threads, int max_tokens)
+{
+	zp_fwd *f = zp_xcalloc(1, sizeof *f);
+	const zp_config *c = &m->cfg;
+	size_t T = (size_t)max_tokens, K = (size_t)ZP_MAX(c->topk, 1);
+	size_t E = (size_t)ZP_MAX(c->experts, 1);
+
+	ZP_ASSERT(max_tokens >= 1);
+	f->m = m;
+	f->c = c;
+	f->pool = zp_pool_new(threads);
+	f->max_tokens = max_tokens;
+	f->hp = ZP_ALIGN_UP(c->hidden, 2);
+	f->qkv = (c->heads + 2 * c->kv_heads) * c->head_dim;
+	f->qdp = ZP_ALIGN_UP(c->heads * c->head_dim, 2);
+	f->fp = ZP_ALIGN_UP(c->ffn, 16);
+	f->mfp = ZP_ALIGN_UP(ZP_MAX(c->moe_ffn, 1), 16);
+	f->seq_start = zp_xcalloc(T + 1, sizeof(int));
+	f->tok_seq = zp_xcalloc(T, sizeof(int));
+	f->attn_blocks = zp_xcalloc(T, sizeof(int));
+	f->tok_pos = zp_xcalloc(T, sizeof(int));
+	f->tok_id = zp_xcalloc(T, sizeof(int32_t));
+	f->x = zp_xalloc_aligned(fsz(T * (size_t)c->hidden));
+	f->xn = zp_xalloc_aligned(fsz(T * (size_t)f->hp));
+	f->xn16 = zp_xalloc_aligned(T * (size_t)f->hp * 2);
+	f->qkvb = zp_xalloc_aligned(fsz(T * (size_t)f->qkv));
+	f->att = zp_xalloc_aligned(fsz(T * (size_t)f->qdp));
+	f->att16 = zp_xalloc_aligned(T * (size_t)f->qdp * 2);
+	f->tmp = zp_xalloc_aligned(fsz(T * (size_t)c->hidden));
+	f->act = zp_xalloc_aligned(fsz(T * (size_t)f->fp));
+	f->act16 = zp_xalloc_aligned(T * (size_t)f->fp * 2);
+	f->rope_cos = zp_xalloc_aligned(fsz(T * (size_t)c->head_dim / 2));
+	f->rope_sin = zp_xalloc_aligned(fsz(T * (size_t)c->head_dim / 2));
+	f->scores = zp_xalloc_aligned(fsz((size_t)threads * T));
+	if (c->moe) {
+		f->logits = zp_xalloc_aligned(fsz(T * E));
+		f->sel = zp_xcalloc(T * K, sizeof(int));
+		f->selw = zp_xcalloc(T * K, sizeof(float));
+		f->slot_row = zp_xcalloc(T * K, sizeof(int));
+		f->counts = zp_xcalloc(E, sizeof(int));
+		f->offs = zp_xcalloc(E + 1, sizeof(int));
+		f->xg = zp_xalloc_aligned(fsz(T * K * (size_t)f->hp));
+		f->xg16 = zp_xalloc_aligned(T * K * (size_t)f->hp * 2);
+		f->actg = zp_xalloc_aligned(fsz(T * K * (size_t)f->mfp));
+		f->actg16 = zp_xalloc_aligned(T * K * (size_t)f->mfp * 2);
+		f->yg = zp_xalloc_aligned(fsz(T * K * (size_t)c->hidden));
+		f->ops = zp_xcalloc(E, sizeof(zp_gemm_op));
+	}
+	f->lm_in = zp_xalloc_aligned(fsz((size_t)LM_ROWS * f->hp));
+	f->lm_in16 = zp_xalloc_aligned((size_t)LM_ROWS * f->hp * 2);
+	f->lm_out = zp_xalloc_aligned(fsz((size_t)LM_ROWS * c->vocab));
+	/* mean pooling accumulates [H] doubles in lm_out */
+	ZP_ASSERT((size_t)LM_ROWS * c->vocab * sizeof(float) >= (size_t)c->hidden * sizeof(double));
+	return f;
+}
+
+void zp_fwd_free(zp_fwd *f)
+{
+	if (!f)
+		return;
+	zp_pool_free(f->pool);
+	void *bufs[] = { f->seq_start, f->attn_blocks, f->tok_seq, f->tok_pos, f->tok_id, f->x, f->xn, f->xn16,
+			 f->qkvb, f->att, f->att16, f->tmp, f->act, f->act16, f->rope_cos,
+			 f->rope_sin, f->scores, f->logits, f->sel, f->selw, f->slot_row,
+			 f->counts, f->offs, f->xg, f->xg16, f->actg, f->actg16, f->yg, f->ops,
+			 f->lm_in, f->lm_in16, f->lm_out };
+	for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+		free(bufs[i]);
+	free(f);
+}
+
+int zp_fwd_max_tokens(const zp_fwd *f)
+{
+	return f->max_tokens;
+}
+
+zp_fwd_stats zp_fwd_last_stats(const zp_fwd *f)
+{
+	return f->stats;
+}
+
+/* ---- elementwise pieces ------------------------------------------------------ */
+
+typedef void (*rows_fn)(zp_fwd *f, int r0, int r1, int thread, void *arg);
+struct rows_job {
+	zp_fwd *f;
+	rows_fn fn;
+	void *arg;
+	int n;
+};
+
+static void rows_task(void *v, int t, int thread)
+{
+	struct rows_job *j = v;
+	int r0 = t * ROWS_CHUNK;
+	j->fn(j->f, r0, ZP_MIN(r0 + ROWS_CHUNK, j->n), thread, j->arg);
+}
+
+static void par_rows(zp_fwd *f, int n, rows_fn fn, void *arg)
+{
+	struct rows_job j = { f, fn, arg, n };
+	zp_pool_run(f->pool, (n + ROWS_CHUNK - 1) / ROWS_CHUNK, rows_task, &j);
+}
+
+/* transformers' Qwen3MoeRMSNorm in f32: w * (x * rsqrt(mean(x^2) + eps)). */
+static void rmsnorm(float *out, const float *x, const float *w, int n, float eps)
+{
+	double ss = 0;
+	for (int i = 0; i < n; i++)
+		ss += (double)x[i] * x[i];
+	float r = 1.0f / sqrtf((float)(ss / n) + eps);
+	for (int i = 0; i < n; i++)
+		out[i] = w[i] * (x[i] * r);
+}
+
+static void to_bf16(uint16_t *dst, const float *src, int n)
+{
+	for (int i = 0; i < n; i++)
+		dst[i] = zp_f32_to_bf16(src[i]);
+}
+
+static bool bf16_mode(const zp_fwd *f)
+{
+	return f->m->wtype == ZP_W_BF16;
+}
+
+static void norm_rows(zp_fwd *f, int r0, int r1, int thread, void *arg)
+{
+	const float *w = arg;
+	int H = f->c->hidden;
+	(void)thread;
+	for (int t = r0; t < r1; t++) {
+		float *xn = f->xn + (size_t)t * f->hp;
+		rmsnorm(xn, f->x + (size_t)t * H, w, H, f->c->rms_eps);
+		if (bf16_mode(f))
+			to_bf16(f->xn16 + (size_t)t * f->hp, xn, H);
+	}
+}
+
+/* q_norm / k_norm per head, then RoPE (rotate_half), in place in qkvb. */
+static void qk_rows(zp_fwd *f, int r0, int r1, int thread, void *arg)
+{
+	const zp_layer *L = arg;
+	const zp_config *c = f->c;
+	int d = c->head_dim, h2 = d / 2;
+	float tmp[2048];
+	(void)thread;
+	ZP_ASSERT(d <= 2048);
+	for (int t = r0; t < r1; t++) {
+		const float *cs = f->rope_cos + (size_t)t * h2, *sn = f->rope_sin + (size_t)t * h2;
+		for (int h = 0; h < c->heads + c->kv_heads; h++) {
+			float *v = f->qkvb + (size_t)t * f->qkv + (size_t)h * d;
+			rmsnorm(tmp, v, h < c->heads ? L->q_norm : L->k_norm, d, c->rms_eps);
+			for (int i = 0; i < h2; i++) {
+				v[i] = tmp[i] * cs[i] - tmp[i + h2] * sn[i];
+				v[i + h2] = tmp[i + h2] * cs[i] + tmp[i] * sn[i];
+			}
+		}
+	}
+}
+
+static void bias_rows(zp_fwd *f, int r0, int r1, int thread, void *arg)
+{
+	const float *b = arg;
+	(void)thread;
+	for (int t = r0; t < r1; t++)
+		for (int i = 0; i < f->qkv; i++)
+			f->qkvb[(size_t)t * f->qkv + i] += b[i];
+}
+
+/* x += tmp (+ bias): transformers adds the block output to the residual. */
+static void residual_rows(zp_fwd *f, int r0, int r1, int thread, void *arg)
+{
+	const float *b = arg;
+	int H = f->c->hidden;
+	(void)thread;
+	for (int t = r0; t < r1; t++)
+		for (int i = 0; i < H; i++)
+			f->x[(size_t)t * H + i] += b ? f->tmp[(size_t)t * H + i] + b[i]
+						     : f->tmp[(size_t)t * H + i];
+}
+
+static void rope_tables(zp_fwd *f)
+{
+	const zp_config *c = f->c;
+	int h2 = c->head_dim / 2;
+	/* as transformers: inv_freq in f32, angle = inv_freq * pos in f32 */
+	for (int t = 0; t < f->ntok; t++)
+		for (int i = 0; i < h2; i++) {
+			float inv = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_dim);
+			float a = inv * (float)f->tok_pos[t];
+			f->rope_cos[(size_t)t * h2 + i] = cosf(a);
+			f->rope_sin[(size_t)t * h2 + i] = sinf(a);
+		}
+}
+
+/* ---- attention: causal, GQA, within each sequence ----------------------------- */
+
+static float dot(const float *a, const float *b, int n)
+{
+	float acc[16] = { 0 };
+	int i = 0;
+	for (; i + 16 <= n; i += 16)
+		for (int l = 0; l < 16; l++)
+			acc[l] += a[i + l] * b[i + l];
+	for (int l = 0; i < n; i++, l++)
+		acc[l] += a[i] * b[i];
+	float s = 0;
+	for (int l = 0; l < 16; l++)
+		s += acc[l];
+	return s;
+}
+
+struct attn_job {
+	zp_fwd *f;
+	int *task_seq;	/* task -> (sequence, query block) via prefix sums */
+	int ntask_seq;
+};
+
+static void attn_query(zp_fwd *f, int s, int q, int h, float *sc)
+{
+	const zp_config *c = f->c;
+	int d = c->head_dim, kvh = h / (c->heads / c->kv_heads);
+	int s0 = f->seq_start[s];
+	const float *qv = f->qkvb + (size_t)(s0 + q) * f->qkv + (size_t)h * d;
+	size_t koff = (size_t)(c->heads + kvh) * d, voff = (size_t)(c->heads + c->kv_heads + kvh) * d;
+	float scale = (float)pow((double)d, -0.5);
+	float mx = -FLT_MAX, sum = 0;
+	float *o = f->att + (size_t)(s0 + q) * f->qdp + (size_t)h * d;
+
+	for (int j = 0; j <= q; j++) {
+		sc[j] = dot(qv, f->qkvb + (size_t)(s0 + j) * f->qkv + koff, d) * scale;
+		mx = fmaxf(mx, sc[j]);
+	}
+	for (int j = 0; j <= q; j++) {
+		sc[j] = expf(sc[j] - mx);
+		sum += sc[j];
+	}
+	memset(o, 0, (size_t)d * sizeof *o);
+	for (int j = 0; j <= q; j++) {
+		const float *v = f->qkvb + (size_t)(s0 + j) * f->qkv + voff;
+		float p = sc[j] / sum;
+		for (int i = 0; i < d; i++)
+			o[i] += p * v[i];
+	}
+}
+
+static void attn_task(void *v, int t, int thread)
+{
+	struct attn_job *j = v;
+	zp_fwd *f = j->f;
+	int heads = f->c->heads;
+	int blk = t / heads, h = t % heads;
+	int s = 0;
+	/* blocks are numbered sequence by sequence */
+	while (s + 1 < f->nseq && j->task_seq[s + 1] <= blk)
+		s++;
+	int q0 = (blk - j->task_seq[s]) * QBLOCK;
+	int len = f->seq_start[s + 1] - f->seq_start[s];
+	float *sc = f->scores + (size_t)thread * f->max_tokens;
+	for (int q = q0; q < ZP_MIN(q0 + QBLOCK, len); q++)
+		attn_query(f, s, q, h, sc);
+}
+
+static void attention(zp_fwd *f)
+{
+	struct attn_job j = { f, f->attn_blocks, f->nseq };
+	int nblk = 0;
+	for (int s = 0; s < f->nseq; s++) {
+		f->attn_blocks[s] = nblk;
+		nblk += (f->seq_start[s + 1] - f->seq_start[s] + QBLOCK - 1) / QBLOCK;
+	}
+	zp_pool_run(f->pool, nblk * f->c->heads, attn_task, &j);
+}
+
+static void attn_to_bf16(zp_fwd *f, int r0, int r1, int thread, void *arg)
+{
+	(void)thread;
+	(void)arg;
+	for (int t = r0; t < r1; t++)
+		to_bf16(f->att16 + (size_t)t * f->qdp, f->att + (size_t)t * f->qdp,
+			f->c->heads * f->c->head_dim);
+}
+
+static void gemm1(zp_fwd *f, const zp_wmat *w, const float *a32, const uint16_t *a16,
+		  size_t lda, int m, float *c, size_t ldc, enum zp_epi epi, int ncols)
+{
+	zp_gemm_op op = { .a = w->type == ZP_W_F32 ? (const void *)a32 : (const void *)a16,
+			  .lda = lda, .m = m, .w = w, .c = c, .ldc = ldc, .epi = epi,
+			  .ncols = ncols };
+	zp_gemm_run(f->pool, &op, 1);
+}
+
+static void attention_block(zp_fwd *f, const zp_layer *L)
+{
+	int T = f->ntok, H = f->c->hidden;
+	par_rows(f, T, norm_rows, L->attn_norm);
+	gemm1(f, &L->wqkv, f->xn, f->xn16, (size_t)f->hp, T, f->qkvb, (size_t)f->qkv,
+	      ZP_EPI_STORE, 0);
+	if (L->bqkv)
+		par_rows(f, T, bias_rows, L->bqkv);
+	par_rows(f, T, qk_rows, (void *)L);
+	attention(f);
+	if (bf16_mode(f))
+		par_rows(f, T, attn_to_bf16, NULL);
+	gemm1(f, &L->wo, f->att, f->att16, (size_t)f->qdp, T, f->tmp, (size_t)H, ZP_EPI_STORE, 0);
+	par_rows(f, T, residual_rows, L->bo);
+}
+
+/* ---- MLP and MoE --------------------------------------------------------------- */
+
+static void act_to_bf16(zp_fwd *f, int r0, int r1, int thread, void *arg)
+{
+	const int *w = arg; /* [0]: which buffer (0 dense, 1 moe); [1]: width */
+	(void)thread;
+	for (int t = r0; t < r1; t++) {
+		if (w[0] == 0)
+			to_bf16(f->act16 + (size_t)t * f->fp, f->act + (size_t)t * f->fp, w[1]);
+		else
+			to_bf16(f->actg16 + (size_t)t * f->mfp, f->actg + (size_t)t * f->mfp, w[1]);
+	}
+}
+
+static void dense_mlp(zp_fwd *f, const zp_layer *L)
+{
+	int T = f->ntok, H = f->c->hidden, F = f->c->ffn;
+	int which[2] = { 0, F };
+	gemm1(f, &L->w_gate_up, f->xn, f->xn16, (size_t)f->hp, T, f->act, (size_t)f->fp,
+	      ZP_EPI_SWIGLU, F);
+	if (bf16_mode(f))
+		par_rows(f, T, act_to_bf16, which);
+	gemm1(f, &L->w_down, f->act, f->act16, (size_t)f->fp, T, f->tmp, (size_t)H, ZP_EPI_STORE,
+	      0);
+	par_rows(f, T, residual_rows, NULL);
+}
+
+/* transformers: softmax over all experts in f32, top-k, renormalise when
+   norm_topk_prob. Slots are then ordered by expert id: the order in which
+   transformers accumulates expert outputs (index_add_ expert by expert). */
+static void route_rows(zp_fwd *f, int r0, int r1, int thread, void *arg)
+{
+	const zp_config *c = f->c;
+	int E = c->experts, K = c->topk;
+	(void)thread;
+	(void)arg;
+	for (int t = r0; t < r1; t++) {
+		float *lg = f->logits + (size_t)t * E, mx = -FLT_MAX, sum = 0, wsum = 0;
+		int *sel = f->sel + (size_t)t * K;
+		float *w = f->selw + (size_t)t * K;
+		for (int e = 0; e < E; e++)
+			mx = fmaxf(mx, lg[e]);
+		for (int e = 0; e < E; e++) {
+			lg[e] = expf(lg[e] - mx);
+			sum += lg[e];
+		}
+		for (int e = 0; e < E; e++)
+			lg[e] /= sum;
+		/* top-k by probability; ties to the lower expert id (as torch.topk on CPU) */
+		for (int k = 0; k < K; k++) {
+			int best = -1;
+			for (int e = 0; e < E; e++) {
+				bool taken = false;
+				for (int j = 0; j < k; j++)
+					taken |= sel[j] == e;
+				if (!taken && (best < 0 || lg[e] > lg[best]))
+					best = e;
+			}
+			sel[k] = best;
+			w[k] = lg[best];
+			wsum += lg[best];
+		}
+		if (c->norm_topk_prob)
+			for (int k = 0; k < K; k++)
+				w[k] /= wsum;
+		for (int a = 1; a < K; a++) /* insertion sort by expert id */
+			for (int b = a; b > 0 && sel[b - 1] > sel[b]; b--) {
+				int ts = sel[b];
+				float tw = w[b];
+				sel[b] = sel[b - 1];
+				w[b] = w[b - 1];
+				sel[b - 1] = ts;
+				w[b - 1] = tw;
+			}
+	}
+}
+
+static void gather_rows(zp_fwd *f, int r0, int r1, int thread, void *arg)
+{
+	int K = f->c->topk;
+	(void)thread;
+	(void)arg;
+	for (int t = r0; t < r1; t++)
+		for (int k = 0; k < K; k++) {
+			int row = f->slot_row[(size_t)t * K + k];
+			if (bf16_mode(f))
+				memcpy(f->xg16 + (size_t)row * f->hp, f->xn16 + (size_t)t * f->hp,
+				       (size_t)f->hp * 2);
+			else
+				memcpy(f->xg + (size_t)row * f->hp, f->xn + (size_t)t * f->hp,
+				       (size_t)f->hp * 4);
+		}
+}
+
+static void combine_rows(zp_fwd *f, int r0, int r1, int thread, void *arg)
+{
+	int K = f->c->topk, H = f->c->hidden;
+	(void)thread;
+	(void)arg;
+	for (int t = r0; t < r1; t++) {
+		float *acc = f->tmp + (size_t)t * H;
+		memset(acc, 0, (size_t)H * sizeof *acc);
+		for (int k = 0; k < K; k++) {
+			const float *y = f->yg + (size_t)f->slot_row[(size_t)t * K + k] * H;
+			float w = f->selw[(size_t)t * K + k];
+			for (int i = 0; i < H; i++)
+				acc[i] += y[i] * w;
+		}
+	}
+}
+
+static void moe_dispatch(zp_fwd *f)
+{
+	int T = f->ntok, E = f->c->experts, K = f->c->topk;
+	memset(f->counts, 0, (size_t)E * sizeof *f->counts);
+	for (int i = 0; i < T * K; i++)
+		f->counts[f->sel[i]]++;
+	f->offs[0] = 0;
+	for (int e = 0; e < E; e++)
+		f->offs[e + 1] = f->offs[e] + f->counts[e];
+	memset(f->counts, 0, (size_t)E * sizeof *f->counts);
+	for (int i = 0; i < T * K; i++) { /* tokens in order within each expert */
+		int e = f->sel[i];
+		f->slot_row[i] = f->offs[e] + f->counts[e]++;
+	}
+}
+
+static int expert_ops(zp_fwd *f, const zp_layer *L, bool down)
+{
+	int n = 0, H = f->c->hidden;
+	for (int e = 0; e < f->c->experts; e++) {
+		int m = f->offs[e + 1] - f->offs[e], r = f->offs[e];
+		if (!m)
+			continue;
+		zp_gemm_op *op = &f->ops[n++];
+		if (!down)
+			*op = (zp_gemm_op){
+				.a = bf16_mode(f) ? (const void *)(f->xg16 + (size_t)r * f->hp)
+						  : (const void *)(f->xg + (size_t)r * f->hp),
+				.lda = (size_t)f->hp, .m = m, .w = &L->exp_gate_up[e],
+				.c = f->actg + (size_t)r * f->mfp, .ldc = (size_t)f->mfp,
+				.epi = ZP_EPI_SWIGLU, .ncols = f->c->moe_ffn };
+		else
+			*op = (zp_gemm_op){
+				.a = bf16_mode(f) ? (const void *)(f->actg16 + (size_t)r * f->mfp)
+						  : (const void *)(f->actg + (size_t)r * f->mfp),
+				.lda = (size_t)f->mfp, .m = m, .w = &L->exp_down[e],
+				.c = f->yg + (size_t)r * H, .ldc = (size_t)H, .epi = ZP_EPI_STORE };
+	}
+	return n;
+}
+
+static void moe_block(zp_fwd *f, const zp_layer *L)
+{
+	int T = f->ntok, TK = T * f->c->topk;
+	int which[2] = { 1, f->c->moe_ffn };
+
+	gemm1(f, &L->router, f->xn, NULL, (size_t)f->hp, T, f->logits, (size_t)f->c->experts,
+	      ZP_EPI_STORE, 0);
+	par_rows(f, T, route_rows, NULL);
+	moe_dispatch(f);
+	par_rows(f, T, gather_rows, NULL);
+	zp_gemm_run(f->pool, f->ops, expert_ops(f, L, false));
+	if (bf16_mode(f))
+		par_rows(f, TK, act_to_bf16, which);
+	zp_gemm_run(f->pool, f->ops, expert_ops(f, L, true));
+	par_rows(f, T, combine_rows, NULL);
+	par_rows(f, T, residual_rows, NULL);
+}
+
+/* ---- outputs ------------------------------------------------------------------- */
+
+/* A row whose logits are needed: request r, predicting from position pos. */
+struct lm_row {
+	int req, pos;
+};
+
+static void lm_norm_rows(zp_fwd *f, int r0, int r1, int thread, void *arg)
+{
+	const struct lm_row *rows = arg;
+	(void)thread;
+	for (int i = r0; i < r1; i++) {
+		int t = rows[i].pos; /* absolute token index */
+		float *dst = f->lm_in + (size_t)i * f->hp;
+		rmsnorm(dst, f->x + (size_t)t * f->c->hidden, f->m->final_norm, f->c->hidden,
+			f->c->rms_eps);
+		if (bf16_mode(f))
+			to_bf16(f->lm_in16 + (size_t)i * f->hp, dst, f->c->hidden);
+	}
+}
+
+struct lm_job {
+	zp_fwd *f;
+	zp_req **reqs;
+	const struct lm_row *rows;	/* .pos: absolute token index */
+	int n;
+};
+
+static void top_k(const float *lg, int V, float lse, int k, int32_t *ids, float *lp)
+{
+	int n = 0;
+	for (int v = 0; v < V; v++) {
+		if (n == k && !(lg[v] > lg[ids[n - 1]]))
+			continue;
+		int j = n < k ? n++ : k - 1;
+		while (j > 0 && lg[v] > lg[ids[j - 1]]) { /* ties keep the lower id first */
+			ids[j] = ids[j - 1];
+			j--;
+		}
+		ids[j] = v;
+	}
+	for (int i = 0; i < k; i++)
+		lp[i] = lg[ids[i]] - lse;
+}
+
+static void lm_row_outputs(void *v, int i, int thread)
+{
+	struct lm_job *j = v;
+	zp_fwd *f = j->f;
+	int V = f->c->vocab, t = j->rows[i].pos;
+	zp_req *r = j->reqs[j->rows[i].req];
+	const float *lg = f->lm_out + (size_t)i * V;
+	int p = f->tok_pos[t];
+	(void)thread;
+	float mx = -FLT_MAX;
+	double sum = 0;
+	for (int x = 0; x < V; x++)
+		mx = fmaxf(mx, lg[x]);
+	for (int x = 0; x < V; x++)
+		sum += exp((double)(lg[x] - mx));
+	float lse = mx + (float)log(sum);
+	if (p + 1 < r->ntok) { /* predicts token p + 1 */
+		if (r->plp_start >= 0 && p + 1 >= r->plp_start)
+			r->plp[p + 1 - r->plp_start] = lg[r->tokens[p + 1]] - lse;
+		return;
+	}
+	for (int c = 0; c < r->ncand; c++)
+		r->cand_lp[c] = lg[r->cands[c]] - lse;
+	if (r->top_k)
+		top_k(lg, V, lse, r->top_k, r->top_ids, r->top_lp);
+}
+
+static void lm_block(zp_fwd *f, zp_req **reqs, const struct lm_row *rows, int n)
+{
+	struct lm_job j = { f, reqs, rows, n };
+	par_rows(f, n, lm_norm_rows, (void *)rows);
+	gemm1(f, &f->m->lm_head, f->lm_in, f->lm_in16, (size_t)f->hp, n, f->lm_out,
+	      (size_t)f->c->vocab, ZP_EPI_STORE, 0);
+	zp_pool_run(f->pool, n, lm_row_outputs, &j);
+}
+
+static bool row_needed(const zp_req *r, int p)
+{
+	if (p == r->ntok - 1)
+		return r->want_cands || r->top_k > 0;
+	return r->plp_start >= 0 && p + 1 >= r->plp_start;
+}
+
+static void pool_output(zp_fwd *f, zp_req *r, int s)
+{
+	int H = f->c->hidden, s0 = f->seq_start[s];
+	float *tmp = f->lm_in; /* free between lm blocks */
+	if (r->pool == ZP_POOL_LAST) {
+		rmsnorm(r->emb, f->x + (size_t)(s0 + r->ntok - 1) * H, f->m->final_norm, H,
+			f->c->rms_eps);
+	} else {
+		double *acc = (double *)f->lm_out; /* V >= H / 2 doubles: checked at start */
+		memset(acc, 0, (size_t)H * sizeof *acc);
+		for (int p = 0; p < r->ntok; p++) {
+			rmsnorm(tmp, f->x + (size_t)(s0 + p) * H, f->m->final_norm, H, f->c->rms_eps);
+			for (int i = 0; i < H; i++)
+				acc[i] += tmp[i];
+		}
+		for (int i = 0; i < H; i++)
+			r->emb[i] = (float)(acc[i] / r->ntok);
+	}
+	if (r->normalize) {
+		double ss = 0;
+		for (int i = 0; i < H; i++)
+			ss += (double)r->emb[i] * r->emb[i];
+		float inv = 1.0f / fmaxf((float)sqrt(ss), 1e-12f);
+		for (int i = 0; i < H; i++)
+			r->emb[i] *= inv;
+	}
+}
+
+static void outputs(zp_fwd *f, zp_req **reqs, int nreq)
+{
+	struct lm_row rows[LM_ROWS];
+	int n = 0;
+	for (int s = 0; s < nreq; s++) {
+		for (int p = 0; p < reqs[s]->ntok; p++) {
+			if (!row_needed(reqs[s], p))
+				continue;
+			rows[n++] = (struct lm_row){ s, f->seq_start[s] + p };
+			if (n == LM_ROWS) {
+				lm_block(f, reqs, rows, n);
+				n = 0;
+			}
+		}
+	}
+	if (n)
+		lm_block(f, reqs, rows, n);
+	for (int s = 0; s < nreq; s++)
+		if (reqs[s]->pool != ZP_POOL_NONE)
+			pool_output(f, reqs[s], s);
+}
+
+/* ---- the pass ------------------------------------------------------------------- */
+
+static double run_flops(const zp_fwd *f)
+{
+	const zp_config *c = f->c;
+	double fl = 0, pairs = 0;
+	for (int s = 0; s < f->nseq; s++) {
+		double n = f->seq_start[s + 1] - f->seq_start[s];
+		pairs += n * (n + 1) / 2;
+	}
+	for (int l = 0; l < c->layers; l++)
+		fl += f->ntok * zp_config_layer_flops(c, l) + 4.0 * c->heads * c->head_dim * pairs;
+	return fl;
+}
+
+void zp_fwd_run(zp_fwd *f, zp_req **reqs, int nreq)
+{
+	const zp_config *c = f->c;
+	int T = 0;
+	double t0 = zp_now_s(), ta = 0, tm = 0;
+
+	for (int s = 0; s < nreq; s++) {
+		ZP_ASSERT(reqs[s]->ntok >= 1);
+		f->seq_start[s] = T;
+		for (int p = 0; p < reqs[s]->ntok; p++, T++) {
+			ZP_ASSERT(T < f->max_tokens);
+			ZP_ASSERT(reqs[s]->tokens[p] >= 0 && reqs[s]->tokens[p] < c->vocab);
+			f->tok_seq[T] = s;
+			f->tok_pos[T] = p;
+			f->tok_id[T] = reqs[s]->tokens[p];
+		}
+	}
+	f->seq_start[nreq] = T;
+	f->ntok = T;
+	f->nseq = nreq;
+	if (!T)
+		return;
+	rope_tables(f);
+	for (int t = 0; t < T; t++)
+		zp_model_embed(f->m, f->tok_id[t], f->x + (size_t)t * c->hidden);
+	for (int l = 0; l < c->layers; l++) {
+		const zp_layer *L = &f->m->layers[l];
+		double a = zp_now_s();
+		attention_block(f, L);
+		double b = zp_now_s();
+		par_rows(f, f->ntok, norm_rows, L->ffn_norm);
+		if (L->sparse)
+			moe_block(f, L);
+		else
+			dense_mlp(f, L);
+		ta += b - a;
+		tm += zp_now_s() - b;
+	}
+	double to = zp_now_s();
+	outputs(f, reqs, nreq);
+	f->stats = (zp_fwd_stats){ ta, tm, zp_now_s() - to, zp_now_s() - t0, run_flops(f) };
+}

@@ -1,0 +1,30 @@
+/* forward.h -- the CPU forward pass of Qwen3(-MoE), exactly transformers'
+   modeling_qwen3_moe.py (DESIGN.md section 1), over several sequences packed into
+   one batch (no token attends across sequences), and the outputs a prefill is
+   asked for, computed without a [tokens x vocab] matrix. One zp_fwd per owner
+   thread (an executor); it owns its workspace (sized at start from max_tokens)
+   and its thread pool. The model is shared read-only. */
+#ifndef ZP_FORWARD_H
+#define ZP_FORWARD_H
+
+#include "model.h"
+#include "request.h"
+
+typedef struct zp_fwd zp_fwd;
+
+zp_fwd *zp_fwd_new(const zp_model *m, int threads, int max_tokens);
+void zp_fwd_free(zp_fwd *f);
+int zp_fwd_max_tokens(const zp_fwd *f);
+
+/* One forward over reqs (total tokens <= max_tokens); fills their results. */
+void zp_fwd_run(zp_fwd *f, zp_req **reqs, int nreq);
+
+/* Seconds spent in the last run, by phase (attention incl. projections, MLP/MoE,
+   outputs). */
+typedef struct {
+	double attn_s, mlp_s, out_s, total_s;
+	double flops; /* linear-layer + attention FLOPs of the last run */
+} zp_fwd_stats;
+zp_fwd_stats zp_fwd_last_stats(const zp_fwd *f);
+
+#endif

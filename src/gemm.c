@@ -1,0 +1,312 @@
+/* gemm.c -- see gemm.h. Tasks: (op, panel, row chunk). Each task walks its
+   panel in K blocks that fit L1 and keeps its partial sums in an f32 tile, so
+   the sum over k stays sequential (storing an f32 partial is exact). */
+#include "gemm.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "safetensors.h"
+#include "util.h"
+
+#define MR 8		/* rows per micro-tile */
+#define ROWS_TASK 64	/* rows per task */
+#define KB_F32 256	/* K block: W slice 256 x 32 x 4 B = 32 KiB */
+#define KB_BF16 512	/* 512 x 32 x 2 B = 32 KiB */
+#define TASKS_MAX (1 << 30)
+
+static int force_ref;
+
+void zp_gemm_force_ref(int on)
+{
+	force_ref = on;
+}
+
+static int have_bf16(void)
+{
+	static int v = -1;
+	if (v < 0)
+		v = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+	return v && !force_ref;
+}
+
+static int have_avx512(void)
+{
+	static int v = -1;
+	if (v < 0)
+		v = __builtin_cpu_supports("avx512f");
+	return v && !force_ref;
+}
+
+const char *zp_gemm_isa(void)
+{
+	return have_bf16() ? "avx512bf16" : have_avx512() ? "avx512f" : "ref";
+}
+
+size_t zp_wmat_bytes(enum zp_wtype type, int n, int k)
+{
+	size_t panels = (size_t)(n + ZP_GEMM_NR - 1) / ZP_GEMM_NR;
+	size_t kp = (size_t)ZP_ALIGN_UP(k, 2);
+	return ZP_ALIGN_UP(panels * kp * ZP_GEMM_NR * (type == ZP_W_F32 ? 4 : 2), 64);
+}
+
+static float src_elem(const void *row, int dt, int i)
+{
+	uint16_t h;
+	float f;
+	switch (dt) {
+	case ZP_DT_F32:
+		memcpy(&f, (const char *)row + 4 * (size_t)i, 4);
+		return f;
+	case ZP_DT_BF16:
+		memcpy(&h, (const char *)row + 2 * (size_t)i, 2);
+		return zp_bf16_to_f32(h);
+	case ZP_DT_F16:
+		memcpy(&h, (const char *)row + 2 * (size_t)i, 2);
+		return zp_f16_to_f32(h);
+	}
+	zp_panic(__FILE__, __LINE__, "packing from an unsupported dtype");
+}
+
+void zp_wmat_pack(zp_wmat *w, void *dst, enum zp_wtype type, int n, int k, int src_dt,
+		  zp_row_fn row, void *ctx)
+{
+	w->type = type;
+	w->n = n;
+	w->k = k;
+	w->kp = ZP_ALIGN_UP(k, 2);
+	w->panels = (n + ZP_GEMM_NR - 1) / ZP_GEMM_NR;
+	w->data = dst;
+	ZP_ASSERT(((uintptr_t)dst & 63) == 0);
+	memset(dst, 0, zp_wmat_bytes(type, n, k));
+	for (int j = 0; j < w->panels * ZP_GEMM_NR; j++) {
+		const void *r = j < n ? row(ctx, j) : NULL;
+		int p = j / ZP_GEMM_NR, col = j % ZP_GEMM_NR;
+		if (!r)
+			continue;
+		for (int i = 0; i < k; i++) {
+			float v = src_elem(r, src_dt, i);
+			if (type == ZP_W_F32) {
+				float *d = (float *)dst + (size_t)p * w->kp * ZP_GEMM_NR;
+				d[(size_t)i * ZP_GEMM_NR + col] = v;
+			} else {
+				uint16_t *d = (uint16_t *)dst + (size_t)p * w->kp * ZP_GEMM_NR;
+				d[(size_t)(i / 2) * ZP_GEMM_NR * 2 + col * 2 + i % 2] = zp_f32_to_bf16(v);
+			}
+		}
+	}
+}
+
+/* ---- micro-kernels: tile[mr][32] (+)= A[mr][k0..k1) . panel ---------------- */
+
+/* Plain-C twin: f32 is one fmaf per k, in k order (what the AVX512 FMA does);
+   bf16 follows vdpbf16ps: odd element of the pair first, each product exact. */
+static void ukr_ref(const zp_gemm_op *op, const void *wp, int m0, int mr, int k0, int k1,
+		    float *tile, int first)
+{
+	for (int i = 0; i < mr; i++)
+		for (int j = 0; j < ZP_GEMM_NR; j++) {
+			float acc = first ? 0.0f : tile[i * ZP_GEMM_NR + j];
+			if (op->w->type == ZP_W_F32) {
+				const float *a = (const float *)op->a + (size_t)(m0 + i) * op->lda;
+				const float *w = wp;
+				for (int k = k0; k < k1; k++)
+					acc = fmaf(a[k], w[(size_t)k * ZP_GEMM_NR + j], acc);
+			} else {
+				const uint16_t *a = (const uint16_t *)op->a + (size_t)(m0 + i) * op->lda;
+				const uint16_t *w = wp;
+				for (int k = k0; k < k1; k += 2) {
+					const uint16_t *wk = w + (size_t)(k / 2) * 64 + 2 * j;
+					acc = fmaf(zp_bf16_to_f32(a[k + 1]), zp_bf16_to_f32(wk[1]), acc);
+					acc = fmaf(zp_bf16_to_f32(a[k]), zp_bf16_to_f32(wk[0]), acc);
+				}
+			}
+			tile[i * ZP_GEMM_NR + j] = acc;
+		}
+}
+
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl"), always_inline)) static inline
+#define AVX512BF16 \
+	__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"), always_inline)) static inline
+
+AVX512 void ukr_f32_mr(const float *a, size_t lda, const float *w, int mr, int k0, int k1,
+		       float *tile, int first)
+{
+	__m512 acc[MR][2];
+	for (int i = 0; i < MR; i++)
+		if (i < mr) {
+			acc[i][0] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(tile + i * 32);
+			acc[i][1] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(tile + i * 32 + 16);
+		}
+	for (int k = k0; k < k1; k++) {
+		__m512 w0 = _mm512_load_ps(w + (size_t)k * 32);
+		__m512 w1 = _mm512_load_ps(w + (size_t)k * 32 + 16);
+		for (int i = 0; i < MR; i++)
+			if (i < mr) {
+				__m512 ai = _mm512_set1_ps(a[(size_t)i * lda + k]);
+				acc[i][0] = _mm512_fmadd_ps(ai, w0, acc[i][0]);
+				acc[i][1] = _mm512_fmadd_ps(ai, w1, acc[i][1]);
+			}
+	}
+	for (int i = 0; i < MR; i++)
+		if (i < mr) {
+			_mm512_storeu_ps(tile + i * 32, acc[i][0]);
+			_mm512_storeu_ps(tile + i * 32 + 16, acc[i][1]);
+		}
+}
+
+AVX512BF16 void ukr_bf16_mr(const uint16_t *a, size_t lda, const uint16_t *w, int mr, int k0,
+			    int k1, float *tile, int first)
+{
+	__m512 acc[MR][2];
+	for (int i = 0; i < MR; i++)
+		if (i < mr) {
+			acc[i][0] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(tile + i * 32);
+			acc[i][1] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(tile + i * 32 + 16);
+		}
+	for (int k = k0; k < k1; k += 2) {
+		__m512bh w0 = (__m512bh)_mm512_load_si512(w + (size_t)(k / 2) * 64);
+		__m512bh w1 = (__m512bh)_mm512_load_si512(w + (size_t)(k / 2) * 64 + 32);
+		for (int i = 0; i < MR; i++)
+			if (i < mr) {
+				uint32_t pair;
+				memcpy(&pair, a + (size_t)i * lda + k, 4);
+				__m512bh ai = (__m512bh)_mm512_set1_epi32((int)pair);
+				acc[i][0] = _mm512_dpbf16_ps(acc[i][0], ai, w0);
+				acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, w1);
+			}
+	}
+	for (int i = 0; i < MR; i++)
+		if (i < mr) {
+			_mm512_storeu_ps(tile + i * 32, acc[i][0]);
+			_mm512_storeu_ps(tile + i * 32 + 16, acc[i][1]);
+		}
+}
+
+/* Specialise on mr so the accumulators stay in registers. */
+#define DISPATCH_MR(fn, mr, ...)                                 \
+	switch (mr) {                                            \
+	case 1: fn(__VA_ARGS__, 1, k0, k1, tile, first); break;  \
+	case 2: fn(__VA_ARGS__, 2, k0, k1, tile, first); break;  \
+	case 3: fn(__VA_ARGS__, 3, k0, k1, tile, first); break;  \
+	case 4: fn(__VA_ARGS__, 4, k0, k1, tile, first); break;  \
+	case 5: fn(__VA_ARGS__, 5, k0, k1, tile, first); break;  \
+	case 6: fn(__VA_ARGS__, 6, k0, k1, tile, first); break;  \
+	case 7: fn(__VA_ARGS__, 7, k0, k1, tile, first); break;  \
+	default: fn(__VA_ARGS__, 8, k0, k1, tile, first); break; \
+	}
+
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static void
+ukr_f32(const zp_gemm_op *op, const void *wp, int m0, int mr, int k0, int k1, float *tile,
+	int first)
+{
+	DISPATCH_MR(ukr_f32_mr, mr, (const float *)op->a + (size_t)m0 * op->lda, op->lda, wp);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void
+ukr_bf16(const zp_gemm_op *op, const void *wp, int m0, int mr, int k0, int k1, float *tile,
+	 int first)
+{
+	DISPATCH_MR(ukr_bf16_mr, mr, (const uint16_t *)op->a + (size_t)m0 * op->lda, op->lda, wp);
+}
+
+/* ---- tasks ------------------------------------------------------------------ */
+
+static float silu(float x)
+{
+	return x / (1.0f + expf(-x));
+}
+
+static void epilogue(const zp_gemm_op *op, int p, int m0, int mr, const float *tile)
+{
+	for (int i = 0; i < mr; i++) {
+		float *c = op->c + (size_t)(m0 + i) * op->ldc;
+		const float *t = tile + i * ZP_GEMM_NR;
+		if (op->epi == ZP_EPI_SWIGLU) {
+			for (int j = 0; j < 16 && p * 16 + j < op->ncols; j++)
+				c[p * 16 + j] = silu(t[j]) * t[16 + j];
+			continue;
+		}
+		int nj = ZP_MIN(ZP_GEMM_NR, op->w->n - p * ZP_GEMM_NR);
+		float *cp = c + p * ZP_GEMM_NR;
+		if (op->epi == ZP_EPI_STORE)
+			memcpy(cp, t, (size_t)nj * sizeof *cp);
+		else
+			for (int j = 0; j < nj; j++)
+				cp[j] += t[j];
+	}
+}
+
+typedef void (*ukr_fn)(const zp_gemm_op *, const void *, int, int, int, int, float *, int);
+
+static void run_task(const zp_gemm_op *op, int p, int r0, int r1)
+{
+	const zp_wmat *w = op->w;
+	size_t pbytes = (size_t)w->kp * ZP_GEMM_NR * (w->type == ZP_W_F32 ? 4 : 2);
+	const void *wp = (const char *)w->data + (size_t)p * pbytes;
+	int kb = w->type == ZP_W_F32 ? KB_F32 : KB_BF16;
+	ukr_fn ukr = w->type == ZP_W_F32 ? (have_avx512() ? ukr_f32 : ukr_ref)
+					 : (have_bf16() ? ukr_bf16 : ukr_ref);
+	_Alignas(64) float tile[ROWS_TASK * ZP_GEMM_NR];
+
+	ZP_ASSERT(r1 - r0 <= ROWS_TASK);
+	for (int k0 = 0; k0 < w->kp; k0 += kb) {
+		int k1 = ZP_MIN(k0 + kb, w->kp);
+		for (int m0 = r0; m0 < r1; m0 += MR) {
+			int mr = ZP_MIN(MR, r1 - m0);
+			ukr(op, wp, m0, mr, k0, k1, tile + (m0 - r0) * ZP_GEMM_NR, k0 == 0);
+		}
+	}
+	for (int m0 = r0; m0 < r1; m0 += MR)
+		epilogue(op, p, m0, ZP_MIN(MR, r1 - m0), tile + (m0 - r0) * ZP_GEMM_NR);
+}
+
+struct run_ctx {
+	const zp_gemm_op *ops;
+	int nops;
+	int *first_task; /* [nops + 1] prefix sums */
+};
+
+static int op_tasks(const zp_gemm_op *op)
+{
+	return op->m <= 0 ? 0 : op->w->panels * ((op->m + ROWS_TASK - 1) / ROWS_TASK);
+}
+
+static void task(void *vctx, int t, int thread)
+{
+	struct run_ctx *c = vctx;
+	int lo = 0, hi = c->nops - 1;
+	(void)thread;
+	while (lo < hi) { /* last op whose first task <= t */
+		int mid = (lo + hi + 1) / 2;
+		if (c->first_task[mid] <= t)
+			lo = mid;
+		else
+			hi = mid - 1;
+	}
+	const zp_gemm_op *op = &c->ops[lo];
+	int local = t - c->first_task[lo];
+	int chunks = (op->m + ROWS_TASK - 1) / ROWS_TASK;
+	int p = local / chunks, r0 = (local % chunks) * ROWS_TASK;
+	run_task(op, p, r0, ZP_MIN(r0 + ROWS_TASK, op->m));
+}
+
+void zp_gemm_run(zp_pool *pool, const zp_gemm_op *ops, int nops)
+{
+	int first[ZP_GEMM_OPS_MAX + 1];
+	long total = 0;
+
+	ZP_ASSERT(nops >= 0 && nops <= ZP_GEMM_OPS_MAX);
+
+	for (int i = 0; i < nops; i++) {
+		ZP_ASSERT(ops[i].w && ops[i].w->data);
+		ZP_ASSERT(ops[i].lda >= (size_t)ops[i].w->kp || ops[i].m == 0);
+		first[i] = (int)total;
+		total += op_tasks(&ops[i]);
+		ZP_ASSERT(total < TASKS_MAX);
+	}
+	first[nops] = (int)total;
+	struct run_ctx c = { ops, nops, first };
+	zp_pool_run(pool, (int)total, task, &c);
+}

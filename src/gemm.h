@@ -1,0 +1,64 @@
+/* gemm.h -- C[M,N] = A[M,K] . W[N,K]^T on the CPU with packed weights, f32 or bf16.
+   Packed layout: column panels of 32 outputs; f32 [P][Kp][32], bf16 [P][Kp/2][32][2]
+   (k pairs interleaved, the operand order of vdpbf16ps). Every output element is
+   reduced over k in one fixed sequential order whatever M, the thread count or the
+   task split: results do not depend on batch composition (DESIGN.md section 8).
+   The AVX512 kernels and their plain-C twin compute the same sums in the same
+   order. Packing at load (one thread); zp_gemm_run from one owner thread + pool. */
+#ifndef ZP_GEMM_H
+#define ZP_GEMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pool.h"
+
+#define ZP_GEMM_NR 32 /* outputs per panel */
+#define ZP_GEMM_OPS_MAX 4096 /* ops in one zp_gemm_run (one per expert at most) */
+
+enum zp_wtype { ZP_W_F32, ZP_W_BF16 };
+
+typedef struct {
+	enum zp_wtype type;
+	int n, k;	/* logical [N, K] */
+	int kp;		/* K padded to even (bf16) */
+	int panels;	/* ceil(N / 32) */
+	void *data;	/* packed; not owned (a region of a model arena) */
+} zp_wmat;
+
+/* Source rows for packing: row(ctx, n) returns row n of the [N, K] matrix in
+   dtype src_dt (enum zp_dtype of safetensors.h) or NULL for a zero row. */
+typedef const void *(*zp_row_fn)(void *ctx, int n);
+
+size_t zp_wmat_bytes(enum zp_wtype type, int n, int k);
+/* Pack into dst (zp_wmat_bytes, 64-byte aligned). */
+void zp_wmat_pack(zp_wmat *w, void *dst, enum zp_wtype type, int n, int k, int src_dt,
+		  zp_row_fn row, void *ctx);
+
+enum zp_epi {
+	ZP_EPI_STORE,	/* C[m][n] = acc */
+	ZP_EPI_ADD,	/* C[m][n] += acc */
+	ZP_EPI_SWIGLU,	/* panel p holds 16 gate + 16 up outputs of columns 16p..16p+15:
+			   C[m][j] = silu(gate) * up, for j < ncols */
+};
+
+typedef struct {
+	const void *a;	/* [M, lda]: f32 for an f32 W, bf16 (uint16) for a bf16 W */
+	size_t lda;	/* elements */
+	int m;
+	const zp_wmat *w;
+	float *c;
+	size_t ldc;
+	enum zp_epi epi;
+	int ncols;	/* SWIGLU: valid output columns */
+} zp_gemm_op;
+
+/* Run ops (independent; their C regions must not overlap) as one parallel loop. */
+void zp_gemm_run(zp_pool *pool, const zp_gemm_op *ops, int nops);
+
+/* Force the plain-C twin (tests compare the two). */
+void zp_gemm_force_ref(int on);
+/* "avx512bf16", "avx512f" or "ref": what zp_gemm_run will use. */
+const char *zp_gemm_isa(void);
+
+#endif

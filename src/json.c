@@ -1,0 +1,135 @@
+/* json.c -- see json.h. */
+#include "json.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+int zp_json_check_utf8(const char *buf, size_t len)
+{
+	const unsigned char *s = (const unsigned char *)buf;
+	size_t i = 0;
+
+	while (i < len) {
+		unsigned c = s[i];
+		uint32_t cp;
+		int n;
+
+		if (c == 0)
+			return -1;
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		if (c >= 0xc2 && c <= 0xdf) {
+			n = 1;
+			cp = c & 0x1f;
+		} else if (c >= 0xe0 && c <= 0xef) {
+			n = 2;
+			cp = c & 0x0f;
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			n = 3;
+			cp = c & 0x07;
+		} else {
+			return -1;
+		}
+		if (len - i <= (size_t)n)
+			return -1;
+		for (int k = 1; k <= n; k++) {
+			if ((s[i + k] & 0xc0) != 0x80)
+				return -1;
+			cp = (cp << 6) | (s[i + k] & 0x3f);
+		}
+		if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff ||
+		    (cp >= 0xd800 && cp <= 0xdfff))
+			return -1;
+		i += (size_t)n + 1;
+	}
+	return 0;
+}
+
+void zp_buf_init(zp_buf *b, size_t cap)
+{
+	b->cap = cap ? cap : 256;
+	b->p = zp_xmalloc(b->cap);
+	b->len = 0;
+	b->p[0] = 0;
+}
+
+void zp_buf_free(zp_buf *b)
+{
+	free(b->p);
+	b->p = NULL;
+	b->len = b->cap = 0;
+}
+
+static void reserve(zp_buf *b, size_t extra)
+{
+	if (b->len + extra + 1 <= b->cap)
+		return;
+	while (b->len + extra + 1 > b->cap)
+		b->cap *= 2;
+	b->p = realloc(b->p, b->cap);
+	ZP_ASSERT(b->p);
+}
+
+void zp_buf_puts(zp_buf *b, const char *s)
+{
+	size_t n = strlen(s);
+	reserve(b, n);
+	memcpy(b->p + b->len, s, n + 1);
+	b->len += n;
+}
+
+void zp_buf_printf(zp_buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+	va_end(ap);
+	ZP_ASSERT(n >= 0);
+	if (b->len + (size_t)n + 1 > b->cap) {
+		reserve(b, (size_t)n);
+		va_start(ap, fmt);
+		vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+		va_end(ap);
+	}
+	b->len += (size_t)n;
+}
+
+void zp_buf_json_str(zp_buf *b, const char *s)
+{
+	reserve(b, 2);
+	b->p[b->len++] = '"';
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\') {
+			reserve(b, 2);
+			b->p[b->len++] = '\\';
+			b->p[b->len++] = (char)c;
+		} else if (c < 0x20) {
+			zp_buf_printf(b, "\\u%04x", c);
+		} else {
+			reserve(b, 1);
+			b->p[b->len++] = (char)c;
+		}
+	}
+	reserve(b, 1);
+	b->p[b->len++] = '"';
+	b->p[b->len] = 0;
+}
+
+void zp_buf_json_float(zp_buf *b, float f)
+{
+	if (!isfinite(f)) {
+		zp_buf_puts(b, "null");
+		return;
+	}
+	zp_buf_printf(b, "%.9g", (double)f);
+}

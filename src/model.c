@@ -1,0 +1,293 @@
+/* model.c -- see model.h. Loading walks the layers once: check every tensor's
+   name and shape, then pack it into the compute layout. */
+#include "model.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+
+/* Row source for packing a tensor, or several stacked / interleaved ones. */
+struct rows {
+	const zp_st_tensor *t[3];	/* stacked sources (q, k, v) or gate, up */
+	int n[3];			/* rows of each */
+	int nt;
+	bool interleave16;		/* gate/up by 16 rows */
+};
+
+static const void *row_of(const zp_st_tensor *t, int r)
+{
+	return (const char *)t->data + (size_t)r * (size_t)t->shape[1] * zp_dtype_size(t->dtype);
+}
+
+static const void *rows_get(void *vctx, int j)
+{
+	struct rows *r = vctx;
+	if (r->interleave16) {
+		int p = j / 32, c = j % 32, src = c / 16, row = p * 16 + c % 16;
+		return row < r->n[src] ? row_of(r->t[src], row) : NULL;
+	}
+	for (int i = 0; i < r->nt; i++) {
+		if (j < r->n[i])
+			return row_of(r->t[i], j);
+		j -= r->n[i];
+	}
+	return NULL;
+}
+
+struct loader {
+	zp_model *m;
+	zp_err *e;
+	char *arena;	/* NULL in the sizing pass */
+	size_t used;
+};
+
+static void *carve(struct loader *ld, size_t bytes)
+{
+	void *p = ld->arena ? ld->arena + ld->used : NULL;
+	ld->used += ZP_ALIGN_UP(bytes, 64);
+	return p;
+}
+
+static int get(struct loader *ld, const char *name, int ndim, int64_t d0, int64_t d1,
+	       const zp_st_tensor **t)
+{
+	int64_t shape[2] = { d0, d1 };
+	return zp_st_get(&ld->m->st, name, ndim, shape, t, ld->e);
+}
+
+/* Check a vector tensor and, when dst is given, convert it to f32 there. */
+static int vec_fill(struct loader *ld, const char *name, int n, float *dst)
+{
+	const zp_st_tensor *t;
+	if (get(ld, name, 1, n, 0, &t))
+		return -1;
+	if (dst)
+		for (int i = 0; i < n; i++)
+			dst[i] = zp_st_elem_f32(t, (size_t)i);
+	return 0;
+}
+
+static int vec(struct loader *ld, const char *name, int n, float **out)
+{
+	*out = carve(ld, (size_t)n * sizeof **out);
+	return vec_fill(ld, name, n, *out);
+}
+
+/* Pack rows (already checked) into w, from ld's arena or from dst. */
+static void pack(struct loader *ld, zp_wmat *w, void *dst, enum zp_wtype type, int n, int k,
+		 struct rows *r)
+{
+	size_t bytes = zp_wmat_bytes(type, n, k);
+	if (!dst)
+		dst = carve(ld, bytes);
+	if (dst)
+		zp_wmat_pack(w, dst, type, n, k, r->t[0]->dtype, rows_get, r);
+}
+
+static int mat(struct loader *ld, zp_wmat *w, enum zp_wtype type, const char *name, int n,
+	       int k)
+{
+	struct rows r = { .nt = 1, .n = { n } };
+	if (get(ld, name, 2, n, k, &r.t[0]))
+		return -1;
+	pack(ld, w, NULL, type, n, k, &r);
+	return 0;
+}
+
+/* Stacked or interleaved sources must share one dtype to be packed together. */
+static int same_dtype(struct loader *ld, struct rows *r)
+{
+	for (int i = 1; i < r->nt; i++)
+		if (r->t[i]->dtype != r->t[0]->dtype)
+			return zp_errf(ld->e, "tensors %s and %s: mixed dtypes %s and %s",
+				       r->t[0]->name, r->t[i]->name, zp_dtype_name(r->t[0]->dtype),
+				       zp_dtype_name(r->t[i]->dtype));
+	return 0;
+}
+
+/* gate/up/down of one MLP (dense or one expert): check names and shapes. */
+struct swiglu_src {
+	struct rows gu, down;
+};
+
+static int swiglu_check(struct loader *ld, const char *pfx, int f, struct swiglu_src *s)
+{
+	const zp_config *c = &ld->m->cfg;
+	char n1[ZP_ST_NAME_MAX], n2[ZP_ST_NAME_MAX];
+
+	memset(s, 0, sizeof *s);
+	s->gu = (struct rows){ .nt = 2, .n = { f, f }, .interleave16 = true };
+	s->down = (struct rows){ .nt = 1, .n = { c->hidden } };
+	snprintf(n1, sizeof n1, "%s.gate_proj.weight", pfx);
+	snprintf(n2, sizeof n2, "%s.up_proj.weight", pfx);
+	if (get(ld, n1, 2, f, c->hidden, &s->gu.t[0]) ||
+	    get(ld, n2, 2, f, c->hidden, &s->gu.t[1]) || same_dtype(ld, &s->gu))
+		return -1;
+	snprintf(n1, sizeof n1, "%s.down_proj.weight", pfx);
+	return get(ld, n1, 2, c->hidden, f, &s->down.t[0]);
+}
+
+/* 2 * round_up(F, 16) gate/up outputs: each panel = 16 gate + 16 up columns. */
+static size_t gate_up_bytes(const zp_model *m, int f)
+{
+	return zp_wmat_bytes(m->wtype, 2 * ZP_ALIGN_UP(f, 16), m->cfg.hidden);
+}
+
+static void swiglu_pack(struct loader *ld, struct swiglu_src *s, int f, zp_wmat *gu,
+			void *gu_dst, zp_wmat *down, void *down_dst)
+{
+	pack(ld, gu, gu_dst, ld->m->wtype, 2 * ZP_ALIGN_UP(f, 16), ld->m->cfg.hidden, &s->gu);
+	pack(ld, down, down_dst, ld->m->wtype, ld->m->cfg.hidden, f, &s->down);
+}
+
+static int load_experts(struct loader *ld, zp_layer *L, int l)
+{
+	const zp_config *c = &ld->m->cfg;
+	char pfx[ZP_ST_NAME_MAX];
+	size_t gu_bytes = gate_up_bytes(ld->m, c->moe_ffn);
+	struct swiglu_src s;
+
+	L->expert_bytes = gu_bytes + zp_wmat_bytes(ld->m->wtype, c->hidden, c->moe_ffn);
+	L->experts_bytes = L->expert_bytes * (size_t)c->experts;
+	if (ld->arena) {
+		L->experts = zp_xalloc_aligned(L->experts_bytes);
+		L->exp_gate_up = zp_xcalloc((size_t)c->experts, sizeof *L->exp_gate_up);
+		L->exp_down = zp_xcalloc((size_t)c->experts, sizeof *L->exp_down);
+	}
+	for (int x = 0; x < c->experts; x++) {
+		snprintf(pfx, sizeof pfx, "model.layers.%d.mlp.experts.%d", l, x);
+		if (swiglu_check(ld, pfx, c->moe_ffn, &s))
+			return -1;
+		if (ld->arena) {
+			char *base = (char *)L->experts + (size_t)x * L->expert_bytes;
+			swiglu_pack(ld, &s, c->moe_ffn, &L->exp_gate_up[x], base, &L->exp_down[x],
+				    base + gu_bytes);
+		}
+	}
+	return 0;
+}
+
+static int load_layer(struct loader *ld, int l)
+{
+	zp_model *m = ld->m;
+	const zp_config *c = &m->cfg;
+	zp_layer *L = &m->layers[l];
+	char n[ZP_ST_NAME_MAX], pfx[64];
+	int qd = c->heads * c->head_dim, kvd = c->kv_heads * c->head_dim;
+	struct rows r = { .nt = 3, .n = { qd, kvd, kvd } };
+
+	snprintf(pfx, sizeof pfx, "model.layers.%d", l);
+#define NAME(s) (snprintf(n, sizeof n, "%s.%s", pfx, s), n)
+	if (vec(ld, NAME("input_layernorm.weight"), c->hidden, &L->attn_norm) ||
+	    vec(ld, NAME("post_attention_layernorm.weight"), c->hidden, &L->ffn_norm) ||
+	    vec(ld, NAME("self_attn.q_norm.weight"), c->head_dim, &L->q_norm) ||
+	    vec(ld, NAME("self_attn.k_norm.weight"), c->head_dim, &L->k_norm) ||
+	    get(ld, NAME("self_attn.q_proj.weight"), 2, qd, c->hidden, &r.t[0]) ||
+	    get(ld, NAME("self_attn.k_proj.weight"), 2, kvd, c->hidden, &r.t[1]) ||
+	    get(ld, NAME("self_attn.v_proj.weight"), 2, kvd, c->hidden, &r.t[2]) ||
+	    same_dtype(ld, &r) ||
+	    mat(ld, &L->wo, m->wtype, NAME("self_attn.o_proj.weight"), c->hidden, qd))
+		return -1;
+	pack(ld, &L->wqkv, NULL, m->wtype, qd + 2 * kvd, c->hidden, &r);
+	L->bqkv = L->bo = NULL;
+	if (c->attention_bias) {
+		/* one vector [q | k | v], like the packed wqkv rows */
+		L->bqkv = carve(ld, (size_t)(qd + 2 * kvd) * sizeof *L->bqkv);
+		if (vec_fill(ld, NAME("self_attn.q_proj.bias"), qd, L->bqkv) ||
+		    vec_fill(ld, NAME("self_attn.k_proj.bias"), kvd, L->bqkv ? L->bqkv + qd : NULL) ||
+		    vec_fill(ld, NAME("self_attn.v_proj.bias"), kvd,
+			     L->bqkv ? L->bqkv + qd + kvd : NULL) ||
+		    vec(ld, NAME("self_attn.o_proj.bias"), c->hidden, &L->bo))
+			return -1;
+	}
+	L->sparse = c->sparse[l];
+	if (!L->sparse) {
+		struct swiglu_src s;
+		snprintf(n, sizeof n, "%s.mlp", pfx);
+		if (swiglu_check(ld, n, c->ffn, &s))
+			return -1;
+		swiglu_pack(ld, &s, c->ffn, &L->w_gate_up, NULL, &L->w_down, NULL);
+		return 0;
+	}
+	if (mat(ld, &L->router, ZP_W_F32, NAME("mlp.gate.weight"), c->experts, c->hidden))
+		return -1;
+#undef NAME
+	return load_experts(ld, L, l);
+}
+
+static int load_all(struct loader *ld)
+{
+	zp_model *m = ld->m;
+	const zp_config *c = &m->cfg;
+	const zp_st_tensor *t;
+	const char *head = c->tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+
+	ld->used = 0;
+	if (get(ld, "model.embed_tokens.weight", 2, c->vocab, c->hidden, &m->embed) ||
+	    vec(ld, "model.norm.weight", c->hidden, &m->final_norm) ||
+	    mat(ld, &m->lm_head, m->wtype, head, c->vocab, c->hidden))
+		return -1;
+	if (c->tie_embeddings && zp_st_find(&m->st, "lm_head.weight") &&
+	    get(ld, "lm_head.weight", 2, c->vocab, c->hidden, &t))
+		return -1;
+	for (int l = 0; l < c->layers; l++) {
+		if (load_layer(ld, l))
+			return -1;
+		if (ld->arena)
+			zp_progress("loading layers", (size_t)l + 1, (size_t)c->layers);
+	}
+	return 0;
+}
+
+int zp_model_load(zp_model *m, const char *dir, enum zp_wtype wtype, zp_err *e)
+{
+	struct loader ld = { .m = m, .e = e };
+	double t0 = zp_now_s();
+
+	memset(m, 0, sizeof *m);
+	m->wtype = wtype;
+	if (zp_config_load(&m->cfg, dir, e) || zp_st_open_dir(&m->st, dir, e))
+		return -1;
+	m->layers = zp_xcalloc((size_t)m->cfg.layers, sizeof *m->layers);
+	/* Pass 1 checks every tensor and sizes the arena; pass 2 packs. */
+	if (load_all(&ld)) {
+		zp_model_free(m);
+		return -1;
+	}
+	m->arena_bytes = ld.used;
+	m->arena = ld.arena = zp_xalloc_aligned(ld.used);
+	ZP_ASSERT(load_all(&ld) == 0 && ld.used == m->arena_bytes);
+	for (int l = 0; l < m->cfg.layers; l++)
+		m->expert_bytes_total += m->layers[l].experts_bytes;
+	/* Everything but the embedding rows now lives in our layout: let the
+	   kernel drop the mapped pages (they are clean; a later touch refaults). */
+	for (int i = 0; i < m->st.nfiles; i++)
+		madvise(m->st.files[i].map, m->st.files[i].size, MADV_DONTNEED);
+	zp_log(ZP_LOG_INFO, "msg=\"model loaded\" dir=%s layers=%d experts=%d dtype=%s "
+	       "dense_bytes=%zu expert_bytes=%zu load_s=%.2f", dir, m->cfg.layers, m->cfg.experts,
+	       wtype == ZP_W_F32 ? "fp32" : "bf16", m->arena_bytes, m->expert_bytes_total,
+	       zp_now_s() - t0);
+	return 0;
+}
+
+void zp_model_free(zp_model *m)
+{
+	if (m->layers)
+		for (int l = 0; l < m->cfg.layers; l++) {
+			free(m->layers[l].experts);
+			free(m->layers[l].exp_gate_up);
+			free(m->layers[l].exp_down);
+		}
+	free(m->layers);
+	free(m->arena);
+	zp_st_free(&m->st);
+	memset(m, 0, sizeof *m);
+}
+
+void zp_model_embed(const zp_model *m, int tok, float *out)
+{
+	size_t H = (size_t)m->cfg.hidden;
+	ZP_ASSERT(tok >= 0 && tok < m->cfg.vocab);
+	for (size_t i = 0; i < H; i++)
+		out[i] = zp_st_elem_f32(m->embed, (size_t)tok * H + i);
+}

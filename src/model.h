@@ -1,0 +1,58 @@
+/* model.h -- a loaded Qwen3(-MoE) model: config, mmapped checkpoint, and the
+   weights in compute layout. Dense weights live in one arena; each MoE layer's
+   experts live in one contiguous block, expert by expert in index order
+   (gate_up then down per expert), so a shard of experts is one byte range
+   (what AsyncEP gathers, DESIGN.md section 3). Loaded by one thread; read-only
+   afterwards and shared by every executor thread. */
+#ifndef ZP_MODEL_H
+#define ZP_MODEL_H
+
+#include <stdbool.h>
+
+#include "config.h"
+#include "gemm.h"
+#include "safetensors.h"
+
+typedef struct {
+	float *attn_norm;	/* [H] */
+	float *q_norm, *k_norm;	/* [d] */
+	zp_wmat wqkv;		/* [(Nq + 2 Nkv) d, H]: q rows, then k, then v */
+	float *bqkv;		/* [(Nq + 2 Nkv) d] or NULL (attention_bias) */
+	zp_wmat wo;		/* [H, Nq d] */
+	float *bo;		/* [H] or NULL */
+	float *ffn_norm;	/* [H] */
+	bool sparse;		/* MoE block, else dense MLP */
+	/* dense MLP */
+	zp_wmat w_gate_up;	/* [2F, H], gate/up interleaved by 16 (ZP_EPI_SWIGLU) */
+	zp_wmat w_down;		/* [H, F] */
+	/* MoE */
+	zp_wmat router;		/* [E, H], always f32: expert choice must not flip */
+	zp_wmat *exp_gate_up;	/* [E] of [2F', H], interleaved by 16 */
+	zp_wmat *exp_down;	/* [E] of [H, F'] */
+	void *experts;		/* the contiguous block, experts_bytes long */
+	size_t experts_bytes;
+	size_t expert_bytes;	/* one expert's share of it */
+} zp_layer;
+
+typedef struct {
+	zp_config cfg;
+	enum zp_wtype wtype;	/* compute type of the big matrices */
+	zp_st st;
+	const zp_st_tensor *embed;	/* [V, H], read row by row from the mapping */
+	float *final_norm;		/* [H] */
+	zp_wmat lm_head;		/* [V, H] */
+	zp_layer *layers;
+	void *arena;			/* dense weights in compute layout */
+	size_t arena_bytes;
+	size_t expert_bytes_total;
+} zp_model;
+
+/* Load dir (config.json + safetensors). wtype: ZP_W_F32 (exact) or ZP_W_BF16.
+   0, or -1 with e naming what is wrong (nothing left allocated). */
+int zp_model_load(zp_model *m, const char *dir, enum zp_wtype wtype, zp_err *e);
+void zp_model_free(zp_model *m);
+
+/* Row `tok` of the embedding, as f32 into out[H]. */
+void zp_model_embed(const zp_model *m, int tok, float *out);
+
+#endif

@@ -1,0 +1,434 @@
+/* safetensors.c -- see safetensors.h. The JSON goes through cJSON after our own
+   strict UTF-8 check; all size arithmetic is overflow-checked. */
+#include "safetensors.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "json.h"
+
+static const struct { const char *name; size_t size; } dtypes[ZP_DT_COUNT] = {
+	[ZP_DT_F32] = { "F32", 4 },	  [ZP_DT_F16] = { "F16", 2 },
+	[ZP_DT_BF16] = { "BF16", 2 },	  [ZP_DT_F64] = { "F64", 8 },
+	[ZP_DT_I64] = { "I64", 8 },	  [ZP_DT_I32] = { "I32", 4 },
+	[ZP_DT_I16] = { "I16", 2 },	  [ZP_DT_I8] = { "I8", 1 },
+	[ZP_DT_U8] = { "U8", 1 },	  [ZP_DT_BOOL] = { "BOOL", 1 },
+	[ZP_DT_F8_E4M3] = { "F8_E4M3", 1 }, [ZP_DT_F8_E5M2] = { "F8_E5M2", 1 },
+};
+
+const char *zp_dtype_name(enum zp_dtype dt)
+{
+	ZP_ASSERT(dt >= 0 && dt < ZP_DT_COUNT);
+	return dtypes[dt].name;
+}
+
+size_t zp_dtype_size(enum zp_dtype dt)
+{
+	ZP_ASSERT(dt >= 0 && dt < ZP_DT_COUNT);
+	return dtypes[dt].size;
+}
+
+static int dtype_parse(const char *s, enum zp_dtype *out)
+{
+	for (int i = 0; i < ZP_DT_COUNT; i++)
+		if (strcmp(s, dtypes[i].name) == 0) {
+			*out = (enum zp_dtype)i;
+			return 0;
+		}
+	return -1;
+}
+
+/* An exact non-negative integer held in a JSON number (cJSON keeps doubles). */
+static int json_u64(const cJSON *v, uint64_t *out)
+{
+	if (!cJSON_IsNumber(v))
+		return -1;
+	double d = v->valuedouble;
+	if (!(d >= 0 && d <= 9007199254740992.0) || d != (double)(uint64_t)d)
+		return -1;
+	*out = (uint64_t)d;
+	return 0;
+}
+
+static int parse_tensor(const cJSON *it, uint64_t data_bytes, int file, zp_st_tensor *t,
+			zp_err *e)
+{
+	const cJSON *dt = cJSON_GetObjectItemCaseSensitive(it, "dtype");
+	const cJSON *sh = cJSON_GetObjectItemCaseSensitive(it, "shape");
+	const cJSON *off = cJSON_GetObjectItemCaseSensitive(it, "data_offsets");
+	uint64_t numel = 1, begin, end, n;
+
+	if (strlen(it->string) >= ZP_ST_NAME_MAX)
+		return zp_errf(e, "tensor name longer than %d bytes", ZP_ST_NAME_MAX - 1);
+	memset(t, 0, sizeof *t);
+	strcpy(t->name, it->string);
+	t->file = file;
+	if (!cJSON_IsObject(it) || !cJSON_IsString(dt) || !cJSON_IsArray(sh) ||
+	    !cJSON_IsArray(off))
+		return zp_errf(e, "tensor %s: header entry needs dtype, shape, data_offsets",
+			       t->name);
+	if (dtype_parse(dt->valuestring, &t->dtype))
+		return zp_errf(e, "tensor %s: unknown dtype \"%.32s\"", t->name, dt->valuestring);
+	t->ndim = cJSON_GetArraySize(sh);
+	if (t->ndim > ZP_ST_NDIM_MAX)
+		return zp_errf(e, "tensor %s: %d dimensions (max %d)", t->name, t->ndim,
+			       ZP_ST_NDIM_MAX);
+	for (int i = 0; i < t->ndim; i++) {
+		if (json_u64(cJSON_GetArrayItem(sh, i), &n) || n > (1ull << 40))
+			return zp_errf(e, "tensor %s: bad shape entry %d", t->name, i);
+		t->shape[i] = (int64_t)n;
+		if (n && numel > UINT64_MAX / n)
+			return zp_errf(e, "tensor %s: shape overflows", t->name);
+		numel *= n;
+	}
+	if (cJSON_GetArraySize(off) != 2 || json_u64(cJSON_GetArrayItem(off, 0), &begin) ||
+	    json_u64(cJSON_GetArrayItem(off, 1), &end) || begin > end)
+		return zp_errf(e, "tensor %s: bad data_offsets", t->name);
+	if (end > data_bytes)
+		return zp_errf(e, "tensor %s: data_offsets [%llu, %llu) past the end of the data "
+			       "(%llu bytes): file truncated?", t->name, (unsigned long long)begin,
+			       (unsigned long long)end, (unsigned long long)data_bytes);
+	if (numel > UINT64_MAX / zp_dtype_size(t->dtype) ||
+	    numel * zp_dtype_size(t->dtype) != end - begin)
+		return zp_errf(e, "tensor %s: %llu bytes for a %s tensor of %llu elements",
+			       t->name, (unsigned long long)(end - begin), zp_dtype_name(t->dtype),
+			       (unsigned long long)numel);
+	t->offset = begin;
+	t->nbytes = end - begin;
+	return 0;
+}
+
+int zp_st_parse_header(const char *json, size_t len, uint64_t data_bytes, int file,
+		       zp_st_tensor **tensors, size_t *ntensors, zp_err *e)
+{
+	cJSON *root;
+	const cJSON *it;
+	size_t n0 = *ntensors;
+	int rc = 0;
+
+	if (len > ZP_ST_HEADER_MAX)
+		return zp_errf(e, "header of %zu bytes (max %u)", len, ZP_ST_HEADER_MAX);
+	if (zp_json_check_utf8(json, len))
+		return zp_errf(e, "header is not valid UTF-8");
+	root = cJSON_ParseWithLength(json, len);
+	if (!root || !cJSON_IsObject(root)) {
+		cJSON_Delete(root);
+		return zp_errf(e, "header is not a JSON object");
+	}
+	cJSON_ArrayForEach(it, root) {
+		if (strcmp(it->string, "__metadata__") == 0)
+			continue;
+		*tensors = realloc(*tensors, (*ntensors + 1) * sizeof **tensors);
+		ZP_ASSERT(*tensors);
+		if (parse_tensor(it, data_bytes, file, &(*tensors)[*ntensors], e)) {
+			rc = -1;
+			break;
+		}
+		(*ntensors)++;
+	}
+	cJSON_Delete(root);
+	if (rc)
+		*ntensors = n0;
+	return rc;
+}
+
+static int plain_filename(const char *f)
+{
+	return f[0] && f[0] != '.' && !strchr(f, '/') && strlen(f) < 1024;
+}
+
+int zp_st_parse_index(const char *json, size_t len,
+		      int (*fn)(void *ctx, const char *name, const char *file, zp_err *e),
+		      void *ctx, zp_err *e)
+{
+	cJSON *root;
+	const cJSON *map, *it;
+	int rc = 0;
+
+	if (zp_json_check_utf8(json, len))
+		return zp_errf(e, "index is not valid UTF-8");
+	root = cJSON_ParseWithLength(json, len);
+	map = root ? cJSON_GetObjectItemCaseSensitive(root, "weight_map") : NULL;
+	if (!cJSON_IsObject(map)) {
+		cJSON_Delete(root);
+		return zp_errf(e, "index has no \"weight_map\" object");
+	}
+	cJSON_ArrayForEach(it, map) {
+		if (!cJSON_IsString(it) || !plain_filename(it->valuestring)) {
+			rc = zp_errf(e, "index: tensor %.100s maps to a bad file name", it->string);
+			break;
+		}
+		if ((rc = fn(ctx, it->string, it->valuestring, e)))
+			break;
+	}
+	cJSON_Delete(root);
+	return rc;
+}
+
+static int read_file(const char *path, char **buf, size_t *len, size_t max, zp_err *e)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat sb;
+	if (fd < 0)
+		return zp_errf(e, "%s: %s", path, strerror(errno));
+	if (fstat(fd, &sb) || (size_t)sb.st_size > max) {
+		close(fd);
+		return zp_errf(e, "%s: unreadable or larger than %zu bytes", path, max);
+	}
+	*len = (size_t)sb.st_size;
+	*buf = zp_xmalloc(*len + 1);
+	size_t got = 0;
+	while (got < *len) {
+		ssize_t r = read(fd, *buf + got, *len - got);
+		if (r <= 0) {
+			free(*buf);
+			close(fd);
+			return zp_errf(e, "%s: read failed", path);
+		}
+		got += (size_t)r;
+	}
+	(*buf)[*len] = 0;
+	close(fd);
+	return 0;
+}
+
+static int map_file(zp_st *st, const char *dir, const char *name, zp_err *e)
+{
+	char path[4096];
+	struct stat sb;
+	uint64_t hlen;
+	zp_st_file *f;
+	int fd;
+
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return zp_errf(e, "%s: %s", path, strerror(errno));
+	if (fstat(fd, &sb) || sb.st_size < 8) {
+		close(fd);
+		return zp_errf(e, "%s: too short for a safetensors file", path);
+	}
+	st->files = realloc(st->files, (size_t)(st->nfiles + 1) * sizeof *st->files);
+	ZP_ASSERT(st->files);
+	f = &st->files[st->nfiles];
+	f->size = (size_t)sb.st_size;
+	f->map = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
+	close(fd);
+	if (f->map == MAP_FAILED)
+		return zp_errf(e, "%s: mmap: %s", path, strerror(errno));
+	f->path = strdup(path);
+	st->nfiles++;
+	memcpy(&hlen, f->map, 8); /* little-endian on every host we build for */
+	if (hlen > f->size - 8)
+		return zp_errf(e, "%s: header length %llu past the end of the file (%zu bytes)",
+			       path, (unsigned long long)hlen, f->size);
+	size_t n0 = st->ntensors;
+	if (zp_st_parse_header((const char *)f->map + 8, hlen, f->size - 8 - hlen,
+			       st->nfiles - 1, &st->tensors, &st->ntensors, e)) {
+		char msg[ZP_ERR_LEN];
+		snprintf(msg, sizeof msg, "%s", e->msg);
+		return zp_errf(e, "%s: %s", path, msg);
+	}
+	for (size_t i = n0; i < st->ntensors; i++)
+		st->tensors[i].data = (const char *)f->map + 8 + hlen + st->tensors[i].offset;
+	return 0;
+}
+
+static int cmp_tensor(const void *a, const void *b)
+{
+	return strcmp(((const zp_st_tensor *)a)->name, ((const zp_st_tensor *)b)->name);
+}
+
+/* Index handling: collect the distinct shard names, remember every mapping to
+   check afterwards that each named tensor is in the shard the index says. */
+struct index_ctx {
+	char **files;
+	int nfiles;
+	char **names, **names_file;
+	size_t nnames;
+};
+
+static int index_add(void *vctx, const char *name, const char *file, zp_err *e)
+{
+	struct index_ctx *c = vctx;
+	int i;
+	for (i = 0; i < c->nfiles; i++)
+		if (strcmp(c->files[i], file) == 0)
+			break;
+	if (i == c->nfiles) {
+		if (c->nfiles >= ZP_ST_FILES_MAX)
+			return zp_errf(e, "index names more than %d files", ZP_ST_FILES_MAX);
+		c->files = realloc(c->files, (size_t)(c->nfiles + 1) * sizeof *c->files);
+		ZP_ASSERT(c->files);
+		c->files[c->nfiles++] = strdup(file);
+	}
+	c->names = realloc(c->names, (c->nnames + 1) * sizeof *c->names);
+	c->names_file = realloc(c->names_file, (c->nnames + 1) * sizeof *c->names_file);
+	ZP_ASSERT(c->names && c->names_file);
+	c->names[c->nnames] = strdup(name);
+	c->names_file[c->nnames++] = c->files[i];
+	return 0;
+}
+
+static void index_free(struct index_ctx *c)
+{
+	for (int i = 0; i < c->nfiles; i++)
+		free(c->files[i]);
+	for (size_t i = 0; i < c->nnames; i++)
+		free(c->names[i]);
+	free(c->files);
+	free(c->names);
+	free(c->names_file);
+}
+
+static int open_index(zp_st *st, const char *dir, const char *ipath, zp_err *e)
+{
+	struct index_ctx c = { 0 };
+	char *buf = NULL;
+	size_t len = 0;
+	int rc;
+
+	if (read_file(ipath, &buf, &len, 64u << 20, e))
+		return -1;
+	rc = zp_st_parse_index(buf, len, index_add, &c, e);
+	free(buf);
+	if (rc) {
+		char msg[ZP_ERR_LEN];
+		snprintf(msg, sizeof msg, "%s", e->msg);
+		zp_errf(e, "%s: %s", ipath, msg);
+	}
+	for (int i = 0; !rc && i < c.nfiles; i++)
+		rc = map_file(st, dir, c.files[i], e);
+	if (!rc) {
+		qsort(st->tensors, st->ntensors, sizeof *st->tensors, cmp_tensor);
+		for (size_t i = 0; i < c.nnames; i++) {
+			const zp_st_tensor *t = zp_st_find(st, c.names[i]);
+			if (!t) {
+				rc = zp_errf(e, "tensor %.100s: listed in the index for %.100s but "
+					     "absent from it", c.names[i], c.names_file[i]);
+				break;
+			}
+			if (strcmp(strrchr(st->files[t->file].path, '/') + 1, c.names_file[i])) {
+				rc = zp_errf(e, "tensor %.100s: the index says %.60s, found in %.60s",
+					     c.names[i], c.names_file[i], st->files[t->file].path);
+				break;
+			}
+		}
+	}
+	index_free(&c);
+	return rc;
+}
+
+int zp_st_open_dir(zp_st *st, const char *dir, zp_err *e)
+{
+	char path[4096];
+	int rc;
+
+	memset(st, 0, sizeof *st);
+	snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+	if (access(path, F_OK) == 0)
+		rc = open_index(st, dir, path, e);
+	else {
+		snprintf(path, sizeof path, "%s/model.safetensors", dir);
+		if (access(path, F_OK) != 0)
+			return zp_errf(e, "%s: neither model.safetensors nor "
+				       "model.safetensors.index.json", dir);
+		rc = map_file(st, dir, "model.safetensors", e);
+		if (!rc)
+			qsort(st->tensors, st->ntensors, sizeof *st->tensors, cmp_tensor);
+	}
+	for (size_t i = 1; !rc && i < st->ntensors; i++)
+		if (strcmp(st->tensors[i - 1].name, st->tensors[i].name) == 0)
+			rc = zp_errf(e, "tensor %.100s appears twice (%.60s and %.60s)",
+				     st->tensors[i].name, st->files[st->tensors[i - 1].file].path,
+				     st->files[st->tensors[i].file].path);
+	if (rc)
+		zp_st_free(st);
+	return rc;
+}
+
+void zp_st_free(zp_st *st)
+{
+	for (int i = 0; i < st->nfiles; i++) {
+		munmap(st->files[i].map, st->files[i].size);
+		free(st->files[i].path);
+	}
+	free(st->files);
+	free(st->tensors);
+	memset(st, 0, sizeof *st);
+}
+
+const zp_st_tensor *zp_st_find(const zp_st *st, const char *name)
+{
+	size_t lo = 0, hi = st->ntensors;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		int c = strcmp(st->tensors[mid].name, name);
+		if (c == 0)
+			return &st->tensors[mid];
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+const char *zp_st_file_of(const zp_st *st, const zp_st_tensor *t)
+{
+	return st->files[t->file].path;
+}
+
+int zp_st_get(const zp_st *st, const char *name, int ndim, const int64_t *shape,
+	      const zp_st_tensor **out, zp_err *e)
+{
+	const zp_st_tensor *t = zp_st_find(st, name);
+	char want[128] = "", got[128] = "";
+	int n = 0, m = 0;
+
+	if (!t)
+		return zp_errf(e, "tensor %s: missing from the checkpoint (%s%s)", name,
+			       st->nfiles ? st->files[0].path : "?", st->nfiles > 1 ? ", ..." : "");
+	for (int i = 0; i < ndim; i++)
+		n += snprintf(want + n, sizeof want - (size_t)n, "%s%lld", i ? "," : "",
+			      (long long)shape[i]);
+	for (int i = 0; i < t->ndim && m < 100; i++)
+		m += snprintf(got + m, sizeof got - (size_t)m, "%s%lld", i ? "," : "",
+			      (long long)t->shape[i]);
+	if (t->ndim != ndim || memcmp(t->shape, shape, (size_t)ndim * sizeof *shape))
+		return zp_errf(e, "tensor %s in %s: shape [%s], expected [%s]", name,
+			       zp_st_file_of(st, t), got, want);
+	if (t->dtype != ZP_DT_F32 && t->dtype != ZP_DT_F16 && t->dtype != ZP_DT_BF16)
+		return zp_errf(e, "tensor %s in %s: dtype %s (supported: F32, F16, BF16)", name,
+			       zp_st_file_of(st, t), zp_dtype_name(t->dtype));
+	*out = t;
+	return 0;
+}
+
+float zp_st_elem_f32(const zp_st_tensor *t, size_t i)
+{
+	switch (t->dtype) {
+	case ZP_DT_F32: {
+		float f;
+		memcpy(&f, (const char *)t->data + 4 * i, 4);
+		return f;
+	}
+	case ZP_DT_BF16: {
+		uint16_t h;
+		memcpy(&h, (const char *)t->data + 2 * i, 2);
+		return zp_bf16_to_f32(h);
+	}
+	case ZP_DT_F16: {
+		uint16_t h;
+		memcpy(&h, (const char *)t->data + 2 * i, 2);
+		return zp_f16_to_f32(h);
+	}
+	default:
+		zp_panic(__FILE__, __LINE__, "tensor dtype checked by zp_st_get");
+	}
+}

@@ -1,0 +1,119 @@
+/* util.c -- see util.h. */
+#include "util.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+enum zp_log_level zp_log_min = ZP_LOG_INFO;
+
+void zp_panic(const char *file, int line, const char *what)
+{
+	fprintf(stderr, "level=fatal msg=\"assertion failed\" what=\"%s\" at=%s:%d\n",
+		what, file, line);
+	abort();
+}
+
+void zp_log(enum zp_log_level lvl, const char *fmt, ...)
+{
+	static const char *names[] = { "debug", "info", "warn", "error" };
+	char line[1024];
+	int n;
+	va_list ap;
+
+	if (lvl < zp_log_min)
+		return;
+	n = snprintf(line, sizeof line, "level=%s ", names[lvl]);
+	va_start(ap, fmt);
+	n += vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+	va_end(ap);
+	if (n > (int)sizeof line - 2)
+		n = (int)sizeof line - 2;
+	line[n++] = '\n';
+	if (write(2, line, (size_t)n) < 0) {
+		/* stderr gone: nothing better to do */
+	}
+}
+
+void *zp_xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+	if (!p) {
+		zp_log(ZP_LOG_ERROR, "msg=\"out of memory\" bytes=%zu", n);
+		abort();
+	}
+	return p;
+}
+
+void *zp_xcalloc(size_t n, size_t sz)
+{
+	void *p = calloc(n ? n : 1, sz ? sz : 1);
+	if (!p) {
+		zp_log(ZP_LOG_ERROR, "msg=\"out of memory\" bytes=%zu", n * sz);
+		abort();
+	}
+	return p;
+}
+
+void *zp_xalloc_aligned(size_t n)
+{
+	void *p = NULL;
+	n = ZP_ALIGN_UP(n ? n : 1, 64);
+	if (posix_memalign(&p, 64, n) != 0) {
+		zp_log(ZP_LOG_ERROR, "msg=\"out of memory\" bytes=%zu", n);
+		abort();
+	}
+	memset(p, 0, n);
+	return p;
+}
+
+double zp_now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int zp_errf(zp_err *e, const char *fmt, ...)
+{
+	va_list ap;
+	if (!e)
+		return -1;
+	va_start(ap, fmt);
+	vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+void zp_progress(const char *label, size_t i, size_t n)
+{
+	static int tty = -1;
+	if (tty < 0)
+		tty = isatty(2);
+	if (!tty)
+		return;
+	fprintf(stderr, "\r%s %zu/%zu%s", label, i, n, i == n ? "\n" : "");
+	fflush(stderr);
+}
+
+float zp_f16_to_f32(uint16_t h)
+{
+	uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+	uint32_t exp = (h >> 10) & 0x1fu;
+	uint32_t man = h & 0x3ffu;
+	union { uint32_t u; float f; } v;
+
+	if (exp == 0) {
+		/* zero or subnormal: value = man * 2^-24 */
+		v.f = (float)man * 5.9604644775390625e-8f;
+		v.u |= sign;
+		return v.f;
+	}
+	if (exp == 31)
+		v.u = sign | 0x7f800000u | (man << 13);
+	else
+		v.u = sign | ((exp + 112u) << 23) | (man << 13);
+	return v.f;
+}

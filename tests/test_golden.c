@@ -1,0 +1,213 @@
+/* test_golden.c -- end-to-end golden test: for each committed checkpoint under
+   tests/models/ and its transformers golden under tests/golden/, run every
+   request through the real path (JSON -> zp_req_parse -> zp_fwd_run) in fp32 and
+   bf16 modes, all requests in one batch and each alone, and compare:
+     fp32 vs transformers: |log-prob diff| <= 1e-4, 1 - cos(embedding) <= 1e-5;
+     bf16 vs transformers: the tolerances below (measured; see README);
+     alone vs in a batch: bitwise equal in both modes (batch invariance). */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <string.h>
+
+#include "check.h"
+#include "forward.h"
+
+#define MAXREQ 64
+
+/* bf16 weights and activations against f32 transformers. Measured on the
+   committed models (README, "bf16 tolerance"): |dlogprob| <= 2.5e-2 for log-probs
+   near -5, 0.30 at -50 (0.6%: one bf16 rounding is 0.4%), 1 - cos <= 1.5e-5.
+   Allowed: 0.05 + 1% of |logprob|, and 1e-4 on 1 - cos. */
+#define BF16_LP_ABS 0.05
+#define BF16_LP_REL 0.01
+#define BF16_COS_TOL 1e-4
+
+struct tol {
+	double lp, rel, cos; /* |d| <= lp + rel * |want| */
+};
+
+struct maxerr {
+	double lp, cos, batch;
+};
+
+static char *slurp(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	fseek(f, 0, SEEK_END);
+	long n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	char *b = malloc((size_t)n + 1);
+	if (fread(b, 1, (size_t)n, f) != (size_t)n)
+		n = 0;
+	b[n] = 0;
+	fclose(f);
+	return b;
+}
+
+static double num(const cJSON *v)
+{
+	return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+}
+
+static void cmp_lp(const char *what, const char *id, float got, const cJSON *want, struct tol t,
+		   double *max)
+{
+	double tol = t.lp + t.rel * fabs(num(want));
+	if (cJSON_IsNull(want)) {
+		CHECK(isnan(got), "%s %s: expected null, got %g", id, what, got);
+		return;
+	}
+	double d = fabs(got - num(want));
+	*max = fmax(*max, d);
+	CHECK(d <= tol, "%s %s: got %.7f want %.7f (diff %.2e > %.2e)", id, what, got, num(want), d,
+	      tol);
+}
+
+static void compare(const zp_req *r, const cJSON *exp, struct tol t, struct maxerr *m)
+{
+	const char *id = r->id_json;
+	const cJSON *a, *it;
+	int i = 0;
+
+	CHECK((int)num(cJSON_GetObjectItem(exp, "num_prompt_tokens")) == r->ntok, "%s ntok", id);
+	if ((a = cJSON_GetObjectItem(exp, "candidate_logprobs")))
+		cJSON_ArrayForEach(it, a) cmp_lp("candidate", id, r->cand_lp[i++], it, t, &m->lp);
+	i = 0;
+	if ((a = cJSON_GetObjectItem(exp, "prompt_logprobs")))
+		cJSON_ArrayForEach(it, a) cmp_lp("prompt_logprob", id, r->plp[i++], it, t, &m->lp);
+	i = 0;
+	if ((a = cJSON_GetObjectItem(exp, "top_logprobs")))
+		cJSON_ArrayForEach(it, a) {
+			int want_id = (int)num(cJSON_GetArrayItem(it, 0));
+			double want_lp = num(cJSON_GetArrayItem(it, 1));
+			/* a different id is fine only where the two were tied within tol */
+			if (r->top_ids[i] != want_id)
+				CHECK(fabs(r->top_lp[i] - want_lp) <= t.lp + t.rel * fabs(want_lp), "%s top[%d]: id %d vs %d", id,
+				      i, r->top_ids[i], want_id);
+			cmp_lp("top_logprob", id, r->top_lp[i], cJSON_GetArrayItem(it, 1), t, &m->lp);
+			i++;
+		}
+	if ((a = cJSON_GetObjectItem(exp, "embedding"))) {
+		double dot = 0, na = 0, nb = 0;
+		CHECK(cJSON_GetArraySize(a) == r->emb_dim, "%s embedding size", id);
+		i = 0;
+		cJSON_ArrayForEach(it, a) {
+			double w = num(it), g = r->emb[i++];
+			dot += w * g;
+			na += w * w;
+			nb += g * g;
+		}
+		double c = 1 - dot / sqrt(na * nb);
+		m->cos = fmax(m->cos, c);
+		CHECK(c <= t.cos, "%s embedding: 1 - cos = %.2e > %.0e", id, c, t.cos);
+	}
+}
+
+static float maxdiff(const float *a, const float *b, int n)
+{
+	float d = 0;
+	for (int i = 0; i < n; i++)
+		if (!(isnan(a[i]) && isnan(b[i])))
+			d = fmaxf(d, a[i] == b[i] ? 0.0f : fabsf(a[i] - b[i]) + 1e-30f);
+	return d;
+}
+
+/* Largest difference between two runs of the same request. */
+static float req_diff(const zp_req *a, const zp_req *b)
+{
+	float d = maxdiff(a->cand_lp ? a->cand_lp : (float[]){ 0 },
+			  b->cand_lp ? b->cand_lp : (float[]){ 0 }, a->ncand);
+	if (a->top_k) {
+		d = fmaxf(d, maxdiff(a->top_lp, b->top_lp, a->top_k));
+		for (int i = 0; i < a->top_k; i++)
+			d = fmaxf(d, a->top_ids[i] != b->top_ids[i] ? 1e30f : 0);
+	}
+	if (a->plp)
+		d = fmaxf(d, maxdiff(a->plp, b->plp, a->ntok - a->plp_start));
+	if (a->emb)
+		d = fmaxf(d, maxdiff(a->emb, b->emb, a->emb_dim));
+	return d;
+}
+
+static void run_model(const char *name, enum zp_wtype wt, struct tol t)
+{
+	char dir[512], gpath[512];
+	zp_model m;
+	zp_err e;
+	zp_req batch[MAXREQ], alone;
+	zp_req *run[MAXREQ];
+	cJSON *exp[MAXREQ];
+	struct maxerr me = { 0 };
+	int n = 0;
+
+	snprintf(dir, sizeof dir, "tests/models/%s", name);
+	snprintf(gpath, sizeof gpath, "tests/golden/%s.jsonl", name);
+	if (zp_model_load(&m, dir, wt, &e)) {
+		CHECK(0, "%s: load: %s", name, e.msg);
+		return;
+	}
+	char *text = slurp(gpath), *line = text, *save = NULL;
+	CHECK(text != NULL, "%s: no golden file", gpath);
+	if (!text)
+		return;
+	zp_req_limits lim = { m.cfg.vocab, 4096, m.cfg.hidden };
+	int total = 0;
+	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		cJSON *row = cJSON_Parse(line);
+		if (cJSON_GetObjectItem(row, "_meta")) {
+			cJSON_Delete(row);
+			continue;
+		}
+		ZP_ASSERT(n < MAXREQ);
+		char *rq = cJSON_PrintUnformatted(cJSON_GetObjectItem(row, "request"));
+		zp_req_error err;
+		CHECK(zp_req_parse(&batch[n], rq, strlen(rq), &lim, &err) == 0, "%s: %s", name,
+		      err.message);
+		free(rq);
+		exp[n] = row;
+		run[n] = &batch[n];
+		total += batch[n].ntok;
+		n++;
+	}
+	zp_fwd *f = zp_fwd_new(&m, 2, total);
+	zp_fwd_run(f, run, n);
+	for (int i = 0; i < n; i++)
+		compare(&batch[i], cJSON_GetObjectItem(exp[i], "expected"), t, &me);
+	for (int i = 0; i < n; i++) { /* the same request alone */
+		char *rq = cJSON_PrintUnformatted(cJSON_GetObjectItem(exp[i], "request"));
+		zp_req_error err;
+		zp_req_parse(&alone, rq, strlen(rq), &lim, &err);
+		free(rq);
+		zp_req *one = &alone;
+		zp_fwd_run(f, &one, 1);
+		float d = req_diff(&alone, &batch[i]);
+		me.batch = fmax(me.batch, d);
+		CHECK(d == 0, "%s %s: alone vs in a batch of %d differ by %g", name, alone.id_json, n,
+		      d);
+		zp_req_free(&alone);
+	}
+	printf("%-14s %s requests=%d max|dlogprob|=%.2e max(1-cos)=%.2e alone-vs-batch=%g\n",
+	       name, wt == ZP_W_F32 ? "fp32" : "bf16", n, me.lp, me.cos, me.batch);
+	for (int i = 0; i < n; i++) {
+		zp_req_free(&batch[i]);
+		cJSON_Delete(exp[i]);
+	}
+	zp_fwd_free(f);
+	free(text);
+	zp_model_free(&m);
+}
+
+int main(int argc, char **argv)
+{
+	static const char *models[] = { "odd", "mlp-only", "sparse-step", "no-norm-topk",
+					"tied-sharded", "dense" };
+	for (size_t i = 0; i < sizeof models / sizeof *models; i++) {
+		if (argc > 1 && strcmp(argv[1], models[i]))
+			continue;
+		run_model(models[i], ZP_W_F32, (struct tol){ 1e-4, 0, 1e-5 });
+		run_model(models[i], ZP_W_BF16, (struct tol){ BF16_LP_ABS, BF16_LP_REL, BF16_COS_TOL });
+	}
+	return check_exit("test_golden");
+}
