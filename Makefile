@@ -19,10 +19,11 @@ TESTS_C := $(wildcard tests/test_*.c)
 TESTS   := $(TESTS_C:tests/%.c=$(BUILD)/%)
 
 DEPS_OK := $(BUILD)/.deps-ok
+BIN     ?= zprefill
 
 .PHONY: all deps test run asan tsan fuzz clean bench
 
-all: zprefill
+all: $(BIN)
 
 $(DEPS_OK): scripts/deps.sh
 	@mkdir -p $(BUILD)
@@ -39,14 +40,14 @@ $(BUILD)/%.o: src/%.c $(wildcard src/*.h) | $(DEPS_OK)
 $(BUILD)/libzp.a: $(LIB_OBJ)
 	ar rcs $@ $^
 
-zprefill: $(BUILD)/main.o $(BUILD)/libzp.a
+$(BIN): $(BUILD)/main.o $(BUILD)/libzp.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/test_%: tests/test_%.c tests/check.h $(BUILD)/libzp.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libzp.a $(LDLIBS)
 
-test: zprefill $(TESTS)
-	@BUILD=$(BUILD) tests/run.sh $(TESTS) $(wildcard tests/test_*.sh)
+test: $(BIN) $(TESTS)
+	@BUILD=$(BUILD) ZPREFILL=./$(BIN) tests/run.sh $(TESTS) $(wildcard tests/test_*.sh)
 
 # The embedded default: a small random model, scored through `zprefill prefill`.
 RUN_MODEL := $(BUILD)/models/tiny
@@ -61,10 +62,10 @@ bench: zprefill
 	./zprefill bench --model $(BUILD)/models/small --tokens 512 --seqs 1 --threads 2
 
 asan:
-	$(MAKE) BUILD=build-asan OPT=-O1 EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" EXTRA_LDFLAGS="-fsanitize=address,undefined" test
+	$(MAKE) BUILD=build-asan BIN=build-asan/zprefill OPT=-O1 EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" EXTRA_LDFLAGS="-fsanitize=address,undefined" test
 
 tsan:
-	$(MAKE) BUILD=build-tsan OPT=-O1 EXTRA_CFLAGS="-fsanitize=thread" EXTRA_LDFLAGS="-fsanitize=thread" test
+	$(MAKE) BUILD=build-tsan BIN=build-tsan/zprefill OPT=-O1 EXTRA_CFLAGS="-fsanitize=thread" EXTRA_LDFLAGS="-fsanitize=thread" test
 
 FUZZ_SECONDS ?= 60
 FUZZ_CFLAGS := -std=gnu11 -O1 -g -fsanitize=fuzzer,address,undefined -Isrc -march=x86-64-v3

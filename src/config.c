@@ -142,7 +142,7 @@ int zp_config_parse(zp_config *c, const char *json, size_t len, zp_err *e)
 	memset(c, 0, sizeof *c);
 	if (zp_json_check_utf8(json, len))
 		return zp_errf(e, "config.json: not valid UTF-8");
-	root = cJSON_ParseWithLength(json, len);
+	root = zp_json_parse(json, len);
 	if (!cJSON_IsObject(root)) {
 		cJSON_Delete(root);
 		return zp_errf(e, "config.json: not a JSON object");

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "util.h"
 
 int zp_json_check_utf8(const char *buf, size_t len)
@@ -50,6 +52,40 @@ int zp_json_check_utf8(const char *buf, size_t len)
 		i += (size_t)n + 1;
 	}
 	return 0;
+}
+
+/* A \u0000 escape outside a string is a syntax error anyway; inside one it is
+   preceded by an odd run of backslashes. */
+static int has_nul_escape(const char *s, size_t len)
+{
+	for (size_t i = 0; i + 6 <= len; i++) {
+		if (s[i] != '\\' || memcmp(s + i + 1, "u0000", 5) != 0)
+			continue;
+		size_t run = 0;
+		while (run < i && s[i - 1 - run] == '\\')
+			run++;
+		if (run % 2 == 0)
+			return 1;
+	}
+	return 0;
+}
+
+cJSON *zp_json_parse(const char *buf, size_t len)
+{
+	const char *end = NULL;
+	cJSON *v;
+
+	if (zp_json_check_utf8(buf, len) || has_nul_escape(buf, len))
+		return NULL;
+	v = cJSON_ParseWithLengthOpts(buf, len, &end, 0);
+	if (!v)
+		return NULL;
+	for (; end && end < buf + len; end++)
+		if (*end != ' ' && *end != '\t' && *end != '\n' && *end != '\r' && *end != 0) {
+			cJSON_Delete(v);
+			return NULL;
+		}
+	return v;
 }
 
 void zp_buf_init(zp_buf *b, size_t cap)

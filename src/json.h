@@ -11,6 +11,11 @@
    code point above U+10FFFF) and holds no NUL byte; -1 otherwise. */
 int zp_json_check_utf8(const char *buf, size_t len);
 
+/* Parse buf[0..len) as exactly one JSON value: strict UTF-8, no \u0000 escape
+   (cJSON would cut the string there), nothing but whitespace after the value.
+   NULL when any of that fails. Free with cJSON_Delete. */
+struct cJSON *zp_json_parse(const char *buf, size_t len);
+
 /* A growable output buffer for JSON text (start-up sized; grows rarely). */
 typedef struct {
 	char *p;

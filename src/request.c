@@ -170,9 +170,9 @@ int zp_req_parse(zp_req *r, const char *json, size_t len, const zp_req_limits *l
 	r->id_json = strdup("null");
 	if (zp_json_check_utf8(json, len))
 		return fail(err, NULL, "request is not valid UTF-8 (or holds a NUL byte)");
-	root = cJSON_ParseWithLength(json, len);
+	root = zp_json_parse(json, len);
 	if (!root)
-		return fail(err, NULL, "request is not valid JSON");
+		return fail(err, NULL, "request is not valid JSON (one value per line, no NUL escapes)");
 	if (!cJSON_IsObject(root)) {
 		cJSON_Delete(root);
 		return fail(err, NULL, "request must be a JSON object");

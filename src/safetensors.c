@@ -115,7 +115,7 @@ int zp_st_parse_header(const char *json, size_t len, uint64_t data_bytes, int fi
 		return zp_errf(e, "header of %zu bytes (max %u)", len, ZP_ST_HEADER_MAX);
 	if (zp_json_check_utf8(json, len))
 		return zp_errf(e, "header is not valid UTF-8");
-	root = cJSON_ParseWithLength(json, len);
+	root = zp_json_parse(json, len);
 	if (!root || !cJSON_IsObject(root)) {
 		cJSON_Delete(root);
 		return zp_errf(e, "header is not a JSON object");
@@ -152,7 +152,7 @@ int zp_st_parse_index(const char *json, size_t len,
 
 	if (zp_json_check_utf8(json, len))
 		return zp_errf(e, "index is not valid UTF-8");
-	root = cJSON_ParseWithLength(json, len);
+	root = zp_json_parse(json, len);
 	map = root ? cJSON_GetObjectItemCaseSensitive(root, "weight_map") : NULL;
 	if (!cJSON_IsObject(map)) {
 		cJSON_Delete(root);
