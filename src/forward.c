@@ -6,12 +6,13 @@
 #include <math.h>
 #include <string.h>
 
+#include "attention.h"
 #include "pool.h"
 #include "util.h"
 
 #define ROWS_CHUNK 16	/* tokens per elementwise task */
 #define LM_ROWS 32	/* lm_head rows per block: bounds the logits scratch */
-#define QBLOCK 16	/* queries per attention task */
+#define QBLOCK 32	/* queries per attention task */
 
 struct zp_fwd {
 	const zp_model *m;
@@ -36,7 +37,8 @@ struct zp_fwd {
 	float *act;			/* [T, fp] dense MLP */
 	uint16_t *act16;
 	float *rope_cos, *rope_sin;	/* [T, d/2] */
-	float *scores;			/* [threads, T] */
+	float *scores;			/* [threads, attn_scratch] */
+	size_t attn_scratch;		/* floats of attention scratch per thread */
 	/* MoE */
 	float *logits;			/* [T, E] */
 	int *sel;			/* [T, k] expert ids, sorted ascending */
@@ -94,7 +96,8 @@ zp_fwd *zp_fwd_new(const zp_model *m, int threads, int max_tokens)
 	f->act16 = zp_xalloc_aligned(T * (size_t)f->fp * 2);
 	f->rope_cos = zp_xalloc_aligned(fsz(T * (size_t)c->head_dim / 2));
 	f->rope_sin = zp_xalloc_aligned(fsz(T * (size_t)c->head_dim / 2));
-	f->scores = zp_xalloc_aligned(fsz((size_t)threads * T));
+	f->attn_scratch = zp_attn_scratch_floats(c->head_dim, max_tokens);
+	f->scores = zp_xalloc_aligned(fsz((size_t)threads * f->attn_scratch));
 	if (c->moe) {
 		f->logits = zp_xalloc_aligned(fsz(T * E));
 		f->sel = zp_xcalloc(T * K, sizeof(int));
@@ -259,81 +262,36 @@ static void rope_tables(zp_fwd *f)
 
 /* ---- attention: causal, GQA, within each sequence ----------------------------- */
 
-static float dot(const float *a, const float *b, int n)
-{
-	float acc[16] = { 0 };
-	int i = 0;
-	for (; i + 16 <= n; i += 16)
-		for (int l = 0; l < 16; l++)
-			acc[l] += a[i + l] * b[i + l];
-	for (int l = 0; i < n; i++, l++)
-		acc[l] += a[i] * b[i];
-	float s = 0;
-	for (int l = 0; l < 16; l++)
-		s += acc[l];
-	return s;
-}
-
 struct attn_job {
 	zp_fwd *f;
-	int *task_seq;	/* task -> (sequence, query block) via prefix sums */
-	int ntask_seq;
+	zp_attn a;
 };
 
-static void attn_query(zp_fwd *f, int s, int q, int h, float *sc)
-{
-	const zp_config *c = f->c;
-	int d = c->head_dim, kvh = h / (c->heads / c->kv_heads);
-	int s0 = f->seq_start[s];
-	const float *qv = f->qkvb + (size_t)(s0 + q) * f->qkv + (size_t)h * d;
-	size_t koff = (size_t)(c->heads + kvh) * d, voff = (size_t)(c->heads + c->kv_heads + kvh) * d;
-	float scale = (float)pow((double)d, -0.5);
-	float mx = -FLT_MAX, sum = 0;
-	float *o = f->att + (size_t)(s0 + q) * f->qdp + (size_t)h * d;
-
-	for (int j = 0; j <= q; j++) {
-		sc[j] = dot(qv, f->qkvb + (size_t)(s0 + j) * f->qkv + koff, d) * scale;
-		mx = fmaxf(mx, sc[j]);
-	}
-	for (int j = 0; j <= q; j++) {
-		sc[j] = expf(sc[j] - mx);
-		sum += sc[j];
-	}
-	memset(o, 0, (size_t)d * sizeof *o);
-	for (int j = 0; j <= q; j++) {
-		const float *v = f->qkvb + (size_t)(s0 + j) * f->qkv + voff;
-		float p = sc[j] / sum;
-		for (int i = 0; i < d; i++)
-			o[i] += p * v[i];
-	}
-}
-
+/* Task t -> (sequence, KV head, query block); blocks numbered sequence by sequence. */
 static void attn_task(void *v, int t, int thread)
 {
 	struct attn_job *j = v;
 	zp_fwd *f = j->f;
-	int heads = f->c->heads;
-	int blk = t / heads, h = t % heads;
-	int s = 0;
-	/* blocks are numbered sequence by sequence */
-	while (s + 1 < f->nseq && j->task_seq[s + 1] <= blk)
+	int kvh = t % f->c->kv_heads, blk = t / f->c->kv_heads, s = 0;
+	while (s + 1 < f->nseq && f->attn_blocks[s + 1] <= blk)
 		s++;
-	int q0 = (blk - j->task_seq[s]) * QBLOCK;
+	int q0 = (blk - f->attn_blocks[s]) * QBLOCK;
 	int len = f->seq_start[s + 1] - f->seq_start[s];
-	float *sc = f->scores + (size_t)thread * f->max_tokens;
-	for (int q = q0; q < ZP_MIN(q0 + QBLOCK, len); q++)
-		attn_query(f, s, q, h, sc);
+	zp_attn_block(&j->a, f->seq_start[s], kvh, q0, ZP_MIN(q0 + QBLOCK, len),
+		      f->scores + (size_t)thread * f->attn_scratch);
 }
 
 static void attention(zp_fwd *f)
 {
-	struct attn_job j = { f, f->attn_blocks, f->nseq };
+	const zp_config *c = f->c;
+	struct attn_job j = { f, { f->qkvb, (size_t)f->qkv, c->heads, c->kv_heads, c->head_dim,
+				   f->att, (size_t)f->qdp } };
 	int nblk = 0;
 	for (int s = 0; s < f->nseq; s++) {
 		f->attn_blocks[s] = nblk;
 		nblk += (f->seq_start[s + 1] - f->seq_start[s] + QBLOCK - 1) / QBLOCK;
 	}
-	zp_pool_run(f->pool, nblk * f->c->heads, attn_task, &j);
+	zp_pool_run(f->pool, nblk * c->kv_heads, attn_task, &j);
 }
 
 static void attn_to_bf16(zp_fwd *f, int r0, int r1, int thread, void *arg)

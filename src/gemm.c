@@ -3,9 +3,14 @@
    the sum over k stays sequential (storing an f32 partial is exact). */
 #include "gemm.h"
 
+#include <cpuid.h>
 #include <immintrin.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "safetensors.h"
 #include "util.h"
@@ -21,6 +26,29 @@ static int force_ref;
 void zp_gemm_force_ref(int on)
 {
 	force_ref = on;
+}
+
+/* AMX needs the kernel's permission for the tile state, asked once per process. */
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+static int amx_state = -1;
+static pthread_once_t amx_once = PTHREAD_ONCE_INIT;
+
+static void amx_probe(void)
+{
+	unsigned a, b, c, d;
+	amx_state = 0;
+	if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
+		return;
+	if (!(d & (1u << 22)) || !(d & (1u << 24))) /* AMX-BF16, AMX-TILE */
+		return;
+	amx_state = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+}
+
+static int have_amx(void)
+{
+	pthread_once(&amx_once, amx_probe);
+	return amx_state == 1 && !force_ref && !getenv("ZP_NO_AMX");
 }
 
 static int have_bf16(void)
@@ -41,7 +69,8 @@ static int have_avx512(void)
 
 const char *zp_gemm_isa(void)
 {
-	return have_bf16() ? "avx512bf16" : have_avx512() ? "avx512f" : "ref";
+	return have_amx() ? "amx-bf16+avx512" : have_bf16() ? "avx512bf16" :
+	       have_avx512() ? "avx512f" : "ref";
 }
 
 size_t zp_wmat_bytes(enum zp_wtype type, int n, int k)
@@ -211,8 +240,6 @@ ukr_bf16(const zp_gemm_op *op, const void *wp, int m0, int mr, int k0, int k1, f
 	DISPATCH_MR(ukr_bf16_mr, mr, (const uint16_t *)op->a + (size_t)m0 * op->lda, op->lda, wp);
 }
 
-/* ---- tasks ------------------------------------------------------------------ */
-
 static float silu(float x)
 {
 	return x / (1.0f + expf(-x));
@@ -238,6 +265,114 @@ static void epilogue(const zp_gemm_op *op, int p, int m0, int mr, const float *t
 	}
 }
 
+/* ---- AMX: 32 x 32 blocks, C in four tiles, the whole K in tile registers ------ */
+
+/* Tiles 0-3: C (16 rows x 16 f32); 4-5: A (16 rows x 32 bf16); 6-7: B (16 k-pairs
+   x 16 columns x 2). The packed panel rows (32 columns x 2 = 128 bytes) hold B0 in
+   their first 64 bytes and B1 in the last 64. Each C element is summed over k in
+   order, 32 at a time: the row count never changes the order. */
+struct amx_cfg {
+	uint8_t palette, start_row, reserved[14];
+	uint16_t colsb[16];
+	uint8_t rows[16];
+};
+_Static_assert(sizeof(struct amx_cfg) == 64, "AMX tile config is 64 bytes");
+
+#define AMX __attribute__((target("amx-tile,amx-bf16,avx512f")))
+
+/* Tile shapes for a block of r0 + r1 rows (r0 <= 16 in A0/C0/C1, r1 <= 16 in
+   A1/C2/C3; r1 == 0 leaves those tiles unconfigured). A tail block gets its own
+   shapes rather than a padded copy: tile loads never read past the last row. */
+AMX static void amx_config(int r0, int r1)
+{
+	_Alignas(64) struct amx_cfg cfg;
+	memset(&cfg, 0, sizeof cfg);
+	cfg.palette = 1;
+	static const int a1_tiles[] = { 2, 3, 5 };
+	for (int t = 0; t < 8; t++) {
+		cfg.colsb[t] = 64;
+		cfg.rows[t] = t >= 6 ? 16 : (uint8_t)r0;
+	}
+	for (int i = 0; i < 3; i++) {
+		cfg.rows[a1_tiles[i]] = (uint8_t)r1;
+		cfg.colsb[a1_tiles[i]] = r1 ? 64 : 0;
+	}
+	/* gcc 12 does not see ldtilecfg read cfg and drops the stores above */
+	__asm__ __volatile__("" : : "r"(&cfg) : "memory");
+	_tile_loadconfig(&cfg);
+}
+
+/* C[32 x 32] (ldc floats) = A[32 rows] . panel, the whole K in tile registers. */
+AMX static void amx_block32(const uint16_t *a, size_t lda, const uint16_t *w, int kp, float *c,
+			    size_t ldc)
+{
+	size_t sa = lda * 2, sc = ldc * 4;
+	_tile_zero(0);
+	_tile_zero(1);
+	_tile_zero(2);
+	_tile_zero(3);
+	for (int k = 0; k < kp; k += 32) {
+		_tile_loadd(4, a + k, sa);
+		_tile_loadd(5, a + 16 * lda + k, sa);
+		_tile_loadd(6, w + (size_t)(k / 2) * 64, 128);
+		_tile_loadd(7, w + (size_t)(k / 2) * 64 + 32, 128);
+		_tile_dpbf16ps(0, 4, 6);
+		_tile_dpbf16ps(1, 4, 7);
+		_tile_dpbf16ps(2, 5, 6);
+		_tile_dpbf16ps(3, 5, 7);
+	}
+	_tile_stored(0, c, sc);
+	_tile_stored(1, c + 16, sc);
+	_tile_stored(2, c + 16 * ldc, sc);
+	_tile_stored(3, c + 16 * ldc + 16, sc);
+}
+
+/* The same for a block of <= 16 rows (tiles 0, 1, 4, 6, 7). */
+AMX static void amx_block16(const uint16_t *a, size_t lda, const uint16_t *w, int kp, float *c,
+			    size_t ldc)
+{
+	size_t sa = lda * 2, sc = ldc * 4;
+	_tile_zero(0);
+	_tile_zero(1);
+	for (int k = 0; k < kp; k += 32) {
+		_tile_loadd(4, a + k, sa);
+		_tile_loadd(6, w + (size_t)(k / 2) * 64, 128);
+		_tile_loadd(7, w + (size_t)(k / 2) * 64 + 32, 128);
+		_tile_dpbf16ps(0, 4, 6);
+		_tile_dpbf16ps(1, 4, 7);
+	}
+	_tile_stored(0, c, sc);
+	_tile_stored(1, c + 16, sc);
+}
+
+/* Rows r0..r1 (<= 64) of panel p. A full panel with a plain store goes straight
+   to C; anything else through the tile buffer and the epilogue. */
+static void amx_task(const zp_gemm_op *op, const void *wp, int p, int r0, int r1, float *tile)
+{
+	int kp = op->w->kp, cfg_rows = -1;
+	bool direct = op->epi == ZP_EPI_STORE && (p + 1) * ZP_GEMM_NR <= op->w->n;
+	for (int m0 = r0; m0 < r1; m0 += 32) {
+		int mr = ZP_MIN(32, r1 - m0);
+		const uint16_t *a = (const uint16_t *)op->a + (size_t)m0 * op->lda;
+		float *c = direct ? op->c + (size_t)m0 * op->ldc + (size_t)p * ZP_GEMM_NR
+				  : tile + (m0 - r0) * ZP_GEMM_NR;
+		size_t ldc = direct ? op->ldc : ZP_GEMM_NR;
+		if (mr != cfg_rows) {
+			amx_config(ZP_MIN(mr, 16), mr > 16 ? mr - 16 : 0);
+			cfg_rows = mr;
+		}
+		if (mr > 16)
+			amx_block32(a, op->lda, wp, kp, c, ldc);
+		else
+			amx_block16(a, op->lda, wp, kp, c, ldc);
+	}
+	if (!direct)
+		for (int m0 = r0; m0 < r1; m0 += MR)
+			epilogue(op, p, m0, ZP_MIN(MR, r1 - m0), tile + (m0 - r0) * ZP_GEMM_NR);
+}
+
+/* ---- tasks ------------------------------------------------------------------ */
+
 typedef void (*ukr_fn)(const zp_gemm_op *, const void *, int, int, int, int, float *, int);
 
 static void run_task(const zp_gemm_op *op, int p, int r0, int r1)
@@ -251,6 +386,12 @@ static void run_task(const zp_gemm_op *op, int p, int r0, int r1)
 	_Alignas(64) float tile[ROWS_TASK * ZP_GEMM_NR];
 
 	ZP_ASSERT(r1 - r0 <= ROWS_TASK);
+	/* AMX where K fills whole tiles: chosen by shape only, never by M, so a row's
+	   result does not depend on its batch. */
+	if (w->type == ZP_W_BF16 && w->kp % 32 == 0 && have_amx()) {
+		amx_task(op, wp, p, r0, r1, tile);
+		return;
+	}
 	for (int k0 = 0; k0 < w->kp; k0 += kb) {
 		int k1 = ZP_MIN(k0 + kb, w->kp);
 		for (int m0 = r0; m0 < r1; m0 += MR) {
