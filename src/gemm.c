@@ -28,43 +28,40 @@ void zp_gemm_force_ref(int on)
 	force_ref = on;
 }
 
-/* AMX needs the kernel's permission for the tile state, asked once per process. */
+/* CPU features, probed once (pool threads ask concurrently). AMX also needs the
+   kernel's permission for the tile state, asked once per process. */
 #define ARCH_REQ_XCOMP_PERM 0x1023
 #define XFEATURE_XTILEDATA 18
-static int amx_state = -1;
-static pthread_once_t amx_once = PTHREAD_ONCE_INIT;
+static int cpu_avx512, cpu_bf16, cpu_amx;
+static pthread_once_t cpu_once = PTHREAD_ONCE_INIT;
 
-static void amx_probe(void)
+static void cpu_probe(void)
 {
 	unsigned a, b, c, d;
-	amx_state = 0;
-	if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
-		return;
-	if (!(d & (1u << 22)) || !(d & (1u << 24))) /* AMX-BF16, AMX-TILE */
-		return;
-	amx_state = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
-}
-
-static int have_amx(void)
-{
-	pthread_once(&amx_once, amx_probe);
-	return amx_state == 1 && !force_ref && !getenv("ZP_NO_AMX");
-}
-
-static int have_bf16(void)
-{
-	static int v = -1;
-	if (v < 0)
-		v = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
-	return v && !force_ref;
+	cpu_avx512 = __builtin_cpu_supports("avx512f");
+	cpu_bf16 = cpu_avx512 && __builtin_cpu_supports("avx512bf16");
+	cpu_amx = 0;
+	if (cpu_bf16 && !getenv("ZP_NO_AMX") && __get_cpuid_count(7, 0, &a, &b, &c, &d) &&
+	    (d & (1u << 22)) && (d & (1u << 24))) /* AMX-BF16, AMX-TILE */
+		cpu_amx = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
 }
 
 static int have_avx512(void)
 {
-	static int v = -1;
-	if (v < 0)
-		v = __builtin_cpu_supports("avx512f");
-	return v && !force_ref;
+	pthread_once(&cpu_once, cpu_probe);
+	return cpu_avx512 && !force_ref;
+}
+
+static int have_bf16(void)
+{
+	pthread_once(&cpu_once, cpu_probe);
+	return cpu_bf16 && !force_ref;
+}
+
+static int have_amx(void)
+{
+	pthread_once(&cpu_once, cpu_probe);
+	return cpu_amx && !force_ref;
 }
 
 const char *zp_gemm_isa(void)
@@ -163,6 +160,7 @@ AVX512 void ukr_f32_mr(const float *a, size_t lda, const float *w, int mr, int k
 		       float *tile, int first)
 {
 	__m512 acc[MR][2];
+#pragma GCC unroll 8
 	for (int i = 0; i < MR; i++)
 		if (i < mr) {
 			acc[i][0] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(tile + i * 32);
@@ -171,13 +169,15 @@ AVX512 void ukr_f32_mr(const float *a, size_t lda, const float *w, int mr, int k
 	for (int k = k0; k < k1; k++) {
 		__m512 w0 = _mm512_load_ps(w + (size_t)k * 32);
 		__m512 w1 = _mm512_load_ps(w + (size_t)k * 32 + 16);
-		for (int i = 0; i < MR; i++)
+	#pragma GCC unroll 8
+	for (int i = 0; i < MR; i++)
 			if (i < mr) {
 				__m512 ai = _mm512_set1_ps(a[(size_t)i * lda + k]);
 				acc[i][0] = _mm512_fmadd_ps(ai, w0, acc[i][0]);
 				acc[i][1] = _mm512_fmadd_ps(ai, w1, acc[i][1]);
 			}
 	}
+#pragma GCC unroll 8
 	for (int i = 0; i < MR; i++)
 		if (i < mr) {
 			_mm512_storeu_ps(tile + i * 32, acc[i][0]);
@@ -189,6 +189,7 @@ AVX512BF16 void ukr_bf16_mr(const uint16_t *a, size_t lda, const uint16_t *w, in
 			    int k1, float *tile, int first)
 {
 	__m512 acc[MR][2];
+#pragma GCC unroll 8
 	for (int i = 0; i < MR; i++)
 		if (i < mr) {
 			acc[i][0] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(tile + i * 32);
@@ -197,7 +198,8 @@ AVX512BF16 void ukr_bf16_mr(const uint16_t *a, size_t lda, const uint16_t *w, in
 	for (int k = k0; k < k1; k += 2) {
 		__m512bh w0 = (__m512bh)_mm512_load_si512(w + (size_t)(k / 2) * 64);
 		__m512bh w1 = (__m512bh)_mm512_load_si512(w + (size_t)(k / 2) * 64 + 32);
-		for (int i = 0; i < MR; i++)
+	#pragma GCC unroll 8
+	for (int i = 0; i < MR; i++)
 			if (i < mr) {
 				uint32_t pair;
 				memcpy(&pair, a + (size_t)i * lda + k, 4);
@@ -206,6 +208,7 @@ AVX512BF16 void ukr_bf16_mr(const uint16_t *a, size_t lda, const uint16_t *w, in
 				acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, w1);
 			}
 	}
+#pragma GCC unroll 8
 	for (int i = 0; i < MR; i++)
 		if (i < mr) {
 			_mm512_storeu_ps(tile + i * 32, acc[i][0]);

@@ -215,6 +215,15 @@ static int load_layer(struct loader *ld, int l)
 	return load_experts(ld, L, l);
 }
 
+/* What was packed now lives in our layout: let the kernel drop the mapped pages
+   (clean; a later touch, as an embedding row lookup, refaults from the file), so
+   the peak is the packed weights plus about one layer of source. */
+static void drop_source_pages(zp_model *m)
+{
+	for (int i = 0; i < m->st.nfiles; i++)
+		madvise(m->st.files[i].map, m->st.files[i].size, MADV_DONTNEED);
+}
+
 static int load_all(struct loader *ld)
 {
 	zp_model *m = ld->m;
@@ -233,8 +242,10 @@ static int load_all(struct loader *ld)
 	for (int l = 0; l < c->layers; l++) {
 		if (load_layer(ld, l))
 			return -1;
-		if (ld->arena)
+		if (ld->arena) {
+			drop_source_pages(m);
 			zp_progress("loading layers", (size_t)l + 1, (size_t)c->layers);
+		}
 	}
 	return 0;
 }
@@ -259,10 +270,7 @@ int zp_model_load(zp_model *m, const char *dir, enum zp_wtype wtype, zp_err *e)
 	ZP_ASSERT(load_all(&ld) == 0 && ld.used == m->arena_bytes);
 	for (int l = 0; l < m->cfg.layers; l++)
 		m->expert_bytes_total += m->layers[l].experts_bytes;
-	/* Everything but the embedding rows now lives in our layout: let the
-	   kernel drop the mapped pages (they are clean; a later touch refaults). */
-	for (int i = 0; i < m->st.nfiles; i++)
-		madvise(m->st.files[i].map, m->st.files[i].size, MADV_DONTNEED);
+	drop_source_pages(m);
 	zp_log(ZP_LOG_INFO, "msg=\"model loaded\" dir=%s layers=%d experts=%d dtype=%s "
 	       "dense_bytes=%zu expert_bytes=%zu load_s=%.2f", dir, m->cfg.layers, m->cfg.experts,
 	       wtype == ZP_W_F32 ? "fp32" : "bf16", m->arena_bytes, m->expert_bytes_total,
