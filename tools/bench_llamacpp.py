@@ -82,6 +82,7 @@ def to_gguf(model_dir, out):
         w.add_expert_feed_forward_length(cfg["moe_intermediate_size"])
         w.add_expert_weights_norm(cfg["norm_topk_prob"])
     w.add_tokenizer_model("none")
+    w.add_vocab_size(cfg["vocab_size"])
     BF = gguf.GGMLQuantizationType.BF16
 
     def mat(name, a):
@@ -167,6 +168,17 @@ def main():
         ls.append(a.tokens / lt)
         print(f"round {r}: zprefill {a.tokens / zbest:8.1f} tok/s ({gf:.0f} GFLOP/s)   "
               f"llama.cpp {a.tokens / lt:8.1f} tok/s")
+    # the two compute the same model: compare last-position log-probs of 8 tokens
+    llama_once()
+    lg = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(cfg["vocab_size"],)).astype(np.float64)
+    lp_llama = lg - (np.log(np.exp(lg - lg.max()).sum()) + lg.max())
+    cands = list(range(0, cfg["vocab_size"], cfg["vocab_size"] // 8))[:8]
+    req = json.dumps({"prompt_token_ids": toks, "candidate_token_ids": cands})
+    out = subprocess.run([a.zprefill, "prefill", "--model", a.model, "--threads", str(a.threads)],
+                         input=req + "\n", capture_output=True, text=True, check=True).stdout
+    lp_zp = np.array(json.loads(out)["candidate_logprobs"])
+    print(f"agreement: max |logprob(zprefill) - logprob(llama.cpp)| over {len(cands)} tokens = "
+          f"{np.abs(lp_zp - lp_llama[cands]).max():.3f}")
     zm, lm = statistics.median(zs), statistics.median(ls)
     print(f"median: zprefill {zm:.1f} tok/s, llama.cpp {lm:.1f} tok/s, ratio zprefill/llama.cpp = "
           f"{zm / lm:.2f} ({a.tokens} tokens, {a.threads} threads, bf16)")
