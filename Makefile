@@ -4,7 +4,7 @@
 
 CC      ?= cc
 BUILD   ?= build
-OPT     ?= -O2
+OPT     ?= -O3
 CFLAGS  := -std=gnu11 $(OPT) -g -march=x86-64-v3 -ffp-contract=off -pthread \
            -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Isrc $(EXTRA_CFLAGS)
 LDLIBS  := -lcjson -lm -lpthread

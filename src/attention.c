@@ -7,7 +7,9 @@
 #include <math.h>
 #include <string.h>
 
+#include "cpu.h"
 #include "util.h"
+#include "vecmath.h"
 
 #define QG 8 /* queries sharing each K load */
 
@@ -17,28 +19,7 @@ size_t zp_attn_scratch_floats(int d, int q_max)
 	return nk * (size_t)d + QG * nk;
 }
 
-#define AVX512 __attribute__((target("avx512f,avx512dq")))
-
-/* exp(x) for x <= 0 (scores minus their max): Cody-Waite reduction, degree-6
-   polynomial on |r| <= ln2/2, scaled by 2^n. */
-AVX512 static inline __m512 exp512(__m512 x)
-{
-	const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
-	const __m512 ln2hi = _mm512_set1_ps(0.693359375f), ln2lo = _mm512_set1_ps(-2.12194440e-4f);
-	x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));
-	__m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT);
-	__m512 r = _mm512_fnmadd_ps(n, ln2hi, x);
-	r = _mm512_fnmadd_ps(n, ln2lo, r);
-	__m512 p = _mm512_set1_ps(1.9875691500e-4f);
-	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-	__m512 r2 = _mm512_mul_ps(r, r);
-	p = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-	return _mm512_scalef_ps(p, n);
-}
+#define AVX512 ZP_AVX512
 
 /* kt[i][j] = k_j[i] for the block's keys, zero padded to nk. */
 static void transpose_k(const zp_attn *a, int s0, int kvh, int nkeys, int nk, float *kt)
@@ -96,7 +77,7 @@ AVX512 static void softmax_row(float *sc, int n, int nmax)
 	__m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
 	for (int j = 0; j < nv; j += 16) {
 		__mmask16 k = n - j >= 16 ? 0xffff : (__mmask16)((1u << (n - j)) - 1);
-		__m512 e = _mm512_maskz_mov_ps(k, exp512(_mm512_sub_ps(_mm512_loadu_ps(sc + j), m)));
+		__m512 e = _mm512_maskz_mov_ps(k, zp_exp512(_mm512_sub_ps(_mm512_loadu_ps(sc + j), m)));
 		_mm512_storeu_ps(sc + j, e);
 		sum = _mm512_add_ps(sum, e);
 	}
@@ -154,7 +135,7 @@ void zp_attn_block(const zp_attn *a, int s0, int kvh, int q0, int q1, float *scr
 	float *kt = scratch, *sc = scratch + (size_t)nk * a->d;
 
 	ZP_ASSERT(q0 >= 0 && q0 < q1 && a->heads % a->kv_heads == 0);
-	if (!__builtin_cpu_supports("avx512f")) { /* no vector path: the reference */
+	if (!zp_cpu_avx512()) { /* no vector path: the reference */
 		for (int h = kvh * rep; h < (kvh + 1) * rep; h++)
 			for (int q = q0; q < q1; q++)
 				zp_attn_ref(a, s0, h, q);

@@ -7,8 +7,10 @@
 #include <string.h>
 
 #include "attention.h"
+#include "cpu.h"
 #include "pool.h"
 #include "util.h"
+#include "vecmath.h"
 
 #define ROWS_CHUNK 16	/* tokens per elementwise task */
 #define LM_ROWS 32	/* lm_head rows per block: bounds the logits scratch */
@@ -171,16 +173,35 @@ static void par_rows(zp_fwd *f, int n, rows_fn fn, void *arg)
 /* transformers' Qwen3MoeRMSNorm in f32: w * (x * rsqrt(mean(x^2) + eps)). */
 static void rmsnorm(float *out, const float *x, const float *w, int n, float eps)
 {
-	double ss = 0;
-	for (int i = 0; i < n; i++)
-		ss += (double)x[i] * x[i];
+	double part[8] = { 0 }, ss = 0; /* 8 lanes, summed in a fixed order */
+	int i = 0;
+	for (; i + 8 <= n; i += 8)
+		for (int l = 0; l < 8; l++)
+			part[l] += (double)x[i + l] * x[i + l];
+	for (int l = 0; i < n; i++, l++)
+		part[l] += (double)x[i] * x[i];
+	for (int l = 0; l < 8; l++)
+		ss += part[l];
 	float r = 1.0f / sqrtf((float)(ss / n) + eps);
-	for (int i = 0; i < n; i++)
+	for (i = 0; i < n; i++)
 		out[i] = w[i] * (x[i] * r);
+}
+
+ZP_AVX512 static void to_bf16_avx512(uint16_t *dst, const float *src, int n)
+{
+	int i = 0;
+	for (; i + 16 <= n; i += 16)
+		_mm256_storeu_si256((__m256i *)(dst + i), zp_bf16_512(_mm512_loadu_ps(src + i)));
+	for (; i < n; i++)
+		dst[i] = zp_f32_to_bf16(src[i]);
 }
 
 static void to_bf16(uint16_t *dst, const float *src, int n)
 {
+	if (zp_cpu_avx512()) {
+		to_bf16_avx512(dst, src, n);
+		return;
+	}
 	for (int i = 0; i < n; i++)
 		dst[i] = zp_f32_to_bf16(src[i]);
 }

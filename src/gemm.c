@@ -3,17 +3,16 @@
    the sum over k stays sequential (storing an f32 partial is exact). */
 #include "gemm.h"
 
-#include <cpuid.h>
 #include <immintrin.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <string.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
+#include "cpu.h"
 #include "safetensors.h"
 #include "util.h"
+#include "vecmath.h"
 
 #define MR 8		/* rows per micro-tile */
 #define ROWS_TASK 64	/* rows per task */
@@ -28,40 +27,19 @@ void zp_gemm_force_ref(int on)
 	force_ref = on;
 }
 
-/* CPU features, probed once (pool threads ask concurrently). AMX also needs the
-   kernel's permission for the tile state, asked once per process. */
-#define ARCH_REQ_XCOMP_PERM 0x1023
-#define XFEATURE_XTILEDATA 18
-static int cpu_avx512, cpu_bf16, cpu_amx;
-static pthread_once_t cpu_once = PTHREAD_ONCE_INIT;
-
-static void cpu_probe(void)
-{
-	unsigned a, b, c, d;
-	cpu_avx512 = __builtin_cpu_supports("avx512f");
-	cpu_bf16 = cpu_avx512 && __builtin_cpu_supports("avx512bf16");
-	cpu_amx = 0;
-	if (cpu_bf16 && !getenv("ZP_NO_AMX") && __get_cpuid_count(7, 0, &a, &b, &c, &d) &&
-	    (d & (1u << 22)) && (d & (1u << 24))) /* AMX-BF16, AMX-TILE */
-		cpu_amx = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
-}
-
 static int have_avx512(void)
 {
-	pthread_once(&cpu_once, cpu_probe);
-	return cpu_avx512 && !force_ref;
+	return zp_cpu_avx512() && !force_ref;
 }
 
 static int have_bf16(void)
 {
-	pthread_once(&cpu_once, cpu_probe);
-	return cpu_bf16 && !force_ref;
+	return zp_cpu_bf16() && !force_ref;
 }
 
 static int have_amx(void)
 {
-	pthread_once(&cpu_once, cpu_probe);
-	return cpu_amx && !force_ref;
+	return zp_cpu_amx() && !force_ref;
 }
 
 const char *zp_gemm_isa(void)
@@ -243,9 +221,24 @@ ukr_bf16(const zp_gemm_op *op, const void *wp, int m0, int mr, int k0, int k1, f
 	DISPATCH_MR(ukr_bf16_mr, mr, (const uint16_t *)op->a + (size_t)m0 * op->lda, op->lda, wp);
 }
 
-static float silu(float x)
+/* SWIGLU rows: c[j] = silu(gate[j]) * up[j] for j < n (<= 16), one vector
+   expression whatever the path that produced the tile. */
+ZP_AVX512 static void swiglu16_avx512(float *c, const float *t, int n)
 {
-	return x / (1.0f + expf(-x));
+	__mmask16 k = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
+	__m512 g = _mm512_loadu_ps(t), u = _mm512_loadu_ps(t + 16);
+	_mm512_mask_storeu_ps(c, k, _mm512_mul_ps(zp_silu512(g), u));
+}
+
+static void swiglu16(float *c, const float *t, int n)
+{
+	/* shared by the kernels and their twin: not switched by zp_gemm_force_ref */
+	if (zp_cpu_avx512()) {
+		swiglu16_avx512(c, t, n);
+		return;
+	}
+	for (int j = 0; j < n; j++)
+		c[j] = t[j] / (1.0f + expf(-t[j])) * t[16 + j];
 }
 
 static void epilogue(const zp_gemm_op *op, int p, int m0, int mr, const float *tile)
@@ -254,8 +247,7 @@ static void epilogue(const zp_gemm_op *op, int p, int m0, int mr, const float *t
 		float *c = op->c + (size_t)(m0 + i) * op->ldc;
 		const float *t = tile + i * ZP_GEMM_NR;
 		if (op->epi == ZP_EPI_SWIGLU) {
-			for (int j = 0; j < 16 && p * 16 + j < op->ncols; j++)
-				c[p * 16 + j] = silu(t[j]) * t[16 + j];
+			swiglu16(c + p * 16, t, ZP_MIN(16, op->ncols - p * 16));
 			continue;
 		}
 		int nj = ZP_MIN(ZP_GEMM_NR, op->w->n - p * ZP_GEMM_NR);
