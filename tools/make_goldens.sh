@@ -8,3 +8,10 @@ for p in odd mlp-only sparse-step no-norm-topk tied-sharded dense; do
 	python3 tools/gen_model.py --preset "$p" --out "tests/models/$p"
 	python3 tools/golden.py --model "tests/models/$p" --out "tests/golden/$p.jsonl"
 done
+# the other checkpoint dtypes: f16 and f32 tensors
+for spec in "odd-f16 odd f16" "dense-f32 dense f32"; do
+	set -- $spec
+	rm -rf "tests/models/$1"
+	python3 tools/gen_model.py --preset "$2" --dtype "$3" --seed 5 --out "tests/models/$1"
+	python3 tools/golden.py --model "tests/models/$1" --out "tests/golden/$1.jsonl"
+done
