@@ -60,7 +60,11 @@ run: zprefill
 $(BUILD)/bench_gemm: tools/bench_gemm.c $(BUILD)/libzp.a
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libzp.a -ldnnl $(LDLIBS)
 
-bench: $(BIN) $(BUILD)/bench_gemm
+$(BUILD)/bench_peak: tools/bench_peak.c $(BUILD)/libzp.a
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libzp.a $(LDLIBS)
+
+bench: $(BIN) $(BUILD)/bench_gemm $(BUILD)/bench_peak
+	$(BUILD)/bench_peak 2
 	OMP_NUM_THREADS=2 $(BUILD)/bench_gemm 2
 	@test -f $(BUILD)/models/small/config.json || python3 tools/gen_model.py --preset small --out $(BUILD)/models/small
 	./zprefill bench --model $(BUILD)/models/small --tokens 512 --seqs 1 --threads 2
