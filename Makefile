@@ -77,13 +77,20 @@ tsan:
 
 FUZZ_SECONDS ?= 60
 FUZZ_CFLAGS := -std=gnu11 -O1 -g -fsanitize=fuzzer,address,undefined -Isrc -march=x86-64-v3
+# Each target runs FUZZ_SECONDS on a corpus seeded from tests/fuzz-corpus/.
+FUZZ_TARGETS := safetensors request
+FUZZ_SRC_safetensors := src/safetensors.c src/json.c src/util.c
+FUZZ_SRC_request := src/request.c src/json.c src/util.c
 fuzz: | $(DEPS_OK)
-	@mkdir -p $(BUILD)/fuzz $(BUILD)/fuzz/corpus-st
-	clang $(FUZZ_CFLAGS) -o $(BUILD)/fuzz/fuzz_safetensors tests/fuzz_safetensors.c \
-		src/safetensors.c src/json.c src/util.c -lcjson
-	cp -n tests/fuzz-corpus/safetensors/* $(BUILD)/fuzz/corpus-st/ 2>/dev/null || true
-	$(BUILD)/fuzz/fuzz_safetensors -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
-		$(BUILD)/fuzz/corpus-st
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		mkdir -p $(BUILD)/fuzz/corpus-$$t; \
+		cp -n tests/fuzz-corpus/$$t/* $(BUILD)/fuzz/corpus-$$t/ 2>/dev/null || true; \
+		case $$t in safetensors) srcs="$(FUZZ_SRC_safetensors)";; request) srcs="$(FUZZ_SRC_request)";; esac; \
+		echo "fuzz: $$t for $(FUZZ_SECONDS)s"; \
+		clang $(FUZZ_CFLAGS) -o $(BUILD)/fuzz/fuzz_$$t tests/fuzz_$$t.c $$srcs -lcjson -lm; \
+		$(BUILD)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
+			$(BUILD)/fuzz/corpus-$$t 2>&1 | tail -n 2; \
+	done
 
 clean:
 	rm -rf build build-asan build-tsan zprefill

@@ -101,35 +101,35 @@ struct reader {
 	bool eof;
 };
 
-/* Next line (without '\n') into *line; lines over LINE_MAX_BYTES are skipped to
-   their end and reported with *too_long. 1: a line; 0: end of input. */
+/* Next line (without '\n') into *line, *len. 1: a line; 0: end of input. A line
+   over LINE_MAX_BYTES is consumed to its end, not kept, and reported with
+   *too_long (and *line NULL). */
 static int read_line(struct reader *rd, char **line, size_t *len, bool *too_long)
 {
-	*too_long = false;
+	bool skipping = false;
 	for (;;) {
 		char *nl = memchr(rd->buf + rd->r, '\n', rd->w - rd->r);
-		if (nl || (rd->eof && rd->w > rd->r)) {
+		if (nl || (rd->eof && (rd->w > rd->r || skipping))) {
 			size_t n = nl ? (size_t)(nl - (rd->buf + rd->r)) : rd->w - rd->r;
-			*line = rd->buf + rd->r;
-			*len = n;
+			*line = skipping ? NULL : rd->buf + rd->r;
+			*len = skipping ? 0 : n;
+			*too_long = skipping;
 			rd->r += n + (nl ? 1 : 0);
 			return 1;
 		}
 		if (rd->eof)
 			return 0;
-		if (rd->r > 0) {
-			memmove(rd->buf, rd->buf + rd->r, rd->w - rd->r);
-			rd->w -= rd->r;
-			rd->r = 0;
-		}
+		memmove(rd->buf, rd->buf + rd->r, rd->w - rd->r);
+		rd->w -= rd->r;
+		rd->r = 0;
 		if (rd->w == rd->cap) {
-			if (rd->cap >= LINE_MAX_BYTES) { /* drop what we have; keep reading */
-				*too_long = true;
-				rd->w = 0;
-			} else {
+			if (rd->cap < LINE_MAX_BYTES) {
 				rd->cap *= 2;
 				rd->buf = realloc(rd->buf, rd->cap);
 				ZP_ASSERT(rd->buf);
+			} else { /* drop what we hold of the long line; keep reading */
+				skipping = true;
+				rd->w = 0;
 			}
 		}
 		ssize_t got = read(0, rd->buf + rd->w, rd->cap - rd->w);
@@ -139,18 +139,6 @@ static int read_line(struct reader *rd, char **line, size_t *len, bool *too_long
 			rd->eof = true;
 		else
 			rd->w += (size_t)got;
-		if (*too_long) { /* discard up to the end of the long line */
-			char *e = memchr(rd->buf, '\n', rd->w);
-			if (e) {
-				rd->r = (size_t)(e - rd->buf) + 1;
-				*line = NULL;
-				*len = 0;
-				return 1;
-			}
-			rd->w = 0;
-			if (rd->eof)
-				return 1;
-		}
 	}
 }
 

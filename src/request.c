@@ -65,7 +65,7 @@ static int int_array(const cJSON *a, const char *name, long lo, long hi, int max
 static int parse_plp(zp_req *r, const cJSON *o, zp_req_error *err)
 {
 	const cJSON *p = field(o, "prompt_logprobs");
-	long s = 1;
+	long s = 0; /* as vLLM: every position, null for the first */
 	if (!p) {
 		r->plp_start = -1;
 		return 0;
