@@ -76,6 +76,8 @@ static float src_elem(const void *row, int dt, int i)
 void zp_wmat_pack(zp_wmat *w, void *dst, enum zp_wtype type, int n, int k, int src_dt,
 		  zp_row_fn row, void *ctx)
 {
+	float *tmp = zp_xmalloc((size_t)k * sizeof *tmp);
+
 	w->type = type;
 	w->n = n;
 	w->k = k;
@@ -84,22 +86,32 @@ void zp_wmat_pack(zp_wmat *w, void *dst, enum zp_wtype type, int n, int k, int s
 	w->data = dst;
 	ZP_ASSERT(((uintptr_t)dst & 63) == 0);
 	memset(dst, 0, zp_wmat_bytes(type, n, k));
-	for (int j = 0; j < w->panels * ZP_GEMM_NR; j++) {
-		const void *r = j < n ? row(ctx, j) : NULL;
+	for (int j = 0; j < n; j++) {
+		const void *r = row(ctx, j);
 		int p = j / ZP_GEMM_NR, col = j % ZP_GEMM_NR;
 		if (!r)
 			continue;
-		for (int i = 0; i < k; i++) {
-			float v = src_elem(r, src_dt, i);
-			if (type == ZP_W_F32) {
-				float *d = (float *)dst + (size_t)p * w->kp * ZP_GEMM_NR;
-				d[(size_t)i * ZP_GEMM_NR + col] = v;
-			} else {
-				uint16_t *d = (uint16_t *)dst + (size_t)p * w->kp * ZP_GEMM_NR;
-				d[(size_t)(i / 2) * ZP_GEMM_NR * 2 + col * 2 + i % 2] = zp_f32_to_bf16(v);
-			}
+		if (type == ZP_W_BF16 && src_dt == ZP_DT_BF16) { /* copy k pairs as they are */
+			uint32_t *d = (uint32_t *)((uint16_t *)dst + (size_t)p * w->kp * ZP_GEMM_NR) + col;
+			for (int i = 0; i + 1 < k; i += 2)
+				memcpy(d + (size_t)(i / 2) * ZP_GEMM_NR, (const uint16_t *)r + i, 4);
+			if (k % 2)
+				memcpy(d + (size_t)(k / 2) * ZP_GEMM_NR, (const uint16_t *)r + k - 1, 2);
+			continue;
+		}
+		for (int i = 0; i < k; i++)
+			tmp[i] = src_elem(r, src_dt, i);
+		if (type == ZP_W_F32) {
+			float *d = (float *)dst + (size_t)p * w->kp * ZP_GEMM_NR + col;
+			for (int i = 0; i < k; i++)
+				d[(size_t)i * ZP_GEMM_NR] = tmp[i];
+		} else {
+			uint16_t *d = (uint16_t *)dst + (size_t)p * w->kp * ZP_GEMM_NR + 2 * col;
+			for (int i = 0; i < k; i++)
+				d[(size_t)(i / 2) * ZP_GEMM_NR * 2 + i % 2] = zp_f32_to_bf16(tmp[i]);
 		}
 	}
+	free(tmp);
 }
 
 /* ---- micro-kernels: tile[mr][32] (+)= A[mr][k0..k1) . panel ---------------- */
