@@ -1,5 +1,5 @@
-/* attention.c -- see attention.h. K is transposed per block so that 16 keys' scores
-   come from one FMA chain over d; exp is a vector polynomial (<= 2 ulp). */
+/* attention.c -- see attention.h. K is transposed once per layer so that 16 keys'
+   scores come from one FMA chain over d; exp is a vector polynomial (<= 2 ulp). */
 #include "attention.h"
 
 #include <float.h>
@@ -11,60 +11,62 @@
 #include "util.h"
 #include "vecmath.h"
 
-#define QG 8 /* queries sharing each K load */
-
-size_t zp_attn_scratch_floats(int d, int q_max)
-{
-	size_t nk = (size_t)ZP_ALIGN_UP(q_max, 16);
-	return nk * (size_t)d + QG * nk;
-}
-
+#define QG 8  /* queries sharing each K load */
+#define KB 64 /* keys per block: a K block (d x 64 f32) stays in L1 across queries */
 #define AVX512 ZP_AVX512
 
-/* kt[i][j] = k_j[i] for the block's keys, zero padded to nk. */
-static void transpose_k(const zp_attn *a, int s0, int kvh, int nkeys, int nk, float *kt)
+size_t zp_attn_scratch_floats(const zp_attn *a, int q_block, int q_max)
 {
-	const float *k0 = a->qkv + (size_t)s0 * a->ld + (size_t)(a->heads + kvh) * a->d;
-	for (int i = 0; i < a->d; i++)
-		memset(kt + (size_t)i * nk + nkeys, 0, (size_t)(nk - nkeys) * sizeof *kt);
-	for (int j = 0; j < nkeys; j++) {
-		const float *k = k0 + (size_t)j * a->ld;
-		for (int i = 0; i < a->d; i++)
-			kt[(size_t)i * nk + j] = k[i];
-	}
+	size_t nk = (size_t)ZP_ALIGN_UP(q_max, 16), rep = (size_t)(a->heads / a->kv_heads);
+	return rep * (size_t)q_block * nk;
 }
 
-/* Scores of queries q..q+nq-1 (head h) against keys 0..q+nq-1, scaled, masked
-   (-inf past each query), into sc[nq][nk]. */
-AVX512 static void scores(const zp_attn *a, int s0, int h, int q, int nq, const float *kt, int nk,
-			  float *sc)
+void zp_attn_transpose_k(const zp_attn *a, int t0, int t1)
+{
+	for (int h = 0; h < a->kv_heads; h++)
+		for (int t = t0; t < t1; t++) {
+			const float *k = a->qkv + (size_t)t * a->ld + (size_t)(a->heads + h) * a->d;
+			float *dst = a->kt + (size_t)h * a->d * a->ldk + (size_t)t;
+			for (int i = 0; i < a->d; i++)
+				dst[(size_t)i * a->ldk] = k[i];
+		}
+}
+
+/* Scores of queries q..q+nq-1 (head h) against keys [kb, kb + nkb) (kt: this KV
+   head's transposed K from the sequence's first token, row stride a->ldk), scaled,
+   -inf past each query, into columns kb.. of sc rows (stride nk). Each score is
+   one FMA chain over d, in order. Keys read past the sequence are masked. */
+AVX512 static void scores_block(const zp_attn *a, int s0, int h, int q, int nq, const float *kt,
+				int kb, int nkb, float *sc, int nk)
 {
 	const float *qv[QG];
 	float scale = (float)pow((double)a->d, -0.5);
-	int nkeys = q + nq;
 	for (int g = 0; g < QG; g++) /* rows past nq repeat the last query, unused */
 		qv[g] = a->qkv + (size_t)(s0 + q + ZP_MIN(g, nq - 1)) * a->ld + (size_t)h * a->d;
-	for (int j = 0; j < nkeys; j += 16) {
+	for (int j = 0; j < nkb; j += 16) {
 		__m512 acc[QG];
 #pragma GCC unroll 8
 		for (int g = 0; g < QG; g++)
 			acc[g] = _mm512_setzero_ps();
 		for (int i = 0; i < a->d; i++) {
-			__m512 kv = _mm512_loadu_ps(kt + (size_t)i * nk + j);
+			__m512 kv = _mm512_loadu_ps(kt + (size_t)i * a->ldk + kb + j);
 #pragma GCC unroll 8
 			for (int g = 0; g < QG; g++)
 				acc[g] = _mm512_fmadd_ps(_mm512_set1_ps(qv[g][i]), kv, acc[g]);
 		}
-		for (int g = 0; g < nq; g++) {
-			/* keys j + l <= q + g are visible */
-			int vis = q + g - j + 1;
+#pragma GCC unroll 8
+		for (int g = 0; g < QG; g++) {
+			if (g >= nq)
+				break;
+			int vis = q + g - (kb + j) + 1; /* keys kb + j + l <= q + g are visible */
 			__mmask16 m = vis >= 16 ? 0xffff : vis <= 0 ? 0 : (__mmask16)((1u << vis) - 1);
-			__m512 s = _mm512_mul_ps(acc[g], _mm512_set1_ps(scale));
-			_mm512_storeu_ps(sc + (size_t)g * nk + j,
-					 _mm512_mask_blend_ps(m, _mm512_set1_ps(-INFINITY), s));
+			__m512 sv = _mm512_mul_ps(acc[g], _mm512_set1_ps(scale));
+			_mm512_storeu_ps(sc + (size_t)g * nk + kb + j,
+					 _mm512_mask_blend_ps(m, _mm512_set1_ps(-INFINITY), sv));
 		}
 	}
 }
+
 
 /* softmax over sc[0..n) in place, zeros in [n, nmax): p_j = e_j / sum, as
    transformers' softmax hands it to the matmul. */
@@ -88,51 +90,56 @@ AVX512 static void softmax_row(float *sc, int n, int nmax)
 		sc[j] = 0;
 }
 
-/* out_g = sum_j p_gj v_j for nq (<= QG) queries at once over keys [0, n): each v
-   row is loaded once per 4 queries. Zero p terms add exact zeros. */
-AVX512 static void pv_group(const zp_attn *a, int s0, int kvh, int nq, int n, const float *sc,
-			    int nk, float **out)
+/* out_g += sum_{j in [j0, j1)} p_gj v_j for 4 queries at once: each v row is
+   loaded once per 4 queries, the accumulators stay in registers over the block
+   and go back to out between blocks (an exact f32 store: the sum over j keeps
+   its order). Zero p terms add exact zeros. */
+AVX512 static void pv_block(const zp_attn *a, int s0, int kvh, int j0, int j1, const float *p0,
+			    int nk, int ng, float **out)
 {
 	const float *v0 = a->qkv + (size_t)s0 * a->ld + (size_t)(a->heads + a->kv_heads + kvh) * a->d;
-	for (int g0 = 0; g0 < nq; g0 += 4) {
-		int ng = ZP_MIN(4, nq - g0);
-		for (int i0 = 0; i0 < a->d; i0 += 64) {
-			__m512 acc[4][4];
-			__mmask16 k[4];
-			for (int c = 0; c < 4; c++) {
-				int left = a->d - i0 - 16 * c;
-				k[c] = left >= 16 ? 0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
-				for (int g = 0; g < 4; g++)
-					acc[g][c] = _mm512_setzero_ps();
-			}
-			/* constant trip counts, fully unrolled: the 16 accumulators stay in
-			   registers (rows g >= ng compute on scratch and are not stored) */
-			const float *p0 = sc + (size_t)g0 * nk;
-			for (int j = 0; j < n; j++) {
-				const float *v = v0 + (size_t)j * a->ld + i0;
-				__m512 vv[4];
+	for (int i0 = 0; i0 < a->d; i0 += 64) {
+		__m512 acc[4][4];
+		__mmask16 k[4];
 #pragma GCC unroll 4
-				for (int c = 0; c < 4; c++)
-					vv[c] = _mm512_maskz_loadu_ps(k[c], v + 16 * c);
+		for (int c = 0; c < 4; c++) {
+			int left = a->d - i0 - 16 * c;
+			k[c] = left >= 16 ? 0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
 #pragma GCC unroll 4
-				for (int g = 0; g < 4; g++) {
-					__m512 p = _mm512_set1_ps(p0[(size_t)g * nk + j]);
-#pragma GCC unroll 4
-					for (int c = 0; c < 4; c++)
-						acc[g][c] = _mm512_fmadd_ps(p, vv[c], acc[g][c]);
-				}
-			}
-			for (int g = 0; g < ng; g++)
-				for (int c = 0; c < 4; c++)
-					_mm512_mask_storeu_ps(out[g0 + g] + i0 + 16 * c, k[c], acc[g][c]);
+			for (int g = 0; g < 4; g++) /* rows g >= ng: scratch, never stored */
+				acc[g][c] = _mm512_maskz_loadu_ps(k[c], out[ZP_MIN(g, ng - 1)] + i0 + 16 * c);
 		}
+		for (int j = j0; j < j1; j++) {
+			const float *v = v0 + (size_t)j * a->ld + i0;
+			__m512 vv[4];
+#pragma GCC unroll 4
+			for (int c = 0; c < 4; c++)
+				vv[c] = _mm512_maskz_loadu_ps(k[c], v + 16 * c);
+#pragma GCC unroll 4
+			for (int g = 0; g < 4; g++) {
+				__m512 p = _mm512_set1_ps(p0[(size_t)ZP_MIN(g, ng - 1) * nk + j]);
+#pragma GCC unroll 4
+				for (int c = 0; c < 4; c++)
+					acc[g][c] = _mm512_fmadd_ps(p, vv[c], acc[g][c]);
+			}
+		}
+#pragma GCC unroll 4
+		for (int g = 0; g < 4; g++) /* constant bounds: acc stays in registers */
+#pragma GCC unroll 4
+			for (int c = 0; c < 4; c++)
+				if (g < ng)
+					_mm512_mask_storeu_ps(out[g] + i0 + 16 * c, k[c], acc[g][c]);
 	}
 }
 
+/* Two passes over the keys in blocks of KB: scores (a K block in L1, reused by
+   every query and q head of the group), exact softmax per row, then P.V (a V
+   block reused likewise). */
 void zp_attn_block(const zp_attn *a, int s0, int kvh, int q0, int q1, float *scratch)
 {
-	int nk = ZP_ALIGN_UP(q1, 16), rep = a->heads / a->kv_heads;
-	float *kt = scratch, *sc = scratch + (size_t)nk * a->d;
+	int nk = ZP_ALIGN_UP(q1, 16), rep = a->heads / a->kv_heads, nq_all = q1 - q0;
+	const float *kt = a->kt + (size_t)kvh * a->d * a->ldk + (size_t)s0;
+	float *sc = scratch;
 
 	ZP_ASSERT(q0 >= 0 && q0 < q1 && a->heads % a->kv_heads == 0);
 	if (!zp_cpu_avx512()) { /* no vector path: the reference */
@@ -141,18 +148,36 @@ void zp_attn_block(const zp_attn *a, int s0, int kvh, int q0, int q1, float *scr
 				zp_attn_ref(a, s0, h, q);
 		return;
 	}
-	transpose_k(a, s0, kvh, q1, nk, kt);
-	for (int h = kvh * rep; h < (kvh + 1) * rep; h++)
-		for (int q = q0; q < q1; q += QG) {
-			int nq = ZP_MIN(QG, q1 - q);
-			float *out[QG];
-			scores(a, s0, h, q, nq, kt, nk, sc);
-			for (int g = 0; g < nq; g++) {
-				softmax_row(sc + (size_t)g * nk, q + g + 1, q + nq);
-				out[g] = a->out + (size_t)(s0 + q + g) * a->ldo + (size_t)h * a->d;
+#define SC_ROW(hi, q) (sc + ((size_t)(hi) * nq_all + (size_t)((q) - q0)) * nk)
+	for (int kb = 0; kb < q1; kb += KB) {
+		int nkb = ZP_MIN(KB, q1 - kb);
+		for (int hi = 0; hi < rep; hi++)
+			for (int q = q0; q < q1; q += QG) {
+				int nq = ZP_MIN(QG, q1 - q);
+				if (kb <= q + nq - 1)
+					scores_block(a, s0, kvh * rep + hi, q, nq, kt, kb,
+						     ZP_MIN(nkb, ZP_ALIGN_UP(q + nq - kb, 16)), SC_ROW(hi, q), nk);
 			}
-			pv_group(a, s0, kvh, nq, q + nq, sc, nk, out);
+	}
+	for (int hi = 0; hi < rep; hi++)
+		for (int q = q0; q < q1; q++) {
+			softmax_row(SC_ROW(hi, q), q + 1, ZP_MIN(ZP_ALIGN_UP(q + 4, 4), q1));
+			memset(a->out + (size_t)(s0 + q) * a->ldo + (size_t)(kvh * rep + hi) * a->d, 0,
+			       (size_t)a->d * sizeof(float));
 		}
+	for (int kb = 0; kb < q1; kb += KB)
+		for (int hi = 0; hi < rep; hi++)
+			for (int q = q0; q < q1; q += 4) {
+				int ng = ZP_MIN(4, q1 - q), jend = ZP_MIN(kb + KB, q + ng);
+				float *out[4];
+				if (kb >= jend)
+					continue;
+				for (int g = 0; g < ng; g++)
+					out[g] = a->out + (size_t)(s0 + q + g) * a->ldo +
+						 (size_t)(kvh * rep + hi) * a->d;
+				pv_block(a, s0, kvh, kb, jend, SC_ROW(hi, q), nk, ng, out);
+			}
+#undef SC_ROW
 }
 
 void zp_attn_ref(const zp_attn *a, int s0, int h, int q)

@@ -14,10 +14,17 @@ typedef struct {
 	int heads, kv_heads, d;
 	float *out;		/* [tokens, ldo]: heads x d */
 	size_t ldo;
+	float *kt;		/* [kv_heads * d, ldk]: K transposed, filled by
+				   zp_attn_transpose_k; 16 zero columns past the last token */
+	size_t ldk;		/* >= tokens + 16 */
 } zp_attn;
 
-/* Floats of scratch one call needs for queries up to q_max. */
-size_t zp_attn_scratch_floats(int d, int q_max);
+/* K of tokens [t0, t1) into a->kt (every KV head); run before zp_attn_block. */
+void zp_attn_transpose_k(const zp_attn *a, int t0, int t1);
+
+/* Floats of scratch one call needs for blocks of up to q_block queries whose
+   last query is below q_max. */
+size_t zp_attn_scratch_floats(const zp_attn *a, int q_block, int q_max);
 
 /* Queries [q0, q1) of the sequence whose first token row is s0, for the q heads
    of KV head kvh. */

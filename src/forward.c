@@ -39,6 +39,8 @@ struct zp_fwd {
 	float *act;			/* [T, fp] dense MLP */
 	uint16_t *act16;
 	float *rope_cos, *rope_sin;	/* [T, d/2] */
+	float *kt;			/* [Nkv d, ldk]: K transposed */
+	size_t ldk;
 	float *scores;			/* [threads, attn_scratch] */
 	size_t attn_scratch;		/* floats of attention scratch per thread */
 	/* MoE */
@@ -98,8 +100,12 @@ zp_fwd *zp_fwd_new(const zp_model *m, int threads, int max_tokens)
 	f->act16 = zp_xalloc_aligned(T * (size_t)f->fp * 2);
 	f->rope_cos = zp_xalloc_aligned(fsz(T * (size_t)c->head_dim / 2));
 	f->rope_sin = zp_xalloc_aligned(fsz(T * (size_t)c->head_dim / 2));
-	f->attn_scratch = zp_attn_scratch_floats(c->head_dim, max_tokens);
+	zp_attn shape = { .heads = c->heads, .kv_heads = c->kv_heads, .d = c->head_dim };
+	f->attn_scratch = zp_attn_scratch_floats(&shape, QBLOCK, max_tokens);
 	f->scores = zp_xalloc_aligned(fsz((size_t)threads * f->attn_scratch));
+	/* zeroed columns past the last token: key reads past a sequence stay finite */
+	f->ldk = (size_t)ZP_ALIGN_UP(max_tokens + 16, 16) + 16;
+	f->kt = zp_xalloc_aligned(fsz((size_t)c->kv_heads * c->head_dim * f->ldk));
 	if (c->moe) {
 		f->logits = zp_xalloc_aligned(fsz(T * E));
 		f->sel = zp_xcalloc(T * K, sizeof(int));
@@ -127,7 +133,7 @@ void zp_fwd_free(zp_fwd *f)
 	if (!f)
 		return;
 	zp_pool_free(f->pool);
-	void *bufs[] = { f->seq_start, f->attn_blocks, f->tok_seq, f->tok_pos, f->tok_id, f->x, f->xn, f->xn16,
+	void *bufs[] = { f->kt, f->seq_start, f->attn_blocks, f->tok_seq, f->tok_pos, f->tok_id, f->x, f->xn, f->xn16,
 			 f->qkvb, f->att, f->att16, f->tmp, f->act, f->act16, f->rope_cos,
 			 f->rope_sin, f->scores, f->logits, f->sel, f->selw, f->slot_row,
 			 f->counts, f->offs, f->xg, f->xg16, f->actg, f->actg16, f->yg, f->ops,
@@ -302,12 +308,20 @@ static void attn_task(void *v, int t, int thread)
 		      f->scores + (size_t)thread * f->attn_scratch);
 }
 
+static void kt_rows(zp_fwd *f, int r0, int r1, int thread, void *arg)
+{
+	(void)f;
+	(void)thread;
+	zp_attn_transpose_k(arg, r0, r1);
+}
+
 static void attention(zp_fwd *f)
 {
 	const zp_config *c = f->c;
 	struct attn_job j = { f, { f->qkvb, (size_t)f->qkv, c->heads, c->kv_heads, c->head_dim,
-				   f->att, (size_t)f->qdp } };
+				   f->att, (size_t)f->qdp, f->kt, f->ldk } };
 	int nblk = 0;
+	par_rows(f, f->ntok, kt_rows, &j.a);
 	for (int s = 0; s < f->nseq; s++) {
 		f->attn_blocks[s] = nblk;
 		nblk += (f->seq_start[s + 1] - f->seq_start[s] + QBLOCK - 1) / QBLOCK;

@@ -26,13 +26,17 @@ static void one(int d, int heads, int kvh, int len)
 	float *out = malloc((size_t)(len + pre) * ldo * sizeof(float));
 	float *out2 = malloc((size_t)(len + pre) * ldo * sizeof(float));
 	float *ref = malloc((size_t)(len + pre) * ldo * sizeof(float));
-	float *scratch = zp_xalloc_aligned(zp_attn_scratch_floats(d, len) * sizeof(float));
+	zp_attn shape = { .heads = heads, .kv_heads = kvh, .d = d };
+	float *scratch = zp_xalloc_aligned(zp_attn_scratch_floats(&shape, len, len) * sizeof(float));
 
 	for (size_t i = 0; i < (size_t)(len + pre) * ld; i++)
 		qkv[i] = i < (size_t)pre * ld ? NAN : frand();
 	for (size_t i = 0; i < (size_t)(len + pre) * ldo; i++)
 		out[i] = out2[i] = ref[i] = -7.0f;
-	zp_attn a = { qkv, ld, heads, kvh, d, out, ldo };
+	size_t ldk = (size_t)len + pre + 16 + 3;
+	float *kt = calloc((size_t)kvh * d * ldk, sizeof(float));
+	zp_attn a = { qkv, ld, heads, kvh, d, out, ldo, kt, ldk };
+	zp_attn_transpose_k(&a, pre, pre + len);
 	for (int g = 0; g < kvh; g++)
 		zp_attn_block(&a, pre, g, 0, len, scratch);
 	a.out = out2; /* the same queries in blocks of 7 */
@@ -63,6 +67,7 @@ static void one(int d, int heads, int kvh, int len)
 	free(out2);
 	free(ref);
 	free(scratch);
+	free(kt);
 }
 
 int main(void)
