@@ -13,8 +13,16 @@
 #include "vecmath.h"
 
 #define ROWS_CHUNK 16	/* tokens per elementwise task */
-#define LM_ROWS 32	/* lm_head rows per block: bounds the logits scratch */
+#define LM_SCRATCH_BYTES (64u << 20) /* logits of one lm_head block */
+#define LM_ROWS_MIN 32
+#define LM_ROWS_MAX 256
 #define QBLOCK 32	/* queries per attention task */
+
+/* A row whose logits are needed: request req, absolute token index pos. */
+struct lm_row {
+	int req, pos;
+};
+_Static_assert(sizeof(struct lm_row) == 2 * sizeof(int), "lm_row is two ints");
 
 struct zp_fwd {
 	const zp_model *m;
@@ -38,7 +46,7 @@ struct zp_fwd {
 	float *tmp;			/* [T, H] */
 	float *act;			/* [T, fp] dense MLP */
 	uint16_t *act16;
-	float *rope_cos, *rope_sin;	/* [T, d/2] */
+	float *rope_cos, *rope_sin;	/* [max_tokens, d/2]: by position in the sequence */
 	float *kt;			/* [Nkv d, ldk]: K transposed */
 	size_t ldk;
 	float *scores;			/* [threads, attn_scratch] */
@@ -56,9 +64,12 @@ struct zp_fwd {
 	float *yg;			/* [T k, H] */
 	zp_gemm_op *ops;		/* [E] */
 	/* outputs */
-	float *lm_in;			/* [LM_ROWS, hp] */
+	int lm_rows;			/* rows per lm_head block: the weights stream once
+					   per block, the logits scratch stays bounded */
+	struct lm_row *lm_list;		/* [lm_rows] */
+	float *lm_in;			/* [lm_rows, hp] */
 	uint16_t *lm_in16;
-	float *lm_out;			/* [LM_ROWS, V] */
+	float *lm_out;			/* [lm_rows, V] */
 	zp_fwd_stats stats;
 };
 
@@ -66,6 +77,8 @@ static size_t fsz(size_t n)
 {
 	return n * sizeof(float);
 }
+
+static void rope_tables(zp_fwd *f);
 
 zp_fwd *zp_fwd_new(const zp_model *m, int threads, int max_tokens)
 {
@@ -84,14 +97,14 @@ zp_fwd *zp_fwd_new(const zp_model *m, int threads, int max_tokens)
 	f->qdp = ZP_ALIGN_UP(c->heads * c->head_dim, 2);
 	f->fp = ZP_ALIGN_UP(c->ffn, 16);
 	f->mfp = ZP_ALIGN_UP(ZP_MAX(c->moe_ffn, 1), 16);
-	f->seq_start = zp_xcalloc(T + 1, sizeof(int));
-	f->tok_seq = zp_xcalloc(T, sizeof(int));
-	f->attn_blocks = zp_xcalloc(T, sizeof(int));
-	f->tok_pos = zp_xcalloc(T, sizeof(int));
-	f->tok_id = zp_xcalloc(T, sizeof(int32_t));
+	f->seq_start = zp_xalloc_aligned((T + 1) * sizeof(int));
+	f->tok_seq = zp_xalloc_aligned(T * sizeof(int));
+	f->attn_blocks = zp_xalloc_aligned(T * sizeof(int));
+	f->tok_pos = zp_xalloc_aligned(T * sizeof(int));
+	f->tok_id = zp_xalloc_aligned(T * sizeof(int32_t));
 	f->x = zp_xalloc_aligned(fsz(T * (size_t)c->hidden));
 	f->xn = zp_xalloc_aligned(fsz(T * (size_t)f->hp));
-	f->xn16 = zp_xalloc_aligned(T * (size_t)f->hp * 2);
+	f->xn16 = zp_xalloc_aligned(T * (size_t)f->hp * 2); /* bf16 copies: untouched in fp32 */
 	f->qkvb = zp_xalloc_aligned(fsz(T * (size_t)f->qkv));
 	f->att = zp_xalloc_aligned(fsz(T * (size_t)f->qdp));
 	f->att16 = zp_xalloc_aligned(T * (size_t)f->qdp * 2);
@@ -108,23 +121,27 @@ zp_fwd *zp_fwd_new(const zp_model *m, int threads, int max_tokens)
 	f->kt = zp_xalloc_aligned(fsz((size_t)c->kv_heads * c->head_dim * f->ldk));
 	if (c->moe) {
 		f->logits = zp_xalloc_aligned(fsz(T * E));
-		f->sel = zp_xcalloc(T * K, sizeof(int));
-		f->selw = zp_xcalloc(T * K, sizeof(float));
-		f->slot_row = zp_xcalloc(T * K, sizeof(int));
-		f->counts = zp_xcalloc(E, sizeof(int));
-		f->offs = zp_xcalloc(E + 1, sizeof(int));
+		f->sel = zp_xalloc_aligned(T * K * sizeof(int));
+		f->selw = zp_xalloc_aligned(T * K * sizeof(float));
+		f->slot_row = zp_xalloc_aligned(T * K * sizeof(int));
+		f->counts = zp_xalloc_aligned(E * sizeof(int));
+		f->offs = zp_xalloc_aligned((E + 1) * sizeof(int));
 		f->xg = zp_xalloc_aligned(fsz(T * K * (size_t)f->hp));
 		f->xg16 = zp_xalloc_aligned(T * K * (size_t)f->hp * 2);
 		f->actg = zp_xalloc_aligned(fsz(T * K * (size_t)f->mfp));
 		f->actg16 = zp_xalloc_aligned(T * K * (size_t)f->mfp * 2);
 		f->yg = zp_xalloc_aligned(fsz(T * K * (size_t)c->hidden));
-		f->ops = zp_xcalloc(E, sizeof(zp_gemm_op));
+		f->ops = zp_xalloc_aligned(E * sizeof(zp_gemm_op));
 	}
-	f->lm_in = zp_xalloc_aligned(fsz((size_t)LM_ROWS * f->hp));
-	f->lm_in16 = zp_xalloc_aligned((size_t)LM_ROWS * f->hp * 2);
-	f->lm_out = zp_xalloc_aligned(fsz((size_t)LM_ROWS * c->vocab));
+	f->lm_rows = (int)ZP_MIN(LM_ROWS_MAX, ZP_MAX(LM_ROWS_MIN, LM_SCRATCH_BYTES /
+							    (fsz((size_t)c->vocab))));
+	f->lm_list = zp_xalloc_aligned((size_t)f->lm_rows * sizeof(struct lm_row));
+	f->lm_in = zp_xalloc_aligned(fsz((size_t)f->lm_rows * f->hp));
+	f->lm_in16 = zp_xalloc_aligned((size_t)f->lm_rows * f->hp * 2);
+	f->lm_out = zp_xalloc_aligned(fsz((size_t)f->lm_rows * c->vocab));
 	/* mean pooling accumulates [H] doubles in lm_out */
-	ZP_ASSERT((size_t)LM_ROWS * c->vocab * sizeof(float) >= (size_t)c->hidden * sizeof(double));
+	ZP_ASSERT((size_t)f->lm_rows * c->vocab * sizeof(float) >= (size_t)c->hidden * sizeof(double));
+	rope_tables(f);
 	return f;
 }
 
@@ -137,9 +154,9 @@ void zp_fwd_free(zp_fwd *f)
 			 f->qkvb, f->att, f->att16, f->tmp, f->act, f->act16, f->rope_cos,
 			 f->rope_sin, f->scores, f->logits, f->sel, f->selw, f->slot_row,
 			 f->counts, f->offs, f->xg, f->xg16, f->actg, f->actg16, f->yg, f->ops,
-			 f->lm_in, f->lm_in16, f->lm_out };
+			 f->lm_list, f->lm_in, f->lm_in16, f->lm_out };
 	for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
-		free(bufs[i]);
+		zp_free_aligned(bufs[i]);
 	free(f);
 }
 
@@ -240,7 +257,8 @@ static void qk_rows(zp_fwd *f, int r0, int r1, int thread, void *arg)
 	(void)thread;
 	ZP_ASSERT(d <= 2048);
 	for (int t = r0; t < r1; t++) {
-		const float *cs = f->rope_cos + (size_t)t * h2, *sn = f->rope_sin + (size_t)t * h2;
+		size_t pos = (size_t)f->tok_pos[t];
+		const float *cs = f->rope_cos + pos * h2, *sn = f->rope_sin + pos * h2;
 		for (int h = 0; h < c->heads + c->kv_heads; h++) {
 			float *v = f->qkvb + (size_t)t * f->qkv + (size_t)h * d;
 			rmsnorm(tmp, v, h < c->heads ? L->q_norm : L->k_norm, d, c->rms_eps);
@@ -273,18 +291,21 @@ static void residual_rows(zp_fwd *f, int r0, int r1, int thread, void *arg)
 						     : f->tmp[(size_t)t * H + i];
 }
 
+/* Positions restart in every sequence, so one table of max_tokens positions
+   serves every batch. As transformers: inv_freq in f32, angle = inv_freq * pos
+   in f32. */
 static void rope_tables(zp_fwd *f)
 {
 	const zp_config *c = f->c;
 	int h2 = c->head_dim / 2;
-	/* as transformers: inv_freq in f32, angle = inv_freq * pos in f32 */
-	for (int t = 0; t < f->ntok; t++)
-		for (int i = 0; i < h2; i++) {
-			float inv = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_dim);
-			float a = inv * (float)f->tok_pos[t];
-			f->rope_cos[(size_t)t * h2 + i] = cosf(a);
-			f->rope_sin[(size_t)t * h2 + i] = sinf(a);
+	for (int i = 0; i < h2; i++) {
+		float inv = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_dim);
+		for (int p = 0; p < f->max_tokens; p++) {
+			float a = inv * (float)p;
+			f->rope_cos[(size_t)p * h2 + i] = cosf(a);
+			f->rope_sin[(size_t)p * h2 + i] = sinf(a);
 		}
+	}
 }
 
 /* ---- attention: causal, GQA, within each sequence ----------------------------- */
@@ -535,10 +556,6 @@ static void moe_block(zp_fwd *f, const zp_layer *L)
 
 /* ---- outputs ------------------------------------------------------------------- */
 
-/* A row whose logits are needed: request r, predicting from position pos. */
-struct lm_row {
-	int req, pos;
-};
 
 static void lm_norm_rows(zp_fwd *f, int r0, int r1, int thread, void *arg)
 {
@@ -560,6 +577,38 @@ struct lm_job {
 	const struct lm_row *rows;	/* .pos: absolute token index */
 	int n;
 };
+
+/* log sum_x exp(lg[x]), in f32 as torch's log_softmax, 16 lanes summed in a
+   fixed order. */
+ZP_AVX512 static float logsumexp_avx512(const float *lg, int V)
+{
+	__m512 mx = _mm512_set1_ps(-FLT_MAX), sum = _mm512_setzero_ps();
+	int x = 0;
+	for (; x + 16 <= V; x += 16)
+		mx = _mm512_max_ps(mx, _mm512_loadu_ps(lg + x));
+	float m = _mm512_reduce_max_ps(mx);
+	for (int t = x; t < V; t++)
+		m = fmaxf(m, lg[t]);
+	__m512 mv = _mm512_set1_ps(m);
+	for (x = 0; x + 16 <= V; x += 16)
+		sum = _mm512_add_ps(sum, zp_exp512(_mm512_sub_ps(_mm512_loadu_ps(lg + x), mv)));
+	__mmask16 k = (__mmask16)((1u << (V - x)) - 1);
+	sum = _mm512_add_ps(sum, _mm512_maskz_mov_ps(k, zp_exp512(_mm512_sub_ps(
+						 _mm512_maskz_loadu_ps(k, lg + x), mv))));
+	return m + logf(_mm512_reduce_add_ps(sum));
+}
+
+static float logsumexp(const float *lg, int V)
+{
+	if (zp_cpu_avx512())
+		return logsumexp_avx512(lg, V);
+	float m = -FLT_MAX, sum = 0;
+	for (int x = 0; x < V; x++)
+		m = fmaxf(m, lg[x]);
+	for (int x = 0; x < V; x++)
+		sum += expf(lg[x] - m);
+	return m + logf(sum);
+}
 
 static void top_k(const float *lg, int V, float lse, int k, int32_t *ids, float *lp)
 {
@@ -587,13 +636,7 @@ static void lm_row_outputs(void *v, int i, int thread)
 	const float *lg = f->lm_out + (size_t)i * V;
 	int p = f->tok_pos[t];
 	(void)thread;
-	float mx = -FLT_MAX;
-	double sum = 0;
-	for (int x = 0; x < V; x++)
-		mx = fmaxf(mx, lg[x]);
-	for (int x = 0; x < V; x++)
-		sum += exp((double)(lg[x] - mx));
-	float lse = mx + (float)log(sum);
+	float lse = logsumexp(lg, V);
 	if (p + 1 < r->ntok) { /* predicts token p + 1 */
 		if (r->plp_start >= 0 && p + 1 >= r->plp_start)
 			r->plp[p + 1 - r->plp_start] = lg[r->tokens[p + 1]] - lse;
@@ -651,14 +694,14 @@ static void pool_output(zp_fwd *f, zp_req *r, int s)
 
 static void outputs(zp_fwd *f, zp_req **reqs, int nreq)
 {
-	struct lm_row rows[LM_ROWS];
+	struct lm_row *rows = f->lm_list;
 	int n = 0;
 	for (int s = 0; s < nreq; s++) {
 		for (int p = 0; p < reqs[s]->ntok; p++) {
 			if (!row_needed(reqs[s], p))
 				continue;
 			rows[n++] = (struct lm_row){ s, f->seq_start[s] + p };
-			if (n == LM_ROWS) {
+			if (n == f->lm_rows) {
 				lm_block(f, reqs, rows, n);
 				n = 0;
 			}
@@ -708,7 +751,6 @@ void zp_fwd_run(zp_fwd *f, zp_req **reqs, int nreq)
 	f->nseq = nreq;
 	if (!T)
 		return;
-	rope_tables(f);
 	for (int t = 0; t < T; t++)
 		zp_model_embed(f->m, f->tok_id[t], f->x + (size_t)t * c->hidden);
 	for (int l = 0; l < c->layers; l++) {

@@ -282,12 +282,12 @@ void zp_model_free(zp_model *m)
 {
 	if (m->layers)
 		for (int l = 0; l < m->cfg.layers; l++) {
-			free(m->layers[l].experts);
+			zp_free_aligned(m->layers[l].experts);
 			free(m->layers[l].exp_gate_up);
 			free(m->layers[l].exp_down);
 		}
 	free(m->layers);
-	free(m->arena);
+	zp_free_aligned(m->arena);
 	zp_st_free(&m->st);
 	memset(m, 0, sizeof *m);
 }

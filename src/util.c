@@ -59,14 +59,21 @@ void *zp_xcalloc(size_t n, size_t sz)
 
 void *zp_xalloc_aligned(size_t n)
 {
-	void *p = NULL;
-	n = ZP_ALIGN_UP(n ? n : 1, 64);
-	if (posix_memalign(&p, 64, n) != 0) {
+	/* calloc: glibc maps large blocks fresh (zero, untouched) instead of memset */
+	char *raw = calloc(1, n + 64 + sizeof(void *));
+	if (!raw) {
 		zp_log(ZP_LOG_ERROR, "msg=\"out of memory\" bytes=%zu", n);
 		abort();
 	}
-	memset(p, 0, n);
+	char *p = (char *)ZP_ALIGN_UP((uintptr_t)raw + sizeof(void *), 64);
+	((void **)p)[-1] = raw;
 	return p;
+}
+
+void zp_free_aligned(void *p)
+{
+	if (p)
+		free(((void **)p)[-1]);
 }
 
 double zp_now_s(void)

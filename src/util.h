@@ -23,8 +23,11 @@ void zp_log(enum zp_log_level lvl, const char *fmt, ...)
 /* Allocation that aborts on failure: only at start-up, never per request. */
 void *zp_xmalloc(size_t n);
 void *zp_xcalloc(size_t n, size_t sz);
-/* 64-byte aligned (cache line / zmm), zero-filled; free with free(). */
+/* 64-byte aligned (cache line / zmm, AMX tile rows), zero-filled; large blocks
+   come zeroed from the kernel page by page, so untouched workspace costs no
+   memory. Free with zp_free_aligned. */
 void *zp_xalloc_aligned(size_t n);
+void zp_free_aligned(void *p);
 
 double zp_now_s(void);
 

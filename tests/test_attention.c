@@ -66,7 +66,7 @@ static void one(int d, int heads, int kvh, int len)
 	free(out);
 	free(out2);
 	free(ref);
-	free(scratch);
+	zp_free_aligned(scratch);
 	free(kt);
 }
 

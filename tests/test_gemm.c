@@ -134,7 +134,7 @@ static void one(enum zp_wtype wt, enum zp_epi epi, int M, int N, int K, zp_pool 
 	free(a16);
 	free(c);
 	free(c2);
-	free(packed);
+	zp_free_aligned(packed);
 }
 
 int main(void)

@@ -132,8 +132,8 @@ int main(int argc, char **argv)
 		dnnl_memory_destroy(o.c);
 		dnnl_stream_destroy(o.st);
 		dnnl_engine_destroy(o.eng);
-		free(packed);
-		free(wdense);
+		zp_free_aligned(packed);
+		zp_free_aligned(wdense);
 	}
 	zp_pool_free(pool);
 	return 0;
