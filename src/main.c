@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "forward.h"
@@ -269,10 +270,13 @@ static int cmd_bench(const struct opts *o, zp_model *m)
 		       st.flops / dt * 1e-9);
 	}
 	double mean = total / o->iters;
-	printf("tokens=%d seqs=%d threads=%d dtype=%s isa=%s mean_s=%.4f best_s=%.4f "
-	       "gflop_s=%.1f prefill_tok_s=%.1f\n", L, B, o->threads,
-	       m->wtype == ZP_W_F32 ? "fp32" : "bf16", zp_gemm_isa(), mean, best,
-	       flops / mean * 1e-9, B * L / mean);
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	printf("tokens=%d seqs=%d threads=%d dtype=%s isa=%s weights_mb=%.0f peak_rss_mb=%.0f "
+	       "mean_s=%.4f best_s=%.4f gflop_s=%.1f prefill_tok_s=%.1f\n", L, B, o->threads,
+	       m->wtype == ZP_W_F32 ? "fp32" : "bf16", zp_gemm_isa(),
+	       (double)(m->arena_bytes + m->expert_bytes_total) / (1 << 20),
+	       (double)ru.ru_maxrss / 1024, mean, best, flops / mean * 1e-9, B * L / mean);
 	for (int s = 0; s < B; s++)
 		zp_req_free(&reqs[s]);
 	free(reqs);

@@ -75,6 +75,13 @@ done
 sed -n 1p "$T/long" | grep -q '"code":413' || { echo "FAIL: long line"; fail=1; }
 sed -n 2p "$T/long" | grep -q '"id":"after","num_prompt_tokens":1' || { echo "FAIL: after long line"; fail=1; }
 
+# bench: warm-up, timed forwards, a last line with prefill_tok_s=<number>
+$Z bench --model $M --tokens 33 --seqs 3 --threads 2 --iters 2 > "$T/bench" 2>/dev/null ||
+	{ echo "FAIL: bench exit"; fail=1; }
+tail -n 1 "$T/bench" | grep -Eq 'prefill_tok_s=[0-9]+(\.[0-9]+)?$' || { echo "FAIL: bench last line"; cat "$T/bench"; fail=1; }
+[ "$(grep -c '^iter=' "$T/bench")" -eq 2 ] || { echo "FAIL: bench iterations"; fail=1; }
+$Z bench --model $M --tokens 33 2>/dev/null; [ $? -eq 2 ] || { echo "FAIL: bench without --seqs"; fail=1; }
+
 # usage errors
 $Z prefill 2>/dev/null; [ $? -eq 2 ] || { echo "FAIL: no --model not a usage error"; fail=1; }
 $Z prefill --model /nonexistent 2>"$T/e" </dev/null; [ $? -eq 1 ] && grep -q "nonexistent" "$T/e" ||
