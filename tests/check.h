@@ -17,6 +17,16 @@ static int check_failures;
 		}                                                            \
 	} while (0)
 
+/* Fresh random inputs, reproducible: xorshift64, uniform in [lo, hi). */
+static unsigned long long check_rng = 88172645463325252ull;
+static inline float check_frand(float lo, float hi)
+{
+	check_rng ^= check_rng << 13;
+	check_rng ^= check_rng >> 7;
+	check_rng ^= check_rng << 17;
+	return lo + (hi - lo) * (float)((check_rng >> 11) * (1.0 / 9007199254740992.0));
+}
+
 static inline int check_exit(const char *name)
 {
 	printf("%s: %s (%d failure%s)\n", name, check_failures ? "FAIL" : "ok", check_failures,

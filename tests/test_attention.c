@@ -9,13 +9,9 @@
 #include "check.h"
 #include "util.h"
 
-static uint64_t rng = 0x2545F4914F6CDD1Dull;
 static float frand(void)
 {
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 4.0f - 2.0f;
+	return check_frand(-2.0f, 2.0f);
 }
 
 static void one(int d, int heads, int kvh, int len)

@@ -12,13 +12,9 @@
 #define GUARD 64
 #define GUARD_VAL -12345.0f
 
-static uint64_t rng = 88172645463325252ull;
 static float frand(void)
 {
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+	return check_frand(-1.0f, 1.0f);
 }
 
 struct mat {
