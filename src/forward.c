@@ -56,6 +56,7 @@ struct zp_fwd {
 	int *sel;			/* [T, k] expert ids, sorted ascending */
 	float *selw;			/* [T, k] */
 	int *slot_row;			/* [T, k] row of the slot in the gathered block */
+	float *route_gap;		/* [T]: router logit gap, k-th minus (k+1)-th */
 	int *counts, *offs;		/* [E], [E + 1] */
 	float *xg;			/* [T k, hp] */
 	uint16_t *xg16;
@@ -124,6 +125,7 @@ zp_fwd *zp_fwd_new(const zp_model *m, int threads, int max_tokens)
 		f->sel = zp_xalloc_aligned(T * K * sizeof(int));
 		f->selw = zp_xalloc_aligned(T * K * sizeof(float));
 		f->slot_row = zp_xalloc_aligned(T * K * sizeof(int));
+		f->route_gap = zp_xalloc_aligned(T * sizeof(float));
 		f->counts = zp_xalloc_aligned(E * sizeof(int));
 		f->offs = zp_xalloc_aligned((E + 1) * sizeof(int));
 		f->xg = zp_xalloc_aligned(fsz(T * K * (size_t)f->hp));
@@ -152,7 +154,7 @@ void zp_fwd_free(zp_fwd *f)
 	zp_pool_free(f->pool);
 	void *bufs[] = { f->kt, f->seq_start, f->attn_blocks, f->tok_seq, f->tok_pos, f->tok_id, f->x, f->xn, f->xn16,
 			 f->qkvb, f->att, f->att16, f->tmp, f->act, f->act16, f->rope_cos,
-			 f->rope_sin, f->scores, f->logits, f->sel, f->selw, f->slot_row,
+			 f->rope_sin, f->scores, f->logits, f->sel, f->selw, f->slot_row, f->route_gap,
 			 f->counts, f->offs, f->xg, f->xg16, f->actg, f->actg16, f->yg, f->ops,
 			 f->lm_list, f->lm_in, f->lm_in16, f->lm_out };
 	for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
@@ -446,6 +448,17 @@ static void route_rows(zp_fwd *f, int r0, int r1, int thread, void *arg)
 			w[k] = lg[best];
 			wsum += lg[best];
 		}
+		/* how decisive the choice was: the log-probability (= logit) gap between
+		   the last chosen expert and the best one left out */
+		float next = 0;
+		for (int e = 0; e < E; e++) {
+			bool taken = false;
+			for (int j = 0; j < K; j++)
+				taken |= sel[j] == e;
+			if (!taken)
+				next = fmaxf(next, lg[e]);
+		}
+		f->route_gap[t] = K < E ? logf(w[K - 1]) - logf(next) : INFINITY;
 		if (c->norm_topk_prob)
 			for (int k = 0; k < K; k++)
 				w[k] /= wsum;
@@ -544,6 +557,8 @@ static void moe_block(zp_fwd *f, const zp_layer *L)
 	gemm1(f, &L->router, f->xn, NULL, (size_t)f->hp, T, f->logits, (size_t)f->c->experts,
 	      ZP_EPI_STORE, 0);
 	par_rows(f, T, route_rows, NULL);
+	for (int t = 0; t < T; t++)
+		f->stats.min_route_gap = fminf(f->stats.min_route_gap, f->route_gap[t]);
 	moe_dispatch(f);
 	par_rows(f, T, gather_rows, NULL);
 	zp_gemm_run(f->pool, f->ops, expert_ops(f, L, false));
@@ -751,6 +766,7 @@ void zp_fwd_run(zp_fwd *f, zp_req **reqs, int nreq)
 	f->nseq = nreq;
 	if (!T)
 		return;
+	f->stats.min_route_gap = INFINITY;
 	for (int t = 0; t < T; t++)
 		zp_model_embed(f->m, f->tok_id[t], f->x + (size_t)t * c->hidden);
 	for (int l = 0; l < c->layers; l++) {
@@ -768,5 +784,9 @@ void zp_fwd_run(zp_fwd *f, zp_req **reqs, int nreq)
 	}
 	double to = zp_now_s();
 	outputs(f, reqs, nreq);
-	f->stats = (zp_fwd_stats){ ta, tm, zp_now_s() - to, zp_now_s() - t0, run_flops(f) };
+	f->stats.attn_s = ta;
+	f->stats.mlp_s = tm;
+	f->stats.out_s = zp_now_s() - to;
+	f->stats.total_s = zp_now_s() - t0;
+	f->stats.flops = run_flops(f);
 }

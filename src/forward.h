@@ -23,7 +23,9 @@ void zp_fwd_run(zp_fwd *f, zp_req **reqs, int nreq);
    outputs). */
 typedef struct {
 	double attn_s, mlp_s, out_s, total_s;
-	double flops; /* linear-layer + attention FLOPs of the last run */
+	double flops;		/* linear-layer + attention FLOPs of the last run */
+	float min_route_gap;	/* smallest router logit gap between the k-th chosen
+				   expert and the best one left out (inf: dense) */
 } zp_fwd_stats;
 zp_fwd_stats zp_fwd_last_stats(const zp_fwd *f);
 

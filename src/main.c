@@ -266,8 +266,8 @@ static int cmd_bench(const struct opts *o, zp_model *m)
 		total += dt;
 		best = dt < best ? dt : best;
 		printf("iter=%d seconds=%.4f attn_s=%.4f mlp_s=%.4f out_s=%.4f tok_s=%.1f "
-		       "gflop_s=%.1f\n", it, dt, st.attn_s, st.mlp_s, st.out_s, B * L / dt,
-		       st.flops / dt * 1e-9);
+		       "gflop_s=%.1f min_router_gap=%.3g\n", it, dt, st.attn_s, st.mlp_s, st.out_s,
+		       B * L / dt, st.flops / dt * 1e-9, (double)st.min_route_gap);
 	}
 	double mean = total / o->iters;
 	struct rusage ru;
