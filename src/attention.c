@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cpu.h"
+#include "gemm.h"
 #include "util.h"
 #include "vecmath.h"
 
@@ -206,4 +207,101 @@ void zp_attn_ref(const zp_attn *a, int s0, int h, int q)
 		o[i] = (float)acc;
 	}
 	free(sc);
+}
+
+/* ---- bf16 on AMX ------------------------------------------------------------- */
+
+void zp_attn16_pack(const zp_attn16 *a, const float *row, size_t slot)
+{
+	size_t d = (size_t)a->d, panel = slot / 32, col = slot % 32;
+	for (int h = 0; h < a->kv_heads; h++) {
+		const float *k = row + (size_t)(a->heads + h) * d;
+		const float *v = row + (size_t)(a->heads + a->kv_heads + h) * d;
+		uint16_t *kp = a->kp + ((size_t)h * (a->slots / 32) + panel) * d * 32 + col * 2;
+		for (size_t i = 0; i < d; i++)
+			kp[(i / 2) * 64 + i % 2] = zp_f32_to_bf16(k[i]);
+		for (size_t dp = 0; dp < d / 32; dp++) {
+			uint16_t *vp = a->vp + ((size_t)h * (d / 32) + dp) * a->slots * 32 +
+				       (slot / 2) * 64 + slot % 2;
+			for (size_t c = 0; c < 32; c++)
+				vp[c * 2] = zp_f32_to_bf16(v[dp * 32 + c]);
+		}
+	}
+}
+
+void zp_attn16_clear(const zp_attn16 *a, size_t s0, size_t s1)
+{
+	static const float zero[4096];
+	ZP_ASSERT((size_t)(a->heads + 2 * a->kv_heads) * a->d <= 4096);
+	for (size_t s = s0; s < s1; s++)
+		zp_attn16_pack(a, zero, s);
+}
+
+size_t zp_attn16_scratch_bytes(int q_max)
+{
+	size_t nk = (size_t)ZP_ALIGN_UP(q_max, 32);
+	return 32 * nk * sizeof(float) + 32 * nk * 2 + 32 * 32 * sizeof(float) + 256;
+}
+
+/* Row r's scores s[0..n) -> p = softmax(s * scale) as bf16 in p16[0..nk), zeros
+   past n. */
+AVX512 static void softmax16_row(float *s, int n, int nk, float scale, uint16_t *p16)
+{
+	int nv = ZP_ALIGN_UP(n, 16);
+	__m512 mx = _mm512_set1_ps(-FLT_MAX), sum = _mm512_setzero_ps(), sc = _mm512_set1_ps(scale);
+	for (int j = 0; j < nv; j += 16) {
+		__mmask16 k = n - j >= 16 ? 0xffff : (__mmask16)((1u << (n - j)) - 1);
+		__m512 v = _mm512_mask_blend_ps(k, _mm512_set1_ps(-FLT_MAX),
+						_mm512_mul_ps(_mm512_loadu_ps(s + j), sc));
+		_mm512_storeu_ps(s + j, v);
+		mx = _mm512_max_ps(mx, v);
+	}
+	__m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+	for (int j = 0; j < nv; j += 16) {
+		__mmask16 k = n - j >= 16 ? 0xffff : (__mmask16)((1u << (n - j)) - 1);
+		__m512 e = _mm512_maskz_mov_ps(k, zp_exp512(_mm512_sub_ps(_mm512_loadu_ps(s + j), m)));
+		_mm512_storeu_ps(s + j, e);
+		sum = _mm512_add_ps(sum, e);
+	}
+	__m512 total = _mm512_set1_ps(_mm512_reduce_add_ps(sum));
+	for (int j = 0; j < nv; j += 16)
+		_mm256_storeu_si256((__m256i *)(p16 + j),
+				    zp_bf16_512(_mm512_div_ps(_mm512_loadu_ps(s + j), total)));
+	memset(p16 + nv, 0, (size_t)(nk - nv) * 2);
+}
+
+void zp_attn16_block(const zp_attn16 *a, int s0, size_t ks0, int kvh, int q0, int q1,
+		     void *scratch)
+{
+	int rep = a->heads / a->kv_heads, nq = q1 - q0, nk = ZP_ALIGN_UP(q1, 32), d = a->d;
+	float scale = (float)pow((double)d, -0.5);
+	float *s = (float *)ZP_ALIGN_UP((uintptr_t)scratch, 64);
+	uint16_t *p16 = (uint16_t *)(s + (size_t)32 * nk);
+	float *o = (float *)(p16 + (size_t)32 * nk);
+	const uint16_t *kp = a->kp + ((size_t)kvh * (a->slots / 32) + ks0 / 32) * (size_t)d * 32;
+
+	ZP_ASSERT(nq >= 1 && nq <= 32 && d % 32 == 0 && ks0 % 32 == 0);
+	zp_gemm_amx_begin();
+	for (int h = kvh * rep; h < (kvh + 1) * rep; h++) {
+		/* rows past q1 read the following rows of q16 (padded by 32): unused */
+		const uint16_t *q = a->q16 + (size_t)(s0 + q0) * a->ldq + (size_t)h * d;
+		for (int pn = 0; pn < nk / 32; pn++)
+			zp_gemm_amx_32x32(q, a->ldq, kp + (size_t)pn * d * 32, d, s + pn * 32,
+					  (size_t)nk);
+		for (int r = 0; r < 32; r++) {
+			if (r < nq)
+				softmax16_row(s + (size_t)r * nk, q0 + r + 1, nk, scale,
+					      p16 + (size_t)r * nk);
+			else
+				memset(p16 + (size_t)r * nk, 0, (size_t)nk * 2);
+		}
+		for (int dp = 0; dp < d / 32; dp++) {
+			const uint16_t *vp = a->vp + ((size_t)kvh * (d / 32) + dp) * a->slots * 32 +
+					     (ks0 / 2) * 64;
+			zp_gemm_amx_32x32(p16, (size_t)nk, vp, nk, o, 32);
+			for (int r = 0; r < nq; r++)
+				memcpy(a->out + (size_t)(s0 + q0 + r) * a->ldo + (size_t)h * d + dp * 32,
+				       o + r * 32, 32 * sizeof(float));
+		}
+	}
 }

@@ -7,6 +7,7 @@
 #define ZP_ATTENTION_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct {
 	const float *qkv;	/* [tokens, ld]: q heads, then k heads, then v heads */
@@ -34,3 +35,30 @@ void zp_attn_block(const zp_attn *a, int s0, int kvh, int q0, int q1, float *scr
 void zp_attn_ref(const zp_attn *a, int s0, int h, int q);
 
 #endif
+
+/* ---- bf16 attention on AMX (bf16 mode, head_dim a multiple of 32) ------------
+   Each sequence's K and V are packed in 32-key panels that start at the
+   sequence's first token (key slot ks0, a multiple of 32), so the order of every
+   sum depends on the sequence alone, never on its place in the batch. Scores
+   and P.V run as 32 x 32 AMX blocks; softmax in f32; P rounded to bf16 as
+   transformers' bf16 attention does. */
+typedef struct {
+	int heads, kv_heads, d;
+	const uint16_t *q16;	/* [tokens + 32, ldq]: bf16 q heads (after norm, RoPE) */
+	size_t ldq;
+	uint16_t *kp;		/* [kv_heads][slots / 32 panels][d/2][32][2] */
+	uint16_t *vp;		/* [kv_heads][d / 32][slots / 2][32][2] */
+	size_t slots;		/* key slots of capacity (a multiple of 32) */
+	float *out;		/* [tokens, ldo] f32: heads x d */
+	size_t ldo;
+} zp_attn16;
+
+/* Pack token t's K and V (f32 rows of qkv, as zp_attn) into key slot `slot`. */
+void zp_attn16_pack(const zp_attn16 *a, const float *qkv_row, size_t slot);
+/* Zero key slots [s0, s1) (a sequence's padding up to its last panel). */
+void zp_attn16_clear(const zp_attn16 *a, size_t s0, size_t s1);
+size_t zp_attn16_scratch_bytes(int q_max);
+/* Queries [q0, q1) (q1 - q0 <= 32) of the sequence whose first token row is s0
+   and first key slot ks0, for the q heads of KV head kvh. */
+void zp_attn16_block(const zp_attn16 *a, int s0, size_t ks0, int kvh, int q0, int q1,
+		     void *scratch);

@@ -51,6 +51,10 @@ struct zp_fwd {
 	size_t ldk;
 	float *scores;			/* [threads, attn_scratch] */
 	size_t attn_scratch;		/* floats of attention scratch per thread */
+	/* bf16 attention on AMX (zp_attn16) */
+	bool attn_amx;
+	zp_attn16 a16;			/* q16, kp, vp: see attention.h */
+	size_t *ks0;			/* [seqs max + 1]: first key slot of each sequence */
 	/* MoE */
 	float *logits;			/* [T, E] */
 	int *sel;			/* [T, k] expert ids, sorted ascending */
@@ -116,10 +120,24 @@ zp_fwd *zp_fwd_new(const zp_model *m, int threads, int max_tokens)
 	f->rope_sin = zp_xalloc_aligned(fsz(T * (size_t)c->head_dim / 2));
 	zp_attn shape = { .heads = c->heads, .kv_heads = c->kv_heads, .d = c->head_dim };
 	f->attn_scratch = zp_attn_scratch_floats(&shape, QBLOCK, max_tokens);
-	f->scores = zp_xalloc_aligned(fsz((size_t)threads * f->attn_scratch));
 	/* zeroed columns past the last token: key reads past a sequence stay finite */
 	f->ldk = (size_t)ZP_ALIGN_UP(max_tokens + 16, 16) + 16;
 	f->kt = zp_xalloc_aligned(fsz((size_t)c->kv_heads * c->head_dim * f->ldk));
+	f->attn_amx = m->wtype == ZP_W_BF16 && c->head_dim % 32 == 0 && zp_gemm_amx();
+	if (f->attn_amx) {
+		zp_attn16 *a = &f->a16;
+		size_t d = (size_t)c->head_dim;
+		*a = (zp_attn16){ .heads = c->heads, .kv_heads = c->kv_heads, .d = c->head_dim,
+				  .ldq = (size_t)c->heads * d, .out = f->att, .ldo = (size_t)f->qdp };
+		/* each sequence's keys start on a 32-key panel */
+		a->slots = (size_t)ZP_ALIGN_UP(max_tokens, 32) + 32 * (size_t)ZP_FWD_SEQS_MAX;
+		a->q16 = zp_xalloc_aligned((T + 32) * a->ldq * 2);
+		a->kp = zp_xalloc_aligned((size_t)c->kv_heads * a->slots * d * 2);
+		a->vp = zp_xalloc_aligned((size_t)c->kv_heads * a->slots * d * 2);
+		f->ks0 = zp_xalloc_aligned((ZP_FWD_SEQS_MAX + 1) * sizeof(size_t));
+		f->attn_scratch = ZP_MAX(f->attn_scratch, zp_attn16_scratch_bytes(max_tokens) / 4 + 1);
+	}
+	f->scores = zp_xalloc_aligned(fsz((size_t)threads * f->attn_scratch));
 	if (c->moe) {
 		f->logits = zp_xalloc_aligned(fsz(T * E));
 		f->sel = zp_xalloc_aligned(T * K * sizeof(int));
@@ -152,7 +170,8 @@ void zp_fwd_free(zp_fwd *f)
 	if (!f)
 		return;
 	zp_pool_free(f->pool);
-	void *bufs[] = { f->kt, f->seq_start, f->attn_blocks, f->tok_seq, f->tok_pos, f->tok_id, f->x, f->xn, f->xn16,
+	void *bufs[] = { f->a16.q16 ? (void *)f->a16.q16 : NULL, f->a16.kp, f->a16.vp, f->ks0,
+			 f->kt, f->seq_start, f->attn_blocks, f->tok_seq, f->tok_pos, f->tok_id, f->x, f->xn, f->xn16,
 			 f->qkvb, f->att, f->att16, f->tmp, f->act, f->act16, f->rope_cos,
 			 f->rope_sin, f->scores, f->logits, f->sel, f->selw, f->slot_row, f->route_gap,
 			 f->counts, f->offs, f->xg, f->xg16, f->actg, f->actg16, f->yg, f->ops,
@@ -338,8 +357,56 @@ static void kt_rows(zp_fwd *f, int r0, int r1, int thread, void *arg)
 	zp_attn_transpose_k(arg, r0, r1);
 }
 
+/* bf16 on AMX: pack each token's q (bf16), K and V into its sequence's key slots. */
+static void pack16_rows(zp_fwd *f, int r0, int r1, int thread, void *arg)
+{
+	const zp_attn16 *a = &f->a16;
+	(void)thread;
+	(void)arg;
+	for (int t = r0; t < r1; t++) {
+		const float *row = f->qkvb + (size_t)t * f->qkv;
+		to_bf16((uint16_t *)a->q16 + (size_t)t * a->ldq, row, (int)a->ldq);
+		zp_attn16_pack(a, row, f->ks0[f->tok_seq[t]] + (size_t)f->tok_pos[t]);
+	}
+}
+
+static void attn16_task(void *v, int t, int thread)
+{
+	zp_fwd *f = v;
+	int kvh = t % f->c->kv_heads, blk = t / f->c->kv_heads, s = 0;
+	while (s + 1 < f->nseq && f->attn_blocks[s + 1] <= blk)
+		s++;
+	int q0 = (blk - f->attn_blocks[s]) * QBLOCK;
+	int len = f->seq_start[s + 1] - f->seq_start[s];
+	zp_attn16_block(&f->a16, f->seq_start[s], f->ks0[s], kvh, q0, ZP_MIN(q0 + QBLOCK, len),
+			f->scores + (size_t)thread * f->attn_scratch);
+}
+
+static void attention16(zp_fwd *f)
+{
+	int nblk = 0;
+	f->ks0[0] = 0;
+	for (int s = 0; s < f->nseq; s++) {
+		size_t len = (size_t)(f->seq_start[s + 1] - f->seq_start[s]);
+		f->ks0[s + 1] = f->ks0[s] + ZP_ALIGN_UP(len, 32);
+		ZP_ASSERT(f->ks0[s + 1] <= f->a16.slots);
+		f->attn_blocks[s] = nblk;
+		nblk += (int)((len + QBLOCK - 1) / QBLOCK);
+	}
+	par_rows(f, f->ntok, pack16_rows, NULL);
+	for (int s = 0; s < f->nseq; s++) { /* padding keys: zero, never stale */
+		size_t len = (size_t)(f->seq_start[s + 1] - f->seq_start[s]);
+		zp_attn16_clear(&f->a16, f->ks0[s] + len, f->ks0[s + 1]);
+	}
+	zp_pool_run(f->pool, nblk * f->c->kv_heads, attn16_task, f);
+}
+
 static void attention(zp_fwd *f)
 {
+	if (f->attn_amx) {
+		attention16(f);
+		return;
+	}
 	const zp_config *c = f->c;
 	struct attn_job j = { f, { f->qkvb, (size_t)f->qkv, c->heads, c->kv_heads, c->head_dim,
 				   f->att, (size_t)f->qdp, f->kt, f->ldk } };
@@ -751,7 +818,7 @@ void zp_fwd_run(zp_fwd *f, zp_req **reqs, int nreq)
 	double t0 = zp_now_s(), ta = 0, tm = 0;
 
 	for (int s = 0; s < nreq; s++) {
-		ZP_ASSERT(reqs[s]->ntok >= 1);
+		ZP_ASSERT(reqs[s]->ntok >= 1 && s < ZP_FWD_SEQS_MAX);
 		f->seq_start[s] = T;
 		for (int p = 0; p < reqs[s]->ntok; p++, T++) {
 			ZP_ASSERT(T < f->max_tokens);

@@ -12,6 +12,8 @@
 
 typedef struct zp_fwd zp_fwd;
 
+#define ZP_FWD_SEQS_MAX 1024 /* sequences in one forward */
+
 zp_fwd *zp_fwd_new(const zp_model *m, int threads, int max_tokens);
 void zp_fwd_free(zp_fwd *f);
 int zp_fwd_max_tokens(const zp_fwd *f);

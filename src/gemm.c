@@ -378,6 +378,24 @@ static void amx_task(const zp_gemm_op *op, const void *wp, int p, int r0, int r1
 			epilogue(op, p, m0, ZP_MIN(MR, r1 - m0), tile + (m0 - r0) * ZP_GEMM_NR);
 }
 
+int zp_gemm_amx(void)
+{
+	return have_amx();
+}
+
+void zp_gemm_amx_begin(void)
+{
+	ZP_ASSERT(have_amx());
+	amx_config(16, 16);
+}
+
+void zp_gemm_amx_32x32(const uint16_t *a, size_t lda, const uint16_t *panel, int k, float *c,
+		       size_t ldc)
+{
+	ZP_ASSERT(k % 32 == 0);
+	amx_block32(a, lda, panel, k, c, ldc);
+}
+
 /* ---- tasks ------------------------------------------------------------------ */
 
 typedef void (*ukr_fn)(const zp_gemm_op *, const void *, int, int, int, int, float *, int);

@@ -56,6 +56,16 @@ typedef struct {
 /* Run ops (independent; their C regions must not overlap) as one parallel loop. */
 void zp_gemm_run(zp_pool *pool, const zp_gemm_op *ops, int nops);
 
+/* One 32 x 32 block on AMX, for other kernels built on the same tiles (attention):
+   C[32, 32] (ldc floats) = A[32 rows, k] (bf16, lda) . panel (one packed bf16 panel
+   of K = k rows, k a multiple of 32). zp_gemm_amx_begin loads the tile shapes in
+   the calling thread; call it before a run of blocks (other AMX users may have
+   released the tiles). Only where zp_gemm_amx() says AMX is in use. */
+int zp_gemm_amx(void);
+void zp_gemm_amx_begin(void);
+void zp_gemm_amx_32x32(const uint16_t *a, size_t lda, const uint16_t *panel, int k, float *c,
+		       size_t ldc);
+
 /* Force the plain-C twin (tests compare the two). */
 void zp_gemm_force_ref(int on);
 /* "avx512bf16", "avx512f" or "ref": what zp_gemm_run will use. */

@@ -18,7 +18,7 @@
 #include "util.h"
 
 #define LINE_MAX_BYTES (64u << 20)
-#define BATCH_SEQS_MAX 1024
+#define BATCH_SEQS_MAX ZP_FWD_SEQS_MAX
 
 struct opts {
 	const char *model;

@@ -202,7 +202,7 @@ static void run_model(const char *name, enum zp_wtype wt, struct tol t)
 int main(int argc, char **argv)
 {
 	static const char *models[] = { "odd", "mlp-only", "sparse-step", "no-norm-topk",
-					"tied-sharded", "dense", "odd-f16", "dense-f32" };
+					"tied-sharded", "dense", "odd-f16", "dense-f32", "hd64" };
 	for (size_t i = 0; i < sizeof models / sizeof *models; i++) {
 		if (argc > 1 && strcmp(argv[1], models[i]))
 			continue;

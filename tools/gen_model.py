@@ -49,6 +49,9 @@ PRESETS = {
     "no-norm-topk": dict(norm_topk_prob=False, num_experts_per_tok=4, num_experts=12,
                          vocab_size=270),
     "tied-sharded": dict(tie_word_embeddings=True, num_hidden_layers=3, vocab_size=310),
+    # head_dim 64 (a multiple of 32: the bf16 AMX attention path), nq*d != hidden
+    "hd64": dict(hidden_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=64,
+                 moe_intermediate_size=64, intermediate_size=192, vocab_size=300),
     "dense": dict(architectures=["Qwen3ForCausalLM"], model_type="qwen3",
                   intermediate_size=128, vocab_size=280),
     # a scaled-down Qwen3-30B-A3B for benchmarks: same head shape, fewer/narrower parts
