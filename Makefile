@@ -67,7 +67,7 @@ bench: $(BIN) $(BUILD)/bench_gemm $(BUILD)/bench_peak
 	$(BUILD)/bench_peak 2
 	OMP_NUM_THREADS=2 $(BUILD)/bench_gemm 2
 	@test -f $(BUILD)/models/small/config.json || python3 tools/gen_model.py --preset small --out $(BUILD)/models/small
-	./zprefill bench --model $(BUILD)/models/small --tokens 512 --seqs 1 --threads 2
+	./$(BIN) bench --model $(BUILD)/models/small --tokens 512 --seqs 1 --threads 2
 
 asan:
 	$(MAKE) BUILD=build-asan BIN=build-asan/zprefill OPT=-O1 EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" EXTRA_LDFLAGS="-fsanitize=address,undefined" test

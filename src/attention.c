@@ -248,25 +248,14 @@ size_t zp_attn16_scratch_bytes(int q_max)
 AVX512 static void softmax16_row(float *s, int n, int nk, float scale, uint16_t *p16)
 {
 	int nv = ZP_ALIGN_UP(n, 16);
-	__m512 mx = _mm512_set1_ps(-FLT_MAX), sum = _mm512_setzero_ps(), sc = _mm512_set1_ps(scale);
-	for (int j = 0; j < nv; j += 16) {
+	for (int j = 0; j < nv; j += 16) { /* scale; -inf past n, as softmax_row wants */
 		__mmask16 k = n - j >= 16 ? 0xffff : (__mmask16)((1u << (n - j)) - 1);
-		__m512 v = _mm512_mask_blend_ps(k, _mm512_set1_ps(-FLT_MAX),
-						_mm512_mul_ps(_mm512_loadu_ps(s + j), sc));
-		_mm512_storeu_ps(s + j, v);
-		mx = _mm512_max_ps(mx, v);
+		_mm512_storeu_ps(s + j, _mm512_mask_blend_ps(k, _mm512_set1_ps(-INFINITY),
+			_mm512_mul_ps(_mm512_loadu_ps(s + j), _mm512_set1_ps(scale))));
 	}
-	__m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
-	for (int j = 0; j < nv; j += 16) {
-		__mmask16 k = n - j >= 16 ? 0xffff : (__mmask16)((1u << (n - j)) - 1);
-		__m512 e = _mm512_maskz_mov_ps(k, zp_exp512(_mm512_sub_ps(_mm512_loadu_ps(s + j), m)));
-		_mm512_storeu_ps(s + j, e);
-		sum = _mm512_add_ps(sum, e);
-	}
-	__m512 total = _mm512_set1_ps(_mm512_reduce_add_ps(sum));
+	softmax_row(s, n, nv);
 	for (int j = 0; j < nv; j += 16)
-		_mm256_storeu_si256((__m256i *)(p16 + j),
-				    zp_bf16_512(_mm512_div_ps(_mm512_loadu_ps(s + j), total)));
+		_mm256_storeu_si256((__m256i *)(p16 + j), zp_bf16_512(_mm512_loadu_ps(s + j)));
 	memset(p16 + nv, 0, (size_t)(nk - nv) * 2);
 }
 
