@@ -302,7 +302,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "zprefill bench: --tokens and --seqs are required\n");
 		return 2;
 	}
-	if (zp_model_load(&m, o.model, o.wtype, &e)) {
+	if (zp_model_load(&m, o.model, o.wtype, o.threads, &e)) {
 		zp_log(ZP_LOG_ERROR, "msg=\"cannot load model\" error=\"%s\"", e.msg);
 		return 1;
 	}

@@ -6,6 +6,8 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "pool.h"
+
 /* Row source for packing a tensor, or several stacked / interleaved ones. */
 struct rows {
 	const zp_st_tensor *t[3];	/* stacked sources (q, k, v) or gate, up */
@@ -39,6 +41,7 @@ struct loader {
 	zp_err *e;
 	char *arena;	/* NULL in the sizing pass */
 	size_t used;
+	zp_pool *pool;	/* packs a layer's experts in parallel */
 };
 
 static void *carve(struct loader *ld, size_t bytes)
@@ -140,12 +143,30 @@ static void swiglu_pack(struct loader *ld, struct swiglu_src *s, int f, zp_wmat 
 	pack(ld, down, down_dst, ld->m->wtype, ld->m->cfg.hidden, f, &s->down);
 }
 
+struct expert_job {
+	struct loader *ld;
+	zp_layer *L;
+	struct swiglu_src *src;	/* [E], checked */
+	size_t gu_bytes;
+};
+
+static void pack_expert(void *v, int x, int thread)
+{
+	struct expert_job *j = v;
+	char *base = (char *)j->L->experts + (size_t)x * j->L->expert_bytes;
+	(void)thread;
+	swiglu_pack(j->ld, &j->src[x], j->ld->m->cfg.moe_ffn, &j->L->exp_gate_up[x], base,
+		    &j->L->exp_down[x], base + j->gu_bytes);
+}
+
 static int load_experts(struct loader *ld, zp_layer *L, int l)
 {
 	const zp_config *c = &ld->m->cfg;
 	char pfx[ZP_ST_NAME_MAX];
 	size_t gu_bytes = gate_up_bytes(ld->m, c->moe_ffn);
-	struct swiglu_src s;
+	struct swiglu_src *src = zp_xcalloc((size_t)c->experts, sizeof *src);
+	struct expert_job job = { ld, L, src, gu_bytes };
+	int rc = 0;
 
 	L->expert_bytes = gu_bytes + zp_wmat_bytes(ld->m->wtype, c->hidden, c->moe_ffn);
 	L->experts_bytes = L->expert_bytes * (size_t)c->experts;
@@ -154,17 +175,14 @@ static int load_experts(struct loader *ld, zp_layer *L, int l)
 		L->exp_gate_up = zp_xcalloc((size_t)c->experts, sizeof *L->exp_gate_up);
 		L->exp_down = zp_xcalloc((size_t)c->experts, sizeof *L->exp_down);
 	}
-	for (int x = 0; x < c->experts; x++) {
+	for (int x = 0; x < c->experts && !rc; x++) {
 		snprintf(pfx, sizeof pfx, "model.layers.%d.mlp.experts.%d", l, x);
-		if (swiglu_check(ld, pfx, c->moe_ffn, &s))
-			return -1;
-		if (ld->arena) {
-			char *base = (char *)L->experts + (size_t)x * L->expert_bytes;
-			swiglu_pack(ld, &s, c->moe_ffn, &L->exp_gate_up[x], base, &L->exp_down[x],
-				    base + gu_bytes);
-		}
+		rc = swiglu_check(ld, pfx, c->moe_ffn, &src[x]);
 	}
-	return 0;
+	if (!rc && ld->arena) /* packing writes disjoint expert slots: no locks */
+		zp_pool_run(ld->pool, c->experts, pack_expert, &job);
+	free(src);
+	return rc;
 }
 
 static int load_layer(struct loader *ld, int l)
@@ -250,7 +268,7 @@ static int load_all(struct loader *ld)
 	return 0;
 }
 
-int zp_model_load(zp_model *m, const char *dir, enum zp_wtype wtype, zp_err *e)
+int zp_model_load(zp_model *m, const char *dir, enum zp_wtype wtype, int threads, zp_err *e)
 {
 	struct loader ld = { .m = m, .e = e };
 	double t0 = zp_now_s();
@@ -267,7 +285,9 @@ int zp_model_load(zp_model *m, const char *dir, enum zp_wtype wtype, zp_err *e)
 	}
 	m->arena_bytes = ld.used;
 	m->arena = ld.arena = zp_xalloc_aligned(ld.used);
+	ld.pool = zp_pool_new(threads);
 	ZP_ASSERT(load_all(&ld) == 0 && ld.used == m->arena_bytes);
+	zp_pool_free(ld.pool);
 	for (int l = 0; l < m->cfg.layers; l++)
 		m->expert_bytes_total += m->layers[l].experts_bytes;
 	drop_source_pages(m);

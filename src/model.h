@@ -47,9 +47,10 @@ typedef struct {
 	size_t expert_bytes_total;
 } zp_model;
 
-/* Load dir (config.json + safetensors). wtype: ZP_W_F32 (exact) or ZP_W_BF16.
-   0, or -1 with e naming what is wrong (nothing left allocated). */
-int zp_model_load(zp_model *m, const char *dir, enum zp_wtype wtype, zp_err *e);
+/* Load dir (config.json + safetensors). wtype: ZP_W_F32 (exact) or ZP_W_BF16;
+   threads pack each layer's experts in parallel. 0, or -1 with e naming what is
+   wrong (nothing left allocated). */
+int zp_model_load(zp_model *m, const char *dir, enum zp_wtype wtype, int threads, zp_err *e);
 void zp_model_free(zp_model *m);
 
 /* Row `tok` of the embedding, as f32 into out[H]. */
