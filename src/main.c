@@ -35,7 +35,7 @@ static void usage(void)
 		"usage: zprefill prefill --model DIR [--dtype fp32|bf16] [--threads N]\n"
 		"                        [--max-tokens N] [--max-batch-tokens N]\n"
 		"         reads one JSON request per line on stdin, writes one result per line\n"
-		"       zprefill bench --model DIR --tokens L --seqs B [--threads N]\n"
+		"       zprefill bench --model DIR --tokens L --seqs B (<= 1024) [--threads N]\n"
 		"                      [--dtype fp32|bf16] [--iters N]\n");
 }
 
@@ -82,7 +82,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		case 'x': bad |= parse_int(optarg, 1, 1 << 24, &o->max_tokens); break;
 		case 'b': bad |= parse_int(optarg, 1, 1 << 24, &o->batch_tokens); break;
 		case 'L': bad |= parse_int(optarg, 1, 1 << 24, &o->tokens); break;
-		case 'B': bad |= parse_int(optarg, 1, 1 << 20, &o->seqs); break;
+		case 'B': bad |= parse_int(optarg, 1, ZP_FWD_SEQS_MAX, &o->seqs); break;
 		case 'i': bad |= parse_int(optarg, 1, 1 << 20, &o->iters); break;
 		default: bad = 1;
 		}
@@ -300,6 +300,10 @@ int main(int argc, char **argv)
 		return 2;
 	if (strcmp(argv[1], "bench") == 0 && (!o.tokens || !o.seqs)) {
 		fprintf(stderr, "zprefill bench: --tokens and --seqs are required\n");
+		return 2;
+	}
+	if (strcmp(argv[1], "bench") == 0 && (long)o.tokens * o.seqs > (1L << 24)) {
+		fprintf(stderr, "zprefill bench: --tokens x --seqs over %ld\n", 1L << 24);
 		return 2;
 	}
 	if (zp_model_load(&m, o.model, o.wtype, o.threads, &e)) {

@@ -81,6 +81,8 @@ $Z bench --model $M --tokens 33 --seqs 3 --threads 2 --iters 2 > "$T/bench" 2>/d
 tail -n 1 "$T/bench" | grep -Eq 'prefill_tok_s=[0-9]+(\.[0-9]+)?$' || { echo "FAIL: bench last line"; cat "$T/bench"; fail=1; }
 [ "$(grep -c '^iter=' "$T/bench")" -eq 2 ] || { echo "FAIL: bench iterations"; fail=1; }
 $Z bench --model $M --tokens 33 2>/dev/null; [ $? -eq 2 ] || { echo "FAIL: bench without --seqs"; fail=1; }
+$Z bench --model $M --tokens 2 --seqs 1025 2>/dev/null; [ $? -eq 2 ] || { echo "FAIL: bench --seqs over the limit"; fail=1; }
+$Z bench --model $M --tokens 16777216 --seqs 2 2>/dev/null; [ $? -eq 2 ] || { echo "FAIL: bench too many tokens"; fail=1; }
 
 # usage errors
 $Z prefill 2>/dev/null; [ $? -eq 2 ] || { echo "FAIL: no --model not a usage error"; fail=1; }
