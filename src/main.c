@@ -19,6 +19,7 @@
 
 #define LINE_MAX_BYTES (64u << 20)
 #define BATCH_SEQS_MAX ZP_FWD_SEQS_MAX
+#define BATCH_TOKENS_MAX (1 << 20) /* tokens in one forward */
 
 struct opts {
 	const char *model;
@@ -80,7 +81,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			break;
 		case 't': bad |= parse_int(optarg, 1, 1024, &o->threads); break;
 		case 'x': bad |= parse_int(optarg, 1, 1 << 24, &o->max_tokens); break;
-		case 'b': bad |= parse_int(optarg, 1, 1 << 24, &o->batch_tokens); break;
+		case 'b': bad |= parse_int(optarg, 1, BATCH_TOKENS_MAX, &o->batch_tokens); break;
 		case 'L': bad |= parse_int(optarg, 1, 1 << 24, &o->tokens); break;
 		case 'B': bad |= parse_int(optarg, 1, ZP_FWD_SEQS_MAX, &o->seqs); break;
 		case 'i': bad |= parse_int(optarg, 1, 1 << 20, &o->iters); break;
@@ -302,8 +303,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "zprefill bench: --tokens and --seqs are required\n");
 		return 2;
 	}
-	if (strcmp(argv[1], "bench") == 0 && (long)o.tokens * o.seqs > (1L << 24)) {
-		fprintf(stderr, "zprefill bench: --tokens x --seqs over %ld\n", 1L << 24);
+	if (strcmp(argv[1], "bench") == 0 && (long)o.tokens * o.seqs > BATCH_TOKENS_MAX) {
+		fprintf(stderr, "zprefill bench: --tokens x --seqs over %d\n", BATCH_TOKENS_MAX);
 		return 2;
 	}
 	if (zp_model_load(&m, o.model, o.wtype, o.threads, &e)) {
@@ -312,6 +313,13 @@ int main(int argc, char **argv)
 	}
 	if (!o.max_tokens)
 		o.max_tokens = ZP_MIN(m.cfg.max_positions, 8192);
+	if (o.max_tokens > m.cfg.max_positions || o.tokens > m.cfg.max_positions) {
+		fprintf(stderr, "zprefill: a prompt of %d tokens is over the model's "
+			"max_position_embeddings (%d)\n", ZP_MAX(o.max_tokens, o.tokens),
+			m.cfg.max_positions);
+		zp_model_free(&m);
+		return 2;
+	}
 	rc = strcmp(argv[1], "prefill") == 0 ? cmd_prefill(&o, &m) : cmd_bench(&o, &m);
 	zp_model_free(&m);
 	return rc;

@@ -83,6 +83,8 @@ tail -n 1 "$T/bench" | grep -Eq 'prefill_tok_s=[0-9]+(\.[0-9]+)?$' || { echo "FA
 $Z bench --model $M --tokens 33 2>/dev/null; [ $? -eq 2 ] || { echo "FAIL: bench without --seqs"; fail=1; }
 $Z bench --model $M --tokens 2 --seqs 1025 2>/dev/null; [ $? -eq 2 ] || { echo "FAIL: bench --seqs over the limit"; fail=1; }
 $Z bench --model $M --tokens 16777216 --seqs 2 2>/dev/null; [ $? -eq 2 ] || { echo "FAIL: bench too many tokens"; fail=1; }
+$Z bench --model $M --tokens 5000 --seqs 1 2>/dev/null; [ $? -eq 2 ] || { echo "FAIL: bench over max_position_embeddings"; fail=1; }
+$Z prefill --model $M --max-tokens 5000 </dev/null 2>/dev/null; [ $? -eq 2 ] || { echo "FAIL: --max-tokens over max_position_embeddings"; fail=1; }
 
 # usage errors
 $Z prefill 2>/dev/null; [ $? -eq 2 ] || { echo "FAIL: no --model not a usage error"; fail=1; }
