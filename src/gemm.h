@@ -1,10 +1,13 @@
 /* gemm.h -- C[M,N] = A[M,K] . W[N,K]^T on the CPU with packed weights, f32 or bf16.
    Packed layout: column panels of 32 outputs; f32 [P][Kp][32], bf16 [P][Kp/2][32][2]
-   (k pairs interleaved, the operand order of vdpbf16ps). Every output element is
-   reduced over k in one fixed sequential order whatever M, the thread count or the
-   task split: results do not depend on batch composition (DESIGN.md section 8).
-   The AVX512 kernels and their plain-C twin compute the same sums in the same
-   order. Packing at load (one thread); zp_gemm_run from one owner thread + pool. */
+   (k pairs interleaved: the operand layout of vdpbf16ps and of AMX B tiles). Every
+   output element is reduced over k in one fixed order whatever M, the thread count
+   or the task split: results do not depend on batch composition (DESIGN.md
+   section 8). Paths: AMX-BF16 (bf16, K a multiple of 32), AVX512-BF16, AVX512 f32,
+   and the plain-C twin; the AVX512 kernels and the twin compute the same sums bit
+   for bit, AMX to rounding (its order inside a tile step is the hardware's). The
+   path is chosen by the CPU and the shape, never by M. Packing at load (pool
+   threads write disjoint matrices); zp_gemm_run from one owner thread + its pool. */
 #ifndef ZP_GEMM_H
 #define ZP_GEMM_H
 
