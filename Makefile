@@ -11,7 +11,11 @@ LDLIBS  := -lcjson -lm -lpthread
 LDFLAGS += $(EXTRA_LDFLAGS)
 
 NVCC    := $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+NCCL_H  := $(firstword $(wildcard /usr/local/cuda/include/nccl.h /usr/include/nccl.h))
 CU_SRC  := $(wildcard kernels/*.cu)
+ifeq ($(MAKELEVEL),0)
+$(info build: CPU path; nvcc: $(if $(NVCC),$(NVCC) ($(words $(CU_SRC)) CUDA sources to build),not found); NCCL: $(if $(NCCL_H),$(NCCL_H),not found))
+endif
 
 LIB_SRC := $(filter-out src/main.c,$(wildcard src/*.c))
 LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/%.o)
@@ -28,7 +32,6 @@ all: $(BIN)
 $(DEPS_OK): scripts/deps.sh
 	@mkdir -p $(BUILD)
 	@scripts/deps.sh
-	@echo "build: nvcc $(if $(NVCC),found at $(NVCC) ($(words $(CU_SRC)) CUDA sources),not found: CPU only)"
 	@touch $@
 
 deps: $(DEPS_OK)
