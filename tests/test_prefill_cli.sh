@@ -69,6 +69,16 @@ for dt in fp32 bf16; do
 	cmp -s "$T/batch" "$T/alone" || { echo "FAIL: $dt alone vs batch differ"; diff "$T/batch" "$T/alone" | head; fail=1; }
 done
 
+# the thread count changes nothing either (hd64: AMX GEMM and AMX attention in bf16)
+sed -n 's/^{"request": \(.*\), "expected": .*/\1/p' tests/golden/hd64.jsonl > "$T/hd64"
+[ "$(wc -l < "$T/hd64")" -eq 8 ] || { echo "FAIL: hd64 requests"; fail=1; }
+for dt in fp32 bf16; do
+	$Z prefill --model tests/models/hd64 --dtype $dt --threads 1 < "$T/hd64" > "$T/t1" 2>/dev/null
+	$Z prefill --model tests/models/hd64 --dtype $dt --threads 3 < "$T/hd64" > "$T/t3" 2>/dev/null
+	[ -s "$T/t1" ] && ! grep -q '"error"' "$T/t1" && cmp -s "$T/t1" "$T/t3" ||
+		{ echo "FAIL: $dt results depend on --threads"; fail=1; }
+done
+
 # a line over the 64 MiB limit is refused with 413 and the next is served
 { printf '{"id":"x","prompt_token_ids":['; head -c 70000000 /dev/zero | tr '\0' '1'; echo ']}';
   echo '{"id":"after","prompt_token_ids":[1]}'; } | $Z prefill --model $M > "$T/long" 2>/dev/null
