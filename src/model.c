@@ -131,6 +131,12 @@ static int swiglu_check(struct loader *ld, const char *pfx, int f, struct swiglu
 }
 
 /* 2 * round_up(F, 16) gate/up outputs: each panel = 16 gate + 16 up columns. */
+size_t zp_model_expert_bytes(const zp_config *c, enum zp_wtype wtype)
+{
+	return zp_wmat_bytes(wtype, 2 * ZP_ALIGN_UP(c->moe_ffn, 16), c->hidden) +
+	       zp_wmat_bytes(wtype, c->hidden, c->moe_ffn);
+}
+
 static size_t gate_up_bytes(const zp_model *m, int f)
 {
 	return zp_wmat_bytes(m->wtype, 2 * ZP_ALIGN_UP(f, 16), m->cfg.hidden);
@@ -168,7 +174,8 @@ static int load_experts(struct loader *ld, zp_layer *L, int l)
 	struct expert_job job = { ld, L, src, gu_bytes };
 	int rc = 0;
 
-	L->expert_bytes = gu_bytes + zp_wmat_bytes(ld->m->wtype, c->hidden, c->moe_ffn);
+	L->expert_bytes = zp_model_expert_bytes(c, ld->m->wtype);
+	ZP_ASSERT(L->expert_bytes > gu_bytes);
 	L->experts_bytes = L->expert_bytes * (size_t)c->experts;
 	if (ld->arena) {
 		L->experts = zp_xalloc_aligned(L->experts_bytes);

@@ -53,6 +53,10 @@ typedef struct {
 int zp_model_load(zp_model *m, const char *dir, enum zp_wtype wtype, int threads, zp_err *e);
 void zp_model_free(zp_model *m);
 
+/* Bytes of one expert (gate_up then down, packed) in the compute layout: a MoE
+   layer's block is experts x this. Needs only the config (sizing, placement). */
+size_t zp_model_expert_bytes(const zp_config *c, enum zp_wtype wtype);
+
 /* Row `tok` of the embedding, as f32 into out[H]. */
 void zp_model_embed(const zp_model *m, int tok, float *out);
 

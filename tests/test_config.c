@@ -6,6 +6,7 @@
 
 #include "check.h"
 #include "config.h"
+#include "model.h"
 
 static int parse(zp_config *c, const char *json, zp_err *e)
 {
@@ -30,6 +31,15 @@ int main(void)
 		      2.0 * 2048 * 128 + 2.0 * 8 * 3 * 2048 * 768;
 	CHECK(zp_config_layer_flops(&c, 0) == want, "flops %g vs %g", zp_config_layer_flops(&c, 0),
 	      want);
+
+	/* Qwen3-235B-A22B: one layer's experts = 2.42 G parameters, 4.83 GB bf16
+	   (DESIGN.md section 1), in the packed layout the loader uses */
+	CHECK(zp_config_load(&c, "tests/models/qwen3-235b-a22b-config", &e) == 0, "%s", e.msg);
+	CHECK(c.layers == 94 && c.hidden == 4096 && c.heads == 64 && c.kv_heads == 4 &&
+	      c.experts == 128 && c.moe_ffn == 1536, "235B shapes");
+	size_t layer_bytes = zp_model_expert_bytes(&c, ZP_W_BF16) * (size_t)c.experts;
+	CHECK(layer_bytes == 128ull * 3 * 4096 * 1536 * 2, "235B expert block %zu bytes", layer_bytes);
+	printf("qwen3-235b-a22b: %.2f GB of bf16 experts per layer\n", layer_bytes / 1e9);
 
 	const char *base = "{\"architectures\":[\"Qwen3MoeForCausalLM\"],\"hidden_size\":64,"
 			   "\"num_hidden_layers\":6,\"num_attention_heads\":4,"

@@ -58,12 +58,17 @@ PRESETS = {
     "small": dict(hidden_size=1024, num_hidden_layers=4, num_attention_heads=16,
                   num_key_value_heads=4, head_dim=128, num_experts=64, num_experts_per_tok=8,
                   moe_intermediate_size=384, intermediate_size=3072, vocab_size=32000),
-    # the real shapes (config only: 61 GB of weights do not fit this machine's disk plan)
+    # the real shapes (config only: 61 GB / 470 GB of weights are not for this machine)
     "qwen3-30b-a3b": dict(hidden_size=2048, num_hidden_layers=48, num_attention_heads=32,
                           num_key_value_heads=4, head_dim=128, num_experts=128,
                           num_experts_per_tok=8, moe_intermediate_size=768,
                           intermediate_size=6144, vocab_size=151936,
                           max_position_embeddings=40960, max_window_layers=48),
+    "qwen3-235b-a22b": dict(hidden_size=4096, num_hidden_layers=94, num_attention_heads=64,
+                            num_key_value_heads=4, head_dim=128, num_experts=128,
+                            num_experts_per_tok=8, moe_intermediate_size=1536,
+                            intermediate_size=12288, vocab_size=151936,
+                            max_position_embeddings=40960, max_window_layers=94),
 }
 
 
