@@ -42,6 +42,8 @@ struct loader {
 	char *arena;	/* NULL in the sizing pass */
 	size_t used;
 	zp_pool *pool;	/* packs a layer's experts in parallel */
+	size_t packed_bytes; /* experts packed so far (progress) */
+	double t0;
 };
 
 static void *carve(struct loader *ld, size_t bytes)
@@ -268,8 +270,13 @@ static int load_all(struct loader *ld)
 		if (load_layer(ld, l))
 			return -1;
 		if (ld->arena) {
+			char label[96];
+			ld->packed_bytes += m->layers[l].experts_bytes;
+			double gb = (double)(ld->used + ld->packed_bytes) / 1e9;
+			snprintf(label, sizeof label, "loading: %.2f GB packed, %.2f GB/s, layer", gb,
+				 gb / ZP_MAX(zp_now_s() - ld->t0, 1e-6));
 			drop_source_pages(m);
-			zp_progress("loading layers", (size_t)l + 1, (size_t)c->layers);
+			zp_progress(label, (size_t)l + 1, (size_t)c->layers);
 		}
 	}
 	return 0;
@@ -293,6 +300,7 @@ int zp_model_load(zp_model *m, const char *dir, enum zp_wtype wtype, int threads
 	m->arena_bytes = ld.used;
 	m->arena = ld.arena = zp_xalloc_aligned(ld.used);
 	ld.pool = zp_pool_new(threads);
+	ld.t0 = zp_now_s();
 	ZP_ASSERT(load_all(&ld) == 0 && ld.used == m->arena_bytes);
 	zp_pool_free(ld.pool);
 	for (int l = 0; l < m->cfg.layers; l++)

@@ -101,7 +101,7 @@ void zp_progress(const char *label, size_t i, size_t n)
 		tty = isatty(2);
 	if (!tty)
 		return;
-	fprintf(stderr, "\r%s %zu/%zu%s", label, i, n, i == n ? "\n" : "");
+	fprintf(stderr, "\r%s %zu/%zu\033[K%s", label, i, n, i == n ? "\n" : "");
 	fflush(stderr);
 }
 
