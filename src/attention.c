@@ -231,10 +231,20 @@ void zp_attn16_pack(const zp_attn16 *a, const float *row, size_t slot)
 
 void zp_attn16_clear(const zp_attn16 *a, size_t s0, size_t s1)
 {
-	static const float zero[4096];
-	ZP_ASSERT((size_t)(a->heads + 2 * a->kv_heads) * a->d <= 4096);
-	for (size_t s = s0; s < s1; s++)
-		zp_attn16_pack(a, zero, s);
+	size_t d = (size_t)a->d;
+	for (size_t slot = s0; slot < s1; slot++)
+		for (int h = 0; h < a->kv_heads; h++) {
+			uint16_t *kp = a->kp + ((size_t)h * (a->slots / 32) + slot / 32) * d * 32 +
+				       (slot % 32) * 2;
+			for (size_t i = 0; i < d; i++)
+				kp[(i / 2) * 64 + i % 2] = 0;
+			for (size_t dp = 0; dp < d / 32; dp++) {
+				uint16_t *vp = a->vp + ((size_t)h * (d / 32) + dp) * a->slots * 32 +
+					       (slot / 2) * 64 + slot % 2;
+				for (size_t c = 0; c < 32; c++)
+					vp[c * 2] = 0;
+			}
+		}
 }
 
 size_t zp_attn16_scratch_bytes(int q_max)

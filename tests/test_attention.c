@@ -143,6 +143,7 @@ int main(void)
 		for (size_t i = 0; i < 3; i++)
 			for (size_t j = 0; j < 4; j++)
 				one16(d16[i], 8, 2, len16[j]);
+		one16(128, 64, 4, 45); /* Qwen3-235B-A22B's attention shape */
 	} else {
 		printf("bf16/AMX attention: no AMX on this CPU, not tested\n");
 	}
