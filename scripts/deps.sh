@@ -2,8 +2,9 @@
 # deps.sh -- install what zprefill needs on Debian, if missing. Run as root
 # (make calls it; it prints each package it installs). --check only reports.
 set -eu
-PKGS="build-essential libcjson-dev liburing-dev libinih-dev libnuma-dev libpcre2-dev
-libutf8proc-dev libdnnl-dev clang libclang-rt-14-dev python3 curl"
+# cjson: JSON; clang + libclang-rt: libFuzzer (make fuzz); libdnnl: the oneDNN side of
+# build/bench_gemm. The server's libraries (liburing, libinih, ...) come with it.
+PKGS="build-essential libcjson-dev libdnnl-dev clang libclang-rt-14-dev python3"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

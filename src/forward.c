@@ -181,11 +181,6 @@ void zp_fwd_free(zp_fwd *f)
 	free(f);
 }
 
-int zp_fwd_max_tokens(const zp_fwd *f)
-{
-	return f->max_tokens;
-}
-
 zp_fwd_stats zp_fwd_last_stats(const zp_fwd *f)
 {
 	return f->stats;
@@ -815,7 +810,7 @@ void zp_fwd_run(zp_fwd *f, zp_req **reqs, int nreq)
 {
 	const zp_config *c = f->c;
 	int T = 0;
-	double t0 = zp_now_s(), ta = 0, tm = 0;
+	double ta = 0, tm = 0;
 
 	for (int s = 0; s < nreq; s++) {
 		ZP_ASSERT(reqs[s]->ntok >= 1 && s < ZP_FWD_SEQS_MAX);
@@ -854,6 +849,5 @@ void zp_fwd_run(zp_fwd *f, zp_req **reqs, int nreq)
 	f->stats.attn_s = ta;
 	f->stats.mlp_s = tm;
 	f->stats.out_s = zp_now_s() - to;
-	f->stats.total_s = zp_now_s() - t0;
 	f->stats.flops = run_flops(f);
 }

@@ -16,7 +16,6 @@ typedef struct zp_fwd zp_fwd;
 
 zp_fwd *zp_fwd_new(const zp_model *m, int threads, int max_tokens);
 void zp_fwd_free(zp_fwd *f);
-int zp_fwd_max_tokens(const zp_fwd *f);
 
 /* One forward over reqs (total tokens <= max_tokens); fills their results. */
 void zp_fwd_run(zp_fwd *f, zp_req **reqs, int nreq);
@@ -24,7 +23,7 @@ void zp_fwd_run(zp_fwd *f, zp_req **reqs, int nreq);
 /* Seconds spent in the last run, by phase (attention incl. projections, MLP/MoE,
    outputs). */
 typedef struct {
-	double attn_s, mlp_s, out_s, total_s;
+	double attn_s, mlp_s, out_s;
 	double flops;		/* linear-layer + attention FLOPs of the last run */
 	float min_route_gap;	/* smallest router logit gap between the k-th chosen
 				   expert and the best one left out (inf: dense) */

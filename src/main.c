@@ -160,10 +160,18 @@ struct slot {
 	zp_req_error err;
 };
 
-static void flush(zp_fwd *f, struct slot *slots, int n, zp_buf *out)
+/* Run the batch's good requests in one forward, write every slot's line in
+   order, and empty the batch. */
+struct batch {
+	struct slot *slots;	/* [BATCH_SEQS_MAX] */
+	int n, tokens, served;
+};
+
+static void flush(zp_fwd *f, struct batch *b, zp_buf *out)
 {
 	zp_req *run[BATCH_SEQS_MAX];
-	int nrun = 0;
+	struct slot *slots = b->slots;
+	int nrun = 0, n = b->n;
 	for (int i = 0; i < n; i++)
 		if (!slots[i].failed)
 			run[nrun++] = &slots[i].req;
@@ -180,15 +188,16 @@ static void flush(zp_fwd *f, struct slot *slots, int n, zp_buf *out)
 		zp_req_free(&slots[i].req);
 	}
 	fflush(stdout);
+	b->served += n;
+	b->n = b->tokens = 0;
 }
 
 static int cmd_prefill(const struct opts *o, zp_model *m)
 {
 	zp_req_limits lim = { m->cfg.vocab, o->max_tokens, m->cfg.hidden };
 	struct reader rd = { .buf = zp_xmalloc(1 << 16), .cap = 1 << 16 };
-	struct slot *slots = zp_xcalloc(BATCH_SEQS_MAX, sizeof *slots);
+	struct batch b = { .slots = zp_xcalloc(BATCH_SEQS_MAX, sizeof *b.slots) };
 	zp_fwd *f = zp_fwd_new(m, o->threads, ZP_MAX(o->batch_tokens, o->max_tokens));
-	int n = 0, batch_tok = 0, served = 0;
 	zp_buf out;
 	char *line;
 	size_t len;
@@ -209,25 +218,18 @@ static int cmd_prefill(const struct opts *o, zp_model *m)
 			s.failed = zp_req_parse(&s.req, line, len, &lim, &s.err) != 0;
 		}
 		int ntok = s.failed ? 0 : s.req.ntok;
-		if (n == BATCH_SEQS_MAX || batch_tok + ntok > o->batch_tokens) {
-			flush(f, slots, n, &out);
-			served += n;
-			n = batch_tok = 0;
-		}
-		slots[n++] = s;
-		batch_tok += ntok;
-		if (!more_input_now(&rd)) {
-			flush(f, slots, n, &out);
-			served += n;
-			n = batch_tok = 0;
-		}
+		if (b.n == BATCH_SEQS_MAX || b.tokens + ntok > o->batch_tokens)
+			flush(f, &b, &out);
+		b.slots[b.n++] = s;
+		b.tokens += ntok;
+		if (!more_input_now(&rd)) /* nothing waiting: answer what we have now */
+			flush(f, &b, &out);
 	}
-	flush(f, slots, n, &out);
-	served += n;
-	zp_log(ZP_LOG_INFO, "msg=\"prefill done\" requests=%d", served);
+	flush(f, &b, &out);
+	zp_log(ZP_LOG_INFO, "msg=\"prefill done\" requests=%d", b.served);
 	zp_buf_free(&out);
 	zp_fwd_free(f);
-	free(slots);
+	free(b.slots);
 	free(rd.buf);
 	return 0;
 }

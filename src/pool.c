@@ -100,11 +100,6 @@ void zp_pool_free(zp_pool *p)
 	free(p);
 }
 
-int zp_pool_threads(const zp_pool *p)
-{
-	return p->threads;
-}
-
 void zp_pool_run(zp_pool *p, int ntasks, zp_task_fn fn, void *ctx)
 {
 	if (ntasks <= 0)

@@ -10,7 +10,6 @@ typedef struct zp_pool zp_pool;
 /* threads counts the caller: threads == 1 runs everything on the caller. */
 zp_pool *zp_pool_new(int threads);
 void zp_pool_free(zp_pool *p);
-int zp_pool_threads(const zp_pool *p);
 /* Run fn(ctx, t, thread) for t in [0, ntasks); returns when all are done. */
 void zp_pool_run(zp_pool *p, int ntasks, zp_task_fn fn, void *ctx);
 
