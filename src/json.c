@@ -139,11 +139,24 @@ void zp_buf_printf(zp_buf *b, const char *fmt, ...)
 	b->len += (size_t)n;
 }
 
+void zp_buf_put(zp_buf *b, const void *p, size_t n)
+{
+	reserve(b, n);
+	memcpy(b->p + b->len, p, n);
+	b->len += n;
+	b->p[b->len] = 0;
+}
+
 void zp_buf_json_str(zp_buf *b, const char *s)
+{
+	zp_buf_json_strn(b, s, strlen(s));
+}
+
+void zp_buf_json_strn(zp_buf *b, const char *s, size_t n)
 {
 	reserve(b, 2);
 	b->p[b->len++] = '"';
-	for (; *s; s++) {
+	for (const char *end = s + n; s < end; s++) {
 		unsigned char c = (unsigned char)*s;
 		if (c == '"' || c == '\\') {
 			reserve(b, 2);

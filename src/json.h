@@ -26,8 +26,10 @@ void zp_buf_init(zp_buf *b, size_t cap);
 void zp_buf_free(zp_buf *b);
 void zp_buf_puts(zp_buf *b, const char *s);
 void zp_buf_printf(zp_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* A JSON string literal, escaped. */
+void zp_buf_put(zp_buf *b, const void *p, size_t n);
+/* A JSON string literal, escaped (the n-byte form may hold NUL bytes). */
 void zp_buf_json_str(zp_buf *b, const char *s);
+void zp_buf_json_strn(zp_buf *b, const char *s, size_t n);
 /* A float as the shortest text that reads back to the same float, or null for NaN/Inf. */
 void zp_buf_json_float(zp_buf *b, float f);
 

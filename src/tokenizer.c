@@ -1,0 +1,805 @@
+/* tokenizer.c -- see tokenizer.h. BPE runs on raw bytes: every vocabulary
+   entry is stored as the bytes its byte-level characters stand for, so a piece
+   never has to be mapped to those characters and back. Merges go lowest rank
+   first, leftmost first on ties, through a heap, as tokenizers' BPE does (so a
+   very long word costs n log n, not n^2). */
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include "tokenizer.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <pcre2.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <utf8proc.h>
+
+#define TOK_FILE_MAX (256u << 20)
+#define CACHE_SLOTS (1u << 16)		/* piece cache entries per state */
+#define CACHE_PIECE_MAX 48		/* longer pieces are not cached */
+#define CACHE_IDS_MAX (CACHE_SLOTS * 4)	/* ids held by the cache before it is cleared */
+#define JIT_STACK_BYTES (1u << 20)
+
+/* The GPT-2 pre-tokenizer pattern (ByteLevel with use_regex = true). */
+static const char gpt2_pattern[] =
+	"'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+
+typedef struct {
+	uint32_t off, len;	/* bytes in t->bytes */
+} span;
+
+typedef struct {		/* an added token, matched on the raw text */
+	span s;
+	int32_t id;
+} added;
+
+struct zp_tok {
+	int nvocab;		/* one past the largest id */
+	span *tok;		/* [nvocab] bytes each id decodes to (len 0: unused id) */
+	char *bytes;		/* the arena behind every span */
+	size_t bytes_len, bytes_cap;
+	uint32_t *vmap;		/* [vmap_cap] bytes -> id+1 (0: empty), model vocabulary */
+	uint32_t vmap_cap;
+	uint64_t *pkey;		/* [pmap_cap] (left << 32 | right) + 1 (0: empty) */
+	int32_t *prank, *pnew;	/* [pmap_cap] rank and merged id of that pair */
+	uint32_t pmap_cap;
+	int32_t byte_id[256];	/* the id of each single byte */
+	added *add;		/* [nadd] */
+	int nadd;
+	uint8_t add_first[256];	/* 1: some added token starts with this byte */
+	bool nfc, ignore_merges;
+	pcre2_code *re;
+};
+
+typedef struct {
+	int32_t rank, pos, id;
+} merge;
+
+typedef struct {
+	int32_t id, prev, next, len; /* len 0: merged away */
+} sym;
+
+struct zp_tok_state {
+	const zp_tok *t;
+	pcre2_match_data *md;
+	pcre2_match_context *mctx;
+	pcre2_jit_stack *jit;
+	sym *sym;
+	merge *heap;
+	size_t cap;		/* of sym and heap */
+	/* piece cache: slot -> (hash, key bytes, ids) */
+	uint64_t *c_hash;	/* [CACHE_SLOTS] 0: empty */
+	uint32_t *c_key, *c_klen, *c_ids, *c_n;
+	char *c_keys;		/* [CACHE_SLOTS * CACHE_PIECE_MAX] */
+	int32_t *c_idbuf;	/* [CACHE_IDS_MAX] */
+	uint32_t c_used, c_idused;
+};
+
+static uint64_t hash_bytes(const char *p, size_t n)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (uint8_t)p[i]) * 0x100000001b3ull;
+	return h ^ (h >> 29);
+}
+
+static uint64_t hash_u64(uint64_t x)
+{
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdull;
+	x ^= x >> 33;
+	return x;
+}
+
+static uint32_t put_bytes(zp_tok *t, const char *p, size_t n)
+{
+	if (t->bytes_len + n > t->bytes_cap) {
+		t->bytes_cap = (t->bytes_len + n) * 2 + 4096;
+		t->bytes = realloc(t->bytes, t->bytes_cap);
+		ZP_ASSERT(t->bytes);
+	}
+	memcpy(t->bytes + t->bytes_len, p, n);
+	t->bytes_len += n;
+	return (uint32_t)(t->bytes_len - n);
+}
+
+/* GPT-2's bytes_to_unicode: printable Latin-1 bytes stand for themselves, the
+   other 68 bytes for U+0100 onwards. cp_byte maps a code point back (-1: none). */
+static void byte_level_table(int cp_byte[512])
+{
+	int n = 0;
+	for (int i = 0; i < 512; i++)
+		cp_byte[i] = -1;
+	for (int b = 0; b < 256; b++) {
+		bool self = (b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || b >= 0xae;
+		cp_byte[self ? b : 256 + n++] = b;
+	}
+}
+
+/* A byte-level string to its raw bytes; -1 when a character is not in the table. */
+static int unbyte(const char *s, char *out, size_t *n, const int cp_byte[512])
+{
+	utf8proc_int32_t cp;
+	size_t len = strlen(s), i = 0;
+	*n = 0;
+	while (i < len) {
+		utf8proc_ssize_t k = utf8proc_iterate((const uint8_t *)s + i, (utf8proc_ssize_t)(len - i), &cp);
+		if (k <= 0 || cp < 0 || cp >= 512 || cp_byte[cp] < 0)
+			return -1;
+		out[(*n)++] = (char)cp_byte[cp];
+		i += (size_t)k;
+	}
+	return 0;
+}
+
+static uint32_t vmap_slot(const zp_tok *t, const char *p, size_t n, bool *found)
+{
+	uint32_t mask = t->vmap_cap - 1, i = (uint32_t)hash_bytes(p, n) & mask;
+	for (;; i = (i + 1) & mask) {
+		uint32_t v = t->vmap[i];
+		if (!v) {
+			*found = false;
+			return i;
+		}
+		span s = t->tok[v - 1];
+		if (s.len == n && memcmp(t->bytes + s.off, p, n) == 0) {
+			*found = true;
+			return i;
+		}
+	}
+}
+
+static int vocab_get(const zp_tok *t, const char *p, size_t n)
+{
+	bool found;
+	uint32_t i = vmap_slot(t, p, n, &found);
+	return found ? (int)t->vmap[i] - 1 : -1;
+}
+
+static uint32_t pmap_slot(const zp_tok *t, int32_t a, int32_t b)
+{
+	uint64_t key = ((uint64_t)(uint32_t)a << 32 | (uint32_t)b) + 1;
+	uint32_t mask = t->pmap_cap - 1, i = (uint32_t)hash_u64(key) & mask;
+	while (t->pkey[i] && t->pkey[i] != key)
+		i = (i + 1) & mask;
+	return i;
+}
+
+static const char *str_of(const cJSON *o, const char *k)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+	return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static bool is_true(const cJSON *o, const char *k)
+{
+	return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, k));
+}
+
+static bool empty_or_null(const cJSON *o, const char *k)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+	return !v || cJSON_IsNull(v) || (cJSON_IsString(v) && !v->valuestring[0]);
+}
+
+/* The pre-tokenizer: Split(regex, Isolated) then ByteLevel(use_regex=false), or
+   ByteLevel(use_regex=true) alone. Sets *pattern. */
+static int load_pretok(const cJSON *pt, const char **pattern, zp_err *e)
+{
+	const char *type = str_of(pt, "type");
+	const cJSON *seq = cJSON_GetObjectItemCaseSensitive(pt, "pretokenizers");
+	if (type && strcmp(type, "ByteLevel") == 0) {
+		if (!is_true(pt, "use_regex") || is_true(pt, "add_prefix_space"))
+			return zp_errf(e, "tokenizer: ByteLevel pre-tokenizer needs use_regex and "
+				       "no add_prefix_space");
+		*pattern = gpt2_pattern;
+		return 0;
+	}
+	if (!type || strcmp(type, "Sequence") || cJSON_GetArraySize(seq) != 2)
+		return zp_errf(e, "tokenizer: pre_tokenizer must be Sequence[Split, ByteLevel] "
+			       "or ByteLevel");
+	const cJSON *sp = cJSON_GetArrayItem(seq, 0), *bl = cJSON_GetArrayItem(seq, 1);
+	const cJSON *pat = cJSON_GetObjectItemCaseSensitive(sp, "pattern");
+	const char *beh = str_of(sp, "behavior"), *re = str_of(pat, "Regex");
+	if (!str_of(sp, "type") || strcmp(str_of(sp, "type"), "Split") || !re || !beh ||
+	    strcmp(beh, "Isolated") || is_true(sp, "invert"))
+		return zp_errf(e, "tokenizer: only Split(Regex, Isolated, invert=false) is supported");
+	if (!str_of(bl, "type") || strcmp(str_of(bl, "type"), "ByteLevel") ||
+	    is_true(bl, "use_regex") || is_true(bl, "add_prefix_space"))
+		return zp_errf(e, "tokenizer: second pre-tokenizer must be ByteLevel(use_regex=false, "
+			       "add_prefix_space=false)");
+	*pattern = re;
+	return 0;
+}
+
+static int load_head(zp_tok *t, const cJSON *root, const char **pattern, zp_err *e)
+{
+	const cJSON *norm = cJSON_GetObjectItemCaseSensitive(root, "normalizer");
+	const cJSON *pp = cJSON_GetObjectItemCaseSensitive(root, "post_processor");
+	const cJSON *dec = cJSON_GetObjectItemCaseSensitive(root, "decoder");
+	const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+
+	if (norm && !cJSON_IsNull(norm)) {
+		if (!str_of(norm, "type") || strcmp(str_of(norm, "type"), "NFC"))
+			return zp_errf(e, "tokenizer: normalizer must be NFC or null");
+		t->nfc = true;
+	}
+	if (pp && !cJSON_IsNull(pp) && (!str_of(pp, "type") || strcmp(str_of(pp, "type"), "ByteLevel")))
+		return zp_errf(e, "tokenizer: post_processor must be ByteLevel or null "
+			       "(templates that add tokens are not supported)");
+	if (!str_of(dec, "type") || strcmp(str_of(dec, "type"), "ByteLevel"))
+		return zp_errf(e, "tokenizer: decoder must be ByteLevel");
+	if (load_pretok(cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), pattern, e))
+		return -1;
+	if (!str_of(model, "type") || strcmp(str_of(model, "type"), "BPE"))
+		return zp_errf(e, "tokenizer: model.type must be BPE");
+	if (!empty_or_null(model, "dropout") || is_true(model, "byte_fallback") ||
+	    !empty_or_null(model, "continuing_subword_prefix") ||
+	    !empty_or_null(model, "end_of_word_suffix"))
+		return zp_errf(e, "tokenizer: BPE dropout, byte_fallback, continuing_subword_prefix "
+			       "and end_of_word_suffix are not supported");
+	t->ignore_merges = is_true(model, "ignore_merges");
+	return 0;
+}
+
+static void grow_ids(zp_tok *t, int id)
+{
+	if (id < t->nvocab)
+		return;
+	t->tok = realloc(t->tok, (size_t)(id + 1) * sizeof *t->tok);
+	ZP_ASSERT(t->tok);
+	memset(t->tok + t->nvocab, 0, (size_t)(id + 1 - t->nvocab) * sizeof *t->tok);
+	t->nvocab = id + 1;
+}
+
+static int load_vocab(zp_tok *t, const cJSON *vocab, const int cp_byte[512], zp_err *e)
+{
+	const cJSON *it;
+	char buf[1024];
+	int n = cJSON_GetArraySize(vocab);
+
+	if (!cJSON_IsObject(vocab) || n == 0)
+		return zp_errf(e, "tokenizer: model.vocab must be a non-empty object");
+	t->vmap_cap = 1;
+	while (t->vmap_cap < (uint32_t)n * 2)
+		t->vmap_cap *= 2;
+	t->vmap = zp_xcalloc(t->vmap_cap, sizeof *t->vmap);
+	for (int b = 0; b < 256; b++)
+		t->byte_id[b] = -1;
+	cJSON_ArrayForEach(it, vocab) {
+		size_t len;
+		bool found;
+		double d = it->valuedouble;
+		if (!cJSON_IsNumber(it) || d != (int)d || d < 0 || d >= (1 << 24))
+			return zp_errf(e, "tokenizer: vocab id of %.40s is not in [0, 2^24)", it->string);
+		if (strlen(it->string) >= sizeof buf || unbyte(it->string, buf, &len, cp_byte) ||
+		    len == 0)
+			return zp_errf(e, "tokenizer: vocab entry %.40s is not a byte-level string",
+				       it->string);
+		int id = (int)d;
+		grow_ids(t, id);
+		if (t->tok[id].len)
+			return zp_errf(e, "tokenizer: vocab id %d appears twice", id);
+		uint32_t slot = vmap_slot(t, buf, len, &found);
+		if (found)
+			return zp_errf(e, "tokenizer: vocab entry %.40s appears twice", it->string);
+		t->tok[id] = (span){ put_bytes(t, buf, len), (uint32_t)len };
+		t->vmap[slot] = (uint32_t)id + 1;
+		if (len == 1)
+			t->byte_id[(uint8_t)buf[0]] = id;
+	}
+	for (int b = 0; b < 256; b++)
+		if (t->byte_id[b] < 0)
+			return zp_errf(e, "tokenizer: vocab lacks the byte 0x%02x (byte-level BPE "
+				       "needs all 256)", b);
+	return 0;
+}
+
+/* merges: ["a b", ...] (older files) or [["a", "b"], ...]. */
+static int load_merges(zp_tok *t, const cJSON *merges, const int cp_byte[512], zp_err *e)
+{
+	const cJSON *it;
+	int n = cJSON_GetArraySize(merges), rank = 0;
+	char a[1024], b[1024], ab[2048];
+
+	if (!cJSON_IsArray(merges))
+		return zp_errf(e, "tokenizer: model.merges must be an array");
+	t->pmap_cap = 1;
+	while (t->pmap_cap < (uint32_t)n * 2 + 2)
+		t->pmap_cap *= 2;
+	t->pkey = zp_xcalloc(t->pmap_cap, sizeof *t->pkey);
+	t->prank = zp_xcalloc(t->pmap_cap, sizeof *t->prank);
+	t->pnew = zp_xcalloc(t->pmap_cap, sizeof *t->pnew);
+	cJSON_ArrayForEach(it, merges) {
+		const char *l = NULL, *r = NULL;
+		char pair[2048];
+		size_t la, lb;
+		if (cJSON_IsString(it) && strlen(it->valuestring) < sizeof pair) {
+			strcpy(pair, it->valuestring);
+			char *sp = strchr(pair, ' ');
+			if (sp) {
+				*sp = 0;
+				l = pair;
+				r = sp + 1;
+			}
+		} else if (cJSON_GetArraySize(it) == 2) {
+			l = cJSON_GetArrayItem(it, 0)->valuestring;
+			r = cJSON_GetArrayItem(it, 1)->valuestring;
+		}
+		if (!l || !r || strlen(l) >= sizeof a || strlen(r) >= sizeof b ||
+		    unbyte(l, a, &la, cp_byte) || unbyte(r, b, &lb, cp_byte))
+			return zp_errf(e, "tokenizer: merge %d is not a pair of byte-level strings", rank);
+		memcpy(ab, a, la);
+		memcpy(ab + la, b, lb);
+		int ia = vocab_get(t, a, la), ib = vocab_get(t, b, lb), iab = vocab_get(t, ab, la + lb);
+		if (ia < 0 || ib < 0 || iab < 0)
+			return zp_errf(e, "tokenizer: merge %d (%.40s %.40s) uses a token not in the "
+				       "vocab", rank, l, r);
+		uint32_t s = pmap_slot(t, ia, ib);
+		if (!t->pkey[s]) { /* a repeated pair keeps its first (lowest) rank */
+			t->pkey[s] = ((uint64_t)(uint32_t)ia << 32 | (uint32_t)ib) + 1;
+			t->prank[s] = rank;
+			t->pnew[s] = iab;
+		}
+		rank++;
+	}
+	return 0;
+}
+
+static int load_added(zp_tok *t, const cJSON *arr, const int cp_byte[512], zp_err *e)
+{
+	const cJSON *it;
+	char buf[1024];
+	t->add = zp_xcalloc((size_t)cJSON_GetArraySize(arr) + 1, sizeof *t->add);
+	cJSON_ArrayForEach(it, arr) {
+		const char *c = str_of(it, "content");
+		const cJSON *idv = cJSON_GetObjectItemCaseSensitive(it, "id");
+		size_t len;
+		if (!c || !c[0] || !cJSON_IsNumber(idv) || idv->valueint < 0 ||
+		    idv->valueint >= (1 << 24))
+			return zp_errf(e, "tokenizer: an added token lacks content or id");
+		if (is_true(it, "lstrip") || is_true(it, "rstrip") || is_true(it, "single_word") ||
+		    is_true(it, "normalized"))
+			return zp_errf(e, "tokenizer: added token %.40s uses lstrip, rstrip, "
+				       "single_word or normalized, which are not supported", c);
+		int id = idv->valueint;
+		grow_ids(t, id);
+		len = strlen(c);
+		/* Decoded as tokenizers' ByteLevel decoder does: through the byte table
+		   when every character is in it, else as its own UTF-8. */
+		if (len >= sizeof buf || unbyte(c, buf, &len, cp_byte)) {
+			len = strlen(c);
+			memcpy(buf, c, ZP_MIN(len, sizeof buf));
+		}
+		t->tok[id] = (span){ put_bytes(t, buf, len), (uint32_t)len };
+		t->add[t->nadd].s = (span){ put_bytes(t, c, strlen(c)), (uint32_t)strlen(c) };
+		t->add[t->nadd++].id = id;
+		t->add_first[(uint8_t)c[0]] = 1;
+	}
+	return 0;
+}
+
+static int compile_re(zp_tok *t, const char *pattern, zp_err *e)
+{
+	int ec;
+	PCRE2_SIZE off;
+	t->re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP,
+			      &ec, &off, NULL);
+	if (!t->re) {
+		PCRE2_UCHAR msg[128];
+		pcre2_get_error_message(ec, msg, sizeof msg);
+		return zp_errf(e, "tokenizer: pre-tokenizer regex: %s at %zu", (char *)msg, (size_t)off);
+	}
+	if (pcre2_jit_compile(t->re, PCRE2_JIT_COMPLETE))
+		zp_log(ZP_LOG_WARN, "msg=\"tokenizer regex runs without JIT\"");
+	return 0;
+}
+
+static cJSON *read_json(const char *path, zp_err *e)
+{
+	FILE *f = fopen(path, "rb");
+	struct stat st;
+	char *buf;
+	cJSON *root = NULL;
+	if (!f) {
+		zp_errf(e, "tokenizer: %s: %s", path, strerror(errno));
+		return NULL;
+	}
+	if (fstat(fileno(f), &st) || st.st_size <= 0 || (size_t)st.st_size > TOK_FILE_MAX) {
+		zp_errf(e, "tokenizer: %s: empty, unreadable or over %u MiB", path, TOK_FILE_MAX >> 20);
+		fclose(f);
+		return NULL;
+	}
+	buf = zp_xmalloc((size_t)st.st_size);
+	if (fread(buf, 1, (size_t)st.st_size, f) != (size_t)st.st_size)
+		zp_errf(e, "tokenizer: %s: short read", path);
+	else if (!(root = zp_json_parse(buf, (size_t)st.st_size)))
+		zp_errf(e, "tokenizer: %s is not valid JSON", path);
+	free(buf);
+	fclose(f);
+	return root;
+}
+
+zp_tok *zp_tok_load(const char *path, zp_err *e)
+{
+	int cp_byte[512];
+	const char *pattern = NULL;
+	zp_tok *t = zp_xcalloc(1, sizeof *t);
+	cJSON *root = read_json(path, e), *model;
+
+	byte_level_table(cp_byte);
+	if (!root)
+		goto bad;
+	model = cJSON_GetObjectItemCaseSensitive(root, "model");
+	if (load_head(t, root, &pattern, e) ||
+	    load_vocab(t, cJSON_GetObjectItemCaseSensitive(model, "vocab"), cp_byte, e) ||
+	    load_merges(t, cJSON_GetObjectItemCaseSensitive(model, "merges"), cp_byte, e) ||
+	    load_added(t, cJSON_GetObjectItemCaseSensitive(root, "added_tokens"), cp_byte, e) ||
+	    compile_re(t, pattern, e))
+		goto bad;
+	cJSON_Delete(root);
+	return t;
+bad:
+	cJSON_Delete(root);
+	zp_tok_free(t);
+	return NULL;
+}
+
+void zp_tok_free(zp_tok *t)
+{
+	if (!t)
+		return;
+	pcre2_code_free(t->re);
+	free(t->tok);
+	free(t->bytes);
+	free(t->vmap);
+	free(t->pkey);
+	free(t->prank);
+	free(t->pnew);
+	free(t->add);
+	free(t);
+}
+
+int zp_tok_vocab_size(const zp_tok *t)
+{
+	return t->nvocab;
+}
+
+int zp_tok_find(const zp_tok *t, const char *s, size_t len)
+{
+	for (int i = 0; i < t->nadd; i++)
+		if (t->add[i].s.len == len && memcmp(t->bytes + t->add[i].s.off, s, len) == 0)
+			return t->add[i].id;
+	return len ? vocab_get(t, s, len) : -1;
+}
+
+zp_tok_state *zp_tok_state_new(const zp_tok *t)
+{
+	zp_tok_state *s = zp_xcalloc(1, sizeof *s);
+	s->t = t;
+	s->md = pcre2_match_data_create(1, NULL);
+	s->mctx = pcre2_match_context_create(NULL);
+	s->jit = pcre2_jit_stack_create(32 << 10, JIT_STACK_BYTES, NULL);
+	ZP_ASSERT(s->md && s->mctx && s->jit);
+	pcre2_jit_stack_assign(s->mctx, NULL, s->jit);
+	s->c_hash = zp_xcalloc(CACHE_SLOTS, sizeof *s->c_hash);
+	s->c_key = zp_xcalloc(CACHE_SLOTS, sizeof *s->c_key);
+	s->c_klen = zp_xcalloc(CACHE_SLOTS, sizeof *s->c_klen);
+	s->c_ids = zp_xcalloc(CACHE_SLOTS, sizeof *s->c_ids);
+	s->c_n = zp_xcalloc(CACHE_SLOTS, sizeof *s->c_n);
+	s->c_keys = zp_xmalloc((size_t)CACHE_SLOTS * CACHE_PIECE_MAX);
+	s->c_idbuf = zp_xmalloc((size_t)CACHE_IDS_MAX * sizeof *s->c_idbuf);
+	return s;
+}
+
+void zp_tok_state_free(zp_tok_state *s)
+{
+	if (!s)
+		return;
+	pcre2_match_data_free(s->md);
+	pcre2_match_context_free(s->mctx);
+	pcre2_jit_stack_free(s->jit);
+	free(s->sym);
+	free(s->heap);
+	free(s->c_hash);
+	free(s->c_key);
+	free(s->c_klen);
+	free(s->c_ids);
+	free(s->c_n);
+	free(s->c_keys);
+	free(s->c_idbuf);
+	free(s);
+}
+
+/* ---- BPE of one piece ---- */
+
+static bool merge_less(merge a, merge b)
+{
+	return a.rank != b.rank ? a.rank < b.rank : a.pos < b.pos;
+}
+
+static void heap_push(merge *h, int *n, merge m)
+{
+	int i = (*n)++;
+	while (i > 0 && merge_less(m, h[(i - 1) / 2])) {
+		h[i] = h[(i - 1) / 2];
+		i = (i - 1) / 2;
+	}
+	h[i] = m;
+}
+
+static merge heap_pop(merge *h, int *n)
+{
+	merge top = h[0], last = h[--(*n)];
+	int i = 0;
+	for (;;) {
+		int c = 2 * i + 1;
+		if (c >= *n)
+			break;
+		if (c + 1 < *n && merge_less(h[c + 1], h[c]))
+			c++;
+		if (!merge_less(h[c], last))
+			break;
+		h[i] = h[c];
+		i = c;
+	}
+	h[i] = last;
+	return top;
+}
+
+static void push_pair(const zp_tok *t, const sym *sy, merge *h, int *nh, int pos)
+{
+	int nx = sy[pos].next;
+	if (nx < 0)
+		return;
+	uint32_t s = pmap_slot(t, sy[pos].id, sy[nx].id);
+	if (t->pkey[s])
+		heap_push(h, nh, (merge){ t->prank[s], pos, t->pnew[s] });
+}
+
+static void reserve(zp_tok_state *s, size_t n)
+{
+	if (n <= s->cap)
+		return;
+	s->cap = n * 2;
+	s->sym = realloc(s->sym, s->cap * sizeof *s->sym);
+	s->heap = realloc(s->heap, s->cap * 2 * sizeof *s->heap);
+	ZP_ASSERT(s->sym && s->heap);
+}
+
+/* ids of one piece into out (at most max written); returns how many. */
+static int bpe(zp_tok_state *s, const char *p, int n, int32_t *out, int max)
+{
+	const zp_tok *t = s->t;
+	int nh = 0, k = 0;
+	if (t->ignore_merges) {
+		int id = vocab_get(t, p, (size_t)n);
+		if (id >= 0) {
+			if (max > 0)
+				out[0] = id;
+			return 1;
+		}
+	}
+	reserve(s, (size_t)n);
+	sym *sy = s->sym;
+	for (int i = 0; i < n; i++)
+		sy[i] = (sym){ t->byte_id[(uint8_t)p[i]], i - 1, i + 1 < n ? i + 1 : -1, 1 };
+	for (int i = 0; i + 1 < n; i++)
+		push_pair(t, sy, s->heap, &nh, i);
+	while (nh > 0) {
+		merge m = heap_pop(s->heap, &nh);
+		int nx = sy[m.pos].next;
+		if (!sy[m.pos].len || nx < 0)
+			continue;
+		uint32_t slot = pmap_slot(t, sy[m.pos].id, sy[nx].id);
+		if (!t->pkey[slot] || t->prank[slot] != m.rank || t->pnew[slot] != m.id)
+			continue; /* stale: a neighbour merged since this was queued */
+		sy[m.pos].id = m.id;
+		sy[m.pos].len += sy[nx].len;
+		sy[nx].len = 0;
+		sy[m.pos].next = sy[nx].next;
+		if (sy[nx].next >= 0)
+			sy[sy[nx].next].prev = m.pos;
+		if (sy[m.pos].prev >= 0)
+			push_pair(t, sy, s->heap, &nh, sy[m.pos].prev);
+		push_pair(t, sy, s->heap, &nh, m.pos);
+	}
+	for (int i = 0; i >= 0; i = sy[i].next) {
+		if (k < max)
+			out[k] = sy[i].id;
+		k++;
+	}
+	return k;
+}
+
+/* Short pieces repeat (words, spaces, punctuation): cache their ids. */
+static int bpe_cached(zp_tok_state *s, const char *p, int n, int32_t *out, int max)
+{
+	if (n == 1) {
+		if (max > 0)
+			out[0] = s->t->byte_id[(uint8_t)*p];
+		return 1;
+	}
+	if (n > CACHE_PIECE_MAX)
+		return bpe(s, p, n, out, max);
+	uint64_t h = hash_bytes(p, (size_t)n) | 1;
+	uint32_t i = (uint32_t)h & (CACHE_SLOTS - 1);
+	for (;; i = (i + 1) & (CACHE_SLOTS - 1)) {
+		if (!s->c_hash[i])
+			break;
+		if (s->c_hash[i] == h && s->c_klen[i] == (uint32_t)n &&
+		    memcmp(s->c_keys + s->c_key[i], p, (size_t)n) == 0) {
+			int k = (int)s->c_n[i];
+			memcpy(out, s->c_idbuf + s->c_ids[i], (size_t)ZP_MIN(k, max) * sizeof *out);
+			return k;
+		}
+	}
+	int k = bpe(s, p, n, out, max);
+	if (k > max)
+		return k;
+	if (s->c_used * 2 >= CACHE_SLOTS || s->c_idused + (uint32_t)k > CACHE_IDS_MAX) {
+		memset(s->c_hash, 0, CACHE_SLOTS * sizeof *s->c_hash);
+		s->c_used = s->c_idused = 0;
+		i = (uint32_t)h & (CACHE_SLOTS - 1);
+	}
+	s->c_hash[i] = h;
+	s->c_key[i] = s->c_used * CACHE_PIECE_MAX;
+	memcpy(s->c_keys + s->c_key[i], p, (size_t)n);
+	s->c_klen[i] = (uint32_t)n;
+	s->c_ids[i] = s->c_idused;
+	s->c_n[i] = (uint32_t)k;
+	memcpy(s->c_idbuf + s->c_idused, out, (size_t)k * sizeof *out);
+	s->c_idused += (uint32_t)k;
+	s->c_used++;
+	return k;
+}
+
+/* ---- pre-tokenization ---- */
+
+static int encode_plain(zp_tok_state *s, const char *p, size_t n, int32_t *ids, int max, int k)
+{
+	size_t off = 0;
+	while (off < n) {
+		int rc = pcre2_jit_match(s->t->re, (PCRE2_SPTR)p, n, off, PCRE2_NO_UTF_CHECK, s->md,
+					 s->mctx);
+		size_t ms = n, me = n;
+		if (rc >= 0) {
+			PCRE2_SIZE *ov = pcre2_get_ovector_pointer(s->md);
+			ms = ov[0];
+			me = ov[1];
+		} else {
+			ZP_ASSERT(rc == PCRE2_ERROR_NOMATCH);
+		}
+		if (ms > off) /* Isolated: the gap before a match is a piece too */
+			k += bpe_cached(s, p + off, (int)(ms - off), ids + k, ZP_MAX(max - k, 0));
+		if (me > ms)
+			k += bpe_cached(s, p + ms, (int)(me - ms), ids + k, ZP_MAX(max - k, 0));
+		else if (ms < n) { /* an empty match: step one character */
+			size_t c = ms + 1;
+			while (c < n && ((uint8_t)p[c] & 0xc0) == 0x80)
+				c++;
+			k += bpe_cached(s, p + ms, (int)(c - ms), ids + k, ZP_MAX(max - k, 0));
+			me = c;
+		}
+		off = me;
+	}
+	return k;
+}
+
+static int encode_segment(zp_tok_state *s, const char *p, size_t n, int32_t *ids, int max, int k)
+{
+	bool ascii = true;
+	for (size_t i = 0; i < n && ascii; i++)
+		ascii = !((uint8_t)p[i] & 0x80);
+	if (!s->t->nfc || ascii) /* ASCII text is already NFC */
+		return encode_plain(s, p, n, ids, max, k);
+	utf8proc_uint8_t *nfc = NULL;
+	utf8proc_ssize_t m = utf8proc_map((const uint8_t *)p, (utf8proc_ssize_t)n, &nfc,
+					  UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+	ZP_ASSERT(m >= 0); /* the caller passed valid UTF-8 */
+	k = encode_plain(s, (const char *)nfc, (size_t)m, ids, max, k);
+	free(nfc);
+	return k;
+}
+
+/* The leftmost-longest added token starting at p[i], or -1. */
+static int added_at(const zp_tok *t, const char *p, size_t n, size_t i, size_t *len)
+{
+	int best = -1;
+	*len = 0;
+	for (int a = 0; a < t->nadd; a++) {
+		span sp = t->add[a].s;
+		if (sp.len > *len && sp.len <= n - i && memcmp(p + i, t->bytes + sp.off, sp.len) == 0) {
+			best = a;
+			*len = sp.len;
+		}
+	}
+	return best;
+}
+
+int zp_tok_encode(zp_tok_state *s, const char *text, size_t len, int32_t *ids, int max)
+{
+	const zp_tok *t = s->t;
+	size_t seg = 0;
+	int k = 0;
+	for (size_t i = 0; i < len; i++) {
+		size_t alen;
+		int a;
+		if (!t->add_first[(uint8_t)text[i]] || (a = added_at(t, text, len, i, &alen)) < 0)
+			continue;
+		if (i > seg)
+			k = encode_segment(s, text + seg, i - seg, ids, max, k);
+		if (k < max)
+			ids[k] = t->add[a].id;
+		k++;
+		seg = i + alen;
+		i = seg - 1;
+	}
+	if (len > seg)
+		k = encode_segment(s, text + seg, len - seg, ids, max, k);
+	return k;
+}
+
+/* ---- decode ---- */
+
+/* Length of the valid UTF-8 sequence at p[0..n), or 0 (the maximal invalid
+   prefix to replace is then *bad bytes), as Rust's from_utf8_lossy. */
+static size_t utf8_seq(const uint8_t *p, size_t n, size_t *bad)
+{
+	uint8_t c = p[0];
+	size_t need;
+	uint8_t lo = 0x80, hi = 0xbf;
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		need = 2;
+	else if (c >= 0xe0 && c <= 0xef) {
+		need = 3;
+		lo = c == 0xe0 ? 0xa0 : 0x80;
+		hi = c == 0xed ? 0x9f : 0xbf;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		need = 4;
+		lo = c == 0xf0 ? 0x90 : 0x80;
+		hi = c == 0xf4 ? 0x8f : 0xbf;
+	} else {
+		*bad = 1;
+		return 0;
+	}
+	for (size_t i = 1; i < need; i++) {
+		uint8_t b = i < n ? p[i] : 0;
+		if (i >= n || b < (i == 1 ? lo : 0x80) || b > (i == 1 ? hi : 0xbf)) {
+			*bad = i;
+			return 0;
+		}
+	}
+	return need;
+}
+
+int zp_tok_decode(const zp_tok *t, const int32_t *ids, int n, zp_buf *out)
+{
+	size_t total = 0, i = 0;
+	for (int k = 0; k < n; k++) {
+		if (ids[k] < 0 || ids[k] >= t->nvocab || !t->tok[ids[k]].len)
+			return -1;
+		total += t->tok[ids[k]].len;
+	}
+	uint8_t *raw = zp_xmalloc(total + 1);
+	for (int k = 0; k < n; k++) {
+		span sp = t->tok[ids[k]];
+		memcpy(raw + i, t->bytes + sp.off, sp.len);
+		i += sp.len;
+	}
+	for (i = 0; i < total;) {
+		size_t bad = 0, ok = utf8_seq(raw + i, total - i, &bad);
+		if (ok) {
+			zp_buf_put(out, raw + i, ok);
+			i += ok;
+		} else {
+			zp_buf_put(out, "\xef\xbf\xbd", 3);
+			i += bad;
+		}
+	}
+	free(raw);
+	return 0;
+}

@@ -1,0 +1,43 @@
+/* tokenizer.h -- Hugging Face tokenizer.json byte-level BPE as used by Qwen2 and
+   Qwen3: added tokens matched first on the raw text, NFC, the Split regex
+   pre-tokenizer (PCRE2 JIT, Unicode properties), byte-level mapping, merges by
+   rank; and decode. It must give exactly what the `tokenizers` library gives.
+   A zp_tok is loaded once and then read-only (any thread); each thread that
+   encodes owns one zp_tok_state (its scratch and its piece cache). */
+#ifndef ZP_TOKENIZER_H
+#define ZP_TOKENIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "json.h"
+#include "util.h"
+
+typedef struct zp_tok zp_tok;
+typedef struct zp_tok_state zp_tok_state;
+
+/* Load a tokenizer.json. NULL with e set when the file is missing, is not the
+   byte-level BPE family above, or uses a feature we do not implement (each
+   refused with its name, never silently ignored). */
+zp_tok *zp_tok_load(const char *path, zp_err *e);
+void zp_tok_free(zp_tok *t);
+
+/* One past the largest id (vocabulary plus added tokens). */
+int zp_tok_vocab_size(const zp_tok *t);
+/* The id of an exact token (added token content, or a vocabulary entry written
+   as raw bytes, e.g. "yes" or " yes"), or -1. */
+int zp_tok_find(const zp_tok *t, const char *s, size_t len);
+
+zp_tok_state *zp_tok_state_new(const zp_tok *t);
+void zp_tok_state_free(zp_tok_state *s);
+
+/* Encode text[0..len) (valid UTF-8, no NUL: the caller checks). Writes at most
+   max ids and returns how many the text has (more than max: only max were
+   written, as snprintf). */
+int zp_tok_encode(zp_tok_state *s, const char *text, size_t len, int32_t *ids, int max);
+
+/* Append the text of ids to out (invalid UTF-8 from partial tokens becomes
+   U+FFFD, as tokenizers' decode does). 0, or -1 when an id is out of range. */
+int zp_tok_decode(const zp_tok *t, const int32_t *ids, int n, zp_buf *out);
+
+#endif

@@ -1,0 +1,152 @@
+/* test_tokenizer.c -- our tokenizer against goldens from the HF `tokenizers`
+   library (tools/tok_golden.py): encode ids and decode text must be identical
+   on every corpus line. Always on the small tokenizer tools/train_tokenizer.py
+   trained (committed); on the real Qwen3 tokenizer.json where it is present
+   (../shared/data/qwen3-tokenizer/). Also: the snprintf contract of
+   zp_tok_encode, refusals of unsupported files, and lossy decode. */
+#include <cjson/cJSON.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "json.h"
+#include "tokenizer.h"
+
+#define IDS_MAX 65536
+
+static int32_t ids[IDS_MAX];
+
+static int run_golden(const char *tok_path, const char *golden)
+{
+	zp_err e;
+	zp_tok *t = zp_tok_load(tok_path, &e);
+	CHECK(t, "load %s: %s", tok_path, e.msg);
+	if (!t)
+		return 0;
+	zp_tok_state *s = zp_tok_state_new(t);
+	FILE *f = fopen(golden, "r");
+	CHECK(f, "open %s", golden);
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	int lines = 0, enc_ok = 0, dec_ok = 0;
+	while (f && (n = getline(&line, &cap, f)) > 0) {
+		cJSON *o = zp_json_parse(line, (size_t)n);
+		const cJSON *text = cJSON_GetObjectItem(o, "text"), *want = cJSON_GetObjectItem(o, "ids");
+		const cJSON *dec = cJSON_GetObjectItem(o, "decoded");
+		if (!text) { /* the header line */
+			cJSON_Delete(o);
+			continue;
+		}
+		lines++;
+		/* the text may hold U+0000-free control bytes; cJSON gives it NUL-terminated */
+		size_t len = strlen(text->valuestring);
+		int k = zp_tok_encode(s, text->valuestring, len, ids, IDS_MAX);
+		int nw = cJSON_GetArraySize(want), same = k == nw;
+		for (int i = 0; same && i < k; i++)
+			same = ids[i] == cJSON_GetArrayItem(want, i)->valueint;
+		CHECK(same, "%s line %d: encode gives %d ids, want %d (first diff shown by index)",
+		      golden, lines, k, nw);
+		if (!same) {
+			for (int i = 0; i < k && i < nw; i++)
+				if (ids[i] != cJSON_GetArrayItem(want, i)->valueint) {
+					fprintf(stderr, "  at %d: %d vs %d\n", i, ids[i],
+						cJSON_GetArrayItem(want, i)->valueint);
+					break;
+				}
+		}
+		enc_ok += same;
+		zp_buf b;
+		zp_buf_init(&b, 64);
+		for (int i = 0; i < nw; i++)
+			ids[i] = cJSON_GetArrayItem(want, i)->valueint;
+		CHECK(zp_tok_decode(t, ids, nw, &b) == 0, "decode failed");
+		int dsame = b.len == strlen(dec->valuestring) && memcmp(b.p, dec->valuestring, b.len) == 0;
+		CHECK(dsame, "%s line %d: decode differs", golden, lines);
+		dec_ok += dsame;
+		zp_buf_free(&b);
+		cJSON_Delete(o);
+	}
+	printf("%s: %d lines, encode %d/%d, decode %d/%d identical\n", golden, lines, enc_ok, lines,
+	       dec_ok, lines);
+	CHECK(lines > 400, "%s: only %d lines", golden, lines);
+	free(line);
+	if (f)
+		fclose(f);
+	zp_tok_state_free(s);
+	zp_tok_free(t);
+	return 1;
+}
+
+static void test_contract(void)
+{
+	zp_err e;
+	zp_tok *t = zp_tok_load("tests/data/small-tokenizer.json", &e);
+	zp_tok_state *s = zp_tok_state_new(t);
+	const char *txt = "The quick brown fox<|im_end|> jumps.";
+	int32_t few[3] = { -7, -7, -7 };
+	int all = zp_tok_encode(s, txt, strlen(txt), ids, IDS_MAX);
+	int k = zp_tok_encode(s, txt, strlen(txt), few, 2);
+	CHECK(all > 2 && k == all, "encode returns the full count (%d vs %d)", k, all);
+	CHECK(few[0] == ids[0] && few[1] == ids[1] && few[2] == -7, "encode writes at most max");
+	CHECK(zp_tok_encode(s, "", 0, ids, IDS_MAX) == 0, "empty text has no ids");
+	CHECK(zp_tok_find(t, "<|im_end|>", 10) == 2, "added token found");
+	CHECK(zp_tok_find(t, " yes", 4) >= 0, "vocab token found");
+	CHECK(zp_tok_find(t, "no such token at all", 20) < 0, "missing token not found");
+	int32_t bad[2] = { 5, zp_tok_vocab_size(t) };
+	zp_buf b;
+	zp_buf_init(&b, 16);
+	CHECK(zp_tok_decode(t, bad, 2, &b) == -1, "out-of-range id refused");
+	bad[1] = -1;
+	CHECK(zp_tok_decode(t, bad, 2, &b) == -1, "negative id refused");
+	/* half of a multi-byte character decodes to U+FFFD */
+	int n = zp_tok_encode(s, "\xe4\xbd\xa0", 3, ids, IDS_MAX);
+	b.len = 0;
+	CHECK(n >= 1 && zp_tok_decode(t, ids, 1, &b) == 0, "decode part");
+	CHECK(n == 1 || strcmp(b.p, "\xef\xbf\xbd") == 0, "partial char is U+FFFD: %s", b.p);
+	zp_buf_free(&b);
+	zp_tok_state_free(s);
+	zp_tok_free(t);
+}
+
+static void test_refusals(void)
+{
+	static const char *bad[] = {
+		"{}",
+		"{\"model\":{\"type\":\"WordPiece\",\"vocab\":{}},\"decoder\":{\"type\":\"ByteLevel\"},"
+		"\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"use_regex\":true}}",
+		"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},\"decoder\":{\"type\":"
+		"\"ByteLevel\"},\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"use_regex\":true}}",
+		"{\"normalizer\":{\"type\":\"NFKC\"}}",
+		"not json",
+	};
+	char path[] = "/tmp/zp-tok-XXXXXX";
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+		int fd = mkstemp(path);
+		CHECK(write(fd, bad[i], strlen(bad[i])) == (ssize_t)strlen(bad[i]), "write");
+		close(fd);
+		zp_err e = { { 0 } };
+		zp_tok *t = zp_tok_load(path, &e);
+		CHECK(!t && strncmp(e.msg, "tokenizer:", 10) == 0, "bad file %zu refused: %s", i, e.msg);
+		zp_tok_free(t);
+		unlink(path);
+		strcpy(path, "/tmp/zp-tok-XXXXXX");
+	}
+	zp_err e;
+	CHECK(!zp_tok_load("/nonexistent/tokenizer.json", &e), "missing file refused");
+}
+
+int main(void)
+{
+	const char *qwen = getenv("ZP_QWEN_TOKENIZER");
+	if (!qwen)
+		qwen = "../shared/data/qwen3-tokenizer/tokenizer.json";
+	run_golden("tests/data/small-tokenizer.json", "tests/golden/tok-small.jsonl");
+	if (access(qwen, R_OK) == 0)
+		run_golden(qwen, "tests/golden/tok-qwen3.jsonl");
+	else
+		printf("Qwen3 tokenizer.json not at %s: that half skipped\n", qwen);
+	test_contract();
+	test_refusals();
+	return check_exit("test_tokenizer");
+}
