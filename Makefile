@@ -5,7 +5,7 @@
 CC      ?= cc
 BUILD   ?= build
 OPT     ?= -O3
-CFLAGS  := -std=gnu11 $(OPT) -g -march=x86-64-v3 -ffp-contract=off -pthread \
+CFLAGS  := -std=gnu11 $(OPT) -g -march=x86-64-v3 -ffp-contract=off -pthread -Iipc \
            -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Isrc $(EXTRA_CFLAGS)
 LDLIBS  := -lcjson -lpcre2-8 -lutf8proc -luring -linih -lnuma -lm -lpthread
 LDFLAGS += $(EXTRA_LDFLAGS)
@@ -36,7 +36,7 @@ $(DEPS_OK): scripts/deps.sh
 
 deps: $(DEPS_OK)
 
-$(BUILD)/%.o: src/%.c $(wildcard src/*.h) | $(DEPS_OK)
+$(BUILD)/%.o: src/%.c $(wildcard src/*.h ipc/*.h) | $(DEPS_OK)
 	@mkdir -p $(BUILD)
 	$(CC) $(CFLAGS) -c $< -o $@
 

@@ -1,6 +1,8 @@
-/* main.c -- the zprefill command line: `prefill` (offline JSONL scoring) and
-   `bench`. One process; the driver thread owns the model and one forward
-   workspace (with its worker pool). */
+/* main.c -- the zprefill command line: `prefill` (offline JSONL scoring),
+   `bench` and `tokenize` here; `serve` (serve.h) and the socket clients
+   `score|classify|embed|health` (client.h). For prefill and bench the driver
+   thread owns the model and one forward workspace (with its worker pool). */
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <getopt.h>
 #include <poll.h>
@@ -11,10 +13,13 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "client.h"
 #include "forward.h"
 #include "json.h"
 #include "model.h"
 #include "request.h"
+#include "serve.h"
+#include "tokenizer.h"
 #include "util.h"
 
 #define LINE_MAX_BYTES (64u << 20)
@@ -36,8 +41,13 @@ static void usage(void)
 		"usage: zprefill prefill --model DIR [--dtype fp32|bf16] [--threads N]\n"
 		"                        [--max-tokens N] [--max-batch-tokens N]\n"
 		"         reads one JSON request per line on stdin, writes one result per line\n"
+		"         (\"prompt\" text and \"candidates\" strings need DIR/tokenizer.json)\n"
 		"       zprefill bench --model DIR --tokens L --seqs B (<= 1024) [--threads N]\n"
-		"                      [--dtype fp32|bf16] [--iters N]\n");
+		"                      [--dtype fp32|bf16] [--iters N]\n"
+		"       zprefill tokenize --tokenizer FILE   JSONL {\"text\"} in, {\"ids\"} out;\n"
+		"                      encode MB/s on stderr\n"
+		"       zprefill serve --model DIR --socket PATH [--config FILE] (see --help)\n"
+		"       zprefill score|classify|embed|health --socket PATH ... (a client)\n");
 }
 
 static int parse_int(const char *s, int lo, int hi, int *out)
@@ -194,7 +204,16 @@ static void flush(zp_fwd *f, struct batch *b, zp_buf *out)
 
 static int cmd_prefill(const struct opts *o, zp_model *m)
 {
-	zp_req_limits lim = { m->cfg.vocab, o->max_tokens, m->cfg.hidden };
+	char tokpath[4096];
+	zp_tok *tok = NULL;
+	zp_err e;
+	snprintf(tokpath, sizeof tokpath, "%s/tokenizer.json", o->model);
+	if (access(tokpath, F_OK) == 0 && !(tok = zp_tok_load(tokpath, &e))) {
+		zp_log(ZP_LOG_ERROR, "msg=\"cannot load tokenizer\" error=\"%s\"", e.msg);
+		return 1;
+	}
+	zp_req_limits lim = { .vocab = m->cfg.vocab, .max_tokens = o->max_tokens,
+			      .hidden = m->cfg.hidden, .tok = tok ? zp_tok_state_new(tok) : NULL };
 	struct reader rd = { .buf = zp_xmalloc(1 << 16), .cap = 1 << 16 };
 	struct batch b = { .slots = zp_xcalloc(BATCH_SEQS_MAX, sizeof *b.slots) };
 	zp_fwd *f = zp_fwd_new(m, o->threads, ZP_MAX(o->batch_tokens, o->max_tokens));
@@ -227,6 +246,8 @@ static int cmd_prefill(const struct opts *o, zp_model *m)
 	}
 	flush(f, &b, &out);
 	zp_log(ZP_LOG_INFO, "msg=\"prefill done\" requests=%d", b.served);
+	zp_tok_state_free(lim.tok);
+	zp_tok_free(tok);
 	zp_buf_free(&out);
 	zp_fwd_free(f);
 	free(b.slots);
@@ -288,6 +309,68 @@ static int cmd_bench(const struct opts *o, zp_model *m)
 	return 0;
 }
 
+/* ---- tokenize ----------------------------------------------------------------- */
+
+static int cmd_tokenize(int argc, char **argv)
+{
+	zp_err e;
+	if (argc != 4 || strcmp(argv[2], "--tokenizer")) {
+		usage();
+		return 2;
+	}
+	zp_tok *t = zp_tok_load(argv[3], &e);
+	if (!t) {
+		zp_log(ZP_LOG_ERROR, "msg=\"cannot load tokenizer\" error=\"%s\"", e.msg);
+		return 1;
+	}
+	zp_tok_state *s = zp_tok_state_new(t);
+	struct reader rd = { .buf = zp_xmalloc(1 << 16), .cap = 1 << 16 };
+	int cap = 1 << 16, bad = 0;
+	int32_t *ids = zp_xmalloc((size_t)cap * sizeof *ids);
+	double enc_s = 0, bytes = 0;
+	char *line;
+	size_t len;
+	bool too_long;
+	zp_buf out;
+	zp_buf_init(&out, 1 << 16);
+	while (read_line(&rd, &line, &len, &too_long)) {
+		cJSON *o = too_long ? NULL : zp_json_parse(line, len);
+		const cJSON *text = cJSON_GetObjectItemCaseSensitive(o, "text");
+		out.len = 0;
+		if (!cJSON_IsString(text)) {
+			zp_buf_puts(&out, "{\"error\":\"each line must be {\\\"text\\\": string}\"}\n");
+			bad++;
+		} else {
+			size_t n = strlen(text->valuestring);
+			double t0 = zp_now_s();
+			int k = zp_tok_encode(s, text->valuestring, n, ids, cap);
+			if (k > cap) {
+				cap = k;
+				ids = realloc(ids, (size_t)cap * sizeof *ids);
+				ZP_ASSERT(ids);
+				k = zp_tok_encode(s, text->valuestring, n, ids, cap);
+			}
+			enc_s += zp_now_s() - t0;
+			bytes += (double)n;
+			zp_buf_puts(&out, "{\"ids\":[");
+			for (int i = 0; i < k; i++)
+				zp_buf_printf(&out, "%s%d", i ? "," : "", ids[i]);
+			zp_buf_puts(&out, "]}\n");
+		}
+		fwrite(out.p, 1, out.len, stdout);
+		cJSON_Delete(o);
+	}
+	fflush(stdout);
+	fprintf(stderr, "tokenize: bytes=%.0f encode_s=%.4f encode_mb_s=%.2f bad_lines=%d\n", bytes,
+		enc_s, bytes / 1e6 / ZP_MAX(enc_s, 1e-9), bad);
+	zp_buf_free(&out);
+	free(ids);
+	free(rd.buf);
+	zp_tok_state_free(s);
+	zp_tok_free(t);
+	return bad ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct opts o;
@@ -295,6 +378,13 @@ int main(int argc, char **argv)
 	zp_err e;
 	int rc;
 
+	if (argc >= 2 && strcmp(argv[1], "serve") == 0)
+		return zp_serve_main(argc, argv);
+	if (argc >= 2 && strcmp(argv[1], "tokenize") == 0)
+		return cmd_tokenize(argc, argv);
+	if (argc >= 2 && (!strcmp(argv[1], "score") || !strcmp(argv[1], "classify") ||
+			  !strcmp(argv[1], "embed") || !strcmp(argv[1], "health")))
+		return zp_client_main(argc, argv);
 	if (argc < 2 || (strcmp(argv[1], "prefill") && strcmp(argv[1], "bench"))) {
 		usage();
 		return 2;
@@ -309,7 +399,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "zprefill bench: --tokens x --seqs over %d\n", BATCH_TOKENS_MAX);
 		return 2;
 	}
-	if (zp_model_load(&m, o.model, o.wtype, o.threads, &e)) {
+	if (zp_model_load(&m, o.model, o.wtype, o.threads, NULL, &e)) {
 		zp_log(ZP_LOG_ERROR, "msg=\"cannot load model\" error=\"%s\"", e.msg);
 		return 1;
 	}

@@ -44,6 +44,7 @@ struct loader {
 	zp_pool *pool;	/* packs a layer's experts in parallel */
 	size_t packed_bytes; /* experts packed so far (progress) */
 	double t0;
+	zp_load_progress *progress;
 };
 
 static void *carve(struct loader *ld, size_t bytes)
@@ -277,14 +278,22 @@ static int load_all(struct loader *ld)
 				 gb / ZP_MAX(zp_now_s() - ld->t0, 1e-6));
 			drop_source_pages(m);
 			zp_progress(label, (size_t)l + 1, (size_t)c->layers);
+			if (ld->progress) {
+				atomic_store(&ld->progress->layers, c->layers);
+				atomic_store(&ld->progress->layers_done, l + 1);
+				if (atomic_load(&ld->progress->cancel))
+					return zp_errf(ld->e, "model load cancelled after layer %d of "
+						       "%d", l + 1, c->layers);
+			}
 		}
 	}
 	return 0;
 }
 
-int zp_model_load(zp_model *m, const char *dir, enum zp_wtype wtype, int threads, zp_err *e)
+int zp_model_load(zp_model *m, const char *dir, enum zp_wtype wtype, int threads,
+		  zp_load_progress *progress, zp_err *e)
 {
-	struct loader ld = { .m = m, .e = e };
+	struct loader ld = { .m = m, .e = e, .progress = progress };
 	double t0 = zp_now_s();
 
 	memset(m, 0, sizeof *m);

@@ -7,6 +7,7 @@
 #ifndef ZP_MODEL_H
 #define ZP_MODEL_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #include "config.h"
@@ -47,10 +48,18 @@ typedef struct {
 	size_t expert_bytes_total;
 } zp_model;
 
+/* Load progress, read by another thread (the server's /health) while a load
+   runs; setting cancel makes the load stop after the current layer and fail. */
+typedef struct {
+	_Atomic int layers_done, layers;
+	_Atomic bool cancel;
+} zp_load_progress;
+
 /* Load dir (config.json + safetensors). wtype: ZP_W_F32 (exact) or ZP_W_BF16;
-   threads pack each layer's experts in parallel. 0, or -1 with e naming what is
-   wrong (nothing left allocated). */
-int zp_model_load(zp_model *m, const char *dir, enum zp_wtype wtype, int threads, zp_err *e);
+   threads pack each layer's experts in parallel; progress may be NULL. 0, or
+   -1 with e naming what is wrong (nothing left allocated). */
+int zp_model_load(zp_model *m, const char *dir, enum zp_wtype wtype, int threads,
+		  zp_load_progress *progress, zp_err *e);
 void zp_model_free(zp_model *m);
 
 /* Bytes of one expert (gate_up then down, packed) in the compute layout: a MoE

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "tokenizer.h"
 #include "util.h"
 
 static int fail(zp_req_error *err, const char *param, const char *fmt, ...)
@@ -114,8 +115,61 @@ static int parse_pool(zp_req *r, const cJSON *o, const zp_req_limits *lim, zp_re
 	return 0;
 }
 
-static const char *known[] = { "id", "prompt_token_ids", "candidate_token_ids", "top_logprobs",
-			       "prompt_logprobs", "pooling", "normalize" };
+static const char *known[] = { "id", "prompt_token_ids", "prompt", "candidate_token_ids",
+			       "candidates", "top_logprobs", "prompt_logprobs", "pooling",
+			       "normalize" };
+
+static int no_tokenizer(zp_req_error *err, const char *param)
+{
+	return fail(err, param, "%s is text, but the model directory has no tokenizer.json: send "
+		    "token ids instead", param);
+}
+
+int zp_req_set_text(zp_req *r, const char *text, size_t len, const zp_req_limits *lim,
+		    const char *param, zp_req_error *err)
+{
+	if (!lim->tok)
+		return no_tokenizer(err, param);
+	free(r->tokens);
+	r->tokens = zp_xmalloc((size_t)lim->max_tokens * sizeof *r->tokens);
+	r->ntok = zp_tok_encode(lim->tok, text, len, r->tokens, lim->max_tokens);
+	if (r->ntok > lim->max_tokens)
+		return fail(err, param, "%s is %d tokens (max %d)", param, r->ntok, lim->max_tokens);
+	if (r->ntok == 0)
+		return fail(err, param, "%s is empty", param);
+	for (int i = 0; i < r->ntok; i++)
+		if (r->tokens[i] >= lim->vocab)
+			return fail(err, param, "%s holds token %d, outside the model's vocabulary "
+				    "(%d): tokenizer.json does not fit this model", param,
+				    r->tokens[i], lim->vocab);
+	return 0;
+}
+
+/* "candidates": strings, each exactly one token. */
+static int parse_cand_strings(zp_req *r, const cJSON *a, const zp_req_limits *lim,
+			      zp_req_error *err)
+{
+	const cJSON *it;
+	int i = 0;
+	if (!lim->tok)
+		return no_tokenizer(err, "candidates");
+	if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) > ZP_CANDIDATES_MAX)
+		return fail(err, "candidates", "candidates must be an array of at most %d strings",
+			    ZP_CANDIDATES_MAX);
+	r->ncand = cJSON_GetArraySize(a);
+	r->cands = zp_xmalloc((size_t)(r->ncand ? r->ncand : 1) * sizeof *r->cands);
+	cJSON_ArrayForEach(it, a) {
+		int32_t id[2];
+		if (!cJSON_IsString(it))
+			return fail(err, "candidates", "candidates[%d] must be a string", i);
+		int n = zp_tok_encode(lim->tok, it->valuestring, strlen(it->valuestring), id, 2);
+		if (n != 1 || id[0] >= lim->vocab)
+			return fail(err, "candidates", "candidates[%d] is %d tokens; a candidate must be "
+				    "exactly one token of the model's vocabulary", i, n);
+		r->cands[i++] = id[0];
+	}
+	return 0;
+}
 
 static int parse_fields(zp_req *r, const cJSON *o, const zp_req_limits *lim, zp_req_error *err)
 {
@@ -130,16 +184,29 @@ static int parse_fields(zp_req *r, const cJSON *o, const zp_req_limits *lim, zp_
 		if (i == sizeof known / sizeof *known)
 			return fail(err, NULL, "unknown field \"%.64s\"", it->string);
 	}
-	if (!toks)
-		return fail(err, "prompt_token_ids", "prompt_token_ids is required");
-	if (int_array(toks, "prompt_token_ids", 0, lim->vocab - 1, lim->max_tokens, &r->tokens,
-		      &r->ntok, err))
+	const cJSON *text = field(o, "prompt"), *cs = field(o, "candidates");
+	if (!toks == !text)
+		return fail(err, "prompt_token_ids", "exactly one of prompt_token_ids and prompt is "
+			    "required");
+	if (text) {
+		if (!cJSON_IsString(text))
+			return fail(err, "prompt", "prompt must be a string");
+		if (zp_req_set_text(r, text->valuestring, strlen(text->valuestring), lim, "prompt",
+				    err))
+			return -1;
+	} else if (int_array(toks, "prompt_token_ids", 0, lim->vocab - 1, lim->max_tokens,
+			     &r->tokens, &r->ntok, err)) {
 		return -1;
+	}
 	if (r->ntok == 0)
 		return fail(err, "prompt_token_ids", "prompt_token_ids is empty");
-	if ((c = field(o, "candidate_token_ids"))) {
-		if (int_array(c, "candidate_token_ids", 0, lim->vocab - 1, ZP_CANDIDATES_MAX,
-			      &r->cands, &r->ncand, err))
+	c = field(o, "candidate_token_ids");
+	if (c && cs)
+		return fail(err, "candidates", "give candidate_token_ids or candidates, not both");
+	if (c || cs) {
+		if (c ? int_array(c, "candidate_token_ids", 0, lim->vocab - 1, ZP_CANDIDATES_MAX,
+				  &r->cands, &r->ncand, err)
+		      : parse_cand_strings(r, cs, lim, err))
 			return -1;
 		r->want_cands = true;
 		r->cand_lp = zp_xmalloc((size_t)(r->ncand ? r->ncand : 1) * sizeof *r->cand_lp);

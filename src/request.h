@@ -15,10 +15,14 @@
 
 enum zp_pool_mode { ZP_POOL_NONE, ZP_POOL_LAST, ZP_POOL_MEAN };
 
+struct zp_tok_state;
+
 typedef struct {
 	int vocab;
 	int max_tokens;		/* prompt length limit */
 	int hidden;		/* embedding width */
+	struct zp_tok_state *tok; /* for "prompt" text and "candidates" strings; NULL:
+				     the model has no tokenizer, such requests get a 400 */
 } zp_req_limits;
 
 typedef struct {
@@ -48,6 +52,11 @@ typedef struct {
 	const char *param;	/* the offending field, or NULL */
 	int code;		/* HTTP status it maps to */
 } zp_req_error;
+
+/* Tokenize text into r->tokens (the prompt), checking the length limit. 0, or
+   -1 with err set (param names the field). */
+int zp_req_set_text(zp_req *r, const char *text, size_t len, const zp_req_limits *lim,
+		    const char *param, zp_req_error *err);
 
 /* Parse one JSON request. 0, or -1 with err set; either way *r must be freed
    with zp_req_free. The id is recovered even when the rest is bad. */

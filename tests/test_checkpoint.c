@@ -74,7 +74,7 @@ static void expect_fail(const char *what, const char *needle1, const char *needl
 {
 	zp_model m;
 	zp_err e = { "" };
-	int rc = zp_model_load(&m, tmp, ZP_W_F32, 2, &e);
+	int rc = zp_model_load(&m, tmp, ZP_W_F32, 2, NULL, &e);
 	CHECK(rc == -1, "%s: load succeeded", what);
 	if (rc == 0) {
 		zp_model_free(&m);

@@ -144,7 +144,7 @@ static void run_model(const char *name, enum zp_wtype wt, struct tol t)
 
 	snprintf(dir, sizeof dir, "tests/models/%s", name);
 	snprintf(gpath, sizeof gpath, "tests/golden/%s.jsonl", name);
-	if (zp_model_load(&m, dir, wt, 2, &e)) {
+	if (zp_model_load(&m, dir, wt, 2, NULL, &e)) {
 		CHECK(0, "%s: load: %s", name, e.msg);
 		return;
 	}

@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import struct
+import shutil
 import sys
 
 import numpy as np
@@ -158,6 +159,8 @@ def main():
     ap.add_argument("--router-scale", type=float, default=4.0,
                     help="router weight std = scale / sqrt(hidden): larger makes top-k decisive")
     ap.add_argument("--config-only", action="store_true")
+    ap.add_argument("--tokenizer", help="copy this tokenizer.json into the model directory; "
+                    "vocab_size grows to cover it (rounded up to a multiple of 64)")
     for k, v in BASE.items():
         if isinstance(v, bool):
             ap.add_argument("--" + k.replace("_", "-"), type=lambda s: s.lower() in ("1", "true", "yes"))
@@ -172,6 +175,11 @@ def main():
         v = getattr(a, k, None)
         if v is not None and k not in ("architectures", "model_type"):
             cfg[k] = v
+    if a.tokenizer:
+        with open(a.tokenizer, encoding="utf-8") as f:
+            tj = json.load(f)
+        n = max(list(tj["model"]["vocab"].values()) + [t["id"] for t in tj["added_tokens"]]) + 1
+        cfg["vocab_size"] = max(cfg["vocab_size"], -(-n // 64) * 64)
     cfg["max_window_layers"] = cfg["num_hidden_layers"]
     cfg["torch_dtype"] = {"bf16": "bfloat16", "f16": "float16", "f32": "float32"}[a.dtype]
     if cfg["architectures"][0] == "Qwen3ForCausalLM":
@@ -179,6 +187,8 @@ def main():
                   "decoder_sparse_step", "mlp_only_layers", "output_router_logits", "router_aux_loss_coef"):
             cfg.pop(k, None)
     os.makedirs(a.out, exist_ok=True)
+    if a.tokenizer:
+        shutil.copyfile(a.tokenizer, os.path.join(a.out, "tokenizer.json"))
     with open(os.path.join(a.out, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2)
         f.write("\n")

@@ -1,0 +1,263 @@
+/* client.c -- see client.h. */
+#define _GNU_SOURCE
+#include "client.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define RESP_MAX (256u << 20)
+
+int zp_client_connect(const char *path, zp_err *e)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	if (strlen(path) >= sizeof a.sun_path) {
+		zp_errf(e, "socket path too long");
+		return -1;
+	}
+	strcpy(a.sun_path, path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a)) {
+		zp_errf(e, "connect %s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+	while (n) {
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* Read until buf holds a head ending in CRLFCRLF; returns its length or -1. */
+static long read_head(int fd, zp_buf *buf, zp_err *e)
+{
+	for (;;) {
+		char *end = buf->len >= 4 ? memmem(buf->p, buf->len, "\r\n\r\n", 4) : NULL;
+		if (end)
+			return end + 4 - buf->p;
+		if (buf->len > 65536)
+			return zp_errf(e, "response head too long");
+		char tmp[16384];
+		ssize_t r = recv(fd, tmp, sizeof tmp, 0);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return zp_errf(e, "connection closed before a response (%s)",
+				       r ? strerror(errno) : "EOF");
+		zp_buf_put(buf, tmp, (size_t)r);
+	}
+}
+
+int zp_client_call(int fd, const char *method, const char *path, const char *body, size_t len,
+		   zp_buf *out, zp_err *e)
+{
+	char head[512];
+	int n = snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: zprefill\r\n"
+			 "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+			 method, path, body ? len : 0);
+	if (write_all(fd, head, (size_t)n) || (body && len && write_all(fd, body, len)))
+		return zp_errf(e, "send: %s", strerror(errno));
+	zp_buf in;
+	zp_buf_init(&in, 4096);
+	int status;
+	long hl;
+	for (;;) { /* skip 1xx interim responses */
+		if ((hl = read_head(fd, &in, e)) < 0) {
+			zp_buf_free(&in);
+			return -1;
+		}
+		if (sscanf(in.p, "HTTP/1.%*d %d", &status) != 1) {
+			zp_buf_free(&in);
+			return zp_errf(e, "bad status line");
+		}
+		if (status >= 200)
+			break;
+		memmove(in.p, in.p + hl, in.len - (size_t)hl);
+		in.len -= (size_t)hl;
+	}
+	size_t clen = 0;
+	const char *cl = strcasestr(in.p, "\r\ncontent-length:");
+	if (!cl || (clen = strtoul(cl + 17, NULL, 10)) > RESP_MAX) {
+		zp_buf_free(&in);
+		return zp_errf(e, "response without a usable Content-Length");
+	}
+	while (in.len < (size_t)hl + clen) {
+		char tmp[65536];
+		ssize_t r = recv(fd, tmp, sizeof tmp, 0);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			zp_buf_free(&in);
+			return zp_errf(e, "connection closed mid-body");
+		}
+		zp_buf_put(&in, tmp, (size_t)r);
+	}
+	out->len = 0;
+	zp_buf_put(out, in.p + hl, clen);
+	zp_buf_free(&in);
+	return status;
+}
+
+/* ---- the command-line client ---- */
+
+static void usage(void)
+{
+	fprintf(stderr,
+		"usage: zprefill classify --socket PATH --labels A,B[,...] TEXT...\n"
+		"       zprefill score --socket PATH --query TEXT --label-ids ID[,ID...]\n"
+		"                      [--softmax] ITEM...\n"
+		"       zprefill embed --socket PATH TEXT...\n"
+		"       zprefill health --socket PATH\n");
+}
+
+static cJSON *split_csv(const char *s, bool ints)
+{
+	cJSON *a = cJSON_CreateArray();
+	char *dup = strdup(s), *save = NULL;
+	for (char *t = strtok_r(dup, ",", &save); t; t = strtok_r(NULL, ",", &save))
+		cJSON_AddItemToArray(a, ints ? cJSON_CreateNumber(atof(t)) : cJSON_CreateString(t));
+	free(dup);
+	return a;
+}
+
+static void print_classify(const cJSON *r, const cJSON *labels)
+{
+	const cJSON *d;
+	cJSON_ArrayForEach(d, cJSON_GetObjectItem(r, "data")) {
+		printf("input %d: %s\n", cJSON_GetObjectItem(d, "index")->valueint,
+		       cJSON_GetObjectItem(d, "label")->valuestring);
+		for (int k = 0; k < cJSON_GetArraySize(labels); k++)
+			printf("  %-20s %.4f\n", cJSON_GetArrayItem(labels, k)->valuestring,
+			       cJSON_GetArrayItem(cJSON_GetObjectItem(d, "probs"), k)->valuedouble);
+	}
+}
+
+static void print_score(const cJSON *r)
+{
+	const cJSON *row;
+	int i = 0;
+	cJSON_ArrayForEach(row, cJSON_GetObjectItem(r, "scores")) {
+		const cJSON *v;
+		printf("item %d:", i++);
+		cJSON_ArrayForEach(v, row)
+			printf(" %.6f", v->valuedouble);
+		printf("\n");
+	}
+}
+
+static void print_embed(const cJSON *r)
+{
+	const cJSON *d;
+	cJSON_ArrayForEach(d, cJSON_GetObjectItem(r, "data")) {
+		const cJSON *emb = cJSON_GetObjectItem(d, "embedding"), *v;
+		double n2 = 0;
+		int k = 0;
+		printf("input %d: dim %d [", cJSON_GetObjectItem(d, "index")->valueint,
+		       cJSON_GetArraySize(emb));
+		cJSON_ArrayForEach(v, emb) {
+			n2 += v->valuedouble * v->valuedouble;
+			if (k++ < 4)
+				printf("%s%.4f", k > 1 ? ", " : "", v->valuedouble);
+		}
+		printf(", ...] norm %.4f\n", sqrt(n2));
+	}
+}
+
+int zp_client_main(int argc, char **argv)
+{
+	static const struct option lo[] = { { "socket", 1, 0, 's' }, { "labels", 1, 0, 'l' },
+					    { "query", 1, 0, 'q' },  { "label-ids", 1, 0, 'i' },
+					    { "softmax", 0, 0, 'x' }, { 0, 0, 0, 0 } };
+	const char *cmd = argv[1], *sock = NULL, *labels = NULL, *query = NULL, *ids = NULL;
+	bool softmax = false;
+	int ch;
+	optind = 2;
+	while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+		switch (ch) {
+		case 's': sock = optarg; break;
+		case 'l': labels = optarg; break;
+		case 'q': query = optarg; break;
+		case 'i': ids = optarg; break;
+		case 'x': softmax = true; break;
+		default: usage(); return 2;
+		}
+	}
+	bool health = !strcmp(cmd, "health");
+	if (!sock || (!health && optind == argc) || (!strcmp(cmd, "classify") && !labels) ||
+	    (!strcmp(cmd, "score") && (!query || !ids))) {
+		usage();
+		return 2;
+	}
+	cJSON *req = cJSON_CreateObject(), *texts = cJSON_CreateArray();
+	for (int i = optind; i < argc; i++)
+		cJSON_AddItemToArray(texts, cJSON_CreateString(argv[i]));
+	const char *path = "/health";
+	if (!strcmp(cmd, "classify")) {
+		path = "/classify";
+		cJSON_AddItemToObject(req, "input", texts);
+		cJSON_AddItemToObject(req, "labels", split_csv(labels, false));
+	} else if (!strcmp(cmd, "score")) {
+		path = "/v1/score";
+		cJSON_AddStringToObject(req, "query", query);
+		cJSON_AddItemToObject(req, "items", texts);
+		cJSON_AddItemToObject(req, "label_token_ids", split_csv(ids, true));
+		cJSON_AddBoolToObject(req, "apply_softmax", softmax);
+	} else if (!strcmp(cmd, "embed")) {
+		path = "/v1/embeddings";
+		cJSON_AddItemToObject(req, "input", texts);
+	} else {
+		cJSON_Delete(texts);
+	}
+	char *body = cJSON_PrintUnformatted(req);
+	zp_err e;
+	zp_buf out;
+	zp_buf_init(&out, 4096);
+	int fd = zp_client_connect(sock, &e), status = -1;
+	if (fd >= 0)
+		status = zp_client_call(fd, health ? "GET" : "POST", path, health ? NULL : body,
+					strlen(body), &out, &e);
+	int rc = 0;
+	if (status < 0) {
+		fprintf(stderr, "zprefill %s: %s\n", cmd, e.msg);
+		rc = 1;
+	} else if (status != 200 || health) {
+		printf("%d %s\n", status, out.p);
+		rc = status == 200 ? 0 : 1;
+	} else {
+		cJSON *r = cJSON_Parse(out.p);
+		if (!strcmp(cmd, "classify"))
+			print_classify(r, cJSON_GetObjectItem(req, "labels"));
+		else if (!strcmp(cmd, "score"))
+			print_score(r);
+		else
+			print_embed(r);
+		cJSON_Delete(r);
+	}
+	if (fd >= 0)
+		close(fd);
+	free(body);
+	cJSON_Delete(req);
+	zp_buf_free(&out);
+	return rc;
+}

@@ -1,0 +1,195 @@
+/* http.c -- see http.h. Strict where strictness prevents smuggling: one
+   Content-Length (digits only, repeated only with the same value), no
+   Transfer-Encoding, no bare LF inside the head, no obs-fold. */
+#include "http.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "util.h"
+
+static bool tchar(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+static int parse_line(const char *p, const char *end, zp_http_req *r)
+{
+	const char *sp1 = memchr(p, ' ', (size_t)(end - p)), *sp2;
+	if (!sp1 || sp1 == p)
+		return -400;
+	for (const char *q = p; q < sp1; q++)
+		if (!tchar(*q))
+			return -400;
+	size_t ml = (size_t)(sp1 - p);
+	r->method = ml == 3 && !memcmp(p, "GET", 3)	 ? ZP_HTTP_GET :
+		    ml == 4 && !memcmp(p, "POST", 4) ? ZP_HTTP_POST :
+		    ml == 4 && !memcmp(p, "HEAD", 4) ? ZP_HTTP_HEAD :
+							ZP_HTTP_OTHER;
+	sp2 = memchr(sp1 + 1, ' ', (size_t)(end - sp1 - 1));
+	if (!sp2 || sp2 == sp1 + 1 || sp1[1] != '/')
+		return -400;
+	const char *q = memchr(sp1 + 1, '?', (size_t)(sp2 - sp1 - 1));
+	size_t pl = (size_t)((q ? q : sp2) - (sp1 + 1));
+	if ((size_t)(sp2 - sp1 - 1) >= 8192)
+		return -414;
+	if (pl >= ZP_HTTP_PATH_MAX)
+		return -414;
+	for (const char *c = sp1 + 1; c < sp2; c++)
+		if ((unsigned char)*c <= 0x20 || (unsigned char)*c >= 0x7f)
+			return -400;
+	memcpy(r->path, sp1 + 1, pl);
+	r->path[pl] = 0;
+	if (end - sp2 - 1 != 8 || memcmp(sp2 + 1, "HTTP/1.", 7))
+		return end - sp2 - 1 >= 5 && !memcmp(sp2 + 1, "HTTP/", 5) ? -505 : -400;
+	if (sp2[8] != '0' && sp2[8] != '1')
+		return -505;
+	r->minor = sp2[8] - '0';
+	r->keep_alive = r->minor == 1;
+	return 0;
+}
+
+static bool value_is(const char *v, size_t n, const char *want)
+{
+	return strlen(want) == n && strncasecmp(v, want, n) == 0;
+}
+
+/* Does a comma-separated header value list hold token want? */
+static bool list_has(const char *v, size_t n, const char *want)
+{
+	size_t i = 0;
+	while (i < n) {
+		while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+			i++;
+		size_t s = i;
+		while (i < n && v[i] != ',')
+			i++;
+		size_t e = i;
+		while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t'))
+			e--;
+		if (value_is(v + s, e - s, want))
+			return true;
+	}
+	return false;
+}
+
+static int parse_header(const char *p, const char *end, size_t body_max, zp_http_req *r,
+			bool *seen_len)
+{
+	const char *colon = memchr(p, ':', (size_t)(end - p));
+	if (!colon || colon == p)
+		return -400;
+	for (const char *q = p; q < colon; q++)
+		if (!tchar(*q))
+			return -400; /* also refuses obs-fold (leading space) */
+	size_t nl = (size_t)(colon - p);
+	const char *v = colon + 1, *ve = end;
+	while (v < ve && (*v == ' ' || *v == '\t'))
+		v++;
+	while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+		ve--;
+	for (const char *q = v; q < ve; q++)
+		if ((unsigned char)*q < 0x20 && *q != '\t')
+			return -400;
+	size_t vl = (size_t)(ve - v);
+	if (nl == 14 && !strncasecmp(p, "content-length", 14)) {
+		size_t n = 0;
+		if (vl == 0 || vl > 15)
+			return vl > 15 ? -413 : -400;
+		for (size_t i = 0; i < vl; i++) {
+			if (v[i] < '0' || v[i] > '9')
+				return -400;
+			n = n * 10 + (size_t)(v[i] - '0');
+		}
+		if (*seen_len && n != r->content_length)
+			return -400;
+		*seen_len = true;
+		r->content_length = n;
+		if (n > body_max)
+			return -413;
+	} else if (nl == 17 && !strncasecmp(p, "transfer-encoding", 17)) {
+		return list_has(v, vl, "chunked") ? -411 : -400;
+	} else if (nl == 10 && !strncasecmp(p, "connection", 10)) {
+		if (list_has(v, vl, "close"))
+			r->keep_alive = false;
+		else if (list_has(v, vl, "keep-alive"))
+			r->keep_alive = true;
+	} else if (nl == 6 && !strncasecmp(p, "expect", 6)) {
+		if (!value_is(v, vl, "100-continue"))
+			return -400; /* 417 in RFC terms; a client that sends another never waits */
+		r->expect_continue = true;
+	}
+	return 0;
+}
+
+long zp_http_parse(const char *buf, size_t len, size_t head_max, size_t body_max, zp_http_req *r)
+{
+	size_t scan = ZP_MIN(len, head_max);
+	const char *end = NULL;
+	/* tolerate blank lines before a request (RFC 9112 2.2) */
+	size_t start = 0;
+	while (start + 1 < scan && buf[start] == '\r' && buf[start + 1] == '\n')
+		start += 2;
+	for (size_t i = start; i + 3 < scan; i++)
+		if (buf[i] == '\r' && buf[i + 1] == '\n' && buf[i + 2] == '\r' && buf[i + 3] == '\n') {
+			end = buf + i + 2; /* just past the last header's CRLF */
+			break;
+		}
+	if (!end)
+		return len >= head_max ? -431 : 0;
+	memset(r, 0, sizeof *r);
+	bool seen_len = false;
+	const char *p = buf + start;
+	int rc;
+	for (int line = 0; p < end; line++) {
+		const char *eol = memchr(p, '\r', (size_t)(end - p));
+		ZP_ASSERT(eol); /* end points past a CRLF */
+		if (eol[1] != '\n' || memchr(p, '\n', (size_t)(eol - p)))
+			return -400; /* bare CR or bare LF */
+		rc = line == 0 ? parse_line(p, eol, r) : parse_header(p, eol, body_max, r, &seen_len);
+		if (rc)
+			return rc;
+		p = eol + 2;
+	}
+	r->head_bytes = (size_t)(end + 2 - buf);
+	return (long)r->head_bytes;
+}
+
+const char *zp_http_reason(int status)
+{
+	switch (status) {
+	case 100: return "Continue";
+	case 200: return "OK";
+	case 400: return "Bad Request";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 408: return "Request Timeout";
+	case 411: return "Length Required";
+	case 413: return "Content Too Large";
+	case 414: return "URI Too Long";
+	case 415: return "Unsupported Media Type";
+	case 422: return "Unprocessable Content";
+	case 431: return "Request Header Fields Too Large";
+	case 500: return "Internal Server Error";
+	case 501: return "Not Implemented";
+	case 503: return "Service Unavailable";
+	case 505: return "HTTP Version Not Supported";
+	default: return "Unknown";
+	}
+}
+
+void zp_http_respond(zp_buf *out, int status, const char *content_type, const char *body,
+		     size_t body_len, bool keep_alive, int retry_after_s)
+{
+	zp_buf_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n", status,
+		      zp_http_reason(status), content_type, body_len);
+	if (retry_after_s > 0)
+		zp_buf_printf(out, "Retry-After: %d\r\n", retry_after_s);
+	if (status == 405)
+		zp_buf_puts(out, "Allow: GET, POST\r\n");
+	zp_buf_puts(out, keep_alive ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n");
+	zp_buf_put(out, body, body_len);
+}

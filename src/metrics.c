@@ -1,0 +1,135 @@
+/* metrics.c -- see metrics.h. */
+#include "metrics.h"
+
+#include <string.h>
+
+#include "util.h"
+
+static const int status_codes[ZP_STATUS_SLOTS - 1] = { 200, 400, 403, 404, 405, 408, 411, 413,
+						       414, 431, 500, 503, 505, 422, 415 };
+static const double le_tokens[] = { 16, 64, 256, 1024, 4096, 16384, 65536, 262144 };
+static const double le_seconds[] = { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+				     0.25,  0.5,    1,     2.5,  5,     10,   30 };
+
+static void hist_init(zp_hist *h, const double *le, int nb)
+{
+	ZP_ASSERT(nb < ZP_HIST_MAX);
+	memset(h, 0, sizeof *h);
+	h->le = le;
+	h->nb = nb;
+}
+
+void zp_metrics_init(zp_metrics *m, double now)
+{
+	memset(m, 0, sizeof *m);
+	hist_init(&m->batch_tokens, le_tokens, sizeof le_tokens / sizeof *le_tokens);
+	hist_init(&m->lat_queue_s, le_seconds, sizeof le_seconds / sizeof *le_seconds);
+	hist_init(&m->lat_forward_s, le_seconds, sizeof le_seconds / sizeof *le_seconds);
+	hist_init(&m->lat_total_s, le_seconds, sizeof le_seconds / sizeof *le_seconds);
+	m->t_start = now;
+}
+
+void zp_metrics_status(zp_metrics *m, enum zp_api_ep ep, int status)
+{
+	int i = 0;
+	while (i < ZP_STATUS_SLOTS - 1 && status_codes[i] != status)
+		i++;
+	m->requests[ep][i]++;
+}
+
+void zp_metrics_hist(zp_hist *h, double v)
+{
+	int i = 0;
+	while (i < h->nb && v > h->le[i])
+		i++;
+	h->count[i]++;
+	h->n++;
+	h->sum += v;
+}
+
+void zp_metrics_batch(zp_metrics *m, const zp_batch *b, double now)
+{
+	long sec = (long)now;
+	int slot = (int)(sec % ZP_RATE_WINDOW_S);
+	if (m->rate_stamp[slot] != sec) {
+		m->rate_stamp[slot] = sec;
+		m->rate_tokens[slot] = 0;
+	}
+	m->rate_tokens[slot] += (uint64_t)b->tokens;
+	m->tokens_total += (uint64_t)b->tokens;
+	m->seqs_total += (uint64_t)b->n;
+	m->batches_total++;
+	m->forward_s_total += b->fwd_s;
+	zp_metrics_hist(&m->batch_tokens, b->tokens);
+	zp_metrics_hist(&m->lat_forward_s, b->fwd_s);
+}
+
+static void hist_render(zp_buf *o, const char *name, const char *help, const zp_hist *h)
+{
+	uint64_t cum = 0;
+	zp_buf_printf(o, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+	for (int i = 0; i < h->nb; i++) {
+		cum += h->count[i];
+		zp_buf_printf(o, "%s_bucket{le=\"%g\"} %llu\n", name, h->le[i], (unsigned long long)cum);
+	}
+	zp_buf_printf(o, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name,
+		      (unsigned long long)h->n, name, h->sum, name, (unsigned long long)h->n);
+}
+
+static void counter(zp_buf *o, const char *name, const char *help, const char *type, double v)
+{
+	zp_buf_printf(o, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type, name, v);
+}
+
+void zp_metrics_render(const zp_metrics *m, const zp_sched *s, int executors_busy,
+		       int executors, zp_buf *o, double now)
+{
+	o->len = 0;
+	zp_buf_puts(o, "# HELP zprefill_requests_total HTTP requests answered, by endpoint and "
+		    "status.\n# TYPE zprefill_requests_total counter\n");
+	for (int e = 0; e < ZP_EP_COUNT; e++)
+		for (int i = 0; i < ZP_STATUS_SLOTS; i++)
+			if (m->requests[e][i])
+				zp_buf_printf(o, "zprefill_requests_total{endpoint=\"%s\",status=\"%s%d\"} "
+					      "%llu\n", zp_api_ep_name(e), i < ZP_STATUS_SLOTS - 1 ? "" : "other",
+					      i < ZP_STATUS_SLOTS - 1 ? status_codes[i] : 0,
+					      (unsigned long long)m->requests[e][i]);
+	uint64_t win = 0;
+	for (int i = 0; i < ZP_RATE_WINDOW_S; i++)
+		if (m->rate_stamp[i] > (long)now - ZP_RATE_WINDOW_S)
+			win += m->rate_tokens[i];
+	counter(o, "zprefill_queue_requests", "Requests admitted and not yet answered.", "gauge",
+		s->requests);
+	counter(o, "zprefill_queue_tokens", "Prompt tokens admitted and not yet answered.", "gauge",
+		(double)s->tokens);
+	counter(o, "zprefill_queue_waiting_tokens", "Prompt tokens not yet sent to an executor.",
+		"gauge", (double)s->queued_tokens);
+	counter(o, "zprefill_executors", "Executor threads.", "gauge", executors);
+	counter(o, "zprefill_executors_busy", "Executors running a batch.", "gauge", executors_busy);
+	counter(o, "zprefill_prefill_tokens_total", "Prompt tokens run through a forward pass.",
+		"counter", (double)m->tokens_total);
+	counter(o, "zprefill_tokens_per_second", "Prompt tokens per second over the last 10 s.",
+		"gauge", (double)win / ZP_RATE_WINDOW_S);
+	counter(o, "zprefill_batches_total", "Forward passes run.", "counter",
+		(double)m->batches_total);
+	counter(o, "zprefill_forward_seconds_total", "Seconds executors spent in forward passes.",
+		"counter", m->forward_s_total);
+	counter(o, "zprefill_connections_open", "Open client connections.", "gauge", m->conns_open);
+	counter(o, "zprefill_connections_accepted_total", "Connections accepted.", "counter",
+		(double)m->conns_accepted);
+	counter(o, "zprefill_connections_refused_total", "Connections refused (limit or uid).",
+		"counter", (double)m->conns_refused);
+	counter(o, "zprefill_timeouts_total", "Connections closed by a header, body or idle timeout.",
+		"counter", (double)m->timeouts);
+	counter(o, "zprefill_overload_total", "Requests refused with 503 because the queue was full.",
+		"counter", (double)m->overloaded);
+	counter(o, "zprefill_dropped_total", "Requests dropped because their client had gone.",
+		"counter", (double)m->dropped_gone);
+	counter(o, "zprefill_uptime_seconds", "Seconds since start.", "gauge", now - m->t_start);
+	hist_render(o, "zprefill_batch_tokens", "Tokens per forward pass.", &m->batch_tokens);
+	hist_render(o, "zprefill_queue_seconds", "Arrival to first dispatch, per request.",
+		    &m->lat_queue_s);
+	hist_render(o, "zprefill_forward_seconds", "Forward pass time, per batch.", &m->lat_forward_s);
+	hist_render(o, "zprefill_request_seconds", "Arrival to response, per request.",
+		    &m->lat_total_s);
+}

@@ -1,0 +1,44 @@
+/* metrics.h -- the server's counters and histograms, rendered as Prometheus
+   text for GET /metrics. Reactor thread only (executors report through the
+   batches they hand back). */
+#ifndef ZP_METRICS_H
+#define ZP_METRICS_H
+
+#include <stdint.h>
+
+#include "api.h"
+#include "json.h"
+#include "scheduler.h"
+
+#define ZP_HIST_MAX 16
+#define ZP_STATUS_SLOTS 16
+#define ZP_RATE_WINDOW_S 10
+
+typedef struct {
+	const double *le;	/* bucket upper bounds */
+	int nb;
+	uint64_t count[ZP_HIST_MAX];
+	uint64_t n;
+	double sum;
+} zp_hist;
+
+typedef struct {
+	uint64_t requests[ZP_EP_COUNT][ZP_STATUS_SLOTS];
+	uint64_t conns_accepted, conns_refused, timeouts, overloaded, dropped_gone;
+	int conns_open;
+	uint64_t tokens_total, batches_total, seqs_total;
+	double forward_s_total;
+	zp_hist batch_tokens, lat_queue_s, lat_forward_s, lat_total_s;
+	uint64_t rate_tokens[ZP_RATE_WINDOW_S];	/* tokens finished per second */
+	long rate_stamp[ZP_RATE_WINDOW_S];
+	double t_start;
+} zp_metrics;
+
+void zp_metrics_init(zp_metrics *m, double now);
+void zp_metrics_status(zp_metrics *m, enum zp_api_ep ep, int status);
+void zp_metrics_hist(zp_hist *h, double v);
+void zp_metrics_batch(zp_metrics *m, const zp_batch *b, double now);
+void zp_metrics_render(const zp_metrics *m, const zp_sched *s, int executors_busy,
+		       int executors, zp_buf *out, double now);
+
+#endif

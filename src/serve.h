@@ -1,0 +1,54 @@
+/* serve.h -- `zprefill serve`: its configuration (an ini file through inih,
+   then command-line flags) and the entry point that runs the server until
+   SIGTERM/SIGINT. The reactor, loader and executors live in server.c. */
+#ifndef ZP_SERVE_H
+#define ZP_SERVE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "api.h"
+#include "gemm.h"
+#include "util.h"
+
+#define ZP_ALLOW_UIDS_MAX 64
+
+typedef struct {
+	/* [server] */
+	char *socket;			/* path of the Unix socket */
+	int socket_mode;		/* e.g. 0660 */
+	char *socket_group;		/* group name, or NULL */
+	uid_t allow_uids[ZP_ALLOW_UIDS_MAX];
+	int n_allow_uids;		/* 0: any uid may connect */
+	int max_connections;
+	size_t header_bytes_max, body_bytes_max;
+	int header_timeout_ms, body_timeout_ms, idle_timeout_ms;
+	/* [engine] */
+	char *model;			/* model directory */
+	char *model_name;		/* as /v1/models reports it */
+	enum zp_wtype wtype;
+	int executors, threads_per_executor;
+	int max_tokens;			/* per sequence; 0: min(max_position_embeddings, 8192) */
+	int max_batch_tokens;
+	int batch_wait_ms;
+	int queue_requests_max;
+	long queue_tokens_max;
+	/* [rerank] */
+	zp_rerank_cfg rerank;
+	/* [log] */
+	int log_level;
+} zp_serve_cfg;
+
+/* Defaults, then the file (when path is not NULL), strictly: an unknown
+   section or key, or a bad value, is an error naming its line. 0 or -1. */
+int zp_serve_cfg_load(zp_serve_cfg *c, const char *path, zp_err *e);
+/* One key=value by section, as the file would give it (flags use this too). */
+int zp_serve_cfg_set(zp_serve_cfg *c, const char *section, const char *key, const char *value,
+		     zp_err *e);
+void zp_serve_cfg_free(zp_serve_cfg *c);
+
+/* `zprefill serve ...`: the process exit code. */
+int zp_serve_main(int argc, char **argv);
+
+#endif
