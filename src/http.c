@@ -137,8 +137,20 @@ long zp_http_parse(const char *buf, size_t len, size_t head_max, size_t body_max
 			end = buf + i + 2; /* just past the last header's CRLF */
 			break;
 		}
-	if (!end)
+	if (!end) {
+		/* Refuse what can never become a request now, not at the timeout: a
+		   method with a non-token byte, or a bare LF. */
+		size_t i = start;
+		while (i < scan && tchar(buf[i]))
+			i++;
+		if (i < scan && (buf[i] != ' ' || i == start) &&
+		    !(i == start && buf[i] == '\r' && i + 1 == scan)) /* half a blank line */
+			return -400;
+		for (i = start; i < scan; i++)
+			if (buf[i] == '\n' && (i == 0 || buf[i - 1] != '\r'))
+				return -400;
 		return len >= head_max ? -431 : 0;
+	}
 	memset(r, 0, sizeof *r);
 	bool seen_len = false;
 	const char *p = buf + start;
