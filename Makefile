@@ -7,7 +7,7 @@ BUILD   ?= build
 OPT     ?= -O3
 CFLAGS  := -std=gnu11 $(OPT) -g -march=x86-64-v3 -ffp-contract=off -pthread -Iipc \
            -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Isrc $(EXTRA_CFLAGS)
-LDLIBS  := -lcjson -lpcre2-8 -lutf8proc -luring -linih -lnuma -lm -lpthread
+LDLIBS  := -lcjson -lpcre2-8 -lutf8proc -luring -linih -lm -lpthread
 LDFLAGS += $(EXTRA_LDFLAGS)
 
 NVCC    := $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
@@ -81,16 +81,19 @@ tsan:
 FUZZ_SECONDS ?= 60
 FUZZ_CFLAGS := -std=gnu11 -O1 -g -fsanitize=fuzzer,address,undefined -Isrc -march=x86-64-v3
 # Each target runs FUZZ_SECONDS on a corpus seeded from tests/fuzz-corpus/.
-FUZZ_TARGETS := safetensors request
+FUZZ_TARGETS := safetensors request http tokenizer
 FUZZ_SRC_safetensors := src/safetensors.c src/json.c src/util.c
-FUZZ_SRC_request := src/request.c src/json.c src/util.c
+FUZZ_SRC_request := src/api.c src/request.c src/tokenizer.c src/json.c src/util.c
+FUZZ_SRC_http := src/http.c src/json.c src/util.c
+FUZZ_SRC_tokenizer := src/tokenizer.c src/json.c src/util.c
 fuzz: | $(DEPS_OK)
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		mkdir -p $(BUILD)/fuzz/corpus-$$t; \
 		cp -n tests/fuzz-corpus/$$t/* $(BUILD)/fuzz/corpus-$$t/ 2>/dev/null || true; \
-		case $$t in safetensors) srcs="$(FUZZ_SRC_safetensors)";; request) srcs="$(FUZZ_SRC_request)";; esac; \
+		case $$t in safetensors) srcs="$(FUZZ_SRC_safetensors)";; request) srcs="$(FUZZ_SRC_request)";; \
+			http) srcs="$(FUZZ_SRC_http)";; tokenizer) srcs="$(FUZZ_SRC_tokenizer)";; esac; \
 		echo "fuzz: $$t for $(FUZZ_SECONDS)s"; \
-		clang $(FUZZ_CFLAGS) -o $(BUILD)/fuzz/fuzz_$$t tests/fuzz_$$t.c $$srcs -lcjson -lm; \
+		clang $(FUZZ_CFLAGS) -o $(BUILD)/fuzz/fuzz_$$t tests/fuzz_$$t.c $$srcs -lcjson -lpcre2-8 -lutf8proc -lm; \
 		$(BUILD)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
 			$(BUILD)/fuzz/corpus-$$t 2>&1 | tail -n 2; \
 	done

@@ -2,9 +2,12 @@
 # deps.sh -- install what zprefill needs on Debian, if missing. Run as root
 # (make calls it; it prints each package it installs). --check only reports.
 set -eu
-# cjson: JSON; clang + libclang-rt: libFuzzer (make fuzz); libdnnl: the oneDNN side of
-# build/bench_gemm. The server's libraries (liburing, libinih, ...) come with it.
-PKGS="build-essential libcjson-dev libdnnl-dev clang libclang-rt-14-dev python3"
+# cjson: JSON; liburing: the reactor; libinih: the serve config; libpcre2 +
+# libutf8proc: the tokenizer's pre-tokenizer and NFC; curl: the end-to-end test;
+# clang + libclang-rt: libFuzzer (make fuzz); libdnnl: the oneDNN side of
+# build/bench_gemm.
+PKGS="build-essential libcjson-dev liburing-dev libinih-dev libpcre2-dev libutf8proc-dev curl
+      libdnnl-dev clang libclang-rt-14-dev python3"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

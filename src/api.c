@@ -100,6 +100,14 @@ enum zp_api_ep zp_api_route(const char *path, enum zp_http_method m, int *status
 	return ZP_EP_OTHER;
 }
 
+const char *zp_api_allow(const char *path)
+{
+	for (size_t i = 0; i < sizeof routes / sizeof *routes; i++)
+		if (strcmp(path, routes[i].path) == 0)
+			return routes[i].method == ZP_HTTP_GET ? "GET" : "POST";
+	return NULL;
+}
+
 const char *zp_api_ep_name(enum zp_api_ep ep)
 {
 	static const char *names[ZP_EP_COUNT] = { "prefill", "score", "classify", "rerank",

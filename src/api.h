@@ -73,6 +73,8 @@ void zp_api_free(zp_api *a);
    (method). */
 enum zp_api_ep zp_api_route(const char *path, enum zp_http_method m, int *status);
 const char *zp_api_ep_name(enum zp_api_ep ep);
+/* The method a known path takes ("GET" or "POST"), or NULL. */
+const char *zp_api_allow(const char *path);
 /* Does ep run a forward pass (and so need the model loaded)? */
 bool zp_api_needs_model(enum zp_api_ep ep);
 

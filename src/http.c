@@ -194,14 +194,14 @@ const char *zp_http_reason(int status)
 }
 
 void zp_http_respond(zp_buf *out, int status, const char *content_type, const char *body,
-		     size_t body_len, bool keep_alive, int retry_after_s)
+		     size_t body_len, bool keep_alive, int retry_after_s, const char *allow)
 {
 	zp_buf_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n", status,
 		      zp_http_reason(status), content_type, body_len);
 	if (retry_after_s > 0)
 		zp_buf_printf(out, "Retry-After: %d\r\n", retry_after_s);
-	if (status == 405)
-		zp_buf_puts(out, "Allow: GET, POST\r\n");
+	if (allow)
+		zp_buf_printf(out, "Allow: %s\r\n", allow);
 	zp_buf_puts(out, keep_alive ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n");
 	zp_buf_put(out, body, body_len);
 }

@@ -34,9 +34,9 @@ long zp_http_parse(const char *buf, size_t len, size_t head_max, size_t body_max
 
 const char *zp_http_reason(int status);
 
-/* A whole response: head (Content-Type, Content-Length, Connection, and
-   Retry-After when > 0) then body. */
+/* A whole response: head (Content-Type, Content-Length, Connection,
+   Retry-After when > 0, Allow when allow is not NULL) then body. */
 void zp_http_respond(zp_buf *out, int status, const char *content_type, const char *body,
-		     size_t body_len, bool keep_alive, int retry_after_s);
+		     size_t body_len, bool keep_alive, int retry_after_s, const char *allow);
 
 #endif

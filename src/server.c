@@ -229,7 +229,8 @@ static void respond(server *s, conn *c, int status, const char *ctype, const cha
 		    c->state != CONN_HEAD;
 	if (!keep)
 		c->close_after = true;
-	zp_http_respond(&c->out, status, ctype, body, len, keep, retry_after);
+	zp_http_respond(&c->out, status, ctype, body, len, keep, retry_after,
+			status == 405 ? zp_api_allow(c->req.path) : NULL);
 	zp_metrics_status(&s->met, c->ep, status);
 	if (c->t_req > 0 && status == 200 && zp_api_needs_model(c->ep))
 		zp_metrics_hist(&s->met.lat_total_s, s->now - c->t_req);

@@ -36,6 +36,7 @@ typedef struct {		/* an added token, matched on the raw text */
 
 struct zp_tok {
 	int nvocab;		/* one past the largest id */
+	int tok_cap;		/* entries allocated in tok */
 	span *tok;		/* [nvocab] bytes each id decodes to (len 0: unused id) */
 	char *bytes;		/* the arena behind every span */
 	size_t bytes_len, bytes_cap;
@@ -247,8 +248,12 @@ static void grow_ids(zp_tok *t, int id)
 {
 	if (id < t->nvocab)
 		return;
-	t->tok = realloc(t->tok, (size_t)(id + 1) * sizeof *t->tok);
-	ZP_ASSERT(t->tok);
+	if (id >= t->tok_cap) { /* geometric: ids mostly arrive in order */
+		int cap = ZP_MAX(id + 1, t->tok_cap * 2);
+		t->tok = realloc(t->tok, (size_t)cap * sizeof *t->tok);
+		ZP_ASSERT(t->tok);
+		t->tok_cap = cap;
+	}
 	memset(t->tok + t->nvocab, 0, (size_t)(id + 1 - t->nvocab) * sizeof *t->tok);
 	t->nvocab = id + 1;
 }

@@ -1,34 +1,70 @@
-/* fuzz_request.c -- libFuzzer target for the request path: JSON line -> zp_req
-   (strict UTF-8, cJSON, field validation) -> result or error JSON. Every accepted
-   request must satisfy the limits the forward pass asserts on. */
+/* fuzz_request.c -- libFuzzer target for the request path: the first byte picks
+   an endpoint, the rest is its JSON body -> zp_api_build (strict UTF-8, cJSON,
+   field validation, tokenizing text) -> sequences -> zp_api_finish (with
+   made-up results) or the error body. Every built sequence must satisfy the
+   limits the forward pass asserts on. Runs from the repository root (it reads
+   tests/data/small-tokenizer.json). */
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "request.h"
+#include "api.h"
+
+static const enum zp_api_ep eps[] = { ZP_EP_PREFILL, ZP_EP_SCORE, ZP_EP_CLASSIFY, ZP_EP_RERANK,
+				      ZP_EP_EMBED, ZP_EP_TOKENIZE, ZP_EP_DETOKENIZE };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const zp_req_limits lim = { .vocab = 331, .max_tokens = 64, .hidden = 8 };
-	zp_req r;
-	zp_req_error err;
-	zp_buf out;
-
-	zp_buf_init(&out, 256);
-	if (zp_req_parse(&r, (const char *)data, size, &lim, &err) == 0) {
-		if (r.ntok < 1 || r.ntok > lim.max_tokens || r.top_k < 0 || r.plp_start >= r.ntok)
+	static zp_api api;
+	static zp_tok *tok;
+	static const zp_rerank_cfg rr = { "<|im_start|>system\n", "<|im_end|>\n", "judge", "yes", "no" };
+	if (!tok) {
+		zp_err e;
+		zp_req_limits lim = { .vocab = 640, .max_tokens = 64, .hidden = 8 };
+		if (!(tok = zp_tok_load("tests/data/small-tokenizer.json", &e)))
 			abort();
-		for (int i = 0; i < r.ntok; i++)
-			if (r.tokens[i] < 0 || r.tokens[i] >= lim.vocab)
-				abort();
-		for (int i = 0; i < r.ncand; i++)
-			if (r.cands[i] < 0 || r.cands[i] >= lim.vocab)
-				abort();
-		zp_req_write_result(&r, &out);
-	} else {
-		zp_req_write_error(r.id_json, &err, &out);
+		zp_api_init(&api, tok, &lim, "m", &rr);
 	}
-	zp_req_free(&r);
+	if (size < 1)
+		return 0;
+	enum zp_api_ep ep = eps[data[0] % (sizeof eps / sizeof *eps)];
+	zp_job job;
+	zp_buf out;
+	memset(&job, 0, sizeof job);
+	zp_buf_init(&out, 256);
+	int st = zp_api_build(&api, ep, (const char *)data + 1, size - 1, &job, &out);
+	if (st == 0) {
+		if (job.nseq < 1)
+			abort();
+		for (int s = 0; s < job.nseq; s++) {
+			zp_req *r = &job.seq[s];
+			if (r->ntok < 1 || r->ntok > 64 || r->top_k < 0 || r->plp_start >= r->ntok)
+				abort();
+			for (int i = 0; i < r->ntok; i++)
+				if (r->tokens[i] < 0 || r->tokens[i] >= 640)
+					abort();
+			for (int i = 0; i < r->ncand; i++) {
+				if (r->cands[i] < 0 || r->cands[i] >= 640)
+					abort();
+				r->cand_lp[i] = -1.5f;
+			}
+			for (int i = 0; i < r->top_k; i++) {
+				r->top_ids[i] = i;
+				r->top_lp[i] = -2.0f;
+			}
+			for (int i = 0; r->plp_start >= 0 && i < r->ntok - r->plp_start; i++)
+				r->plp[i] = -0.5f;
+			for (int i = 0; r->emb && i < r->emb_dim; i++)
+				r->emb[i] = 0.125f;
+		}
+		job.done = job.dispatched = job.nseq;
+		if (zp_api_finish(&api, &job, &out) != 200)
+			abort();
+	} else if (st < 400 && st != 200) {
+		abort();
+	}
+	zp_api_job_free(&job);
 	zp_buf_free(&out);
 	return 0;
 }

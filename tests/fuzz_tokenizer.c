@@ -1,0 +1,50 @@
+/* fuzz_tokenizer.c -- libFuzzer target for the tokenizer on the real Qwen3
+   tokenizer.json when present (else the small one): any valid UTF-8 encodes to
+   ids in range, the snprintf contract holds with a short output, and decoding
+   gives back the text exactly when it is ASCII (NFC leaves ASCII alone). */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "json.h"
+#include "tokenizer.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static zp_tok *t;
+	static zp_tok_state *s;
+	static int32_t ids[1 << 16];
+	if (!t) {
+		zp_err e;
+		const char *q = "../shared/data/qwen3-tokenizer/tokenizer.json";
+		t = zp_tok_load(access(q, R_OK) == 0 ? q : "tests/data/small-tokenizer.json", &e);
+		if (!t)
+			abort();
+		s = zp_tok_state_new(t);
+	}
+	const char *p = (const char *)data;
+	if (size > 4096 || zp_json_check_utf8(p, size))
+		return 0;
+	int n = zp_tok_encode(s, p, size, ids, 1 << 16);
+	if (n < 0 || n > (int)size)
+		abort();
+	for (int i = 0; i < n; i++)
+		if (ids[i] < 0 || ids[i] >= zp_tok_vocab_size(t))
+			abort();
+	int32_t few[3];
+	if (zp_tok_encode(s, p, size, few, 3) != n || (n >= 3 && memcmp(few, ids, sizeof few)))
+		abort();
+	zp_buf b;
+	zp_buf_init(&b, 64);
+	if (zp_tok_decode(t, ids, n, &b))
+		abort();
+	int ascii = 1;
+	for (size_t i = 0; i < size; i++)
+		ascii &= data[i] < 0x80;
+	if (ascii && (b.len != size || memcmp(b.p, p, size)))
+		abort();
+	if (zp_json_check_utf8(b.p, b.len))
+		abort(); /* decode output is always valid UTF-8 */
+	zp_buf_free(&b);
+	return 0;
+}
