@@ -52,13 +52,11 @@ $(BUILD)/test_%: tests/test_%.c tests/check.h $(BUILD)/libzp.a
 test: $(BIN) $(TESTS)
 	@BUILD=$(BUILD) ZPREFILL=./$(BIN) tests/run.sh $(TESTS) $(wildcard tests/test_*.sh)
 
-# The embedded default: a small random model, scored through `zprefill prefill`.
-RUN_MODEL := $(BUILD)/models/tiny
-run: zprefill
-	@test -f $(RUN_MODEL)/config.json || python3 tools/gen_model.py --preset tiny --out $(RUN_MODEL)
-	@echo "--- requests (JSONL on stdin):"; cat conf/example-requests.jsonl
-	@echo "--- results:"
-	./zprefill prefill --model $(RUN_MODEL) --dtype bf16 < conf/example-requests.jsonl
+# The embedded default: `zprefill serve` on a tiny random model with a small
+# Qwen-style tokenizer (tests/models/tiny-tok), answering a few requests through
+# its Unix socket (scripts/demo.sh), then stopping on SIGTERM.
+run: $(BIN)
+	@ZPREFILL=./$(BIN) scripts/demo.sh
 
 $(BUILD)/bench_gemm: tools/bench_gemm.c $(BUILD)/libzp.a
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libzp.a -ldnnl $(LDLIBS)

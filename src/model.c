@@ -310,8 +310,14 @@ int zp_model_load(zp_model *m, const char *dir, enum zp_wtype wtype, int threads
 	m->arena = ld.arena = zp_xalloc_aligned(ld.used);
 	ld.pool = zp_pool_new(threads);
 	ld.t0 = zp_now_s();
-	ZP_ASSERT(load_all(&ld) == 0 && ld.used == m->arena_bytes);
+	int rc = load_all(&ld); /* pass 1 checked everything: only a cancel fails here */
 	zp_pool_free(ld.pool);
+	if (rc) {
+		ZP_ASSERT(progress && atomic_load(&progress->cancel));
+		zp_model_free(m);
+		return -1;
+	}
+	ZP_ASSERT(ld.used == m->arena_bytes);
 	for (int l = 0; l < m->cfg.layers; l++)
 		m->expert_bytes_total += m->layers[l].experts_bytes;
 	drop_source_pages(m);

@@ -2,6 +2,7 @@
    and flags, all through zp_serve_cfg_set so each key is checked in one
    place. conf/zprefill.ini documents every key with its default. Start-up
    only, one thread. */
+#define _GNU_SOURCE
 #include "serve.h"
 
 #include <errno.h>
@@ -161,11 +162,37 @@ int zp_serve_cfg_set(zp_serve_cfg *c, const char *sec, const char *name, const c
 struct ini_ctx {
 	zp_serve_cfg *c;
 	zp_err *e;
+	char last[128];		/* section.key of the previous line */
 };
 
+/* inih passes an indented continuation line as the same key again: [rerank]
+   templates are long, so their continuation lines are joined with one space
+   (inih trims each line, and the lines break between words). */
 static int on_key(void *user, const char *sec, const char *name, const char *value)
 {
 	struct ini_ctx *x = user;
+	char key[128];
+	snprintf(key, sizeof key, "%s.%s", sec, name);
+	if (!strcmp(key, x->last) && !strcmp(sec, "rerank")) {
+		const char **dst = !strcmp(name, "prefix")	 ? &x->c->rerank.prefix :
+				   !strcmp(name, "suffix")	 ? &x->c->rerank.suffix :
+				   !strcmp(name, "instruction") ? &x->c->rerank.instruction : NULL;
+		if (dst) {
+			char *more = unescape(value), *all;
+			if (asprintf(&all, "%s %s", *dst, more) < 0)
+				all = NULL;
+			ZP_ASSERT(all);
+			free(more);
+			free((char *)*dst);
+			*dst = all;
+			return 1;
+		}
+	}
+	if (!strcmp(key, x->last)) {
+		zp_errf(x->e, "[%s] %s is given twice", sec, name);
+		return 0;
+	}
+	snprintf(x->last, sizeof x->last, "%s", key);
 	return zp_serve_cfg_set(x->c, sec, name, value, x->e) == 0;
 }
 
@@ -195,7 +222,7 @@ int zp_serve_cfg_load(zp_serve_cfg *c, const char *path, zp_err *e)
 	c->rerank.no_token = strdup("no");
 	if (!path)
 		return 0;
-	struct ini_ctx x = { c, &ke };
+	struct ini_ctx x = { c, &ke, "" };
 	int rc = ini_parse(path, on_key, &x);
 	if (rc < 0)
 		return zp_errf(e, "config %s: cannot read it", path);

@@ -161,10 +161,30 @@ static void edit_text(const char *file, const char *from, const char *to)
 	free(b);
 }
 
+/* A load cancelled (the server got SIGTERM while loading) fails cleanly after
+   the first layer, with nothing left allocated (ASAN checks), and the progress
+   it reported is that layer. */
+static void test_cancel(void)
+{
+	zp_model m;
+	zp_err e;
+	zp_load_progress pr = { 0 };
+	atomic_store(&pr.cancel, true);
+	int rc = zp_model_load(&m, "tests/models/odd", ZP_W_BF16, 2, &pr, &e);
+	CHECK(rc == -1 && strstr(e.msg, "cancelled after layer 1 of 3"), "cancel: %d %s", rc, e.msg);
+	CHECK(atomic_load(&pr.layers_done) == 1 && atomic_load(&pr.layers) == 3, "progress 1/3");
+	atomic_store(&pr.cancel, false);
+	rc = zp_model_load(&m, "tests/models/odd", ZP_W_BF16, 2, &pr, &e);
+	CHECK(rc == 0 && atomic_load(&pr.layers_done) == 3, "load after a cancel: progress 3/3");
+	if (rc == 0)
+		zp_model_free(&m);
+}
+
 int main(void)
 {
 	char p[512];
 	snprintf(tmp, sizeof tmp, "/tmp/zp-test-ckpt-%d", (int)getpid());
+	test_cancel();
 
 	copy_model("odd");
 	path(p, "config.json");

@@ -427,7 +427,8 @@ static void test_allow_list(void)
 		st = raw("GET /health HTTP/1.1\r\n\r\n", 24, 0, NULL, 300, &out);
 	}
 	CHECK(st == 403, "uid outside allow_uids: %d", st);
-	CHECK(stop(pid) == 0, "clean stop");
+	int code = stop(pid);
+	CHECK(code == 0, "clean stop: exit %d", code);
 	zp_buf_free(&out);
 }
 
