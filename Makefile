@@ -49,7 +49,7 @@ $(BIN): $(BUILD)/main.o $(BUILD)/libzp.a
 $(BUILD)/test_%: tests/test_%.c tests/check.h $(BUILD)/libzp.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libzp.a $(LDLIBS)
 
-test: $(BIN) $(TESTS)
+test: $(BIN) $(TESTS) $(BUILD)/loadgen
 	@BUILD=$(BUILD) ZPREFILL=./$(BIN) tests/run.sh $(TESTS) $(wildcard tests/test_*.sh)
 
 # The embedded default: `zprefill serve` on a tiny random model with a small
@@ -60,6 +60,9 @@ run: $(BIN)
 
 $(BUILD)/bench_gemm: tools/bench_gemm.c $(BUILD)/libzp.a
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libzp.a -ldnnl $(LDLIBS)
+
+$(BUILD)/loadgen: tools/loadgen.c $(BUILD)/libzp.a
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libzp.a $(LDLIBS)
 
 $(BUILD)/bench_peak: tools/bench_peak.c $(BUILD)/libzp.a
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libzp.a $(LDLIBS)

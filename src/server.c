@@ -545,17 +545,24 @@ static void reap(server *s)
 	}
 }
 
-/* Idle executors get the batches that are due; returns the next wake-up (0: none). */
+/* Idle executors get the batches that are due; returns the next wake-up (0:
+   none). When every executor is idle nothing is gained by waiting for company
+   (continuous batching: requests gather while a batch runs), so the bounded
+   batch wait only applies while some executor is busy. */
 static double dispatch(server *s)
 {
 	double wake = 0;
+	bool all_idle = true;
+	for (int i = 0; i < s->live; i++)
+		all_idle &= !s->exec[i].busy;
 	for (int i = 0; i < s->live; i++) {
 		zp_exec *x = &s->exec[i];
 		if (x->busy)
 			continue;
-		if (!zp_sched_next_batch(&s->sched, s->now, s->stopping, &x->batch, &wake))
+		if (!zp_sched_next_batch(&s->sched, s->now, s->stopping || all_idle, &x->batch, &wake))
 			break;
 		zp_exec_submit(x);
+		all_idle = false;
 	}
 	return wake;
 }
