@@ -15,3 +15,11 @@ for spec in "odd-f16 odd f16" "dense-f32 dense f32"; do
 	python3 tools/gen_model.py --preset "$2" --dtype "$3" --seed 5 --out "tests/models/$1"
 	python3 tools/golden.py --model "tests/models/$1" --out "tests/golden/$1.jsonl"
 done
+# the server's model (tests, make run): tiny, with the small trained tokenizer
+rm -rf tests/models/tiny-tok
+python3 tools/gen_model.py --preset tiny --tokenizer tests/data/small-tokenizer.json --out tests/models/tiny-tok
+# tokenizer goldens (needs the tokenizers package; the Qwen3 one where present)
+python3 tools/tok_golden.py --tokenizer tests/data/small-tokenizer.json --out tests/golden/tok-small.jsonl
+q=../shared/data/qwen3-tokenizer/tokenizer.json
+[ -f "$q" ] && python3 tools/tok_golden.py --tokenizer "$q" --out tests/golden/tok-qwen3.jsonl
+exit 0
