@@ -377,6 +377,43 @@ static void test_overload(void)
 	check_good("after the overload");
 }
 
+/* Clients that send a request and leave at once: their jobs are dropped from
+   the queue (or their results discarded), counted, and nothing is left queued. */
+static void test_clients_gone(void)
+{
+	zp_err e;
+	zp_buf out;
+	char *big = zp_xmalloc(4096), *req;
+	strcpy(big, "{\"prompt_token_ids\":[1");
+	for (int i = 0; i < 250; i++)
+		strcat(big, ",9");
+	strcat(big, "]}");
+	req = http_post("/v1/prefill", big, "");
+	for (int round = 0; round < 5; round++) {
+		int fds[8];
+		for (int i = 0; i < 8; i++) {
+			fds[i] = zp_client_connect(sock, &e);
+			send_all(fds[i], req, strlen(req));
+		}
+		for (int i = 0; i < 8; i++)
+			close(fds[i]);
+	}
+	sleep_ms(300);
+	zp_buf_init(&out, 4096);
+	int fd = zp_client_connect(sock, &e);
+	int st = zp_client_call(fd, "GET", "/metrics", NULL, 0, &out, &e);
+	close(fd);
+	const char *d = strstr(out.p, "\nzprefill_dropped_total ");
+	const char *q = strstr(out.p, "\nzprefill_queue_requests ");
+	printf("clients gone: %.30s\n", d ? d + 1 : "no counter");
+	CHECK(st == 200 && d && atol(d + 24) >= 1, "requests of departed clients are dropped");
+	CHECK(q && atol(q + 25) == 0, "nothing left queued: %.40s", q ? q + 1 : "?");
+	zp_buf_free(&out);
+	free(req);
+	free(big);
+	check_good("after clients left mid-queue");
+}
+
 static void test_sigterm_under_load(pid_t pid)
 {
 	int fds[6], ok = 0;
@@ -446,6 +483,7 @@ int main(void)
 	test_expect_continue();
 	test_connection_limit();
 	test_overload();
+	test_clients_gone();
 	test_sigterm_under_load(pid);
 	test_allow_list();
 	char cmd[300];
