@@ -53,6 +53,7 @@ void zp_api_init(zp_api *a, const zp_tok *tok, const zp_req_limits *lim, const c
 	a->max_model_len = lim->max_tokens;
 	a->rerank = *rr;
 	a->yes_id = a->no_id = -1;
+	a->scratch = zp_xmalloc((size_t)lim->max_tokens * 3 * sizeof *a->scratch);
 	if (tok) {
 		int32_t id[2];
 		if (zp_tok_encode(a->ts, rr->yes_token, strlen(rr->yes_token), id, 2) == 1)
@@ -65,6 +66,7 @@ void zp_api_init(zp_api *a, const zp_tok *tok, const zp_req_limits *lim, const c
 void zp_api_free(zp_api *a)
 {
 	zp_tok_state_free(a->ts);
+	free(a->scratch);
 	memset(a, 0, sizeof *a);
 }
 
@@ -603,10 +605,9 @@ int zp_api_build(zp_api *a, enum zp_api_ep ep, const char *body, size_t len, zp_
 		return zp_api_error(out, 400, NULL, "body must be a JSON object");
 	}
 	c.root = root;
-	/* scratch: ids[max_tokens], then tmp[2 max_tokens] (a query plus an item
-	   before their sum is checked) */
-	int32_t *ids = zp_xmalloc((size_t)a->lim.max_tokens * 3 * sizeof *ids);
-	int32_t *tmp = ids + a->lim.max_tokens;
+	/* ids[max_tokens], then tmp[2 max_tokens] (a query plus an item before
+	   their sum is checked) */
+	int32_t *ids = a->scratch, *tmp = ids + a->lim.max_tokens;
 	switch (ep) {
 	case ZP_EP_SCORE: rc = build_score(&c, ids, tmp); break;
 	case ZP_EP_CLASSIFY: rc = build_classify(&c, ids, tmp); break;
@@ -617,7 +618,6 @@ int zp_api_build(zp_api *a, enum zp_api_ep ep, const char *body, size_t len, zp_
 	default: rc = zp_api_error(out, 500, NULL, "endpoint %s has no body handler",
 				   zp_api_ep_name(ep));
 	}
-	free(ids);
 	cJSON_Delete(root);
 	return rc;
 }

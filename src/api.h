@@ -38,6 +38,7 @@ typedef struct {
 	int max_model_len;
 	zp_rerank_cfg rerank;
 	int32_t yes_id, no_id;		/* -1 when the tokenizer lacks them */
+	int32_t *scratch;		/* [3 max_tokens] token ids while a body is built */
 } zp_api;
 
 /* A request turned into sequences. Owned by the reactor from admission until
