@@ -62,6 +62,8 @@ struct zp_job {
 	zp_job *prev, *next;		/* queue links */
 	int dispatched, done;		/* sequences sent to executors / back */
 	bool cancelled;			/* its client has gone */
+	bool failed;			/* a forward holding part of it failed */
+	char err[ZP_ERR_LEN];		/* why */
 	uint32_t conn, conn_gen;
 	double t_arrive, t_dispatch, fwd_s;
 };

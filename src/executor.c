@@ -2,6 +2,7 @@
 #include "executor.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -32,7 +33,10 @@ static void *exec_main(void *arg)
 		}
 		ZP_ASSERT(b == &x->batch && b->n > 0);
 		double t0 = zp_now_s();
-		zp_fwd_run(x->fwd, b->req, b->n);
+		zp_err e;
+		b->failed = zp_fwd_run(x->fwd, b->req, b->n, &e) != 0;
+		if (b->failed)
+			snprintf(b->err, sizeof b->err, "%s", e.msg);
 		b->fwd_s = zp_now_s() - t0;
 		ZP_ASSERT(zp_ring_push(&x->out, b)); /* holds ZP_EXEC_RING, one is out */
 		ring_bell(x->done_efd);
@@ -40,8 +44,8 @@ static void *exec_main(void *arg)
 	return NULL;
 }
 
-int zp_exec_start(zp_exec *x, int id, const zp_model *m, int threads, int max_tokens,
-		  int done_efd, zp_err *e)
+int zp_exec_start(zp_exec *x, int id, const zp_model *m, const zp_expert_src *src, int threads,
+		  int max_tokens, int done_efd, zp_err *e)
 {
 	memset(x, 0, sizeof *x);
 	x->id = id;
@@ -53,6 +57,7 @@ int zp_exec_start(zp_exec *x, int id, const zp_model *m, int threads, int max_to
 	if (x->doorbell < 0)
 		return zp_errf(e, "executor %d: eventfd: %s", id, strerror(errno));
 	x->fwd = zp_fwd_new(m, threads, max_tokens);
+	zp_fwd_set_experts(x->fwd, src);
 	int rc = pthread_create(&x->th, NULL, exec_main, x);
 	if (rc) {
 		zp_fwd_free(x->fwd);

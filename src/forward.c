@@ -76,6 +76,7 @@ struct zp_fwd {
 	uint16_t *lm_in16;
 	float *lm_out;			/* [lm_rows, V] */
 	zp_fwd_stats stats;
+	const zp_expert_src *src;	/* NULL: the model's experts */
 };
 
 static size_t fsz(size_t n)
@@ -586,7 +587,7 @@ static void moe_dispatch(zp_fwd *f)
 	}
 }
 
-static int expert_ops(zp_fwd *f, const zp_layer *L, bool down)
+static int expert_ops(zp_fwd *f, const zp_wmat *gate_up, const zp_wmat *dn, bool down)
 {
 	int n = 0, H = f->c->hidden;
 	for (int e = 0; e < f->c->experts; e++) {
@@ -598,23 +599,24 @@ static int expert_ops(zp_fwd *f, const zp_layer *L, bool down)
 			*op = (zp_gemm_op){
 				.a = bf16_mode(f) ? (const void *)(f->xg16 + (size_t)r * f->hp)
 						  : (const void *)(f->xg + (size_t)r * f->hp),
-				.lda = (size_t)f->hp, .m = m, .w = &L->exp_gate_up[e],
+				.lda = (size_t)f->hp, .m = m, .w = &gate_up[e],
 				.c = f->actg + (size_t)r * f->mfp, .ldc = (size_t)f->mfp,
 				.epi = ZP_EPI_SWIGLU, .ncols = f->c->moe_ffn };
 		else
 			*op = (zp_gemm_op){
 				.a = bf16_mode(f) ? (const void *)(f->actg16 + (size_t)r * f->mfp)
 						  : (const void *)(f->actg + (size_t)r * f->mfp),
-				.lda = (size_t)f->mfp, .m = m, .w = &L->exp_down[e],
+				.lda = (size_t)f->mfp, .m = m, .w = &dn[e],
 				.c = f->yg + (size_t)r * H, .ldc = (size_t)H, .epi = ZP_EPI_STORE };
 	}
 	return n;
 }
 
-static void moe_block(zp_fwd *f, const zp_layer *L)
+static int moe_block(zp_fwd *f, const zp_layer *L, int l, zp_err *e)
 {
 	int T = f->ntok, TK = T * f->c->topk;
 	int which[2] = { 1, f->c->moe_ffn };
+	const zp_wmat *gu = L->exp_gate_up, *dn = L->exp_down;
 
 	gemm1(f, &L->router, f->xn, NULL, (size_t)f->hp, T, f->logits, (size_t)f->c->experts,
 	      ZP_EPI_STORE, 0);
@@ -623,12 +625,18 @@ static void moe_block(zp_fwd *f, const zp_layer *L)
 		f->stats.min_route_gap = fminf(f->stats.min_route_gap, f->route_gap[t]);
 	moe_dispatch(f);
 	par_rows(f, T, gather_rows, NULL);
-	zp_gemm_run(f->pool, f->ops, expert_ops(f, L, false));
+	/* the experts are needed from here on: as late as possible */
+	if (f->src && f->src->acquire(f->src->ctx, l, &gu, &dn, e))
+		return -1;
+	zp_gemm_run(f->pool, f->ops, expert_ops(f, gu, dn, false));
 	if (bf16_mode(f))
 		par_rows(f, TK, act_to_bf16, which);
-	zp_gemm_run(f->pool, f->ops, expert_ops(f, L, true));
+	zp_gemm_run(f->pool, f->ops, expert_ops(f, gu, dn, true));
+	if (f->src)
+		f->src->release(f->src->ctx, l);
 	par_rows(f, T, combine_rows, NULL);
 	par_rows(f, T, residual_rows, NULL);
+	return 0;
 }
 
 /* ---- outputs ------------------------------------------------------------------- */
@@ -806,10 +814,37 @@ static double run_flops(const zp_fwd *f)
 	return fl;
 }
 
-void zp_fwd_run(zp_fwd *f, zp_req **reqs, int nreq)
+void zp_fwd_set_experts(zp_fwd *f, const zp_expert_src *src)
+{
+	f->src = src;
+}
+
+/* The layers; -1 when the expert source failed. */
+static int layers(zp_fwd *f, double *ta, double *tm, zp_err *e)
 {
 	const zp_config *c = f->c;
-	int T = 0;
+	for (int l = 0; l < c->layers; l++) {
+		const zp_layer *L = &f->m->layers[l];
+		if (f->src)
+			f->src->layer_begin(f->src->ctx, l);
+		double a = zp_now_s();
+		attention_block(f, L);
+		double b = zp_now_s();
+		par_rows(f, f->ntok, norm_rows, L->ffn_norm);
+		if (!L->sparse)
+			dense_mlp(f, L);
+		else if (moe_block(f, L, l, e))
+			return -1;
+		*ta += b - a;
+		*tm += zp_now_s() - b;
+	}
+	return 0;
+}
+
+int zp_fwd_run(zp_fwd *f, zp_req **reqs, int nreq, zp_err *e)
+{
+	const zp_config *c = f->c;
+	int T = 0, rc;
 	double ta = 0, tm = 0;
 
 	for (int s = 0; s < nreq; s++) {
@@ -827,27 +862,20 @@ void zp_fwd_run(zp_fwd *f, zp_req **reqs, int nreq)
 	f->ntok = T;
 	f->nseq = nreq;
 	if (!T)
-		return;
+		return 0;
 	f->stats.min_route_gap = INFINITY;
 	for (int t = 0; t < T; t++)
 		zp_model_embed(f->m, f->tok_id[t], f->x + (size_t)t * c->hidden);
-	for (int l = 0; l < c->layers; l++) {
-		const zp_layer *L = &f->m->layers[l];
-		double a = zp_now_s();
-		attention_block(f, L);
-		double b = zp_now_s();
-		par_rows(f, f->ntok, norm_rows, L->ffn_norm);
-		if (L->sparse)
-			moe_block(f, L);
-		else
-			dense_mlp(f, L);
-		ta += b - a;
-		tm += zp_now_s() - b;
-	}
+	rc = layers(f, &ta, &tm, e);
+	if (f->src)
+		f->src->end(f->src->ctx);
+	if (rc)
+		return -1;
 	double to = zp_now_s();
 	outputs(f, reqs, nreq);
 	f->stats.attn_s = ta;
 	f->stats.mlp_s = tm;
 	f->stats.out_s = zp_now_s() - to;
 	f->stats.flops = run_flops(f);
+	return 0;
 }

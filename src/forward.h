@@ -17,8 +17,28 @@ typedef struct zp_fwd zp_fwd;
 zp_fwd *zp_fwd_new(const zp_model *m, int threads, int max_tokens);
 void zp_fwd_free(zp_fwd *f);
 
-/* One forward over reqs (total tokens <= max_tokens); fills their results. */
-void zp_fwd_run(zp_fwd *f, zp_req **reqs, int nreq);
+/* Where MoE layers' experts come from when not the model's own blocks (AsyncEP:
+   an executor's resident shard and gathered buffers, asyncep.h). Called on the
+   thread running the forward. */
+typedef struct {
+	void *ctx;
+	/* layer l begins (before its attention): a chance to start gathers */
+	void (*layer_begin)(void *ctx, int l);
+	/* MoE layer l's experts, [E] gate_up and [E] down; may wait for a gather.
+	   0, or -1 with e set (the gather failed: the forward fails) */
+	int (*acquire)(void *ctx, int l, const zp_wmat **gate_up, const zp_wmat **down, zp_err *e);
+	/* MoE layer l no longer reads them */
+	void (*release)(void *ctx, int l);
+	/* the forward ended, well or not: nothing of it may stay in flight */
+	void (*end)(void *ctx);
+} zp_expert_src;
+
+/* Use src for every later forward (NULL: the model's own experts). */
+void zp_fwd_set_experts(zp_fwd *f, const zp_expert_src *src);
+
+/* One forward over reqs (total tokens <= max_tokens); fills their results.
+   0, or -1 with e set when the expert source failed (results undefined). */
+int zp_fwd_run(zp_fwd *f, zp_req **reqs, int nreq, zp_err *e);
 
 /* Seconds spent in the last run, by phase (attention incl. projections, MLP/MoE,
    outputs). */

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "engine.h"
 #include "forward.h"
 #include "json.h"
 #include "model.h"
@@ -33,6 +34,9 @@ struct opts {
 	int max_tokens;		/* per prompt */
 	int batch_tokens;	/* per forward */
 	int tokens, seqs, iters; /* bench */
+	int executors;
+	enum zp_parallel parallel;
+	const char *transport;
 };
 
 static void usage(void)
@@ -40,10 +44,12 @@ static void usage(void)
 	fprintf(stderr,
 		"usage: zprefill prefill --model DIR [--dtype fp32|bf16] [--threads N]\n"
 		"                        [--max-tokens N] [--max-batch-tokens N]\n"
+		"                        [--executors N --parallel asyncep|replicate [--transport cpu]]\n"
 		"         reads one JSON request per line on stdin, writes one result per line\n"
 		"         (\"prompt\" text and \"candidates\" strings need DIR/tokenizer.json)\n"
 		"       zprefill bench --model DIR --tokens L --seqs B (<= 1024) [--threads N]\n"
-		"                      [--dtype fp32|bf16] [--iters N]\n"
+		"                      [--dtype fp32|bf16] [--iters N] [--executors N]\n"
+		"                      [--parallel asyncep|replicate] [--transport cpu]\n"
 		"       zprefill tokenize --tokenizer FILE   JSONL {\"text\"} in, {\"ids\"} out;\n"
 		"                      encode MB/s on stderr\n"
 		"       zprefill serve --model DIR --socket PATH [--config FILE] (see --help)\n"
@@ -70,13 +76,16 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{ "max-batch-tokens", required_argument, 0, 'b' },
 		{ "tokens", required_argument, 0, 'L' }, { "seqs", required_argument, 0, 'B' },
 		{ "iters", required_argument, 0, 'i' },	 { "help", no_argument, 0, 'h' },
-		{ 0, 0, 0, 0 }
+		{ "executors", required_argument, 0, 'N' }, { "parallel", required_argument, 0, 'P' },
+		{ "transport", required_argument, 0, 'T' }, { 0, 0, 0, 0 }
 	};
+	zp_err e;
 	int c, bad = 0;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 
 	*o = (struct opts){ .wtype = ZP_W_BF16, .threads = ncpu > 0 ? (int)ncpu : 1,
-			    .batch_tokens = 8192, .iters = 3 };
+			    .batch_tokens = 8192, .iters = 3, .executors = 1,
+			    .parallel = ZP_PAR_REPLICATE, .transport = "cpu" };
 	optind = 2;
 	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
 		switch (c) {
@@ -95,6 +104,12 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		case 'L': bad |= parse_int(optarg, 1, 1 << 24, &o->tokens); break;
 		case 'B': bad |= parse_int(optarg, 1, ZP_FWD_SEQS_MAX, &o->seqs); break;
 		case 'i': bad |= parse_int(optarg, 1, 1 << 20, &o->iters); break;
+		case 'N': bad |= parse_int(optarg, 1, ZP_EP_EXECUTORS_MAX, &o->executors); break;
+		case 'P':
+			if (zp_parallel_parse(optarg, &o->parallel, &e))
+				bad = fprintf(stderr, "zprefill: %s\n", e.msg);
+			break;
+		case 'T': o->transport = optarg; break;
 		default: bad = 1;
 		}
 	}
@@ -170,36 +185,82 @@ struct slot {
 	zp_req_error err;
 };
 
-/* Run the batch's good requests in one forward, write every slot's line in
-   order, and empty the batch. */
+/* Batches in submission order, one per executor at most: batch j runs on
+   executor j % N, so waiting for the oldest frees the executor the next one
+   needs, and results are written in input order. */
 struct batch {
 	struct slot *slots;	/* [BATCH_SEQS_MAX] */
-	int n, tokens, served;
+	int n, tokens;
+	bool out;		/* submitted, not yet written */
 };
 
-static void flush(zp_fwd *f, struct batch *b, zp_buf *out)
+struct driver {
+	zp_engine g;
+	struct batch *b;	/* [N] */
+	int next, oldest;	/* batch numbers: next to fill, oldest submitted */
+	int served;
+	zp_buf out;
+};
+
+/* Wait for batch number j, write every slot's line in order, empty it. */
+static void finish(struct driver *d, int j)
 {
-	zp_req *run[BATCH_SEQS_MAX];
-	struct slot *slots = b->slots;
-	int nrun = 0, n = b->n;
-	for (int i = 0; i < n; i++)
-		if (!slots[i].failed)
-			run[nrun++] = &slots[i].req;
-	if (nrun)
-		zp_fwd_run(f, run, nrun);
-	for (int i = 0; i < n; i++) {
-		out->len = 0;
-		if (slots[i].failed)
-			zp_req_write_error(slots[i].req.id_json, &slots[i].err, out);
+	struct batch *b = &d->b[j % d->g.n];
+	zp_batch *zb = zp_engine_wait(&d->g, j % d->g.n);
+	for (int i = 0; i < b->n; i++) {
+		struct slot *s = &b->slots[i];
+		d->out.len = 0;
+		if (!s->failed && zb->failed) { /* the forward failed: every line of it says so */
+			s->failed = true;
+			s->err = (zp_req_error){ .type = "internal_error", .code = 500 };
+			snprintf(s->err.message, sizeof s->err.message, "forward failed: %.200s", zb->err);
+		}
+		if (s->failed)
+			zp_req_write_error(s->req.id_json, &s->err, &d->out);
 		else
-			zp_req_write_result(&slots[i].req, out);
-		zp_buf_puts(out, "\n");
-		fwrite(out->p, 1, out->len, stdout);
-		zp_req_free(&slots[i].req);
+			zp_req_write_result(&s->req, &d->out);
+		zp_buf_puts(&d->out, "\n");
+		fwrite(d->out.p, 1, d->out.len, stdout);
+		zp_req_free(&s->req);
 	}
 	fflush(stdout);
-	b->served += n;
+	d->served += b->n;
 	b->n = b->tokens = 0;
+	b->out = false;
+	d->oldest = j + 1;
+}
+
+/* Hand the filling batch to its executor (its good requests; a batch of only
+   bad lines runs nothing but is still written in its turn). */
+static void submit(struct driver *d)
+{
+	struct batch *b = &d->b[d->next % d->g.n];
+	zp_exec *x = &d->g.exec[d->next % d->g.n];
+	if (!b->n)
+		return;
+	x->batch.n = x->batch.tokens = 0;
+	for (int i = 0; i < b->n; i++)
+		if (!b->slots[i].failed) {
+			x->batch.req[x->batch.n++] = &b->slots[i].req;
+			x->batch.tokens += b->slots[i].req.ntok;
+		}
+	b->out = true;
+	if (x->batch.n) {
+		zp_exec_submit(x);
+	} else { /* nothing to run: hand it straight back */
+		x->busy = true;
+		x->batch.failed = 0;
+		ZP_ASSERT(zp_ring_push(&x->out, &x->batch));
+	}
+	d->next++;
+	if (d->b[d->next % d->g.n].out) /* the executor it needs holds the oldest batch */
+		finish(d, d->oldest);
+}
+
+static void drain(struct driver *d)
+{
+	while (d->oldest < d->next)
+		finish(d, d->oldest);
 }
 
 static int cmd_prefill(const struct opts *o, zp_model *m)
@@ -212,19 +273,29 @@ static int cmd_prefill(const struct opts *o, zp_model *m)
 		zp_log(ZP_LOG_ERROR, "msg=\"cannot load tokenizer\" error=\"%s\"", e.msg);
 		return 1;
 	}
+	struct driver d = { 0 };
+	zp_engine_cfg ec = { o->executors, o->parallel, o->transport,
+			     ZP_MAX(1, o->threads / o->executors),
+			     ZP_MAX(o->batch_tokens, o->max_tokens), -1 };
+	if (zp_engine_start(&d.g, m, &ec, &e)) {
+		zp_log(ZP_LOG_ERROR, "msg=\"cannot start executors\" error=\"%s\"", e.msg);
+		zp_tok_free(tok);
+		return 1;
+	}
 	zp_req_limits lim = { .vocab = m->cfg.vocab, .max_tokens = o->max_tokens,
 			      .hidden = m->cfg.hidden, .tok = tok ? zp_tok_state_new(tok) : NULL };
 	struct reader rd = { .buf = zp_xmalloc(1 << 16), .cap = 1 << 16 };
-	struct batch b = { .slots = zp_xcalloc(BATCH_SEQS_MAX, sizeof *b.slots) };
-	zp_fwd *f = zp_fwd_new(m, o->threads, ZP_MAX(o->batch_tokens, o->max_tokens));
-	zp_buf out;
+	d.b = zp_xcalloc((size_t)d.g.n, sizeof *d.b);
+	for (int i = 0; i < d.g.n; i++)
+		d.b[i].slots = zp_xcalloc(BATCH_SEQS_MAX, sizeof *d.b[i].slots);
 	char *line;
 	size_t len;
 	bool too_long;
 
-	zp_buf_init(&out, 1 << 16);
+	zp_buf_init(&d.out, 1 << 16);
 	while (read_line(&rd, &line, &len, &too_long)) {
 		struct slot s = { 0 };
+		struct batch *b = &d.b[d.next % d.g.n];
 		if (too_long) {
 			s.req.id_json = strdup("null");
 			s.failed = true;
@@ -237,34 +308,37 @@ static int cmd_prefill(const struct opts *o, zp_model *m)
 			s.failed = zp_req_parse(&s.req, line, len, &lim, &s.err) != 0;
 		}
 		int ntok = s.failed ? 0 : s.req.ntok;
-		if (b.n == BATCH_SEQS_MAX || b.tokens + ntok > o->batch_tokens)
-			flush(f, &b, &out);
-		b.slots[b.n++] = s;
-		b.tokens += ntok;
-		if (!more_input_now(&rd)) /* nothing waiting: answer what we have now */
-			flush(f, &b, &out);
+		if (b->n == BATCH_SEQS_MAX || b->tokens + ntok > o->batch_tokens) {
+			submit(&d);
+			b = &d.b[d.next % d.g.n];
+		}
+		b->slots[b->n++] = s;
+		b->tokens += ntok;
+		if (!more_input_now(&rd)) { /* nothing waiting: answer what we have now */
+			submit(&d);
+			drain(&d);
+		}
 	}
-	flush(f, &b, &out);
-	zp_log(ZP_LOG_INFO, "msg=\"prefill done\" requests=%d", b.served);
+	submit(&d);
+	drain(&d);
+	zp_log(ZP_LOG_INFO, "msg=\"prefill done\" requests=%d executors=%d parallel=%s", d.served,
+	       d.g.n, zp_parallel_name(o->parallel));
+	zp_engine_stop(&d.g);
 	zp_tok_state_free(lim.tok);
 	zp_tok_free(tok);
-	zp_buf_free(&out);
-	zp_fwd_free(f);
-	free(b.slots);
+	zp_buf_free(&d.out);
+	for (int i = 0; i < o->executors; i++)
+		free(d.b[i].slots);
+	free(d.b);
 	free(rd.buf);
 	return 0;
 }
 
 /* ---- bench -------------------------------------------------------------------- */
 
-static int cmd_bench(const struct opts *o, zp_model *m)
+static void bench_reqs(zp_req *reqs, int B, int L, int vocab)
 {
-	int B = o->seqs, L = o->tokens;
-	zp_req *reqs = zp_xcalloc((size_t)B, sizeof *reqs), **run = zp_xcalloc((size_t)B, sizeof *run);
-	zp_fwd *f = zp_fwd_new(m, o->threads, B * L);
 	uint64_t seed = 0x9e3779b97f4a7c15ull;
-	double best = 1e30, total = 0, flops = 0;
-
 	for (int s = 0; s < B; s++) {
 		reqs[s].ntok = L;
 		reqs[s].tokens = zp_xmalloc((size_t)L * sizeof(int32_t));
@@ -276,36 +350,111 @@ static int cmd_bench(const struct opts *o, zp_model *m)
 		reqs[s].plp_start = -1;
 		for (int i = 0; i < L; i++) {
 			seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-			reqs[s].tokens[i] = (int32_t)((seed >> 33) % (uint64_t)m->cfg.vocab);
+			reqs[s].tokens[i] = (int32_t)((seed >> 33) % (uint64_t)vocab);
 		}
-		run[s] = &reqs[s];
 	}
-	zp_fwd_run(f, run, B); /* warm-up */
+}
+
+/* One forward of the same batch on every executor at once; seconds. */
+static double bench_round(zp_engine *g, zp_req *reqs, int B, zp_fwd_stats *st0)
+{
+	double t0 = zp_now_s();
+	for (int x = 0; x < g->n; x++) {
+		zp_batch *b = &g->exec[x].batch;
+		b->n = B;
+		for (int s = 0; s < B; s++)
+			b->req[s] = &reqs[(size_t)x * B + s];
+		zp_exec_submit(&g->exec[x]);
+	}
+	for (int x = 0; x < g->n; x++) {
+		zp_batch *b = zp_engine_wait(g, x);
+		if (b->failed)
+			zp_log(ZP_LOG_ERROR, "msg=\"forward failed\" executor=%d error=\"%s\"", x, b->err);
+	}
+	*st0 = zp_fwd_last_stats(g->exec[0].fwd);
+	return zp_now_s() - t0;
+}
+
+/* Exposed gather wait per MoE layer, summed over executors and iterations. */
+static void bench_overlap(zp_engine *g, const zp_model *m)
+{
+	int nl = m->cfg.layers;
+	zp_ep_layer_stats *st = zp_xcalloc((size_t)nl, sizeof *st), *sum = zp_xcalloc((size_t)nl, sizeof *sum);
+	double lay = 0, wait = 0;
+	for (int x = 0; x < g->n; x++) {
+		zp_ep_stats(g->ep, x, st);
+		for (int l = 0; l < nl; l++) {
+			sum[l].layer_s += st[l].layer_s;
+			sum[l].wait_s += st[l].wait_s;
+			sum[l].forwards += st[l].forwards;
+		}
+	}
+	for (int l = 0; l < nl; l++) {
+		if (!sum[l].forwards)
+			continue;
+		lay += sum[l].layer_s;
+		wait += sum[l].wait_s;
+		printf("layer=%d layer_ms=%.3f wait_ms=%.3f exposed_wait_frac=%.4f\n", l,
+		       sum[l].layer_s / sum[l].forwards * 1e3, sum[l].wait_s / sum[l].forwards * 1e3,
+		       sum[l].wait_s / ZP_MAX(sum[l].layer_s, 1e-12));
+	}
+	printf("overall exposed_wait_frac=%.4f\n", wait / ZP_MAX(lay, 1e-12));
+	free(st);
+	free(sum);
+}
+
+static int cmd_bench(const struct opts *o, zp_model *m)
+{
+	int B = o->seqs, L = o->tokens, N = o->executors, each = ZP_MAX(1, o->threads / N);
+	zp_req *reqs = zp_xcalloc((size_t)B * N, sizeof *reqs);
+	double best = 1e30, total = 0;
+	zp_fwd_stats st;
+	zp_engine g;
+	zp_err e;
+	zp_engine_cfg ec = { N, o->parallel, o->transport, each, B * L, -1 };
+
+	if (zp_engine_start(&g, m, &ec, &e)) {
+		zp_log(ZP_LOG_ERROR, "msg=\"cannot start executors\" error=\"%s\"", e.msg);
+		free(reqs);
+		return 1;
+	}
+	size_t resident = 0;
+	for (int x = 0; x < N; x++)
+		resident += zp_ep_resident_bytes(g.ep, x);
+	if (o->parallel == ZP_PAR_ASYNCEP) {
+		zp_ep_calib cal;
+		if (zp_ep_calibrate(g.ep, each, &cal, &e) == 0)
+			printf("calibration: expert_gflop_s=%.1f gather_ms=%.3f gamma=%.1f "
+			       "threshold_gflop=%.3f threshold_tokens=%.0f\n", cal.flops_per_s * 1e-9,
+			       cal.gather_s * 1e3, cal.gamma, cal.threshold_flops * 1e-9,
+			       cal.threshold_tokens);
+	}
+	for (int x = 0; x < N; x++) /* each executor its own copy of the same batch */
+		bench_reqs(reqs + (size_t)x * B, B, L, m->cfg.vocab);
+	bench_round(&g, reqs, B, &st); /* warm-up */
 	for (int it = 0; it < o->iters; it++) {
-		double t0 = zp_now_s();
-		zp_fwd_run(f, run, B);
-		double dt = zp_now_s() - t0;
-		zp_fwd_stats st = zp_fwd_last_stats(f);
-		flops = st.flops;
+		double dt = bench_round(&g, reqs, B, &st);
 		total += dt;
 		best = dt < best ? dt : best;
 		printf("iter=%d seconds=%.4f attn_s=%.4f mlp_s=%.4f out_s=%.4f tok_s=%.1f "
 		       "gflop_s=%.1f min_router_gap=%.3g\n", it, dt, st.attn_s, st.mlp_s, st.out_s,
-		       B * L / dt, st.flops / dt * 1e-9, (double)st.min_route_gap);
+		       (double)N * B * L / dt, N * st.flops / dt * 1e-9, (double)st.min_route_gap);
 	}
+	if (o->parallel == ZP_PAR_ASYNCEP)
+		bench_overlap(&g, m);
 	double mean = total / o->iters;
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
-	printf("tokens=%d seqs=%d threads=%d dtype=%s isa=%s weights_mb=%.0f peak_rss_mb=%.0f "
-	       "mean_s=%.4f best_s=%.4f gflop_s=%.1f prefill_tok_s=%.1f\n", L, B, o->threads,
-	       m->wtype == ZP_W_F32 ? "fp32" : "bf16", zp_gemm_isa(),
-	       (double)(m->arena_bytes + m->expert_bytes_total) / (1 << 20),
-	       (double)ru.ru_maxrss / 1024, mean, best, flops / mean * 1e-9, B * L / mean);
-	for (int s = 0; s < B; s++)
+	printf("tokens=%d seqs=%d executors=%d parallel=%s threads=%d dtype=%s isa=%s "
+	       "resident_mb=%.0f peak_rss_mb=%.0f mean_s=%.4f best_s=%.4f gflop_s=%.1f "
+	       "prefill_tok_s=%.1f\n", L, B, N, zp_parallel_name(o->parallel), o->threads,
+	       m->wtype == ZP_W_F32 ? "fp32" : "bf16", zp_gemm_isa(), (double)resident / (1 << 20),
+	       (double)ru.ru_maxrss / 1024, mean, best, N * st.flops / mean * 1e-9,
+	       (double)N * B * L / mean);
+	zp_engine_stop(&g);
+	for (size_t s = 0; s < (size_t)B * N; s++)
 		zp_req_free(&reqs[s]);
 	free(reqs);
-	free(run);
-	zp_fwd_free(f);
 	return 0;
 }
 

@@ -328,6 +328,20 @@ int zp_model_load(zp_model *m, const char *dir, enum zp_wtype wtype, int threads
 	return 0;
 }
 
+void zp_model_drop_experts(zp_model *m)
+{
+	for (int l = 0; l < m->cfg.layers; l++) {
+		zp_layer *L = &m->layers[l];
+		if (!L->experts)
+			continue;
+		zp_free_aligned(L->experts);
+		L->experts = NULL;
+		for (int e = 0; e < m->cfg.experts; e++)
+			L->exp_gate_up[e].data = L->exp_down[e].data = NULL;
+	}
+	m->expert_bytes_total = 0;
+}
+
 void zp_model_free(zp_model *m)
 {
 	if (m->layers)

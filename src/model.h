@@ -62,6 +62,11 @@ int zp_model_load(zp_model *m, const char *dir, enum zp_wtype wtype, int threads
 		  zp_load_progress *progress, zp_err *e);
 void zp_model_free(zp_model *m);
 
+/* Free every MoE layer's expert block (AsyncEP keeps its own shards); the
+   layers' exp_gate_up/exp_down then point nowhere (data NULL) and
+   expert_bytes_total becomes 0. */
+void zp_model_drop_experts(zp_model *m);
+
 /* Bytes of one expert (gate_up then down, packed) in the compute layout: a MoE
    layer's block is experts x this. Needs only the config (sizing, placement). */
 size_t zp_model_expert_bytes(const zp_config *c, enum zp_wtype wtype);

@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include "api.h"
+#include "asyncep.h"
 #include "gemm.h"
 #include "util.h"
 
@@ -29,6 +30,8 @@ typedef struct {
 	char *model_name;		/* as /v1/models reports it */
 	enum zp_wtype wtype;
 	int executors, threads_per_executor;
+	enum zp_parallel parallel;	/* how experts are placed across executors */
+	char *transport;		/* asyncep gathers: cpu (nccl, p2p: CUDA builds) */
 	int max_tokens;			/* per sequence; 0: min(max_position_embeddings, 8192) */
 	int max_batch_tokens;
 	int batch_wait_ms;

@@ -88,6 +88,7 @@ static const struct key keys[] = {
 	K("server", "idle_timeout_ms", 10, 86400000, idle_timeout_ms, 'i'),
 	K("engine", "model", 0, 0, model, 's'),
 	K("engine", "model_name", 0, 0, model_name, 's'),
+	K("engine", "transport", 0, 0, transport, 's'),
 	K("engine", "executors", 1, 64, executors, 'i'),
 	K("engine", "threads_per_executor", 0, 1024, threads_per_executor, 'i'),
 	K("engine", "max_tokens", 0, 1 << 20, max_tokens, 'i'),
@@ -115,6 +116,8 @@ int zp_serve_cfg_set(zp_serve_cfg *c, const char *sec, const char *name, const c
 		c->wtype = strcmp(v, "bf16") ? ZP_W_F32 : ZP_W_BF16;
 		return 0;
 	}
+	if (!strcmp(sec, "engine") && !strcmp(name, "parallel"))
+		return zp_parallel_parse(v, &c->parallel, e);
 	if (!strcmp(sec, "log") && !strcmp(name, "level")) {
 		static const char *lv[] = { "debug", "info", "warn", "error" };
 		for (int i = 0; i < 4; i++)
@@ -210,6 +213,8 @@ int zp_serve_cfg_load(zp_serve_cfg *c, const char *path, zp_err *e)
 	c->idle_timeout_ms = 60000;
 	c->wtype = ZP_W_BF16;
 	c->executors = 1;
+	c->parallel = ZP_PAR_ASYNCEP;
+	c->transport = strdup("cpu");
 	c->max_batch_tokens = 8192;
 	c->batch_wait_ms = 2;
 	c->queue_requests_max = 256;
@@ -237,6 +242,7 @@ void zp_serve_cfg_free(zp_serve_cfg *c)
 	free(c->socket_group);
 	free(c->model);
 	free(c->model_name);
+	free(c->transport);
 	free((char *)c->rerank.prefix);
 	free((char *)c->rerank.suffix);
 	free((char *)c->rerank.instruction);

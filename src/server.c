@@ -37,7 +37,7 @@
 #include <unistd.h>
 
 #include "api.h"
-#include "executor.h"
+#include "engine.h"
 #include "http.h"
 #include "metrics.h"
 #include "model.h"
@@ -50,7 +50,6 @@
 #define RECV_BUFS 512		/* provided buffers (power of two) */
 #define RECV_BUF_BYTES 16384
 #define SCAN_S 0.05		/* timeout scan period */
-#define EXECUTORS_MAX 64
 
 enum op { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_EVENT, OP_SIGNAL, OP_CANCEL };
 
@@ -102,9 +101,9 @@ typedef struct {
 	zp_tok *tok;
 	zp_config mcfg;
 	zp_model model;
-	zp_exec exec[EXECUTORS_MAX];
-	int nexec;			/* started (written by the loader thread) */
-	int live;			/* executors the reactor uses: nexec once loaded */
+	zp_engine eng;			/* written by the loader thread until ready */
+	int live;			/* executors the reactor uses: eng.n once loaded */
+	zp_ep_layer_stats *lstats;	/* [live][layers]: snapshots taken at each reap */
 	pthread_t loader;
 	zp_load_progress progress;
 	_Atomic int load_state;
@@ -303,8 +302,9 @@ static void handle_request(server *s, conn *c)
 	if (c->ep == ZP_EP_METRICS) {
 		int busy = 0;
 		for (int i = 0; i < s->live; i++)
-			busy += s->exec[i].busy;
+			busy += s->eng.exec[i].busy;
 		zp_metrics_render(&s->met, &s->sched, busy, s->live, &s->body, s->now);
+		zp_metrics_layers(&s->body, s->lstats, s->live, s->mcfg.layers);
 		return respond(s, c, 200, "text/plain; version=0.0.4", s->body.p, s->body.len, 0);
 	}
 	if (!zp_api_needs_model(c->ep)) {
@@ -526,6 +526,12 @@ static void job_complete(server *s, zp_job *j)
 	conn *c = &s->conns[j->conn];
 	ZP_ASSERT(c->gen == j->conn_gen && c->state == CONN_ENGINE && c->job == j);
 	zp_metrics_hist(&s->met.lat_queue_s, j->t_dispatch - j->t_arrive);
+	if (j->failed) { /* the executor recovered; this request cannot be answered */
+		zp_api_error(&s->body, 500, NULL, "forward pass failed: %s", j->err);
+		c->job = NULL;
+		job_release(s, j);
+		return respond_json(s, c, 500, 0);
+	}
 	int status = zp_api_finish(&s->api, j, &s->body);
 	c->job = NULL;
 	job_release(s, j);
@@ -535,13 +541,24 @@ static void job_complete(server *s, zp_job *j)
 static void reap(server *s)
 {
 	for (int i = 0; i < s->live; i++) {
-		zp_batch *b = zp_exec_reap(&s->exec[i]);
+		zp_batch *b = zp_exec_reap(&s->eng.exec[i]);
 		if (!b)
 			continue;
+		/* the executor is idle until the next submit: its stats are quiet */
+		zp_ep_stats(s->eng.ep, i, s->lstats + (size_t)i * s->mcfg.layers);
 		zp_metrics_batch(&s->met, b, s->now);
-		for (int k = 0; k < b->n; k++)
-			if (zp_sched_seq_done(&s->sched, b->job[k]))
-				job_complete(s, b->job[k]);
+		if (b->failed)
+			zp_log(ZP_LOG_ERROR, "msg=\"forward failed\" executor=%d seqs=%d error=\"%s\"",
+			       i, b->n, b->err);
+		for (int k = 0; k < b->n; k++) {
+			zp_job *j = b->job[k];
+			if (b->failed && !j->failed) {
+				j->failed = true;
+				snprintf(j->err, sizeof j->err, "%s", b->err);
+			}
+			if (zp_sched_seq_done(&s->sched, j))
+				job_complete(s, j);
+		}
 	}
 }
 
@@ -554,9 +571,9 @@ static double dispatch(server *s)
 	double wake = 0;
 	bool all_idle = true;
 	for (int i = 0; i < s->live; i++)
-		all_idle &= !s->exec[i].busy;
+		all_idle &= !s->eng.exec[i].busy;
 	for (int i = 0; i < s->live; i++) {
-		zp_exec *x = &s->exec[i];
+		zp_exec *x = &s->eng.exec[i];
 		if (x->busy)
 			continue;
 		if (!zp_sched_next_batch(&s->sched, s->now, s->stopping || all_idle, &x->batch, &wake))
@@ -576,17 +593,21 @@ static void *loader_main(void *arg)
 	int per = s->cfg.threads_per_executor;
 	if (per == 0)
 		per = (int)ZP_MAX(1, ncpu / s->cfg.executors);
+	zp_engine_cfg ec = { s->cfg.executors, s->cfg.parallel, s->cfg.transport, per,
+			     s->cfg.max_batch_tokens, s->efd };
 	int rc = zp_model_load(&s->model, s->cfg.model, s->cfg.wtype, (int)ZP_MAX(ncpu, 1),
 			       &s->progress, &s->load_err);
-	for (int i = 0; !rc && i < s->cfg.executors; i++) {
-		rc = zp_exec_start(&s->exec[i], i, &s->model, per, s->cfg.max_batch_tokens, s->efd,
-				   &s->load_err);
-		if (!rc)
-			s->nexec = i + 1;
+	if (!rc && (rc = zp_engine_start(&s->eng, &s->model, &ec, &s->load_err)))
+		zp_model_free(&s->model);
+	if (!rc && s->cfg.parallel == ZP_PAR_ASYNCEP) {
+		zp_ep_calib cal;
+		zp_err ce;
+		if (zp_ep_calibrate(s->eng.ep, per, &cal, &ce) == 0)
+			zp_log(ZP_LOG_INFO, "msg=calibration expert_gflop_s=%.1f gather_ms=%.3f gamma=%.1f "
+			       "threshold_gflop=%.3f threshold_tokens=%.0f", cal.flops_per_s * 1e-9,
+			       cal.gather_s * 1e3, cal.gamma, cal.threshold_flops * 1e-9,
+			       cal.threshold_tokens);
 	}
-	if (!rc)
-		zp_log(ZP_LOG_INFO, "msg=\"executors started\" executors=%d threads_each=%d",
-		       s->nexec, per);
 	atomic_store(&s->load_state, rc ? LOAD_FAILED : LOAD_DONE);
 	uint64_t one = 1;
 	ssize_t w = write(s->efd, &one, sizeof one);
@@ -624,7 +645,8 @@ static void on_event(server *s)
 		s->loader_joined = true;
 		if (atomic_load(&s->load_state) == LOAD_DONE) {
 			s->ready = true;
-			s->live = s->nexec;
+			s->live = s->eng.n;
+			s->lstats = zp_xcalloc((size_t)s->live * s->mcfg.layers, sizeof *s->lstats);
 			zp_log(ZP_LOG_INFO, "msg=ready weights_mb=%.0f",
 			       (double)(s->model.arena_bytes + s->model.expert_bytes_total) / (1 << 20));
 		} else {
@@ -843,10 +865,11 @@ static int setup(server *s, zp_err *e)
 
 static void teardown(server *s)
 {
-	for (int i = 0; i < s->nexec; i++)
-		zp_exec_stop(&s->exec[i]);
-	if (s->ready)
+	if (s->ready) {
+		zp_engine_stop(&s->eng);
 		zp_model_free(&s->model);
+	}
+	free(s->lstats);
 	for (int i = 0; s->conns && i < s->cfg.max_connections; i++) {
 		free(s->conns[i].in);
 		zp_buf_free(&s->conns[i].out);
@@ -873,6 +896,7 @@ static void usage(void)
 		"         [--dtype bf16|fp32] [--executors N] [--threads N] [--max-tokens N]\n"
 		"         [--max-batch-tokens N] [--batch-wait-ms N] [--queue-requests N]\n"
 		"         [--queue-tokens N] [--max-connections N] [--log-level L]\n"
+		"         [--parallel asyncep|replicate] [--transport cpu]\n"
 		"       every key of conf/zprefill.ini can be set there; flags override it\n");
 }
 
@@ -883,14 +907,16 @@ static int parse_args(int argc, char **argv, zp_serve_cfg *c, zp_err *e)
 		{ "dtype", 1, 0, 0 },	     { "executors", 1, 0, 0 },	     { "threads", 1, 0, 0 },
 		{ "max-tokens", 1, 0, 0 },   { "max-batch-tokens", 1, 0, 0 }, { "batch-wait-ms", 1, 0, 0 },
 		{ "queue-requests", 1, 0, 0 }, { "queue-tokens", 1, 0, 0 },
-		{ "max-connections", 1, 0, 0 }, { "log-level", 1, 0, 0 },	{ 0, 0, 0, 0 }
+		{ "max-connections", 1, 0, 0 }, { "log-level", 1, 0, 0 },	{ "parallel", 1, 0, 0 },
+		{ "transport", 1, 0, 0 },	{ 0, 0, 0, 0 }
 	};
 	static const char *map[][2] = {
 		{ "engine", "model" },	       { "server", "socket" },	       { NULL, NULL },
 		{ "engine", "dtype" },	       { "engine", "executors" },	       { "engine", "threads_per_executor" },
 		{ "engine", "max_tokens" },      { "engine", "max_batch_tokens" }, { "engine", "batch_wait_ms" },
 		{ "engine", "queue_requests_max" }, { "engine", "queue_tokens_max" },
-		{ "server", "max_connections" }, { "log", "level" },
+		{ "server", "max_connections" }, { "log", "level" },	    { "engine", "parallel" },
+		{ "engine", "transport" },
 	};
 	const char *config = NULL;
 	int idx, ch;

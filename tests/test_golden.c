@@ -172,7 +172,7 @@ static void run_model(const char *name, enum zp_wtype wt, struct tol t)
 		n++;
 	}
 	zp_fwd *f = zp_fwd_new(&m, 2, total);
-	zp_fwd_run(f, run, n);
+	ZP_ASSERT(zp_fwd_run(f, run, n, NULL) == 0);
 	for (int i = 0; i < n; i++)
 		compare(&batch[i], cJSON_GetObjectItem(exp[i], "expected"), t, &me);
 	for (int i = 0; i < n; i++) { /* the same request alone */
@@ -181,7 +181,7 @@ static void run_model(const char *name, enum zp_wtype wt, struct tol t)
 		zp_req_parse(&alone, rq, strlen(rq), &lim, &err);
 		free(rq);
 		zp_req *one = &alone;
-		zp_fwd_run(f, &one, 1);
+		ZP_ASSERT(zp_fwd_run(f, &one, 1, NULL) == 0);
 		float d = req_diff(&alone, &batch[i]);
 		me.batch = fmax(me.batch, d);
 		CHECK(d == 0, "%s %s: alone vs in a batch of %d differ by %g", name, alone.id_json, n,

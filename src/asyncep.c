@@ -1,0 +1,597 @@
+/* asyncep.c -- see asyncep.h. A MoE layer's block holds its experts one after
+   another (gate_up then down each, ebytes apiece), so executor x's shard of
+   a layer is the byte range [lo_x ebytes, hi_x ebytes) and a gather is one
+   copy per peer into the same offsets of a full-layer buffer. The executor's
+   view of a layer ([E] packed matrices) points into its own shard for its
+   experts and into the buffer for the others, so its own shard is never
+   copied.
+   Buffer states (executor thread only; the comm thread only reports a
+   request's completion under the view's mutex):
+     FREE -> GATHER  kick: a request for layer l is pushed to the comm thread
+     GATHER -> USED  acquire: the request completed without error
+     USED -> FREE    release: the layer's experts are no longer read
+     GATHER -> FREE  end of a forward (after waiting for the request) */
+#include "asyncep.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "gemm.h"
+#include "pool.h"
+#include "ring.h"
+
+enum bstate { B_FREE, B_GATHER, B_USED };
+
+struct xview;
+
+typedef struct {
+	struct xview *v;
+	int buf, layer;
+	uint64_t seq;
+} greq;
+
+typedef struct xview {
+	zp_ep *ep;
+	int id, lo, hi;			/* experts [lo, hi) */
+	char **shard;			/* [layers]: experts [lo, hi) of MoE layer l; the
+					   first MoE layer's is the whole layer */
+	char *buf[2];			/* full-layer buffers */
+	zp_wmat *vgu[2], *vdn[2];	/* [E] views of the layer each buffer holds */
+	zp_wmat *fgu, *fdn;		/* [E] views of the first MoE layer */
+	int blayer[2];
+	enum bstate bst[2];
+	greq req[2];
+	uint64_t seq;			/* requests issued */
+	int next_kick;			/* next MoE layer to gather in this forward (-1: none) */
+	pthread_mutex_t mu;		/* guards done, failed, err */
+	pthread_cond_t cv;
+	uint64_t done[2];
+	int failed[2];
+	char err[2][ZP_ERR_LEN];
+	zp_ring ring;			/* requests, executor -> comm thread */
+	void *ring_slot[4];
+	zp_expert_src src;
+	zp_ep_layer_stats *st;		/* [layers] */
+	int cur;			/* layer in progress (-1: none) */
+	double t_begin, wait_cur;
+} xview;
+
+struct zp_ep {
+	zp_model *m;
+	int n;
+	enum zp_parallel par;
+	zp_transport *t;
+	int first_moe;			/* -1: no MoE layer */
+	size_t ebytes, lbytes;		/* one expert; one full layer */
+	size_t *off_gu, *off_dn;	/* [E] offsets of each expert's matrices in a layer */
+	zp_wmat proto_gu, proto_dn;	/* shapes (data unset) */
+	xview x[ZP_EP_EXECUTORS_MAX];
+	pthread_t comm;
+	bool comm_started;
+	int doorbell;
+	_Atomic bool stop;
+};
+
+int zp_parallel_parse(const char *s, enum zp_parallel *p, zp_err *e)
+{
+	if (!strcmp(s, "asyncep"))
+		*p = ZP_PAR_ASYNCEP;
+	else if (!strcmp(s, "replicate"))
+		*p = ZP_PAR_REPLICATE;
+	else if (!strcmp(s, "dpep"))
+		return zp_errf(e, "parallel = dpep (synchronous DP+EP) is not built yet; use asyncep "
+			       "or replicate");
+	else
+		return zp_errf(e, "parallel must be asyncep or replicate (dpep is not built yet)");
+	return 0;
+}
+
+const char *zp_parallel_name(enum zp_parallel p)
+{
+	return p == ZP_PAR_ASYNCEP ? "asyncep" : "replicate";
+}
+
+/* ---- transports ---- */
+
+static int fault(zp_transport *t, zp_err *e)
+{
+	int n = atomic_load(&t->fail_after);
+	if (n > 0 && atomic_fetch_sub(&t->fail_after, 1) == 1)
+		return zp_errf(e, "transport %s: copy failed (injected fault)", t->name);
+	return 0;
+}
+
+static int cpu_copy(zp_transport *t, const zp_copy_seg *segs, int n, zp_err *e)
+{
+	if (fault(t, e))
+		return -1;
+	for (int i = 0; i < n; i++)
+		memcpy(segs[i].dst, segs[i].src, segs[i].bytes);
+	return 0;
+}
+
+static void cpu_free(zp_transport *t)
+{
+	free(t);
+}
+
+zp_transport *zp_transport_new(const char *name, zp_err *e)
+{
+	if (!strcmp(name, "cpu")) {
+		zp_transport *t = zp_xcalloc(1, sizeof *t);
+		t->name = "cpu";
+		t->copy = cpu_copy;
+		t->free = cpu_free;
+		return t;
+	}
+	if (!strcmp(name, "nccl") || !strcmp(name, "p2p"))
+		zp_errf(e, "transport %s needs CUDA executors, and this build has none", name);
+	else
+		zp_errf(e, "transport must be cpu, nccl or p2p");
+	return NULL;
+}
+
+/* ---- placement ---- */
+
+static bool moe(const zp_ep *ep, int l)
+{
+	return ep->m->layers[l].sparse;
+}
+
+static int next_moe(const zp_ep *ep, int l)
+{
+	for (int j = l + 1; j < ep->m->cfg.layers; j++)
+		if (moe(ep, j) && j != ep->first_moe)
+			return j;
+	return -1;
+}
+
+/* Point view[E] at a layer laid out in base (full layout), except experts
+   [lo, hi) which come from own (the executor's shard of that layer). */
+static void set_view(const zp_ep *ep, zp_wmat *gu, zp_wmat *dn, char *base, const char *own,
+		     int lo, int hi)
+{
+	for (int e = 0; e < ep->m->cfg.experts; e++) {
+		const char *b = e >= lo && e < hi ? own - (size_t)lo * ep->ebytes : base;
+		gu[e] = ep->proto_gu;
+		dn[e] = ep->proto_dn;
+		gu[e].data = (void *)(b + ep->off_gu[e]);
+		dn[e].data = (void *)(b + ep->off_dn[e]);
+	}
+}
+
+static int layout(zp_ep *ep, zp_err *e)
+{
+	const zp_config *c = &ep->m->cfg;
+	ep->first_moe = -1;
+	ep->off_gu = zp_xcalloc((size_t)c->experts + 1, sizeof *ep->off_gu);
+	ep->off_dn = zp_xcalloc((size_t)c->experts + 1, sizeof *ep->off_dn);
+	for (int l = 0; l < c->layers; l++) {
+		const zp_layer *L = &ep->m->layers[l];
+		if (!L->sparse)
+			continue;
+		if (!L->experts)
+			return zp_errf(e, "layer %d's experts were already dropped", l);
+		if (ep->first_moe < 0) {
+			ep->first_moe = l;
+			ep->ebytes = L->expert_bytes;
+			ep->lbytes = L->experts_bytes;
+			ep->proto_gu = L->exp_gate_up[0];
+			ep->proto_dn = L->exp_down[0];
+		}
+		for (int x = 0; x < c->experts; x++) { /* every MoE layer has the same layout */
+			size_t gu = (size_t)((char *)L->exp_gate_up[x].data - (char *)L->experts);
+			size_t dn = (size_t)((char *)L->exp_down[x].data - (char *)L->experts);
+			if (l == ep->first_moe) {
+				ep->off_gu[x] = gu;
+				ep->off_dn[x] = dn;
+			}
+			ZP_ASSERT(gu == ep->off_gu[x] && dn == ep->off_dn[x]);
+			ZP_ASSERT(gu >= (size_t)x * ep->ebytes && dn < (size_t)(x + 1) * ep->ebytes);
+		}
+	}
+	return 0;
+}
+
+/* ---- the executor's hooks ---- */
+
+static void kick(xview *v, int layer)
+{
+	zp_ep *ep = v->ep;
+	int b = v->bst[0] == B_FREE ? 0 : 1;
+	ZP_ASSERT(v->bst[b] == B_FREE);
+	v->bst[b] = B_GATHER;
+	v->blayer[b] = layer;
+	set_view(ep, v->vgu[b], v->vdn[b], v->buf[b], v->shard[layer], v->lo, v->hi);
+	v->req[b] = (greq){ v, b, layer, ++v->seq };
+	ZP_ASSERT(zp_ring_push(&v->ring, &v->req[b])); /* at most 2 out, the ring holds 4 */
+	uint64_t one = 1;
+	ZP_ASSERT(write(ep->doorbell, &one, sizeof one) == sizeof one);
+}
+
+static void kick_ahead(xview *v)
+{
+	while (v->next_kick >= 0 && (v->bst[0] == B_FREE || v->bst[1] == B_FREE)) {
+		kick(v, v->next_kick);
+		v->next_kick = next_moe(v->ep, v->next_kick);
+	}
+}
+
+static void close_layer(xview *v, double now)
+{
+	if (v->cur < 0)
+		return;
+	v->st[v->cur].layer_s += now - v->t_begin;
+	v->st[v->cur].wait_s += v->wait_cur;
+	v->st[v->cur].forwards++;
+	v->cur = -1;
+}
+
+static void hook_layer_begin(void *ctx, int l)
+{
+	xview *v = ctx;
+	double now = zp_now_s();
+	close_layer(v, now);
+	if (l == 0) /* a forward starts: nothing of the last one is out (end drained it) */
+		v->next_kick = next_moe(v->ep, v->ep->first_moe);
+	v->cur = l;
+	v->t_begin = now;
+	v->wait_cur = 0;
+	kick_ahead(v);
+}
+
+/* Wait for buffer b's request; its error (or 0). */
+static int wait_buf(xview *v, int b, zp_err *e)
+{
+	int failed;
+	pthread_mutex_lock(&v->mu);
+	while (v->done[b] != v->req[b].seq)
+		pthread_cond_wait(&v->cv, &v->mu);
+	failed = v->failed[b];
+	if (failed && e)
+		zp_errf(e, "executor %d: gather of layer %d: %s", v->id, v->blayer[b], v->err[b]);
+	pthread_mutex_unlock(&v->mu);
+	return failed ? -1 : 0;
+}
+
+static int hook_acquire(void *ctx, int l, const zp_wmat **gu, const zp_wmat **dn, zp_err *e)
+{
+	xview *v = ctx;
+	if (l == v->ep->first_moe) {
+		*gu = v->fgu;
+		*dn = v->fdn;
+		return 0;
+	}
+	int b = v->bst[0] == B_GATHER && v->blayer[0] == l ? 0 :
+		v->bst[1] == B_GATHER && v->blayer[1] == l ? 1 : -1;
+	ZP_ASSERT(b >= 0); /* kick_ahead started it at a layer begin or release */
+	double t0 = zp_now_s();
+	int rc = wait_buf(v, b, e);
+	v->wait_cur += zp_now_s() - t0;
+	if (rc)
+		return -1;
+	v->bst[b] = B_USED;
+	*gu = v->vgu[b];
+	*dn = v->vdn[b];
+	return 0;
+}
+
+static void hook_release(void *ctx, int l)
+{
+	xview *v = ctx;
+	if (l == v->ep->first_moe)
+		return;
+	for (int b = 0; b < 2; b++)
+		if (v->bst[b] == B_USED && v->blayer[b] == l)
+			v->bst[b] = B_FREE;
+	kick_ahead(v); /* the next gather need not wait for the next layer */
+}
+
+static void hook_end(void *ctx)
+{
+	xview *v = ctx;
+	close_layer(v, zp_now_s());
+	for (int b = 0; b < 2; b++) {
+		if (v->bst[b] == B_GATHER)
+			wait_buf(v, b, NULL); /* a failed forward may leave one out */
+		v->bst[b] = B_FREE;
+	}
+	v->next_kick = -1;
+}
+
+/* ---- the comm thread ---- */
+
+static void gather(zp_ep *ep, greq *r)
+{
+	xview *v = r->v;
+	zp_copy_seg segs[ZP_EP_EXECUTORS_MAX];
+	int n = 0, rc = 0;
+	zp_err e = { { 0 } };
+	for (int p = 0; p < ep->n; p++) {
+		xview *peer = &ep->x[p];
+		if (p == v->id || peer->hi == peer->lo)
+			continue;
+		segs[n++] = (zp_copy_seg){ v->buf[r->buf] + (size_t)peer->lo * ep->ebytes,
+					   peer->shard[r->layer],
+					   (size_t)(peer->hi - peer->lo) * ep->ebytes };
+	}
+	if (n)
+		rc = ep->t->copy(ep->t, segs, n, &e);
+	pthread_mutex_lock(&v->mu);
+	v->failed[r->buf] = rc != 0;
+	if (rc)
+		snprintf(v->err[r->buf], ZP_ERR_LEN, "%s", e.msg);
+	v->done[r->buf] = r->seq;
+	pthread_cond_broadcast(&v->cv);
+	pthread_mutex_unlock(&v->mu);
+}
+
+static void *comm_main(void *arg)
+{
+	zp_ep *ep = arg;
+	for (;;) {
+		bool any = false;
+		for (int x = 0; x < ep->n; x++) { /* one request per executor per round: a
+						     nearer layer of one never waits behind a
+						     farther one of another */
+			greq *r = zp_ring_pop(&ep->x[x].ring);
+			if (r) {
+				gather(ep, r);
+				any = true;
+			}
+		}
+		if (any)
+			continue;
+		if (atomic_load_explicit(&ep->stop, memory_order_acquire))
+			break; /* every request pushed before stop has been served */
+		uint64_t v;
+		if (read(ep->doorbell, &v, sizeof v) < 0)
+			ZP_ASSERT(errno == EINTR);
+	}
+	return NULL;
+}
+
+/* ---- set-up ---- */
+
+static void view_init(zp_ep *ep, int id)
+{
+	const zp_config *c = &ep->m->cfg;
+	xview *v = &ep->x[id];
+	v->ep = ep;
+	v->id = id;
+	v->lo = (int)((long)c->experts * id / ep->n);
+	v->hi = (int)((long)c->experts * (id + 1) / ep->n);
+	v->cur = v->next_kick = -1;
+	v->st = zp_xcalloc((size_t)c->layers, sizeof *v->st);
+	v->shard = zp_xcalloc((size_t)c->layers, sizeof *v->shard);
+	for (int l = 0; l < c->layers; l++) {
+		if (!moe(ep, l))
+			continue;
+		const char *src = ep->m->layers[l].experts;
+		if (l == ep->first_moe) { /* whole */
+			v->shard[l] = zp_xalloc_aligned(ep->lbytes);
+			memcpy(v->shard[l], src, ep->lbytes);
+		} else if (v->hi > v->lo) {
+			size_t n = (size_t)(v->hi - v->lo) * ep->ebytes;
+			v->shard[l] = zp_xalloc_aligned(n);
+			memcpy(v->shard[l], src + (size_t)v->lo * ep->ebytes, n);
+		}
+	}
+	v->fgu = zp_xcalloc((size_t)c->experts, sizeof *v->fgu);
+	v->fdn = zp_xcalloc((size_t)c->experts, sizeof *v->fdn);
+	set_view(ep, v->fgu, v->fdn, v->shard[ep->first_moe], v->shard[ep->first_moe], 0, 0);
+	for (int b = 0; b < 2; b++) {
+		v->buf[b] = zp_xalloc_aligned(ep->lbytes);
+		v->vgu[b] = zp_xcalloc((size_t)c->experts, sizeof *v->vgu[b]);
+		v->vdn[b] = zp_xcalloc((size_t)c->experts, sizeof *v->vdn[b]);
+	}
+	pthread_mutex_init(&v->mu, NULL);
+	pthread_cond_init(&v->cv, NULL);
+	zp_ring_init(&v->ring, v->ring_slot, 4);
+	v->src = (zp_expert_src){ v, hook_layer_begin, hook_acquire, hook_release, hook_end };
+}
+
+zp_ep *zp_ep_new(zp_model *m, int nexec, enum zp_parallel par, zp_transport *t, zp_err *e)
+{
+	zp_ep *ep = zp_xcalloc(1, sizeof *ep);
+	ep->m = m;
+	ep->n = nexec;
+	ep->par = par;
+	ep->t = t;
+	ep->doorbell = -1;
+	if (nexec < 1 || nexec > ZP_EP_EXECUTORS_MAX) {
+		zp_errf(e, "executors must be 1 to %d", ZP_EP_EXECUTORS_MAX);
+		goto bad;
+	}
+	if (par == ZP_PAR_REPLICATE)
+		return ep;
+	if (layout(ep, e))
+		goto bad;
+	if (ep->first_moe < 0) { /* nothing to place: each executor holds the whole model */
+		zp_log(ZP_LOG_INFO, "msg=\"no MoE layer: asyncep places nothing; every executor "
+		       "holds the whole model\"");
+		ep->par = ZP_PAR_REPLICATE;
+		return ep;
+	}
+	if (nexec > m->cfg.experts) {
+		zp_errf(e, "asyncep: %d executors for %d experts", nexec, m->cfg.experts);
+		goto bad;
+	}
+	if ((ep->doorbell = eventfd(0, EFD_CLOEXEC)) < 0) {
+		zp_errf(e, "eventfd: %s", strerror(errno));
+		goto bad;
+	}
+	for (int x = 0; x < nexec; x++)
+		view_init(ep, x);
+	zp_model_drop_experts(m); /* every byte of them now lives in the shards */
+	if (pthread_create(&ep->comm, NULL, comm_main, ep)) {
+		zp_errf(e, "comm thread: cannot start");
+		goto bad;
+	}
+	ep->comm_started = true;
+	return ep;
+bad:
+	zp_ep_free(ep);
+	return NULL;
+}
+
+void zp_ep_free(zp_ep *ep)
+{
+	if (!ep)
+		return;
+	if (ep->comm_started) {
+		uint64_t one = 1;
+		atomic_store_explicit(&ep->stop, true, memory_order_release);
+		ZP_ASSERT(write(ep->doorbell, &one, sizeof one) == sizeof one);
+		pthread_join(ep->comm, NULL);
+	}
+	for (int x = 0; x < ep->n && ep->par == ZP_PAR_ASYNCEP; x++) {
+		xview *v = &ep->x[x];
+		if (!v->ep)
+			continue;
+		for (int l = 0; l < ep->m->cfg.layers; l++)
+			zp_free_aligned(v->shard[l]);
+		for (int b = 0; b < 2; b++) {
+			zp_free_aligned(v->buf[b]);
+			free(v->vgu[b]);
+			free(v->vdn[b]);
+		}
+		free(v->shard);
+		free(v->fgu);
+		free(v->fdn);
+		free(v->st);
+		pthread_mutex_destroy(&v->mu);
+		pthread_cond_destroy(&v->cv);
+	}
+	if (ep->doorbell >= 0)
+		close(ep->doorbell);
+	if (ep->t)
+		ep->t->free(ep->t);
+	free(ep->off_gu);
+	free(ep->off_dn);
+	free(ep);
+}
+
+const zp_expert_src *zp_ep_source(zp_ep *ep, int x)
+{
+	ZP_ASSERT(x >= 0 && x < ep->n);
+	return ep->par == ZP_PAR_ASYNCEP ? &ep->x[x].src : NULL;
+}
+
+void zp_ep_range(const zp_ep *ep, int x, int *lo, int *hi)
+{
+	int E = ep->m->cfg.experts;
+	*lo = ep->par == ZP_PAR_ASYNCEP ? ep->x[x].lo : 0;
+	*hi = ep->par == ZP_PAR_ASYNCEP ? ep->x[x].hi : E;
+}
+
+size_t zp_ep_resident_bytes(const zp_ep *ep, int x)
+{
+	const zp_model *m = ep->m;
+	if (ep->par == ZP_PAR_REPLICATE)
+		return m->arena_bytes + m->expert_bytes_total;
+	const xview *v = &ep->x[x];
+	size_t n = m->arena_bytes + 2 * ep->lbytes;
+	for (int l = 0; l < m->cfg.layers; l++)
+		if (moe(ep, l))
+			n += l == ep->first_moe ? ep->lbytes : (size_t)(v->hi - v->lo) * ep->ebytes;
+	return n;
+}
+
+void zp_ep_stats(zp_ep *ep, int x, zp_ep_layer_stats *out)
+{
+	int L = ep->m->cfg.layers;
+	if (ep->par == ZP_PAR_ASYNCEP)
+		memcpy(out, ep->x[x].st, (size_t)L * sizeof *out);
+	else
+		memset(out, 0, (size_t)L * sizeof *out);
+}
+
+/* ---- calibration ---- */
+
+/* Expert GEMMs as a forward runs them: `tokens` rows routed evenly over the
+   first MoE layer's experts, gate_up (SwiGLU) then down. FLOP/s, best of 3. */
+static double expert_rate(zp_ep *ep, int threads, int tokens)
+{
+	const zp_config *c = &ep->m->cfg;
+	const xview *v = &ep->x[0];
+	int E = c->experts, rows = tokens * c->topk, H = c->hidden, F = c->moe_ffn;
+	int hp = ZP_ALIGN_UP(H, 2), fp = ZP_ALIGN_UP(F, 2);
+	bool bf = ep->proto_gu.type == ZP_W_BF16;
+	size_t es = bf ? 2 : 4;
+	char *a = zp_xalloc_aligned((size_t)rows * hp * es), *act = zp_xalloc_aligned((size_t)rows * fp * es);
+	float *g = zp_xalloc_aligned((size_t)rows * fp * 4), *y = zp_xalloc_aligned((size_t)rows * H * 4);
+	zp_gemm_op *ops = zp_xcalloc((size_t)E * 2, sizeof *ops);
+	zp_pool *pool = zp_pool_new(threads);
+	for (size_t i = 0; i < (size_t)rows * hp * es; i++)
+		a[i] = (char)(i * 7 % 61); /* small finite bf16/f32 bit patterns */
+	double best = 1e30;
+	for (int it = 0; it < 3; it++) {
+		int n = 0, r0 = 0;
+		for (int e = 0; e < E; e++) {
+			int m = rows / E + (e < rows % E);
+			if (!m)
+				continue;
+			ops[n++] = (zp_gemm_op){ .a = a + (size_t)r0 * hp * es, .lda = (size_t)hp, .m = m,
+						 .w = &v->fgu[e], .c = g + (size_t)r0 * fp,
+						 .ldc = (size_t)fp, .epi = ZP_EPI_SWIGLU, .ncols = F };
+			r0 += m;
+		}
+		double t0 = zp_now_s();
+		zp_gemm_run(pool, ops, n);
+		for (int i = 0, r = 0; i < n; i++) { /* down reads the activations */
+			ops[i] = (zp_gemm_op){ .a = act + (size_t)r * fp * es, .lda = (size_t)fp,
+					       .m = ops[i].m, .w = &v->fdn[i * E / ZP_MAX(n, 1)],
+					       .c = y + (size_t)r * H, .ldc = (size_t)H, .epi = ZP_EPI_STORE };
+			r += ops[i].m;
+		}
+		zp_gemm_run(pool, ops, n);
+		double dt = zp_now_s() - t0;
+		best = dt < best ? dt : best;
+	}
+	zp_pool_free(pool);
+	double flops = 2.0 * rows * H * 3.0 * F;
+	zp_free_aligned(a);
+	zp_free_aligned(act);
+	zp_free_aligned(g);
+	zp_free_aligned(y);
+	free(ops);
+	return flops / best;
+}
+
+int zp_ep_calibrate(zp_ep *ep, int threads, zp_ep_calib *out, zp_err *e)
+{
+	memset(out, 0, sizeof *out);
+	out->gamma = 1.2;
+	if (ep->par != ZP_PAR_ASYNCEP)
+		return zp_errf(e, "calibration is for parallel = asyncep");
+	out->flops_per_s = expert_rate(ep, threads, 2048);
+	/* one gather into executor 0's buffer 0, on this transport (executor 0 idle) */
+	int l = next_moe(ep, ep->first_moe);
+	xview *v = &ep->x[0];
+	if (l >= 0 && ep->n > 1) {
+		zp_copy_seg segs[ZP_EP_EXECUTORS_MAX];
+		int n = 0;
+		for (int p = 1; p < ep->n; p++)
+			segs[n++] = (zp_copy_seg){ v->buf[0] + (size_t)ep->x[p].lo * ep->ebytes,
+						   ep->x[p].shard[l],
+						   (size_t)(ep->x[p].hi - ep->x[p].lo) * ep->ebytes };
+		double best = 1e30;
+		for (int it = 0; it < 3; it++) {
+			double t0 = zp_now_s();
+			if (ep->t->copy(ep->t, segs, n, e))
+				return -1;
+			best = ZP_MIN(best, zp_now_s() - t0);
+		}
+		out->gather_s = best;
+	}
+	out->threshold_flops = out->gather_s * out->flops_per_s * out->gamma;
+	/* per token of a MoE layer, by DESIGN.md section 4's count (attention pairs aside) */
+	out->threshold_tokens = out->threshold_flops / zp_config_layer_flops(&ep->m->cfg, ep->first_moe);
+	return 0;
+}

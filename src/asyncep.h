@@ -1,0 +1,89 @@
+/* asyncep.h -- experts placed across N executors (DESIGN.md section 3).
+   parallel = asyncep: each executor holds 1/N of every MoE layer's experts
+   (by expert index) plus the whole first MoE layer, and two full-layer
+   buffers; a comm thread gathers the next MoE layer's peers' shards into a
+   free buffer while the executor computes, and the executor waits on one
+   signal at the layer's entry (the exposed wait, measured per layer).
+   parallel = replicate: every executor reads the full expert set (the
+   baseline; on CPU executors the copies are one shared set in memory).
+   Transports copy bytes for the comm thread behind one interface.
+   Threads: built and freed by the owner thread; each executor calls its own
+   source's hooks (through its forward pass); the comm thread runs copies. */
+#ifndef ZP_ASYNCEP_H
+#define ZP_ASYNCEP_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+
+#include "forward.h"
+#include "model.h"
+#include "util.h"
+
+#define ZP_EP_EXECUTORS_MAX 64
+
+enum zp_parallel { ZP_PAR_REPLICATE, ZP_PAR_ASYNCEP };
+
+/* "asyncep" or "replicate" -> *p. 0, or -1 (dpep is named and refused: not built). */
+int zp_parallel_parse(const char *s, enum zp_parallel *p, zp_err *e);
+const char *zp_parallel_name(enum zp_parallel p);
+
+typedef struct {
+	void *dst;
+	const void *src;
+	size_t bytes;
+} zp_copy_seg;
+
+/* A transport: copy segments (one layer's peers' shards). Comm thread only.
+   0, or -1 with e set: that gather fails (and only it). */
+typedef struct zp_transport zp_transport;
+struct zp_transport {
+	const char *name;
+	int (*copy)(zp_transport *t, const zp_copy_seg *segs, int n, zp_err *e);
+	void (*free)(zp_transport *t);
+	/* Fault injection for tests: when > 0, the fail_after-th copy from now
+	   fails as a transport error would. */
+	_Atomic int fail_after;
+};
+
+/* "cpu" (memcpy from peers' shards). "nccl" and "p2p" need a CUDA build of
+   zprefill and are refused here with that reason. NULL with e set. */
+zp_transport *zp_transport_new(const char *name, zp_err *e);
+
+typedef struct zp_ep zp_ep;
+
+/* Place m's experts for nexec executors. asyncep copies each executor's
+   shards out of the model and then drops the model's own expert blocks
+   (zp_model_drop_experts). NULL with e set. Takes ownership of t. */
+zp_ep *zp_ep_new(zp_model *m, int nexec, enum zp_parallel par, zp_transport *t, zp_err *e);
+/* Stops the comm thread (gathers in flight finish first) and frees all. */
+void zp_ep_free(zp_ep *ep);
+
+/* The expert source executor x's forward must use; NULL for replicate. */
+const zp_expert_src *zp_ep_source(zp_ep *ep, int x);
+
+/* Bytes executor x holds: dense weights (replicated) + its expert shards + the
+   first MoE layer whole + two full-layer buffers (asyncep), or dense + all
+   experts (replicate). */
+size_t zp_ep_resident_bytes(const zp_ep *ep, int x);
+/* Executor x's range of expert indices [lo, hi). */
+void zp_ep_range(const zp_ep *ep, int x, int *lo, int *hi);
+
+/* Per executor and layer, summed over forwards: layer time (from one layer's
+   start to the next's) and the part spent waiting for its gather. */
+typedef struct {
+	double layer_s, wait_s;
+	long forwards;
+} zp_ep_layer_stats;
+/* Copy executor x's [layers] stats (call when x is idle). */
+void zp_ep_stats(zp_ep *ep, int x, zp_ep_layer_stats *out);
+
+/* Calibration (DESIGN.md section 4): the achieved FLOP rate of the expert
+   matrix products on `threads` threads, the time of one layer's gather on this
+   transport, and the saturation threshold T = t_gather x F x gamma (FLOPs per
+   layer), also in tokens per layer. */
+typedef struct {
+	double flops_per_s, gather_s, gamma, threshold_flops, threshold_tokens;
+} zp_ep_calib;
+int zp_ep_calibrate(zp_ep *ep, int threads, zp_ep_calib *out, zp_err *e);
+
+#endif
