@@ -512,6 +512,11 @@ void zp_ep_stats(zp_ep *ep, int x, zp_ep_layer_stats *out)
 		memset(out, 0, (size_t)L * sizeof *out);
 }
 
+void zp_ep_inject_fault(zp_ep *ep, int n)
+{
+	atomic_store(&ep->t->fail_after, n);
+}
+
 /* ---- calibration ---- */
 
 /* Expert GEMMs as a forward runs them: `tokens` rows routed evenly over the

@@ -77,6 +77,9 @@ typedef struct {
 /* Copy executor x's [layers] stats (call when x is idle). */
 void zp_ep_stats(zp_ep *ep, int x, zp_ep_layer_stats *out);
 
+/* Tests: the n-th copy from now on this placement's transport fails. */
+void zp_ep_inject_fault(zp_ep *ep, int n);
+
 /* Calibration (DESIGN.md section 4): the achieved FLOP rate of the expert
    matrix products on `threads` threads, the time of one layer's gather on this
    transport, and the saturation threshold T = t_gather x F x gamma (FLOPs per

@@ -1,0 +1,206 @@
+/* test_asyncep.c -- AsyncEP against one executor:
+   - placement: each executor's resident bytes equal the formula (dense +
+     its shards + the whole first MoE layer + two full-layer buffers), the
+     ranges cover every expert once, N need not divide E;
+   - equivalence: asyncep with N = 2, 3, 4 and replicate with N = 2 give
+     bit-identical fp32 and bf16 results to N = 1 for the same batches, on
+     models with dense layers between MoE ones (sparse-step, mlp-only) and
+     expert counts N does not divide (odd: 10 experts);
+   - every executor's gathers ran (per-layer stats);
+   - faults: a transport error fails that forward with a clear error; the
+     executor recovers and the next forward is exact again;
+   - shutdown with gathers in flight (under make tsan). */
+#include <string.h>
+
+#include "check.h"
+#include "engine.h"
+
+#define SEQS 16 /* four batches of 4: every executor runs one when N <= 4 */
+
+static void make_reqs(zp_req *r, int n, int vocab, unsigned seed)
+{
+	for (int s = 0; s < n; s++) {
+		memset(&r[s], 0, sizeof r[s]);
+		r[s].ntok = 1 + (int)((seed = seed * 1103515245u + 12345u) >> 16) % 40;
+		r[s].tokens = zp_xmalloc((size_t)r[s].ntok * sizeof *r[s].tokens);
+		for (int i = 0; i < r[s].ntok; i++)
+			r[s].tokens[i] = (int)((seed = seed * 1103515245u + 12345u) >> 16) % vocab;
+		r[s].ncand = 3;
+		r[s].want_cands = true;
+		r[s].cands = zp_xmalloc(3 * sizeof *r[s].cands);
+		r[s].cand_lp = zp_xmalloc(3 * sizeof *r[s].cand_lp);
+		for (int k = 0; k < 3; k++)
+			r[s].cands[k] = k * 7 % vocab;
+		r[s].plp_start = 0;
+		r[s].plp = zp_xmalloc((size_t)r[s].ntok * sizeof *r[s].plp);
+	}
+}
+
+static void free_reqs(zp_req *r, int n)
+{
+	for (int s = 0; s < n; s++)
+		zp_req_free(&r[s]);
+}
+
+/* Run the same SEQS requests split in batches of 4, batch j on executor j % N. */
+static int run(zp_engine *g, zp_req *r, zp_err *e)
+{
+	int failed = 0;
+	for (int j0 = 0; j0 < SEQS / 4; j0 += g->n) {
+		for (int x = 0; x < g->n && j0 + x < SEQS / 4; x++) {
+			zp_batch *b = &g->exec[x].batch;
+			b->n = 4;
+			for (int s = 0; s < 4; s++)
+				b->req[s] = &r[(j0 + x) * 4 + s];
+			zp_exec_submit(&g->exec[x]);
+		}
+		for (int x = 0; x < g->n && j0 + x < SEQS / 4; x++) {
+			zp_batch *b = zp_engine_wait(g, x);
+			if (b->failed) {
+				failed = 1;
+				snprintf(e->msg, sizeof e->msg, "%s", b->err);
+			}
+		}
+	}
+	return failed;
+}
+
+static bool same(const zp_req *a, const zp_req *b)
+{
+	for (int s = 0; s < SEQS; s++) {
+		if (memcmp(a[s].cand_lp, b[s].cand_lp, 3 * sizeof(float)) ||
+		    memcmp(a[s].plp + 1, b[s].plp + 1, (size_t)(a[s].ntok - 1) * sizeof(float)))
+			return false;
+	}
+	return true;
+}
+
+static void check_model(const char *dir, enum zp_wtype wt)
+{
+	zp_model m;
+	zp_err e;
+	zp_req ref[SEQS], got[SEQS];
+	CHECK(zp_model_load(&m, dir, wt, 2, NULL, &e) == 0, "load %s: %s", dir, e.msg);
+	make_reqs(ref, SEQS, m.cfg.vocab, 7);
+	zp_engine g;
+	zp_engine_cfg one = { 1, ZP_PAR_REPLICATE, "cpu", 1, 4096, -1 };
+	CHECK(zp_engine_start(&g, &m, &one, &e) == 0, "start: %s", e.msg);
+	CHECK(run(&g, ref, &e) == 0, "reference run");
+	zp_engine_stop(&g);
+	zp_model_free(&m);
+
+	static const struct { int n; enum zp_parallel p; } cases[] = {
+		{ 2, ZP_PAR_REPLICATE }, { 1, ZP_PAR_ASYNCEP }, { 2, ZP_PAR_ASYNCEP },
+		{ 3, ZP_PAR_ASYNCEP },	 { 4, ZP_PAR_ASYNCEP },
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		CHECK(zp_model_load(&m, dir, wt, 2, NULL, &e) == 0, "reload");
+		size_t dense = m.arena_bytes, all = m.expert_bytes_total;
+		zp_engine_cfg c = { cases[i].n, cases[i].p, "cpu", 1, 4096, -1 };
+		CHECK(zp_engine_start(&g, &m, &c, &e) == 0, "start %s N=%d: %s",
+		      zp_parallel_name(cases[i].p), cases[i].n, e.msg);
+		/* placement and the resident-bytes formula */
+		int moe = 0, first = -1, covered = 0;
+		for (int l = 0; l < m.cfg.layers; l++)
+			if (m.layers[l].sparse && (moe++, first < 0))
+				first = l;
+		size_t layer = all / (size_t)moe, ebytes = layer / (size_t)m.cfg.experts;
+		for (int x = 0; x < g.n; x++) {
+			int lo, hi;
+			zp_ep_range(g.ep, x, &lo, &hi);
+			if (cases[i].p == ZP_PAR_REPLICATE) {
+				CHECK(lo == 0 && hi == m.cfg.experts, "replicate: every executor all experts");
+				covered = hi;
+			} else {
+				CHECK(lo == covered && hi > lo, "asyncep: the ranges tile the experts");
+				covered = hi;
+			}
+			size_t want = cases[i].p == ZP_PAR_REPLICATE
+					      ? dense + all
+					      : dense + layer + (size_t)(moe - 1) * (hi - lo) * ebytes + 2 * layer;
+			CHECK(zp_ep_resident_bytes(g.ep, x) == want, "%s N=%d executor %d: resident %zu, "
+			      "formula %zu", dir, g.n, x, zp_ep_resident_bytes(g.ep, x), want);
+		}
+		CHECK(covered == m.cfg.experts, "every expert placed");
+		make_reqs(got, SEQS, m.cfg.vocab, 7);
+		CHECK(run(&g, got, &e) == 0, "run: %s", e.msg);
+		CHECK(same(ref, got), "%s %s %s N=%d: results differ from one executor", dir,
+		      wt == ZP_W_F32 ? "fp32" : "bf16", zp_parallel_name(cases[i].p), cases[i].n);
+		if (cases[i].p == ZP_PAR_ASYNCEP) { /* every executor ran and gathered its MoE layers */
+			zp_ep_layer_stats st[64];
+			for (int x = 0; x < g.n; x++) {
+				zp_ep_stats(g.ep, x, st);
+				for (int l = 0; l < m.cfg.layers; l++)
+					CHECK(st[l].forwards > 0 && st[l].layer_s > 0 &&
+					      st[l].wait_s <= st[l].layer_s, "stats of executor %d layer %d", x, l);
+			}
+		}
+		free_reqs(got, SEQS);
+		zp_engine_stop(&g);
+		zp_model_free(&m);
+	}
+	free_reqs(ref, SEQS);
+}
+
+/* A gather that fails fails its forward, with the transport's error; the same
+   executor then runs exactly again. */
+static void check_fault(void)
+{
+	zp_model m;
+	zp_err e;
+	zp_req ref[SEQS], got[SEQS];
+	zp_engine g;
+	CHECK(zp_model_load(&m, "tests/models/odd", ZP_W_F32, 2, NULL, &e) == 0, "load");
+	make_reqs(ref, SEQS, m.cfg.vocab, 11);
+	make_reqs(got, SEQS, m.cfg.vocab, 11);
+	zp_engine_cfg c = { 2, ZP_PAR_ASYNCEP, "cpu", 1, 4096, -1 };
+	CHECK(zp_engine_start(&g, &m, &c, &e) == 0, "start");
+	CHECK(run(&g, ref, &e) == 0, "clean run");
+	zp_ep_inject_fault(g.ep, 1);
+	e.msg[0] = 0;
+	CHECK(run(&g, got, &e) == 1, "a failed gather fails the forward");
+	CHECK(strstr(e.msg, "gather of layer") && strstr(e.msg, "injected fault"),
+	      "the error says what failed: %s", e.msg);
+	free_reqs(got, SEQS);
+	make_reqs(got, SEQS, m.cfg.vocab, 11);
+	CHECK(run(&g, got, &e) == 0, "the executor recovers");
+	CHECK(same(ref, got), "and is exact again");
+	zp_engine_stop(&g);
+	free_reqs(ref, SEQS);
+	free_reqs(got, SEQS);
+	zp_model_free(&m);
+}
+
+/* Stop with gathers queued and running: the comm thread finishes them and
+   exits; nothing is touched after free (ASAN, TSan). */
+static void check_shutdown_in_flight(void)
+{
+	zp_model m;
+	zp_err e;
+	CHECK(zp_model_load(&m, "tests/models/sparse-step", ZP_W_F32, 2, NULL, &e) == 0, "load");
+	zp_transport *t = zp_transport_new("cpu", &e);
+	zp_ep *ep = zp_ep_new(&m, 3, ZP_PAR_ASYNCEP, t, &e);
+	CHECK(ep, "ep: %s", e.msg);
+	for (int x = 0; x < 3; x++) { /* each executor starts a forward: gathers go out */
+		const zp_expert_src *s = zp_ep_source(ep, x);
+		s->layer_begin(s->ctx, 0);
+	}
+	zp_ep_free(ep);
+	zp_model_free(&m);
+}
+
+int main(void)
+{
+	zp_err e;
+	CHECK(!zp_transport_new("nccl", &e) && strstr(e.msg, "CUDA"), "nccl refused here: %s", e.msg);
+	enum zp_parallel p;
+	CHECK(zp_parallel_parse("dpep", &p, &e) == -1 && strstr(e.msg, "not built"), "dpep named");
+	check_model("tests/models/odd", ZP_W_F32);
+	check_model("tests/models/odd", ZP_W_BF16);
+	check_model("tests/models/sparse-step", ZP_W_F32);
+	check_model("tests/models/mlp-only", ZP_W_F32);
+	check_model("tests/models/tiny-tok", ZP_W_BF16);
+	check_fault();
+	check_shutdown_in_flight();
+	return check_exit("test_asyncep");
+}
