@@ -75,6 +75,7 @@ struct zp_ep {
 	bool comm_started;
 	int doorbell;
 	_Atomic bool stop;
+	zp_dpep *grp;			/* dpep */
 };
 
 int zp_parallel_parse(const char *s, enum zp_parallel *p, zp_err *e)
@@ -84,16 +85,15 @@ int zp_parallel_parse(const char *s, enum zp_parallel *p, zp_err *e)
 	else if (!strcmp(s, "replicate"))
 		*p = ZP_PAR_REPLICATE;
 	else if (!strcmp(s, "dpep"))
-		return zp_errf(e, "parallel = dpep (synchronous DP+EP) is not built yet; use asyncep "
-			       "or replicate");
+		*p = ZP_PAR_DPEP;
 	else
-		return zp_errf(e, "parallel must be asyncep or replicate (dpep is not built yet)");
+		return zp_errf(e, "parallel must be asyncep, dpep or replicate");
 	return 0;
 }
 
 const char *zp_parallel_name(enum zp_parallel p)
 {
-	return p == ZP_PAR_ASYNCEP ? "asyncep" : "replicate";
+	return p == ZP_PAR_ASYNCEP ? "asyncep" : p == ZP_PAR_DPEP ? "dpep" : "replicate";
 }
 
 /* ---- transports ---- */
@@ -419,8 +419,13 @@ zp_ep *zp_ep_new(zp_model *m, int nexec, enum zp_parallel par, zp_transport *t, 
 		return ep;
 	}
 	if (nexec > m->cfg.experts) {
-		zp_errf(e, "asyncep: %d executors for %d experts", nexec, m->cfg.experts);
+		zp_errf(e, "%s: %d executors for %d experts", zp_parallel_name(par), nexec,
+			m->cfg.experts);
 		goto bad;
+	}
+	if (par == ZP_PAR_DPEP) {
+		ep->grp = zp_dpep_new(nexec, m->cfg.experts);
+		return ep;
 	}
 	if ((ep->doorbell = eventfd(0, EFD_CLOEXEC)) < 0) {
 		zp_errf(e, "eventfd: %s", strerror(errno));
@@ -470,6 +475,7 @@ void zp_ep_free(zp_ep *ep)
 	}
 	if (ep->doorbell >= 0)
 		close(ep->doorbell);
+	zp_dpep_free(ep->grp);
 	if (ep->t)
 		ep->t->free(ep->t);
 	free(ep->off_gu);
@@ -483,11 +489,21 @@ const zp_expert_src *zp_ep_source(zp_ep *ep, int x)
 	return ep->par == ZP_PAR_ASYNCEP ? &ep->x[x].src : NULL;
 }
 
+zp_dpep *zp_ep_group(zp_ep *ep)
+{
+	return ep->grp;
+}
+
 void zp_ep_range(const zp_ep *ep, int x, int *lo, int *hi)
 {
-	int E = ep->m->cfg.experts;
-	*lo = ep->par == ZP_PAR_ASYNCEP ? ep->x[x].lo : 0;
-	*hi = ep->par == ZP_PAR_ASYNCEP ? ep->x[x].hi : E;
+	*lo = 0;
+	*hi = ep->m->cfg.experts;
+	if (ep->par == ZP_PAR_ASYNCEP) {
+		*lo = ep->x[x].lo;
+		*hi = ep->x[x].hi;
+	} else if (ep->par == ZP_PAR_DPEP) {
+		zp_dpep_range(ep->grp, x, lo, hi);
+	}
 }
 
 size_t zp_ep_resident_bytes(const zp_ep *ep, int x)
@@ -495,6 +511,13 @@ size_t zp_ep_resident_bytes(const zp_ep *ep, int x)
 	const zp_model *m = ep->m;
 	if (ep->par == ZP_PAR_REPLICATE)
 		return m->arena_bytes + m->expert_bytes_total;
+	if (ep->par == ZP_PAR_DPEP) {
+		int lo, hi, moes = 0;
+		zp_ep_range(ep, x, &lo, &hi);
+		for (int l = 0; l < m->cfg.layers; l++)
+			moes += moe(ep, l);
+		return m->arena_bytes + (size_t)moes * (size_t)(hi - lo) * ep->ebytes;
+	}
 	const xview *v = &ep->x[x];
 	size_t n = m->arena_bytes + 2 * ep->lbytes;
 	for (int l = 0; l < m->cfg.layers; l++)

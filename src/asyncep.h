@@ -6,6 +6,10 @@
    signal at the layer's entry (the exposed wait, measured per layer).
    parallel = replicate: every executor reads the full expert set (the
    baseline; on CPU executors the copies are one shared set in memory).
+   parallel = dpep: synchronous DP+EP (forward.h's zp_dpep): each executor
+   owns 1/N of the experts and every MoE layer exchanges routed rows between
+   all executors, which therefore run each forward together (the baseline
+   AsyncEP is built to beat; it reads the model's expert blocks in place).
    Transports copy bytes for the comm thread behind one interface.
    Threads: built and freed by the owner thread; each executor calls its own
    source's hooks (through its forward pass); the comm thread runs copies. */
@@ -21,9 +25,9 @@
 
 #define ZP_EP_EXECUTORS_MAX 64
 
-enum zp_parallel { ZP_PAR_REPLICATE, ZP_PAR_ASYNCEP };
+enum zp_parallel { ZP_PAR_REPLICATE, ZP_PAR_ASYNCEP, ZP_PAR_DPEP };
 
-/* "asyncep" or "replicate" -> *p. 0, or -1 (dpep is named and refused: not built). */
+/* "asyncep", "dpep" or "replicate" -> *p. 0, or -1 with e set. */
 int zp_parallel_parse(const char *s, enum zp_parallel *p, zp_err *e);
 const char *zp_parallel_name(enum zp_parallel p);
 
@@ -58,12 +62,14 @@ zp_ep *zp_ep_new(zp_model *m, int nexec, enum zp_parallel par, zp_transport *t, 
 /* Stops the comm thread (gathers in flight finish first) and frees all. */
 void zp_ep_free(zp_ep *ep);
 
-/* The expert source executor x's forward must use; NULL for replicate. */
+/* The expert source executor x's forward must use; NULL for replicate and dpep. */
 const zp_expert_src *zp_ep_source(zp_ep *ep, int x);
+/* The dpep group every executor's forward joins; NULL unless dpep. */
+zp_dpep *zp_ep_group(zp_ep *ep);
 
 /* Bytes executor x holds: dense weights (replicated) + its expert shards + the
-   first MoE layer whole + two full-layer buffers (asyncep), or dense + all
-   experts (replicate). */
+   first MoE layer whole + two full-layer buffers (asyncep), dense + its
+   shards (dpep), or dense + all experts (replicate). */
 size_t zp_ep_resident_bytes(const zp_ep *ep, int x);
 /* Executor x's range of expert indices [lo, hi). */
 void zp_ep_range(const zp_ep *ep, int x, int *lo, int *hi);

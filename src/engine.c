@@ -22,8 +22,8 @@ int zp_engine_start(zp_engine *g, zp_model *m, const zp_engine_cfg *c, zp_err *e
 		return -1;
 	}
 	for (int i = 0; i < c->executors; i++) {
-		if (zp_exec_start(&g->exec[i], i, m, zp_ep_source(g->ep, i), c->threads_each,
-				  c->max_tokens, g->efd, e)) {
+		if (zp_exec_start(&g->exec[i], i, m, zp_ep_source(g->ep, i), zp_ep_group(g->ep),
+				  c->threads_each, c->max_tokens, g->efd, e)) {
 			zp_engine_stop(g);
 			return -1;
 		}

@@ -31,7 +31,7 @@ static void *exec_main(void *arg)
 				ZP_ASSERT(errno == EINTR);
 			continue;
 		}
-		ZP_ASSERT(b == &x->batch && b->n > 0);
+		ZP_ASSERT(b == &x->batch && b->n >= 0); /* 0: a dpep member with no tokens */
 		double t0 = zp_now_s();
 		zp_err e;
 		b->failed = zp_fwd_run(x->fwd, b->req, b->n, &e) != 0;
@@ -44,8 +44,8 @@ static void *exec_main(void *arg)
 	return NULL;
 }
 
-int zp_exec_start(zp_exec *x, int id, const zp_model *m, const zp_expert_src *src, int threads,
-		  int max_tokens, int done_efd, zp_err *e)
+int zp_exec_start(zp_exec *x, int id, const zp_model *m, const zp_expert_src *src,
+		  zp_dpep *grp, int threads, int max_tokens, int done_efd, zp_err *e)
 {
 	memset(x, 0, sizeof *x);
 	x->id = id;
@@ -58,6 +58,8 @@ int zp_exec_start(zp_exec *x, int id, const zp_model *m, const zp_expert_src *sr
 		return zp_errf(e, "executor %d: eventfd: %s", id, strerror(errno));
 	x->fwd = zp_fwd_new(m, threads, max_tokens);
 	zp_fwd_set_experts(x->fwd, src);
+	if (grp)
+		zp_fwd_set_dpep(x->fwd, grp, id);
 	int rc = pthread_create(&x->th, NULL, exec_main, x);
 	if (rc) {
 		zp_fwd_free(x->fwd);
@@ -69,7 +71,7 @@ int zp_exec_start(zp_exec *x, int id, const zp_model *m, const zp_expert_src *sr
 
 void zp_exec_submit(zp_exec *x)
 {
-	ZP_ASSERT(!x->busy && x->batch.n > 0);
+	ZP_ASSERT(!x->busy && x->batch.n >= 0);
 	x->busy = true;
 	ZP_ASSERT(zp_ring_push(&x->in, &x->batch));
 	ring_bell(x->doorbell);

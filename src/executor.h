@@ -33,9 +33,10 @@ typedef struct {
 } zp_exec;
 
 /* Start executor id on m: threads workers, batches of at most max_tokens,
-   experts from src (NULL: the model's own). 0, or -1 with e set. */
-int zp_exec_start(zp_exec *x, int id, const zp_model *m, const zp_expert_src *src, int threads,
-		  int max_tokens, int done_efd, zp_err *e);
+   experts from src (NULL: the model's own), as member id of dpep group grp
+   (or NULL). 0, or -1 with e set. */
+int zp_exec_start(zp_exec *x, int id, const zp_model *m, const zp_expert_src *src,
+		  zp_dpep *grp, int threads, int max_tokens, int done_efd, zp_err *e);
 /* Reactor: hand over x->batch (x must be idle). */
 void zp_exec_submit(zp_exec *x);
 /* Reactor: the finished batch, or NULL. */

@@ -3,6 +3,7 @@
 #include "forward.h"
 
 #include <float.h>
+#include <pthread.h>
 #include <math.h>
 #include <string.h>
 
@@ -77,6 +78,22 @@ struct zp_fwd {
 	float *lm_out;			/* [lm_rows, V] */
 	zp_fwd_stats stats;
 	const zp_expert_src *src;	/* NULL: the model's experts */
+	/* dpep: the group, this member, and the rows it receives for its experts */
+	zp_dpep *grp;
+	int member;
+	float *ra;			/* [R, hp] received inputs (f32 mode) */
+	uint16_t *ra16;			/* [R, hp] (bf16 mode) */
+	float *ract;			/* [R, mfp] */
+	uint16_t *ract16;
+	float *ry;			/* [R, H] */
+	int *roffs;			/* [E + 1] first received row of each owned expert */
+};
+
+struct zp_dpep {
+	int n;
+	pthread_barrier_t bar;
+	zp_fwd *member[ZP_DPEP_MAX];
+	int lo[ZP_DPEP_MAX], hi[ZP_DPEP_MAX];
 };
 
 static size_t fsz(size_t n)
@@ -176,7 +193,8 @@ void zp_fwd_free(zp_fwd *f)
 			 f->qkvb, f->att, f->att16, f->tmp, f->act, f->act16, f->rope_cos,
 			 f->rope_sin, f->scores, f->logits, f->sel, f->selw, f->slot_row, f->route_gap,
 			 f->counts, f->offs, f->xg, f->xg16, f->actg, f->actg16, f->yg, f->ops,
-			 f->lm_list, f->lm_in, f->lm_in16, f->lm_out };
+			 f->lm_list, f->lm_in, f->lm_in16, f->lm_out, f->ra, f->ra16, f->ract,
+			 f->ract16, f->ry, f->roffs };
 	for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
 		zp_free_aligned(bufs[i]);
 	free(f);
@@ -453,13 +471,15 @@ static void attention_block(zp_fwd *f, const zp_layer *L)
 
 static void act_to_bf16(zp_fwd *f, int r0, int r1, int thread, void *arg)
 {
-	const int *w = arg; /* [0]: which buffer (0 dense, 1 moe); [1]: width */
+	const int *w = arg; /* [0]: which buffer (0 dense, 1 moe, 2 dpep received); [1]: width */
 	(void)thread;
 	for (int t = r0; t < r1; t++) {
 		if (w[0] == 0)
 			to_bf16(f->act16 + (size_t)t * f->fp, f->act + (size_t)t * f->fp, w[1]);
-		else
+		else if (w[0] == 1)
 			to_bf16(f->actg16 + (size_t)t * f->mfp, f->actg + (size_t)t * f->mfp, w[1]);
+		else
+			to_bf16(f->ract16 + (size_t)t * f->mfp, f->ract + (size_t)t * f->mfp, w[1]);
 	}
 }
 
@@ -587,29 +607,91 @@ static void moe_dispatch(zp_fwd *f)
 	}
 }
 
-static int expert_ops(zp_fwd *f, const zp_wmat *gate_up, const zp_wmat *dn, bool down)
+/* The rows of experts [e0, e1) (expert e's at offs[e - e0] ..) and where
+   their stages read and write. */
+struct moe_rows {
+	const int *offs;
+	int e0, e1;
+	const float *a;
+	const uint16_t *a16;
+	float *act;
+	const uint16_t *act16;
+	float *y;
+};
+
+static int expert_ops(zp_fwd *f, const struct moe_rows *b, const zp_wmat *gate_up,
+		      const zp_wmat *dn, bool down)
 {
 	int n = 0, H = f->c->hidden;
-	for (int e = 0; e < f->c->experts; e++) {
-		int m = f->offs[e + 1] - f->offs[e], r = f->offs[e];
+	for (int e = b->e0; e < b->e1; e++) {
+		int r = b->offs[e - b->e0], m = b->offs[e - b->e0 + 1] - r;
 		if (!m)
 			continue;
 		zp_gemm_op *op = &f->ops[n++];
 		if (!down)
 			*op = (zp_gemm_op){
-				.a = bf16_mode(f) ? (const void *)(f->xg16 + (size_t)r * f->hp)
-						  : (const void *)(f->xg + (size_t)r * f->hp),
+				.a = bf16_mode(f) ? (const void *)(b->a16 + (size_t)r * f->hp)
+						  : (const void *)(b->a + (size_t)r * f->hp),
 				.lda = (size_t)f->hp, .m = m, .w = &gate_up[e],
-				.c = f->actg + (size_t)r * f->mfp, .ldc = (size_t)f->mfp,
+				.c = b->act + (size_t)r * f->mfp, .ldc = (size_t)f->mfp,
 				.epi = ZP_EPI_SWIGLU, .ncols = f->c->moe_ffn };
 		else
 			*op = (zp_gemm_op){
-				.a = bf16_mode(f) ? (const void *)(f->actg16 + (size_t)r * f->mfp)
-						  : (const void *)(f->actg + (size_t)r * f->mfp),
+				.a = bf16_mode(f) ? (const void *)(b->act16 + (size_t)r * f->mfp)
+						  : (const void *)(b->act + (size_t)r * f->mfp),
 				.lda = (size_t)f->mfp, .m = m, .w = &dn[e],
-				.c = f->yg + (size_t)r * H, .ldc = (size_t)H, .epi = ZP_EPI_STORE };
+				.c = b->y + (size_t)r * H, .ldc = (size_t)H, .epi = ZP_EPI_STORE };
 	}
 	return n;
+}
+
+static void group_wait(zp_fwd *f)
+{
+	double t0 = zp_now_s();
+	pthread_barrier_wait(&f->grp->bar);
+	f->stats.sync_s += zp_now_s() - t0;
+}
+
+/* dpep: every member's routed rows for this member's experts are copied in,
+   run, and their outputs copied back into their owners' yg. Between the two
+   barriers a member only reads other members' xg/offs and writes the yg rows
+   of this member's experts, which no one else touches. */
+static void dpep_exchange(zp_fwd *f, const zp_layer *L)
+{
+	zp_dpep *g = f->grp;
+	int e0 = g->lo[f->member], e1 = g->hi[f->member], R = 0, H = f->c->hidden;
+	int which[2] = { 2, f->c->moe_ffn };
+	bool bf = bf16_mode(f);
+	size_t arow = (size_t)f->hp * (bf ? 2 : 4);
+	group_wait(f);
+	for (int e = e0; e < e1; e++) {
+		f->roffs[e - e0] = R;
+		for (int x = 0; x < g->n; x++) {
+			const zp_fwd *s = g->member[x];
+			int m = s->offs[e + 1] - s->offs[e];
+			const char *src = bf ? (const char *)(s->xg16 + (size_t)s->offs[e] * f->hp)
+					     : (const char *)(s->xg + (size_t)s->offs[e] * f->hp);
+			memcpy(bf ? (char *)(f->ra16 + (size_t)R * f->hp) : (char *)(f->ra + (size_t)R * f->hp),
+			       src, (size_t)m * arow);
+			R += m;
+		}
+	}
+	f->roffs[e1 - e0] = R;
+	struct moe_rows b = { f->roffs, e0, e1, f->ra, f->ra16, f->ract, f->ract16, f->ry };
+	zp_gemm_run(f->pool, f->ops, expert_ops(f, &b, L->exp_gate_up, L->exp_down, false));
+	if (bf)
+		par_rows(f, R, act_to_bf16, which);
+	zp_gemm_run(f->pool, f->ops, expert_ops(f, &b, L->exp_gate_up, L->exp_down, true));
+	R = 0;
+	for (int e = e0; e < e1; e++)
+		for (int x = 0; x < g->n; x++) {
+			zp_fwd *s = g->member[x];
+			int m = s->offs[e + 1] - s->offs[e];
+			memcpy(s->yg + (size_t)s->offs[e] * H, f->ry + (size_t)R * H,
+			       (size_t)m * H * sizeof(float));
+			R += m;
+		}
+	group_wait(f);
 }
 
 static int moe_block(zp_fwd *f, const zp_layer *L, int l, zp_err *e)
@@ -617,21 +699,30 @@ static int moe_block(zp_fwd *f, const zp_layer *L, int l, zp_err *e)
 	int T = f->ntok, TK = T * f->c->topk;
 	int which[2] = { 1, f->c->moe_ffn };
 	const zp_wmat *gu = L->exp_gate_up, *dn = L->exp_down;
+	struct moe_rows b = { f->offs, 0, f->c->experts, f->xg, f->xg16, f->actg, f->actg16, f->yg };
 
-	gemm1(f, &L->router, f->xn, NULL, (size_t)f->hp, T, f->logits, (size_t)f->c->experts,
-	      ZP_EPI_STORE, 0);
-	par_rows(f, T, route_rows, NULL);
+	if (T) {
+		gemm1(f, &L->router, f->xn, NULL, (size_t)f->hp, T, f->logits,
+		      (size_t)f->c->experts, ZP_EPI_STORE, 0);
+		par_rows(f, T, route_rows, NULL);
+	}
 	for (int t = 0; t < T; t++)
 		f->stats.min_route_gap = fminf(f->stats.min_route_gap, f->route_gap[t]);
 	moe_dispatch(f);
 	par_rows(f, T, gather_rows, NULL);
+	if (f->grp) {
+		dpep_exchange(f, L);
+		par_rows(f, T, combine_rows, NULL);
+		par_rows(f, T, residual_rows, NULL);
+		return 0;
+	}
 	/* the experts are needed from here on: as late as possible */
 	if (f->src && f->src->acquire(f->src->ctx, l, &gu, &dn, e))
 		return -1;
-	zp_gemm_run(f->pool, f->ops, expert_ops(f, gu, dn, false));
+	zp_gemm_run(f->pool, f->ops, expert_ops(f, &b, gu, dn, false));
 	if (bf16_mode(f))
 		par_rows(f, TK, act_to_bf16, which);
-	zp_gemm_run(f->pool, f->ops, expert_ops(f, gu, dn, true));
+	zp_gemm_run(f->pool, f->ops, expert_ops(f, &b, gu, dn, true));
 	if (f->src)
 		f->src->release(f->src->ctx, l);
 	par_rows(f, T, combine_rows, NULL);
@@ -819,6 +910,49 @@ void zp_fwd_set_experts(zp_fwd *f, const zp_expert_src *src)
 	f->src = src;
 }
 
+zp_dpep *zp_dpep_new(int n, int experts)
+{
+	ZP_ASSERT(n >= 1 && n <= ZP_DPEP_MAX && n <= experts);
+	zp_dpep *g = zp_xcalloc(1, sizeof *g);
+	g->n = n;
+	for (int x = 0; x < n; x++) {
+		g->lo[x] = (int)((long)experts * x / n);
+		g->hi[x] = (int)((long)experts * (x + 1) / n);
+	}
+	ZP_ASSERT(pthread_barrier_init(&g->bar, NULL, (unsigned)n) == 0);
+	return g;
+}
+
+void zp_dpep_free(zp_dpep *g)
+{
+	if (!g)
+		return;
+	pthread_barrier_destroy(&g->bar);
+	free(g);
+}
+
+void zp_dpep_range(const zp_dpep *g, int member, int *lo, int *hi)
+{
+	*lo = g->lo[member];
+	*hi = g->hi[member];
+}
+
+void zp_fwd_set_dpep(zp_fwd *f, zp_dpep *g, int member)
+{
+	const zp_config *c = f->c;
+	ZP_ASSERT(!f->grp && member >= 0 && member < g->n && !g->member[member] && c->moe);
+	size_t R = (size_t)g->n * f->max_tokens * c->topk; /* every member's rows at most */
+	f->grp = g;
+	f->member = member;
+	g->member[member] = f;
+	f->ra = zp_xalloc_aligned(fsz(R * f->hp));
+	f->ra16 = zp_xalloc_aligned(R * f->hp * 2);
+	f->ract = zp_xalloc_aligned(fsz(R * f->mfp));
+	f->ract16 = zp_xalloc_aligned(R * f->mfp * 2);
+	f->ry = zp_xalloc_aligned(fsz(R * c->hidden));
+	f->roffs = zp_xalloc_aligned(((size_t)c->experts + 1) * sizeof(int));
+}
+
 /* The layers; -1 when the expert source failed. */
 static int layers(zp_fwd *f, double *ta, double *tm, zp_err *e)
 {
@@ -828,11 +962,14 @@ static int layers(zp_fwd *f, double *ta, double *tm, zp_err *e)
 		if (f->src)
 			f->src->layer_begin(f->src->ctx, l);
 		double a = zp_now_s();
-		attention_block(f, L);
+		if (f->ntok) /* a dpep member without tokens still serves its experts */
+			attention_block(f, L);
 		double b = zp_now_s();
 		par_rows(f, f->ntok, norm_rows, L->ffn_norm);
-		if (!L->sparse)
-			dense_mlp(f, L);
+		if (!L->sparse) {
+			if (f->ntok)
+				dense_mlp(f, L);
+		}
 		else if (moe_block(f, L, l, e))
 			return -1;
 		*ta += b - a;
@@ -861,7 +998,8 @@ int zp_fwd_run(zp_fwd *f, zp_req **reqs, int nreq, zp_err *e)
 	f->seq_start[nreq] = T;
 	f->ntok = T;
 	f->nseq = nreq;
-	if (!T)
+	f->stats.sync_s = 0;
+	if (!T && !f->grp)
 		return 0;
 	f->stats.min_route_gap = INFINITY;
 	for (int t = 0; t < T; t++)
@@ -871,6 +1009,8 @@ int zp_fwd_run(zp_fwd *f, zp_req **reqs, int nreq, zp_err *e)
 		f->src->end(f->src->ctx);
 	if (rc)
 		return -1;
+	if (!T)
+		return 0;
 	double to = zp_now_s();
 	outputs(f, reqs, nreq);
 	f->stats.attn_s = ta;

@@ -36,6 +36,21 @@ typedef struct {
 /* Use src for every later forward (NULL: the model's own experts). */
 void zp_fwd_set_experts(zp_fwd *f, const zp_expert_src *src);
 
+/* Synchronous DP+EP (the dpep baseline): a group of n forwards, one per
+   executor, that run every MoE layer together. Member x owns experts
+   [lo_x, hi_x); at each MoE layer every member publishes its routed rows,
+   waits for all (a barrier), computes its experts over every member's rows
+   (copied in, as an AllToAll would), writes the results back into their
+   owners' buffers, and waits again. A member with no tokens still takes part,
+   so a group's forwards must all be started together. */
+typedef struct zp_dpep zp_dpep;
+#define ZP_DPEP_MAX 64
+zp_dpep *zp_dpep_new(int n, int experts);
+void zp_dpep_free(zp_dpep *g);
+void zp_dpep_range(const zp_dpep *g, int member, int *lo, int *hi);
+/* Join f to g as member (before any forward of the group runs). */
+void zp_fwd_set_dpep(zp_fwd *f, zp_dpep *g, int member);
+
 /* One forward over reqs (total tokens <= max_tokens); fills their results.
    0, or -1 with e set when the expert source failed (results undefined). */
 int zp_fwd_run(zp_fwd *f, zp_req **reqs, int nreq, zp_err *e);
@@ -44,6 +59,7 @@ int zp_fwd_run(zp_fwd *f, zp_req **reqs, int nreq, zp_err *e);
    outputs). */
 typedef struct {
 	double attn_s, mlp_s, out_s;
+	double sync_s;		/* dpep: waiting at the per-layer barriers */
 	double flops;		/* linear-layer + attention FLOPs of the last run */
 	float min_route_gap;	/* smallest router logit gap between the k-th chosen
 				   expert and the best one left out (inf: dense) */

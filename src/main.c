@@ -200,7 +200,30 @@ struct driver {
 	int next, oldest;	/* batch numbers: next to fill, oldest submitted */
 	int served;
 	zp_buf out;
+	bool group;		/* dpep: executors start their forwards together */
+	int staged;		/* dpep: batches prepared, not yet started */
 };
+
+/* dpep: start the staged batches and an empty forward on every other
+   executor (it still serves its experts), then wait for those empty ones. */
+static void launch_group(struct driver *d)
+{
+	int first = d->next - d->staged, n = d->g.n;
+	bool has[ZP_EP_EXECUTORS_MAX] = { false };
+	if (!d->staged)
+		return;
+	for (int j = first; j < d->next; j++)
+		has[j % n] = true;
+	for (int x = 0; x < n; x++) {
+		if (!has[x])
+			d->g.exec[x].batch.n = d->g.exec[x].batch.tokens = 0;
+		zp_exec_submit(&d->g.exec[x]);
+	}
+	for (int x = 0; x < n; x++)
+		if (!has[x])
+			zp_engine_wait(&d->g, x);
+	d->staged = 0;
+}
 
 /* Wait for batch number j, write every slot's line in order, empty it. */
 static void finish(struct driver *d, int j)
@@ -245,20 +268,25 @@ static void submit(struct driver *d)
 			x->batch.tokens += b->slots[i].req.ntok;
 		}
 	b->out = true;
-	if (x->batch.n) {
+	x->batch.failed = 0;
+	if (d->group) { /* started with the others (launch_group) */
+		d->staged++;
+	} else if (x->batch.n) {
 		zp_exec_submit(x);
 	} else { /* nothing to run: hand it straight back */
 		x->busy = true;
-		x->batch.failed = 0;
 		ZP_ASSERT(zp_ring_push(&x->out, &x->batch));
 	}
 	d->next++;
+	if (d->group && d->staged == d->g.n)
+		launch_group(d);
 	if (d->b[d->next % d->g.n].out) /* the executor it needs holds the oldest batch */
 		finish(d, d->oldest);
 }
 
 static void drain(struct driver *d)
 {
+	launch_group(d);
 	while (d->oldest < d->next)
 		finish(d, d->oldest);
 }
@@ -273,7 +301,7 @@ static int cmd_prefill(const struct opts *o, zp_model *m)
 		zp_log(ZP_LOG_ERROR, "msg=\"cannot load tokenizer\" error=\"%s\"", e.msg);
 		return 1;
 	}
-	struct driver d = { 0 };
+	struct driver d = { .group = o->parallel == ZP_PAR_DPEP };
 	zp_engine_cfg ec = { o->executors, o->parallel, o->transport,
 			     ZP_MAX(1, o->threads / o->executors),
 			     ZP_MAX(o->batch_tokens, o->max_tokens), -1 };
@@ -436,9 +464,10 @@ static int cmd_bench(const struct opts *o, zp_model *m)
 		double dt = bench_round(&g, reqs, B, &st);
 		total += dt;
 		best = dt < best ? dt : best;
-		printf("iter=%d seconds=%.4f attn_s=%.4f mlp_s=%.4f out_s=%.4f tok_s=%.1f "
-		       "gflop_s=%.1f min_router_gap=%.3g\n", it, dt, st.attn_s, st.mlp_s, st.out_s,
-		       (double)N * B * L / dt, N * st.flops / dt * 1e-9, (double)st.min_route_gap);
+		printf("iter=%d seconds=%.4f attn_s=%.4f mlp_s=%.4f out_s=%.4f sync_s=%.4f "
+		       "tok_s=%.1f gflop_s=%.1f min_router_gap=%.3g\n", it, dt, st.attn_s, st.mlp_s,
+		       st.out_s, st.sync_s, (double)N * B * L / dt, N * st.flops / dt * 1e-9,
+		       (double)st.min_route_gap);
 	}
 	if (o->parallel == ZP_PAR_ASYNCEP)
 		bench_overlap(&g, m);

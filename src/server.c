@@ -546,7 +546,8 @@ static void reap(server *s)
 			continue;
 		/* the executor is idle until the next submit: its stats are quiet */
 		zp_ep_stats(s->eng.ep, i, s->lstats + (size_t)i * s->mcfg.layers);
-		zp_metrics_batch(&s->met, b, s->now);
+		if (b->n)
+			zp_metrics_batch(&s->met, b, s->now);
 		if (b->failed)
 			zp_log(ZP_LOG_ERROR, "msg=\"forward failed\" executor=%d seqs=%d error=\"%s\"",
 			       i, b->n, b->err);
@@ -572,6 +573,19 @@ static double dispatch(server *s)
 	bool all_idle = true;
 	for (int i = 0; i < s->live; i++)
 		all_idle &= !s->eng.exec[i].busy;
+	if (s->cfg.parallel == ZP_PAR_DPEP && s->live > 1) {
+		/* synchronous DP+EP: every executor starts its forward together, those
+		   without a batch too (they still serve their experts) */
+		if (!all_idle || !zp_sched_next_batch(&s->sched, s->now, true, &s->eng.exec[0].batch,
+						      &wake))
+			return wake;
+		for (int i = 1; i < s->live; i++)
+			if (!zp_sched_next_batch(&s->sched, s->now, true, &s->eng.exec[i].batch, &wake))
+				s->eng.exec[i].batch.n = s->eng.exec[i].batch.tokens = 0;
+		for (int i = 0; i < s->live; i++)
+			zp_exec_submit(&s->eng.exec[i]);
+		return 0;
+	}
 	for (int i = 0; i < s->live; i++) {
 		zp_exec *x = &s->eng.exec[i];
 		if (x->busy)

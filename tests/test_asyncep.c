@@ -2,7 +2,9 @@
    - placement: each executor's resident bytes equal the formula (dense +
      its shards + the whole first MoE layer + two full-layer buffers), the
      ranges cover every expert once, N need not divide E;
-   - equivalence: asyncep with N = 2, 3, 4 and replicate with N = 2 give
+   - equivalence: asyncep with N = 2, 3, 4, dpep with N = 2, 3 (every
+     executor starting each forward together, some without tokens) and
+     replicate with N = 2 give
      bit-identical fp32 and bf16 results to N = 1 for the same batches, on
      models with dense layers between MoE ones (sparse-step, mlp-only) and
      expert counts N does not divide (odd: 10 experts);
@@ -42,19 +44,21 @@ static void free_reqs(zp_req *r, int n)
 		zp_req_free(&r[s]);
 }
 
-/* Run the same SEQS requests split in batches of 4, batch j on executor j % N. */
+/* Run the same SEQS requests split in batches of 4, batch j on executor j % N;
+   dpep starts every executor each round (those without a batch empty). */
 static int run(zp_engine *g, zp_req *r, zp_err *e)
 {
 	int failed = 0;
+	bool group = zp_ep_group(g->ep) != NULL;
 	for (int j0 = 0; j0 < SEQS / 4; j0 += g->n) {
-		for (int x = 0; x < g->n && j0 + x < SEQS / 4; x++) {
+		for (int x = 0; x < g->n && (group || j0 + x < SEQS / 4); x++) {
 			zp_batch *b = &g->exec[x].batch;
-			b->n = 4;
-			for (int s = 0; s < 4; s++)
+			b->n = j0 + x < SEQS / 4 ? 4 : 0;
+			for (int s = 0; s < b->n; s++)
 				b->req[s] = &r[(j0 + x) * 4 + s];
 			zp_exec_submit(&g->exec[x]);
 		}
-		for (int x = 0; x < g->n && j0 + x < SEQS / 4; x++) {
+		for (int x = 0; x < g->n && (group || j0 + x < SEQS / 4); x++) {
 			zp_batch *b = zp_engine_wait(g, x);
 			if (b->failed) {
 				failed = 1;
@@ -91,7 +95,8 @@ static void check_model(const char *dir, enum zp_wtype wt)
 
 	static const struct { int n; enum zp_parallel p; } cases[] = {
 		{ 2, ZP_PAR_REPLICATE }, { 1, ZP_PAR_ASYNCEP }, { 2, ZP_PAR_ASYNCEP },
-		{ 3, ZP_PAR_ASYNCEP },	 { 4, ZP_PAR_ASYNCEP },
+		{ 3, ZP_PAR_ASYNCEP },	 { 4, ZP_PAR_ASYNCEP },	  { 2, ZP_PAR_DPEP },
+		{ 3, ZP_PAR_DPEP },
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
 		CHECK(zp_model_load(&m, dir, wt, 2, NULL, &e) == 0, "reload");
@@ -115,9 +120,9 @@ static void check_model(const char *dir, enum zp_wtype wt)
 				CHECK(lo == covered && hi > lo, "asyncep: the ranges tile the experts");
 				covered = hi;
 			}
-			size_t want = cases[i].p == ZP_PAR_REPLICATE
-					      ? dense + all
-					      : dense + layer + (size_t)(moe - 1) * (hi - lo) * ebytes + 2 * layer;
+			size_t want = cases[i].p == ZP_PAR_REPLICATE ? dense + all :
+				      cases[i].p == ZP_PAR_DPEP	     ? dense + (size_t)moe * (hi - lo) * ebytes :
+					dense + layer + (size_t)(moe - 1) * (hi - lo) * ebytes + 2 * layer;
 			CHECK(zp_ep_resident_bytes(g.ep, x) == want, "%s N=%d executor %d: resident %zu, "
 			      "formula %zu", dir, g.n, x, zp_ep_resident_bytes(g.ep, x), want);
 		}
@@ -194,7 +199,9 @@ int main(void)
 	zp_err e;
 	CHECK(!zp_transport_new("nccl", &e) && strstr(e.msg, "CUDA"), "nccl refused here: %s", e.msg);
 	enum zp_parallel p;
-	CHECK(zp_parallel_parse("dpep", &p, &e) == -1 && strstr(e.msg, "not built"), "dpep named");
+	CHECK(zp_parallel_parse("dpep", &p, &e) == 0 && p == ZP_PAR_DPEP, "dpep");
+	CHECK(zp_parallel_parse("tp", &p, &e) == -1 && strstr(e.msg, "asyncep, dpep or replicate"),
+	      "unknown parallel refused: %s", e.msg);
 	check_model("tests/models/odd", ZP_W_F32);
 	check_model("tests/models/odd", ZP_W_BF16);
 	check_model("tests/models/sparse-step", ZP_W_F32);

@@ -70,5 +70,26 @@ expect client-embed 'dim 64 .* norm 1.0000' "$("$Z" embed --socket "$S" hello)"
 
 kill -TERM $PID; wait $PID; rc=$?
 expect sigterm-exit-0 '^0$' "$rc"
+
+# the same lines through servers whose experts are spread over executors
+for par in "asyncep 3" "dpep 2" "replicate 2"; do
+	set -- $par
+	"$Z" serve --model $M --socket "$S" --dtype fp32 --executors $2 --threads 1 --parallel $1 \
+		--log-level warn 2>"$T/log" &
+	PID=$!
+	i=0
+	until $C http://x/health 2>/dev/null | grep -q '"ok"'; do
+		i=$((i + 1)); [ $i -gt 100 ] && { echo "FAIL: $1 server not ready"; cat "$T/log"; exit 1; }
+		sleep 0.05
+	done
+	: > "$T/online"
+	while IFS= read -r line; do
+		$C -d "$line" http://x/v1/prefill >> "$T/online"; echo >> "$T/online"
+	done < "$T/req.jsonl"
+	if cmp -s "$T/offline" "$T/online"; then echo "ok   $1 with $2 executors == zprefill prefill"
+	else echo "FAIL $1 with $2 executors differs:"; diff "$T/offline" "$T/online" | head; fail=1; fi
+	[ "$1" = asyncep ] && expect asyncep-layer-metrics 'zprefill_layer_wait_seconds_total{executor="0",layer="1"}' "$($C http://x/metrics)"
+	kill -TERM $PID; wait $PID
+done
 [ $fail -eq 0 ] && echo "test_serve_curl: ok" || echo "test_serve_curl: FAIL"
 exit $fail
