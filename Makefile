@@ -13,11 +13,21 @@ LDFLAGS += $(EXTRA_LDFLAGS)
 NVCC    := $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
 NCCL_H  := $(firstword $(wildcard /usr/local/cuda/include/nccl.h /usr/include/nccl.h))
 CU_SRC  := $(wildcard kernels/*.cu)
-ifeq ($(MAKELEVEL),0)
-$(info build: CPU path; nvcc: $(if $(NVCC),$(NVCC) ($(words $(CU_SRC)) CUDA sources to build),not found); NCCL: $(if $(NCCL_H),$(NCCL_H),not found))
+
+
+# GPU transports (host code): built into their GPU test when CUDA and NCCL are here.
+ifneq ($(and $(NVCC),$(NCCL_H)),)
+CUDA_HOME   := $(patsubst %/bin/nvcc,%,$(NVCC))
+CUDA_CFLAGS := -DZP_HAVE_CUDA -I$(CUDA_HOME)/include
+CUDA_SRC    := src/transport_cuda.c
+CUDA_LIBS   := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lnccl
 endif
 
-LIB_SRC := $(filter-out src/main.c,$(wildcard src/*.c))
+ifeq ($(MAKELEVEL),0)
+$(info build: CPU path; nvcc: $(if $(NVCC),$(NVCC) ($(words $(CU_SRC)) CUDA kernels to build),not found); NCCL: $(if $(NCCL_H),$(NCCL_H),not found); GPU transports (src/transport_cuda.c, in build/test_transport_cuda): $(if $(CUDA_SRC),built,not built))
+endif
+
+LIB_SRC := $(filter-out src/main.c src/transport_cuda.c,$(wildcard src/*.c))
 LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/%.o)
 TESTS_C := $(wildcard tests/test_*.c)
 TESTS   := $(TESTS_C:tests/%.c=$(BUILD)/%)
@@ -48,6 +58,10 @@ $(BIN): $(BUILD)/main.o $(BUILD)/libzp.a
 
 $(BUILD)/test_%: tests/test_%.c tests/check.h $(BUILD)/libzp.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libzp.a $(LDLIBS)
+
+# skips (77) where CUDA was not found at build time or no GPU is present
+$(BUILD)/test_transport_cuda: tests/test_transport_cuda.c src/transport_cuda.c src/transport_cuda.h $(BUILD)/libzp.a
+	$(CC) $(CFLAGS) $(CUDA_CFLAGS) $(LDFLAGS) -o $@ $< $(CUDA_SRC) $(BUILD)/libzp.a $(LDLIBS) $(CUDA_LIBS)
 
 test: $(BIN) $(TESTS) $(BUILD)/loadgen
 	@BUILD=$(BUILD) ZPREFILL=./$(BIN) tests/run.sh $(TESTS) $(wildcard tests/test_*.sh)
