@@ -661,8 +661,11 @@ static void on_event(server *s)
 			s->ready = true;
 			s->live = s->eng.n;
 			s->lstats = zp_xcalloc((size_t)s->live * s->mcfg.layers, sizeof *s->lstats);
-			zp_log(ZP_LOG_INFO, "msg=ready weights_mb=%.0f",
-			       (double)(s->model.arena_bytes + s->model.expert_bytes_total) / (1 << 20));
+			size_t resident = 0;
+			for (int i = 0; i < s->live; i++)
+				resident += zp_ep_resident_bytes(s->eng.ep, i);
+			zp_log(ZP_LOG_INFO, "msg=ready executors=%d parallel=%s resident_mb=%.1f", s->live,
+			       zp_parallel_name(s->cfg.parallel), (double)resident / (1 << 20));
 		} else {
 			zp_log(ZP_LOG_ERROR, "msg=\"model load failed\" error=\"%s\"", s->load_err.msg);
 			s->exit_code = s->stopping ? 0 : 1;
