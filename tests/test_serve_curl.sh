@@ -10,15 +10,19 @@ M=tests/models/tiny-tok
 command -v curl >/dev/null || { echo "curl not installed"; exit 77; }
 T=$(mktemp -d); S="$T/s"
 fail=0
-"$Z" serve --model $M --socket "$S" --dtype fp32 --log-level warn 2>"$T/log" &
-PID=$!
+PID=
 trap 'kill $PID 2>/dev/null; rm -rf "$T"' EXIT
 C="curl -s --unix-socket $S"
-i=0
-until $C http://x/health 2>/dev/null | grep -q '"ok"'; do
-	i=$((i + 1)); [ $i -gt 100 ] && { echo "FAIL: server not ready"; cat "$T/log"; exit 1; }
-	sleep 0.05
-done
+start() { # extra serve flags; sets PID once /health says ok
+	"$Z" serve --model $M --socket "$S" --dtype fp32 --log-level warn "$@" 2>"$T/log" &
+	PID=$!
+	i=0
+	until $C http://x/health 2>/dev/null | grep -q '"ok"'; do
+		i=$((i + 1)); [ $i -gt 100 ] && { echo "FAIL: server ($*) not ready"; cat "$T/log"; exit 1; }
+		sleep 0.05
+	done
+}
+start
 
 expect() { # name, pattern, output
 	if printf '%s' "$3" | grep -q -- "$2"; then echo "ok   $1"
@@ -74,14 +78,7 @@ expect sigterm-exit-0 '^0$' "$rc"
 # the same lines through servers whose experts are spread over executors
 for par in "asyncep 3" "dpep 2" "replicate 2"; do
 	set -- $par
-	"$Z" serve --model $M --socket "$S" --dtype fp32 --executors $2 --threads 1 --parallel $1 \
-		--log-level warn 2>"$T/log" &
-	PID=$!
-	i=0
-	until $C http://x/health 2>/dev/null | grep -q '"ok"'; do
-		i=$((i + 1)); [ $i -gt 100 ] && { echo "FAIL: $1 server not ready"; cat "$T/log"; exit 1; }
-		sleep 0.05
-	done
+	start --executors $2 --threads 1 --parallel $1
 	: > "$T/online"
 	while IFS= read -r line; do
 		$C -d "$line" http://x/v1/prefill >> "$T/online"; echo >> "$T/online"
