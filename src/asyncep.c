@@ -408,6 +408,11 @@ zp_ep *zp_ep_new(zp_model *m, int nexec, enum zp_parallel par, zp_transport *t, 
 		zp_errf(e, "executors must be 1 to %d", ZP_EP_EXECUTORS_MAX);
 		goto bad;
 	}
+	if (par != ZP_PAR_REPLICATE && nexec == 1) { /* one executor: nothing to gather or send */
+		zp_log(ZP_LOG_INFO, "msg=\"one executor: %s places nothing; it reads every expert in "
+		       "place\"", zp_parallel_name(par));
+		ep->par = par = ZP_PAR_REPLICATE;
+	}
 	if (par == ZP_PAR_REPLICATE)
 		return ep;
 	if (layout(ep, e))

@@ -275,6 +275,30 @@ static void test_bad_inputs(void)
 	check_good("after the bad inputs");
 }
 
+/* 300 connections of seeded random bytes (some starting like a request),
+   sent whole or cut short, then closed: none may crash or wedge the server. */
+static void test_garbage_storm(void)
+{
+	static const char *starts[] = { "", "POST /v1/prefill HTTP/1.1\r\n", "GET / HTTP/1.1\r\nA: ",
+					"POST /tokenize HTTP/1.1\r\nContent-Length: 40\r\n\r\n{\"" };
+	unsigned seed = 12345;
+	zp_err e;
+	char buf[3000];
+	for (int i = 0; i < 300; i++) {
+		int fd = zp_client_connect(sock, &e);
+		if (fd < 0)
+			continue;
+		size_t n = strlen(starts[i % 4]), len = n + (size_t)(rand_r(&seed) % 2000);
+		memcpy(buf, starts[i % 4], n);
+		for (size_t k = n; k < len; k++)
+			buf[k] = (char)(rand_r(&seed) & 0xff);
+		send_all(fd, buf, len);
+		close(fd);
+	}
+	sleep_ms(200);
+	check_good("after 300 connections of garbage");
+}
+
 /* Three requests in one write come back in order. */
 static void test_pipelining(void)
 {
@@ -479,6 +503,7 @@ int main(void)
 	pid_t pid = start("");
 	check_good("at start");
 	test_bad_inputs();
+	test_garbage_storm();
 	test_pipelining();
 	test_expect_continue();
 	test_connection_limit();
