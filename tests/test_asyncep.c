@@ -162,6 +162,13 @@ static void check_fault(void)
 	zp_engine_cfg c = { 2, ZP_PAR_ASYNCEP, "cpu", 1, 4096, -1 };
 	CHECK(zp_engine_start(&g, &m, &c, &e) == 0, "start");
 	CHECK(run(&g, ref, &e) == 0, "clean run");
+	/* calibration: a real rate, a real gather time, and T from them */
+	zp_ep_calib cal;
+	CHECK(zp_ep_calibrate(g.ep, 1, &cal, &e) == 0, "calibrate: %s", e.msg);
+	CHECK(cal.flops_per_s > 1e8 && cal.gather_s > 0 && cal.gamma == 1.2 &&
+	      cal.threshold_flops == cal.gather_s * cal.flops_per_s * cal.gamma &&
+	      cal.threshold_tokens > 0, "calibration: F %g, t_gather %g, T %g (%g tokens)",
+	      cal.flops_per_s, cal.gather_s, cal.threshold_flops, cal.threshold_tokens);
 	zp_ep_inject_fault(g.ep, 1);
 	e.msg[0] = 0;
 	CHECK(run(&g, got, &e) == 1, "a failed gather fails the forward");
