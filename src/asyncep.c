@@ -2,15 +2,20 @@
    another (gate_up then down each, ebytes apiece), so executor x's shard of
    a layer is the byte range [lo_x ebytes, hi_x ebytes) and a gather is one
    copy per peer into the same offsets of a full-layer buffer. The executor's
-   view of a layer ([E] packed matrices) points into its own shard for its
-   experts and into the buffer for the others, so its own shard is never
-   copied.
-   Buffer states (executor thread only; the comm thread only reports a
+   view of a layer ([E] packed matrices) points into its own part for its
+   experts and into the buffer for the others, so its own part is never
+   copied into the buffer.
+   Offload mode keeps every expert in the host store (the model's blocks):
+   each executor prefetches its own part of the next layers into a window of
+   K slots, and its gathers read peers' parts from the host store.
+   An executor's units are its two full-layer buffers and, offloading, its K
+   slots. Unit states (executor thread only; the comm thread only reports a
    request's completion under the view's mutex):
-     FREE -> GATHER  kick: a request for layer l is pushed to the comm thread
-     GATHER -> USED  acquire: the request completed without error
+     FREE -> BUSY    kick: a gather (buffer) or prefetch (slot) of layer l is
+                     pushed to the comm thread
+     BUSY -> USED    acquire: the request completed without error
      USED -> FREE    release: the layer's experts are no longer read
-     GATHER -> FREE  end of a forward (after waiting for the request) */
+     BUSY -> FREE    end of a forward (after waiting for the request) */
 #include "asyncep.h"
 
 #include <errno.h>
@@ -25,36 +30,40 @@
 #include "pool.h"
 #include "ring.h"
 
-enum bstate { B_FREE, B_GATHER, B_USED };
+enum ustate { U_FREE, U_BUSY, U_USED };
+
+#define SLOTS_MAX 16 /* offload window */
+#define UNITS_MAX (2 + SLOTS_MAX)
 
 struct xview;
 
 typedef struct {
 	struct xview *v;
-	int buf, layer;
+	int unit, layer;
 	uint64_t seq;
 } greq;
 
 typedef struct xview {
 	zp_ep *ep;
 	int id, lo, hi;			/* experts [lo, hi) */
-	char **shard;			/* [layers]: experts [lo, hi) of MoE layer l; the
-					   first MoE layer's is the whole layer */
-	char *buf[2];			/* full-layer buffers */
+	char **shard;			/* [layers]: experts [lo, hi) of MoE layer l (NULL
+					   offloading); the first MoE layer's is the whole layer */
+	char *unit[UNITS_MAX];		/* 0, 1: full-layer buffers; 2..: own-part slots */
+	int nunits;
 	zp_wmat *vgu[2], *vdn[2];	/* [E] views of the layer each buffer holds */
 	zp_wmat *fgu, *fdn;		/* [E] views of the first MoE layer */
-	int blayer[2];
-	enum bstate bst[2];
-	greq req[2];
+	int ulayer[UNITS_MAX];
+	enum ustate ust[UNITS_MAX];
+	greq req[UNITS_MAX];
 	uint64_t seq;			/* requests issued */
-	int next_kick;			/* next MoE layer to gather in this forward (-1: none) */
+	int next_gather, next_fetch;	/* next MoE layer to gather / prefetch (-1: none) */
 	pthread_mutex_t mu;		/* guards done, failed, err */
 	pthread_cond_t cv;
-	uint64_t done[2];
-	int failed[2];
-	char err[2][ZP_ERR_LEN];
+	uint64_t done[UNITS_MAX];
+	int failed[UNITS_MAX];
+	char err[UNITS_MAX][ZP_ERR_LEN];
 	zp_ring ring;			/* requests, executor -> comm thread */
-	void *ring_slot[4];
+	void *ring_slot[32];
 	zp_expert_src src;
 	zp_ep_layer_stats *st;		/* [layers] */
 	int cur;			/* layer in progress (-1: none) */
@@ -76,6 +85,7 @@ struct zp_ep {
 	int doorbell;
 	_Atomic bool stop;
 	zp_dpep *grp;			/* dpep */
+	int window;			/* offload: own-part slots per executor (0: resident shards) */
 };
 
 int zp_parallel_parse(const char *s, enum zp_parallel *p, zp_err *e)
@@ -200,25 +210,66 @@ static int layout(zp_ep *ep, zp_err *e)
 
 /* ---- the executor's hooks ---- */
 
-static void kick(xview *v, int layer)
+static const char *host_part(const zp_ep *ep, int layer, int lo)
+{
+	return (const char *)ep->m->layers[layer].experts + (size_t)lo * ep->ebytes;
+}
+
+/* Where executor v reads its own experts of layer from: its resident shard,
+   or (offloading) the slot its prefetch filled; NULL if none holds it. */
+static const char *own_part(const xview *v, int layer)
+{
+	if (!v->ep->window)
+		return v->shard[layer];
+	for (int u = 2; u < v->nunits; u++)
+		if (v->ust[u] != U_FREE && v->ulayer[u] == layer)
+			return v->unit[u];
+	return NULL;
+}
+
+static int free_unit(const xview *v, int u0, int u1)
+{
+	for (int u = u0; u < u1; u++)
+		if (v->ust[u] == U_FREE)
+			return u;
+	return -1;
+}
+
+static int find_unit(const xview *v, int u0, int u1, int layer)
+{
+	for (int u = u0; u < u1; u++)
+		if (v->ust[u] != U_FREE && v->ulayer[u] == layer)
+			return u;
+	return -1;
+}
+
+static void kick(xview *v, int u, int layer)
 {
 	zp_ep *ep = v->ep;
-	int b = v->bst[0] == B_FREE ? 0 : 1;
-	ZP_ASSERT(v->bst[b] == B_FREE);
-	v->bst[b] = B_GATHER;
-	v->blayer[b] = layer;
-	set_view(ep, v->vgu[b], v->vdn[b], v->buf[b], v->shard[layer], v->lo, v->hi);
-	v->req[b] = (greq){ v, b, layer, ++v->seq };
-	ZP_ASSERT(zp_ring_push(&v->ring, &v->req[b])); /* at most 2 out, the ring holds 4 */
+	ZP_ASSERT(v->ust[u] == U_FREE);
+	v->ust[u] = U_BUSY;
+	v->ulayer[u] = layer;
+	if (u < 2) /* own part: resident, or a slot whose prefetch was kicked before */
+		set_view(ep, v->vgu[u], v->vdn[u], v->unit[u], own_part(v, layer), v->lo, v->hi);
+	v->req[u] = (greq){ v, u, layer, ++v->seq };
+	ZP_ASSERT(zp_ring_push(&v->ring, &v->req[u])); /* one entry per unit at most */
 	uint64_t one = 1;
 	ZP_ASSERT(write(ep->doorbell, &one, sizeof one) == sizeof one);
 }
 
+/* Prefetches run ahead as far as the slots allow; a gather starts when a
+   buffer is free and its layer's own part has been asked for. */
 static void kick_ahead(xview *v)
 {
-	while (v->next_kick >= 0 && (v->bst[0] == B_FREE || v->bst[1] == B_FREE)) {
-		kick(v, v->next_kick);
-		v->next_kick = next_moe(v->ep, v->next_kick);
+	int u;
+	while (v->ep->window && v->next_fetch >= 0 && (u = free_unit(v, 2, v->nunits)) >= 0) {
+		kick(v, u, v->next_fetch);
+		v->next_fetch = next_moe(v->ep, v->next_fetch);
+	}
+	while (v->next_gather >= 0 && own_part(v, v->next_gather) &&
+	       (u = free_unit(v, 0, 2)) >= 0) {
+		kick(v, u, v->next_gather);
+		v->next_gather = next_moe(v->ep, v->next_gather);
 	}
 }
 
@@ -238,23 +289,24 @@ static void hook_layer_begin(void *ctx, int l)
 	double now = zp_now_s();
 	close_layer(v, now);
 	if (l == 0) /* a forward starts: nothing of the last one is out (end drained it) */
-		v->next_kick = next_moe(v->ep, v->ep->first_moe);
+		v->next_gather = v->next_fetch = next_moe(v->ep, v->ep->first_moe);
 	v->cur = l;
 	v->t_begin = now;
 	v->wait_cur = 0;
 	kick_ahead(v);
 }
 
-/* Wait for buffer b's request; its error (or 0). */
-static int wait_buf(xview *v, int b, zp_err *e)
+/* Wait for unit u's request; its error (or 0). */
+static int wait_unit(xview *v, int u, zp_err *e)
 {
 	int failed;
 	pthread_mutex_lock(&v->mu);
-	while (v->done[b] != v->req[b].seq)
+	while (v->done[u] != v->req[u].seq)
 		pthread_cond_wait(&v->cv, &v->mu);
-	failed = v->failed[b];
+	failed = v->failed[u];
 	if (failed && e)
-		zp_errf(e, "executor %d: gather of layer %d: %s", v->id, v->blayer[b], v->err[b]);
+		zp_errf(e, "executor %d: %s of layer %d: %s", v->id, u < 2 ? "gather" : "prefetch",
+			v->ulayer[u], v->err[u]);
 	pthread_mutex_unlock(&v->mu);
 	return failed ? -1 : 0;
 }
@@ -267,15 +319,16 @@ static int hook_acquire(void *ctx, int l, const zp_wmat **gu, const zp_wmat **dn
 		*dn = v->fdn;
 		return 0;
 	}
-	int b = v->bst[0] == B_GATHER && v->blayer[0] == l ? 0 :
-		v->bst[1] == B_GATHER && v->blayer[1] == l ? 1 : -1;
-	ZP_ASSERT(b >= 0); /* kick_ahead started it at a layer begin or release */
+	int b = find_unit(v, 0, 2, l), s = v->ep->window ? find_unit(v, 2, v->nunits, l) : -1;
+	ZP_ASSERT(b >= 0 && (!v->ep->window || s >= 0)); /* kick_ahead started both */
 	double t0 = zp_now_s();
-	int rc = wait_buf(v, b, e);
+	int rc = wait_unit(v, b, e) || (s >= 0 && wait_unit(v, s, e));
 	v->wait_cur += zp_now_s() - t0;
 	if (rc)
 		return -1;
-	v->bst[b] = B_USED;
+	v->ust[b] = U_USED;
+	if (s >= 0)
+		v->ust[s] = U_USED;
 	*gu = v->vgu[b];
 	*dn = v->vdn[b];
 	return 0;
@@ -286,47 +339,56 @@ static void hook_release(void *ctx, int l)
 	xview *v = ctx;
 	if (l == v->ep->first_moe)
 		return;
-	for (int b = 0; b < 2; b++)
-		if (v->bst[b] == B_USED && v->blayer[b] == l)
-			v->bst[b] = B_FREE;
-	kick_ahead(v); /* the next gather need not wait for the next layer */
+	for (int u = 0; u < v->nunits; u++)
+		if (v->ust[u] == U_USED && v->ulayer[u] == l)
+			v->ust[u] = U_FREE;
+	kick_ahead(v); /* the next transfers need not wait for the next layer */
 }
 
 static void hook_end(void *ctx)
 {
 	xview *v = ctx;
 	close_layer(v, zp_now_s());
-	for (int b = 0; b < 2; b++) {
-		if (v->bst[b] == B_GATHER)
-			wait_buf(v, b, NULL); /* a failed forward may leave one out */
-		v->bst[b] = B_FREE;
+	for (int u = 0; u < v->nunits; u++) {
+		if (v->ust[u] == U_BUSY)
+			wait_unit(v, u, NULL); /* a failed forward may leave some out */
+		v->ust[u] = U_FREE;
 	}
-	v->next_kick = -1;
+	v->next_gather = v->next_fetch = -1;
 }
 
 /* ---- the comm thread ---- */
 
-static void gather(zp_ep *ep, greq *r)
+/* Unit r->unit of executor v: a buffer gets every peer's part of the layer
+   (from their shards, or offloading from the host store); a slot gets v's own
+   part from the host store. */
+static void transfer(zp_ep *ep, greq *r)
 {
 	xview *v = r->v;
 	zp_copy_seg segs[ZP_EP_EXECUTORS_MAX];
 	int n = 0, rc = 0;
 	zp_err e = { { 0 } };
-	for (int p = 0; p < ep->n; p++) {
-		xview *peer = &ep->x[p];
-		if (p == v->id || peer->hi == peer->lo)
-			continue;
-		segs[n++] = (zp_copy_seg){ v->buf[r->buf] + (size_t)peer->lo * ep->ebytes,
-					   peer->shard[r->layer],
-					   (size_t)(peer->hi - peer->lo) * ep->ebytes };
+	if (r->unit >= 2) {
+		segs[n++] = (zp_copy_seg){ v->unit[r->unit], host_part(ep, r->layer, v->lo),
+					   (size_t)(v->hi - v->lo) * ep->ebytes };
+	} else {
+		for (int p = 0; p < ep->n; p++) {
+			xview *peer = &ep->x[p];
+			if (p == v->id || peer->hi == peer->lo)
+				continue;
+			segs[n++] = (zp_copy_seg){ v->unit[r->unit] + (size_t)peer->lo * ep->ebytes,
+						   ep->window ? host_part(ep, r->layer, peer->lo)
+							      : peer->shard[r->layer],
+						   (size_t)(peer->hi - peer->lo) * ep->ebytes };
+		}
 	}
 	if (n)
 		rc = ep->t->copy(ep->t, segs, n, &e);
 	pthread_mutex_lock(&v->mu);
-	v->failed[r->buf] = rc != 0;
+	v->failed[r->unit] = rc != 0;
 	if (rc)
-		snprintf(v->err[r->buf], ZP_ERR_LEN, "%s", e.msg);
-	v->done[r->buf] = r->seq;
+		snprintf(v->err[r->unit], ZP_ERR_LEN, "%s", e.msg);
+	v->done[r->unit] = r->seq;
 	pthread_cond_broadcast(&v->cv);
 	pthread_mutex_unlock(&v->mu);
 }
@@ -341,7 +403,7 @@ static void *comm_main(void *arg)
 						     farther one of another */
 			greq *r = zp_ring_pop(&ep->x[x].ring);
 			if (r) {
-				gather(ep, r);
+				transfer(ep, r);
 				any = true;
 			}
 		}
@@ -362,41 +424,45 @@ static void view_init(zp_ep *ep, int id)
 {
 	const zp_config *c = &ep->m->cfg;
 	xview *v = &ep->x[id];
+	size_t part;
 	v->ep = ep;
 	v->id = id;
 	v->lo = (int)((long)c->experts * id / ep->n);
 	v->hi = (int)((long)c->experts * (id + 1) / ep->n);
-	v->cur = v->next_kick = -1;
+	part = (size_t)(v->hi - v->lo) * ep->ebytes;
+	v->cur = v->next_gather = v->next_fetch = -1;
 	v->st = zp_xcalloc((size_t)c->layers, sizeof *v->st);
 	v->shard = zp_xcalloc((size_t)c->layers, sizeof *v->shard);
 	for (int l = 0; l < c->layers; l++) {
 		if (!moe(ep, l))
 			continue;
 		const char *src = ep->m->layers[l].experts;
-		if (l == ep->first_moe) { /* whole */
+		if (l == ep->first_moe) { /* whole, and resident in both modes */
 			v->shard[l] = zp_xalloc_aligned(ep->lbytes);
 			memcpy(v->shard[l], src, ep->lbytes);
-		} else if (v->hi > v->lo) {
-			size_t n = (size_t)(v->hi - v->lo) * ep->ebytes;
-			v->shard[l] = zp_xalloc_aligned(n);
-			memcpy(v->shard[l], src + (size_t)v->lo * ep->ebytes, n);
+		} else if (!ep->window && part) {
+			v->shard[l] = zp_xalloc_aligned(part);
+			memcpy(v->shard[l], src + (size_t)v->lo * ep->ebytes, part);
 		}
 	}
 	v->fgu = zp_xcalloc((size_t)c->experts, sizeof *v->fgu);
 	v->fdn = zp_xcalloc((size_t)c->experts, sizeof *v->fdn);
 	set_view(ep, v->fgu, v->fdn, v->shard[ep->first_moe], v->shard[ep->first_moe], 0, 0);
+	v->nunits = 2 + ep->window;
+	for (int u = 0; u < v->nunits; u++)
+		v->unit[u] = zp_xalloc_aligned(u < 2 ? ep->lbytes : ZP_MAX(part, 64));
 	for (int b = 0; b < 2; b++) {
-		v->buf[b] = zp_xalloc_aligned(ep->lbytes);
 		v->vgu[b] = zp_xcalloc((size_t)c->experts, sizeof *v->vgu[b]);
 		v->vdn[b] = zp_xcalloc((size_t)c->experts, sizeof *v->vdn[b]);
 	}
 	pthread_mutex_init(&v->mu, NULL);
 	pthread_cond_init(&v->cv, NULL);
-	zp_ring_init(&v->ring, v->ring_slot, 4);
+	zp_ring_init(&v->ring, v->ring_slot, 32);
 	v->src = (zp_expert_src){ v, hook_layer_begin, hook_acquire, hook_release, hook_end };
 }
 
-zp_ep *zp_ep_new(zp_model *m, int nexec, enum zp_parallel par, zp_transport *t, zp_err *e)
+zp_ep *zp_ep_new(zp_model *m, int nexec, enum zp_parallel par, int offload_window,
+		 zp_transport *t, zp_err *e)
 {
 	zp_ep *ep = zp_xcalloc(1, sizeof *ep);
 	ep->m = m;
@@ -404,11 +470,19 @@ zp_ep *zp_ep_new(zp_model *m, int nexec, enum zp_parallel par, zp_transport *t, 
 	ep->par = par;
 	ep->t = t;
 	ep->doorbell = -1;
+	ep->window = offload_window;
 	if (nexec < 1 || nexec > ZP_EP_EXECUTORS_MAX) {
 		zp_errf(e, "executors must be 1 to %d", ZP_EP_EXECUTORS_MAX);
 		goto bad;
 	}
-	if (par != ZP_PAR_REPLICATE && nexec == 1) { /* one executor: nothing to gather or send */
+	if (offload_window && (par != ZP_PAR_ASYNCEP || offload_window < 2 ||
+			       offload_window > SLOTS_MAX)) {
+		zp_errf(e, "offload needs parallel = asyncep and a window of 2 to %d layers",
+			SLOTS_MAX);
+		goto bad;
+	}
+	if (par != ZP_PAR_REPLICATE && nexec == 1 && !offload_window) {
+		/* one executor with resident experts: nothing to gather or send */
 		zp_log(ZP_LOG_INFO, "msg=\"one executor: %s places nothing; it reads every expert in "
 		       "place\"", zp_parallel_name(par));
 		ep->par = par = ZP_PAR_REPLICATE;
@@ -438,7 +512,8 @@ zp_ep *zp_ep_new(zp_model *m, int nexec, enum zp_parallel par, zp_transport *t, 
 	}
 	for (int x = 0; x < nexec; x++)
 		view_init(ep, x);
-	zp_model_drop_experts(m); /* every byte of them now lives in the shards */
+	if (!ep->window) /* every byte of them now lives in the shards */
+		zp_model_drop_experts(m);
 	if (pthread_create(&ep->comm, NULL, comm_main, ep)) {
 		zp_errf(e, "comm thread: cannot start");
 		goto bad;
@@ -466,8 +541,9 @@ void zp_ep_free(zp_ep *ep)
 			continue;
 		for (int l = 0; l < ep->m->cfg.layers; l++)
 			zp_free_aligned(v->shard[l]);
+		for (int u = 0; u < v->nunits; u++)
+			zp_free_aligned(v->unit[u]);
 		for (int b = 0; b < 2; b++) {
-			zp_free_aligned(v->buf[b]);
 			free(v->vgu[b]);
 			free(v->vdn[b]);
 		}
@@ -524,10 +600,12 @@ size_t zp_ep_resident_bytes(const zp_ep *ep, int x)
 		return m->arena_bytes + (size_t)moes * (size_t)(hi - lo) * ep->ebytes;
 	}
 	const xview *v = &ep->x[x];
-	size_t n = m->arena_bytes + 2 * ep->lbytes;
+	size_t part = (size_t)(v->hi - v->lo) * ep->ebytes, n = m->arena_bytes + 2 * ep->lbytes;
+	if (ep->window) /* the host store holds the rest */
+		return n + ep->lbytes + (size_t)ep->window * part;
 	for (int l = 0; l < m->cfg.layers; l++)
 		if (moe(ep, l))
-			n += l == ep->first_moe ? ep->lbytes : (size_t)(v->hi - v->lo) * ep->ebytes;
+			n += l == ep->first_moe ? ep->lbytes : part;
 	return n;
 }
 
@@ -611,8 +689,9 @@ int zp_ep_calibrate(zp_ep *ep, int threads, zp_ep_calib *out, zp_err *e)
 		zp_copy_seg segs[ZP_EP_EXECUTORS_MAX];
 		int n = 0;
 		for (int p = 1; p < ep->n; p++)
-			segs[n++] = (zp_copy_seg){ v->buf[0] + (size_t)ep->x[p].lo * ep->ebytes,
-						   ep->x[p].shard[l],
+			segs[n++] = (zp_copy_seg){ v->unit[0] + (size_t)ep->x[p].lo * ep->ebytes,
+						   ep->window ? host_part(ep, l, ep->x[p].lo)
+							      : ep->x[p].shard[l],
 						   (size_t)(ep->x[p].hi - ep->x[p].lo) * ep->ebytes };
 		double best = 1e30;
 		for (int it = 0; it < 3; it++) {

@@ -57,8 +57,13 @@ typedef struct zp_ep zp_ep;
 
 /* Place m's experts for nexec executors. asyncep copies each executor's
    shards out of the model and then drops the model's own expert blocks
-   (zp_model_drop_experts). NULL with e set. Takes ownership of t. */
-zp_ep *zp_ep_new(zp_model *m, int nexec, enum zp_parallel par, zp_transport *t, zp_err *e);
+   (zp_model_drop_experts). offload_window > 0 (asyncep only, 2..16): offload
+   mode instead: the model's blocks stay as the host store, each executor keeps
+   only the first MoE layer and prefetches its own part of the next layers
+   into that many slots; one executor streams whole layers. NULL with e set.
+   Takes ownership of t. */
+zp_ep *zp_ep_new(zp_model *m, int nexec, enum zp_parallel par, int offload_window,
+		 zp_transport *t, zp_err *e);
 /* Stops the comm thread (gathers in flight finish first) and frees all. */
 void zp_ep_free(zp_ep *ep);
 
@@ -68,8 +73,9 @@ const zp_expert_src *zp_ep_source(zp_ep *ep, int x);
 zp_dpep *zp_ep_group(zp_ep *ep);
 
 /* Bytes executor x holds: dense weights (replicated) + its expert shards + the
-   first MoE layer whole + two full-layer buffers (asyncep), dense + its
-   shards (dpep), or dense + all experts (replicate). */
+   first MoE layer whole + two full-layer buffers (asyncep; offloading, the
+   window's slots of its own part instead of shards of every layer), dense +
+   its shards (dpep), or dense + all experts (replicate). */
 size_t zp_ep_resident_bytes(const zp_ep *ep, int x);
 /* Executor x's range of expert indices [lo, hi). */
 void zp_ep_range(const zp_ep *ep, int x, int *lo, int *hi);

@@ -17,7 +17,7 @@ int zp_engine_start(zp_engine *g, zp_model *m, const zp_engine_cfg *c, zp_err *e
 		g->own_efd = true;
 	}
 	zp_transport *t = zp_transport_new(c->transport, e);
-	if (!t || !(g->ep = zp_ep_new(m, c->executors, c->parallel, t, e))) {
+	if (!t || !(g->ep = zp_ep_new(m, c->executors, c->parallel, c->offload_window, t, e))) {
 		zp_engine_stop(g);
 		return -1;
 	}

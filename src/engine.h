@@ -24,6 +24,7 @@ typedef struct {
 	int threads_each;		/* worker threads per executor */
 	int max_tokens;			/* per forward */
 	int done_efd;			/* -1: the engine makes its own */
+	int offload_window;		/* asyncep offload mode: slots per executor (0: off) */
 } zp_engine_cfg;
 
 /* Place m's experts and start the executors; logs each executor's resident

@@ -37,6 +37,7 @@ struct opts {
 	int executors;
 	enum zp_parallel parallel;
 	const char *transport;
+	int offload;		/* asyncep offload window (0: off) */
 };
 
 static void usage(void)
@@ -44,12 +45,14 @@ static void usage(void)
 	fprintf(stderr,
 		"usage: zprefill prefill --model DIR [--dtype fp32|bf16] [--threads N]\n"
 		"                        [--max-tokens N] [--max-batch-tokens N]\n"
-		"                        [--executors N --parallel asyncep|replicate [--transport cpu]]\n"
+		"                        [--executors N --parallel asyncep|dpep|replicate]\n"
+		"                        [--transport cpu] [--offload K (asyncep, 2..16)]\n"
 		"         reads one JSON request per line on stdin, writes one result per line\n"
 		"         (\"prompt\" text and \"candidates\" strings need DIR/tokenizer.json)\n"
 		"       zprefill bench --model DIR --tokens L --seqs B (<= 1024) [--threads N]\n"
 		"                      [--dtype fp32|bf16] [--iters N] [--executors N]\n"
-		"                      [--parallel asyncep|replicate] [--transport cpu]\n"
+		"                      [--parallel asyncep|dpep|replicate] [--transport cpu]\n"
+		"                      [--offload K]\n"
 		"       zprefill tokenize --tokenizer FILE   JSONL {\"text\"} in, {\"ids\"} out;\n"
 		"                      encode MB/s on stderr\n"
 		"       zprefill serve --model DIR --socket PATH [--config FILE] (see --help)\n"
@@ -77,7 +80,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		{ "tokens", required_argument, 0, 'L' }, { "seqs", required_argument, 0, 'B' },
 		{ "iters", required_argument, 0, 'i' },	 { "help", no_argument, 0, 'h' },
 		{ "executors", required_argument, 0, 'N' }, { "parallel", required_argument, 0, 'P' },
-		{ "transport", required_argument, 0, 'T' }, { 0, 0, 0, 0 }
+		{ "transport", required_argument, 0, 'T' }, { "offload", required_argument, 0, 'O' },
+		{ 0, 0, 0, 0 }
 	};
 	zp_err e;
 	int c, bad = 0;
@@ -110,6 +114,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 				bad = fprintf(stderr, "zprefill: %s\n", e.msg);
 			break;
 		case 'T': o->transport = optarg; break;
+		case 'O': bad |= parse_int(optarg, 2, 16, &o->offload); break;
 		default: bad = 1;
 		}
 	}
@@ -304,7 +309,7 @@ static int cmd_prefill(const struct opts *o, zp_model *m)
 	struct driver d = { .group = o->parallel == ZP_PAR_DPEP };
 	zp_engine_cfg ec = { o->executors, o->parallel, o->transport,
 			     ZP_MAX(1, o->threads / o->executors),
-			     ZP_MAX(o->batch_tokens, o->max_tokens), -1 };
+			     ZP_MAX(o->batch_tokens, o->max_tokens), -1, o->offload };
 	if (zp_engine_start(&d.g, m, &ec, &e)) {
 		zp_log(ZP_LOG_ERROR, "msg=\"cannot start executors\" error=\"%s\"", e.msg);
 		zp_tok_free(tok);
@@ -439,7 +444,7 @@ static int cmd_bench(const struct opts *o, zp_model *m)
 	zp_fwd_stats st;
 	zp_engine g;
 	zp_err e;
-	zp_engine_cfg ec = { N, o->parallel, o->transport, each, B * L, -1 };
+	zp_engine_cfg ec = { N, o->parallel, o->transport, each, B * L, -1, o->offload };
 
 	if (zp_engine_start(&g, m, &ec, &e)) {
 		zp_log(ZP_LOG_ERROR, "msg=\"cannot start executors\" error=\"%s\"", e.msg);

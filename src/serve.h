@@ -32,6 +32,7 @@ typedef struct {
 	int executors, threads_per_executor;
 	enum zp_parallel parallel;	/* how experts are placed across executors */
 	char *transport;		/* asyncep gathers: cpu (nccl, p2p: CUDA builds) */
+	int offload_window;		/* asyncep offload mode: slots per executor (0: off) */
 	int max_tokens;			/* per sequence; 0: min(max_position_embeddings, 8192) */
 	int max_batch_tokens;
 	int batch_wait_ms;

@@ -96,6 +96,7 @@ static const struct key keys[] = {
 	K("engine", "batch_wait_ms", 0, 10000, batch_wait_ms, 'i'),
 	K("engine", "queue_requests_max", 1, 1 << 20, queue_requests_max, 'i'),
 	K("engine", "queue_tokens_max", 16, 1L << 40, queue_tokens_max, 'l'),
+	K("engine", "offload_window", 0, 16, offload_window, 'i'),
 };
 
 int zp_serve_cfg_set(zp_serve_cfg *c, const char *sec, const char *name, const char *v,

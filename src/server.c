@@ -608,7 +608,7 @@ static void *loader_main(void *arg)
 	if (per == 0)
 		per = (int)ZP_MAX(1, ncpu / s->cfg.executors);
 	zp_engine_cfg ec = { s->cfg.executors, s->cfg.parallel, s->cfg.transport, per,
-			     s->cfg.max_batch_tokens, s->efd };
+			     s->cfg.max_batch_tokens, s->efd, s->cfg.offload_window };
 	int rc = zp_model_load(&s->model, s->cfg.model, s->cfg.wtype, (int)ZP_MAX(ncpu, 1),
 			       &s->progress, &s->load_err);
 	if (!rc && (rc = zp_engine_start(&s->eng, &s->model, &ec, &s->load_err)))
@@ -913,7 +913,7 @@ static void usage(void)
 		"         [--dtype bf16|fp32] [--executors N] [--threads N] [--max-tokens N]\n"
 		"         [--max-batch-tokens N] [--batch-wait-ms N] [--queue-requests N]\n"
 		"         [--queue-tokens N] [--max-connections N] [--log-level L]\n"
-		"         [--parallel asyncep|replicate] [--transport cpu]\n"
+		"         [--parallel asyncep|dpep|replicate] [--transport cpu] [--offload K]\n"
 		"       every key of conf/zprefill.ini can be set there; flags override it\n");
 }
 
@@ -925,7 +925,7 @@ static int parse_args(int argc, char **argv, zp_serve_cfg *c, zp_err *e)
 		{ "max-tokens", 1, 0, 0 },   { "max-batch-tokens", 1, 0, 0 }, { "batch-wait-ms", 1, 0, 0 },
 		{ "queue-requests", 1, 0, 0 }, { "queue-tokens", 1, 0, 0 },
 		{ "max-connections", 1, 0, 0 }, { "log-level", 1, 0, 0 },	{ "parallel", 1, 0, 0 },
-		{ "transport", 1, 0, 0 },	{ 0, 0, 0, 0 }
+		{ "transport", 1, 0, 0 },	{ "offload", 1, 0, 0 },	{ 0, 0, 0, 0 }
 	};
 	static const char *map[][2] = {
 		{ "engine", "model" },	       { "server", "socket" },	       { NULL, NULL },
@@ -933,7 +933,7 @@ static int parse_args(int argc, char **argv, zp_serve_cfg *c, zp_err *e)
 		{ "engine", "max_tokens" },      { "engine", "max_batch_tokens" }, { "engine", "batch_wait_ms" },
 		{ "engine", "queue_requests_max" }, { "engine", "queue_tokens_max" },
 		{ "server", "max_connections" }, { "log", "level" },	    { "engine", "parallel" },
-		{ "engine", "transport" },
+		{ "engine", "transport" },	    { "engine", "offload_window" },
 	};
 	const char *config = NULL;
 	int idx, ch;

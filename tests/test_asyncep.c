@@ -87,21 +87,22 @@ static void check_model(const char *dir, enum zp_wtype wt)
 	CHECK(zp_model_load(&m, dir, wt, 2, NULL, &e) == 0, "load %s: %s", dir, e.msg);
 	make_reqs(ref, SEQS, m.cfg.vocab, 7);
 	zp_engine g;
-	zp_engine_cfg one = { 1, ZP_PAR_REPLICATE, "cpu", 1, 4096, -1 };
+	zp_engine_cfg one = { 1, ZP_PAR_REPLICATE, "cpu", 1, 4096, -1, 0 };
 	CHECK(zp_engine_start(&g, &m, &one, &e) == 0, "start: %s", e.msg);
 	CHECK(run(&g, ref, &e) == 0, "reference run");
 	zp_engine_stop(&g);
 	zp_model_free(&m);
 
-	static const struct { int n; enum zp_parallel p; } cases[] = {
-		{ 2, ZP_PAR_REPLICATE }, { 1, ZP_PAR_ASYNCEP }, { 2, ZP_PAR_ASYNCEP },
-		{ 3, ZP_PAR_ASYNCEP },	 { 4, ZP_PAR_ASYNCEP },	  { 2, ZP_PAR_DPEP },
-		{ 3, ZP_PAR_DPEP },
+	static const struct { int n; enum zp_parallel p; int window; } cases[] = {
+		{ 2, ZP_PAR_REPLICATE, 0 }, { 1, ZP_PAR_ASYNCEP, 0 }, { 2, ZP_PAR_ASYNCEP, 0 },
+		{ 3, ZP_PAR_ASYNCEP, 0 },   { 4, ZP_PAR_ASYNCEP, 0 }, { 2, ZP_PAR_DPEP, 0 },
+		{ 3, ZP_PAR_DPEP, 0 },	    { 1, ZP_PAR_ASYNCEP, 2 }, { 2, ZP_PAR_ASYNCEP, 2 },
+		{ 3, ZP_PAR_ASYNCEP, 3 },
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
 		CHECK(zp_model_load(&m, dir, wt, 2, NULL, &e) == 0, "reload");
 		size_t dense = m.arena_bytes, all = m.expert_bytes_total;
-		zp_engine_cfg c = { cases[i].n, cases[i].p, "cpu", 1, 4096, -1 };
+		zp_engine_cfg c = { cases[i].n, cases[i].p, "cpu", 1, 4096, -1, cases[i].window };
 		CHECK(zp_engine_start(&g, &m, &c, &e) == 0, "start %s N=%d: %s",
 		      zp_parallel_name(cases[i].p), cases[i].n, e.msg);
 		/* placement and the resident-bytes formula */
@@ -113,7 +114,8 @@ static void check_model(const char *dir, enum zp_wtype wt)
 		for (int x = 0; x < g.n; x++) {
 			int lo, hi;
 			zp_ep_range(g.ep, x, &lo, &hi);
-			bool repl = cases[i].p == ZP_PAR_REPLICATE || g.n == 1; /* N = 1: in place */
+			bool repl = cases[i].p == ZP_PAR_REPLICATE ||
+				    (g.n == 1 && !cases[i].window); /* N = 1: in place */
 			if (repl) {
 				CHECK(lo == 0 && hi == m.cfg.experts, "replicate: every executor all experts");
 				covered = hi;
@@ -121,7 +123,9 @@ static void check_model(const char *dir, enum zp_wtype wt)
 				CHECK(lo == covered && hi > lo, "asyncep: the ranges tile the experts");
 				covered = hi;
 			}
+			size_t part = (size_t)(hi - lo) * ebytes;
 			size_t want = repl ? dense + all :
+				      cases[i].window ? dense + layer + (size_t)cases[i].window * part + 2 * layer :
 				      cases[i].p == ZP_PAR_DPEP	     ? dense + (size_t)moe * (hi - lo) * ebytes :
 					dense + layer + (size_t)(moe - 1) * (hi - lo) * ebytes + 2 * layer;
 			CHECK(zp_ep_resident_bytes(g.ep, x) == want, "%s N=%d executor %d: resident %zu, "
@@ -132,7 +136,8 @@ static void check_model(const char *dir, enum zp_wtype wt)
 		CHECK(run(&g, got, &e) == 0, "run: %s", e.msg);
 		CHECK(same(ref, got), "%s %s %s N=%d: results differ from one executor", dir,
 		      wt == ZP_W_F32 ? "fp32" : "bf16", zp_parallel_name(cases[i].p), cases[i].n);
-		if (cases[i].p == ZP_PAR_ASYNCEP && g.n > 1) { /* every executor ran and gathered */
+		if (cases[i].p == ZP_PAR_ASYNCEP && (g.n > 1 || cases[i].window)) { /* every
+						executor ran and streamed its layers */
 			zp_ep_layer_stats st[64];
 			for (int x = 0; x < g.n; x++) {
 				zp_ep_stats(g.ep, x, st);
@@ -159,7 +164,7 @@ static void check_fault(void)
 	CHECK(zp_model_load(&m, "tests/models/odd", ZP_W_F32, 2, NULL, &e) == 0, "load");
 	make_reqs(ref, SEQS, m.cfg.vocab, 11);
 	make_reqs(got, SEQS, m.cfg.vocab, 11);
-	zp_engine_cfg c = { 2, ZP_PAR_ASYNCEP, "cpu", 1, 4096, -1 };
+	zp_engine_cfg c = { 2, ZP_PAR_ASYNCEP, "cpu", 1, 4096, -1, 0 };
 	CHECK(zp_engine_start(&g, &m, &c, &e) == 0, "start");
 	CHECK(run(&g, ref, &e) == 0, "clean run");
 	/* calibration: a real rate, a real gather time, and T from them */
@@ -192,7 +197,7 @@ static void check_shutdown_in_flight(void)
 	zp_err e;
 	CHECK(zp_model_load(&m, "tests/models/sparse-step", ZP_W_F32, 2, NULL, &e) == 0, "load");
 	zp_transport *t = zp_transport_new("cpu", &e);
-	zp_ep *ep = zp_ep_new(&m, 3, ZP_PAR_ASYNCEP, t, &e);
+	zp_ep *ep = zp_ep_new(&m, 3, ZP_PAR_ASYNCEP, 0, t, &e);
 	CHECK(ep, "ep: %s", e.msg);
 	for (int x = 0; x < 3; x++) { /* each executor starts a forward: gathers go out */
 		const zp_expert_src *s = zp_ep_source(ep, x);

@@ -26,7 +26,8 @@ int main(void)
 	      d.body_bytes_max == f.body_bytes_max && d.header_timeout_ms == f.header_timeout_ms &&
 	      d.body_timeout_ms == f.body_timeout_ms && d.idle_timeout_ms == f.idle_timeout_ms,
 	      "[server] limits");
-	CHECK(d.parallel == f.parallel && !strcmp(d.transport, f.transport), "parallel, transport");
+	CHECK(d.parallel == f.parallel && !strcmp(d.transport, f.transport) &&
+	      d.offload_window == f.offload_window, "parallel, transport, offload_window");
 	CHECK(d.wtype == f.wtype && d.executors == f.executors &&
 	      d.threads_per_executor == f.threads_per_executor && d.max_tokens == f.max_tokens &&
 	      d.max_batch_tokens == f.max_batch_tokens && d.batch_wait_ms == f.batch_wait_ms &&
