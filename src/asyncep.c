@@ -134,9 +134,15 @@ zp_transport *zp_transport_new(const char *name, zp_err *e)
 {
 	if (!strcmp(name, "cpu")) {
 		zp_transport *t = zp_xcalloc(1, sizeof *t);
+		const char *f = getenv("ZP_FAULT_GATHER_AFTER"); /* tests: see asyncep.h */
 		t->name = "cpu";
 		t->copy = cpu_copy;
 		t->free = cpu_free;
+		if (f && atoi(f) > 0) {
+			atomic_store(&t->fail_after, atoi(f));
+			zp_log(ZP_LOG_WARN, "msg=\"fault injection armed\" transport=cpu fail_after=%d",
+			       atoi(f));
+		}
 		return t;
 	}
 	if (!strcmp(name, "nccl") || !strcmp(name, "p2p"))

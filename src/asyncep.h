@@ -50,7 +50,9 @@ struct zp_transport {
 };
 
 /* "cpu" (memcpy from peers' shards). "nccl" and "p2p" need a CUDA build of
-   zprefill and are refused here with that reason. NULL with e set. */
+   zprefill and are refused here with that reason. NULL with e set. For the
+   end-to-end fault tests, the environment variable ZP_FAULT_GATHER_AFTER=n
+   arms the cpu transport's fail_after (logged as a warning). */
 zp_transport *zp_transport_new(const char *name, zp_err *e);
 
 typedef struct zp_ep zp_ep;

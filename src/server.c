@@ -621,6 +621,8 @@ static void *loader_main(void *arg)
 			       "threshold_gflop=%.3f threshold_tokens=%.0f", cal.flops_per_s * 1e-9,
 			       cal.gather_s * 1e3, cal.gamma, cal.threshold_flops * 1e-9,
 			       cal.threshold_tokens);
+		else
+			zp_log(ZP_LOG_WARN, "msg=\"calibration failed\" error=\"%s\"", ce.msg);
 	}
 	atomic_store(&s->load_state, rc ? LOAD_FAILED : LOAD_DONE);
 	uint64_t one = 1;

@@ -88,5 +88,20 @@ for par in "asyncep 3" "dpep 2" "replicate 2"; do
 	[ "$1" = asyncep ] && expect asyncep-layer-metrics 'zprefill_layer_wait_seconds_total{executor="0",layer="1"}' "$($C http://x/metrics)"
 	kill -TERM $PID; wait $PID
 done
+# a gather that fails: that request gets a 500 saying so, the executor recovers
+# and the next request is exact again (the start-up calibration's three
+# gathers come first, so the fourth copy fails)
+ZP_FAULT_GATHER_AFTER=4 start --executors 2 --threads 1 --parallel asyncep
+first=$(head -n 1 "$T/req.jsonl")
+expect gather-fault-500 '^500$' "$($C -o "$T/fault" -w '%{http_code}' -d "$first" http://x/v1/prefill)"
+expect gather-fault-message 'forward pass failed: executor 0: gather of layer 1: transport cpu: copy failed (injected fault)' "$(cat "$T/fault")"
+expect gather-fault-recovered "$(head -n 1 "$T/offline" | sed 's/[][]/./g')" "$($C -d "$first" http://x/v1/prefill)"
+kill -TERM $PID; wait $PID
+
+ZP_FAULT_GATHER_AFTER=1 "$Z" prefill --model $M --dtype fp32 --executors 2 --threads 1 \
+	--parallel asyncep --max-batch-tokens 1 < "$T/req.jsonl" > "$T/faulty" 2>/dev/null
+expect prefill-gather-fault '"code":500' "$(head -n 1 "$T/faulty")"
+expect prefill-after-fault "$(sed -n 2p "$T/offline" | sed 's/[][]/./g')" "$(sed -n 2p "$T/faulty")"
+
 [ $fail -eq 0 ] && echo "test_serve_curl: ok" || echo "test_serve_curl: FAIL"
 exit $fail
