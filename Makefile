@@ -50,7 +50,9 @@ $(BUILD)/%.o: src/%.c $(wildcard src/*.h ipc/*.h) | $(DEPS_OK)
 	@mkdir -p $(BUILD)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+# rebuilt whole: `ar r` never drops a member whose source is gone
 $(BUILD)/libzp.a: $(LIB_OBJ)
+	rm -f $@
 	ar rcs $@ $^
 
 $(BIN): $(BUILD)/main.o $(BUILD)/libzp.a

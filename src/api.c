@@ -82,6 +82,7 @@ static const struct {
 	{ "/v1/rerank", ZP_EP_RERANK, ZP_HTTP_POST },
 	{ "/rerank", ZP_EP_RERANK, ZP_HTTP_POST },
 	{ "/v1/embeddings", ZP_EP_EMBED, ZP_HTTP_POST },
+	{ "/pooling", ZP_EP_POOLING, ZP_HTTP_POST },
 	{ "/tokenize", ZP_EP_TOKENIZE, ZP_HTTP_POST },
 	{ "/detokenize", ZP_EP_DETOKENIZE, ZP_HTTP_POST },
 	{ "/v1/models", ZP_EP_MODELS, ZP_HTTP_GET },
@@ -112,16 +113,16 @@ const char *zp_api_allow(const char *path)
 
 const char *zp_api_ep_name(enum zp_api_ep ep)
 {
-	static const char *names[ZP_EP_COUNT] = { "prefill", "score", "classify", "rerank",
-						  "embeddings", "tokenize", "detokenize", "models",
-						  "health", "metrics", "other" };
+	static const char *names[ZP_EP_COUNT] = { "prefill",  "score",	    "classify", "rerank",
+						  "embeddings", "pooling",  "tokenize", "detokenize",
+						  "models",	"health",   "metrics",  "other" };
 	ZP_ASSERT(ep >= 0 && ep < ZP_EP_COUNT);
 	return names[ep];
 }
 
 bool zp_api_needs_model(enum zp_api_ep ep)
 {
-	return ep <= ZP_EP_EMBED;
+	return ep <= ZP_EP_POOLING;
 }
 
 /* ---- field helpers (each returns 0, or the status with out written) ---- */
@@ -432,7 +433,7 @@ static void cat(char **s, size_t *len, size_t *cap, const char *p)
 static int build_rerank(ctx *c, int32_t *ids)
 {
 	static const char *const known[] = { "query", "documents", "top_n", "instruction", "model",
-					     NULL };
+					     "return_documents", NULL };
 	const cJSON *q = field(c->root, "query"), *docs = field(c->root, "documents");
 	const cJSON *tn = field(c->root, "top_n"), *ins = field(c->root, "instruction");
 	int rc, nd;
@@ -446,8 +447,11 @@ static int build_rerank(ctx *c, int32_t *ids)
 	if (ins && !cJSON_IsString(ins))
 		return zp_api_error(c->out, 400, "instruction", "instruction must be a string");
 	if (!cJSON_IsArray(docs) || (nd = cJSON_GetArraySize(docs)) < 1 || nd > ZP_API_ITEMS_MAX)
-		return zp_api_error(c->out, 400, "documents", "documents must be 1 to %d strings",
+		return zp_api_error(c->out, 400, "documents", "documents must be 1 to %d documents",
 				    ZP_API_ITEMS_MAX);
+	bool ret_docs = false;
+	if ((rc = get_bool(c, "return_documents", &ret_docs)))
+		return rc;
 	c->job->top_n = nd;
 	if (tn) {
 		if (!cJSON_IsNumber(tn) || tn->valuedouble != floor(tn->valuedouble) ||
@@ -457,17 +461,25 @@ static int build_rerank(ctx *c, int32_t *ids)
 	}
 	alloc_seqs(c, nd);
 	c->job->nout = nd;
+	if (ret_docs)
+		c->job->docs = zp_xcalloc((size_t)nd, sizeof *c->job->docs);
 	char *s = NULL;
 	size_t cap = 0;
 	int32_t yn[2] = { c->a->no_id, c->a->yes_id };
 	for (int i = 0; i < nd; i++) {
-		const cJSON *d = cJSON_GetArrayItem(docs, i);
+		const cJSON *d = cJSON_GetArrayItem(docs, i), *dt;
 		size_t len = 0;
 		int n;
+		if (cJSON_IsObject(d) && cJSON_GetArraySize(d) == 1 &&
+		    cJSON_IsString(dt = cJSON_GetObjectItemCaseSensitive(d, "text")))
+			d = dt; /* {"text": ...}, as Cohere and Jina accept */
 		if (!cJSON_IsString(d)) {
 			free(s);
-			return zp_api_error(c->out, 400, "documents", "documents[%d] must be a string", i);
+			return zp_api_error(c->out, 400, "documents", "documents[%d] must be a string or "
+					    "{\"text\": string}", i);
 		}
+		if (ret_docs)
+			c->job->docs[i] = strdup(d->valuestring);
 		cat(&s, &len, &cap, c->a->rerank.prefix);
 		cat(&s, &len, &cap, "<Instruct>: ");
 		cat(&s, &len, &cap, ins ? ins->valuestring : c->a->rerank.instruction);
@@ -487,13 +499,26 @@ static int build_rerank(ctx *c, int32_t *ids)
 	return 0;
 }
 
-static int build_embed(ctx *c, int32_t *ids)
+/* /v1/embeddings (OpenAI: last token, normalised) and /pooling (the pooled
+   final-norm state: "pooling" last or mean, "normalize" off by default). */
+static int build_embed(ctx *c, int32_t *ids, bool pooling)
 {
 	static const char *const known[] = { "input", "model", "encoding_format", "user", NULL };
+	static const char *const known_p[] = { "input", "model", "encoding_format", "pooling",
+					       "normalize", NULL };
 	const cJSON *in = field(c->root, "input"), *fmt = field(c->root, "encoding_format");
+	const cJSON *pl = field(c->root, "pooling");
 	int rc, nin;
-	if ((rc = check_fields(c, known)) || (rc = get_list(c, in, "input", true, &nin)))
+	bool norm = true;
+	if ((rc = check_fields(c, pooling ? known_p : known)) ||
+	    (rc = get_list(c, in, "input", true, &nin)))
 		return rc;
+	if (pooling && (rc = get_bool(c, "normalize", &norm)))
+		return rc;
+	if (pl && (!cJSON_IsString(pl) || (strcmp(pl->valuestring, "last") &&
+					   strcmp(pl->valuestring, "mean"))))
+		return zp_api_error(c->out, 400, "pooling", "pooling must be \"last\" or \"mean\"");
+	c->job->pooling_ep = pooling;
 	if (fmt && (!cJSON_IsString(fmt) || (strcmp(fmt->valuestring, "float") &&
 					     strcmp(fmt->valuestring, "base64"))))
 		return zp_api_error(c->out, 400, "encoding_format", "encoding_format must be \"float\" "
@@ -509,8 +534,8 @@ static int build_embed(ctx *c, int32_t *ids)
 		    (rc = add_seq(c, ids, n, "input")))
 			return rc;
 		zp_req *r = &c->job->seq[i];
-		r->pool = ZP_POOL_LAST;
-		r->normalize = true;
+		r->pool = pl && !strcmp(pl->valuestring, "mean") ? ZP_POOL_MEAN : ZP_POOL_LAST;
+		r->normalize = norm;
 		r->emb_dim = c->a->lim.hidden;
 		r->emb = zp_xmalloc((size_t)r->emb_dim * sizeof *r->emb);
 	}
@@ -612,7 +637,8 @@ int zp_api_build(zp_api *a, enum zp_api_ep ep, const char *body, size_t len, zp_
 	case ZP_EP_SCORE: rc = build_score(&c, ids, tmp); break;
 	case ZP_EP_CLASSIFY: rc = build_classify(&c, ids, tmp); break;
 	case ZP_EP_RERANK: rc = build_rerank(&c, ids); break;
-	case ZP_EP_EMBED: rc = build_embed(&c, ids); break;
+	case ZP_EP_EMBED: rc = build_embed(&c, ids, false); break;
+	case ZP_EP_POOLING: rc = build_embed(&c, ids, true); break;
 	case ZP_EP_TOKENIZE: rc = answer_tokenize(&c, ids); break;
 	case ZP_EP_DETOKENIZE: rc = answer_detokenize(&c, ids); break;
 	default: rc = zp_api_error(out, 500, NULL, "endpoint %s has no body handler",
@@ -725,6 +751,11 @@ static void finish_rerank(zp_api *a, zp_job *j, zp_buf *out)
 	for (int i = 0; i < j->top_n; i++) {
 		zp_buf_printf(out, "%s{\"index\":%d,\"relevance_score\":", i ? "," : "", (int)s[i][1]);
 		zp_buf_json_float(out, (float)s[i][0]);
+		if (j->docs) {
+			zp_buf_puts(out, ",\"document\":{\"text\":");
+			zp_buf_json_str(out, j->docs[(int)s[i][1]]);
+			zp_buf_puts(out, "}");
+		}
 		zp_buf_puts(out, "}");
 	}
 	zp_buf_puts(out, "]");
@@ -753,8 +784,8 @@ static void finish_embed(zp_api *a, zp_job *j, zp_buf *out)
 	zp_buf_puts(out, "{\"object\":\"list\",\"data\":[");
 	for (int i = 0; i < j->nout; i++) {
 		const zp_req *r = &j->seq[i];
-		zp_buf_printf(out, "%s{\"object\":\"embedding\",\"index\":%d,\"embedding\":", i ? "," : "",
-			      i);
+		zp_buf_printf(out, j->pooling_ep ? "%s{\"object\":\"pooling\",\"index\":%d,\"data\":" :
+			      "%s{\"object\":\"embedding\",\"index\":%d,\"embedding\":", i ? "," : "", i);
 		if (j->base64) { /* little-endian float32, as OpenAI's */
 			zp_buf_puts(out, "\"");
 			base64(out, (const uint8_t *)r->emb, (size_t)r->emb_dim * sizeof(float));
@@ -783,7 +814,8 @@ int zp_api_finish(zp_api *a, zp_job *j, zp_buf *out)
 	case ZP_EP_SCORE: finish_score(a, j, out); break;
 	case ZP_EP_CLASSIFY: finish_classify(a, j, out); break;
 	case ZP_EP_RERANK: finish_rerank(a, j, out); break;
-	case ZP_EP_EMBED: finish_embed(a, j, out); break;
+	case ZP_EP_EMBED:
+	case ZP_EP_POOLING: finish_embed(a, j, out); break;
 	default: ZP_ASSERT(!"an endpoint without sequences has nothing to finish");
 	}
 	return 200;
@@ -797,6 +829,10 @@ void zp_api_job_free(zp_job *j)
 	for (int k = 0; j->labels && k < j->nlab; k++)
 		free(j->labels[k]);
 	free(j->labels);
+	for (int k = 0; j->docs && k < j->nout; k++)
+		free(j->docs[k]);
+	free(j->docs);
+	j->docs = NULL;
 	j->seq = NULL;
 	j->labels = NULL;
 	j->nseq = 0;

@@ -16,7 +16,7 @@
 #include "tokenizer.h"
 
 enum zp_api_ep {
-	ZP_EP_PREFILL, ZP_EP_SCORE, ZP_EP_CLASSIFY, ZP_EP_RERANK, ZP_EP_EMBED,
+	ZP_EP_PREFILL, ZP_EP_SCORE, ZP_EP_CLASSIFY, ZP_EP_RERANK, ZP_EP_EMBED, ZP_EP_POOLING,
 	ZP_EP_TOKENIZE, ZP_EP_DETOKENIZE, ZP_EP_MODELS, ZP_EP_HEALTH, ZP_EP_METRICS,
 	ZP_EP_OTHER,	/* unknown path or method */
 	ZP_EP_COUNT
@@ -58,6 +58,8 @@ struct zp_job {
 	bool base64;			/* embeddings */
 	int top_n;			/* rerank */
 	char **labels;			/* classify: [nlab] label text */
+	char **docs;			/* rerank with return_documents: [nout] document text */
+	bool pooling_ep;		/* /pooling: raw pooled state, its own shape */
 	/* scheduler and reactor */
 	zp_job *prev, *next;		/* queue links */
 	int dispatched, done;		/* sequences sent to executors / back */

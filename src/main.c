@@ -454,7 +454,7 @@ static int cmd_bench(const struct opts *o, zp_model *m)
 	size_t resident = 0;
 	for (int x = 0; x < N; x++)
 		resident += zp_ep_resident_bytes(g.ep, x);
-	if (o->parallel == ZP_PAR_ASYNCEP) {
+	if (zp_ep_source(g.ep, 0)) { /* asyncep in effect */
 		zp_ep_calib cal;
 		if (zp_ep_calibrate(g.ep, each, &cal, &e) == 0)
 			printf("calibration: expert_gflop_s=%.1f gather_ms=%.3f gamma=%.1f "
@@ -474,7 +474,7 @@ static int cmd_bench(const struct opts *o, zp_model *m)
 		       st.out_s, st.sync_s, (double)N * B * L / dt, N * st.flops / dt * 1e-9,
 		       (double)st.min_route_gap);
 	}
-	if (o->parallel == ZP_PAR_ASYNCEP)
+	if (zp_ep_source(g.ep, 0))
 		bench_overlap(&g, m);
 	double mean = total / o->iters;
 	struct rusage ru;

@@ -613,7 +613,7 @@ static void *loader_main(void *arg)
 			       &s->progress, &s->load_err);
 	if (!rc && (rc = zp_engine_start(&s->eng, &s->model, &ec, &s->load_err)))
 		zp_model_free(&s->model);
-	if (!rc && s->cfg.parallel == ZP_PAR_ASYNCEP) {
+	if (!rc && zp_ep_source(s->eng.ep, 0)) { /* asyncep in effect (not one executor in place) */
 		zp_ep_calib cal;
 		zp_err ce;
 		if (zp_ep_calibrate(s->eng.ep, per, &cal, &ce) == 0)

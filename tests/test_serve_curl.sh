@@ -44,6 +44,8 @@ expect classify-multi '"num_classes":2' "$($C -d '{"input":"the film","labels":[
 expect rerank '"results":\[{"index":[01],"relevance_score":' "$($C -d '{"query":"capital of France","documents":["Paris is the capital","bananas"]}' http://x/v1/rerank)"
 expect rerank-alias '"results":\[{"index":' "$($C -d '{"query":"q","documents":["a","b","c"],"top_n":1}' http://x/rerank)"
 expect embeddings '"object":"embedding","index":0,"embedding":\[' "$($C -d '{"input":"hello"}' http://x/v1/embeddings)"
+expect pooling-mean '"object":"pooling","index":0,"data":\[' "$($C -d '{"input":"hello","pooling":"mean"}' http://x/pooling)"
+expect rerank-documents '"document":{"text":"b c"}' "$($C -d '{"query":"q","documents":["a",{"text":"b c"}],"return_documents":true}' http://x/rerank)"
 expect embeddings-b64 '"embedding":"[A-Za-z0-9+/]*=*"' "$($C -d '{"input":["a","b"],"encoding_format":"base64"}' http://x/v1/embeddings)"
 expect metrics 'zprefill_requests_total{endpoint="prefill",status="200"} 1' "$($C http://x/metrics)"
 expect metrics-hist 'zprefill_request_seconds_bucket{le="+Inf"}' "$($C http://x/metrics)"
