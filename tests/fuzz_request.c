@@ -12,7 +12,7 @@
 #include "api.h"
 
 static const enum zp_api_ep eps[] = { ZP_EP_PREFILL, ZP_EP_SCORE, ZP_EP_CLASSIFY, ZP_EP_RERANK,
-				      ZP_EP_EMBED, ZP_EP_TOKENIZE, ZP_EP_DETOKENIZE };
+				      ZP_EP_EMBED, ZP_EP_POOLING, ZP_EP_TOKENIZE, ZP_EP_DETOKENIZE };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
