@@ -62,12 +62,15 @@ cat > "$T/req.jsonl" <<'REQ'
 {"id":4,"prompt_token_ids":[1,700]}
 REQ
 "$Z" prefill --model $M --dtype fp32 < "$T/req.jsonl" > "$T/offline" 2>/dev/null
-: > "$T/online"
-while IFS= read -r line; do
-	$C -d "$line" http://x/v1/prefill >> "$T/online"; echo >> "$T/online"
-done < "$T/req.jsonl"
-if cmp -s "$T/offline" "$T/online"; then echo "ok   prefill over the socket == zprefill prefill (4 lines)"
-else echo "FAIL socket and offline differ:"; diff "$T/offline" "$T/online" | head; fail=1; fi
+same_as_offline() { # what: every line through the running server's /v1/prefill
+	: > "$T/online"
+	while IFS= read -r line; do
+		$C -d "$line" http://x/v1/prefill >> "$T/online"; echo >> "$T/online"
+	done < "$T/req.jsonl"
+	if cmp -s "$T/offline" "$T/online"; then echo "ok   $1 == zprefill prefill (4 lines)"
+	else echo "FAIL $1 differs from zprefill prefill:"; diff "$T/offline" "$T/online" | head; fail=1; fi
+}
+same_as_offline "prefill over the socket"
 
 # the command-line clients
 expect client-classify 'input 0: ' "$("$Z" classify --socket "$S" --labels positive,negative "what a film")"
@@ -81,12 +84,7 @@ expect sigterm-exit-0 '^0$' "$rc"
 for par in "asyncep 3" "dpep 2" "replicate 2"; do
 	set -- $par
 	start --executors $2 --threads 1 --parallel $1
-	: > "$T/online"
-	while IFS= read -r line; do
-		$C -d "$line" http://x/v1/prefill >> "$T/online"; echo >> "$T/online"
-	done < "$T/req.jsonl"
-	if cmp -s "$T/offline" "$T/online"; then echo "ok   $1 with $2 executors == zprefill prefill"
-	else echo "FAIL $1 with $2 executors differs:"; diff "$T/offline" "$T/online" | head; fail=1; fi
+	same_as_offline "$1 with $2 executors"
 	[ "$1" = asyncep ] && expect asyncep-layer-metrics 'zprefill_layer_wait_seconds_total{executor="0",layer="1"}' "$($C http://x/metrics)"
 	kill -TERM $PID; wait $PID
 done
