@@ -25,6 +25,7 @@ typedef struct {
 	int max_connections;
 	size_t header_bytes_max, body_bytes_max;
 	int header_timeout_ms, body_timeout_ms, idle_timeout_ms;
+	int metrics_port;		/* loopback TCP port for GET /metrics (0: none) */
 	/* [engine] */
 	char *model;			/* model directory */
 	char *model_name;		/* as /v1/models reports it */

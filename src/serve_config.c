@@ -86,6 +86,7 @@ static const struct key keys[] = {
 	K("server", "header_timeout_ms", 10, 3600000, header_timeout_ms, 'i'),
 	K("server", "body_timeout_ms", 10, 3600000, body_timeout_ms, 'i'),
 	K("server", "idle_timeout_ms", 10, 86400000, idle_timeout_ms, 'i'),
+	K("server", "metrics_port", 0, 65535, metrics_port, 'i'),
 	K("engine", "model", 0, 0, model, 's'),
 	K("engine", "model_name", 0, 0, model_name, 's'),
 	K("engine", "transport", 0, 0, transport, 's'),

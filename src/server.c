@@ -34,6 +34,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 #include "api.h"
@@ -78,6 +79,7 @@ typedef struct {
 	double t_phase;		/* start of the phase a timeout applies to */
 	double t_req;		/* current request's arrival */
 	bool partial;		/* HEAD: part of a next request has arrived */
+	bool metrics_only;	/* accepted on the metrics listener: GET /metrics only */
 	uid_t uid;
 	pid_t pid;
 } conn;
@@ -90,6 +92,7 @@ typedef struct {
 	struct io_uring_buf_ring *br;
 	char *bufs;			/* [RECV_BUFS][RECV_BUF_BYTES] */
 	int lfd, efd, sfd;
+	int mfd;			/* loopback TCP listener for /metrics, or -1 */
 	uint64_t efd_val;
 	struct signalfd_siginfo sig;
 	conn *conns;			/* [max_connections] */
@@ -108,7 +111,9 @@ typedef struct {
 	zp_load_progress progress;
 	_Atomic int load_state;
 	zp_err load_err;
-	bool ready, loader_joined, stopping, accept_armed;
+	bool ready, loader_joined, stopping;
+	bool accept_armed[2];		/* [0] the Unix socket, [1] the metrics listener */
+	bool accept_rearm[2];		/* ended on an error: armed again at the next scan */
 	int exit_code;
 	zp_buf body;			/* scratch for response bodies */
 	double now, next_scan;
@@ -132,12 +137,12 @@ static uint32_t slot_of(server *s, conn *c)
 	return (uint32_t)(c - s->conns);
 }
 
-static void arm_accept(server *s)
+static void arm_accept(server *s, int which)
 {
 	struct io_uring_sqe *q = sqe_get(s);
-	io_uring_prep_multishot_accept(q, s->lfd, NULL, NULL, SOCK_CLOEXEC);
-	io_uring_sqe_set_data64(q, UD(OP_ACCEPT, 0, 0));
-	s->accept_armed = true;
+	io_uring_prep_multishot_accept(q, which ? s->mfd : s->lfd, NULL, NULL, SOCK_CLOEXEC);
+	io_uring_sqe_set_data64(q, UD(OP_ACCEPT, which, 0));
+	s->accept_armed[which] = true;
 }
 
 static void arm_recv(server *s, conn *c)
@@ -297,6 +302,8 @@ static void handle_request(server *s, conn *c)
 	if (c->ep == ZP_EP_OTHER)
 		return respond_error(s, c, status, 0, status == 404 ? "no endpoint %s" :
 				     "method not allowed on %s", c->req.path);
+	if (c->metrics_only && c->ep != ZP_EP_METRICS)
+		return respond_error(s, c, 404, 0, "%s", "this listener serves GET /metrics only");
 	if (c->ep == ZP_EP_HEALTH)
 		return answer_health(s, c);
 	if (c->ep == ZP_EP_METRICS) {
@@ -380,10 +387,14 @@ static void conn_process(server *s, conn *c)
 	}
 }
 
-static void on_accept(server *s, struct io_uring_cqe *cqe)
+static void on_accept(server *s, struct io_uring_cqe *cqe, int which)
 {
-	if (!(cqe->flags & IORING_CQE_F_MORE))
-		s->accept_armed = false;
+	if (!(cqe->flags & IORING_CQE_F_MORE)) {
+		s->accept_armed[which] = false;
+		/* ended on an error (EMFILE, ...): listen again a scan later, not in a
+		   tight loop */
+		s->accept_rearm[which] = !s->stopping && cqe->res != -ECANCELED;
+	}
 	if (cqe->res < 0) {
 		if (cqe->res != -ECANCELED)
 			zp_log(ZP_LOG_WARN, "msg=\"accept failed\" error=\"%s\"", strerror(-cqe->res));
@@ -392,8 +403,8 @@ static void on_accept(server *s, struct io_uring_cqe *cqe)
 	int fd = cqe->res;
 	struct ucred cr = { 0 };
 	socklen_t cl = sizeof cr;
-	getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl);
-	bool allowed = s->cfg.n_allow_uids == 0;
+	getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl); /* TCP: none, uid 0 */
+	bool allowed = s->cfg.n_allow_uids == 0 || which; /* metrics: loopback, read-only */
 	for (int i = 0; i < s->cfg.n_allow_uids; i++)
 		allowed |= s->cfg.allow_uids[i] == cr.uid;
 	conn *c = NULL;
@@ -422,6 +433,7 @@ static void on_accept(server *s, struct io_uring_cqe *cqe)
 	c->pid = cr.pid;
 	c->t_phase = s->now;
 	c->partial = c->close_after = c->eof = c->sending = false;
+	c->metrics_only = which;
 	c->in_len = c->out.len = c->out_off = 0;
 	c->job = NULL;
 	s->met.conns_open++;
@@ -639,11 +651,12 @@ static void begin_stop(server *s, const char *why)
 	zp_log(ZP_LOG_INFO, "msg=\"stopping: no new connections; finishing admitted requests\" "
 	       "why=%s admitted=%d", why, s->sched.requests);
 	atomic_store(&s->progress.cancel, true);
-	if (s->accept_armed) {
-		struct io_uring_sqe *q = sqe_get(s);
-		io_uring_prep_cancel64(q, UD(OP_ACCEPT, 0, 0), 0);
-		io_uring_sqe_set_data64(q, UD(OP_CANCEL, 0, 0));
-	}
+	for (int w = 0; w < 2; w++)
+		if (s->accept_armed[w]) {
+			struct io_uring_sqe *q = sqe_get(s);
+			io_uring_prep_cancel64(q, UD(OP_ACCEPT, w, 0), 0);
+			io_uring_sqe_set_data64(q, UD(OP_CANCEL, 0, 0));
+		}
 	unlink(s->cfg.socket);
 	for (int i = 0; i < s->cfg.max_connections; i++) {
 		conn *c = &s->conns[i];
@@ -706,7 +719,7 @@ static void on_cqe(server *s, struct io_uring_cqe *cqe)
 	uint64_t ud = io_uring_cqe_get_data64(cqe);
 	int op = UD_OP(ud);
 	if (op == OP_ACCEPT)
-		return on_accept(s, cqe);
+		return on_accept(s, cqe, (int)UD_SLOT(ud));
 	if (op == OP_CANCEL)
 		return;
 	if (op == OP_EVENT) {
@@ -737,7 +750,7 @@ static void on_cqe(server *s, struct io_uring_cqe *cqe)
 static bool finished(server *s)
 {
 	return s->stopping && s->loader_joined && s->sched.requests == 0 && s->met.conns_open == 0 &&
-	       !s->accept_armed;
+	       !s->accept_armed[0] && !s->accept_armed[1];
 }
 
 static void loop(server *s)
@@ -761,6 +774,11 @@ static void loop(server *s)
 		}
 		io_uring_cq_advance(&s->ring, n);
 		if (s->now >= s->next_scan) {
+			for (int w = 0; w < 2; w++)
+				if (s->accept_rearm[w] && !s->stopping) {
+					s->accept_rearm[w] = false;
+					arm_accept(s, w);
+				}
 			check_timeouts(s);
 			s->next_scan = s->now + SCAN_S;
 		}
@@ -800,6 +818,23 @@ static int open_socket(server *s, zp_err *e)
 			return zp_errf(e, "socket group %s: %s", s->cfg.socket_group,
 				       g ? strerror(errno) : "no such group");
 	}
+	return 0;
+}
+
+/* Loopback TCP for Prometheus scrapers that cannot speak to a Unix socket. */
+static int open_metrics(server *s, zp_err *e)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)s->cfg.metrics_port),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int one = 1;
+	s->mfd = -1;
+	if (!s->cfg.metrics_port)
+		return 0;
+	s->mfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s->mfd < 0 || setsockopt(s->mfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
+	    bind(s->mfd, (struct sockaddr *)&a, sizeof a) || listen(s->mfd, 64))
+		return zp_errf(e, "metrics listener 127.0.0.1:%d: %s", s->cfg.metrics_port,
+			       strerror(errno));
 	return 0;
 }
 
@@ -869,7 +904,7 @@ static int setup(server *s, zp_err *e)
 		s->job_free = &s->jobs[i];
 	}
 	zp_buf_init(&s->body, 1 << 16);
-	if (open_socket(s, e) || setup_ring(s, e))
+	if (open_socket(s, e) || open_metrics(s, e) || setup_ring(s, e))
 		return -1;
 	s->efd = eventfd(0, EFD_CLOEXEC);
 	sigset_t set;
@@ -904,6 +939,8 @@ static void teardown(server *s)
 	free(s->bufs);
 	if (s->lfd > 0)
 		close(s->lfd);
+	if (s->mfd > 0)
+		close(s->mfd);
 }
 
 /* ---- command line ---- */
@@ -916,6 +953,7 @@ static void usage(void)
 		"         [--max-batch-tokens N] [--batch-wait-ms N] [--queue-requests N]\n"
 		"         [--queue-tokens N] [--max-connections N] [--log-level L]\n"
 		"         [--parallel asyncep|dpep|replicate] [--transport cpu] [--offload K]\n"
+		"         [--metrics-port P]\n"
 		"       every key of conf/zprefill.ini can be set there; flags override it\n");
 }
 
@@ -927,7 +965,8 @@ static int parse_args(int argc, char **argv, zp_serve_cfg *c, zp_err *e)
 		{ "max-tokens", 1, 0, 0 },   { "max-batch-tokens", 1, 0, 0 }, { "batch-wait-ms", 1, 0, 0 },
 		{ "queue-requests", 1, 0, 0 }, { "queue-tokens", 1, 0, 0 },
 		{ "max-connections", 1, 0, 0 }, { "log-level", 1, 0, 0 },	{ "parallel", 1, 0, 0 },
-		{ "transport", 1, 0, 0 },	{ "offload", 1, 0, 0 },	{ 0, 0, 0, 0 }
+		{ "transport", 1, 0, 0 },	{ "offload", 1, 0, 0 },	{ "metrics-port", 1, 0, 0 },
+		{ 0, 0, 0, 0 }
 	};
 	static const char *map[][2] = {
 		{ "engine", "model" },	       { "server", "socket" },	       { NULL, NULL },
@@ -936,6 +975,7 @@ static int parse_args(int argc, char **argv, zp_serve_cfg *c, zp_err *e)
 		{ "engine", "queue_requests_max" }, { "engine", "queue_tokens_max" },
 		{ "server", "max_connections" }, { "log", "level" },	    { "engine", "parallel" },
 		{ "engine", "transport" },	    { "engine", "offload_window" },
+		{ "server", "metrics_port" },
 	};
 	const char *config = NULL;
 	int idx, ch;
@@ -994,7 +1034,9 @@ int zp_serve_main(int argc, char **argv)
 	atomic_store(&s->progress.layers, s->mcfg.layers);
 	int rc = pthread_create(&s->loader, NULL, loader_main, s);
 	ZP_ASSERT(rc == 0);
-	arm_accept(s);
+	arm_accept(s, 0);
+	if (s->mfd >= 0)
+		arm_accept(s, 1);
 	arm_read(s, s->efd, &s->efd_val, sizeof s->efd_val, OP_EVENT);
 	arm_read(s, s->sfd, &s->sig, sizeof s->sig, OP_SIGNAL);
 	s->next_scan = zp_now_s() + SCAN_S;

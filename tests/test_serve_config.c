@@ -24,7 +24,8 @@ int main(void)
 	      f.n_allow_uids == 0, "[server] socket keys");
 	CHECK(d.max_connections == f.max_connections && d.header_bytes_max == f.header_bytes_max &&
 	      d.body_bytes_max == f.body_bytes_max && d.header_timeout_ms == f.header_timeout_ms &&
-	      d.body_timeout_ms == f.body_timeout_ms && d.idle_timeout_ms == f.idle_timeout_ms,
+	      d.body_timeout_ms == f.body_timeout_ms && d.idle_timeout_ms == f.idle_timeout_ms &&
+	      d.metrics_port == f.metrics_port,
 	      "[server] limits");
 	CHECK(d.parallel == f.parallel && !strcmp(d.transport, f.transport) &&
 	      d.offload_window == f.offload_window, "parallel, transport, offload_window");

@@ -80,6 +80,13 @@ expect client-embed 'dim 64 .* norm 1.0000' "$("$Z" embed --socket "$S" hello)"
 kill -TERM $PID; wait $PID; rc=$?
 expect sigterm-exit-0 '^0$' "$rc"
 
+# the loopback metrics listener: /metrics only
+P=$((20000 + $$ % 20000))
+start --metrics-port $P
+expect tcp-metrics 'zprefill_requests_total' "$(curl -s http://127.0.0.1:$P/metrics)"
+expect tcp-metrics-only '^404$' "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$P/v1/models)"
+kill -TERM $PID; wait $PID
+
 # the same lines through servers whose experts are spread over executors
 for par in "asyncep 3" "dpep 2" "replicate 2"; do
 	set -- $par
