@@ -183,18 +183,13 @@ static int get_ids(ctx *c, const cJSON *v, const char *param, int lo_len, int32_
 	return 0;
 }
 
-/* Text (tokenized) or token ids into ids[max_tokens]. */
-static int get_tokens(ctx *c, const cJSON *v, const char *param, int32_t *ids, int *n)
+/* Text tokenized into ids[max_tokens], checked against the limits. */
+static int text_tokens(ctx *c, const char *text, const char *param, int32_t *ids, int *n)
 {
-	if (!v)
-		return zp_api_error(c->out, 400, param, "%s is required", param);
-	if (!cJSON_IsString(v))
-		return get_ids(c, v, param, 1, ids, n);
 	if (!c->a->ts)
 		return zp_api_error(c->out, 400, param, "%s is text, but the model directory has no "
 				    "tokenizer.json: send token ids", param);
-	*n = zp_tok_encode(c->a->ts, v->valuestring, strlen(v->valuestring), ids,
-			   c->a->lim.max_tokens);
+	*n = zp_tok_encode(c->a->ts, text, strlen(text), ids, c->a->lim.max_tokens);
 	if (*n > c->a->lim.max_tokens)
 		return zp_api_error(c->out, 400, param, "%s is %d tokens (max %d)", param, *n,
 				    c->a->lim.max_tokens);
@@ -205,6 +200,16 @@ static int get_tokens(ctx *c, const cJSON *v, const char *param, int32_t *ids, i
 			return zp_api_error(c->out, 400, param, "%s holds token %d, outside the model's "
 					    "vocabulary (%d)", param, ids[i], c->a->lim.vocab);
 	return 0;
+}
+
+/* Text (tokenized) or token ids into ids[max_tokens]. */
+static int get_tokens(ctx *c, const cJSON *v, const char *param, int32_t *ids, int *n)
+{
+	if (!v)
+		return zp_api_error(c->out, 400, param, "%s is required", param);
+	if (!cJSON_IsString(v))
+		return get_ids(c, v, param, 1, ids, n);
+	return text_tokens(c, v->valuestring, param, ids, n);
 }
 
 /* A list of inputs: one string or id array, or an array of them (*n of them). */
@@ -328,9 +333,8 @@ static int build_score(ctx *c, int32_t *ids, int32_t *tmp)
 			char *s = zp_xmalloc(lq + li + 1);
 			memcpy(s + (item_first ? li : 0), q->valuestring, lq);
 			memcpy(s + (item_first ? 0 : lq), it->valuestring, li);
-			cJSON tmpv = { .type = cJSON_String, .valuestring = s };
 			s[lq + li] = 0;
-			rc = get_tokens(c, &tmpv, "items", tmp, &n);
+			rc = text_tokens(c, s, "items", tmp, &n);
 			free(s);
 			if (rc)
 				return rc;
@@ -488,8 +492,8 @@ static int build_rerank(ctx *c, int32_t *ids)
 		cat(&s, &len, &cap, "\n<Document>: ");
 		cat(&s, &len, &cap, d->valuestring);
 		cat(&s, &len, &cap, c->a->rerank.suffix);
-		cJSON tmpv = { .type = cJSON_String, .valuestring = s };
-		if ((rc = get_tokens(c, &tmpv, "documents", ids, &n)) || (rc = add_seq(c, ids, n, "documents"))) {
+		if ((rc = text_tokens(c, s, "documents", ids, &n)) ||
+		    (rc = add_seq(c, ids, n, "documents"))) {
 			free(s);
 			return rc;
 		}
