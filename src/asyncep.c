@@ -581,6 +581,11 @@ zp_dpep *zp_ep_group(zp_ep *ep)
 	return ep->grp;
 }
 
+enum zp_parallel zp_ep_parallel(const zp_ep *ep)
+{
+	return ep->par;
+}
+
 void zp_ep_range(const zp_ep *ep, int x, int *lo, int *hi)
 {
 	*lo = 0;

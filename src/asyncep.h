@@ -73,6 +73,9 @@ void zp_ep_free(zp_ep *ep);
 const zp_expert_src *zp_ep_source(zp_ep *ep, int x);
 /* The dpep group every executor's forward joins; NULL unless dpep. */
 zp_dpep *zp_ep_group(zp_ep *ep);
+/* The mode in effect (one executor, or a model without MoE layers, reads its
+   experts in place: replicate). */
+enum zp_parallel zp_ep_parallel(const zp_ep *ep);
 
 /* Bytes executor x holds: dense weights (replicated) + its expert shards + the
    first MoE layer whole + two full-layer buffers (asyncep; offloading, the

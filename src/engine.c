@@ -31,7 +31,8 @@ int zp_engine_start(zp_engine *g, zp_model *m, const zp_engine_cfg *c, zp_err *e
 		int lo, hi;
 		zp_ep_range(g->ep, i, &lo, &hi);
 		zp_log(ZP_LOG_INFO, "msg=executor id=%d parallel=%s transport=%s experts=[%d,%d) "
-		       "resident_mb=%.1f threads=%d", i, zp_parallel_name(c->parallel), c->transport,
+		       "resident_mb=%.1f threads=%d", i, zp_parallel_name(zp_ep_parallel(g->ep)),
+		       c->transport,
 		       lo, hi, (double)zp_ep_resident_bytes(g->ep, i) / (1 << 20), c->threads_each);
 	}
 	return 0;

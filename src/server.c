@@ -680,7 +680,7 @@ static void on_event(server *s)
 			for (int i = 0; i < s->live; i++)
 				resident += zp_ep_resident_bytes(s->eng.ep, i);
 			zp_log(ZP_LOG_INFO, "msg=ready executors=%d parallel=%s resident_mb=%.1f", s->live,
-			       zp_parallel_name(s->cfg.parallel), (double)resident / (1 << 20));
+			       zp_parallel_name(zp_ep_parallel(s->eng.ep)), (double)resident / (1 << 20));
 		} else {
 			zp_log(ZP_LOG_ERROR, "msg=\"model load failed\" error=\"%s\"", s->load_err.msg);
 			s->exit_code = s->stopping ? 0 : 1;
