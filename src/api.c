@@ -50,7 +50,6 @@ void zp_api_init(zp_api *a, const zp_tok *tok, const zp_req_limits *lim, const c
 	a->lim = *lim;
 	a->lim.tok = a->ts;
 	a->model_name = model_name;
-	a->max_model_len = lim->max_tokens;
 	a->rerank = *rr;
 	a->yes_id = a->no_id = -1;
 	a->scratch = zp_xmalloc((size_t)lim->max_tokens * 3 * sizeof *a->scratch);
@@ -258,11 +257,10 @@ static void seq_cands(zp_req *r, const int32_t *ids, int n)
 	r->cand_lp = zp_xmalloc((size_t)n * sizeof *r->cand_lp);
 }
 
-static int alloc_seqs(ctx *c, int n)
+static void alloc_seqs(ctx *c, int n)
 {
 	c->job->seq = zp_xcalloc((size_t)n, sizeof *c->job->seq);
 	c->job->nseq = 0;
-	return 0;
 }
 
 static int add_seq(ctx *c, const int32_t *ids, int n, const char *param)
@@ -565,7 +563,7 @@ static int answer_tokenize(ctx *c, int32_t *ids)
 				    c->a->lim.max_tokens);
 	c->out->len = 0;
 	zp_buf_printf(c->out, "{\"count\":%d,\"max_model_len\":%d,\"tokens\":[", n,
-		      c->a->max_model_len);
+		      c->a->lim.max_tokens);
 	for (int i = 0; i < n; i++)
 		zp_buf_printf(c->out, "%s%d", i ? "," : "", ids[i]);
 	zp_buf_puts(c->out, "]}");
@@ -610,7 +608,7 @@ static int answer_models(zp_api *a, zp_buf *out)
 	zp_buf_puts(out, "{\"object\":\"list\",\"data\":[{\"id\":");
 	zp_buf_json_str(out, a->model_name);
 	zp_buf_printf(out, ",\"object\":\"model\",\"created\":0,\"owned_by\":\"zprefill\","
-		      "\"max_model_len\":%d}]}", a->max_model_len);
+		      "\"max_model_len\":%d}]}", a->lim.max_tokens);
 	return 200;
 }
 

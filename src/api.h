@@ -35,7 +35,6 @@ typedef struct {
 	zp_tok_state *ts;
 	zp_req_limits lim;		/* lim.tok = ts */
 	const char *model_name;
-	int max_model_len;
 	zp_rerank_cfg rerank;
 	int32_t yes_id, no_id;		/* -1 when the tokenizer lacks them */
 	int32_t *scratch;		/* [3 max_tokens] token ids while a body is built */

@@ -83,9 +83,6 @@ zp_batch *zp_exec_reap(zp_exec *x)
 	if (b) {
 		ZP_ASSERT(x->busy && b == &x->batch);
 		x->busy = false;
-		x->batches++;
-		x->tokens += (uint64_t)b->tokens;
-		x->fwd_s += b->fwd_s;
 	}
 	return b;
 }

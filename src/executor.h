@@ -28,8 +28,6 @@ typedef struct {
 	/* reactor side */
 	zp_batch batch;				/* the batch it may hold */
 	bool busy;
-	uint64_t batches, tokens;
-	double fwd_s;
 } zp_exec;
 
 /* Start executor id on m: threads workers, batches of at most max_tokens,

@@ -81,7 +81,6 @@ int zp_sched_next_batch(zp_sched *s, double now, bool force, zp_batch *b, double
 	}
 full:
 	ZP_ASSERT(b->n > 0 && s->queued_tokens >= 0);
-	b->t_formed = now;
 	return b->n;
 }
 

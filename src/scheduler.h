@@ -13,7 +13,7 @@ typedef struct {
 	zp_req *req[ZP_FWD_SEQS_MAX];	/* the sequences, in queue order */
 	zp_job *job[ZP_FWD_SEQS_MAX];	/* the job each belongs to */
 	int n, tokens;
-	double t_formed, fwd_s;		/* fwd_s: written by the executor */
+	double fwd_s;			/* written by the executor */
 	int failed;			/* written by the executor: the forward failed */
 	char err[ZP_ERR_LEN];		/* why */
 } zp_batch;

@@ -68,7 +68,7 @@ typedef struct {
 	int fd;
 	uint32_t gen;
 	int ops;		/* io_uring operations in flight */
-	bool recv_armed, sending, close_after, eof;
+	bool sending, close_after;
 	char *in;		/* received, not yet consumed */
 	size_t in_len, in_cap;
 	zp_buf out;		/* response bytes; out_off of them sent */
@@ -152,7 +152,6 @@ static void arm_recv(server *s, conn *c)
 	q->flags |= IOSQE_BUFFER_SELECT;
 	q->buf_group = 0;
 	io_uring_sqe_set_data64(q, UD(OP_RECV, slot_of(s, c), c->gen));
-	c->recv_armed = true;
 	c->ops++;
 }
 
@@ -432,7 +431,7 @@ static void on_accept(server *s, struct io_uring_cqe *cqe, int which)
 	c->uid = cr.uid;
 	c->pid = cr.pid;
 	c->t_phase = s->now;
-	c->partial = c->close_after = c->eof = c->sending = false;
+	c->partial = c->close_after = c->sending = false;
 	c->metrics_only = which;
 	c->in_len = c->out.len = c->out_off = 0;
 	c->job = NULL;
@@ -479,17 +478,14 @@ static void on_recv(server *s, conn *c, struct io_uring_cqe *cqe)
 		if (!ok)
 			conn_close(s, c, "input-over-limits");
 	}
-	if (!more) {
-		c->recv_armed = false;
+	if (!more)
 		c->ops--;
-	}
 	if (c->state == CONN_CLOSING) {
 		if (c->ops == 0)
 			conn_free_slot(s, c);
 		return;
 	}
 	if (cqe->res == 0 || (cqe->res < 0 && cqe->res != -ENOBUFS)) {
-		c->eof = true;
 		return conn_close(s, c, cqe->res == 0 ? "peer-closed" : "recv-error");
 	}
 	if (!more)
