@@ -185,20 +185,10 @@ static int get_ids(ctx *c, const cJSON *v, const char *param, int lo_len, int32_
 /* Text tokenized into ids[max_tokens], checked against the limits. */
 static int text_tokens(ctx *c, const char *text, const char *param, int32_t *ids, int *n)
 {
-	if (!c->a->ts)
-		return zp_api_error(c->out, 400, param, "%s is text, but the model directory has no "
-				    "tokenizer.json: send token ids", param);
-	*n = zp_tok_encode(c->a->ts, text, strlen(text), ids, c->a->lim.max_tokens);
-	if (*n > c->a->lim.max_tokens)
-		return zp_api_error(c->out, 400, param, "%s is %d tokens (max %d)", param, *n,
-				    c->a->lim.max_tokens);
-	if (*n == 0)
-		return zp_api_error(c->out, 400, param, "%s is empty", param);
-	for (int i = 0; i < *n; i++)
-		if (ids[i] >= c->a->lim.vocab)
-			return zp_api_error(c->out, 400, param, "%s holds token %d, outside the model's "
-					    "vocabulary (%d)", param, ids[i], c->a->lim.vocab);
-	return 0;
+	zp_req_error err;
+	if (zp_req_tokenize(&c->a->lim, text, strlen(text), ids, n, param, &err) == 0)
+		return 0;
+	return zp_api_error(c->out, err.code, err.param, "%s", err.message);
 }
 
 /* Text (tokenized) or token ids into ids[max_tokens]. */
@@ -420,18 +410,6 @@ static int build_classify(ctx *c, int32_t *ids, int32_t *tmp)
 	return rc;
 }
 
-static void cat(char **s, size_t *len, size_t *cap, const char *p)
-{
-	size_t n = strlen(p);
-	if (*len + n + 1 > *cap) {
-		*cap = (*len + n + 1) * 2;
-		*s = realloc(*s, *cap);
-		ZP_ASSERT(*s);
-	}
-	memcpy(*s + *len, p, n + 1);
-	*len += n;
-}
-
 static int build_rerank(ctx *c, int32_t *ids)
 {
 	static const char *const known[] = { "query", "documents", "top_n", "instruction", "model",
@@ -465,40 +443,33 @@ static int build_rerank(ctx *c, int32_t *ids)
 	c->job->nout = nd;
 	if (ret_docs)
 		c->job->docs = zp_xcalloc((size_t)nd, sizeof *c->job->docs);
-	char *s = NULL;
-	size_t cap = 0;
 	int32_t yn[2] = { c->a->no_id, c->a->yes_id };
-	for (int i = 0; i < nd; i++) {
+	zp_buf s;
+	zp_buf_init(&s, 1024);
+	rc = 0;
+	for (int i = 0; i < nd && !rc; i++) {
 		const cJSON *d = cJSON_GetArrayItem(docs, i), *dt;
-		size_t len = 0;
 		int n;
 		if (cJSON_IsObject(d) && cJSON_GetArraySize(d) == 1 &&
 		    cJSON_IsString(dt = cJSON_GetObjectItemCaseSensitive(d, "text")))
 			d = dt; /* {"text": ...}, as Cohere and Jina accept */
 		if (!cJSON_IsString(d)) {
-			free(s);
-			return zp_api_error(c->out, 400, "documents", "documents[%d] must be a string or "
-					    "{\"text\": string}", i);
+			rc = zp_api_error(c->out, 400, "documents", "documents[%d] must be a string or "
+					  "{\"text\": string}", i);
+			break;
 		}
 		if (ret_docs)
 			c->job->docs[i] = strdup(d->valuestring);
-		cat(&s, &len, &cap, c->a->rerank.prefix);
-		cat(&s, &len, &cap, "<Instruct>: ");
-		cat(&s, &len, &cap, ins ? ins->valuestring : c->a->rerank.instruction);
-		cat(&s, &len, &cap, "\n<Query>: ");
-		cat(&s, &len, &cap, q->valuestring);
-		cat(&s, &len, &cap, "\n<Document>: ");
-		cat(&s, &len, &cap, d->valuestring);
-		cat(&s, &len, &cap, c->a->rerank.suffix);
-		if ((rc = text_tokens(c, s, "documents", ids, &n)) ||
-		    (rc = add_seq(c, ids, n, "documents"))) {
-			free(s);
-			return rc;
-		}
-		seq_cands(&c->job->seq[i], yn, 2);
+		s.len = 0;
+		zp_buf_printf(&s, "%s<Instruct>: %s\n<Query>: %s\n<Document>: %s%s", c->a->rerank.prefix,
+			      ins ? ins->valuestring : c->a->rerank.instruction, q->valuestring,
+			      d->valuestring, c->a->rerank.suffix);
+		if (!(rc = text_tokens(c, s.p, "documents", ids, &n)) &&
+		    !(rc = add_seq(c, ids, n, "documents")))
+			seq_cands(&c->job->seq[i], yn, 2);
 	}
-	free(s);
-	return 0;
+	zp_buf_free(&s);
+	return rc;
 }
 
 /* /v1/embeddings (OpenAI: last token, normalised) and /pooling (the pooled

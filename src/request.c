@@ -122,27 +122,33 @@ static const char *known[] = { "id", "prompt_token_ids", "prompt", "candidate_to
 static int no_tokenizer(zp_req_error *err, const char *param)
 {
 	return fail(err, param, "%s is text, but the model directory has no tokenizer.json: send "
-		    "token ids instead", param);
+		    "token ids", param);
+}
+
+int zp_req_tokenize(const zp_req_limits *lim, const char *text, size_t len, int32_t *ids, int *n,
+		    const char *param, zp_req_error *err)
+{
+	if (!lim->tok)
+		return no_tokenizer(err, param);
+	*n = zp_tok_encode(lim->tok, text, len, ids, lim->max_tokens);
+	if (*n > lim->max_tokens)
+		return fail(err, param, "%s is %d tokens (max %d)", param, *n, lim->max_tokens);
+	if (*n == 0)
+		return fail(err, param, "%s is empty", param);
+	for (int i = 0; i < *n; i++)
+		if (ids[i] >= lim->vocab)
+			return fail(err, param, "%s holds token %d, outside the model's vocabulary "
+				    "(%d): tokenizer.json does not fit this model", param, ids[i],
+				    lim->vocab);
+	return 0;
 }
 
 int zp_req_set_text(zp_req *r, const char *text, size_t len, const zp_req_limits *lim,
 		    const char *param, zp_req_error *err)
 {
-	if (!lim->tok)
-		return no_tokenizer(err, param);
 	free(r->tokens);
 	r->tokens = zp_xmalloc((size_t)lim->max_tokens * sizeof *r->tokens);
-	r->ntok = zp_tok_encode(lim->tok, text, len, r->tokens, lim->max_tokens);
-	if (r->ntok > lim->max_tokens)
-		return fail(err, param, "%s is %d tokens (max %d)", param, r->ntok, lim->max_tokens);
-	if (r->ntok == 0)
-		return fail(err, param, "%s is empty", param);
-	for (int i = 0; i < r->ntok; i++)
-		if (r->tokens[i] >= lim->vocab)
-			return fail(err, param, "%s holds token %d, outside the model's vocabulary "
-				    "(%d): tokenizer.json does not fit this model", param,
-				    r->tokens[i], lim->vocab);
-	return 0;
+	return zp_req_tokenize(lim, text, len, r->tokens, &r->ntok, param, err);
 }
 
 /* "candidates": strings, each exactly one token. */

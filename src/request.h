@@ -53,8 +53,13 @@ typedef struct {
 	int code;		/* HTTP status it maps to */
 } zp_req_error;
 
-/* Tokenize text into r->tokens (the prompt), checking the length limit. 0, or
-   -1 with err set (param names the field). */
+/* Tokenize text into ids[lim->max_tokens]: *n ids, at least one, every one
+   inside the model's vocabulary. 0, or -1 with err set (param names the field;
+   a model without tokenizer.json refuses text). */
+int zp_req_tokenize(const zp_req_limits *lim, const char *text, size_t len, int32_t *ids, int *n,
+		    const char *param, zp_req_error *err);
+
+/* Tokenize text into r->tokens (the prompt), as zp_req_tokenize. */
 int zp_req_set_text(zp_req *r, const char *text, size_t len, const zp_req_limits *lim,
 		    const char *param, zp_req_error *err);
 

@@ -175,13 +175,20 @@ static void send_more(server *s, conn *c)
 
 /* ---- connections ---- */
 
-static void job_release(server *s, zp_job *j)
+/* A job slot back on the free list (never admitted, or finished). */
+static void job_put_back(server *s, zp_job *j)
 {
-	zp_sched_finish(&s->sched, j);
 	zp_api_job_free(j);
 	memset(j, 0, sizeof *j);
 	j->next = s->job_free;
 	s->job_free = j;
+}
+
+/* An admitted job leaves: its admission is released with its slot. */
+static void job_release(server *s, zp_job *j)
+{
+	zp_sched_finish(&s->sched, j);
+	job_put_back(s, j);
 }
 
 static void conn_free_slot(server *s, conn *c)
@@ -280,14 +287,6 @@ static zp_job *job_take(server *s)
 		memset(j, 0, sizeof *j);
 	}
 	return j;
-}
-
-static void job_put_back(server *s, zp_job *j)
-{
-	zp_api_job_free(j);
-	memset(j, 0, sizeof *j);
-	j->next = s->job_free;
-	s->job_free = j;
 }
 
 /* A whole request (head and body) is in c->in. */
