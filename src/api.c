@@ -159,26 +159,16 @@ static int get_bool(ctx *c, const char *k, bool *v)
 }
 
 /* A JSON array of token ids, checked against the vocabulary and length limit. */
-static int get_ids(ctx *c, const cJSON *v, const char *param, int lo_len, int32_t *ids, int *n)
+static int get_ids(ctx *c, const cJSON *v, const char *param, int32_t *ids, int *n)
 {
-	const cJSON *it;
-	int i = 0;
+	zp_req_error err;
 	if (!cJSON_IsArray(v))
 		return zp_api_error(c->out, 400, param, "%s must be text or an array of token ids",
 				    param);
-	*n = cJSON_GetArraySize(v);
-	if (*n > c->a->lim.max_tokens)
-		return zp_api_error(c->out, 400, param, "%s has %d tokens (max %d)", param, *n,
-				    c->a->lim.max_tokens);
-	if (*n < lo_len)
+	if (cJSON_GetArraySize(v) == 0)
 		return zp_api_error(c->out, 400, param, "%s is empty", param);
-	cJSON_ArrayForEach(it, v) {
-		double d = it->valuedouble;
-		if (!cJSON_IsNumber(it) || d != floor(d) || d < 0 || d >= c->a->lim.vocab)
-			return zp_api_error(c->out, 400, param, "%s[%d] must be a token id in [0, %d)",
-					    param, i, c->a->lim.vocab);
-		ids[i++] = (int32_t)d;
-	}
+	if (zp_req_ids(v, param, c->a->lim.vocab, c->a->lim.max_tokens, ids, n, &err))
+		return zp_api_error(c->out, err.code, err.param, "%s", err.message);
 	return 0;
 }
 
@@ -197,7 +187,7 @@ static int get_tokens(ctx *c, const cJSON *v, const char *param, int32_t *ids, i
 	if (!v)
 		return zp_api_error(c->out, 400, param, "%s is required", param);
 	if (!cJSON_IsString(v))
-		return get_ids(c, v, param, 1, ids, n);
+		return get_ids(c, v, param, ids, n);
 	return text_tokens(c, v->valuestring, param, ids, n);
 }
 
@@ -297,7 +287,7 @@ static int build_score(ctx *c, int32_t *ids, int32_t *tmp)
 		return zp_api_error(c->out, 400, "label_token_ids", "label_token_ids must be 1 to %d "
 				    "token ids", ZP_API_ITEMS_MAX);
 	int32_t lab[ZP_API_ITEMS_MAX];
-	if ((rc = get_ids(c, labels, "label_token_ids", 1, lab, &nl)))
+	if ((rc = get_ids(c, labels, "label_token_ids", lab, &nl)))
 		return rc;
 	if (!q || !items || !cJSON_IsArray(items) || cJSON_GetArraySize(items) == 0 ||
 	    cJSON_GetArraySize(items) > ZP_API_ITEMS_MAX)
@@ -305,7 +295,7 @@ static int build_score(ctx *c, int32_t *ids, int32_t *tmp)
 				    "are required", ZP_API_ITEMS_MAX);
 	ni = cJSON_GetArraySize(items);
 	bool text = cJSON_IsString(q);
-	if (!text && (rc = get_ids(c, q, "query", 1, ids, &nq)))
+	if (!text && (rc = get_ids(c, q, "query", ids, &nq)))
 		return rc;
 	alloc_seqs(c, ni);
 	c->job->nout = ni;
@@ -327,7 +317,7 @@ static int build_score(ctx *c, int32_t *ids, int32_t *tmp)
 			if (rc)
 				return rc;
 		} else {
-			if ((rc = get_ids(c, it, "items", 1, tmp + nq, &ntmp)))
+			if ((rc = get_ids(c, it, "items", tmp + nq, &ntmp)))
 				return rc;
 			if (nq + ntmp > c->a->lim.max_tokens)
 				return zp_api_error(c->out, 400, "items", "query + items[%d] is %d tokens "

@@ -42,8 +42,8 @@ static int as_int(const cJSON *v, long lo, long hi, long *out)
 	return 0;
 }
 
-static int int_array(const cJSON *a, const char *name, long lo, long hi, int max, int32_t **out,
-		     int *n, zp_req_error *err)
+int zp_req_ids(const cJSON *a, const char *name, int vocab, int max, int32_t *out, int *n,
+	       zp_req_error *err)
 {
 	const cJSON *it;
 	int i = 0;
@@ -52,15 +52,23 @@ static int int_array(const cJSON *a, const char *name, long lo, long hi, int max
 	*n = cJSON_GetArraySize(a);
 	if (*n > max)
 		return fail(err, name, "%s has %d entries (max %d)", name, *n, max);
-	*out = zp_xmalloc((size_t)(*n ? *n : 1) * sizeof **out);
 	cJSON_ArrayForEach(it, a) {
 		long v;
-		if (as_int(it, lo, hi, &v))
-			return fail(err, name, "%s[%d] must be an integer in [%ld, %ld]", name, i, lo,
-				    hi);
-		(*out)[i++] = (int32_t)v;
+		if (as_int(it, 0, vocab - 1, &v))
+			return fail(err, name, "%s[%d] must be a token id in [0, %d]", name, i,
+				    vocab - 1);
+		out[i++] = (int32_t)v;
 	}
 	return 0;
+}
+
+/* zp_req_ids into a new array of its length. */
+static int int_array(const cJSON *a, const char *name, int vocab, int max, int32_t **out, int *n,
+		     zp_req_error *err)
+{
+	int size = cJSON_IsArray(a) ? cJSON_GetArraySize(a) : 0;
+	*out = zp_xmalloc((size_t)ZP_MAX(ZP_MIN(size, max), 1) * sizeof **out);
+	return zp_req_ids(a, name, vocab, max, *out, n, err);
 }
 
 static int parse_plp(zp_req *r, const cJSON *o, zp_req_error *err)
@@ -200,7 +208,7 @@ static int parse_fields(zp_req *r, const cJSON *o, const zp_req_limits *lim, zp_
 		if (zp_req_set_text(r, text->valuestring, strlen(text->valuestring), lim, "prompt",
 				    err))
 			return -1;
-	} else if (int_array(toks, "prompt_token_ids", 0, lim->vocab - 1, lim->max_tokens,
+	} else if (int_array(toks, "prompt_token_ids", lim->vocab, lim->max_tokens,
 			     &r->tokens, &r->ntok, err)) {
 		return -1;
 	}
@@ -210,7 +218,7 @@ static int parse_fields(zp_req *r, const cJSON *o, const zp_req_limits *lim, zp_
 	if (c && cs)
 		return fail(err, "candidates", "give candidate_token_ids or candidates, not both");
 	if (c || cs) {
-		if (c ? int_array(c, "candidate_token_ids", 0, lim->vocab - 1, ZP_CANDIDATES_MAX,
+		if (c ? int_array(c, "candidate_token_ids", lim->vocab, ZP_CANDIDATES_MAX,
 				  &r->cands, &r->ncand, err)
 		      : parse_cand_strings(r, cs, lim, err))
 			return -1;

@@ -53,6 +53,13 @@ typedef struct {
 	int code;		/* HTTP status it maps to */
 } zp_req_error;
 
+struct cJSON;
+
+/* A JSON array of token ids into out[max]: *n of them, each in [0, vocab).
+   0, or -1 with err set (name is the field). */
+int zp_req_ids(const struct cJSON *a, const char *name, int vocab, int max, int32_t *out, int *n,
+	       zp_req_error *err);
+
 /* Tokenize text into ids[lim->max_tokens]: *n ids, at least one, every one
    inside the model's vocabulary. 0, or -1 with err set (param names the field;
    a model without tokenizer.json refuses text). */
