@@ -53,12 +53,9 @@ void zp_api_init(zp_api *a, const zp_tok *tok, const zp_req_limits *lim, const c
 	a->rerank = *rr;
 	a->yes_id = a->no_id = -1;
 	a->scratch = zp_xmalloc((size_t)lim->max_tokens * 3 * sizeof *a->scratch);
-	if (tok) {
-		int32_t id[2];
-		if (zp_tok_encode(a->ts, rr->yes_token, strlen(rr->yes_token), id, 2) == 1)
-			a->yes_id = id[0];
-		if (zp_tok_encode(a->ts, rr->no_token, strlen(rr->no_token), id, 2) == 1)
-			a->no_id = id[0];
+	if (tok) { /* the configured label tokens, exactly as the vocabulary spells them */
+		a->yes_id = zp_tok_find(tok, rr->yes_token, strlen(rr->yes_token));
+		a->no_id = zp_tok_find(tok, rr->no_token, strlen(rr->no_token));
 	}
 }
 

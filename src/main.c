@@ -258,8 +258,7 @@ static void finish(struct driver *d, int j)
 	d->oldest = j + 1;
 }
 
-/* Hand the filling batch to its executor (its good requests; a batch of only
-   bad lines runs nothing but is still written in its turn). */
+/* Hand the filling batch to its executor (its good requests). */
 static void submit(struct driver *d)
 {
 	struct batch *b = &d->b[d->next % d->g.n];
@@ -274,14 +273,10 @@ static void submit(struct driver *d)
 		}
 	b->out = true;
 	x->batch.failed = 0;
-	if (d->group) { /* started with the others (launch_group) */
+	if (d->group) /* started with the others (launch_group) */
 		d->staged++;
-	} else if (x->batch.n) {
+	else /* even with only bad lines (n = 0): it comes back in its turn */
 		zp_exec_submit(x);
-	} else { /* nothing to run: hand it straight back */
-		x->busy = true;
-		ZP_ASSERT(zp_ring_push(&x->out, &x->batch));
-	}
 	d->next++;
 	if (d->group && d->staged == d->g.n)
 		launch_group(d);
