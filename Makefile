@@ -3,10 +3,12 @@
 # Sanitizers: `make asan`, `make tsan`; fuzzing: `make fuzz`.
 
 CC      ?= cc
+# src/ has one folder (room) per part of the system; each is on the include path
+ROOMS   := base model cpu engine serve cuda cli
 BUILD   ?= build
 OPT     ?= -O3
-CFLAGS  := -std=gnu11 $(OPT) -g -march=x86-64-v3 -ffp-contract=off -pthread -Iipc \
-           -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Isrc $(EXTRA_CFLAGS)
+CFLAGS  := -std=gnu11 $(OPT) -g -march=x86-64-v3 -ffp-contract=off -pthread $(ROOMS:%=-Isrc/%) -Iipc \
+           -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter $(EXTRA_CFLAGS)
 LDLIBS  := -lcjson -lpcre2-8 -lutf8proc -luring -linih -lm -lpthread
 LDFLAGS += $(EXTRA_LDFLAGS)
 
@@ -19,16 +21,17 @@ CU_SRC  := $(wildcard kernels/*.cu)
 ifneq ($(and $(NVCC),$(NCCL_H)),)
 CUDA_HOME   := $(patsubst %/bin/nvcc,%,$(NVCC))
 CUDA_CFLAGS := -DZP_HAVE_CUDA -I$(CUDA_HOME)/include
-CUDA_SRC    := src/transport_cuda.c
+CUDA_SRC    := src/cuda/transport_cuda.c
 CUDA_LIBS   := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lnccl
 endif
 
 ifeq ($(MAKELEVEL),0)
-$(info build: CPU path; nvcc: $(if $(NVCC),$(NVCC) ($(words $(CU_SRC)) CUDA kernels to build),not found); NCCL: $(if $(NCCL_H),$(NCCL_H),not found); GPU transports (src/transport_cuda.c, in build/test_transport_cuda): $(if $(CUDA_SRC),built,not built))
+$(info build: CPU path; nvcc: $(if $(NVCC),$(NVCC) ($(words $(CU_SRC)) CUDA kernels to build),not found); NCCL: $(if $(NCCL_H),$(NCCL_H),not found); GPU transports (src/cuda/transport_cuda.c, in build/test_transport_cuda): $(if $(CUDA_SRC),built,not built))
 endif
 
-LIB_SRC := $(filter-out src/main.c src/transport_cuda.c,$(wildcard src/*.c))
+LIB_SRC := $(filter-out src/cli/main.c src/cuda/%,$(wildcard $(ROOMS:%=src/%/*.c)))
 LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/%.o)
+HDRS    := $(wildcard src/*/*.h ipc/*.h)
 TESTS_C := $(wildcard tests/test_*.c)
 TESTS   := $(TESTS_C:tests/%.c=$(BUILD)/%)
 
@@ -39,15 +42,15 @@ BIN     ?= zprefill
 
 all: $(BIN)
 
-$(DEPS_OK): scripts/deps.sh
+$(DEPS_OK): tools/deps.sh
 	@mkdir -p $(BUILD)
-	@scripts/deps.sh
+	@tools/deps.sh
 	@touch $@
 
 deps: $(DEPS_OK)
 
-$(BUILD)/%.o: src/%.c $(wildcard src/*.h ipc/*.h) | $(DEPS_OK)
-	@mkdir -p $(BUILD)
+$(BUILD)/%.o: src/%.c $(HDRS) | $(DEPS_OK)
+	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
 # rebuilt whole: `ar r` never drops a member whose source is gone
@@ -55,14 +58,14 @@ $(BUILD)/libzp.a: $(LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
-$(BIN): $(BUILD)/main.o $(BUILD)/libzp.a
+$(BIN): $(BUILD)/cli/main.o $(BUILD)/libzp.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/test_%: tests/test_%.c tests/check.h $(BUILD)/libzp.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libzp.a $(LDLIBS)
 
 # skips (77) where CUDA was not found at build time or no GPU is present
-$(BUILD)/test_transport_cuda: tests/test_transport_cuda.c src/transport_cuda.c src/transport_cuda.h $(BUILD)/libzp.a
+$(BUILD)/test_transport_cuda: tests/test_transport_cuda.c src/cuda/transport_cuda.c src/cuda/transport_cuda.h $(BUILD)/libzp.a
 	$(CC) $(CFLAGS) $(CUDA_CFLAGS) $(LDFLAGS) -o $@ $< $(CUDA_SRC) $(BUILD)/libzp.a $(LDLIBS) $(CUDA_LIBS)
 
 test: $(BIN) $(TESTS) $(BUILD)/loadgen
@@ -70,9 +73,9 @@ test: $(BIN) $(TESTS) $(BUILD)/loadgen
 
 # The embedded default: `zprefill serve` on a tiny random model with a small
 # Qwen-style tokenizer (tests/models/tiny-tok), answering a few requests through
-# its Unix socket (scripts/demo.sh), then stopping on SIGTERM.
+# its Unix socket (tools/demo.sh), then stopping on SIGTERM.
 run: $(BIN)
-	@ZPREFILL=./$(BIN) scripts/demo.sh
+	@ZPREFILL=./$(BIN) tools/demo.sh
 
 $(BUILD)/bench_gemm: tools/bench_gemm.c $(BUILD)/libzp.a
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libzp.a -ldnnl $(LDLIBS)
@@ -96,13 +99,13 @@ tsan:
 	$(MAKE) BUILD=build-tsan BIN=build-tsan/zprefill OPT=-O1 EXTRA_CFLAGS="-fsanitize=thread" EXTRA_LDFLAGS="-fsanitize=thread" test
 
 FUZZ_SECONDS ?= 60
-FUZZ_CFLAGS := -std=gnu11 -O1 -g -fsanitize=fuzzer,address,undefined -Isrc -march=x86-64-v3
+FUZZ_CFLAGS := -std=gnu11 -O1 -g -fsanitize=fuzzer,address,undefined $(ROOMS:%=-Isrc/%) -Iipc -march=x86-64-v3
 # Each target runs FUZZ_SECONDS on a corpus seeded from tests/fuzz-corpus/.
 FUZZ_TARGETS := safetensors request http tokenizer
-FUZZ_SRC_safetensors := src/safetensors.c src/json.c src/util.c
-FUZZ_SRC_request := src/api.c src/request.c src/tokenizer.c src/json.c src/util.c
-FUZZ_SRC_http := src/http.c src/json.c src/util.c
-FUZZ_SRC_tokenizer := src/tokenizer.c src/json.c src/util.c
+FUZZ_SRC_safetensors := src/model/safetensors.c src/base/json.c src/base/util.c
+FUZZ_SRC_request := src/serve/api.c src/engine/request.c src/model/tokenizer.c src/base/json.c src/base/util.c
+FUZZ_SRC_http := src/serve/http.c src/base/json.c src/base/util.c
+FUZZ_SRC_tokenizer := src/model/tokenizer.c src/base/json.c src/base/util.c
 fuzz: | $(DEPS_OK)
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		mkdir -p $(BUILD)/fuzz/corpus-$$t; \

@@ -5,9 +5,9 @@ set -eu
 # cjson: JSON; liburing: the reactor; libinih: the serve config; libpcre2 +
 # libutf8proc: the tokenizer's pre-tokenizer and NFC; curl: the end-to-end test;
 # clang + libclang-rt: libFuzzer (make fuzz); libdnnl: the oneDNN side of
-# build/bench_gemm.
+# build/bench_gemm; libnuma: NUMA placement of the arena and executor threads.
 PKGS="build-essential libcjson-dev liburing-dev libinih-dev libpcre2-dev libutf8proc-dev curl
-      libdnnl-dev clang libclang-rt-14-dev python3"
+      libdnnl-dev clang libclang-rt-14-dev python3 libnuma-dev"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
@@ -18,7 +18,7 @@ if [ -n "$missing" ]; then
 		echo "deps: missing:$missing"; exit 1
 	fi
 	if [ "$(id -u)" != 0 ]; then
-		echo "deps: missing:$missing -- run 'sudo scripts/deps.sh'" >&2; exit 1
+		echo "deps: missing:$missing -- run 'sudo tools/deps.sh'" >&2; exit 1
 	fi
 	echo "deps: installing:$missing"
 	apt-get update -qq
