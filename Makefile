@@ -9,7 +9,7 @@ BUILD   ?= build
 OPT     ?= -O3
 CFLAGS  := -std=gnu11 $(OPT) -g -march=x86-64-v3 -ffp-contract=off -pthread $(ROOMS:%=-Isrc/%) -Iipc \
            -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter $(EXTRA_CFLAGS)
-LDLIBS  := -lcjson -lpcre2-8 -lutf8proc -luring -linih -lm -lpthread
+LDLIBS  := -lcjson -lpcre2-8 -lutf8proc -luring -linih -lnuma -lm -lpthread
 LDFLAGS += $(EXTRA_LDFLAGS)
 
 NVCC    := $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
@@ -30,7 +30,7 @@ $(info build: CPU path; nvcc: $(if $(NVCC),$(NVCC) ($(words $(CU_SRC)) CUDA kern
 endif
 
 LIB_SRC := $(filter-out src/cli/main.c src/cuda/%,$(wildcard $(ROOMS:%=src/%/*.c)))
-LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/%.o)
+LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/%.o) $(patsubst %.c,$(BUILD)/%.o,$(wildcard ipc/*.c))
 HDRS    := $(wildcard src/*/*.h ipc/*.h)
 TESTS_C := $(wildcard tests/test_*.c)
 TESTS   := $(TESTS_C:tests/%.c=$(BUILD)/%)
@@ -50,6 +50,10 @@ $(DEPS_OK): tools/deps.sh
 deps: $(DEPS_OK)
 
 $(BUILD)/%.o: src/%.c $(HDRS) | $(DEPS_OK)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/ipc/%.o: ipc/%.c $(HDRS) | $(DEPS_OK)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 

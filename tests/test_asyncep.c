@@ -48,22 +48,24 @@ static void free_reqs(zp_req *r, int n)
    dpep starts every executor each round (those without a batch empty). */
 static int run(zp_engine *g, zp_req *r, zp_err *e)
 {
-	int failed = 0;
-	bool group = zp_ep_group(g->ep) != NULL;
-	for (int j0 = 0; j0 < SEQS / 4; j0 += g->n) {
-		for (int x = 0; x < g->n && (group || j0 + x < SEQS / 4); x++) {
-			zp_batch *b = &g->exec[x].batch;
-			b->n = j0 + x < SEQS / 4 ? 4 : 0;
+	int failed = 0, n = zp_engine_executors(g);
+	for (int j0 = 0; j0 < SEQS / 4; j0 += n) {
+		for (int x = 0; x < n && j0 + x < SEQS / 4; x++) {
+			zp_batch *b = zp_engine_batch(g);
+			CHECK(b && b->exec == x, "executor %d is idle", x);
+			b->n = 4;
 			for (int s = 0; s < b->n; s++)
 				b->req[s] = &r[(j0 + x) * 4 + s];
-			zp_exec_submit(&g->exec[x]);
+			zp_engine_submit(g, b);
 		}
-		for (int x = 0; x < g->n && (group || j0 + x < SEQS / 4); x++) {
-			zp_batch *b = zp_engine_wait(g, x);
+		zp_engine_flush(g);
+		zp_batch *b;
+		while ((b = zp_engine_wait(g))) {
 			if (b->failed) {
 				failed = 1;
 				snprintf(e->msg, sizeof e->msg, "%s", b->err);
 			}
+			zp_engine_release(g, b);
 		}
 	}
 	return failed;
@@ -86,11 +88,11 @@ static void check_model(const char *dir, enum zp_wtype wt)
 	zp_req ref[SEQS], got[SEQS];
 	CHECK(zp_model_load(&m, dir, wt, 2, NULL, &e) == 0, "load %s: %s", dir, e.msg);
 	make_reqs(ref, SEQS, m.cfg.vocab, 7);
-	zp_engine g;
-	zp_engine_cfg one = { 1, ZP_PAR_REPLICATE, "cpu", 1, 4096, -1, 0 };
-	CHECK(zp_engine_start(&g, &m, &one, &e) == 0, "start: %s", e.msg);
-	CHECK(run(&g, ref, &e) == 0, "reference run");
-	zp_engine_stop(&g);
+	zp_engine *g;
+	zp_engine_cfg one = { 1, ZP_PAR_REPLICATE, "cpu", 1, 4096, NULL, 0 };
+	CHECK((g = zp_engine_start(&m, &one, &e)), "start: %s", e.msg);
+	CHECK(run(g, ref, &e) == 0, "reference run");
+	zp_engine_stop(g);
 	zp_model_free(&m);
 
 	static const struct { int n; enum zp_parallel p; int window; } cases[] = {
@@ -102,8 +104,8 @@ static void check_model(const char *dir, enum zp_wtype wt)
 	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
 		CHECK(zp_model_load(&m, dir, wt, 2, NULL, &e) == 0, "reload");
 		size_t dense = m.arena_bytes, all = m.expert_bytes_total;
-		zp_engine_cfg c = { cases[i].n, cases[i].p, "cpu", 1, 4096, -1, cases[i].window };
-		CHECK(zp_engine_start(&g, &m, &c, &e) == 0, "start %s N=%d: %s",
+		zp_engine_cfg c = { cases[i].n, cases[i].p, "cpu", 1, 4096, NULL, cases[i].window };
+		CHECK((g = zp_engine_start(&m, &c, &e)), "start %s N=%d: %s",
 		      zp_parallel_name(cases[i].p), cases[i].n, e.msg);
 		/* placement and the resident-bytes formula */
 		int moe = 0, first = -1, covered = 0;
@@ -111,11 +113,11 @@ static void check_model(const char *dir, enum zp_wtype wt)
 			if (m.layers[l].sparse && (moe++, first < 0))
 				first = l;
 		size_t layer = all / (size_t)moe, ebytes = layer / (size_t)m.cfg.experts;
-		for (int x = 0; x < g.n; x++) {
+		for (int x = 0; x < zp_engine_executors(g); x++) {
 			int lo, hi;
-			zp_ep_range(g.ep, x, &lo, &hi);
+			zp_place_range(zp_engine_place(g), x, &lo, &hi);
 			bool repl = cases[i].p == ZP_PAR_REPLICATE ||
-				    (g.n == 1 && !cases[i].window); /* N = 1: in place */
+				    (zp_engine_executors(g) == 1 && !cases[i].window); /* N = 1: in place */
 			if (repl) {
 				CHECK(lo == 0 && hi == m.cfg.experts, "replicate: every executor all experts");
 				covered = hi;
@@ -128,26 +130,26 @@ static void check_model(const char *dir, enum zp_wtype wt)
 				      cases[i].window ? dense + layer + (size_t)cases[i].window * part + 2 * layer :
 				      cases[i].p == ZP_PAR_DPEP	     ? dense + (size_t)moe * (hi - lo) * ebytes :
 					dense + layer + (size_t)(moe - 1) * (hi - lo) * ebytes + 2 * layer;
-			CHECK(zp_ep_resident_bytes(g.ep, x) == want, "%s N=%d executor %d: resident %zu, "
-			      "formula %zu", dir, g.n, x, zp_ep_resident_bytes(g.ep, x), want);
+			CHECK(zp_place_resident_bytes(zp_engine_place(g), x) == want, "%s N=%d executor %d: resident %zu, "
+			      "formula %zu", dir, zp_engine_executors(g), x, zp_place_resident_bytes(zp_engine_place(g), x), want);
 		}
 		CHECK(covered == m.cfg.experts, "every expert placed");
 		make_reqs(got, SEQS, m.cfg.vocab, 7);
-		CHECK(run(&g, got, &e) == 0, "run: %s", e.msg);
+		CHECK(run(g, got, &e) == 0, "run: %s", e.msg);
 		CHECK(same(ref, got), "%s %s %s N=%d: results differ from one executor", dir,
 		      wt == ZP_W_F32 ? "fp32" : "bf16", zp_parallel_name(cases[i].p), cases[i].n);
-		if (cases[i].p == ZP_PAR_ASYNCEP && (g.n > 1 || cases[i].window)) { /* every
+		if (cases[i].p == ZP_PAR_ASYNCEP && (zp_engine_executors(g) > 1 || cases[i].window)) { /* every
 						executor ran and streamed its layers */
-			zp_ep_layer_stats st[64];
-			for (int x = 0; x < g.n; x++) {
-				zp_ep_stats(g.ep, x, st);
+			zp_place_layer_stats st[64];
+			for (int x = 0; x < zp_engine_executors(g); x++) {
+				zp_place_stats(zp_engine_place(g), x, st);
 				for (int l = 0; l < m.cfg.layers; l++)
 					CHECK(st[l].forwards > 0 && st[l].layer_s > 0 &&
 					      st[l].wait_s <= st[l].layer_s, "stats of executor %d layer %d", x, l);
 			}
 		}
 		free_reqs(got, SEQS);
-		zp_engine_stop(&g);
+		zp_engine_stop(g);
 		zp_model_free(&m);
 	}
 	free_reqs(ref, SEQS);
@@ -160,30 +162,30 @@ static void check_fault(void)
 	zp_model m;
 	zp_err e;
 	zp_req ref[SEQS], got[SEQS];
-	zp_engine g;
+	zp_engine *g;
 	CHECK(zp_model_load(&m, "tests/models/odd", ZP_W_F32, 2, NULL, &e) == 0, "load");
 	make_reqs(ref, SEQS, m.cfg.vocab, 11);
 	make_reqs(got, SEQS, m.cfg.vocab, 11);
-	zp_engine_cfg c = { 2, ZP_PAR_ASYNCEP, "cpu", 1, 4096, -1, 0 };
-	CHECK(zp_engine_start(&g, &m, &c, &e) == 0, "start");
-	CHECK(run(&g, ref, &e) == 0, "clean run");
+	zp_engine_cfg c = { 2, ZP_PAR_ASYNCEP, "cpu", 1, 4096, NULL, 0 };
+	CHECK((g = zp_engine_start(&m, &c, &e)), "start");
+	CHECK(run(g, ref, &e) == 0, "clean run");
 	/* calibration: a real rate, a real gather time, and T from them */
-	zp_ep_calib cal;
-	CHECK(zp_ep_calibrate(g.ep, 1, &cal, &e) == 0, "calibrate: %s", e.msg);
+	zp_place_calib cal;
+	CHECK(zp_place_calibrate(zp_engine_place(g), 1, &cal, &e) == 0, "calibrate: %s", e.msg);
 	CHECK(cal.flops_per_s > 1e8 && cal.gather_s > 0 && cal.gamma == 1.2 &&
 	      cal.threshold_flops == cal.gather_s * cal.flops_per_s * cal.gamma &&
 	      cal.threshold_tokens > 0, "calibration: F %g, t_gather %g, T %g (%g tokens)",
 	      cal.flops_per_s, cal.gather_s, cal.threshold_flops, cal.threshold_tokens);
-	zp_ep_inject_fault(g.ep, 1);
+	zp_place_inject_fault(zp_engine_place(g), 1);
 	e.msg[0] = 0;
-	CHECK(run(&g, got, &e) == 1, "a failed gather fails the forward");
+	CHECK(run(g, got, &e) == 1, "a failed gather fails the forward");
 	CHECK(strstr(e.msg, "gather of layer") && strstr(e.msg, "injected fault"),
 	      "the error says what failed: %s", e.msg);
 	free_reqs(got, SEQS);
 	make_reqs(got, SEQS, m.cfg.vocab, 11);
-	CHECK(run(&g, got, &e) == 0, "the executor recovers");
+	CHECK(run(g, got, &e) == 0, "the executor recovers");
 	CHECK(same(ref, got), "and is exact again");
-	zp_engine_stop(&g);
+	zp_engine_stop(g);
 	free_reqs(ref, SEQS);
 	free_reqs(got, SEQS);
 	zp_model_free(&m);
@@ -197,13 +199,13 @@ static void check_shutdown_in_flight(void)
 	zp_err e;
 	CHECK(zp_model_load(&m, "tests/models/sparse-step", ZP_W_F32, 2, NULL, &e) == 0, "load");
 	zp_transport *t = zp_transport_new("cpu", &e);
-	zp_ep *ep = zp_ep_new(&m, 3, ZP_PAR_ASYNCEP, 0, t, &e);
+	zp_place *ep = zp_place_new(&m, 3, ZP_PAR_ASYNCEP, 0, t, &e);
 	CHECK(ep, "ep: %s", e.msg);
 	for (int x = 0; x < 3; x++) { /* each executor starts a forward: gathers go out */
-		const zp_expert_src *s = zp_ep_source(ep, x);
+		const zp_expert_src *s = zp_place_source(ep, x);
 		s->layer_begin(s->ctx, 0);
 	}
-	zp_ep_free(ep);
+	zp_place_free(ep);
 	zp_model_free(&m);
 }
 

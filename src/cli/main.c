@@ -5,6 +5,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -24,15 +25,13 @@
 #include "util.h"
 
 #define LINE_MAX_BYTES (64u << 20)
-#define BATCH_SEQS_MAX ZP_FWD_SEQS_MAX
-#define BATCH_TOKENS_MAX (1 << 20) /* tokens in one forward */
 
 struct opts {
 	const char *model;
 	enum zp_wtype wtype;
 	int threads;
 	int max_tokens;		/* per prompt */
-	int batch_tokens;	/* per forward */
+	int batch_tokens_max;	/* per forward (--max-batch-tokens) */
 	int tokens, seqs, iters; /* bench */
 	int executors;
 	enum zp_parallel parallel;
@@ -88,8 +87,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 
 	*o = (struct opts){ .wtype = ZP_W_BF16, .threads = ncpu > 0 ? (int)ncpu : 1,
-			    .batch_tokens = 8192, .iters = 3, .executors = 1,
-			    .parallel = ZP_PAR_REPLICATE, .transport = "cpu" };
+			    .batch_tokens_max = ZP_BATCH_TOKENS_DEFAULT, .iters = 3, .executors = 1,
+			    .parallel = ZP_PARALLEL_DEFAULT, .transport = "cpu" };
 	optind = 2;
 	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
 		switch (c) {
@@ -104,17 +103,17 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			break;
 		case 't': bad |= parse_int(optarg, 1, 1024, &o->threads); break;
 		case 'x': bad |= parse_int(optarg, 1, 1 << 24, &o->max_tokens); break;
-		case 'b': bad |= parse_int(optarg, 1, BATCH_TOKENS_MAX, &o->batch_tokens); break;
+		case 'b': bad |= parse_int(optarg, 1, ZP_BATCH_TOKENS_LIMIT, &o->batch_tokens_max); break;
 		case 'L': bad |= parse_int(optarg, 1, 1 << 24, &o->tokens); break;
 		case 'B': bad |= parse_int(optarg, 1, ZP_FWD_SEQS_MAX, &o->seqs); break;
 		case 'i': bad |= parse_int(optarg, 1, 1 << 20, &o->iters); break;
-		case 'N': bad |= parse_int(optarg, 1, ZP_EP_EXECUTORS_MAX, &o->executors); break;
+		case 'N': bad |= parse_int(optarg, 1, ZP_EXECUTORS_MAX, &o->executors); break;
 		case 'P':
 			if (zp_parallel_parse(optarg, &o->parallel, &e))
 				bad = fprintf(stderr, "zprefill: %s\n", e.msg);
 			break;
 		case 'T': o->transport = optarg; break;
-		case 'O': bad |= parse_int(optarg, 2, 16, &o->offload); break;
+		case 'O': bad |= parse_int(optarg, 2, ZP_PLACE_WINDOW_MAX, &o->offload); break;
 		default: bad = 1;
 		}
 	}
@@ -184,111 +183,123 @@ static bool more_input_now(const struct reader *rd)
 
 /* ---- prefill ------------------------------------------------------------------ */
 
-struct slot {
-	zp_req req;
-	bool failed;
-	zp_req_error err;
-};
+/* The driver runs lines through the same scheduler and engine as the server:
+   each good line is a job of one sequence, admitted to the scheduler; the
+   engine cuts batches from it for idle executors. Results are written in
+   input order: a line is written once every line before it was. A batch is
+   cut when the token budget is reached, or when the input pauses (then
+   everything queued is answered before more is read): there is no timed
+   wait. */
 
-/* Batches in submission order, one per executor at most: batch j runs on
-   executor j % N, so waiting for the oldest frees the executor the next one
-   needs, and results are written in input order. */
-struct batch {
-	struct slot *slots;	/* [BATCH_SEQS_MAX] */
-	int n, tokens;
-	bool out;		/* submitted, not yet written */
+/* One input line, from its reading until its result line is written. */
+struct line {
+	zp_job job;		/* its one sequence (job.seq = &req); first: a job is its line */
+	zp_req req;
+	bool bad;		/* refused at parse: err says why */
+	zp_req_error err;
+	bool done;		/* good: its sequence came back */
 };
 
 struct driver {
-	zp_engine g;
-	struct batch *b;	/* [N] */
-	int next, oldest;	/* batch numbers: next to fill, oldest submitted */
+	zp_engine *g;
+	zp_sched sched;
+	struct line *lines;	/* [cap]: a ring in input order, head..tail */
+	uint32_t cap, head, tail;
 	int served;
 	zp_buf out;
-	bool group;		/* dpep: executors start their forwards together */
-	int staged;		/* dpep: batches prepared, not yet started */
 };
 
-/* dpep: start the staged batches and an empty forward on every other
-   executor (it still serves its experts), then wait for those empty ones. */
-static void launch_group(struct driver *d)
+/* Lines admitted at once: enough to fill every executor's next forward too. */
+static uint32_t lines_cap(int executors)
 {
-	int first = d->next - d->staged, n = d->g.n;
-	bool has[ZP_EP_EXECUTORS_MAX] = { false };
-	if (!d->staged)
-		return;
-	for (int j = first; j < d->next; j++)
-		has[j % n] = true;
-	for (int x = 0; x < n; x++) {
-		if (!has[x])
-			d->g.exec[x].batch.n = d->g.exec[x].batch.tokens = 0;
-		zp_exec_submit(&d->g.exec[x]);
-	}
-	for (int x = 0; x < n; x++)
-		if (!has[x])
-			zp_engine_wait(&d->g, x);
-	d->staged = 0;
+	uint32_t n = 2;
+	while (n < (uint32_t)executors * ZP_FWD_SEQS_MAX * 2)
+		n *= 2;
+	return n;
 }
 
-/* Wait for batch number j, write every slot's line in order, empty it. */
-static void finish(struct driver *d, int j)
+/* Write every line from the head whose result is known, in order. */
+static void write_ready(struct driver *d)
 {
-	struct batch *b = &d->b[j % d->g.n];
-	zp_batch *zb = zp_engine_wait(&d->g, j % d->g.n);
-	for (int i = 0; i < b->n; i++) {
-		struct slot *s = &b->slots[i];
+	bool wrote = false;
+	while (d->head != d->tail) {
+		struct line *L = &d->lines[d->head & (d->cap - 1)];
+		if (!L->bad && !L->done)
+			break;
 		d->out.len = 0;
-		if (!s->failed && zb->failed) { /* the forward failed: every line of it says so */
-			s->failed = true;
-			s->err = (zp_req_error){ .type = "internal_error", .code = 500 };
-			snprintf(s->err.message, sizeof s->err.message, "forward failed: %.200s", zb->err);
+		if (!L->bad && L->job.failed) { /* the forward failed: every line of it says so */
+			L->bad = true;
+			L->err = (zp_req_error){ .type = "internal_error", .code = 500 };
+			snprintf(L->err.message, sizeof L->err.message, "forward failed: %.200s",
+				 L->job.err);
 		}
-		if (s->failed)
-			zp_req_write_error(s->req.id_json, &s->err, &d->out);
+		if (L->bad)
+			zp_req_write_error(L->req.id_json, &L->err, &d->out);
 		else
-			zp_req_write_result(&s->req, &d->out);
+			zp_req_write_result(&L->req, &d->out);
 		zp_buf_puts(&d->out, "\n");
 		fwrite(d->out.p, 1, d->out.len, stdout);
-		zp_req_free(&s->req);
+		zp_req_free(&L->req);
+		d->served++;
+		d->head++;
+		wrote = true;
 	}
-	fflush(stdout);
-	d->served += b->n;
-	b->n = b->tokens = 0;
-	b->out = false;
-	d->oldest = j + 1;
+	if (wrote)
+		fflush(stdout);
 }
 
-/* Hand the filling batch to its executor (its good requests). */
-static void submit(struct driver *d)
+/* A batch came back: its lines are done (failed with it, if it failed). */
+static void complete(struct driver *d, zp_batch *b)
 {
-	struct batch *b = &d->b[d->next % d->g.n];
-	zp_exec *x = &d->g.exec[d->next % d->g.n];
-	if (!b->n)
-		return;
-	x->batch.n = x->batch.tokens = 0;
-	for (int i = 0; i < b->n; i++)
-		if (!b->slots[i].failed) {
-			x->batch.req[x->batch.n++] = &b->slots[i].req;
-			x->batch.tokens += b->slots[i].req.ntok;
+	for (int k = 0; k < b->n; k++) {
+		zp_job *j = b->job[k];
+		if (b->failed && !j->failed) {
+			j->failed = true;
+			snprintf(j->err, sizeof j->err, "%s", b->err);
 		}
-	b->out = true;
-	x->batch.failed = 0;
-	if (d->group) /* started with the others (launch_group) */
-		d->staged++;
-	else /* even with only bad lines (n = 0): it comes back in its turn */
-		zp_exec_submit(x);
-	d->next++;
-	if (d->group && d->staged == d->g.n)
-		launch_group(d);
-	if (d->b[d->next % d->g.n].out) /* the executor it needs holds the oldest batch */
-		finish(d, d->oldest);
+		if (zp_sched_seq_done(&d->sched, j)) {
+			zp_sched_finish(&d->sched, j);
+			((struct line *)j)->done = true;
+		}
+	}
+	zp_engine_release(d->g, b);
 }
 
+/* Cut what is due (force: everything queued), take what came back; with
+   block, wait for one batch at least (one must be out or queued). */
+static void pump(struct driver *d, bool force, bool block)
+{
+	zp_batch *b;
+	zp_engine_dispatch(d->g, &d->sched, zp_now_s(), force);
+	if (block) {
+		b = zp_engine_wait(d->g);
+		ZP_ASSERT(b);
+		complete(d, b);
+	}
+	while ((b = zp_engine_poll(d->g)))
+		complete(d, b);
+	write_ready(d);
+}
+
+/* Answer every line read so far. */
 static void drain(struct driver *d)
 {
-	launch_group(d);
-	while (d->oldest < d->next)
-		finish(d, d->oldest);
+	write_ready(d);
+	while (d->head != d->tail)
+		pump(d, true, true); /* the head line is good and not done: it is queued or out */
+}
+
+/* Line L (parsed) joins the order ring, and the scheduler when it is good. */
+static void add_line(struct driver *d, struct line *L)
+{
+	if (!L->bad) {
+		L->job.seq = &L->req;
+		L->job.nseq = 1;
+		L->job.tokens = L->req.ntok;
+		while (zp_sched_admit(&d->sched, &L->job, zp_now_s()))
+			pump(d, true, true); /* full: answer some first */
+	}
+	d->tail++;
 }
 
 static int cmd_prefill(const struct opts *o, zp_model *m)
@@ -301,63 +312,58 @@ static int cmd_prefill(const struct opts *o, zp_model *m)
 		zp_log(ZP_LOG_ERROR, "msg=\"cannot load tokenizer\" error=\"%s\"", e.msg);
 		return 1;
 	}
-	struct driver d = { .group = o->parallel == ZP_PAR_DPEP };
+	/* a prompt longer than the batch budget runs alone, in a forward sized for it */
+	int fwd_tokens = ZP_MAX(o->batch_tokens_max, o->max_tokens);
+	struct driver d = { .cap = lines_cap(o->executors) };
 	zp_engine_cfg ec = { o->executors, o->parallel, o->transport,
-			     ZP_MAX(1, o->threads / o->executors),
-			     ZP_MAX(o->batch_tokens, o->max_tokens), -1, o->offload };
-	if (zp_engine_start(&d.g, m, &ec, &e)) {
+			     ZP_MAX(1, o->threads / o->executors), fwd_tokens, NULL, o->offload };
+	if (!(d.g = zp_engine_start(m, &ec, &e))) {
 		zp_log(ZP_LOG_ERROR, "msg=\"cannot start executors\" error=\"%s\"", e.msg);
 		zp_tok_free(tok);
 		return 1;
 	}
+	zp_sched_init(&d.sched, (int)d.cap / 2, (long)d.cap / 2 * fwd_tokens, o->batch_tokens_max,
+		      HUGE_VAL);
 	zp_req_limits lim = { .vocab = m->cfg.vocab, .max_tokens = o->max_tokens,
 			      .hidden = m->cfg.hidden, .tok = tok ? zp_tok_state_new(tok) : NULL };
 	struct reader rd = { .buf = zp_xmalloc(1 << 16), .cap = 1 << 16 };
-	d.b = zp_xcalloc((size_t)d.g.n, sizeof *d.b);
-	for (int i = 0; i < d.g.n; i++)
-		d.b[i].slots = zp_xcalloc(BATCH_SEQS_MAX, sizeof *d.b[i].slots);
+	d.lines = zp_xcalloc(d.cap, sizeof *d.lines);
 	char *line;
 	size_t len;
 	bool too_long;
 
 	zp_buf_init(&d.out, 1 << 16);
 	while (read_line(&rd, &line, &len, &too_long)) {
-		struct slot s = { 0 };
-		struct batch *b = &d.b[d.next % d.g.n];
-		if (too_long) {
-			s.req.id_json = strdup("null");
-			s.failed = true;
-			s.err = (zp_req_error){ .type = "invalid_request_error", .code = 413 };
-			snprintf(s.err.message, sizeof s.err.message, "request line over %u bytes",
-				 LINE_MAX_BYTES);
-		} else if (len == 0 || (len == 1 && line[0] == '\r')) {
+		if (!too_long && (len == 0 || (len == 1 && line[0] == '\r')))
 			continue;
+		while (d.tail - d.head == d.cap) /* bad lines wait behind a good one */
+			pump(&d, true, true);
+		struct line *L = &d.lines[d.tail & (d.cap - 1)];
+		memset(L, 0, sizeof *L);
+		if (too_long) {
+			L->req.id_json = strdup("null");
+			L->bad = true;
+			L->err = (zp_req_error){ .type = "invalid_request_error", .code = 413 };
+			snprintf(L->err.message, sizeof L->err.message, "request line over %u bytes",
+				 LINE_MAX_BYTES);
 		} else {
-			s.failed = zp_req_parse(&s.req, line, len, &lim, &s.err) != 0;
+			L->bad = zp_req_parse(&L->req, line, len, &lim, &L->err) != 0;
 		}
-		int ntok = s.failed ? 0 : s.req.ntok;
-		if (b->n == BATCH_SEQS_MAX || b->tokens + ntok > o->batch_tokens) {
-			submit(&d);
-			b = &d.b[d.next % d.g.n];
-		}
-		b->slots[b->n++] = s;
-		b->tokens += ntok;
-		if (!more_input_now(&rd)) { /* nothing waiting: answer what we have now */
-			submit(&d);
+		add_line(&d, L);
+		if (more_input_now(&rd)) {
+			pump(&d, false, false);
+		} else { /* nothing waiting: answer what we have now */
 			drain(&d);
 		}
 	}
-	submit(&d);
 	drain(&d);
 	zp_log(ZP_LOG_INFO, "msg=\"prefill done\" requests=%d executors=%d parallel=%s", d.served,
-	       d.g.n, zp_parallel_name(o->parallel));
-	zp_engine_stop(&d.g);
+	       zp_engine_executors(d.g), zp_parallel_name(o->parallel));
+	zp_engine_stop(d.g);
 	zp_tok_state_free(lim.tok);
 	zp_tok_free(tok);
 	zp_buf_free(&d.out);
-	for (int i = 0; i < o->executors; i++)
-		free(d.b[i].slots);
-	free(d.b);
+	free(d.lines);
 	free(rd.buf);
 	return 0;
 }
@@ -386,20 +392,27 @@ static void bench_reqs(zp_req *reqs, int B, int L, int vocab)
 /* One forward of the same batch on every executor at once; seconds. */
 static double bench_round(zp_engine *g, zp_req *reqs, int B, zp_fwd_stats *st0)
 {
+	int N = zp_engine_executors(g);
 	double t0 = zp_now_s();
-	for (int x = 0; x < g->n; x++) {
-		zp_batch *b = &g->exec[x].batch;
+	for (int x = 0; x < N; x++) {
+		zp_batch *b = zp_engine_batch(g); /* every executor is idle: one each */
+		ZP_ASSERT(b);
 		b->n = B;
 		for (int s = 0; s < B; s++)
-			b->req[s] = &reqs[(size_t)x * B + s];
-		zp_exec_submit(&g->exec[x]);
+			b->req[s] = &reqs[(size_t)b->exec * B + s];
+		zp_engine_submit(g, b);
 	}
-	for (int x = 0; x < g->n; x++) {
-		zp_batch *b = zp_engine_wait(g, x);
+	zp_engine_flush(g);
+	for (int x = 0; x < N; x++) {
+		zp_batch *b = zp_engine_wait(g);
+		ZP_ASSERT(b);
 		if (b->failed)
-			zp_log(ZP_LOG_ERROR, "msg=\"forward failed\" executor=%d error=\"%s\"", x, b->err);
+			zp_log(ZP_LOG_ERROR, "msg=\"forward failed\" executor=%d error=\"%s\"", b->exec,
+			       b->err);
+		if (b->exec == 0)
+			*st0 = b->stats;
+		zp_engine_release(g, b);
 	}
-	*st0 = zp_fwd_last_stats(g->exec[0].fwd);
 	return zp_now_s() - t0;
 }
 
@@ -407,10 +420,10 @@ static double bench_round(zp_engine *g, zp_req *reqs, int B, zp_fwd_stats *st0)
 static void bench_overlap(zp_engine *g, const zp_model *m)
 {
 	int nl = m->cfg.layers;
-	zp_ep_layer_stats *st = zp_xcalloc((size_t)nl, sizeof *st), *sum = zp_xcalloc((size_t)nl, sizeof *sum);
+	zp_place_layer_stats *st = zp_xcalloc((size_t)nl, sizeof *st), *sum = zp_xcalloc((size_t)nl, sizeof *sum);
 	double lay = 0, wait = 0;
-	for (int x = 0; x < g->n; x++) {
-		zp_ep_stats(g->ep, x, st);
+	for (int x = 0; x < zp_engine_executors(g); x++) {
+		zp_place_stats(zp_engine_place(g), x, st);
 		for (int l = 0; l < nl; l++) {
 			sum[l].layer_s += st[l].layer_s;
 			sum[l].wait_s += st[l].wait_s;
@@ -437,21 +450,21 @@ static int cmd_bench(const struct opts *o, zp_model *m)
 	zp_req *reqs = zp_xcalloc((size_t)B * N, sizeof *reqs);
 	double best = 1e30, total = 0;
 	zp_fwd_stats st;
-	zp_engine g;
+	zp_engine *g;
 	zp_err e;
-	zp_engine_cfg ec = { N, o->parallel, o->transport, each, B * L, -1, o->offload };
+	zp_engine_cfg ec = { N, o->parallel, o->transport, each, B * L, NULL, o->offload };
 
-	if (zp_engine_start(&g, m, &ec, &e)) {
+	if (!(g = zp_engine_start(m, &ec, &e))) {
 		zp_log(ZP_LOG_ERROR, "msg=\"cannot start executors\" error=\"%s\"", e.msg);
 		free(reqs);
 		return 1;
 	}
 	size_t resident = 0;
 	for (int x = 0; x < N; x++)
-		resident += zp_ep_resident_bytes(g.ep, x);
-	if (zp_ep_source(g.ep, 0)) { /* asyncep in effect */
-		zp_ep_calib cal;
-		if (zp_ep_calibrate(g.ep, each, &cal, &e) == 0)
+		resident += zp_place_resident_bytes(zp_engine_place(g), x);
+	if (zp_place_source(zp_engine_place(g), 0)) { /* asyncep in effect */
+		zp_place_calib cal;
+		if (zp_place_calibrate(zp_engine_place(g), each, &cal, &e) == 0)
 			printf("calibration: expert_gflop_s=%.1f gather_ms=%.3f gamma=%.1f "
 			       "threshold_gflop=%.3f threshold_tokens=%.0f\n", cal.flops_per_s * 1e-9,
 			       cal.gather_s * 1e3, cal.gamma, cal.threshold_flops * 1e-9,
@@ -459,9 +472,9 @@ static int cmd_bench(const struct opts *o, zp_model *m)
 	}
 	for (int x = 0; x < N; x++) /* each executor its own copy of the same batch */
 		bench_reqs(reqs + (size_t)x * B, B, L, m->cfg.vocab);
-	bench_round(&g, reqs, B, &st); /* warm-up */
+	bench_round(g, reqs, B, &st); /* warm-up */
 	for (int it = 0; it < o->iters; it++) {
-		double dt = bench_round(&g, reqs, B, &st);
+		double dt = bench_round(g, reqs, B, &st);
 		total += dt;
 		best = dt < best ? dt : best;
 		printf("iter=%d seconds=%.4f attn_s=%.4f mlp_s=%.4f out_s=%.4f sync_s=%.4f "
@@ -469,8 +482,8 @@ static int cmd_bench(const struct opts *o, zp_model *m)
 		       st.out_s, st.sync_s, (double)N * B * L / dt, N * st.flops / dt * 1e-9,
 		       (double)st.min_route_gap);
 	}
-	if (zp_ep_source(g.ep, 0))
-		bench_overlap(&g, m);
+	if (zp_place_source(zp_engine_place(g), 0))
+		bench_overlap(g, m);
 	double mean = total / o->iters;
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
@@ -480,7 +493,7 @@ static int cmd_bench(const struct opts *o, zp_model *m)
 	       m->wtype == ZP_W_F32 ? "fp32" : "bf16", zp_gemm_isa(), (double)resident / (1 << 20),
 	       (double)ru.ru_maxrss / 1024, mean, best, N * st.flops / mean * 1e-9,
 	       (double)N * B * L / mean);
-	zp_engine_stop(&g);
+	zp_engine_stop(g);
 	for (size_t s = 0; s < (size_t)B * N; s++)
 		zp_req_free(&reqs[s]);
 	free(reqs);
@@ -573,8 +586,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "zprefill bench: --tokens and --seqs are required\n");
 		return 2;
 	}
-	if (strcmp(argv[1], "bench") == 0 && (long)o.tokens * o.seqs > BATCH_TOKENS_MAX) {
-		fprintf(stderr, "zprefill bench: --tokens x --seqs over %d\n", BATCH_TOKENS_MAX);
+	if (strcmp(argv[1], "bench") == 0 && (long)o.tokens * o.seqs > ZP_BATCH_TOKENS_LIMIT) {
+		fprintf(stderr, "zprefill bench: --tokens x --seqs over %d\n", ZP_BATCH_TOKENS_LIMIT);
 		return 2;
 	}
 	if (zp_model_load(&m, o.model, o.wtype, o.threads, NULL, &e)) {
@@ -582,7 +595,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (!o.max_tokens)
-		o.max_tokens = ZP_MIN(m.cfg.max_positions, 8192);
+		o.max_tokens = ZP_MIN(m.cfg.max_positions, ZP_SEQ_TOKENS_DEFAULT);
 	if (o.max_tokens > m.cfg.max_positions || o.tokens > m.cfg.max_positions) {
 		fprintf(stderr, "zprefill: a prompt of %d tokens is over the model's "
 			"max_position_embeddings (%d)\n", ZP_MAX(o.max_tokens, o.tokens),

@@ -23,17 +23,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
 
 #include "gemm.h"
 #include "pool.h"
+#include "doorbell.h"
 #include "ring.h"
 
 enum ustate { U_FREE, U_BUSY, U_USED };
 
-#define SLOTS_MAX 16 /* offload window */
-#define UNITS_MAX (2 + SLOTS_MAX)
+#define UNITS_MAX (ZP_PLACE_BUFFERS + ZP_PLACE_WINDOW_MAX)
+#define REQ_RING 32 /* requests in flight per executor: one per unit at most */
+_Static_assert(REQ_RING >= UNITS_MAX, "a request ring holds every unit's request");
 
 struct xview;
 
@@ -44,13 +44,14 @@ typedef struct {
 } greq;
 
 typedef struct xview {
-	zp_ep *ep;
+	zp_place *ep;
 	int id, lo, hi;			/* experts [lo, hi) */
 	char **shard;			/* [layers]: experts [lo, hi) of MoE layer l (NULL
 					   offloading); the first MoE layer's is the whole layer */
-	char *unit[UNITS_MAX];		/* 0, 1: full-layer buffers; 2..: own-part slots */
+	char *unit[UNITS_MAX];		/* [0, BUFFERS): full-layer buffers; then own-part slots */
 	int nunits;
-	zp_wmat *vgu[2], *vdn[2];	/* [E] views of the layer each buffer holds */
+	zp_wmat *vgu[ZP_PLACE_BUFFERS], *vdn[ZP_PLACE_BUFFERS]; /* [E] views of the layer each
+							   buffer holds */
 	zp_wmat *fgu, *fdn;		/* [E] views of the first MoE layer */
 	int ulayer[UNITS_MAX];
 	enum ustate ust[UNITS_MAX];
@@ -62,15 +63,15 @@ typedef struct xview {
 	uint64_t done[UNITS_MAX];
 	int failed[UNITS_MAX];
 	char err[UNITS_MAX][ZP_ERR_LEN];
-	zp_ring ring;			/* requests, executor -> comm thread */
-	void *ring_slot[32];
+	zp_ring ring;			/* requests {unit, seq}, executor -> comm thread */
+	zp_rec ring_rec[REQ_RING];
 	zp_expert_src src;
-	zp_ep_layer_stats *st;		/* [layers] */
+	zp_place_layer_stats *st;		/* [layers] */
 	int cur;			/* layer in progress (-1: none) */
 	double t_begin, wait_cur;
 } xview;
 
-struct zp_ep {
+struct zp_place {
 	zp_model *m;
 	int n;
 	enum zp_parallel par;
@@ -79,10 +80,10 @@ struct zp_ep {
 	size_t ebytes, lbytes;		/* one expert; one full layer */
 	size_t *off_gu, *off_dn;	/* [E] offsets of each expert's matrices in a layer */
 	zp_wmat proto_gu, proto_dn;	/* shapes (data unset) */
-	xview x[ZP_EP_EXECUTORS_MAX];
+	xview x[ZP_EXECUTORS_MAX];
 	pthread_t comm;
 	bool comm_started;
-	int doorbell;
+	zp_bell doorbell;		/* the comm thread sleeps on it */
 	_Atomic bool stop;
 	zp_dpep *grp;			/* dpep */
 	int window;			/* offload: own-part slots per executor (0: resident shards) */
@@ -154,12 +155,12 @@ zp_transport *zp_transport_new(const char *name, zp_err *e)
 
 /* ---- placement ---- */
 
-static bool moe(const zp_ep *ep, int l)
+static bool moe(const zp_place *ep, int l)
 {
 	return ep->m->layers[l].sparse;
 }
 
-static int next_moe(const zp_ep *ep, int l)
+static int next_moe(const zp_place *ep, int l)
 {
 	for (int j = l + 1; j < ep->m->cfg.layers; j++)
 		if (moe(ep, j) && j != ep->first_moe)
@@ -169,7 +170,7 @@ static int next_moe(const zp_ep *ep, int l)
 
 /* Point view[E] at a layer laid out in base (full layout), except experts
    [lo, hi) which come from own (the executor's shard of that layer). */
-static void set_view(const zp_ep *ep, zp_wmat *gu, zp_wmat *dn, char *base, const char *own,
+static void set_view(const zp_place *ep, zp_wmat *gu, zp_wmat *dn, char *base, const char *own,
 		     int lo, int hi)
 {
 	for (int e = 0; e < ep->m->cfg.experts; e++) {
@@ -181,7 +182,7 @@ static void set_view(const zp_ep *ep, zp_wmat *gu, zp_wmat *dn, char *base, cons
 	}
 }
 
-static int layout(zp_ep *ep, zp_err *e)
+static int layout(zp_place *ep, zp_err *e)
 {
 	const zp_config *c = &ep->m->cfg;
 	ep->first_moe = -1;
@@ -216,7 +217,7 @@ static int layout(zp_ep *ep, zp_err *e)
 
 /* ---- the executor's hooks ---- */
 
-static const char *host_part(const zp_ep *ep, int layer, int lo)
+static const char *host_part(const zp_place *ep, int layer, int lo)
 {
 	return (const char *)ep->m->layers[layer].experts + (size_t)lo * ep->ebytes;
 }
@@ -227,7 +228,7 @@ static const char *own_part(const xview *v, int layer)
 {
 	if (!v->ep->window)
 		return v->shard[layer];
-	for (int u = 2; u < v->nunits; u++)
+	for (int u = ZP_PLACE_BUFFERS; u < v->nunits; u++)
 		if (v->ust[u] != U_FREE && v->ulayer[u] == layer)
 			return v->unit[u];
 	return NULL;
@@ -251,16 +252,16 @@ static int find_unit(const xview *v, int u0, int u1, int layer)
 
 static void kick(xview *v, int u, int layer)
 {
-	zp_ep *ep = v->ep;
+	zp_place *ep = v->ep;
 	ZP_ASSERT(v->ust[u] == U_FREE);
 	v->ust[u] = U_BUSY;
 	v->ulayer[u] = layer;
-	if (u < 2) /* own part: resident, or a slot whose prefetch was kicked before */
+	if (u < ZP_PLACE_BUFFERS) /* own part: resident, or a slot whose prefetch was kicked before */
 		set_view(ep, v->vgu[u], v->vdn[u], v->unit[u], own_part(v, layer), v->lo, v->hi);
 	v->req[u] = (greq){ v, u, layer, ++v->seq };
-	ZP_ASSERT(zp_ring_push(&v->ring, &v->req[u])); /* one entry per unit at most */
-	uint64_t one = 1;
-	ZP_ASSERT(write(ep->doorbell, &one, sizeof one) == sizeof one);
+	/* one entry per unit at most */
+	ZP_ASSERT(zp_ring_push(&v->ring, (zp_rec){ (uint32_t)u, (uint32_t)v->seq }));
+	zp_bell_ring(&ep->doorbell);
 }
 
 /* Prefetches run ahead as far as the slots allow; a gather starts when a
@@ -268,12 +269,12 @@ static void kick(xview *v, int u, int layer)
 static void kick_ahead(xview *v)
 {
 	int u;
-	while (v->ep->window && v->next_fetch >= 0 && (u = free_unit(v, 2, v->nunits)) >= 0) {
+	while (v->ep->window && v->next_fetch >= 0 && (u = free_unit(v, ZP_PLACE_BUFFERS, v->nunits)) >= 0) {
 		kick(v, u, v->next_fetch);
 		v->next_fetch = next_moe(v->ep, v->next_fetch);
 	}
 	while (v->next_gather >= 0 && own_part(v, v->next_gather) &&
-	       (u = free_unit(v, 0, 2)) >= 0) {
+	       (u = free_unit(v, 0, ZP_PLACE_BUFFERS)) >= 0) {
 		kick(v, u, v->next_gather);
 		v->next_gather = next_moe(v->ep, v->next_gather);
 	}
@@ -311,7 +312,7 @@ static int wait_unit(xview *v, int u, zp_err *e)
 		pthread_cond_wait(&v->cv, &v->mu);
 	failed = v->failed[u];
 	if (failed && e)
-		zp_errf(e, "executor %d: %s of layer %d: %s", v->id, u < 2 ? "gather" : "prefetch",
+		zp_errf(e, "executor %d: %s of layer %d: %s", v->id, u < ZP_PLACE_BUFFERS ? "gather" : "prefetch",
 			v->ulayer[u], v->err[u]);
 	pthread_mutex_unlock(&v->mu);
 	return failed ? -1 : 0;
@@ -325,7 +326,8 @@ static int hook_acquire(void *ctx, int l, const zp_wmat **gu, const zp_wmat **dn
 		*dn = v->fdn;
 		return 0;
 	}
-	int b = find_unit(v, 0, 2, l), s = v->ep->window ? find_unit(v, 2, v->nunits, l) : -1;
+	int b = find_unit(v, 0, ZP_PLACE_BUFFERS, l),
+	    s = v->ep->window ? find_unit(v, ZP_PLACE_BUFFERS, v->nunits, l) : -1;
 	ZP_ASSERT(b >= 0 && (!v->ep->window || s >= 0)); /* kick_ahead started both */
 	double t0 = zp_now_s();
 	int rc = wait_unit(v, b, e) || (s >= 0 && wait_unit(v, s, e));
@@ -368,13 +370,13 @@ static void hook_end(void *ctx)
 /* Unit r->unit of executor v: a buffer gets every peer's part of the layer
    (from their shards, or offloading from the host store); a slot gets v's own
    part from the host store. */
-static void transfer(zp_ep *ep, greq *r)
+static void transfer(zp_place *ep, greq *r)
 {
 	xview *v = r->v;
-	zp_copy_seg segs[ZP_EP_EXECUTORS_MAX];
+	zp_copy_seg segs[ZP_EXECUTORS_MAX];
 	int n = 0, rc = 0;
 	zp_err e = { { 0 } };
-	if (r->unit >= 2) {
+	if (r->unit >= ZP_PLACE_BUFFERS) {
 		segs[n++] = (zp_copy_seg){ v->unit[r->unit], host_part(ep, r->layer, v->lo),
 					   (size_t)(v->hi - v->lo) * ep->ebytes };
 	} else {
@@ -401,15 +403,17 @@ static void transfer(zp_ep *ep, greq *r)
 
 static void *comm_main(void *arg)
 {
-	zp_ep *ep = arg;
+	zp_place *ep = arg;
 	for (;;) {
 		bool any = false;
 		for (int x = 0; x < ep->n; x++) { /* one request per executor per round: a
 						     nearer layer of one never waits behind a
 						     farther one of another */
-			greq *r = zp_ring_pop(&ep->x[x].ring);
-			if (r) {
-				transfer(ep, r);
+			zp_rec rec;
+			if (zp_ring_pop(&ep->x[x].ring, &rec)) {
+				/* the executor does not touch a BUSY unit's request */
+				ZP_ASSERT(rec.slot < UNITS_MAX && (uint32_t)ep->x[x].req[rec.slot].seq == rec.gen);
+				transfer(ep, &ep->x[x].req[rec.slot]);
 				any = true;
 			}
 		}
@@ -417,24 +421,21 @@ static void *comm_main(void *arg)
 			continue;
 		if (atomic_load_explicit(&ep->stop, memory_order_acquire))
 			break; /* every request pushed before stop has been served */
-		uint64_t v;
-		if (read(ep->doorbell, &v, sizeof v) < 0)
-			ZP_ASSERT(errno == EINTR);
+		zp_bell_wait(&ep->doorbell);
 	}
 	return NULL;
 }
 
 /* ---- set-up ---- */
 
-static void view_init(zp_ep *ep, int id)
+static void view_init(zp_place *ep, int id)
 {
 	const zp_config *c = &ep->m->cfg;
 	xview *v = &ep->x[id];
 	size_t part;
 	v->ep = ep;
 	v->id = id;
-	v->lo = (int)((long)c->experts * id / ep->n);
-	v->hi = (int)((long)c->experts * (id + 1) / ep->n);
+	zp_place_part(ep->n, c->experts, id, &v->lo, &v->hi);
 	part = (size_t)(v->hi - v->lo) * ep->ebytes;
 	v->cur = v->next_gather = v->next_fetch = -1;
 	v->st = zp_xcalloc((size_t)c->layers, sizeof *v->st);
@@ -454,37 +455,37 @@ static void view_init(zp_ep *ep, int id)
 	v->fgu = zp_xcalloc((size_t)c->experts, sizeof *v->fgu);
 	v->fdn = zp_xcalloc((size_t)c->experts, sizeof *v->fdn);
 	set_view(ep, v->fgu, v->fdn, v->shard[ep->first_moe], v->shard[ep->first_moe], 0, 0);
-	v->nunits = 2 + ep->window;
+	v->nunits = ZP_PLACE_BUFFERS + ep->window;
 	for (int u = 0; u < v->nunits; u++)
-		v->unit[u] = zp_xalloc_aligned(u < 2 ? ep->lbytes : ZP_MAX(part, 64));
-	for (int b = 0; b < 2; b++) {
+		v->unit[u] = zp_xalloc_aligned(u < ZP_PLACE_BUFFERS ? ep->lbytes : ZP_MAX(part, 64));
+	for (int b = 0; b < ZP_PLACE_BUFFERS; b++) {
 		v->vgu[b] = zp_xcalloc((size_t)c->experts, sizeof *v->vgu[b]);
 		v->vdn[b] = zp_xcalloc((size_t)c->experts, sizeof *v->vdn[b]);
 	}
 	pthread_mutex_init(&v->mu, NULL);
 	pthread_cond_init(&v->cv, NULL);
-	zp_ring_init(&v->ring, v->ring_slot, 32);
+	zp_ring_init(&v->ring, v->ring_rec, REQ_RING);
 	v->src = (zp_expert_src){ v, hook_layer_begin, hook_acquire, hook_release, hook_end };
 }
 
-zp_ep *zp_ep_new(zp_model *m, int nexec, enum zp_parallel par, int offload_window,
+zp_place *zp_place_new(zp_model *m, int nexec, enum zp_parallel par, int offload_window,
 		 zp_transport *t, zp_err *e)
 {
-	zp_ep *ep = zp_xcalloc(1, sizeof *ep);
+	zp_place *ep = zp_xcalloc(1, sizeof *ep);
 	ep->m = m;
 	ep->n = nexec;
 	ep->par = par;
 	ep->t = t;
-	ep->doorbell = -1;
+	ep->doorbell.fd = -1;
 	ep->window = offload_window;
-	if (nexec < 1 || nexec > ZP_EP_EXECUTORS_MAX) {
-		zp_errf(e, "executors must be 1 to %d", ZP_EP_EXECUTORS_MAX);
+	if (nexec < 1 || nexec > ZP_EXECUTORS_MAX) {
+		zp_errf(e, "executors must be 1 to %d", ZP_EXECUTORS_MAX);
 		goto bad;
 	}
 	if (offload_window && (par != ZP_PAR_ASYNCEP || offload_window < 2 ||
-			       offload_window > SLOTS_MAX)) {
+			       offload_window > ZP_PLACE_WINDOW_MAX)) {
 		zp_errf(e, "offload needs parallel = asyncep and a window of 2 to %d layers",
-			SLOTS_MAX);
+			ZP_PLACE_WINDOW_MAX);
 		goto bad;
 	}
 	if (par != ZP_PAR_REPLICATE && nexec == 1 && !offload_window) {
@@ -512,7 +513,7 @@ zp_ep *zp_ep_new(zp_model *m, int nexec, enum zp_parallel par, int offload_windo
 		ep->grp = zp_dpep_new(nexec, m->cfg.experts);
 		return ep;
 	}
-	if ((ep->doorbell = eventfd(0, EFD_CLOEXEC)) < 0) {
+	if (zp_bell_init(&ep->doorbell)) {
 		zp_errf(e, "eventfd: %s", strerror(errno));
 		goto bad;
 	}
@@ -527,18 +528,17 @@ zp_ep *zp_ep_new(zp_model *m, int nexec, enum zp_parallel par, int offload_windo
 	ep->comm_started = true;
 	return ep;
 bad:
-	zp_ep_free(ep);
+	zp_place_free(ep);
 	return NULL;
 }
 
-void zp_ep_free(zp_ep *ep)
+void zp_place_free(zp_place *ep)
 {
 	if (!ep)
 		return;
 	if (ep->comm_started) {
-		uint64_t one = 1;
 		atomic_store_explicit(&ep->stop, true, memory_order_release);
-		ZP_ASSERT(write(ep->doorbell, &one, sizeof one) == sizeof one);
+		zp_bell_ring(&ep->doorbell);
 		pthread_join(ep->comm, NULL);
 	}
 	for (int x = 0; x < ep->n && ep->par == ZP_PAR_ASYNCEP; x++) {
@@ -549,7 +549,7 @@ void zp_ep_free(zp_ep *ep)
 			zp_free_aligned(v->shard[l]);
 		for (int u = 0; u < v->nunits; u++)
 			zp_free_aligned(v->unit[u]);
-		for (int b = 0; b < 2; b++) {
+		for (int b = 0; b < ZP_PLACE_BUFFERS; b++) {
 			free(v->vgu[b]);
 			free(v->vdn[b]);
 		}
@@ -560,8 +560,7 @@ void zp_ep_free(zp_ep *ep)
 		pthread_mutex_destroy(&v->mu);
 		pthread_cond_destroy(&v->cv);
 	}
-	if (ep->doorbell >= 0)
-		close(ep->doorbell);
+	zp_bell_free(&ep->doorbell);
 	zp_dpep_free(ep->grp);
 	if (ep->t)
 		ep->t->free(ep->t);
@@ -570,23 +569,30 @@ void zp_ep_free(zp_ep *ep)
 	free(ep);
 }
 
-const zp_expert_src *zp_ep_source(zp_ep *ep, int x)
+const zp_expert_src *zp_place_source(zp_place *ep, int x)
 {
 	ZP_ASSERT(x >= 0 && x < ep->n);
 	return ep->par == ZP_PAR_ASYNCEP ? &ep->x[x].src : NULL;
 }
 
-zp_dpep *zp_ep_group(zp_ep *ep)
+zp_dpep *zp_place_group(zp_place *ep)
 {
 	return ep->grp;
 }
 
-enum zp_parallel zp_ep_parallel(const zp_ep *ep)
+enum zp_parallel zp_place_parallel(const zp_place *ep)
 {
 	return ep->par;
 }
 
-void zp_ep_range(const zp_ep *ep, int x, int *lo, int *hi)
+void zp_place_part(int n, int experts, int x, int *lo, int *hi)
+{
+	ZP_ASSERT(n >= 1 && x >= 0 && x < n);
+	*lo = (int)((long)experts * x / n);
+	*hi = (int)((long)experts * (x + 1) / n);
+}
+
+void zp_place_range(const zp_place *ep, int x, int *lo, int *hi)
 {
 	*lo = 0;
 	*hi = ep->m->cfg.experts;
@@ -598,20 +604,20 @@ void zp_ep_range(const zp_ep *ep, int x, int *lo, int *hi)
 	}
 }
 
-size_t zp_ep_resident_bytes(const zp_ep *ep, int x)
+size_t zp_place_resident_bytes(const zp_place *ep, int x)
 {
 	const zp_model *m = ep->m;
 	if (ep->par == ZP_PAR_REPLICATE)
 		return m->arena_bytes + m->expert_bytes_total;
 	if (ep->par == ZP_PAR_DPEP) {
 		int lo, hi, moes = 0;
-		zp_ep_range(ep, x, &lo, &hi);
+		zp_place_range(ep, x, &lo, &hi);
 		for (int l = 0; l < m->cfg.layers; l++)
 			moes += moe(ep, l);
 		return m->arena_bytes + (size_t)moes * (size_t)(hi - lo) * ep->ebytes;
 	}
 	const xview *v = &ep->x[x];
-	size_t part = (size_t)(v->hi - v->lo) * ep->ebytes, n = m->arena_bytes + 2 * ep->lbytes;
+	size_t part = (size_t)(v->hi - v->lo) * ep->ebytes, n = m->arena_bytes + ZP_PLACE_BUFFERS * ep->lbytes;
 	if (ep->window) /* the host store holds the rest */
 		return n + ep->lbytes + (size_t)ep->window * part;
 	for (int l = 0; l < m->cfg.layers; l++)
@@ -620,7 +626,7 @@ size_t zp_ep_resident_bytes(const zp_ep *ep, int x)
 	return n;
 }
 
-void zp_ep_stats(zp_ep *ep, int x, zp_ep_layer_stats *out)
+void zp_place_stats(zp_place *ep, int x, zp_place_layer_stats *out)
 {
 	int L = ep->m->cfg.layers;
 	if (ep->par == ZP_PAR_ASYNCEP)
@@ -629,7 +635,7 @@ void zp_ep_stats(zp_ep *ep, int x, zp_ep_layer_stats *out)
 		memset(out, 0, (size_t)L * sizeof *out);
 }
 
-void zp_ep_inject_fault(zp_ep *ep, int n)
+void zp_place_inject_fault(zp_place *ep, int n)
 {
 	atomic_store(&ep->t->fail_after, n);
 }
@@ -638,7 +644,7 @@ void zp_ep_inject_fault(zp_ep *ep, int n)
 
 /* Expert GEMMs as a forward runs them: `tokens` rows routed evenly over the
    first MoE layer's experts, gate_up (SwiGLU) then down. FLOP/s, best of 3. */
-static double expert_rate(zp_ep *ep, int threads, int tokens)
+static double expert_rate(zp_place *ep, int threads, int tokens)
 {
 	const zp_config *c = &ep->m->cfg;
 	const xview *v = &ep->x[0];
@@ -686,7 +692,7 @@ static double expert_rate(zp_ep *ep, int threads, int tokens)
 	return flops / best;
 }
 
-int zp_ep_calibrate(zp_ep *ep, int threads, zp_ep_calib *out, zp_err *e)
+int zp_place_calibrate(zp_place *ep, int threads, zp_place_calib *out, zp_err *e)
 {
 	memset(out, 0, sizeof *out);
 	out->gamma = 1.2;
@@ -697,7 +703,7 @@ int zp_ep_calibrate(zp_ep *ep, int threads, zp_ep_calib *out, zp_err *e)
 	int l = next_moe(ep, ep->first_moe);
 	xview *v = &ep->x[0];
 	if (l >= 0 && ep->n > 1) {
-		zp_copy_seg segs[ZP_EP_EXECUTORS_MAX];
+		zp_copy_seg segs[ZP_EXECUTORS_MAX];
 		int n = 0;
 		for (int p = 1; p < ep->n; p++)
 			segs[n++] = (zp_copy_seg){ v->unit[0] + (size_t)ep->x[p].lo * ep->ebytes,

@@ -23,9 +23,15 @@
 #include "model.h"
 #include "util.h"
 
-#define ZP_EP_EXECUTORS_MAX 64
+#define ZP_EXECUTORS_MAX 64	/* executors of one engine (serve's executors bound) */
+#define ZP_PLACE_BUFFERS 2	/* asyncep: full-layer buffers per executor (one computes,
+				   one fills) */
+#define ZP_PLACE_WINDOW_MAX 16	/* offload: the most own-part slots per executor */
 
 enum zp_parallel { ZP_PAR_REPLICATE, ZP_PAR_ASYNCEP, ZP_PAR_DPEP };
+
+/* --parallel when not given: prefill, bench and serve alike. */
+#define ZP_PARALLEL_DEFAULT ZP_PAR_ASYNCEP
 
 /* "asyncep", "dpep" or "replicate" -> *p. 0, or -1 with e set. */
 int zp_parallel_parse(const char *s, enum zp_parallel *p, zp_err *e);
@@ -55,7 +61,12 @@ struct zp_transport {
    arms the cpu transport's fail_after (logged as a warning). */
 zp_transport *zp_transport_new(const char *name, zp_err *e);
 
-typedef struct zp_ep zp_ep;
+typedef struct zp_place zp_place;
+
+/* The one expert partition: member x of n owns experts [lo, hi) of experts
+   (contiguous, sizes differing by one at most; n need not divide experts).
+   asyncep's shards and dpep's members both use it. */
+void zp_place_part(int n, int experts, int x, int *lo, int *hi);
 
 /* Place m's experts for nexec executors. asyncep copies each executor's
    shards out of the model and then drops the model's own expert blocks
@@ -64,38 +75,38 @@ typedef struct zp_ep zp_ep;
    only the first MoE layer and prefetches its own part of the next layers
    into that many slots; one executor streams whole layers. NULL with e set.
    Takes ownership of t. */
-zp_ep *zp_ep_new(zp_model *m, int nexec, enum zp_parallel par, int offload_window,
+zp_place *zp_place_new(zp_model *m, int nexec, enum zp_parallel par, int offload_window,
 		 zp_transport *t, zp_err *e);
 /* Stops the comm thread (gathers in flight finish first) and frees all. */
-void zp_ep_free(zp_ep *ep);
+void zp_place_free(zp_place *ep);
 
 /* The expert source executor x's forward must use; NULL for replicate and dpep. */
-const zp_expert_src *zp_ep_source(zp_ep *ep, int x);
+const zp_expert_src *zp_place_source(zp_place *ep, int x);
 /* The dpep group every executor's forward joins; NULL unless dpep. */
-zp_dpep *zp_ep_group(zp_ep *ep);
+zp_dpep *zp_place_group(zp_place *ep);
 /* The mode in effect (one executor, or a model without MoE layers, reads its
    experts in place: replicate). */
-enum zp_parallel zp_ep_parallel(const zp_ep *ep);
+enum zp_parallel zp_place_parallel(const zp_place *ep);
 
 /* Bytes executor x holds: dense weights (replicated) + its expert shards + the
    first MoE layer whole + two full-layer buffers (asyncep; offloading, the
    window's slots of its own part instead of shards of every layer), dense +
    its shards (dpep), or dense + all experts (replicate). */
-size_t zp_ep_resident_bytes(const zp_ep *ep, int x);
+size_t zp_place_resident_bytes(const zp_place *ep, int x);
 /* Executor x's range of expert indices [lo, hi). */
-void zp_ep_range(const zp_ep *ep, int x, int *lo, int *hi);
+void zp_place_range(const zp_place *ep, int x, int *lo, int *hi);
 
 /* Per executor and layer, summed over forwards: layer time (from one layer's
    start to the next's) and the part spent waiting for its gather. */
 typedef struct {
 	double layer_s, wait_s;
 	long forwards;
-} zp_ep_layer_stats;
+} zp_place_layer_stats;
 /* Copy executor x's [layers] stats (call when x is idle). */
-void zp_ep_stats(zp_ep *ep, int x, zp_ep_layer_stats *out);
+void zp_place_stats(zp_place *ep, int x, zp_place_layer_stats *out);
 
 /* Tests: the n-th copy from now on this placement's transport fails. */
-void zp_ep_inject_fault(zp_ep *ep, int n);
+void zp_place_inject_fault(zp_place *ep, int n);
 
 /* Calibration (DESIGN.md section 4): the achieved FLOP rate of the expert
    matrix products on `threads` threads, the time of one layer's gather on this
@@ -103,7 +114,7 @@ void zp_ep_inject_fault(zp_ep *ep, int n);
    layer), also in tokens per layer. */
 typedef struct {
 	double flops_per_s, gather_s, gamma, threshold_flops, threshold_tokens;
-} zp_ep_calib;
-int zp_ep_calibrate(zp_ep *ep, int threads, zp_ep_calib *out, zp_err *e);
+} zp_place_calib;
+int zp_place_calibrate(zp_place *ep, int threads, zp_place_calib *out, zp_err *e);
 
 #endif

@@ -1,62 +1,197 @@
-/* engine.c -- see engine.h. */
+/* engine.c -- see engine.h. Executor x runs on NUMA node x mod nodes (CPU
+   executors: the device is a share of the machine; a GPU executor will take
+   its device's node). */
 #include "engine.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
 
-int zp_engine_start(zp_engine *g, zp_model *m, const zp_engine_cfg *c, zp_err *e)
+#include "executor.h"
+#include "util.h"
+
+struct zp_engine {
+	zp_model *m;
+	zp_place *place;
+	zp_exec exec[ZP_EXECUTORS_MAX];
+	int n;				/* executors running */
+	bool group;			/* dpep: forwards start together */
+	int next_poll;			/* executor poll starts at: no executor starves */
+	zp_bell own;			/* the done doorbell when the caller gives none */
+	zp_bell *done;
+};
+
+zp_engine *zp_engine_start(zp_model *m, const zp_engine_cfg *c, zp_err *e)
 {
-	memset(g, 0, sizeof *g);
+	zp_engine *g = zp_xcalloc(1, sizeof *g);
+	int nodes = zp_arena_nodes();
 	g->m = m;
-	g->efd = c->done_efd;
-	if (g->efd < 0) {
-		if ((g->efd = eventfd(0, EFD_CLOEXEC)) < 0)
-			return zp_errf(e, "eventfd: %s", strerror(errno));
-		g->own_efd = true;
+	g->own.fd = -1;
+	g->done = c->done;
+	if (!g->done) {
+		if (zp_bell_init(&g->own)) {
+			zp_errf(e, "eventfd: %s", strerror(errno));
+			goto bad;
+		}
+		g->done = &g->own;
 	}
 	zp_transport *t = zp_transport_new(c->transport, e);
-	if (!t || !(g->ep = zp_ep_new(m, c->executors, c->parallel, c->offload_window, t, e))) {
-		zp_engine_stop(g);
-		return -1;
-	}
+	if (!t || !(g->place = zp_place_new(m, c->executors, c->parallel, c->offload_window, t, e)))
+		goto bad;
+	g->group = zp_place_group(g->place) != NULL;
+	zp_log(ZP_LOG_INFO, "msg=\"executor placement\" numa_nodes=%d%s", nodes,
+	       nodes <= 1 ? " note=\"one node: threads and memory are not placed\"" : "");
 	for (int i = 0; i < c->executors; i++) {
-		if (zp_exec_start(&g->exec[i], i, m, zp_ep_source(g->ep, i), zp_ep_group(g->ep),
-				  c->threads_each, c->max_tokens, g->efd, e)) {
-			zp_engine_stop(g);
-			return -1;
-		}
+		int node = nodes > 1 ? i % nodes : -1;
+		if (zp_exec_start(&g->exec[i], i, node, m, zp_place_source(g->place, i),
+				  zp_place_group(g->place), c->threads_each, c->batch_tokens_max, g->done,
+				  e))
+			goto bad;
 		g->n = i + 1;
 		int lo, hi;
-		zp_ep_range(g->ep, i, &lo, &hi);
+		zp_place_range(g->place, i, &lo, &hi);
 		zp_log(ZP_LOG_INFO, "msg=executor id=%d parallel=%s transport=%s experts=[%d,%d) "
-		       "resident_mb=%.1f threads=%d", i, zp_parallel_name(zp_ep_parallel(g->ep)),
-		       c->transport,
-		       lo, hi, (double)zp_ep_resident_bytes(g->ep, i) / (1 << 20), c->threads_each);
+		       "resident_mb=%.1f threads=%d node=%d", i,
+		       zp_parallel_name(zp_place_parallel(g->place)), c->transport, lo, hi,
+		       (double)zp_place_resident_bytes(g->place, i) / (1 << 20), c->threads_each, node);
 	}
-	return 0;
-}
-
-zp_batch *zp_engine_wait(zp_engine *g, int x)
-{
-	zp_batch *b;
-	while (!(b = zp_exec_reap(&g->exec[x]))) {
-		uint64_t v;
-		if (read(g->efd, &v, sizeof v) < 0)
-			ZP_ASSERT(errno == EINTR);
-	}
-	return b;
+	return g;
+bad:
+	zp_engine_stop(g);
+	return NULL;
 }
 
 void zp_engine_stop(zp_engine *g)
 {
 	for (int i = 0; i < g->n; i++)
 		zp_exec_stop(&g->exec[i]);
-	g->n = 0;
-	zp_ep_free(g->ep); /* after the executors: no gather is requested any more */
-	g->ep = NULL;
-	if (g->own_efd)
-		close(g->efd);
-	g->own_efd = false;
+	zp_place_free(g->place); /* after the executors: no gather is requested any more */
+	zp_bell_free(&g->own);
+	free(g);
+}
+
+int zp_engine_executors(const zp_engine *g)
+{
+	return g->n;
+}
+
+int zp_engine_busy(const zp_engine *g)
+{
+	int busy = 0;
+	for (int i = 0; i < g->n; i++)
+		busy += g->exec[i].state != ZP_EXEC_IDLE;
+	return busy;
+}
+
+zp_place *zp_engine_place(zp_engine *g)
+{
+	return g->place;
+}
+
+zp_batch *zp_engine_batch(zp_engine *g)
+{
+	zp_batch *b;
+	for (int i = 0; i < g->n; i++)
+		if ((b = zp_exec_batch(&g->exec[i])))
+			return b;
+	return NULL;
+}
+
+void zp_engine_submit(zp_engine *g, zp_batch *b)
+{
+	zp_exec *x = &g->exec[b->exec];
+	ZP_ASSERT(b->exec >= 0 && b->exec < g->n && x->state == ZP_EXEC_FILLING);
+	if (!g->group)
+		return zp_exec_submit(x, b);
+	x->state = ZP_EXEC_STAGED;
+	for (int i = 0; i < g->n; i++)
+		if (g->exec[i].state != ZP_EXEC_STAGED)
+			return;
+	zp_engine_flush(g); /* every member has its batch */
+}
+
+/* The staged members' batches; an empty one for every idle member. */
+void zp_engine_flush(zp_engine *g)
+{
+	zp_batch *staged[ZP_EXECUTORS_MAX] = { NULL };
+	int n = 0;
+	if (!g->group)
+		return;
+	for (int i = 0; i < g->n; i++)
+		n += g->exec[i].state == ZP_EXEC_STAGED;
+	if (!n)
+		return;
+	for (int i = 0; i < g->n; i++) {
+		zp_exec *x = &g->exec[i];
+		ZP_ASSERT(x->state == ZP_EXEC_STAGED || x->state == ZP_EXEC_IDLE);
+		if (x->state == ZP_EXEC_STAGED) {
+			staged[i] = zp_slab_at(&x->batches, x->filling);
+		} else {
+			staged[i] = zp_exec_batch(x);
+			ZP_ASSERT(staged[i]); /* a slot is free: the caller holds one at most */
+			staged[i]->filler = true;
+		}
+	}
+	for (int i = 0; i < g->n; i++)
+		zp_exec_submit(&g->exec[i], staged[i]);
+}
+
+double zp_engine_dispatch(zp_engine *g, zp_sched *s, double now, bool force)
+{
+	double wake = 0;
+	zp_batch *b;
+	if (g->group && zp_engine_busy(g))
+		return 0; /* the group starts together: after every member came back */
+	while ((b = zp_engine_batch(g))) {
+		if (!zp_sched_next_batch(s, now, force, b, &wake)) {
+			zp_engine_release(g, b);
+			break;
+		}
+		if (g->group)
+			force = true; /* the first batch starts the group: the rest go with it */
+		zp_engine_submit(g, b);
+	}
+	zp_engine_flush(g);
+	return wake;
+}
+
+zp_batch *zp_engine_poll(zp_engine *g)
+{
+	for (int k = 0; k < g->n; k++) {
+		int i = (g->next_poll + k) % g->n;
+		zp_batch *b = zp_exec_reap(&g->exec[i]);
+		if (!b)
+			continue;
+		g->next_poll = (i + 1) % g->n;
+		if (!b->filler)
+			return b;
+		ZP_ASSERT(b->n == 0);
+		zp_exec_release(&g->exec[i], b);
+		k = -1; /* look again from the start: the filler told nothing */
+	}
+	return NULL;
+}
+
+zp_batch *zp_engine_wait(zp_engine *g)
+{
+	ZP_ASSERT(g->done == &g->own);
+	for (;;) {
+		zp_batch *b = zp_engine_poll(g);
+		if (b)
+			return b;
+		bool out = false;
+		for (int i = 0; i < g->n; i++) {
+			ZP_ASSERT(g->exec[i].state != ZP_EXEC_STAGED); /* flush first */
+			out |= g->exec[i].state == ZP_EXEC_OUT;
+		}
+		if (!out)
+			return NULL;
+		zp_bell_wait(g->done);
+	}
+}
+
+void zp_engine_release(zp_engine *g, zp_batch *b)
+{
+	ZP_ASSERT(b->exec >= 0 && b->exec < g->n);
+	zp_exec_release(&g->exec[b->exec], b);
 }

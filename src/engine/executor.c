@@ -4,94 +4,166 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
 
 #include "util.h"
 
-static void ring_bell(int fd)
+/* The executor's side of a record: the batch it names, generation checked. */
+static zp_batch *resolve(zp_exec *x, zp_rec r)
 {
-	uint64_t one = 1;
-	ssize_t n;
-	while ((n = write(fd, &one, sizeof one)) < 0 && errno == EINTR)
-		;
-	ZP_ASSERT(n == sizeof one);
+	zp_batch *b = zp_slab_at(&x->batches, r);
+	ZP_ASSERT(b->rec.slot == r.slot && b->rec.gen == r.gen && b->exec == x->id);
+	return b;
+}
+
+static void run(zp_exec *x, zp_batch *b)
+{
+	zp_err e;
+	double t0 = zp_now_s();
+	ZP_ASSERT(b->n >= 0); /* 0: a dpep member with no tokens */
+	b->failed = zp_fwd_run(x->fwd, b->req, b->n, &e) != 0;
+	if (b->failed)
+		snprintf(b->err, sizeof b->err, "%s", e.msg);
+	b->fwd_s = zp_now_s() - t0;
+	b->stats = zp_fwd_last_stats(x->fwd);
 }
 
 static void *exec_main(void *arg)
 {
 	zp_exec *x = arg;
+	if (zp_arena_bind_thread(x->node)) /* memory then follows (first touch) */
+		zp_log(ZP_LOG_WARN, "msg=\"executor thread not placed\" executor=%d node=%d error=\"%s\"",
+		       x->id, x->node, strerror(errno));
+	x->fwd = zp_fwd_new(x->m, x->threads, x->batch_tokens_max);
+	zp_fwd_set_experts(x->fwd, x->src);
+	if (x->grp)
+		zp_fwd_set_dpep(x->fwd, x->grp, x->id);
+	zp_bell_ring(&x->ready);
 	for (;;) {
-		zp_batch *b = zp_ring_pop(&x->in);
-		if (!b) {
-			uint64_t v;
+		zp_rec r;
+		if (!zp_ring_pop(&x->in, &r)) {
 			if (atomic_load_explicit(&x->stop, memory_order_acquire))
 				break;
-			if (read(x->doorbell, &v, sizeof v) < 0)
-				ZP_ASSERT(errno == EINTR);
+			zp_bell_wait(&x->bell);
 			continue;
 		}
-		ZP_ASSERT(b == &x->batch && b->n >= 0); /* 0: a dpep member with no tokens */
-		double t0 = zp_now_s();
-		zp_err e;
-		b->failed = zp_fwd_run(x->fwd, b->req, b->n, &e) != 0;
-		if (b->failed)
-			snprintf(b->err, sizeof b->err, "%s", e.msg);
-		b->fwd_s = zp_now_s() - t0;
-		ZP_ASSERT(zp_ring_push(&x->out, b)); /* holds ZP_EXEC_RING, one is out */
-		ring_bell(x->done_efd);
+		run(x, resolve(x, r));
+		ZP_ASSERT(zp_ring_push(&x->out, r)); /* holds every slot's record */
+		zp_bell_ring(x->done);
 	}
 	return NULL;
 }
 
-int zp_exec_start(zp_exec *x, int id, const zp_model *m, const zp_expert_src *src,
-		  zp_dpep *grp, int threads, int max_tokens, int done_efd, zp_err *e)
+/* The slab and the rings, carved from one arena on the executor's node. */
+static int carve(zp_exec *x, zp_err *e)
 {
-	memset(x, 0, sizeof *x);
-	x->id = id;
-	x->threads = threads;
-	x->done_efd = done_efd;
-	zp_ring_init(&x->in, x->in_slot, ZP_EXEC_RING);
-	zp_ring_init(&x->out, x->out_slot, ZP_EXEC_RING);
-	x->doorbell = eventfd(0, EFD_CLOEXEC);
-	if (x->doorbell < 0)
-		return zp_errf(e, "executor %d: eventfd: %s", id, strerror(errno));
-	x->fwd = zp_fwd_new(m, threads, max_tokens);
-	zp_fwd_set_experts(x->fwd, src);
-	if (grp)
-		zp_fwd_set_dpep(x->fwd, grp, id);
-	int rc = pthread_create(&x->th, NULL, exec_main, x);
-	if (rc) {
-		zp_fwd_free(x->fwd);
-		close(x->doorbell);
-		return zp_errf(e, "executor %d: thread: %s", id, strerror(rc));
-	}
+	size_t slab = zp_slab_bytes(sizeof(zp_batch), ZP_EXEC_BATCHES);
+	size_t ring = zp_ring_bytes(ZP_EXEC_BATCHES);
+	char what[512];
+	if (zp_arena_init(&x->arena, slab + 2 * ring + 3 * ZP_IPC_LINE, x->node))
+		return zp_errf(e, "executor %d: arena: %s", x->id, strerror(errno));
+	void *s = zp_arena_carve(&x->arena, "batches", slab, ZP_IPC_LINE);
+	zp_rec *in = zp_arena_carve(&x->arena, "ring_in", ring, ZP_IPC_LINE);
+	zp_rec *out = zp_arena_carve(&x->arena, "ring_out", ring, ZP_IPC_LINE);
+	ZP_ASSERT(s && in && out); /* sized for exactly these */
+	zp_slab_init(&x->batches, s, sizeof(zp_batch), ZP_EXEC_BATCHES);
+	zp_ring_init(&x->in, in, ZP_EXEC_BATCHES);
+	zp_ring_init(&x->out, out, ZP_EXEC_BATCHES);
+	zp_arena_describe(&x->arena, what, sizeof what);
+	zp_log(ZP_LOG_INFO, "msg=\"executor memory\" executor=%d %s%s", x->id, what,
+	       x->arena.nodes <= 1 ? " placement=\"one NUMA node: nothing to place\"" : "");
 	return 0;
 }
 
-void zp_exec_submit(zp_exec *x)
+int zp_exec_start(zp_exec *x, int id, int node, const zp_model *m, const zp_expert_src *src,
+		  zp_dpep *grp, int threads, int batch_tokens_max, zp_bell *done, zp_err *e)
 {
-	ZP_ASSERT(!x->busy && x->batch.n >= 0);
-	x->busy = true;
-	ZP_ASSERT(zp_ring_push(&x->in, &x->batch));
-	ring_bell(x->doorbell);
+	memset(x, 0, sizeof *x);
+	x->id = id;
+	x->node = node;
+	x->m = m;
+	x->src = src;
+	x->grp = grp;
+	x->threads = threads;
+	x->batch_tokens_max = batch_tokens_max;
+	x->done = done;
+	x->bell.fd = x->ready.fd = -1;
+	if (carve(x, e))
+		return -1;
+	if (zp_bell_init(&x->bell) || zp_bell_init(&x->ready)) {
+		zp_errf(e, "executor %d: eventfd: %s", id, strerror(errno));
+		goto bad;
+	}
+	int rc = pthread_create(&x->th, NULL, exec_main, x);
+	if (rc) {
+		zp_errf(e, "executor %d: thread: %s", id, strerror(rc));
+		goto bad;
+	}
+	zp_bell_wait(&x->ready);
+	zp_bell_free(&x->ready);
+	return 0;
+bad:
+	zp_bell_free(&x->bell);
+	zp_bell_free(&x->ready);
+	zp_arena_free(&x->arena);
+	return -1;
+}
+
+zp_batch *zp_exec_batch(zp_exec *x)
+{
+	zp_rec r;
+	zp_batch *b;
+	if (x->state != ZP_EXEC_IDLE || !(b = zp_slab_take(&x->batches, &r)))
+		return NULL;
+	b->n = b->tokens = 0;
+	b->rec = r;
+	b->exec = x->id;
+	b->filler = false;
+	b->failed = 0;
+	b->err[0] = 0;
+	b->fwd_s = 0;
+	x->state = ZP_EXEC_FILLING;
+	x->filling = r;
+	return b;
+}
+
+void zp_exec_submit(zp_exec *x, zp_batch *b)
+{
+	ZP_ASSERT(x->state == ZP_EXEC_FILLING || x->state == ZP_EXEC_STAGED);
+	ZP_ASSERT(zp_slab_at(&x->batches, b->rec) == b && b->exec == x->id && b->n >= 0);
+	x->state = ZP_EXEC_OUT;
+	ZP_ASSERT(zp_ring_push(&x->in, b->rec));
+	zp_bell_ring(&x->bell);
 }
 
 zp_batch *zp_exec_reap(zp_exec *x)
 {
-	zp_batch *b = zp_ring_pop(&x->out);
-	if (b) {
-		ZP_ASSERT(x->busy && b == &x->batch);
-		x->busy = false;
-	}
-	return b;
+	zp_rec r;
+	if (!zp_ring_pop(&x->out, &r))
+		return NULL;
+	ZP_ASSERT(x->state == ZP_EXEC_OUT);
+	x->state = ZP_EXEC_IDLE;
+	return resolve(x, r);
+}
+
+void zp_exec_release(zp_exec *x, zp_batch *b)
+{
+	ZP_ASSERT(b->exec == x->id);
+	if (x->state == ZP_EXEC_FILLING && x->filling.slot == b->rec.slot &&
+	    x->filling.gen == b->rec.gen) /* taken, never sent */
+		x->state = ZP_EXEC_IDLE;
+	zp_slab_put(&x->batches, b->rec);
 }
 
 void zp_exec_stop(zp_exec *x)
 {
 	atomic_store_explicit(&x->stop, true, memory_order_release);
-	ring_bell(x->doorbell);
+	zp_bell_ring(&x->bell);
 	pthread_join(x->th, NULL);
+	zp_rec r;
+	while (zp_ring_pop(&x->out, &r)) /* a dpep filler nobody waited for */
+		ZP_ASSERT(resolve(x, r)->filler);
+	ZP_ASSERT(x->state == ZP_EXEC_IDLE || x->state == ZP_EXEC_OUT);
 	zp_fwd_free(x->fwd);
-	close(x->doorbell);
+	zp_bell_free(&x->bell);
+	zp_arena_free(&x->arena);
 }

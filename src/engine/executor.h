@@ -1,8 +1,13 @@
-/* executor.h -- one executor: a thread that owns a forward workspace (and its
-   worker pool) on one device (for now a CPU share). The reactor hands it a
-   batch through an SPSC ring and rings its doorbell (an eventfd it sleeps on);
-   it hands the batch back through a second ring and the reactor's eventfd.
-   Ownership of a batch moves with the ring. The model is shared read-only. */
+/* executor.h -- one executor: a thread on its device's NUMA node (for now a
+   CPU share) that owns a forward workspace and its worker pool, first touched
+   on that node. Its batches live in a slab carved from its own arena on that
+   node (ipc/): the owner takes a slot, fills it, sends its record {slot,
+   generation} through the in ring and rings the executor's doorbell; the
+   executor resolves the record (asserting the generation), runs the forward,
+   sends the record back through the out ring and rings the owner's doorbell.
+   Ownership of a batch moves with its record. The model is shared read-only.
+   Threads: the owner (the engine's thread) calls everything here; the
+   executor thread runs the forwards. Engine-internal: only engine.c uses it. */
 #ifndef ZP_EXECUTOR_H
 #define ZP_EXECUTOR_H
 
@@ -10,36 +15,64 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "arena.h"
+#include "doorbell.h"
 #include "forward.h"
 #include "ring.h"
 #include "scheduler.h"
+#include "slab.h"
 
-#define ZP_EXEC_RING 4 /* batches in flight per executor (the reactor sends one) */
+/* Batch slots per executor: one out, one the owner still reads after it came
+   back. Also the rings' capacity (a record is in at most one ring). */
+#define ZP_EXEC_BATCHES 2
+
+/* Owner side: where the executor's one batch in flight is. */
+enum zp_exec_state {
+	ZP_EXEC_IDLE,			/* no batch out */
+	ZP_EXEC_FILLING,		/* a slot was taken for it, not yet sent */
+	ZP_EXEC_STAGED,			/* dpep: filled, waiting for the group to start */
+	ZP_EXEC_OUT,			/* sent; its record has not come back */
+};
 
 typedef struct {
-	int id, threads;
-	zp_fwd *fwd;
+	int id, node;			/* node: -1 when unplaced */
+	zp_fwd *fwd;			/* built and used on the executor thread */
 	pthread_t th;
-	zp_ring in, out;			/* reactor -> executor, executor -> reactor */
-	void *in_slot[ZP_EXEC_RING], *out_slot[ZP_EXEC_RING];
-	int doorbell;				/* eventfd the executor sleeps on */
-	int done_efd;				/* the reactor's eventfd, shared */
+	zp_arena arena;			/* on node: the slab and the rings' storage */
+	zp_slab batches;		/* [ZP_EXEC_BATCHES] zp_batch */
+	zp_ring in, out;		/* owner -> executor, executor -> owner */
+	zp_bell bell;			/* the executor sleeps on it */
+	zp_bell *done;			/* the owner's, shared by every executor */
 	_Atomic bool stop;
-	/* reactor side */
-	zp_batch batch;				/* the batch it may hold */
-	bool busy;
+	/* set-up, read by the thread before its first batch */
+	const zp_model *m;
+	const zp_expert_src *src;
+	zp_dpep *grp;
+	int threads, batch_tokens_max;
+	zp_bell ready;			/* rung once the thread's forward exists */
+	/* owner side */
+	enum zp_exec_state state;
+	zp_rec filling;			/* FILLING: the batch's record */
 } zp_exec;
 
-/* Start executor id on m: threads workers, batches of at most max_tokens,
-   experts from src (NULL: the model's own), as member id of dpep group grp
-   (or NULL). 0, or -1 with e set. */
-int zp_exec_start(zp_exec *x, int id, const zp_model *m, const zp_expert_src *src,
-		  zp_dpep *grp, int threads, int max_tokens, int done_efd, zp_err *e);
-/* Reactor: hand over x->batch (x must be idle). */
-void zp_exec_submit(zp_exec *x);
-/* Reactor: the finished batch, or NULL. */
+/* Start executor id on m, its thread and memory on NUMA node (-1: anywhere):
+   threads workers, forwards of at most batch_tokens_max tokens, experts from
+   src (NULL: the model's own), as member id of dpep group grp (or NULL);
+   finished batches ring done. Returns once the forward workspace exists.
+   0, or -1 with e set (nothing left running). */
+int zp_exec_start(zp_exec *x, int id, int node, const zp_model *m, const zp_expert_src *src,
+		  zp_dpep *grp, int threads, int batch_tokens_max, zp_bell *done, zp_err *e);
+/* Owner: an empty batch in a free slot when x is idle (state FILLING), else
+   NULL. */
+zp_batch *zp_exec_batch(zp_exec *x);
+/* Owner: hand b (from zp_exec_batch) over. */
+void zp_exec_submit(zp_exec *x, zp_batch *b);
+/* Owner: the batch that came back (x is idle again), or NULL. */
 zp_batch *zp_exec_reap(zp_exec *x);
-/* Stop after the batches already handed over; joins the thread. */
+/* Owner: b's slot is free again (b came back, or was never sent). */
+void zp_exec_release(zp_exec *x, zp_batch *b);
+/* Stop after the batches already handed over; joins the thread. A batch
+   still out must be a dpep filler (the owner reaps every real one first). */
 void zp_exec_stop(zp_exec *x);
 
 #endif

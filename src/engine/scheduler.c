@@ -34,12 +34,13 @@ int zp_sched_admit(zp_sched *s, zp_job *j, double now)
 {
 	ZP_ASSERT(j->nseq > 0 && j->dispatched == 0 && j->done == 0);
 	for (int i = 0; i < j->nseq; i++)
-		ZP_ASSERT(j->seq[i].ntok > 0 && j->seq[i].ntok <= s->batch_tokens_max);
+		ZP_ASSERT(j->seq[i].ntok > 0);
 	if (s->requests >= s->requests_max || s->tokens + j->tokens > s->tokens_max)
 		return -1;
 	s->requests++;
 	s->tokens += j->tokens;
 	s->queued_tokens += j->tokens;
+	s->queued_seqs += j->nseq;
 	j->t_arrive = now;
 	j->prev = s->tail;
 	j->next = NULL;
@@ -58,7 +59,8 @@ int zp_sched_next_batch(zp_sched *s, double now, bool force, zp_batch *b, double
 	if (!s->head)
 		return 0;
 	double due = s->head->t_arrive + s->batch_wait_s;
-	if (!force && now < due && s->queued_tokens < s->batch_tokens_max) {
+	if (!force && now < due && s->queued_tokens < s->batch_tokens_max &&
+	    s->queued_seqs < ZP_FWD_SEQS_MAX) {
 		*wake_at = due;
 		return 0;
 	}
@@ -66,12 +68,13 @@ int zp_sched_next_batch(zp_sched *s, double now, bool force, zp_batch *b, double
 		next = j->next;
 		while (j->dispatched < j->nseq && b->n < ZP_FWD_SEQS_MAX) {
 			zp_req *r = &j->seq[j->dispatched];
-			if (b->tokens + r->ntok > s->batch_tokens_max)
-				goto full;
+			if (b->n && b->tokens + r->ntok > s->batch_tokens_max)
+				goto full; /* a sequence over the budget goes alone */
 			b->req[b->n] = r;
 			b->job[b->n++] = j;
 			b->tokens += r->ntok;
 			s->queued_tokens -= r->ntok;
+			s->queued_seqs--;
 			if (j->dispatched++ == 0)
 				j->t_dispatch = now;
 		}
@@ -80,7 +83,7 @@ int zp_sched_next_batch(zp_sched *s, double now, bool force, zp_batch *b, double
 		unlink_job(s, j);
 	}
 full:
-	ZP_ASSERT(b->n > 0 && s->queued_tokens >= 0);
+	ZP_ASSERT(b->n > 0 && s->queued_tokens >= 0 && s->queued_seqs >= 0);
 	return b->n;
 }
 
@@ -98,6 +101,7 @@ bool zp_sched_cancel(zp_sched *s, zp_job *j)
 	if (j->dispatched < j->nseq) { /* still queued: drop what is left */
 		for (int i = j->dispatched; i < j->nseq; i++)
 			s->queued_tokens -= j->seq[i].ntok;
+		s->queued_seqs -= j->nseq - j->dispatched;
 		unlink_job(s, j);
 	}
 	return j->done == j->dispatched;

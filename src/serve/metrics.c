@@ -134,7 +134,7 @@ void zp_metrics_render(const zp_metrics *m, const zp_sched *s, int executors_bus
 		    &m->lat_total_s);
 }
 
-void zp_metrics_layers(zp_buf *o, const zp_ep_layer_stats *st, int executors, int layers)
+void zp_metrics_layers(zp_buf *o, const zp_place_layer_stats *st, int executors, int layers)
 {
 	static const char *name[2] = { "zprefill_layer_seconds_total", "zprefill_layer_wait_seconds_total" };
 	static const char *help[2] = { "Seconds per executor and layer, summed over forwards.",
@@ -143,7 +143,7 @@ void zp_metrics_layers(zp_buf *o, const zp_ep_layer_stats *st, int executors, in
 		zp_buf_printf(o, "# HELP %s %s\n# TYPE %s counter\n", name[k], help[k], name[k]);
 		for (int x = 0; x < executors; x++)
 			for (int l = 0; l < layers; l++) {
-				const zp_ep_layer_stats *s = &st[(size_t)x * layers + l];
+				const zp_place_layer_stats *s = &st[(size_t)x * layers + l];
 				if (s->forwards)
 					zp_buf_printf(o, "%s{executor=\"%d\",layer=\"%d\"} %.6f\n", name[k],
 						      x, l, k ? s->wait_s : s->layer_s);

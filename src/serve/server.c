@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "doorbell.h"
 #include "engine.h"
 #include "http.h"
 #include "metrics.h"
@@ -91,7 +92,8 @@ typedef struct {
 	struct io_uring ring;
 	struct io_uring_buf_ring *br;
 	char *bufs;			/* [RECV_BUFS][RECV_BUF_BYTES] */
-	int lfd, efd, sfd;
+	int lfd, sfd;
+	zp_bell done;			/* rung by the executors and by the loader when it ends */
 	int mfd;			/* loopback TCP listener for /metrics, or -1 */
 	uint64_t efd_val;
 	struct signalfd_siginfo sig;
@@ -104,9 +106,9 @@ typedef struct {
 	zp_tok *tok;
 	zp_config mcfg;
 	zp_model model;
-	zp_engine eng;			/* written by the loader thread until ready */
-	int live;			/* executors the reactor uses: eng.n once loaded */
-	zp_ep_layer_stats *lstats;	/* [live][layers]: snapshots taken at each reap */
+	zp_engine *eng;			/* written by the loader thread until ready */
+	int live;			/* executors the reactor uses, once loaded */
+	zp_place_layer_stats *lstats;	/* [live][layers]: snapshots taken at each reap */
 	pthread_t loader;
 	zp_load_progress progress;
 	_Atomic int load_state;
@@ -305,9 +307,7 @@ static void handle_request(server *s, conn *c)
 	if (c->ep == ZP_EP_HEALTH)
 		return answer_health(s, c);
 	if (c->ep == ZP_EP_METRICS) {
-		int busy = 0;
-		for (int i = 0; i < s->live; i++)
-			busy += s->eng.exec[i].busy;
+		int busy = s->ready ? zp_engine_busy(s->eng) : 0;
 		zp_metrics_render(&s->met, &s->sched, busy, s->live, &s->body, s->now);
 		zp_metrics_layers(&s->body, s->lstats, s->live, s->mcfg.layers);
 		return respond(s, c, 200, "text/plain; version=0.0.4", s->body.p, s->body.len, 0);
@@ -547,17 +547,16 @@ static void job_complete(server *s, zp_job *j)
 
 static void reap(server *s)
 {
-	for (int i = 0; i < s->live; i++) {
-		zp_batch *b = zp_exec_reap(&s->eng.exec[i]);
-		if (!b)
-			continue;
+	zp_batch *b;
+	while (s->ready && (b = zp_engine_poll(s->eng))) {
 		/* the executor is idle until the next submit: its stats are quiet */
-		zp_ep_stats(s->eng.ep, i, s->lstats + (size_t)i * s->mcfg.layers);
+		zp_place_stats(zp_engine_place(s->eng), b->exec,
+			       s->lstats + (size_t)b->exec * s->mcfg.layers);
 		if (b->n)
 			zp_metrics_batch(&s->met, b, s->now);
 		if (b->failed)
 			zp_log(ZP_LOG_ERROR, "msg=\"forward failed\" executor=%d seqs=%d error=\"%s\"",
-			       i, b->n, b->err);
+			       b->exec, b->n, b->err);
 		for (int k = 0; k < b->n; k++) {
 			zp_job *j = b->job[k];
 			if (b->failed && !j->failed) {
@@ -567,6 +566,7 @@ static void reap(server *s)
 			if (zp_sched_seq_done(&s->sched, j))
 				job_complete(s, j);
 		}
+		zp_engine_release(s->eng, b);
 	}
 }
 
@@ -576,33 +576,10 @@ static void reap(server *s)
    batch wait only applies while some executor is busy. */
 static double dispatch(server *s)
 {
-	double wake = 0;
-	bool all_idle = true;
-	for (int i = 0; i < s->live; i++)
-		all_idle &= !s->eng.exec[i].busy;
-	if (s->cfg.parallel == ZP_PAR_DPEP && s->live > 1) {
-		/* synchronous DP+EP: every executor starts its forward together, those
-		   without a batch too (they still serve their experts) */
-		if (!all_idle || !zp_sched_next_batch(&s->sched, s->now, true, &s->eng.exec[0].batch,
-						      &wake))
-			return wake;
-		for (int i = 1; i < s->live; i++)
-			if (!zp_sched_next_batch(&s->sched, s->now, true, &s->eng.exec[i].batch, &wake))
-				s->eng.exec[i].batch.n = s->eng.exec[i].batch.tokens = 0;
-		for (int i = 0; i < s->live; i++)
-			zp_exec_submit(&s->eng.exec[i]);
+	if (!s->ready)
 		return 0;
-	}
-	for (int i = 0; i < s->live; i++) {
-		zp_exec *x = &s->eng.exec[i];
-		if (x->busy)
-			continue;
-		if (!zp_sched_next_batch(&s->sched, s->now, s->stopping || all_idle, &x->batch, &wake))
-			break;
-		zp_exec_submit(x);
-		all_idle = false;
-	}
-	return wake;
+	return zp_engine_dispatch(s->eng, &s->sched, s->now,
+				  s->stopping || zp_engine_busy(s->eng) == 0);
 }
 
 /* ---- loading, signals, timeouts ---- */
@@ -615,15 +592,18 @@ static void *loader_main(void *arg)
 	if (per == 0)
 		per = (int)ZP_MAX(1, ncpu / s->cfg.executors);
 	zp_engine_cfg ec = { s->cfg.executors, s->cfg.parallel, s->cfg.transport, per,
-			     s->cfg.max_batch_tokens, s->efd, s->cfg.offload_window };
+			     s->cfg.max_batch_tokens, &s->done, s->cfg.offload_window };
 	int rc = zp_model_load(&s->model, s->cfg.model, s->cfg.wtype, (int)ZP_MAX(ncpu, 1),
 			       &s->progress, &s->load_err);
-	if (!rc && (rc = zp_engine_start(&s->eng, &s->model, &ec, &s->load_err)))
+	if (!rc && !(s->eng = zp_engine_start(&s->model, &ec, &s->load_err))) {
+		rc = -1;
 		zp_model_free(&s->model);
-	if (!rc && zp_ep_source(s->eng.ep, 0)) { /* asyncep in effect (not one executor in place) */
-		zp_ep_calib cal;
+	}
+	zp_place *pl = rc ? NULL : zp_engine_place(s->eng);
+	if (pl && zp_place_source(pl, 0)) { /* asyncep in effect (not one executor in place) */
+		zp_place_calib cal;
 		zp_err ce;
-		if (zp_ep_calibrate(s->eng.ep, per, &cal, &ce) == 0)
+		if (zp_place_calibrate(pl, per, &cal, &ce) == 0)
 			zp_log(ZP_LOG_INFO, "msg=calibration expert_gflop_s=%.1f gather_ms=%.3f gamma=%.1f "
 			       "threshold_gflop=%.3f threshold_tokens=%.0f", cal.flops_per_s * 1e-9,
 			       cal.gather_s * 1e3, cal.gamma, cal.threshold_flops * 1e-9,
@@ -632,9 +612,7 @@ static void *loader_main(void *arg)
 			zp_log(ZP_LOG_WARN, "msg=\"calibration failed\" error=\"%s\"", ce.msg);
 	}
 	atomic_store(&s->load_state, rc ? LOAD_FAILED : LOAD_DONE);
-	uint64_t one = 1;
-	ssize_t w = write(s->efd, &one, sizeof one);
-	ZP_ASSERT(w == sizeof one);
+	zp_bell_ring(&s->done);
 	return NULL;
 }
 
@@ -669,13 +647,14 @@ static void on_event(server *s)
 		s->loader_joined = true;
 		if (atomic_load(&s->load_state) == LOAD_DONE) {
 			s->ready = true;
-			s->live = s->eng.n;
+			zp_place *pl = zp_engine_place(s->eng);
+			s->live = zp_engine_executors(s->eng);
 			s->lstats = zp_xcalloc((size_t)s->live * s->mcfg.layers, sizeof *s->lstats);
 			size_t resident = 0;
 			for (int i = 0; i < s->live; i++)
-				resident += zp_ep_resident_bytes(s->eng.ep, i);
+				resident += zp_place_resident_bytes(pl, i);
 			zp_log(ZP_LOG_INFO, "msg=ready executors=%d parallel=%s resident_mb=%.1f", s->live,
-			       zp_parallel_name(zp_ep_parallel(s->eng.ep)), (double)resident / (1 << 20));
+			       zp_parallel_name(zp_place_parallel(pl)), (double)resident / (1 << 20));
 		} else {
 			zp_log(ZP_LOG_ERROR, "msg=\"model load failed\" error=\"%s\"", s->load_err.msg);
 			s->exit_code = s->stopping ? 0 : 1;
@@ -720,7 +699,7 @@ static void on_cqe(server *s, struct io_uring_cqe *cqe)
 	if (op == OP_EVENT) {
 		ZP_ASSERT(cqe->res == sizeof s->efd_val);
 		on_event(s);
-		return arm_read(s, s->efd, &s->efd_val, sizeof s->efd_val, OP_EVENT);
+		return arm_read(s, zp_bell_fd(&s->done), &s->efd_val, sizeof s->efd_val, OP_EVENT);
 	}
 	if (op == OP_SIGNAL) {
 		if (cqe->res == sizeof s->sig)
@@ -901,13 +880,13 @@ static int setup(server *s, zp_err *e)
 	zp_buf_init(&s->body, 1 << 16);
 	if (open_socket(s, e) || open_metrics(s, e) || setup_ring(s, e))
 		return -1;
-	s->efd = eventfd(0, EFD_CLOEXEC);
+	int bell = zp_bell_init(&s->done);
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	s->sfd = signalfd(-1, &set, SFD_CLOEXEC);
-	if (s->efd < 0 || s->sfd < 0)
+	if (bell || s->sfd < 0)
 		return zp_errf(e, "eventfd/signalfd: %s", strerror(errno));
 	return 0;
 }
@@ -915,7 +894,7 @@ static int setup(server *s, zp_err *e)
 static void teardown(server *s)
 {
 	if (s->ready) {
-		zp_engine_stop(&s->eng);
+		zp_engine_stop(s->eng);
 		zp_model_free(&s->model);
 	}
 	free(s->lstats);
@@ -1032,7 +1011,7 @@ int zp_serve_main(int argc, char **argv)
 	arm_accept(s, 0);
 	if (s->mfd >= 0)
 		arm_accept(s, 1);
-	arm_read(s, s->efd, &s->efd_val, sizeof s->efd_val, OP_EVENT);
+	arm_read(s, zp_bell_fd(&s->done), &s->efd_val, sizeof s->efd_val, OP_EVENT);
 	arm_read(s, s->sfd, &s->sig, sizeof s->sig, OP_SIGNAL);
 	s->next_scan = zp_now_s() + SCAN_S;
 	loop(s);
