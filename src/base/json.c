@@ -117,6 +117,7 @@ void zp_buf_free(zp_buf *b)
 
 void zp_buf_reset(zp_buf *b)
 {
+	ZP_ASSERT(b->p);
 	b->len = 0;
 	b->overflow = false;
 	b->p[0] = 0;

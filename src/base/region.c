@@ -66,6 +66,7 @@ void *zp_region_alloc(zp_region *r, size_t n)
 	}
 	void *p = r->base + r->used;
 	r->last = r->used;
+	r->peak_before_last = r->peak;
 	r->used += need;
 	if (r->used > r->peak)
 		r->peak = r->used;
@@ -97,6 +98,7 @@ void zp_region_trim(zp_region *r, void *p, size_t n)
 	ZP_ASSERT(r->magic == REGION_MAGIC && (char *)p == r->base + r->last &&
 		  r->last + keep <= r->used);
 	r->used = r->last + keep;
+	r->peak = ZP_MAX(r->peak_before_last, r->used); /* what was given back was never used */
 }
 
 size_t zp_region_avail(const zp_region *r)

@@ -17,6 +17,7 @@ typedef struct zp_region {
 	size_t cap, used;
 	size_t last;		/* offset of the latest allocation (for zp_region_trim) */
 	size_t peak;		/* the most ever used: for sizing the limits */
+	size_t peak_before_last; /* peak before the latest allocation (for trim) */
 	unsigned fails;		/* allocations refused since the last reset */
 	int entered;		/* zp_region_enter without its leave, on any thread */
 	bool owned;		/* base came from zp_region_init (freed by zp_region_free) */
