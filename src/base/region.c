@@ -73,25 +73,6 @@ void *zp_region_alloc(zp_region *r, size_t n)
 	return p;
 }
 
-void *zp_region_calloc(zp_region *r, size_t n)
-{
-	void *p = zp_region_alloc(r, n);
-	if (p)
-		memset(p, 0, n);
-	return p;
-}
-
-char *zp_region_strndup(zp_region *r, const char *s, size_t n)
-{
-	ZP_ASSERT(n < SIZE_MAX);
-	char *p = zp_region_alloc(r, n + 1);
-	if (p) {
-		memcpy(p, s, n);
-		p[n] = 0;
-	}
-	return p;
-}
-
 void zp_region_trim(zp_region *r, void *p, size_t n)
 {
 	size_t keep = ZP_ALIGN_UP(n ? n : 1, ZP_REGION_ALIGN);

@@ -33,9 +33,6 @@ void zp_region_free(zp_region *r);
 /* n bytes, ZP_REGION_ALIGN-aligned, uninitialised; NULL when the region is
    full (counted in fails): the caller fails that request with a 413/503. */
 void *zp_region_alloc(zp_region *r, size_t n);
-/* n zero bytes / a copy of s[0..n) plus a NUL; NULL when full. */
-void *zp_region_calloc(zp_region *r, size_t n);
-char *zp_region_strndup(zp_region *r, const char *s, size_t n);
 /* Give back the end of the latest allocation p, keeping its first n bytes
    (for text whose length is known only once written into the free space). */
 void zp_region_trim(zp_region *r, void *p, size_t n);
