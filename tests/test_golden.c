@@ -11,6 +11,7 @@
 
 #include "check.h"
 #include "forward.h"
+#include "req_json.h"
 
 #define MAXREQ 64
 

@@ -90,35 +90,71 @@ cJSON *zp_json_parse(const char *buf, size_t len)
 
 void zp_buf_init(zp_buf *b, size_t cap)
 {
+	memset(b, 0, sizeof *b);
 	b->cap = cap ? cap : 256;
 	b->p = zp_xmalloc(b->cap);
-	b->len = 0;
+	b->owned = true;
+	b->p[0] = 0;
+}
+
+void zp_buf_init_fixed(zp_buf *b, void *mem, size_t cap)
+{
+	ZP_ASSERT(cap >= 1);
+	memset(b, 0, sizeof *b);
+	b->owned = !mem;
+	b->p = mem ? mem : zp_xmalloc(cap);
+	b->cap = cap;
+	b->fixed = true;
 	b->p[0] = 0;
 }
 
 void zp_buf_free(zp_buf *b)
 {
-	free(b->p);
-	b->p = NULL;
-	b->len = b->cap = 0;
+	if (b->owned)
+		free(b->p);
+	memset(b, 0, sizeof *b);
 }
 
-static void reserve(zp_buf *b, size_t extra)
+void zp_buf_reset(zp_buf *b)
 {
-	if (b->len + extra + 1 <= b->cap)
-		return;
-	while (b->len + extra + 1 > b->cap)
+	ZP_ASSERT(b->p);
+	b->len = 0;
+	b->overflow = false;
+	b->p[0] = 0;
+}
+
+/* Room for extra more bytes plus the NUL: true, or false (fixed and full:
+   overflow set, the append must write nothing). */
+static bool reserve(zp_buf *b, size_t extra)
+{
+	ZP_ASSERT(b->p && b->len < b->cap);
+	if (b->overflow)
+		return false;
+	if (extra < b->cap - b->len)
+		return true;
+	if (b->fixed) {
+		b->overflow = true;
+		return false;
+	}
+	while (extra >= b->cap - b->len)
 		b->cap *= 2;
 	b->p = realloc(b->p, b->cap);
 	ZP_ASSERT(b->p);
+	return true;
+}
+
+void zp_buf_put(zp_buf *b, const void *p, size_t n)
+{
+	if (!reserve(b, n))
+		return;
+	memcpy(b->p + b->len, p, n);
+	b->len += n;
+	b->p[b->len] = 0;
 }
 
 void zp_buf_puts(zp_buf *b, const char *s)
 {
-	size_t n = strlen(s);
-	reserve(b, n);
-	memcpy(b->p + b->len, s, n + 1);
-	b->len += n;
+	zp_buf_put(b, s, strlen(s));
 }
 
 void zp_buf_printf(zp_buf *b, const char *fmt, ...)
@@ -126,25 +162,23 @@ void zp_buf_printf(zp_buf *b, const char *fmt, ...)
 	va_list ap;
 	int n;
 
+	if (b->overflow)
+		return;
 	va_start(ap, fmt);
 	n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
 	va_end(ap);
 	ZP_ASSERT(n >= 0);
-	if (b->len + (size_t)n + 1 > b->cap) {
-		reserve(b, (size_t)n);
-		va_start(ap, fmt);
-		vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-		va_end(ap);
+	if ((size_t)n < b->cap - b->len) {
+		b->len += (size_t)n;
+		return;
 	}
+	b->p[b->len] = 0; /* vsnprintf wrote a cut copy past len */
+	if (!reserve(b, (size_t)n))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+	va_end(ap);
 	b->len += (size_t)n;
-}
-
-void zp_buf_put(zp_buf *b, const void *p, size_t n)
-{
-	reserve(b, n);
-	memcpy(b->p + b->len, p, n);
-	b->len += n;
-	b->p[b->len] = 0;
 }
 
 void zp_buf_json_str(zp_buf *b, const char *s)
@@ -152,26 +186,24 @@ void zp_buf_json_str(zp_buf *b, const char *s)
 	zp_buf_json_strn(b, s, strlen(s));
 }
 
+/* Runs of bytes that need no escape go in one put. */
 void zp_buf_json_strn(zp_buf *b, const char *s, size_t n)
 {
-	reserve(b, 2);
-	b->p[b->len++] = '"';
-	for (const char *end = s + n; s < end; s++) {
+	const char *end = s + n, *run = s;
+	zp_buf_put(b, "\"", 1);
+	for (; s < end; s++) {
 		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\') {
-			reserve(b, 2);
-			b->p[b->len++] = '\\';
-			b->p[b->len++] = (char)c;
-		} else if (c < 0x20) {
+		if (c != '"' && c != '\\' && c >= 0x20)
+			continue;
+		zp_buf_put(b, run, (size_t)(s - run));
+		if (c < 0x20)
 			zp_buf_printf(b, "\\u%04x", c);
-		} else {
-			reserve(b, 1);
-			b->p[b->len++] = (char)c;
-		}
+		else
+			zp_buf_put(b, c == '"' ? "\\\"" : "\\\\", 2);
+		run = s + 1;
 	}
-	reserve(b, 1);
-	b->p[b->len++] = '"';
-	b->p[b->len] = 0;
+	zp_buf_put(b, run, (size_t)(end - run));
+	zp_buf_put(b, "\"", 1);
 }
 
 void zp_buf_json_float(zp_buf *b, float f)

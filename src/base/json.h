@@ -4,6 +4,7 @@
 #ifndef ZP_JSON_H
 #define ZP_JSON_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -16,14 +17,29 @@ int zp_json_check_utf8(const char *buf, size_t len);
    NULL when any of that fails. Free with cJSON_Delete. */
 struct cJSON *zp_json_parse(const char *buf, size_t len);
 
-/* A growable output buffer for JSON text (start-up sized; grows rarely). */
+/* An output buffer for JSON text, in one of two modes:
+   - growable (zp_buf_init): realloc as needed; start-up and the CLI only.
+   - fixed (zp_buf_init_fixed): never grows, for the request path (buffers sized
+     from the limits at start-up); an append that does not fit is dropped whole
+     and sets overflow, and every append after it is dropped too, so the text
+     is never a silently cut answer: the caller checks overflow and answers an
+     error instead (zp_buf_reset clears it).
+   p is NUL-terminated at len in both modes. */
 typedef struct {
-	char *p;
+	char *p;		/* [cap] */
 	size_t len, cap;
+	bool fixed;		/* cap never changes */
+	bool overflow;		/* fixed: an append did not fit since the last reset */
+	bool owned;		/* p is freed by zp_buf_free */
 } zp_buf;
 
 void zp_buf_init(zp_buf *b, size_t cap);
+/* Over mem[0..cap) (not freed here), or, mem NULL, over cap bytes allocated
+   now (start-up; freed by zp_buf_free). cap >= 1. */
+void zp_buf_init_fixed(zp_buf *b, void *mem, size_t cap);
 void zp_buf_free(zp_buf *b);
+/* Empty again, overflow cleared. */
+void zp_buf_reset(zp_buf *b);
 void zp_buf_puts(zp_buf *b, const char *s);
 void zp_buf_printf(zp_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void zp_buf_put(zp_buf *b, const void *p, size_t n);

@@ -19,6 +19,7 @@
 #include "forward.h"
 #include "json.h"
 #include "model.h"
+#include "req_json.h"
 #include "request.h"
 #include "serve.h"
 #include "tokenizer.h"
@@ -543,6 +544,14 @@ static int cmd_tokenize(int argc, char **argv)
 			}
 			enc_s += zp_now_s() - t0;
 			bytes += (double)n;
+			if (k < 0) {
+				zp_buf_printf(&out, "{\"error\":\"text over %zu bytes\"}\n",
+					      zp_tok_state_text_max(s));
+				bad++;
+				fwrite(out.p, 1, out.len, stdout);
+				cJSON_Delete(o);
+				continue;
+			}
 			zp_buf_puts(&out, "{\"ids\":[");
 			for (int i = 0; i < k; i++)
 				zp_buf_printf(&out, "%s%d", i ? "," : "", ids[i]);

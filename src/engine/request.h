@@ -1,19 +1,29 @@
-/* request.h -- one prefill request (the "prefill-as-a-service" atom) and its
-   results; JSON in and out, the shape of POST /v1/prefill. A request is parsed
-   and answered by the driver thread; the forward pass fills the result arrays.
-   Parse errors are outside-world failures: they fail that request only. */
+/* request.h -- one sequence of the engine (the "prefill-as-a-service" atom):
+   its prompt tokens, what it asks for, and the result arrays the forward pass
+   fills. No JSON here: the native request's JSON lives in serve/req_json.h.
+   A request is built and answered by one driver/reactor thread; the forward
+   pass fills its result arrays in between. Its arrays come from a region (the
+   request path: nothing to free, the region's reset drops them) or from the
+   heap (start-up, CLI, tests: zp_req_free frees them). Failures from outside
+   (bad text, a full region) fail that request only. */
 #ifndef ZP_REQUEST_H
 #define ZP_REQUEST_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
-#include "json.h"
+#include "region.h"
 
 #define ZP_TOP_LOGPROBS_MAX 1024
 #define ZP_CANDIDATES_MAX 65536
 
-enum zp_pool_mode { ZP_POOL_NONE, ZP_POOL_LAST, ZP_POOL_MEAN };
+/* What a sequence returns of its hidden states (the embedding endpoints). */
+enum zp_pooling { ZP_POOLING_NONE, ZP_POOLING_LAST, ZP_POOLING_MEAN };
+/* Temporary, until forward.c and api.c are renamed at the merge. */
+#define ZP_POOL_NONE ZP_POOLING_NONE
+#define ZP_POOL_LAST ZP_POOLING_LAST
+#define ZP_POOL_MEAN ZP_POOLING_MEAN
 
 struct zp_tok_state;
 
@@ -26,6 +36,7 @@ typedef struct {
 } zp_req_limits;
 
 typedef struct {
+	zp_region *region;	/* where every array below lives; NULL: the heap */
 	char *id_json;		/* the caller's id, re-serialised; "null" when absent */
 	int32_t *tokens;	/* [ntok] */
 	int ntok;
@@ -34,7 +45,7 @@ typedef struct {
 	bool want_cands;
 	int top_k;		/* 0: not asked */
 	int plp_start;		/* -1: not asked */
-	enum zp_pool_mode pool;
+	enum zp_pooling pool;
 	bool normalize;
 	/* results, sized at parse */
 	float *cand_lp;		/* [ncand] */
@@ -53,16 +64,27 @@ typedef struct {
 	int code;		/* HTTP status it maps to */
 } zp_req_error;
 
-struct cJSON;
+/* An empty request (id "null", nothing asked) whose arrays will come from rg,
+   or from the heap when rg is NULL. */
+void zp_req_init(zp_req *r, zp_region *rg);
+/* Free the heap arrays (a region's are left to its reset); r is empty after. */
+void zp_req_free(zp_req *r);
 
-/* A JSON array of token ids into out[max]: *n of them, each in [0, vocab).
-   0, or -1 with err set (name is the field). */
-int zp_req_ids(const struct cJSON *a, const char *name, int vocab, int max, int32_t *out, int *n,
-	       zp_req_error *err);
+/* n elements of sz bytes for one of r's arrays, from r's region or the heap.
+   NULL only when the region is full: answer zp_req_full. */
+void *zp_req_alloc(zp_req *r, size_t n, size_t sz);
+/* Fail with 413: r's region cannot hold the request. Returns -1. */
+int zp_req_full(const zp_req *r, zp_req_error *err);
+
+/* The prompt / the candidates (with their result array) copied from ids[n].
+   0, or -1 with err set (413: the region is full). */
+int zp_req_set_tokens(zp_req *r, const int32_t *ids, int n, zp_req_error *err);
+int zp_req_set_cands(zp_req *r, const int32_t *ids, int n, zp_req_error *err);
 
 /* Tokenize text into ids[lim->max_tokens]: *n ids, at least one, every one
    inside the model's vocabulary. 0, or -1 with err set (param names the field;
-   a model without tokenizer.json refuses text). */
+   a model without tokenizer.json refuses text; 413: the text is longer than
+   the tokenizer state's buffers). */
 int zp_req_tokenize(const zp_req_limits *lim, const char *text, size_t len, int32_t *ids, int *n,
 		    const char *param, zp_req_error *err);
 
@@ -70,14 +92,9 @@ int zp_req_tokenize(const zp_req_limits *lim, const char *text, size_t len, int3
 int zp_req_set_text(zp_req *r, const char *text, size_t len, const zp_req_limits *lim,
 		    const char *param, zp_req_error *err);
 
-/* Parse one JSON request. 0, or -1 with err set; either way *r must be freed
-   with zp_req_free. The id is recovered even when the rest is bad. */
-int zp_req_parse(zp_req *r, const char *json, size_t len, const zp_req_limits *lim,
-		 zp_req_error *err);
-void zp_req_free(zp_req *r);
-
-/* One result line (no newline): the fields asked for, or the error. */
-void zp_req_write_result(const zp_req *r, zp_buf *out);
-void zp_req_write_error(const char *id_json, const zp_req_error *err, zp_buf *out);
+/* Fail with 400 invalid_request_error: message from fmt, param the field (or
+   NULL). Returns -1. */
+int zp_req_fail(zp_req_error *err, const char *param, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
 #endif

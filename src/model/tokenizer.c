@@ -2,7 +2,9 @@
    entry is stored as the bytes its byte-level characters stand for, so a piece
    never has to be mapped to those characters and back. Merges go lowest rank
    first, leftmost first on ties, through a heap, as tokenizers' BPE does (so a
-   very long word costs n log n, not n^2). */
+   very long word costs n log n, not n^2). Encode and decode allocate
+   nothing: every buffer of a state is sized at zp_tok_state_new from the
+   longest text it takes. */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "tokenizer.h"
 
@@ -63,12 +65,15 @@ typedef struct {
 
 struct zp_tok_state {
 	const zp_tok *t;
+	size_t text_max;	/* bytes of text (and of its NFC form) one encode takes */
 	pcre2_match_data *md;
 	pcre2_match_context *mctx;
 	pcre2_jit_stack *jit;
-	sym *sym;
-	merge *heap;
-	size_t cap;		/* of sym and heap */
+	utf8proc_int32_t *nfc;	/* [nfc_cap + 1]: a segment's code points, then its NFC
+				   UTF-8 re-encoded in place (as utf8proc_map) */
+	size_t nfc_cap;
+	sym *sym;		/* [text_max]: one per byte of a piece */
+	merge *heap;		/* [3 * text_max]: a piece's pairs, then two per merge */
 	/* piece cache: slot -> (hash, key bytes, ids) */
 	uint64_t *c_hash;	/* [CACHE_SLOTS] 0: empty */
 	uint32_t *c_key, *c_klen, *c_ids, *c_n;
@@ -479,15 +484,23 @@ int zp_tok_find(const zp_tok *t, const char *s, size_t len)
 	return len ? vocab_get(t, s, len) : -1;
 }
 
-zp_tok_state *zp_tok_state_new(const zp_tok *t)
+zp_tok_state *zp_tok_state_new_sized(const zp_tok *t, size_t text_max)
 {
 	zp_tok_state *s = zp_xcalloc(1, sizeof *s);
+	ZP_ASSERT(text_max >= 1 && text_max <= ZP_TOK_TEXT_LIMIT);
 	s->t = t;
+	s->text_max = text_max;
 	s->md = pcre2_match_data_create(1, NULL);
 	s->mctx = pcre2_match_context_create(NULL);
 	s->jit = pcre2_jit_stack_create(32 << 10, JIT_STACK_BYTES, NULL);
 	ZP_ASSERT(s->md && s->mctx && s->jit);
 	pcre2_jit_stack_assign(s->mctx, NULL, s->jit);
+	/* a canonical decomposition is at most 3 code points per 2 bytes (U+01D5) */
+	s->nfc_cap = 2 * text_max + 4;
+	/* calloc'd: pages a short text never reaches cost no memory */
+	s->nfc = zp_xcalloc(s->nfc_cap + 1, sizeof *s->nfc);
+	s->sym = zp_xcalloc(text_max, sizeof *s->sym);
+	s->heap = zp_xcalloc(3 * text_max, sizeof *s->heap);
 	s->c_hash = zp_xcalloc(CACHE_SLOTS, sizeof *s->c_hash);
 	s->c_key = zp_xcalloc(CACHE_SLOTS, sizeof *s->c_key);
 	s->c_klen = zp_xcalloc(CACHE_SLOTS, sizeof *s->c_klen);
@@ -498,6 +511,16 @@ zp_tok_state *zp_tok_state_new(const zp_tok *t)
 	return s;
 }
 
+zp_tok_state *zp_tok_state_new(const zp_tok *t)
+{
+	return zp_tok_state_new_sized(t, ZP_TOK_TEXT_DEFAULT);
+}
+
+size_t zp_tok_state_text_max(const zp_tok_state *s)
+{
+	return s->text_max;
+}
+
 void zp_tok_state_free(zp_tok_state *s)
 {
 	if (!s)
@@ -505,6 +528,7 @@ void zp_tok_state_free(zp_tok_state *s)
 	pcre2_match_data_free(s->md);
 	pcre2_match_context_free(s->mctx);
 	pcre2_jit_stack_free(s->jit);
+	free(s->nfc);
 	free(s->sym);
 	free(s->heap);
 	free(s->c_hash);
@@ -553,24 +577,17 @@ static merge heap_pop(merge *h, int *n)
 	return top;
 }
 
-static void push_pair(const zp_tok *t, const sym *sy, merge *h, int *nh, int pos)
+static void push_pair(const zp_tok_state *s, int *nh, int pos)
 {
+	const zp_tok *t = s->t;
+	const sym *sy = s->sym;
 	int nx = sy[pos].next;
 	if (nx < 0)
 		return;
-	uint32_t s = pmap_slot(t, sy[pos].id, sy[nx].id);
-	if (t->pkey[s])
-		heap_push(h, nh, (merge){ t->prank[s], pos, t->pnew[s] });
-}
-
-static void reserve(zp_tok_state *s, size_t n)
-{
-	if (n <= s->cap)
-		return;
-	s->cap = n * 2;
-	s->sym = realloc(s->sym, s->cap * sizeof *s->sym);
-	s->heap = realloc(s->heap, s->cap * 2 * sizeof *s->heap);
-	ZP_ASSERT(s->sym && s->heap);
+	uint32_t slot = pmap_slot(t, sy[pos].id, sy[nx].id);
+	ZP_ASSERT((size_t)*nh < 3 * s->text_max);
+	if (t->pkey[slot])
+		heap_push(s->heap, nh, (merge){ t->prank[slot], pos, t->pnew[slot] });
 }
 
 /* ids of one piece into out (at most max written); returns how many. */
@@ -586,12 +603,12 @@ static int bpe(zp_tok_state *s, const char *p, int n, int32_t *out, int max)
 			return 1;
 		}
 	}
-	reserve(s, (size_t)n);
+	ZP_ASSERT(n >= 1 && (size_t)n <= s->text_max);
 	sym *sy = s->sym;
 	for (int i = 0; i < n; i++)
 		sy[i] = (sym){ t->byte_id[(uint8_t)p[i]], i - 1, i + 1 < n ? i + 1 : -1, 1 };
 	for (int i = 0; i + 1 < n; i++)
-		push_pair(t, sy, s->heap, &nh, i);
+		push_pair(s, &nh, i);
 	while (nh > 0) {
 		merge m = heap_pop(s->heap, &nh);
 		int nx = sy[m.pos].next;
@@ -607,8 +624,8 @@ static int bpe(zp_tok_state *s, const char *p, int n, int32_t *out, int max)
 		if (sy[nx].next >= 0)
 			sy[sy[nx].next].prev = m.pos;
 		if (sy[m.pos].prev >= 0)
-			push_pair(t, sy, s->heap, &nh, sy[m.pos].prev);
-		push_pair(t, sy, s->heap, &nh, m.pos);
+			push_pair(s, &nh, sy[m.pos].prev);
+		push_pair(s, &nh, m.pos);
 	}
 	for (int i = 0; i >= 0; i = sy[i].next) {
 		if (k < max)
@@ -692,6 +709,8 @@ static int encode_plain(zp_tok_state *s, const char *p, size_t n, int32_t *ids, 
 	return k;
 }
 
+/* The segment's ids after ids[0..k): the new count, or -1 when its NFC form
+   does not fit the state's buffers. */
 static int encode_segment(zp_tok_state *s, const char *p, size_t n, int32_t *ids, int max, int k)
 {
 	bool ascii = true;
@@ -699,13 +718,18 @@ static int encode_segment(zp_tok_state *s, const char *p, size_t n, int32_t *ids
 		ascii = !((uint8_t)p[i] & 0x80);
 	if (!s->t->nfc || ascii) /* ASCII text is already NFC */
 		return encode_plain(s, p, n, ids, max, k);
-	utf8proc_uint8_t *nfc = NULL;
-	utf8proc_ssize_t m = utf8proc_map((const uint8_t *)p, (utf8proc_ssize_t)n, &nfc,
-					  UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+	/* utf8proc_map's steps, into the state's buffer instead of a malloc */
+	const utf8proc_option_t opt = UTF8PROC_STABLE | UTF8PROC_COMPOSE;
+	utf8proc_ssize_t m = utf8proc_decompose((const uint8_t *)p, (utf8proc_ssize_t)n, s->nfc,
+						(utf8proc_ssize_t)s->nfc_cap, opt);
 	ZP_ASSERT(m >= 0); /* the caller passed valid UTF-8 */
-	k = encode_plain(s, (const char *)nfc, (size_t)m, ids, max, k);
-	free(nfc);
-	return k;
+	if ((size_t)m > s->nfc_cap)
+		return -1;
+	m = utf8proc_reencode(s->nfc, m, opt);
+	ZP_ASSERT(m >= 0);
+	if ((size_t)m > s->text_max)
+		return -1;
+	return encode_plain(s, (const char *)s->nfc, (size_t)m, ids, max, k);
 }
 
 /* The leftmost-longest added token starting at p[i], or -1. */
@@ -728,32 +752,36 @@ int zp_tok_encode(zp_tok_state *s, const char *text, size_t len, int32_t *ids, i
 	const zp_tok *t = s->t;
 	size_t seg = 0;
 	int k = 0;
-	for (size_t i = 0; i < len; i++) {
+	if (len > s->text_max)
+		return -1;
+	for (size_t i = 0; i < len && k >= 0; i++) {
 		size_t alen;
 		int a;
 		if (!t->add_first[(uint8_t)text[i]] || (a = added_at(t, text, len, i, &alen)) < 0)
 			continue;
-		if (i > seg)
-			k = encode_segment(s, text + seg, i - seg, ids, max, k);
+		if (i > seg && (k = encode_segment(s, text + seg, i - seg, ids, max, k)) < 0)
+			break;
 		if (k < max)
 			ids[k] = t->add[a].id;
 		k++;
 		seg = i + alen;
 		i = seg - 1;
 	}
-	if (len > seg)
+	if (len > seg && k >= 0)
 		k = encode_segment(s, text + seg, len - seg, ids, max, k);
 	return k;
 }
 
 /* ---- decode ---- */
 
-/* Length of the valid UTF-8 sequence at p[0..n), or 0 (the maximal invalid
-   prefix to replace is then *bad bytes), as Rust's from_utf8_lossy. */
-static size_t utf8_seq(const uint8_t *p, size_t n, size_t *bad)
+/* Length of the valid UTF-8 sequence at p[0..n); 0 when it is invalid (the
+   maximal invalid prefix to replace is then *bad bytes), as Rust's
+   from_utf8_lossy; -1 when p ends inside a sequence that is valid so far and
+   more bytes may follow (!final). */
+static int utf8_seq(const uint8_t *p, size_t n, bool final, size_t *bad)
 {
 	uint8_t c = p[0];
-	size_t need;
+	int need;
 	uint8_t lo = 0x80, hi = 0xbf;
 	if (c < 0x80)
 		return 1;
@@ -771,9 +799,10 @@ static size_t utf8_seq(const uint8_t *p, size_t n, size_t *bad)
 		*bad = 1;
 		return 0;
 	}
-	for (size_t i = 1; i < need; i++) {
-		uint8_t b = i < n ? p[i] : 0;
-		if (i >= n || b < (i == 1 ? lo : 0x80) || b > (i == 1 ? hi : 0xbf)) {
+	for (size_t i = 1; i < (size_t)need; i++) {
+		if (i >= n && !final)
+			return -1;
+		if (i >= n || p[i] < (i == 1 ? lo : 0x80) || p[i] > (i == 1 ? hi : 0xbf)) {
 			*bad = i;
 			return 0;
 		}
@@ -781,30 +810,57 @@ static size_t utf8_seq(const uint8_t *p, size_t n, size_t *bad)
 	return need;
 }
 
+/* The decoded text of the bytes p[0..n): valid sequences as they are, each
+   invalid prefix as U+FFFD. Returns how many bytes it took: all but an
+   unfinished sequence at the end, which waits for the next token's bytes
+   (unless final). */
+static size_t put_lossy(zp_buf *out, const uint8_t *p, size_t n, bool final)
+{
+	size_t i = 0, run = 0;
+	while (i < n) {
+		size_t bad = 0;
+		int ok = utf8_seq(p + i, n - i, final, &bad);
+		if (ok < 0)
+			break;
+		if (ok > 0) {
+			i += (size_t)ok;
+			continue;
+		}
+		zp_buf_put(out, p + run, i - run);
+		zp_buf_put(out, "\xef\xbf\xbd", 3);
+		i += bad;
+		run = i;
+	}
+	zp_buf_put(out, p + run, i - run);
+	return i;
+}
+
+/* Token by token, with the (at most 3) bytes of a sequence that spans tokens
+   carried in pend: no copy of the whole text. */
 int zp_tok_decode(const zp_tok *t, const int32_t *ids, int n, zp_buf *out)
 {
-	size_t total = 0, i = 0;
-	for (int k = 0; k < n; k++) {
+	uint8_t pend[4];
+	size_t np = 0;
+	for (int k = 0; k < n; k++)
 		if (ids[k] < 0 || ids[k] >= t->nvocab || !t->tok[ids[k]].len)
 			return -1;
-		total += t->tok[ids[k]].len;
-	}
-	uint8_t *raw = zp_xmalloc(total + 1);
 	for (int k = 0; k < n; k++) {
 		span sp = t->tok[ids[k]];
-		memcpy(raw + i, t->bytes + sp.off, sp.len);
-		i += sp.len;
-	}
-	for (i = 0; i < total;) {
-		size_t bad = 0, ok = utf8_seq(raw + i, total - i, &bad);
-		if (ok) {
-			zp_buf_put(out, raw + i, ok);
-			i += ok;
-		} else {
-			zp_buf_put(out, "\xef\xbf\xbd", 3);
-			i += bad;
+		const uint8_t *p = (const uint8_t *)t->bytes + sp.off;
+		size_t i = 0;
+		while (np && i < sp.len) { /* finish the carried sequence first */
+			pend[np++] = p[i++];
+			size_t used = put_lossy(out, pend, np, false);
+			memmove(pend, pend + used, np - used);
+			np -= used;
 		}
+		if (np)
+			continue;
+		i += put_lossy(out, p + i, sp.len - i, false);
+		np = sp.len - i;
+		ZP_ASSERT(np < sizeof pend);
+		memcpy(pend, p + i, np);
 	}
-	free(raw);
+	put_lossy(out, pend, np, true);
 	return 0;
 }

@@ -3,7 +3,8 @@
    pre-tokenizer (PCRE2 JIT, Unicode properties), byte-level mapping, merges by
    rank; and decode. It must give exactly what the `tokenizers` library gives.
    A zp_tok is loaded once and then read-only (any thread); each thread that
-   encodes owns one zp_tok_state (its scratch and its piece cache). */
+   encodes owns one zp_tok_state (its scratch and its piece cache), sized at
+   start-up: encode and decode allocate nothing. */
 #ifndef ZP_TOKENIZER_H
 #define ZP_TOKENIZER_H
 
@@ -28,12 +29,21 @@ int zp_tok_vocab_size(const zp_tok *t);
    as raw bytes, e.g. "yes" or " yes"), or -1. */
 int zp_tok_find(const zp_tok *t, const char *s, size_t len);
 
-zp_tok_state *zp_tok_state_new(const zp_tok *t);
+#define ZP_TOK_TEXT_DEFAULT (1u << 20)	/* bytes of text zp_tok_state_new takes */
+#define ZP_TOK_TEXT_LIMIT (1u << 30)	/* the most a state may be sized for */
+
+/* A state for texts of at most text_max bytes (their NFC form too). Its
+   buffers take about 60 bytes per byte of text_max, calloc'd: only what the
+   longest text so far touched is resident. */
+zp_tok_state *zp_tok_state_new_sized(const zp_tok *t, size_t text_max);
+zp_tok_state *zp_tok_state_new(const zp_tok *t); /* text_max ZP_TOK_TEXT_DEFAULT */
 void zp_tok_state_free(zp_tok_state *s);
+size_t zp_tok_state_text_max(const zp_tok_state *s);
 
 /* Encode text[0..len) (valid UTF-8, no NUL: the caller checks). Writes at most
    max ids and returns how many the text has (more than max: only max were
-   written, as snprintf). */
+   written, as snprintf); -1 when the text or its NFC form is longer than the
+   state's text_max (nothing useful written). */
 int zp_tok_encode(zp_tok_state *s, const char *text, size_t len, int32_t *ids, int max);
 
 /* Append the text of ids to out (invalid UTF-8 from partial tokens becomes

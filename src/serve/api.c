@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "req_json.h"
 #include "util.h"
 
 typedef struct {
