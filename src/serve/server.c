@@ -38,10 +38,12 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "api_info.h"
 #include "engine.h"
 #include "http.h"
 #include "metrics.h"
 #include "model.h"
+#include "router.h"
 #include "scheduler.h"
 #include "serve.h"
 #include "tokenizer.h"
@@ -74,7 +76,7 @@ typedef struct {
 	zp_buf out;		/* response bytes; out_off of them sent */
 	size_t out_off;
 	zp_http_req req;	/* the current request's head */
-	enum zp_api_ep ep;
+	enum zp_route ep;
 	zp_job *job;		/* ENGINE */
 	double t_phase;		/* start of the phase a timeout applies to */
 	double t_req;		/* current request's arrival */
@@ -240,12 +242,12 @@ static void respond(server *s, conn *c, int status, const char *ctype, const cha
 	if (!keep)
 		c->close_after = true;
 	zp_http_respond(&c->out, status, ctype, body, len, keep, retry_after,
-			status == 405 ? zp_api_allow(c->req.path) : NULL);
+			status == ZP_HTTP_ERR_METHOD ? zp_route_allow(c->req.path) : NULL);
 	zp_metrics_status(&s->met, c->ep, status);
-	if (c->t_req > 0 && status == 200 && zp_api_needs_model(c->ep))
+	if (c->t_req > 0 && status == 200 && zp_route_needs_model(c->ep))
 		zp_metrics_hist(&s->met.lat_total_s, s->now - c->t_req);
 	zp_log(ZP_LOG_DEBUG, "msg=request conn=%u uid=%d pid=%d endpoint=%s status=%d ms=%.2f",
-	       slot_of(s, c), (int)c->uid, (int)c->pid, zp_api_ep_name(c->ep), status,
+	       slot_of(s, c), (int)c->uid, (int)c->pid, zp_route_name(c->ep), status,
 	       c->t_req > 0 ? (s->now - c->t_req) * 1e3 : 0.0);
 	c->state = CONN_SEND;
 	c->t_phase = s->now;
@@ -264,19 +266,28 @@ static void respond_error(server *s, conn *c, int status, int retry_after, const
 	respond_json(s, c, status, retry_after);
 }
 
-static void answer_health(server *s, conn *c)
+/* What /health and /metrics report, as of now. */
+static void fill_view(server *s, zp_api_view *v)
 {
-	s->body.len = 0;
-	if (s->ready) {
-		zp_buf_puts(&s->body, "{\"status\":\"ok\"}");
-		respond_json(s, c, 200, 0);
-		return;
-	}
-	int done = atomic_load(&s->progress.layers_done), all = atomic_load(&s->progress.layers);
-	zp_buf_printf(&s->body, "{\"status\":\"loading\",\"layers_loaded\":%d,\"layers\":%d,"
-		      "\"progress\":%.3f}", done, all ? all : s->mcfg.layers,
-		      all ? (double)done / all : 0.0);
-	respond_json(s, c, 503, 1);
+	int busy = 0;
+	for (int i = 0; i < s->live; i++)
+		busy += s->eng.exec[i].busy;
+	*v = (zp_api_view){ .ready = s->ready, .layers_done = atomic_load(&s->progress.layers_done),
+			    .layers = atomic_load(&s->progress.layers), .model_layers = s->mcfg.layers,
+			    .met = &s->met, .sched = &s->sched, .executors = s->live,
+			    .executors_busy = busy, .lstats = s->lstats, .now = s->now };
+}
+
+/* An answer that runs no forward pass: build it and send it. */
+static void answer_now(server *s, conn *c, const char *body, size_t len)
+{
+	zp_api_view v;
+	zp_job scratch = { 0 };
+	zp_api_reply r = { .body = &s->body };
+	fill_view(s, &v);
+	int status = zp_api_build(&s->api, c->ep, &v, body, len, &scratch, &r);
+	ZP_ASSERT(status > 0);
+	respond(s, c, status, r.content_type, s->body.p, s->body.len, r.retry_after_s);
 }
 
 static zp_job *job_take(server *s)
@@ -296,28 +307,16 @@ static void handle_request(server *s, conn *c)
 	const char *body = c->in + c->req.head_bytes;
 	size_t len = c->req.content_length;
 
-	c->ep = zp_api_route(c->req.path, c->req.method, &status);
-	if (c->ep == ZP_EP_OTHER)
-		return respond_error(s, c, status, 0, status == 404 ? "no endpoint %s" :
-				     "method not allowed on %s", c->req.path);
-	if (c->metrics_only && c->ep != ZP_EP_METRICS)
-		return respond_error(s, c, 404, 0, "%s", "this listener serves GET /metrics only");
-	if (c->ep == ZP_EP_HEALTH)
-		return answer_health(s, c);
-	if (c->ep == ZP_EP_METRICS) {
-		int busy = 0;
-		for (int i = 0; i < s->live; i++)
-			busy += s->eng.exec[i].busy;
-		zp_metrics_render(&s->met, &s->sched, busy, s->live, &s->body, s->now);
-		zp_metrics_layers(&s->body, s->lstats, s->live, s->mcfg.layers);
-		return respond(s, c, 200, "text/plain; version=0.0.4", s->body.p, s->body.len, 0);
-	}
-	if (!zp_api_needs_model(c->ep)) {
-		zp_job scratch = { 0 };
-		status = zp_api_build(&s->api, c->ep, body, len, &scratch, &s->body);
-		ZP_ASSERT(status > 0);
-		return respond_json(s, c, status, 0);
-	}
+	const zp_route_entry *r = zp_route_find(c->req.method, c->req.path, &status);
+	c->ep = r ? r->id : ZP_ROUTE_OTHER;
+	if (!r)
+		return respond_error(s, c, status, 0, status == ZP_HTTP_ERR_NOT_FOUND ?
+				     "no endpoint %s" : "method not allowed on %s", c->req.path);
+	if (c->metrics_only && !(r->flags & ZP_ROUTE_SCRAPE))
+		return respond_error(s, c, ZP_HTTP_ERR_NOT_FOUND, 0, "%s",
+				     "this listener serves GET /metrics only");
+	if (!(r->flags & ZP_ROUTE_NEEDS_MODEL))
+		return answer_now(s, c, body, len);
 	if (s->stopping)
 		return respond_error(s, c, 503, 1, "%s", "server is shutting down");
 	if (!s->ready)
@@ -327,7 +326,8 @@ static void handle_request(server *s, conn *c)
 		s->met.overloaded++;
 		return respond_error(s, c, 503, 1, "%s", "queue is full (requests); retry later");
 	}
-	status = zp_api_build(&s->api, c->ep, body, len, j, &s->body);
+	zp_api_reply reply = { .body = &s->body };
+	status = zp_api_build(&s->api, c->ep, NULL, body, len, j, &reply);
 	if (status > 0) {
 		job_put_back(s, j);
 		return respond_json(s, c, status, 0);
@@ -364,7 +364,7 @@ static void conn_process(server *s, conn *c)
 			}
 			return;
 		}
-		c->ep = ZP_EP_OTHER;
+		c->ep = ZP_ROUTE_OTHER;
 		c->t_req = 0;
 		if (n < 0) {
 			c->close_after = true;
