@@ -1,11 +1,13 @@
-/* serve.h -- `zprefill serve`: its configuration (an ini file through inih,
-   then command-line flags) and the entry point that runs the server until
-   SIGTERM/SIGINT. The reactor, loader and executors live in server.c. */
+/* serve.h -- `zprefill serve`: its configuration (serve_config.c: one key
+   table for the ini file, read through inih, and the command-line flags) and
+   the entry point that runs the server until SIGTERM/SIGINT (server.c).
+   Start-up, one thread. */
 #ifndef ZP_SERVE_H
 #define ZP_SERVE_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #include "api.h"
@@ -51,6 +53,11 @@ int zp_serve_cfg_load(zp_serve_cfg *c, const char *path, zp_err *e);
 /* One key=value by section, as the file would give it (flags use this too). */
 int zp_serve_cfg_set(zp_serve_cfg *c, const char *section, const char *key, const char *value,
 		     zp_err *e);
+/* `zprefill serve` arguments (argv[2] on): the --config file first, then
+   every flag over it. 0, or -1 with the usage on stderr. */
+int zp_serve_cfg_args(zp_serve_cfg *c, int argc, char **argv, zp_err *e);
+/* The flags, each with its key, help and default (from the key table). */
+void zp_serve_cfg_usage(FILE *f);
 void zp_serve_cfg_free(zp_serve_cfg *c);
 
 /* `zprefill serve ...`: the process exit code. */

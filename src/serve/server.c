@@ -21,7 +21,6 @@
      CLOSING -> FREE     no io_uring operation of it is left in flight */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <getopt.h>
 #include <grp.h>
 #include <liburing.h>
 #include <pthread.h>
@@ -938,63 +937,6 @@ static void teardown(server *s)
 		close(s->mfd);
 }
 
-/* ---- command line ---- */
-
-static void usage(void)
-{
-	fprintf(stderr,
-		"usage: zprefill serve --model DIR [--socket PATH] [--config FILE]\n"
-		"         [--dtype bf16|fp32] [--executors N] [--threads N] [--max-tokens N]\n"
-		"         [--max-batch-tokens N] [--batch-wait-ms N] [--queue-requests N]\n"
-		"         [--queue-tokens N] [--max-connections N] [--log-level L]\n"
-		"         [--parallel asyncep|dpep|replicate] [--transport cpu] [--offload K]\n"
-		"         [--metrics-port P]\n"
-		"       every key of conf/zprefill.ini can be set there; flags override it\n");
-}
-
-static int parse_args(int argc, char **argv, zp_serve_cfg *c, zp_err *e)
-{
-	static const struct option lo[] = {
-		{ "model", 1, 0, 0 },	     { "socket", 1, 0, 0 },	     { "config", 1, 0, 0 },
-		{ "dtype", 1, 0, 0 },	     { "executors", 1, 0, 0 },	     { "threads", 1, 0, 0 },
-		{ "max-tokens", 1, 0, 0 },   { "max-batch-tokens", 1, 0, 0 }, { "batch-wait-ms", 1, 0, 0 },
-		{ "queue-requests", 1, 0, 0 }, { "queue-tokens", 1, 0, 0 },
-		{ "max-connections", 1, 0, 0 }, { "log-level", 1, 0, 0 },	{ "parallel", 1, 0, 0 },
-		{ "transport", 1, 0, 0 },	{ "offload", 1, 0, 0 },	{ "metrics-port", 1, 0, 0 },
-		{ 0, 0, 0, 0 }
-	};
-	static const char *map[][2] = {
-		{ "engine", "model" },	       { "server", "socket" },	       { NULL, NULL },
-		{ "engine", "dtype" },	       { "engine", "executors" },	       { "engine", "threads_per_executor" },
-		{ "engine", "max_tokens" },      { "engine", "max_batch_tokens" }, { "engine", "batch_wait_ms" },
-		{ "engine", "queue_requests_max" }, { "engine", "queue_tokens_max" },
-		{ "server", "max_connections" }, { "log", "level" },	    { "engine", "parallel" },
-		{ "engine", "transport" },	    { "engine", "offload_window" },
-		{ "server", "metrics_port" },
-	};
-	const char *config = NULL;
-	int idx, ch;
-	for (int i = 2; i + 1 < argc; i++) /* the file first, so flags override it */
-		if (!strcmp(argv[i], "--config"))
-			config = argv[i + 1];
-	if (zp_serve_cfg_load(c, config, e))
-		return -1;
-	optind = 2;
-	while ((ch = getopt_long(argc, argv, "", lo, &idx)) != -1) {
-		if (ch != 0) {
-			usage();
-			return zp_errf(e, "bad arguments");
-		}
-		if (map[idx][0] && zp_serve_cfg_set(c, map[idx][0], map[idx][1], optarg, e))
-			return -1;
-	}
-	if (optind != argc) {
-		usage();
-		return zp_errf(e, "unexpected argument %s", argv[optind]);
-	}
-	return 0;
-}
-
 int zp_serve_main(int argc, char **argv)
 {
 	static server srv; /* big; one per process */
@@ -1009,7 +951,7 @@ int zp_serve_main(int argc, char **argv)
 	sigaddset(&set, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	if (parse_args(argc, argv, &s->cfg, &e)) {
+	if (zp_serve_cfg_args(&s->cfg, argc, argv, &e)) {
 		zp_log(ZP_LOG_ERROR, "msg=\"cannot start\" error=\"%s\"", e.msg);
 		zp_serve_cfg_free(&s->cfg);
 		return 2;
