@@ -16,6 +16,7 @@ void zp_conns_init(zp_conns *cs, int n)
 {
 	cs->slot = zp_xcalloc((size_t)n, sizeof *cs->slot);
 	cs->n = n;
+	cs->fault_peercred = getenv("ZP_FAULT_PEERCRED") != NULL;
 	for (int i = 0; i < n; i++)
 		zp_buf_init(&cs->slot[i].out, ZP_CONN_OUT_BYTES);
 }
@@ -159,12 +160,18 @@ static void process(zp_conns *cs, conn *c)
 }
 
 /* The peer's uid and pid, from the Unix socket (SO_PEERCRED). -1 when the
-   kernel will not say: the connection must not pass an allow-list then. */
-static int peer_cred(int fd, struct ucred *cr)
+   kernel does not give them whole: the connection must not pass an
+   allow-list then (cr would still say uid 0). */
+static int peer_cred(const zp_conns *cs, int fd, struct ucred *cr)
 {
-	socklen_t cl = sizeof *cr;
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cr, &cl) || cl != sizeof *cr)
+	/* tests: ZP_FAULT_PEERCRED asks for a short answer, which is refused */
+	socklen_t want = cs->fault_peercred ? sizeof *cr - 1 : sizeof *cr, cl = want;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cr, &cl))
 		return -1;
+	if (cl != sizeof *cr) {
+		errno = EPROTO;
+		return -1;
+	}
 	return 0;
 }
 
@@ -196,7 +203,7 @@ void zp_conn_accept(zp_conns *cs, const zp_reactor_event *ev, int which)
 	int fd = ev->res;
 	/* the metrics listener is loopback TCP and read-only: no credentials there */
 	struct ucred cr = { .pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1 };
-	if (which == 0 && peer_cred(fd, &cr)) {
+	if (which == 0 && peer_cred(cs, fd, &cr)) {
 		zp_log(ZP_LOG_ERROR, "msg=\"SO_PEERCRED failed: closing\" error=\"%s\"",
 		       strerror(errno));
 		close(fd);

@@ -72,6 +72,9 @@ typedef struct {
 	void (*on_request)(void *srv, conn *c);
 	/* c is closing while c->job is admitted: the server takes the job back. */
 	void (*on_gone)(void *srv, conn *c);
+	/* tests: the environment variable ZP_FAULT_PEERCRED (any value) makes
+	   every SO_PEERCRED answer short, as a kernel failing it would */
+	bool fault_peercred;
 } zp_conns;
 
 void zp_conns_init(zp_conns *cs, int n);
