@@ -14,13 +14,10 @@
 #include "endpoints.h"
 #include "util.h"
 
-int zp_api_error(zp_buf *out, int status, const char *param, const char *fmt, ...)
+static void error_v(zp_buf *out, int status, const char *param, const char *fmt, va_list ap)
 {
 	char msg[512];
-	va_list ap;
-	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
-	va_end(ap);
 	out->len = 0;
 	zp_buf_puts(out, "{\"error\":{\"message\":");
 	zp_buf_json_str(out, msg);
@@ -30,7 +27,24 @@ int zp_api_error(zp_buf *out, int status, const char *param, const char *fmt, ..
 	else
 		zp_buf_puts(out, "null");
 	zp_buf_printf(out, ",\"code\":%d}}", status);
+}
+
+int zp_api_error(zp_buf *out, int status, const char *param, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	error_v(out, status, param, fmt, ap);
+	va_end(ap);
 	return status;
+}
+
+int zp_api_bad(zp_api_call *c, const char *param, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	error_v(c->out, ZP_HTTP_ERR_BAD_REQUEST, param, fmt, ap);
+	va_end(ap);
+	return ZP_HTTP_ERR_BAD_REQUEST;
 }
 
 void zp_api_init(zp_api *a, const zp_tok *tok, const zp_req_limits *lim, const char *model_name,
@@ -73,13 +87,13 @@ int zp_api_build(zp_api *a, enum zp_route ep, const zp_api_view *view, const cha
 	if (!(r->flags & ZP_ROUTE_JSON))
 		return r->build(&c);
 	if (zp_json_check_utf8(body, len))
-		return zp_api_error(c.out, 400, NULL, "body is not valid UTF-8 (or holds a NUL byte)");
+		return zp_api_bad(&c, NULL, "body is not valid UTF-8 (or holds a NUL byte)");
 	cJSON *root = zp_json_parse(body, len);
 	if (!root)
-		return zp_api_error(c.out, 400, NULL, "body is not valid JSON (one value, no \\u0000)");
+		return zp_api_bad(&c, NULL, "body is not valid JSON (one value, no \\u0000)");
 	if (!cJSON_IsObject(root)) {
 		cJSON_Delete(root);
-		return zp_api_error(c.out, 400, NULL, "body must be a JSON object");
+		return zp_api_bad(&c, NULL, "body must be a JSON object");
 	}
 	c.root = root;
 	int rc = r->build(&c);
@@ -130,11 +144,11 @@ int zp_api_check_fields(zp_api_call *c, const char *const *known)
 		while (known[k] && strcmp(known[k], it->string))
 			k++;
 		if (!known[k])
-			return zp_api_error(c->out, 400, it->string, "unknown field \"%.64s\"", it->string);
+			return zp_api_bad(c, it->string, "unknown field \"%.64s\"", it->string);
 	}
 	const cJSON *m = zp_api_field(c->root, "model");
 	if (m && (!cJSON_IsString(m) || strcmp(m->valuestring, c->a->model_name)))
-		return zp_api_error(c->out, 404, "model", "model must be \"%s\" (the one this server "
+		return zp_api_error(c->out, ZP_HTTP_ERR_NOT_FOUND, "model", "model must be \"%s\" (the one this server "
 				    "serves)", c->a->model_name);
 	return 0;
 }
@@ -143,7 +157,7 @@ int zp_api_get_bool(zp_api_call *c, const char *k, bool *v)
 {
 	const cJSON *b = zp_api_field(c->root, k);
 	if (b && !cJSON_IsBool(b))
-		return zp_api_error(c->out, 400, k, "%s must be true or false", k);
+		return zp_api_bad(c, k, "%s must be true or false", k);
 	*v = b && cJSON_IsTrue(b);
 	return 0;
 }
@@ -153,10 +167,10 @@ int zp_api_get_ids(zp_api_call *c, const cJSON *v, const char *param, int32_t *i
 {
 	zp_req_error err;
 	if (!cJSON_IsArray(v))
-		return zp_api_error(c->out, 400, param, "%s must be text or an array of token ids",
-				    param);
+		return zp_api_bad(c, param, "%s must be text or an array of token ids",
+				  param);
 	if (cJSON_GetArraySize(v) == 0)
-		return zp_api_error(c->out, 400, param, "%s is empty", param);
+		return zp_api_bad(c, param, "%s is empty", param);
 	if (zp_req_ids(v, param, c->a->lim.vocab, c->a->lim.max_tokens, ids, n, &err))
 		return zp_api_error(c->out, err.code, err.param, "%s", err.message);
 	return 0;
@@ -175,7 +189,7 @@ int zp_api_text_tokens(zp_api_call *c, const char *text, const char *param, int3
 int zp_api_get_tokens(zp_api_call *c, const cJSON *v, const char *param, int32_t *ids, int *n)
 {
 	if (!v)
-		return zp_api_error(c->out, 400, param, "%s is required", param);
+		return zp_api_bad(c, param, "%s is required", param);
 	if (!cJSON_IsString(v))
 		return zp_api_get_ids(c, v, param, ids, n);
 	return zp_api_text_tokens(c, v->valuestring, param, ids, n);
@@ -185,17 +199,17 @@ int zp_api_get_tokens(zp_api_call *c, const cJSON *v, const char *param, int32_t
 int zp_api_get_list(zp_api_call *c, const cJSON *v, const char *param, bool ids_ok, int *n)
 {
 	if (!v)
-		return zp_api_error(c->out, 400, param, "%s is required", param);
+		return zp_api_bad(c, param, "%s is required", param);
 	if (cJSON_IsString(v)) {
 		*n = 1;
 		return 0;
 	}
 	if (!cJSON_IsArray(v))
-		return zp_api_error(c->out, 400, param, "%s must be text or a list", param);
+		return zp_api_bad(c, param, "%s must be text or a list", param);
 	*n = cJSON_GetArraySize(v);
 	if (*n == 0 || *n > ZP_API_ITEMS_MAX)
-		return zp_api_error(c->out, 400, param, "%s must hold 1 to %d entries", param,
-				    ZP_API_ITEMS_MAX);
+		return zp_api_bad(c, param, "%s must hold 1 to %d entries", param,
+				  ZP_API_ITEMS_MAX);
 	if (ids_ok && cJSON_IsNumber(v->child))
 		*n = 1; /* one sequence of token ids */
 	return 0;
@@ -236,8 +250,8 @@ void zp_api_alloc_seqs(zp_api_call *c, int n)
 int zp_api_add_seq(zp_api_call *c, const int32_t *ids, int n, const char *param)
 {
 	if (n > c->a->lim.max_tokens)
-		return zp_api_error(c->out, 400, param, "a sequence built from %s is %d tokens (max "
-				    "%d)", param, n, c->a->lim.max_tokens);
+		return zp_api_bad(c, param, "a sequence built from %s is %d tokens (max "
+				  "%d)", param, n, c->a->lim.max_tokens);
 	seq_init(&c->job->seq[c->job->nseq++], ids, n);
 	c->job->tokens += n;
 	return 0;

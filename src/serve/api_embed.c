@@ -26,15 +26,15 @@ static int build_embed(zp_api_call *c, bool pooling)
 		return rc;
 	if (pl && (!cJSON_IsString(pl) || (strcmp(pl->valuestring, "last") &&
 					   strcmp(pl->valuestring, "mean"))))
-		return zp_api_error(c->out, 400, "pooling", "pooling must be \"last\" or \"mean\"");
+		return zp_api_bad(c, "pooling", "pooling must be \"last\" or \"mean\"");
 	c->job->pooling_ep = pooling;
 	if (fmt && (!cJSON_IsString(fmt) || (strcmp(fmt->valuestring, "float") &&
 					     strcmp(fmt->valuestring, "base64"))))
-		return zp_api_error(c->out, 400, "encoding_format", "encoding_format must be \"float\" "
-				    "or \"base64\"");
+		return zp_api_bad(c, "encoding_format", "encoding_format must be \"float\" "
+				  "or \"base64\"");
 	c->job->base64 = fmt && strcmp(fmt->valuestring, "base64") == 0;
 	if (zp_api_field(c->root, "user") && !cJSON_IsString(zp_api_field(c->root, "user")))
-		return zp_api_error(c->out, 400, "user", "user must be a string");
+		return zp_api_bad(c, "user", "user must be a string");
 	zp_api_alloc_seqs(c, nin);
 	c->job->nout = nin;
 	for (int i = 0; i < nin; i++) {

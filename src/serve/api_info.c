@@ -31,7 +31,7 @@ int zp_api_health_build(zp_api_call *c)
 		      "\"progress\":%.3f}", v->layers_done, v->layers ? v->layers : v->model_layers,
 		      v->layers ? (double)v->layers_done / v->layers : 0.0);
 	c->reply->retry_after_s = 1;
-	return 503;
+	return ZP_HTTP_ERR_UNAVAILABLE;
 }
 
 int zp_api_metrics_build(zp_api_call *c)

@@ -19,15 +19,15 @@ int zp_api_rerank_build(zp_api_call *c)
 	if ((rc = zp_api_check_fields(c, known)))
 		return rc;
 	if (!c->a->ts || c->a->yes_id < 0 || c->a->no_id < 0)
-		return zp_api_error(c->out, 400, NULL, "rerank needs a tokenizer.json in which the "
-				    "configured yes/no labels are single tokens");
+		return zp_api_bad(c, NULL, "rerank needs a tokenizer.json in which the "
+				  "configured yes/no labels are single tokens");
 	if (!cJSON_IsString(q))
-		return zp_api_error(c->out, 400, "query", "query must be a string");
+		return zp_api_bad(c, "query", "query must be a string");
 	if (ins && !cJSON_IsString(ins))
-		return zp_api_error(c->out, 400, "instruction", "instruction must be a string");
+		return zp_api_bad(c, "instruction", "instruction must be a string");
 	if (!cJSON_IsArray(docs) || (nd = cJSON_GetArraySize(docs)) < 1 || nd > ZP_API_ITEMS_MAX)
-		return zp_api_error(c->out, 400, "documents", "documents must be 1 to %d documents",
-				    ZP_API_ITEMS_MAX);
+		return zp_api_bad(c, "documents", "documents must be 1 to %d documents",
+				  ZP_API_ITEMS_MAX);
 	bool ret_docs = false;
 	if ((rc = zp_api_get_bool(c, "return_documents", &ret_docs)))
 		return rc;
@@ -35,7 +35,7 @@ int zp_api_rerank_build(zp_api_call *c)
 	if (tn) {
 		if (!cJSON_IsNumber(tn) || tn->valuedouble != floor(tn->valuedouble) ||
 		    tn->valuedouble < 1)
-			return zp_api_error(c->out, 400, "top_n", "top_n must be a positive integer");
+			return zp_api_bad(c, "top_n", "top_n must be a positive integer");
 		c->job->top_n = tn->valuedouble < nd ? (int)tn->valuedouble : nd;
 	}
 	zp_api_alloc_seqs(c, nd);
@@ -53,8 +53,8 @@ int zp_api_rerank_build(zp_api_call *c)
 		    cJSON_IsString(dt = cJSON_GetObjectItemCaseSensitive(d, "text")))
 			d = dt; /* {"text": ...}, as Cohere and Jina accept */
 		if (!cJSON_IsString(d)) {
-			rc = zp_api_error(c->out, 400, "documents", "documents[%d] must be a string or "
-					  "{\"text\": string}", i);
+			rc = zp_api_bad(c, "documents", "documents[%d] must be a string or "
+					"{\"text\": string}", i);
 			break;
 		}
 		if (ret_docs)

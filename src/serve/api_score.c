@@ -24,15 +24,15 @@ int zp_api_score_build(zp_api_call *c)
 	const cJSON *labels = zp_api_field(c->root, "label_token_ids");
 	if (!labels || !cJSON_IsArray(labels) || cJSON_GetArraySize(labels) == 0 ||
 	    cJSON_GetArraySize(labels) > ZP_API_ITEMS_MAX)
-		return zp_api_error(c->out, 400, "label_token_ids", "label_token_ids must be 1 to %d "
-				    "token ids", ZP_API_ITEMS_MAX);
+		return zp_api_bad(c, "label_token_ids", "label_token_ids must be 1 to %d "
+				  "token ids", ZP_API_ITEMS_MAX);
 	int32_t lab[ZP_API_ITEMS_MAX];
 	if ((rc = zp_api_get_ids(c, labels, "label_token_ids", lab, &nl)))
 		return rc;
 	if (!q || !items || !cJSON_IsArray(items) || cJSON_GetArraySize(items) == 0 ||
 	    cJSON_GetArraySize(items) > ZP_API_ITEMS_MAX)
-		return zp_api_error(c->out, 400, q ? "items" : "query", "query and items (1 to %d) "
-				    "are required", ZP_API_ITEMS_MAX);
+		return zp_api_bad(c, q ? "items" : "query", "query and items (1 to %d) "
+				  "are required", ZP_API_ITEMS_MAX);
 	ni = cJSON_GetArraySize(items);
 	bool text = cJSON_IsString(q);
 	if (!text && (rc = zp_api_get_ids(c, q, "query", ids, &nq)))
@@ -44,8 +44,8 @@ int zp_api_score_build(zp_api_call *c)
 		const cJSON *it = cJSON_GetArrayItem(items, i);
 		int n, ntmp;
 		if (text != cJSON_IsString(it))
-			return zp_api_error(c->out, 400, "items", "items[%d]: query and items must be all "
-					    "text or all token ids", i);
+			return zp_api_bad(c, "items", "items[%d]: query and items must be all "
+					  "text or all token ids", i);
 		if (text) {
 			size_t lq = strlen(q->valuestring), li = strlen(it->valuestring);
 			char *s = zp_xmalloc(lq + li + 1);
@@ -60,8 +60,8 @@ int zp_api_score_build(zp_api_call *c)
 			if ((rc = zp_api_get_ids(c, it, "items", tmp + nq, &ntmp)))
 				return rc;
 			if (nq + ntmp > c->a->lim.max_tokens)
-				return zp_api_error(c->out, 400, "items", "query + items[%d] is %d tokens "
-						    "(max %d)", i, nq + ntmp, c->a->lim.max_tokens);
+				return zp_api_bad(c, "items", "query + items[%d] is %d tokens "
+						  "(max %d)", i, nq + ntmp, c->a->lim.max_tokens);
 			if (item_first) {
 				memmove(tmp, tmp + nq, (size_t)ntmp * sizeof *tmp);
 				memcpy(tmp + ntmp, ids, (size_t)nq * sizeof *ids);
@@ -89,11 +89,11 @@ int zp_api_classify_build(zp_api_call *c)
 	if ((rc = zp_api_check_fields(c, known)) || (rc = zp_api_get_list(c, in, "input", false, &nin)))
 		return rc;
 	if (!c->a->ts)
-		return zp_api_error(c->out, 400, "labels", "classify needs a tokenizer.json in the "
-				    "model directory");
+		return zp_api_bad(c, "labels", "classify needs a tokenizer.json in the "
+				  "model directory");
 	if (!cJSON_IsArray(labels) || (nl = cJSON_GetArraySize(labels)) < 1 || nl > ZP_API_ITEMS_MAX)
-		return zp_api_error(c->out, 400, "labels", "labels must be 1 to %d strings",
-				    ZP_API_ITEMS_MAX);
+		return zp_api_bad(c, "labels", "labels must be 1 to %d strings",
+				  ZP_API_ITEMS_MAX);
 	int32_t *lab = zp_xmalloc((size_t)nl * ZP_API_LABEL_TOKENS_MAX * sizeof *lab);
 	int *nlab = zp_xmalloc((size_t)nl * sizeof *nlab);
 	c->job->labels = zp_xcalloc((size_t)nl, sizeof *c->job->labels);
@@ -103,13 +103,13 @@ int zp_api_classify_build(zp_api_call *c)
 	for (int j = 0; j < nl && !rc; j++) {
 		const cJSON *l = cJSON_GetArrayItem(labels, j);
 		if (!cJSON_IsString(l))
-			rc = zp_api_error(c->out, 400, "labels", "labels[%d] must be a string", j);
+			rc = zp_api_bad(c, "labels", "labels[%d] must be a string", j);
 		else if ((nlab[j] = zp_tok_encode(c->a->ts, l->valuestring, strlen(l->valuestring),
 						  lab + j * ZP_API_LABEL_TOKENS_MAX,
 						  ZP_API_LABEL_TOKENS_MAX)) < 1 ||
 			 nlab[j] > ZP_API_LABEL_TOKENS_MAX)
-			rc = zp_api_error(c->out, 400, "labels", "labels[%d] must be 1 to %d tokens", j,
-					   ZP_API_LABEL_TOKENS_MAX);
+			rc = zp_api_bad(c, "labels", "labels[%d] must be 1 to %d tokens", j,
+					ZP_API_LABEL_TOKENS_MAX);
 		else
 			c->job->labels[j] = strdup(l->valuestring);
 		if (!rc && nlab[j] > 1)

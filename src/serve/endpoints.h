@@ -23,6 +23,10 @@ struct zp_api_call {
 	int32_t *ids, *tmp;		/* scratch: ids[max_tokens], tmp[2 max_tokens] */
 };
 
+/* The error body of an invalid request (400) naming param; returns 400. */
+int zp_api_bad(zp_api_call *c, const char *param, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
 /* ---- JSON field readers (api.c) ---- */
 const cJSON *zp_api_field(const cJSON *o, const char *k);	/* NULL when absent or null */
 /* Unknown fields are refused (400); a "model" field must name the served model (404). */

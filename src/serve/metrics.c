@@ -1,4 +1,6 @@
-/* metrics.c -- see metrics.h. */
+/* metrics.c -- see metrics.h. Plain counters, no atomics: the reactor
+   thread alone writes and reads them (executors' figures arrive in the
+   batches it reaps). Histogram buckets are fixed at start. */
 #include "metrics.h"
 
 #include <string.h>
