@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 /* user_data: op (8 bits) | slot (24 bits) | generation (32 bits) */
 #define UD(op, slot, gen) ((uint64_t)(gen) << 32 | (uint64_t)(slot) << 8 | (uint64_t)(op))
@@ -31,7 +32,9 @@ int zp_reactor_init(zp_reactor *r, zp_err *e)
 	if (rc)
 		return zp_errf(e, "io_uring: %s", strerror(-rc));
 	r->ring_up = true;
-	if (posix_memalign((void **)&r->br, 4096, ZP_REACTOR_BUFS * sizeof(struct io_uring_buf)))
+	/* the kernel maps the buffer ring: page-aligned */
+	if (posix_memalign((void **)&r->br, (size_t)sysconf(_SC_PAGESIZE),
+			   ZP_REACTOR_BUFS * sizeof(struct io_uring_buf)))
 		return zp_errf(e, "out of memory");
 	struct io_uring_buf_reg reg = { .ring_addr = (unsigned long)r->br,
 					.ring_entries = ZP_REACTOR_BUFS, .bgid = 0 };

@@ -16,6 +16,7 @@
 #include "util.h"
 
 #define ZP_ALLOW_UIDS_MAX 64
+#define ZP_SERVE_MAX_TOKENS_DEFAULT 8192	/* max_tokens 0: min(the model's, this) */
 
 typedef struct {
 	/* [server] */
@@ -36,7 +37,7 @@ typedef struct {
 	enum zp_parallel parallel;	/* how experts are placed across executors */
 	char *transport;		/* asyncep gathers: cpu (nccl, p2p: CUDA builds) */
 	int offload_window;		/* asyncep offload mode: slots per executor (0: off) */
-	int max_tokens;			/* per sequence; 0: min(max_position_embeddings, 8192) */
+	int max_tokens;			/* per sequence; 0: see ZP_SERVE_MAX_TOKENS_DEFAULT */
 	int max_batch_tokens;
 	int batch_wait_ms;
 	int queue_requests_max;

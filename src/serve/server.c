@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <grp.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -481,14 +482,14 @@ static int open_metrics(server *s, zp_err *e)
    while the weights load. */
 static int setup(server *s, zp_err *e)
 {
-	char tokpath[4096];
+	char tokpath[PATH_MAX];
 	zp_serve_cfg *c = &s->cfg;
 	if (!c->model)
 		return zp_errf(e, "no model: give --model DIR or [engine] model");
 	if (zp_config_load(&s->mcfg, c->model, e))
 		return -1;
 	if (!c->max_tokens)
-		c->max_tokens = ZP_MIN(s->mcfg.max_positions, 8192);
+		c->max_tokens = ZP_MIN(s->mcfg.max_positions, ZP_SERVE_MAX_TOKENS_DEFAULT);
 	if (c->max_tokens > s->mcfg.max_positions)
 		return zp_errf(e, "max_tokens %d is over the model's max_position_embeddings %d",
 			       c->max_tokens, s->mcfg.max_positions);
