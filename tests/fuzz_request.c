@@ -11,8 +11,9 @@
 
 #include "api.h"
 
-static const enum zp_api_ep eps[] = { ZP_EP_PREFILL, ZP_EP_SCORE, ZP_EP_CLASSIFY, ZP_EP_RERANK,
-				      ZP_EP_EMBED, ZP_EP_POOLING, ZP_EP_TOKENIZE, ZP_EP_DETOKENIZE };
+static const enum zp_route eps[] = { ZP_ROUTE_PREFILL, ZP_ROUTE_SCORE, ZP_ROUTE_CLASSIFY,
+				     ZP_ROUTE_RERANK, ZP_ROUTE_EMBED, ZP_ROUTE_POOLING,
+				     ZP_ROUTE_TOKENIZE, ZP_ROUTE_DETOKENIZE };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -28,12 +29,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	if (size < 1)
 		return 0;
-	enum zp_api_ep ep = eps[data[0] % (sizeof eps / sizeof *eps)];
+	enum zp_route ep = eps[data[0] % (sizeof eps / sizeof *eps)];
 	zp_job job;
 	zp_buf out;
 	memset(&job, 0, sizeof job);
 	zp_buf_init(&out, 256);
-	int st = zp_api_build(&api, ep, (const char *)data + 1, size - 1, &job, &out);
+	zp_api_reply reply = { .body = &out };
+	int st = zp_api_build(&api, ep, NULL, (const char *)data + 1, size - 1, &job, &reply);
 	if (st == 0) {
 		if (job.nseq < 1)
 			abort();

@@ -4,7 +4,8 @@
    correctly; pipelining in order; Expect: 100-continue; timeouts; a client that
    leaves mid-request; the connection limit; an overload burst (503 +
    Retry-After for the excess, 200 for the rest, nothing lost); SIGTERM under
-   load (every admitted request answered, exit 0); the uid allow-list. */
+   load (every admitted request answered, exit 0); the uid allow-list, and a
+   connection whose credentials cannot be read (refused, not let in). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
@@ -17,6 +18,7 @@
 #include <sys/time.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <netinet/in.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -524,6 +526,62 @@ static void test_allow_list(void)
 	zp_buf_free(&out);
 }
 
+/* GET /metrics over the loopback listener at port: the status, body in out. */
+static int tcp_metrics(int port, zp_buf *out)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	static const char req[] = "GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n";
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a)) {
+		if (fd >= 0)
+			close(fd);
+		return -2;
+	}
+	send_all(fd, req, sizeof req - 1);
+	read_for(fd, out, 1000);
+	close(fd);
+	return first_status(out);
+}
+
+/* SO_PEERCRED failing at accept (ZP_FAULT_PEERCRED): the uid is unknown, so
+   even an allow-list holding our own uid must not let the connection in; it
+   is closed unanswered and counted as refused. */
+static void test_peercred_failure(void)
+{
+	char cfg[300];
+	int port = 20000 + (int)(getpid() % 20000);
+	snprintf(cfg, sizeof cfg, "%s/cred.ini", dir);
+	FILE *f = fopen(cfg, "w");
+	fprintf(f, "[server]\nallow_uids = %u\nmetrics_port = %d\n", (unsigned)getuid(), port);
+	fclose(f);
+	pid_t pid = fork();
+	if (pid == 0) {
+		setenv("ZP_FAULT_PEERCRED", "1", 1);
+		execl(bin, bin, "serve", "--model", "tests/models/tiny-tok", "--socket", sock,
+		      "--config", cfg, "--log-level", "error", (char *)NULL);
+		_exit(127);
+	}
+	zp_buf out;
+	zp_buf_init(&out, 4096);
+	int st = -2;
+	for (int i = 0; i < 200 && st != 200; i++) {
+		sleep_ms(20);
+		st = tcp_metrics(port, &out);
+	}
+	CHECK(st == 200, "metrics listener up: %d", st);
+	st = raw("GET /health HTTP/1.1\r\n\r\n", 24, 0, NULL, 300, &out);
+	CHECK(st == -1 && out.len == 0, "no credentials: closed unanswered, got %d", st);
+	st = tcp_metrics(port, &out);
+	static const char key[] = "\nzprefill_connections_refused_total ";
+	const char *r = out.p ? strstr(out.p, key) : NULL;
+	CHECK(st == 200 && r && atol(r + sizeof key - 1) >= 1, "counted as refused: %.60s",
+	      r ? r + 1 : "?");
+	int code = stop(pid);
+	CHECK(code == 0, "clean stop: exit %d", code);
+	zp_buf_free(&out);
+}
+
 int main(void)
 {
 	bin = getenv("ZPREFILL") ? getenv("ZPREFILL") : "./zprefill";
@@ -543,6 +601,7 @@ int main(void)
 	test_sigterm_under_load(pid);
 	test_fd_exhaustion();
 	test_allow_list();
+	test_peercred_failure();
 	char cmd[300];
 	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
 	if (system(cmd))

@@ -19,10 +19,10 @@ static int parse_line(const char *p, const char *end, zp_http_req *r)
 {
 	const char *sp1 = memchr(p, ' ', (size_t)(end - p)), *sp2;
 	if (!sp1 || sp1 == p)
-		return -400;
+		return -ZP_HTTP_ERR_BAD_REQUEST;
 	for (const char *q = p; q < sp1; q++)
 		if (!tchar(*q))
-			return -400;
+			return -ZP_HTTP_ERR_BAD_REQUEST;
 	size_t ml = (size_t)(sp1 - p);
 	r->method = ml == 3 && !memcmp(p, "GET", 3)	 ? ZP_HTTP_GET :
 		    ml == 4 && !memcmp(p, "POST", 4) ? ZP_HTTP_POST :
@@ -30,22 +30,23 @@ static int parse_line(const char *p, const char *end, zp_http_req *r)
 							ZP_HTTP_OTHER;
 	sp2 = memchr(sp1 + 1, ' ', (size_t)(end - sp1 - 1));
 	if (!sp2 || sp2 == sp1 + 1 || sp1[1] != '/')
-		return -400;
+		return -ZP_HTTP_ERR_BAD_REQUEST;
 	const char *q = memchr(sp1 + 1, '?', (size_t)(sp2 - sp1 - 1));
 	size_t pl = (size_t)((q ? q : sp2) - (sp1 + 1));
-	if ((size_t)(sp2 - sp1 - 1) >= 8192)
-		return -414;
+	if ((size_t)(sp2 - sp1 - 1) >= ZP_HTTP_TARGET_MAX)
+		return -ZP_HTTP_ERR_URI_TOO_LONG;
 	if (pl >= ZP_HTTP_PATH_MAX)
-		return -414;
+		return -ZP_HTTP_ERR_URI_TOO_LONG;
 	for (const char *c = sp1 + 1; c < sp2; c++)
 		if ((unsigned char)*c <= 0x20 || (unsigned char)*c >= 0x7f)
-			return -400;
+			return -ZP_HTTP_ERR_BAD_REQUEST;
 	memcpy(r->path, sp1 + 1, pl);
 	r->path[pl] = 0;
 	if (end - sp2 - 1 != 8 || memcmp(sp2 + 1, "HTTP/1.", 7))
-		return end - sp2 - 1 >= 5 && !memcmp(sp2 + 1, "HTTP/", 5) ? -505 : -400;
+		return end - sp2 - 1 >= 5 && !memcmp(sp2 + 1, "HTTP/", 5) ? -ZP_HTTP_ERR_VERSION
+								  : -ZP_HTTP_ERR_BAD_REQUEST;
 	if (sp2[8] != '0' && sp2[8] != '1')
-		return -505;
+		return -ZP_HTTP_ERR_VERSION;
 	r->minor = sp2[8] - '0';
 	r->keep_alive = r->minor == 1;
 	return 0;
@@ -80,10 +81,10 @@ static int parse_header(const char *p, const char *end, size_t body_max, zp_http
 {
 	const char *colon = memchr(p, ':', (size_t)(end - p));
 	if (!colon || colon == p)
-		return -400;
+		return -ZP_HTTP_ERR_BAD_REQUEST;
 	for (const char *q = p; q < colon; q++)
 		if (!tchar(*q))
-			return -400; /* also refuses obs-fold (leading space) */
+			return -ZP_HTTP_ERR_BAD_REQUEST; /* also refuses obs-fold (leading space) */
 	size_t nl = (size_t)(colon - p);
 	const char *v = colon + 1, *ve = end;
 	while (v < ve && (*v == ' ' || *v == '\t'))
@@ -92,25 +93,26 @@ static int parse_header(const char *p, const char *end, size_t body_max, zp_http
 		ve--;
 	for (const char *q = v; q < ve; q++)
 		if ((unsigned char)*q < 0x20 && *q != '\t')
-			return -400;
+			return -ZP_HTTP_ERR_BAD_REQUEST;
 	size_t vl = (size_t)(ve - v);
 	if (nl == 14 && !strncasecmp(p, "content-length", 14)) {
 		size_t n = 0;
 		if (vl == 0 || vl > 15)
-			return vl > 15 ? -413 : -400;
+			return vl > 15 ? -ZP_HTTP_ERR_TOO_LARGE : -ZP_HTTP_ERR_BAD_REQUEST;
 		for (size_t i = 0; i < vl; i++) {
 			if (v[i] < '0' || v[i] > '9')
-				return -400;
+				return -ZP_HTTP_ERR_BAD_REQUEST;
 			n = n * 10 + (size_t)(v[i] - '0');
 		}
 		if (*seen_len && n != r->content_length)
-			return -400;
+			return -ZP_HTTP_ERR_BAD_REQUEST;
 		*seen_len = true;
 		r->content_length = n;
 		if (n > body_max)
-			return -413;
+			return -ZP_HTTP_ERR_TOO_LARGE;
 	} else if (nl == 17 && !strncasecmp(p, "transfer-encoding", 17)) {
-		return list_has(v, vl, "chunked") ? -411 : -400;
+		return list_has(v, vl, "chunked") ? -ZP_HTTP_ERR_LENGTH_REQUIRED
+						  : -ZP_HTTP_ERR_BAD_REQUEST;
 	} else if (nl == 10 && !strncasecmp(p, "connection", 10)) {
 		if (list_has(v, vl, "close"))
 			r->keep_alive = false;
@@ -118,7 +120,8 @@ static int parse_header(const char *p, const char *end, size_t body_max, zp_http
 			r->keep_alive = true;
 	} else if (nl == 6 && !strncasecmp(p, "expect", 6)) {
 		if (!value_is(v, vl, "100-continue"))
-			return -400; /* 417 in RFC terms; a client that sends another never waits */
+			/* 417 in RFC terms; a client that sends another never waits */
+			return -ZP_HTTP_ERR_BAD_REQUEST;
 		r->expect_continue = true;
 	}
 	return 0;
@@ -145,11 +148,11 @@ long zp_http_parse(const char *buf, size_t len, size_t head_max, size_t body_max
 			i++;
 		if (i < scan && (buf[i] != ' ' || i == start) &&
 		    !(i == start && buf[i] == '\r' && i + 1 == scan)) /* half a blank line */
-			return -400;
+			return -ZP_HTTP_ERR_BAD_REQUEST;
 		for (i = start; i < scan; i++)
 			if (buf[i] == '\n' && (i == 0 || buf[i - 1] != '\r'))
-				return -400;
-		return len >= head_max ? -431 : 0;
+				return -ZP_HTTP_ERR_BAD_REQUEST;
+		return len >= head_max ? -ZP_HTTP_ERR_HEAD_TOO_LARGE : 0;
 	}
 	memset(r, 0, sizeof *r);
 	bool seen_len = false;
@@ -159,7 +162,7 @@ long zp_http_parse(const char *buf, size_t len, size_t head_max, size_t body_max
 		const char *eol = memchr(p, '\r', (size_t)(end - p));
 		ZP_ASSERT(eol); /* end points past a CRLF */
 		if (eol[1] != '\n' || memchr(p, '\n', (size_t)(eol - p)))
-			return -400; /* bare CR or bare LF */
+			return -ZP_HTTP_ERR_BAD_REQUEST; /* bare CR or bare LF */
 		rc = line == 0 ? parse_line(p, eol, r) : parse_header(p, eol, body_max, r, &seen_len);
 		if (rc)
 			return rc;
@@ -191,6 +194,14 @@ const char *zp_http_reason(int status)
 	case 505: return "HTTP Version Not Supported";
 	default: return "Unknown";
 	}
+}
+
+const char *zp_http_err_type(int status)
+{
+	return status == ZP_HTTP_ERR_UNAVAILABLE ? "service_unavailable" :
+	       status >= 500			  ? "internal_error" :
+	       status == ZP_HTTP_ERR_NOT_FOUND	  ? "not_found_error" :
+						    "invalid_request_error";
 }
 
 void zp_http_respond(zp_buf *out, int status, const char *content_type, const char *body,

@@ -10,7 +10,27 @@
 
 #include "json.h"
 
-#define ZP_HTTP_PATH_MAX 256
+#define ZP_HTTP_PATH_MAX 256		/* path bytes, query string excluded */
+#define ZP_HTTP_TARGET_MAX 8192		/* request-target bytes, query string included */
+
+/* The error vocabulary, from the parser to the response: each kind is its
+   HTTP status (so the parser's -kind reads as -status), and
+   zp_http_err_type gives the OpenAI-style "type" of its JSON error body.
+   The parser, the endpoints and the server's limits all answer with these. */
+enum zp_http_err {
+	ZP_HTTP_ERR_BAD_REQUEST = 400,		/* malformed head or body, bad field */
+	ZP_HTTP_ERR_FORBIDDEN = 403,		/* peer uid not allowed */
+	ZP_HTTP_ERR_NOT_FOUND = 404,		/* no such path, or another model */
+	ZP_HTTP_ERR_METHOD = 405,		/* path served by other methods */
+	ZP_HTTP_ERR_TIMEOUT = 408,		/* head or body not received in time */
+	ZP_HTTP_ERR_LENGTH_REQUIRED = 411,	/* chunked body */
+	ZP_HTTP_ERR_TOO_LARGE = 413,		/* body over the limit */
+	ZP_HTTP_ERR_URI_TOO_LONG = 414,
+	ZP_HTTP_ERR_HEAD_TOO_LARGE = 431,
+	ZP_HTTP_ERR_INTERNAL = 500,		/* a forward pass failed */
+	ZP_HTTP_ERR_UNAVAILABLE = 503,		/* loading, full, stopping */
+	ZP_HTTP_ERR_VERSION = 505,		/* not HTTP/1.x */
+};
 
 enum zp_http_method { ZP_HTTP_GET, ZP_HTTP_POST, ZP_HTTP_HEAD, ZP_HTTP_OTHER };
 
@@ -33,6 +53,9 @@ typedef struct {
 long zp_http_parse(const char *buf, size_t len, size_t head_max, size_t body_max, zp_http_req *r);
 
 const char *zp_http_reason(int status);
+/* The OpenAI-style error type of a status: "invalid_request_error" (4xx but
+   404), "not_found_error", "service_unavailable" (503), "internal_error". */
+const char *zp_http_err_type(int status);
 
 /* A whole response: head (Content-Type, Content-Length, Connection,
    Retry-After when > 0, Allow when allow is not NULL) then body. */

@@ -1,4 +1,6 @@
-/* metrics.c -- see metrics.h. */
+/* metrics.c -- see metrics.h. Plain counters, no atomics: the reactor
+   thread alone writes and reads them (executors' figures arrive in the
+   batches it reaps). Histogram buckets are fixed at start. */
 #include "metrics.h"
 
 #include <string.h>
@@ -29,7 +31,7 @@ void zp_metrics_init(zp_metrics *m, double now)
 	m->t_start = now;
 }
 
-void zp_metrics_status(zp_metrics *m, enum zp_api_ep ep, int status)
+void zp_metrics_status(zp_metrics *m, enum zp_route ep, int status)
 {
 	int i = 0;
 	while (i < ZP_STATUS_SLOTS - 1 && status_codes[i] != status)
@@ -87,11 +89,11 @@ void zp_metrics_render(const zp_metrics *m, const zp_sched *s, int executors_bus
 	o->len = 0;
 	zp_buf_puts(o, "# HELP zprefill_requests_total HTTP requests answered, by endpoint and "
 		    "status.\n# TYPE zprefill_requests_total counter\n");
-	for (int e = 0; e < ZP_EP_COUNT; e++)
+	for (int e = 0; e < ZP_ROUTE_COUNT; e++)
 		for (int i = 0; i < ZP_STATUS_SLOTS; i++)
 			if (m->requests[e][i])
 				zp_buf_printf(o, "zprefill_requests_total{endpoint=\"%s\",status=\"%s%d\"} "
-					      "%llu\n", zp_api_ep_name(e), i < ZP_STATUS_SLOTS - 1 ? "" : "other",
+					      "%llu\n", zp_route_name(e), i < ZP_STATUS_SLOTS - 1 ? "" : "other",
 					      i < ZP_STATUS_SLOTS - 1 ? status_codes[i] : 0,
 					      (unsigned long long)m->requests[e][i]);
 	uint64_t win = 0;

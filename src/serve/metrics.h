@@ -6,7 +6,7 @@
 
 #include <stdint.h>
 
-#include "api.h"
+#include "router.h"
 #include "asyncep.h"
 #include "json.h"
 #include "scheduler.h"
@@ -23,8 +23,8 @@ typedef struct {
 	double sum;
 } zp_hist;
 
-typedef struct {
-	uint64_t requests[ZP_EP_COUNT][ZP_STATUS_SLOTS];
+typedef struct zp_metrics {
+	uint64_t requests[ZP_ROUTE_COUNT][ZP_STATUS_SLOTS];
 	uint64_t conns_accepted, conns_refused, timeouts, overloaded, dropped_gone;
 	int conns_open;
 	uint64_t tokens_total, batches_total, seqs_total;
@@ -36,7 +36,7 @@ typedef struct {
 } zp_metrics;
 
 void zp_metrics_init(zp_metrics *m, double now);
-void zp_metrics_status(zp_metrics *m, enum zp_api_ep ep, int status);
+void zp_metrics_status(zp_metrics *m, enum zp_route ep, int status);
 void zp_metrics_hist(zp_hist *h, double v);
 void zp_metrics_batch(zp_metrics *m, const zp_batch *b, double now);
 /* Per executor and layer (AsyncEP): layer seconds and exposed gather wait, from

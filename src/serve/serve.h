@@ -1,11 +1,13 @@
-/* serve.h -- `zprefill serve`: its configuration (an ini file through inih,
-   then command-line flags) and the entry point that runs the server until
-   SIGTERM/SIGINT. The reactor, loader and executors live in server.c. */
+/* serve.h -- `zprefill serve`: its configuration (serve_config.c: one key
+   table for the ini file, read through inih, and the command-line flags) and
+   the entry point that runs the server until SIGTERM/SIGINT (server.c).
+   Start-up, one thread. */
 #ifndef ZP_SERVE_H
 #define ZP_SERVE_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #include "api.h"
@@ -14,6 +16,7 @@
 #include "util.h"
 
 #define ZP_ALLOW_UIDS_MAX 64
+#define ZP_SERVE_MAX_TOKENS_DEFAULT 8192	/* max_tokens 0: min(the model's, this) */
 
 typedef struct {
 	/* [server] */
@@ -34,7 +37,7 @@ typedef struct {
 	enum zp_parallel parallel;	/* how experts are placed across executors */
 	char *transport;		/* asyncep gathers: cpu (nccl, p2p: CUDA builds) */
 	int offload_window;		/* asyncep offload mode: slots per executor (0: off) */
-	int max_tokens;			/* per sequence; 0: min(max_position_embeddings, 8192) */
+	int max_tokens;			/* per sequence; 0: see ZP_SERVE_MAX_TOKENS_DEFAULT */
 	int max_batch_tokens;
 	int batch_wait_ms;
 	int queue_requests_max;
@@ -51,6 +54,11 @@ int zp_serve_cfg_load(zp_serve_cfg *c, const char *path, zp_err *e);
 /* One key=value by section, as the file would give it (flags use this too). */
 int zp_serve_cfg_set(zp_serve_cfg *c, const char *section, const char *key, const char *value,
 		     zp_err *e);
+/* `zprefill serve` arguments (argv[2] on): the --config file first, then
+   every flag over it. 0, or -1 with the usage on stderr. */
+int zp_serve_cfg_args(zp_serve_cfg *c, int argc, char **argv, zp_err *e);
+/* The flags, each with its key, help and default (from the key table). */
+void zp_serve_cfg_usage(FILE *f);
 void zp_serve_cfg_free(zp_serve_cfg *c);
 
 /* `zprefill serve ...`: the process exit code. */

@@ -1,0 +1,23 @@
+/* api_info.h -- the server's state as GET /health and GET /metrics report
+   it: the server fills a view before building those answers (api_info.c).
+   Reactor thread. */
+#ifndef ZP_API_INFO_H
+#define ZP_API_INFO_H
+
+#include "api.h"
+#include "asyncep.h"
+#include "metrics.h"
+#include "scheduler.h"
+
+struct zp_api_view {
+	bool ready;			/* weights loaded, executors running */
+	int layers_done, layers;	/* loading progress (layers 0: not known yet) */
+	int model_layers;		/* the config's layer count */
+	const zp_metrics *met;
+	const zp_sched *sched;
+	int executors, executors_busy;
+	const zp_place_layer_stats *lstats;	/* [executors][model_layers] */
+	double now;
+};
+
+#endif

@@ -1,0 +1,69 @@
+/* api_tokenize.c -- POST /tokenize and /detokenize (vLLM's shapes): the
+   tokenizer alone, answered at once without the model (they work while the
+   weights load). Reactor thread. */
+#include <math.h>
+#include <string.h>
+
+#include "endpoints.h"
+#include "util.h"
+
+int zp_api_tokenize_build(zp_api_call *c)
+{
+	int32_t *ids = c->ids;
+	static const char *const known[] = { "prompt", "add_special_tokens", "model", NULL };
+	const cJSON *p = zp_api_field(c->root, "prompt");
+	bool add_special;
+	int rc, n;
+	if ((rc = zp_api_check_fields(c, known)) || (rc = zp_api_get_bool(c, "add_special_tokens", &add_special)))
+		return rc;
+	if (!cJSON_IsString(p))
+		return zp_api_bad(c, "prompt", "prompt must be a string");
+	if (!c->a->ts)
+		return zp_api_bad(c, "prompt", "the model directory has no tokenizer.json");
+	/* The Qwen post-processor adds no tokens, so add_special_tokens changes nothing. */
+	n = zp_tok_encode(c->a->ts, p->valuestring, strlen(p->valuestring), ids, c->a->lim.max_tokens);
+	if (n > c->a->lim.max_tokens)
+		return zp_api_bad(c, "prompt", "prompt is %d tokens (max %d)", n,
+				  c->a->lim.max_tokens);
+	c->out->len = 0;
+	zp_buf_printf(c->out, "{\"count\":%d,\"max_model_len\":%d,\"tokens\":[", n,
+		      c->a->lim.max_tokens);
+	for (int i = 0; i < n; i++)
+		zp_buf_printf(c->out, "%s%d", i ? "," : "", ids[i]);
+	zp_buf_puts(c->out, "]}");
+	return 200;
+}
+
+int zp_api_detokenize_build(zp_api_call *c)
+{
+	int32_t *ids = c->ids;
+	static const char *const known[] = { "tokens", "model", NULL };
+	const cJSON *t = zp_api_field(c->root, "tokens"), *it;
+	int rc, n = 0;
+	if ((rc = zp_api_check_fields(c, known)))
+		return rc;
+	if (!c->a->tok)
+		return zp_api_bad(c, "tokens", "the model directory has no tokenizer.json");
+	if (!cJSON_IsArray(t) || cJSON_GetArraySize(t) > c->a->lim.max_tokens)
+		return zp_api_bad(c, "tokens", "tokens must be an array of at most %d ids",
+				  c->a->lim.max_tokens);
+	cJSON_ArrayForEach(it, t) {
+		double d = it->valuedouble;
+		if (!cJSON_IsNumber(it) || d != floor(d) || d < 0 || d >= zp_tok_vocab_size(c->a->tok))
+			return zp_api_bad(c, "tokens", "tokens[%d] is not a token id", n);
+		ids[n++] = (int32_t)d;
+	}
+	zp_buf text;
+	zp_buf_init(&text, 256);
+	if (zp_tok_decode(c->a->tok, ids, n, &text)) {
+		zp_buf_free(&text);
+		return zp_api_bad(c, "tokens", "tokens holds an id with no text");
+	}
+	c->out->len = 0;
+	zp_buf_puts(c->out, "{\"prompt\":");
+	zp_buf_json_strn(c->out, text.p, text.len);
+	zp_buf_puts(c->out, "}");
+	zp_buf_free(&text);
+	return 200;
+}
+

@@ -1,0 +1,361 @@
+/* conn.c -- see conn.h. Input is copied out of the reactor's provided
+   buffers into each connection's own buffer (bounded by the head and body
+   limits); responses are written from each connection's out buffer. */
+#define _GNU_SOURCE
+#include "conn.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "api.h"
+
+void zp_conns_init(zp_conns *cs, int n)
+{
+	cs->slot = zp_xcalloc((size_t)n, sizeof *cs->slot);
+	cs->n = n;
+	cs->fault_peercred = getenv("ZP_FAULT_PEERCRED") != NULL;
+	for (int i = 0; i < n; i++)
+		zp_buf_init(&cs->slot[i].out, ZP_CONN_OUT_BYTES);
+}
+
+void zp_conns_free(zp_conns *cs)
+{
+	for (int i = 0; cs->slot && i < cs->n; i++) {
+		free(cs->slot[i].in);
+		zp_buf_free(&cs->slot[i].out);
+	}
+	free(cs->slot);
+	cs->slot = NULL;
+	cs->n = 0;
+}
+
+uint32_t zp_conn_slot(const zp_conns *cs, const conn *c)
+{
+	ZP_ASSERT(c >= cs->slot && c < cs->slot + cs->n);
+	return (uint32_t)(c - cs->slot);
+}
+
+static void arm_recv(zp_conns *cs, conn *c)
+{
+	zp_reactor_recv(cs->rx, c->fd, zp_conn_slot(cs, c), c->gen);
+	c->ops++;
+}
+
+static void send_more(zp_conns *cs, conn *c)
+{
+	if (c->sending || c->out_off == c->out.len || c->state == CONN_CLOSING)
+		return;
+	zp_reactor_send(cs->rx, c->fd, c->out.p + c->out_off, c->out.len - c->out_off,
+			zp_conn_slot(cs, c), c->gen);
+	c->sending = true;
+	c->ops++;
+}
+
+static void free_slot(zp_conns *cs, conn *c)
+{
+	ZP_ASSERT(c->state == CONN_CLOSING && c->ops == 0 && !c->job);
+	close(c->fd);
+	if (c->in_cap > ZP_CONN_IN_KEEP_BYTES) {
+		free(c->in);
+		c->in = NULL;
+		c->in_cap = 0;
+	}
+	c->in_len = 0;
+	c->out.len = 0;
+	c->state = CONN_FREE;
+	c->gen++;
+	cs->met->conns_open--;
+}
+
+void zp_conn_close(zp_conns *cs, conn *c, const char *why)
+{
+	if (c->state == CONN_CLOSING || c->state == CONN_FREE)
+		return;
+	zp_log(ZP_LOG_DEBUG, "msg=\"close\" conn=%u uid=%d why=%s", zp_conn_slot(cs, c), (int)c->uid,
+	       why);
+	if (c->job) /* its client has gone: the server drops the job */
+		cs->on_gone(cs->srv, c);
+	ZP_ASSERT(!c->job);
+	c->state = CONN_CLOSING;
+	shutdown(c->fd, SHUT_RDWR);
+	if (c->ops > 0)
+		zp_reactor_cancel_fd(cs->rx, c->fd);
+	else
+		free_slot(cs, c);
+}
+
+void zp_conn_respond(zp_conns *cs, conn *c, int status, const char *ctype, const char *body,
+		     size_t len, int retry_after)
+{
+	double now = *cs->now;
+	bool keep = c->req.keep_alive && !c->close_after && !*cs->stopping &&
+		    status != ZP_HTTP_ERR_TIMEOUT && c->state != CONN_HEAD;
+	if (!keep)
+		c->close_after = true;
+	zp_http_respond(&c->out, status, ctype, body, len, keep, retry_after,
+			status == ZP_HTTP_ERR_METHOD ? zp_route_allow(c->req.path) : NULL);
+	zp_metrics_status(cs->met, c->ep, status);
+	if (c->t_req > 0 && status == 200 && zp_route_needs_model(c->ep))
+		zp_metrics_hist(&cs->met->lat_total_s, now - c->t_req);
+	zp_log(ZP_LOG_DEBUG, "msg=request conn=%u uid=%d pid=%d endpoint=%s status=%d ms=%.2f",
+	       zp_conn_slot(cs, c), (int)c->uid, (int)c->pid, zp_route_name(c->ep), status,
+	       c->t_req > 0 ? (now - c->t_req) * 1e3 : 0.0);
+	c->state = CONN_SEND;
+	c->t_phase = now;
+	send_more(cs, c);
+}
+
+void zp_conn_error(zp_conns *cs, conn *c, int status, int retry_after, const char *fmt,
+		   const char *arg)
+{
+	zp_api_error(cs->body, status, NULL, fmt, arg);
+	zp_conn_respond(cs, c, status, "application/json", cs->body->p, cs->body->len,
+			retry_after);
+}
+
+static void consume(conn *c, size_t n)
+{
+	ZP_ASSERT(n <= c->in_len);
+	memmove(c->in, c->in + n, c->in_len - n);
+	c->in_len -= n;
+}
+
+/* Parse what has arrived: at most one request is handled per call; the next
+   pipelined one waits until this one's response is written. */
+static void process(zp_conns *cs, conn *c)
+{
+	double now = *cs->now;
+	if (c->state == CONN_HEAD && c->in_len > 0) {
+		long n = zp_http_parse(c->in, c->in_len, cs->cfg->header_bytes_max,
+				       cs->cfg->body_bytes_max, &c->req);
+		if (n == 0) {
+			if (!c->partial) {
+				c->partial = true;
+				c->t_phase = now;
+			}
+			return;
+		}
+		c->ep = ZP_ROUTE_OTHER;
+		c->t_req = 0;
+		if (n < 0) {
+			c->close_after = true;
+			c->in_len = 0;
+			return zp_conn_error(cs, c, (int)-n, 0, "%s", zp_http_reason((int)-n));
+		}
+		c->state = CONN_BODY;
+		c->t_phase = c->t_req = now;
+		if (c->req.expect_continue && c->in_len < c->req.head_bytes + c->req.content_length) {
+			zp_buf_puts(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
+			send_more(cs, c);
+		}
+	}
+	if (c->state == CONN_BODY && c->in_len >= c->req.head_bytes + c->req.content_length) {
+		size_t n = c->req.head_bytes + c->req.content_length;
+		cs->on_request(cs->srv, c);
+		consume(c, n);
+	}
+}
+
+/* The peer's uid and pid, from the Unix socket (SO_PEERCRED). -1 when the
+   kernel does not give them whole: the connection must not pass an
+   allow-list then (cr would still say uid 0). */
+static int peer_cred(const zp_conns *cs, int fd, struct ucred *cr)
+{
+	/* tests: ZP_FAULT_PEERCRED asks for a short answer, which is refused */
+	socklen_t want = cs->fault_peercred ? sizeof *cr - 1 : sizeof *cr, cl = want;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cr, &cl))
+		return -1;
+	if (cl != sizeof *cr) {
+		errno = EPROTO;
+		return -1;
+	}
+	return 0;
+}
+
+/* Refused at once: a short answer the kernel can take without waiting; the
+   socket is closed either way. */
+static void refuse(zp_conns *cs, int fd, int status, const struct ucred *cr, const char *why)
+{
+	static const char full[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+				   "Retry-After: 1\r\nConnection: close\r\n\r\n";
+	static const char denied[] = "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n"
+				     "Connection: close\r\n\r\n";
+	const char *m = status == ZP_HTTP_ERR_FORBIDDEN ? denied : full;
+	/* best effort: the peer may already be gone, and the socket closes anyway */
+	ssize_t w = send(fd, m, strlen(m), MSG_NOSIGNAL | MSG_DONTWAIT);
+	(void)w;
+	close(fd);
+	cs->met->conns_refused++;
+	zp_log(ZP_LOG_WARN, "msg=\"connection refused\" uid=%d pid=%d why=%s", (int)cr->uid,
+	       (int)cr->pid, why);
+}
+
+void zp_conn_accept(zp_conns *cs, const zp_reactor_event *ev, int which)
+{
+	if (ev->res < 0) {
+		if (ev->res != -ECANCELED)
+			zp_log(ZP_LOG_WARN, "msg=\"accept failed\" error=\"%s\"", strerror(-ev->res));
+		return;
+	}
+	int fd = ev->res;
+	/* the metrics listener is loopback TCP and read-only: no credentials there */
+	struct ucred cr = { .pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1 };
+	if (which == 0 && peer_cred(cs, fd, &cr)) {
+		zp_log(ZP_LOG_ERROR, "msg=\"SO_PEERCRED failed: closing\" error=\"%s\"",
+		       strerror(errno));
+		close(fd);
+		cs->met->conns_refused++;
+		return;
+	}
+	bool allowed = cs->cfg->n_allow_uids == 0 || which;
+	for (int i = 0; i < cs->cfg->n_allow_uids; i++)
+		allowed |= cs->cfg->allow_uids[i] == cr.uid;
+	conn *c = NULL;
+	for (int i = 0; i < cs->n && !c; i++)
+		if (cs->slot[i].state == CONN_FREE)
+			c = &cs->slot[i];
+	if (!allowed)
+		return refuse(cs, fd, ZP_HTTP_ERR_FORBIDDEN, &cr, "uid-not-allowed");
+	if (!c || *cs->stopping)
+		return refuse(cs, fd, ZP_HTTP_ERR_UNAVAILABLE, &cr,
+			      *cs->stopping ? "stopping" : "max-connections");
+	c->state = CONN_HEAD;
+	c->fd = fd;
+	c->uid = cr.uid;
+	c->pid = cr.pid;
+	c->t_phase = *cs->now;
+	c->partial = c->close_after = c->sending = false;
+	c->metrics_only = which;
+	c->in_len = c->out.len = c->out_off = 0;
+	c->job = NULL;
+	cs->met->conns_open++;
+	cs->met->conns_accepted++;
+	zp_log(ZP_LOG_DEBUG, "msg=accept conn=%u uid=%d pid=%d", zp_conn_slot(cs, c), (int)cr.uid,
+	       (int)cr.pid);
+	arm_recv(cs, c);
+}
+
+/* Input bytes appended; false when they would pass every limit at once. */
+static bool take_bytes(zp_conns *cs, conn *c, const char *p, size_t n)
+{
+	size_t max = cs->cfg->header_bytes_max + cs->cfg->body_bytes_max + ZP_REACTOR_BUF_BYTES;
+	if (c->in_len + n > max)
+		return false; /* pipelined past every limit */
+	if (c->in_len + n > c->in_cap) {
+		size_t cap = c->in_cap ? c->in_cap : ZP_CONN_IN_BYTES;
+		while (cap < c->in_len + n)
+			cap *= 2;
+		c->in = realloc(c->in, ZP_MIN(cap, max));
+		ZP_ASSERT(c->in);
+		c->in_cap = ZP_MIN(cap, max);
+	}
+	memcpy(c->in + c->in_len, p, n);
+	c->in_len += n;
+	return true;
+}
+
+static void on_recv(zp_conns *cs, conn *c, const zp_reactor_event *ev)
+{
+	if (ev->data && ev->res > 0 && c->state != CONN_CLOSING &&
+	    !take_bytes(cs, c, ev->data, (size_t)ev->res))
+		zp_conn_close(cs, c, "input-over-limits");
+	if (!ev->more)
+		c->ops--;
+	if (c->state == CONN_CLOSING) {
+		if (c->ops == 0)
+			free_slot(cs, c);
+		return;
+	}
+	if (ev->res == 0 || (ev->res < 0 && ev->res != -ENOBUFS))
+		return zp_conn_close(cs, c, ev->res == 0 ? "peer-closed" : "recv-error");
+	if (!ev->more)
+		arm_recv(cs, c); /* multishot ended (e.g. no buffer was free): rearm */
+	if (ev->res > 0) {
+		if (c->state == CONN_HEAD && !c->partial)
+			c->t_phase = *cs->now;
+		process(cs, c);
+	}
+}
+
+static void on_send(zp_conns *cs, conn *c, const zp_reactor_event *ev)
+{
+	double now = *cs->now;
+	c->sending = false;
+	c->ops--;
+	if (c->state == CONN_CLOSING) {
+		if (c->ops == 0)
+			free_slot(cs, c);
+		return;
+	}
+	if (ev->res < 0)
+		return zp_conn_close(cs, c, "send-error");
+	c->out_off += (size_t)ev->res;
+	c->t_phase = now;
+	if (c->out_off < c->out.len)
+		return send_more(cs, c);
+	c->out.len = c->out_off = 0;
+	if (c->state != CONN_SEND)
+		return; /* a 100 Continue went out; the body is still coming */
+	if (c->close_after)
+		return zp_conn_close(cs, c, "response-sent");
+	c->state = CONN_HEAD;
+	c->partial = false;
+	c->t_phase = now;
+	process(cs, c); /* a pipelined request may be waiting */
+}
+
+void zp_conn_event(zp_conns *cs, const zp_reactor_event *ev)
+{
+	ZP_ASSERT(ev->slot < (uint32_t)cs->n);
+	conn *c = &cs->slot[ev->slot];
+	if (c->gen != ev->gen || c->state == CONN_FREE) {
+		zp_log(ZP_LOG_WARN, "msg=\"stale completion dropped\" op=%d conn=%u", (int)ev->op,
+		       ev->slot);
+		return;
+	}
+	if (ev->op == ZP_REACTOR_RECV)
+		on_recv(cs, c, ev);
+	else if (ev->op == ZP_REACTOR_SEND)
+		on_send(cs, c, ev);
+	else
+		ZP_ASSERT(!"a connection completion that is neither recv nor send");
+}
+
+void zp_conn_check_timeouts(zp_conns *cs)
+{
+	const zp_serve_cfg *cfg = cs->cfg;
+	for (int i = 0; i < cs->n; i++) {
+		conn *c = &cs->slot[i];
+		double age_ms = (*cs->now - c->t_phase) * 1e3;
+		if (c->state == CONN_HEAD && !c->partial && !c->sending &&
+		    age_ms > cfg->idle_timeout_ms) {
+			zp_conn_close(cs, c, "idle-timeout");
+		} else if ((c->state == CONN_HEAD && c->partial && age_ms > cfg->header_timeout_ms) ||
+			   (c->state == CONN_BODY && age_ms > cfg->body_timeout_ms)) {
+			cs->met->timeouts++;
+			c->close_after = true;
+			c->in_len = 0;
+			c->state = CONN_HEAD; /* so respond does not keep it alive */
+			zp_conn_error(cs, c, ZP_HTTP_ERR_TIMEOUT, 0, "%s",
+				      c->partial ? "request head not received in time"
+						 : "request body not received in time");
+		} else if (c->state == CONN_SEND && age_ms > cfg->idle_timeout_ms) {
+			cs->met->timeouts++;
+			zp_conn_close(cs, c, "send-timeout"); /* the client stopped reading */
+		}
+	}
+}
+
+void zp_conns_stop(zp_conns *cs)
+{
+	for (int i = 0; i < cs->n; i++) {
+		conn *c = &cs->slot[i];
+		if (c->state == CONN_HEAD || c->state == CONN_BODY)
+			zp_conn_close(cs, c, "shutdown"); /* nothing admitted on it */
+		else if (c->state == CONN_ENGINE || c->state == CONN_SEND)
+			c->close_after = true;
+	}
+}

@@ -1,0 +1,76 @@
+/* endpoints.h -- what the endpoint files (api_*.c) share, for them and the
+   router's table only: the call context, the JSON field readers and sequence
+   builders (api.c), and each endpoint's build and finish. Reactor thread.
+   Every reader returns 0, or an HTTP status with the error body written. */
+#ifndef ZP_ENDPOINTS_H
+#define ZP_ENDPOINTS_H
+
+#include <cjson/cJSON.h>
+
+#include "api.h"
+#include "req_json.h"
+
+#define ZP_API_LABEL_TOKENS_MAX 64	/* tokens in one /classify label */
+
+struct zp_api_call {
+	zp_api *a;
+	const zp_api_view *view;	/* the server's state (/health, /metrics); may be NULL */
+	const char *body;		/* the raw request body */
+	size_t len;
+	const cJSON *root;		/* ZP_ROUTE_JSON rows: the parsed body object */
+	zp_job *job;
+	zp_buf *out;			/* = reply->body */
+	zp_api_reply *reply;
+	int32_t *ids, *tmp;		/* scratch: ids[max_tokens], tmp[2 max_tokens] */
+};
+
+/* The error body of an invalid request (400) naming param; returns 400. */
+int zp_api_bad(zp_api_call *c, const char *param, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* ---- JSON field readers (api.c) ---- */
+const cJSON *zp_api_field(const cJSON *o, const char *k);	/* NULL when absent or null */
+/* Unknown fields are refused (400); a "model" field must name the served model (404). */
+int zp_api_check_fields(zp_api_call *c, const char *const *known);
+int zp_api_get_bool(zp_api_call *c, const char *k, bool *v);
+/* A JSON array of token ids, checked against the vocabulary and length limit. */
+int zp_api_get_ids(zp_api_call *c, const cJSON *v, const char *param, int32_t *ids, int *n);
+/* Text tokenized into ids[max_tokens], checked against the limits. */
+int zp_api_text_tokens(zp_api_call *c, const char *text, const char *param, int32_t *ids, int *n);
+/* Text (tokenized) or token ids into ids[max_tokens]. */
+int zp_api_get_tokens(zp_api_call *c, const cJSON *v, const char *param, int32_t *ids, int *n);
+/* A list of inputs: one string or id array, or an array of them (*n of them). */
+int zp_api_get_list(zp_api_call *c, const cJSON *v, const char *param, bool ids_ok, int *n);
+const cJSON *zp_api_list_item(const cJSON *v, int i);
+
+/* ---- sequences of the job (api.c) ---- */
+void zp_api_alloc_seqs(zp_api_call *c, int n);
+/* Append a sequence of ids (400 when over max_tokens). */
+int zp_api_add_seq(zp_api_call *c, const int32_t *ids, int n, const char *param);
+/* r scores these candidate tokens at its last position. */
+void zp_api_seq_cands(zp_req *r, const int32_t *ids, int n);
+
+/* ---- response pieces (api.c) ---- */
+void zp_api_softmax(double *v, int n);
+void zp_api_usage(zp_buf *out, int tokens);
+void zp_api_model_field(const zp_api *a, zp_buf *out);
+
+/* ---- the endpoints, as router.c's table names them ---- */
+int zp_api_prefill_build(zp_api_call *c);	/* api_prefill.c */
+void zp_api_prefill_finish(zp_api *a, zp_job *j, zp_buf *out);
+int zp_api_score_build(zp_api_call *c);		/* api_score.c */
+void zp_api_score_finish(zp_api *a, zp_job *j, zp_buf *out);
+int zp_api_classify_build(zp_api_call *c);
+void zp_api_classify_finish(zp_api *a, zp_job *j, zp_buf *out);
+int zp_api_rerank_build(zp_api_call *c);	/* api_rerank.c */
+void zp_api_rerank_finish(zp_api *a, zp_job *j, zp_buf *out);
+int zp_api_embed_build(zp_api_call *c);		/* api_embed.c */
+int zp_api_pooling_build(zp_api_call *c);
+void zp_api_embed_finish(zp_api *a, zp_job *j, zp_buf *out);
+int zp_api_tokenize_build(zp_api_call *c);	/* api_tokenize.c */
+int zp_api_detokenize_build(zp_api_call *c);
+int zp_api_models_build(zp_api_call *c);	/* api_info.c */
+int zp_api_health_build(zp_api_call *c);
+int zp_api_metrics_build(zp_api_call *c);
+
+#endif

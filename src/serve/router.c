@@ -1,0 +1,73 @@
+/* router.c -- see router.h. The table below is every endpoint the server
+   answers; a new endpoint is one row here and its build/finish in an api_*.c. */
+#include "router.h"
+
+#include <string.h>
+
+#include "endpoints.h"
+#include "util.h"
+
+#define NEEDS ZP_ROUTE_NEEDS_MODEL
+#define JSON ZP_ROUTE_JSON
+
+static const zp_route_entry routes[] = {
+	/* method       path              endpoint             name          build                    finish                   flags */
+	{ ZP_HTTP_POST, "/v1/prefill",    ZP_ROUTE_PREFILL,    "prefill",    zp_api_prefill_build,    zp_api_prefill_finish,   NEEDS },
+	{ ZP_HTTP_POST, "/v1/score",      ZP_ROUTE_SCORE,      "score",      zp_api_score_build,      zp_api_score_finish,     NEEDS | JSON },
+	{ ZP_HTTP_POST, "/score",         ZP_ROUTE_SCORE,      "score",      zp_api_score_build,      zp_api_score_finish,     NEEDS | JSON },
+	{ ZP_HTTP_POST, "/classify",      ZP_ROUTE_CLASSIFY,   "classify",   zp_api_classify_build,   zp_api_classify_finish,  NEEDS | JSON },
+	{ ZP_HTTP_POST, "/v1/rerank",     ZP_ROUTE_RERANK,     "rerank",     zp_api_rerank_build,     zp_api_rerank_finish,    NEEDS | JSON },
+	{ ZP_HTTP_POST, "/rerank",        ZP_ROUTE_RERANK,     "rerank",     zp_api_rerank_build,     zp_api_rerank_finish,    NEEDS | JSON },
+	{ ZP_HTTP_POST, "/v1/embeddings", ZP_ROUTE_EMBED,      "embeddings", zp_api_embed_build,      zp_api_embed_finish,     NEEDS | JSON },
+	{ ZP_HTTP_POST, "/pooling",       ZP_ROUTE_POOLING,    "pooling",    zp_api_pooling_build,    zp_api_embed_finish,     NEEDS | JSON },
+	{ ZP_HTTP_POST, "/tokenize",      ZP_ROUTE_TOKENIZE,   "tokenize",   zp_api_tokenize_build,   NULL,                    JSON },
+	{ ZP_HTTP_POST, "/detokenize",    ZP_ROUTE_DETOKENIZE, "detokenize", zp_api_detokenize_build, NULL,                    JSON },
+	{ ZP_HTTP_GET,  "/v1/models",     ZP_ROUTE_MODELS,     "models",     zp_api_models_build,     NULL,                    0 },
+	{ ZP_HTTP_GET,  "/health",        ZP_ROUTE_HEALTH,     "health",     zp_api_health_build,     NULL,                    0 },
+	{ ZP_HTTP_GET,  "/metrics",       ZP_ROUTE_METRICS,    "metrics",    zp_api_metrics_build,    NULL,                    ZP_ROUTE_SCRAPE },
+};
+#define NROUTES (sizeof routes / sizeof *routes)
+
+const zp_route_entry *zp_route_find(enum zp_http_method m, const char *path, int *status)
+{
+	bool path_known = false;
+	for (size_t i = 0; i < NROUTES; i++)
+		if (strcmp(path, routes[i].path) == 0) {
+			if (routes[i].method == m)
+				return &routes[i];
+			path_known = true;
+		}
+	*status = path_known ? 405 : 404;
+	return NULL;
+}
+
+const char *zp_route_allow(const char *path)
+{
+	bool get = false, post = false;
+	for (size_t i = 0; i < NROUTES; i++)
+		if (strcmp(path, routes[i].path) == 0) {
+			get |= routes[i].method == ZP_HTTP_GET;
+			post |= routes[i].method == ZP_HTTP_POST;
+		}
+	return get && post ? "GET, POST" : get ? "GET" : post ? "POST" : NULL;
+}
+
+const zp_route_entry *zp_route_of(enum zp_route id)
+{
+	for (size_t i = 0; i < NROUTES; i++)
+		if (routes[i].id == id)
+			return &routes[i];
+	ZP_ASSERT(!"an endpoint without a route");
+	return NULL;
+}
+
+const char *zp_route_name(enum zp_route id)
+{
+	ZP_ASSERT(id >= 0 && id < ZP_ROUTE_COUNT);
+	return id == ZP_ROUTE_OTHER ? "other" : zp_route_of(id)->name;
+}
+
+bool zp_route_needs_model(enum zp_route id)
+{
+	return id != ZP_ROUTE_OTHER && (zp_route_of(id)->flags & ZP_ROUTE_NEEDS_MODEL);
+}
