@@ -107,52 +107,6 @@ const char *zp_parallel_name(enum zp_parallel p)
 	return p == ZP_PAR_ASYNCEP ? "asyncep" : p == ZP_PAR_DPEP ? "dpep" : "replicate";
 }
 
-/* ---- transports ---- */
-
-static int fault(zp_transport *t, zp_err *e)
-{
-	int n = atomic_load(&t->fail_after);
-	if (n > 0 && atomic_fetch_sub(&t->fail_after, 1) == 1)
-		return zp_errf(e, "transport %s: copy failed (injected fault)", t->name);
-	return 0;
-}
-
-static int cpu_copy(zp_transport *t, const zp_copy_seg *segs, int n, zp_err *e)
-{
-	if (fault(t, e))
-		return -1;
-	for (int i = 0; i < n; i++)
-		memcpy(segs[i].dst, segs[i].src, segs[i].bytes);
-	return 0;
-}
-
-static void cpu_free(zp_transport *t)
-{
-	free(t);
-}
-
-zp_transport *zp_transport_new(const char *name, zp_err *e)
-{
-	if (!strcmp(name, "cpu")) {
-		zp_transport *t = zp_xcalloc(1, sizeof *t);
-		const char *f = getenv("ZP_FAULT_GATHER_AFTER"); /* tests: see asyncep.h */
-		t->name = "cpu";
-		t->copy = cpu_copy;
-		t->free = cpu_free;
-		if (f && atoi(f) > 0) {
-			atomic_store(&t->fail_after, atoi(f));
-			zp_log(ZP_LOG_WARN, "msg=\"fault injection armed\" transport=cpu fail_after=%d",
-			       atoi(f));
-		}
-		return t;
-	}
-	if (!strcmp(name, "nccl") || !strcmp(name, "p2p"))
-		zp_errf(e, "transport %s needs CUDA executors, and this build has none", name);
-	else
-		zp_errf(e, "transport must be cpu, nccl or p2p");
-	return NULL;
-}
-
 /* ---- placement ---- */
 
 static bool moe(const zp_place *ep, int l)
@@ -367,6 +321,23 @@ static void hook_end(void *ctx)
 
 /* ---- the comm thread ---- */
 
+/* CPU executors: every end of a copy is host memory. */
+static zp_copy_seg host_seg(void *dst, const void *src, size_t bytes)
+{
+	return (zp_copy_seg){ .dst = dst, .src = src, .bytes = bytes, .dst_dev = ZP_DEV_HOST,
+			      .src_dev = ZP_DEV_HOST };
+}
+
+/* Peer p's part of layer into the same offsets of the full-layer buffer buf:
+   from its shard, or offloading from the host store. */
+static zp_copy_seg peer_seg(const zp_place *ep, char *buf, int p, int layer)
+{
+	const xview *peer = &ep->x[p];
+	return host_seg(buf + (size_t)peer->lo * ep->ebytes,
+			ep->window ? host_part(ep, layer, peer->lo) : peer->shard[layer],
+			(size_t)(peer->hi - peer->lo) * ep->ebytes);
+}
+
 /* Unit r->unit of executor v: a buffer gets every peer's part of the layer
    (from their shards, or offloading from the host store); a slot gets v's own
    part from the host store. */
@@ -377,21 +348,18 @@ static void transfer(zp_place *ep, greq *r)
 	int n = 0, rc = 0;
 	zp_err e = { { 0 } };
 	if (r->unit >= ZP_PLACE_BUFFERS) {
-		segs[n++] = (zp_copy_seg){ v->unit[r->unit], host_part(ep, r->layer, v->lo),
-					   (size_t)(v->hi - v->lo) * ep->ebytes };
+		segs[n++] = host_seg(v->unit[r->unit], host_part(ep, r->layer, v->lo),
+				     (size_t)(v->hi - v->lo) * ep->ebytes);
 	} else {
 		for (int p = 0; p < ep->n; p++) {
 			xview *peer = &ep->x[p];
 			if (p == v->id || peer->hi == peer->lo)
 				continue;
-			segs[n++] = (zp_copy_seg){ v->unit[r->unit] + (size_t)peer->lo * ep->ebytes,
-						   ep->window ? host_part(ep, r->layer, peer->lo)
-							      : peer->shard[r->layer],
-						   (size_t)(peer->hi - peer->lo) * ep->ebytes };
+			segs[n++] = peer_seg(ep, v->unit[r->unit], p, r->layer);
 		}
 	}
 	if (n)
-		rc = ep->t->copy(ep->t, segs, n, &e);
+		rc = zp_transport_copy(ep->t, segs, n, &e);
 	pthread_mutex_lock(&v->mu);
 	v->failed[r->unit] = rc != 0;
 	if (rc)
@@ -562,8 +530,7 @@ void zp_place_free(zp_place *ep)
 	}
 	zp_bell_free(&ep->doorbell);
 	zp_dpep_free(ep->grp);
-	if (ep->t)
-		ep->t->free(ep->t);
+	zp_transport_free(ep->t);
 	free(ep->off_gu);
 	free(ep->off_dn);
 	free(ep);
@@ -637,7 +604,7 @@ void zp_place_stats(zp_place *ep, int x, zp_place_layer_stats *out)
 
 void zp_place_inject_fault(zp_place *ep, int n)
 {
-	atomic_store(&ep->t->fail_after, n);
+	zp_transport_fail_after(ep->t, n);
 }
 
 /* ---- calibration ---- */
@@ -706,14 +673,11 @@ int zp_place_calibrate(zp_place *ep, int threads, zp_place_calib *out, zp_err *e
 		zp_copy_seg segs[ZP_EXECUTORS_MAX];
 		int n = 0;
 		for (int p = 1; p < ep->n; p++)
-			segs[n++] = (zp_copy_seg){ v->unit[0] + (size_t)ep->x[p].lo * ep->ebytes,
-						   ep->window ? host_part(ep, l, ep->x[p].lo)
-							      : ep->x[p].shard[l],
-						   (size_t)(ep->x[p].hi - ep->x[p].lo) * ep->ebytes };
+			segs[n++] = peer_seg(ep, v->unit[0], p, l);
 		double best = 1e30;
 		for (int it = 0; it < 3; it++) {
 			double t0 = zp_now_s();
-			if (ep->t->copy(ep->t, segs, n, e))
+			if (zp_transport_copy(ep->t, segs, n, e))
 				return -1;
 			best = ZP_MIN(best, zp_now_s() - t0);
 		}
