@@ -26,6 +26,7 @@
 
 #include "gemm.h"
 #include "pool.h"
+#include "arena.h"
 #include "doorbell.h"
 #include "ring.h"
 
@@ -46,6 +47,7 @@ typedef struct {
 typedef struct xview {
 	zp_place *ep;
 	int id, lo, hi;			/* experts [lo, hi) */
+	zp_arena mem;			/* on the executor's node: shards, buffers, slots */
 	char **shard;			/* [layers]: experts [lo, hi) of MoE layer l (NULL
 					   offloading); the first MoE layer's is the whole layer */
 	char *unit[UNITS_MAX];		/* [0, BUFFERS): full-layer buffers; then own-part slots */
@@ -396,36 +398,71 @@ static void *comm_main(void *arg)
 
 /* ---- set-up ---- */
 
-static void view_init(zp_place *ep, int id)
+#define PLACE_ALIGN 64 /* every shard, buffer and slot: the GEMMs' row alignment */
+
+/* Executor id's shards, buffers and slots: one arena on its NUMA node, sized
+   once here (the first MoE layer whole; its part of every other MoE layer
+   unless offloading; the full-layer buffers; the slots), first touched on
+   that node by the arena. 0, or -1 with e set (the kernel refused it). */
+static int view_mem(zp_place *ep, xview *v, size_t part, zp_err *e)
+{
+	const zp_config *c = &ep->m->cfg;
+	size_t stride = ZP_ALIGN_UP(part, PLACE_ALIGN), lay = ZP_ALIGN_UP(ep->lbytes, PLACE_ALIGN);
+	size_t slot = ZP_ALIGN_UP(ZP_MAX(part, 64), PLACE_ALIGN);
+	size_t others = 0; /* MoE layers held as shards */
+	for (int l = 0; l < c->layers; l++)
+		others += moe(ep, l) && l != ep->first_moe && !ep->window;
+	size_t bytes = lay + others * stride + ZP_PLACE_BUFFERS * lay + (size_t)ep->window * slot;
+	if (zp_arena_init(&v->mem, bytes + PLACE_ALIGN, zp_arena_node_for(v->id)))
+		return zp_errf(e, "executor %d: placement memory (%.1f MiB): %s", v->id,
+			       (double)bytes / (1 << 20), strerror(errno));
+	char *first = zp_arena_carve(&v->mem, "first_layer", lay, PLACE_ALIGN);
+	char *shards = zp_arena_carve(&v->mem, "shards", others * stride, PLACE_ALIGN);
+	char *bufs = zp_arena_carve(&v->mem, "buffers", ZP_PLACE_BUFFERS * lay, PLACE_ALIGN);
+	char *slots = zp_arena_carve(&v->mem, "slots", (size_t)ep->window * slot, PLACE_ALIGN);
+	ZP_ASSERT(first && shards && bufs && slots); /* sized for exactly these */
+	for (int l = 0, k = 0; l < c->layers; l++) {
+		if (l == ep->first_moe)
+			v->shard[l] = first;
+		else if (moe(ep, l) && !ep->window && part)
+			v->shard[l] = shards + (size_t)k++ * stride;
+	}
+	v->nunits = ZP_PLACE_BUFFERS + ep->window;
+	for (int u = 0; u < v->nunits; u++)
+		v->unit[u] = u < ZP_PLACE_BUFFERS ? bufs + (size_t)u * lay
+						  : slots + (size_t)(u - ZP_PLACE_BUFFERS) * slot;
+	char what[512];
+	zp_arena_describe(&v->mem, what, sizeof what);
+	zp_log(ZP_LOG_INFO, "msg=\"placement memory\" executor=%d %s", v->id, what);
+	return 0;
+}
+
+static int view_init(zp_place *ep, int id, zp_err *e)
 {
 	const zp_config *c = &ep->m->cfg;
 	xview *v = &ep->x[id];
 	size_t part;
-	v->ep = ep;
 	v->id = id;
 	zp_place_part(ep->n, c->experts, id, &v->lo, &v->hi);
 	part = (size_t)(v->hi - v->lo) * ep->ebytes;
+	v->shard = zp_xcalloc((size_t)c->layers, sizeof *v->shard);
+	if (view_mem(ep, v, part, e)) {
+		free(v->shard);
+		return -1;
+	}
+	v->ep = ep; /* from here on zp_place_free frees the view */
 	v->cur = v->next_gather = v->next_fetch = -1;
 	v->st = zp_xcalloc((size_t)c->layers, sizeof *v->st);
-	v->shard = zp_xcalloc((size_t)c->layers, sizeof *v->shard);
 	for (int l = 0; l < c->layers; l++) {
-		if (!moe(ep, l))
-			continue;
 		const char *src = ep->m->layers[l].experts;
-		if (l == ep->first_moe) { /* whole, and resident in both modes */
-			v->shard[l] = zp_xalloc_aligned(ep->lbytes);
+		if (l == ep->first_moe) /* whole, and resident in both modes */
 			memcpy(v->shard[l], src, ep->lbytes);
-		} else if (!ep->window && part) {
-			v->shard[l] = zp_xalloc_aligned(part);
+		else if (v->shard[l])
 			memcpy(v->shard[l], src + (size_t)v->lo * ep->ebytes, part);
-		}
 	}
 	v->fgu = zp_xcalloc((size_t)c->experts, sizeof *v->fgu);
 	v->fdn = zp_xcalloc((size_t)c->experts, sizeof *v->fdn);
 	set_view(ep, v->fgu, v->fdn, v->shard[ep->first_moe], v->shard[ep->first_moe], 0, 0);
-	v->nunits = ZP_PLACE_BUFFERS + ep->window;
-	for (int u = 0; u < v->nunits; u++)
-		v->unit[u] = zp_xalloc_aligned(u < ZP_PLACE_BUFFERS ? ep->lbytes : ZP_MAX(part, 64));
 	for (int b = 0; b < ZP_PLACE_BUFFERS; b++) {
 		v->vgu[b] = zp_xcalloc((size_t)c->experts, sizeof *v->vgu[b]);
 		v->vdn[b] = zp_xcalloc((size_t)c->experts, sizeof *v->vdn[b]);
@@ -434,6 +471,7 @@ static void view_init(zp_place *ep, int id)
 	pthread_cond_init(&v->cv, NULL);
 	zp_ring_init(&v->ring, v->ring_rec, REQ_RING);
 	v->src = (zp_expert_src){ v, hook_layer_begin, hook_acquire, hook_release, hook_end };
+	return 0;
 }
 
 zp_place *zp_place_new(zp_model *m, int nexec, enum zp_parallel par, int offload_window,
@@ -486,7 +524,8 @@ zp_place *zp_place_new(zp_model *m, int nexec, enum zp_parallel par, int offload
 		goto bad;
 	}
 	for (int x = 0; x < nexec; x++)
-		view_init(ep, x);
+		if (view_init(ep, x, e))
+			goto bad;
 	if (!ep->window) /* every byte of them now lives in the shards */
 		zp_model_drop_experts(m);
 	if (pthread_create(&ep->comm, NULL, comm_main, ep)) {
@@ -513,10 +552,7 @@ void zp_place_free(zp_place *ep)
 		xview *v = &ep->x[x];
 		if (!v->ep)
 			continue;
-		for (int l = 0; l < ep->m->cfg.layers; l++)
-			zp_free_aligned(v->shard[l]);
-		for (int u = 0; u < v->nunits; u++)
-			zp_free_aligned(v->unit[u]);
+		zp_arena_free(&v->mem); /* shards, buffers and slots */
 		for (int b = 0; b < ZP_PLACE_BUFFERS; b++) {
 			free(v->vgu[b]);
 			free(v->vdn[b]);

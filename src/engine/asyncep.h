@@ -10,7 +10,8 @@
    owns 1/N of the experts and every MoE layer exchanges routed rows between
    all executors, which therefore run each forward together (the baseline
    AsyncEP is built to beat; it reads the model's expert blocks in place).
-   The comm thread copies through a transport (transport.h).
+   The comm thread copies through a transport (transport.h). Each
+   executor's shards, buffers and slots are one arena on its NUMA node.
    Threads: built and freed by the owner thread; each executor calls its own
    source's hooks (through its forward pass); the comm thread runs copies. */
 #ifndef ZP_ASYNCEP_H
