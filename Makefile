@@ -69,7 +69,7 @@ $(BUILD)/test_%: tests/test_%.c tests/check.h $(BUILD)/libzp.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libzp.a $(LDLIBS)
 
 # skips (77) where CUDA was not found at build time or no GPU is present
-$(BUILD)/test_transport_cuda: tests/test_transport_cuda.c src/cuda/transport_cuda.c src/cuda/transport_cuda.h $(BUILD)/libzp.a
+$(BUILD)/test_transport_cuda: tests/test_transport_cuda.c src/cuda/transport_cuda.c $(HDRS) $(BUILD)/libzp.a
 	$(CC) $(CFLAGS) $(CUDA_CFLAGS) $(LDFLAGS) -o $@ $< $(CUDA_SRC) $(BUILD)/libzp.a $(LDLIBS) $(CUDA_LIBS)
 
 test: $(BIN) $(TESTS) $(BUILD)/loadgen

@@ -19,6 +19,13 @@ int zp_arena_nodes(void)
 	return numa_available() < 0 ? 1 : numa_num_configured_nodes();
 }
 
+int zp_arena_node_for(int i)
+{
+	int nodes = zp_arena_nodes();
+	ZP_IPC_ASSERT(i >= 0);
+	return nodes > 1 ? i % nodes : -1;
+}
+
 static bool thp_possible(void)
 {
 	char buf[128] = { 0 };

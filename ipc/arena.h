@@ -52,6 +52,9 @@ int zp_arena_describe(const zp_arena *a, char *buf, size_t n);
 
 /* NUMA nodes on this machine (1 when libnuma is unavailable). */
 int zp_arena_nodes(void);
+/* The node worker i (an executor) and its memory go to: i mod nodes, so
+   workers spread evenly; -1 on a machine with one node (nothing to place). */
+int zp_arena_node_for(int i);
 /* Run the calling thread on node's CPUs and prefer its memory (first touch).
    0 (also when there is one node: nothing to do), or -1 with errno set. */
 int zp_arena_bind_thread(int node);

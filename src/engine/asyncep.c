@@ -26,6 +26,7 @@
 
 #include "gemm.h"
 #include "pool.h"
+#include "arena.h"
 #include "doorbell.h"
 #include "ring.h"
 
@@ -46,6 +47,7 @@ typedef struct {
 typedef struct xview {
 	zp_place *ep;
 	int id, lo, hi;			/* experts [lo, hi) */
+	zp_arena mem;			/* on the executor's node: shards, buffers, slots */
 	char **shard;			/* [layers]: experts [lo, hi) of MoE layer l (NULL
 					   offloading); the first MoE layer's is the whole layer */
 	char *unit[UNITS_MAX];		/* [0, BUFFERS): full-layer buffers; then own-part slots */
@@ -105,52 +107,6 @@ int zp_parallel_parse(const char *s, enum zp_parallel *p, zp_err *e)
 const char *zp_parallel_name(enum zp_parallel p)
 {
 	return p == ZP_PAR_ASYNCEP ? "asyncep" : p == ZP_PAR_DPEP ? "dpep" : "replicate";
-}
-
-/* ---- transports ---- */
-
-static int fault(zp_transport *t, zp_err *e)
-{
-	int n = atomic_load(&t->fail_after);
-	if (n > 0 && atomic_fetch_sub(&t->fail_after, 1) == 1)
-		return zp_errf(e, "transport %s: copy failed (injected fault)", t->name);
-	return 0;
-}
-
-static int cpu_copy(zp_transport *t, const zp_copy_seg *segs, int n, zp_err *e)
-{
-	if (fault(t, e))
-		return -1;
-	for (int i = 0; i < n; i++)
-		memcpy(segs[i].dst, segs[i].src, segs[i].bytes);
-	return 0;
-}
-
-static void cpu_free(zp_transport *t)
-{
-	free(t);
-}
-
-zp_transport *zp_transport_new(const char *name, zp_err *e)
-{
-	if (!strcmp(name, "cpu")) {
-		zp_transport *t = zp_xcalloc(1, sizeof *t);
-		const char *f = getenv("ZP_FAULT_GATHER_AFTER"); /* tests: see asyncep.h */
-		t->name = "cpu";
-		t->copy = cpu_copy;
-		t->free = cpu_free;
-		if (f && atoi(f) > 0) {
-			atomic_store(&t->fail_after, atoi(f));
-			zp_log(ZP_LOG_WARN, "msg=\"fault injection armed\" transport=cpu fail_after=%d",
-			       atoi(f));
-		}
-		return t;
-	}
-	if (!strcmp(name, "nccl") || !strcmp(name, "p2p"))
-		zp_errf(e, "transport %s needs CUDA executors, and this build has none", name);
-	else
-		zp_errf(e, "transport must be cpu, nccl or p2p");
-	return NULL;
 }
 
 /* ---- placement ---- */
@@ -367,6 +323,23 @@ static void hook_end(void *ctx)
 
 /* ---- the comm thread ---- */
 
+/* CPU executors: every end of a copy is host memory. */
+static zp_copy_seg host_seg(void *dst, const void *src, size_t bytes)
+{
+	return (zp_copy_seg){ .dst = dst, .src = src, .bytes = bytes, .dst_dev = ZP_DEV_HOST,
+			      .src_dev = ZP_DEV_HOST };
+}
+
+/* Peer p's part of layer into the same offsets of the full-layer buffer buf:
+   from its shard, or offloading from the host store. */
+static zp_copy_seg peer_seg(const zp_place *ep, char *buf, int p, int layer)
+{
+	const xview *peer = &ep->x[p];
+	return host_seg(buf + (size_t)peer->lo * ep->ebytes,
+			ep->window ? host_part(ep, layer, peer->lo) : peer->shard[layer],
+			(size_t)(peer->hi - peer->lo) * ep->ebytes);
+}
+
 /* Unit r->unit of executor v: a buffer gets every peer's part of the layer
    (from their shards, or offloading from the host store); a slot gets v's own
    part from the host store. */
@@ -377,21 +350,18 @@ static void transfer(zp_place *ep, greq *r)
 	int n = 0, rc = 0;
 	zp_err e = { { 0 } };
 	if (r->unit >= ZP_PLACE_BUFFERS) {
-		segs[n++] = (zp_copy_seg){ v->unit[r->unit], host_part(ep, r->layer, v->lo),
-					   (size_t)(v->hi - v->lo) * ep->ebytes };
+		segs[n++] = host_seg(v->unit[r->unit], host_part(ep, r->layer, v->lo),
+				     (size_t)(v->hi - v->lo) * ep->ebytes);
 	} else {
 		for (int p = 0; p < ep->n; p++) {
 			xview *peer = &ep->x[p];
 			if (p == v->id || peer->hi == peer->lo)
 				continue;
-			segs[n++] = (zp_copy_seg){ v->unit[r->unit] + (size_t)peer->lo * ep->ebytes,
-						   ep->window ? host_part(ep, r->layer, peer->lo)
-							      : peer->shard[r->layer],
-						   (size_t)(peer->hi - peer->lo) * ep->ebytes };
+			segs[n++] = peer_seg(ep, v->unit[r->unit], p, r->layer);
 		}
 	}
 	if (n)
-		rc = ep->t->copy(ep->t, segs, n, &e);
+		rc = zp_transport_copy(ep->t, segs, n, &e);
 	pthread_mutex_lock(&v->mu);
 	v->failed[r->unit] = rc != 0;
 	if (rc)
@@ -428,36 +398,71 @@ static void *comm_main(void *arg)
 
 /* ---- set-up ---- */
 
-static void view_init(zp_place *ep, int id)
+#define PLACE_ALIGN 64 /* every shard, buffer and slot: the GEMMs' row alignment */
+
+/* Executor id's shards, buffers and slots: one arena on its NUMA node, sized
+   once here (the first MoE layer whole; its part of every other MoE layer
+   unless offloading; the full-layer buffers; the slots), first touched on
+   that node by the arena. 0, or -1 with e set (the kernel refused it). */
+static int view_mem(zp_place *ep, xview *v, size_t part, zp_err *e)
+{
+	const zp_config *c = &ep->m->cfg;
+	size_t stride = ZP_ALIGN_UP(part, PLACE_ALIGN), lay = ZP_ALIGN_UP(ep->lbytes, PLACE_ALIGN);
+	size_t slot = ZP_ALIGN_UP(ZP_MAX(part, 64), PLACE_ALIGN);
+	size_t others = 0; /* MoE layers held as shards */
+	for (int l = 0; l < c->layers; l++)
+		others += moe(ep, l) && l != ep->first_moe && !ep->window;
+	size_t bytes = lay + others * stride + ZP_PLACE_BUFFERS * lay + (size_t)ep->window * slot;
+	if (zp_arena_init(&v->mem, bytes + PLACE_ALIGN, zp_arena_node_for(v->id)))
+		return zp_errf(e, "executor %d: placement memory (%.1f MiB): %s", v->id,
+			       (double)bytes / (1 << 20), strerror(errno));
+	char *first = zp_arena_carve(&v->mem, "first_layer", lay, PLACE_ALIGN);
+	char *shards = zp_arena_carve(&v->mem, "shards", others * stride, PLACE_ALIGN);
+	char *bufs = zp_arena_carve(&v->mem, "buffers", ZP_PLACE_BUFFERS * lay, PLACE_ALIGN);
+	char *slots = zp_arena_carve(&v->mem, "slots", (size_t)ep->window * slot, PLACE_ALIGN);
+	ZP_ASSERT(first && shards && bufs && slots); /* sized for exactly these */
+	for (int l = 0, k = 0; l < c->layers; l++) {
+		if (l == ep->first_moe)
+			v->shard[l] = first;
+		else if (moe(ep, l) && !ep->window && part)
+			v->shard[l] = shards + (size_t)k++ * stride;
+	}
+	v->nunits = ZP_PLACE_BUFFERS + ep->window;
+	for (int u = 0; u < v->nunits; u++)
+		v->unit[u] = u < ZP_PLACE_BUFFERS ? bufs + (size_t)u * lay
+						  : slots + (size_t)(u - ZP_PLACE_BUFFERS) * slot;
+	char what[512];
+	zp_arena_describe(&v->mem, what, sizeof what);
+	zp_log(ZP_LOG_INFO, "msg=\"placement memory\" executor=%d %s", v->id, what);
+	return 0;
+}
+
+static int view_init(zp_place *ep, int id, zp_err *e)
 {
 	const zp_config *c = &ep->m->cfg;
 	xview *v = &ep->x[id];
 	size_t part;
-	v->ep = ep;
 	v->id = id;
 	zp_place_part(ep->n, c->experts, id, &v->lo, &v->hi);
 	part = (size_t)(v->hi - v->lo) * ep->ebytes;
+	v->shard = zp_xcalloc((size_t)c->layers, sizeof *v->shard);
+	if (view_mem(ep, v, part, e)) {
+		free(v->shard);
+		return -1;
+	}
+	v->ep = ep; /* from here on zp_place_free frees the view */
 	v->cur = v->next_gather = v->next_fetch = -1;
 	v->st = zp_xcalloc((size_t)c->layers, sizeof *v->st);
-	v->shard = zp_xcalloc((size_t)c->layers, sizeof *v->shard);
 	for (int l = 0; l < c->layers; l++) {
-		if (!moe(ep, l))
-			continue;
 		const char *src = ep->m->layers[l].experts;
-		if (l == ep->first_moe) { /* whole, and resident in both modes */
-			v->shard[l] = zp_xalloc_aligned(ep->lbytes);
+		if (l == ep->first_moe) /* whole, and resident in both modes */
 			memcpy(v->shard[l], src, ep->lbytes);
-		} else if (!ep->window && part) {
-			v->shard[l] = zp_xalloc_aligned(part);
+		else if (v->shard[l])
 			memcpy(v->shard[l], src + (size_t)v->lo * ep->ebytes, part);
-		}
 	}
 	v->fgu = zp_xcalloc((size_t)c->experts, sizeof *v->fgu);
 	v->fdn = zp_xcalloc((size_t)c->experts, sizeof *v->fdn);
 	set_view(ep, v->fgu, v->fdn, v->shard[ep->first_moe], v->shard[ep->first_moe], 0, 0);
-	v->nunits = ZP_PLACE_BUFFERS + ep->window;
-	for (int u = 0; u < v->nunits; u++)
-		v->unit[u] = zp_xalloc_aligned(u < ZP_PLACE_BUFFERS ? ep->lbytes : ZP_MAX(part, 64));
 	for (int b = 0; b < ZP_PLACE_BUFFERS; b++) {
 		v->vgu[b] = zp_xcalloc((size_t)c->experts, sizeof *v->vgu[b]);
 		v->vdn[b] = zp_xcalloc((size_t)c->experts, sizeof *v->vdn[b]);
@@ -466,6 +471,7 @@ static void view_init(zp_place *ep, int id)
 	pthread_cond_init(&v->cv, NULL);
 	zp_ring_init(&v->ring, v->ring_rec, REQ_RING);
 	v->src = (zp_expert_src){ v, hook_layer_begin, hook_acquire, hook_release, hook_end };
+	return 0;
 }
 
 zp_place *zp_place_new(zp_model *m, int nexec, enum zp_parallel par, int offload_window,
@@ -518,7 +524,8 @@ zp_place *zp_place_new(zp_model *m, int nexec, enum zp_parallel par, int offload
 		goto bad;
 	}
 	for (int x = 0; x < nexec; x++)
-		view_init(ep, x);
+		if (view_init(ep, x, e))
+			goto bad;
 	if (!ep->window) /* every byte of them now lives in the shards */
 		zp_model_drop_experts(m);
 	if (pthread_create(&ep->comm, NULL, comm_main, ep)) {
@@ -545,10 +552,7 @@ void zp_place_free(zp_place *ep)
 		xview *v = &ep->x[x];
 		if (!v->ep)
 			continue;
-		for (int l = 0; l < ep->m->cfg.layers; l++)
-			zp_free_aligned(v->shard[l]);
-		for (int u = 0; u < v->nunits; u++)
-			zp_free_aligned(v->unit[u]);
+		zp_arena_free(&v->mem); /* shards, buffers and slots */
 		for (int b = 0; b < ZP_PLACE_BUFFERS; b++) {
 			free(v->vgu[b]);
 			free(v->vdn[b]);
@@ -562,8 +566,7 @@ void zp_place_free(zp_place *ep)
 	}
 	zp_bell_free(&ep->doorbell);
 	zp_dpep_free(ep->grp);
-	if (ep->t)
-		ep->t->free(ep->t);
+	zp_transport_free(ep->t);
 	free(ep->off_gu);
 	free(ep->off_dn);
 	free(ep);
@@ -637,7 +640,7 @@ void zp_place_stats(zp_place *ep, int x, zp_place_layer_stats *out)
 
 void zp_place_inject_fault(zp_place *ep, int n)
 {
-	atomic_store(&ep->t->fail_after, n);
+	zp_transport_fail_after(ep->t, n);
 }
 
 /* ---- calibration ---- */
@@ -706,14 +709,11 @@ int zp_place_calibrate(zp_place *ep, int threads, zp_place_calib *out, zp_err *e
 		zp_copy_seg segs[ZP_EXECUTORS_MAX];
 		int n = 0;
 		for (int p = 1; p < ep->n; p++)
-			segs[n++] = (zp_copy_seg){ v->unit[0] + (size_t)ep->x[p].lo * ep->ebytes,
-						   ep->window ? host_part(ep, l, ep->x[p].lo)
-							      : ep->x[p].shard[l],
-						   (size_t)(ep->x[p].hi - ep->x[p].lo) * ep->ebytes };
+			segs[n++] = peer_seg(ep, v->unit[0], p, l);
 		double best = 1e30;
 		for (int it = 0; it < 3; it++) {
 			double t0 = zp_now_s();
-			if (ep->t->copy(ep->t, segs, n, e))
+			if (zp_transport_copy(ep->t, segs, n, e))
 				return -1;
 			best = ZP_MIN(best, zp_now_s() - t0);
 		}

@@ -10,7 +10,8 @@
    owns 1/N of the experts and every MoE layer exchanges routed rows between
    all executors, which therefore run each forward together (the baseline
    AsyncEP is built to beat; it reads the model's expert blocks in place).
-   Transports copy bytes for the comm thread behind one interface.
+   The comm thread copies through a transport (transport.h). Each
+   executor's shards, buffers and slots are one arena on its NUMA node.
    Threads: built and freed by the owner thread; each executor calls its own
    source's hooks (through its forward pass); the comm thread runs copies. */
 #ifndef ZP_ASYNCEP_H
@@ -21,6 +22,7 @@
 
 #include "forward.h"
 #include "model.h"
+#include "transport.h"
 #include "util.h"
 
 #define ZP_EXECUTORS_MAX 64	/* executors of one engine (serve's executors bound) */
@@ -36,30 +38,6 @@ enum zp_parallel { ZP_PAR_REPLICATE, ZP_PAR_ASYNCEP, ZP_PAR_DPEP };
 /* "asyncep", "dpep" or "replicate" -> *p. 0, or -1 with e set. */
 int zp_parallel_parse(const char *s, enum zp_parallel *p, zp_err *e);
 const char *zp_parallel_name(enum zp_parallel p);
-
-typedef struct {
-	void *dst;
-	const void *src;
-	size_t bytes;
-} zp_copy_seg;
-
-/* A transport: copy segments (one layer's peers' shards). Comm thread only.
-   0, or -1 with e set: that gather fails (and only it). */
-typedef struct zp_transport zp_transport;
-struct zp_transport {
-	const char *name;
-	int (*copy)(zp_transport *t, const zp_copy_seg *segs, int n, zp_err *e);
-	void (*free)(zp_transport *t);
-	/* Fault injection for tests: when > 0, the fail_after-th copy from now
-	   fails as a transport error would. */
-	_Atomic int fail_after;
-};
-
-/* "cpu" (memcpy from peers' shards). "nccl" and "p2p" need a CUDA build of
-   zprefill and are refused here with that reason. NULL with e set. For the
-   end-to-end fault tests, the environment variable ZP_FAULT_GATHER_AFTER=n
-   arms the cpu transport's fail_after (logged as a warning). */
-zp_transport *zp_transport_new(const char *name, zp_err *e);
 
 typedef struct zp_place zp_place;
 

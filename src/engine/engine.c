@@ -42,7 +42,7 @@ zp_engine *zp_engine_start(zp_model *m, const zp_engine_cfg *c, zp_err *e)
 	zp_log(ZP_LOG_INFO, "msg=\"executor placement\" numa_nodes=%d%s", nodes,
 	       nodes <= 1 ? " note=\"one node: threads and memory are not placed\"" : "");
 	for (int i = 0; i < c->executors; i++) {
-		int node = nodes > 1 ? i % nodes : -1;
+		int node = zp_arena_node_for(i); /* where zp_place_new put its memory */
 		if (zp_exec_start(&g->exec[i], i, node, m, zp_place_source(g->place, i),
 				  zp_place_group(g->place), c->threads_each, c->batch_tokens_max, g->done,
 				  e))
