@@ -12,6 +12,7 @@
    - faults: a transport error fails that forward with a clear error; the
      executor recovers and the next forward is exact again;
    - shutdown with gathers in flight (under make tsan). */
+#include <math.h>
 #include <string.h>
 
 #include "check.h"
@@ -169,10 +170,11 @@ static void check_fault(void)
 	zp_engine_cfg c = { 2, ZP_PAR_ASYNCEP, "cpu", 1, 4096, NULL, 0 };
 	CHECK((g = zp_engine_start(&m, &c, &e)), "start");
 	CHECK(run(g, ref, &e) == 0, "clean run");
-	/* calibration: a real rate, a real gather time, and T from them */
+	/* calibration: a real rate, a real gather time, and T from them (no speed
+	   threshold: sanitizers and a loaded machine are slow, and that is no fault) */
 	zp_place_calib cal;
 	CHECK(zp_place_calibrate(zp_engine_place(g), 1, &cal, &e) == 0, "calibrate: %s", e.msg);
-	CHECK(cal.flops_per_s > 1e8 && cal.gather_s > 0 && cal.gamma == 1.2 &&
+	CHECK(cal.flops_per_s > 0 && isfinite(cal.flops_per_s) && cal.gather_s > 0 && cal.gamma == 1.2 &&
 	      cal.threshold_flops == cal.gather_s * cal.flops_per_s * cal.gamma &&
 	      cal.threshold_tokens > 0, "calibration: F %g, t_gather %g, T %g (%g tokens)",
 	      cal.flops_per_s, cal.gather_s, cal.threshold_flops, cal.threshold_tokens);
