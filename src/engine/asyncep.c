@@ -10,7 +10,8 @@
    K slots, and its gathers read peers' parts from the host store.
    An executor's units are its two full-layer buffers and, offloading, its K
    slots. Unit states (executor thread only; the comm thread only reports a
-   request's completion under the view's mutex):
+   request's completion: it writes the outcome, then records the unit's
+   event, which the executor waits on through its backend):
      FREE -> BUSY    kick: a gather (buffer) or prefetch (slot) of layer l is
                      pushed to the comm thread
      BUSY -> USED    acquire: the request completed without error
@@ -24,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend_cpu.h"
 #include "gemm.h"
 #include "pool.h"
 #include "arena.h"
@@ -41,7 +43,7 @@ struct xview;
 typedef struct {
 	struct xview *v;
 	int unit, layer;
-	uint64_t seq;
+	uint64_t seq;			/* the unit's n-th request: its event's n-th record */
 } greq;
 
 typedef struct xview {
@@ -58,12 +60,12 @@ typedef struct xview {
 	int ulayer[UNITS_MAX];
 	enum ustate ust[UNITS_MAX];
 	greq req[UNITS_MAX];
-	uint64_t seq;			/* requests issued */
+	uint64_t issued[UNITS_MAX];	/* requests per unit */
 	int next_gather, next_fetch;	/* next MoE layer to gather / prefetch (-1: none) */
-	pthread_mutex_t mu;		/* guards done, failed, err */
-	pthread_cond_t cv;
-	uint64_t done[UNITS_MAX];
-	int failed[UNITS_MAX];
+	zp_event *ready[UNITS_MAX];	/* recorded by the comm thread as each request of
+					   the unit completes ("layer gathered") */
+	int failed[UNITS_MAX];		/* outcome of the unit's last request: written
+					   before its record, read after the wait */
 	char err[UNITS_MAX][ZP_ERR_LEN];
 	zp_ring ring;			/* requests {unit, seq}, executor -> comm thread */
 	zp_rec ring_rec[REQ_RING];
@@ -214,9 +216,9 @@ static void kick(xview *v, int u, int layer)
 	v->ulayer[u] = layer;
 	if (u < ZP_PLACE_BUFFERS) /* own part: resident, or a slot whose prefetch was kicked before */
 		set_view(ep, v->vgu[u], v->vdn[u], v->unit[u], own_part(v, layer), v->lo, v->hi);
-	v->req[u] = (greq){ v, u, layer, ++v->seq };
+	v->req[u] = (greq){ v, u, layer, ++v->issued[u] };
 	/* one entry per unit at most */
-	ZP_ASSERT(zp_ring_push(&v->ring, (zp_rec){ (uint32_t)u, (uint32_t)v->seq }));
+	ZP_ASSERT(zp_ring_push(&v->ring, (zp_rec){ (uint32_t)u, (uint32_t)v->req[u].seq }));
 	zp_bell_ring(&ep->doorbell);
 }
 
@@ -259,22 +261,24 @@ static void hook_layer_begin(void *ctx, int l)
 	kick_ahead(v);
 }
 
-/* Wait for unit u's request; its error (or 0). */
-static int wait_unit(xview *v, int u, zp_err *e)
+/* Wait for unit u's request on b's event wait (NULL: the host wait, the
+   same event on the cpu backend); its error (or 0). */
+static int wait_unit(xview *v, int u, zp_backend *b, zp_err *e)
 {
-	int failed;
-	pthread_mutex_lock(&v->mu);
-	while (v->done[u] != v->req[u].seq)
-		pthread_cond_wait(&v->cv, &v->mu);
-	failed = v->failed[u];
-	if (failed && e)
+	if (b)
+		b->ops->event_wait(b, v->ready[u], v->req[u].seq);
+	else
+		zp_cpu_event_wait(v->ready[u], v->req[u].seq);
+	if (v->failed[u] && e)
 		zp_errf(e, "executor %d: %s of layer %d: %s", v->id, u < ZP_PLACE_BUFFERS ? "gather" : "prefetch",
 			v->ulayer[u], v->err[u]);
-	pthread_mutex_unlock(&v->mu);
-	return failed ? -1 : 0;
+	return v->failed[u] ? -1 : 0;
 }
 
-static int hook_acquire(void *ctx, int l, const zp_wmat **gu, const zp_wmat **dn, zp_err *e)
+/* The layer's experts as views of the executor's memory (its shard and a
+   gathered buffer), once the buffer's event says the layer is gathered. */
+static int hook_acquire(void *ctx, int l, zp_backend *be, const zp_wmat **gu, const zp_wmat **dn,
+			zp_err *e)
 {
 	xview *v = ctx;
 	if (l == v->ep->first_moe) {
@@ -286,7 +290,7 @@ static int hook_acquire(void *ctx, int l, const zp_wmat **gu, const zp_wmat **dn
 	    s = v->ep->window ? find_unit(v, ZP_PLACE_BUFFERS, v->nunits, l) : -1;
 	ZP_ASSERT(b >= 0 && (!v->ep->window || s >= 0)); /* kick_ahead started both */
 	double t0 = zp_now_s();
-	int rc = wait_unit(v, b, e) || (s >= 0 && wait_unit(v, s, e));
+	int rc = wait_unit(v, b, be, e) || (s >= 0 && wait_unit(v, s, be, e));
 	v->wait_cur += zp_now_s() - t0;
 	if (rc)
 		return -1;
@@ -315,7 +319,7 @@ static void hook_end(void *ctx)
 	close_layer(v, zp_now_s());
 	for (int u = 0; u < v->nunits; u++) {
 		if (v->ust[u] == U_BUSY)
-			wait_unit(v, u, NULL); /* a failed forward may leave some out */
+			wait_unit(v, u, NULL, NULL); /* a failed forward may leave some out */
 		v->ust[u] = U_FREE;
 	}
 	v->next_gather = v->next_fetch = -1;
@@ -362,13 +366,11 @@ static void transfer(zp_place *ep, greq *r)
 	}
 	if (n)
 		rc = zp_transport_copy(ep->t, segs, n, &e);
-	pthread_mutex_lock(&v->mu);
 	v->failed[r->unit] = rc != 0;
 	if (rc)
 		snprintf(v->err[r->unit], ZP_ERR_LEN, "%s", e.msg);
-	v->done[r->unit] = r->seq;
-	pthread_cond_broadcast(&v->cv);
-	pthread_mutex_unlock(&v->mu);
+	/* layer gathered: the unit's executor may read it (and the outcome) */
+	ZP_ASSERT(zp_cpu_event_record(v->ready[r->unit]) == r->seq);
 }
 
 static void *comm_main(void *arg)
@@ -467,8 +469,8 @@ static int view_init(zp_place *ep, int id, zp_err *e)
 		v->vgu[b] = zp_xcalloc((size_t)c->experts, sizeof *v->vgu[b]);
 		v->vdn[b] = zp_xcalloc((size_t)c->experts, sizeof *v->vdn[b]);
 	}
-	pthread_mutex_init(&v->mu, NULL);
-	pthread_cond_init(&v->cv, NULL);
+	for (int u = 0; u < v->nunits; u++)
+		v->ready[u] = zp_cpu_event_new();
 	zp_ring_init(&v->ring, v->ring_rec, REQ_RING);
 	v->src = (zp_expert_src){ v, hook_layer_begin, hook_acquire, hook_release, hook_end };
 	return 0;
@@ -561,8 +563,8 @@ void zp_place_free(zp_place *ep)
 		free(v->fgu);
 		free(v->fdn);
 		free(v->st);
-		pthread_mutex_destroy(&v->mu);
-		pthread_cond_destroy(&v->cv);
+		for (int u = 0; u < v->nunits; u++)
+			zp_cpu_event_free(v->ready[u]);
 	}
 	zp_bell_free(&ep->doorbell);
 	zp_dpep_free(ep->grp);

@@ -1,12 +1,16 @@
-/* forward.h -- the CPU forward pass of Qwen3(-MoE), exactly transformers'
+/* forward.h -- the forward pass of Qwen3(-MoE), exactly transformers'
    modeling_qwen3_moe.py (DESIGN.md section 1), over several sequences packed into
    one batch (no token attends across sequences), and the outputs a prefill is
-   asked for, computed without a [tokens x vocab] matrix. One zp_fwd per owner
-   thread (an executor); it owns its workspace (sized at start from max_tokens)
-   and its thread pool. The model is shared read-only. */
+   asked for, computed without a [tokens x vocab] matrix. The schedule is
+   written once over backend.h's ops; zp_fwd_new runs it on the cpu backend.
+   One zp_fwd per owner thread (an executor); it owns its backend instance (and
+   so its thread pool) and its workspace, sized at start from max_tokens. The
+   model is shared read-only. */
 #ifndef ZP_FORWARD_H
 #define ZP_FORWARD_H
 
+#include "backend.h"
+#include "dpep.h"
 #include "model.h"
 #include "request.h"
 
@@ -19,14 +23,16 @@ void zp_fwd_free(zp_fwd *f);
 
 /* Where MoE layers' experts come from when not the model's own blocks (AsyncEP:
    an executor's resident shard and gathered buffers, asyncep.h). Called on the
-   thread running the forward. */
+   thread running the forward, with the forward's backend. */
 typedef struct {
 	void *ctx;
 	/* layer l begins (before its attention): a chance to start gathers */
 	void (*layer_begin)(void *ctx, int l);
-	/* MoE layer l's experts, [E] gate_up and [E] down; may wait for a gather.
-	   0, or -1 with e set (the gather failed: the forward fails) */
-	int (*acquire)(void *ctx, int l, const zp_wmat **gate_up, const zp_wmat **down, zp_err *e);
+	/* MoE layer l's experts as views of b's memory, [E] gate_up and [E]
+	   down; may wait (on a b event) for their gather. 0, or -1 with e set
+	   (the gather failed: the forward fails) */
+	int (*acquire)(void *ctx, int l, zp_backend *b, const zp_wmat **gate_up,
+		       const zp_wmat **down, zp_err *e);
 	/* MoE layer l no longer reads them */
 	void (*release)(void *ctx, int l);
 	/* the forward ended, well or not: nothing of it may stay in flight */
@@ -36,19 +42,8 @@ typedef struct {
 /* Use src for every later forward (NULL: the model's own experts). */
 void zp_fwd_set_experts(zp_fwd *f, const zp_expert_src *src);
 
-/* Synchronous DP+EP (the dpep baseline): a group of n forwards, one per
-   executor, that run every MoE layer together. Member x owns experts
-   [lo_x, hi_x); at each MoE layer every member publishes its routed rows,
-   waits for all (a barrier), computes its experts over every member's rows
-   (copied in, as an AllToAll would), writes the results back into their
-   owners' buffers, and waits again. A member with no tokens still takes part,
-   so a group's forwards must all be started together. */
-typedef struct zp_dpep zp_dpep;
-#define ZP_DPEP_MAX 64
-zp_dpep *zp_dpep_new(int n, int experts);
-void zp_dpep_free(zp_dpep *g);
-void zp_dpep_range(const zp_dpep *g, int member, int *lo, int *hi);
-/* Join f to g as member (before any forward of the group runs). */
+/* Join f to dpep group g (dpep.h) as member (before any forward of the group
+   runs); f leaves it when freed. */
 void zp_fwd_set_dpep(zp_fwd *f, zp_dpep *g, int member);
 
 /* One forward over reqs (total tokens <= max_tokens); fills their results.
