@@ -106,9 +106,10 @@ size_t zp_api_job_bytes(const zp_api *a, long tokens_max)
 	/* the largest native request's arrays */
 	size_t native = (size_t)(ZP_CANDIDATES_MAX + ZP_TOP_LOGPROBS_MAX + a->lim.max_tokens) *
 			(sizeof(int32_t) + sizeof(float)) + 8 * A;
-	/* the text kept (labels, documents, the id): never longer than the body,
-	   but for the id's escapes (\u00XX for a raw control byte) */
-	size_t text = 6 * a->body_max + 2 * items * A;
+	/* the text kept (labels, documents, the id): never longer than the body
+	   (an id printed longer, by \u00XX escapes of raw control bytes past a
+	   body's worth, is a 413) */
+	size_t text = a->body_max + 2 * items * A;
 	return seqs + tokens + native + text;
 }
 
