@@ -19,13 +19,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static zp_api api;
 	static zp_tok *tok;
+	static zp_region job_rg;
 	static const zp_rerank_cfg rr = { "<|im_start|>system\n", "<|im_end|>\n", "judge", "yes", "no" };
 	if (!tok) {
 		zp_err e;
 		zp_req_limits lim = { .vocab = 640, .max_tokens = 64, .hidden = 8 };
 		if (!(tok = zp_tok_load("tests/data/small-tokenizer.json", &e)))
 			abort();
-		zp_api_init(&api, tok, &lim, "m", &rr);
+		zp_api_init(&api, tok, &lim, 1 << 16, "m", &rr);
+		zp_region_init(&job_rg, NULL, zp_api_job_bytes(&api, 1 << 16));
 	}
 	if (size < 1)
 		return 0;
@@ -33,6 +35,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	zp_job job;
 	zp_buf out;
 	memset(&job, 0, sizeof job);
+	job.rg = &job_rg;
 	zp_buf_init(&out, 256);
 	zp_api_reply reply = { .body = &out };
 	int st = zp_api_build(&api, ep, NULL, (const char *)data + 1, size - 1, &job, &reply);

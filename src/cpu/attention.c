@@ -133,6 +133,8 @@ AVX512 static void pv_block(const zp_attn *a, int s0, int kvh, int j0, int j1, c
 	}
 }
 
+static void attn_ref_in(const zp_attn *a, int s0, int h, int q, float *sc);
+
 /* Two passes over the keys in blocks of KB: scores (a K block in L1, reused by
    every query and q head of the group), exact softmax per row, then P.V (a V
    block reused likewise). */
@@ -143,10 +145,10 @@ void zp_attn_block(const zp_attn *a, int s0, int kvh, int q0, int q1, float *scr
 	float *sc = scratch;
 
 	ZP_ASSERT(q0 >= 0 && q0 < q1 && a->heads % a->kv_heads == 0);
-	if (!zp_cpu_avx512()) { /* no vector path: the reference */
+	if (!zp_cpu_avx512()) { /* no vector path: the reference, in the scratch (>= q1 floats) */
 		for (int h = kvh * rep; h < (kvh + 1) * rep; h++)
 			for (int q = q0; q < q1; q++)
-				zp_attn_ref(a, s0, h, q);
+				attn_ref_in(a, s0, h, q, scratch);
 		return;
 	}
 #define SC_ROW(hi, q) (sc + ((size_t)(hi) * nq_all + (size_t)((q) - q0)) * nk)
@@ -181,13 +183,13 @@ void zp_attn_block(const zp_attn *a, int s0, int kvh, int q0, int q1, float *scr
 #undef SC_ROW
 }
 
-void zp_attn_ref(const zp_attn *a, int s0, int h, int q)
+/* One query of one head, its scores in sc[q + 1]. */
+static void attn_ref_in(const zp_attn *a, int s0, int h, int q, float *sc)
 {
 	int d = a->d, kvh = h / (a->heads / a->kv_heads);
 	const float *qv = a->qkv + (size_t)(s0 + q) * a->ld + (size_t)h * d;
 	float scale = (float)pow((double)d, -0.5), mx = -FLT_MAX, sum = 0;
 	float *o = a->out + (size_t)(s0 + q) * a->ldo + (size_t)h * d;
-	float *sc = zp_xmalloc((size_t)(q + 1) * sizeof *sc);
 
 	for (int j = 0; j <= q; j++) {
 		const float *k = a->qkv + (size_t)(s0 + j) * a->ld + (size_t)(a->heads + kvh) * d;
@@ -206,6 +208,12 @@ void zp_attn_ref(const zp_attn *a, int s0, int h, int q)
 			       a->qkv[(size_t)(s0 + j) * a->ld + (size_t)(a->heads + a->kv_heads + kvh) * d + i];
 		o[i] = (float)acc;
 	}
+}
+
+void zp_attn_ref(const zp_attn *a, int s0, int h, int q)
+{
+	float *sc = zp_xmalloc((size_t)(q + 1) * sizeof *sc);
+	attn_ref_in(a, s0, h, q, sc);
 	free(sc);
 }
 

@@ -2,7 +2,8 @@
    body once for the endpoint (strict: unknown fields, wrong types and
    out-of-range values are 400s naming the field) and calls the build that
    router.c's table names; zp_api_finish calls its finish. The field readers
-   and sequence builders every api_*.c uses are here (endpoints.h). */
+   and sequence builders every api_*.c uses are here (endpoints.h), with the
+   bounds the server sizes its regions and response buffers from. */
 #include "api.h"
 
 #include <math.h>
@@ -18,7 +19,7 @@ static void error_v(zp_buf *out, int status, const char *param, const char *fmt,
 {
 	char msg[512];
 	vsnprintf(msg, sizeof msg, fmt, ap);
-	out->len = 0;
+	zp_buf_reset(out);
 	zp_buf_puts(out, "{\"error\":{\"message\":");
 	zp_buf_json_str(out, msg);
 	zp_buf_printf(out, ",\"type\":\"%s\",\"param\":", zp_http_err_type(status));
@@ -47,8 +48,16 @@ int zp_api_bad(zp_api_call *c, const char *param, const char *fmt, ...)
 	return ZP_HTTP_ERR_BAD_REQUEST;
 }
 
-void zp_api_init(zp_api *a, const zp_tok *tok, const zp_req_limits *lim, const char *model_name,
-		 const zp_rerank_cfg *rr)
+int zp_api_full(zp_api_call *c, const zp_region *rg)
+{
+	return zp_api_error(c->out, ZP_HTTP_ERR_TOO_LARGE, NULL, "request needs more than the "
+			    "%zu bytes of memory a request may use (sized from the server's limits: "
+			    "body_bytes_max, max_tokens, queue_tokens_max): send a smaller one",
+			    rg->cap);
+}
+
+void zp_api_init(zp_api *a, const zp_tok *tok, const zp_req_limits *lim, size_t body_max,
+		 const char *model_name, const zp_rerank_cfg *rr)
 {
 	memset(a, 0, sizeof *a);
 	a->tok = tok;
@@ -58,7 +67,16 @@ void zp_api_init(zp_api *a, const zp_tok *tok, const zp_req_limits *lim, const c
 	a->model_name = model_name;
 	a->rerank = *rr;
 	a->yes_id = a->no_id = -1;
+	a->body_max = body_max;
 	a->scratch = zp_xmalloc((size_t)lim->max_tokens * 3 * sizeof *a->scratch);
+	/* the texts put together from one body (query + item, rerank's prompt) */
+	a->text_cap = body_max + strlen(rr->prefix) + strlen(rr->suffix) + strlen(rr->instruction) +
+		      ZP_API_PROMPT_EXTRA;
+	a->text = zp_xmalloc(a->text_cap);
+	/* the tree, plus classify's label tokens (detokenize decodes into what
+	   its small tree leaves) */
+	zp_region_init(&a->parse, NULL, zp_req_region_bytes(lim, body_max) +
+		       (size_t)ZP_API_ITEMS_MAX * (ZP_API_LABEL_TOKENS_MAX + 1) * sizeof(int32_t));
 	if (tok) { /* the configured label tokens, exactly as the vocabulary spells them */
 		a->yes_id = zp_tok_find(tok, rr->yes_token, strlen(rr->yes_token));
 		a->no_id = zp_tok_find(tok, rr->no_token, strlen(rr->no_token));
@@ -69,7 +87,44 @@ void zp_api_free(zp_api *a)
 {
 	zp_tok_state_free(a->ts);
 	free(a->scratch);
+	free(a->text);
+	zp_region_free(&a->parse);
 	memset(a, 0, sizeof *a);
+}
+
+size_t zp_api_job_bytes(const zp_api *a, long tokens_max)
+{
+	const size_t A = ZP_REGION_ALIGN, items = ZP_API_ITEMS_MAX;
+	size_t toks = (size_t)ZP_MIN(tokens_max, (long)items * a->lim.max_tokens);
+	/* a sequence per item: itself, its arrays' alignment, an embedding,
+	   ZP_API_ITEMS_MAX candidate labels (id and log-prob); the rerank order */
+	size_t seqs = items * (ZP_ALIGN_UP(sizeof(zp_req), A) + 6 * A +
+			       (size_t)a->lim.hidden * sizeof(float) +
+			       items * (sizeof(int32_t) + sizeof(float)) + 2 * sizeof(double));
+	/* every token's id and prompt log-prob; the seq, label and doc arrays */
+	size_t tokens = toks * (sizeof(int32_t) + sizeof(float)) + 3 * items * sizeof(char *) + 3 * A;
+	/* the largest native request's arrays */
+	size_t native = (size_t)(ZP_CANDIDATES_MAX + ZP_TOP_LOGPROBS_MAX + a->lim.max_tokens) *
+			(sizeof(int32_t) + sizeof(float)) + 8 * A;
+	/* the text kept (labels, documents, the id): never longer than the body
+	   (an id printed longer, by \u00XX escapes of raw control bytes past a
+	   body's worth, is a 413) */
+	size_t text = a->body_max + 2 * items * A;
+	return seqs + tokens + native + text;
+}
+
+size_t zp_api_response_bytes(const zp_api *a)
+{
+	const size_t items = ZP_API_ITEMS_MAX, f = ZP_API_FLOAT_CHARS;
+	size_t hidden = (size_t)a->lim.hidden, toks = (size_t)a->lim.max_tokens;
+	size_t embed = items * (ZP_API_ITEM_CHARS + hidden * f);
+	size_t labels = items * (ZP_API_ITEM_CHARS + items * f);	/* score, classify */
+	size_t prefill = 6 * a->body_max + (toks + ZP_CANDIDATES_MAX + hidden) * f +
+			 ZP_TOP_LOGPROBS_MAX * (f + 12);
+	size_t rerank = items * ZP_API_ITEM_CHARS + 6 * a->body_max;	/* documents echoed */
+	size_t tokenize = toks * 12 + ZP_API_ITEM_CHARS;
+	size_t b = ZP_MAX(ZP_MAX(embed, labels), ZP_MAX(prefill, rerank));
+	return ZP_MAX(ZP_MAX(b, tokenize), ZP_API_INFO_BYTES) + ZP_API_ITEM_CHARS;
 }
 
 int zp_api_build(zp_api *a, enum zp_route ep, const zp_api_view *view, const char *body,
@@ -84,20 +139,31 @@ int zp_api_build(zp_api *a, enum zp_route ep, const zp_api_view *view, const cha
 	reply->content_type = "application/json";
 	reply->retry_after_s = 0;
 	job->ep = ep;
+	zp_buf_reset(reply->body);
+	zp_region_reset(&a->parse);
+	if (job->rg)
+		zp_region_reset(job->rg);
 	if (!(r->flags & ZP_ROUTE_JSON))
 		return r->build(&c);
 	if (zp_json_check_utf8(body, len))
 		return zp_api_bad(&c, NULL, "body is not valid UTF-8 (or holds a NUL byte)");
+	/* the tree lands in the parse region; deleting it there is a no-op, and
+	   the endpoints may keep pointers into it until the next build */
+	zp_region *prev = zp_region_enter(&a->parse);
 	cJSON *root = zp_json_parse(body, len);
-	if (!root)
-		return zp_api_bad(&c, NULL, "body is not valid JSON (one value, no \\u0000)");
-	if (!cJSON_IsObject(root)) {
-		cJSON_Delete(root);
-		return zp_api_bad(&c, NULL, "body must be a JSON object");
+	int rc;
+	if (!root && a->parse.fails)
+		rc = zp_api_full(&c, &a->parse);
+	else if (!root)
+		rc = zp_api_bad(&c, NULL, "body is not valid JSON (one value, no \\u0000)");
+	else if (!cJSON_IsObject(root))
+		rc = zp_api_bad(&c, NULL, "body must be a JSON object");
+	else {
+		c.root = root;
+		rc = r->build(&c);
 	}
-	c.root = root;
-	int rc = r->build(&c);
 	cJSON_Delete(root);
+	zp_region_leave(prev);
 	return rc;
 }
 
@@ -106,26 +172,35 @@ int zp_api_finish(zp_api *a, zp_job *j, zp_buf *out)
 	const zp_route_entry *r = zp_route_of(j->ep);
 	ZP_ASSERT(j->done == j->nseq && !j->cancelled);
 	ZP_ASSERT(r->finish); /* only endpoints with sequences have something to finish */
-	out->len = 0;
+	zp_buf_reset(out);
 	r->finish(a, j, out);
+	if (out->overflow)
+		return zp_api_error(out, ZP_HTTP_ERR_INTERNAL, NULL, "the response is over the "
+				    "%zu-byte response buffer (sized from the limits; documents and "
+				    "labels are echoed): ask for less", out->cap);
 	return 200;
 }
 
 void zp_api_job_free(zp_job *j)
 {
-	for (int i = 0; i < j->nseq; i++)
-		zp_req_free(&j->seq[i]);
-	free(j->seq);
-	for (int k = 0; j->labels && k < j->nlab; k++)
-		free(j->labels[k]);
-	free(j->labels);
-	for (int k = 0; j->docs && k < j->nout; k++)
-		free(j->docs[k]);
-	free(j->docs);
-	j->docs = NULL;
+	if (j->rg)
+		zp_region_reset(j->rg); /* the sequences, their arrays, labels, documents */
+	else
+		ZP_ASSERT(j->nseq == 0 && !j->seq);
 	j->seq = NULL;
-	j->labels = NULL;
+	j->labels = j->docs = NULL;
+	j->order = NULL;
 	j->nseq = 0;
+}
+
+/* A copy of s in the job's region; NULL when it is full. */
+char *zp_api_keep_text(zp_api_call *c, const char *s)
+{
+	size_t n = strlen(s) + 1;
+	char *p = zp_region_alloc(c->job->rg, n);
+	if (p)
+		memcpy(p, s, n);
+	return p;
 }
 
 /* ---- field readers (each returns 0, or the status with out written) ---- */
@@ -222,37 +297,42 @@ const cJSON *zp_api_list_item(const cJSON *v, int i)
 	return cJSON_GetArrayItem(v, i);
 }
 
-static void seq_init(zp_req *r, const int32_t *ids, int n)
+/* The last sequence added: r scores these candidate tokens at its last
+   position. */
+int zp_api_seq_cands(zp_api_call *c, const int32_t *ids, int n)
 {
-	memset(r, 0, sizeof *r);
-	r->id_json = strdup("null");
-	r->tokens = zp_xmalloc((size_t)n * sizeof *r->tokens);
-	memcpy(r->tokens, ids, (size_t)n * sizeof *ids);
-	r->ntok = n;
-	r->plp_start = -1;
+	zp_req_error err;
+	if (zp_req_set_cands(&c->job->seq[c->job->nseq - 1], ids, n, &err))
+		return zp_api_full(c, c->job->rg);
+	return 0;
 }
 
-void zp_api_seq_cands(zp_req *r, const int32_t *ids, int n)
+/* n floats for the last sequence added, into *out. */
+int zp_api_seq_floats(zp_api_call *c, int n, float **out)
 {
-	r->cands = zp_xmalloc((size_t)n * sizeof *r->cands);
-	memcpy(r->cands, ids, (size_t)n * sizeof *ids);
-	r->ncand = n;
-	r->want_cands = true;
-	r->cand_lp = zp_xmalloc((size_t)n * sizeof *r->cand_lp);
+	if (!(*out = zp_req_alloc(&c->job->seq[c->job->nseq - 1], (size_t)n, sizeof **out)))
+		return zp_api_full(c, c->job->rg);
+	return 0;
 }
 
-void zp_api_alloc_seqs(zp_api_call *c, int n)
+int zp_api_alloc_seqs(zp_api_call *c, int n)
 {
-	c->job->seq = zp_xcalloc((size_t)n, sizeof *c->job->seq);
+	ZP_ASSERT(c->job->rg && n > 0);
+	c->job->seq = zp_region_alloc(c->job->rg, (size_t)n * sizeof *c->job->seq);
 	c->job->nseq = 0;
+	return c->job->seq ? 0 : zp_api_full(c, c->job->rg);
 }
 
 int zp_api_add_seq(zp_api_call *c, const int32_t *ids, int n, const char *param)
 {
+	zp_req_error err;
 	if (n > c->a->lim.max_tokens)
 		return zp_api_bad(c, param, "a sequence built from %s is %d tokens (max "
 				  "%d)", param, n, c->a->lim.max_tokens);
-	seq_init(&c->job->seq[c->job->nseq++], ids, n);
+	zp_req *r = &c->job->seq[c->job->nseq++];
+	zp_req_init(r, c->job->rg);
+	if (zp_req_set_tokens(r, ids, n, &err))
+		return zp_api_full(c, c->job->rg);
 	c->job->tokens += n;
 	return 0;
 }

@@ -4,6 +4,12 @@
    native prefill request; router.c's table says which api_*.c serves which
    path. Reactor thread only (it owns the tokenizer state); executors only
    fill the sequences' result arrays.
+   Memory: nothing here allocates after zp_api_init. A request's JSON tree
+   and its scratch live in the api's parse region (reset at each build); a
+   job's sequences, their arrays and the text it keeps (labels, documents)
+   live in the job's region (given by the server, sized at start-up by
+   zp_api_job_bytes, reset by zp_api_job_free). A request that does not fit
+   either is a 413 saying so, never an abort.
    Return contract: input faults are 4xx with an OpenAI-style error body. */
 #ifndef ZP_API_H
 #define ZP_API_H
@@ -33,6 +39,10 @@ struct zp_api {
 	zp_rerank_cfg rerank;
 	int32_t yes_id, no_id;		/* -1 when the tokenizer lacks them */
 	int32_t *scratch;		/* [3 max_tokens] token ids while a body is built */
+	zp_region parse;		/* the body's cJSON tree and a build's scratch */
+	char *text;			/* [text_cap]: text put together to be tokenized */
+	size_t text_cap;
+	size_t body_max;		/* the body limit everything here is sized from */
 };
 
 /* A request turned into sequences. Owned by the reactor from admission until
@@ -40,6 +50,8 @@ struct zp_api {
    while a batch holding seq[i] is out. */
 struct zp_job {
 	enum zp_route ep;
+	zp_region *rg;			/* where everything below lives; set by the owner of
+					   the job (NULL: a job that needs no sequences) */
 	zp_req *seq;			/* [nseq] */
 	int nseq;
 	int tokens;			/* sum of seq[i].ntok */
@@ -52,6 +64,7 @@ struct zp_job {
 	int top_n;			/* rerank */
 	char **labels;			/* classify: [nlab] label text */
 	char **docs;			/* rerank with return_documents: [nout] document text */
+	double (*order)[2];		/* rerank: [nout] (score, index), sorted at finish */
 	bool pooling_ep;		/* /pooling: raw pooled state, its own shape */
 	/* scheduler and reactor */
 	zp_job *prev, *next;		/* queue links */
@@ -73,9 +86,21 @@ typedef struct {
 	int retry_after_s;		/* > 0: a Retry-After header */
 } zp_api_reply;
 
-void zp_api_init(zp_api *a, const zp_tok *tok, const zp_req_limits *lim, const char *model_name,
-		 const zp_rerank_cfg *rr);
+/* Start-up: the parse region and scratch are sized from lim and body_max. */
+void zp_api_init(zp_api *a, const zp_tok *tok, const zp_req_limits *lim, size_t body_max,
+		 const char *model_name, const zp_rerank_cfg *rr);
 void zp_api_free(zp_api *a);
+
+/* Region bytes a job needs for any request the limits admit: up to
+   ZP_API_ITEMS_MAX sequences (each with an embedding and ZP_API_ITEMS_MAX
+   label candidates), tokens_max tokens in all, the largest native request's
+   arrays, and the body's text. Requests past that (classify with more than
+   ZP_API_ITEMS_MAX (input, label) pairs, ...) are 413s. */
+size_t zp_api_job_bytes(const zp_api *a, long tokens_max);
+/* The largest response body the endpoints write at these limits (rerank's
+   documents and classify's labels are echoed: past that bound, a 500 says the
+   response is over the buffer). */
+size_t zp_api_response_bytes(const zp_api *a);
 
 /* Build endpoint ep's request from body. 0: job filled with sequences to run
    (ZP_ROUTE_NEEDS_MODEL endpoints only). > 0: an HTTP status whose whole
@@ -85,10 +110,12 @@ void zp_api_free(zp_api *a);
 int zp_api_build(zp_api *a, enum zp_route ep, const zp_api_view *view, const char *body,
 		 size_t len, zp_job *job, zp_api_reply *reply);
 
-/* Every sequence done: the response JSON into out; returns the HTTP status. */
+/* Every sequence done: the response JSON into out; returns the HTTP status
+   (500 when out is fixed and the response does not fit it). */
 int zp_api_finish(zp_api *a, zp_job *job, zp_buf *out);
 
-/* Free what zp_api_build allocated (safe on a zeroed or half-built job). */
+/* Drop what zp_api_build put in the job's region (safe on a zeroed or
+   half-built job); the region is reset. */
 void zp_api_job_free(zp_job *job);
 
 /* The error body {"error": {message, type, param, code}} of an error kind

@@ -1,7 +1,6 @@
 /* api_embed.c -- pooled final states: POST /v1/embeddings (OpenAI's shape,
    last token, normalised; float or base64) and POST /pooling (last or mean,
    normalize off by default). Reactor thread. */
-#include <stdlib.h>
 #include <string.h>
 
 #include "endpoints.h"
@@ -35,7 +34,8 @@ static int build_embed(zp_api_call *c, bool pooling)
 	c->job->base64 = fmt && strcmp(fmt->valuestring, "base64") == 0;
 	if (zp_api_field(c->root, "user") && !cJSON_IsString(zp_api_field(c->root, "user")))
 		return zp_api_bad(c, "user", "user must be a string");
-	zp_api_alloc_seqs(c, nin);
+	if ((rc = zp_api_alloc_seqs(c, nin)))
+		return rc;
 	c->job->nout = nin;
 	for (int i = 0; i < nin; i++) {
 		int n;
@@ -43,10 +43,11 @@ static int build_embed(zp_api_call *c, bool pooling)
 		    (rc = zp_api_add_seq(c, ids, n, "input")))
 			return rc;
 		zp_req *r = &c->job->seq[i];
-		r->pool = pl && !strcmp(pl->valuestring, "mean") ? ZP_POOL_MEAN : ZP_POOL_LAST;
+		r->pool = pl && !strcmp(pl->valuestring, "mean") ? ZP_POOLING_MEAN : ZP_POOLING_LAST;
 		r->normalize = norm;
 		r->emb_dim = c->a->lim.hidden;
-		r->emb = zp_xmalloc((size_t)r->emb_dim * sizeof *r->emb);
+		if ((rc = zp_api_seq_floats(c, r->emb_dim, &r->emb)))
+			return rc;
 	}
 	return 0;
 }

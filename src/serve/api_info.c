@@ -10,7 +10,7 @@
 int zp_api_models_build(zp_api_call *c)
 {
 	zp_buf *out = c->out;
-	out->len = 0;
+	zp_buf_reset(out);
 	zp_buf_puts(out, "{\"object\":\"list\",\"data\":[{\"id\":");
 	zp_buf_json_str(out, c->a->model_name);
 	zp_buf_printf(out, ",\"object\":\"model\",\"created\":0,\"owned_by\":\"zprefill\","
@@ -22,7 +22,7 @@ int zp_api_health_build(zp_api_call *c)
 {
 	const zp_api_view *v = c->view;
 	ZP_ASSERT(v);
-	c->out->len = 0;
+	zp_buf_reset(c->out);
 	if (v->ready) {
 		zp_buf_puts(c->out, "{\"status\":\"ok\"}");
 		return 200;
@@ -38,6 +38,7 @@ int zp_api_metrics_build(zp_api_call *c)
 {
 	const zp_api_view *v = c->view;
 	ZP_ASSERT(v);
+	zp_buf_reset(c->out);
 	zp_metrics_render(v->met, v->sched, v->executors_busy, v->executors, c->out, v->now);
 	zp_metrics_layers(c->out, v->lstats, v->executors, v->model_layers);
 	c->reply->content_type = "text/plain; version=0.0.4";

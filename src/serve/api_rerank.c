@@ -1,8 +1,9 @@
 /* api_rerank.c -- POST /v1/rerank and /rerank: each document scored as
    P(yes) against P(no) at the end of the configured Qwen3-Reranker prompt
-   ([rerank] in the config), then sorted. Reactor thread. */
+   ([rerank] in the config), then sorted (a heap sort in place: glibc's qsort
+   may malloc). Reactor thread. */
 #include <math.h>
-#include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "endpoints.h"
@@ -38,55 +39,81 @@ int zp_api_rerank_build(zp_api_call *c)
 			return zp_api_bad(c, "top_n", "top_n must be a positive integer");
 		c->job->top_n = tn->valuedouble < nd ? (int)tn->valuedouble : nd;
 	}
-	zp_api_alloc_seqs(c, nd);
+	if ((rc = zp_api_alloc_seqs(c, nd)))
+		return rc;
 	c->job->nout = nd;
-	if (ret_docs)
-		c->job->docs = zp_xcalloc((size_t)nd, sizeof *c->job->docs);
+	if (!(c->job->order = zp_region_alloc(c->job->rg, (size_t)nd * sizeof *c->job->order)) ||
+	    (ret_docs && !(c->job->docs = zp_region_alloc(c->job->rg,
+							  (size_t)nd * sizeof *c->job->docs))))
+		return zp_api_full(c, c->job->rg);
 	int32_t yn[2] = { c->a->no_id, c->a->yes_id };
-	zp_buf s;
-	zp_buf_init(&s, 1024);
-	rc = 0;
-	for (int i = 0; i < nd && !rc; i++) {
+	const char *instr = ins ? ins->valuestring : c->a->rerank.instruction;
+	for (int i = 0; i < nd; i++) {
 		const cJSON *d = cJSON_GetArrayItem(docs, i), *dt;
 		int n;
 		if (cJSON_IsObject(d) && cJSON_GetArraySize(d) == 1 &&
 		    cJSON_IsString(dt = cJSON_GetObjectItemCaseSensitive(d, "text")))
 			d = dt; /* {"text": ...}, as Cohere and Jina accept */
-		if (!cJSON_IsString(d)) {
-			rc = zp_api_bad(c, "documents", "documents[%d] must be a string or "
-					"{\"text\": string}", i);
-			break;
-		}
-		if (ret_docs)
-			c->job->docs[i] = strdup(d->valuestring);
-		s.len = 0;
-		zp_buf_printf(&s, "%s<Instruct>: %s\n<Query>: %s\n<Document>: %s%s", c->a->rerank.prefix,
-			      ins ? ins->valuestring : c->a->rerank.instruction, q->valuestring,
-			      d->valuestring, c->a->rerank.suffix);
-		if (!(rc = zp_api_text_tokens(c, s.p, "documents", ids, &n)) &&
-		    !(rc = zp_api_add_seq(c, ids, n, "documents")))
-			zp_api_seq_cands(&c->job->seq[i], yn, 2);
+		if (!cJSON_IsString(d))
+			return zp_api_bad(c, "documents", "documents[%d] must be a string or "
+					  "{\"text\": string}", i);
+		if (ret_docs && !(c->job->docs[i] = zp_api_keep_text(c, d->valuestring)))
+			return zp_api_full(c, c->job->rg);
+		/* instruction, query and document all come from the body: the text
+		   scratch holds them with the configured parts */
+		int w = snprintf(c->a->text, c->a->text_cap, "%s<Instruct>: %s\n<Query>: %s\n<Document>: "
+				 "%s%s", c->a->rerank.prefix, instr, q->valuestring, d->valuestring,
+				 c->a->rerank.suffix);
+		ZP_ASSERT(w >= 0 && (size_t)w < c->a->text_cap);
+		if ((rc = zp_api_text_tokens(c, c->a->text, "documents", ids, &n)) ||
+		    (rc = zp_api_add_seq(c, ids, n, "documents")) || (rc = zp_api_seq_cands(c, yn, 2)))
+			return rc;
 	}
-	zp_buf_free(&s);
-	return rc;
+	return 0;
 }
 
-static int cmp_score(const void *x, const void *y)
+/* Whether x goes before y: higher score first, then lower index. */
+static bool before(const double *x, const double *y)
 {
-	const double *a = x, *b = y;
-	return a[0] < b[0] ? 1 : a[0] > b[0] ? -1 : a[1] < b[1] ? -1 : a[1] > b[1];
+	return x[0] > y[0] || (x[0] == y[0] && x[1] < y[1]);
+}
+
+static void sift_down(double (*s)[2], int i, int n)
+{
+	for (int k; (k = 2 * i + 1) < n; i = k) {
+		if (k + 1 < n && before(s[k], s[k + 1]))
+			k++;
+		if (!before(s[i], s[k]))
+			return;
+		double t[2] = { s[i][0], s[i][1] };
+		s[i][0] = s[k][0], s[i][1] = s[k][1];
+		s[k][0] = t[0], s[k][1] = t[1];
+	}
+}
+
+/* s[0..n) in order (the order is total: indexes differ). */
+static void sort_scores(double (*s)[2], int n)
+{
+	for (int i = n / 2 - 1; i >= 0; i--)
+		sift_down(s, i, n);
+	for (int end = n - 1; end > 0; end--) { /* the last in order to the end */
+		double t[2] = { s[0][0], s[0][1] };
+		s[0][0] = s[end][0], s[0][1] = s[end][1];
+		s[end][0] = t[0], s[end][1] = t[1];
+		sift_down(s, 0, end);
+	}
 }
 
 void zp_api_rerank_finish(zp_api *a, zp_job *j, zp_buf *out)
 {
-	double (*s)[2] = zp_xmalloc((size_t)j->nout * sizeof *s);
+	double (*s)[2] = j->order;
 	for (int i = 0; i < j->nout; i++) {
 		double v[2] = { j->seq[i].cand_lp[0], j->seq[i].cand_lp[1] }; /* no, yes */
 		zp_api_softmax(v, 2);
 		s[i][0] = v[1];
 		s[i][1] = i;
 	}
-	qsort(s, (size_t)j->nout, sizeof *s, cmp_score);
+	sort_scores(s, j->nout);
 	zp_buf_puts(out, "{\"object\":\"rerank\",\"results\":[");
 	for (int i = 0; i < j->top_n; i++) {
 		zp_buf_printf(out, "%s{\"index\":%d,\"relevance_score\":", i ? "," : "", (int)s[i][1]);
@@ -101,6 +128,4 @@ void zp_api_rerank_finish(zp_api *a, zp_job *j, zp_buf *out)
 	zp_buf_puts(out, "]");
 	zp_api_model_field(a, out);
 	zp_buf_printf(out, ",\"usage\":{\"total_tokens\":%d}}", j->tokens);
-	free(s);
 }
-

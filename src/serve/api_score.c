@@ -2,7 +2,6 @@
    token probabilities after query+item) and POST /classify (labels of any
    length scored after each input, softmaxed). Reactor thread. */
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "endpoints.h"
@@ -37,7 +36,8 @@ int zp_api_score_build(zp_api_call *c)
 	bool text = cJSON_IsString(q);
 	if (!text && (rc = zp_api_get_ids(c, q, "query", ids, &nq)))
 		return rc;
-	zp_api_alloc_seqs(c, ni);
+	if ((rc = zp_api_alloc_seqs(c, ni)))
+		return rc;
 	c->job->nout = ni;
 	c->job->nlab = nl;
 	for (int i = 0; i < ni; i++) {
@@ -47,14 +47,14 @@ int zp_api_score_build(zp_api_call *c)
 			return zp_api_bad(c, "items", "items[%d]: query and items must be all "
 					  "text or all token ids", i);
 		if (text) {
+			/* both come from the body: together they fit the text scratch */
 			size_t lq = strlen(q->valuestring), li = strlen(it->valuestring);
-			char *s = zp_xmalloc(lq + li + 1);
+			char *s = c->a->text;
+			ZP_ASSERT(lq + li < c->a->text_cap);
 			memcpy(s + (item_first ? li : 0), q->valuestring, lq);
 			memcpy(s + (item_first ? 0 : lq), it->valuestring, li);
 			s[lq + li] = 0;
-			rc = zp_api_text_tokens(c, s, "items", tmp, &n);
-			free(s);
-			if (rc)
+			if ((rc = zp_api_text_tokens(c, s, "items", tmp, &n)))
 				return rc;
 		} else {
 			if ((rc = zp_api_get_ids(c, it, "items", tmp + nq, &ntmp)))
@@ -70,9 +70,8 @@ int zp_api_score_build(zp_api_call *c)
 			}
 			n = nq + ntmp;
 		}
-		if ((rc = zp_api_add_seq(c, tmp, n, "items")))
+		if ((rc = zp_api_add_seq(c, tmp, n, "items")) || (rc = zp_api_seq_cands(c, lab, nl)))
 			return rc;
-		zp_api_seq_cands(&c->job->seq[i], lab, nl);
 	}
 	return 0;
 }
@@ -94,9 +93,13 @@ int zp_api_classify_build(zp_api_call *c)
 	if (!cJSON_IsArray(labels) || (nl = cJSON_GetArraySize(labels)) < 1 || nl > ZP_API_ITEMS_MAX)
 		return zp_api_bad(c, "labels", "labels must be 1 to %d strings",
 				  ZP_API_ITEMS_MAX);
-	int32_t *lab = zp_xmalloc((size_t)nl * ZP_API_LABEL_TOKENS_MAX * sizeof *lab);
-	int *nlab = zp_xmalloc((size_t)nl * sizeof *nlab);
-	c->job->labels = zp_xcalloc((size_t)nl, sizeof *c->job->labels);
+	/* the label tokens: scratch of this build; the label texts: the job's */
+	int32_t *lab = zp_region_alloc(&c->a->parse, (size_t)nl * ZP_API_LABEL_TOKENS_MAX * sizeof *lab);
+	int *nlab = zp_region_alloc(&c->a->parse, (size_t)nl * sizeof *nlab);
+	if (!lab || !nlab)
+		return zp_api_full(c, &c->a->parse);
+	if (!(c->job->labels = zp_region_alloc(c->job->rg, (size_t)nl * sizeof *c->job->labels)))
+		return zp_api_full(c, c->job->rg);
 	c->job->nlab = nl;
 	c->job->nout = nin;
 	rc = 0;
@@ -110,13 +113,13 @@ int zp_api_classify_build(zp_api_call *c)
 			 nlab[j] > ZP_API_LABEL_TOKENS_MAX)
 			rc = zp_api_bad(c, "labels", "labels[%d] must be 1 to %d tokens", j,
 					ZP_API_LABEL_TOKENS_MAX);
-		else
-			c->job->labels[j] = strdup(l->valuestring);
+		else if (!(c->job->labels[j] = zp_api_keep_text(c, l->valuestring)))
+			rc = zp_api_full(c, c->job->rg);
 		if (!rc && nlab[j] > 1)
 			c->job->multi = true;
 	}
 	if (!rc)
-		zp_api_alloc_seqs(c, c->job->multi ? nin * nl : nin);
+		rc = zp_api_alloc_seqs(c, c->job->multi ? nin * nl : nin);
 	for (int i = 0; i < nin && !rc; i++) {
 		int n;
 		if ((rc = zp_api_get_tokens(c, zp_api_list_item(in, i), "input", ids, &n)))
@@ -126,7 +129,7 @@ int zp_api_classify_build(zp_api_call *c)
 			for (int j = 0; j < nl; j++)
 				first[j] = lab[j * ZP_API_LABEL_TOKENS_MAX];
 			if (!(rc = zp_api_add_seq(c, ids, n, "input")))
-				zp_api_seq_cands(&c->job->seq[i], first, nl);
+				rc = zp_api_seq_cands(c, first, nl);
 			continue;
 		}
 		for (int j = 0; j < nl && !rc; j++) {
@@ -135,12 +138,10 @@ int zp_api_classify_build(zp_api_call *c)
 			if (!(rc = zp_api_add_seq(c, tmp, n + nlab[j], "input"))) {
 				zp_req *r = &c->job->seq[c->job->nseq - 1];
 				r->plp_start = n;
-				r->plp = zp_xmalloc((size_t)nlab[j] * sizeof *r->plp);
+				rc = zp_api_seq_floats(c, nlab[j], &r->plp);
 			}
 		}
 	}
-	free(lab);
-	free(nlab);
 	return rc;
 }
 

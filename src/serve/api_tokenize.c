@@ -25,7 +25,7 @@ int zp_api_tokenize_build(zp_api_call *c)
 	if (n > c->a->lim.max_tokens)
 		return zp_api_bad(c, "prompt", "prompt is %d tokens (max %d)", n,
 				  c->a->lim.max_tokens);
-	c->out->len = 0;
+	zp_buf_reset(c->out);
 	zp_buf_printf(c->out, "{\"count\":%d,\"max_model_len\":%d,\"tokens\":[", n,
 		      c->a->lim.max_tokens);
 	for (int i = 0; i < n; i++)
@@ -53,17 +53,25 @@ int zp_api_detokenize_build(zp_api_call *c)
 			return zp_api_bad(c, "tokens", "tokens[%d] is not a token id", n);
 		ids[n++] = (int32_t)d;
 	}
+	/* decoded into what the parse region has left (the tree of a list of ids
+	   is small), no more than the response can hold escaped (6 bytes for a
+	   control byte) */
+	size_t cap = zp_region_avail(&c->a->parse);
+	if (c->out->fixed)
+		cap = ZP_MIN(cap, (c->out->cap - ZP_API_ITEM_CHARS) / 6);
+	char *mem = cap ? zp_region_alloc(&c->a->parse, cap) : NULL;
+	if (!mem)
+		return zp_api_full(c, &c->a->parse);
 	zp_buf text;
-	zp_buf_init(&text, 256);
-	if (zp_tok_decode(c->a->tok, ids, n, &text)) {
-		zp_buf_free(&text);
+	zp_buf_init_fixed(&text, mem, cap);
+	if (zp_tok_decode(c->a->tok, ids, n, &text))
 		return zp_api_bad(c, "tokens", "tokens holds an id with no text");
-	}
-	c->out->len = 0;
+	if (text.overflow)
+		return zp_api_error(c->out, ZP_HTTP_ERR_TOO_LARGE, "tokens", "the text of these "
+				    "tokens is over the %zu bytes a response may hold", cap - 1);
+	zp_buf_reset(c->out);
 	zp_buf_puts(c->out, "{\"prompt\":");
 	zp_buf_json_strn(c->out, text.p, text.len);
 	zp_buf_puts(c->out, "}");
-	zp_buf_free(&text);
 	return 200;
 }
-

@@ -1,6 +1,8 @@
 /* conn.c -- see conn.h. Input is copied out of the reactor's provided
-   buffers into each connection's own buffer (bounded by the head and body
-   limits); responses are written from each connection's out buffer. */
+   buffers into each connection's fixed buffer, or into a pooled one for a
+   request that does not fit (bounded by the head and body limits);
+   responses are written from each connection's fixed out buffer, or a pooled
+   one. */
 #define _GNU_SOURCE
 #include "conn.h"
 
@@ -12,41 +14,124 @@
 
 #include "api.h"
 
-void zp_conns_init(zp_conns *cs, int n)
+static void pool_init(zp_conn_pool *p, size_t bytes, int conns)
 {
+	p->bytes = ZP_ALIGN_UP(bytes, 64);
+	p->n = (int)ZP_MIN((size_t)conns, ZP_MAX(ZP_CONN_POOL_MIN, ZP_CONN_POOL_BYTES / p->bytes));
+	p->mem = zp_xalloc_aligned((size_t)p->n * p->bytes); /* fresh pages: untouched until used */
+	p->free_idx = zp_xcalloc((size_t)p->n, sizeof *p->free_idx);
+	for (int i = 0; i < p->n; i++)
+		p->free_idx[i] = p->n - 1 - i;
+	p->nfree = p->n;
+}
+
+/* A pooled buffer's index, or -1 when none is free. */
+static int pool_take(zp_conn_pool *p)
+{
+	if (p->nfree == 0) {
+		p->refused++;
+		return -1;
+	}
+	return p->free_idx[--p->nfree];
+}
+
+static void pool_put(zp_conn_pool *p, int i)
+{
+	ZP_ASSERT(i >= 0 && i < p->n && p->nfree < p->n);
+	p->free_idx[p->nfree++] = i;
+}
+
+static char *pool_mem(const zp_conn_pool *p, int i)
+{
+	return p->mem + (size_t)i * p->bytes;
+}
+
+static void pool_free(zp_conn_pool *p)
+{
+	zp_free_aligned(p->mem);
+	free(p->free_idx);
+	memset(p, 0, sizeof *p);
+}
+
+void zp_conns_init(zp_conns *cs, const zp_serve_cfg *cfg, size_t resp_max)
+{
+	int n = cfg->max_connections;
+	cs->cfg = cfg;
 	cs->slot = zp_xcalloc((size_t)n, sizeof *cs->slot);
 	cs->n = n;
 	cs->fault_peercred = getenv("ZP_FAULT_PEERCRED") != NULL;
-	for (int i = 0; i < n; i++)
-		zp_buf_init(&cs->slot[i].out, ZP_CONN_OUT_BYTES);
+	/* a whole head, and one receive after it (the parser sees the head whole) */
+	cs->in_bytes = ZP_ALIGN_UP(cfg->header_bytes_max + ZP_REACTOR_BUF_BYTES, 64);
+	cs->own = zp_xalloc_aligned((size_t)n * (cs->in_bytes + ZP_CONN_OUT_BYTES));
+	pool_init(&cs->in_pool, cfg->header_bytes_max + cfg->body_bytes_max + ZP_REACTOR_BUF_BYTES, n);
+	pool_init(&cs->out_pool, resp_max + ZP_CONN_HEAD_OUT_BYTES, n);
+	for (int i = 0; i < n; i++) {
+		zp_conn *c = &cs->slot[i];
+		c->in_own = cs->own + (size_t)i * (cs->in_bytes + ZP_CONN_OUT_BYTES);
+		c->out_own = c->in_own + cs->in_bytes;
+		c->in = c->in_own;
+		c->in_cap = cs->in_bytes;
+		c->in_big = c->out_big = -1;
+		zp_buf_init_fixed(&c->out, c->out_own, ZP_CONN_OUT_BYTES);
+	}
+	zp_log(ZP_LOG_INFO, "msg=\"connection buffers\" connections=%d own_kb=%zu "
+	       "request_pool=%dx%zukb response_pool=%dx%zukb", n,
+	       (cs->in_bytes + ZP_CONN_OUT_BYTES) >> 10, cs->in_pool.n, cs->in_pool.bytes >> 10,
+	       cs->out_pool.n, cs->out_pool.bytes >> 10);
 }
 
 void zp_conns_free(zp_conns *cs)
 {
-	for (int i = 0; cs->slot && i < cs->n; i++) {
-		free(cs->slot[i].in);
-		zp_buf_free(&cs->slot[i].out);
-	}
+	if (!cs->slot)
+		return;
+	pool_free(&cs->in_pool);
+	pool_free(&cs->out_pool);
+	zp_free_aligned(cs->own);
 	free(cs->slot);
 	cs->slot = NULL;
+	cs->own = NULL;
 	cs->n = 0;
 }
 
-uint32_t zp_conn_slot(const zp_conns *cs, const conn *c)
+/* Back to the connection's own input buffer once what is left fits it. */
+static void in_shrink(zp_conns *cs, zp_conn *c)
+{
+	if (c->in_big < 0 || c->in_len > cs->in_bytes)
+		return;
+	memcpy(c->in_own, c->in, c->in_len);
+	pool_put(&cs->in_pool, c->in_big);
+	c->in_big = -1;
+	c->in = c->in_own;
+	c->in_cap = cs->in_bytes;
+}
+
+/* Back to the connection's own response buffer (nothing left to send). */
+static void out_shrink(zp_conns *cs, zp_conn *c)
+{
+	if (c->out_big >= 0) {
+		pool_put(&cs->out_pool, c->out_big);
+		c->out_big = -1;
+		zp_buf_init_fixed(&c->out, c->out_own, ZP_CONN_OUT_BYTES);
+	}
+	zp_buf_reset(&c->out);
+	c->out_off = 0;
+}
+
+uint32_t zp_conn_slot(const zp_conns *cs, const zp_conn *c)
 {
 	ZP_ASSERT(c >= cs->slot && c < cs->slot + cs->n);
 	return (uint32_t)(c - cs->slot);
 }
 
-static void arm_recv(zp_conns *cs, conn *c)
+static void arm_recv(zp_conns *cs, zp_conn *c)
 {
 	zp_reactor_recv(cs->rx, c->fd, zp_conn_slot(cs, c), c->gen);
 	c->ops++;
 }
 
-static void send_more(zp_conns *cs, conn *c)
+static void send_more(zp_conns *cs, zp_conn *c)
 {
-	if (c->sending || c->out_off == c->out.len || c->state == CONN_CLOSING)
+	if (c->sending || c->out_off == c->out.len || c->state == ZP_CONN_CLOSING)
 		return;
 	zp_reactor_send(cs->rx, c->fd, c->out.p + c->out_off, c->out.len - c->out_off,
 			zp_conn_slot(cs, c), c->gen);
@@ -54,32 +139,28 @@ static void send_more(zp_conns *cs, conn *c)
 	c->ops++;
 }
 
-static void free_slot(zp_conns *cs, conn *c)
+static void free_slot(zp_conns *cs, zp_conn *c)
 {
-	ZP_ASSERT(c->state == CONN_CLOSING && c->ops == 0 && !c->job);
+	ZP_ASSERT(c->state == ZP_CONN_CLOSING && c->ops == 0 && !c->job);
 	close(c->fd);
-	if (c->in_cap > ZP_CONN_IN_KEEP_BYTES) {
-		free(c->in);
-		c->in = NULL;
-		c->in_cap = 0;
-	}
 	c->in_len = 0;
-	c->out.len = 0;
-	c->state = CONN_FREE;
+	in_shrink(cs, c);
+	out_shrink(cs, c);
+	c->state = ZP_CONN_FREE;
 	c->gen++;
 	cs->met->conns_open--;
 }
 
-void zp_conn_close(zp_conns *cs, conn *c, const char *why)
+void zp_conn_close(zp_conns *cs, zp_conn *c, const char *why)
 {
-	if (c->state == CONN_CLOSING || c->state == CONN_FREE)
+	if (c->state == ZP_CONN_CLOSING || c->state == ZP_CONN_FREE)
 		return;
 	zp_log(ZP_LOG_DEBUG, "msg=\"close\" conn=%u uid=%d why=%s", zp_conn_slot(cs, c), (int)c->uid,
 	       why);
 	if (c->job) /* its client has gone: the server drops the job */
 		cs->on_gone(cs->srv, c);
 	ZP_ASSERT(!c->job);
-	c->state = CONN_CLOSING;
+	c->state = ZP_CONN_CLOSING;
 	shutdown(c->fd, SHUT_RDWR);
 	if (c->ops > 0)
 		zp_reactor_cancel_fd(cs->rx, c->fd);
@@ -87,14 +168,30 @@ void zp_conn_close(zp_conns *cs, conn *c, const char *why)
 		free_slot(cs, c);
 }
 
-void zp_conn_respond(zp_conns *cs, conn *c, int status, const char *ctype, const char *body,
+void zp_conn_respond(zp_conns *cs, zp_conn *c, int status, const char *ctype, const char *body,
 		     size_t len, int retry_after)
 {
 	double now = *cs->now;
 	bool keep = c->req.keep_alive && !c->close_after && !*cs->stopping &&
-		    status != ZP_HTTP_ERR_TIMEOUT && c->state != CONN_HEAD;
+		    status != ZP_HTTP_ERR_TIMEOUT && c->state != ZP_CONN_HEAD;
 	if (!keep)
 		c->close_after = true;
+	if (c->out.len + len + ZP_CONN_HEAD_OUT_BYTES > c->out.cap) {
+		int big = c->out_big < 0 ? pool_take(&cs->out_pool) : -1;
+		if (big < 0) { /* a 503 fits the connection's own buffer: no loop */
+			cs->met->overloaded++;
+			zp_api_error(cs->body, ZP_HTTP_ERR_UNAVAILABLE, NULL, "no response buffer "
+				     "is free for a %zu-byte answer (%d in use); retry later", len,
+				     cs->out_pool.n);
+			return zp_conn_respond(cs, c, ZP_HTTP_ERR_UNAVAILABLE, "application/json",
+					       cs->body->p, cs->body->len, 1);
+		}
+		zp_buf pooled; /* what is queued (a 100 Continue) moves with it */
+		zp_buf_init_fixed(&pooled, pool_mem(&cs->out_pool, big), cs->out_pool.bytes);
+		zp_buf_put(&pooled, c->out.p, c->out.len);
+		c->out = pooled;
+		c->out_big = big;
+	}
 	zp_http_respond(&c->out, status, ctype, body, len, keep, retry_after,
 			status == ZP_HTTP_ERR_METHOD ? zp_route_allow(c->req.path) : NULL);
 	zp_metrics_status(cs->met, c->ep, status);
@@ -103,12 +200,12 @@ void zp_conn_respond(zp_conns *cs, conn *c, int status, const char *ctype, const
 	zp_log(ZP_LOG_DEBUG, "msg=request conn=%u uid=%d pid=%d endpoint=%s status=%d ms=%.2f",
 	       zp_conn_slot(cs, c), (int)c->uid, (int)c->pid, zp_route_name(c->ep), status,
 	       c->t_req > 0 ? (now - c->t_req) * 1e3 : 0.0);
-	c->state = CONN_SEND;
+	c->state = ZP_CONN_SEND;
 	c->t_phase = now;
 	send_more(cs, c);
 }
 
-void zp_conn_error(zp_conns *cs, conn *c, int status, int retry_after, const char *fmt,
+void zp_conn_error(zp_conns *cs, zp_conn *c, int status, int retry_after, const char *fmt,
 		   const char *arg)
 {
 	zp_api_error(cs->body, status, NULL, fmt, arg);
@@ -116,7 +213,7 @@ void zp_conn_error(zp_conns *cs, conn *c, int status, int retry_after, const cha
 			retry_after);
 }
 
-static void consume(conn *c, size_t n)
+static void consume(zp_conn *c, size_t n)
 {
 	ZP_ASSERT(n <= c->in_len);
 	memmove(c->in, c->in + n, c->in_len - n);
@@ -125,10 +222,10 @@ static void consume(conn *c, size_t n)
 
 /* Parse what has arrived: at most one request is handled per call; the next
    pipelined one waits until this one's response is written. */
-static void process(zp_conns *cs, conn *c)
+static void process(zp_conns *cs, zp_conn *c)
 {
 	double now = *cs->now;
-	if (c->state == CONN_HEAD && c->in_len > 0) {
+	if (c->state == ZP_CONN_HEAD && c->in_len > 0) {
 		long n = zp_http_parse(c->in, c->in_len, cs->cfg->header_bytes_max,
 				       cs->cfg->body_bytes_max, &c->req);
 		if (n == 0) {
@@ -143,19 +240,21 @@ static void process(zp_conns *cs, conn *c)
 		if (n < 0) {
 			c->close_after = true;
 			c->in_len = 0;
+			in_shrink(cs, c);
 			return zp_conn_error(cs, c, (int)-n, 0, "%s", zp_http_reason((int)-n));
 		}
-		c->state = CONN_BODY;
+		c->state = ZP_CONN_BODY;
 		c->t_phase = c->t_req = now;
 		if (c->req.expect_continue && c->in_len < c->req.head_bytes + c->req.content_length) {
 			zp_buf_puts(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
 			send_more(cs, c);
 		}
 	}
-	if (c->state == CONN_BODY && c->in_len >= c->req.head_bytes + c->req.content_length) {
+	if (c->state == ZP_CONN_BODY && c->in_len >= c->req.head_bytes + c->req.content_length) {
 		size_t n = c->req.head_bytes + c->req.content_length;
 		cs->on_request(cs->srv, c);
 		consume(c, n);
+		in_shrink(cs, c);
 	}
 }
 
@@ -213,23 +312,24 @@ void zp_conn_accept(zp_conns *cs, const zp_reactor_event *ev, int which)
 	bool allowed = cs->cfg->n_allow_uids == 0 || which;
 	for (int i = 0; i < cs->cfg->n_allow_uids; i++)
 		allowed |= cs->cfg->allow_uids[i] == cr.uid;
-	conn *c = NULL;
+	zp_conn *c = NULL;
 	for (int i = 0; i < cs->n && !c; i++)
-		if (cs->slot[i].state == CONN_FREE)
+		if (cs->slot[i].state == ZP_CONN_FREE)
 			c = &cs->slot[i];
 	if (!allowed)
 		return refuse(cs, fd, ZP_HTTP_ERR_FORBIDDEN, &cr, "uid-not-allowed");
 	if (!c || *cs->stopping)
 		return refuse(cs, fd, ZP_HTTP_ERR_UNAVAILABLE, &cr,
 			      *cs->stopping ? "stopping" : "max-connections");
-	c->state = CONN_HEAD;
+	c->state = ZP_CONN_HEAD;
 	c->fd = fd;
 	c->uid = cr.uid;
 	c->pid = cr.pid;
 	c->t_phase = *cs->now;
 	c->partial = c->close_after = c->sending = false;
 	c->metrics_only = which;
-	c->in_len = c->out.len = c->out_off = 0;
+	ZP_ASSERT(c->in_big < 0 && c->out_big < 0 && c->in_len == 0 && c->out.len == 0);
+	c->out_off = 0;
 	c->job = NULL;
 	cs->met->conns_open++;
 	cs->met->conns_accepted++;
@@ -238,33 +338,57 @@ void zp_conn_accept(zp_conns *cs, const zp_reactor_event *ev, int which)
 	arm_recv(cs, c);
 }
 
-/* Input bytes appended; false when they would pass every limit at once. */
-static bool take_bytes(zp_conns *cs, conn *c, const char *p, size_t n)
+/* Input bytes appended: 0; ZP_HTTP_ERR_UNAVAILABLE when they need a pooled
+   buffer and none is free; -1 when they would pass every limit at once. */
+static int take_bytes(zp_conns *cs, zp_conn *c, const char *p, size_t n)
 {
-	size_t max = cs->cfg->header_bytes_max + cs->cfg->body_bytes_max + ZP_REACTOR_BUF_BYTES;
-	if (c->in_len + n > max)
-		return false; /* pipelined past every limit */
 	if (c->in_len + n > c->in_cap) {
-		size_t cap = c->in_cap ? c->in_cap : ZP_CONN_IN_BYTES;
-		while (cap < c->in_len + n)
-			cap *= 2;
-		c->in = realloc(c->in, ZP_MIN(cap, max));
-		ZP_ASSERT(c->in);
-		c->in_cap = ZP_MIN(cap, max);
+		if (c->in_big >= 0)
+			return -1; /* pipelined past every limit */
+		int big = pool_take(&cs->in_pool);
+		if (big < 0)
+			return ZP_HTTP_ERR_UNAVAILABLE;
+		memcpy(pool_mem(&cs->in_pool, big), c->in, c->in_len);
+		c->in_big = big;
+		c->in = pool_mem(&cs->in_pool, big);
+		c->in_cap = cs->in_pool.bytes;
+		if (c->in_len + n > c->in_cap)
+			return -1;
 	}
 	memcpy(c->in + c->in_len, p, n);
 	c->in_len += n;
-	return true;
+	return 0;
 }
 
-static void on_recv(zp_conns *cs, conn *c, const zp_reactor_event *ev)
+/* The input pool is empty: these bytes cannot be kept, so nothing after
+   them can be framed. A request still arriving gets a 503; a response in
+   progress still goes out; then the connection closes (input after this is
+   dropped). */
+static void refuse_input(zp_conns *cs, zp_conn *c)
 {
-	if (ev->data && ev->res > 0 && c->state != CONN_CLOSING &&
-	    !take_bytes(cs, c, ev->data, (size_t)ev->res))
+	cs->met->overloaded++;
+	c->close_after = true;
+	c->in_len = 0;
+	if (c->state == ZP_CONN_HEAD || c->state == ZP_CONN_BODY) {
+		c->state = ZP_CONN_HEAD; /* so respond does not keep it alive */
+		c->ep = ZP_ROUTE_OTHER;
+		c->t_req = 0;
+		zp_conn_error(cs, c, ZP_HTTP_ERR_UNAVAILABLE, 1, "%s",
+			      "no buffer is free for a request this large; retry later");
+	}
+}
+
+static void on_recv(zp_conns *cs, zp_conn *c, const zp_reactor_event *ev)
+{
+	int took = ev->data && ev->res > 0 && c->state != ZP_CONN_CLOSING && !c->close_after ?
+		   take_bytes(cs, c, ev->data, (size_t)ev->res) : 0;
+	if (took < 0)
 		zp_conn_close(cs, c, "input-over-limits");
+	else if (took)
+		refuse_input(cs, c);
 	if (!ev->more)
 		c->ops--;
-	if (c->state == CONN_CLOSING) {
+	if (c->state == ZP_CONN_CLOSING) {
 		if (c->ops == 0)
 			free_slot(cs, c);
 		return;
@@ -274,18 +398,18 @@ static void on_recv(zp_conns *cs, conn *c, const zp_reactor_event *ev)
 	if (!ev->more)
 		arm_recv(cs, c); /* multishot ended (e.g. no buffer was free): rearm */
 	if (ev->res > 0) {
-		if (c->state == CONN_HEAD && !c->partial)
+		if (c->state == ZP_CONN_HEAD && !c->partial)
 			c->t_phase = *cs->now;
 		process(cs, c);
 	}
 }
 
-static void on_send(zp_conns *cs, conn *c, const zp_reactor_event *ev)
+static void on_send(zp_conns *cs, zp_conn *c, const zp_reactor_event *ev)
 {
 	double now = *cs->now;
 	c->sending = false;
 	c->ops--;
-	if (c->state == CONN_CLOSING) {
+	if (c->state == ZP_CONN_CLOSING) {
 		if (c->ops == 0)
 			free_slot(cs, c);
 		return;
@@ -296,12 +420,12 @@ static void on_send(zp_conns *cs, conn *c, const zp_reactor_event *ev)
 	c->t_phase = now;
 	if (c->out_off < c->out.len)
 		return send_more(cs, c);
-	c->out.len = c->out_off = 0;
-	if (c->state != CONN_SEND)
+	out_shrink(cs, c);
+	if (c->state != ZP_CONN_SEND)
 		return; /* a 100 Continue went out; the body is still coming */
 	if (c->close_after)
 		return zp_conn_close(cs, c, "response-sent");
-	c->state = CONN_HEAD;
+	c->state = ZP_CONN_HEAD;
 	c->partial = false;
 	c->t_phase = now;
 	process(cs, c); /* a pipelined request may be waiting */
@@ -310,8 +434,8 @@ static void on_send(zp_conns *cs, conn *c, const zp_reactor_event *ev)
 void zp_conn_event(zp_conns *cs, const zp_reactor_event *ev)
 {
 	ZP_ASSERT(ev->slot < (uint32_t)cs->n);
-	conn *c = &cs->slot[ev->slot];
-	if (c->gen != ev->gen || c->state == CONN_FREE) {
+	zp_conn *c = &cs->slot[ev->slot];
+	if (c->gen != ev->gen || c->state == ZP_CONN_FREE) {
 		zp_log(ZP_LOG_WARN, "msg=\"stale completion dropped\" op=%d conn=%u", (int)ev->op,
 		       ev->slot);
 		return;
@@ -328,21 +452,22 @@ void zp_conn_check_timeouts(zp_conns *cs)
 {
 	const zp_serve_cfg *cfg = cs->cfg;
 	for (int i = 0; i < cs->n; i++) {
-		conn *c = &cs->slot[i];
+		zp_conn *c = &cs->slot[i];
 		double age_ms = (*cs->now - c->t_phase) * 1e3;
-		if (c->state == CONN_HEAD && !c->partial && !c->sending &&
+		if (c->state == ZP_CONN_HEAD && !c->partial && !c->sending &&
 		    age_ms > cfg->idle_timeout_ms) {
 			zp_conn_close(cs, c, "idle-timeout");
-		} else if ((c->state == CONN_HEAD && c->partial && age_ms > cfg->header_timeout_ms) ||
-			   (c->state == CONN_BODY && age_ms > cfg->body_timeout_ms)) {
+		} else if ((c->state == ZP_CONN_HEAD && c->partial && age_ms > cfg->header_timeout_ms) ||
+			   (c->state == ZP_CONN_BODY && age_ms > cfg->body_timeout_ms)) {
 			cs->met->timeouts++;
 			c->close_after = true;
 			c->in_len = 0;
-			c->state = CONN_HEAD; /* so respond does not keep it alive */
+			in_shrink(cs, c);
+			c->state = ZP_CONN_HEAD; /* so respond does not keep it alive */
 			zp_conn_error(cs, c, ZP_HTTP_ERR_TIMEOUT, 0, "%s",
 				      c->partial ? "request head not received in time"
 						 : "request body not received in time");
-		} else if (c->state == CONN_SEND && age_ms > cfg->idle_timeout_ms) {
+		} else if (c->state == ZP_CONN_SEND && age_ms > cfg->idle_timeout_ms) {
 			cs->met->timeouts++;
 			zp_conn_close(cs, c, "send-timeout"); /* the client stopped reading */
 		}
@@ -352,10 +477,10 @@ void zp_conn_check_timeouts(zp_conns *cs)
 void zp_conns_stop(zp_conns *cs)
 {
 	for (int i = 0; i < cs->n; i++) {
-		conn *c = &cs->slot[i];
-		if (c->state == CONN_HEAD || c->state == CONN_BODY)
+		zp_conn *c = &cs->slot[i];
+		if (c->state == ZP_CONN_HEAD || c->state == ZP_CONN_BODY)
 			zp_conn_close(cs, c, "shutdown"); /* nothing admitted on it */
-		else if (c->state == CONN_ENGINE || c->state == CONN_SEND)
+		else if (c->state == ZP_CONN_ENGINE || c->state == ZP_CONN_SEND)
 			c->close_after = true;
 	}
 }

@@ -4,6 +4,18 @@
    whole request and to drop the job of a client that left. Reactor thread
    only.
 
+   Buffers, all allocated at start-up (nothing is allocated per request):
+   each connection has a fixed input buffer (a whole head plus one receive)
+   and a fixed response buffer (ZP_CONN_OUT_BYTES). A request or a response
+   that does not fit takes a large buffer from one of two bounded pools (the
+   input pool: a whole request at the head and body limits; the response
+   pool: the largest body the endpoints answer, zp_conns_init's resp_max) and
+   gives it back once it is consumed or sent. max_connections x body_bytes_max
+   would be too much memory to hold per connection; the pools hold at most
+   ZP_CONN_POOL_BYTES each (at least ZP_CONN_POOL_MIN buffers), their pages
+   touched only when used. A request that finds its pool empty is a 503 (and
+   the connection closes when its input could not be kept).
+
    States (one request at a time per connection; pipelined requests wait in
    the input buffer and are answered in order):
      FREE    -> HEAD     accepted
@@ -28,23 +40,36 @@
 #include "router.h"
 #include "serve.h"
 
-#define ZP_CONN_IN_BYTES 16384		/* input buffer a connection starts with */
-#define ZP_CONN_OUT_BYTES 4096		/* response buffer each connection starts with */
-#define ZP_CONN_IN_KEEP_BYTES 65536	/* input buffers up to this are kept for the next client */
+#define ZP_CONN_OUT_BYTES 65536		/* each connection's own response buffer */
+#define ZP_CONN_HEAD_OUT_BYTES 1024	/* room for a response head (zp_http_respond) */
+#define ZP_CONN_POOL_BYTES (1ul << 30)	/* memory each pool of large buffers may map */
+#define ZP_CONN_POOL_MIN 2		/* large buffers of each kind, whatever their size */
 
-/* The server's engine glue names these (CONN_ENGINE, conn) as they are. */
-enum conn_state { CONN_FREE, CONN_HEAD, CONN_BODY, CONN_ENGINE, CONN_SEND, CONN_CLOSING };
+/* A bounded pool of large buffers of one size. */
+typedef struct {
+	char *mem;		/* [n][bytes], mapped at start-up, touched when used */
+	size_t bytes;
+	int *free_idx;		/* [n]: nfree of them are free */
+	int n, nfree;
+	unsigned long refused;	/* a connection found it empty */
+} zp_conn_pool;
+
+enum zp_conn_state { ZP_CONN_FREE, ZP_CONN_HEAD, ZP_CONN_BODY, ZP_CONN_ENGINE, ZP_CONN_SEND, ZP_CONN_CLOSING };
 
 typedef struct zp_conn {
-	enum conn_state state;
+	enum zp_conn_state state;
 	int fd;
 	uint32_t gen;
 	int ops;		/* io_uring operations in flight */
 	bool sending, close_after;
-	char *in;		/* received, not yet consumed */
+	char *in;		/* received, not yet consumed: in_own, or a pooled buffer */
 	size_t in_len, in_cap;
-	zp_buf out;		/* response bytes; out_off of them sent */
+	char *in_own;		/* [zp_conns.in_bytes] this connection's own */
+	int in_big;		/* the input pool buffer in use, or -1 */
+	zp_buf out;		/* response bytes (fixed); out_off of them sent */
 	size_t out_off;
+	char *out_own;		/* [ZP_CONN_OUT_BYTES] this connection's own */
+	int out_big;		/* the response pool buffer in use, or -1 */
 	zp_http_req req;	/* the current request's head */
 	enum zp_route ep;
 	zp_job *job;		/* ENGINE */
@@ -54,12 +79,16 @@ typedef struct zp_conn {
 	bool metrics_only;	/* accepted on the metrics listener: GET /metrics only */
 	uid_t uid;
 	pid_t pid;
-} conn;
+} zp_conn;
 
 /* Every connection, and what they need of the server. */
 typedef struct {
-	conn *slot;			/* [n] */
+	zp_conn *slot;			/* [n] */
 	int n;
+	char *own;			/* every connection's own buffers, one allocation */
+	size_t in_bytes;		/* each connection's own input buffer */
+	zp_conn_pool in_pool;		/* whole requests that do not fit in_bytes */
+	zp_conn_pool out_pool;		/* responses that do not fit ZP_CONN_OUT_BYTES */
 	zp_reactor *rx;
 	const zp_serve_cfg *cfg;	/* limits, timeouts, allow_uids */
 	zp_metrics *met;
@@ -69,30 +98,35 @@ typedef struct {
 	void *srv;
 	/* A whole request (head and body) is in c->in: answer it (zp_conn_respond)
 	   or admit its job (state ENGINE). */
-	void (*on_request)(void *srv, conn *c);
+	void (*on_request)(void *srv, zp_conn *c);
 	/* c is closing while c->job is admitted: the server takes the job back. */
-	void (*on_gone)(void *srv, conn *c);
+	void (*on_gone)(void *srv, zp_conn *c);
 	/* tests: the environment variable ZP_FAULT_PEERCRED (any value) makes
 	   every SO_PEERCRED answer short, as a kernel failing it would */
 	bool fault_peercred;
 } zp_conns;
 
-void zp_conns_init(zp_conns *cs, int n);
+/* Start-up: cfg->max_connections connections, their buffers and the pools,
+   sized from cfg's head and body limits and resp_max (the largest response
+   body the server writes). */
+void zp_conns_init(zp_conns *cs, const zp_serve_cfg *cfg, size_t resp_max);
 void zp_conns_free(zp_conns *cs);
-uint32_t zp_conn_slot(const zp_conns *cs, const conn *c);
+uint32_t zp_conn_slot(const zp_conns *cs, const zp_conn *c);
 
 /* An accept completion on listener which (0: the Unix socket, 1: the
    metrics listener): a new connection, or refused (403, 503, closed). */
 void zp_conn_accept(zp_conns *cs, const zp_reactor_event *ev, int which);
 /* A RECV or SEND completion of a connection (stale ones are dropped here). */
 void zp_conn_event(zp_conns *cs, const zp_reactor_event *ev);
-/* Queue a whole response; the connection is in SEND until it is written. */
-void zp_conn_respond(zp_conns *cs, conn *c, int status, const char *content_type,
+/* Queue a whole response; the connection is in SEND until it is written. A
+   response over the connection's buffer takes one from the response pool;
+   none free: a 503 goes out instead. */
+void zp_conn_respond(zp_conns *cs, zp_conn *c, int status, const char *content_type,
 		     const char *body, size_t len, int retry_after_s);
 /* The JSON error body of an error kind (http.h), as a response. */
-void zp_conn_error(zp_conns *cs, conn *c, int status, int retry_after_s, const char *fmt,
+void zp_conn_error(zp_conns *cs, zp_conn *c, int status, int retry_after_s, const char *fmt,
 		   const char *arg);
-void zp_conn_close(zp_conns *cs, conn *c, const char *why);
+void zp_conn_close(zp_conns *cs, zp_conn *c, const char *why);
 /* Close what has been idle, slow or unread past its phase's timeout. */
 void zp_conn_check_timeouts(zp_conns *cs);
 /* Stopping: close the connections with nothing admitted; the others close

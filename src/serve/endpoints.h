@@ -11,6 +11,10 @@
 #include "req_json.h"
 
 #define ZP_API_LABEL_TOKENS_MAX 64	/* tokens in one /classify label */
+#define ZP_API_PROMPT_EXTRA 64		/* rerank's prompt around its parts, and the NUL */
+#define ZP_API_FLOAT_CHARS 16		/* "-1.17549435e-38," */
+#define ZP_API_ITEM_CHARS 256		/* a response item's keys, index and brackets */
+#define ZP_API_INFO_BYTES (1u << 20)	/* /metrics, /health, /v1/models */
 
 struct zp_api_call {
 	zp_api *a;
@@ -23,6 +27,11 @@ struct zp_api_call {
 	zp_api_reply *reply;
 	int32_t *ids, *tmp;		/* scratch: ids[max_tokens], tmp[2 max_tokens] */
 };
+
+/* The error body of a request over the memory rg gives it (413); returns 413. */
+int zp_api_full(zp_api_call *c, const zp_region *rg);
+/* A copy of s in the job's region; NULL when it is full (answer zp_api_full). */
+char *zp_api_keep_text(zp_api_call *c, const char *s);
 
 /* The error body of an invalid request (400) naming param; returns 400. */
 int zp_api_bad(zp_api_call *c, const char *param, const char *fmt, ...)
@@ -43,12 +52,14 @@ int zp_api_get_tokens(zp_api_call *c, const cJSON *v, const char *param, int32_t
 int zp_api_get_list(zp_api_call *c, const cJSON *v, const char *param, bool ids_ok, int *n);
 const cJSON *zp_api_list_item(const cJSON *v, int i);
 
-/* ---- sequences of the job (api.c) ---- */
-void zp_api_alloc_seqs(zp_api_call *c, int n);
+/* ---- sequences of the job, in its region (api.c; 413 when it is full) ---- */
+int zp_api_alloc_seqs(zp_api_call *c, int n);
 /* Append a sequence of ids (400 when over max_tokens). */
 int zp_api_add_seq(zp_api_call *c, const int32_t *ids, int n, const char *param);
-/* r scores these candidate tokens at its last position. */
-void zp_api_seq_cands(zp_req *r, const int32_t *ids, int n);
+/* The last sequence added scores these candidate tokens at its last position. */
+int zp_api_seq_cands(zp_api_call *c, const int32_t *ids, int n);
+/* n floats for the last sequence added (its embedding, its prompt log-probs). */
+int zp_api_seq_floats(zp_api_call *c, int n, float **out);
 
 /* ---- response pieces (api.c) ---- */
 void zp_api_softmax(double *v, int n);

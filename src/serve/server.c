@@ -6,7 +6,13 @@
    timeouts. It never blocks and never runs a forward pass; tokenizing a
    request is its bounded work (the body limit). The loader thread loads the
    weights and starts the executors while the reactor already answers
-   /health (503 with progress) and /tokenize. */
+   /health (503 with progress) and /tokenize.
+
+   Memory: everything a request uses is allocated in setup(), sized from the
+   limits: each job slot's region (zp_api_job_bytes), the api's parse region,
+   the response body buffer (zp_api_response_bytes; over it: a 500 saying
+   so) and the connections' buffers and pools (conn.h). The request path
+   allocates nothing (tests/test_alloc_serve counts it). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <grp.h>
@@ -40,7 +46,6 @@
 #include "util.h"
 
 #define SCAN_S 0.05			/* timeout scan period */
-#define SERVER_BODY_BYTES 65536		/* response body scratch it starts with */
 #define LISTEN_BACKLOG 1024		/* the Unix socket */
 #define METRICS_BACKLOG 64		/* the loopback metrics listener */
 
@@ -54,9 +59,9 @@ typedef struct {
 	int mfd;			/* loopback TCP listener for /metrics, or -1 */
 	uint64_t efd_val;
 	struct signalfd_siginfo sig;
-	zp_conns cx;			/* the connections */
-	conn *conns;			/* = cx.slot: a job's conn indexes it */
+	zp_conns cx;			/* the connections: a job's conn indexes cx.slot */
 	zp_job *jobs;			/* [queue_requests_max] */
+	zp_region *job_rg;		/* [queue_requests_max]: jobs[i]'s memory */
 	zp_job *job_free;
 	zp_sched sched;
 	zp_metrics met;
@@ -75,7 +80,7 @@ typedef struct {
 	bool accept_armed[2];		/* [0] the Unix socket, [1] the metrics listener */
 	bool accept_rearm[2];		/* ended on an error: armed again at the next scan */
 	int exit_code;
-	zp_buf body;			/* scratch for response bodies */
+	zp_buf body;			/* response bodies (fixed: zp_api_response_bytes) */
 	double now, next_scan;
 } server;
 
@@ -103,18 +108,27 @@ static void listen_on(server *s, int which)
 	s->accept_armed[which] = true;
 }
 
-static void respond(server *s, conn *c, int status, const char *ctype, const char *body,
+static void respond(server *s, zp_conn *c, int status, const char *ctype, const char *body,
 		    size_t len, int retry_after)
 {
 	zp_conn_respond(&s->cx, c, status, ctype, body, len, retry_after);
 }
 
-static void respond_json(server *s, conn *c, int status, int retry_after)
+static void respond_json(server *s, zp_conn *c, int status, int retry_after)
 {
 	respond(s, c, status, "application/json", s->body.p, s->body.len, retry_after);
 }
 
-static void respond_error(server *s, conn *c, int status, int retry_after, const char *fmt,
+/* A body that did not fit the response buffer is a 500 saying so. */
+static int body_fits(server *s, int status)
+{
+	if (!s->body.overflow)
+		return status;
+	return zp_api_error(&s->body, ZP_HTTP_ERR_INTERNAL, NULL, "the response is over the "
+			    "%zu-byte response buffer (sized from the limits)", s->body.cap);
+}
+
+static void respond_error(server *s, zp_conn *c, int status, int retry_after, const char *fmt,
 			  const char *arg)
 {
 	zp_conn_error(&s->cx, c, status, retry_after, fmt, arg);
@@ -131,7 +145,7 @@ static void fill_view(server *s, zp_api_view *v)
 }
 
 /* An answer that runs no forward pass: build it and send it. */
-static void answer_now(server *s, conn *c, const char *body, size_t len)
+static void answer_now(server *s, zp_conn *c, const char *body, size_t len)
 {
 	zp_api_view v;
 	zp_job scratch = { 0 };
@@ -139,6 +153,8 @@ static void answer_now(server *s, conn *c, const char *body, size_t len)
 	fill_view(s, &v);
 	int status = zp_api_build(&s->api, c->ep, &v, body, len, &scratch, &r);
 	ZP_ASSERT(status > 0);
+	if (s->body.overflow)
+		return respond_json(s, c, body_fits(s, status), 0);
 	respond(s, c, status, r.content_type, s->body.p, s->body.len, r.retry_after_s);
 }
 
@@ -148,12 +164,13 @@ static zp_job *job_take(server *s)
 	if (j) {
 		s->job_free = j->next;
 		memset(j, 0, sizeof *j);
+		j->rg = &s->job_rg[j - s->jobs];
 	}
 	return j;
 }
 
 /* A whole request (head and body) is in c->in (conn.c's on_request). */
-static void handle_request(void *arg, conn *c)
+static void handle_request(void *arg, zp_conn *c)
 {
 	server *s = arg;
 	int status = 0;
@@ -185,7 +202,7 @@ static void handle_request(void *arg, conn *c)
 	status = zp_api_build(&s->api, c->ep, NULL, body, len, j, &reply);
 	if (status > 0) {
 		job_put_back(s, j);
-		return respond_json(s, c, status, 0);
+		return respond_json(s, c, body_fits(s, status), 0);
 	}
 	if (zp_sched_admit(&s->sched, j, s->now)) {
 		job_put_back(s, j);
@@ -196,11 +213,11 @@ static void handle_request(void *arg, conn *c)
 	j->conn = zp_conn_slot(&s->cx, c);
 	j->conn_gen = c->gen;
 	c->job = j;
-	c->state = CONN_ENGINE;
+	c->state = ZP_CONN_ENGINE;
 }
 
 /* The client of an admitted job has gone (conn.c's on_gone): drop the job. */
-static void drop_job(void *arg, conn *c)
+static void drop_job(void *arg, zp_conn *c)
 {
 	server *s = arg;
 	zp_job *j = c->job;
@@ -219,8 +236,8 @@ static void job_complete(server *s, zp_job *j)
 		job_release(s, j);
 		return;
 	}
-	conn *c = &s->conns[j->conn];
-	ZP_ASSERT(c->gen == j->conn_gen && c->state == CONN_ENGINE && c->job == j);
+	zp_conn *c = &s->cx.slot[j->conn];
+	ZP_ASSERT(c->gen == j->conn_gen && c->state == ZP_CONN_ENGINE && c->job == j);
 	zp_metrics_hist(&s->met.lat_queue_s, j->t_dispatch - j->t_arrive);
 	if (j->failed) { /* the executor recovered; this request cannot be answered */
 		zp_api_error(&s->body, 500, NULL, "forward pass failed: %s", j->err);
@@ -491,13 +508,12 @@ static int setup(server *s, zp_err *e)
 	}
 	zp_req_limits lim = { .vocab = s->mcfg.vocab, .max_tokens = c->max_tokens,
 			      .hidden = s->mcfg.hidden };
-	zp_api_init(&s->api, s->tok, &lim, c->model_name, &c->rerank);
+	zp_api_init(&s->api, s->tok, &lim, c->body_bytes_max, c->model_name, &c->rerank);
 	zp_sched_init(&s->sched, c->queue_requests_max, c->queue_tokens_max, c->max_batch_tokens,
 		      c->batch_wait_ms / 1e3);
-	zp_conns_init(&s->cx, c->max_connections);
-	s->conns = s->cx.slot;
+	size_t resp = zp_api_response_bytes(&s->api);
+	zp_conns_init(&s->cx, c, resp);
 	s->cx.rx = &s->rx;
-	s->cx.cfg = c;
 	s->cx.met = &s->met;
 	s->cx.body = &s->body;
 	s->cx.now = &s->now;
@@ -506,11 +522,18 @@ static int setup(server *s, zp_err *e)
 	s->cx.on_request = handle_request;
 	s->cx.on_gone = drop_job;
 	s->jobs = zp_xcalloc((size_t)c->queue_requests_max, sizeof *s->jobs);
+	s->job_rg = zp_xcalloc((size_t)c->queue_requests_max, sizeof *s->job_rg);
+	/* a job can hold no more tokens than the queue admits at once */
+	size_t job_bytes = zp_api_job_bytes(&s->api, c->queue_tokens_max);
 	for (int i = c->queue_requests_max - 1; i >= 0; i--) {
+		zp_region_init(&s->job_rg[i], NULL, job_bytes); /* pages touched when used */
 		s->jobs[i].next = s->job_free;
 		s->job_free = &s->jobs[i];
 	}
-	zp_buf_init(&s->body, SERVER_BODY_BYTES);
+	zp_buf_init_fixed(&s->body, NULL, resp + 1);
+	zp_log(ZP_LOG_INFO, "msg=\"request memory\" job_region_kb=%zu jobs=%d parse_region_kb=%zu "
+	       "response_kb=%zu", job_bytes >> 10, c->queue_requests_max, s->api.parse.cap >> 10,
+	       resp >> 10);
 	if (open_socket(s, e) || open_metrics(s, e) || zp_reactor_init(&s->rx, e))
 		return -1;
 	int bell = zp_bell_init(&s->done);
@@ -532,6 +555,9 @@ static void teardown(server *s)
 	}
 	free(s->lstats);
 	zp_conns_free(&s->cx);
+	for (int i = 0; s->job_rg && i < s->cfg.queue_requests_max; i++)
+		zp_region_free(&s->job_rg[i]);
+	free(s->job_rg);
 	free(s->jobs);
 	zp_buf_free(&s->body);
 	zp_api_free(&s->api);
