@@ -131,8 +131,8 @@ static const zp_opt *find_key(const zp_opt_table *t, const char *sec, const char
 	return NULL;
 }
 
-int zp_opt_set(const zp_opt_table *t, void *cfg, const char *sec, const char *name,
-	       const char *value, zp_err *e)
+static int set_by_name(const zp_opt_table *t, void *cfg, const char *sec, const char *name,
+		       const char *value, zp_err *e)
 {
 	const zp_opt *k = find_key(t, sec, name);
 	if (!k)
@@ -174,7 +174,7 @@ static int on_key(void *user, const char *sec, const char *name, const char *val
 	snprintf(x->last, sizeof x->last, "%s", key);
 	if (k && x->given)
 		x->given[k - x->t->keys] = true;
-	return zp_opt_set(x->t, x->cfg, sec, name, value, x->e) == 0;
+	return set_by_name(x->t, x->cfg, sec, name, value, x->e) == 0;
 }
 
 static int load(const zp_opt_table *t, void *cfg, const char *path, bool *given, zp_err *e)

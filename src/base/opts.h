@@ -51,10 +51,6 @@ typedef struct {
 
 /* Every key's default into its field of cfg (other fields are left alone). */
 void zp_opt_defaults(const zp_opt_table *t, void *cfg);
-/* One key by its ini name, as the file would give it. 0, or -1 with e
-   naming [section] name. */
-int zp_opt_set(const zp_opt_table *t, void *cfg, const char *section, const char *name,
-	       const char *value, zp_err *e);
 /* The ini file at path over what cfg holds, strictly: an unknown section or
    key, a key given twice or a bad value is an error naming its line. 0 or -1. */
 int zp_opt_load(const zp_opt_table *t, void *cfg, const char *path, zp_err *e);

@@ -23,6 +23,8 @@
 /* The commands a key belongs to (zp_opt.cmds, .required). */
 enum zp_cmd { ZP_CMD_SERVE = 1, ZP_CMD_PREFILL = 2, ZP_CMD_BENCH = 4 };
 
+/* Every setting, by ini section; the table says which command reads which
+   (prefill and bench: [engine], [bench], [log]). */
 typedef struct {
 	/* [server] */
 	char *socket;			/* path of the Unix socket */
@@ -66,9 +68,6 @@ unsigned zp_cmd_of(const char *name);
 /* Defaults, then the file (when path is not NULL), strictly: an unknown
    section or key, or a bad value, is an error naming its line. 0 or -1. */
 int zp_serve_cfg_load(zp_serve_cfg *c, const char *path, zp_err *e);
-/* One key=value by section, as the file would give it (flags use this too). */
-int zp_serve_cfg_set(zp_serve_cfg *c, const char *section, const char *key, const char *value,
-		     zp_err *e);
 /* `zprefill CMD` arguments, CMD = argv[1] (serve, prefill or bench): the
    defaults, the --config file, then every flag of CMD over it; the keys CMD
    requires must be given. 0, or -1 with e naming the flag or key (the

@@ -26,7 +26,6 @@
 #define RR_SUFFIX "<|im_end|>\\n<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n"
 #define RR_INSTRUCTION "Given a web search query, retrieve relevant passages that answer the query"
 
-
 /* ZP_OPT_ENUM spellings: the names are written once, here or in asyncep.c. */
 static int dtype_parse(const char *v, int *out)
 {
@@ -162,12 +161,6 @@ unsigned zp_cmd_of(const char *name)
 {
 	return !strcmp(name, "serve") ? ZP_CMD_SERVE : !strcmp(name, "prefill") ? ZP_CMD_PREFILL
 	       : !strcmp(name, "bench") ? ZP_CMD_BENCH : 0;
-}
-
-int zp_serve_cfg_set(zp_serve_cfg *c, const char *sec, const char *name, const char *v,
-		     zp_err *e)
-{
-	return zp_opt_set(&table, c, sec, name, v, e);
 }
 
 int zp_serve_cfg_load(zp_serve_cfg *c, const char *path, zp_err *e)
