@@ -101,5 +101,26 @@ $Z prefill 2>/dev/null; [ $? -eq 2 ] || { echo "FAIL: no --model not a usage err
 $Z prefill --model /nonexistent 2>"$T/e" </dev/null; [ $? -eq 1 ] && grep -q "nonexistent" "$T/e" ||
 	{ echo "FAIL: missing model dir"; fail=1; }
 $Z prefill --model $M --dtype fp16 2>/dev/null </dev/null; [ $? -eq 2 ] || { echo "FAIL: bad dtype"; fail=1; }
+$Z prefill --model $M --max-batch-tokens 0 2>"$T/e" </dev/null; [ $? -eq 2 ] && grep -q -- '--max-batch-tokens must be' "$T/e" ||
+	{ echo "FAIL: a bad --max-batch-tokens does not name the flag"; cat "$T/e"; fail=1; }
+$Z bench --model $M --tokens 3 --seqs 1 --parallel tp 2>"$T/e"; [ $? -eq 2 ] && grep -q -- '--parallel must be' "$T/e" ||
+	{ echo "FAIL: a bad --parallel does not name the flag"; cat "$T/e"; fail=1; }
+$Z prefill --model $M --socket /tmp/x 2>"$T/e" </dev/null; [ $? -eq 2 ] && grep -q -- 'unknown flag --socket' "$T/e" ||
+	{ echo "FAIL: serve's --socket taken by prefill"; fail=1; }
+
+# --help: exit 0; the shared flags with one default (and ini key) in all three
+for c in prefill bench serve; do
+	$Z $c --help > "$T/help.$c" 2>&1 || { echo "FAIL: $c --help exit"; fail=1; }
+	for f in model dtype threads executors parallel transport offload max-tokens max-batch-tokens log-level; do
+		grep -- "^  --$f " "$T/help.$c" | sed 's/^ *--[a-z-]* *//; s/required/default none/' >> "$T/shared.$c"
+	done
+done
+grep -q -- '--max-batch-tokens .*default 8192; \[engine\] max_batch_tokens' "$T/help.prefill" &&
+	grep -q -- '--parallel .*default asyncep' "$T/help.bench" && grep -q -- '--tokens ' "$T/help.bench" &&
+	! grep -q -- '--tokens ' "$T/help.prefill" && grep -q -- '--socket ' "$T/help.serve" ||
+	{ echo "FAIL: --help text"; cat "$T/help.prefill"; fail=1; }
+[ "$(wc -l < "$T/shared.prefill")" -eq 10 ] && cmp -s "$T/shared.prefill" "$T/shared.bench" &&
+	cmp -s "$T/shared.prefill" "$T/shared.serve" ||
+	{ echo "FAIL: prefill, bench and serve differ on a shared flag"; diff "$T/shared.prefill" "$T/shared.serve"; fail=1; }
 [ $fail -eq 0 ] && echo "test_prefill_cli: ok" || echo "test_prefill_cli: FAIL"
 exit $fail

@@ -4,7 +4,6 @@
    thread owns the model and one forward workspace (with its worker pool). */
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <getopt.h>
 #include <math.h>
 #include <poll.h>
 #include <stdbool.h>
@@ -27,102 +26,24 @@
 
 #define LINE_MAX_BYTES (64u << 20)
 
-struct opts {
-	const char *model;
-	enum zp_wtype wtype;
-	int threads;
-	int max_tokens;		/* per prompt */
-	int batch_tokens_max;	/* per forward (--max-batch-tokens) */
-	int tokens, seqs, iters; /* bench */
-	int executors;
-	enum zp_parallel parallel;
-	const char *transport;
-	int offload;		/* asyncep offload window (0: off) */
-};
-
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: zprefill prefill --model DIR [--dtype fp32|bf16] [--threads N]\n"
-		"                        [--max-tokens N] [--max-batch-tokens N]\n"
-		"                        [--executors N --parallel asyncep|dpep|replicate]\n"
-		"                        [--transport cpu] [--offload K (asyncep, 2..16)]\n"
-		"         reads one JSON request per line on stdin, writes one result per line\n"
-		"         (\"prompt\" text and \"candidates\" strings need DIR/tokenizer.json)\n"
-		"       zprefill bench --model DIR --tokens L --seqs B (<= 1024) [--threads N]\n"
-		"                      [--dtype fp32|bf16] [--iters N] [--executors N]\n"
-		"                      [--parallel asyncep|dpep|replicate] [--transport cpu]\n"
-		"                      [--offload K]\n"
+		"usage: zprefill prefill --model DIR [--FLAG VALUE]...   JSONL requests in, results out\n"
+		"       zprefill bench --model DIR --tokens L --seqs B [--FLAG VALUE]...\n"
+		"       zprefill serve --model DIR [--config FILE] [--FLAG VALUE]...\n"
+		"         (zprefill prefill|bench|serve --help lists the flags)\n"
 		"       zprefill tokenize --tokenizer FILE   JSONL {\"text\"} in, {\"ids\"} out;\n"
 		"                      encode MB/s on stderr\n"
-		"       zprefill serve --model DIR --socket PATH [--config FILE] (see --help)\n"
 		"       zprefill score|classify|embed|health --socket PATH ... (a client)\n");
 }
 
-static int parse_int(const char *s, int lo, int hi, int *out)
+static bool wants_help(int argc, char **argv)
 {
-	char *end;
-	long v;
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno || *end || end == s || v < lo || v > hi)
-		return -1;
-	*out = (int)v;
-	return 0;
-}
-
-static int parse_opts(int argc, char **argv, struct opts *o)
-{
-	static const struct option lo[] = {
-		{ "model", required_argument, 0, 'm' },	 { "dtype", required_argument, 0, 'd' },
-		{ "threads", required_argument, 0, 't' }, { "max-tokens", required_argument, 0, 'x' },
-		{ "max-batch-tokens", required_argument, 0, 'b' },
-		{ "tokens", required_argument, 0, 'L' }, { "seqs", required_argument, 0, 'B' },
-		{ "iters", required_argument, 0, 'i' },	 { "help", no_argument, 0, 'h' },
-		{ "executors", required_argument, 0, 'N' }, { "parallel", required_argument, 0, 'P' },
-		{ "transport", required_argument, 0, 'T' }, { "offload", required_argument, 0, 'O' },
-		{ 0, 0, 0, 0 }
-	};
-	zp_err e;
-	int c, bad = 0;
-	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-
-	*o = (struct opts){ .wtype = ZP_W_BF16, .threads = ncpu > 0 ? (int)ncpu : 1,
-			    .batch_tokens_max = ZP_BATCH_TOKENS_DEFAULT, .iters = 3, .executors = 1,
-			    .parallel = ZP_PARALLEL_DEFAULT, .transport = "cpu" };
-	optind = 2;
-	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-		switch (c) {
-		case 'm': o->model = optarg; break;
-		case 'd':
-			if (strcmp(optarg, "fp32") == 0)
-				o->wtype = ZP_W_F32;
-			else if (strcmp(optarg, "bf16") == 0)
-				o->wtype = ZP_W_BF16;
-			else
-				bad = fprintf(stderr, "zprefill: --dtype must be fp32 or bf16\n");
-			break;
-		case 't': bad |= parse_int(optarg, 1, 1024, &o->threads); break;
-		case 'x': bad |= parse_int(optarg, 1, 1 << 24, &o->max_tokens); break;
-		case 'b': bad |= parse_int(optarg, 1, ZP_BATCH_TOKENS_LIMIT, &o->batch_tokens_max); break;
-		case 'L': bad |= parse_int(optarg, 1, 1 << 24, &o->tokens); break;
-		case 'B': bad |= parse_int(optarg, 1, ZP_FWD_SEQS_MAX, &o->seqs); break;
-		case 'i': bad |= parse_int(optarg, 1, 1 << 20, &o->iters); break;
-		case 'N': bad |= parse_int(optarg, 1, ZP_EXECUTORS_MAX, &o->executors); break;
-		case 'P':
-			if (zp_parallel_parse(optarg, &o->parallel, &e))
-				bad = fprintf(stderr, "zprefill: %s\n", e.msg);
-			break;
-		case 'T': o->transport = optarg; break;
-		case 'O': bad |= parse_int(optarg, 2, ZP_PLACE_WINDOW_MAX, &o->offload); break;
-		default: bad = 1;
-		}
-	}
-	if (bad || optind != argc || !o->model) {
-		usage();
-		return -1;
-	}
-	return 0;
+	for (int i = 2; i < argc; i++)
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+			return true;
+	return false;
 }
 
 /* ---- stdin reader: knows whether a whole line is already buffered ------------- */
@@ -303,7 +224,7 @@ static void add_line(struct driver *d, struct line *L)
 	d->tail++;
 }
 
-static int cmd_prefill(const struct opts *o, zp_model *m)
+static int cmd_prefill(const zp_serve_cfg *o, zp_model *m)
 {
 	char tokpath[4096];
 	zp_tok *tok = NULL;
@@ -314,10 +235,10 @@ static int cmd_prefill(const struct opts *o, zp_model *m)
 		return 1;
 	}
 	/* a prompt longer than the batch budget runs alone, in a forward sized for it */
-	int fwd_tokens = ZP_MAX(o->batch_tokens_max, o->max_tokens);
+	int fwd_tokens = ZP_MAX(o->batch_tokens_max, o->seq_tokens_max);
 	struct driver d = { .cap = lines_cap(o->executors) };
-	zp_engine_cfg ec = { o->executors, o->parallel, o->transport,
-			     ZP_MAX(1, o->threads / o->executors), fwd_tokens, NULL, o->offload };
+	zp_engine_cfg ec = { o->executors, o->parallel, o->transport, zp_serve_cfg_threads(o),
+			     fwd_tokens, NULL, o->offload_window };
 	if (!(d.g = zp_engine_start(m, &ec, &e))) {
 		zp_log(ZP_LOG_ERROR, "msg=\"cannot start executors\" error=\"%s\"", e.msg);
 		zp_tok_free(tok);
@@ -325,7 +246,7 @@ static int cmd_prefill(const struct opts *o, zp_model *m)
 	}
 	zp_sched_init(&d.sched, (int)d.cap / 2, (long)d.cap / 2 * fwd_tokens, o->batch_tokens_max,
 		      HUGE_VAL);
-	zp_req_limits lim = { .vocab = m->cfg.vocab, .max_tokens = o->max_tokens,
+	zp_req_limits lim = { .vocab = m->cfg.vocab, .max_tokens = o->seq_tokens_max,
 			      .hidden = m->cfg.hidden, .tok = tok ? zp_tok_state_new(tok) : NULL };
 	struct reader rd = { .buf = zp_xmalloc(1 << 16), .cap = 1 << 16 };
 	d.lines = zp_xcalloc(d.cap, sizeof *d.lines);
@@ -445,15 +366,16 @@ static void bench_overlap(zp_engine *g, const zp_model *m)
 	free(sum);
 }
 
-static int cmd_bench(const struct opts *o, zp_model *m)
+static int cmd_bench(const zp_serve_cfg *o, zp_model *m)
 {
-	int B = o->seqs, L = o->tokens, N = o->executors, each = ZP_MAX(1, o->threads / N);
+	int B = o->bench.seqs, L = o->bench.seq_tokens, N = o->executors;
+	int each = zp_serve_cfg_threads(o);
 	zp_req *reqs = zp_xcalloc((size_t)B * N, sizeof *reqs);
 	double best = 1e30, total = 0;
 	zp_fwd_stats st;
 	zp_engine *g;
 	zp_err e;
-	zp_engine_cfg ec = { N, o->parallel, o->transport, each, B * L, NULL, o->offload };
+	zp_engine_cfg ec = { N, o->parallel, o->transport, each, B * L, NULL, o->offload_window };
 
 	if (!(g = zp_engine_start(m, &ec, &e))) {
 		zp_log(ZP_LOG_ERROR, "msg=\"cannot start executors\" error=\"%s\"", e.msg);
@@ -474,7 +396,7 @@ static int cmd_bench(const struct opts *o, zp_model *m)
 	for (int x = 0; x < N; x++) /* each executor its own copy of the same batch */
 		bench_reqs(reqs + (size_t)x * B, B, L, m->cfg.vocab);
 	bench_round(g, reqs, B, &st); /* warm-up */
-	for (int it = 0; it < o->iters; it++) {
+	for (int it = 0; it < o->bench.iters; it++) {
 		double dt = bench_round(g, reqs, B, &st);
 		total += dt;
 		best = dt < best ? dt : best;
@@ -485,12 +407,12 @@ static int cmd_bench(const struct opts *o, zp_model *m)
 	}
 	if (zp_place_source(zp_engine_place(g), 0))
 		bench_overlap(g, m);
-	double mean = total / o->iters;
+	double mean = total / o->bench.iters;
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
 	printf("tokens=%d seqs=%d executors=%d parallel=%s threads=%d dtype=%s isa=%s "
 	       "resident_mb=%.0f peak_rss_mb=%.0f mean_s=%.4f best_s=%.4f gflop_s=%.1f "
-	       "prefill_tok_s=%.1f\n", L, B, N, zp_parallel_name(o->parallel), o->threads,
+	       "prefill_tok_s=%.1f\n", L, B, N, zp_parallel_name(o->parallel), each * N,
 	       m->wtype == ZP_W_F32 ? "fp32" : "bf16", zp_gemm_isa(), (double)resident / (1 << 20),
 	       (double)ru.ru_maxrss / 1024, mean, best, N * st.flops / mean * 1e-9,
 	       (double)N * B * L / mean);
@@ -571,48 +493,65 @@ static int cmd_tokenize(int argc, char **argv)
 	return bad ? 1 : 0;
 }
 
-int main(int argc, char **argv)
+/* prefill or bench: the flags (the key table in serve_config.c), the model,
+   the command. The exit code: 2 for a usage error. */
+static int run(int argc, char **argv)
 {
-	struct opts o;
+	unsigned cmd = zp_cmd_of(argv[1]);
+	zp_serve_cfg c;
 	zp_model m;
 	zp_err e;
-	int rc;
+	int rc = 2;
 
-	if (argc >= 2 && strcmp(argv[1], "serve") == 0)
+	if (zp_serve_cfg_args(&c, argc, argv, &e)) {
+		fprintf(stderr, "zprefill %s: %s (zprefill %s --help lists the flags)\n", argv[1],
+			e.msg, argv[1]);
+		goto out;
+	}
+	zp_log_min = (enum zp_log_level)c.log_level;
+	if (cmd == ZP_CMD_BENCH && (long)c.bench.seq_tokens * c.bench.seqs > ZP_BATCH_TOKENS_LIMIT) {
+		fprintf(stderr, "zprefill bench: --tokens x --seqs over %d\n", ZP_BATCH_TOKENS_LIMIT);
+		goto out;
+	}
+	if (zp_model_load(&m, c.model, c.wtype, zp_serve_cfg_threads(&c) * c.executors, NULL, &e)) {
+		zp_log(ZP_LOG_ERROR, "msg=\"cannot load model\" error=\"%s\"", e.msg);
+		rc = 1;
+		goto out;
+	}
+	int bad = zp_serve_cfg_seq_tokens(&c, m.cfg.max_positions, &e);
+	if (!bad && c.bench.seq_tokens > m.cfg.max_positions)
+		bad = zp_errf(&e, "--tokens %d is over the model's max_position_embeddings %d",
+			      c.bench.seq_tokens, m.cfg.max_positions);
+	if (bad) {
+		fprintf(stderr, "zprefill %s: %s\n", argv[1], e.msg);
+		zp_model_free(&m);
+		goto out;
+	}
+	rc = cmd == ZP_CMD_PREFILL ? cmd_prefill(&c, &m) : cmd_bench(&c, &m);
+	zp_model_free(&m);
+out:
+	zp_serve_cfg_free(&c);
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	unsigned cmd = argc >= 2 ? zp_cmd_of(argv[1]) : 0;
+
+	if (cmd && wants_help(argc, argv)) {
+		zp_serve_cfg_usage(cmd, stdout);
+		return 0;
+	}
+	if (cmd == ZP_CMD_SERVE)
 		return zp_serve_main(argc, argv);
 	if (argc >= 2 && strcmp(argv[1], "tokenize") == 0)
 		return cmd_tokenize(argc, argv);
 	if (argc >= 2 && (!strcmp(argv[1], "score") || !strcmp(argv[1], "classify") ||
 			  !strcmp(argv[1], "embed") || !strcmp(argv[1], "health")))
 		return zp_client_main(argc, argv);
-	if (argc < 2 || (strcmp(argv[1], "prefill") && strcmp(argv[1], "bench"))) {
+	if (!cmd) {
 		usage();
 		return 2;
 	}
-	if (parse_opts(argc, argv, &o))
-		return 2;
-	if (strcmp(argv[1], "bench") == 0 && (!o.tokens || !o.seqs)) {
-		fprintf(stderr, "zprefill bench: --tokens and --seqs are required\n");
-		return 2;
-	}
-	if (strcmp(argv[1], "bench") == 0 && (long)o.tokens * o.seqs > ZP_BATCH_TOKENS_LIMIT) {
-		fprintf(stderr, "zprefill bench: --tokens x --seqs over %d\n", ZP_BATCH_TOKENS_LIMIT);
-		return 2;
-	}
-	if (zp_model_load(&m, o.model, o.wtype, o.threads, NULL, &e)) {
-		zp_log(ZP_LOG_ERROR, "msg=\"cannot load model\" error=\"%s\"", e.msg);
-		return 1;
-	}
-	if (!o.max_tokens)
-		o.max_tokens = ZP_MIN(m.cfg.max_positions, ZP_SEQ_TOKENS_DEFAULT);
-	if (o.max_tokens > m.cfg.max_positions || o.tokens > m.cfg.max_positions) {
-		fprintf(stderr, "zprefill: a prompt of %d tokens is over the model's "
-			"max_position_embeddings (%d)\n", ZP_MAX(o.max_tokens, o.tokens),
-			m.cfg.max_positions);
-		zp_model_free(&m);
-		return 2;
-	}
-	rc = strcmp(argv[1], "prefill") == 0 ? cmd_prefill(&o, &m) : cmd_bench(&o, &m);
-	zp_model_free(&m);
-	return rc;
+	return run(argc, argv);
 }

@@ -1,7 +1,8 @@
-/* serve.h -- `zprefill serve`: its configuration (serve_config.c: one key
-   table for the ini file, read through inih, and the command-line flags) and
-   the entry point that runs the server until SIGTERM/SIGINT (server.c).
-   Start-up, one thread. */
+/* serve.h -- zprefill's settings and `zprefill serve`. serve_config.c holds
+   the one key table (opts.h) of every setting of `serve`, `prefill` and
+   `bench`: its ini key, flag, commands, bounds, default and help; the ini
+   file, the flags and each command's --help come from it. server.c runs the
+   server until SIGTERM/SIGINT. Start-up, one thread. */
 #ifndef ZP_SERVE_H
 #define ZP_SERVE_H
 
@@ -13,11 +14,17 @@
 #include "api.h"
 #include "asyncep.h"
 #include "gemm.h"
+#include "opts.h"
 #include "util.h"
 
 #define ZP_ALLOW_UIDS_MAX 64
-#define ZP_SERVE_MAX_TOKENS_DEFAULT 8192	/* max_tokens 0: min(the model's, this) */
+#define ZP_THREADS_MAX 1024	/* threads_per_executor bound */
 
+/* The commands a key belongs to (zp_opt.cmds, .required). */
+enum zp_cmd { ZP_CMD_SERVE = 1, ZP_CMD_PREFILL = 2, ZP_CMD_BENCH = 4 };
+
+/* Every setting, by ini section; the table says which command reads which
+   (prefill and bench: [engine], [bench], [log]). */
 typedef struct {
 	/* [server] */
 	char *socket;			/* path of the Unix socket */
@@ -33,33 +40,50 @@ typedef struct {
 	char *model;			/* model directory */
 	char *model_name;		/* as /v1/models reports it */
 	enum zp_wtype wtype;
-	int executors, threads_per_executor;
+	int executors;
+	int threads_per_executor;	/* 0: the online cores shared (zp_serve_cfg_threads) */
 	enum zp_parallel parallel;	/* how experts are placed across executors */
 	char *transport;		/* asyncep gathers: cpu (nccl, p2p: CUDA builds) */
 	int offload_window;		/* asyncep offload mode: slots per executor (0: off) */
-	int max_tokens;			/* per sequence; 0: see ZP_SERVE_MAX_TOKENS_DEFAULT */
-	int max_batch_tokens;
+	int seq_tokens_max;		/* tokens of one sequence; 0: zp_serve_cfg_seq_tokens */
+	int batch_tokens_max;		/* tokens of one forward pass */
 	int batch_wait_ms;
 	int queue_requests_max;
 	long queue_tokens_max;
 	/* [rerank] */
 	zp_rerank_cfg rerank;
+	/* [bench] (bench only) */
+	struct {
+		int seq_tokens, seqs, iters;	/* each forward: seqs sequences of seq_tokens */
+	} bench;
 	/* [log] */
-	int log_level;
+	int log_level;			/* enum zp_log_level */
 } zp_serve_cfg;
+
+/* The key table (serve_config.c). */
+const zp_opt_table *zp_serve_cfg_table(void);
+/* "serve", "prefill" or "bench": its ZP_CMD_ bit; 0 for another name. */
+unsigned zp_cmd_of(const char *name);
 
 /* Defaults, then the file (when path is not NULL), strictly: an unknown
    section or key, or a bad value, is an error naming its line. 0 or -1. */
 int zp_serve_cfg_load(zp_serve_cfg *c, const char *path, zp_err *e);
-/* One key=value by section, as the file would give it (flags use this too). */
-int zp_serve_cfg_set(zp_serve_cfg *c, const char *section, const char *key, const char *value,
-		     zp_err *e);
-/* `zprefill serve` arguments (argv[2] on): the --config file first, then
-   every flag over it. 0, or -1 with the usage on stderr. */
+/* `zprefill CMD` arguments, CMD = argv[1] (serve, prefill or bench): the
+   defaults, the --config file, then every flag of CMD over it; the keys CMD
+   requires must be given. 0, or -1 with e naming the flag or key (the
+   caller reports it). */
 int zp_serve_cfg_args(zp_serve_cfg *c, int argc, char **argv, zp_err *e);
-/* The flags, each with its key, help and default (from the key table). */
-void zp_serve_cfg_usage(FILE *f);
+/* CMD's usage line, then its flags, each with help, default and ini key. */
+void zp_serve_cfg_usage(unsigned cmd, FILE *f);
 void zp_serve_cfg_free(zp_serve_cfg *c);
+
+/* Worker threads per executor: threads_per_executor, or (0) the online cores
+   shared among the executors, at least 1. */
+int zp_serve_cfg_threads(const zp_serve_cfg *c);
+/* Resolves seq_tokens_max for a model of max_positions: 0 becomes
+   min(max_positions, ZP_SEQ_TOKENS_DEFAULT). 0, or -1 (over max_positions)
+   with e set. */
+int zp_serve_cfg_seq_tokens(zp_serve_cfg *c, int max_positions, zp_err *e);
 
 /* `zprefill serve ...`: the process exit code. */
 int zp_serve_main(int argc, char **argv);

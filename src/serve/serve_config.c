@@ -1,21 +1,23 @@
-/* serve_config.c -- the serve configuration: ONE key table (below) gives each
-   setting its section and name in the ini file, its command-line flag, its
-   type and bounds, its default, its field and its help. The defaults, the
-   file (inih), the flags (getopt_long built from the table) and the usage
-   text all come from it, through one setter, so each key is checked in one
-   place. conf/zprefill.ini documents every key with its default. Start-up
-   only, one thread. */
+/* serve_config.c -- zprefill's settings: ONE key table (below, read by the
+   engine in opts.c) gives each setting of `serve`, `prefill` and `bench` its
+   ini [section] name, its --flag, the commands that take it, its type,
+   bounds, default, field and help. A setting shared by the commands is one
+   row, so it has one default, one bound and one help line everywhere.
+   conf/zprefill.ini documents every key with its default. Start-up only, one
+   thread. */
 #define _GNU_SOURCE
 #include "serve.h"
 
-#include <errno.h>
-#include <getopt.h>
-#include <ini.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "engine.h"
+
+#define STR_(x) #x
+#define STR(x) STR_(x)
 
 #define RR_PREFIX                                                                          \
 	"<|im_start|>system\\nJudge whether the Document meets the requirements based on the " \
@@ -24,95 +26,55 @@
 #define RR_SUFFIX "<|im_end|>\\n<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n"
 #define RR_INSTRUCTION "Given a web search query, retrieve relevant passages that answer the query"
 
-enum key_type {
-	KEY_STR,	/* char *, copied */
-	KEY_TEXT,	/* const char *, with "\n" "\t" "\\" unescaped */
-	KEY_TEMPLATE,	/* KEY_TEXT whose indented continuation lines are joined */
-	KEY_INT,	/* int in [lo, hi] */
-	KEY_LONG,	/* long in [lo, hi] */
-	KEY_SIZE,	/* size_t in [lo, hi] */
-	KEY_OCTAL,	/* int in [lo, hi], written with a leading 0 */
-	KEY_UIDS,	/* allow_uids: a comma-separated list */
-	KEY_DTYPE,	/* bf16 | fp32 */
-	KEY_PARALLEL,	/* asyncep | dpep | replicate */
-	KEY_LOG,	/* debug | info | warn | error */
-};
-
-struct key {
-	const char *section, *name;
-	const char *flag;	/* --flag, or NULL: the file only */
-	enum key_type type;
-	long lo, hi;
-	size_t off;		/* into zp_serve_cfg */
-	const char *def;	/* default, as the file would spell it; NULL: unset */
-	const char *help;
-};
-
-#define F(field) offsetof(zp_serve_cfg, field)
-static const struct key keys[] = {
-	{ "server", "socket", "socket", KEY_STR, 0, 0, F(socket), "/tmp/zprefill.sock", "Unix socket path" },
-	{ "server", "socket_mode", NULL, KEY_OCTAL, 0, 0777, F(socket_mode), "0660", "mode of the socket file" },
-	{ "server", "socket_group", NULL, KEY_STR, 0, 0, F(socket_group), NULL, "group to own the socket" },
-	{ "server", "allow_uids", NULL, KEY_UIDS, 0, 0, F(allow_uids), NULL, "uids that may connect" },
-	{ "server", "max_connections", "max-connections", KEY_INT, 1, 65536, F(max_connections), "256", "connections held at once" },
-	{ "server", "header_bytes_max", NULL, KEY_SIZE, 256, 1 << 20, F(header_bytes_max), "16384", "request head limit (431)" },
-	{ "server", "body_bytes_max", NULL, KEY_SIZE, 1024, 1L << 30, F(body_bytes_max), "8388608", "request body limit (413)" },
-	{ "server", "header_timeout_ms", NULL, KEY_INT, 10, 3600000, F(header_timeout_ms), "10000", "head timeout (408)" },
-	{ "server", "body_timeout_ms", NULL, KEY_INT, 10, 3600000, F(body_timeout_ms), "30000", "body timeout (408)" },
-	{ "server", "idle_timeout_ms", NULL, KEY_INT, 10, 86400000, F(idle_timeout_ms), "60000", "idle connection timeout" },
-	{ "server", "metrics_port", "metrics-port", KEY_INT, 0, 65535, F(metrics_port), "0", "loopback TCP port for GET /metrics" },
-	{ "engine", "model", "model", KEY_STR, 0, 0, F(model), NULL, "model directory" },
-	{ "engine", "model_name", NULL, KEY_STR, 0, 0, F(model_name), NULL, "name /v1/models reports" },
-	{ "engine", "dtype", "dtype", KEY_DTYPE, 0, 0, F(wtype), "bf16", "bf16 or fp32" },
-	{ "engine", "executors", "executors", KEY_INT, 1, 64, F(executors), "1", "executor threads" },
-	{ "engine", "threads_per_executor", "threads", KEY_INT, 0, 1024, F(threads_per_executor), "0", "cores per executor (0: share)" },
-	{ "engine", "parallel", "parallel", KEY_PARALLEL, 0, 0, F(parallel), "asyncep", "asyncep, dpep or replicate" },
-	{ "engine", "transport", "transport", KEY_STR, 0, 0, F(transport), "cpu", "what moves asyncep shards" },
-	{ "engine", "offload_window", "offload", KEY_INT, 0, 16, F(offload_window), "0", "asyncep offload slots (0: off)" },
-	{ "engine", "max_tokens", "max-tokens", KEY_INT, 0, 1 << 20, F(max_tokens), "0", "longest sequence (0: from the model)" },
-	{ "engine", "max_batch_tokens", "max-batch-tokens", KEY_INT, 16, 1 << 20, F(max_batch_tokens), "8192", "tokens per forward pass" },
-	{ "engine", "batch_wait_ms", "batch-wait-ms", KEY_INT, 0, 10000, F(batch_wait_ms), "2", "wait for batch company" },
-	{ "engine", "queue_requests_max", "queue-requests", KEY_INT, 1, 1 << 20, F(queue_requests_max), "256", "requests admitted at once" },
-	{ "engine", "queue_tokens_max", "queue-tokens", KEY_LONG, 16, 1L << 40, F(queue_tokens_max), "1048576", "tokens admitted at once" },
-	{ "rerank", "prefix", NULL, KEY_TEMPLATE, 0, 0, F(rerank.prefix), RR_PREFIX, "reranker prompt start" },
-	{ "rerank", "suffix", NULL, KEY_TEMPLATE, 0, 0, F(rerank.suffix), RR_SUFFIX, "reranker prompt end" },
-	{ "rerank", "instruction", NULL, KEY_TEMPLATE, 0, 0, F(rerank.instruction), RR_INSTRUCTION, "default instruction" },
-	{ "rerank", "yes_token", NULL, KEY_TEXT, 0, 0, F(rerank.yes_token), "yes", "the yes label token" },
-	{ "rerank", "no_token", NULL, KEY_TEXT, 0, 0, F(rerank.no_token), "no", "the no label token" },
-	{ "log", "level", "log-level", KEY_LOG, 0, 0, F(log_level), "info", "debug, info, warn or error" },
-};
-#undef F
-#define NKEYS (sizeof keys / sizeof *keys)
-
-static int num(const char *v, long lo, long hi, long *out)
+/* ZP_OPT_ENUM spellings: the names are written once, here or in asyncep.c. */
+static int dtype_parse(const char *v, int *out)
 {
-	char *end;
-	errno = 0;
-	long x = strtol(v, &end, 0);
-	if (errno || end == v || *end || x < lo || x > hi)
+	if (strcmp(v, "bf16") && strcmp(v, "fp32"))
 		return -1;
-	*out = x;
+	*out = strcmp(v, "bf16") ? ZP_W_F32 : ZP_W_BF16;
 	return 0;
 }
 
-/* "\n", "\t" and "\\" escapes, so templates fit on one ini line. */
-static char *unescape(const char *v)
+static const char *dtype_spell(int v)
 {
-	char *s = zp_xmalloc(strlen(v) + 1), *o = s;
-	for (; *v; v++) {
-		if (*v == '\\' && (v[1] == 'n' || v[1] == 't' || v[1] == '\\')) {
-			v++;
-			*o++ = *v == 'n' ? '\n' : *v == 't' ? '\t' : '\\';
-		} else {
-			*o++ = *v;
-		}
-	}
-	*o = 0;
-	return s;
+	return v == ZP_W_BF16 ? "bf16" : v == ZP_W_F32 ? "fp32" : NULL;
 }
 
-static int set_uids(zp_serve_cfg *c, const char *v, zp_err *e)
+static int parallel_parse(const char *v, int *out)
 {
+	enum zp_parallel p;
+	zp_err e;
+	if (zp_parallel_parse(v, &p, &e))
+		return -1;
+	*out = (int)p;
+	return 0;
+}
+
+static const char *parallel_spell(int v)
+{
+	return zp_parallel_name((enum zp_parallel)v);
+}
+
+static const char *const log_names[] = { "debug", "info", "warn", "error" };
+
+static int log_parse(const char *v, int *out)
+{
+	for (int i = 0; i < 4; i++)
+		if (!strcmp(v, log_names[i])) {
+			*out = i;
+			return 0;
+		}
+	return -1;
+}
+
+static const char *log_spell(int v)
+{
+	return v >= ZP_LOG_DEBUG && v <= ZP_LOG_ERROR ? log_names[v] : NULL;
+}
+
+static int set_uids(void *cfg, const char *v, zp_err *e)
+{
+	zp_serve_cfg *c = cfg;
 	char buf[1024], *save = NULL;
 	if (strlen(v) >= sizeof buf)
 		return zp_errf(e, "allow_uids is too long");
@@ -120,7 +82,7 @@ static int set_uids(zp_serve_cfg *c, const char *v, zp_err *e)
 	c->n_allow_uids = 0;
 	for (char *t = strtok_r(buf, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
 		long u;
-		if (c->n_allow_uids == ZP_ALLOW_UIDS_MAX || num(t, 0, UINT_MAX - 1, &u))
+		if (c->n_allow_uids == ZP_ALLOW_UIDS_MAX || zp_opt_long(t, 0, UINT_MAX - 1, &u))
 			return zp_errf(e, "allow_uids: \"%s\" is not a uid (at most %d)", t,
 				       ZP_ALLOW_UIDS_MAX);
 		c->allow_uids[c->n_allow_uids++] = (uid_t)u;
@@ -128,178 +90,130 @@ static int set_uids(zp_serve_cfg *c, const char *v, zp_err *e)
 	return 0;
 }
 
-static int set_log(int *level, const char *v, zp_err *e)
-{
-	static const char *lv[] = { "debug", "info", "warn", "error" };
-	for (int i = 0; i < 4; i++)
-		if (!strcmp(v, lv[i])) {
-			*level = i;
-			return 0;
-		}
-	return zp_errf(e, "log level must be debug, info, warn or error");
-}
+_Static_assert(sizeof(enum zp_parallel) == sizeof(int) && sizeof(enum zp_wtype) == sizeof(int),
+	       "ZP_OPT_ENUM fields are int-sized");
 
-static int set_key(zp_serve_cfg *c, const struct key *k, const char *v, zp_err *e)
-{
-	char *p = (char *)c + k->off;
-	long x;
-	switch (k->type) {
-	case KEY_STR:
-	case KEY_TEXT:
-	case KEY_TEMPLATE:
-		free(*(char **)p);
-		*(char **)p = k->type == KEY_STR ? strdup(v) : unescape(v);
-		return 0;
-	case KEY_UIDS: return set_uids(c, v, e);
-	case KEY_LOG: return set_log((int *)p, v, e);
-	case KEY_PARALLEL: return zp_parallel_parse(v, (enum zp_parallel *)p, e);
-	case KEY_DTYPE:
-		if (strcmp(v, "bf16") && strcmp(v, "fp32"))
-			return zp_errf(e, "dtype must be bf16 or fp32");
-		*(enum zp_wtype *)p = strcmp(v, "bf16") ? ZP_W_F32 : ZP_W_BF16;
-		return 0;
-	case KEY_OCTAL:
-		if (num(v, k->lo, k->hi, &x) || v[0] != '0')
-			return zp_errf(e, "%s must be octal, e.g. 0660", k->name);
-		*(int *)p = (int)x;
-		return 0;
-	case KEY_INT:
-	case KEY_LONG:
-	case KEY_SIZE:
-		if (num(v, k->lo, k->hi, &x))
-			return zp_errf(e, "[%s] %s must be an integer in [%ld, %ld]", k->section, k->name,
-				       k->lo, k->hi);
-		if (k->type == KEY_INT)
-			*(int *)p = (int)x;
-		else if (k->type == KEY_LONG)
-			*(long *)p = x;
-		else
-			*(size_t *)p = (size_t)x;
-		return 0;
-	}
-	ZP_ASSERT(!"a key type without a setter");
-	return -1;
-}
-
-static const struct key *find_key(const char *sec, const char *name)
-{
-	for (size_t i = 0; i < NKEYS; i++)
-		if (!strcmp(sec, keys[i].section) && !strcmp(name, keys[i].name))
-			return &keys[i];
-	return NULL;
-}
-
-int zp_serve_cfg_set(zp_serve_cfg *c, const char *sec, const char *name, const char *v,
-		     zp_err *e)
-{
-	const struct key *k = find_key(sec, name);
-	if (!k)
-		return zp_errf(e, "unknown key [%s] %s", sec, name);
-	return set_key(c, k, v, e);
-}
-
-struct ini_ctx {
-	zp_serve_cfg *c;
-	zp_err *e;
-	char last[128];		/* section.key of the previous line */
+#define S ZP_CMD_SERVE
+#define ALL (ZP_CMD_SERVE | ZP_CMD_PREFILL | ZP_CMD_BENCH)
+#define F(field) .off = offsetof(zp_serve_cfg, field)
+#define TEXT(type_, def_) .type = ZP_OPT_##type_, .def_text = def_
+#define NUM(type_, lo_, hi_, def_) .type = ZP_OPT_##type_, .lo = lo_, .hi = hi_, .def = def_
+#define ENUM(what, def_, choices_) .type = ZP_OPT_ENUM, .parse = what##_parse, \
+	.spell = what##_spell, .def = def_, .choices = choices_
+/* One name per setting: the ini key and flag are what users write; the field
+   says the unit last. They differ in three rows only:
+     max_tokens (--max-tokens)             -> seq_tokens_max   (per sequence)
+     max_batch_tokens (--max-batch-tokens) -> batch_tokens_max (per forward;
+                                              zp_engine_cfg.batch_tokens_max)
+     threads_per_executor (--threads)      -> threads_per_executor
+                                              (zp_engine_cfg.threads_each)
+   and [bench] tokens -> bench.seq_tokens. */
+static const zp_opt keys[] = {
+	{ "server", "socket", "socket", S, 0, TEXT(STR, "/tmp/zprefill.sock"), F(socket), .help = "Unix socket path" },
+	{ "server", "socket_mode", NULL, 0, 0, NUM(OCTAL, 0, 0777, 0660), F(socket_mode), .help = "mode of the socket file" },
+	{ "server", "socket_group", NULL, 0, 0, TEXT(STR, NULL), F(socket_group), .help = "group to own the socket" },
+	{ "server", "allow_uids", NULL, 0, 0, .type = ZP_OPT_LIST, .set = set_uids, .help = "uids that may connect" },
+	{ "server", "max_connections", "max-connections", S, 0, NUM(INT, 1, 65536, 256), F(max_connections), .help = "connections held at once" },
+	{ "server", "header_bytes_max", NULL, 0, 0, NUM(SIZE, 256, 1 << 20, 16384), F(header_bytes_max), .help = "request head limit (431)" },
+	{ "server", "body_bytes_max", NULL, 0, 0, NUM(SIZE, 1024, 1L << 30, 8 << 20), F(body_bytes_max), .help = "request body limit (413)" },
+	{ "server", "header_timeout_ms", NULL, 0, 0, NUM(INT, 10, 3600000, 10000), F(header_timeout_ms), .help = "head timeout (408)" },
+	{ "server", "body_timeout_ms", NULL, 0, 0, NUM(INT, 10, 3600000, 30000), F(body_timeout_ms), .help = "body timeout (408)" },
+	{ "server", "idle_timeout_ms", NULL, 0, 0, NUM(INT, 10, 86400000, 60000), F(idle_timeout_ms), .help = "idle connection timeout" },
+	{ "server", "metrics_port", "metrics-port", S, 0, NUM(INT, 0, 65535, 0), F(metrics_port), .help = "loopback TCP port for GET /metrics (0: none)" },
+	{ "engine", "model", "model", ALL, ZP_CMD_PREFILL | ZP_CMD_BENCH, TEXT(STR, NULL), F(model), .help = "model directory" },
+	{ "engine", "model_name", NULL, 0, 0, TEXT(STR, NULL), F(model_name), .help = "name /v1/models reports" },
+	{ "engine", "dtype", "dtype", ALL, 0, ENUM(dtype, ZP_W_BF16, "bf16 or fp32"), F(wtype), .help = "weights: bf16 or fp32" },
+	{ "engine", "executors", "executors", ALL, 0, NUM(INT, 1, ZP_EXECUTORS_MAX, 1), F(executors), .help = "executor threads (devices)" },
+	{ "engine", "threads_per_executor", "threads", ALL, 0, NUM(INT, 0, ZP_THREADS_MAX, 0), F(threads_per_executor), .help = "cores per executor (0: the cores shared)" },
+	{ "engine", "parallel", "parallel", ALL, 0, ENUM(parallel, ZP_PARALLEL_DEFAULT, "asyncep, dpep or replicate"), F(parallel), .help = "expert placement: asyncep, dpep or replicate" },
+	{ "engine", "transport", "transport", ALL, 0, TEXT(STR, "cpu"), F(transport), .help = "what moves asyncep shards" },
+	{ "engine", "offload_window", "offload", ALL, 0, NUM(INT, 0, ZP_PLACE_WINDOW_MAX, 0), F(offload_window), .help = "asyncep offload slots (0: off; 2 at least)" },
+	{ "engine", "max_tokens", "max-tokens", ALL, 0, NUM(INT, 0, ZP_BATCH_TOKENS_LIMIT, 0), F(seq_tokens_max), .help = "longest sequence (0: the model's, at most " STR(ZP_SEQ_TOKENS_DEFAULT) ")" },
+	{ "engine", "max_batch_tokens", "max-batch-tokens", ALL, 0, NUM(INT, 1, ZP_BATCH_TOKENS_LIMIT, ZP_BATCH_TOKENS_DEFAULT), F(batch_tokens_max), .help = "tokens per forward pass" },
+	{ "engine", "batch_wait_ms", "batch-wait-ms", S, 0, NUM(INT, 0, 10000, 2), F(batch_wait_ms), .help = "wait for batch company" },
+	{ "engine", "queue_requests_max", "queue-requests", S, 0, NUM(INT, 1, 1 << 20, 256), F(queue_requests_max), .help = "requests admitted at once" },
+	{ "engine", "queue_tokens_max", "queue-tokens", S, 0, NUM(LONG, 16, 1L << 40, 1 << 20), F(queue_tokens_max), .help = "tokens admitted at once" },
+	{ "bench", "tokens", "tokens", ZP_CMD_BENCH, ZP_CMD_BENCH, NUM(INT, 1, ZP_BATCH_TOKENS_LIMIT, 0), F(bench.seq_tokens), .help = "tokens of each sequence" },
+	{ "bench", "seqs", "seqs", ZP_CMD_BENCH, ZP_CMD_BENCH, NUM(INT, 1, ZP_FWD_SEQS_MAX, 0), F(bench.seqs), .help = "sequences in each forward" },
+	{ "bench", "iters", "iters", ZP_CMD_BENCH, 0, NUM(INT, 1, INT_MAX, 3), F(bench.iters), .help = "timed forwards after the warm-up" },
+	{ "rerank", "prefix", NULL, 0, 0, TEXT(TEMPLATE, RR_PREFIX), F(rerank.prefix), .help = "reranker prompt start" },
+	{ "rerank", "suffix", NULL, 0, 0, TEXT(TEMPLATE, RR_SUFFIX), F(rerank.suffix), .help = "reranker prompt end" },
+	{ "rerank", "instruction", NULL, 0, 0, TEXT(TEMPLATE, RR_INSTRUCTION), F(rerank.instruction), .help = "default instruction" },
+	{ "rerank", "yes_token", NULL, 0, 0, TEXT(TEXT, "yes"), F(rerank.yes_token), .help = "the yes label token" },
+	{ "rerank", "no_token", NULL, 0, 0, TEXT(TEXT, "no"), F(rerank.no_token), .help = "the no label token" },
+	{ "log", "level", "log-level", ALL, 0, ENUM(log, ZP_LOG_INFO, "debug, info, warn or error"), F(log_level), .help = "log level" },
 };
+#undef S
+#undef ALL
+#undef F
+#undef TEXT
+#undef NUM
+#undef ENUM
 
-/* inih passes an indented continuation line as the same key again: [rerank]
-   templates are long, so their continuation lines are joined with one space
-   (inih trims each line, and the lines break between words). */
-static int on_key(void *user, const char *sec, const char *name, const char *value)
+static const zp_opt_table table = { keys, sizeof keys / sizeof *keys };
+
+const zp_opt_table *zp_serve_cfg_table(void)
 {
-	struct ini_ctx *x = user;
-	const struct key *k = find_key(sec, name);
-	char key[128];
-	snprintf(key, sizeof key, "%s.%s", sec, name);
-	if (!strcmp(key, x->last) && k && k->type == KEY_TEMPLATE) {
-		char **dst = (char **)((char *)x->c + k->off), *more = unescape(value), *all;
-		if (asprintf(&all, "%s %s", *dst, more) < 0)
-			all = NULL;
-		ZP_ASSERT(all);
-		free(more);
-		free(*dst);
-		*dst = all;
-		return 1;
-	}
-	if (!strcmp(key, x->last)) {
-		zp_errf(x->e, "[%s] %s is given twice", sec, name);
-		return 0;
-	}
-	snprintf(x->last, sizeof x->last, "%s", key);
-	return zp_serve_cfg_set(x->c, sec, name, value, x->e) == 0;
+	return &table;
+}
+
+unsigned zp_cmd_of(const char *name)
+{
+	return !strcmp(name, "serve") ? ZP_CMD_SERVE : !strcmp(name, "prefill") ? ZP_CMD_PREFILL
+	       : !strcmp(name, "bench") ? ZP_CMD_BENCH : 0;
 }
 
 int zp_serve_cfg_load(zp_serve_cfg *c, const char *path, zp_err *e)
 {
-	zp_err ke = { { 0 } };
 	memset(c, 0, sizeof *c);
-	for (size_t i = 0; i < NKEYS; i++)
-		if (keys[i].def && set_key(c, &keys[i], keys[i].def, e))
-			ZP_ASSERT(!"a built-in default its own key refuses");
-	if (!path)
-		return 0;
-	struct ini_ctx x = { c, &ke, "" };
-	int rc = ini_parse(path, on_key, &x);
-	if (rc < 0)
-		return zp_errf(e, "config %s: cannot read it", path);
-	if (rc > 0)
-		return zp_errf(e, "config %s line %d: %s", path, rc, ke.msg[0] ? ke.msg : "syntax error");
-	return 0;
-}
-
-void zp_serve_cfg_usage(FILE *f)
-{
-	fprintf(f, "usage: zprefill serve --model DIR [--config FILE] [--FLAG VALUE]...\n"
-		   "  --config FILE          an ini file (conf/zprefill.ini lists every key)\n");
-	for (size_t i = 0; i < NKEYS; i++)
-		if (keys[i].flag)
-			fprintf(f, "  --%-20s %s ([%s] %s%s%s)\n", keys[i].flag, keys[i].help,
-				keys[i].section, keys[i].name, keys[i].def ? ", default " : "",
-				keys[i].def ? keys[i].def : "");
-	fprintf(f, "  every key of the file can be set there; flags override it\n");
+	zp_opt_defaults(&table, c);
+	return path ? zp_opt_load(&table, c, path, e) : 0;
 }
 
 int zp_serve_cfg_args(zp_serve_cfg *c, int argc, char **argv, zp_err *e)
 {
-	struct option lo[NKEYS + 2];
-	const struct key *of[NKEYS + 1];
-	const char *config = NULL;
-	int n = 0, idx, ch;
-	lo[n] = (struct option){ "config", required_argument, NULL, 0 };
-	of[n++] = NULL;
-	for (size_t i = 0; i < NKEYS; i++)
-		if (keys[i].flag) {
-			lo[n] = (struct option){ keys[i].flag, required_argument, NULL, 0 };
-			of[n++] = &keys[i];
-		}
-	lo[n] = (struct option){ 0, 0, 0, 0 };
-	for (int i = 2; i + 1 < argc; i++) /* the file first, so flags override it */
-		if (!strcmp(argv[i], "--config"))
-			config = argv[i + 1];
-	if (zp_serve_cfg_load(c, config, e))
-		return -1;
-	optind = 2;
-	while ((ch = getopt_long(argc, argv, "", lo, &idx)) != -1) {
-		if (ch != 0) {
-			zp_serve_cfg_usage(stderr);
-			return zp_errf(e, "bad arguments");
-		}
-		if (of[idx] && set_key(c, of[idx], optarg, e))
-			return -1;
-	}
-	if (optind != argc) {
-		zp_serve_cfg_usage(stderr);
-		return zp_errf(e, "unexpected argument %s", argv[optind]);
-	}
-	return 0;
+	unsigned cmd = argc >= 2 ? zp_cmd_of(argv[1]) : 0;
+	ZP_ASSERT(cmd);
+	memset(c, 0, sizeof *c);
+	return zp_opt_args(&table, cmd, c, argc, argv, 2, e);
+}
+
+void zp_serve_cfg_usage(unsigned cmd, FILE *f)
+{
+	if (cmd == ZP_CMD_SERVE)
+		fprintf(f, "usage: zprefill serve --model DIR [--config FILE] [--FLAG VALUE]...\n"
+			   "  answers HTTP/1.1 + JSON on a Unix socket until SIGTERM/SIGINT\n");
+	else if (cmd == ZP_CMD_PREFILL)
+		fprintf(f, "usage: zprefill prefill --model DIR [--FLAG VALUE]... < requests.jsonl\n"
+			   "  reads one JSON request per line on stdin, writes one result per line\n"
+			   "  (\"prompt\" text and \"candidates\" strings need DIR/tokenizer.json)\n");
+	else
+		fprintf(f, "usage: zprefill bench --model DIR --tokens L --seqs B [--FLAG VALUE]...\n"
+			   "  times forwards of B random sequences of L tokens on every executor\n");
+	zp_opt_usage(&table, cmd, f);
+	fprintf(f, "  every key of the file can be set there; flags override it\n");
 }
 
 void zp_serve_cfg_free(zp_serve_cfg *c)
 {
-	for (size_t i = 0; i < NKEYS; i++)
-		if (keys[i].type == KEY_STR || keys[i].type == KEY_TEXT || keys[i].type == KEY_TEMPLATE)
-			free(*(char **)((char *)c + keys[i].off));
+	zp_opt_free(&table, c);
 	memset(c, 0, sizeof *c);
+}
+
+int zp_serve_cfg_threads(const zp_serve_cfg *c)
+{
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	if (c->threads_per_executor)
+		return c->threads_per_executor;
+	return (int)ZP_MAX(1, ncpu / c->executors);
+}
+
+int zp_serve_cfg_seq_tokens(zp_serve_cfg *c, int max_positions, zp_err *e)
+{
+	if (!c->seq_tokens_max)
+		c->seq_tokens_max = ZP_MIN(max_positions, ZP_SEQ_TOKENS_DEFAULT);
+	if (c->seq_tokens_max > max_positions)
+		return zp_errf(e, "max_tokens %d is over the model's max_position_embeddings %d",
+			       c->seq_tokens_max, max_positions);
+	return 0;
 }

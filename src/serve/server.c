@@ -294,11 +294,9 @@ static void *loader_main(void *arg)
 {
 	server *s = arg;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	int per = s->cfg.threads_per_executor;
-	if (per == 0)
-		per = (int)ZP_MAX(1, ncpu / s->cfg.executors);
+	int per = zp_serve_cfg_threads(&s->cfg);
 	zp_engine_cfg ec = { s->cfg.executors, s->cfg.parallel, s->cfg.transport, per,
-			     s->cfg.max_batch_tokens, &s->done, s->cfg.offload_window };
+			     s->cfg.batch_tokens_max, &s->done, s->cfg.offload_window };
 	int rc = zp_model_load(&s->model, s->cfg.model, s->cfg.wtype, (int)ZP_MAX(ncpu, 1),
 			       &s->progress, &s->load_err);
 	if (!rc && !(s->eng = zp_engine_start(&s->model, &ec, &s->load_err))) {
@@ -484,15 +482,12 @@ static int setup(server *s, zp_err *e)
 		return zp_errf(e, "no model: give --model DIR or [engine] model");
 	if (zp_config_load(&s->mcfg, c->model, e))
 		return -1;
-	if (!c->max_tokens)
-		c->max_tokens = ZP_MIN(s->mcfg.max_positions, ZP_SERVE_MAX_TOKENS_DEFAULT);
-	if (c->max_tokens > s->mcfg.max_positions)
-		return zp_errf(e, "max_tokens %d is over the model's max_position_embeddings %d",
-			       c->max_tokens, s->mcfg.max_positions);
-	if (c->max_batch_tokens < c->max_tokens)
+	if (zp_serve_cfg_seq_tokens(c, s->mcfg.max_positions, e))
+		return -1;
+	if (c->batch_tokens_max < c->seq_tokens_max)
 		return zp_errf(e, "max_batch_tokens (%d) must hold one sequence of max_tokens (%d)",
-			       c->max_batch_tokens, c->max_tokens);
-	if (c->queue_tokens_max < c->max_tokens)
+			       c->batch_tokens_max, c->seq_tokens_max);
+	if (c->queue_tokens_max < c->seq_tokens_max)
 		return zp_errf(e, "queue_tokens_max must be at least max_tokens");
 	snprintf(tokpath, sizeof tokpath, "%s/tokenizer.json", c->model);
 	if (access(tokpath, F_OK) == 0) {
@@ -506,10 +501,10 @@ static int setup(server *s, zp_err *e)
 		const char *b = strrchr(c->model, '/');
 		c->model_name = strdup(b && b[1] ? b + 1 : c->model);
 	}
-	zp_req_limits lim = { .vocab = s->mcfg.vocab, .max_tokens = c->max_tokens,
+	zp_req_limits lim = { .vocab = s->mcfg.vocab, .max_tokens = c->seq_tokens_max,
 			      .hidden = s->mcfg.hidden };
 	zp_api_init(&s->api, s->tok, &lim, c->body_bytes_max, c->model_name, &c->rerank);
-	zp_sched_init(&s->sched, c->queue_requests_max, c->queue_tokens_max, c->max_batch_tokens,
+	zp_sched_init(&s->sched, c->queue_requests_max, c->queue_tokens_max, c->batch_tokens_max,
 		      c->batch_wait_ms / 1e3);
 	size_t resp = zp_api_response_bytes(&s->api);
 	zp_conns_init(&s->cx, c, resp);
@@ -599,7 +594,7 @@ int zp_serve_main(int argc, char **argv)
 	zp_log(ZP_LOG_INFO, "msg=listening socket=%s mode=%04o model=%s tokenizer=%s executors=%d "
 	       "max_tokens=%d max_batch_tokens=%d queue_requests_max=%d", s->cfg.socket,
 	       s->cfg.socket_mode, s->cfg.model, s->tok ? "yes" : "no", s->cfg.executors,
-	       s->cfg.max_tokens, s->cfg.max_batch_tokens, s->cfg.queue_requests_max);
+	       s->cfg.seq_tokens_max, s->cfg.batch_tokens_max, s->cfg.queue_requests_max);
 	atomic_store(&s->progress.layers, s->mcfg.layers);
 	int rc = pthread_create(&s->loader, NULL, loader_main, s);
 	ZP_ASSERT(rc == 0);
