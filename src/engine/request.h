@@ -20,10 +20,6 @@
 
 /* What a sequence returns of its hidden states (the embedding endpoints). */
 enum zp_pooling { ZP_POOLING_NONE, ZP_POOLING_LAST, ZP_POOLING_MEAN };
-/* Temporary, until forward.c and api.c are renamed at the merge. */
-#define ZP_POOL_NONE ZP_POOLING_NONE
-#define ZP_POOL_LAST ZP_POOLING_LAST
-#define ZP_POOL_MEAN ZP_POOLING_MEAN
 
 struct zp_tok_state;
 
