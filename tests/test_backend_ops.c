@@ -127,7 +127,7 @@ static void t_rmsnorm(int n, int cols)
 			(zp_view){ go.p, (size_t)cols }, (zp_view){ go16.p, (size_t)cols });
 	float *got = malloc((size_t)n * cols * 4);
 	uint16_t *got16 = malloc((size_t)n * cols * 2);
-	double *want = malloc((size_t)n * cols * sizeof *want);
+	double *want = calloc((size_t)n * cols, sizeof *want);
 	gtake(go, got, "rmsnorm");
 	gtake(go16, got16, "rmsnorm bf16");
 	for (int i = 0; i < n; i++) {
@@ -160,7 +160,7 @@ static void t_elementwise(int n, int cols)
 	float *x = frand_n(N, -2, 2), *y = frand_n(N, -2, 2), *bias = frand_n((size_t)cols, -1, 1);
 	float *got = malloc(N * 4);
 	uint16_t *g16 = malloc(N * 2);
-	double *want = malloc(N * sizeof *want);
+	double *want = calloc(N, sizeof *want);
 	gbuf gx = gfrom(x, N * 4), gy = gfrom(y, N * 4), g6 = gnew(N * 2);
 	zp_view vx = { gx.p, (size_t)cols }, vy = { gy.p, (size_t)cols };
 	B->ops->residual(B, n, cols, vx, vy, bias);
@@ -186,7 +186,7 @@ static void t_rope(int n, int heads, int kvh, int d)
 	size_t N = (size_t)n * ld;
 	float *q = frand_n(N, -2, 2), *qn = frand_n((size_t)d, 0.5f, 1.5f), *kn = frand_n((size_t)d, 0.5f, 1.5f);
 	float *cs = malloc((size_t)P * h2 * 4), *sn = malloc((size_t)P * h2 * 4), *got = malloc(N * 4);
-	double *want = malloc(N * sizeof *want);
+	double *want = calloc(N, sizeof *want);
 	int *pos = malloc((size_t)n * sizeof *pos);
 	for (int i = 0; i < P * h2; i++) {
 		cs[i] = cosf(0.1f * (float)i);
@@ -282,7 +282,7 @@ static void t_gemm(int m, int n, int k, enum zp_wtype t, enum zp_epi epi)
 	int cols = epi == ZP_EPI_SWIGLU ? n / 2 - 3 : n; /* a SwiGLU tail of a panel */
 	float *a = frand_n((size_t)m * k, -1, 1), *w = frand_n((size_t)n * k, -1, 1);
 	float *c0 = frand_n((size_t)m * ldc, -1, 1), *got = malloc((size_t)m * ldc * 4);
-	double *want = malloc((size_t)m * ldc * sizeof *want);
+	double *want = calloc((size_t)m * ldc, sizeof *want);
 	double rel = t == ZP_W_BF16 ? 1e-3 : 1e-4;
 	zp_wmat wm = wnew(w, n, k, t);
 	gbuf ga = anew(a, m, k, lda, t), gc = gfrom(c0, (size_t)m * ldc * 4);
@@ -418,7 +418,7 @@ static void t_attention(int heads, int kvh, int d, bool bf16)
 	int T = start[NS];
 	zp_err e;
 	float *qkv = frand_n((size_t)T * ld, -1.5f, 1.5f), *got = malloc((size_t)T * ldo * 4);
-	double *want = malloc((size_t)T * ldo * sizeof *want);
+	double *want = calloc((size_t)T * ldo, sizeof *want);
 	zp_attn_work *w = B->ops->attn_work_new(B, heads, kvh, d, T, 8, bf16);
 	gbuf gq = gfrom(qkv, (size_t)T * ld * 4), go = gnew((size_t)T * ldo * 4);
 	run_attn(w, heads, kvh, d, bf16, NS, start, NULL, gq, go, 0, &e);
@@ -553,7 +553,7 @@ static void t_gather_combine(int n, int K, int cols)
 			slot[i] = R - 1 - i;
 	float *x = frand_n((size_t)n * cols, -1, 1), *y = frand_n((size_t)R * cols, -1, 1);
 	float *sw = frand_n((size_t)R, 0, 1), *got = malloc((size_t)R * cols * 4);
-	double *want = malloc((size_t)R * cols * sizeof *want);
+	double *want = calloc((size_t)R * cols, sizeof *want);
 	gbuf gx = gfrom(x, (size_t)n * cols * 4), gd = gnew((size_t)R * cols * 4);
 	B->ops->gather(B, n, K, slot, gx.p, gd.p, (size_t)cols * 4);
 	gtake(gd, got, "gather");
@@ -632,7 +632,7 @@ static void t_pool(int n, int cols)
 {
 	float *x = frand_n((size_t)n * cols, -2, 2), *w = frand_n((size_t)cols, 0.5f, 1.5f);
 	float *got = malloc((size_t)cols * 4);
-	double *want = malloc((size_t)cols * sizeof *want);
+	double *want = calloc((size_t)cols, sizeof *want);
 	gbuf gx = gfrom(x, (size_t)n * cols * 4), work = gnew((size_t)cols * 12);
 	for (int mode = 0; mode < 2; mode++)
 		for (int norm = 0; norm < 2; norm++) {
