@@ -369,8 +369,12 @@ static void transfer(zp_place *ep, greq *r)
 	v->failed[r->unit] = rc != 0;
 	if (rc)
 		snprintf(v->err[r->unit], ZP_ERR_LEN, "%s", e.msg);
-	/* layer gathered: the unit's executor may read it (and the outcome) */
-	ZP_ASSERT(zp_cpu_event_record(v->ready[r->unit]) == r->seq);
+	/* layer gathered: the unit's executor may read it (and the outcome), and
+	   may kick the unit again at once, rewriting *r: read it before the record */
+	uint64_t seq = r->seq;
+	zp_event *ready = v->ready[r->unit];
+	uint64_t count = zp_cpu_event_record(ready);
+	ZP_ASSERT(count == seq);
 }
 
 static void *comm_main(void *arg)
