@@ -71,7 +71,8 @@ static void add(const char *name, int want, const char *method, const char *path
 	int n = snprintf(buf, sizeof buf, "%s %s HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n"
 			 "Content-Type: application/json\r\n\r\n", method, path, bl);
 	ZP_ASSERT(n > 0 && (size_t)n + bl < sizeof buf);
-	memcpy(buf + n, body, bl);
+	if (bl)
+		memcpy(buf + n, body, bl);
 	add_raw(name, want, buf, (size_t)n + bl);
 }
 
