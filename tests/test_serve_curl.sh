@@ -17,8 +17,11 @@ start() { # extra serve flags; sets PID once /health says ok
 	"$Z" serve --model $M --socket "$S" --dtype fp32 --log-level warn "$@" 2>"$T/log" &
 	PID=$!
 	i=0
+	# a liveness bound, not a speed: under make tsan on a loaded machine start-up
+	# takes seconds; a server that died is caught at once
 	until $C http://x/health 2>/dev/null | grep -q '"ok"'; do
-		i=$((i + 1)); [ $i -gt 100 ] && { echo "FAIL: server ($*) not ready"; cat "$T/log"; exit 1; }
+		kill -0 $PID 2>/dev/null || { echo "FAIL: server ($*) exited"; cat "$T/log"; exit 1; }
+		i=$((i + 1)); [ $i -gt 1200 ] && { echo "FAIL: server ($*) not ready in 60 s"; cat "$T/log"; exit 1; }
 		sleep 0.05
 	done
 }
