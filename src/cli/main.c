@@ -7,6 +7,7 @@
 #include <math.h>
 #include <poll.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include "client.h"
 #include "engine.h"
 #include "forward.h"
+#include "job.h"
 #include "json.h"
 #include "model.h"
 #include "req_json.h"
@@ -115,12 +117,21 @@ static bool more_input_now(const struct reader *rd)
 
 /* One input line, from its reading until its result line is written. */
 struct line {
-	zp_job job;		/* its one sequence (job.seq = &req); first: a job is its line */
+	zp_job job;		/* its one sequence (job.seq = &req); first: see line_of */
 	zp_req req;
 	bool bad;		/* refused at parse: err says why */
 	zp_req_error err;
 	bool done;		/* good: its sequence came back */
 };
+
+_Static_assert(offsetof(struct line, job) == 0, "a line starts with its job");
+
+/* The line whose job j is (every job the driver admits is one). */
+static struct line *line_of(zp_job *j)
+{
+	ZP_ASSERT(j);
+	return (struct line *)((char *)j - offsetof(struct line, job));
+}
 
 struct driver {
 	zp_engine *g;
@@ -175,13 +186,11 @@ static void complete(struct driver *d, zp_batch *b)
 {
 	for (int k = 0; k < b->n; k++) {
 		zp_job *j = b->job[k];
-		if (b->failed && !j->failed) {
-			j->failed = true;
-			snprintf(j->err, sizeof j->err, "%s", b->err);
-		}
+		if (b->failed)
+			zp_job_fail(j, b->err);
 		if (zp_sched_seq_done(&d->sched, j)) {
 			zp_sched_finish(&d->sched, j);
-			((struct line *)j)->done = true;
+			line_of(j)->done = true;
 		}
 	}
 	zp_engine_release(d->g, b);

@@ -128,7 +128,7 @@ size_t zp_api_response_bytes(const zp_api *a)
 }
 
 int zp_api_build(zp_api *a, enum zp_route ep, const zp_api_view *view, const char *body,
-		 size_t len, zp_job *job, zp_api_reply *reply)
+		 size_t len, zp_api_job *job, zp_api_reply *reply)
 {
 	const zp_route_entry *r = zp_route_of(ep);
 	/* ids[max_tokens], then tmp[2 max_tokens] (a query plus an item before
@@ -167,10 +167,10 @@ int zp_api_build(zp_api *a, enum zp_route ep, const zp_api_view *view, const cha
 	return rc;
 }
 
-int zp_api_finish(zp_api *a, zp_job *j, zp_buf *out)
+int zp_api_finish(zp_api *a, zp_api_job *j, zp_buf *out)
 {
 	const zp_route_entry *r = zp_route_of(j->ep);
-	ZP_ASSERT(j->done == j->nseq && !j->cancelled);
+	ZP_ASSERT(j->eng.done == j->eng.nseq && !j->eng.cancelled);
 	ZP_ASSERT(r->finish); /* only endpoints with sequences have something to finish */
 	zp_buf_reset(out);
 	r->finish(a, j, out);
@@ -181,16 +181,16 @@ int zp_api_finish(zp_api *a, zp_job *j, zp_buf *out)
 	return 200;
 }
 
-void zp_api_job_free(zp_job *j)
+void zp_api_job_free(zp_api_job *j)
 {
 	if (j->rg)
 		zp_region_reset(j->rg); /* the sequences, their arrays, labels, documents */
 	else
-		ZP_ASSERT(j->nseq == 0 && !j->seq);
-	j->seq = NULL;
+		ZP_ASSERT(j->eng.nseq == 0 && !j->eng.seq);
+	j->eng.seq = NULL;
 	j->labels = j->docs = NULL;
 	j->order = NULL;
-	j->nseq = 0;
+	j->eng.nseq = 0;
 }
 
 /* A copy of s in the job's region; NULL when it is full. */
@@ -302,7 +302,7 @@ const cJSON *zp_api_list_item(const cJSON *v, int i)
 int zp_api_seq_cands(zp_api_call *c, const int32_t *ids, int n)
 {
 	zp_req_error err;
-	if (zp_req_set_cands(&c->job->seq[c->job->nseq - 1], ids, n, &err))
+	if (zp_req_set_cands(&c->job->eng.seq[c->job->eng.nseq - 1], ids, n, &err))
 		return zp_api_full(c, c->job->rg);
 	return 0;
 }
@@ -310,7 +310,7 @@ int zp_api_seq_cands(zp_api_call *c, const int32_t *ids, int n)
 /* n floats for the last sequence added, into *out. */
 int zp_api_seq_floats(zp_api_call *c, int n, float **out)
 {
-	if (!(*out = zp_req_alloc(&c->job->seq[c->job->nseq - 1], (size_t)n, sizeof **out)))
+	if (!(*out = zp_req_alloc(&c->job->eng.seq[c->job->eng.nseq - 1], (size_t)n, sizeof **out)))
 		return zp_api_full(c, c->job->rg);
 	return 0;
 }
@@ -318,9 +318,9 @@ int zp_api_seq_floats(zp_api_call *c, int n, float **out)
 int zp_api_alloc_seqs(zp_api_call *c, int n)
 {
 	ZP_ASSERT(c->job->rg && n > 0);
-	c->job->seq = zp_region_alloc(c->job->rg, (size_t)n * sizeof *c->job->seq);
-	c->job->nseq = 0;
-	return c->job->seq ? 0 : zp_api_full(c, c->job->rg);
+	c->job->eng.seq = zp_region_alloc(c->job->rg, (size_t)n * sizeof *c->job->eng.seq);
+	c->job->eng.nseq = 0;
+	return c->job->eng.seq ? 0 : zp_api_full(c, c->job->rg);
 }
 
 int zp_api_add_seq(zp_api_call *c, const int32_t *ids, int n, const char *param)
@@ -329,11 +329,11 @@ int zp_api_add_seq(zp_api_call *c, const int32_t *ids, int n, const char *param)
 	if (n > c->a->lim.max_tokens)
 		return zp_api_bad(c, param, "a sequence built from %s is %d tokens (max "
 				  "%d)", param, n, c->a->lim.max_tokens);
-	zp_req *r = &c->job->seq[c->job->nseq++];
+	zp_req *r = &c->job->eng.seq[c->job->eng.nseq++];
 	zp_req_init(r, c->job->rg);
 	if (zp_req_set_tokens(r, ids, n, &err))
 		return zp_api_full(c, c->job->rg);
-	c->job->tokens += n;
+	c->job->eng.tokens += n;
 	return 0;
 }
 

@@ -22,7 +22,7 @@ struct zp_api_call {
 	const char *body;		/* the raw request body */
 	size_t len;
 	const cJSON *root;		/* ZP_ROUTE_JSON rows: the parsed body object */
-	zp_job *job;
+	zp_api_job *job;
 	zp_buf *out;			/* = reply->body */
 	zp_api_reply *reply;
 	int32_t *ids, *tmp;		/* scratch: ids[max_tokens], tmp[2 max_tokens] */
@@ -68,16 +68,16 @@ void zp_api_model_field(const zp_api *a, zp_buf *out);
 
 /* ---- the endpoints, as router.c's table names them ---- */
 int zp_api_prefill_build(zp_api_call *c);	/* api_prefill.c */
-void zp_api_prefill_finish(zp_api *a, zp_job *j, zp_buf *out);
+void zp_api_prefill_finish(zp_api *a, zp_api_job *j, zp_buf *out);
 int zp_api_score_build(zp_api_call *c);		/* api_score.c */
-void zp_api_score_finish(zp_api *a, zp_job *j, zp_buf *out);
+void zp_api_score_finish(zp_api *a, zp_api_job *j, zp_buf *out);
 int zp_api_classify_build(zp_api_call *c);
-void zp_api_classify_finish(zp_api *a, zp_job *j, zp_buf *out);
+void zp_api_classify_finish(zp_api *a, zp_api_job *j, zp_buf *out);
 int zp_api_rerank_build(zp_api_call *c);	/* api_rerank.c */
-void zp_api_rerank_finish(zp_api *a, zp_job *j, zp_buf *out);
+void zp_api_rerank_finish(zp_api *a, zp_api_job *j, zp_buf *out);
 int zp_api_embed_build(zp_api_call *c);		/* api_embed.c */
 int zp_api_pooling_build(zp_api_call *c);
-void zp_api_embed_finish(zp_api *a, zp_job *j, zp_buf *out);
+void zp_api_embed_finish(zp_api *a, zp_api_job *j, zp_buf *out);
 int zp_api_tokenize_build(zp_api_call *c);	/* api_tokenize.c */
 int zp_api_detokenize_build(zp_api_call *c);
 int zp_api_models_build(zp_api_call *c);	/* api_info.c */
