@@ -23,7 +23,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static const zp_rerank_cfg rr = { "<|im_start|>system\n", "<|im_end|>\n", "judge", "yes", "no" };
 	if (!tok) {
 		zp_err e;
-		zp_req_limits lim = { .vocab = 640, .max_tokens = 64, .hidden = 8 };
+		zp_req_limits lim = { .vocab = 640, .seq_tokens_max = 64, .hidden = 8 };
 		if (!(tok = zp_tok_load("tests/data/small-tokenizer.json", &e)))
 			abort();
 		zp_api_init(&api, tok, &lim, 1 << 16, "m", &rr);

@@ -255,7 +255,7 @@ static int cmd_prefill(const zp_serve_cfg *o, zp_model *m)
 	}
 	zp_sched_init(&d.sched, (int)d.cap / 2, (long)d.cap / 2 * fwd_tokens, o->batch_tokens_max,
 		      HUGE_VAL);
-	zp_req_limits lim = { .vocab = m->cfg.vocab, .max_tokens = o->seq_tokens_max,
+	zp_req_limits lim = { .vocab = m->cfg.vocab, .seq_tokens_max = o->seq_tokens_max,
 			      .hidden = m->cfg.hidden, .tok = tok ? zp_tok_state_new(tok) : NULL };
 	struct reader rd = { .buf = zp_xmalloc(1 << 16), .cap = 1 << 16 };
 	d.lines = zp_xcalloc(d.cap, sizeof *d.lines);

@@ -54,11 +54,11 @@ void zp_dpep_range(const zp_dpep *g, int member, int *lo, int *hi)
 }
 
 void zp_dpep_join(zp_dpep *g, int member, zp_backend *b, const zp_config *c, bool bf16,
-		  int max_tokens)
+		  int batch_tokens_max)
 {
 	ZP_ASSERT(member >= 0 && member < g->n && !g->m[member].b && c->moe);
 	struct member *m = &g->m[member];
-	size_t R = (size_t)g->n * max_tokens * c->topk; /* every member's rows at most */
+	size_t R = (size_t)g->n * batch_tokens_max * c->topk; /* every member's rows at most */
 	m->b = b;
 	m->hp = ZP_ALIGN_UP(c->hidden, 2);
 	m->mfp = ZP_ALIGN_UP(c->moe_ffn, 16);

@@ -39,7 +39,7 @@ struct zp_api {
 	const char *model_name;
 	zp_rerank_cfg rerank;
 	int32_t yes_id, no_id;		/* -1 when the tokenizer lacks them */
-	int32_t *scratch;		/* [3 max_tokens] token ids while a body is built */
+	int32_t *scratch;		/* [3 seq_tokens_max] token ids while a body is built */
 	zp_region parse;		/* the body's cJSON tree and a build's scratch */
 	char *text;			/* [text_cap]: text put together to be tokenized */
 	size_t text_cap;

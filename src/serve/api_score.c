@@ -59,9 +59,10 @@ int zp_api_score_build(zp_api_call *c)
 		} else {
 			if ((rc = zp_api_get_ids(c, it, "items", tmp + nq, &ntmp)))
 				return rc;
-			if (nq + ntmp > c->a->lim.max_tokens)
+			if (nq + ntmp > c->a->lim.seq_tokens_max)
 				return zp_api_bad(c, "items", "query + items[%d] is %d tokens "
-						  "(max %d)", i, nq + ntmp, c->a->lim.max_tokens);
+						  "(max %d)", i, nq + ntmp,
+						  c->a->lim.seq_tokens_max);
 			if (item_first) {
 				memmove(tmp, tmp + nq, (size_t)ntmp * sizeof *tmp);
 				memcpy(tmp + ntmp, ids, (size_t)nq * sizeof *ids);

@@ -151,8 +151,8 @@ static int parse_prompt(zp_req *r, const cJSON *o, const zp_req_limits *lim, zp_
 		if (zp_req_set_text(r, text->valuestring, strlen(text->valuestring), lim, "prompt",
 				    err))
 			return -1;
-	} else if (int_array(r, toks, "prompt_token_ids", lim->vocab, lim->max_tokens, &r->tokens,
-			     &r->ntok, err)) {
+	} else if (int_array(r, toks, "prompt_token_ids", lim->vocab, lim->seq_tokens_max,
+			     &r->tokens, &r->ntok, err)) {
 		return -1;
 	}
 	if (r->ntok == 0)
@@ -291,7 +291,7 @@ size_t zp_req_region_bytes(const zp_req_limits *lim, size_t body_max)
 	size_t node = ZP_ALIGN_UP(sizeof(cJSON), ZP_REGION_ALIGN);
 	size_t tree = (body_max / 2 + 2) * (node + ZP_REGION_ALIGN) + body_max;
 	size_t id = 6 * body_max + 64; /* a raw control byte prints as \u00XX */
-	size_t arrays = (size_t)lim->max_tokens * (sizeof(int32_t) + sizeof(float)) +
+	size_t arrays = (size_t)lim->seq_tokens_max * (sizeof(int32_t) + sizeof(float)) +
 			(size_t)ZP_CANDIDATES_MAX * (sizeof(int32_t) + sizeof(float)) +
 			(size_t)ZP_TOP_LOGPROBS_MAX * (sizeof(int32_t) + sizeof(float)) +
 			(size_t)lim->hidden * sizeof(float) + 8 * ZP_REGION_ALIGN;

@@ -515,7 +515,7 @@ static int setup(server *s, zp_err *e)
 		const char *b = strrchr(c->model, '/');
 		c->model_name = strdup(b && b[1] ? b + 1 : c->model);
 	}
-	zp_req_limits lim = { .vocab = s->mcfg.vocab, .max_tokens = c->seq_tokens_max,
+	zp_req_limits lim = { .vocab = s->mcfg.vocab, .seq_tokens_max = c->seq_tokens_max,
 			      .hidden = s->mcfg.hidden };
 	zp_api_init(&s->api, s->tok, &lim, c->body_bytes_max, c->model_name, &c->rerank);
 	zp_sched_init(&s->sched, c->queue_requests_max, c->queue_tokens_max, c->batch_tokens_max,
