@@ -130,6 +130,12 @@ static int parse_cand_strings(zp_req *r, const cJSON *a, const zp_req_limits *li
 		if (!cJSON_IsString(it))
 			return zp_req_fail(err, "candidates", "candidates[%d] must be a string", i);
 		int n = zp_tok_encode(lim->tok, it->valuestring, strlen(it->valuestring), id, 2);
+		if (n < 0) {
+			zp_req_fail(err, "candidates", "candidates[%d] is over the %zu bytes of text "
+				    "a request may hold", i, zp_tok_state_text_max(lim->tok));
+			err->code = 413;
+			return -1;
+		}
 		if (n != 1 || id[0] >= lim->vocab)
 			return zp_req_fail(err, "candidates", "candidates[%d] is %d tokens; a candidate "
 					   "must be exactly one token of the model's vocabulary", i,
