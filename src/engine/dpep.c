@@ -43,7 +43,8 @@ void zp_dpep_free(zp_dpep *g)
 		return;
 	for (int x = 0; x < g->n; x++)
 		ZP_ASSERT(!g->m[x].b); /* every member left */
-	pthread_barrier_destroy(&g->bar);
+	int rc = pthread_barrier_destroy(&g->bar);
+	ZP_ASSERT(rc == 0); /* no member waits on it any more */
 	free(g);
 }
 
@@ -88,7 +89,8 @@ void zp_dpep_leave(zp_dpep *g, int member)
 static double wait_all(zp_dpep *g)
 {
 	double t0 = zp_now_s();
-	pthread_barrier_wait(&g->bar);
+	int rc = pthread_barrier_wait(&g->bar);
+	ZP_ASSERT(rc == 0 || rc == PTHREAD_BARRIER_SERIAL_THREAD);
 	return zp_now_s() - t0;
 }
 

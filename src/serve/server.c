@@ -345,14 +345,17 @@ static void begin_stop(server *s, const char *why)
 	for (int w = 0; w < 2; w++)
 		if (s->accept_armed[w])
 			zp_reactor_cancel_accept(&s->rx, (uint32_t)w);
-	unlink(s->cfg.socket);
+	if (unlink(s->cfg.socket) && errno != ENOENT) /* the next start clears a stale one */
+		zp_log(ZP_LOG_WARN, "msg=\"cannot remove the socket\" path=%s error=\"%s\"",
+		       s->cfg.socket, strerror(errno));
 	zp_conns_stop(&s->cx);
 }
 
 static void on_event(server *s)
 {
 	if (!s->loader_joined && atomic_load(&s->load_state) != LOAD_RUNNING) {
-		pthread_join(s->loader, NULL);
+		int rc = pthread_join(s->loader, NULL);
+		ZP_ASSERT(rc == 0);
 		s->loader_joined = true;
 		if (atomic_load(&s->load_state) == LOAD_DONE) {
 			s->ready = true;
@@ -395,7 +398,8 @@ static void on_completion(void *arg, const zp_reactor_event *ev)
 		on_event(s);
 		return zp_reactor_read(&s->rx, zp_bell_fd(&s->done), &s->efd_val, sizeof s->efd_val,
 				       ZP_REACTOR_EVENT);
-	case ZP_REACTOR_SIGNAL:
+	case ZP_REACTOR_SIGNAL: /* a signalfd read is one whole record, or interrupted */
+		ZP_ASSERT(ev->res == sizeof s->sig || ev->res == -EINTR);
 		if (ev->res == sizeof s->sig)
 			begin_stop(s, s->sig.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
 		return zp_reactor_read(&s->rx, s->sfd, &s->sig, sizeof s->sig, ZP_REACTOR_SIGNAL);
@@ -452,7 +456,9 @@ static int open_socket(server *s, zp_err *e)
 			close(t);
 		if (live)
 			return zp_errf(e, "%s: another server is listening there", path);
-		unlink(path); /* stale, from a process that died */
+		if (unlink(path) && errno != ENOENT) /* stale, from a process that died */
+			return zp_errf(e, "cannot remove the stale socket %s: %s", path,
+				       strerror(errno));
 	}
 	s->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (s->lfd < 0 || bind(s->lfd, (struct sockaddr *)&a, sizeof a) ||
@@ -503,7 +509,8 @@ static int setup(server *s, zp_err *e)
 			       c->batch_tokens_max, c->seq_tokens_max);
 	if (c->queue_tokens_max < c->seq_tokens_max)
 		return zp_errf(e, "queue_tokens_max must be at least max_tokens");
-	snprintf(tokpath, sizeof tokpath, "%s/tokenizer.json", c->model);
+	if (snprintf(tokpath, sizeof tokpath, "%s/tokenizer.json", c->model) >= (int)sizeof tokpath)
+		return zp_errf(e, "model path over %zu bytes", sizeof tokpath - 20);
 	if (access(tokpath, F_OK) == 0) {
 		if (!(s->tok = zp_tok_load(tokpath, e)))
 			return -1;
@@ -513,7 +520,8 @@ static int setup(server *s, zp_err *e)
 	}
 	if (!c->model_name) {
 		const char *b = strrchr(c->model, '/');
-		c->model_name = strdup(b && b[1] ? b + 1 : c->model);
+		if (!(c->model_name = strdup(b && b[1] ? b + 1 : c->model)))
+			return zp_errf(e, "out of memory");
 	}
 	zp_req_limits lim = { .vocab = s->mcfg.vocab, .seq_tokens_max = c->seq_tokens_max,
 			      .hidden = s->mcfg.hidden };
@@ -590,8 +598,10 @@ int zp_serve_main(int argc, char **argv)
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	int rc = pthread_sigmask(SIG_BLOCK, &set, NULL);
+	ZP_ASSERT(rc == 0); /* valid arguments: cannot fail */
+	void (*was)(int) = signal(SIGPIPE, SIG_IGN);
+	ZP_ASSERT(was != SIG_ERR);
 	if (zp_serve_cfg_args(&s->cfg, argc, argv, &e)) {
 		zp_log(ZP_LOG_ERROR, "msg=\"cannot start\" error=\"%s\"", e.msg);
 		zp_serve_cfg_free(&s->cfg);
@@ -610,8 +620,12 @@ int zp_serve_main(int argc, char **argv)
 	       s->cfg.socket_mode, s->cfg.model, s->tok ? "yes" : "no", s->cfg.executors,
 	       s->cfg.seq_tokens_max, s->cfg.batch_tokens_max, s->cfg.queue_requests_max);
 	atomic_store(&s->progress.layers, s->mcfg.layers);
-	int rc = pthread_create(&s->loader, NULL, loader_main, s);
-	ZP_ASSERT(rc == 0);
+	if ((rc = pthread_create(&s->loader, NULL, loader_main, s))) {
+		zp_log(ZP_LOG_ERROR, "msg=\"cannot start\" error=\"loader thread: %s\"", strerror(rc));
+		teardown(s);
+		zp_serve_cfg_free(&s->cfg);
+		return 1;
+	}
 	listen_on(s, 0);
 	if (s->mfd >= 0)
 		listen_on(s, 1);
