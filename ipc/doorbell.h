@@ -29,8 +29,10 @@ static inline int zp_bell_init(zp_bell *b)
 
 static inline void zp_bell_free(zp_bell *b)
 {
-	if (b->fd >= 0)
-		close(b->fd);
+	if (b->fd >= 0) {
+		int rc = close(b->fd);
+		ZP_IPC_ASSERT(rc == 0 || errno != EBADF); /* EBADF: freed twice */
+	}
 	b->fd = -1;
 }
 

@@ -23,7 +23,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static const zp_rerank_cfg rr = { "<|im_start|>system\n", "<|im_end|>\n", "judge", "yes", "no" };
 	if (!tok) {
 		zp_err e;
-		zp_req_limits lim = { .vocab = 640, .max_tokens = 64, .hidden = 8 };
+		zp_req_limits lim = { .vocab = 640, .seq_tokens_max = 64, .hidden = 8 };
 		if (!(tok = zp_tok_load("tests/data/small-tokenizer.json", &e)))
 			abort();
 		zp_api_init(&api, tok, &lim, 1 << 16, "m", &rr);
@@ -32,7 +32,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 1)
 		return 0;
 	enum zp_route ep = eps[data[0] % (sizeof eps / sizeof *eps)];
-	zp_job job;
+	zp_api_job job;
 	zp_buf out;
 	memset(&job, 0, sizeof job);
 	job.rg = &job_rg;
@@ -40,10 +40,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	zp_api_reply reply = { .body = &out };
 	int st = zp_api_build(&api, ep, NULL, (const char *)data + 1, size - 1, &job, &reply);
 	if (st == 0) {
-		if (job.nseq < 1)
+		if (job.eng.nseq < 1)
 			abort();
-		for (int s = 0; s < job.nseq; s++) {
-			zp_req *r = &job.seq[s];
+		for (int s = 0; s < job.eng.nseq; s++) {
+			zp_req *r = &job.eng.seq[s];
 			if (r->ntok < 1 || r->ntok > 64 || r->top_k < 0 || r->plp_start >= r->ntok)
 				abort();
 			for (int i = 0; i < r->ntok; i++)
@@ -63,7 +63,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			for (int i = 0; r->emb && i < r->emb_dim; i++)
 				r->emb[i] = 0.125f;
 		}
-		job.done = job.dispatched = job.nseq;
+		job.eng.done = job.eng.dispatched = job.eng.nseq;
 		if (zp_api_finish(&api, &job, &out) != 200)
 			abort();
 	} else if (st < 400 && st != 200) {

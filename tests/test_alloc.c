@@ -408,7 +408,7 @@ int main(void)
 		printf("Qwen3 tokenizer.json not at %s: that half skipped\n", qwen);
 	if (!run_tokenizer(&fx, "tests/data/small-tokenizer.json", "tests/golden/tok-small.jsonl"))
 		return check_exit("test_alloc");
-	fx.lim = (zp_req_limits){ .vocab = zp_tok_vocab_size(fx.tok), .max_tokens = 4096,
+	fx.lim = (zp_req_limits){ .vocab = zp_tok_vocab_size(fx.tok), .seq_tokens_max = 4096,
 				  .hidden = 64, .tok = fx.ts };
 	zp_region_init(&fx.rg, NULL, zp_req_region_bytes(&fx.lim, BODY_MAX));
 	requests(&fx);

@@ -153,7 +153,8 @@ static void run_model(const char *name, enum zp_wtype wt, struct tol t)
 	CHECK(text != NULL, "%s: no golden file", gpath);
 	if (!text)
 		return;
-	zp_req_limits lim = { .vocab = m.cfg.vocab, .max_tokens = 4096, .hidden = m.cfg.hidden };
+	zp_req_limits lim = { .vocab = m.cfg.vocab, .seq_tokens_max = 4096,
+			      .hidden = m.cfg.hidden };
 	int total = 0;
 	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		cJSON *row = cJSON_Parse(line);

@@ -1,7 +1,8 @@
 #!/bin/sh
 # test_prefill_cli.sh -- `zprefill prefill` end to end: bad request lines each get
 # an error object with the right code and param, in order, and every good line
-# after them is still answered; results equal those of the same lines run alone.
+# after them is still answered; results equal those of the same lines run alone;
+# results that cannot be written fail the run.
 set -u
 cd "$(dirname "$0")/.."
 Z=${ZPREFILL:-./zprefill}
@@ -84,6 +85,11 @@ done
   echo '{"id":"after","prompt_token_ids":[1]}'; } | $Z prefill --model $M > "$T/long" 2>/dev/null
 sed -n 1p "$T/long" | grep -q '"code":413' || { echo "FAIL: long line"; fail=1; }
 sed -n 2p "$T/long" | grep -q '"id":"after","num_prompt_tokens":1' || { echo "FAIL: after long line"; fail=1; }
+
+# results that cannot be written (a full disk) fail the run, saying so
+$Z prefill --model $M < "$T/in" > /dev/full 2> "$T/e"; rc=$?
+[ $rc -eq 1 ] && grep -q 'cannot write results' "$T/e" ||
+	{ echo "FAIL: prefill into a full disk: exit $rc"; cat "$T/e"; fail=1; }
 
 # bench: warm-up, timed forwards, a last line with prefill_tok_s=<number>
 $Z bench --model $M --tokens 33 --seqs 3 --threads 2 --iters 2 > "$T/bench" 2>/dev/null ||

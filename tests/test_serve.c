@@ -4,8 +4,9 @@
    correctly; pipelining in order; Expect: 100-continue; timeouts; a client that
    leaves mid-request; the connection limit; an overload burst (503 +
    Retry-After for the excess, 200 for the rest, nothing lost); SIGTERM under
-   load (every admitted request answered, exit 0); the uid allow-list, and a
-   connection whose credentials cannot be read (refused, not let in). */
+   load (every admitted request answered, exit 0); the uid allow-list, a
+   connection whose credentials cannot be read (refused, not let in), and
+   text over the tokenizer's limit (413). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
@@ -537,6 +538,43 @@ static void test_allow_list(void)
 	zp_buf_free(&out);
 }
 
+/* {head"aaa...a"tail}: a body with one string of n bytes (free it). */
+static char *long_text_body(const char *head, size_t n, const char *tail)
+{
+	size_t h = strlen(head), t = strlen(tail);
+	char *body = malloc(h + n + t + 1);
+	CHECK(body, "malloc");
+	memcpy(body, head, h);
+	memset(body + h, 'a', n);
+	memcpy(body + h + n, tail, t + 1);
+	return body;
+}
+
+/* A body limit over the tokenizer's text limit (ZP_TOK_TEXT_DEFAULT, 1 MiB):
+   text past it is a 413 naming the limit (the encoder's "too long"), not a
+   200 with a count of -1 (/tokenize) nor a candidate of "-1 tokens". */
+static void test_over_text_limit(void)
+{
+	size_t n = (3u << 20) / 2;
+	char *tok = long_text_body("{\"prompt\":\"", n, "\"}");
+	char *cand = long_text_body("{\"prompt_token_ids\":[1,2],\"candidates\":[\"", n, "\"]}");
+	pid_t pid = start("[server]\nbody_bytes_max = 2097152\n");
+	zp_buf out;
+	zp_buf_init(&out, 256);
+	int st = post("/tokenize", tok, &out);
+	CHECK(st == 413 && out.len && strstr(out.p, "bytes of text"),
+	      "/tokenize over the tokenizer's text limit: %d %.200s", st, out.len ? out.p : "");
+	st = post("/v1/prefill", cand, &out);
+	CHECK(st == 413 && out.len && strstr(out.p, "bytes of text"),
+	      "a candidate over the tokenizer's text limit: %d %.200s", st, out.len ? out.p : "");
+	check_good("after text over the tokenizer's limit");
+	int code = stop(pid);
+	CHECK(code == 0, "clean stop: exit %d", code);
+	zp_buf_free(&out);
+	free(tok);
+	free(cand);
+}
+
 /* GET /metrics over the loopback listener at port: the status, body in out. */
 static int tcp_metrics(int port, zp_buf *out)
 {
@@ -613,6 +651,7 @@ int main(void)
 	test_fd_exhaustion();
 	test_allow_list();
 	test_peercred_failure();
+	test_over_text_limit();
 	char cmd[300];
 	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
 	if (system(cmd))

@@ -7,6 +7,7 @@
 #include <math.h>
 #include <poll.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include "client.h"
 #include "engine.h"
 #include "forward.h"
+#include "job.h"
 #include "json.h"
 #include "model.h"
 #include "req_json.h"
@@ -103,6 +105,18 @@ static bool more_input_now(const struct reader *rd)
 	return poll(&p, 1, 0) > 0;
 }
 
+/* A write to stdout (fwrite, fflush) failed at any point so far, or the last
+   flush fails: logged, for cmd. */
+static bool output_failed(const char *cmd)
+{
+	bool earlier = ferror(stdout);
+	if (fflush(stdout) == 0 && !earlier)
+		return false;
+	zp_log(ZP_LOG_ERROR, "msg=\"cannot write results\" command=%s error=\"%s\"", cmd,
+	       earlier ? "a write failed" : strerror(errno));
+	return true;
+}
+
 /* ---- prefill ------------------------------------------------------------------ */
 
 /* The driver runs lines through the same scheduler and engine as the server:
@@ -115,12 +129,21 @@ static bool more_input_now(const struct reader *rd)
 
 /* One input line, from its reading until its result line is written. */
 struct line {
-	zp_job job;		/* its one sequence (job.seq = &req); first: a job is its line */
+	zp_job job;		/* its one sequence (job.seq = &req); first: see line_of */
 	zp_req req;
 	bool bad;		/* refused at parse: err says why */
 	zp_req_error err;
 	bool done;		/* good: its sequence came back */
 };
+
+_Static_assert(offsetof(struct line, job) == 0, "a line starts with its job");
+
+/* The line whose job j is (every job the driver admits is one). */
+static struct line *line_of(zp_job *j)
+{
+	ZP_ASSERT(j);
+	return (struct line *)((char *)j - offsetof(struct line, job));
+}
 
 struct driver {
 	zp_engine *g;
@@ -175,13 +198,11 @@ static void complete(struct driver *d, zp_batch *b)
 {
 	for (int k = 0; k < b->n; k++) {
 		zp_job *j = b->job[k];
-		if (b->failed && !j->failed) {
-			j->failed = true;
-			snprintf(j->err, sizeof j->err, "%s", b->err);
-		}
+		if (b->failed)
+			zp_job_fail(j, b->err);
 		if (zp_sched_seq_done(&d->sched, j)) {
 			zp_sched_finish(&d->sched, j);
-			((struct line *)j)->done = true;
+			line_of(j)->done = true;
 		}
 	}
 	zp_engine_release(d->g, b);
@@ -229,7 +250,10 @@ static int cmd_prefill(const zp_serve_cfg *o, zp_model *m)
 	char tokpath[4096];
 	zp_tok *tok = NULL;
 	zp_err e;
-	snprintf(tokpath, sizeof tokpath, "%s/tokenizer.json", o->model);
+	if (snprintf(tokpath, sizeof tokpath, "%s/tokenizer.json", o->model) >= (int)sizeof tokpath) {
+		zp_log(ZP_LOG_ERROR, "msg=\"model path over %zu bytes\"", sizeof tokpath - 20);
+		return 1;
+	}
 	if (access(tokpath, F_OK) == 0 && !(tok = zp_tok_load(tokpath, &e))) {
 		zp_log(ZP_LOG_ERROR, "msg=\"cannot load tokenizer\" error=\"%s\"", e.msg);
 		return 1;
@@ -246,7 +270,7 @@ static int cmd_prefill(const zp_serve_cfg *o, zp_model *m)
 	}
 	zp_sched_init(&d.sched, (int)d.cap / 2, (long)d.cap / 2 * fwd_tokens, o->batch_tokens_max,
 		      HUGE_VAL);
-	zp_req_limits lim = { .vocab = m->cfg.vocab, .max_tokens = o->seq_tokens_max,
+	zp_req_limits lim = { .vocab = m->cfg.vocab, .seq_tokens_max = o->seq_tokens_max,
 			      .hidden = m->cfg.hidden, .tok = tok ? zp_tok_state_new(tok) : NULL };
 	struct reader rd = { .buf = zp_xmalloc(1 << 16), .cap = 1 << 16 };
 	d.lines = zp_xcalloc(d.cap, sizeof *d.lines);
@@ -255,7 +279,7 @@ static int cmd_prefill(const zp_serve_cfg *o, zp_model *m)
 	bool too_long;
 
 	zp_buf_init(&d.out, 1 << 16);
-	while (read_line(&rd, &line, &len, &too_long)) {
+	while (!ferror(stdout) && read_line(&rd, &line, &len, &too_long)) {
 		if (!too_long && (len == 0 || (len == 1 && line[0] == '\r')))
 			continue;
 		while (d.tail - d.head == d.cap) /* bad lines wait behind a good one */
@@ -263,7 +287,7 @@ static int cmd_prefill(const zp_serve_cfg *o, zp_model *m)
 		struct line *L = &d.lines[d.tail & (d.cap - 1)];
 		memset(L, 0, sizeof *L);
 		if (too_long) {
-			L->req.id_json = strdup("null");
+			zp_req_init(&L->req, NULL); /* id "null" */
 			L->bad = true;
 			L->err = (zp_req_error){ .type = "invalid_request_error", .code = 413 };
 			snprintf(L->err.message, sizeof L->err.message, "request line over %u bytes",
@@ -279,6 +303,9 @@ static int cmd_prefill(const zp_serve_cfg *o, zp_model *m)
 		}
 	}
 	drain(&d);
+	/* results that did not reach stdout (disk full, ...) fail the run: the
+	   rest of the input is left unread */
+	int rc = output_failed("prefill") ? 1 : 0;
 	zp_log(ZP_LOG_INFO, "msg=\"prefill done\" requests=%d executors=%d parallel=%s", d.served,
 	       zp_engine_executors(d.g), zp_parallel_name(o->parallel));
 	zp_engine_stop(d.g);
@@ -287,7 +314,7 @@ static int cmd_prefill(const zp_serve_cfg *o, zp_model *m)
 	zp_buf_free(&d.out);
 	free(d.lines);
 	free(rd.buf);
-	return 0;
+	return rc;
 }
 
 /* ---- bench -------------------------------------------------------------------- */
@@ -447,7 +474,7 @@ static int cmd_tokenize(int argc, char **argv)
 	bool too_long;
 	zp_buf out;
 	zp_buf_init(&out, 1 << 16);
-	while (read_line(&rd, &line, &len, &too_long)) {
+	while (!ferror(stdout) && read_line(&rd, &line, &len, &too_long)) {
 		cJSON *o = too_long ? NULL : zp_json_parse(line, len);
 		const cJSON *text = cJSON_GetObjectItemCaseSensitive(o, "text");
 		out.len = 0;
@@ -482,7 +509,7 @@ static int cmd_tokenize(int argc, char **argv)
 		fwrite(out.p, 1, out.len, stdout);
 		cJSON_Delete(o);
 	}
-	fflush(stdout);
+	bool failed = output_failed("tokenize");
 	fprintf(stderr, "tokenize: bytes=%.0f encode_s=%.4f encode_mb_s=%.2f bad_lines=%d\n", bytes,
 		enc_s, bytes / 1e6 / ZP_MAX(enc_s, 1e-9), bad);
 	zp_buf_free(&out);
@@ -490,7 +517,7 @@ static int cmd_tokenize(int argc, char **argv)
 	free(rd.buf);
 	zp_tok_state_free(s);
 	zp_tok_free(t);
-	return bad ? 1 : 0;
+	return bad || failed ? 1 : 0;
 }
 
 /* prefill or bench: the flags (the key table in serve_config.c), the model,

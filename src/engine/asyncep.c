@@ -552,7 +552,8 @@ void zp_place_free(zp_place *ep)
 	if (ep->comm_started) {
 		atomic_store_explicit(&ep->stop, true, memory_order_release);
 		zp_bell_ring(&ep->doorbell);
-		pthread_join(ep->comm, NULL);
+		int rc = pthread_join(ep->comm, NULL);
+		ZP_ASSERT(rc == 0);
 	}
 	for (int x = 0; x < ep->n && ep->par == ZP_PAR_ASYNCEP; x++) {
 		xview *v = &ep->x[x];

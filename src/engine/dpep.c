@@ -43,7 +43,8 @@ void zp_dpep_free(zp_dpep *g)
 		return;
 	for (int x = 0; x < g->n; x++)
 		ZP_ASSERT(!g->m[x].b); /* every member left */
-	pthread_barrier_destroy(&g->bar);
+	int rc = pthread_barrier_destroy(&g->bar);
+	ZP_ASSERT(rc == 0); /* no member waits on it any more */
 	free(g);
 }
 
@@ -54,11 +55,11 @@ void zp_dpep_range(const zp_dpep *g, int member, int *lo, int *hi)
 }
 
 void zp_dpep_join(zp_dpep *g, int member, zp_backend *b, const zp_config *c, bool bf16,
-		  int max_tokens)
+		  int batch_tokens_max)
 {
 	ZP_ASSERT(member >= 0 && member < g->n && !g->m[member].b && c->moe);
 	struct member *m = &g->m[member];
-	size_t R = (size_t)g->n * max_tokens * c->topk; /* every member's rows at most */
+	size_t R = (size_t)g->n * batch_tokens_max * c->topk; /* every member's rows at most */
 	m->b = b;
 	m->hp = ZP_ALIGN_UP(c->hidden, 2);
 	m->mfp = ZP_ALIGN_UP(c->moe_ffn, 16);
@@ -88,7 +89,8 @@ void zp_dpep_leave(zp_dpep *g, int member)
 static double wait_all(zp_dpep *g)
 {
 	double t0 = zp_now_s();
-	pthread_barrier_wait(&g->bar);
+	int rc = pthread_barrier_wait(&g->bar);
+	ZP_ASSERT(rc == 0 || rc == PTHREAD_BARRIER_SERIAL_THREAD);
 	return zp_now_s() - t0;
 }
 

@@ -22,10 +22,10 @@ void zp_dpep_free(zp_dpep *g);
 void zp_dpep_range(const zp_dpep *g, int member, int *lo, int *hi);
 
 /* Join g as member (before any forward of the group runs), computing on b in
-   bf16 or f32, batches of at most max_tokens: allocates the rows it may
+   bf16 or f32, batches of at most batch_tokens_max: allocates the rows it may
    receive. zp_dpep_leave frees them (before b is freed). */
 void zp_dpep_join(zp_dpep *g, int member, zp_backend *b, const zp_config *c, bool bf16,
-		  int max_tokens);
+		  int batch_tokens_max);
 void zp_dpep_leave(zp_dpep *g, int member);
 
 /* One member's routed rows of a MoE layer, expert by expert. */

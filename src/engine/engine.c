@@ -44,8 +44,8 @@ zp_engine *zp_engine_start(zp_model *m, const zp_engine_cfg *c, zp_err *e)
 	for (int i = 0; i < c->executors; i++) {
 		int node = zp_arena_node_for(i); /* where zp_place_new put its memory */
 		if (zp_exec_start(&g->exec[i], i, node, m, zp_place_source(g->place, i),
-				  zp_place_group(g->place), c->threads_each, c->batch_tokens_max, g->done,
-				  e))
+				  zp_place_group(g->place), c->threads_per_executor,
+				  c->batch_tokens_max, g->done, e))
 			goto bad;
 		g->n = i + 1;
 		int lo, hi;
@@ -53,7 +53,8 @@ zp_engine *zp_engine_start(zp_model *m, const zp_engine_cfg *c, zp_err *e)
 		zp_log(ZP_LOG_INFO, "msg=executor id=%d parallel=%s transport=%s experts=[%d,%d) "
 		       "resident_mb=%.1f threads=%d node=%d", i,
 		       zp_parallel_name(zp_place_parallel(g->place)), c->transport, lo, hi,
-		       (double)zp_place_resident_bytes(g->place, i) / (1 << 20), c->threads_each, node);
+		       (double)zp_place_resident_bytes(g->place, i) / (1 << 20),
+		       c->threads_per_executor, node);
 	}
 	return g;
 bad:

@@ -33,7 +33,7 @@ typedef struct {
 	int executors;			/* 1 .. ZP_EXECUTORS_MAX */
 	enum zp_parallel parallel;
 	const char *transport;		/* "cpu", ... */
-	int threads_each;		/* worker threads per executor */
+	int threads_per_executor;		/* worker threads per executor */
 	int batch_tokens_max;		/* tokens in one forward (ini: max_batch_tokens) */
 	zp_bell *done;			/* rung when a batch comes back; NULL: the engine's own */
 	int offload_window;		/* asyncep offload mode: slots per executor (0: off) */

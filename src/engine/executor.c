@@ -158,7 +158,8 @@ void zp_exec_stop(zp_exec *x)
 {
 	atomic_store_explicit(&x->stop, true, memory_order_release);
 	zp_bell_ring(&x->bell);
-	pthread_join(x->th, NULL);
+	int rc = pthread_join(x->th, NULL);
+	ZP_ASSERT(rc == 0);
 	zp_rec r;
 	while (zp_ring_pop(&x->out, &r)) /* a dpep filler nobody waited for */
 		ZP_ASSERT(resolve(x, r)->filler);

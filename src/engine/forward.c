@@ -20,13 +20,13 @@ struct zp_fwd {
 	zp_backend *be;
 	const struct zp_backend_ops *op;
 	bool bf16;			/* bf16 weights: GEMM inputs are the bf16 copies */
-	int max_tokens;
+	int batch_tokens_max;
 	int hp, qkv, qdp, fp, mfp;	/* padded widths (even) */
 	/* batch layout (host) */
 	int ntok, nseq;
-	int *seq_start;			/* [max_tokens + 1] */
-	int *tok_pos;			/* [max_tokens]: position in its sequence */
-	int32_t *tok_id;		/* [max_tokens] */
+	int *seq_start;			/* [batch_tokens_max + 1] */
+	int *tok_pos;			/* [batch_tokens_max]: position in its sequence */
+	int32_t *tok_id;		/* [batch_tokens_max] */
 	/* activations (backend); the bf16 copies only in bf16 mode */
 	float *x;			/* [T, H] residual stream */
 	float *xn;			/* [T, hp] normed (f32 gemm input) */
@@ -37,7 +37,7 @@ struct zp_fwd {
 	float *tmp;			/* [T, H] block output */
 	float *act;			/* [T, fp] dense MLP */
 	uint16_t *act16;		/* [T, fp] */
-	float *rope_cos, *rope_sin;	/* [max_tokens, d/2]: by position in the sequence */
+	float *rope_cos, *rope_sin;	/* [batch_tokens_max, d/2]: by position in a sequence */
 	zp_attn_work *attn;
 	/* MoE (backend, but offs_h and gap_h: host copies) */
 	float *logits;			/* [T, E] */
@@ -83,18 +83,18 @@ static zp_view V(void *data, size_t ld)
 	return (zp_view){ data, ld };
 }
 
-/* Positions restart in every sequence, so one table of max_tokens positions
+/* Positions restart in every sequence, so one table of batch_tokens_max positions
    serves every batch. As transformers: inv_freq in f32, angle = inv_freq * pos
    in f32. */
 static void rope_tables(zp_fwd *f)
 {
 	const zp_config *c = f->c;
 	int h2 = c->head_dim / 2;
-	size_t bytes = (size_t)f->max_tokens * h2 * sizeof(float);
+	size_t bytes = (size_t)f->batch_tokens_max * h2 * sizeof(float);
 	float *cs = zp_xmalloc(bytes), *sn = zp_xmalloc(bytes);
 	for (int i = 0; i < h2; i++) {
 		float inv = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_dim);
-		for (int p = 0; p < f->max_tokens; p++) {
+		for (int p = 0; p < f->batch_tokens_max; p++) {
 			float a = inv * (float)p;
 			cs[(size_t)p * h2 + i] = cosf(a);
 			sn[(size_t)p * h2 + i] = sinf(a);
@@ -108,20 +108,20 @@ static void rope_tables(zp_fwd *f)
 	free(sn);
 }
 
-zp_fwd *zp_fwd_new(const zp_model *m, int threads, int max_tokens)
+zp_fwd *zp_fwd_new(const zp_model *m, int threads, int batch_tokens_max)
 {
 	zp_fwd *f = zp_xcalloc(1, sizeof *f);
 	const zp_config *c = &m->cfg;
-	size_t T = (size_t)max_tokens, K = (size_t)ZP_MAX(c->topk, 1);
+	size_t T = (size_t)batch_tokens_max, K = (size_t)ZP_MAX(c->topk, 1);
 	size_t E = (size_t)ZP_MAX(c->experts, 1), H = (size_t)c->hidden;
 
-	ZP_ASSERT(max_tokens >= 1);
+	ZP_ASSERT(batch_tokens_max >= 1);
 	f->m = m;
 	f->c = c;
 	f->be = zp_backend_cpu_new(threads);
 	f->op = f->be->ops;
 	f->bf16 = m->wtype == ZP_W_BF16;
-	f->max_tokens = max_tokens;
+	f->batch_tokens_max = batch_tokens_max;
 	f->hp = ZP_ALIGN_UP(c->hidden, 2);
 	f->qkv = (c->heads + 2 * c->kv_heads) * c->head_dim;
 	f->qdp = ZP_ALIGN_UP(c->heads * c->head_dim, 2);
@@ -139,7 +139,7 @@ zp_fwd *zp_fwd_new(const zp_model *m, int threads, int max_tokens)
 	f->tmp = balloc(f, T * H * 4);
 	f->act = balloc(f, T * f->fp * 4);
 	f->act16 = balloc16(f, T * f->fp);
-	f->attn = f->op->attn_work_new(f->be, c->heads, c->kv_heads, c->head_dim, max_tokens,
+	f->attn = f->op->attn_work_new(f->be, c->heads, c->kv_heads, c->head_dim, batch_tokens_max,
 				       ZP_FWD_SEQS_MAX, f->bf16);
 	if (c->moe) {
 		f->logits = balloc(f, T * E * 4);
@@ -209,7 +209,7 @@ void zp_fwd_set_experts(zp_fwd *f, const zp_expert_src *src)
 void zp_fwd_set_dpep(zp_fwd *f, zp_dpep *g, int member)
 {
 	ZP_ASSERT(!f->grp);
-	zp_dpep_join(g, member, f->be, f->c, f->bf16, f->max_tokens);
+	zp_dpep_join(g, member, f->be, f->c, f->bf16, f->batch_tokens_max);
 	f->grp = g;
 	f->member = member;
 }
@@ -432,7 +432,7 @@ int zp_fwd_run(zp_fwd *f, zp_req **reqs, int nreq, zp_err *e)
 		ZP_ASSERT(reqs[s]->ntok >= 1 && s < ZP_FWD_SEQS_MAX);
 		f->seq_start[s] = T;
 		for (int p = 0; p < reqs[s]->ntok; p++, T++) {
-			ZP_ASSERT(T < f->max_tokens);
+			ZP_ASSERT(T < f->batch_tokens_max);
 			ZP_ASSERT(reqs[s]->tokens[p] >= 0 && reqs[s]->tokens[p] < c->vocab);
 			f->tok_pos[T] = p;
 			f->tok_id[T] = reqs[s]->tokens[p];

@@ -4,8 +4,8 @@
    asked for, computed without a [tokens x vocab] matrix. The schedule is
    written once over backend.h's ops; zp_fwd_new runs it on the cpu backend.
    One zp_fwd per owner thread (an executor); it owns its backend instance (and
-   so its thread pool) and its workspace, sized at start from max_tokens. The
-   model is shared read-only. */
+   so its thread pool) and its workspace, sized at start from batch_tokens_max.
+   The model is shared read-only. */
 #ifndef ZP_FORWARD_H
 #define ZP_FORWARD_H
 
@@ -18,7 +18,7 @@ typedef struct zp_fwd zp_fwd;
 
 #define ZP_FWD_SEQS_MAX 1024 /* sequences in one forward */
 
-zp_fwd *zp_fwd_new(const zp_model *m, int threads, int max_tokens);
+zp_fwd *zp_fwd_new(const zp_model *m, int threads, int batch_tokens_max);
 void zp_fwd_free(zp_fwd *f);
 
 /* Where MoE layers' experts come from when not the model's own blocks (AsyncEP:
@@ -46,7 +46,7 @@ void zp_fwd_set_experts(zp_fwd *f, const zp_expert_src *src);
    runs); f leaves it when freed. */
 void zp_fwd_set_dpep(zp_fwd *f, zp_dpep *g, int member);
 
-/* One forward over reqs (total tokens <= max_tokens); fills their results.
+/* One forward over reqs (total tokens <= batch_tokens_max); fills their results.
    0, or -1 with e set when the expert source failed (results undefined). */
 int zp_fwd_run(zp_fwd *f, zp_req **reqs, int nreq, zp_err *e);
 

@@ -98,15 +98,16 @@ int zp_req_tokenize(const zp_req_limits *lim, const char *text, size_t len, int3
 {
 	if (!lim->tok)
 		return no_tokenizer(err, param);
-	*n = zp_tok_encode(lim->tok, text, len, ids, lim->max_tokens);
+	*n = zp_tok_encode(lim->tok, text, len, ids, lim->seq_tokens_max);
 	if (*n < 0) {
 		zp_req_fail(err, param, "%s is %zu bytes, over the %zu bytes of text a request may "
 			    "hold", param, len, zp_tok_state_text_max(lim->tok));
 		err->code = 413;
 		return -1;
 	}
-	if (*n > lim->max_tokens)
-		return zp_req_fail(err, param, "%s is %d tokens (max %d)", param, *n, lim->max_tokens);
+	if (*n > lim->seq_tokens_max)
+		return zp_req_fail(err, param, "%s is %d tokens (max %d)", param, *n,
+				   lim->seq_tokens_max);
 	if (*n == 0)
 		return zp_req_fail(err, param, "%s is empty", param);
 	for (int i = 0; i < *n; i++)
@@ -122,7 +123,7 @@ int zp_req_set_text(zp_req *r, const char *text, size_t len, const zp_req_limits
 {
 	if (!r->region)
 		free(r->tokens);
-	r->tokens = zp_req_alloc(r, (size_t)lim->max_tokens, sizeof *r->tokens);
+	r->tokens = zp_req_alloc(r, (size_t)lim->seq_tokens_max, sizeof *r->tokens);
 	if (!r->tokens)
 		return zp_req_full(r, err);
 	return zp_req_tokenize(lim, text, len, r->tokens, &r->ntok, param, err);

@@ -25,7 +25,7 @@ struct zp_tok_state;
 
 typedef struct {
 	int vocab;
-	int max_tokens;		/* prompt length limit */
+	int seq_tokens_max;	/* prompt length limit (ini: max_tokens) */
 	int hidden;		/* embedding width */
 	struct zp_tok_state *tok; /* for "prompt" text and "candidates" strings; NULL:
 				     the model has no tokenizer, such requests get a 400 */
@@ -77,7 +77,7 @@ int zp_req_full(const zp_req *r, zp_req_error *err);
 int zp_req_set_tokens(zp_req *r, const int32_t *ids, int n, zp_req_error *err);
 int zp_req_set_cands(zp_req *r, const int32_t *ids, int n, zp_req_error *err);
 
-/* Tokenize text into ids[lim->max_tokens]: *n ids, at least one, every one
+/* Tokenize text into ids[lim->seq_tokens_max]: *n ids, at least one, every one
    inside the model's vocabulary. 0, or -1 with err set (param names the field;
    a model without tokenizer.json refuses text; 413: the text is longer than
    the tokenizer state's buffers). */

@@ -10,8 +10,8 @@
 
 #include <stdbool.h>
 
-#include "api.h"
 #include "forward.h"
+#include "job.h"
 #include "ring.h"
 
 /* A batch: one forward's sequences. Lives in its executor's slab (executor.h);

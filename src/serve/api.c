@@ -68,7 +68,7 @@ void zp_api_init(zp_api *a, const zp_tok *tok, const zp_req_limits *lim, size_t 
 	a->rerank = *rr;
 	a->yes_id = a->no_id = -1;
 	a->body_max = body_max;
-	a->scratch = zp_xmalloc((size_t)lim->max_tokens * 3 * sizeof *a->scratch);
+	a->scratch = zp_xmalloc((size_t)lim->seq_tokens_max * 3 * sizeof *a->scratch);
 	/* the texts put together from one body (query + item, rerank's prompt) */
 	a->text_cap = body_max + strlen(rr->prefix) + strlen(rr->suffix) + strlen(rr->instruction) +
 		      ZP_API_PROMPT_EXTRA;
@@ -95,7 +95,7 @@ void zp_api_free(zp_api *a)
 size_t zp_api_job_bytes(const zp_api *a, long tokens_max)
 {
 	const size_t A = ZP_REGION_ALIGN, items = ZP_API_ITEMS_MAX;
-	size_t toks = (size_t)ZP_MIN(tokens_max, (long)items * a->lim.max_tokens);
+	size_t toks = (size_t)ZP_MIN(tokens_max, (long)items * a->lim.seq_tokens_max);
 	/* a sequence per item: itself, its arrays' alignment, an embedding,
 	   ZP_API_ITEMS_MAX candidate labels (id and log-prob); the rerank order */
 	size_t seqs = items * (ZP_ALIGN_UP(sizeof(zp_req), A) + 6 * A +
@@ -104,7 +104,7 @@ size_t zp_api_job_bytes(const zp_api *a, long tokens_max)
 	/* every token's id and prompt log-prob; the seq, label and doc arrays */
 	size_t tokens = toks * (sizeof(int32_t) + sizeof(float)) + 3 * items * sizeof(char *) + 3 * A;
 	/* the largest native request's arrays */
-	size_t native = (size_t)(ZP_CANDIDATES_MAX + ZP_TOP_LOGPROBS_MAX + a->lim.max_tokens) *
+	size_t native = (size_t)(ZP_CANDIDATES_MAX + ZP_TOP_LOGPROBS_MAX + a->lim.seq_tokens_max) *
 			(sizeof(int32_t) + sizeof(float)) + 8 * A;
 	/* the text kept (labels, documents, the id): never longer than the body
 	   (an id printed longer, by \u00XX escapes of raw control bytes past a
@@ -116,7 +116,7 @@ size_t zp_api_job_bytes(const zp_api *a, long tokens_max)
 size_t zp_api_response_bytes(const zp_api *a)
 {
 	const size_t items = ZP_API_ITEMS_MAX, f = ZP_API_FLOAT_CHARS;
-	size_t hidden = (size_t)a->lim.hidden, toks = (size_t)a->lim.max_tokens;
+	size_t hidden = (size_t)a->lim.hidden, toks = (size_t)a->lim.seq_tokens_max;
 	size_t embed = items * (ZP_API_ITEM_CHARS + hidden * f);
 	size_t labels = items * (ZP_API_ITEM_CHARS + items * f);	/* score, classify */
 	size_t prefill = 6 * a->body_max + (toks + ZP_CANDIDATES_MAX + hidden) * f +
@@ -128,14 +128,14 @@ size_t zp_api_response_bytes(const zp_api *a)
 }
 
 int zp_api_build(zp_api *a, enum zp_route ep, const zp_api_view *view, const char *body,
-		 size_t len, zp_job *job, zp_api_reply *reply)
+		 size_t len, zp_api_job *job, zp_api_reply *reply)
 {
 	const zp_route_entry *r = zp_route_of(ep);
-	/* ids[max_tokens], then tmp[2 max_tokens] (a query plus an item before
+	/* ids[seq_tokens_max], then tmp[2 seq_tokens_max] (a query plus an item before
 	   their sum is checked) */
 	zp_api_call c = { .a = a, .view = view, .body = body, .len = len, .job = job,
 			  .out = reply->body, .reply = reply, .ids = a->scratch,
-			  .tmp = a->scratch + a->lim.max_tokens };
+			  .tmp = a->scratch + a->lim.seq_tokens_max };
 	reply->content_type = "application/json";
 	reply->retry_after_s = 0;
 	job->ep = ep;
@@ -167,10 +167,10 @@ int zp_api_build(zp_api *a, enum zp_route ep, const zp_api_view *view, const cha
 	return rc;
 }
 
-int zp_api_finish(zp_api *a, zp_job *j, zp_buf *out)
+int zp_api_finish(zp_api *a, zp_api_job *j, zp_buf *out)
 {
 	const zp_route_entry *r = zp_route_of(j->ep);
-	ZP_ASSERT(j->done == j->nseq && !j->cancelled);
+	ZP_ASSERT(j->eng.done == j->eng.nseq && !j->eng.cancelled);
 	ZP_ASSERT(r->finish); /* only endpoints with sequences have something to finish */
 	zp_buf_reset(out);
 	r->finish(a, j, out);
@@ -181,16 +181,16 @@ int zp_api_finish(zp_api *a, zp_job *j, zp_buf *out)
 	return 200;
 }
 
-void zp_api_job_free(zp_job *j)
+void zp_api_job_free(zp_api_job *j)
 {
 	if (j->rg)
 		zp_region_reset(j->rg); /* the sequences, their arrays, labels, documents */
 	else
-		ZP_ASSERT(j->nseq == 0 && !j->seq);
-	j->seq = NULL;
+		ZP_ASSERT(j->eng.nseq == 0 && !j->eng.seq);
+	j->eng.seq = NULL;
 	j->labels = j->docs = NULL;
 	j->order = NULL;
-	j->nseq = 0;
+	j->eng.nseq = 0;
 }
 
 /* A copy of s in the job's region; NULL when it is full. */
@@ -246,12 +246,12 @@ int zp_api_get_ids(zp_api_call *c, const cJSON *v, const char *param, int32_t *i
 				  param);
 	if (cJSON_GetArraySize(v) == 0)
 		return zp_api_bad(c, param, "%s is empty", param);
-	if (zp_req_ids(v, param, c->a->lim.vocab, c->a->lim.max_tokens, ids, n, &err))
+	if (zp_req_ids(v, param, c->a->lim.vocab, c->a->lim.seq_tokens_max, ids, n, &err))
 		return zp_api_error(c->out, err.code, err.param, "%s", err.message);
 	return 0;
 }
 
-/* Text tokenized into ids[max_tokens], checked against the limits. */
+/* Text tokenized into ids[seq_tokens_max], checked against the limits. */
 int zp_api_text_tokens(zp_api_call *c, const char *text, const char *param, int32_t *ids, int *n)
 {
 	zp_req_error err;
@@ -260,7 +260,7 @@ int zp_api_text_tokens(zp_api_call *c, const char *text, const char *param, int3
 	return zp_api_error(c->out, err.code, err.param, "%s", err.message);
 }
 
-/* Text (tokenized) or token ids into ids[max_tokens]. */
+/* Text (tokenized) or token ids into ids[seq_tokens_max]. */
 int zp_api_get_tokens(zp_api_call *c, const cJSON *v, const char *param, int32_t *ids, int *n)
 {
 	if (!v)
@@ -302,7 +302,7 @@ const cJSON *zp_api_list_item(const cJSON *v, int i)
 int zp_api_seq_cands(zp_api_call *c, const int32_t *ids, int n)
 {
 	zp_req_error err;
-	if (zp_req_set_cands(&c->job->seq[c->job->nseq - 1], ids, n, &err))
+	if (zp_req_set_cands(&c->job->eng.seq[c->job->eng.nseq - 1], ids, n, &err))
 		return zp_api_full(c, c->job->rg);
 	return 0;
 }
@@ -310,7 +310,7 @@ int zp_api_seq_cands(zp_api_call *c, const int32_t *ids, int n)
 /* n floats for the last sequence added, into *out. */
 int zp_api_seq_floats(zp_api_call *c, int n, float **out)
 {
-	if (!(*out = zp_req_alloc(&c->job->seq[c->job->nseq - 1], (size_t)n, sizeof **out)))
+	if (!(*out = zp_req_alloc(&c->job->eng.seq[c->job->eng.nseq - 1], (size_t)n, sizeof **out)))
 		return zp_api_full(c, c->job->rg);
 	return 0;
 }
@@ -318,22 +318,22 @@ int zp_api_seq_floats(zp_api_call *c, int n, float **out)
 int zp_api_alloc_seqs(zp_api_call *c, int n)
 {
 	ZP_ASSERT(c->job->rg && n > 0);
-	c->job->seq = zp_region_alloc(c->job->rg, (size_t)n * sizeof *c->job->seq);
-	c->job->nseq = 0;
-	return c->job->seq ? 0 : zp_api_full(c, c->job->rg);
+	c->job->eng.seq = zp_region_alloc(c->job->rg, (size_t)n * sizeof *c->job->eng.seq);
+	c->job->eng.nseq = 0;
+	return c->job->eng.seq ? 0 : zp_api_full(c, c->job->rg);
 }
 
 int zp_api_add_seq(zp_api_call *c, const int32_t *ids, int n, const char *param)
 {
 	zp_req_error err;
-	if (n > c->a->lim.max_tokens)
+	if (n > c->a->lim.seq_tokens_max)
 		return zp_api_bad(c, param, "a sequence built from %s is %d tokens (max "
-				  "%d)", param, n, c->a->lim.max_tokens);
-	zp_req *r = &c->job->seq[c->job->nseq++];
+				  "%d)", param, n, c->a->lim.seq_tokens_max);
+	zp_req *r = &c->job->eng.seq[c->job->eng.nseq++];
 	zp_req_init(r, c->job->rg);
 	if (zp_req_set_tokens(r, ids, n, &err))
 		return zp_api_full(c, c->job->rg);
-	c->job->tokens += n;
+	c->job->eng.tokens += n;
 	return 0;
 }
 

@@ -15,11 +15,12 @@
 #define ZP_API_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "http.h"
+#include "job.h"
 #include "json.h"
-#include "request.h"
 #include "router.h"
 #include "tokenizer.h"
 
@@ -38,24 +39,23 @@ struct zp_api {
 	const char *model_name;
 	zp_rerank_cfg rerank;
 	int32_t yes_id, no_id;		/* -1 when the tokenizer lacks them */
-	int32_t *scratch;		/* [3 max_tokens] token ids while a body is built */
+	int32_t *scratch;		/* [3 seq_tokens_max] token ids while a body is built */
 	zp_region parse;		/* the body's cJSON tree and a build's scratch */
 	char *text;			/* [text_cap]: text put together to be tokenized */
 	size_t text_cap;
 	size_t body_max;		/* the body limit everything here is sized from */
 };
 
-/* A request turned into sequences. Owned by the reactor from admission until
-   its response is written; executors write only into seq[i]'s result arrays
-   while a batch holding seq[i] is out. */
-struct zp_job {
+/* A request turned into sequences: the engine's job (first member: the
+   scheduler queues &job.eng, zp_api_job_of finds this again) and the
+   endpoint's shape, which only build and finish read. Owned by the reactor
+   from admission until its response is written. */
+struct zp_api_job {
+	zp_job eng;			/* first: see zp_api_job_of */
 	enum zp_route ep;
-	zp_region *rg;			/* where everything below lives; set by the owner of
-					   the job (NULL: a job that needs no sequences) */
-	zp_req *seq;			/* [nseq] */
-	int nseq;
-	int tokens;			/* sum of seq[i].ntok */
-	/* endpoint shape */
+	zp_region *rg;			/* where the sequences and everything below live; set
+					   by the owner of the job (NULL: a job that needs no
+					   sequences) */
 	int nout;			/* items, inputs or documents */
 	int nlab;			/* labels per output (score, classify) */
 	bool softmax;			/* score: apply_softmax */
@@ -66,15 +66,17 @@ struct zp_job {
 	char **docs;			/* rerank with return_documents: [nout] document text */
 	double (*order)[2];		/* rerank: [nout] (score, index), sorted at finish */
 	bool pooling_ep;		/* /pooling: raw pooled state, its own shape */
-	/* scheduler and reactor */
-	zp_job *prev, *next;		/* queue links */
-	int dispatched, done;		/* sequences sent to executors / back */
-	bool cancelled;			/* its client has gone */
-	bool failed;			/* a forward holding part of it failed */
-	char err[ZP_ERR_LEN];		/* why */
-	uint32_t conn, conn_gen;
-	double t_arrive, t_dispatch, fwd_s;
 };
+
+_Static_assert(offsetof(zp_api_job, eng) == 0, "an api job starts with its engine job");
+
+/* The api job whose engine job j is (a job the server admitted: every job in
+   its scheduler and batches is one). */
+static inline zp_api_job *zp_api_job_of(zp_job *j)
+{
+	ZP_ASSERT(j);
+	return (zp_api_job *)((char *)j - offsetof(zp_api_job, eng));
+}
 
 /* The server's state as /health and /metrics report it (api_info.h). */
 typedef struct zp_api_view zp_api_view;
@@ -108,15 +110,15 @@ size_t zp_api_response_bytes(const zp_api *a);
    fault). The job is zero-initialised by the caller; view may be NULL except
    for /health and /metrics. */
 int zp_api_build(zp_api *a, enum zp_route ep, const zp_api_view *view, const char *body,
-		 size_t len, zp_job *job, zp_api_reply *reply);
+		 size_t len, zp_api_job *job, zp_api_reply *reply);
 
 /* Every sequence done: the response JSON into out; returns the HTTP status
    (500 when out is fixed and the response does not fit it). */
-int zp_api_finish(zp_api *a, zp_job *job, zp_buf *out);
+int zp_api_finish(zp_api *a, zp_api_job *job, zp_buf *out);
 
 /* Drop what zp_api_build put in the job's region (safe on a zeroed or
    half-built job); the region is reset. */
-void zp_api_job_free(zp_job *job);
+void zp_api_job_free(zp_api_job *job);
 
 /* The error body {"error": {message, type, param, code}} of an error kind
    (http.h: its status, and its type); returns the status. */

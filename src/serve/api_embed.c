@@ -42,7 +42,7 @@ static int build_embed(zp_api_call *c, bool pooling)
 		if ((rc = zp_api_get_tokens(c, zp_api_list_item(in, i), "input", ids, &n)) ||
 		    (rc = zp_api_add_seq(c, ids, n, "input")))
 			return rc;
-		zp_req *r = &c->job->seq[i];
+		zp_req *r = &c->job->eng.seq[i];
 		r->pool = pl && !strcmp(pl->valuestring, "mean") ? ZP_POOLING_MEAN : ZP_POOLING_LAST;
 		r->normalize = norm;
 		r->emb_dim = c->a->lim.hidden;
@@ -77,11 +77,11 @@ static void base64(zp_buf *out, const uint8_t *p, size_t n)
 	}
 }
 
-void zp_api_embed_finish(zp_api *a, zp_job *j, zp_buf *out)
+void zp_api_embed_finish(zp_api *a, zp_api_job *j, zp_buf *out)
 {
 	zp_buf_puts(out, "{\"object\":\"list\",\"data\":[");
 	for (int i = 0; i < j->nout; i++) {
-		const zp_req *r = &j->seq[i];
+		const zp_req *r = &j->eng.seq[i];
 		zp_buf_printf(out, j->pooling_ep ? "%s{\"object\":\"pooling\",\"index\":%d,\"data\":" :
 			      "%s{\"object\":\"embedding\",\"index\":%d,\"embedding\":", i ? "," : "", i);
 		if (j->base64) { /* little-endian float32, as OpenAI's */
@@ -99,7 +99,7 @@ void zp_api_embed_finish(zp_api *a, zp_job *j, zp_buf *out)
 	}
 	zp_buf_puts(out, "]");
 	zp_api_model_field(a, out);
-	zp_api_usage(out, j->tokens);
+	zp_api_usage(out, j->eng.tokens);
 	zp_buf_puts(out, "}");
 }
 

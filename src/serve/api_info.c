@@ -14,7 +14,7 @@ int zp_api_models_build(zp_api_call *c)
 	zp_buf_puts(out, "{\"object\":\"list\",\"data\":[{\"id\":");
 	zp_buf_json_str(out, c->a->model_name);
 	zp_buf_printf(out, ",\"object\":\"model\",\"created\":0,\"owned_by\":\"zprefill\","
-		      "\"max_model_len\":%d}]}", c->a->lim.max_tokens);
+		      "\"max_model_len\":%d}]}", c->a->lim.seq_tokens_max);
 	return 200;
 }
 

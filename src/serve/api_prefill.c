@@ -54,16 +54,16 @@ int zp_api_prefill_build(zp_api_call *c)
 	}
 	if ((rc = zp_api_alloc_seqs(c, 1)))
 		return rc;
-	c->job->nseq = 1;
-	if (keep(&c->job->seq[0], &in, c->job->rg, &err)) {
+	c->job->eng.nseq = 1;
+	if (keep(&c->job->eng.seq[0], &in, c->job->rg, &err)) {
 		zp_req_write_error(in.id_json, &err, c->out);
 		return err.code;
 	}
-	c->job->tokens = in.ntok;
+	c->job->eng.tokens = in.ntok;
 	return 0;
 }
 
-void zp_api_prefill_finish(zp_api *a, zp_job *j, zp_buf *out)
+void zp_api_prefill_finish(zp_api *a, zp_api_job *j, zp_buf *out)
 {
-	zp_req_write_result(&j->seq[0], out);
+	zp_req_write_result(&j->eng.seq[0], out);
 }

@@ -104,11 +104,11 @@ static void sort_scores(double (*s)[2], int n)
 	}
 }
 
-void zp_api_rerank_finish(zp_api *a, zp_job *j, zp_buf *out)
+void zp_api_rerank_finish(zp_api *a, zp_api_job *j, zp_buf *out)
 {
 	double (*s)[2] = j->order;
 	for (int i = 0; i < j->nout; i++) {
-		double v[2] = { j->seq[i].cand_lp[0], j->seq[i].cand_lp[1] }; /* no, yes */
+		double v[2] = { j->eng.seq[i].cand_lp[0], j->eng.seq[i].cand_lp[1] }; /* no, yes */
 		zp_api_softmax(v, 2);
 		s[i][0] = v[1];
 		s[i][1] = i;
@@ -127,5 +127,5 @@ void zp_api_rerank_finish(zp_api *a, zp_job *j, zp_buf *out)
 	}
 	zp_buf_puts(out, "]");
 	zp_api_model_field(a, out);
-	zp_buf_printf(out, ",\"usage\":{\"total_tokens\":%d}}", j->tokens);
+	zp_buf_printf(out, ",\"usage\":{\"total_tokens\":%d}}", j->eng.tokens);
 }

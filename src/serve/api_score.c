@@ -59,9 +59,10 @@ int zp_api_score_build(zp_api_call *c)
 		} else {
 			if ((rc = zp_api_get_ids(c, it, "items", tmp + nq, &ntmp)))
 				return rc;
-			if (nq + ntmp > c->a->lim.max_tokens)
+			if (nq + ntmp > c->a->lim.seq_tokens_max)
 				return zp_api_bad(c, "items", "query + items[%d] is %d tokens "
-						  "(max %d)", i, nq + ntmp, c->a->lim.max_tokens);
+						  "(max %d)", i, nq + ntmp,
+						  c->a->lim.seq_tokens_max);
 			if (item_first) {
 				memmove(tmp, tmp + nq, (size_t)ntmp * sizeof *tmp);
 				memcpy(tmp + ntmp, ids, (size_t)nq * sizeof *ids);
@@ -136,7 +137,7 @@ int zp_api_classify_build(zp_api_call *c)
 			memcpy(tmp, ids, (size_t)n * sizeof *ids);
 			memcpy(tmp + n, lab + j * ZP_API_LABEL_TOKENS_MAX, (size_t)nlab[j] * sizeof *lab);
 			if (!(rc = zp_api_add_seq(c, tmp, n + nlab[j], "input"))) {
-				zp_req *r = &c->job->seq[c->job->nseq - 1];
+				zp_req *r = &c->job->eng.seq[c->job->eng.nseq - 1];
 				r->plp_start = n;
 				rc = zp_api_seq_floats(c, nlab[j], &r->plp);
 			}
@@ -145,13 +146,13 @@ int zp_api_classify_build(zp_api_call *c)
 	return rc;
 }
 
-void zp_api_score_finish(zp_api *a, zp_job *j, zp_buf *out)
+void zp_api_score_finish(zp_api *a, zp_api_job *j, zp_buf *out)
 {
 	double v[ZP_API_ITEMS_MAX];
 	zp_buf_puts(out, "{\"object\":\"scoring\",\"scores\":[");
 	for (int i = 0; i < j->nout; i++) {
 		for (int k = 0; k < j->nlab; k++)
-			v[k] = j->seq[i].cand_lp[k];
+			v[k] = j->eng.seq[i].cand_lp[k];
 		if (j->softmax)
 			zp_api_softmax(v, j->nlab);
 		else
@@ -166,11 +167,11 @@ void zp_api_score_finish(zp_api *a, zp_job *j, zp_buf *out)
 	}
 	zp_buf_puts(out, "]");
 	zp_api_model_field(a, out);
-	zp_api_usage(out, j->tokens);
+	zp_api_usage(out, j->eng.tokens);
 	zp_buf_puts(out, "}");
 }
 
-void zp_api_classify_finish(zp_api *a, zp_job *j, zp_buf *out)
+void zp_api_classify_finish(zp_api *a, zp_api_job *j, zp_buf *out)
 {
 	double v[ZP_API_ITEMS_MAX];
 	zp_buf_puts(out, "{\"object\":\"list\",\"data\":[");
@@ -178,10 +179,10 @@ void zp_api_classify_finish(zp_api *a, zp_job *j, zp_buf *out)
 		int best = 0;
 		for (int k = 0; k < j->nlab; k++) {
 			if (!j->multi) {
-				v[k] = j->seq[i].cand_lp[k];
+				v[k] = j->eng.seq[i].cand_lp[k];
 				continue;
 			}
-			const zp_req *r = &j->seq[i * j->nlab + k];
+			const zp_req *r = &j->eng.seq[i * j->nlab + k];
 			v[k] = 0;
 			for (int t = 0; t < r->ntok - r->plp_start; t++)
 				v[k] += r->plp[t];
@@ -200,7 +201,7 @@ void zp_api_classify_finish(zp_api *a, zp_job *j, zp_buf *out)
 	}
 	zp_buf_puts(out, "]");
 	zp_api_model_field(a, out);
-	zp_api_usage(out, j->tokens);
+	zp_api_usage(out, j->eng.tokens);
 	zp_buf_puts(out, "}");
 }
 

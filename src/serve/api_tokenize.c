@@ -21,13 +21,18 @@ int zp_api_tokenize_build(zp_api_call *c)
 	if (!c->a->ts)
 		return zp_api_bad(c, "prompt", "the model directory has no tokenizer.json");
 	/* The Qwen post-processor adds no tokens, so add_special_tokens changes nothing. */
-	n = zp_tok_encode(c->a->ts, p->valuestring, strlen(p->valuestring), ids, c->a->lim.max_tokens);
-	if (n > c->a->lim.max_tokens)
+	size_t len = strlen(p->valuestring);
+	n = zp_tok_encode(c->a->ts, p->valuestring, len, ids, c->a->lim.seq_tokens_max);
+	if (n < 0) /* the body limit may be over the tokenizer's text limit */
+		return zp_api_error(c->out, ZP_HTTP_ERR_TOO_LARGE, "prompt", "prompt is %zu bytes, "
+				    "over the %zu bytes of text a request may hold", len,
+				    zp_tok_state_text_max(c->a->ts));
+	if (n > c->a->lim.seq_tokens_max)
 		return zp_api_bad(c, "prompt", "prompt is %d tokens (max %d)", n,
-				  c->a->lim.max_tokens);
+				  c->a->lim.seq_tokens_max);
 	zp_buf_reset(c->out);
 	zp_buf_printf(c->out, "{\"count\":%d,\"max_model_len\":%d,\"tokens\":[", n,
-		      c->a->lim.max_tokens);
+		      c->a->lim.seq_tokens_max);
 	for (int i = 0; i < n; i++)
 		zp_buf_printf(c->out, "%s%d", i ? "," : "", ids[i]);
 	zp_buf_puts(c->out, "]}");
@@ -44,9 +49,9 @@ int zp_api_detokenize_build(zp_api_call *c)
 		return rc;
 	if (!c->a->tok)
 		return zp_api_bad(c, "tokens", "the model directory has no tokenizer.json");
-	if (!cJSON_IsArray(t) || cJSON_GetArraySize(t) > c->a->lim.max_tokens)
+	if (!cJSON_IsArray(t) || cJSON_GetArraySize(t) > c->a->lim.seq_tokens_max)
 		return zp_api_bad(c, "tokens", "tokens must be an array of at most %d ids",
-				  c->a->lim.max_tokens);
+				  c->a->lim.seq_tokens_max);
 	cJSON_ArrayForEach(it, t) {
 		double d = it->valuedouble;
 		if (!cJSON_IsNumber(it) || d != floor(d) || d < 0 || d >= zp_tok_vocab_size(c->a->tok))

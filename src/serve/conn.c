@@ -139,10 +139,18 @@ static void send_more(zp_conns *cs, zp_conn *c)
 	c->ops++;
 }
 
+/* A socket's fd is released whatever close says (Linux, EINTR included);
+   EBADF would mean it was closed twice: another connection's fd may be gone. */
+static void close_socket(int fd)
+{
+	int rc = close(fd);
+	ZP_ASSERT(rc == 0 || errno != EBADF);
+}
+
 static void free_slot(zp_conns *cs, zp_conn *c)
 {
 	ZP_ASSERT(c->state == ZP_CONN_CLOSING && c->ops == 0 && !c->job);
-	close(c->fd);
+	close_socket(c->fd);
 	c->in_len = 0;
 	in_shrink(cs, c);
 	out_shrink(cs, c);
@@ -161,7 +169,9 @@ void zp_conn_close(zp_conns *cs, zp_conn *c, const char *why)
 		cs->on_gone(cs->srv, c);
 	ZP_ASSERT(!c->job);
 	c->state = ZP_CONN_CLOSING;
-	shutdown(c->fd, SHUT_RDWR);
+	/* wakes the operations still armed on it; a peer already gone is ENOTCONN */
+	int rc = shutdown(c->fd, SHUT_RDWR);
+	ZP_ASSERT(rc == 0 || errno == ENOTCONN);
 	if (c->ops > 0)
 		zp_reactor_cancel_fd(cs->rx, c->fd);
 	else
@@ -286,7 +296,7 @@ static void refuse(zp_conns *cs, int fd, int status, const struct ucred *cr, con
 	/* best effort: the peer may already be gone, and the socket closes anyway */
 	ssize_t w = send(fd, m, strlen(m), MSG_NOSIGNAL | MSG_DONTWAIT);
 	(void)w;
-	close(fd);
+	close_socket(fd);
 	cs->met->conns_refused++;
 	zp_log(ZP_LOG_WARN, "msg=\"connection refused\" uid=%d pid=%d why=%s", (int)cr->uid,
 	       (int)cr->pid, why);
@@ -305,7 +315,7 @@ void zp_conn_accept(zp_conns *cs, const zp_reactor_event *ev, int which)
 	if (which == 0 && peer_cred(cs, fd, &cr)) {
 		zp_log(ZP_LOG_ERROR, "msg=\"SO_PEERCRED failed: closing\" error=\"%s\"",
 		       strerror(errno));
-		close(fd);
+		close_socket(fd);
 		cs->met->conns_refused++;
 		return;
 	}

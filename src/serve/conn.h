@@ -72,7 +72,7 @@ typedef struct zp_conn {
 	int out_big;		/* the response pool buffer in use, or -1 */
 	zp_http_req req;	/* the current request's head */
 	enum zp_route ep;
-	zp_job *job;		/* ENGINE */
+	zp_api_job *job;	/* ENGINE */
 	double t_phase;		/* start of the phase a timeout applies to */
 	double t_req;		/* current request's arrival */
 	bool partial;		/* HEAD: part of a next request has arrived */

@@ -22,10 +22,10 @@ struct zp_api_call {
 	const char *body;		/* the raw request body */
 	size_t len;
 	const cJSON *root;		/* ZP_ROUTE_JSON rows: the parsed body object */
-	zp_job *job;
+	zp_api_job *job;
 	zp_buf *out;			/* = reply->body */
 	zp_api_reply *reply;
-	int32_t *ids, *tmp;		/* scratch: ids[max_tokens], tmp[2 max_tokens] */
+	int32_t *ids, *tmp;		/* scratch: ids[seq_tokens_max], tmp[2 seq_tokens_max] */
 };
 
 /* The error body of a request over the memory rg gives it (413); returns 413. */
@@ -44,9 +44,9 @@ int zp_api_check_fields(zp_api_call *c, const char *const *known);
 int zp_api_get_bool(zp_api_call *c, const char *k, bool *v);
 /* A JSON array of token ids, checked against the vocabulary and length limit. */
 int zp_api_get_ids(zp_api_call *c, const cJSON *v, const char *param, int32_t *ids, int *n);
-/* Text tokenized into ids[max_tokens], checked against the limits. */
+/* Text tokenized into ids[seq_tokens_max], checked against the limits. */
 int zp_api_text_tokens(zp_api_call *c, const char *text, const char *param, int32_t *ids, int *n);
-/* Text (tokenized) or token ids into ids[max_tokens]. */
+/* Text (tokenized) or token ids into ids[seq_tokens_max]. */
 int zp_api_get_tokens(zp_api_call *c, const cJSON *v, const char *param, int32_t *ids, int *n);
 /* A list of inputs: one string or id array, or an array of them (*n of them). */
 int zp_api_get_list(zp_api_call *c, const cJSON *v, const char *param, bool ids_ok, int *n);
@@ -54,7 +54,7 @@ const cJSON *zp_api_list_item(const cJSON *v, int i);
 
 /* ---- sequences of the job, in its region (api.c; 413 when it is full) ---- */
 int zp_api_alloc_seqs(zp_api_call *c, int n);
-/* Append a sequence of ids (400 when over max_tokens). */
+/* Append a sequence of ids (400 when over seq_tokens_max). */
 int zp_api_add_seq(zp_api_call *c, const int32_t *ids, int n, const char *param);
 /* The last sequence added scores these candidate tokens at its last position. */
 int zp_api_seq_cands(zp_api_call *c, const int32_t *ids, int n);
@@ -68,16 +68,16 @@ void zp_api_model_field(const zp_api *a, zp_buf *out);
 
 /* ---- the endpoints, as router.c's table names them ---- */
 int zp_api_prefill_build(zp_api_call *c);	/* api_prefill.c */
-void zp_api_prefill_finish(zp_api *a, zp_job *j, zp_buf *out);
+void zp_api_prefill_finish(zp_api *a, zp_api_job *j, zp_buf *out);
 int zp_api_score_build(zp_api_call *c);		/* api_score.c */
-void zp_api_score_finish(zp_api *a, zp_job *j, zp_buf *out);
+void zp_api_score_finish(zp_api *a, zp_api_job *j, zp_buf *out);
 int zp_api_classify_build(zp_api_call *c);
-void zp_api_classify_finish(zp_api *a, zp_job *j, zp_buf *out);
+void zp_api_classify_finish(zp_api *a, zp_api_job *j, zp_buf *out);
 int zp_api_rerank_build(zp_api_call *c);	/* api_rerank.c */
-void zp_api_rerank_finish(zp_api *a, zp_job *j, zp_buf *out);
+void zp_api_rerank_finish(zp_api *a, zp_api_job *j, zp_buf *out);
 int zp_api_embed_build(zp_api_call *c);		/* api_embed.c */
 int zp_api_pooling_build(zp_api_call *c);
-void zp_api_embed_finish(zp_api *a, zp_job *j, zp_buf *out);
+void zp_api_embed_finish(zp_api *a, zp_api_job *j, zp_buf *out);
 int zp_api_tokenize_build(zp_api_call *c);	/* api_tokenize.c */
 int zp_api_detokenize_build(zp_api_call *c);
 int zp_api_models_build(zp_api_call *c);	/* api_info.c */

@@ -14,11 +14,19 @@
 #define UD_SLOT(u) ((uint32_t)(((u) >> 8) & 0xffffff))
 #define UD_GEN(u) ((uint32_t)((u) >> 32))
 
+/* A submission queue the kernel refuses to take (no memory for requests,
+   completions it cannot post) leaves the reactor unable to act on any
+   connection: the server stops with the kernel's reason, not on a bare NULL. */
 static struct io_uring_sqe *sqe_get(zp_reactor *r)
 {
 	struct io_uring_sqe *q = io_uring_get_sqe(&r->ring);
 	if (!q) { /* the SQ is full: flush it and take one */
-		io_uring_submit(&r->ring);
+		int rc;
+		while ((rc = io_uring_submit(&r->ring)) == -EINTR)
+			;
+		if (rc < 0)
+			zp_log(ZP_LOG_ERROR, "msg=\"io_uring submit failed with a full queue\" "
+			       "error=\"%s\"", strerror(-rc));
 		q = io_uring_get_sqe(&r->ring);
 	}
 	ZP_ASSERT(q);

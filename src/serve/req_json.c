@@ -130,6 +130,12 @@ static int parse_cand_strings(zp_req *r, const cJSON *a, const zp_req_limits *li
 		if (!cJSON_IsString(it))
 			return zp_req_fail(err, "candidates", "candidates[%d] must be a string", i);
 		int n = zp_tok_encode(lim->tok, it->valuestring, strlen(it->valuestring), id, 2);
+		if (n < 0) {
+			zp_req_fail(err, "candidates", "candidates[%d] is over the %zu bytes of text "
+				    "a request may hold", i, zp_tok_state_text_max(lim->tok));
+			err->code = 413;
+			return -1;
+		}
 		if (n != 1 || id[0] >= lim->vocab)
 			return zp_req_fail(err, "candidates", "candidates[%d] is %d tokens; a candidate "
 					   "must be exactly one token of the model's vocabulary", i,
@@ -151,8 +157,8 @@ static int parse_prompt(zp_req *r, const cJSON *o, const zp_req_limits *lim, zp_
 		if (zp_req_set_text(r, text->valuestring, strlen(text->valuestring), lim, "prompt",
 				    err))
 			return -1;
-	} else if (int_array(r, toks, "prompt_token_ids", lim->vocab, lim->max_tokens, &r->tokens,
-			     &r->ntok, err)) {
+	} else if (int_array(r, toks, "prompt_token_ids", lim->vocab, lim->seq_tokens_max,
+			     &r->tokens, &r->ntok, err)) {
 		return -1;
 	}
 	if (r->ntok == 0)
@@ -291,7 +297,7 @@ size_t zp_req_region_bytes(const zp_req_limits *lim, size_t body_max)
 	size_t node = ZP_ALIGN_UP(sizeof(cJSON), ZP_REGION_ALIGN);
 	size_t tree = (body_max / 2 + 2) * (node + ZP_REGION_ALIGN) + body_max;
 	size_t id = 6 * body_max + 64; /* a raw control byte prints as \u00XX */
-	size_t arrays = (size_t)lim->max_tokens * (sizeof(int32_t) + sizeof(float)) +
+	size_t arrays = (size_t)lim->seq_tokens_max * (sizeof(int32_t) + sizeof(float)) +
 			(size_t)ZP_CANDIDATES_MAX * (sizeof(int32_t) + sizeof(float)) +
 			(size_t)ZP_TOP_LOGPROBS_MAX * (sizeof(int32_t) + sizeof(float)) +
 			(size_t)lim->hidden * sizeof(float) + 8 * ZP_REGION_ALIGN;

@@ -25,7 +25,7 @@ enum {
 };
 
 typedef struct zp_api zp_api;
-typedef struct zp_job zp_job;
+typedef struct zp_api_job zp_api_job;
 typedef struct zp_api_call zp_api_call;
 
 typedef struct {
@@ -37,7 +37,7 @@ typedef struct {
 	   status whose whole body is in call->reply */
 	int (*build)(zp_api_call *call);
 	/* NEEDS_MODEL only: every sequence done, the response body into out */
-	void (*finish)(zp_api *a, zp_job *j, zp_buf *out);
+	void (*finish)(zp_api *a, zp_api_job *j, zp_buf *out);
 	unsigned flags;
 } zp_route_entry;
 

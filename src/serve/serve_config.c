@@ -101,12 +101,11 @@ _Static_assert(sizeof(enum zp_parallel) == sizeof(int) && sizeof(enum zp_wtype) 
 #define ENUM(what, def_, choices_) .type = ZP_OPT_ENUM, .parse = what##_parse, \
 	.spell = what##_spell, .def = def_, .choices = choices_
 /* One name per setting: the ini key and flag are what users write; the field
-   says the unit last. They differ in three rows only:
+   (and the same setting wherever the code carries it: zp_req_limits,
+   zp_engine_cfg) says the unit last. They differ in these rows only:
      max_tokens (--max-tokens)             -> seq_tokens_max   (per sequence)
-     max_batch_tokens (--max-batch-tokens) -> batch_tokens_max (per forward;
-                                              zp_engine_cfg.batch_tokens_max)
+     max_batch_tokens (--max-batch-tokens) -> batch_tokens_max (per forward)
      threads_per_executor (--threads)      -> threads_per_executor
-                                              (zp_engine_cfg.threads_each)
    and [bench] tokens -> bench.seq_tokens. */
 static const zp_opt keys[] = {
 	{ "server", "socket", "socket", S, 0, TEXT(STR, "/tmp/zprefill.sock"), F(socket), .help = "Unix socket path" },

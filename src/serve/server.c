@@ -59,10 +59,10 @@ typedef struct {
 	int mfd;			/* loopback TCP listener for /metrics, or -1 */
 	uint64_t efd_val;
 	struct signalfd_siginfo sig;
-	zp_conns cx;			/* the connections: a job's conn indexes cx.slot */
-	zp_job *jobs;			/* [queue_requests_max] */
+	zp_conns cx;			/* the connections: a job's owner names one (owner_pack) */
+	zp_api_job *jobs;		/* [queue_requests_max] */
 	zp_region *job_rg;		/* [queue_requests_max]: jobs[i]'s memory */
-	zp_job *job_free;
+	zp_job *job_free;		/* unused slots' engine jobs, linked by next */
 	zp_sched sched;
 	zp_metrics met;
 	zp_api api;
@@ -86,19 +86,36 @@ typedef struct {
 
 /* ---- jobs ---- */
 
+/* A job's owner cookie (job.h): the connection's slot in cx and its
+   generation, so a reused slot is told apart. */
+static uint64_t owner_pack(uint32_t slot, uint32_t gen)
+{
+	return (uint64_t)slot << 32 | gen;
+}
+
+/* The connection that owns j (it is still waiting for the answer). */
+static zp_conn *owner_conn(server *s, const zp_api_job *j)
+{
+	uint32_t slot = (uint32_t)(j->eng.owner >> 32), gen = (uint32_t)j->eng.owner;
+	ZP_ASSERT(slot < (uint32_t)s->cx.n);
+	zp_conn *c = &s->cx.slot[slot];
+	ZP_ASSERT(c->gen == gen && c->state == ZP_CONN_ENGINE && c->job == j);
+	return c;
+}
+
 /* A job slot back on the free list (never admitted, or finished). */
-static void job_put_back(server *s, zp_job *j)
+static void job_put_back(server *s, zp_api_job *j)
 {
 	zp_api_job_free(j);
 	memset(j, 0, sizeof *j);
-	j->next = s->job_free;
-	s->job_free = j;
+	j->eng.next = s->job_free;
+	s->job_free = &j->eng;
 }
 
 /* An admitted job leaves: its admission is released with its slot. */
-static void job_release(server *s, zp_job *j)
+static void job_release(server *s, zp_api_job *j)
 {
-	zp_sched_finish(&s->sched, j);
+	zp_sched_finish(&s->sched, &j->eng);
 	job_put_back(s, j);
 }
 
@@ -148,7 +165,7 @@ static void fill_view(server *s, zp_api_view *v)
 static void answer_now(server *s, zp_conn *c, const char *body, size_t len)
 {
 	zp_api_view v;
-	zp_job scratch = { 0 };
+	zp_api_job scratch = { 0 };
 	zp_api_reply r = { .body = &s->body };
 	fill_view(s, &v);
 	int status = zp_api_build(&s->api, c->ep, &v, body, len, &scratch, &r);
@@ -158,14 +175,15 @@ static void answer_now(server *s, zp_conn *c, const char *body, size_t len)
 	respond(s, c, status, r.content_type, s->body.p, s->body.len, r.retry_after_s);
 }
 
-static zp_job *job_take(server *s)
+static zp_api_job *job_take(server *s)
 {
-	zp_job *j = s->job_free;
-	if (j) {
-		s->job_free = j->next;
-		memset(j, 0, sizeof *j);
-		j->rg = &s->job_rg[j - s->jobs];
-	}
+	if (!s->job_free)
+		return NULL;
+	zp_api_job *j = zp_api_job_of(s->job_free);
+	ZP_ASSERT(j >= s->jobs && j < s->jobs + s->cfg.queue_requests_max);
+	s->job_free = j->eng.next;
+	memset(j, 0, sizeof *j);
+	j->rg = &s->job_rg[j - s->jobs];
 	return j;
 }
 
@@ -192,7 +210,7 @@ static void handle_request(void *arg, zp_conn *c)
 	if (!s->ready)
 		return respond_error(s, c, ZP_HTTP_ERR_UNAVAILABLE, 1, "%s",
 				     "model is loading; see GET /health");
-	zp_job *j = job_take(s);
+	zp_api_job *j = job_take(s);
 	if (!j) {
 		s->met.overloaded++;
 		return respond_error(s, c, ZP_HTTP_ERR_UNAVAILABLE, 1, "%s",
@@ -204,14 +222,13 @@ static void handle_request(void *arg, zp_conn *c)
 		job_put_back(s, j);
 		return respond_json(s, c, body_fits(s, status), 0);
 	}
-	if (zp_sched_admit(&s->sched, j, s->now)) {
+	if (zp_sched_admit(&s->sched, &j->eng, s->now)) {
 		job_put_back(s, j);
 		s->met.overloaded++;
 		return respond_error(s, c, ZP_HTTP_ERR_UNAVAILABLE, 1, "%s",
 				     "queue is full (tokens); retry later");
 	}
-	j->conn = zp_conn_slot(&s->cx, c);
-	j->conn_gen = c->gen;
+	j->eng.owner = owner_pack(zp_conn_slot(&s->cx, c), c->gen);
 	c->job = j;
 	c->state = ZP_CONN_ENGINE;
 }
@@ -220,27 +237,26 @@ static void handle_request(void *arg, zp_conn *c)
 static void drop_job(void *arg, zp_conn *c)
 {
 	server *s = arg;
-	zp_job *j = c->job;
+	zp_api_job *j = c->job;
 	c->job = NULL;
 	s->met.dropped_gone++;
-	if (zp_sched_cancel(&s->sched, j))
+	if (zp_sched_cancel(&s->sched, &j->eng))
 		job_release(s, j);
 	/* else the last batch holding part of it releases it */
 }
 
 /* ---- jobs and executors ---- */
 
-static void job_complete(server *s, zp_job *j)
+static void job_complete(server *s, zp_api_job *j)
 {
-	if (j->cancelled) {
+	if (j->eng.cancelled) {
 		job_release(s, j);
 		return;
 	}
-	zp_conn *c = &s->cx.slot[j->conn];
-	ZP_ASSERT(c->gen == j->conn_gen && c->state == ZP_CONN_ENGINE && c->job == j);
-	zp_metrics_hist(&s->met.lat_queue_s, j->t_dispatch - j->t_arrive);
-	if (j->failed) { /* the executor recovered; this request cannot be answered */
-		zp_api_error(&s->body, 500, NULL, "forward pass failed: %s", j->err);
+	zp_conn *c = owner_conn(s, j);
+	zp_metrics_hist(&s->met.lat_queue_s, j->eng.t_dispatch - j->eng.t_arrive);
+	if (j->eng.failed) { /* the executor recovered; this request cannot be answered */
+		zp_api_error(&s->body, 500, NULL, "forward pass failed: %s", j->eng.err);
 		c->job = NULL;
 		job_release(s, j);
 		return respond_json(s, c, 500, 0);
@@ -265,12 +281,10 @@ static void reap(server *s)
 			       b->exec, b->n, b->err);
 		for (int k = 0; k < b->n; k++) {
 			zp_job *j = b->job[k];
-			if (b->failed && !j->failed) {
-				j->failed = true;
-				snprintf(j->err, sizeof j->err, "%s", b->err);
-			}
+			if (b->failed)
+				zp_job_fail(j, b->err);
 			if (zp_sched_seq_done(&s->sched, j))
-				job_complete(s, j);
+				job_complete(s, zp_api_job_of(j));
 		}
 		zp_engine_release(s->eng, b);
 	}
@@ -331,14 +345,17 @@ static void begin_stop(server *s, const char *why)
 	for (int w = 0; w < 2; w++)
 		if (s->accept_armed[w])
 			zp_reactor_cancel_accept(&s->rx, (uint32_t)w);
-	unlink(s->cfg.socket);
+	if (unlink(s->cfg.socket) && errno != ENOENT) /* the next start clears a stale one */
+		zp_log(ZP_LOG_WARN, "msg=\"cannot remove the socket\" path=%s error=\"%s\"",
+		       s->cfg.socket, strerror(errno));
 	zp_conns_stop(&s->cx);
 }
 
 static void on_event(server *s)
 {
 	if (!s->loader_joined && atomic_load(&s->load_state) != LOAD_RUNNING) {
-		pthread_join(s->loader, NULL);
+		int rc = pthread_join(s->loader, NULL);
+		ZP_ASSERT(rc == 0);
 		s->loader_joined = true;
 		if (atomic_load(&s->load_state) == LOAD_DONE) {
 			s->ready = true;
@@ -381,7 +398,8 @@ static void on_completion(void *arg, const zp_reactor_event *ev)
 		on_event(s);
 		return zp_reactor_read(&s->rx, zp_bell_fd(&s->done), &s->efd_val, sizeof s->efd_val,
 				       ZP_REACTOR_EVENT);
-	case ZP_REACTOR_SIGNAL:
+	case ZP_REACTOR_SIGNAL: /* a signalfd read is one whole record, or interrupted */
+		ZP_ASSERT(ev->res == sizeof s->sig || ev->res == -EINTR);
 		if (ev->res == sizeof s->sig)
 			begin_stop(s, s->sig.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
 		return zp_reactor_read(&s->rx, s->sfd, &s->sig, sizeof s->sig, ZP_REACTOR_SIGNAL);
@@ -438,7 +456,9 @@ static int open_socket(server *s, zp_err *e)
 			close(t);
 		if (live)
 			return zp_errf(e, "%s: another server is listening there", path);
-		unlink(path); /* stale, from a process that died */
+		if (unlink(path) && errno != ENOENT) /* stale, from a process that died */
+			return zp_errf(e, "cannot remove the stale socket %s: %s", path,
+				       strerror(errno));
 	}
 	s->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (s->lfd < 0 || bind(s->lfd, (struct sockaddr *)&a, sizeof a) ||
@@ -489,7 +509,8 @@ static int setup(server *s, zp_err *e)
 			       c->batch_tokens_max, c->seq_tokens_max);
 	if (c->queue_tokens_max < c->seq_tokens_max)
 		return zp_errf(e, "queue_tokens_max must be at least max_tokens");
-	snprintf(tokpath, sizeof tokpath, "%s/tokenizer.json", c->model);
+	if (snprintf(tokpath, sizeof tokpath, "%s/tokenizer.json", c->model) >= (int)sizeof tokpath)
+		return zp_errf(e, "model path over %zu bytes", sizeof tokpath - 20);
 	if (access(tokpath, F_OK) == 0) {
 		if (!(s->tok = zp_tok_load(tokpath, e)))
 			return -1;
@@ -499,9 +520,10 @@ static int setup(server *s, zp_err *e)
 	}
 	if (!c->model_name) {
 		const char *b = strrchr(c->model, '/');
-		c->model_name = strdup(b && b[1] ? b + 1 : c->model);
+		if (!(c->model_name = strdup(b && b[1] ? b + 1 : c->model)))
+			return zp_errf(e, "out of memory");
 	}
-	zp_req_limits lim = { .vocab = s->mcfg.vocab, .max_tokens = c->seq_tokens_max,
+	zp_req_limits lim = { .vocab = s->mcfg.vocab, .seq_tokens_max = c->seq_tokens_max,
 			      .hidden = s->mcfg.hidden };
 	zp_api_init(&s->api, s->tok, &lim, c->body_bytes_max, c->model_name, &c->rerank);
 	zp_sched_init(&s->sched, c->queue_requests_max, c->queue_tokens_max, c->batch_tokens_max,
@@ -522,8 +544,8 @@ static int setup(server *s, zp_err *e)
 	size_t job_bytes = zp_api_job_bytes(&s->api, c->queue_tokens_max);
 	for (int i = c->queue_requests_max - 1; i >= 0; i--) {
 		zp_region_init(&s->job_rg[i], NULL, job_bytes); /* pages touched when used */
-		s->jobs[i].next = s->job_free;
-		s->job_free = &s->jobs[i];
+		s->jobs[i].eng.next = s->job_free;
+		s->job_free = &s->jobs[i].eng;
 	}
 	zp_buf_init_fixed(&s->body, NULL, resp + 1);
 	zp_log(ZP_LOG_INFO, "msg=\"request memory\" job_region_kb=%zu jobs=%d parse_region_kb=%zu "
@@ -576,8 +598,10 @@ int zp_serve_main(int argc, char **argv)
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
-	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	int rc = pthread_sigmask(SIG_BLOCK, &set, NULL);
+	ZP_ASSERT(rc == 0); /* valid arguments: cannot fail */
+	void (*was)(int) = signal(SIGPIPE, SIG_IGN);
+	ZP_ASSERT(was != SIG_ERR);
 	if (zp_serve_cfg_args(&s->cfg, argc, argv, &e)) {
 		zp_log(ZP_LOG_ERROR, "msg=\"cannot start\" error=\"%s\"", e.msg);
 		zp_serve_cfg_free(&s->cfg);
@@ -596,8 +620,12 @@ int zp_serve_main(int argc, char **argv)
 	       s->cfg.socket_mode, s->cfg.model, s->tok ? "yes" : "no", s->cfg.executors,
 	       s->cfg.seq_tokens_max, s->cfg.batch_tokens_max, s->cfg.queue_requests_max);
 	atomic_store(&s->progress.layers, s->mcfg.layers);
-	int rc = pthread_create(&s->loader, NULL, loader_main, s);
-	ZP_ASSERT(rc == 0);
+	if ((rc = pthread_create(&s->loader, NULL, loader_main, s))) {
+		zp_log(ZP_LOG_ERROR, "msg=\"cannot start\" error=\"loader thread: %s\"", strerror(rc));
+		teardown(s);
+		zp_serve_cfg_free(&s->cfg);
+		return 1;
+	}
 	listen_on(s, 0);
 	if (s->mfd >= 0)
 		listen_on(s, 1);
