@@ -512,19 +512,31 @@ static void test_fd_exhaustion(void)
 	CHECK(code == 0, "clean stop after EMFILE: exit %d", code);
 }
 
-static void test_allow_list(void)
+/* A server on ini (the whole config, not serve-test.ini's) written to dir/name,
+   with fault (an environment variable name set to 1) when not NULL. */
+static pid_t spawn(const char *name, const char *ini, const char *fault)
 {
-	pid_t pid = fork();
 	char cfg[300];
-	snprintf(cfg, sizeof cfg, "%s/deny.ini", dir);
+	snprintf(cfg, sizeof cfg, "%s/%s", dir, name);
 	FILE *f = fopen(cfg, "w");
-	fprintf(f, "[server]\nallow_uids = %u\n", (unsigned)getuid() + 12345);
+	fputs(ini, f);
 	fclose(f);
+	pid_t pid = fork();
 	if (pid == 0) {
+		if (fault)
+			setenv(fault, "1", 1);
 		execl(bin, bin, "serve", "--model", "tests/models/tiny-tok", "--socket", sock,
 		      "--config", cfg, "--log-level", "error", (char *)NULL);
 		_exit(127);
 	}
+	return pid;
+}
+
+static void test_allow_list(void)
+{
+	char ini[100];
+	snprintf(ini, sizeof ini, "[server]\nallow_uids = %u\n", (unsigned)getuid() + 12345);
+	pid_t pid = spawn("deny.ini", ini, NULL);
 	zp_buf out;
 	zp_buf_init(&out, 256);
 	int st = -1;
@@ -598,19 +610,11 @@ static int tcp_metrics(int port, zp_buf *out)
    is closed unanswered and counted as refused. */
 static void test_peercred_failure(void)
 {
-	char cfg[300];
+	char ini[100];
 	int port = 20000 + (int)(getpid() % 20000);
-	snprintf(cfg, sizeof cfg, "%s/cred.ini", dir);
-	FILE *f = fopen(cfg, "w");
-	fprintf(f, "[server]\nallow_uids = %u\nmetrics_port = %d\n", (unsigned)getuid(), port);
-	fclose(f);
-	pid_t pid = fork();
-	if (pid == 0) {
-		setenv("ZP_FAULT_PEERCRED", "1", 1);
-		execl(bin, bin, "serve", "--model", "tests/models/tiny-tok", "--socket", sock,
-		      "--config", cfg, "--log-level", "error", (char *)NULL);
-		_exit(127);
-	}
+	snprintf(ini, sizeof ini, "[server]\nallow_uids = %u\nmetrics_port = %d\n",
+		 (unsigned)getuid(), port);
+	pid_t pid = spawn("cred.ini", ini, "ZP_FAULT_PEERCRED");
 	zp_buf out;
 	zp_buf_init(&out, 4096);
 	int st = -2;
