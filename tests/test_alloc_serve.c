@@ -29,6 +29,7 @@
 
 #include "alloc_count.h"
 #include "check.h"
+#include "conn.h"	/* ZP_CONN_OUT_BYTES */
 #include "serve.h"
 
 #define ROUNDS 4
@@ -46,6 +47,7 @@ struct req {
 	int got[ROUNDS];
 	char first_bad[400];		/* the start of the first unexpected response */
 	size_t resp_len;		/* of the last round's response */
+	size_t resp_min;		/* its length must be over this (0: any) */
 };
 
 static struct req reqs[REQS_MAX];
@@ -156,6 +158,7 @@ static void build_requests(void)
 		n += snprintf(big + n, sizeof big - (size_t)n, "%s\"w%d\"", i ? "," : "", i);
 	snprintf(big + n, sizeof big - (size_t)n, "]}");
 	add("100 embeddings (response pool)", 200, "POST", "/v1/embeddings", big);
+	reqs[nreq - 1].resp_min = ZP_CONN_OUT_BYTES; /* else it never reached the pool */
 }
 
 static int connect_sock(void)
@@ -272,6 +275,9 @@ int main(void)
 			      reqs[i].want, reqs[i].first_bad);
 			answered += reqs[i].got[round] == reqs[i].want;
 		}
+	for (int i = 0; i < nreq; i++)
+		CHECK(reqs[i].resp_len > reqs[i].resp_min, "%s: a %zu-byte response, over %zu expected",
+		      reqs[i].name, reqs[i].resp_len, reqs[i].resp_min);
 	if (counting) {
 		zp_alloc_count_report(stderr, "serve", n);
 		CHECK(n == 0, "%ld allocations after start-up", n);

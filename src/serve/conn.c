@@ -28,10 +28,8 @@ static void pool_init(zp_conn_pool *p, size_t bytes, int conns)
 /* A pooled buffer's index, or -1 when none is free. */
 static int pool_take(zp_conn_pool *p)
 {
-	if (p->nfree == 0) {
-		p->refused++;
+	if (p->nfree == 0)
 		return -1;
-	}
 	return p->free_idx[--p->nfree];
 }
 

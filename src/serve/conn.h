@@ -51,7 +51,6 @@ typedef struct {
 	size_t bytes;
 	int *free_idx;		/* [n]: nfree of them are free */
 	int n, nfree;
-	unsigned long refused;	/* a connection found it empty */
 } zp_conn_pool;
 
 enum zp_conn_state { ZP_CONN_FREE, ZP_CONN_HEAD, ZP_CONN_BODY, ZP_CONN_ENGINE, ZP_CONN_SEND, ZP_CONN_CLOSING };
