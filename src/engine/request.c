@@ -93,8 +93,8 @@ static int no_tokenizer(zp_req_error *err, const char *param)
 			   "send token ids", param);
 }
 
-int zp_req_tokenize(const zp_req_limits *lim, const char *text, size_t len, int32_t *ids, int *n,
-		    const char *param, zp_req_error *err)
+int zp_req_encode(const zp_req_limits *lim, const char *text, size_t len, int32_t *ids, int *n,
+		  const char *param, zp_req_error *err)
 {
 	if (!lim->tok)
 		return no_tokenizer(err, param);
@@ -108,6 +108,14 @@ int zp_req_tokenize(const zp_req_limits *lim, const char *text, size_t len, int3
 	if (*n > lim->seq_tokens_max)
 		return zp_req_fail(err, param, "%s is %d tokens (max %d)", param, *n,
 				   lim->seq_tokens_max);
+	return 0;
+}
+
+int zp_req_tokenize(const zp_req_limits *lim, const char *text, size_t len, int32_t *ids, int *n,
+		    const char *param, zp_req_error *err)
+{
+	if (zp_req_encode(lim, text, len, ids, n, param, err))
+		return -1;
 	if (*n == 0)
 		return zp_req_fail(err, param, "%s is empty", param);
 	for (int i = 0; i < *n; i++)

@@ -77,10 +77,14 @@ int zp_req_full(const zp_req *r, zp_req_error *err);
 int zp_req_set_tokens(zp_req *r, const int32_t *ids, int n, zp_req_error *err);
 int zp_req_set_cands(zp_req *r, const int32_t *ids, int n, zp_req_error *err);
 
-/* Tokenize text into ids[lim->seq_tokens_max]: *n ids, at least one, every one
-   inside the model's vocabulary. 0, or -1 with err set (param names the field;
-   a model without tokenizer.json refuses text; 413: the text is longer than
-   the tokenizer state's buffers). */
+/* Encode text into ids[lim->seq_tokens_max]: *n ids (none for empty text).
+   0, or -1 with err set (param names the field; a model without
+   tokenizer.json refuses text; 413: the text is longer than the tokenizer
+   state's buffers; more than seq_tokens_max ids). */
+int zp_req_encode(const zp_req_limits *lim, const char *text, size_t len, int32_t *ids, int *n,
+		  const char *param, zp_req_error *err);
+/* zp_req_encode for a prompt: at least one id, every one inside the model's
+   vocabulary. */
 int zp_req_tokenize(const zp_req_limits *lim, const char *text, size_t len, int32_t *ids, int *n,
 		    const char *param, zp_req_error *err);
 

@@ -18,18 +18,11 @@ int zp_api_tokenize_build(zp_api_call *c)
 		return rc;
 	if (!cJSON_IsString(p))
 		return zp_api_bad(c, "prompt", "prompt must be a string");
-	if (!c->a->ts)
-		return zp_api_bad(c, "prompt", "the model directory has no tokenizer.json");
 	/* The Qwen post-processor adds no tokens, so add_special_tokens changes nothing. */
-	size_t len = strlen(p->valuestring);
-	n = zp_tok_encode(c->a->ts, p->valuestring, len, ids, c->a->lim.seq_tokens_max);
-	if (n < 0) /* the body limit may be over the tokenizer's text limit */
-		return zp_api_error(c->out, ZP_HTTP_ERR_TOO_LARGE, "prompt", "prompt is %zu bytes, "
-				    "over the %zu bytes of text a request may hold", len,
-				    zp_tok_state_text_max(c->a->ts));
-	if (n > c->a->lim.seq_tokens_max)
-		return zp_api_bad(c, "prompt", "prompt is %d tokens (max %d)", n,
-				  c->a->lim.seq_tokens_max);
+	zp_req_error err;
+	if (zp_req_encode(&c->a->lim, p->valuestring, strlen(p->valuestring), ids, &n, "prompt",
+			  &err))
+		return zp_api_error(c->out, err.code, err.param, "%s", err.message);
 	zp_buf_reset(c->out);
 	zp_buf_printf(c->out, "{\"count\":%d,\"max_model_len\":%d,\"tokens\":[", n,
 		      c->a->lim.seq_tokens_max);
