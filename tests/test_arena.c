@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "arena.h"
 #include "check.h"
@@ -47,10 +48,18 @@ static void check_carve(void)
 	char line[1024];
 	CHECK(zp_arena_init(&a, SMALL_BYTES, -1) == 0, "init: %s", strerror(errno));
 	CHECK(a.base && aligned(a.base, 4096) && a.bytes == SMALL_BYTES && a.used == 0, "mapped");
-	size_t zero = 0;
+	/* resident before anything here reads it (reading would fault it in) */
+	size_t pages = a.bytes / 4096;
+	unsigned char *in = calloc(pages, 1);
+	CHECK(mincore(a.base, a.bytes, in) == 0, "mincore: %s", strerror(errno));
+	size_t resident = 0, zero = 0;
+	for (size_t i = 0; i < pages; i++)
+		resident += in[i] & 1;
+	free(in);
+	CHECK(resident == pages, "pre-faulted: %zu of %zu pages resident", resident, pages);
 	for (size_t i = 0; i < a.bytes; i++)
 		zero += a.base[i] == 0;
-	CHECK(zero == a.bytes, "pre-faulted zeroed pages");
+	CHECK(zero == a.bytes, "zeroed");
 	char *p1 = zp_arena_carve(&a, "ring_in", 100, 64);
 	char *p2 = zp_arena_carve(&a, "slab", 1, 4096);
 	char *p3 = zp_arena_carve(&a, "a_name_longer_than_twenty_three", 3, 8);
