@@ -23,8 +23,8 @@ static int build_embed(zp_api_call *c, bool pooling)
 		return rc;
 	if (pooling && (rc = zp_api_get_bool(c, "normalize", &norm)))
 		return rc;
-	if (pl && (!cJSON_IsString(pl) || (strcmp(pl->valuestring, "last") &&
-					   strcmp(pl->valuestring, "mean"))))
+	enum zp_pooling mode;
+	if (!zp_req_pooling(pl, ZP_POOLING_LAST, &mode))
 		return zp_api_bad(c, "pooling", "pooling must be \"last\" or \"mean\"");
 	c->job->pooling_ep = pooling;
 	if (fmt && (!cJSON_IsString(fmt) || (strcmp(fmt->valuestring, "float") &&
@@ -43,7 +43,7 @@ static int build_embed(zp_api_call *c, bool pooling)
 		    (rc = zp_api_add_seq(c, ids, n, "input")))
 			return rc;
 		zp_req *r = &c->job->eng.seq[i];
-		r->pool = pl && !strcmp(pl->valuestring, "mean") ? ZP_POOLING_MEAN : ZP_POOLING_LAST;
+		r->pool = mode;
 		r->normalize = norm;
 		r->emb_dim = c->a->lim.hidden;
 		if ((rc = zp_api_seq_floats(c, r->emb_dim, &r->emb)))

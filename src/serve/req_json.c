@@ -79,20 +79,25 @@ static int parse_plp(zp_req *r, const cJSON *o, zp_req_error *err)
 	return 0;
 }
 
+bool zp_req_pooling(const cJSON *v, enum zp_pooling dflt, enum zp_pooling *out)
+{
+	*out = dflt;
+	if (!v)
+		return true;
+	if (cJSON_IsString(v) && strcmp(v->valuestring, "last") == 0)
+		*out = ZP_POOLING_LAST;
+	else if (cJSON_IsString(v) && strcmp(v->valuestring, "mean") == 0)
+		*out = ZP_POOLING_MEAN;
+	else
+		return false;
+	return true;
+}
+
 static int parse_pool(zp_req *r, const cJSON *o, const zp_req_limits *lim, zp_req_error *err)
 {
 	const cJSON *p = field(o, "pooling"), *n = field(o, "normalize");
-	r->pool = ZP_POOLING_NONE;
-	if (p) {
-		if (!cJSON_IsString(p))
-			return zp_req_fail(err, "pooling", "pooling must be \"last\" or \"mean\"");
-		if (strcmp(p->valuestring, "last") == 0)
-			r->pool = ZP_POOLING_LAST;
-		else if (strcmp(p->valuestring, "mean") == 0)
-			r->pool = ZP_POOLING_MEAN;
-		else
-			return zp_req_fail(err, "pooling", "pooling must be \"last\" or \"mean\"");
-	}
+	if (!zp_req_pooling(p, ZP_POOLING_NONE, &r->pool))
+		return zp_req_fail(err, "pooling", "pooling must be \"last\" or \"mean\"");
 	if (n && !cJSON_IsBool(n))
 		return zp_req_fail(err, "normalize", "normalize must be true or false");
 	r->normalize = n && cJSON_IsTrue(n);

@@ -15,6 +15,10 @@
 
 struct cJSON;
 
+/* "pooling": v absent gives dflt, "last" or "mean" their mode; false for any
+   other value (the caller answers 400: pooling must be "last" or "mean"). */
+bool zp_req_pooling(const struct cJSON *v, enum zp_pooling dflt, enum zp_pooling *out);
+
 /* A JSON array of token ids into out[max]: *n of them, each in [0, vocab).
    0, or -1 with err set (name is the field). */
 int zp_req_ids(const struct cJSON *a, const char *name, int vocab, int max, int32_t *out, int *n,
