@@ -69,8 +69,8 @@ static int carve(zp_exec *x, zp_err *e)
 	zp_ring_init(&x->in, in, ZP_EXEC_BATCHES);
 	zp_ring_init(&x->out, out, ZP_EXEC_BATCHES);
 	zp_arena_describe(&x->arena, what, sizeof what);
-	zp_log(ZP_LOG_INFO, "msg=\"executor memory\" executor=%d %s%s", x->id, what,
-	       x->arena.nodes <= 1 ? " placement=\"one NUMA node: nothing to place\"" : "");
+	/* one node: the engine says once that nothing is placed */
+	zp_log(ZP_LOG_INFO, "msg=\"executor memory\" executor=%d %s", x->id, what);
 	return 0;
 }
 
