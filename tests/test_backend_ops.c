@@ -584,13 +584,13 @@ static void t_gather_combine(int n, int K, int cols)
 static void t_logprobs(int n, int V)
 {
 	float *lg = frand_n((size_t)n * V, -8, 8), plp[8], cand[8][3], top[8][5];
-	int32_t cands[3] = { 0, V / 2, V - 1 }, ids[8][5];
+	int32_t cands[3] = { 0, V / 2, V - 1 }, ids[8][5], rank[8];
 	zp_lp_row rows[8];
 	ZP_ASSERT(n <= 8);
 	lg[V - 2] = lg[V - 1]; /* a tie in row 0 */
 	for (int i = 0; i < n; i++)
 		rows[i] = (zp_lp_row){ i % 2 ? &plp[i] : NULL, (i * 31) % V, 3, cands, cand[i],
-				       i % 2 ? 0 : 5, ids[i], top[i] };
+				       i % 2 ? 0 : 5, ids[i], top[i], i % 2 ? &rank[i] : NULL };
 	gbuf gl = gfrom(lg, (size_t)n * V * 4);
 	B->ops->logprobs(B, n, V, (zp_view){ gl.p, (size_t)V }, rows);
 	gtake(gl, NULL, "logprobs logits");
@@ -605,6 +605,11 @@ static void t_logprobs(int n, int V)
 		if (rows[i].plp) {
 			w = l[rows[i].next] - lse;
 			close_to("prompt logprob", &plp[i], &w, 1, 1e-5);
+			int above = 0; /* the rank: 1 + the tokens more likely than next */
+			for (int x = 0; x < V; x++)
+				above += l[x] > l[rows[i].next];
+			CHECK(rank[i] == above + 1, "%s rank of row %d: %d, want %d", where, i, rank[i],
+			      above + 1);
 		}
 		for (int c = 0; c < 3; c++) {
 			w = l[cands[c]] - lse;

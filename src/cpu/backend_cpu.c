@@ -608,6 +608,12 @@ static void lp_task(void *v, int i, int thread)
 	(void)thread;
 	if (r->plp)
 		*r->plp = lg[r->next] - lse;
+	if (r->rank) {
+		int above = 0;
+		for (int x = 0; x < j->V; x++)
+			above += lg[x] > lg[r->next];
+		*r->rank = above + 1;
+	}
 	for (int c = 0; c < r->ncand; c++)
 		r->cand_lp[c] = lg[r->cands[c]] - lse;
 	if (r->top_k)

@@ -78,7 +78,8 @@ typedef struct {
 
 /* One row of log-prob outputs, all host memory: the row's logits give
    plp[0] = log p(next) when plp is set, cand_lp[c] = log p(cands[c]), and the
-   top_k most likely tokens (ties to the lower id) with their log-probs. */
+   top_k most likely tokens (ties to the lower id) with their log-probs, and
+   *rank = 1 + the tokens whose logit is above next's when rank is set. */
 typedef struct {
 	float *plp;
 	int next;
@@ -88,6 +89,7 @@ typedef struct {
 	int top_k;
 	int32_t *top_ids;
 	float *top_lp;
+	int32_t *rank;
 } zp_lp_row;
 
 

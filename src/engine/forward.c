@@ -331,8 +331,13 @@ static void lm_block(zp_fwd *f, zp_req **reqs, int n)
 		*o = (zp_lp_row){ 0 };
 		if (p + 1 < r->ntok) { /* predicts token p + 1 */
 			if (r->plp_start >= 0 && p + 1 >= r->plp_start) {
-				o->plp = &r->plp[p + 1 - r->plp_start];
+				size_t at = (size_t)(p + 1 - r->plp_start);
+				o->plp = &r->plp[at];
 				o->next = r->tokens[p + 1];
+				o->rank = r->plp_rank ? &r->plp_rank[at] : NULL;
+				o->top_k = r->plp_top_k;
+				o->top_ids = r->plp_top_k ? r->plp_top_ids + at * (size_t)r->plp_top_k : NULL;
+				o->top_lp = r->plp_top_k ? r->plp_top_lp + at * (size_t)r->plp_top_k : NULL;
 			}
 			continue;
 		}

@@ -60,6 +60,9 @@ void zp_req_free(zp_req *r)
 		free(r->top_ids);
 		free(r->top_lp);
 		free(r->plp);
+		free(r->plp_top_ids);
+		free(r->plp_top_lp);
+		free(r->plp_rank);
 		free(r->emb);
 	}
 	memset(r, 0, sizeof *r);

@@ -48,6 +48,13 @@ typedef struct {
 	int32_t *top_ids;	/* [top_k] */
 	float *top_lp;		/* [top_k] */
 	float *plp;		/* [ntok - plp_start]; NaN for position 0 */
+	/* with plp: the plp_top_k most likely tokens at each of its positions
+	   (vLLM's integer prompt_logprobs), and the prompt token's rank there
+	   (1 + the tokens more likely than it); position 0 is left unset */
+	int plp_top_k;		/* 0: not asked */
+	int32_t *plp_top_ids;	/* [(ntok - plp_start) plp_top_k] */
+	float *plp_top_lp;	/* [(ntok - plp_start) plp_top_k] */
+	int32_t *plp_rank;	/* [ntok - plp_start], or NULL: not asked */
 	float *emb;		/* [emb_dim] */
 	int emb_dim;
 } zp_req;

@@ -837,6 +837,14 @@ static size_t put_lossy(zp_buf *out, const uint8_t *p, size_t n, bool final)
 
 /* Token by token, with the (at most 3) bytes of a sequence that spans tokens
    carried in pend: no copy of the whole text. */
+const char *zp_tok_piece(const zp_tok *t, int32_t id, size_t *len)
+{
+	if (id < 0 || id >= t->nvocab || !t->tok[id].len)
+		return NULL;
+	*len = t->tok[id].len;
+	return t->bytes + t->tok[id].off;
+}
+
 int zp_tok_decode(const zp_tok *t, const int32_t *ids, int n, zp_buf *out)
 {
 	uint8_t pend[4];

@@ -50,4 +50,9 @@ int zp_tok_encode(zp_tok_state *s, const char *text, size_t len, int32_t *ids, i
    U+FFFD, as tokenizers' decode does). 0, or -1 when an id is out of range. */
 int zp_tok_decode(const zp_tok *t, const int32_t *ids, int n, zp_buf *out);
 
+/* The raw bytes id decodes to (*len of them, possibly part of a UTF-8
+   character: byte-level tokens split characters), or NULL when id has no text.
+   What a tokenized text's ids give back byte for byte (its NFC form). */
+const char *zp_tok_piece(const zp_tok *t, int32_t id, size_t *len);
+
 #endif
