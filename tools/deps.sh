@@ -31,4 +31,12 @@ if ! python3 -c 'import numpy' 2>/dev/null; then
 	python3 -m pip install -q numpy 2>/dev/null ||
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-numpy >/dev/null
 fi
+# tests/test_compat.sh drives the server with the clients of other engines:
+# the openai package and requests (pip; without them that test skips).
+if ! python3 -c 'import openai, requests' 2>/dev/null; then
+	[ "${1:-}" = "--check" ] && { echo "deps: missing: openai requests (pip)"; exit 1; }
+	echo "deps: installing: openai requests (pip)"
+	python3 -m pip install -q openai requests ||
+		echo "deps: pip could not install openai, requests: tests/test_compat.sh will skip" >&2
+fi
 exit 0

@@ -1,6 +1,6 @@
 /* api.c -- see api.h: the endpoints' common part. zp_api_build parses a JSON
-   body once for the endpoint (strict: unknown fields, wrong types and
-   out-of-range values are 400s naming the field) and calls the build that
+   body once for the endpoint (wrong types and out-of-range values are 400s
+   naming the field; unknown fields are ignored with a warning, as vLLM does) and calls the build that
    router.c's table names; zp_api_finish calls its finish. The field readers
    and sequence builders every api_*.c uses are here (endpoints.h), with the
    bounds the server sizes its regions and response buffers from. */
@@ -110,7 +110,10 @@ size_t zp_api_job_bytes(const zp_api *a, long tokens_max)
 	   (an id printed longer, by \u00XX escapes of raw control bytes past a
 	   body's worth, is a 413) */
 	size_t text = a->body_max + 2 * items * A;
-	return seqs + tokens + native + text;
+	/* vLLM's per-position prompt log-probs: top-k, the token's rank */
+	size_t plp_top = (size_t)a->lim.seq_tokens_max *
+			 (ZP_API_LOGPROBS_MAX * (sizeof(int32_t) + sizeof(float)) + sizeof(int32_t)) + 4 * A;
+	return seqs + tokens + native + text + plp_top;
 }
 
 size_t zp_api_response_bytes(const zp_api *a)
@@ -123,8 +126,10 @@ size_t zp_api_response_bytes(const zp_api *a)
 			 ZP_TOP_LOGPROBS_MAX * (f + 12);
 	size_t rerank = items * ZP_API_ITEM_CHARS + 6 * a->body_max;	/* documents echoed */
 	size_t tokenize = toks * 12 + ZP_API_ITEM_CHARS;
+	/* /v1/completions' logprobs and prompt_logprobs: each position's tokens */
+	size_t completions = toks * (ZP_API_LOGPROBS_MAX + 2) * 2 * (ZP_API_TOKEN_CHARS + f) + 2 * a->body_max;
 	size_t b = ZP_MAX(ZP_MAX(embed, labels), ZP_MAX(prefill, rerank));
-	return ZP_MAX(ZP_MAX(b, tokenize), ZP_API_INFO_BYTES) + ZP_API_ITEM_CHARS;
+	return ZP_MAX(ZP_MAX(ZP_MAX(b, tokenize), completions), ZP_API_INFO_BYTES) + ZP_API_ITEM_CHARS;
 }
 
 int zp_api_build(zp_api *a, enum zp_route ep, const zp_api_view *view, const char *body,
@@ -218,8 +223,8 @@ int zp_api_check_fields(zp_api_call *c, const char *const *known)
 		int k = 0;
 		while (known[k] && strcmp(known[k], it->string))
 			k++;
-		if (!known[k])
-			return zp_api_bad(c, it->string, "unknown field \"%.64s\"", it->string);
+		if (!known[k]) /* as vLLM: ignored, with a warning (api_compat.c) */
+			zp_api_ignored(c, it->string);
 	}
 	const cJSON *m = zp_api_field(c->root, "model");
 	if (m && (!cJSON_IsString(m) || strcmp(m->valuestring, c->a->model_name)))

@@ -46,6 +46,13 @@ struct zp_api {
 	size_t body_max;		/* the body limit everything here is sized from */
 };
 
+/* Whose response shape a job answers in, where one path serves several. */
+enum zp_api_shape {
+	ZP_API_SHAPE_OWN,		/* the endpoint's first shape (SGLang score, Cohere rerank, ...) */
+	ZP_API_SHAPE_VLLM,		/* /v1/score with text_1, text_2; /v1/completions */
+	ZP_API_SHAPE_TEI,		/* /embed, /rerank with texts */
+};
+
 /* A request turned into sequences: the engine's job (first member: the
    scheduler queues &job.eng, zp_api_job_of finds this again) and the
    endpoint's shape, which only build and finish read. Owned by the reactor
@@ -66,6 +73,13 @@ struct zp_api_job {
 	char **docs;			/* rerank with return_documents: [nout] document text */
 	double (*order)[2];		/* rerank: [nout] (score, index), sorted at finish */
 	bool pooling_ep;		/* /pooling: raw pooled state, its own shape */
+	/* the client shapes of api_vllm.c and api_tei.c, on paths shared with
+	   the shapes above */
+	enum zp_api_shape shape;
+	int lp_k;			/* completions: logprobs (-1: not asked) */
+	int plp_k;			/* completions: prompt_logprobs (-1: not asked) */
+	int dims;			/* embeddings: dimensions kept (0: all) */
+	bool raw;			/* TEI rerank: raw_scores */
 };
 
 _Static_assert(offsetof(zp_api_job, eng) == 0, "an api job starts with its engine job");

@@ -1,6 +1,7 @@
 /* api_embed.c -- pooled final states: POST /v1/embeddings (OpenAI's shape,
-   last token, normalised; float or base64) and POST /pooling (last or mean,
-   normalize off by default). Reactor thread. */
+   last token, normalised; float or base64; dimensions keeps the first ones,
+   renormalised) and POST /pooling (last or mean, normalize off by default).
+   Reactor thread. */
 #include <string.h>
 
 #include "endpoints.h"
@@ -11,9 +12,10 @@
 static int build_embed(zp_api_call *c, bool pooling)
 {
 	int32_t *ids = c->ids;
-	static const char *const known[] = { "input", "model", "encoding_format", "user", NULL };
+	static const char *const known[] = { "input", "model", "encoding_format", "user",
+					     "dimensions", NULL };
 	static const char *const known_p[] = { "input", "model", "encoding_format", "pooling",
-					       "normalize", NULL };
+					       "normalize", "dimensions", NULL };
 	const cJSON *in = zp_api_field(c->root, "input"), *fmt = zp_api_field(c->root, "encoding_format");
 	const cJSON *pl = zp_api_field(c->root, "pooling");
 	int rc, nin;
@@ -21,7 +23,8 @@ static int build_embed(zp_api_call *c, bool pooling)
 	if ((rc = zp_api_check_fields(c, pooling ? known_p : known)) ||
 	    (rc = zp_api_get_list(c, in, "input", true, &nin)))
 		return rc;
-	if (pooling && (rc = zp_api_get_bool(c, "normalize", &norm)))
+	if ((pooling && (rc = zp_api_get_bool(c, "normalize", &norm))) ||
+	    (rc = zp_api_get_dims(c, &c->job->dims)))
 		return rc;
 	enum zp_pooling mode;
 	if (!zp_req_pooling(pl, ZP_POOLING_LAST, &mode))
@@ -81,7 +84,8 @@ void zp_api_embed_finish(zp_api *a, zp_api_job *j, zp_buf *out)
 {
 	zp_buf_puts(out, "{\"object\":\"list\",\"data\":[");
 	for (int i = 0; i < j->nout; i++) {
-		const zp_req *r = &j->eng.seq[i];
+		zp_req *r = &j->eng.seq[i];
+		zp_api_emb_dims(r, j->dims); /* "dimensions": Matryoshka's cut */
 		zp_buf_printf(out, j->pooling_ep ? "%s{\"object\":\"pooling\",\"index\":%d,\"data\":" :
 			      "%s{\"object\":\"embedding\",\"index\":%d,\"embedding\":", i ? "," : "", i);
 		if (j->base64) { /* little-endian float32, as OpenAI's */

@@ -17,6 +17,8 @@ struct zp_api_view {
 	const zp_sched *sched;
 	int executors, executors_busy;
 	const zp_place_layer_stats *lstats;	/* [executors][model_layers] */
+	const char *dtype_name;		/* /info: "bfloat16" or "float32" */
+	int queue_requests_max, batch_tokens_max;
 	double now;
 };
 

@@ -51,9 +51,11 @@ int zp_api_rerank_build(zp_api_call *c)
 	for (int i = 0; i < nd; i++) {
 		const cJSON *d = cJSON_GetArrayItem(docs, i), *dt;
 		int n;
-		if (cJSON_IsObject(d) && cJSON_GetArraySize(d) == 1 &&
-		    cJSON_IsString(dt = cJSON_GetObjectItemCaseSensitive(d, "text")))
+		if (cJSON_IsObject(d) && cJSON_IsString(dt = cJSON_GetObjectItemCaseSensitive(d, "text"))) {
+			static const char *const text_only[] = { "text", NULL };
+			zp_api_ignore_unknown(c, d, "documents[]", text_only); /* as vLLM */
 			d = dt; /* {"text": ...}, as Cohere and Jina accept */
+		}
 		if (!cJSON_IsString(d))
 			return zp_api_bad(c, "documents", "documents[%d] must be a string or "
 					  "{\"text\": string}", i);

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -202,11 +203,13 @@ void zp_conn_respond(zp_conns *cs, zp_conn *c, int status, const char *ctype, co
 	}
 	zp_http_respond(&c->out, status, ctype, body, len, keep, retry_after,
 			status == ZP_HTTP_ERR_METHOD ? zp_route_allow(c->req.path) : NULL);
+	if (c->state != ZP_CONN_HEAD && c->req.method == ZP_HTTP_HEAD)
+		c->out.len -= len; /* the head says the GET's length; no body follows a HEAD */
 	zp_metrics_status(cs->met, c->ep, status);
 	if (c->t_req > 0 && status == 200 && zp_route_needs_model(c->ep))
 		zp_metrics_hist(&cs->met->lat_total_s, now - c->t_req);
-	zp_log(ZP_LOG_DEBUG, "msg=request conn=%u uid=%d pid=%d endpoint=%s status=%d ms=%.2f",
-	       zp_conn_slot(cs, c), (int)c->uid, (int)c->pid, zp_route_name(c->ep), status,
+	zp_log(ZP_LOG_DEBUG, "msg=request conn=%u uid=%d pid=%d tcp_port=%u endpoint=%s status=%d "
+	       "ms=%.2f", zp_conn_slot(cs, c), (int)c->uid, (int)c->pid, c->port, zp_route_name(c->ep), status,
 	       c->t_req > 0 ? (now - c->t_req) * 1e3 : 0.0);
 	c->state = ZP_CONN_SEND;
 	c->t_phase = now;
@@ -282,6 +285,19 @@ static int peer_cred(const zp_conns *cs, int fd, struct ucred *cr)
 	return 0;
 }
 
+/* The peer's TCP port (what names a TCP client in the logs: TCP has no
+   SO_PEERCRED), or 0 when the kernel does not say. */
+static unsigned peer_port(int fd)
+{
+	struct sockaddr_storage a;
+	socklen_t len = sizeof a;
+	if (getpeername(fd, (struct sockaddr *)&a, &len))
+		return 0;
+	if (a.ss_family == AF_INET)
+		return ntohs(((struct sockaddr_in *)&a)->sin_port);
+	return a.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&a)->sin6_port) : 0;
+}
+
 /* Refused at once: a short answer the kernel can take without waiting; the
    socket is closed either way. */
 static void refuse(zp_conns *cs, int fd, int status, const struct ucred *cr, const char *why)
@@ -308,7 +324,8 @@ void zp_conn_accept(zp_conns *cs, const zp_reactor_event *ev, int which)
 		return;
 	}
 	int fd = ev->res;
-	/* the metrics listener is loopback TCP and read-only: no credentials there */
+	/* the TCP listeners are loopback (metrics: read-only; the API: refused at
+	   start with allow_uids): no credentials there, the peer's port instead */
 	struct ucred cr = { .pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1 };
 	if (which == 0 && peer_cred(cs, fd, &cr)) {
 		zp_log(ZP_LOG_ERROR, "msg=\"SO_PEERCRED failed: closing\" error=\"%s\"",
@@ -335,14 +352,15 @@ void zp_conn_accept(zp_conns *cs, const zp_reactor_event *ev, int which)
 	c->pid = cr.pid;
 	c->t_phase = *cs->now;
 	c->partial = c->close_after = c->sending = false;
-	c->metrics_only = which;
+	c->metrics_only = which == 1;
+	c->port = which ? peer_port(fd) : 0;
 	ZP_ASSERT(c->in_big < 0 && c->out_big < 0 && c->in_len == 0 && c->out.len == 0);
 	c->out_off = 0;
 	c->job = NULL;
 	cs->met->conns_open++;
 	cs->met->conns_accepted++;
-	zp_log(ZP_LOG_DEBUG, "msg=accept conn=%u uid=%d pid=%d", zp_conn_slot(cs, c), (int)cr.uid,
-	       (int)cr.pid);
+	zp_log(ZP_LOG_DEBUG, "msg=accept conn=%u uid=%d pid=%d tcp_port=%u", zp_conn_slot(cs, c),
+	       (int)cr.uid, (int)cr.pid, c->port);
 	arm_recv(cs, c);
 }
 

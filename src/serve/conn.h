@@ -76,8 +76,9 @@ typedef struct zp_conn {
 	double t_req;		/* current request's arrival */
 	bool partial;		/* HEAD: part of a next request has arrived */
 	bool metrics_only;	/* accepted on the metrics listener: GET /metrics only */
-	uid_t uid;
-	pid_t pid;
+	uid_t uid;		/* Unix socket (SO_PEERCRED); -1 on TCP */
+	pid_t pid;		/* Unix socket; 0 on TCP */
+	unsigned port;		/* TCP: the peer's port, what names it in the logs; 0: Unix */
 } zp_conn;
 
 /* Every connection, and what they need of the server. */
@@ -113,7 +114,8 @@ void zp_conns_free(zp_conns *cs);
 uint32_t zp_conn_slot(const zp_conns *cs, const zp_conn *c);
 
 /* An accept completion on listener which (0: the Unix socket, 1: the
-   metrics listener): a new connection, or refused (403, 503, closed). */
+   metrics listener, 2: the TCP API listener): a new connection, or refused
+   (403, 503, closed). */
 void zp_conn_accept(zp_conns *cs, const zp_reactor_event *ev, int which);
 /* A RECV or SEND completion of a connection (stale ones are dropped here). */
 void zp_conn_event(zp_conns *cs, const zp_reactor_event *ev);

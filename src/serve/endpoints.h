@@ -39,7 +39,8 @@ int zp_api_bad(zp_api_call *c, const char *param, const char *fmt, ...)
 
 /* ---- JSON field readers (api.c) ---- */
 const cJSON *zp_api_field(const cJSON *o, const char *k);	/* NULL when absent or null */
-/* Unknown fields are refused (400); a "model" field must name the served model (404). */
+/* Unknown fields are ignored with a warning (zp_api_ignored); a "model" field
+   must name the served model (404). */
 int zp_api_check_fields(zp_api_call *c, const char *const *known);
 int zp_api_get_bool(zp_api_call *c, const char *k, bool *v);
 /* A JSON array of token ids, checked against the vocabulary and length limit. */
@@ -51,6 +52,34 @@ int zp_api_get_tokens(zp_api_call *c, const cJSON *v, const char *param, int32_t
 /* A list of inputs: one string or id array, or an array of them (*n of them). */
 int zp_api_get_list(zp_api_call *c, const cJSON *v, const char *param, bool ids_ok, int *n);
 const cJSON *zp_api_list_item(const cJSON *v, int i);
+
+/* ---- the other engines' client shapes (api_compat.c) ---- */
+#define ZP_API_LOGPROBS_MAX 20		/* logprobs, prompt_logprobs: vLLM's max_logprobs default */
+#define ZP_API_TOKEN_CHARS 64		/* a token's text and its key in a response, usually */
+/* A field the endpoint does not know: ignored, with a warning line (a few
+   per period at most; the next line counts those not written), as vLLM
+   does. */
+void zp_api_ignored(zp_api_call *c, const char *field);
+/* Every key of object o not in known (NULL-ended), as zp_api_ignored
+   (where: the object's name, or NULL for the body). */
+void zp_api_ignore_unknown(zp_api_call *c, const cJSON *o, const char *where,
+			   const char *const *known);
+/* All the tokens of a text, or of an id array, in the parse region (no
+   length limit: truncation comes after); model_vocab: every id must be in
+   the model's vocabulary (the tokenizer's may be larger). */
+int zp_api_encode_all(zp_api_call *c, const char *text, const char *param, bool model_vocab,
+		      int32_t **ids, int *n);
+int zp_api_ids_all(zp_api_call *c, const cJSON *v, const char *param, int32_t **ids, int *n);
+/* vLLM's truncate_prompt_tokens in field k: *keep 0 (absent: off), the
+   longest sequence (-1), or 1..seq_tokens_max. */
+int zp_api_get_truncate(zp_api_call *c, const char *k, int *keep);
+/* Keep the last (or first) keep of *n ids; keep 0: all. */
+void zp_api_truncate(int32_t **ids, int *n, int keep, bool keep_last);
+/* "dimensions": *dims 0 (absent) or 1..hidden. */
+int zp_api_get_dims(zp_api_call *c, int *dims);
+/* The embedding cut to its first dims values, renormalised when it was
+   normalised (Matryoshka); dims 0: unchanged. */
+void zp_api_emb_dims(zp_req *r, int dims);
 
 /* ---- sequences of the job, in its region (api.c; 413 when it is full) ---- */
 int zp_api_alloc_seqs(zp_api_call *c, int n);
@@ -83,5 +112,18 @@ int zp_api_detokenize_build(zp_api_call *c);
 int zp_api_models_build(zp_api_call *c);	/* api_info.c */
 int zp_api_health_build(zp_api_call *c);
 int zp_api_metrics_build(zp_api_call *c);
+/* api_vllm.c: vLLM's /v1/score pairs (SGLang's shape otherwise), /v1/completions */
+int zp_api_vllm_score_build(zp_api_call *c);
+void zp_api_vllm_score_finish(zp_api *a, zp_api_job *j, zp_buf *out);
+int zp_api_completions_build(zp_api_call *c);
+void zp_api_completions_finish(zp_api *a, zp_api_job *j, zp_buf *out);
+/* api_tei.c: /embed, /info; /rerank with texts and /tokenize with inputs
+   (the shapes above otherwise) */
+int zp_api_tei_embed_build(zp_api_call *c);
+void zp_api_tei_embed_finish(zp_api *a, zp_api_job *j, zp_buf *out);
+int zp_api_tei_rerank_build(zp_api_call *c);
+void zp_api_tei_rerank_finish(zp_api *a, zp_api_job *j, zp_buf *out);
+int zp_api_tei_tokenize_build(zp_api_call *c);
+int zp_api_tei_info_build(zp_api_call *c);
 
 #endif

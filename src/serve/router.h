@@ -14,6 +14,7 @@ enum zp_route {
 	ZP_ROUTE_PREFILL, ZP_ROUTE_SCORE, ZP_ROUTE_CLASSIFY, ZP_ROUTE_RERANK, ZP_ROUTE_EMBED,
 	ZP_ROUTE_POOLING, ZP_ROUTE_TOKENIZE, ZP_ROUTE_DETOKENIZE, ZP_ROUTE_MODELS,
 	ZP_ROUTE_HEALTH, ZP_ROUTE_METRICS,
+	ZP_ROUTE_COMPLETIONS, ZP_ROUTE_TEI_EMBED, ZP_ROUTE_TEI_INFO,
 	ZP_ROUTE_OTHER,	/* unknown path or method */
 	ZP_ROUTE_COUNT
 };
@@ -44,7 +45,8 @@ typedef struct {
 /* The row for (m, path), or NULL with *status 404 (no row has that path) or
    405 (the path is served, by other methods). */
 const zp_route_entry *zp_route_find(enum zp_http_method m, const char *path, int *status);
-/* The Allow header value for path ("GET", "POST", ...), or NULL when no row has it. */
+/* The Allow header value for path ("GET", "GET, HEAD", "POST", ...), or NULL
+   when no row has it. */
 const char *zp_route_allow(const char *path);
 /* The first row of endpoint id (not ZP_ROUTE_OTHER). */
 const zp_route_entry *zp_route_of(enum zp_route id);

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include "api.h"
@@ -36,6 +37,10 @@ typedef struct {
 	size_t header_bytes_max, body_bytes_max;
 	int header_timeout_ms, body_timeout_ms, idle_timeout_ms;
 	int metrics_port;		/* loopback TCP port for GET /metrics (0: none) */
+	/* listen_tcp: a loopback address for the whole API (tcp_len 0: none) */
+	struct sockaddr_storage tcp_addr;
+	socklen_t tcp_len;
+	char listen_tcp[64];		/* as given, for logs */
 	/* [engine] */
 	char *model;			/* model directory */
 	char *model_name;		/* as /v1/models reports it */

@@ -8,7 +8,9 @@
 #define _GNU_SOURCE
 #include "serve.h"
 
+#include <arpa/inet.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,6 +92,53 @@ static int set_uids(void *cfg, const char *v, zp_err *e)
 	return 0;
 }
 
+/* listen_tcp = HOST:PORT, HOST a loopback address (127.0.0.0/8, [::1] or
+   localhost): TCP carries no peer credentials, so the API stays on this
+   machine. Empty: no listener. */
+static int set_tcp(void *cfg, const char *v, zp_err *e)
+{
+	zp_serve_cfg *c = cfg;
+	char host[64];
+	const char *colon = strrchr(v, ':');
+	long port;
+	c->tcp_len = 0;
+	c->listen_tcp[0] = 0;
+	if (!v[0])
+		return 0;
+	if (!colon || colon == v || (size_t)(colon - v) >= sizeof host ||
+	    zp_opt_long(colon + 1, 1, 65535, &port))
+		return zp_errf(e, "listen_tcp must be HOST:PORT (a port in [1, 65535]), e.g. "
+			       "127.0.0.1:8000; got \"%.64s\"", v);
+	memcpy(host, v, (size_t)(colon - v));
+	host[colon - v] = 0;
+	if (host[0] == '[' && host[strlen(host) - 1] == ']') { /* [::1] */
+		memmove(host, host + 1, strlen(host));
+		host[strlen(host) - 1] = 0;
+	}
+	struct sockaddr_in *a4 = (struct sockaddr_in *)&c->tcp_addr;
+	struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&c->tcp_addr;
+	memset(&c->tcp_addr, 0, sizeof c->tcp_addr);
+	if (!strcmp(host, "localhost"))
+		strcpy(host, "127.0.0.1");
+	if (inet_pton(AF_INET, host, &a4->sin_addr) == 1 &&
+	    (ntohl(a4->sin_addr.s_addr) >> 24) == 127) {
+		a4->sin_family = AF_INET;
+		a4->sin_port = htons((uint16_t)port);
+		c->tcp_len = sizeof *a4;
+	} else if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1 &&
+		   IN6_IS_ADDR_LOOPBACK(&a6->sin6_addr)) {
+		a6->sin6_family = AF_INET6;
+		a6->sin6_port = htons((uint16_t)port);
+		c->tcp_len = sizeof *a6;
+	} else {
+		return zp_errf(e, "listen_tcp: \"%.64s\" is not a loopback address (127.0.0.0/8, "
+			       "[::1] or localhost): over TCP the API has no peer credentials, so "
+			       "it listens on this machine only", host);
+	}
+	snprintf(c->listen_tcp, sizeof c->listen_tcp, "%s", v);
+	return 0;
+}
+
 _Static_assert(sizeof(enum zp_parallel) == sizeof(int) && sizeof(enum zp_wtype) == sizeof(int),
 	       "ZP_OPT_ENUM fields are int-sized");
 
@@ -118,6 +167,7 @@ static const zp_opt keys[] = {
 	{ "server", "header_timeout_ms", NULL, 0, 0, NUM(INT, 10, 3600000, 10000), F(header_timeout_ms), .help = "head timeout (408)" },
 	{ "server", "body_timeout_ms", NULL, 0, 0, NUM(INT, 10, 3600000, 30000), F(body_timeout_ms), .help = "body timeout (408)" },
 	{ "server", "idle_timeout_ms", NULL, 0, 0, NUM(INT, 10, 86400000, 60000), F(idle_timeout_ms), .help = "idle connection timeout" },
+	{ "server", "listen_tcp", "listen-tcp", S, 0, .type = ZP_OPT_LIST, .set = set_tcp, .help = "loopback HOST:PORT for the whole API over TCP (none by default)" },
 	{ "server", "metrics_port", "metrics-port", S, 0, NUM(INT, 0, 65535, 0), F(metrics_port), .help = "loopback TCP port for GET /metrics (0: none)" },
 	{ "engine", "model", "model", ALL, ZP_CMD_PREFILL | ZP_CMD_BENCH, TEXT(STR, NULL), F(model), .help = "model directory" },
 	{ "engine", "model_name", NULL, 0, 0, TEXT(STR, NULL), F(model_name), .help = "name /v1/models reports" },

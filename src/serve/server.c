@@ -57,6 +57,7 @@ typedef struct {
 	int lfd, sfd;
 	zp_bell done;			/* rung by the executors and by the loader when it ends */
 	int mfd;			/* loopback TCP listener for /metrics, or -1 */
+	int tfd;			/* loopback TCP listener for the whole API, or -1 */
 	uint64_t efd_val;
 	struct signalfd_siginfo sig;
 	zp_conns cx;			/* the connections: a job's owner names one (owner_pack) */
@@ -77,8 +78,9 @@ typedef struct {
 	_Atomic int load_state;
 	zp_err load_err;
 	bool ready, loader_joined, stopping;
-	bool accept_armed[2];		/* [0] the Unix socket, [1] the metrics listener */
-	bool accept_rearm[2];		/* ended on an error: armed again at the next scan */
+	bool accept_armed[3];		/* [0] the Unix socket, [1] the metrics listener, [2] the
+					   TCP API listener (conn.h's listener numbers) */
+	bool accept_rearm[3];		/* ended on an error: armed again at the next scan */
 	int exit_code;
 	zp_buf body;			/* response bodies (fixed: zp_api_response_bytes) */
 	double now, next_scan;
@@ -121,7 +123,7 @@ static void job_release(server *s, zp_api_job *j)
 
 static void listen_on(server *s, int which)
 {
-	zp_reactor_accept(&s->rx, which ? s->mfd : s->lfd, (uint32_t)which);
+	zp_reactor_accept(&s->rx, which == 0 ? s->lfd : which == 1 ? s->mfd : s->tfd, (uint32_t)which);
 	s->accept_armed[which] = true;
 }
 
@@ -158,7 +160,10 @@ static void fill_view(server *s, zp_api_view *v)
 	*v = (zp_api_view){ .ready = s->ready, .layers_done = atomic_load(&s->progress.layers_done),
 			    .layers = atomic_load(&s->progress.layers), .model_layers = s->mcfg.layers,
 			    .met = &s->met, .sched = &s->sched, .executors = s->live,
-			    .executors_busy = busy, .lstats = s->lstats, .now = s->now };
+			    .executors_busy = busy, .lstats = s->lstats, .now = s->now,
+			    .dtype_name = s->cfg.wtype == ZP_W_BF16 ? "bfloat16" : "float32",
+			    .queue_requests_max = s->cfg.queue_requests_max,
+			    .batch_tokens_max = s->cfg.batch_tokens_max };
 }
 
 /* An answer that runs no forward pass: build it and send it. */
@@ -342,7 +347,7 @@ static void begin_stop(server *s, const char *why)
 	zp_log(ZP_LOG_INFO, "msg=\"stopping: no new connections; finishing admitted requests\" "
 	       "why=%s admitted=%d", why, s->sched.requests);
 	atomic_store(&s->progress.cancel, true);
-	for (int w = 0; w < 2; w++)
+	for (int w = 0; w < 3; w++)
 		if (s->accept_armed[w])
 			zp_reactor_cancel_accept(&s->rx, (uint32_t)w);
 	if (unlink(s->cfg.socket) && errno != ENOENT) /* the next start clears a stale one */
@@ -412,7 +417,7 @@ static void on_completion(void *arg, const zp_reactor_event *ev)
 static bool finished(server *s)
 {
 	return s->stopping && s->loader_joined && s->sched.requests == 0 && s->met.conns_open == 0 &&
-	       !s->accept_armed[0] && !s->accept_armed[1];
+	       !s->accept_armed[0] && !s->accept_armed[1] && !s->accept_armed[2];
 }
 
 static void loop(server *s)
@@ -426,7 +431,7 @@ static void loop(server *s)
 		s->now = zp_now_s();
 		zp_reactor_drain(&s->rx, on_completion, s);
 		if (s->now >= s->next_scan) {
-			for (int w = 0; w < 2; w++)
+			for (int w = 0; w < 3; w++)
 				if (s->accept_rearm[w] && !s->stopping) {
 					s->accept_rearm[w] = false;
 					listen_on(s, w);
@@ -492,6 +497,25 @@ static int open_metrics(server *s, zp_err *e)
 	return 0;
 }
 
+/* listen_tcp: the whole API on a loopback address, for clients that cannot
+   speak to a Unix socket; the same connections, limits and router. */
+static int open_tcp(server *s, zp_err *e)
+{
+	int one = 1;
+	s->tfd = -1;
+	if (!s->cfg.tcp_len)
+		return 0;
+	if (s->cfg.n_allow_uids) /* TCP gives no SO_PEERCRED: the list could not be kept */
+		return zp_errf(e, "allow_uids cannot be checked on listen_tcp %s (TCP carries no "
+			       "peer credentials): drop one of them", s->cfg.listen_tcp);
+	s->tfd = socket(s->cfg.tcp_addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s->tfd < 0 || setsockopt(s->tfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
+	    bind(s->tfd, (struct sockaddr *)&s->cfg.tcp_addr, s->cfg.tcp_len) ||
+	    listen(s->tfd, LISTEN_BACKLOG))
+		return zp_errf(e, "listen_tcp %s: %s", s->cfg.listen_tcp, strerror(errno));
+	return 0;
+}
+
 /* Config, tokenizer and API first (fast), so /health and /tokenize answer
    while the weights load. */
 static int setup(server *s, zp_err *e)
@@ -551,7 +575,7 @@ static int setup(server *s, zp_err *e)
 	zp_log(ZP_LOG_INFO, "msg=\"request memory\" job_region_kb=%zu jobs=%d parse_region_kb=%zu "
 	       "response_kb=%zu", job_bytes >> 10, c->queue_requests_max, s->api.parse.cap >> 10,
 	       resp >> 10);
-	if (open_socket(s, e) || open_metrics(s, e) || zp_reactor_init(&s->rx, e))
+	if (open_socket(s, e) || open_metrics(s, e) || open_tcp(s, e) || zp_reactor_init(&s->rx, e))
 		return -1;
 	int bell = zp_bell_init(&s->done);
 	sigset_t set;
@@ -584,6 +608,8 @@ static void teardown(server *s)
 		close(s->lfd);
 	if (s->mfd > 0)
 		close(s->mfd);
+	if (s->tfd > 0)
+		close(s->tfd);
 }
 
 int zp_serve_main(int argc, char **argv)
@@ -629,6 +655,10 @@ int zp_serve_main(int argc, char **argv)
 	listen_on(s, 0);
 	if (s->mfd >= 0)
 		listen_on(s, 1);
+	if (s->tfd >= 0) {
+		listen_on(s, 2);
+		zp_log(ZP_LOG_INFO, "msg=\"listening on TCP too\" listen_tcp=%s", s->cfg.listen_tcp);
+	}
 	zp_reactor_read(&s->rx, zp_bell_fd(&s->done), &s->efd_val, sizeof s->efd_val, ZP_REACTOR_EVENT);
 	zp_reactor_read(&s->rx, s->sfd, &s->sig, sizeof s->sig, ZP_REACTOR_SIGNAL);
 	s->next_scan = zp_now_s() + SCAN_S;
