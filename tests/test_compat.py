@@ -219,6 +219,21 @@ def completions(t):
     check(f"{n_} completions prompt_logprobs=2: {{id: {{logprob, rank, decoded_token}}}} per "
           "position == /v1/prefill top 2, the prompt token's rank", ok, b)
 
+    # the native /v1/prefill takes the integer form too: the same entries (ids
+    # for keys, no decoded_token), and byte for byte what `zprefill prefill` says
+    line = json.dumps({"id": 1, "prompt_token_ids": ids, "prompt_logprobs": 2})
+    st, nat = t.post("/v1/prefill", json.loads(line))
+    strip = [None] + [{k: {"logprob": v["logprob"], "rank": v["rank"]} for k, v in d.items()}
+                      for d in (pl or [None])[1:]]
+    check(f"{n_} /v1/prefill prompt_logprobs=2 == completions' prompt_logprobs (ids, ranks)",
+          st == 200 and nat["prompt_logprobs"] == strip, (nat, strip))
+    cli = subprocess.run([Z, "prefill", "--model", MODEL_DIR, "--dtype", "fp32"], input=line + "\n",
+                         capture_output=True, text=True, timeout=120).stdout.strip()
+    body = t.http.post(t.base + "/v1/prefill", content=line) if not t.port else \
+        t.http.post(t.base + "/v1/prefill", data=line)
+    check(f"{n_} /v1/prefill prompt_logprobs=2 == zprefill prefill, byte for byte",
+          body.text == cli, (body.text, cli))
+
     # prompts as token ids, several at once
     r = t.oa.completions.create(model=M, prompt=[ids, ids[:3]], max_tokens=0, echo=True)
     check(f"{n_} completions: token-id prompts, one choice each",

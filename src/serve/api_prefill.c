@@ -37,7 +37,14 @@ static int keep(zp_req *r, const zp_req *in, zp_region *rg, zp_req_error *err)
 		r->top_lp = take(r, NULL, (size_t)in->top_k, sizeof *r->top_lp, &full);
 	}
 	if (in->plp)
-		r->plp = take(r, NULL, (size_t)(in->ntok - in->plp_start), sizeof *r->plp, &full);
+		r->plp = take(r, in->plp, (size_t)(in->ntok - in->plp_start), sizeof *r->plp, &full);
+	if (in->plp_rank) /* prompt_logprobs: k */
+		r->plp_rank = take(r, NULL, (size_t)in->ntok, sizeof *r->plp_rank, &full);
+	if (in->plp_top_ids) {
+		size_t n = (size_t)in->ntok * in->plp_top_k;
+		r->plp_top_ids = take(r, NULL, n, sizeof *r->plp_top_ids, &full);
+		r->plp_top_lp = take(r, NULL, n, sizeof *r->plp_top_lp, &full);
+	}
 	if (in->emb)
 		r->emb = take(r, NULL, (size_t)in->emb_dim, sizeof *r->emb, &full);
 	return full ? zp_req_full(r, err) : 0;

@@ -54,7 +54,7 @@ int zp_api_get_list(zp_api_call *c, const cJSON *v, const char *param, bool ids_
 const cJSON *zp_api_list_item(const cJSON *v, int i);
 
 /* ---- the other engines' client shapes (api_compat.c) ---- */
-#define ZP_API_LOGPROBS_MAX 20		/* logprobs, prompt_logprobs: vLLM's max_logprobs default */
+#define ZP_API_LOGPROBS_MAX ZP_PLP_TOP_MAX	/* logprobs, prompt_logprobs */
 #define ZP_API_TOKEN_CHARS 64		/* a token's text and its key in a response, usually */
 /* A field the endpoint does not know: ignored, with a warning line (a few
    per period at most; the next line counts those not written), as vLLM

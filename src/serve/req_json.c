@@ -56,20 +56,38 @@ static int int_array(zp_req *r, const cJSON *a, const char *name, int vocab, int
 	return zp_req_ids(a, name, vocab, max, *out, n, err);
 }
 
-static int parse_plp(zp_req *r, const cJSON *o, zp_req_error *err)
+/* prompt_logprobs: k, vLLM's integer form: every position's top k and the
+   prompt token's rank there, besides its log-prob. */
+static int parse_plp_top(zp_req *r, const cJSON *p, const zp_req_limits *lim, zp_req_error *err)
+{
+	long k, hi = ZP_MIN(ZP_PLP_TOP_MAX, lim->vocab);
+	if (as_int(p, 0, hi, &k))
+		return zp_req_fail(err, "prompt_logprobs", "prompt_logprobs as a number must be an "
+				   "integer in [0, %ld] (the top k at each position, as vLLM)", hi);
+	r->plp_top_k = (int)k;
+	if (!(r->plp_rank = zp_req_alloc(r, (size_t)r->ntok, sizeof *r->plp_rank)) ||
+	    (k && (!(r->plp_top_ids = zp_req_alloc(r, (size_t)(r->ntok * k), sizeof *r->plp_top_ids)) ||
+		   !(r->plp_top_lp = zp_req_alloc(r, (size_t)(r->ntok * k), sizeof *r->plp_top_lp)))))
+		return zp_req_full(r, err);
+	return 0;
+}
+
+static int parse_plp(zp_req *r, const cJSON *o, const zp_req_limits *lim, zp_req_error *err)
 {
 	const cJSON *p = field(o, "prompt_logprobs");
 	long s = 0; /* as vLLM: every position, null for the first */
 	if (!p || cJSON_IsFalse(p))
 		return 0;
+	if (cJSON_IsNumber(p) && parse_plp_top(r, p, lim, err))
+		return -1;
 	if (cJSON_IsObject(p)) {
 		const cJSON *st = field(p, "start");
 		if (st && as_int(st, 0, r->ntok - 1, &s))
 			return zp_req_fail(err, "prompt_logprobs.start", "prompt_logprobs.start must "
 					   "be an integer in [0, %d]", r->ntok - 1);
-	} else if (!cJSON_IsTrue(p)) {
-		return zp_req_fail(err, "prompt_logprobs", "prompt_logprobs must be {\"start\": s} "
-				   "or a bool");
+	} else if (!cJSON_IsTrue(p) && !cJSON_IsNumber(p)) {
+		return zp_req_fail(err, "prompt_logprobs", "prompt_logprobs must be {\"start\": s}, "
+				   "a bool or an integer k (the top k at each position)");
 	}
 	r->plp_start = (int)s;
 	if (!(r->plp = zp_req_alloc(r, (size_t)(r->ntok - s), sizeof *r->plp)))
@@ -214,7 +232,7 @@ static int parse_fields(zp_req *r, const cJSON *o, const zp_req_limits *lim, zp_
 		    !(r->top_lp = zp_req_alloc(r, (size_t)v, sizeof *r->top_lp)))
 			return zp_req_full(r, err);
 	}
-	if (parse_plp(r, o, err))
+	if (parse_plp(r, o, lim, err))
 		return -1;
 	return parse_pool(r, o, lim, err);
 }
@@ -305,7 +323,10 @@ size_t zp_req_region_bytes(const zp_req_limits *lim, size_t body_max)
 	size_t arrays = (size_t)lim->seq_tokens_max * (sizeof(int32_t) + sizeof(float)) +
 			(size_t)ZP_CANDIDATES_MAX * (sizeof(int32_t) + sizeof(float)) +
 			(size_t)ZP_TOP_LOGPROBS_MAX * (sizeof(int32_t) + sizeof(float)) +
-			(size_t)lim->hidden * sizeof(float) + 8 * ZP_REGION_ALIGN;
+			(size_t)lim->hidden * sizeof(float) + 8 * ZP_REGION_ALIGN +
+			(size_t)lim->seq_tokens_max * /* prompt_logprobs: k */
+			(ZP_PLP_TOP_MAX * (sizeof(int32_t) + sizeof(float)) + sizeof(int32_t)) +
+			3 * ZP_REGION_ALIGN;
 	return tree + id + arrays;
 }
 
@@ -316,6 +337,38 @@ static void write_floats(zp_buf *b, const char *key, const float *v, int n)
 		if (i)
 			zp_buf_puts(b, ",");
 		zp_buf_json_float(b, v[i]);
+	}
+	zp_buf_puts(b, "]");
+}
+
+/* prompt_logprobs: k as vLLM writes it (without decoded_token: token ids
+   here): [null, {"id": {"logprob", "rank"}, ...}, ...], the prompt token
+   first, then the top k not already in. */
+static void write_plp_top(const zp_req *r, zp_buf *b)
+{
+	int k = r->plp_top_k;
+	zp_buf_puts(b, ",\"prompt_logprobs\":[null");
+	for (int p = 1; p < r->ntok; p++) {
+		int32_t tok = r->tokens[p];
+		float lp = r->plp[p];
+		int rank = r->plp_rank[p];
+		for (int t = 0; t < k; t++) /* vLLM: the top-k entry of the token itself wins */
+			if (r->plp_top_ids[(size_t)p * k + t] == tok) {
+				lp = r->plp_top_lp[(size_t)p * k + t];
+				rank = t + 1;
+			}
+		zp_buf_printf(b, ",{\"%d\":{\"logprob\":", tok);
+		zp_buf_json_float(b, lp);
+		zp_buf_printf(b, ",\"rank\":%d}", rank);
+		for (int t = 0; t < k; t++) {
+			int32_t x = r->plp_top_ids[(size_t)p * k + t];
+			if (x == tok)
+				continue;
+			zp_buf_printf(b, ",\"%d\":{\"logprob\":", x);
+			zp_buf_json_float(b, r->plp_top_lp[(size_t)p * k + t]);
+			zp_buf_printf(b, ",\"rank\":%d}", t + 1);
+		}
+		zp_buf_puts(b, "}");
 	}
 	zp_buf_puts(b, "]");
 }
@@ -334,7 +387,9 @@ void zp_req_write_result(const zp_req *r, zp_buf *b)
 		}
 		zp_buf_puts(b, "]");
 	}
-	if (r->plp_start >= 0)
+	if (r->plp_rank)
+		write_plp_top(r, b);
+	else if (r->plp_start >= 0)
 		write_floats(b, "prompt_logprobs", r->plp, r->ntok - r->plp_start);
 	if (r->emb)
 		write_floats(b, "embedding", r->emb, r->emb_dim);
