@@ -4,7 +4,8 @@
    documents shape goes to api_rerank.c), POST /tokenize with inputs (each
    token's id, text and byte offsets; the prompt shape goes to
    api_tokenize.c) and GET /info. TEI ignores unknown fields; so do these,
-   with the warning the other endpoints give. Reactor thread. */
+   with the warning the other endpoints give. Refusals come in TEI's error
+   shape. Reactor thread. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -40,6 +41,28 @@ static int get_truncation(zp_api_call *c, bool *truncate, bool *keep_last)
 	return 0;
 }
 
+/* A refused TEI-shaped request answers as TEI does: {"error", "error_type"},
+   an input fault being a 422 Validation error there (a 413 stays one). The
+   message is read back from the error body the readers wrote. */
+static int tei_error(zp_api_call *c, int rc)
+{
+	char msg[512];
+	if (rc == 0 || rc == 200)
+		return rc;
+	cJSON *e = zp_json_parse(c->out->p, c->out->len); /* in the parse region: no free */
+	const cJSON *m = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(e, "error"),
+							 "message");
+	if (!cJSON_IsString(m)) /* the parse region is full: the error stays as it is */
+		return rc;
+	snprintf(msg, sizeof msg, "%s", m->valuestring);
+	zp_buf_reset(c->out);
+	zp_buf_puts(c->out, "{\"error\":");
+	zp_buf_json_str(c->out, msg);
+	zp_buf_printf(c->out, ",\"error_type\":\"%s\"}", rc == ZP_HTTP_ERR_UNAVAILABLE ? "Overloaded" :
+		      rc >= 500 ? "Backend" : "Validation");
+	return rc == ZP_HTTP_ERR_BAD_REQUEST ? 422 : rc;
+}
+
 static int no_prompt_name(zp_api_call *c)
 {
 	if (zp_api_field(c->root, "prompt_name"))
@@ -50,7 +73,7 @@ static int no_prompt_name(zp_api_call *c)
 
 /* ---- /embed ---- */
 
-int zp_api_tei_embed_build(zp_api_call *c)
+static int tei_embed_build(zp_api_call *c)
 {
 	static const char *const known[] = { "inputs", "normalize", "truncate",
 					     "truncation_direction", "prompt_name", "dimensions",
@@ -86,6 +109,11 @@ int zp_api_tei_embed_build(zp_api_call *c)
 			return rc;
 	}
 	return 0;
+}
+
+int zp_api_tei_embed_build(zp_api_call *c)
+{
+	return tei_error(c, tei_embed_build(c));
 }
 
 void zp_api_tei_embed_finish(zp_api *a, zp_api_job *j, zp_buf *out)
@@ -155,7 +183,7 @@ static int rerank_tokens(zp_api_call *c, const char *query, const char *doc, boo
 static int tei_rerank_build(zp_api_call *c)
 {
 	static const char *const known[] = { "query", "texts", "truncate", "truncation_direction",
-					     "raw_scores", "return_text", "model", NULL };
+					     "raw_scores", "return_text", NULL };
 	const cJSON *q = zp_api_field(c->root, "query"), *texts = zp_api_field(c->root, "texts");
 	zp_api_job *j = c->job;
 	bool ret_text, truncate, keep_last;
@@ -197,7 +225,7 @@ int zp_api_tei_rerank_build(zp_api_call *c)
 {
 	if (!zp_api_field(c->root, "texts"))
 		return zp_api_rerank_build(c); /* documents: Cohere's, Jina's, vLLM's */
-	return tei_rerank_build(c);
+	return tei_error(c, tei_rerank_build(c));
 }
 
 /* TEI's order: a stable sort by score, reversed (equal scores: the later text first). */
@@ -284,14 +312,11 @@ static int tei_tokens(zp_api_call *c, const char *text, int i, int *total)
 	return 0;
 }
 
-int zp_api_tei_tokenize_build(zp_api_call *c)
+static int tei_tokenize_build(zp_api_call *c, const cJSON *in)
 {
 	static const char *const known[] = { "inputs", "add_special_tokens", "prompt_name", NULL };
-	const cJSON *in = zp_api_field(c->root, "inputs");
 	bool add_special;
 	int rc, n = 1, total = 0;
-	if (!in)
-		return zp_api_tokenize_build(c); /* vLLM's prompt */
 	c->job->shape = ZP_API_SHAPE_TEI;
 	if ((rc = zp_api_check_fields(c, known)) || (rc = zp_api_get_bool(c, "add_special_tokens", &add_special)) ||
 	    (rc = no_prompt_name(c)))
@@ -312,6 +337,14 @@ int zp_api_tei_tokenize_build(zp_api_call *c)
 	}
 	zp_buf_puts(c->out, "]");
 	return 200;
+}
+
+int zp_api_tei_tokenize_build(zp_api_call *c)
+{
+	const cJSON *in = zp_api_field(c->root, "inputs");
+	if (!in)
+		return zp_api_tokenize_build(c); /* vLLM's prompt */
+	return tei_error(c, tei_tokenize_build(c, in));
 }
 
 /* ---- /info ---- */

@@ -63,14 +63,16 @@ static const char *text_at(const cJSON *v, int i)
 	return cJSON_IsString(v) ? v->valuestring : cJSON_GetArrayItem(v, i)->valuestring;
 }
 
-/* use_activation (activation in older vLLM): false gives the raw logit. */
+/* use_activation (activation, softmax: its deprecated names): false gives
+   the raw logit. */
 static int get_activation(zp_api_call *c, bool *raw)
 {
+	static const char *const names[] = { "softmax", "activation", "use_activation" };
 	bool act = true;
 	int rc;
 	*raw = false;
-	for (int k = 0; k < 2; k++) {
-		const char *name = k ? "activation" : "use_activation";
+	for (int k = 0; k < 3; k++) { /* the current name last: it wins */
+		const char *name = names[k];
 		if (!zp_api_field(c->root, name))
 			continue;
 		if ((rc = zp_api_get_bool(c, name, &act)))
@@ -86,7 +88,7 @@ static int get_activation(zp_api_call *c, bool *raw)
 static int score_pairs_build(zp_api_call *c)
 {
 	static const char *const known[] = { "model", "text_1", "text_2", "truncate_prompt_tokens",
-					     "use_activation", "activation", "user", "request_id",
+					     "use_activation", "activation", "softmax", "user", "request_id",
 					     "priority", "add_special_tokens", NULL };
 	const cJSON *t1 = zp_api_field(c->root, "text_1"), *t2 = zp_api_field(c->root, "text_2");
 	zp_api_job *j = c->job;
