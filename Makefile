@@ -38,9 +38,9 @@ TESTS   := $(TESTS_C:tests/%.c=$(BUILD)/%)
 DEPS_OK := $(BUILD)/.deps-ok
 BIN     ?= zprefill
 
-.PHONY: all deps test run asan tsan fuzz clean bench
+.PHONY: all deps test run asan tsan fuzz clean bench install uninstall
 
-all: $(BIN)
+all: $(BIN) $(BUILD)/zprefill.1
 
 $(DEPS_OK): tools/deps.sh
 	@mkdir -p $(BUILD)
@@ -72,7 +72,46 @@ $(BUILD)/test_%: tests/test_%.c tests/check.h $(BUILD)/libzp.a
 $(BUILD)/test_transport_cuda: tests/test_transport_cuda.c src/cuda/transport_cuda.c $(HDRS) $(BUILD)/libzp.a
 	$(CC) $(CFLAGS) $(CUDA_CFLAGS) $(LDFLAGS) -o $@ $< $(CUDA_SRC) $(BUILD)/libzp.a $(LDLIBS) $(CUDA_LIBS)
 
-test: $(BIN) $(TESTS) $(BUILD)/loadgen
+# the man page: flags, ini keys and endpoints from the binary's own tables
+$(BUILD)/gen_man: tools/gen_man.c $(BUILD)/libzp.a
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libzp.a $(LDLIBS)
+
+$(BUILD)/zprefill.1: $(BUILD)/gen_man
+	$(BUILD)/gen_man > $@
+
+# `make install [PREFIX=/usr/local] [DESTDIR=]`: the binary, the man page, the
+# systemd units (paths filled in) and the example ini (to SYSCONFDIR only when
+# none is there: an edited one is never overwritten).
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+MANDIR     ?= $(PREFIX)/share/man
+DOCDIR     ?= $(PREFIX)/share/doc/zprefill
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+UNIT_SED   := -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g'
+
+install: $(BIN) $(BUILD)/zprefill.1
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(DOCDIR) \
+		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/zprefill
+	install -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/zprefill
+	install -m 0644 $(BUILD)/zprefill.1 $(DESTDIR)$(MANDIR)/man1/zprefill.1
+	install -m 0644 conf/zprefill.ini $(DESTDIR)$(DOCDIR)/zprefill.ini
+	test -e $(DESTDIR)$(SYSCONFDIR)/zprefill/zprefill.ini || \
+		install -m 0644 conf/zprefill.ini $(DESTDIR)$(SYSCONFDIR)/zprefill/zprefill.ini
+	sed $(UNIT_SED) conf/zprefill.service > $(DESTDIR)$(UNITDIR)/zprefill.service
+	sed $(UNIT_SED) conf/zprefill.socket > $(DESTDIR)$(UNITDIR)/zprefill.socket
+	chmod 0644 $(DESTDIR)$(UNITDIR)/zprefill.service $(DESTDIR)$(UNITDIR)/zprefill.socket
+
+# removes what install put there, except an ini that was edited since
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/zprefill $(DESTDIR)$(MANDIR)/man1/zprefill.1 \
+		$(DESTDIR)$(UNITDIR)/zprefill.service $(DESTDIR)$(UNITDIR)/zprefill.socket \
+		$(DESTDIR)$(DOCDIR)/zprefill.ini
+	-cmp -s conf/zprefill.ini $(DESTDIR)$(SYSCONFDIR)/zprefill/zprefill.ini && \
+		rm -f $(DESTDIR)$(SYSCONFDIR)/zprefill/zprefill.ini
+	-rmdir $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/zprefill 2>/dev/null
+
+test: $(BIN) $(BUILD)/zprefill.1 $(TESTS) $(BUILD)/loadgen
 	@BUILD=$(BUILD) ZPREFILL=./$(BIN) tests/run.sh $(TESTS) $(wildcard tests/test_*.sh)
 
 # The embedded default: `zprefill serve` on a tiny random model with a small

@@ -266,8 +266,7 @@ int zp_opt_args(const zp_opt_table *t, unsigned cmd, void *cfg, int argc, char *
 	return rc;
 }
 
-/* A key's default as the file would spell it. */
-static void spell_default(const zp_opt *k, char *out, size_t cap)
+void zp_opt_spell_default(const zp_opt *k, char *out, size_t cap)
 {
 	if (is_text(k->type))
 		snprintf(out, cap, "%s", k->def_text ? k->def_text : "none");
@@ -289,7 +288,7 @@ void zp_opt_usage(const zp_opt_table *t, unsigned cmd, FILE *f)
 		const zp_opt *k = &t->keys[i];
 		if (!k->flag || !(k->cmds & cmd))
 			continue;
-		spell_default(k, def, sizeof def);
+		zp_opt_spell_default(k, def, sizeof def);
 		fprintf(f, "  --%-20s %s (%s%s; [%s] %s)\n", k->flag, k->help,
 			k->required & cmd ? "required" : "default ",
 			k->required & cmd ? "" : def, k->section, k->name);

@@ -41,6 +41,7 @@
 #include "reactor.h"
 #include "router.h"
 #include "scheduler.h"
+#include "sd.h"
 #include "serve.h"
 #include "tokenizer.h"
 #include "util.h"
@@ -80,6 +81,14 @@ typedef struct {
 	bool accept_armed[2];		/* [0] the Unix socket, [1] the metrics listener */
 	bool accept_rearm[2];		/* ended on an error: armed again at the next scan */
 	int exit_code;
+	bool sock_owned;		/* we created the socket file (not systemd): ours to unlink */
+	/* systemd (sd.h): load progress as STATUS, watchdog pings while executors
+	   make progress */
+	int status_layers;		/* layers_done last reported */
+	double wd_s, wd_next;		/* watchdog period (0: none), next ping */
+	uint64_t *beats;		/* [live] each executor's count at its last change */
+	double *beat_at;		/* [live] when it last changed, or was idle */
+	bool wd_withheld;		/* the last ping was withheld (logged once per stall) */
 	zp_buf body;			/* response bodies (fixed: zp_api_response_bytes) */
 	double now, next_scan;
 } server;
@@ -345,7 +354,11 @@ static void begin_stop(server *s, const char *why)
 	for (int w = 0; w < 2; w++)
 		if (s->accept_armed[w])
 			zp_reactor_cancel_accept(&s->rx, (uint32_t)w);
-	if (unlink(s->cfg.socket) && errno != ENOENT) /* the next start clears a stale one */
+	zp_sd_notify("STOPPING=1\nSTATUS=stopping (%s): finishing %d admitted requests", why,
+		     s->sched.requests);
+	/* the next start clears a stale one; systemd's socket stays for the next
+	   instance (connections made meanwhile wait in its backlog) */
+	if (s->sock_owned && unlink(s->cfg.socket) && errno != ENOENT)
 		zp_log(ZP_LOG_WARN, "msg=\"cannot remove the socket\" path=%s error=\"%s\"",
 		       s->cfg.socket, strerror(errno));
 	zp_conns_stop(&s->cx);
@@ -365,10 +378,18 @@ static void on_event(server *s)
 			size_t resident = 0;
 			for (int i = 0; i < s->live; i++)
 				resident += zp_place_resident_bytes(pl, i);
+			s->beats = zp_xcalloc((size_t)s->live, sizeof *s->beats);
+			s->beat_at = zp_xcalloc((size_t)s->live, sizeof *s->beat_at);
+			for (int i = 0; i < s->live; i++)
+				s->beat_at[i] = s->now;
 			zp_log(ZP_LOG_INFO, "msg=ready executors=%d parallel=%s resident_mb=%.1f", s->live,
 			       zp_parallel_name(zp_place_parallel(pl)), (double)resident / (1 << 20));
+			zp_sd_notify("READY=1\nSTATUS=serving: %d executors, %s, %.0f MB resident",
+				     s->live, zp_parallel_name(zp_place_parallel(pl)),
+				     (double)resident / (1 << 20));
 		} else {
 			zp_log(ZP_LOG_ERROR, "msg=\"model load failed\" error=\"%s\"", s->load_err.msg);
+			zp_sd_notify("STATUS=model load failed: %s", s->load_err.msg);
 			s->exit_code = s->stopping ? 0 : 1;
 			begin_stop(s, "load-failed");
 		}
@@ -415,6 +436,53 @@ static bool finished(server *s)
 	       !s->accept_armed[0] && !s->accept_armed[1];
 }
 
+/* systemd: loading progress as STATUS lines (once per layer). */
+static void report_status(server *s)
+{
+	if (s->ready || s->stopping || !zp_sd_notifying())
+		return;
+	int done = atomic_load(&s->progress.layers_done), all = atomic_load(&s->progress.layers);
+	if (done == s->status_layers)
+		return;
+	s->status_layers = done;
+	zp_sd_notify("STATUS=loading %s: layer %d of %d", s->cfg.model, done, all);
+}
+
+/* Whether every executor is making progress: idle, or its layer count moved
+   within the last half watchdog period. A wedged one (a deadlock, a device
+   that stopped answering) stands still while busy. Before the model is
+   ready the loader is bounded by the unit's TimeoutStartSec instead. */
+static bool executors_progress(server *s)
+{
+	bool ok = true;
+	for (int i = 0; s->ready && i < s->live; i++) {
+		bool running;
+		uint64_t n = zp_engine_beats(s->eng, i, &running);
+		if (!running || n != s->beats[i]) {
+			s->beats[i] = n;
+			s->beat_at[i] = s->now;
+		} else if (s->now - s->beat_at[i] > s->wd_s / 2) {
+			if (!s->wd_withheld)
+				zp_log(ZP_LOG_ERROR, "msg=\"executor made no progress: withholding the "
+				       "watchdog ping\" executor=%d stalled_s=%.1f", i,
+				       s->now - s->beat_at[i]);
+			ok = false;
+		}
+	}
+	s->wd_withheld = !ok;
+	return ok;
+}
+
+/* systemd's watchdog: a ping each half period while executors progress. */
+static void watchdog(server *s)
+{
+	if (s->wd_s <= 0 || s->now < s->wd_next)
+		return;
+	s->wd_next = s->now + s->wd_s / 2;
+	if (executors_progress(s))
+		zp_sd_notify("WATCHDOG=1");
+}
+
 static void loop(server *s)
 {
 	while (!finished(s)) {
@@ -432,6 +500,8 @@ static void loop(server *s)
 					listen_on(s, w);
 				}
 			zp_conn_check_timeouts(&s->cx);
+			report_status(s);
+			watchdog(s);
 			s->next_scan = s->now + SCAN_S;
 		}
 	}
@@ -444,6 +514,14 @@ static int open_socket(server *s, zp_err *e)
 	struct sockaddr_un a = { .sun_family = AF_UNIX };
 	const char *path = s->cfg.socket;
 	struct stat st;
+	char passed[sizeof a.sun_path];
+	if (zp_sd_listen_fd(&s->lfd, passed, sizeof passed, e))
+		return -1;
+	if (s->lfd >= 0) { /* socket activation: systemd owns the file and its mode */
+		zp_log(ZP_LOG_INFO, "msg=\"serving on the socket systemd passed\" fd=%d path=%s",
+		       s->lfd, passed[0] ? passed : "(unnamed)");
+		return 0;
+	}
 	if (strlen(path) >= sizeof a.sun_path)
 		return zp_errf(e, "socket path over %zu bytes", sizeof a.sun_path - 1);
 	strcpy(a.sun_path, path);
@@ -461,8 +539,10 @@ static int open_socket(server *s, zp_err *e)
 				       strerror(errno));
 	}
 	s->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (s->lfd < 0 || bind(s->lfd, (struct sockaddr *)&a, sizeof a) ||
-	    listen(s->lfd, LISTEN_BACKLOG))
+	if (s->lfd < 0 || bind(s->lfd, (struct sockaddr *)&a, sizeof a))
+		return zp_errf(e, "%s: %s", path, strerror(errno));
+	s->sock_owned = true;
+	if (listen(s->lfd, LISTEN_BACKLOG))
 		return zp_errf(e, "%s: %s", path, strerror(errno));
 	if (chmod(path, (mode_t)s->cfg.socket_mode))
 		return zp_errf(e, "chmod %s: %s", path, strerror(errno));
@@ -571,6 +651,8 @@ static void teardown(server *s)
 		zp_model_free(&s->model);
 	}
 	free(s->lstats);
+	free(s->beats);
+	free(s->beat_at);
 	zp_conns_free(&s->cx);
 	for (int i = 0; s->job_rg && i < s->cfg.queue_requests_max; i++)
 		zp_region_free(&s->job_rg[i]);
@@ -608,6 +690,11 @@ int zp_serve_main(int argc, char **argv)
 		return 2;
 	}
 	zp_log_min = (enum zp_log_level)s->cfg.log_level;
+	if (zp_sd_init(&e)) {
+		zp_log(ZP_LOG_ERROR, "msg=\"cannot start\" error=\"%s\"", e.msg);
+		zp_serve_cfg_free(&s->cfg);
+		return 2;
+	}
 	if (setup(s, &e)) {
 		zp_log(ZP_LOG_ERROR, "msg=\"cannot start\" error=\"%s\"", e.msg);
 		teardown(s);
@@ -616,8 +703,8 @@ int zp_serve_main(int argc, char **argv)
 	}
 	zp_metrics_init(&s->met, zp_now_s());
 	zp_log(ZP_LOG_INFO, "msg=listening socket=%s mode=%04o model=%s tokenizer=%s executors=%d "
-	       "max_tokens=%d max_batch_tokens=%d queue_requests_max=%d", s->cfg.socket,
-	       s->cfg.socket_mode, s->cfg.model, s->tok ? "yes" : "no", s->cfg.executors,
+	       "max_tokens=%d max_batch_tokens=%d queue_requests_max=%d",
+	       s->sock_owned ? s->cfg.socket : "systemd", s->cfg.socket_mode, s->cfg.model, s->tok ? "yes" : "no", s->cfg.executors,
 	       s->cfg.seq_tokens_max, s->cfg.batch_tokens_max, s->cfg.queue_requests_max);
 	atomic_store(&s->progress.layers, s->mcfg.layers);
 	if ((rc = pthread_create(&s->loader, NULL, loader_main, s))) {
@@ -632,6 +719,12 @@ int zp_serve_main(int argc, char **argv)
 	zp_reactor_read(&s->rx, zp_bell_fd(&s->done), &s->efd_val, sizeof s->efd_val, ZP_REACTOR_EVENT);
 	zp_reactor_read(&s->rx, s->sfd, &s->sig, sizeof s->sig, ZP_REACTOR_SIGNAL);
 	s->next_scan = zp_now_s() + SCAN_S;
+	s->wd_s = zp_sd_watchdog_s();
+	s->wd_next = zp_now_s();
+	zp_sd_notify("STATUS=loading %s", s->cfg.model);
+	if (s->wd_s > 0)
+		zp_log(ZP_LOG_INFO, "msg=\"systemd watchdog\" period_s=%.3f ping_every_s=%.3f",
+		       s->wd_s, s->wd_s / 2);
 	loop(s);
 	zp_log(ZP_LOG_INFO, "msg=stopped requests_tokens=%llu batches=%llu exit=%d",
 	       (unsigned long long)s->met.tokens_total, (unsigned long long)s->met.batches_total,
