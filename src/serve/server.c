@@ -77,6 +77,7 @@ typedef struct {
 	_Atomic int load_state;
 	zp_err load_err;
 	bool ready, loader_joined, stopping;
+	bool bound;			/* the socket file is ours: a failed start removes it */
 	bool accept_armed[2];		/* [0] the Unix socket, [1] the metrics listener */
 	bool accept_rearm[2];		/* ended on an error: armed again at the next scan */
 	int exit_code;
@@ -461,8 +462,10 @@ static int open_socket(server *s, zp_err *e)
 				       strerror(errno));
 	}
 	s->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (s->lfd < 0 || bind(s->lfd, (struct sockaddr *)&a, sizeof a) ||
-	    listen(s->lfd, LISTEN_BACKLOG))
+	if (s->lfd < 0 || bind(s->lfd, (struct sockaddr *)&a, sizeof a))
+		return zp_errf(e, "%s: %s", path, strerror(errno));
+	s->bound = true;
+	if (listen(s->lfd, LISTEN_BACKLOG))
 		return zp_errf(e, "%s: %s", path, strerror(errno));
 	if (chmod(path, (mode_t)s->cfg.socket_mode))
 		return zp_errf(e, "chmod %s: %s", path, strerror(errno));
@@ -526,6 +529,8 @@ static int setup(server *s, zp_err *e)
 	zp_req_limits lim = { .vocab = s->mcfg.vocab, .seq_tokens_max = c->seq_tokens_max,
 			      .hidden = s->mcfg.hidden };
 	zp_api_init(&s->api, s->tok, &lim, c->body_bytes_max, c->model_name, &c->rerank);
+	if (zp_api_check(&s->api, e))
+		return -1;
 	zp_sched_init(&s->sched, c->queue_requests_max, c->queue_tokens_max, c->batch_tokens_max,
 		      c->batch_wait_ms / 1e3);
 	size_t resp = zp_api_response_bytes(&s->api);
@@ -580,6 +585,10 @@ static void teardown(server *s)
 	zp_api_free(&s->api);
 	zp_tok_free(s->tok);
 	zp_reactor_free(&s->rx);
+	/* a start that failed after binding: begin_stop did not run to remove it */
+	if (s->bound && !s->stopping && unlink(s->cfg.socket) && errno != ENOENT)
+		zp_log(ZP_LOG_WARN, "msg=\"cannot remove the socket\" path=%s error=\"%s\"",
+		       s->cfg.socket, strerror(errno));
 	if (s->lfd > 0)
 		close(s->lfd);
 	if (s->mfd > 0)
