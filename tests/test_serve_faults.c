@@ -9,6 +9,7 @@
      7  a model whose activations overflow answers 500, never a 200 with null
      9  errors point the right way (505 type, 411, 415, the 503's JSON body,
         a long rerank instruction named, no "per line" over HTTP)
+    10  a long /tokenize does not hold /health back
    Every wait is a liveness bound, never a speed. */
 #define _GNU_SOURCE
 #include <cjson/cJSON.h>
@@ -305,6 +306,62 @@ static void test_refused_flood(pid_t pid)
 	zp_buf_free(&out);
 }
 
+/* 10: /health on one connection while a 1 MB /tokenize is in flight on
+   another. ZP_FAULT_OFFLOAD_HOLD holds the build until the file goes, so
+   "in flight" is a fact, not a race: /health must come back while the
+   /tokenize has no answer, and the /tokenize must come back once released.
+   (A reactor that tokenizes in place answers the /tokenize first: the pause
+   before /health only gives it the time to.) */
+static void test_tokenize_not_blocking(void)
+{
+	char hold[300];
+	snprintf(hold, sizeof hold, "%s/hold", dir);
+	write_file(hold, "");
+	setenv("ZP_FAULT_OFFLOAD_HOLD", hold, 1);
+	pid_t pid = start("tests/models/tiny-tok", cfg_main);
+	unsetenv("ZP_FAULT_OFFLOAD_HOLD");
+	size_t n = 1u << 20;
+	zp_buf body, out, hb;
+	zp_buf_init(&body, n + 64);
+	zp_buf_init(&out, 1 << 16);
+	zp_buf_init(&hb, 4096);
+	zp_buf_puts(&body, "{\"prompt\":\"");
+	for (size_t i = 0; i < n / 8 - 2; i++)
+		zp_buf_puts(&body, "ab, cd. ");
+	zp_buf_puts(&body, "\"}");
+	char head[200];
+	snprintf(head, sizeof head, "POST /tokenize HTTP/1.1\r\nContent-Length: %zu\r\n\r\n",
+		 body.len);
+	zp_err e;
+	int big = zp_client_connect(sock, &e), small = zp_client_connect(sock, &e);
+	send_all(big, head, strlen(head));
+	send_all(big, body.p, body.len);
+	sleep_ms(500);
+	double t0 = zp_now_s();
+	send_all(small, "GET /health HTTP/1.1\r\n\r\n", 24);
+	struct pollfd p = { .fd = small, .events = POLLIN };
+	CHECK(poll(&p, 1, 30000) == 1, "/health unanswered for 30 s");
+	double health_ms = (zp_now_s() - t0) * 1e3;
+	read_for(small, &hb, 200);
+	struct pollfd q = { .fd = big, .events = POLLIN };
+	bool big_answered = poll(&q, 1, 0) == 1;
+	unlink(hold);
+	read_for(big, &out, 30000);
+	printf("fault 10: /health answered (%.1f ms) while the 1 MB /tokenize was %s\n", health_ms,
+	       big_answered ? "already answered: tokenized on the reactor" : "still in flight");
+	CHECK(strstr(hb.p, "HTTP/1.1 200"), "health: %.100s", hb.p);
+	CHECK(!big_answered, "the /tokenize was answered before /health: it held the loop");
+	/* 400: more ids than max_tokens, counted by tokenizing all of it */
+	CHECK(strstr(out.p, "HTTP/1.1 400") && strstr(out.p, "tokens (max 2048)"),
+	      "tokenize once released: %.300s", out.p);
+	close(big);
+	close(small);
+	CHECK(stop(pid) == 0, "clean stop");
+	zp_buf_free(&body);
+	zp_buf_free(&out);
+	zp_buf_free(&hb);
+}
+
 /* tiny-tok with model.norm.weight at bf16's largest finite value: it loads
    (every value is finite) but the final states overflow to Inf and NaN. */
 static void overflow_model(char *out, size_t cap)
@@ -422,6 +479,7 @@ int main(void)
 		test_refused_flood(pid);
 	}
 	test_nonfinite();
+	test_tokenize_not_blocking();
 	char cmd[300];
 	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
 	if (system(cmd))
