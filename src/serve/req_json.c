@@ -252,8 +252,8 @@ static int parse(zp_req *r, const char *json, size_t len, const zp_req_limits *l
 	if (!root && r->region && r->region->fails != fails)
 		return zp_req_full(r, err);
 	if (!root)
-		return zp_req_fail(err, NULL, "request is not valid JSON (one value per line, no NUL "
-				   "escapes)");
+		return zp_req_fail(err, NULL, "request is not valid JSON (one object, nothing "
+				   "after it)");
 	if (!cJSON_IsObject(root)) {
 		cJSON_Delete(root);
 		return zp_req_fail(err, NULL, "request must be a JSON object");

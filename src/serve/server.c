@@ -4,7 +4,8 @@
    reactor (reactor.c, bounded by the next deadline), hands connection
    completions to conn.c, cuts batches for idle executors and checks
    timeouts. It never blocks and never runs a forward pass; tokenizing a
-   request is its bounded work (the body limit). The loader thread loads the
+   small request is its bounded work, and a body of ZP_OFFLOAD_BODY_MIN bytes
+   or more is built on the offload worker (offload.h). The loader thread loads the
    weights and starts the executors while the reactor already answers
    /health (503 with progress) and /tokenize.
 
@@ -38,6 +39,7 @@
 #include "http.h"
 #include "metrics.h"
 #include "model.h"
+#include "offload.h"
 #include "reactor.h"
 #include "router.h"
 #include "scheduler.h"
@@ -67,6 +69,7 @@ typedef struct {
 	zp_sched sched;
 	zp_metrics met;
 	zp_api api;
+	zp_offload *off;		/* builds large bodies off this thread (NULL: none fit) */
 	zp_tok *tok;
 	zp_config mcfg;
 	zp_model model;
@@ -81,7 +84,8 @@ typedef struct {
 	bool accept_armed[2];		/* [0] the Unix socket, [1] the metrics listener */
 	bool accept_rearm[2];		/* ended on an error: armed again at the next scan */
 	int exit_code;
-	bool sock_owned;		/* we created the socket file (not systemd): ours to unlink */
+	bool sock_owned;		/* we created the socket file (not systemd): ours to
+					   unlink at stop, or when the start fails */
 	/* systemd (sd.h): load progress as STATUS, watchdog pings while executors
 	   make progress */
 	int status_layers;		/* layers_done last reported */
@@ -196,6 +200,57 @@ static zp_api_job *job_take(server *s)
 	return j;
 }
 
+/* The job slot for a request that runs the model, or NULL with the 503
+   sent (stopping, loading, every slot in use). */
+static zp_api_job *model_job(server *s, zp_conn *c)
+{
+	if (s->stopping) {
+		respond_error(s, c, ZP_HTTP_ERR_UNAVAILABLE, 1, "%s", "server is shutting down");
+		return NULL;
+	}
+	if (!s->ready) {
+		respond_error(s, c, ZP_HTTP_ERR_UNAVAILABLE, 1, "%s",
+			      "model is loading; see GET /health");
+		return NULL;
+	}
+	zp_api_job *j = job_take(s);
+	if (!j) {
+		s->met.overloaded++;
+		respond_error(s, c, ZP_HTTP_ERR_UNAVAILABLE, 1, "%s",
+			      "queue is full (requests); retry later");
+	}
+	return j;
+}
+
+/* A built job into the scheduler; the connection waits for its answer. */
+static void admit(server *s, zp_conn *c, zp_api_job *j)
+{
+	if (zp_sched_admit(&s->sched, &j->eng, s->now)) {
+		job_put_back(s, j);
+		s->met.overloaded++;
+		return respond_error(s, c, ZP_HTTP_ERR_UNAVAILABLE, 1, "%s",
+				     "queue is full (tokens); retry later");
+	}
+	j->eng.owner = owner_pack(zp_conn_slot(&s->cx, c), c->gen);
+	c->job = j;
+	c->state = ZP_CONN_ENGINE;
+}
+
+/* A large body is built on the offload worker: the connection waits in
+   ENGINE without a job until the build comes back (offload_reap). */
+static void offload(server *s, zp_conn *c, zp_api_job *j, const char *body, size_t len)
+{
+	if (zp_offload_submit(s->off, owner_pack(zp_conn_slot(&s->cx, c), c->gen), c->ep, body,
+			      len, j)) {
+		if (j)
+			job_put_back(s, j);
+		s->met.overloaded++;
+		return respond_error(s, c, ZP_HTTP_ERR_UNAVAILABLE, 1, "%s", "every slot for "
+				     "large request bodies is in use; retry later");
+	}
+	c->state = ZP_CONN_ENGINE;
+}
+
 /* A whole request (head and body) is in c->in (conn.c's on_request). */
 static void handle_request(void *arg, zp_conn *c)
 {
@@ -212,34 +267,52 @@ static void handle_request(void *arg, zp_conn *c)
 	if (c->metrics_only && !(r->flags & ZP_ROUTE_SCRAPE))
 		return respond_error(s, c, ZP_HTTP_ERR_NOT_FOUND, 0, "%s",
 				     "this listener serves GET /metrics only");
-	if (!(r->flags & ZP_ROUTE_NEEDS_MODEL))
+	/* parsing and tokenizing a large body would hold every other connection */
+	bool big = s->off && len >= ZP_OFFLOAD_BODY_MIN && (r->flags & ZP_ROUTE_JSON);
+	if (!(r->flags & ZP_ROUTE_NEEDS_MODEL) && !big)
 		return answer_now(s, c, body, len);
-	if (s->stopping)
-		return respond_error(s, c, ZP_HTTP_ERR_UNAVAILABLE, 1, "%s", "server is shutting down");
-	if (!s->ready)
-		return respond_error(s, c, ZP_HTTP_ERR_UNAVAILABLE, 1, "%s",
-				     "model is loading; see GET /health");
-	zp_api_job *j = job_take(s);
-	if (!j) {
-		s->met.overloaded++;
-		return respond_error(s, c, ZP_HTTP_ERR_UNAVAILABLE, 1, "%s",
-				     "queue is full (requests); retry later");
-	}
+	zp_api_job *j = NULL;
+	if ((r->flags & ZP_ROUTE_NEEDS_MODEL) && !(j = model_job(s, c)))
+		return;
+	if (big)
+		return offload(s, c, j, body, len);
 	zp_api_reply reply = { .body = &s->body };
 	status = zp_api_build(&s->api, c->ep, NULL, body, len, j, &reply);
 	if (status > 0) {
 		job_put_back(s, j);
 		return respond_json(s, c, body_fits(s, status), 0);
 	}
-	if (zp_sched_admit(&s->sched, &j->eng, s->now)) {
-		job_put_back(s, j);
-		s->met.overloaded++;
-		return respond_error(s, c, ZP_HTTP_ERR_UNAVAILABLE, 1, "%s",
-				     "queue is full (tokens); retry later");
+	admit(s, c, j);
+}
+
+/* Builds the offload worker finished: answered, or admitted. A connection
+   that went away meanwhile (its slot closed, or reused) is not answered. */
+static void offload_reap(server *s)
+{
+	zp_offload_done d;
+	while (s->off && zp_offload_poll(s->off, &d)) {
+		uint32_t slot = (uint32_t)(d.owner >> 32), gen = (uint32_t)d.owner;
+		ZP_ASSERT(slot < (uint32_t)s->cx.n);
+		zp_conn *c = &s->cx.slot[slot];
+		bool waiting = c->gen == gen && c->state == ZP_CONN_ENGINE && !c->job;
+		if (d.job && (!waiting || d.status > 0))
+			job_put_back(s, d.job);
+		if (!waiting) {
+			s->met.dropped_gone++;
+		} else if (d.status > 0 && d.reply->body->overflow) {
+			zp_api_error(&s->body, ZP_HTTP_ERR_INTERNAL, NULL, "the response is over the "
+				     "%zu-byte response buffer (sized from the limits)",
+				     d.reply->body->cap);
+			respond_json(s, c, ZP_HTTP_ERR_INTERNAL, 0);
+		} else if (d.status > 0) {
+			respond(s, c, d.status, d.reply->content_type, d.reply->body->p,
+				d.reply->body->len, d.reply->retry_after_s);
+		} else {
+			ZP_ASSERT(d.job); /* only routes that run the model build a job */
+			admit(s, c, d.job);
+		}
+		zp_offload_release(s->off, d.slot);
 	}
-	j->eng.owner = owner_pack(zp_conn_slot(&s->cx, c), c->gen);
-	c->job = j;
-	c->state = ZP_CONN_ENGINE;
 }
 
 /* The client of an admitted job has gone (conn.c's on_gone): drop the job. */
@@ -395,6 +468,7 @@ static void on_event(server *s)
 		}
 	}
 	reap(s);
+	offload_reap(s);
 }
 
 static void on_accept(server *s, const zp_reactor_event *ev, int which)
@@ -433,7 +507,7 @@ static void on_completion(void *arg, const zp_reactor_event *ev)
 static bool finished(server *s)
 {
 	return s->stopping && s->loader_joined && s->sched.requests == 0 && s->met.conns_open == 0 &&
-	       !s->accept_armed[0] && !s->accept_armed[1];
+	       !s->accept_armed[0] && !s->accept_armed[1] && zp_offload_inflight(s->off) == 0;
 }
 
 /* systemd: loading progress as STATUS lines (once per layer). */
@@ -606,6 +680,8 @@ static int setup(server *s, zp_err *e)
 	zp_req_limits lim = { .vocab = s->mcfg.vocab, .seq_tokens_max = c->seq_tokens_max,
 			      .hidden = s->mcfg.hidden };
 	zp_api_init(&s->api, s->tok, &lim, c->body_bytes_max, c->model_name, &c->rerank);
+	if (zp_api_check(&s->api, e))
+		return -1;
 	zp_sched_init(&s->sched, c->queue_requests_max, c->queue_tokens_max, c->batch_tokens_max,
 		      c->batch_wait_ms / 1e3);
 	size_t resp = zp_api_response_bytes(&s->api);
@@ -628,6 +704,9 @@ static int setup(server *s, zp_err *e)
 		s->job_free = &s->jobs[i].eng;
 	}
 	zp_buf_init_fixed(&s->body, NULL, resp + 1);
+	if (c->body_bytes_max >= ZP_OFFLOAD_BODY_MIN) /* rung only after a submit: bell set below */
+		s->off = zp_offload_new(s->tok, &lim, c->body_bytes_max, c->model_name, &c->rerank,
+					resp, &s->done);
 	zp_log(ZP_LOG_INFO, "msg=\"request memory\" job_region_kb=%zu jobs=%d parse_region_kb=%zu "
 	       "response_kb=%zu", job_bytes >> 10, c->queue_requests_max, s->api.parse.cap >> 10,
 	       resp >> 10);
@@ -654,6 +733,7 @@ static void teardown(server *s)
 	free(s->beats);
 	free(s->beat_at);
 	zp_conns_free(&s->cx);
+	zp_offload_free(s->off); /* before the tokenizer its worker reads */
 	for (int i = 0; s->job_rg && i < s->cfg.queue_requests_max; i++)
 		zp_region_free(&s->job_rg[i]);
 	free(s->job_rg);
@@ -662,6 +742,10 @@ static void teardown(server *s)
 	zp_api_free(&s->api);
 	zp_tok_free(s->tok);
 	zp_reactor_free(&s->rx);
+	/* a start that failed after binding: begin_stop did not run to remove it */
+	if (s->sock_owned && !s->stopping && unlink(s->cfg.socket) && errno != ENOENT)
+		zp_log(ZP_LOG_WARN, "msg=\"cannot remove the socket\" path=%s error=\"%s\"",
+		       s->cfg.socket, strerror(errno));
 	if (s->lfd > 0)
 		close(s->lfd);
 	if (s->mfd > 0)
@@ -704,8 +788,8 @@ int zp_serve_main(int argc, char **argv)
 	zp_metrics_init(&s->met, zp_now_s());
 	zp_log(ZP_LOG_INFO, "msg=listening socket=%s mode=%04o model=%s tokenizer=%s executors=%d "
 	       "max_tokens=%d max_batch_tokens=%d queue_requests_max=%d",
-	       s->sock_owned ? s->cfg.socket : "systemd", s->cfg.socket_mode, s->cfg.model, s->tok ? "yes" : "no", s->cfg.executors,
-	       s->cfg.seq_tokens_max, s->cfg.batch_tokens_max, s->cfg.queue_requests_max);
+	       s->sock_owned ? s->cfg.socket : "systemd", s->cfg.socket_mode, s->cfg.model,
+	       s->tok ? "yes" : "no", s->cfg.executors, s->cfg.seq_tokens_max, s->cfg.batch_tokens_max, s->cfg.queue_requests_max);
 	atomic_store(&s->progress.layers, s->mcfg.layers);
 	if ((rc = pthread_create(&s->loader, NULL, loader_main, s))) {
 		zp_log(ZP_LOG_ERROR, "msg=\"cannot start\" error=\"loader thread: %s\"", strerror(rc));
