@@ -18,9 +18,11 @@ int zp_api_tokenize_build(zp_api_call *c)
 		return rc;
 	if (!cJSON_IsString(p))
 		return zp_api_bad(c, "prompt", "prompt must be a string");
+	if (zp_json_nul_outside(c->root, (const char *const[]){ "prompt", NULL }))
+		return zp_api_bad(c, NULL, "only prompt may hold \\u0000");
 	/* The Qwen post-processor adds no tokens, so add_special_tokens changes nothing. */
 	zp_req_error err;
-	if (zp_req_encode(&c->a->lim, p->valuestring, strlen(p->valuestring), ids, &n, "prompt",
+	if (zp_req_encode(&c->a->lim, p->valuestring, zp_json_strlen(p), ids, &n, "prompt",
 			  &err))
 		return zp_api_error(c->out, err.code, err.param, "%s", err.message);
 	zp_buf_reset(c->out);
