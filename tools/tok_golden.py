@@ -2,7 +2,11 @@
 """tok_golden.py -- the tokenizer conformance corpus and its goldens from the HF
 `tokenizers` library (the oracle, DESIGN.md section 8).
 
-  python3 tools/tok_golden.py --tokenizer TOKENIZER.json --out GOLDEN.jsonl
+  python3 tools/tok_golden.py --tokenizer TOKENIZER.json --out GOLDEN.jsonl [--gpt2]
+
+--gpt2: the tokenizer with its pre-tokenizer replaced by GPT-2's
+(ByteLevel(use_regex=true), GPT2_PRETOK), the other pattern zprefill matches;
+tests/test_tokenizer.c makes the same replacement.
 
 Writes one line per text: {"text", "ids", "decoded"} where ids is
 Tokenizer.encode(text, add_special_tokens=False).ids and decoded is
@@ -160,15 +164,25 @@ def corpus(seed=1, n=400):
     return out + unicode_lines()
 
 
+GPT2_PRETOK = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokenizer", required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--gpt2", action="store_true")
     a = ap.parse_args()
     import tokenizers
-    tok = tokenizers.Tokenizer.from_file(a.tokenizer)
+    spec = json.load(open(a.tokenizer, encoding="utf-8"))
+    if a.gpt2:
+        spec["pre_tokenizer"] = GPT2_PRETOK
+    tok = tokenizers.Tokenizer.from_str(json.dumps(spec))
     with open(a.out, "w", encoding="utf-8") as f:
-        f.write(json.dumps({"tool": "tools/tok_golden.py", "tokenizers": tokenizers.__version__}) + "\n")
+        head = {"tool": "tools/tok_golden.py", "tokenizers": tokenizers.__version__}
+        if a.gpt2:
+            head["pre_tokenizer"] = GPT2_PRETOK
+        f.write(json.dumps(head) + "\n")
         for text in corpus():
             ids = tok.encode(text, add_special_tokens=False).ids
             dec = tok.decode(ids, skip_special_tokens=False)
