@@ -145,6 +145,11 @@ def compose_lines():
             "\u1161\u11a8", "\u11a8", "\u1112\u1175\u11c2\u11c3", "\uac00\u0301\u11a8", "\ud7a3\u11a8",
             "a\u0301\u0316", "a\u0316\u0301", "a\u0315\u0300\u05ae\u0300b", "a\u0301\u0301",
             "e\u0316\u0301", "\u0301e", "\u0301\u0301", "A\u030a\u0301", "\u212b\u0301", "\u0958\u093c"]
+    # every precomposed pair, then marks of lower, equal and higher class than its own
+    pre = [chr(c) for c in range(0xC0, 0x30000) if unicodedata.decomposition(chr(c))[:1] not in ("", "<")
+           and len(unicodedata.decomposition(chr(c)).split()) == 2]
+    for i in range(0, len(pre), 32):
+        out.append(" ".join(p + "\u0328" + p + "\u0334\u0316" + p + "\u0345" + p + "\u0301x" for p in pre[i:i + 32]))
     # every mark of Python's own database with a non-zero class, after a base, in lines of 32
     marks = [chr(c) for c in range(0x300, 0x110000) if unicodedata.combining(chr(c))]
     for i in range(0, len(marks), 32):

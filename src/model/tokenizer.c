@@ -871,7 +871,8 @@ static size_t nfc_decompose(uint32_t *d, size_t cap, const uint8_t *p, size_t n)
 			one[1] = HANGUL_V + si % (HANGUL_NV * HANGUL_NT) / HANGUL_NT;
 			one[2] = HANGUL_T + si % HANGUL_NT;
 			len = one[2] == HANGUL_T ? 2 : 3;
-		} else if (zp_uc_prop(c) & ZP_UC_NFC) {
+		} else if (c >= 0x80) { /* a composite that is quick-check Yes decomposes too:
+					  a mark after it may sort before its own */
 			int k = zp_uc_decomp(c, &seq);
 			len = k ? k : 1;
 			if (!k)
