@@ -9,7 +9,7 @@ BUILD   ?= build
 OPT     ?= -O3
 CFLAGS  := -std=gnu11 $(OPT) -g -march=x86-64-v3 -ffp-contract=off -pthread $(ROOMS:%=-Isrc/%) -Iipc \
            -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter $(EXTRA_CFLAGS)
-LDLIBS  := -lcjson -lpcre2-8 -lutf8proc -luring -linih -lnuma -lm -lpthread
+LDLIBS  := -lcjson -luring -linih -lnuma -lm -lpthread
 LDFLAGS += $(EXTRA_LDFLAGS)
 
 NVCC    := $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
@@ -146,9 +146,9 @@ FUZZ_CFLAGS := -std=gnu11 -O1 -g -fsanitize=fuzzer,address,undefined $(ROOMS:%=-
 # Each target runs FUZZ_SECONDS on a corpus seeded from tests/fuzz-corpus/.
 FUZZ_TARGETS := safetensors request http tokenizer
 FUZZ_SRC_safetensors := src/model/safetensors.c src/base/json.c src/base/util.c
-FUZZ_SRC_request := $(wildcard src/serve/api*.c) src/serve/req_json.c src/serve/router.c src/serve/http.c src/serve/metrics.c src/engine/request.c src/model/tokenizer.c src/base/region.c src/base/json.c src/base/util.c
+FUZZ_SRC_request := $(wildcard src/serve/api*.c) src/serve/req_json.c src/serve/router.c src/serve/http.c src/serve/metrics.c src/engine/request.c src/model/tokenizer.c src/model/unicode_tables.c src/base/region.c src/base/json.c src/base/util.c
 FUZZ_SRC_http := src/serve/http.c src/base/json.c src/base/util.c
-FUZZ_SRC_tokenizer := src/model/tokenizer.c src/base/json.c src/base/util.c
+FUZZ_SRC_tokenizer := src/model/tokenizer.c src/model/unicode_tables.c src/base/json.c src/base/util.c
 fuzz: | $(DEPS_OK)
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		mkdir -p $(BUILD)/fuzz/corpus-$$t; \
@@ -156,7 +156,7 @@ fuzz: | $(DEPS_OK)
 		case $$t in safetensors) srcs="$(FUZZ_SRC_safetensors)";; request) srcs="$(FUZZ_SRC_request)";; \
 			http) srcs="$(FUZZ_SRC_http)";; tokenizer) srcs="$(FUZZ_SRC_tokenizer)";; esac; \
 		echo "fuzz: $$t for $(FUZZ_SECONDS)s"; \
-		clang $(FUZZ_CFLAGS) -o $(BUILD)/fuzz/fuzz_$$t tests/fuzz_$$t.c $$srcs -lcjson -lpcre2-8 -lutf8proc -lm; \
+		clang $(FUZZ_CFLAGS) -o $(BUILD)/fuzz/fuzz_$$t tests/fuzz_$$t.c $$srcs -lcjson -lm; \
 		$(BUILD)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
 			$(BUILD)/fuzz/corpus-$$t 2>&1 | tail -n 2; \
 	done

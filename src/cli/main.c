@@ -479,14 +479,14 @@ static int cmd_tokenize(int argc, char **argv)
 	zp_buf out;
 	zp_buf_init(&out, 1 << 16);
 	while (!ferror(stdout) && read_line(&rd, &line, &len, &too_long)) {
-		cJSON *o = too_long ? NULL : zp_json_parse(line, len);
+		cJSON *o = too_long ? NULL : zp_json_parse_text(line, len);
 		const cJSON *text = cJSON_GetObjectItemCaseSensitive(o, "text");
 		out.len = 0;
 		if (!cJSON_IsString(text)) {
 			zp_buf_puts(&out, "{\"error\":\"each line must be {\\\"text\\\": string}\"}\n");
 			bad++;
 		} else {
-			size_t n = strlen(text->valuestring);
+			size_t n = zp_json_strlen(text); /* NUL bytes (\u0000) included */
 			double t0 = zp_now_s();
 			int k = zp_tok_encode(s, text->valuestring, n, ids, cap);
 			if (k > cap) {

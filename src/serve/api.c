@@ -171,7 +171,8 @@ int zp_api_build(zp_api *a, enum zp_route ep, const zp_api_view *view, const cha
 	/* the tree lands in the parse region; deleting it there is a no-op, and
 	   the endpoints may keep pointers into it until the next build */
 	zp_region *prev = zp_region_enter(&a->parse);
-	cJSON *root = zp_json_parse(body, len);
+	/* /tokenize reads its prompt with its length: the one route taking \u0000 */
+	cJSON *root = ep == ZP_ROUTE_TOKENIZE ? zp_json_parse_text(body, len) : zp_json_parse(body, len);
 	int rc;
 	if (!root && a->parse.fails)
 		rc = zp_api_full(&c, &a->parse);
