@@ -2,8 +2,8 @@
    api_tei.c) share with the endpoints: the unknown-field policy (ignored
    with a rate-limited warning, as vLLM does), text encoded whole into the
    parse region (so truncation can keep either end), truncation, and the
-   Matryoshka cut of an embedding. Reactor thread only (the warning's counter
-   is its own). */
+   Matryoshka cut of an embedding. The thread that builds with an api (the
+   reactor, the offload worker) owns its warning counts. */
 #include <math.h>
 #include <string.h>
 
@@ -13,28 +13,23 @@
 #define WARN_PERIOD_S 10.0	/* ignored-field lines: at most WARN_BURST a period */
 #define WARN_BURST 8
 
-/* Reactor thread only: the period's start, its lines, and the fields not
-   written since the last line. */
-static double warn_period_s = -1e30;
-static int warn_lines;
-static unsigned long warn_skipped;
-
 void zp_api_ignored(zp_api_call *c, const char *field)
 {
+	zp_api *a = c->a;
 	double now = zp_now_s();
-	if (now - warn_period_s >= WARN_PERIOD_S) {
-		warn_period_s = now;
-		warn_lines = 0;
+	if (a->warn_lines == 0 || now - a->warn_period_s >= WARN_PERIOD_S) {
+		a->warn_period_s = now;
+		a->warn_lines = 0;
 	}
-	if (warn_lines == WARN_BURST) {
-		warn_skipped++;
+	if (a->warn_lines == WARN_BURST) {
+		a->warn_skipped++;
 		return;
 	}
 	zp_log(ZP_LOG_WARN, "msg=\"ignored unknown request field (as vLLM does)\" endpoint=%s "
 	       "field=\"%.64s\" not_logged_before=%lu", zp_route_name(c->job->ep), field,
-	       warn_skipped);
-	warn_lines++;
-	warn_skipped = 0;
+	       a->warn_skipped);
+	a->warn_lines++;
+	a->warn_skipped = 0;
 }
 
 void zp_api_ignore_unknown(zp_api_call *c, const cJSON *o, const char *where,

@@ -15,7 +15,7 @@
 
 #define LP_FLOOR -9999.0f	/* vLLM writes -inf log-probs as this */
 
-/* Reactor thread only: numbers the response ids. */
+/* Numbers the response ids: finish runs on the reactor thread only. */
 static unsigned long long resp_seq;
 
 static void resp_id(zp_buf *out, const char *kind)
