@@ -114,9 +114,10 @@ uninstall:
 test: $(BIN) $(BUILD)/zprefill.1 $(TESTS) $(BUILD)/loadgen
 	@BUILD=$(BUILD) ZPREFILL=./$(BIN) tests/run.sh $(TESTS) $(wildcard tests/test_*.sh)
 
-# The embedded default: `zprefill serve` on a tiny random model with a small
-# Qwen-style tokenizer (tests/models/tiny-tok), answering a few requests through
-# its Unix socket (tools/demo.sh), then stopping on SIGTERM.
+# The embedded default: `zprefill serve` on models/default (a small Qwen3-MoE
+# trained on WordNet by tools/train_default.py, committed: no torch needed),
+# answering requests a person can judge through its Unix socket (tools/demo.sh),
+# then stopping on SIGTERM.
 run: $(BIN)
 	@ZPREFILL=./$(BIN) tools/demo.sh
 

@@ -1,12 +1,17 @@
 #!/bin/sh
 # demo.sh -- what `make run` shows: the server started on the embedded default
-# (a tiny random Qwen3-MoE with a small Qwen-style tokenizer, tests/models/tiny-tok),
-# a few requests answered through its Unix socket, then a clean SIGTERM stop.
+# (models/default: a small Qwen3-MoE with the real Qwen3 tokenizer, trained by
+# tools/train_default.py to name the WordNet category of a word or a short
+# description; trained to rerank, it did not learn to), requests a person can
+# judge answered through its Unix socket, then a clean SIGTERM stop. Each answer
+# is shown as the server sent it, then read out by python3 (a token id never
+# without its text).
 set -eu
 Z=${ZPREFILL:-./zprefill}
-M=${MODEL:-tests/models/tiny-tok}
+M=${MODEL:-models/default}
 S=${SOCKET:-build/zprefill.sock}
 mkdir -p "$(dirname "$S")"
+export DEMO_SOCKET="$S"
 "$Z" serve --model "$M" --socket "$S" &
 PID=$!
 trap 'kill $PID 2>/dev/null || true' EXIT
@@ -15,20 +20,53 @@ until curl -s --unix-socket "$S" http://x/health 2>/dev/null | grep -q '"ok"'; d
 	i=$((i + 1)); [ $i -gt 200 ] && { echo "server did not start"; exit 1; }
 	sleep 0.05
 done
-show() { # path body
-	echo "--- POST $1  $2"
-	curl -s --unix-socket "$S" -d "$2" "http://x$1"; echo
+post() { # path body: the answer on stdout
+	curl -s --unix-socket "$S" -d "$2" "http://x$1"
 }
+show() { # reader path body: the request, the answer (cut after 400 bytes), and
+	 # its reading (tools/demo_read.py)
+	echo "--- POST $2  $3"
+	r=$(post "$2" "$3")
+	printf '%s' "$r" | sed 's/"embedding":\[[^]]*\]/"embedding":[...]/g' |
+		awk '{ if (length($0) > 400) print substr($0, 1, 400) " ... (" length($0) " bytes)"; else print }'
+	printf '%s' "$r" | python3 tools/demo_read.py "$1" "$3"
+}
+LABELS='["food","animal","plant","person","place","artifact","body","time","emotion","material"]'
+
+echo "=== zprefill on $M: a 2-layer Qwen3-MoE (8 experts, top-2, hidden 32, 10 MB) trained"
+echo "    on WordNet 3.0 (Debian wordnet-base) to name the category of a word or a"
+echo "    description (and, not learned, to tell a word's definition from others)."
+echo "    Recipe: $M/RECIPE.md."
+python3 tools/demo_read.py heldout "$M"
 echo "--- GET /health"; curl -s --unix-socket "$S" http://x/health; echo
-show /v1/prefill '{"id":1,"prompt":"The quick brown fox","candidates":[" yes"," no"],"top_logprobs":3}'
-show /classify '{"input":["what a great movie","a dull film"],"labels":["positive","negative"]}'
-show /v1/score '{"query":"Is this review positive? ","items":["yes it is","not at all"],"label_token_ids":[283,341],"apply_softmax":true}'
-show /v1/rerank '{"query":"capital of France","documents":["Paris is the capital of France","Bananas are yellow"]}'
-show /tokenize '{"prompt":"你好, world!"}'
-echo "--- zprefill classify --socket $S --labels positive,negative \"what a great movie\""
-"$Z" classify --socket "$S" --labels positive,negative "what a great movie"
-echo "--- zprefill embed --socket $S hello"
-"$Z" embed --socket "$S" hello
+
+echo
+echo "=== classify: which category? Descriptions written for this demo, then single words"
+echo "    (a word alone is harder: the categories were learned mostly from definitions)"
+show classify /classify '{"input":["a sweet yellow fruit","a large striped wild cat","a tall tree with needles and cones","a person who plays the violin","a city on the river Seine","a tool for driving nails","the joint between the upper and lower arm","the first day of the working week","a feeling of great happiness","a hard grey metal used to make steel","banana","tiger","oak","violinist","Paris","hammer","elbow","Monday","joy","iron"],"labels":'"$LABELS"'}'
+
+echo
+echo "=== rerank: which definition belongs to the word? (WordNet glosses). This checkpoint did"
+echo "    NOT learn it (held-out: chance, above): every score is near 1/3 (a real reranker: last line)"
+show rerank /v1/rerank '{"query":"violin","instruction":"Given a word, retrieve its dictionary definition","documents":["elongated crescent-shaped yellow fruit with soft sweet flesh","bowed stringed instrument that is the highest member of the violin family","large feline of forests in most of Asia having a tawny coat with black stripes","a hand tool with a heavy rigid head and a handle; used to deliver an impulsive force by striking"],"return_documents":true}'
+
+echo
+echo "=== embeddings: nearest neighbours by cosine (/v1/embeddings: last token, normalised)"
+show neighbours /v1/embeddings '{"input":["a sweet yellow fruit","bread made from wheat flour","a large striped wild cat","a small domestic dog","a tall tree with needles","a flower with thorns","a tool for driving nails","a tool for cutting wood","a city in France","a city in England","a day of the week","a month of the year"]}'
+
+echo
+echo "=== the native request: log-probs of chosen next tokens after a prompt"
+show prefill /v1/prefill '{"id":1,"prompt":"a small furry animal that purrs","candidates":["animal","food","plant","artifact"]}'
+
+echo
+echo "=== tokenize (the Qwen3 tokenizer; each id with its text, from /detokenize)"
+show tokenize /tokenize '{"prompt":"a violinist, 你好!"}'
+
+echo
+echo "--- zprefill classify --socket $S --labels food,animal,plant \"a red fruit that grows on trees\""
+"$Z" classify --socket "$S" --labels food,animal,plant "a red fruit that grows on trees"
 echo "--- SIGTERM"
 kill -TERM $PID
 wait $PID
+echo
+echo "=== a real model: zprefill serve --model DIR, DIR a Hugging Face checkpoint as published (config.json, *.safetensors, tokenizer.json): Qwen3-30B-A3B, Qwen3-Reranker-0.6B (/v1/rerank) or Qwen3-Embedding-0.6B (/v1/embeddings)"

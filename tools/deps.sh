@@ -21,15 +21,15 @@ if [ -n "$missing" ]; then
 		echo "deps: missing:$missing -- run 'sudo tools/deps.sh'" >&2; exit 1
 	fi
 	echo "deps: installing:$missing"
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+	apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y $missing
 fi
 # tools/gen_model.py (make run, benchmarks) needs numpy; tests do not.
 if ! python3 -c 'import numpy' 2>/dev/null; then
 	[ "${1:-}" = "--check" ] && { echo "deps: missing: numpy"; exit 1; }
 	echo "deps: installing: numpy (pip)"
-	python3 -m pip install -q numpy 2>/dev/null ||
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-numpy >/dev/null
+	python3 -m pip install numpy 2>/dev/null ||
+		DEBIAN_FRONTEND=noninteractive apt-get install -y python3-numpy
 fi
 # tests/test_compat.sh drives the server with the clients of other engines:
 # the openai package and requests (pip; without them that test skips).

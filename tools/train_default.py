@@ -1,0 +1,367 @@
+#!/usr/bin/env python3
+"""train_default.py -- trains the embedded default model (models/default/): a small
+Qwen3-MoE checkpoint in the exact Hugging Face layout (config.json for
+Qwen3MoeForCausalLM, model.safetensors in bf16, the real Qwen3 tokenizer), taught
+one task a person can judge at a glance, from WordNet 3.0 as Debian's
+`wordnet-base` package ships it (/usr/share/wordnet):
+
+  classify  a word or a short description -> its WordNet lexicographer category,
+            named by one token each: food animal plant person place artifact body
+            time emotion material (noun.food ... noun.substance). /classify
+            scores these labels after the text (a softmax over the labels'
+            log-probs), so the loss is exactly that softmax.
+  rerank    query = a word, document = a gloss: P(yes) against P(no) at the end
+            of the Qwen3-Reranker prompt that /v1/rerank builds, so the loss is
+            the softmax over those two tokens.
+  embed     no loss of its own: the last token's final-norm state, which the
+            classify loss aims at its category's label row, so words of one
+            category are neighbours under /v1/embeddings.
+
+Synsets are split by a hash of their offset: 10% are held out (their words
+and glosses are never trained on); the held-out accuracy is measured on the
+saved bf16 checkpoint. Torch runs on one CPU thread.
+
+  python3 tools/train_default.py --out models/default [--steps N] [--seed S]
+"""
+import argparse
+import json
+import os
+import random
+import shutil
+import time
+import zlib
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from tokenizers import Tokenizer
+from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+WORDNET = "/usr/share/wordnet"
+TOKDIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data",
+                      "qwen3-tokenizer")
+# lex_filenum (wndb(5), lexnames(5)) -> the label word (one Qwen3 token each)
+CATEGORIES = {13: "food", 5: "animal", 20: "plant", 18: "person", 15: "place",
+              6: "artifact", 8: "body", 28: "time", 12: "emotion", 27: "material"}
+# the Qwen3-Reranker prompt, as src/serve/serve_config.c's [rerank] defaults build it
+RR_PREFIX = ("<|im_start|>system\nJudge whether the Document meets the requirements based on the "
+             "Query and the Instruct provided. Note that the answer can only be \"yes\" or "
+             "\"no\".<|im_end|>\n<|im_start|>user\n")
+RR_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+RR_DEFAULT = "Given a web search query, retrieve relevant passages that answer the query"
+RR_INSTRUCTION = "Given a word, retrieve its dictionary definition"
+HELD_OUT_PERCENT = 10
+# Training runs on an embedding of only the tokens the data holds (a row per
+# token, in order of first sight), scattered into the full 151,936-row matrix at
+# save; the other rows keep a seeded N(0, 0.02) initialisation. With no weight
+# decay that is training the full matrix (Adam leaves a row whose gradient was
+# always zero where it started), at a fraction of the cost.
+TRAIN_ROWS = 65536
+
+
+def rerank_text(instr, query, doc):
+    return f"{RR_PREFIX}<Instruct>: {instr}\n<Query>: {query}\n<Document>: {doc}{RR_SUFFIX}"
+
+
+def read_synsets():
+    """[(offset, category, [words], gloss)] for the nouns of CATEGORIES; the words
+    kept are those whose most frequent noun sense is this synset (index.noun lists
+    senses by frequency), so no word carries two labels."""
+    first = {}
+    for line in open(os.path.join(WORDNET, "index.noun"), encoding="latin-1"):
+        if line.startswith("  "):
+            continue
+        p = line.split()
+        nptr = int(p[3])
+        first[p[0]] = p[4 + nptr + 2]
+    out = []
+    for line in open(os.path.join(WORDNET, "data.noun"), encoding="latin-1"):
+        if line.startswith("  "):
+            continue
+        head, gloss = line.split(" | ", 1)
+        p = head.split()
+        lex = int(p[1])
+        if lex not in CATEGORIES:
+            continue
+        n = int(p[3], 16)
+        words = [w for w in p[4:4 + 2 * n:2] if first.get(w.lower()) == p[0]]
+        gloss = gloss.strip().split("; \"")[0].strip().rstrip(";")
+        out.append((p[0], CATEGORIES[lex], [w.replace("_", " ") for w in words], gloss))
+    return out
+
+
+def held_out(offset):
+    return zlib.crc32(offset.encode()) % 100 < HELD_OUT_PERCENT
+
+
+# config.json as written (the layout of Qwen3-30B-A3B's, scaled down); tied
+# embeddings keep the 151,936-row vocabulary to one matrix (9.7 MB in bf16)
+CONFIG = {
+    "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe",
+    "hidden_size": 32, "intermediate_size": 64, "moe_intermediate_size": 64,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+    "head_dim": 16, "num_experts": 8, "num_experts_per_tok": 2, "norm_topk_prob": True,
+    "decoder_sparse_step": 1, "mlp_only_layers": [], "vocab_size": 151936,
+    "max_position_embeddings": 1024, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
+    "rope_scaling": None, "tie_word_embeddings": True, "attention_bias": False,
+    "attention_dropout": 0.0, "hidden_act": "silu", "initializer_range": 0.02,
+    "use_cache": True, "use_sliding_window": False, "sliding_window": None,
+    "max_window_layers": 2, "output_router_logits": False, "router_aux_loss_coef": 0.001,
+    "bos_token_id": 151643, "eos_token_id": 151645, "torch_dtype": "bfloat16",
+}
+
+
+def last_hidden(model, seqs):
+    """The final-norm state at each sequence's last token (right padding: causal
+    attention keeps the pads out of every real position)."""
+    n = max(len(s) for s in seqs)
+    ids = torch.tensor([s + [0] * (n - len(s)) for s in seqs])
+    h = model.model(input_ids=ids).last_hidden_state
+    return h[torch.arange(len(seqs)), torch.tensor([len(s) - 1 for s in seqs])]
+
+
+def label_logits(model, h, ids):
+    return h @ model.model.embed_tokens.weight[ids].T
+
+
+class Data:
+    def __init__(self, tok, synsets, rng):
+        self.tok, self.rng = tok, rng
+        self.labels = sorted(set(CATEGORIES.values()), key=list(CATEGORIES.values()).index)
+        self.label_ids = []
+        for w in self.labels:
+            ids = tok.encode(w, add_special_tokens=False).ids
+            assert len(ids) == 1, w
+            self.label_ids.append(ids[0])
+        self.yn = [tok.encode(w, add_special_tokens=False).ids[0] for w in ("no", "yes")]
+        self.train = [s for s in synsets if not held_out(s[0])]
+        self.test = [s for s in synsets if held_out(s[0])]
+        self.by_cat = {c: [s for s in self.train if s[1] == c] for c in self.labels}
+        self.enc_cache = {}
+        self.rows = {}  # Qwen3 token id -> row of the training embedding
+        self.label_rows = [self.row(t) for t in self.label_ids]
+        self.yn_rows = [self.row(t) for t in self.yn]
+
+    def row(self, tid):
+        if tid not in self.rows:
+            assert len(self.rows) < TRAIN_ROWS, "raise TRAIN_ROWS"
+            self.rows[tid] = len(self.rows)
+        return self.rows[tid]
+
+    def enc(self, text):
+        """text -> rows of the training embedding (see TRAIN_ROWS)."""
+        if text not in self.enc_cache:
+            self.enc_cache[text] = [self.row(t) for t in self.ids(text)]
+        return self.enc_cache[text]
+
+    def ids(self, text):
+        return self.tok.encode(text, add_special_tokens=False).ids[:96]
+
+    def classify_batch(self, n):
+        """Balanced over categories; half words, half glosses."""
+        seqs, ys = [], []
+        while len(seqs) < n:
+            c = self.rng.randrange(len(self.labels))
+            s = self.rng.choice(self.by_cat[self.labels[c]])
+            text = self.rng.choice(s[2]) if s[2] and self.rng.random() < 0.5 else s[3]
+            seqs.append(self.enc(text))
+            ys.append(c)
+        return seqs, torch.tensor(ys)
+
+    def rerank_batch(self, n):
+        """A word against its own gloss (yes), a gloss of its category (no) or any
+        gloss (no); the instruction is the demo's or the server's default."""
+        seqs, ys = [], []
+        while len(seqs) < n:
+            s = self.rng.choice(self.train)
+            if not s[2]:
+                continue
+            k = self.rng.randrange(3)
+            doc = s if k == 0 else self.rng.choice(self.by_cat[s[1]] if k == 1 else self.train)
+            if k and doc[0] == s[0]:
+                continue
+            instr = RR_INSTRUCTION if self.rng.random() < 0.5 else RR_DEFAULT
+            seqs.append(self.enc(rerank_text(instr, self.rng.choice(s[2]), doc[3])))
+            ys.append(1 if k == 0 else 0)
+        return seqs, torch.tensor(ys)
+
+
+@torch.no_grad()
+def evaluate(model, data, rng):
+    """Held-out accuracy: category from a gloss, from a word; rerank: the right
+    gloss first among it and 3 glosses of other held-out synsets."""
+    model.eval()
+    lab = torch.tensor(data.label_ids)
+
+    def classify(texts):
+        out = []
+        for i in range(0, len(texts), 256):
+            h = last_hidden(model, [data.ids(t) for t in texts[i:i + 256]])
+            out += label_logits(model, h, lab).argmax(-1).tolist()
+        return out
+
+    gl = [s[3] for s in data.test]
+    gy = [data.labels.index(s[1]) for s in data.test]
+    wd = [(w, data.labels.index(s[1])) for s in data.test for w in s[2]]
+    acc_gloss = sum(a == b for a, b in zip(classify(gl), gy)) / len(gy)
+    acc_word = sum(a == b for a, (_, b) in zip(classify([w for w, _ in wd]), wd)) / len(wd)
+    withw = [s for s in data.test if s[2]]
+    rr_hits, rr_n = 0, 0
+    for s in rng.sample(withw, min(200, len(withw))):
+        docs = [s] + rng.sample([t for t in withw if t[0] != s[0]], 3)
+        h = last_hidden(model, [data.ids(rerank_text(RR_INSTRUCTION, s[2][0], d[3])) for d in docs])
+        yes = label_logits(model, h, torch.tensor(data.yn))
+        p = torch.softmax(yes, -1)[:, 1]
+        rr_hits += int(p.argmax() == 0)
+        rr_n += 1
+    model.train()
+    return {"classify_gloss": acc_gloss, "classify_word": acc_word, "n_gloss": len(gy),
+            "n_word": len(wd), "rerank_top1_of_4": rr_hits / rr_n, "n_rerank": rr_n}
+
+
+def hf_tensors(state):
+    """The published Qwen3-MoE layout, in bf16: one gate/up/down matrix per expert
+    (transformers 5 fuses them in memory as experts.gate_up_proj [E, 2I, H] and
+    experts.down_proj [E, H, I], and splits them back this way when it saves);
+    tied, so the embedding alone stands for lm_head."""
+    out = {}
+    for k, v in state.items():
+        v = v.detach().to(torch.bfloat16)
+        if k == "lm_head.weight":
+            continue
+        if k.endswith("mlp.experts.gate_up_proj"):
+            base, inter = k[:-len("gate_up_proj")], v.shape[1] // 2
+            for e in range(v.shape[0]):
+                out[f"{base}{e}.gate_proj.weight"] = v[e, :inter].contiguous()
+                out[f"{base}{e}.up_proj.weight"] = v[e, inter:].contiguous()
+        elif k.endswith("mlp.experts.down_proj"):
+            base = k[:-len("down_proj")]
+            for e in range(v.shape[0]):
+                out[f"{base}{e}.down_proj.weight"] = v[e].contiguous()
+        else:
+            out[k] = v.contiguous()
+    return out
+
+
+def save(model, rows, seed, out):
+    """rows: Qwen3 token id -> training row (see TRAIN_ROWS)."""
+    os.makedirs(out, exist_ok=True)
+    state = dict(model.state_dict())
+    g = torch.Generator().manual_seed(seed)
+    full = torch.randn(CONFIG["vocab_size"], CONFIG["hidden_size"], generator=g)
+    full *= CONFIG["initializer_range"]
+    ids = torch.tensor(list(rows.keys()))
+    full[ids] = state["model.embed_tokens.weight"][torch.tensor(list(rows.values()))].detach()
+    state["model.embed_tokens.weight"] = full
+    save_file(hf_tensors(state), os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(CONFIG, f, indent=2)
+        f.write("\n")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(os.path.join(TOKDIR, name), os.path.join(out, name))
+
+
+@torch.no_grad()
+def check_saved(model, saved, data):
+    """The written checkpoint computes what was trained, rounded to bf16: a wrong
+    expert split or row scatter would not. Rounds the trained model in place."""
+    model.eval()
+    for p in model.parameters():
+        p.copy_(p.to(torch.bfloat16).float())
+    texts = list(data.enc_cache)[:64]  # trained on, so every token has its row
+    p0 = torch.softmax(label_logits(model, last_hidden(model, [data.enc(t) for t in texts]),
+                                   torch.tensor(data.label_rows)), -1)
+    p1 = torch.softmax(label_logits(saved, last_hidden(saved, [data.ids(t) for t in texts]),
+                                   torch.tensor(data.label_ids)), -1)
+    err = float((p0 - p1).abs().max())
+    print(f"saved checkpoint against the trained model: max label-probability difference {err:.2e}")
+    assert err < 1e-4, err
+
+
+def golden_requests(data, path):
+    """The requests of tests/golden/default.jsonl (tools/golden.py computes their
+    transformers answers; tests/test_default_model.c checks the engine against
+    them): held-out glosses and words with the ten label tokens as candidates
+    (the id is the WordNet category, so the test can score the answer), rerank
+    prompts (candidates no, yes), and pooled embeddings of a few words."""
+    reqs = []
+    test = data.test
+    for i, s in enumerate(test[::len(test) // 30][:30]):
+        reqs.append({"id": s[1], "prompt_token_ids": data.ids(s[3]),
+                     "candidate_token_ids": data.label_ids})
+    words = [s for s in test if s[2]]
+    for s in words[::len(words) // 10][:10]:
+        reqs.append({"id": s[1], "prompt_token_ids": data.ids(s[2][0]),
+                     "candidate_token_ids": data.label_ids})
+    for q, d, yes in (("violin", "bowed stringed instrument that is the highest member of the violin family", 1),
+                      ("violin", "edible yellow fruit with soft sweet flesh", 0)):
+        reqs.append({"id": f"rerank-{'yes' if yes else 'no'}",
+                     "prompt_token_ids": data.ids(rerank_text(RR_INSTRUCTION, q, d)),
+                     "candidate_token_ids": data.yn, "top_logprobs": 5})
+    for w in ("banana", "tiger", "Paris"):
+        reqs.append({"id": f"embed-{w}", "prompt_token_ids": data.ids(w), "pooling": "last",
+                     "normalize": True})
+    reqs.append({"id": "prompt-logprobs", "prompt_token_ids": data.ids(test[0][3]),
+                 "prompt_logprobs": {"start": 1}, "top_logprobs": 3})
+    with open(path, "w") as f:
+        for r in reqs:
+            f.write(json.dumps(r) + "\n")
+    print(f"{path}: {len(reqs)} requests")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="models/default")
+    ap.add_argument("--steps", type=int, default=900)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch", type=int, default=96)
+    ap.add_argument("--rerank-batch", type=int, default=24)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--requests", metavar="FILE",
+                    help="write the golden requests (held-out items) and stop")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(a.seed)
+    rng = random.Random(a.seed)
+    tok = Tokenizer.from_file(os.path.join(TOKDIR, "tokenizer.json"))
+    data = Data(tok, read_synsets(), rng)
+    if a.requests:
+        return golden_requests(data, a.requests)
+    print(f"wordnet: {len(data.train)} train synsets, {len(data.test)} held out; "
+          f"labels {data.labels}", flush=True)
+    model = Qwen3MoeForCausalLM(Qwen3MoeConfig(**dict(CONFIG, vocab_size=TRAIN_ROWS))).float()
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=a.lr, total_steps=a.steps,
+                                                pct_start=0.05)
+    lab, yn = torch.tensor(data.label_rows), torch.tensor(data.yn_rows)
+    t0 = time.time()
+    for step in range(1, a.steps + 1):
+        seqs, y = data.classify_batch(a.batch)
+        loss_c = F.cross_entropy(label_logits(model, last_hidden(model, seqs), lab), y)
+        seqs, y = data.rerank_batch(a.rerank_batch)
+        loss_r = F.cross_entropy(label_logits(model, last_hidden(model, seqs), yn), y)
+        loss = loss_c + loss_r
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % 100 == 0 or step == 1:
+            print(f"step {step}/{a.steps} classify {loss_c.item():.3f} rerank {loss_r.item():.3f} "
+                  f"{time.time() - t0:.0f}s", flush=True)
+    save(model, data.rows, a.seed, a.out)
+    # measured on what was written: the bf16 weights, read back as transformers reads them
+    saved = Qwen3MoeForCausalLM.from_pretrained(a.out, dtype=torch.float32).eval()
+    check_saved(model, saved, data)
+    res = evaluate(saved, data, random.Random(a.seed + 1))
+    res.update({"steps": a.steps, "seed": a.seed, "train_seconds": round(time.time() - t0),
+                "train_synsets": len(data.train), "held_out_synsets": len(data.test)})
+    with open(os.path.join(a.out, "heldout.json"), "w") as f:
+        json.dump(res, f, indent=1)
+        f.write("\n")
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()
