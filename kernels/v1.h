@@ -1,6 +1,6 @@
 /* v1.h -- the contract between the CUDA backend (src/cuda/backend_cuda.c, which
    calls these when its switch expert_gemm / attention is v1) and the v1 kernels
-   (kernels/*v1*.cu: the mma.sync expert GEMM and the FlashAttention-2-style
+   (the kernels/ files named v1_*.cu: the mma.sync expert GEMM and the FlashAttention-2-style
    attention). Plain C: the backend's host code includes it; the .cu files
    implement it with extern "C" linkage. Every pointer is device memory unless
    its comment says host; every call only enqueues on `stream` (no host sync, no
