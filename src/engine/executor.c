@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "backend_cuda.h"
 #include "util.h"
 
 /* The executor's side of a record: the batch it names, generation checked. */
@@ -27,13 +28,40 @@ static void run(zp_exec *x, zp_batch *b)
 	b->stats = zp_fwd_last_stats(x->fwd);
 }
 
+/* A device executor's backend (GPU x->id, or the sim), its model mirror and
+   forward, made on the executor thread: the thread the device is used from.
+   0, or -1 with x->start_err set. */
+static int start_device(zp_exec *x)
+{
+	zp_backend *be;
+	if (x->src || x->grp)
+		return zp_errf(&x->start_err, "executor %d: --device %s with asyncep or dpep is not "
+			       "supported yet (cpu only)", x->id, zp_device_name(x->device));
+	if (!(be = zp_backend_device_new(x->device, x->id, x->threads, &x->m->cfg,
+					 x->batch_tokens_max, &x->start_err)))
+		return -1;
+	const zp_model *md = zp_backend_cuda_model(be, x->m, &x->start_err);
+	if (!md) {
+		be->ops->free(be);
+		return -1;
+	}
+	x->fwd = zp_fwd_new_on(md, be, x->batch_tokens_max);
+	return 0;
+}
+
 static void *exec_main(void *arg)
 {
 	zp_exec *x = arg;
 	if (zp_arena_bind_thread(x->node)) /* memory then follows (first touch) */
 		zp_log(ZP_LOG_WARN, "msg=\"executor thread not placed\" executor=%d node=%d error=\"%s\"",
 		       x->id, x->node, strerror(errno));
-	x->fwd = zp_fwd_new(x->m, x->threads, x->batch_tokens_max);
+	if (x->device == ZP_DEV_CPU) {
+		x->fwd = zp_fwd_new(x->m, x->threads, x->batch_tokens_max);
+	} else if (start_device(x)) {
+		x->start_failed = true;
+		zp_bell_ring(&x->ready);
+		return NULL;
+	}
 	zp_fwd_set_experts(x->fwd, x->src);
 	if (x->grp)
 		zp_fwd_set_dpep(x->fwd, x->grp, x->id);
@@ -75,7 +103,8 @@ static int carve(zp_exec *x, zp_err *e)
 }
 
 int zp_exec_start(zp_exec *x, int id, int node, const zp_model *m, const zp_expert_src *src,
-		  zp_dpep *grp, int threads, int batch_tokens_max, zp_bell *done, zp_err *e)
+		  zp_dpep *grp, int threads, int batch_tokens_max, int device, zp_bell *done,
+		  zp_err *e)
 {
 	memset(x, 0, sizeof *x);
 	x->id = id;
@@ -85,6 +114,7 @@ int zp_exec_start(zp_exec *x, int id, int node, const zp_model *m, const zp_expe
 	x->grp = grp;
 	x->threads = threads;
 	x->batch_tokens_max = batch_tokens_max;
+	x->device = device;
 	x->done = done;
 	x->bell.fd = x->ready.fd = -1;
 	if (carve(x, e))
@@ -100,6 +130,13 @@ int zp_exec_start(zp_exec *x, int id, int node, const zp_model *m, const zp_expe
 	}
 	zp_bell_wait(&x->ready);
 	zp_bell_free(&x->ready);
+	if (x->start_failed) {
+		pthread_join(x->th, NULL);
+		*e = x->start_err;
+		zp_bell_free(&x->bell);
+		zp_arena_free(&x->arena);
+		return -1;
+	}
 	return 0;
 bad:
 	zp_bell_free(&x->bell);
