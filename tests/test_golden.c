@@ -144,7 +144,7 @@ static zp_fwd *fwd_on(const zp_model *m, enum zp_device dev, int total, zp_err *
 	zp_backend *be = zp_backend_device_new(dev, 0, 2, &m->cfg, total, e);
 	if (!be)
 		return NULL;
-	const zp_model *md = zp_backend_cuda_model(be, m, e);
+	const zp_model *md = zp_backend_cuda_model(be, m, true, e);
 	ZP_ASSERT(md);
 	return zp_fwd_new_on(md, be, total);
 }

@@ -624,7 +624,34 @@ static const char *gds_state(void)
 	return "staged (libcufile.so.0 found; the GDS path is not implemented)";
 }
 
-const zp_model *zp_backend_cuda_model(zp_backend *b, const zp_model *m, zp_err *e)
+/* w's bytes rewritten as [panels * 32][kp] rows (past n: zero) */
+static void relayout(zp_wmat *w, bool sw)
+{
+	size_t rb = (size_t)w->kp * (w->type == ZP_W_F32 ? 4 : 2);
+	size_t bytes = zp_wmat_bytes(w->type, w->n, w->k);
+	char *tmp = zp_xalloc_aligned(bytes);
+	ZP_ASSERT((size_t)w->panels * ZP_GEMM_NR * rb == bytes);
+	memset(tmp, 0, bytes);
+	for (int r = 0; r < w->n; r++)
+		unpack_row(w, sw ? swiglu_src(w->n, r) : r, tmp + (size_t)r * rb);
+	memcpy(w->data, tmp, bytes);
+	zp_free_aligned(tmp);
+}
+
+void zp_backend_cuda_relayout_experts(zp_model *m)
+{
+	for (int l = 0; l < m->cfg.layers; l++) {
+		zp_layer *L = &m->layers[l];
+		if (!L->sparse || !L->experts)
+			continue;
+		for (int e = 0; e < m->cfg.experts; e++) {
+			relayout(&L->exp_gate_up[e], true);
+			relayout(&L->exp_down[e], false);
+		}
+	}
+}
+
+const zp_model *zp_backend_cuda_model(zp_backend *b, const zp_model *m, bool experts, zp_err *e)
 {
 	cu_ctx *c = C(b);
 	const zp_config *cf = &m->cfg;
@@ -670,7 +697,7 @@ const zp_model *zp_backend_cuda_model(zp_backend *b, const zp_model *m, zp_err *
 		mat_up(&s, &D->router, false);
 		D->experts = NULL;
 		D->exp_gate_up = D->exp_down = NULL;
-		if (L->experts && L->exp_gate_up[0].data) {
+		if (experts && L->experts && L->exp_gate_up[0].data) {
 			D->exp_gate_up = experts_up(&s, L->exp_gate_up, cf->experts, true);
 			D->exp_down = experts_up(&s, L->exp_down, cf->experts, false);
 		}

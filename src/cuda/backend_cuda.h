@@ -38,9 +38,17 @@ void zp_backend_cuda_wmat(zp_backend *b, zp_wmat *dst, const zp_wmat *host, bool
 
 /* The device mirror of m (its config, its weights in b's memory, uploaded
    through pinned staging buffers on the copy stream, progress in the log);
-   owned by b, freed with it. m's experts may be absent (AsyncEP): the
-   mirror's are then absent too. NULL with e set when out of device memory. */
-const zp_model *zp_backend_cuda_model(zp_backend *b, const zp_model *m, zp_err *e);
+   owned by b, freed with it. experts false (or m's absent): the mirror has
+   none (an AsyncEP source gives them). NULL with e set when out of device
+   memory. */
+const zp_model *zp_backend_cuda_model(zp_backend *b, const zp_model *m, bool experts, zp_err *e);
+
+/* In place, on the host: every MoE layer's experts of m from gemm.h's packed
+   layout to the device layout, rows padded to the packed panels so each
+   matrix keeps its bytes and offsets (AsyncEP's shards and gathers copy them
+   as they are; sim executors read them in place). m then serves sim
+   executors only. */
+void zp_backend_cuda_relayout_experts(zp_model *m);
 
 /* The backend of a device other than cpu sized for forwards of c's model of
    up to batch_tokens_max tokens; environment ZP_EXPERT_GEMM=v1 and

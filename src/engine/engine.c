@@ -36,6 +36,18 @@ zp_engine *zp_engine_start(zp_model *m, const zp_engine_cfg *c, zp_err *e)
 		}
 		g->done = &g->own;
 	}
+	/* sharded experts (asyncep gathers, dpep): on the sim device AsyncEP's
+	   shards hold the device layout; neither runs on cuda yet */
+	if (c->device != ZP_DEV_CPU && c->parallel != ZP_PAR_REPLICATE &&
+	    (c->executors > 1 || c->offload_window)) {
+		if (c->device == ZP_DEV_CUDA || c->parallel == ZP_PAR_DPEP) {
+			zp_errf(e, "parallel=%s over %d executors on --device %s is not supported "
+				"(replicate, or one executor)", zp_parallel_name(c->parallel),
+				c->executors, zp_device_name(c->device));
+			goto bad;
+		}
+		zp_backend_cuda_relayout_experts(m);
+	}
 	zp_transport *t = zp_transport_new(c->transport, e);
 	if (!t || !(g->place = zp_place_new(m, c->executors, c->parallel, c->offload_window, t, e)))
 		goto bad;

@@ -34,13 +34,14 @@ static void run(zp_exec *x, zp_batch *b)
 static int start_device(zp_exec *x)
 {
 	zp_backend *be;
-	if (x->src || x->grp)
-		return zp_errf(&x->start_err, "executor %d: --device %s with asyncep or dpep is not "
-			       "supported yet (cpu only)", x->id, zp_device_name(x->device));
+	if (x->grp) /* the engine refused it; asserted here */
+		return zp_errf(&x->start_err, "executor %d: dpep on --device %s", x->id,
+			       zp_device_name(x->device));
 	if (!(be = zp_backend_device_new(x->device, x->id, x->threads, &x->m->cfg,
 					 x->batch_tokens_max, &x->start_err)))
 		return -1;
-	const zp_model *md = zp_backend_cuda_model(be, x->m, &x->start_err);
+	/* an AsyncEP source gives the experts (relaid out by the engine) */
+	const zp_model *md = zp_backend_cuda_model(be, x->m, !x->src, &x->start_err);
 	if (!md) {
 		be->ops->free(be);
 		return -1;
