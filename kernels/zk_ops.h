@@ -209,16 +209,19 @@ ZP_HD void zk_att_update(const zk_attn *a, zk_att_row *s, float dot, const float
 	float c = expf(s->m - mn), p = expf(sc - mn);
 	s->l = s->l * c + p;
 	s->m = mn;
-	for (int i = lane, j = 0; i < a->d; i += ZK_WARP, j++)
-		s->acc[j] = s->acc[j] * c + p * v[i];
+	/* constant trip count: acc stays in registers on the device */
+	for (int j = 0; j < ZK_DPL; j++)
+		if (lane + j * ZK_WARP < a->d)
+			s->acc[j] = s->acc[j] * c + p * v[lane + j * ZK_WARP];
 }
 
 ZP_HD void zk_att_end(const zk_attn *a, const zk_att_row *s, int block, int lane)
 {
 	int t = block / a->heads, h = block % a->heads;
 	float *o = a->out + (size_t)t * a->ldo + (size_t)h * a->d;
-	for (int i = lane, j = 0; i < a->d; i += ZK_WARP, j++)
-		o[i] = s->acc[j] / s->l;
+	for (int j = 0; j < ZK_DPL; j++)
+		if (lane + j * ZK_WARP < a->d)
+			o[lane + j * ZK_WARP] = s->acc[j] / s->l;
 }
 
 /* ---- router: one row per lane, ops.c's zp_ops_route step for step ---- */

@@ -8,7 +8,12 @@
    picked by the heuristic at the class's first use for m_max rows, then
    forced to split-K 1 and no reduction scheme, and reused for every m: a
    row's sums do not depend on the batch. bf16 in, f32 accumulate and out;
-   f32 in: CUBLAS_COMPUTE_32F_PEDANTIC (no TF32). */
+   f32 in: CUBLAS_COMPUTE_32F_PEDANTIC (no TF32). The class also holds the
+   operands' alignment (min of 16, the pointer's, the row stride's): a row
+   subset of a batch has the batch's, so it gets the same algorithm.
+   Grouped: cuBLAS chooses its kernels per group size, which may change a
+   row's sums with its expert's row count; ZP_GROUPED_GEMM=lt runs the
+   experts as cuBLASLt GEMMs of fixed algorithms instead (gpu_check compares). */
 #include "devrt.h"
 
 #ifndef ZP_CUDA_BACKEND
@@ -42,6 +47,7 @@ K(residual) K(add_bias) K(to_bf16) K(swiglu) K(logprobs) K(pool)
 typedef struct {
 	int n, kp;
 	bool bf16, add;
+	int align_a, align_c;	/* bytes: the A rows' and C rows' */
 	cublasLtMatmulAlgo_t algo;
 } gemm_class;
 
@@ -59,6 +65,7 @@ typedef struct {
 	const void **ptr_d[PTR_SLOTS];
 	cudaEvent_t ptr_ev[PTR_SLOTS];
 	int ptr_cur;
+	bool grouped_lt;	/* ZP_GROUPED_GEMM=lt */
 } cu_rt;
 
 struct zp_dstream {
@@ -223,13 +230,21 @@ static void lt_close(lt_problem *p)
 	cublasLtMatmulDescDestroy(p->op);
 }
 
+static int align_of(const void *p, size_t stride_bytes)
+{
+	uintptr_t x = (uintptr_t)p | stride_bytes | 16;
+	return (int)(x & -x);
+}
+
 static const cublasLtMatmulAlgo_t *gemm_algo(zp_drt *r, const zp_dgemm *g)
 {
 	cu_rt *c = R(r);
+	int aa = align_of(g->a, g->lda * (g->bf16 ? 2 : 4)), ac = align_of(g->c, g->ldc * 4);
 	pthread_mutex_lock(&c->cls_mu);
 	for (int i = 0; i < c->ncls; i++) {
 		gemm_class *k = &c->cls[i];
-		if (k->n == g->n && k->kp == g->kp && k->bf16 == g->bf16 && k->add == g->add) {
+		if (k->n == g->n && k->kp == g->kp && k->bf16 == g->bf16 && k->add == g->add &&
+		    k->align_a == aa && k->align_c == ac) {
 			pthread_mutex_unlock(&c->cls_mu);
 			return &k->algo;
 		}
@@ -246,6 +261,16 @@ static const cublasLtMatmulAlgo_t *gemm_algo(zp_drt *r, const zp_dgemm *g)
 	ckb(cublasLtMatmulPreferenceCreate(&pref), "preference");
 	ckb(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
 						  sizeof ws), "preference workspace");
+	uint32_t al_w = (uint32_t)align_of(g->w, (size_t)g->kp * (g->bf16 ? 2 : 4));
+	uint32_t al_a = (uint32_t)aa, al_c = (uint32_t)ac;
+	ckb(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+						  &al_w, sizeof al_w), "alignment w");
+	ckb(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+						  &al_a, sizeof al_a), "alignment a");
+	ckb(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+						  &al_c, sizeof al_c), "alignment c");
+	ckb(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+						  &al_c, sizeof al_c), "alignment d");
 	cublasLtMatmulHeuristicResult_t res;
 	int got = 0;
 	ckb(cublasLtMatmulAlgoGetHeuristic(c->lt, p.op, p.la, p.lb, p.lc, p.lc, pref, 1, &res, &got),
@@ -258,7 +283,7 @@ static const cublasLtMatmulAlgo_t *gemm_algo(zp_drt *r, const zp_dgemm *g)
 						 sizeof one), "split-K 1");
 	ckb(cublasLtMatmulAlgoConfigSetAttribute(&res.algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME,
 						 &none, sizeof none), "no reduction scheme");
-	*k = (gemm_class){ g->n, g->kp, g->bf16, g->add, res.algo };
+	*k = (gemm_class){ g->n, g->kp, g->bf16, g->add, aa, ac, res.algo };
 	c->ncls++;
 	cublasLtMatmulPreferenceDestroy(pref);
 	lt_close(&p);
@@ -291,6 +316,11 @@ static void c_gemm_grouped(zp_drt *r, zp_dstream *s, const zp_dgemm *g, int n)
 	float alpha[GROUP_MAX], beta[GROUP_MAX];
 	if (n <= 0)
 		return;
+	if (c->grouped_lt) {
+		for (int i = 0; i < n; i++)
+			c_gemm(r, s, &g[i]);
+		return;
+	}
 	ZP_ASSERT(n <= GROUP_MAX);
 	int slot = c->ptr_cur;
 	c->ptr_cur = (c->ptr_cur + 1) % PTR_SLOTS;
@@ -402,6 +432,8 @@ zp_drt *zp_drt_cuda_new(int device, int m_max, zp_err *e)
 	r->ctx = c;
 	c->dev = device;
 	c->m_max = ZP_MAX(m_max, 1);
+	const char *gg = getenv("ZP_GROUPED_GEMM");
+	c->grouped_lt = gg && !strcmp(gg, "lt");
 	pthread_mutex_init(&c->cls_mu, NULL);
 	ckb(cublasLtCreate(&c->lt), "cublasLtCreate");
 	ckb(cublasCreate(&c->blas), "cublasCreate");
