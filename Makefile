@@ -7,7 +7,7 @@ CC      ?= cc
 ROOMS   := base model cpu engine serve cuda cli
 BUILD   ?= build
 OPT     ?= -O3
-CFLAGS  := -std=gnu11 $(OPT) -g -march=x86-64-v3 -ffp-contract=off -pthread $(ROOMS:%=-Isrc/%) -Iipc \
+CFLAGS  := -std=gnu11 $(OPT) -g -march=x86-64-v3 -ffp-contract=off -pthread $(ROOMS:%=-Isrc/%) -Iipc -Ikernels \
            -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter $(EXTRA_CFLAGS)
 LDLIBS  := -lcjson -luring -linih -lnuma -lm -lpthread
 LDFLAGS += $(EXTRA_LDFLAGS)
@@ -25,13 +25,26 @@ CUDA_SRC    := src/cuda/transport_cuda.c
 CUDA_LIBS   := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lnccl
 endif
 
-ifeq ($(MAKELEVEL),0)
-$(info build: CPU path; nvcc: $(if $(NVCC),$(NVCC) ($(words $(CU_SRC)) CUDA kernels to build),not found); NCCL: $(if $(NCCL_H),$(NCCL_H),not found); GPU transports (src/cuda/transport_cuda.c, in build/test_transport_cuda): $(if $(CUDA_SRC),built,not built))
+# The CUDA backend (src/cuda/backend_cuda.c over devrt_cuda.c, kernels/*.cu):
+# built where nvcc and cuBLAS are; the sim device (devrt_sim.c, the kernels'
+# host twins) is in every build. NOCUDA=1 builds without it.
+CUBLASLT := $(if $(NVCC),$(wildcard $(patsubst %/bin/nvcc,%,$(NVCC))/lib64/libcublasLt.so))
+ifneq ($(and $(CUBLASLT),$(if $(NOCUDA),,1)),)
+CUDA_ROOT    := $(patsubst %/bin/nvcc,%,$(NVCC))
+CFLAGS       += -DZP_CUDA_BACKEND -I$(CUDA_ROOT)/include
+NVCCFLAGS    := -O3 -std=c++17 -fmad=false -Ikernels -gencode arch=compute_90a,code=sm_90a \
+                -gencode arch=compute_80,code=sm_80 -Werror all-warnings -Xcompiler -Wall,-Werror -Xptxas -v
+KERNEL_OBJ   := $(CU_SRC:kernels/%.cu=$(BUILD)/kernels/%.o)
+LDLIBS       += -L$(CUDA_ROOT)/lib64 -Wl,-rpath,$(CUDA_ROOT)/lib64 -lcublasLt -lcublas -lcudart -ldl -lstdc++
 endif
 
-LIB_SRC := $(filter-out src/cli/main.c src/cuda/%,$(wildcard $(ROOMS:%=src/%/*.c)))
-LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/%.o) $(patsubst %.c,$(BUILD)/%.o,$(wildcard ipc/*.c))
-HDRS    := $(wildcard src/*/*.h ipc/*.h)
+ifeq ($(MAKELEVEL),0)
+$(info build: CUDA backend $(if $(KERNEL_OBJ),BUILT ($(words $(CU_SRC)) kernels by $(NVCC); the sim device too),NOT built ($(if $(NVCC),NOCUDA=1,nvcc or cuBLAS not found); the sim device only)); NCCL: $(if $(NCCL_H),$(NCCL_H),not found); GPU transports (build/test_transport_cuda): $(if $(CUDA_SRC),built,not built))
+endif
+
+LIB_SRC := $(filter-out src/cli/main.c src/cuda/transport_cuda.c,$(wildcard $(ROOMS:%=src/%/*.c)))
+LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/%.o) $(patsubst %.c,$(BUILD)/%.o,$(wildcard ipc/*.c)) $(KERNEL_OBJ)
+HDRS    := $(wildcard src/*/*.h ipc/*.h kernels/*.h)
 TESTS_C := $(wildcard tests/test_*.c)
 TESTS   := $(TESTS_C:tests/%.c=$(BUILD)/%)
 
@@ -52,6 +65,12 @@ deps: $(DEPS_OK)
 $(BUILD)/%.o: src/%.c $(HDRS) | $(DEPS_OK)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+# ptxas's register and spill lines kept in $@.ptxas; spills printed
+$(BUILD)/kernels/%.o: kernels/%.cu $(wildcard kernels/*.h)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@ 2> $@.ptxas || { cat $@.ptxas; exit 1; }
+	@grep -h "spill" $@.ptxas | grep -v " 0 bytes spill stores, 0 bytes spill loads" | sed 's|^|$<: |' || true
 
 $(BUILD)/ipc/%.o: ipc/%.c $(HDRS) | $(DEPS_OK)
 	@mkdir -p $(dir $@)

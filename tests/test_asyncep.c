@@ -15,6 +15,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "backend_cuda.h"
 #include "check.h"
 #include "engine.h"
 
@@ -90,7 +91,7 @@ static void check_model(const char *dir, enum zp_wtype wt)
 	CHECK(zp_model_load(&m, dir, wt, 2, NULL, &e) == 0, "load %s: %s", dir, e.msg);
 	make_reqs(ref, SEQS, m.cfg.vocab, 7);
 	zp_engine *g;
-	zp_engine_cfg one = { 1, ZP_PAR_REPLICATE, "cpu", 1, 4096, NULL, 0 };
+	zp_engine_cfg one = { 1, ZP_PAR_REPLICATE, "cpu", 1, 4096, NULL, 0, 0 /* device: cpu */ };
 	CHECK((g = zp_engine_start(&m, &one, &e)), "start: %s", e.msg);
 	CHECK(run(g, ref, &e) == 0, "reference run");
 	zp_engine_stop(g);
@@ -105,7 +106,7 @@ static void check_model(const char *dir, enum zp_wtype wt)
 	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
 		CHECK(zp_model_load(&m, dir, wt, 2, NULL, &e) == 0, "reload");
 		size_t dense = m.arena_bytes, all = m.expert_bytes_total;
-		zp_engine_cfg c = { cases[i].n, cases[i].p, "cpu", 1, 4096, NULL, cases[i].window };
+		zp_engine_cfg c = { cases[i].n, cases[i].p, "cpu", 1, 4096, NULL, cases[i].window, 0 /* device: cpu */ };
 		CHECK((g = zp_engine_start(&m, &c, &e)), "start %s N=%d: %s",
 		      zp_parallel_name(cases[i].p), cases[i].n, e.msg);
 		/* placement and the resident-bytes formula */
@@ -156,6 +157,39 @@ static void check_model(const char *dir, enum zp_wtype wt)
 	free_reqs(ref, SEQS);
 }
 
+/* The sim device (the CUDA backend's host path): AsyncEP over 2 and 3 sim
+   executors, resident and offloading, gives the bits of one sim executor. */
+static void check_sim(const char *dir, enum zp_wtype wt)
+{
+	static const struct { int n; enum zp_parallel p; int window; } cases[] = {
+		{ 1, ZP_PAR_REPLICATE, 0 }, { 2, ZP_PAR_ASYNCEP, 0 }, { 3, ZP_PAR_ASYNCEP, 0 },
+		{ 2, ZP_PAR_ASYNCEP, 2 },
+	};
+	zp_req ref[SEQS], got[SEQS];
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		zp_model m;
+		zp_engine *g;
+		zp_err e;
+		zp_req *r = i ? got : ref;
+		CHECK(zp_model_load(&m, dir, wt, 2, NULL, &e) == 0, "load %s: %s", dir, e.msg);
+		zp_engine_cfg c = { cases[i].n, cases[i].p, "cpu", 1, 4096, NULL, cases[i].window,
+				    ZP_DEV_SIM };
+		CHECK((g = zp_engine_start(&m, &c, &e)), "sim start %s N=%d: %s",
+		      zp_parallel_name(cases[i].p), cases[i].n, e.msg);
+		make_reqs(r, SEQS, m.cfg.vocab, 7);
+		CHECK(run(g, r, &e) == 0, "sim run: %s", e.msg);
+		if (i) {
+			CHECK(same(ref, got), "%s %s sim %s N=%d window %d: results differ from one sim "
+			      "executor", dir, wt == ZP_W_F32 ? "fp32" : "bf16",
+			      zp_parallel_name(cases[i].p), cases[i].n, cases[i].window);
+			free_reqs(got, SEQS);
+		}
+		zp_engine_stop(g);
+		zp_model_free(&m);
+	}
+	free_reqs(ref, SEQS);
+}
+
 /* A gather that fails fails its forward, with the transport's error; the same
    executor then runs exactly again. */
 static void check_fault(void)
@@ -167,7 +201,7 @@ static void check_fault(void)
 	CHECK(zp_model_load(&m, "tests/models/odd", ZP_W_F32, 2, NULL, &e) == 0, "load");
 	make_reqs(ref, SEQS, m.cfg.vocab, 11);
 	make_reqs(got, SEQS, m.cfg.vocab, 11);
-	zp_engine_cfg c = { 2, ZP_PAR_ASYNCEP, "cpu", 1, 4096, NULL, 0 };
+	zp_engine_cfg c = { 2, ZP_PAR_ASYNCEP, "cpu", 1, 4096, NULL, 0, 0 /* device: cpu */ };
 	CHECK((g = zp_engine_start(&m, &c, &e)), "start");
 	CHECK(run(g, ref, &e) == 0, "clean run");
 	/* calibration: a real rate, a real gather time, and T from them (no speed
@@ -220,6 +254,8 @@ int main(void)
 	CHECK(zp_parallel_parse("tp", &p, &e) == -1 && strstr(e.msg, "asyncep, dpep or replicate"),
 	      "unknown parallel refused: %s", e.msg);
 	check_model("tests/models/odd", ZP_W_F32);
+	check_sim("tests/models/odd", ZP_W_F32);
+	check_sim("tests/models/sparse-step", ZP_W_BF16);
 	check_model("tests/models/odd", ZP_W_BF16);
 	check_model("tests/models/sparse-step", ZP_W_F32);
 	check_model("tests/models/mlp-only", ZP_W_F32);

@@ -7,7 +7,11 @@
    Runs twice: the CPU's fastest kernels, then the GEMM's plain-C twin
    (zp_gemm_force_ref); where AMX is in use it runs itself again with
    ZP_NO_AMX=1 so the AVX512 paths are covered too. Memory moves through the
-   backend's upload/download only, so a device backend runs the same test. */
+   backend's upload/download only, so a device backend runs the same test.
+   Then the CUDA backend on the sim device (its kernels' host twins) and, with
+   a GPU, on cuda: every output where the kernel follows the CPU's order is
+   compared bit for bit with the cpu plain-C pass's (the ledger below).
+   `test_backend_ops cuda`: the cuda backend alone, exit 77 without a GPU. */
 #include <math.h>
 #include <pthread.h>
 #include <string.h>
@@ -15,21 +19,99 @@
 #include <unistd.h>
 
 #include "backend_cpu.h"
+#include "backend_cuda.h"
 #include "check.h"
 #include "cpu.h"
 
 #define GUARD 64
 #define GUARD_BYTE 0xA5
 
+static zp_err dev_err;
+
+static zp_backend *dev_new(enum zp_device d, int threads)
+{
+	zp_cuda_opts o = { .dev = d, .threads = threads, .rows_max = 4096, .tmp_floats = 1 << 20 };
+	return zp_backend_cuda_new(&o, &dev_err);
+}
+
+static zp_backend *sim_new(int threads)
+{
+	return dev_new(ZP_DEV_SIM, threads);
+}
+
+static zp_backend *cuda_new(int threads)
+{
+	return dev_new(ZP_DEV_CUDA, threads);
+}
+
 static const struct {
 	const char *name;
 	zp_backend *(*make)(int threads);
+	bool device;	/* device weight layout (zp_backend_cuda_wmat) */
 } backends[] = {
-	{ "cpu", zp_backend_cpu_new },
+	{ "cpu", zp_backend_cpu_new, false },
+	{ "sim", sim_new, true },
+	{ "cuda", cuda_new, true },
 };
 
 static zp_backend *B;
+static bool dev;	/* B is a device backend */
 static const char *where; /* backend and path, for messages */
+
+/* ---- the ledger: hashes of every checked output of the cpu plain-C pass,
+   in call order; a device pass compares its outputs of the same calls (the
+   inputs repeat: the RNG restarts with each suite) ---- */
+
+enum { LEDGER_MAX = 4096 };
+static struct { const char *what; uint64_t h; } ledger[LEDGER_MAX];
+static int ledger_n, ledger_at;
+static enum { L_OFF, L_RECORD, L_SIM, L_CUDA } ledger_mode;
+
+static uint64_t fnv(const void *p, size_t n)
+{
+	uint64_t h = 1469598103934665603ull;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ ((const unsigned char *)p)[i]) * 1099511628211ull;
+	return h;
+}
+
+/* the ops whose kernel follows the CPU's order operation for operation
+   (kernels/zk_ops.h); on cuda only those without expf/logf (the device's
+   differ by ulps) and without a GEMM (cuBLAS's order is its own) */
+static bool bitwise_op(const char *what)
+{
+	static const char *both[] = { "rmsnorm", "residual", "add_bias", "qk_norm_rope", "gather",
+				      "combine", "pool last", "pool mean" };
+	static const char *sim_only[] = { "route weight", "route gap", "gemm", "gemm add" };
+	for (size_t i = 0; i < sizeof both / sizeof *both; i++)
+		if (!strcmp(what, both[i]))
+			return true;
+	if (ledger_mode != L_SIM)
+		return false;
+	for (size_t i = 0; i < sizeof sim_only / sizeof *sim_only; i++)
+		if (!strcmp(what, sim_only[i]))
+			return true;
+	/* the cpu's SwiGLU is a vector expression where AVX512 is */
+	return !strcmp(what, "gemm swiglu") && !zp_cpu_avx512();
+}
+
+static void ledger_note(const char *what, const void *got, size_t bytes)
+{
+	if (ledger_mode == L_OFF)
+		return;
+	uint64_t h = fnv(got, bytes);
+	if (ledger_mode == L_RECORD) {
+		ZP_ASSERT(ledger_n < LEDGER_MAX);
+		ledger[ledger_n].what = what;
+		ledger[ledger_n++].h = h;
+		return;
+	}
+	int i = ledger_at++;
+	CHECK(i < ledger_n && !strcmp(ledger[i].what, what), "%s ledger out of step at %s", where,
+	      what);
+	if (i < ledger_n && bitwise_op(what))
+		CHECK(ledger[i].h == h, "%s %s: not bitwise equal to the cpu's", where, what);
+}
 
 /* ---- guarded backend buffers ---- */
 
@@ -90,6 +172,7 @@ static float *frand_n(size_t n, float lo, float hi)
 static void close_to(const char *what, const float *got, const double *want, size_t n, double rel)
 {
 	int bad = 0;
+	ledger_note(what, got, n * sizeof *got);
 	for (size_t i = 0; i < n && bad < 5; i++) {
 		bool ok = isfinite(got[i]) &&
 			  (rel == 0 ? got[i] == (float)want[i]
@@ -122,8 +205,8 @@ static void t_rmsnorm(int n, int cols)
 	for (int i = 0; i < n; i++)
 		rows[i] = n - 1 - i; /* reversed: the row list is honoured */
 	gbuf gx = gfrom(x, (size_t)n * cols * 4), go = gnew((size_t)n * cols * 4);
-	gbuf go16 = gnew((size_t)n * cols * 2);
-	B->ops->rmsnorm(B, n, cols, (zp_view){ gx.p, (size_t)cols }, rows, w, 1e-6f,
+	gbuf go16 = gnew((size_t)n * cols * 2), gw = gfrom(w, (size_t)cols * 4);
+	B->ops->rmsnorm(B, n, cols, (zp_view){ gx.p, (size_t)cols }, rows, (float *)gw.p, 1e-6f,
 			(zp_view){ go.p, (size_t)cols }, (zp_view){ go16.p, (size_t)cols });
 	float *got = malloc((size_t)n * cols * 4);
 	uint16_t *got16 = malloc((size_t)n * cols * 2);
@@ -144,12 +227,13 @@ static void t_rmsnorm(int n, int cols)
 		}
 	/* the last row alone */
 	gbuf g1 = gnew((size_t)cols * 4);
-	B->ops->rmsnorm(B, 1, cols, (zp_view){ gx.p, (size_t)cols }, &rows[n - 1], w, 1e-6f,
+	B->ops->rmsnorm(B, 1, cols, (zp_view){ gx.p, (size_t)cols }, &rows[n - 1], (float *)gw.p, 1e-6f,
 			(zp_view){ g1.p, (size_t)cols }, (zp_view){ NULL, 0 });
 	float *one = malloc((size_t)cols * 4);
 	gtake(g1, one, "rmsnorm alone");
 	same_bits("rmsnorm", one, got + (size_t)(n - 1) * cols, (size_t)cols * 4);
 	gtake(gx, NULL, "rmsnorm input");
+	gtake(gw, NULL, "rmsnorm weight");
 	free(x), free(w), free(rows), free(got), free(got16), free(want), free(one);
 }
 
@@ -162,9 +246,10 @@ static void t_elementwise(int n, int cols)
 	uint16_t *g16 = malloc(N * 2);
 	double *want = calloc(N, sizeof *want);
 	gbuf gx = gfrom(x, N * 4), gy = gfrom(y, N * 4), g6 = gnew(N * 2);
+	gbuf gb = gfrom(bias, (size_t)cols * 4);
 	zp_view vx = { gx.p, (size_t)cols }, vy = { gy.p, (size_t)cols };
-	B->ops->residual(B, n, cols, vx, vy, bias);
-	B->ops->add_bias(B, n, cols, vy, bias);
+	B->ops->residual(B, n, cols, vx, vy, (float *)gb.p);
+	B->ops->add_bias(B, n, cols, vy, (float *)gb.p);
 	B->ops->to_bf16(B, n, cols, vx, (zp_view){ g6.p, (size_t)cols });
 	gtake(gx, got, "residual");
 	for (size_t i = 0; i < N; i++)
@@ -177,6 +262,7 @@ static void t_elementwise(int n, int cols)
 	for (size_t i = 0; i < N; i++)
 		want[i] = y[i] + bias[i % cols];
 	close_to("add_bias", got, want, N, 0);
+	gtake(gb, NULL, "bias");
 	free(x), free(y), free(bias), free(got), free(g16), free(want);
 }
 
@@ -195,7 +281,9 @@ static void t_rope(int n, int heads, int kvh, int d)
 	for (int i = 0; i < n; i++)
 		pos[i] = (i * 7) % P;
 	gbuf gq = gfrom(q, N * 4), gc = gfrom(cs, (size_t)P * h2 * 4), gs = gfrom(sn, (size_t)P * h2 * 4);
-	B->ops->qk_norm_rope(B, n, (zp_view){ gq.p, (size_t)ld }, heads, kvh, d, qn, kn, 1e-6f, pos,
+	gbuf gqn = gfrom(qn, (size_t)d * 4), gkn = gfrom(kn, (size_t)d * 4);
+	B->ops->qk_norm_rope(B, n, (zp_view){ gq.p, (size_t)ld }, heads, kvh, d, (float *)gqn.p,
+			     (float *)gkn.p, 1e-6f, pos,
 			     (float *)gc.p, (float *)gs.p);
 	gtake(gq, got, "qk_norm_rope");
 	for (int t = 0; t < n; t++)
@@ -215,6 +303,8 @@ static void t_rope(int n, int heads, int kvh, int d)
 	close_to("qk_norm_rope", got, want, N, 1e-5);
 	gtake(gc, NULL, "cos");
 	gtake(gs, NULL, "sin");
+	gtake(gqn, NULL, "q_norm");
+	gtake(gkn, NULL, "k_norm");
 	free(q), free(qn), free(kn), free(cs), free(sn), free(got), free(want), free(pos);
 }
 
@@ -231,16 +321,22 @@ static const void *wrow(void *ctx, int n)
 	return s->w + (size_t)n * s->k;
 }
 
-/* packed w [n, k] in backend memory */
-static zp_wmat wnew(const float *w, int n, int k, enum zp_wtype t)
+/* w [n, k] in backend memory: packed (cpu), or a device backend's layout
+   (swiglu: rows interleaved by 16 in the packed matrix) */
+static zp_wmat wnew(const float *w, int n, int k, enum zp_wtype t, bool swiglu)
 {
 	zp_wmat m;
 	size_t bytes = zp_wmat_bytes(t, n, k);
 	void *host = zp_xalloc_aligned(bytes);
 	struct wsrc s = { w, k };
 	zp_wmat_pack(&m, host, t, n, k, ZP_DT_F32, wrow, &s);
-	m.data = B->ops->alloc(B, bytes);
-	B->ops->upload(B, m.data, host, bytes);
+	if (dev) {
+		zp_wmat h = m;
+		zp_backend_cuda_wmat(B, &m, &h, swiglu);
+	} else {
+		m.data = B->ops->alloc(B, bytes);
+		B->ops->upload(B, m.data, host, bytes);
+	}
 	zp_free_aligned(host);
 	return m;
 }
@@ -284,7 +380,7 @@ static void t_gemm(int m, int n, int k, enum zp_wtype t, enum zp_epi epi)
 	float *c0 = frand_n((size_t)m * ldc, -1, 1), *got = malloc((size_t)m * ldc * 4);
 	double *want = calloc((size_t)m * ldc, sizeof *want);
 	double rel = t == ZP_W_BF16 ? 1e-3 : 1e-4;
-	zp_wmat wm = wnew(w, n, k, t);
+	zp_wmat wm = wnew(w, n, k, t, epi == ZP_EPI_SWIGLU);
 	gbuf ga = anew(a, m, k, lda, t), gc = gfrom(c0, (size_t)m * ldc * 4);
 	zp_gemm_op op = { ga.p, lda, m, &wm, (float *)gc.p, ldc, epi, cols };
 	B->ops->gemm(B, &op);
@@ -336,7 +432,7 @@ static void t_expert_gemm(enum zp_wtype t, enum zp_epi epi)
 	zp_wmat w[3];
 	for (int e = 0; e < E; e++) {
 		float *we = frand_n((size_t)n * k, -1, 1);
-		w[e] = wnew(we, n, k, t);
+		w[e] = wnew(we, n, k, t, epi == ZP_EPI_SWIGLU);
 		free(we);
 	}
 	float *c0 = frand_n((size_t)R * ldc, -1, 1);
@@ -353,8 +449,10 @@ static void t_expert_gemm(enum zp_wtype t, enum zp_epi epi)
 		B->ops->gemm(B, &op);
 		gtake(g1, dense + (size_t)offs[e] * ldc, "expert dense");
 	}
+	/* cuda: cuBLAS's grouped and cuBLASLt's dense kernels each have their order */
+	double rel = ledger_mode == L_CUDA ? (t == ZP_W_BF16 ? 1e-3 : 1e-5) : 0;
 	for (size_t i = 0; i < (size_t)R * ldc; i++)
-		if (!isfinite(got[i]) || got[i] != dense[i]) {
+		if (!isfinite(got[i]) || fabs(got[i] - dense[i]) > rel * (1 + fabs(dense[i]))) {
 			CHECK(0, "%s expert_gemm [%zu]: %g vs dense %g", where, i, got[i], dense[i]);
 			break;
 		}
@@ -555,7 +653,8 @@ static void t_gather_combine(int n, int K, int cols)
 	float *sw = frand_n((size_t)R, 0, 1), *got = malloc((size_t)R * cols * 4);
 	double *want = calloc((size_t)R * cols, sizeof *want);
 	gbuf gx = gfrom(x, (size_t)n * cols * 4), gd = gnew((size_t)R * cols * 4);
-	B->ops->gather(B, n, K, slot, gx.p, gd.p, (size_t)cols * 4);
+	gbuf gsl = gfrom(slot, (size_t)R * 4), gsw = gfrom(sw, (size_t)R * 4);
+	B->ops->gather(B, n, K, (int *)gsl.p, gx.p, gd.p, (size_t)cols * 4);
 	gtake(gd, got, "gather");
 	for (int t = 0; t < n; t++)
 		for (int k = 0; k < K; k++)
@@ -563,7 +662,7 @@ static void t_gather_combine(int n, int K, int cols)
 				want[(size_t)slot[t * K + k] * cols + c] = x[(size_t)t * cols + c];
 	close_to("gather", got, want, (size_t)R * cols, 0);
 	gbuf gy = gfrom(y, (size_t)R * cols * 4), go = gnew((size_t)n * cols * 4);
-	B->ops->combine(B, n, K, cols, slot, sw, (zp_view){ gy.p, (size_t)cols },
+	B->ops->combine(B, n, K, cols, (int *)gsl.p, (float *)gsw.p, (zp_view){ gy.p, (size_t)cols },
 			(zp_view){ go.p, (size_t)cols });
 	gtake(go, got, "combine");
 	for (int t = 0; t < n; t++)
@@ -576,6 +675,8 @@ static void t_gather_combine(int n, int K, int cols)
 	close_to("combine", got, want, (size_t)n * cols, 0);
 	gtake(gx, NULL, "gather input");
 	gtake(gy, NULL, "combine input");
+	gtake(gsl, NULL, "slots");
+	gtake(gsw, NULL, "slot weights");
 	free(slot), free(x), free(y), free(sw), free(got), free(want);
 }
 
@@ -639,9 +740,10 @@ static void t_pool(int n, int cols)
 	float *got = malloc((size_t)cols * 4);
 	double *want = calloc((size_t)cols, sizeof *want);
 	gbuf gx = gfrom(x, (size_t)n * cols * 4), work = gnew((size_t)cols * 12);
+	gbuf gw = gfrom(w, (size_t)cols * 4);
 	for (int mode = 0; mode < 2; mode++)
 		for (int norm = 0; norm < 2; norm++) {
-			B->ops->pool(B, n, cols, (zp_view){ gx.p, (size_t)cols }, w, 1e-6f,
+			B->ops->pool(B, n, cols, (zp_view){ gx.p, (size_t)cols }, (float *)gw.p, 1e-6f,
 				     mode ? ZP_POOLING_MEAN : ZP_POOLING_LAST, norm, got, work.p);
 			for (int c = 0; c < cols; c++)
 				want[c] = 0;
@@ -659,6 +761,7 @@ static void t_pool(int n, int cols)
 		}
 	gtake(gx, NULL, "pool input");
 	gtake(work, NULL, "pool work");
+	gtake(gw, NULL, "pool weight");
 	free(x), free(w), free(got), free(want);
 }
 
@@ -707,6 +810,8 @@ static void t_events(void)
 
 static void suite(void)
 {
+	check_rng = 88172645463325252ull; /* the same inputs for every pass */
+	ledger_at = 0;
 	t_memory();
 	t_events();
 	for (int n = 1; n <= 17; n += 16) {
@@ -739,12 +844,30 @@ static void suite(void)
 
 int main(int argc, char **argv)
 {
-	static char buf[128];
+	static char buf[160];
+	bool cuda_only = argc > 1 && !strcmp(argv[1], "cuda");
 	for (size_t i = 0; i < sizeof backends / sizeof *backends; i++) {
+		bool is_cuda = !strcmp(backends[i].name, "cuda");
+		if (cuda_only != is_cuda)
+			continue;
 		B = backends[i].make(3);
-		for (int ref = 0; ref < 2; ref++) {
+		if (!B) { /* cuda without a GPU (or without CUDA built in) */
+			printf("[%s] skipped: %s\n", backends[i].name, dev_err.msg);
+			if (cuda_only)
+				return 77;
+			continue;
+		}
+		dev = backends[i].device;
+		/* a device backend runs once (it has no CPU paths to switch) */
+		for (int ref = 0; ref < (dev ? 1 : 2); ref++) {
 			zp_gemm_force_ref(ref);
-			snprintf(buf, sizeof buf, "[%s %s%s]", backends[i].name, zp_gemm_isa(),
+			if (!dev)
+				ledger_mode = ref && !cuda_only ? L_RECORD : L_OFF;
+			else
+				ledger_mode = is_cuda ? L_CUDA : L_SIM;
+			if (ledger_mode == L_RECORD)
+				ledger_n = 0;
+			snprintf(buf, sizeof buf, "[%s %s%s]", backends[i].name, dev ? "kernels" : zp_gemm_isa(),
 				 getenv("ZP_NO_AMX") ? " ZP_NO_AMX" : "");
 			where = buf;
 			printf("%s\n", where);
@@ -754,7 +877,7 @@ int main(int argc, char **argv)
 		B->ops->free(B);
 	}
 	int rc = check_exit("test_backend_ops");
-	if (zp_cpu_amx() && !getenv("ZP_NO_AMX")) { /* the AVX512 paths too */
+	if (!cuda_only && zp_cpu_amx() && !getenv("ZP_NO_AMX")) { /* the AVX512 paths too */
 		fflush(stdout);
 		pid_t p = fork();
 		if (p == 0) {
@@ -766,6 +889,5 @@ int main(int argc, char **argv)
 		waitpid(p, &st, 0);
 		rc |= !WIFEXITED(st) || WEXITSTATUS(st) != 0;
 	}
-	(void)argc;
 	return rc;
 }

@@ -4,11 +4,15 @@
    bf16 modes, all requests in one batch and each alone, and compare:
      fp32 vs transformers: |log-prob diff| <= 1e-4, 1 - cos(embedding) <= 1e-5;
      bf16 vs transformers: the tolerances below (measured; see README);
-     alone vs in a batch: bitwise equal in both modes (batch invariance). */
+     alone vs in a batch: bitwise equal in both modes (batch invariance).
+   Each model runs on the cpu backend and on the CUDA backend's sim device
+   (the same tolerances); `test_golden [model] --device cuda` runs the cuda
+   device alone (exit 77 without a GPU). */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <string.h>
 
+#include "backend_cuda.h"
 #include "check.h"
 #include "forward.h"
 #include "req_json.h"
@@ -132,7 +136,22 @@ static float req_diff(const zp_req *a, const zp_req *b)
 	return d;
 }
 
-static void run_model(const char *name, enum zp_wtype wt, struct tol t)
+/* m's forward on dev; NULL with e set when the device is not here */
+static zp_fwd *fwd_on(const zp_model *m, enum zp_device dev, int total, zp_err *e)
+{
+	if (dev == ZP_DEV_CPU)
+		return zp_fwd_new(m, 2, total);
+	zp_backend *be = zp_backend_device_new(dev, 0, 2, &m->cfg, total, e);
+	if (!be)
+		return NULL;
+	const zp_model *md = zp_backend_cuda_model(be, m, true, e);
+	ZP_ASSERT(md);
+	return zp_fwd_new_on(md, be, total);
+}
+
+static bool no_device; /* the device asked for is not here */
+
+static void run_model(const char *name, enum zp_wtype wt, struct tol t, enum zp_device dev)
 {
 	char dir[512], gpath[512];
 	zp_model m;
@@ -173,7 +192,18 @@ static void run_model(const char *name, enum zp_wtype wt, struct tol t)
 		total += batch[n].ntok;
 		n++;
 	}
-	zp_fwd *f = zp_fwd_new(&m, 2, total);
+	zp_fwd *f = fwd_on(&m, dev, total, &e);
+	if (!f) {
+		printf("--device %s: %s\n", zp_device_name(dev), e.msg);
+		no_device = true;
+		for (int i = 0; i < n; i++) {
+			zp_req_free(&batch[i]);
+			cJSON_Delete(exp[i]);
+		}
+		free(text);
+		zp_model_free(&m);
+		return;
+	}
 	ZP_ASSERT(zp_fwd_run(f, run, n, NULL) == 0);
 	for (int i = 0; i < n; i++)
 		compare(&batch[i], cJSON_GetObjectItem(exp[i], "expected"), t, &me);
@@ -190,8 +220,9 @@ static void run_model(const char *name, enum zp_wtype wt, struct tol t)
 		      d);
 		zp_req_free(&alone);
 	}
-	printf("%-14s %s requests=%d max|dlogprob|=%.2e max(1-cos)=%.2e alone-vs-batch=%g\n",
-	       name, wt == ZP_W_F32 ? "fp32" : "bf16", n, me.lp, me.cos, me.batch);
+	printf("%-14s %-4s %s requests=%d max|dlogprob|=%.2e max(1-cos)=%.2e alone-vs-batch=%g\n",
+	       name, zp_device_name(dev), wt == ZP_W_F32 ? "fp32" : "bf16", n, me.lp, me.cos,
+	       me.batch);
 	for (int i = 0; i < n; i++) {
 		zp_req_free(&batch[i]);
 		cJSON_Delete(exp[i]);
@@ -205,11 +236,29 @@ int main(int argc, char **argv)
 {
 	static const char *models[] = { "odd", "mlp-only", "sparse-step", "no-norm-topk",
 					"tied-sharded", "dense", "odd-f16", "dense-f32", "hd64" };
-	for (size_t i = 0; i < sizeof models / sizeof *models; i++) {
-		if (argc > 1 && strcmp(argv[1], models[i]))
-			continue;
-		run_model(models[i], ZP_W_F32, (struct tol){ 1e-4, 0, 1e-5 });
-		run_model(models[i], ZP_W_BF16, (struct tol){ BF16_LP_ABS, BF16_LP_REL, BF16_COS_TOL });
+	const char *only = NULL;
+	enum zp_device devs[2] = { ZP_DEV_CPU, ZP_DEV_SIM };
+	int ndev = 2;
+	for (int a = 1; a < argc; a++) {
+		if (!strcmp(argv[a], "--device") && a + 1 < argc) {
+			int d = zp_device_parse(argv[++a]);
+			ZP_ASSERT(d >= 0);
+			devs[0] = (enum zp_device)d;
+			ndev = 1;
+		} else {
+			only = argv[a];
+		}
 	}
+	for (size_t i = 0; i < sizeof models / sizeof *models; i++) {
+		if (only && strcmp(only, models[i]))
+			continue;
+		for (int d = 0; d < ndev && !no_device; d++) {
+			run_model(models[i], ZP_W_F32, (struct tol){ 1e-4, 0, 1e-5 }, devs[d]);
+			run_model(models[i], ZP_W_BF16,
+				  (struct tol){ BF16_LP_ABS, BF16_LP_REL, BF16_COS_TOL }, devs[d]);
+		}
+	}
+	if (no_device)
+		return 77;
 	return check_exit("test_golden");
 }

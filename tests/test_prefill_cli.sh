@@ -70,6 +70,34 @@ for dt in fp32 bf16; do
 	cmp -s "$T/batch" "$T/alone" || { echo "FAIL: $dt alone vs batch differ"; diff "$T/batch" "$T/alone" | head; fail=1; }
 done
 
+# --device sim (the CUDA backend's host path, kernels by their CPU twins): the
+# same answers line for line (errors byte-identical to the cpu's), and alone vs
+# in a batch byte-identical there too
+for dt in fp32 bf16; do
+	$Z prefill --model $M --dtype $dt --max-tokens 16 < "$T/in" > "$T/cpu" 2>/dev/null
+	$Z prefill --model $M --dtype $dt --max-tokens 16 --device sim < "$T/in" > "$T/sim" 2>"$T/e" ||
+		{ echo "FAIL: $dt --device sim exit"; cat "$T/e"; fail=1; }
+	grep -q 'device=sim' "$T/e" || { echo "FAIL: $dt --device sim: the log names no sim executor"; fail=1; }
+	[ "$(wc -l < "$T/sim")" -eq "$nin" ] && cmp -s "$(grep -a '"error"' "$T/cpu" > "$T/ce"; echo "$T/ce")" \
+		"$(grep -a '"error"' "$T/sim" > "$T/se"; echo "$T/se")" ||
+		{ echo "FAIL: $dt --device sim answers differ in shape from the cpu's"; fail=1; }
+	grep -av '"error"' "$T/sim" > "$T/batch"
+	grep -an . "$T/in" | while IFS=: read -r n l; do
+		printf '%s\n' "$l" | $Z prefill --model $M --dtype $dt --max-tokens 16 --device sim 2>/dev/null
+	done | grep -av '"error"' > "$T/alone"
+	[ -s "$T/batch" ] && cmp -s "$T/batch" "$T/alone" ||
+		{ echo "FAIL: $dt --device sim alone vs batch differ"; diff "$T/batch" "$T/alone" | head; fail=1; }
+done
+$Z bench --model $M --tokens 33 --seqs 3 --threads 2 --iters 1 --device sim > "$T/bench" 2>/dev/null &&
+	tail -n 1 "$T/bench" | grep -Eq 'prefill_tok_s=[0-9]+(\.[0-9]+)?$' || { echo "FAIL: bench --device sim"; fail=1; }
+$Z prefill --model $M --device tpu </dev/null 2>"$T/e"; [ $? -eq 2 ] && grep -q -- '--device must be' "$T/e" ||
+	{ echo "FAIL: a bad --device does not name the flag"; cat "$T/e"; fail=1; }
+if ! nvidia-smi -L >/dev/null 2>&1; then # cuda without a GPU: a clear error, exit 1
+	echo '{"id":"g","prompt_token_ids":[1]}' | $Z prefill --model $M --device cuda > /dev/null 2>"$T/e"
+	[ $? -eq 1 ] && grep -q -- '--device cuda: ' "$T/e" ||
+		{ echo "FAIL: --device cuda without a GPU"; cat "$T/e"; fail=1; }
+fi
+
 # the thread count changes nothing either (hd64: AMX GEMM and AMX attention in bf16)
 sed -n 's/^{"request": \(.*\), "expected": .*/\1/p' tests/golden/hd64.jsonl > "$T/hd64"
 [ "$(wc -l < "$T/hd64")" -eq 8 ] || { echo "FAIL: hd64 requests"; fail=1; }
@@ -117,7 +145,7 @@ $Z prefill --model $M --socket /tmp/x 2>"$T/e" </dev/null; [ $? -eq 2 ] && grep 
 # --help: exit 0; the shared flags with one default (and ini key) in all three
 for c in prefill bench serve; do
 	$Z $c --help > "$T/help.$c" 2>&1 || { echo "FAIL: $c --help exit"; fail=1; }
-	for f in model dtype threads executors parallel transport offload max-tokens max-batch-tokens log-level; do
+	for f in model dtype threads executors parallel transport device offload max-tokens max-batch-tokens log-level; do
 		grep -- "^  --$f " "$T/help.$c" | sed 's/^ *--[a-z-]* *//; s/required/default none/' >> "$T/shared.$c"
 	done
 done
@@ -125,7 +153,7 @@ grep -q -- '--max-batch-tokens .*default 8192; \[engine\] max_batch_tokens' "$T/
 	grep -q -- '--parallel .*default asyncep' "$T/help.bench" && grep -q -- '--tokens ' "$T/help.bench" &&
 	! grep -q -- '--tokens ' "$T/help.prefill" && grep -q -- '--socket ' "$T/help.serve" ||
 	{ echo "FAIL: --help text"; cat "$T/help.prefill"; fail=1; }
-[ "$(wc -l < "$T/shared.prefill")" -eq 10 ] && cmp -s "$T/shared.prefill" "$T/shared.bench" &&
+[ "$(wc -l < "$T/shared.prefill")" -eq 11 ] && cmp -s "$T/shared.prefill" "$T/shared.bench" &&
 	cmp -s "$T/shared.prefill" "$T/shared.serve" ||
 	{ echo "FAIL: prefill, bench and serve differ on a shared flag"; diff "$T/shared.prefill" "$T/shared.serve"; fail=1; }
 [ $fail -eq 0 ] && echo "test_prefill_cli: ok" || echo "test_prefill_cli: FAIL"

@@ -71,6 +71,7 @@ typedef struct xview {
 	zp_rec ring_rec[REQ_RING];
 	zp_expert_src src;
 	zp_place_layer_stats *st;		/* [layers] */
+	zp_backend *be;			/* the executor's, from its first acquire */
 	int cur;			/* layer in progress (-1: none) */
 	double t_begin, wait_cur;
 } xview;
@@ -263,9 +264,16 @@ static void hook_layer_begin(void *ctx, int l)
 
 /* Wait for unit u's request on b's event wait (NULL: the host wait, the
    same event on the cpu backend); its error (or 0). */
+static bool host_backend(const zp_backend *b)
+{
+	return !strcmp(b->ops->name, "cpu");
+}
+
+/* The comm thread's copies are host work: on a device backend (the sim: its
+   memory is the host's) the host waits, then the layer's ops are queued. */
 static int wait_unit(xview *v, int u, zp_backend *b, zp_err *e)
 {
-	if (b)
+	if (b && host_backend(b))
 		b->ops->event_wait(b, v->ready[u], v->req[u].seq);
 	else
 		zp_cpu_event_wait(v->ready[u], v->req[u].seq);
@@ -281,6 +289,7 @@ static int hook_acquire(void *ctx, int l, zp_backend *be, const zp_wmat **gu, co
 			zp_err *e)
 {
 	xview *v = ctx;
+	v->be = be;
 	if (l == v->ep->first_moe) {
 		*gu = v->fgu;
 		*dn = v->fdn;
@@ -307,6 +316,10 @@ static void hook_release(void *ctx, int l)
 	xview *v = ctx;
 	if (l == v->ep->first_moe)
 		return;
+	/* a device backend may still be reading the layer's buffer: a download of
+	   nothing returns once its queued work is done, before a gather reuses it */
+	if (v->be && !host_backend(v->be))
+		v->be->ops->download(v->be, NULL, NULL, 0);
 	for (int u = 0; u < v->nunits; u++)
 		if (v->ust[u] == U_USED && v->ulayer[u] == l)
 			v->ust[u] = U_FREE;

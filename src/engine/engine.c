@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend_cuda.h"
 #include "executor.h"
 #include "util.h"
 
@@ -35,6 +36,18 @@ zp_engine *zp_engine_start(zp_model *m, const zp_engine_cfg *c, zp_err *e)
 		}
 		g->done = &g->own;
 	}
+	/* sharded experts (asyncep gathers, dpep): on the sim device AsyncEP's
+	   shards hold the device layout; neither runs on cuda yet */
+	if (c->device != ZP_DEV_CPU && c->parallel != ZP_PAR_REPLICATE &&
+	    (c->executors > 1 || c->offload_window)) {
+		if (c->device == ZP_DEV_CUDA || c->parallel == ZP_PAR_DPEP) {
+			zp_errf(e, "parallel=%s over %d executors on --device %s is not supported "
+				"(replicate, or one executor)", zp_parallel_name(c->parallel),
+				c->executors, zp_device_name(c->device));
+			goto bad;
+		}
+		zp_backend_cuda_relayout_experts(m);
+	}
 	zp_transport *t = zp_transport_new(c->transport, e);
 	if (!t || !(g->place = zp_place_new(m, c->executors, c->parallel, c->offload_window, t, e)))
 		goto bad;
@@ -45,16 +58,16 @@ zp_engine *zp_engine_start(zp_model *m, const zp_engine_cfg *c, zp_err *e)
 		int node = zp_arena_node_for(i); /* where zp_place_new put its memory */
 		if (zp_exec_start(&g->exec[i], i, node, m, zp_place_source(g->place, i),
 				  zp_place_group(g->place), c->threads_per_executor,
-				  c->batch_tokens_max, g->done, e))
+				  c->batch_tokens_max, c->device, g->done, e))
 			goto bad;
 		g->n = i + 1;
 		int lo, hi;
 		zp_place_range(g->place, i, &lo, &hi);
 		zp_log(ZP_LOG_INFO, "msg=executor id=%d parallel=%s transport=%s experts=[%d,%d) "
-		       "resident_mb=%.1f threads=%d node=%d", i,
+		       "resident_mb=%.1f threads=%d node=%d device=%s", i,
 		       zp_parallel_name(zp_place_parallel(g->place)), c->transport, lo, hi,
 		       (double)zp_place_resident_bytes(g->place, i) / (1 << 20),
-		       c->threads_per_executor, node);
+		       c->threads_per_executor, node, zp_device_name(c->device));
 	}
 	return g;
 bad:

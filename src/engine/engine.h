@@ -38,6 +38,8 @@ typedef struct {
 	int batch_tokens_max;		/* tokens in one forward (ini: max_batch_tokens) */
 	zp_bell *done;			/* rung when a batch comes back; NULL: the engine's own */
 	int offload_window;		/* asyncep offload mode: slots per executor (0: off) */
+	int device;			/* enum zp_device (backend_cuda.h): 0 = cpu; cuda:
+					   executor i on GPU i; sim: the test device */
 } zp_engine_cfg;
 
 /* Place m's experts and start the executors (each on a NUMA node, memory

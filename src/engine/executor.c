@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backend_cuda.h"
 #include "util.h"
 
 /* The executor's side of a record: the batch it names, generation checked. */
@@ -40,13 +41,41 @@ static void run(zp_exec *x, zp_batch *b)
 	b->stats = zp_fwd_last_stats(x->fwd);
 }
 
+/* A device executor's backend (GPU x->id, or the sim), its model mirror and
+   forward, made on the executor thread: the thread the device is used from.
+   0, or -1 with x->start_err set. */
+static int start_device(zp_exec *x)
+{
+	zp_backend *be;
+	if (x->grp) /* the engine refused it; asserted here */
+		return zp_errf(&x->start_err, "executor %d: dpep on --device %s", x->id,
+			       zp_device_name(x->device));
+	if (!(be = zp_backend_device_new(x->device, x->id, x->threads, &x->m->cfg,
+					 x->batch_tokens_max, &x->start_err)))
+		return -1;
+	/* an AsyncEP source gives the experts (relaid out by the engine) */
+	const zp_model *md = zp_backend_cuda_model(be, x->m, !x->src, &x->start_err);
+	if (!md) {
+		be->ops->free(be);
+		return -1;
+	}
+	x->fwd = zp_fwd_new_on(md, be, x->batch_tokens_max);
+	return 0;
+}
+
 static void *exec_main(void *arg)
 {
 	zp_exec *x = arg;
 	if (zp_arena_bind_thread(x->node)) /* memory then follows (first touch) */
 		zp_log(ZP_LOG_WARN, "msg=\"executor thread not placed\" executor=%d node=%d error=\"%s\"",
 		       x->id, x->node, strerror(errno));
-	x->fwd = zp_fwd_new(x->m, x->threads, x->batch_tokens_max);
+	if (x->device == ZP_DEV_CPU) {
+		x->fwd = zp_fwd_new(x->m, x->threads, x->batch_tokens_max);
+	} else if (start_device(x)) {
+		x->start_failed = true;
+		zp_bell_ring(&x->ready);
+		return NULL;
+	}
 	zp_fwd_set_experts(x->fwd, x->src);
 	zp_fwd_set_beat(x->fwd, &x->beats);
 	if (x->grp)
@@ -89,7 +118,8 @@ static int carve(zp_exec *x, zp_err *e)
 }
 
 int zp_exec_start(zp_exec *x, int id, int node, const zp_model *m, const zp_expert_src *src,
-		  zp_dpep *grp, int threads, int batch_tokens_max, zp_bell *done, zp_err *e)
+		  zp_dpep *grp, int threads, int batch_tokens_max, int device, zp_bell *done,
+		  zp_err *e)
 {
 	memset(x, 0, sizeof *x);
 	x->id = id;
@@ -99,6 +129,7 @@ int zp_exec_start(zp_exec *x, int id, int node, const zp_model *m, const zp_expe
 	x->grp = grp;
 	x->threads = threads;
 	x->batch_tokens_max = batch_tokens_max;
+	x->device = device;
 	x->done = done;
 	x->bell.fd = x->ready.fd = -1;
 	if (carve(x, e))
@@ -114,6 +145,13 @@ int zp_exec_start(zp_exec *x, int id, int node, const zp_model *m, const zp_expe
 	}
 	zp_bell_wait(&x->ready);
 	zp_bell_free(&x->ready);
+	if (x->start_failed) {
+		pthread_join(x->th, NULL);
+		*e = x->start_err;
+		zp_bell_free(&x->bell);
+		zp_arena_free(&x->arena);
+		return -1;
+	}
 	return 0;
 bad:
 	zp_bell_free(&x->bell);

@@ -112,6 +112,11 @@ static void rope_tables(zp_fwd *f)
 
 zp_fwd *zp_fwd_new(const zp_model *m, int threads, int batch_tokens_max)
 {
+	return zp_fwd_new_on(m, zp_backend_cpu_new(threads), batch_tokens_max);
+}
+
+zp_fwd *zp_fwd_new_on(const zp_model *m, zp_backend *be, int batch_tokens_max)
+{
 	zp_fwd *f = zp_xcalloc(1, sizeof *f);
 	const zp_config *c = &m->cfg;
 	size_t T = (size_t)batch_tokens_max, K = (size_t)ZP_MAX(c->topk, 1);
@@ -120,7 +125,7 @@ zp_fwd *zp_fwd_new(const zp_model *m, int threads, int batch_tokens_max)
 	ZP_ASSERT(batch_tokens_max >= 1);
 	f->m = m;
 	f->c = c;
-	f->be = zp_backend_cpu_new(threads);
+	f->be = be;
 	f->op = f->be->ops;
 	f->bf16 = m->wtype == ZP_W_BF16;
 	f->batch_tokens_max = batch_tokens_max;

@@ -2,7 +2,8 @@
    modeling_qwen3_moe.py (DESIGN.md section 1), over several sequences packed into
    one batch (no token attends across sequences), and the outputs a prefill is
    asked for, computed without a [tokens x vocab] matrix. The schedule is
-   written once over backend.h's ops; zp_fwd_new runs it on the cpu backend.
+   written once over backend.h's ops; zp_fwd_new runs it on the cpu backend,
+   zp_fwd_new_on on any.
    One zp_fwd per owner thread (an executor); it owns its backend instance (and
    so its thread pool) and its workspace, sized at start from batch_tokens_max.
    The model is shared read-only. */
@@ -21,6 +22,10 @@ typedef struct zp_fwd zp_fwd;
 #define ZP_FWD_SEQS_MAX 1024 /* sequences in one forward */
 
 zp_fwd *zp_fwd_new(const zp_model *m, int threads, int batch_tokens_max);
+/* The same on backend be (owned by the forward from here on; freed with it);
+   m is the model as be sees it (a device backend's mirror,
+   zp_backend_cuda_model). */
+zp_fwd *zp_fwd_new_on(const zp_model *m, zp_backend *be, int batch_tokens_max);
 void zp_fwd_free(zp_fwd *f);
 
 /* Where MoE layers' experts come from when not the model's own blocks (AsyncEP:

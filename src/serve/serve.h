@@ -50,6 +50,7 @@ typedef struct {
 	enum zp_parallel parallel;	/* how experts are placed across executors */
 	char *transport;		/* asyncep gathers: cpu (nccl, p2p: CUDA builds) */
 	int offload_window;		/* asyncep offload mode: slots per executor (0: off) */
+	int device;			/* enum zp_device: cpu, cuda, sim (a test device) */
 	int seq_tokens_max;		/* tokens of one sequence; 0: zp_serve_cfg_seq_tokens */
 	int batch_tokens_max;		/* tokens of one forward pass */
 	int batch_wait_ms;

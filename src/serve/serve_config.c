@@ -16,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backend_cuda.h"
 #include "engine.h"
 
 #define STR_(x) #x
@@ -55,6 +56,16 @@ static int parallel_parse(const char *v, int *out)
 static const char *parallel_spell(int v)
 {
 	return zp_parallel_name((enum zp_parallel)v);
+}
+
+static int device_parse(const char *v, int *out)
+{
+	return (*out = zp_device_parse(v)) < 0 ? -1 : 0;
+}
+
+static const char *device_spell(int v)
+{
+	return zp_device_name((enum zp_device)v);
 }
 
 static const char *const log_names[] = { "debug", "info", "warn", "error" };
@@ -176,6 +187,7 @@ static const zp_opt keys[] = {
 	{ "engine", "threads_per_executor", "threads", ALL, 0, NUM(INT, 0, ZP_THREADS_MAX, 0), F(threads_per_executor), .help = "cores per executor (0: the cores shared)" },
 	{ "engine", "parallel", "parallel", ALL, 0, ENUM(parallel, ZP_PARALLEL_DEFAULT, "asyncep, dpep or replicate"), F(parallel), .help = "expert placement: asyncep, dpep or replicate" },
 	{ "engine", "transport", "transport", ALL, 0, TEXT(STR, "cpu"), F(transport), .help = "what moves asyncep shards" },
+	{ "engine", "device", "device", ALL, 0, ENUM(device, ZP_DEV_CPU, "cpu, cuda or sim"), F(device), .help = "where forwards run: cpu, cuda (executor i on GPU i) or sim (a test device: the CUDA backend's host path, kernels by their CPU twins)" },
 	{ "engine", "offload_window", "offload", ALL, 0, NUM(INT, 0, ZP_PLACE_WINDOW_MAX, 0), F(offload_window), .help = "asyncep offload slots (0: off; 2 at least)" },
 	{ "engine", "max_tokens", "max-tokens", ALL, 0, NUM(INT, 0, ZP_BATCH_TOKENS_LIMIT, 0), F(seq_tokens_max), .help = "longest sequence (0: the model's, at most " STR(ZP_SEQ_TOKENS_DEFAULT) ")" },
 	{ "engine", "max_batch_tokens", "max-batch-tokens", ALL, 0, NUM(INT, 1, ZP_BATCH_TOKENS_LIMIT, ZP_BATCH_TOKENS_DEFAULT), F(batch_tokens_max), .help = "tokens per forward pass" },

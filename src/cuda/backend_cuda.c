@@ -1,0 +1,820 @@
+/* backend_cuda.c -- see backend_cuda.h. Every op enqueues on the compute
+   stream; what comes back to the host (download, log-prob rows, pooling) syncs
+   it. Host metadata an op needs (ids, positions, row lists, sequence starts,
+   per-expert offsets) goes through one staging ring (pinned host -> device,
+   in stream order); the ring restarts after a stream sync when full. Weights
+   are converted to the device layout on the host into pinned staging buffers
+   and copied on the copy stream. Threads: one owner; events from any thread. */
+#include "backend_cuda.h"
+
+#include <dlfcn.h>
+#include <math.h>
+#include <pthread.h>
+#include <string.h>
+
+#include "devrt.h"
+#include "v1.h"
+
+/* cuda-fast's kernels (the kernels/ files named v1_*.cu): absent until built in */
+#pragma weak zp_kv1_expert_gemm
+#pragma weak zp_kv1_attention
+
+#define META_BYTES ((size_t)32 << 20)
+#define STAGE_BUFS 4
+#define STAGE_BYTES ((size_t)64 << 20)
+#define EV_RING 64	/* records of one zp_event a waiter can still find */
+
+struct zp_event {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	uint64_t n;
+	zp_devent *ring[EV_RING];
+};
+
+typedef struct {
+	zp_drt *rt;
+	zp_dstream *cs, *xs;	/* compute, copy */
+	zp_cuda_opts o;
+	char *meta_h, *meta_d;	/* the staging ring, pinned host and device */
+	size_t meta_at;
+	float *tmp;		/* [rows_max][cols_max]: GEMM output before SwiGLU */
+	size_t tmp_floats;
+	/* the model mirror */
+	zp_model mdev;
+	bool have_model;
+	float *embed;		/* [V][H] f32 */
+	void **owned;		/* device arrays of the mirror */
+	int nowned, capowned;
+} cu_ctx;
+
+static cu_ctx *C(zp_backend *b)
+{
+	return b->ctx;
+}
+
+int zp_device_parse(const char *s)
+{
+	static const char *names[] = { "cpu", "cuda", "sim" };
+	for (int i = 0; i < 3; i++)
+		if (!strcmp(s, names[i]))
+			return i;
+	return -1;
+}
+
+const char *zp_device_name(enum zp_device d)
+{
+	return d == ZP_DEV_CUDA ? "cuda" : d == ZP_DEV_SIM ? "sim" : "cpu";
+}
+
+/* ---- memory ---- */
+
+static void *dalloc(cu_ctx *c, size_t bytes)
+{
+	void *p = c->rt->ops->alloc(c->rt, ZP_MAX(bytes, 64));
+	if (!p)
+		zp_panic(__FILE__, __LINE__, "device out of memory");
+	return p;
+}
+
+static void *cu_alloc(zp_backend *b, size_t bytes)
+{
+	return dalloc(C(b), bytes);
+}
+
+static void cu_mfree(zp_backend *b, void *p)
+{
+	C(b)->rt->ops->free(C(b)->rt, p);
+}
+
+/* the host buffer may change once these return: both sync */
+static void cu_upload(zp_backend *b, void *dst, const void *host, size_t bytes)
+{
+	cu_ctx *c = C(b);
+	c->rt->ops->copy(c->rt, c->cs, dst, host, bytes);
+	c->rt->ops->stream_sync(c->rt, c->cs);
+}
+
+static void cu_download(zp_backend *b, void *host, const void *src, size_t bytes)
+{
+	cu_ctx *c = C(b);
+	c->rt->ops->copy(c->rt, c->cs, host, src, bytes);
+	c->rt->ops->stream_sync(c->rt, c->cs);
+}
+
+static void cu_copy(zp_backend *b, void *dst, const void *src, size_t bytes)
+{
+	C(b)->rt->ops->copy(C(b)->rt, C(b)->cs, dst, src, bytes);
+}
+
+/* Device room for bytes of metadata, filled from host (when set) in stream
+   order; valid for work enqueued before the ring wraps. */
+static void *meta(cu_ctx *c, const void *host, size_t bytes)
+{
+	size_t need = ZP_ALIGN_UP(ZP_MAX(bytes, 1), 64);
+	ZP_ASSERT(need <= META_BYTES);
+	if (c->meta_at + need > META_BYTES) { /* every earlier reader is done */
+		c->rt->ops->stream_sync(c->rt, c->cs);
+		c->meta_at = 0;
+	}
+	char *h = c->meta_h + c->meta_at, *d = c->meta_d + c->meta_at;
+	c->meta_at += need;
+	if (host) {
+		memcpy(h, host, bytes);
+		c->rt->ops->copy(c->rt, c->cs, d, h, bytes);
+	}
+	return d;
+}
+
+/* ---- events: a ring of device events per count ---- */
+
+static zp_event *cu_event_new(zp_backend *b)
+{
+	zp_event *ev = zp_xcalloc(1, sizeof *ev);
+	pthread_mutex_init(&ev->mu, NULL);
+	pthread_cond_init(&ev->cv, NULL);
+	for (int i = 0; i < EV_RING; i++)
+		ev->ring[i] = C(b)->rt->ops->event_new(C(b)->rt);
+	return ev;
+}
+
+static void cu_event_free(zp_backend *b, zp_event *ev)
+{
+	if (!ev)
+		return;
+	for (int i = 0; i < EV_RING; i++)
+		C(b)->rt->ops->event_free(C(b)->rt, ev->ring[i]);
+	pthread_mutex_destroy(&ev->mu);
+	pthread_cond_destroy(&ev->cv);
+	free(ev);
+}
+
+static uint64_t cu_event_record(zp_backend *b, zp_event *ev)
+{
+	cu_ctx *c = C(b);
+	pthread_mutex_lock(&ev->mu);
+	uint64_t n = ++ev->n;
+	c->rt->ops->event_record(c->rt, ev->ring[n % EV_RING], c->cs);
+	pthread_cond_broadcast(&ev->cv);
+	pthread_mutex_unlock(&ev->mu);
+	return n;
+}
+
+/* A slot re-recorded since n waits for the later record: later work in the
+   same stream, so n's is done too. */
+static void cu_event_wait(zp_backend *b, zp_event *ev, uint64_t n)
+{
+	pthread_mutex_lock(&ev->mu);
+	while (ev->n < n)
+		pthread_cond_wait(&ev->cv, &ev->mu);
+	zp_devent *d = ev->ring[n % EV_RING];
+	pthread_mutex_unlock(&ev->mu);
+	C(b)->rt->ops->event_sync(C(b)->rt, d);
+}
+
+/* ---- rows ---- */
+
+static void launch(cu_ctx *c, zk_launch *l)
+{
+	c->rt->ops->launch(c->rt, c->cs, l);
+}
+
+static void cu_embed(zp_backend *b, const zp_model *m, const int32_t *ids, int n, zp_view x)
+{
+	cu_ctx *c = C(b);
+	ZP_ASSERT(c->have_model && m == &c->mdev);
+	zk_launch l = { .kind = ZK_EMBED, .blocks = n };
+	l.u.embed = (zk_embed){ c->embed, m->cfg.hidden, meta(c, ids, (size_t)n * 4), x.data, x.ld };
+	launch(c, &l);
+}
+
+static void cu_rmsnorm(zp_backend *b, int n, int cols, zp_view x, const int *rows,
+		       const float *w, float eps, zp_view out, zp_view out16)
+{
+	cu_ctx *c = C(b);
+	zk_launch l = { .kind = ZK_RMSNORM, .blocks = n };
+	l.u.rmsnorm = (zk_rmsnorm){ x.data, x.ld, rows ? meta(c, rows, (size_t)n * 4) : NULL, w, eps,
+				    cols, out.data, out.ld, out16.data, out16.ld };
+	launch(c, &l);
+}
+
+static void cu_add_bias(zp_backend *b, int n, int cols, zp_view y, const float *bias)
+{
+	zk_launch l = { .kind = ZK_BIAS, .blocks = n };
+	l.u.vec = (zk_vec){ cols, y.data, y.ld, NULL, 0, bias };
+	launch(C(b), &l);
+}
+
+static void cu_qk_norm_rope(zp_backend *b, int n, zp_view qkv, int heads, int kv_heads, int d,
+			    const float *q_norm, const float *k_norm, float eps, const int *pos,
+			    const float *cos, const float *sin)
+{
+	cu_ctx *c = C(b);
+	zk_launch l = { .kind = ZK_ROPE, .blocks = n * (heads + kv_heads) };
+	l.u.rope = (zk_rope){ qkv.data, qkv.ld, heads, kv_heads, d, q_norm, k_norm, eps,
+			      meta(c, pos, (size_t)n * 4), cos, sin };
+	launch(c, &l);
+}
+
+static void cu_residual(zp_backend *b, int n, int cols, zp_view x, zp_view y, const float *bias)
+{
+	zk_launch l = { .kind = ZK_RESIDUAL, .blocks = n };
+	l.u.vec = (zk_vec){ cols, x.data, x.ld, y.data, y.ld, bias };
+	launch(C(b), &l);
+}
+
+static void cu_to_bf16(zp_backend *b, int n, int cols, zp_view src, zp_view dst)
+{
+	zk_launch l = { .kind = ZK_TO_BF16, .blocks = n };
+	l.u.tobf16 = (zk_tobf16){ cols, src.data, src.ld, dst.data, dst.ld };
+	launch(C(b), &l);
+}
+
+/* ---- matrix products ---- */
+
+static zp_dgemm dgemm(const zp_wmat *w, const void *a, size_t lda, int m, float *c, size_t ldc,
+		      bool add)
+{
+	return (zp_dgemm){ .bf16 = w->type == ZP_W_BF16, .add = add, .a = a, .lda = lda, .m = m,
+			   .w = w->data, .n = w->n, .kp = w->kp, .c = c, .ldc = ldc };
+}
+
+/* rows of tmp [.., n] (gate half then up half) -> SwiGLU into c */
+static void swiglu(cu_ctx *c, int rows, int n, int ncols, const float *t, float *out, size_t ldc)
+{
+	zk_launch l = { .kind = ZK_SWIGLU, .blocks = rows };
+	l.u.swiglu = (zk_swiglu){ ncols, n / 2, t, (size_t)n, out, ldc };
+	launch(c, &l);
+}
+
+static void cu_gemm(zp_backend *b, const zp_gemm_op *op)
+{
+	cu_ctx *c = C(b);
+	if (!op->m)
+		return;
+	if (op->epi != ZP_EPI_SWIGLU) {
+		zp_dgemm g = dgemm(op->w, op->a, op->lda, op->m, op->c, op->ldc,
+				   op->epi == ZP_EPI_ADD);
+		c->rt->ops->gemm(c->rt, c->cs, &g);
+		return;
+	}
+	ZP_ASSERT((size_t)op->m * op->w->n <= c->tmp_floats);
+	zp_dgemm g = dgemm(op->w, op->a, op->lda, op->m, c->tmp, (size_t)op->w->n, false);
+	c->rt->ops->gemm(c->rt, c->cs, &g);
+	swiglu(c, op->m, op->w->n, op->ncols, c->tmp, op->c, op->ldc);
+}
+
+static void expert_v1(cu_ctx *c, const zp_wmat *w, int e0, int e1, const int *offs, zp_view a,
+		      zp_view out, enum zp_epi epi)
+{
+	size_t mat = (size_t)w[e0].n * w[e0].kp;
+	for (int e = e0; e < e1; e++) /* the contract's one [E][N][K] array */
+		ZP_ASSERT((const uint16_t *)w[e].data == (const uint16_t *)w[e0].data + (e - e0) * mat);
+	int E = e1 - e0, *doffs = meta(c, offs, (size_t)(E + 1) * sizeof *offs);
+	void *st = c->rt->ops->native_stream(c->rt, c->cs);
+	int rc = zp_kv1_expert_gemm(st, w[e0].data, e0, e1, doffs, offs[E], a.data, a.ld, out.data,
+				    out.ld, epi == ZP_EPI_SWIGLU ? ZP_KV1_EPI_SWIGLU : ZP_KV1_EPI_STORE,
+				    w[e0].n, w[e0].kp);
+	if (rc)
+		zp_panic(__FILE__, __LINE__, "zp_kv1_expert_gemm failed to launch");
+}
+
+/* v0: one grouped GEMM (host-side sizes: the offsets came back once per
+   layer), then SwiGLU over every routed row */
+static void cu_expert_gemm(zp_backend *b, const zp_wmat *w, int e0, int e1, const int *offs,
+			   zp_view a, zp_view out, enum zp_epi epi, int ncols)
+{
+	cu_ctx *c = C(b);
+	int E = e1 - e0, r0 = offs[0], rows = offs[E] - offs[0], n = 0;
+	ZP_ASSERT(epi != ZP_EPI_ADD);
+	if (!rows)
+		return;
+	if (c->o.expert_v1) {
+		expert_v1(c, w, e0, e1, offs, a, out, epi);
+		return;
+	}
+	bool sw = epi == ZP_EPI_SWIGLU;
+	size_t es = w[e0].type == ZP_W_BF16 ? 2 : 4, N = (size_t)w[e0].n;
+	zp_dgemm *g = zp_xmalloc((size_t)E * sizeof *g);
+	ZP_ASSERT(!sw || (size_t)rows * N <= c->tmp_floats);
+	for (int e = e0; e < e1; e++) {
+		int r = offs[e - e0], m = offs[e - e0 + 1] - r;
+		if (!m)
+			continue;
+		float *dst = sw ? c->tmp + (size_t)(r - r0) * N : (float *)out.data + (size_t)r * out.ld;
+		g[n++] = dgemm(&w[e], (const char *)a.data + (size_t)r * a.ld * es, a.ld, m, dst,
+			       sw ? N : out.ld, false);
+	}
+	c->rt->ops->gemm_grouped(c->rt, c->cs, g, n);
+	free(g);
+	if (sw)
+		swiglu(c, rows, (int)N, ncols, c->tmp, (float *)out.data + (size_t)r0 * out.ld, out.ld);
+}
+
+/* ---- attention ---- */
+
+struct zp_attn_work {
+	int heads, kv_heads, d, rows_max, seqs_max;
+};
+
+static zp_attn_work *cu_attn_work_new(zp_backend *b, int heads, int kv_heads, int d,
+				      int rows_max, int seqs_max, bool bf16)
+{
+	zp_attn_work *w = zp_xcalloc(1, sizeof *w);
+	ZP_ASSERT(d <= ZK_DMAX && heads % kv_heads == 0);
+	*w = (zp_attn_work){ heads, kv_heads, d, rows_max, seqs_max };
+	return w;
+}
+
+static void cu_attn_work_free(zp_backend *b, zp_attn_work *w)
+{
+	free(w);
+}
+
+static int cu_attention(zp_backend *b, const zp_attn_args *a, zp_err *e)
+{
+	cu_ctx *c = C(b);
+	zp_attn_work *w = a->work;
+	int T = a->seq_start[a->nseq], rows = T, longest = 0;
+	ZP_ASSERT(a->heads == w->heads && a->kv_heads == w->kv_heads && a->d == w->d);
+	ZP_ASSERT(a->nseq >= 1 && a->nseq <= w->seqs_max && T <= w->rows_max);
+	_Static_assert(sizeof(zk_kv) == sizeof(zp_kv_src), "zk_kv mirrors zp_kv_src");
+	for (int s = 0; s < a->nseq; s++)
+		longest = ZP_MAX(longest, a->seq_start[s + 1] - a->seq_start[s]);
+	for (int s = 0; a->prefix && s < a->nseq; s++)
+		rows += a->prefix[s].len;
+	if (rows > w->rows_max) /* as the cpu backend: the same limit, the same answer */
+		return zp_errf(e, "attention: %d rows with their prefixes, the workspace holds %d",
+			       rows, w->rows_max);
+	const int *ss = meta(c, a->seq_start, (size_t)(a->nseq + 1) * sizeof(int));
+	const zk_kv *pf = a->prefix ? meta(c, a->prefix, (size_t)a->nseq * sizeof(zk_kv)) : NULL;
+	if (c->o.attn_v1) {
+		void *st = c->rt->ops->native_stream(c->rt, c->cs);
+		if (zp_kv1_attention(st, a->heads, a->kv_heads, a->d, a->nseq, ss, T, longest,
+				     a->qkv.data, a->qkv.ld, a->out.data, a->out.ld,
+				     (const zp_kv1_src *)pf, a->bf16))
+			zp_panic(__FILE__, __LINE__, "zp_kv1_attention failed to launch");
+		return 0;
+	}
+	zk_launch l = { .kind = ZK_ATTN, .blocks = T * a->heads };
+	l.u.attn = (zk_attn){ a->qkv.data, a->qkv.ld, a->out.data, a->out.ld, a->heads, a->kv_heads,
+			      a->d, a->nseq, ss, pf, 1.0f / sqrtf((float)a->d) };
+	launch(c, &l);
+	return 0;
+}
+
+/* ---- MoE ---- */
+
+static void cu_route(zp_backend *b, int n, int E, int K, bool norm_topk, zp_view logits,
+		     int *sel, float *selw, float *gap)
+{
+	zk_launch l = { .kind = ZK_ROUTE, .blocks = (n + ZK_ROWS_PER_BLOCK - 1) / ZK_ROWS_PER_BLOCK };
+	l.u.route = (zk_route){ logits.data, logits.ld, n, E, K, norm_topk, sel, selw, gap };
+	launch(C(b), &l);
+}
+
+static void cu_dispatch(zp_backend *b, int n, int K, int E, const int *sel, int *offs,
+			int *slot_row)
+{
+	zk_launch l = { .kind = ZK_DISPATCH, .blocks = 1 };
+	l.u.dispatch = (zk_dispatch){ n * K, E, sel, offs, slot_row };
+	launch(C(b), &l);
+}
+
+static void cu_gather(zp_backend *b, int n, int K, const int *slot_row, const void *src, void *dst,
+		      size_t row_bytes)
+{
+	ZP_ASSERT(row_bytes % 2 == 0);
+	zk_launch l = { .kind = ZK_GATHER, .blocks = n };
+	l.u.gather = (zk_gather){ K, slot_row, src, dst, row_bytes / 2 };
+	launch(C(b), &l);
+}
+
+static void cu_combine(zp_backend *b, int n, int K, int cols, const int *slot_row,
+		       const float *selw, zp_view y, zp_view out)
+{
+	zk_launch l = { .kind = ZK_COMBINE, .blocks = n };
+	l.u.combine = (zk_combine){ K, cols, slot_row, selw, y.data, y.ld, out.data, out.ld };
+	launch(C(b), &l);
+}
+
+/* ---- outputs ---- */
+
+/* Rows' outputs in device room of the ring, downloaded once and scattered to
+   the rows' host pointers. */
+static void cu_logprobs(zp_backend *b, int n, int V, zp_view logits, const zp_lp_row *rows)
+{
+	cu_ctx *c = C(b);
+	zk_lp_meta *mt = zp_xcalloc((size_t)n, sizeof *mt);
+	int nc = 0, nf = 0, ni = 0;
+	for (int i = 0; i < n; i++) {
+		const zp_lp_row *r = &rows[i];
+		mt[i] = (zk_lp_meta){ r->next, r->plp != NULL, r->ncand, nc, r->top_k, nf, ni };
+		nc += r->ncand;
+		nf += 1 + r->ncand + r->top_k;
+		ni += r->top_k;
+	}
+	int32_t *cands = zp_xmalloc((size_t)ZP_MAX(nc, 1) * sizeof *cands);
+	for (int i = 0; i < n; i++)
+		if (rows[i].ncand)
+			memcpy(cands + mt[i].cand_off, rows[i].cands, (size_t)rows[i].ncand * 4);
+	size_t fb = (size_t)nf * 4, ib = (size_t)ZP_MAX(ni, 1) * 4;
+	zk_launch l = { .kind = ZK_LSE, .blocks = n };
+	l.u.lse = (zk_lse){ logits.data, logits.ld, V, meta(c, mt, (size_t)n * sizeof *mt),
+			    meta(c, cands, (size_t)ZP_MAX(nc, 1) * 4), meta(c, NULL, fb),
+			    meta(c, NULL, ib) };
+	launch(c, &l);
+	float *of = zp_xmalloc(fb);
+	int *oi = zp_xmalloc(ib);
+	c->rt->ops->copy(c->rt, c->cs, of, l.u.lse.outf, fb);
+	c->rt->ops->copy(c->rt, c->cs, oi, l.u.lse.outi, ib);
+	c->rt->ops->stream_sync(c->rt, c->cs);
+	for (int i = 0; i < n; i++) {
+		const zp_lp_row *r = &rows[i];
+		const float *o = of + mt[i].out_off;
+		if (r->plp)
+			*r->plp = o[0];
+		if (r->ncand)
+			memcpy(r->cand_lp, o + 1, (size_t)r->ncand * 4);
+		if (r->top_k) {
+			memcpy(r->top_lp, o + 1 + r->ncand, (size_t)r->top_k * 4);
+			memcpy(r->top_ids, oi + mt[i].ids_off, (size_t)r->top_k * 4);
+		}
+	}
+	free(mt), free(cands), free(of), free(oi);
+}
+
+static void cu_pool(zp_backend *b, int n, int cols, zp_view x, const float *w, float eps,
+		    enum zp_pooling mode, bool normalize, float *out, void *work)
+{
+	cu_ctx *c = C(b);
+	ZP_ASSERT(n >= 1);
+	zk_launch l = { .kind = ZK_POOL, .blocks = 1 };
+	double *acc = work;
+	l.u.pool = (zk_pool){ n, cols, x.data, x.ld, w, eps, mode == ZP_POOLING_MEAN, normalize, acc,
+			      (float *)(acc + cols) };
+	launch(c, &l);
+	cu_download(b, out, acc + cols, (size_t)cols * 4);
+}
+
+/* ---- weights ---- */
+
+/* Row j of a packed matrix (gemm.h's layout) into row-major dst[kp]. */
+static void unpack_row(const zp_wmat *w, int j, void *dst)
+{
+	int p = j / ZP_GEMM_NR, col = j % ZP_GEMM_NR;
+	if (w->type == ZP_W_F32) {
+		const float *s = (const float *)w->data + (size_t)p * w->kp * ZP_GEMM_NR + col;
+		float *d = dst;
+		for (int k = 0; k < w->kp; k++)
+			d[k] = s[(size_t)k * ZP_GEMM_NR];
+		return;
+	}
+	const uint16_t *s = (const uint16_t *)w->data + (size_t)p * w->kp * ZP_GEMM_NR + 2 * col;
+	uint16_t *d = dst;
+	for (int k = 0; k < w->kp; k += 2) {
+		d[k] = s[(size_t)(k / 2) * 2 * ZP_GEMM_NR];
+		d[k + 1] = s[(size_t)(k / 2) * 2 * ZP_GEMM_NR + 1];
+	}
+}
+
+/* device row r of a SwiGLU matrix: gate rows [0, n/2) then up rows */
+static int swiglu_src(int n, int r)
+{
+	int h = n / 2, up = r >= h, q = up ? r - h : r;
+	return 32 * (q / 16) + 16 * up + q % 16;
+}
+
+typedef struct {
+	cu_ctx *c;
+	char *buf[STAGE_BUFS];
+	zp_devent *ev[STAGE_BUFS];
+	size_t size;	/* bytes of each buffer */
+	int cur;
+	double bytes, t0, next_log;
+} stager;
+
+/* buffers of at most STAGE_BYTES, less when the whole upload is smaller */
+static void stage_open(stager *s, cu_ctx *c, size_t total)
+{
+	*s = (stager){ .c = c, .t0 = zp_now_s(), .next_log = 1e9 };
+	s->size = ZP_MIN(STAGE_BYTES, ZP_MAX(total, 64));
+	for (int i = 0; i < STAGE_BUFS; i++) {
+		s->buf[i] = c->rt->ops->host_alloc(c->rt, s->size);
+		s->ev[i] = c->rt->ops->event_new(c->rt);
+	}
+}
+
+static void stage_close(stager *s, const char *what)
+{
+	cu_ctx *c = s->c;
+	c->rt->ops->stream_sync(c->rt, c->xs);
+	for (int i = 0; i < STAGE_BUFS; i++) {
+		c->rt->ops->host_free(c->rt, s->buf[i]);
+		c->rt->ops->event_free(c->rt, s->ev[i]);
+	}
+	double dt = zp_now_s() - s->t0;
+	zp_log(ZP_LOG_INFO, "msg=\"weights uploaded\" what=%s path=staged gb=%.3f gbps=%.2f s=%.2f", what,
+	       s->bytes / 1e9, dt > 0 ? s->bytes / 1e9 / dt : 0.0, dt);
+}
+
+/* w (host, packed) into dst (device, [n][kp]) through the staging buffers */
+static void stage_wmat(stager *s, void *dst, const zp_wmat *w, bool sw)
+{
+	cu_ctx *c = s->c;
+	size_t rb = (size_t)w->kp * (w->type == ZP_W_F32 ? 4 : 2);
+	int per = (int)ZP_MAX(1, s->size / rb);
+	ZP_ASSERT(rb <= s->size && (!sw || w->n % 32 == 0));
+	for (int r0 = 0; r0 < w->n; r0 += per) {
+		int r1 = ZP_MIN(w->n, r0 + per), i = s->cur;
+		s->cur = (s->cur + 1) % STAGE_BUFS;
+		c->rt->ops->event_sync(c->rt, s->ev[i]); /* its last copy is done */
+		for (int r = r0; r < r1; r++)
+			unpack_row(w, sw ? swiglu_src(w->n, r) : r, s->buf[i] + (size_t)(r - r0) * rb);
+		c->rt->ops->copy(c->rt, c->xs, (char *)dst + (size_t)r0 * rb, s->buf[i],
+				 (size_t)(r1 - r0) * rb);
+		c->rt->ops->event_record(c->rt, s->ev[i], c->xs);
+		s->bytes += (double)(r1 - r0) * rb;
+	}
+	if (s->bytes >= s->next_log) {
+		double dt = zp_now_s() - s->t0;
+		zp_log(ZP_LOG_INFO, "msg=\"weights uploading\" gb=%.2f gbps=%.2f", s->bytes / 1e9,
+		       dt > 0 ? s->bytes / 1e9 / dt : 0.0);
+		s->next_log += 1e9 * ZP_MAX(1.0, s->bytes / 1e10);
+	}
+}
+
+static void stage_floats(stager *s, void *dst, const void *src, size_t bytes)
+{
+	cu_ctx *c = s->c;
+	for (size_t at = 0; at < bytes; at += s->size) {
+		size_t nb = ZP_MIN(s->size, bytes - at);
+		int i = s->cur;
+		s->cur = (s->cur + 1) % STAGE_BUFS;
+		c->rt->ops->event_sync(c->rt, s->ev[i]);
+		memcpy(s->buf[i], (const char *)src + at, nb);
+		c->rt->ops->copy(c->rt, c->xs, (char *)dst + at, s->buf[i], nb);
+		c->rt->ops->event_record(c->rt, s->ev[i], c->xs);
+		s->bytes += (double)nb;
+	}
+}
+
+void zp_backend_cuda_wmat(zp_backend *b, zp_wmat *dst, const zp_wmat *host, bool swiglu)
+{
+	cu_ctx *c = C(b);
+	stager s;
+	*dst = *host;
+	size_t bytes = (size_t)host->n * host->kp * (host->type == ZP_W_F32 ? 4 : 2);
+	dst->data = dalloc(c, bytes);
+	stage_open(&s, c, bytes);
+	stage_wmat(&s, dst->data, host, swiglu);
+	c->rt->ops->stream_sync(c->rt, c->xs);
+	for (int i = 0; i < STAGE_BUFS; i++) {
+		c->rt->ops->host_free(c->rt, s.buf[i]);
+		c->rt->ops->event_free(c->rt, s.ev[i]);
+	}
+}
+
+static void *own(cu_ctx *c, size_t bytes)
+{
+	if (c->nowned == c->capowned) {
+		c->capowned = c->capowned ? 2 * c->capowned : 64;
+		c->owned = realloc(c->owned, (size_t)c->capowned * sizeof *c->owned);
+		ZP_ASSERT(c->owned);
+	}
+	return c->owned[c->nowned++] = dalloc(c, bytes);
+}
+
+static float *vec_up(stager *s, const float *v, size_t n)
+{
+	if (!v)
+		return NULL;
+	float *d = own(s->c, n * 4);
+	stage_floats(s, d, v, n * 4);
+	return d;
+}
+
+static void mat_up(stager *s, zp_wmat *w, bool sw)
+{
+	zp_wmat h = *w;
+	w->data = own(s->c, (size_t)h.n * h.kp * (h.type == ZP_W_F32 ? 4 : 2));
+	stage_wmat(s, w->data, &h, sw);
+}
+
+/* a layer's experts: one array per matrix kind, expert e at e * n * kp */
+static zp_wmat *experts_up(stager *s, const zp_wmat *src, int E, bool sw)
+{
+	zp_wmat *w = zp_xcalloc((size_t)E, sizeof *w);
+	size_t mat = (size_t)src[0].n * src[0].kp * (src[0].type == ZP_W_F32 ? 4 : 2);
+	char *base = own(s->c, mat * (size_t)E);
+	for (int e = 0; e < E; e++) {
+		w[e] = src[e];
+		w[e].data = base + (size_t)e * mat;
+		stage_wmat(s, w[e].data, &src[e], sw);
+	}
+	return w;
+}
+
+/* GPUDirect Storage: what this build does about it, for the log */
+static const char *gds_state(void)
+{
+	void *h = dlopen("libcufile.so.0", RTLD_NOW | RTLD_LOCAL);
+	if (!h)
+		return "staged (libcufile.so.0 not found)";
+	dlclose(h);
+	return "staged (libcufile.so.0 found; the GDS path is not implemented)";
+}
+
+/* w's bytes rewritten as [panels * 32][kp] rows (past n: zero) */
+static void relayout(zp_wmat *w, bool sw)
+{
+	size_t rb = (size_t)w->kp * (w->type == ZP_W_F32 ? 4 : 2);
+	size_t bytes = zp_wmat_bytes(w->type, w->n, w->k);
+	char *tmp = zp_xalloc_aligned(bytes);
+	ZP_ASSERT((size_t)w->panels * ZP_GEMM_NR * rb == bytes);
+	memset(tmp, 0, bytes);
+	for (int r = 0; r < w->n; r++)
+		unpack_row(w, sw ? swiglu_src(w->n, r) : r, tmp + (size_t)r * rb);
+	memcpy(w->data, tmp, bytes);
+	zp_free_aligned(tmp);
+}
+
+void zp_backend_cuda_relayout_experts(zp_model *m)
+{
+	for (int l = 0; l < m->cfg.layers; l++) {
+		zp_layer *L = &m->layers[l];
+		if (!L->sparse || !L->experts)
+			continue;
+		for (int e = 0; e < m->cfg.experts; e++) {
+			relayout(&L->exp_gate_up[e], true);
+			relayout(&L->exp_down[e], false);
+		}
+	}
+}
+
+const zp_model *zp_backend_cuda_model(zp_backend *b, const zp_model *m, bool experts, zp_err *e)
+{
+	cu_ctx *c = C(b);
+	const zp_config *cf = &m->cfg;
+	size_t H = (size_t)cf->hidden, d = (size_t)cf->head_dim;
+	size_t qkv = (size_t)(cf->heads + 2 * cf->kv_heads) * d;
+	stager s;
+	ZP_ASSERT(!c->have_model);
+	zp_log(ZP_LOG_INFO, "msg=\"weights to the device\" device=%s path=\"%s\"", c->rt->ops->name,
+	       c->rt->sim ? "staged (sim device)" : gds_state());
+	c->mdev = *m;
+	c->mdev.layers = zp_xcalloc((size_t)cf->layers, sizeof *c->mdev.layers);
+	stage_open(&s, c, STAGE_BYTES);
+	/* the embedding as f32 rows: the cpu's zp_model_embed values */
+	c->embed = own(c, (size_t)cf->vocab * H * 4);
+	float *row = zp_xmalloc(H * 4 * 256);
+	for (int t0 = 0; t0 < cf->vocab; t0 += 256) {
+		int t1 = ZP_MIN(cf->vocab, t0 + 256);
+		for (int t = t0; t < t1; t++)
+			zp_model_embed(m, t, row + (size_t)(t - t0) * H);
+		stage_floats(&s, c->embed + (size_t)t0 * H, row, (size_t)(t1 - t0) * H * 4);
+	}
+	c->rt->ops->stream_sync(c->rt, c->xs); /* row is reused no more */
+	free(row);
+	c->mdev.final_norm = vec_up(&s, m->final_norm, H);
+	mat_up(&s, &c->mdev.lm_head, false);
+	for (int l = 0; l < cf->layers; l++) {
+		const zp_layer *L = &m->layers[l];
+		zp_layer *D = &c->mdev.layers[l];
+		*D = *L;
+		D->attn_norm = vec_up(&s, L->attn_norm, H);
+		D->q_norm = vec_up(&s, L->q_norm, d);
+		D->k_norm = vec_up(&s, L->k_norm, d);
+		D->bqkv = vec_up(&s, L->bqkv, qkv);
+		D->bo = vec_up(&s, L->bo, H);
+		D->ffn_norm = vec_up(&s, L->ffn_norm, H);
+		mat_up(&s, &D->wqkv, false);
+		mat_up(&s, &D->wo, false);
+		if (!L->sparse) {
+			mat_up(&s, &D->w_gate_up, true);
+			mat_up(&s, &D->w_down, false);
+			continue;
+		}
+		mat_up(&s, &D->router, false);
+		D->experts = NULL;
+		D->exp_gate_up = D->exp_down = NULL;
+		if (experts && L->experts && L->exp_gate_up[0].data) {
+			D->exp_gate_up = experts_up(&s, L->exp_gate_up, cf->experts, true);
+			D->exp_down = experts_up(&s, L->exp_down, cf->experts, false);
+		}
+	}
+	stage_close(&s, "model");
+	c->have_model = true;
+	(void)e;
+	return &c->mdev;
+}
+
+/* ---- the table ---- */
+
+static void cu_free(zp_backend *b)
+{
+	if (!b)
+		return;
+	cu_ctx *c = C(b);
+	c->rt->ops->stream_sync(c->rt, c->cs);
+	if (c->have_model) {
+		for (int l = 0; l < c->mdev.cfg.layers; l++) {
+			free(c->mdev.layers[l].exp_gate_up);
+			free(c->mdev.layers[l].exp_down);
+		}
+		free(c->mdev.layers);
+	}
+	for (int i = 0; i < c->nowned; i++)
+		c->rt->ops->free(c->rt, c->owned[i]);
+	free(c->owned);
+	c->rt->ops->free(c->rt, c->tmp);
+	c->rt->ops->free(c->rt, c->meta_d);
+	c->rt->ops->host_free(c->rt, c->meta_h);
+	c->rt->ops->stream_free(c->rt, c->cs);
+	c->rt->ops->stream_free(c->rt, c->xs);
+	c->rt->ops->close(c->rt);
+	free(c);
+	free(b);
+}
+
+static const struct zp_backend_ops cuda_ops = {
+	.name = "cuda",
+	.free = cu_free,
+	.alloc = cu_alloc,
+	.mfree = cu_mfree,
+	.upload = cu_upload,
+	.download = cu_download,
+	.copy = cu_copy,
+	.event_new = cu_event_new,
+	.event_free = cu_event_free,
+	.event_record = cu_event_record,
+	.event_wait = cu_event_wait,
+	.embed = cu_embed,
+	.rmsnorm = cu_rmsnorm,
+	.add_bias = cu_add_bias,
+	.qk_norm_rope = cu_qk_norm_rope,
+	.residual = cu_residual,
+	.to_bf16 = cu_to_bf16,
+	.gemm = cu_gemm,
+	.expert_gemm = cu_expert_gemm,
+	.attn_work_new = cu_attn_work_new,
+	.attn_work_free = cu_attn_work_free,
+	.attention = cu_attention,
+	.route = cu_route,
+	.dispatch = cu_dispatch,
+	.gather = cu_gather,
+	.combine = cu_combine,
+	.logprobs = cu_logprobs,
+	.pool = cu_pool,
+};
+
+zp_backend *zp_backend_cuda_new(const zp_cuda_opts *o, zp_err *e)
+{
+	zp_drt *rt;
+	ZP_ASSERT(o->dev == ZP_DEV_CUDA || o->dev == ZP_DEV_SIM);
+	if ((o->expert_v1 || o->attn_v1) && o->dev == ZP_DEV_SIM) {
+		zp_errf(e, "the v1 kernels run on --device cuda only (they have no host twin)");
+		return NULL;
+	}
+	if ((o->expert_v1 && !zp_kv1_expert_gemm) || (o->attn_v1 && !zp_kv1_attention)) {
+		zp_errf(e, "v1 %s kernel not built (the kernels/ files named v1_*.cu)",
+			o->expert_v1 && !zp_kv1_expert_gemm ? "expert GEMM" : "attention");
+		return NULL;
+	}
+	rt = o->dev == ZP_DEV_SIM ? zp_drt_sim_new(o->threads)
+				  : zp_drt_cuda_new(o->ordinal, o->rows_max, e);
+	if (!rt)
+		return NULL;
+	zp_backend *b = zp_xcalloc(1, sizeof *b);
+	cu_ctx *c = zp_xcalloc(1, sizeof *c);
+	b->ctx = c;
+	b->ops = &cuda_ops;
+	c->rt = rt;
+	c->o = *o;
+	c->cs = rt->ops->stream_new(rt);
+	c->xs = rt->ops->stream_new(rt);
+	c->meta_h = rt->ops->host_alloc(rt, META_BYTES);
+	c->meta_d = dalloc(c, META_BYTES);
+	c->tmp_floats = ZP_MAX(o->tmp_floats, 1);
+	c->tmp = dalloc(c, c->tmp_floats * 4);
+	char desc[256];
+	rt->ops->describe(rt, desc, sizeof desc);
+	zp_log(ZP_LOG_INFO, "msg=\"device backend\" device=\"%s\" expert_gemm=%s attention=%s "
+	       "workspace_mb=%.1f", desc, o->expert_v1 ? "v1" : "v0", o->attn_v1 ? "v1" : "v0",
+	       (c->tmp_floats * 4 + META_BYTES) / 1048576.0);
+	return b;
+}
+
+zp_backend *zp_backend_device_new(enum zp_device dev, int ordinal, int threads,
+				  const zp_config *c, int batch_tokens_max, zp_err *e)
+{
+	size_t T = (size_t)batch_tokens_max, K = (size_t)ZP_MAX(c->topk, 1);
+	size_t fp = (size_t)ZP_ALIGN_UP(c->ffn, 16), mfp = (size_t)ZP_ALIGN_UP(ZP_MAX(c->moe_ffn, 1), 16);
+	/* the SwiGLU scratch: a dense MLP's [T][2F] or the routed rows' [T K][2F'] */
+	zp_cuda_opts o = { .dev = dev, .ordinal = ordinal, .threads = threads,
+			   .rows_max = (int)(T * (c->moe ? K : 1)),
+			   .tmp_floats = ZP_MAX(T * 2 * fp, c->moe ? T * K * 2 * mfp : 0) };
+	const char *ev = getenv("ZP_EXPERT_GEMM"), *av = getenv("ZP_ATTENTION");
+	o.expert_v1 = ev && !strcmp(ev, "v1");
+	o.attn_v1 = av && !strcmp(av, "v1");
+	return zp_backend_cuda_new(&o, e);
+}

@@ -1,0 +1,508 @@
+/* devrt_sim.c -- the sim device (devrt.h): host memory; each stream an
+   in-order queue drained by its own thread; events count records reached;
+   kernels run by their host twins (kernels/zk_ops.h) block by block on a
+   thread pool, lane by lane inside a block, phase by phase where the kernel
+   syncs its lanes; GEMMs by the twin zk_gemm_dot (gemm.c's plain-C order).
+   Threads: the owner enqueues; each stream's thread runs its items; the pool's
+   workers run blocks; event_sync from any thread. */
+#include "devrt.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pool.h"
+
+enum item_kind { IT_COPY, IT_LAUNCH, IT_GEMM, IT_RECORD, IT_WAIT, IT_STOP };
+
+struct zp_devent {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	uint64_t issued, done;
+};
+
+typedef struct item {
+	struct item *next;
+	enum item_kind kind;
+	void *dst;
+	const void *src;
+	size_t bytes;
+	zk_launch l;
+	zp_dgemm *g;	/* owned: ng ops */
+	int ng;
+	zp_devent *ev;
+	uint64_t target;
+} item;
+
+#define SIM_STREAMS 16
+
+typedef struct {
+	zp_pool *pool;
+	pthread_mutex_t pool_mu;	/* one stream at a time runs on the pool */
+	int threads;
+	zp_dstream *streams[SIM_STREAMS];	/* live ones (free waits for them) */
+} sim_ctx;
+
+struct zp_dstream {
+	zp_drt *r;
+	pthread_t th;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	item *head, *tail;
+	zp_devent *idle;	/* stream_sync's own event */
+};
+
+static sim_ctx *S(zp_drt *r)
+{
+	return r->ctx;
+}
+
+/* ---- kernels: the twins ---- */
+
+typedef void (*lane_fn)(const void *a, int block, int lane);
+
+static void lanes(lane_fn fn, const void *a, int block)
+{
+	for (int l = 0; l < ZK_WARP; l++)
+		fn(a, block, l);
+}
+
+static void twin_rmsnorm(const zk_rmsnorm *a, int b)
+{
+	double part[8];
+	for (int l = 0; l < 8; l++)
+		part[l] = zk_rms_part(zk_rmsnorm_x(a, b), a->cols, l);
+	float r = zk_rms_scale(part, a->cols, a->eps);
+	for (int l = 0; l < ZK_WARP; l++)
+		zk_rmsnorm_apply(a, b, r, l);
+}
+
+static void twin_rope(const zk_rope *a, int b)
+{
+	double part[8];
+	const float *w;
+	const float *v = zk_rope_vec(a, b, &w);
+	for (int l = 0; l < 8; l++)
+		part[l] = zk_rms_part(v, a->d, l);
+	float r = zk_rms_scale(part, a->d, a->eps);
+	for (int l = 0; l < ZK_WARP; l++)
+		zk_rope_apply(a, b, r, l);
+}
+
+static void twin_attn(const zk_attn *a, int b)
+{
+	zk_att_row s[ZK_WARP];
+	float part[ZK_WARP];
+	for (int l = 0; l < ZK_WARP; l++)
+		zk_att_begin(a, b, &s[l]);
+	for (int j = 0; j < s[0].nkeys; j++) {
+		const float *k = zk_att_kv(a, &s[0], j, 0, b), *v = zk_att_kv(a, &s[0], j, 1, b);
+		for (int l = 0; l < ZK_WARP; l++)
+			part[l] = zk_att_dot_part(a, &s[l], k, l);
+		float dot = zk_bfly_sum_host(part);
+		for (int l = 0; l < ZK_WARP; l++)
+			zk_att_update(a, &s[l], dot, v, l);
+	}
+	for (int l = 0; l < ZK_WARP; l++)
+		zk_att_end(a, &s[l], b, l);
+}
+
+static void twin_lse(const zk_lse *a, int b)
+{
+	zk_lse_acc acc[ZK_WARP];
+	for (int l = 0; l < ZK_WARP; l++)
+		acc[l] = zk_lse_part(a, b, l);
+	zk_lse_acc t = zk_lse_bfly_host(acc);
+	for (int l = 0; l < ZK_WARP; l++)
+		zk_lse_out(a, b, t.m + logf(t.s), l);
+}
+
+static void twin_pool(const zk_pool *a)
+{
+	double part[8];
+	for (int p = a->mean ? 0 : a->n - 1; p < a->n; p++) {
+		for (int l = 0; l < 8; l++)
+			part[l] = zk_rms_part(a->x + (size_t)p * a->ldx, a->cols, l);
+		float r = zk_rms_scale(part, a->cols, a->eps);
+		for (int l = 0; l < ZK_WARP; l++)
+			zk_pool_row(a, p, r, l);
+	}
+	for (int l = 0; l < ZK_WARP; l++)
+		zk_pool_mean(a, l);
+	if (!a->normalize)
+		return;
+	float inv = zk_pool_l2(a);
+	for (int l = 0; l < ZK_WARP; l++)
+		zk_pool_scale(a, inv, l);
+}
+
+static void twin_dispatch(const zk_dispatch *a)
+{
+	for (int l = 0; l < ZK_DISPATCH_LANES; l++)
+		zk_dispatch_count(a, l);
+	zk_dispatch_scan(a);
+	for (int l = 0; l < ZK_DISPATCH_LANES; l++)
+		zk_dispatch_place(a, l);
+}
+
+#define LANE(f, T) static void f##_v(const void *a, int b, int l) { f((const T *)a, b, l); }
+LANE(zk_embed_lane, zk_embed)
+LANE(zk_gather_lane, zk_gather)
+LANE(zk_combine_lane, zk_combine)
+LANE(zk_residual_lane, zk_vec)
+LANE(zk_bias_lane, zk_vec)
+LANE(zk_tobf16_lane, zk_tobf16)
+LANE(zk_swiglu_lane, zk_swiglu)
+
+static void block_task(void *v, int b, int thread)
+{
+	const zk_launch *l = v;
+	(void)thread;
+	switch (l->kind) {
+	case ZK_EMBED: lanes(zk_embed_lane_v, &l->u.embed, b); break;
+	case ZK_RMSNORM: twin_rmsnorm(&l->u.rmsnorm, b); break;
+	case ZK_ROPE: twin_rope(&l->u.rope, b); break;
+	case ZK_ATTN: twin_attn(&l->u.attn, b); break;
+	case ZK_ROUTE:
+		for (int i = 0; i < ZK_ROWS_PER_BLOCK; i++)
+			if (b * ZK_ROWS_PER_BLOCK + i < l->u.route.n)
+				zk_route_row(&l->u.route, b * ZK_ROWS_PER_BLOCK + i);
+		break;
+	case ZK_DISPATCH: twin_dispatch(&l->u.dispatch); break;
+	case ZK_GATHER: lanes(zk_gather_lane_v, &l->u.gather, b); break;
+	case ZK_COMBINE: lanes(zk_combine_lane_v, &l->u.combine, b); break;
+	case ZK_RESIDUAL: lanes(zk_residual_lane_v, &l->u.vec, b); break;
+	case ZK_BIAS: lanes(zk_bias_lane_v, &l->u.vec, b); break;
+	case ZK_TO_BF16: lanes(zk_tobf16_lane_v, &l->u.tobf16, b); break;
+	case ZK_SWIGLU: lanes(zk_swiglu_lane_v, &l->u.swiglu, b); break;
+	case ZK_LSE: twin_lse(&l->u.lse, b); break;
+	case ZK_POOL: twin_pool(&l->u.pool); break;
+	case ZK_NKINDS: ZP_ASSERT(0);
+	}
+}
+
+/* GEMM twin: tasks of 8 rows of one op */
+#define GEMM_ROWS 8
+struct gemm_run {
+	const zp_dgemm *g;
+	int ng;
+	int *first;	/* [ng + 1] task prefix */
+};
+
+static void gemm_task(void *v, int t, int thread)
+{
+	struct gemm_run *r = v;
+	int o = 0;
+	(void)thread;
+	while (r->first[o + 1] <= t)
+		o++;
+	const zp_dgemm *g = &r->g[o];
+	size_t es = g->bf16 ? 2 : 4;
+	int m0 = (t - r->first[o]) * GEMM_ROWS, m1 = ZP_MIN(m0 + GEMM_ROWS, g->m);
+	for (int i = m0; i < m1; i++) {
+		const char *a = (const char *)g->a + (size_t)i * g->lda * es;
+		float *c = g->c + (size_t)i * g->ldc;
+		for (int j = 0; j < g->n; j++) {
+			float v2 = zk_gemm_dot(a, g->bf16, (const char *)g->w + (size_t)j * g->kp * es,
+					       g->kp);
+			c[j] = g->add ? c[j] + v2 : v2;
+		}
+	}
+}
+
+static void run_gemms(zp_drt *r, const zp_dgemm *g, int ng)
+{
+	int *first = zp_xcalloc((size_t)ng + 1, sizeof *first);
+	for (int o = 0; o < ng; o++)
+		first[o + 1] = first[o] + (g[o].m + GEMM_ROWS - 1) / GEMM_ROWS;
+	struct gemm_run run = { g, ng, first };
+	zp_pool_run(S(r)->pool, first[ng], gemm_task, &run);
+	free(first);
+}
+
+/* ---- streams ---- */
+
+static void ev_reach(zp_devent *ev, uint64_t target)
+{
+	pthread_mutex_lock(&ev->mu);
+	if (ev->done < target)
+		ev->done = target;
+	pthread_cond_broadcast(&ev->cv);
+	pthread_mutex_unlock(&ev->mu);
+}
+
+static void ev_wait(zp_devent *ev, uint64_t target)
+{
+	pthread_mutex_lock(&ev->mu);
+	while (ev->done < target)
+		pthread_cond_wait(&ev->cv, &ev->mu);
+	pthread_mutex_unlock(&ev->mu);
+}
+
+static void run_item(zp_drt *r, item *it)
+{
+	switch (it->kind) {
+	case IT_COPY:
+		memmove(it->dst, it->src, it->bytes);
+		break;
+	case IT_LAUNCH:
+		pthread_mutex_lock(&S(r)->pool_mu);
+		zp_pool_run(S(r)->pool, it->l.blocks, block_task, &it->l);
+		pthread_mutex_unlock(&S(r)->pool_mu);
+		break;
+	case IT_GEMM:
+		pthread_mutex_lock(&S(r)->pool_mu);
+		run_gemms(r, it->g, it->ng);
+		pthread_mutex_unlock(&S(r)->pool_mu);
+		break;
+	case IT_RECORD:
+		ev_reach(it->ev, it->target);
+		break;
+	case IT_WAIT:
+		ev_wait(it->ev, it->target);
+		break;
+	case IT_STOP:
+		break;
+	}
+}
+
+static void *stream_main(void *v)
+{
+	zp_dstream *s = v;
+	for (;;) {
+		pthread_mutex_lock(&s->mu);
+		while (!s->head)
+			pthread_cond_wait(&s->cv, &s->mu);
+		item *it = s->head;
+		pthread_mutex_unlock(&s->mu);
+		run_item(s->r, it);
+		/* unlinked after it ran: an empty queue means all done */
+		pthread_mutex_lock(&s->mu);
+		s->head = it->next;
+		if (!s->head)
+			s->tail = NULL;
+		pthread_mutex_unlock(&s->mu);
+		enum item_kind k = it->kind;
+		free(it->g);
+		free(it);
+		if (k == IT_STOP)
+			return NULL;
+	}
+}
+
+static void push(zp_dstream *s, item *it)
+{
+	pthread_mutex_lock(&s->mu);
+	if (s->tail)
+		s->tail->next = it;
+	else
+		s->head = it;
+	s->tail = it;
+	pthread_cond_signal(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+}
+
+static item *mk(enum item_kind k)
+{
+	item *it = zp_xcalloc(1, sizeof *it);
+	it->kind = k;
+	return it;
+}
+
+static zp_devent *sim_event_new(zp_drt *r)
+{
+	zp_devent *ev = zp_xcalloc(1, sizeof *ev);
+	pthread_mutex_init(&ev->mu, NULL);
+	pthread_cond_init(&ev->cv, NULL);
+	return ev;
+}
+
+static void sim_event_free(zp_drt *r, zp_devent *ev)
+{
+	if (!ev)
+		return;
+	pthread_mutex_destroy(&ev->mu);
+	pthread_cond_destroy(&ev->cv);
+	free(ev);
+}
+
+static void sim_event_record(zp_drt *r, zp_devent *ev, zp_dstream *s)
+{
+	item *it = mk(IT_RECORD);
+	pthread_mutex_lock(&ev->mu);
+	it->target = ++ev->issued;
+	pthread_mutex_unlock(&ev->mu);
+	it->ev = ev;
+	push(s, it);
+}
+
+static void sim_event_sync(zp_drt *r, zp_devent *ev)
+{
+	pthread_mutex_lock(&ev->mu);
+	uint64_t t = ev->issued;
+	pthread_mutex_unlock(&ev->mu);
+	ev_wait(ev, t);
+}
+
+static void sim_stream_wait(zp_drt *r, zp_dstream *s, zp_devent *ev)
+{
+	item *it = mk(IT_WAIT);
+	pthread_mutex_lock(&ev->mu);
+	it->target = ev->issued;
+	pthread_mutex_unlock(&ev->mu);
+	it->ev = ev;
+	push(s, it);
+}
+
+static zp_dstream *sim_stream_new(zp_drt *r)
+{
+	zp_dstream *s = zp_xcalloc(1, sizeof *s);
+	s->r = r;
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->cv, NULL);
+	s->idle = sim_event_new(r);
+	ZP_ASSERT(pthread_create(&s->th, NULL, stream_main, s) == 0);
+	int i = 0;
+	while (i < SIM_STREAMS && S(r)->streams[i])
+		i++;
+	ZP_ASSERT(i < SIM_STREAMS);
+	S(r)->streams[i] = s;
+	return s;
+}
+
+static void sim_stream_sync(zp_drt *r, zp_dstream *s)
+{
+	sim_event_record(r, s->idle, s);
+	sim_event_sync(r, s->idle);
+}
+
+static void sim_stream_free(zp_drt *r, zp_dstream *s)
+{
+	if (!s)
+		return;
+	for (int i = 0; i < SIM_STREAMS; i++)
+		if (S(r)->streams[i] == s)
+			S(r)->streams[i] = NULL;
+	push(s, mk(IT_STOP));
+	pthread_join(s->th, NULL);
+	sim_event_free(r, s->idle);
+	pthread_mutex_destroy(&s->mu);
+	pthread_cond_destroy(&s->cv);
+	free(s);
+}
+
+static void sim_copy(zp_drt *r, zp_dstream *s, void *dst, const void *src, size_t bytes)
+{
+	if (!bytes)
+		return;
+	item *it = mk(IT_COPY);
+	it->dst = dst;
+	it->src = src;
+	it->bytes = bytes;
+	push(s, it);
+}
+
+static void sim_launch(zp_drt *r, zp_dstream *s, const zk_launch *l)
+{
+	if (l->blocks <= 0)
+		return;
+	item *it = mk(IT_LAUNCH);
+	it->l = *l;
+	push(s, it);
+}
+
+static void sim_gemm_grouped(zp_drt *r, zp_dstream *s, const zp_dgemm *g, int n)
+{
+	if (n <= 0)
+		return;
+	item *it = mk(IT_GEMM);
+	it->g = zp_xmalloc((size_t)n * sizeof *g);
+	memcpy(it->g, g, (size_t)n * sizeof *g);
+	it->ng = n;
+	push(s, it);
+}
+
+static void sim_gemm(zp_drt *r, zp_dstream *s, const zp_dgemm *g)
+{
+	sim_gemm_grouped(r, s, g, 1);
+}
+
+/* ---- memory ---- */
+
+static void *sim_alloc(zp_drt *r, size_t bytes)
+{
+	void *p = zp_xalloc_aligned(ZP_ALIGN_UP(ZP_MAX(bytes, 64), 64));
+	memset(p, 0, ZP_ALIGN_UP(ZP_MAX(bytes, 64), 64));
+	return p;
+}
+
+/* pinned host memory: contents undefined, as cudaMallocHost's */
+static void *sim_host_alloc(zp_drt *r, size_t bytes)
+{
+	return zp_xalloc_aligned(ZP_ALIGN_UP(ZP_MAX(bytes, 64), 64));
+}
+
+/* as cudaFree: the work in flight is done first (it may still read p) */
+static void sim_free(zp_drt *r, void *p)
+{
+	for (int i = 0; i < SIM_STREAMS; i++)
+		if (S(r)->streams[i])
+			sim_stream_sync(r, S(r)->streams[i]);
+	zp_free_aligned(p);
+}
+
+static void *sim_native_stream(zp_drt *r, zp_dstream *s)
+{
+	return NULL;
+}
+
+static void sim_describe(zp_drt *r, char *buf, size_t len)
+{
+	snprintf(buf, len, "sim (host twins on %d threads; a test device)", S(r)->threads);
+}
+
+static void sim_close(zp_drt *r)
+{
+	if (!r)
+		return;
+	zp_pool_free(S(r)->pool);
+	pthread_mutex_destroy(&S(r)->pool_mu);
+	free(r->ctx);
+	free(r);
+}
+
+static const struct zp_drt_ops sim_ops = {
+	.name = "sim",
+	.close = sim_close,
+	.alloc = sim_alloc,
+	.free = sim_free,
+	.host_alloc = sim_host_alloc,
+	.host_free = sim_free,
+	.stream_new = sim_stream_new,
+	.stream_free = sim_stream_free,
+	.copy = sim_copy,
+	.stream_sync = sim_stream_sync,
+	.event_new = sim_event_new,
+	.event_free = sim_event_free,
+	.event_record = sim_event_record,
+	.event_sync = sim_event_sync,
+	.stream_wait = sim_stream_wait,
+	.launch = sim_launch,
+	.gemm = sim_gemm,
+	.gemm_grouped = sim_gemm_grouped,
+	.native_stream = sim_native_stream,
+	.describe = sim_describe,
+};
+
+zp_drt *zp_drt_sim_new(int threads)
+{
+	zp_drt *r = zp_xcalloc(1, sizeof *r);
+	sim_ctx *c = zp_xcalloc(1, sizeof *c);
+	c->threads = ZP_MAX(threads, 1);
+	c->pool = zp_pool_new(c->threads);
+	pthread_mutex_init(&c->pool_mu, NULL);
+	r->ops = &sim_ops;
+	r->ctx = c;
+	r->sim = true;
+	return r;
+}
