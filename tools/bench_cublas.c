@@ -9,7 +9,8 @@
      3. v1 attention (zp_kv1_attention) at each model's heads, T tokens in
         sequences of S tokens.
    Random inputs (never zeros), 3 warm-ups, the median of the timed runs by
-   CUDA events. Prints one "bench_cublas: ..." line per number. One thread;
+   CUDA events. Prints one "bench_cublas: WHAT key=value ..." line per
+   measurement (tools/gpu_check.sh reads the keys). One thread;
    exits 1 on any CUDA or cuBLAS error, 77 without a GPU. */
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -134,7 +135,7 @@ static void bench_dense(cublasHandle_t h)
 	g.b = dev_bf16(n2, 1.0f);
 	CU(cudaMalloc((void **)&g.c, 2 * n2));
 	float ms = time_ms(gemm_run, &g);
-	printf("bench_cublas: gemm 8192^3 bf16 (f32 compute): %.3f ms, %.1f TFLOP/s\n", ms,
+	printf("bench_cublas: gemm n=8192 bf16_f32compute ms=%.3f tflops=%.1f\n", ms,
 	       2.0 * g.n * n2 / (ms * 1e-3) / 1e12);
 	cudaFree(g.a);
 	cudaFree(g.b);
@@ -246,8 +247,8 @@ static void bench_experts(cublasHandle_t h, const char *name, int H, int F, int 
 	CU(cudaMalloc((void **)&m.dC, sizeof(void *) * 1024));
 	double flop = 2.0 * m.rows * (2.0 * F * H + (double)H * F);
 	float ms0 = time_ms(v0_run, &m), ms1 = time_ms(v1_run, &m);
-	printf("bench_cublas: experts %s T=%d (rows %d, E 128, H %d, F %d): v0 grouped cuBLAS %.3f ms "
-	       "%.1f TFLOP/s | v1 %.3f ms %.1f TFLOP/s\n",
+	printf("bench_cublas: experts model=%s T=%d rows=%d E=128 H=%d F=%d v0_ms=%.3f v0_tflops=%.1f "
+	       "v1_ms=%.3f v1_tflops=%.1f\n",
 	       name, T, m.rows, H, F, ms0, flop / (ms0 * 1e-3) / 1e12, ms1,
 	       flop / (ms1 * 1e-3) / 1e12);
 	cudaFree(m.doffs);
@@ -294,8 +295,8 @@ static void bench_attention(const char *name, int heads, int kv, int T, int S)
 	/* causal: S (S + 1) / 2 (query, key) pairs per sequence, 4 d flops each */
 	double flop = 4.0 * 128 * heads * a.nseq * ((double)S * (S + 1) / 2);
 	float ms = time_ms(attn_run, &a);
-	printf("bench_cublas: attention v1 %s T=%d in sequences of %d (heads %d/%d, d 128): %.3f ms "
-	       "%.1f TFLOP/s\n",
+	printf("bench_cublas: attention_v1 model=%s T=%d seq=%d heads=%d kv_heads=%d d=128 ms=%.3f "
+	       "tflops=%.1f\n",
 	       name, T, S, heads, kv, ms, flop / (ms * 1e-3) / 1e12);
 	cudaFree(a.dss);
 	cudaFree(a.qkv);
