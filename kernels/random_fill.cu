@@ -11,10 +11,11 @@ __global__ void rf_kernel(T *dst, size_t rows, int cols, size_t ld, uint64_t see
 			  size_t row0)
 {
 	size_t n = rows * (size_t)cols;
+	uint64_t key = zp_rf_key(seed, id);
 	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
 	     i += (size_t)gridDim.x * blockDim.x) {
 		size_t r = i / (size_t)cols, c = i % (size_t)cols;
-		float v = zp_rf_value(seed, id, (row0 + r) * (size_t)cols + c);
+		float v = zp_rf_at(key, (row0 + r) * (size_t)cols + c);
 		if constexpr (sizeof(T) == 2)
 			dst[r * ld + c] = zp_v1_f32_bf16(v);
 		else

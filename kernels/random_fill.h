@@ -49,12 +49,23 @@ static inline bool zp_rf_is_norm(const char *name)
 	return n >= 11 && !strcmp(name + n - 11, "norm.weight");
 }
 
+/* The per-tensor key: element i of tensor id under seed is zp_rf_at(key, i). */
+static inline ZP_RF_HD uint64_t zp_rf_key(uint64_t seed, uint64_t id)
+{
+	return zp_rf_mix(seed ^ id);
+}
+
+static inline ZP_RF_HD float zp_rf_at(uint64_t key, uint64_t i)
+{
+	uint64_t h = zp_rf_mix(key + i);
+	float u = (float)(h >> 40) * (1.0f / 8388608.0f) - 1.0f;	/* 24 bits: [-1, 1) exactly */
+	return u * ZP_RF_SCALE;
+}
+
 /* Element i of tensor id under seed. */
 static inline ZP_RF_HD float zp_rf_value(uint64_t seed, uint64_t id, uint64_t i)
 {
-	uint64_t h = zp_rf_mix(zp_rf_mix(seed ^ id) + i);
-	float u = (float)(h >> 40) * (1.0f / 8388608.0f) - 1.0f;	/* 24 bits: [-1, 1) exactly */
-	return u * ZP_RF_SCALE;
+	return zp_rf_at(zp_rf_key(seed, id), i);
 }
 
 #ifdef __cplusplus

@@ -33,8 +33,9 @@ static const void *row_src(struct rows *r, const zp_st_tensor *t, int row)
 	if (!r->rnd)
 		return row_of(t, row);
 	size_t k = (size_t)t->shape[1];
+	uint64_t key = zp_rf_key(r->seed, t->offset);
 	for (size_t c = 0; c < k; c++)
-		r->rnd[c] = zp_f32_to_bf16(zp_rf_value(r->seed, t->offset, (size_t)row * k + c));
+		r->rnd[c] = zp_f32_to_bf16(zp_rf_at(key, (size_t)row * k + c));
 	return r->rnd;
 }
 
