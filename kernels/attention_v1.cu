@@ -73,7 +73,9 @@ __global__ void __launch_bounds__(AV1_THREADS) av1_kernel(av1_args p)
 {
 	__shared__ __align__(128) uint16_t ks[ZP_AV1_BKV * (D + 8)];
 	__shared__ __align__(128) uint16_t vs[ZP_AV1_BKV * (D + 8)];
-	int qt = blockIdx.x, s = blockIdx.y, h = blockIdx.z;
+	/* the last query tiles walk the most keys: launched first, they do not
+	   trail the grid */
+	int qt = gridDim.x - 1 - blockIdx.x, s = blockIdx.y, h = blockIdx.z;
 	int r0 = p.seq_start[s], len = p.seq_start[s + 1] - r0;
 	int i0 = qt * ZP_AV1_BQ;
 	if (i0 >= len)
