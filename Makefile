@@ -49,7 +49,8 @@ HDRS    += $(wildcard kernels/*.h)
 ifneq ($(GPU_STATIC),)
 GPU_CUDA  := $(patsubst %/bin/nvcc,%,$(NVCC))
 GPU_PY    := /opt/torch/.venv/lib/python3.12/site-packages /usr/local/lib/python3.12/dist-packages /usr/lib/python3/dist-packages
-GPU_RPATH := $$ORIGIN:/usr/local/cuda/lib64:/usr/local/cuda/targets/x86_64-linux/lib$(foreach p,$(GPU_PY),$(foreach l,cublas nccl cu13 cuda_runtime,:$(p)/nvidia/$(l)/lib))
+GPU_NOSP  :=
+GPU_RPATH := $(subst $(GPU_NOSP) ,,$$ORIGIN:/usr/local/cuda/lib64:/usr/local/cuda/targets/x86_64-linux/lib$(foreach p,$(GPU_PY),$(foreach l,cublas nccl cu13 cuda_runtime,:$(p)/nvidia/$(l)/lib)))
 LIB_OBJ   := $(sort $(LIB_OBJ) $(CU_SRC:kernels/%.cu=$(BUILD)/kernels/%.o))
 CFLAGS    += -DZP_HAVE_CUDA -I$(GPU_CUDA)/include
 LDLIBS    := -Wl,-Bstatic -lpcre2-8 -lutf8proc -luring -linih -lnuma -Wl,-Bdynamic -lcjson -lm \
