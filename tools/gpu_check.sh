@@ -287,7 +287,7 @@ while IFS= read -r l; do
 	case $l in
 	*" experts "*)
 		row "experts $(kv model "$l") T=$(kv T "$l"): v0 | v1" "INFO" \
-			"v0 $(kv v0_tflops "$l") | v1 $(kv v1_tflops "$l") TFLOP/s ($(kv v0_ms "$l") | $(kv v1_ms "$l") ms; v0 without its SwiGLU)" ;;
+			"v0 $(kv v0_tflops "$l") | v1 $(kv v1_tflops "$l") TFLOP/s ($(kv v0_ms "$l") | $(kv v1_ms "$l") ms; v0 without its SwiGLU); v1 vs v0 rel L2 $(kv v1_vs_v0_rel_l2_gate_up "$l") / $(kv v1_vs_v0_rel_l2_down "$l")" ;;
 	*" attention_v1 "*)
 		row "attention v1 $(kv model "$l") T=$(kv T "$l") seq=$(kv seq "$l")" "INFO" \
 			"$(kv tflops "$l") TFLOP/s ($(kv ms "$l") ms; v0 vs v1 in the forward: the bench rows)" ;;
