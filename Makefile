@@ -48,6 +48,35 @@ HDRS    := $(wildcard src/*/*.h ipc/*.h kernels/*.h)
 TESTS_C := $(wildcard tests/test_*.c)
 TESTS   := $(TESTS_C:tests/%.c=$(BUILD)/%)
 
+# ---- v1 kernels and `make gpu` (cuda-fast). The v1 host twins
+# (kernels/*_v1_host.c) are part of libzp everywhere. GPU_STATIC=1 (set by
+# `make gpu`, into build/gpu/) adds every kernels/*.cu object and links what a
+# GPU box without -dev packages lacks statically: cudart, liburing, libinih,
+# pcre2, utf8proc, libnuma; libcjson (no .a in Debian) is copied beside the
+# binary; cuBLAS/cuBLASLt/NCCL are found at run time through the RUNPATH below
+# (the CUDA install, PyTorch's nvidia/*/lib wheels) or LD_LIBRARY_PATH.
+CFLAGS  += -Ikernels
+KV1_HOST := $(wildcard kernels/*_v1_host.c)
+LIB_OBJ += $(KV1_HOST:kernels/%.c=$(BUILD)/kernels/%.o)
+HDRS    += $(wildcard kernels/*.h)
+ifneq ($(GPU_STATIC),)
+GPU_CUDA  := $(patsubst %/bin/nvcc,%,$(NVCC))
+GPU_PY    := /opt/torch/.venv/lib/python3.12/site-packages /usr/local/lib/python3.12/dist-packages /usr/lib/python3/dist-packages
+GPU_NOSP  :=
+GPU_RPATH := $(subst $(GPU_NOSP) ,,$$ORIGIN:/usr/local/cuda/lib64:/usr/local/cuda/targets/x86_64-linux/lib$(foreach p,$(GPU_PY),$(foreach l,cublas nccl cu13 cuda_runtime,:$(p)/nvidia/$(l)/lib)))
+LIB_OBJ   := $(sort $(LIB_OBJ) $(CU_SRC:kernels/%.cu=$(BUILD)/kernels/%.o))
+CFLAGS    += -DZP_HAVE_CUDA -I$(GPU_CUDA)/include
+LDLIBS    := -Wl,-Bstatic -lpcre2-8 -lutf8proc -luring -linih -lnuma -Wl,-Bdynamic -lcjson -lm \
+             $(GPU_CUDA)/lib64/libcudart_static.a -lpthread -ldl -lrt \
+             -Wl,--as-needed -L$(GPU_CUDA)/lib64 -lcublasLt -lcublas -lnccl -lstdc++ -Wl,--no-as-needed \
+             -Wl,--enable-new-dtags,-rpath,'$(GPU_RPATH)'
+CUDA_LIBS :=
+endif
+
+$(BUILD)/kernels/%.o: kernels/%.c $(HDRS) | $(DEPS_OK)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
 DEPS_OK := $(BUILD)/.deps-ok
 BIN     ?= zprefill
 
@@ -183,3 +212,33 @@ fuzz: | $(DEPS_OK)
 
 clean:
 	rm -rf build build-asan build-tsan zprefill
+
+# ---- `make gpu` (cuda-fast): build/gpu/zprefill, the GPU tests and tools beside
+# it, for a GPU box without -dev packages (tools/gpu_check.sh runs them there).
+.PHONY: gpu
+GPU_TESTS := $(filter $(TESTS_C:tests/%.c=%),test_kernels_v1 test_backend_ops test_golden test_transport_cuda)
+gpu:
+	@test -n "$(NVCC)" || { echo "make gpu: nvcc not found"; exit 1; }
+	$(MAKE) GPU_STATIC=1 BUILD=build/gpu BIN=build/gpu/zprefill build/gpu/zprefill \
+		$(GPU_TESTS:%=build/gpu/%) build/gpu/bench_cublas build/gpu/libcjson.so.1
+	@ldd build/gpu/zprefill | sed 's/^/ldd zprefill: /'
+
+build/gpu/libcjson.so.1:
+	@mkdir -p $(dir $@)
+	cp -L $$(ldconfig -p | awk '/libcjson.so.1 .*x86-64/ {print $$NF; exit}') $@
+
+$(BUILD)/bench_cublas: tools/bench_cublas.c $(BUILD)/libzp.a
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libzp.a $(LDLIBS)
+
+# The kernels where no other block of this Makefile builds them: ptxas's
+# register and spill lines kept in $@.ptxas; a spill in a v1 kernel fails.
+ifeq ($(NVCCFLAGS),)
+NVCCFLAGS := -O3 -std=c++17 -fmad=false -Ikernels -gencode arch=compute_90a,code=sm_90a \
+             -gencode arch=compute_80,code=sm_80 -Werror all-warnings -Xcompiler -Wall,-Werror -Xptxas -v
+$(BUILD)/kernels/%.o: kernels/%.cu $(wildcard kernels/*.h)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@ 2> $@.ptxas || { cat $@.ptxas; exit 1; }
+	@s=$$(grep -h "spill" $@.ptxas | grep -v " 0 bytes spill stores, 0 bytes spill loads"); \
+	if [ -n "$$s" ]; then echo "$$s" | sed 's|^|$<: |' >&2; \
+		case $< in *_v1.cu) rm -f $@; echo "$<: a v1 kernel spills" >&2; exit 1;; esac; fi
+endif

@@ -62,7 +62,10 @@ typedef struct { int cols; const float *src; size_t lds; uint16_t *dst; size_t l
 typedef struct { int ncols, half; const float *t; size_t ldt; float *c; size_t ldc; } zk_swiglu;
 /* one log-prob row: outputs at outf[out_off]: plp (when has_plp), ncand
    candidate log-probs, top_k log-probs; top ids at outi[ids_off] */
-typedef struct { int next, has_plp, ncand, cand_off, top_k, out_off, ids_off; } zk_lp_meta;
+typedef struct {
+	int next, has_plp, ncand, cand_off, top_k, out_off, ids_off;
+	int has_rank, rank_off;	/* rank (1 + logits above next's) at outi[rank_off] */
+} zk_lp_meta;
 typedef struct {
 	const float *logits; size_t ld; int V; const zk_lp_meta *meta; const int *cands;
 	float *outf; int *outi;
@@ -424,6 +427,12 @@ ZP_HD void zk_lse_out(const zk_lse *a, int row, float lse, int lane)
 		return;
 	if (mt->has_plp)
 		o[0] = lg[mt->next] - lse;
+	if (mt->has_rank) { /* a count: the same integer in any order */
+		int above = 0;
+		for (int v = 0; v < a->V; v++)
+			above += lg[v] > lg[mt->next];
+		a->outi[mt->rank_off] = above + 1;
+	}
 	int k = mt->top_k, n = 0, *ids = a->outi + mt->ids_off;
 	for (int v = 0; v < a->V && k; v++) {
 		if (n == k && !(lg[v] > lg[ids[n - 1]]))

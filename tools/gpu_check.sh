@@ -1,10 +1,344 @@
-#!/bin/sh
+#!/bin/bash
 # gpu_check.sh -- everything GPU-side in one run, for a machine with a lent GPU
-# (the device tool): what the GPUs are, then the CUDA transports' test
-# (p2p and NCCL gathers checked byte for byte, with their GB/s).
-set -eu
-cd "$(dirname "$0")/.."
-nvidia-smi --query-gpu=index,name,memory.total --format=csv || true
-nvidia-smi topo -m || true
-make build/test_transport_cuda
-./build/test_transport_cuda
+# (issue 11, item 8). Usage: tools/gpu_check.sh [OUTDIR] (default build/gpu-check/).
+# Runs the binaries `make gpu` built (build/gpu/, self-contained: build them on a
+# machine with the -dev packages and carry the folder; built here if missing and
+# possible). Every step has its own timeout and the whole run a budget
+# (GPU_CHECK_BUDGET_S, default 400 s): a hang costs its step only, and steps
+# past the budget are listed as skipped. Writes four files under OUTDIR:
+#   facts.txt    the device, driver, clocks, toolkit, PyTorch, what zprefill links
+#   log.txt      every step's full output, with its command, rc and seconds
+#   bench.txt    the benchmark lines (cuBLAS ceiling, v0 vs v1 kernels, zprefill bench)
+#   summary.txt  the table, also printed last
+# Steps: test_kernels_v1 (v1 kernels vs their twins), test_backend_ops (cpu vs
+# cuda), compute-sanitizer memcheck + racecheck on the small set, goldens on
+# cuda, batch invariance on cuda, transformers on the device as a second
+# reference (tests/models/odd), cuBLAS 8192^3 bf16 + experts v0/v1 + attention
+# v1 (build/gpu/bench_cublas), and `zprefill bench --device cuda --parallel replicate --random-weights`
+# at Qwen3-30B-A3B shapes (48 layers) and Qwen3-235B-A22B layer shapes (layers
+# cut to GPU_CHECK_235B_LAYERS, default 16: ~80 GB), 4K and 16K tokens per
+# forward, with tok/s, TFLOP/s (the engine's own FLOP count) and MFU against 989
+# TFLOP/s and against the measured cuBLAS rate; v0 and v1 kernels through the
+# CUDA backend's switch (ZP_EXPERT_GEMM=v0|v1, ZP_ATTENTION=v0|v1). The
+# random-weight load packs the model in host memory first (61 GB for 30B-A3B
+# bf16: the H200 box has 128 GB), then uploads it.
+set -u
+cd "$(dirname "$0")/.." || exit 1
+OUT=${1:-build/gpu-check}
+mkdir -p "$OUT" || exit 1
+LOG=$OUT/log.txt
+FACTS=$OUT/facts.txt
+BENCH=$OUT/bench.txt
+SUM=$OUT/summary.txt
+ROWS=$(mktemp)
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP" "$ROWS"' EXIT
+: > "$LOG"
+: > "$BENCH"
+G=build/gpu
+Z=$G/zprefill
+T0=$(date +%s)
+BUDGET=${GPU_CHECK_BUDGET_S:-400}
+DATASHEET=989
+
+row() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >> "$ROWS"; }
+verdict() {
+	case $1 in
+	0) echo PASS ;; 77) echo SKIP ;; 98) echo SKIP ;; 124 | 137) echo TIMEOUT ;; *) echo FAIL ;;
+	esac
+}
+
+# step NAME TIMEOUT_S CMD...: the command under its timeout (cut to what is left
+# of the budget), its output appended to the log. Returns its rc; 98: skipped.
+step() {
+	local name=$1 t=$2 left s rc
+	shift 2
+	left=$((BUDGET - ($(date +%s) - T0)))
+	if [ "$left" -lt 15 ]; then
+		echo "==== $name: skipped, budget spent" >> "$LOG"
+		return 98
+	fi
+	[ "$t" -gt "$left" ] && t=$left
+	echo "==== $name (timeout ${t}s): $*" >> "$LOG"
+	s=$(date +%s)
+	timeout -k 5 "$t" "$@" >> "$LOG" 2>&1
+	rc=$?
+	echo "==== $name: rc=$rc in $(($(date +%s) - s))s" >> "$LOG"
+	return "$rc"
+}
+
+# ---- libraries: cuBLAS / NCCL from the CUDA install, else PyTorch's wheels
+PYLIBS=$(python3 -c '
+import glob, os
+try:
+    import nvidia
+    print(":".join(sorted(p for d in nvidia.__path__ for p in glob.glob(os.path.join(d, "*", "lib")))))
+except Exception:
+    pass' 2> /dev/null)
+export LD_LIBRARY_PATH="/usr/local/cuda/lib64${PYLIBS:+:$PYLIBS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+if [ ! -x "$Z" ]; then
+	step "make gpu" 300 make gpu
+	rc=$?
+	row "make gpu (build/gpu was missing)" "$(verdict $rc)" "see log.txt"
+fi
+
+# ---- device facts
+{
+	echo "date: $(date -u +%FT%TZ)   host: $(uname -srm)"
+	timeout 20 nvidia-smi || echo "nvidia-smi failed"
+	timeout 20 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,clocks.mem,clocks.max.mem,power.limit,temperature.gpu,persistence_mode --format=csv
+	timeout 20 nvcc --version 2> /dev/null | tail -n 2
+	timeout 60 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0))' 2>&1 | tail -n 1
+	echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+	echo "ldd $Z:"
+	ldd "$Z" 2>&1
+	echo "ldd $G/bench_cublas:"
+	ldd "$G/bench_cublas" 2>&1
+	for f in "$G"/kernels/*.ptxas; do
+		[ -f "$f" ] && grep -H -E "entry function|registers|spill" "$f"
+	done
+} > "$FACTS" 2>&1
+row "device" "INFO" "$(nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv,noheader 2> /dev/null | head -n 1)"
+
+# ---- tests on the device
+step "test_kernels_v1 (v1 device vs twins)" 180 "$G/test_kernels_v1"
+rc=$?
+row "test_kernels_v1: v1 kernels vs twins/refs" "$(verdict $rc)" "$(grep -c 'device vs twin max' "$LOG") device-vs-twin comparisons; $(grep '^test_kernels_v1:' "$LOG" | tail -n 1)"
+
+step "test_backend_ops (cpu vs cuda)" 180 "$G/test_backend_ops"
+rc=$?
+row "test_backend_ops: cpu vs cuda" "$(verdict $rc)" "$(grep '^test_backend_ops' "$LOG" | tail -n 1)"
+
+# sanitize TOOL TIMEOUT PROGRAM NAME: compute-sanitizer on one program (the v1
+# kernels with ZP_TEST_SMALL: the small set)
+sanitize() {
+	local rc
+	if ! command -v compute-sanitizer > /dev/null; then
+		row "compute-sanitizer $1 ($4)" "SKIP" "not on PATH"
+		return
+	fi
+	step "compute-sanitizer $1 $4" "$2" env ZP_TEST_SMALL=1 compute-sanitizer --tool "$1" \
+		--error-exitcode 1 "$3"
+	rc=$?
+	row "compute-sanitizer $1 ($4)" "$(verdict $rc)" \
+		"$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$LOG" | tail -n 1)"
+}
+sanitize memcheck 90 "$G/test_kernels_v1" "v1 kernels, small"
+sanitize memcheck 90 "$G/test_backend_ops" "backend ops"
+
+# compare.py GOLDEN OUT DTYPE: zprefill's answers (OUT) against the expected
+# values of a golden file; tolerances of tests/test_golden.c (bf16: 0.05 + 1%
+# of |logprob|, 1 - cos 1e-4; fp32 on cuda: 1e-3, 1e-5). Prints one line.
+cat > "$TMP/compare.py" << 'EOF'
+import json, math, sys
+gold = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+gold = {json.dumps(g["request"]["id"]): g["expected"] for g in gold if "request" in g}
+got = {}
+for l in open(sys.argv[2]):
+    if l.strip():
+        o = json.loads(l)
+        got[json.dumps(o.get("id"))] = o
+bf16 = sys.argv[3] == "bf16"
+lp_abs, lp_rel, cos_tol = (0.05, 0.01, 1e-4) if bf16 else (1e-3, 0.0, 1e-5)
+worst_lp = worst_cos = 0.0
+bad = 0
+for k, e in gold.items():
+    o = got.get(k)
+    if o is None or "error" in o:
+        bad += 1
+        continue
+    pairs = list(zip(o.get("candidate_logprobs", []), e.get("candidate_logprobs", [])))
+    pairs += [(a[1], b[1]) for a, b in zip(o.get("top_logprobs", []), e.get("top_logprobs", []))]
+    pairs += [(a, b) for a, b in zip(o.get("prompt_logprobs", []), e.get("prompt_logprobs", [])) if b is not None]
+    for a, b in pairs:
+        d = abs(a - b)
+        worst_lp = max(worst_lp, d)
+        bad += not (d <= lp_abs + lp_rel * abs(b))
+    if "embedding" in e:
+        x, y = o.get("embedding", []), e["embedding"]
+        dot = sum(p * q for p, q in zip(x, y))
+        n = math.sqrt(sum(p * p for p in x) * sum(q * q for q in y)) or 1.0
+        c = 1 - dot / n
+        worst_cos = max(worst_cos, c)
+        bad += not (c <= cos_tol) or len(x) != len(y)
+print(f"requests={len(gold)} max|dlogprob|={worst_lp:.3g} max(1-cos)={worst_cos:.3g} bad={bad}")
+sys.exit(1 if bad else 0)
+EOF
+requests() { python3 -c 'import json,sys
+for l in open(sys.argv[1]):
+    g = json.loads(l)
+    if "request" in g: print(json.dumps(g["request"]))' "$1"; }
+
+# ---- goldens on cuda (both dtypes), as test_golden does on the CPU
+gfail=0
+gdone=0
+for gf in tests/golden/*.jsonl; do
+	m=$(basename "$gf" .jsonl)
+	[ -f "tests/models/$m/config.json" ] || continue
+	requests "$gf" > "$TMP/$m.req"
+	for dt in bf16 fp32; do
+		step "golden $m $dt on cuda" 60 sh -c "\"$Z\" prefill --model tests/models/$m --device cuda --parallel replicate --dtype $dt < \"$TMP/$m.req\" > \"$TMP/$m.$dt.out\""
+		rc=$?
+		if [ $rc -eq 0 ]; then
+			step "golden $m $dt compare" 30 python3 "$TMP/compare.py" "$gf" "$TMP/$m.$dt.out" "$dt"
+			rc=$?
+		fi
+		gdone=$((gdone + 1))
+		[ $rc -ne 0 ] && gfail=$((gfail + 1))
+	done
+done
+row "goldens on cuda (models x bf16/fp32)" "$([ $gfail -eq 0 ] && [ $gdone -gt 0 ] && echo PASS || echo FAIL)" \
+	"$((gdone - gfail)) of $gdone runs within test_golden's tolerances"
+
+# ---- batch invariance on cuda: every golden request of odd alone vs all in one batch
+if [ -s "$TMP/odd.req" ]; then
+	ok=0
+	# shellcheck disable=SC2016 # $0, $l: the inner shell's
+	step "alone (odd, bf16, cuda)" 120 sh -c 'while IFS= read -r l; do printf "%s\n" "$l" |
+		"$0" prefill --model tests/models/odd --device cuda --parallel replicate || exit 1; done < "$1" > "$2"' \
+		"$Z" "$TMP/odd.req" "$TMP/alone.out" && ok=1
+	step "batch (odd, bf16, cuda)" 60 sh -c "\"$Z\" prefill --model tests/models/odd --device cuda --parallel replicate < \"$TMP/odd.req\" > \"$TMP/batch.out\""
+	rc=$?
+	if [ $rc -eq 98 ]; then
+		row "batch invariance on cuda (odd: alone vs batch)" "SKIP" "budget spent"
+	elif [ $rc -eq 0 ] && [ $ok -eq 1 ] && cmp -s "$TMP/alone.out" "$TMP/batch.out"; then
+		row "batch invariance on cuda (odd: alone vs batch)" "PASS" "$(wc -l < "$TMP/batch.out") requests bitwise equal"
+	else
+		row "batch invariance on cuda (odd: alone vs batch)" "FAIL" "rc=$rc alone_ok=$ok; diff in log.txt"
+		diff "$TMP/alone.out" "$TMP/batch.out" 2>&1 | head -n 20 >> "$LOG"
+	fi
+else
+	row "batch invariance on cuda" "SKIP" "no odd requests"
+fi
+
+# ---- transformers on the device: a second reference for tests/models/odd
+cat > "$TMP/hf.py" << 'EOF'
+import json, sys, torch
+from transformers import AutoModelForCausalLM
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.float32, attn_implementation="eager").cuda().eval()
+with open(sys.argv[3], "w") as f:
+    for l in open(sys.argv[2]):
+        g = json.loads(l)
+        if "request" not in g:
+            continue
+        r = g["request"]
+        ids = torch.tensor([r["prompt_token_ids"]], device="cuda")
+        with torch.no_grad():
+            lp = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
+            hidden = model.model(input_ids=ids).last_hidden_state[0]
+        e = {"num_prompt_tokens": ids.shape[1]}
+        if "candidate_token_ids" in r:
+            e["candidate_logprobs"] = [float(lp[-1, c]) for c in r["candidate_token_ids"]]
+        if r.get("top_logprobs"):
+            v, i = torch.topk(lp[-1], r["top_logprobs"])
+            e["top_logprobs"] = [[int(a), float(b)] for a, b in zip(i, v)]
+        if "prompt_logprobs" in r:
+            s = r["prompt_logprobs"]["start"]
+            e["prompt_logprobs"] = [None if p == 0 else float(lp[p - 1, r["prompt_token_ids"][p]]) for p in range(s, ids.shape[1])]
+        if r.get("pooling"):
+            h = hidden[-1] if r["pooling"] == "last" else hidden.mean(0)
+            if r.get("normalize"):
+                h = torch.nn.functional.normalize(h, dim=-1)
+            e["embedding"] = [float(x) for x in h]
+        f.write(json.dumps({"request": r, "expected": e}) + "\n")
+print("transformers on", torch.cuda.get_device_name(0))
+EOF
+cat > "$TMP/as_out.py" << 'EOF'
+import json, sys
+for l in open(sys.argv[1]):
+    g = json.loads(l)
+    if "request" in g:
+        e = dict(g["expected"])
+        e["id"] = g["request"]["id"]
+        print(json.dumps(e))
+EOF
+check_transformers() {
+	local rc r1 r2 r3
+	step "transformers on cuda (odd)" 120 python3 "$TMP/hf.py" tests/models/odd tests/golden/odd.jsonl "$TMP/hf_odd.jsonl"
+	rc=$?
+	if [ $rc -eq 0 ]; then
+		# the committed golden's expected values as "answers" against the device's
+		python3 "$TMP/as_out.py" tests/golden/odd.jsonl > "$TMP/golden_as_out.jsonl"
+		step "golden (CPU transformers) vs transformers(cuda)" 30 python3 "$TMP/compare.py" "$TMP/hf_odd.jsonl" "$TMP/golden_as_out.jsonl" fp32
+		r1=$?
+		step "zprefill cuda fp32 vs transformers(cuda)" 30 python3 "$TMP/compare.py" "$TMP/hf_odd.jsonl" "$TMP/odd.fp32.out" fp32
+		r2=$?
+		step "zprefill cuda bf16 vs transformers(cuda)" 30 python3 "$TMP/compare.py" "$TMP/hf_odd.jsonl" "$TMP/odd.bf16.out" bf16
+		r3=$?
+		row "transformers on cuda vs committed golden" "$(verdict $r1)" "$(grep -A1 'golden (CPU transformers) vs' "$LOG" | grep requests= | tail -n 1)"
+		row "zprefill cuda vs transformers on cuda" "$( [ $r2 -eq 0 ] && [ $r3 -eq 0 ] && echo PASS || echo FAIL)" "fp32 rc=$r2, bf16 rc=$r3 (log.txt)"
+	else
+		row "transformers on cuda (odd)" "$(verdict $rc)" "see log.txt"
+	fi
+}
+
+# ---- ceilings and kernels side by side
+: > "$TMP/cublas.txt"
+step "bench_cublas" 150 sh -c "\"$G/bench_cublas\" > \"$TMP/cublas.txt\" 2>&1"
+rc=$?
+cat "$TMP/cublas.txt" >> "$BENCH" 2> /dev/null
+cat "$TMP/cublas.txt" >> "$LOG" 2> /dev/null
+# kv KEY LINE: the value of key=value in a bench_cublas line
+kv() { printf '%s\n' "$2" | sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }
+PEAK=$(kv tflops "$(grep 'gemm n=8192' "$TMP/cublas.txt" | head -n 1)")
+row "cuBLAS 8192^3 bf16 GEMM" "$(verdict $rc)" "${PEAK:-?} TFLOP/s measured (datasheet $DATASHEET)"
+while IFS= read -r l; do
+	case $l in
+	*" experts "*)
+		row "experts $(kv model "$l") T=$(kv T "$l"): v0 | v1" "INFO" \
+			"v0 $(kv v0_tflops "$l") | v1 $(kv v1_tflops "$l") TFLOP/s ($(kv v0_ms "$l") | $(kv v1_ms "$l") ms; v0 without its SwiGLU); v1 vs v0 rel L2 $(kv v1_vs_v0_rel_l2_gate_up "$l") / $(kv v1_vs_v0_rel_l2_down "$l")" ;;
+	*" attention_v1 "*)
+		row "attention v1 $(kv model "$l") T=$(kv T "$l") seq=$(kv seq "$l")" "INFO" \
+			"$(kv tflops "$l") TFLOP/s ($(kv ms "$l") ms; v0 vs v1 in the forward: the bench rows)" ;;
+	esac
+done < "$TMP/cublas.txt"
+
+# ---- zprefill bench at model shapes, random weights
+python3 - "$TMP/q235" "${GPU_CHECK_235B_LAYERS:-16}" << 'EOF'
+import json, os, sys
+os.makedirs(sys.argv[1], exist_ok=True)
+c = json.load(open("tests/models/qwen3-235b-a22b-config/config.json"))
+c["num_hidden_layers"] = c["max_window_layers"] = int(sys.argv[2])
+json.dump(c, open(os.path.join(sys.argv[1], "config.json"), "w"), indent=1)
+EOF
+# bench NAME DIR TOKENS SEQS KERNELS: one `zprefill bench` run; KERNELS v0 or v1
+# sets the CUDA backend's switch (ZP_EXPERT_GEMM, ZP_ATTENTION) for both ops
+bench() {
+	local name=$1 dir=$2 tok=$3 seqs=$4 k=$5 line tps gf tf rc
+	: > "$TMP/bench.out"
+	step "bench $name" 170 env ZP_EXPERT_GEMM="$k" ZP_ATTENTION="$k" sh -c "\"$Z\" bench --device cuda --parallel replicate --random-weights 1 --model \"$dir\" --tokens $tok --seqs $seqs --iters 3 > \"$TMP/bench.out\" 2>&1"
+	rc=$?
+	cat "$TMP/bench.out" >> "$LOG"
+	line=$(grep prefill_tok_s "$TMP/bench.out" | tail -n 1)
+	echo "bench $name: ${line:-rc=$rc}" >> "$BENCH"
+	tps=$(kv prefill_tok_s " $line")
+	gf=$(kv gflop_s " $line")
+	if [ -n "$tps" ] && [ -n "$gf" ]; then
+		tf=$(awk -v g="$gf" 'BEGIN { printf "%.1f", g / 1000 }')
+		row "bench $name" "$(verdict $rc)" "$(awk -v t="$tps" -v f="$tf" -v d=$DATASHEET -v p="${PEAK:-0}" \
+			'BEGIN { printf "%.0f tok/s, %.1f TFLOP/s, MFU %.1f%% (989) / %s (cuBLAS)", t, f, 100 * f / d, p > 0 ? sprintf("%.1f%%", 100 * f / p) : "?" }')"
+	elif [ $rc -eq 98 ]; then
+		row "bench $name" "SKIP" "budget spent"
+	else
+		row "bench $name" "$(verdict $rc)" "no result line (log.txt)"
+	fi
+}
+L235=${GPU_CHECK_235B_LAYERS:-16}
+# the headline first (30B-A3B, 16K tokens per forward: v1 then v0), then the rest
+bench "30B-A3B 48L 16K (4x4096) v1" tests/models/qwen3-30b-a3b-config 4096 4 v1
+bench "30B-A3B 48L 16K (4x4096) v0" tests/models/qwen3-30b-a3b-config 4096 4 v0
+check_transformers
+sanitize racecheck 120 "$G/test_kernels_v1" "v1 kernels, small"
+bench "235B-A22B ${L235}L 16K (4x4096) v1" "$TMP/q235" 4096 4 v1
+bench "30B-A3B 48L 4K (1x4096) v1" tests/models/qwen3-30b-a3b-config 4096 1 v1
+bench "235B-A22B ${L235}L 4K (1x4096) v1" "$TMP/q235" 4096 1 v1
+bench "30B-A3B 48L 16K (1x16384) v1" tests/models/qwen3-30b-a3b-config 16384 1 v1
+
+# ---- the table
+{
+	echo "gpu_check: $(date -u +%FT%TZ), $(($(date +%s) - T0)) s of a ${BUDGET} s budget; logs in $OUT"
+	printf 'step\tresult\tdetail\n' | cat - "$ROWS" | awk -F'\t' '{ printf "%-50s %-7s %s\n", $1, $2, $3 }'
+} > "$SUM"
+cat "$SUM"
+! awk -F'\t' '$2 == "FAIL" || $2 == "TIMEOUT" { bad = 1 } END { exit !bad }' "$ROWS"

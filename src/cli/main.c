@@ -545,7 +545,10 @@ static int run(int argc, char **argv)
 		fprintf(stderr, "zprefill bench: --tokens x --seqs over %d\n", ZP_BATCH_TOKENS_LIMIT);
 		goto out;
 	}
-	if (zp_model_load(&m, c.model, c.wtype, zp_serve_cfg_threads(&c) * c.executors, NULL, &e)) {
+	int lthreads = zp_serve_cfg_threads(&c) * c.executors;
+	if (c.random_weights >= 0 ? zp_model_load_random(&m, c.model, c.wtype, lthreads,
+							 (uint64_t)c.random_weights, NULL, &e)
+				  : zp_model_load(&m, c.model, c.wtype, lthreads, NULL, &e)) {
 		zp_log(ZP_LOG_ERROR, "msg=\"cannot load model\" error=\"%s\"", e.msg);
 		rc = 1;
 		goto out;

@@ -408,10 +408,11 @@ static void cu_logprobs(zp_backend *b, int n, int V, zp_view logits, const zp_lp
 	int nc = 0, nf = 0, ni = 0;
 	for (int i = 0; i < n; i++) {
 		const zp_lp_row *r = &rows[i];
-		mt[i] = (zk_lp_meta){ r->next, r->plp != NULL, r->ncand, nc, r->top_k, nf, ni };
+		mt[i] = (zk_lp_meta){ r->next, r->plp != NULL, r->ncand, nc, r->top_k, nf, ni,
+				      r->rank != NULL, ni + r->top_k };
 		nc += r->ncand;
 		nf += 1 + r->ncand + r->top_k;
-		ni += r->top_k;
+		ni += r->top_k + (r->rank != NULL);
 	}
 	int32_t *cands = zp_xmalloc((size_t)ZP_MAX(nc, 1) * sizeof *cands);
 	for (int i = 0; i < n; i++)
@@ -439,6 +440,8 @@ static void cu_logprobs(zp_backend *b, int n, int V, zp_view logits, const zp_lp
 			memcpy(r->top_lp, o + 1 + r->ncand, (size_t)r->top_k * 4);
 			memcpy(r->top_ids, oi + mt[i].ids_off, (size_t)r->top_k * 4);
 		}
+		if (r->rank)
+			*r->rank = oi[mt[i].rank_off];
 	}
 	free(mt), free(cands), free(of), free(oi);
 }

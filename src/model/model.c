@@ -1,5 +1,8 @@
 /* model.c -- see model.h. Loading walks the layers once: check every tensor's
-   name and shape, then pack it into the compute layout. */
+   name and shape, then pack it into the compute layout. With --random-weights
+   the tensors are not read but made (random_fill.h): each has the name and
+   shape the checkpoint would have, and its rows are hashed into a row buffer
+   as the packing asks for them. */
 #include "model.h"
 
 #include <stdio.h>
@@ -7,6 +10,7 @@
 #include <sys/mman.h>
 
 #include "pool.h"
+#include "random_fill.h"
 
 /* Row source for packing a tensor, or several stacked / interleaved ones. */
 struct rows {
@@ -14,6 +18,8 @@ struct rows {
 	int n[3];			/* rows of each */
 	int nt;
 	bool interleave16;		/* gate/up by 16 rows */
+	uint16_t *rnd;			/* random weights: one row, made on demand */
+	uint64_t seed;
 };
 
 static const void *row_of(const zp_st_tensor *t, int r)
@@ -21,16 +27,28 @@ static const void *row_of(const zp_st_tensor *t, int r)
 	return (const char *)t->data + (size_t)r * (size_t)t->shape[1] * zp_dtype_size(t->dtype);
 }
 
+/* Row `row` of t: from the mapping, or made (bf16) into r->rnd. */
+static const void *row_src(struct rows *r, const zp_st_tensor *t, int row)
+{
+	if (!r->rnd)
+		return row_of(t, row);
+	size_t k = (size_t)t->shape[1];
+	uint64_t key = zp_rf_key(r->seed, t->offset);
+	for (size_t c = 0; c < k; c++)
+		r->rnd[c] = zp_f32_to_bf16(zp_rf_at(key, (size_t)row * k + c));
+	return r->rnd;
+}
+
 static const void *rows_get(void *vctx, int j)
 {
 	struct rows *r = vctx;
 	if (r->interleave16) {
 		int p = j / 32, c = j % 32, src = c / 16, row = p * 16 + c % 16;
-		return row < r->n[src] ? row_of(r->t[src], row) : NULL;
+		return row < r->n[src] ? row_src(r, r->t[src], row) : NULL;
 	}
 	for (int i = 0; i < r->nt; i++) {
 		if (j < r->n[i])
-			return row_of(r->t[i], j);
+			return row_src(r, r->t[i], j);
 		j -= r->n[i];
 	}
 	return NULL;
@@ -46,6 +64,10 @@ struct loader {
 	double t0;
 	zp_load_progress *progress;
 	bool experts;	/* checking experts: their packing threads scan the values */
+	bool random;		/* --random-weights: tensors made, not read */
+	uint64_t seed;
+	zp_st_tensor **made;	/* the made tensors of this pass (freed after it) */
+	size_t nmade, capmade;
 };
 
 static void *carve(struct loader *ld, size_t bytes)
@@ -92,17 +114,54 @@ static int nonfinite_err(zp_err *e, const zp_st_tensor *t, int64_t at)
 		       "is damaged", t->name, (long long)at);
 }
 
+/* A made tensor (random weights): the checkpoint's name, shape and bf16
+   dtype; offset holds its random_fill.h id, data is NULL. */
+static zp_st_tensor *made_tensor(const char *name, int ndim, int64_t d0, int64_t d1)
+{
+	zp_st_tensor *t = zp_xcalloc(1, sizeof *t);
+	snprintf(t->name, sizeof t->name, "%s", name);
+	t->dtype = ZP_DT_BF16;
+	t->ndim = ndim;
+	t->shape[0] = d0;
+	t->shape[1] = ndim > 1 ? d1 : 0;
+	t->offset = zp_rf_tensor_id(name);
+	return t;
+}
+
 /* Pass 2 reads every value it packs: a non-finite one fails the load there
-   (pass 1 reads headers only). Experts are scanned by their packing threads. */
+   (pass 1 reads headers only). Experts are scanned by their packing threads.
+   Random weights: the tensor is made (no values to scan). */
 static int get(struct loader *ld, const char *name, int ndim, int64_t d0, int64_t d1,
 	       const zp_st_tensor **t)
 {
 	int64_t shape[2] = { d0, d1 }, at;
+	if (ld->random) {
+		if (ld->nmade == ld->capmade) {
+			size_t cap = ld->capmade ? 2 * ld->capmade : 1024;
+			zp_st_tensor **made = zp_xmalloc(cap * sizeof *made);
+			if (ld->nmade)
+				memcpy(made, ld->made, ld->nmade * sizeof *made);
+			free(ld->made);
+			ld->made = made;
+			ld->capmade = cap;
+		}
+		*t = ld->made[ld->nmade++] = made_tensor(name, ndim, d0, d1);
+		return 0;
+	}
 	if (zp_st_get(&ld->m->st, name, ndim, shape, t, ld->e))
 		return -1;
 	if (ld->arena && !ld->experts && (at = zp_model_nonfinite_at(*t)) >= 0)
 		return nonfinite_err(ld->e, *t, at);
 	return 0;
+}
+
+static void made_free(struct loader *ld)
+{
+	for (size_t i = 0; i < ld->nmade; i++)
+		free(ld->made[i]);
+	free(ld->made);
+	ld->made = NULL;
+	ld->nmade = ld->capmade = 0;
 }
 
 /* Check a vector tensor and, when dst is given, convert it to f32 there. */
@@ -113,7 +172,8 @@ static int vec_fill(struct loader *ld, const char *name, int n, float *dst)
 		return -1;
 	if (dst)
 		for (int i = 0; i < n; i++)
-			dst[i] = zp_st_elem_f32(t, (size_t)i);
+			dst[i] = !ld->random ? zp_st_elem_f32(t, (size_t)i)
+				 : zp_rf_is_norm(name) ? 1.0f : zp_rf_value(ld->seed, t->offset, (size_t)i);
 	return 0;
 }
 
@@ -130,8 +190,15 @@ static void pack(struct loader *ld, zp_wmat *w, void *dst, enum zp_wtype type, i
 	size_t bytes = zp_wmat_bytes(type, n, k);
 	if (!dst)
 		dst = carve(ld, bytes);
-	if (dst)
-		zp_wmat_pack(w, dst, type, n, k, r->t[0]->dtype, rows_get, r);
+	if (!dst)
+		return;
+	if (ld->random) {	/* a buffer per call: experts are packed on pool threads */
+		r->rnd = zp_xmalloc((size_t)k * sizeof *r->rnd);
+		r->seed = ld->seed;
+	}
+	zp_wmat_pack(w, dst, type, n, k, r->t[0]->dtype, rows_get, r);
+	free(r->rnd);
+	r->rnd = NULL;
 }
 
 static int mat(struct loader *ld, zp_wmat *w, enum zp_wtype type, const char *name, int n,
@@ -348,19 +415,32 @@ static int load_all(struct loader *ld)
 	return 0;
 }
 
-int zp_model_load(zp_model *m, const char *dir, enum zp_wtype wtype, int threads,
-		  zp_load_progress *progress, zp_err *e)
+/* One pass of load_all; the made tensors (random weights) live through it only. */
+static int load_pass(struct loader *ld)
 {
-	struct loader ld = { .m = m, .e = e, .progress = progress };
+	int rc = load_all(ld);
+	if (ld->random)
+		ld->m->embed = NULL;	/* made again, for the model's lifetime, at the end */
+	made_free(ld);
+	return rc;
+}
+
+static int model_load(zp_model *m, const char *dir, enum zp_wtype wtype, int threads,
+		      const uint64_t *seed, zp_load_progress *progress, zp_err *e)
+{
+	struct loader ld = { .m = m, .e = e, .progress = progress, .random = seed != NULL,
+			     .seed = seed ? *seed : 0 };
 	double t0 = zp_now_s();
 
 	memset(m, 0, sizeof *m);
 	m->wtype = wtype;
-	if (zp_config_load(&m->cfg, dir, e) || zp_st_open_dir(&m->st, dir, e))
+	m->random = ld.random;
+	m->seed = ld.seed;
+	if (zp_config_load(&m->cfg, dir, e) || (!ld.random && zp_st_open_dir(&m->st, dir, e)))
 		return -1;
 	m->layers = zp_xcalloc((size_t)m->cfg.layers, sizeof *m->layers);
 	/* Pass 1 checks every tensor and sizes the arena; pass 2 packs. */
-	if (load_all(&ld)) {
+	if (load_pass(&ld)) {
 		zp_model_free(m);
 		return -1;
 	}
@@ -370,8 +450,10 @@ int zp_model_load(zp_model *m, const char *dir, enum zp_wtype wtype, int threads
 	ld.t0 = zp_now_s();
 	/* pass 1 checked everything but the values: a non-finite one, or a
 	   cancel, fails here */
-	int rc = load_all(&ld);
+	int rc = load_pass(&ld);
 	zp_pool_free(ld.pool);
+	if (ld.random)
+		m->embed = made_tensor("model.embed_tokens.weight", 2, m->cfg.vocab, m->cfg.hidden);
 	if (rc) {
 		zp_model_free(m);
 		return -1;
@@ -381,10 +463,23 @@ int zp_model_load(zp_model *m, const char *dir, enum zp_wtype wtype, int threads
 		m->expert_bytes_total += m->layers[l].experts_bytes;
 	drop_source_pages(m);
 	zp_log(ZP_LOG_INFO, "msg=\"model loaded\" dir=%s layers=%d experts=%d dtype=%s "
-	       "dense_bytes=%zu expert_bytes=%zu load_s=%.2f values=finite", dir, m->cfg.layers,
+	       "dense_bytes=%zu expert_bytes=%zu load_s=%.2f %s", dir, m->cfg.layers,
 	       m->cfg.experts, wtype == ZP_W_F32 ? "fp32" : "bf16", m->arena_bytes,
-	       m->expert_bytes_total, zp_now_s() - t0);
+	       m->expert_bytes_total, zp_now_s() - t0,
+	       ld.random ? "weights=random" : "values=finite");
 	return 0;
+}
+
+int zp_model_load(zp_model *m, const char *dir, enum zp_wtype wtype, int threads,
+		  zp_load_progress *progress, zp_err *e)
+{
+	return model_load(m, dir, wtype, threads, NULL, progress, e);
+}
+
+int zp_model_load_random(zp_model *m, const char *dir, enum zp_wtype wtype, int threads,
+			 uint64_t seed, zp_load_progress *progress, zp_err *e)
+{
+	return model_load(m, dir, wtype, threads, &seed, progress, e);
 }
 
 void zp_model_drop_experts(zp_model *m)
@@ -410,6 +505,8 @@ void zp_model_free(zp_model *m)
 			free(m->layers[l].exp_down);
 		}
 	free(m->layers);
+	if (m->random)
+		free((void *)m->embed);
 	zp_free_aligned(m->arena);
 	zp_st_free(&m->st);
 	memset(m, 0, sizeof *m);
@@ -419,6 +516,12 @@ void zp_model_embed(const zp_model *m, int tok, float *out)
 {
 	size_t H = (size_t)m->cfg.hidden;
 	ZP_ASSERT(tok >= 0 && tok < m->cfg.vocab);
+	if (m->random) {	/* bf16 values, as a bf16 checkpoint's */
+		for (size_t i = 0; i < H; i++)
+			out[i] = zp_bf16_to_f32(zp_f32_to_bf16(
+				zp_rf_value(m->seed, m->embed->offset, (size_t)tok * H + i)));
+		return;
+	}
 	for (size_t i = 0; i < H; i++)
 		out[i] = zp_st_elem_f32(m->embed, (size_t)tok * H + i);
 }

@@ -46,6 +46,9 @@ typedef struct {
 	void *arena;			/* dense weights in compute layout */
 	size_t arena_bytes;
 	size_t expert_bytes_total;
+	bool random;			/* --random-weights: every weight made from seed
+					   (random_fill.h); embed is a made tensor (no data) */
+	uint64_t seed;
 } zp_model;
 
 /* Load progress, read by another thread (the server's /health) while a load
@@ -65,6 +68,11 @@ int zp_model_load(zp_model *m, const char *dir, enum zp_wtype wtype, int threads
 /* The index of t's first NaN or Inf (f32, bf16, f16, f64), or -1: the scan
    zp_model_load runs over every tensor, at memory speed. */
 int64_t zp_model_nonfinite_at(const zp_st_tensor *t);
+/* The same from dir's config.json alone (no checkpoint read): every weight
+   made from seed by random_fill.h, norm weights 1. For benchmarks at real
+   shapes; the host memory is what a checkpoint of that shape would take. */
+int zp_model_load_random(zp_model *m, const char *dir, enum zp_wtype wtype, int threads,
+			 uint64_t seed, zp_load_progress *progress, zp_err *e);
 void zp_model_free(zp_model *m);
 
 /* Free every MoE layer's expert block (AsyncEP keeps its own shards); the

@@ -45,6 +45,8 @@ typedef struct {
 	char *model;			/* model directory */
 	char *model_name;		/* as /v1/models reports it */
 	enum zp_wtype wtype;
+	long random_weights;		/* seed: every weight made (random_fill.h) from
+					   model's config.json alone; -1: the checkpoint */
 	int executors;
 	int threads_per_executor;	/* 0: the online cores shared (zp_serve_cfg_threads) */
 	enum zp_parallel parallel;	/* how experts are placed across executors */

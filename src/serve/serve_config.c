@@ -183,6 +183,7 @@ static const zp_opt keys[] = {
 	{ "engine", "model", "model", ALL, ZP_CMD_PREFILL | ZP_CMD_BENCH, TEXT(STR, NULL), F(model), .help = "model directory" },
 	{ "engine", "model_name", NULL, 0, 0, TEXT(STR, NULL), F(model_name), .help = "name /v1/models reports" },
 	{ "engine", "dtype", "dtype", ALL, 0, ENUM(dtype, ZP_W_BF16, "bf16 or fp32"), F(wtype), .help = "weights: bf16 or fp32" },
+	{ "engine", "random_weights", "random-weights", ALL, 0, NUM(LONG, -1, LONG_MAX, -1), F(random_weights), .help = "make every weight from this seed, for benchmarks on a config-only model directory (-1: read the checkpoint)" },
 	{ "engine", "executors", "executors", ALL, 0, NUM(INT, 1, ZP_EXECUTORS_MAX, 1), F(executors), .help = "executor threads (devices)" },
 	{ "engine", "threads_per_executor", "threads", ALL, 0, NUM(INT, 0, ZP_THREADS_MAX, 0), F(threads_per_executor), .help = "cores per executor (0: the cores shared)" },
 	{ "engine", "parallel", "parallel", ALL, 0, ENUM(parallel, ZP_PARALLEL_DEFAULT, "asyncep, dpep or replicate"), F(parallel), .help = "expert placement: asyncep, dpep or replicate" },

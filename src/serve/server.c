@@ -398,8 +398,12 @@ static void *loader_main(void *arg)
 	int per = zp_serve_cfg_threads(&s->cfg);
 	zp_engine_cfg ec = { s->cfg.executors, s->cfg.parallel, s->cfg.transport, per,
 			     s->cfg.batch_tokens_max, &s->done, s->cfg.offload_window, s->cfg.device };
-	int rc = zp_model_load(&s->model, s->cfg.model, s->cfg.wtype, (int)ZP_MAX(ncpu, 1),
-			       &s->progress, &s->load_err);
+	int rc = s->cfg.random_weights >= 0
+			 ? zp_model_load_random(&s->model, s->cfg.model, s->cfg.wtype,
+						(int)ZP_MAX(ncpu, 1), (uint64_t)s->cfg.random_weights,
+						&s->progress, &s->load_err)
+			 : zp_model_load(&s->model, s->cfg.model, s->cfg.wtype, (int)ZP_MAX(ncpu, 1),
+					 &s->progress, &s->load_err);
 	if (!rc && !(s->eng = zp_engine_start(&s->model, &ec, &s->load_err))) {
 		rc = -1;
 		zp_model_free(&s->model);
