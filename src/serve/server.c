@@ -438,8 +438,11 @@ static void on_event(server *s)
 			size_t resident = 0;
 			for (int i = 0; i < s->live; i++)
 				resident += zp_place_resident_bytes(pl, i);
-			zp_log(ZP_LOG_INFO, "msg=ready executors=%d parallel=%s resident_mb=%.1f", s->live,
-			       zp_parallel_name(zp_place_parallel(pl)), (double)resident / (1 << 20));
+			char said[160];
+			zp_log(ZP_LOG_INFO, "msg=ready executors=%d %s resident_mb=%.1f", s->live,
+			       zp_serve_cfg_parallel_said(&s->cfg, (int)zp_place_parallel(pl), said,
+							  sizeof said),
+			       (double)resident / (1 << 20));
 		} else {
 			zp_log(ZP_LOG_ERROR, "msg=\"model load failed\" error=\"%s\"", s->load_err.msg);
 			s->exit_code = s->stopping ? 0 : 1;
