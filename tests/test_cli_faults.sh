@@ -2,7 +2,8 @@
 # test_cli_faults.sh -- what a newcomer meets at the command line (issue 9):
 # every subcommand's --help (and `zprefill --help`) prints its usage on stdout
 # and exits 0; `zprefill prefill` answers line n of its input with line n of
-# its output, a blank line with an error line.
+# its output, a blank line with an error line; the log says once which
+# expert placement runs, and why when it is not the one configured.
 set -u
 cd "$(dirname "$0")/.."
 Z=${ZPREFILL:-./zprefill}
@@ -37,5 +38,14 @@ sed -n 3p "$T/res" | grep -q '"id":"b","num_prompt_tokens":1' || { echo "FAIL: l
 sed -n 4p "$T/res" | grep -q '"code":400' || { echo "FAIL: CR line 4 unanswered"; fail=1; }
 sed -n 5p "$T/res" | grep -q '"id":"c","num_prompt_tokens":3' || { echo "FAIL: line 5"; fail=1; }
 cat "$T/res" | cut -c1-100
+
+# the placement that ran, said once with why it differs from the one configured
+# (asyncep is the default; one executor runs replicate); never the configured
+# one alone, as if it ran
+grep -q 'msg="prefill done".* parallel=replicate configured=asyncep why="one executor' "$T/err" &&
+	! grep -q 'parallel=asyncep' "$T/err" ||
+	{ echo "FAIL: prefill's log does not say what ran and why"; cat "$T/err"; fail=1; }
+$Z bench --model tests/models/odd --tokens 4 --seqs 1 --iters 1 2>/dev/null | tail -n 1 |
+	grep -q ' parallel=replicate ' || { echo "FAIL: bench reports the configured placement"; fail=1; }
 [ $fail -eq 0 ] && echo "test_cli_faults: ok" || echo "test_cli_faults: FAIL"
 exit $fail

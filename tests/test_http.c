@@ -29,6 +29,9 @@ int main(void)
 	CHECK(parse("\r\nGET / HTTP/1.1\r\n\r\n", &r) > 0, "a leading blank line is skipped");
 	CHECK(parse("GET /x HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", &r) > 0 &&
 	      r.content_length == 5, "repeated equal Content-Length");
+	CHECK(parse("POST /x HTTP/1.1\r\nContent-Length: 0\r\nContent-Encoding: identity\r\n\r\n",
+		    &r) > 0 && r.content_length == 0, "POST with Content-Length 0, identity encoding");
+	CHECK(parse("GET /x HTTP/1.1\r\n\r\n", &r) > 0, "a GET needs no Content-Length");
 
 	static const struct { const char *head; long want; } bad[] = {
 		{ "GET / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", -400 },
@@ -37,6 +40,9 @@ int main(void)
 		{ "GET / HTTP/1.1\r\nContent-Length: 1234567890123456\r\n\r\n", -413 },
 		{ "GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", -411 },
 		{ "GET / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", -400 },
+		{ "POST / HTTP/1.1\r\nHost: x\r\n\r\n", -411 },
+		{ "POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Encoding: gzip\r\n\r\n", -415 },
+		{ "POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Encoding: br\r\n\r\n", -415 },
 		{ "GET / HTTP/3\r\n\r\n", -505 },
 		{ "GET / HTTP/1.2\r\n\r\n", -505 },
 		{ "GET / FTP/1.1\r\n\r\n", -400 },

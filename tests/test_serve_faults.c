@@ -198,6 +198,9 @@ static char *ids_body(const char *head, int n, const char *tail)
 	return b.p;
 }
 
+/* small limits: the regions sized from them start fast under sanitizers */
+#define SMALL "[engine]\nqueue_requests_max = 8\n[server]\nbody_bytes_max = 1048576\n"
+
 static const char cfg_main[] =
 	"[server]\nmax_connections = 4\nbody_bytes_max = 16777216\n"
 	"[engine]\ndtype = fp32\nmax_tokens = 2048\nmax_batch_tokens = 4096\n"
@@ -395,7 +398,7 @@ static void test_nonfinite(void)
 {
 	char model[400];
 	overflow_model(model, sizeof model);
-	pid_t pid = start(model, "[engine]\ndtype = fp32\n[log]\nlevel = warn\n");
+	pid_t pid = start(model, SMALL "[engine]\ndtype = fp32\n[log]\nlevel = warn\n");
 	static const char *const reqs[][2] = {
 		{ "/v1/embeddings", "{\"input\":\"hello world\"}" },
 		{ "/pooling", "{\"input\":\"hello world\"}" },
@@ -423,7 +426,7 @@ static void test_nonfinite(void)
 /* 3, 4 and 5: starts that must fail, saying why, leaving nothing behind. */
 static void test_start_errors(void)
 {
-	int rc = start_fails("tests/models/tiny-tok", "[rerank]\nyes_token = hello world\n", NULL);
+	int rc = start_fails("tests/models/tiny-tok", SMALL "[rerank]\nyes_token = hello world\n", NULL);
 	char *log = read_log();
 	CHECK(rc == 1 && strstr(log, "yes_token") && strstr(log, "hello world"),
 	      "fault 3: bad yes_token: exit %d, %.300s", rc, log);
@@ -437,7 +440,7 @@ static void test_start_errors(void)
 	printf("fault 4: --config %s: exit %d\n", dir, rc);
 	free(log);
 
-	rc = start_fails("tests/models/tiny-tok", "[server]\nsocket_group = zp-no-such-group\n", NULL);
+	rc = start_fails("tests/models/tiny-tok", SMALL "socket_group = zp-no-such-group\n", NULL);
 	log = read_log();
 	CHECK(rc == 1 && strstr(log, "zp-no-such-group"), "fault 5: unknown group: exit %d %.300s",
 	      rc, log);
@@ -451,7 +454,7 @@ static void test_start_errors(void)
 	ZP_ASSERT(busy >= 0 && bind(busy, (struct sockaddr *)&a, sizeof a) == 0 && listen(busy, 1) == 0 &&
 		  getsockname(busy, (struct sockaddr *)&a, &al) == 0);
 	char cfg[100];
-	snprintf(cfg, sizeof cfg, "[server]\nmetrics_port = %d\n", ntohs(a.sin_port));
+	snprintf(cfg, sizeof cfg, SMALL "metrics_port = %d\n", ntohs(a.sin_port));
 	rc = start_fails("tests/models/tiny-tok", cfg, NULL);
 	close(busy);
 	CHECK(rc == 1, "fault 5: busy metrics port: exit %d", rc);

@@ -310,8 +310,10 @@ static int cmd_prefill(const zp_serve_cfg *o, zp_model *m)
 	/* results that did not reach stdout (disk full, ...) fail the run: the
 	   rest of the input is left unread */
 	int rc = output_failed("prefill") ? 1 : 0;
-	zp_log(ZP_LOG_INFO, "msg=\"prefill done\" requests=%d executors=%d parallel=%s", d.served,
-	       zp_engine_executors(d.g), zp_parallel_name(o->parallel));
+	char said[160];
+	zp_log(ZP_LOG_INFO, "msg=\"prefill done\" requests=%d executors=%d %s", d.served,
+	       zp_engine_executors(d.g), zp_serve_cfg_parallel_said(o,
+	       (int)zp_place_parallel(zp_engine_place(d.g)), said, sizeof said));
 	zp_engine_stop(d.g);
 	zp_tok_state_free(lim.tok);
 	zp_tok_free(tok);
@@ -444,7 +446,8 @@ static int cmd_bench(const zp_serve_cfg *o, zp_model *m)
 	getrusage(RUSAGE_SELF, &ru);
 	printf("tokens=%d seqs=%d executors=%d parallel=%s threads=%d dtype=%s isa=%s "
 	       "resident_mb=%.0f peak_rss_mb=%.0f mean_s=%.4f best_s=%.4f gflop_s=%.1f "
-	       "prefill_tok_s=%.1f\n", L, B, N, zp_parallel_name(o->parallel), each * N,
+	       "prefill_tok_s=%.1f\n", L, B, N,
+	       zp_parallel_name(zp_place_parallel(zp_engine_place(g))), each * N,
 	       m->wtype == ZP_W_F32 ? "fp32" : "bf16", zp_gemm_isa(), (double)resident / (1 << 20),
 	       (double)ru.ru_maxrss / 1024, mean, best, N * st.flops / mean * 1e-9,
 	       (double)N * B * L / mean);

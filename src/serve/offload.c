@@ -65,7 +65,7 @@ static void *worker(void *arg)
 	zp_offload *o = arg;
 	pthread_mutex_lock(&o->mu);
 	for (;;) {
-		int i;
+		int i = -1;
 		while (!o->quit && (i = oldest(o, SLOT_QUEUED)) < 0)
 			pthread_cond_wait(&o->cv, &o->mu);
 		if (o->quit)

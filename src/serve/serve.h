@@ -93,6 +93,12 @@ int zp_serve_cfg_threads(const zp_serve_cfg *c);
    with e set. */
 int zp_serve_cfg_seq_tokens(zp_serve_cfg *c, int max_positions, zp_err *e);
 
+/* What runs, said once: "parallel=replicate configured=asyncep why=\"...\""
+   when the engine ran another placement than the one configured (one
+   executor, or no MoE layer: nothing to place), else "parallel=X", into
+   buf[n]; returns buf. */
+const char *zp_serve_cfg_parallel_said(const zp_serve_cfg *c, int ran, char *buf, size_t n);
+
 /* `zprefill serve ...`: the process exit code. */
 int zp_serve_main(int argc, char **argv);
 

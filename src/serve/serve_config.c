@@ -270,6 +270,19 @@ int zp_serve_cfg_threads(const zp_serve_cfg *c)
 	return (int)ZP_MAX(1, ncpu / c->executors);
 }
 
+const char *zp_serve_cfg_parallel_said(const zp_serve_cfg *c, int ran, char *buf, size_t n)
+{
+	const char *run = zp_parallel_name((enum zp_parallel)ran);
+	if (ran == (int)c->parallel)
+		snprintf(buf, n, "parallel=%s", run);
+	else
+		snprintf(buf, n, "parallel=%s configured=%s why=\"%s\"", run,
+			 zp_parallel_name(c->parallel), c->executors == 1 ?
+			 "one executor reads every expert in place: nothing to place or send" :
+			 "no MoE layer: every executor holds the whole model");
+	return buf;
+}
+
 int zp_serve_cfg_seq_tokens(zp_serve_cfg *c, int max_positions, zp_err *e)
 {
 	if (!c->seq_tokens_max)

@@ -464,8 +464,10 @@ static void on_event(server *s)
 			s->beat_at = zp_xcalloc((size_t)s->live, sizeof *s->beat_at);
 			for (int i = 0; i < s->live; i++)
 				s->beat_at[i] = s->now;
-			zp_log(ZP_LOG_INFO, "msg=ready executors=%d parallel=%s resident_mb=%.1f", s->live,
-			       zp_parallel_name(zp_place_parallel(pl)), (double)resident / (1 << 20));
+			char said[160];
+			zp_serve_cfg_parallel_said(&s->cfg, (int)zp_place_parallel(pl), said, sizeof said);
+			zp_log(ZP_LOG_INFO, "msg=ready executors=%d %s resident_mb=%.1f", s->live, said,
+			       (double)resident / (1 << 20));
 			zp_sd_notify("READY=1\nSTATUS=serving: %d executors, %s, %.0f MB resident",
 				     s->live, zp_parallel_name(zp_place_parallel(pl)),
 				     (double)resident / (1 << 20));
