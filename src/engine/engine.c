@@ -19,6 +19,7 @@ struct zp_engine {
 	int next_poll;			/* executor poll starts at: no executor starves */
 	zp_bell own;			/* the done doorbell when the caller gives none */
 	zp_bell *done;
+	zp_place_layer_stats *seen;	/* [n][layers]: each executor's stats at its last reap */
 };
 
 zp_engine *zp_engine_start(zp_model *m, const zp_engine_cfg *c, zp_err *e)
@@ -39,6 +40,7 @@ zp_engine *zp_engine_start(zp_model *m, const zp_engine_cfg *c, zp_err *e)
 	if (!t || !(g->place = zp_place_new(m, c->executors, c->parallel, c->offload_window, t, e)))
 		goto bad;
 	g->group = zp_place_group(g->place) != NULL;
+	g->seen = zp_xcalloc((size_t)c->executors * m->cfg.layers, sizeof *g->seen);
 	zp_log(ZP_LOG_INFO, "msg=\"executor placement\" numa_nodes=%d%s", nodes,
 	       nodes <= 1 ? " note=\"one node: threads and memory are not placed\"" : "");
 	for (int i = 0; i < c->executors; i++) {
@@ -68,6 +70,7 @@ void zp_engine_stop(zp_engine *g)
 		zp_exec_stop(&g->exec[i]);
 	zp_place_free(g->place); /* after the executors: no gather is requested any more */
 	zp_bell_free(&g->own);
+	free(g->seen);
 	free(g);
 }
 
@@ -139,14 +142,19 @@ void zp_engine_flush(zp_engine *g)
 
 double zp_engine_dispatch(zp_engine *g, zp_sched *s, double now, bool force)
 {
-	double wake = 0;
-	zp_batch *b;
+	double wake = 0, w;
 	if (g->group && zp_engine_busy(g))
 		return 0; /* the group starts together: after every member came back */
-	while ((b = zp_engine_batch(g))) {
-		if (!zp_sched_next_batch(s, now, force, b, &wake)) {
+	/* every idle executor in turn: under a routing policy each cuts from its own queue */
+	for (int i = 0; i < g->n; i++) {
+		zp_batch *b = zp_exec_batch(&g->exec[i]);
+		if (!b)
+			continue;
+		if (!zp_sched_next_batch(s, now, force, b, &w)) {
 			zp_engine_release(g, b);
-			break;
+			if (w > 0 && (wake == 0 || w < wake))
+				wake = w;
+			continue;
 		}
 		if (g->group)
 			force = true; /* the first batch starts the group: the rest go with it */
@@ -154,6 +162,31 @@ double zp_engine_dispatch(zp_engine *g, zp_sched *s, double now, bool force)
 	}
 	zp_engine_flush(g);
 	return wake;
+}
+
+void zp_engine_done(zp_engine *g, zp_sched *s, const zp_batch *b)
+{
+	int L = g->m->cfg.layers;
+	zp_place_layer_stats *was = g->seen + (size_t)b->exec * L, now[ZP_LAYERS_MAX];
+	zp_sched_obs o = { 0 };
+	double lay = 0;
+	int moe = 0;
+	zp_place_stats(g->place, b->exec, now);
+	for (int l = 0; l < L; l++) {
+		if (now[l].forwards == was[l].forwards)
+			continue;
+		double dl = now[l].layer_s - was[l].layer_s, dw = now[l].wait_s - was[l].wait_s;
+		o.wait_s += dw;
+		if (g->m->cfg.sparse[l] && dw > 0) { /* layers that waited: paced by the gathers */
+			lay += dl / (double)(now[l].forwards - was[l].forwards);
+			moe++;
+		}
+	}
+	/* gather-bound (some layer waited): a layer's period is one gather */
+	if (moe)
+		o.gather_s = lay / moe;
+	memcpy(was, now, (size_t)L * sizeof *now);
+	zp_sched_batch_done(s, b, &o);
 }
 
 zp_batch *zp_engine_poll(zp_engine *g)

@@ -76,6 +76,7 @@ typedef struct {
 	zp_load_progress progress;
 	_Atomic int load_state;
 	zp_err load_err;
+	zp_place_calib cal;		/* written by the loader; gather_s 0: none */
 	bool ready, loader_joined, stopping;
 	bool accept_armed[2];		/* [0] the Unix socket, [1] the metrics listener */
 	bool accept_rearm[2];		/* ended on an error: armed again at the next scan */
@@ -276,6 +277,7 @@ static void reap(server *s)
 			       s->lstats + (size_t)b->exec * s->mcfg.layers);
 		if (b->n)
 			zp_metrics_batch(&s->met, b, s->now);
+		zp_engine_done(s->eng, &s->sched, b);
 		if (b->failed)
 			zp_log(ZP_LOG_ERROR, "msg=\"forward failed\" executor=%d seqs=%d error=\"%s\"",
 			       b->exec, b->n, b->err);
@@ -319,13 +321,13 @@ static void *loader_main(void *arg)
 	}
 	zp_place *pl = rc ? NULL : zp_engine_place(s->eng);
 	if (pl && zp_place_source(pl, 0)) { /* asyncep in effect (not one executor in place) */
-		zp_place_calib cal;
+		zp_place_calib *cal = &s->cal;
 		zp_err ce;
-		if (zp_place_calibrate(pl, per, &cal, &ce) == 0)
+		if (zp_place_calibrate(pl, per, cal, &ce) == 0)
 			zp_log(ZP_LOG_INFO, "msg=calibration expert_gflop_s=%.1f gather_ms=%.3f gamma=%.1f "
-			       "threshold_gflop=%.3f threshold_tokens=%.0f", cal.flops_per_s * 1e-9,
-			       cal.gather_s * 1e3, cal.gamma, cal.threshold_flops * 1e-9,
-			       cal.threshold_tokens);
+			       "threshold_gflop=%.3f threshold_tokens=%.0f", cal->flops_per_s * 1e-9,
+			       cal->gather_s * 1e3, cal->gamma, cal->threshold_flops * 1e-9,
+			       cal->threshold_tokens);
 		else
 			zp_log(ZP_LOG_WARN, "msg=\"calibration failed\" error=\"%s\"", ce.msg);
 	}
@@ -365,8 +367,16 @@ static void on_event(server *s)
 			size_t resident = 0;
 			for (int i = 0; i < s->live; i++)
 				resident += zp_place_resident_bytes(pl, i);
-			zp_log(ZP_LOG_INFO, "msg=ready executors=%d parallel=%s resident_mb=%.1f", s->live,
-			       zp_parallel_name(zp_place_parallel(pl)), (double)resident / (1 << 20));
+			zp_sched_cfg sc = { .policy = (enum zp_sched_policy)s->cfg.schedule,
+					    .executors = s->live, .model = &s->mcfg,
+					    .gather_s = s->cal.gather_s, .flops_per_s = s->cal.flops_per_s,
+					    .gamma = s->cal.gamma, .aging_s = s->cfg.schedule_aging_ms / 1e3,
+					    .shadow_pending = s->cfg.queue_tokens_max / ZP_KV_BLOCK };
+			zp_sched_setup(&s->sched, &sc);
+			zp_log(ZP_LOG_INFO, "msg=ready executors=%d parallel=%s resident_mb=%.1f schedule=%s "
+			       "threshold_gflop=%.3f", s->live, zp_parallel_name(zp_place_parallel(pl)),
+			       (double)resident / (1 << 20), zp_sched_policy_name(s->sched.policy),
+			       s->sched.threshold * 1e-9);
 		} else {
 			zp_log(ZP_LOG_ERROR, "msg=\"model load failed\" error=\"%s\"", s->load_err.msg);
 			s->exit_code = s->stopping ? 0 : 1;
@@ -527,7 +537,7 @@ static int setup(server *s, zp_err *e)
 			      .hidden = s->mcfg.hidden };
 	zp_api_init(&s->api, s->tok, &lim, c->body_bytes_max, c->model_name, &c->rerank);
 	zp_sched_init(&s->sched, c->queue_requests_max, c->queue_tokens_max, c->batch_tokens_max,
-		      c->batch_wait_ms / 1e3);
+		      c->batch_wait_us >= 0 ? c->batch_wait_us / 1e6 : c->batch_wait_ms / 1e3);
 	size_t resp = zp_api_response_bytes(&s->api);
 	zp_conns_init(&s->cx, c, resp);
 	s->cx.rx = &s->rx;
@@ -571,6 +581,7 @@ static void teardown(server *s)
 		zp_model_free(&s->model);
 	}
 	free(s->lstats);
+	zp_sched_free(&s->sched);
 	zp_conns_free(&s->cx);
 	for (int i = 0; s->job_rg && i < s->cfg.queue_requests_max; i++)
 		zp_region_free(&s->job_rg[i]);
