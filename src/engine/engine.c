@@ -166,25 +166,32 @@ double zp_engine_dispatch(zp_engine *g, zp_sched *s, double now, bool force)
 
 void zp_engine_done(zp_engine *g, zp_sched *s, const zp_batch *b)
 {
-	int L = g->m->cfg.layers;
+	int L = g->m->cfg.layers, prev = -1, n = 0;
 	zp_place_layer_stats *was = g->seen + (size_t)b->exec * L, now[ZP_LAYERS_MAX];
 	zp_sched_obs o = { 0 };
-	double lay = 0;
-	int moe = 0;
+	double sum = 0, compute_prev = 0;
 	zp_place_stats(g->place, b->exec, now);
 	for (int l = 0; l < L; l++) {
-		if (now[l].forwards == was[l].forwards)
+		long fw = now[l].forwards - was[l].forwards;
+		if (fw <= 0)
 			continue;
-		double dl = now[l].layer_s - was[l].layer_s, dw = now[l].wait_s - was[l].wait_s;
-		o.wait_s += dw;
-		if (g->m->cfg.sparse[l] && dw > 0) { /* layers that waited: paced by the gathers */
-			lay += dl / (double)(now[l].forwards - was[l].forwards);
-			moe++;
+		double dl = (now[l].layer_s - was[l].layer_s) / fw, dw = (now[l].wait_s - was[l].wait_s) / fw;
+		o.wait_s += dw * fw;
+		if (!g->m->cfg.sparse[l])
+			continue;
+		/* layer l's gather started as MoE layer prev began (its buffer then
+		   free) and ended when l's wait did: prev's compute + l's wait. Only
+		   a wait that matters (10% of that compute) says the gather paced
+		   the layers; a hidden gather tells nothing of its length. */
+		if (prev >= 0 && dw > 0.1 * compute_prev) {
+			sum += compute_prev + dw;
+			n++;
 		}
+		prev = l;
+		compute_prev = dl - dw;
 	}
-	/* gather-bound (some layer waited): a layer's period is one gather */
-	if (moe)
-		o.gather_s = lay / moe;
+	if (n)
+		o.gather_s = sum / n;
 	memcpy(was, now, (size_t)L * sizeof *now);
 	zp_sched_batch_done(s, b, &o);
 }

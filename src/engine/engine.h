@@ -60,8 +60,8 @@ double zp_engine_dispatch(zp_engine *g, zp_sched *s, double now, bool force);
 
 /* b came back (polled, before its sequences' zp_sched_seq_done): tell s,
    with what its executor measured (asyncep.h's per-layer stats since its
-   last batch: the exposed gather wait, and one gather's time when the waits
-   paced the layers). */
+   last batch: the exposed gather wait, and one gather's time when waits
+   paced the layers: the previous MoE layer's compute plus the wait). */
 void zp_engine_done(zp_engine *g, zp_sched *s, const zp_batch *b);
 
 /* An empty batch for the lowest idle executor, or NULL when none is idle.
