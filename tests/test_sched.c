@@ -515,6 +515,13 @@ static void threshold(void)
 	setup(&s, ZP_SCHED_PREFIX_FLOPS, 1, 0, 0, 1);
 	CHECK(isinf(s.threshold), "no calibration: T infinite until measured");
 	zp_sched_free(&s);
+	/* the floor: 100 tokens' linear FLOPs per layer (1024 each) over a T of 1000 */
+	zp_sched_init(&s, JOBS, 1 << 20, 1 << 16, 0.010);
+	zp_sched_cfg c = { .policy = ZP_SCHED_PREFIX_FLOPS, .executors = 1, .model = &cfg,
+			   .gather_s = 1, .flops_per_s = 1000, .gamma = 1, .min_tokens = 100 };
+	zp_sched_setup(&s, &c);
+	CHECK(s.threshold == 102400, "T = max(1000, 100 x 1024): %g", s.threshold);
+	zp_sched_free(&s);
 }
 
 int main(void)

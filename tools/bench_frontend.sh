@@ -80,8 +80,10 @@ for W in $WORKLOADS; do
 		hit=$(metric zprefill_prefix_cache_hit_tokens_total)
 		b0=$(metric zprefill_layer_seconds_total 'executor="0"')
 		b1=$(metric zprefill_layer_seconds_total 'executor="1"')
-		busy=$(awk -v a="$b0" -v b="$b1" 'BEGIN { if (a == "n/a" || b == "n/a") print "n/a";
-			else { hi = a > b ? a : b; lo = a > b ? b : a; printf "%.3f/%.3f", hi, lo } }')
+		# an executor that ran no layer has no samples: 0, when the other has some
+		busy=$(awk -v a="$b0" -v b="$b1" 'BEGIN { if (a == "n/a" && b == "n/a") { print "n/a"; exit }
+			if (a == "n/a") a = 0; if (b == "n/a") b = 0
+			hi = a > b ? a : b; lo = a > b ? b : a; printf "%.3f/%.3f", hi, lo }')
 		printf '%-12s req_s=%s tok_s=%s p50_ms=%s p99_ms=%s computed_ratio=%s hit_rate=%s exec_busy_s=%s ok=%s other=%s T_flops=%s\n' \
 			"$P" "$(field req_s)" "$(field tok_s)" "$(field p50_ms)" "$(field p99_ms)" \
 			"$(ratio "$comp" "$prompt")" "$(ratio "$hit" "$prompt")" "$busy" "$(field ok)" \

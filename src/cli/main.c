@@ -279,7 +279,7 @@ static int cmd_prefill(const zp_serve_cfg *o, zp_model *m)
 	zp_sched_cfg sc = { .policy = (enum zp_sched_policy)o->schedule,
 			    .executors = zp_engine_executors(d.g), .model = &m->cfg,
 			    .gather_s = cal.gather_s, .flops_per_s = cal.flops_per_s, .gamma = cal.gamma,
-			    .aging_s = o->schedule_aging_ms / 1e3,
+			    .aging_s = o->schedule_aging_ms / 1e3, .min_tokens = o->schedule_min_tokens,
 			    .shadow_pending = d.sched.tokens_max / ZP_KV_BLOCK };
 	zp_sched_setup(&d.sched, &sc);
 	zp_req_limits lim = { .vocab = m->cfg.vocab, .seq_tokens_max = o->seq_tokens_max,

@@ -45,7 +45,7 @@ void zp_sched_init(zp_sched *s, int requests_max, long tokens_max, int batch_tok
 static void update_threshold(zp_sched *s)
 {
 	s->threshold = s->gather_s > 0 && s->flops_per_s > 0 ?
-		s->gather_s * s->flops_per_s * s->gamma : HUGE_VAL;
+		ZP_MAX(s->gather_s * s->flops_per_s * s->gamma, s->threshold_min) : HUGE_VAL;
 }
 
 void zp_sched_setup(zp_sched *s, const zp_sched_cfg *c)
@@ -59,6 +59,7 @@ void zp_sched_setup(zp_sched *s, const zp_sched_cfg *c)
 	s->gamma = c->gamma > 0 ? c->gamma : 1.2;
 	s->aging_s = c->aging_s;
 	s->shadow_blocks = c->shadow_blocks;
+	s->threshold_min = s->cost.lin_tok * ZP_MAX(c->min_tokens, 0) / s->cost.layers;
 	update_threshold(s);
 	if (s->policy == ZP_SCHED_FIFO)
 		return;

@@ -29,7 +29,10 @@
    records, and those pending, routed and not yet back. It is a hint: a full
    table forgets (never a wrong answer, only a worse route).
    T = gather_s x flops_per_s x gamma, from the calibration, kept current by
-   moving averages of what forwards measure (zp_sched_batch_done).
+   moving averages of what forwards measure (zp_sched_batch_done), and never
+   below the linear FLOPs of min_tokens tokens: where a gather is nearly free
+   (small experts, fast links) T alone would cut one-sequence batches and lose
+   what batching gains.
    Owner thread only (the reactor, or the prefill driver); a batch is handed
    to one executor by the engine (engine.h) and comes back whole. */
 #ifndef ZP_SCHED_H
@@ -113,6 +116,7 @@ typedef struct {
 	   infinite until forwards measure both */
 	double gather_s, flops_per_s, gamma;
 	double aging_s;
+	int min_tokens;			/* T's floor, in tokens (linear FLOPs per layer) */
 	long shadow_blocks;		/* per executor: blocks its prefix cache holds (0: no
 					   cache, no shadow) */
 	long shadow_pending;		/* pending blocks the shadow makes room for */
@@ -133,6 +137,7 @@ typedef struct {
 	int nexec;
 	zp_cost cost;
 	double gather_s, flops_per_s, gamma, threshold; /* threshold: T, FLOPs per layer */
+	double threshold_min;		/* T's floor */
 	double aging_s;
 	long shadow_blocks;
 	long aged;			/* sequences routed first by the aging rule */

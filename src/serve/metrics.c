@@ -115,6 +115,8 @@ void zp_metrics_render(const zp_metrics *m, const zp_sched *s, int executors_bus
 	counter(o, "zprefill_threshold_flop_rate", "T's input: achieved MLP FLOP/s.", "gauge",
 		s->flops_per_s);
 	counter(o, "zprefill_threshold_gamma", "T's input: the margin gamma.", "gauge", s->gamma);
+	counter(o, "zprefill_threshold_floor_flops", "T's floor: schedule_min_tokens tokens.", "gauge",
+		s->threshold_min);
 	counter(o, "zprefill_schedule_aged_total", "Sequences routed first by the aging rule.",
 		"counter", (double)s->aged);
 	zp_buf_puts(o, "# HELP zprefill_executor_load_flops FLOPs per layer routed to an executor "

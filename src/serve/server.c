@@ -371,6 +371,7 @@ static void on_event(server *s)
 					    .executors = s->live, .model = &s->mcfg,
 					    .gather_s = s->cal.gather_s, .flops_per_s = s->cal.flops_per_s,
 					    .gamma = s->cal.gamma, .aging_s = s->cfg.schedule_aging_ms / 1e3,
+					    .min_tokens = s->cfg.schedule_min_tokens,
 					    .shadow_pending = s->cfg.queue_tokens_max / ZP_KV_BLOCK };
 			zp_sched_setup(&s->sched, &sc);
 			zp_log(ZP_LOG_INFO, "msg=ready executors=%d parallel=%s resident_mb=%.1f schedule=%s "
