@@ -274,7 +274,7 @@ static bool open_for(const zp_sched *s, int x)
 }
 
 /* The open executor the policy gives a sequence with matches m (NULL: none
-   known) to; -1 when none is open. */
+   known) to; one must be open. */
 static int choose(const zp_sched *s, const int *m)
 {
 	int best = -1;
@@ -296,6 +296,7 @@ static int choose(const zp_sched *s, const int *m)
 			bl = load;
 		}
 	}
+	ZP_ASSERT(best >= 0);
 	return best;
 }
 
@@ -322,17 +323,17 @@ static void admission_round(zp_sched *s, double now)
 	int m[ZP_EXECUTORS_MAX], mb[ZP_EXECUTORS_MAX];
 	while (s->head) {
 		zp_job *pick = s->head;
+		bool open = false;
+		for (int x = 0; x < s->nexec && !open; x++)
+			open = open_for(s, x);
+		if (!open)
+			return; /* every executor saturated: no match to compute */
 		if (s->policy != ZP_SCHED_PREFIX_FLOPS) {
-			int x = choose(s, NULL);
-			if (x < 0)
-				return;
-			route(s, pick, x, 0);
+			route(s, pick, choose(s, NULL), 0);
 			continue;
 		}
 		match_all(s, &pick->seq[pick->dispatched], mb);
 		int x = choose(s, mb);
-		if (x < 0)
-			return; /* every executor saturated */
 		if (now - pick->t_arrive < s->aging_s) { /* the longest match among the first few */
 			int best = mb[x], scanned = 1;
 			for (zp_job *j = pick->next; j && scanned < ZP_SCHED_SCAN; j = j->next, scanned++) {
