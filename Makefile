@@ -9,7 +9,7 @@ BUILD   ?= build
 OPT     ?= -O3
 CFLAGS  := -std=gnu11 $(OPT) -g -march=x86-64-v3 -ffp-contract=off -pthread $(ROOMS:%=-Isrc/%) -Iipc \
            -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter $(EXTRA_CFLAGS)
-LDLIBS  := -lcjson -lpcre2-8 -lutf8proc -luring -linih -lnuma -lm -lpthread
+LDLIBS  := -lcjson -luring -linih -lnuma -lm -lpthread
 LDFLAGS += $(EXTRA_LDFLAGS)
 
 NVCC    := $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
@@ -38,9 +38,9 @@ TESTS   := $(TESTS_C:tests/%.c=$(BUILD)/%)
 DEPS_OK := $(BUILD)/.deps-ok
 BIN     ?= zprefill
 
-.PHONY: all deps test run asan tsan fuzz clean bench
+.PHONY: all deps test run asan tsan fuzz clean bench install uninstall
 
-all: $(BIN)
+all: $(BIN) $(BUILD)/zprefill.1
 
 $(DEPS_OK): tools/deps.sh
 	@mkdir -p $(BUILD)
@@ -72,7 +72,46 @@ $(BUILD)/test_%: tests/test_%.c tests/check.h $(BUILD)/libzp.a
 $(BUILD)/test_transport_cuda: tests/test_transport_cuda.c src/cuda/transport_cuda.c $(HDRS) $(BUILD)/libzp.a
 	$(CC) $(CFLAGS) $(CUDA_CFLAGS) $(LDFLAGS) -o $@ $< $(CUDA_SRC) $(BUILD)/libzp.a $(LDLIBS) $(CUDA_LIBS)
 
-test: $(BIN) $(TESTS) $(BUILD)/loadgen
+# the man page: flags, ini keys and endpoints from the binary's own tables
+$(BUILD)/gen_man: tools/gen_man.c $(BUILD)/libzp.a
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libzp.a $(LDLIBS)
+
+$(BUILD)/zprefill.1: $(BUILD)/gen_man
+	$(BUILD)/gen_man > $@
+
+# `make install [PREFIX=/usr/local] [DESTDIR=]`: the binary, the man page, the
+# systemd units (paths filled in) and the example ini (to SYSCONFDIR only when
+# none is there: an edited one is never overwritten).
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+MANDIR     ?= $(PREFIX)/share/man
+DOCDIR     ?= $(PREFIX)/share/doc/zprefill
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+UNIT_SED   := -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g'
+
+install: $(BIN) $(BUILD)/zprefill.1
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(DOCDIR) \
+		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/zprefill
+	install -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/zprefill
+	install -m 0644 $(BUILD)/zprefill.1 $(DESTDIR)$(MANDIR)/man1/zprefill.1
+	install -m 0644 conf/zprefill.ini $(DESTDIR)$(DOCDIR)/zprefill.ini
+	test -e $(DESTDIR)$(SYSCONFDIR)/zprefill/zprefill.ini || \
+		install -m 0644 conf/zprefill.ini $(DESTDIR)$(SYSCONFDIR)/zprefill/zprefill.ini
+	sed $(UNIT_SED) conf/zprefill.service > $(DESTDIR)$(UNITDIR)/zprefill.service
+	sed $(UNIT_SED) conf/zprefill.socket > $(DESTDIR)$(UNITDIR)/zprefill.socket
+	chmod 0644 $(DESTDIR)$(UNITDIR)/zprefill.service $(DESTDIR)$(UNITDIR)/zprefill.socket
+
+# removes what install put there, except an ini that was edited since
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/zprefill $(DESTDIR)$(MANDIR)/man1/zprefill.1 \
+		$(DESTDIR)$(UNITDIR)/zprefill.service $(DESTDIR)$(UNITDIR)/zprefill.socket \
+		$(DESTDIR)$(DOCDIR)/zprefill.ini
+	-cmp -s conf/zprefill.ini $(DESTDIR)$(SYSCONFDIR)/zprefill/zprefill.ini && \
+		rm -f $(DESTDIR)$(SYSCONFDIR)/zprefill/zprefill.ini
+	-rmdir $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/zprefill 2>/dev/null
+
+test: $(BIN) $(BUILD)/zprefill.1 $(TESTS) $(BUILD)/loadgen
 	@BUILD=$(BUILD) ZPREFILL=./$(BIN) tests/run.sh $(TESTS) $(wildcard tests/test_*.sh)
 
 # The embedded default: `zprefill serve` on a tiny random model with a small
@@ -107,9 +146,9 @@ FUZZ_CFLAGS := -std=gnu11 -O1 -g -fsanitize=fuzzer,address,undefined $(ROOMS:%=-
 # Each target runs FUZZ_SECONDS on a corpus seeded from tests/fuzz-corpus/.
 FUZZ_TARGETS := safetensors request http tokenizer
 FUZZ_SRC_safetensors := src/model/safetensors.c src/base/json.c src/base/util.c
-FUZZ_SRC_request := $(wildcard src/serve/api*.c) src/serve/req_json.c src/serve/router.c src/serve/http.c src/serve/metrics.c src/engine/request.c src/model/tokenizer.c src/base/region.c src/base/json.c src/base/util.c
+FUZZ_SRC_request := $(wildcard src/serve/api*.c) src/serve/req_json.c src/serve/router.c src/serve/http.c src/serve/metrics.c src/engine/request.c src/model/tokenizer.c src/model/unicode_tables.c src/base/region.c src/base/json.c src/base/util.c
 FUZZ_SRC_http := src/serve/http.c src/base/json.c src/base/util.c
-FUZZ_SRC_tokenizer := src/model/tokenizer.c src/base/json.c src/base/util.c
+FUZZ_SRC_tokenizer := src/model/tokenizer.c src/model/unicode_tables.c src/base/json.c src/base/util.c
 fuzz: | $(DEPS_OK)
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		mkdir -p $(BUILD)/fuzz/corpus-$$t; \
@@ -117,7 +156,7 @@ fuzz: | $(DEPS_OK)
 		case $$t in safetensors) srcs="$(FUZZ_SRC_safetensors)";; request) srcs="$(FUZZ_SRC_request)";; \
 			http) srcs="$(FUZZ_SRC_http)";; tokenizer) srcs="$(FUZZ_SRC_tokenizer)";; esac; \
 		echo "fuzz: $$t for $(FUZZ_SECONDS)s"; \
-		clang $(FUZZ_CFLAGS) -o $(BUILD)/fuzz/fuzz_$$t tests/fuzz_$$t.c $$srcs -lcjson -lpcre2-8 -lutf8proc -lm; \
+		clang $(FUZZ_CFLAGS) -o $(BUILD)/fuzz/fuzz_$$t tests/fuzz_$$t.c $$srcs -lcjson -lm; \
 		$(BUILD)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
 			$(BUILD)/fuzz/corpus-$$t 2>&1 | tail -n 2; \
 	done

@@ -189,6 +189,9 @@ static const struct bad bodies[] = {
 	{ "embeddings: empty list", "/v1/embeddings", "{\"input\":[]}", 400 },
 	{ "detokenize: id out of range", "/detokenize", "{\"tokens\":[1,99999]}", 400 },
 	{ "tokenize: prompt not string", "/tokenize", "{\"prompt\":5}", 400 },
+	{ "tokenize: \\u0000 outside prompt", "/tokenize", "{\"prompt\":\"a\",\"model\":\"m\\u0000\"}", 400 },
+	{ "tokenize: \\u0000 in a key", "/tokenize", "{\"prompt\":\"a\",\"x\\u0000\":1}", 400 },
+	{ "prefill: \\u0000 outside prompt", "/v1/prefill", "{\"prompt\":\"a\",\"pooling\":\"last\\u0000\"}", 400 },
 	{ "wrong model name", "/v1/embeddings", "{\"input\":\"a\",\"model\":\"gpt-4\"}", 404 },
 	{ "unknown path", "/v2/everything", "{}", 404 },
 };
@@ -288,6 +291,11 @@ static void test_bad_inputs(void)
 	free(good);
 	free(big);
 	free(hdr);
+	/* \u0000 in a prompt is text, as HF encodes it (ids of tests/golden/tok-small.jsonl) */
+	int st = post("/tokenize", "{\"prompt\":\"a\\u0000b\"}", &out);
+	CHECK(st == 200 && strstr(out.p, "\"tokens\":[67,191,68]"), "/tokenize a\\u0000b: %d %s", st, out.p);
+	st = post("/v1/prefill", "{\"prompt\":\"a\\u0000b\"}", &out);
+	CHECK(st == 200, "/v1/prefill a\\u0000b: %d %s", st, out.p);
 	zp_buf_free(&out);
 	check_good("after the bad inputs");
 }

@@ -2,8 +2,11 @@
    library (tools/tok_golden.py): encode ids and decode text must be identical
    on every corpus line. Always on the small tokenizer tools/train_tokenizer.py
    trained (committed); on the real Qwen3 tokenizer.json where it is present
-   (../shared/data/qwen3-tokenizer/). Also: the snprintf contract of
-   zp_tok_encode, refusals of unsupported files, and lossy decode. */
+   (../shared/data/qwen3-tokenizer/). The corpus covers the Unicode edges
+   (blocks since 13.0, NUL and control characters, NFC cases), so the tables
+   of unicode_tables.c are checked against the library itself. Also: the
+   snprintf contract of zp_tok_encode, refusals of unsupported files, lossy
+   decode, and texts holding NUL through zp_json_parse_text. */
 #include <cjson/cJSON.h>
 #include <string.h>
 #include <unistd.h>
@@ -29,18 +32,24 @@ static int run_golden(const char *tok_path, const char *golden)
 	char *line = NULL;
 	size_t cap = 0;
 	ssize_t n;
-	int lines = 0, enc_ok = 0, dec_ok = 0;
+	int lines = 0, enc_ok = 0, dec_ok = 0, nul = 0;
 	while (f && (n = getline(&line, &cap, f)) > 0) {
-		cJSON *o = zp_json_parse(line, (size_t)n);
+		cJSON *o = zp_json_parse_text(line, (size_t)n);
 		const cJSON *text = cJSON_GetObjectItem(o, "text"), *want = cJSON_GetObjectItem(o, "ids");
 		const cJSON *dec = cJSON_GetObjectItem(o, "decoded");
-		if (!text) { /* the header line */
+		if (cJSON_GetObjectItem(o, "tool")) { /* the header line */
 			cJSON_Delete(o);
 			continue;
 		}
 		lines++;
-		/* the text may hold U+0000-free control bytes; cJSON gives it NUL-terminated */
-		size_t len = strlen(text->valuestring);
+		CHECK(cJSON_IsString(text) && cJSON_IsArray(want) && cJSON_IsString(dec),
+		      "%s line %d is not {text, ids, decoded}", golden, lines);
+		if (!cJSON_IsString(text) || !cJSON_IsArray(want) || !cJSON_IsString(dec)) {
+			cJSON_Delete(o);
+			continue;
+		}
+		size_t len = zp_json_strlen(text); /* \u0000 gives NUL bytes */
+		nul += len != strlen(text->valuestring);
 		int k = zp_tok_encode(s, text->valuestring, len, ids, IDS_MAX);
 		int nw = cJSON_GetArraySize(want), same = k == nw;
 		for (int i = 0; same && i < k; i++)
@@ -61,21 +70,82 @@ static int run_golden(const char *tok_path, const char *golden)
 		for (int i = 0; i < nw; i++)
 			ids[i] = cJSON_GetArrayItem(want, i)->valueint;
 		CHECK(zp_tok_decode(t, ids, nw, &b) == 0, "decode failed");
-		int dsame = b.len == strlen(dec->valuestring) && memcmp(b.p, dec->valuestring, b.len) == 0;
+		int dsame = b.len == zp_json_strlen(dec) && memcmp(b.p, dec->valuestring, b.len) == 0;
 		CHECK(dsame, "%s line %d: decode differs", golden, lines);
 		dec_ok += dsame;
 		zp_buf_free(&b);
 		cJSON_Delete(o);
 	}
-	printf("%s: %d lines, encode %d/%d, decode %d/%d identical\n", golden, lines, enc_ok, lines,
-	       dec_ok, lines);
-	CHECK(lines > 400, "%s: only %d lines", golden, lines);
+	printf("%s: %d lines (%d with NUL), encode %d/%d, decode %d/%d identical\n", golden, lines,
+	       nul, enc_ok, lines, dec_ok, lines);
+	CHECK(lines > 1000 && nul >= 10, "%s: only %d lines, %d with NUL", golden, lines, nul);
 	free(line);
 	if (f)
 		fclose(f);
 	zp_tok_state_free(s);
 	zp_tok_free(t);
 	return 1;
+}
+
+/* tests/data/small-tokenizer.json with GPT-2's pre-tokenizer, as
+   tools/tok_golden.py --gpt2 makes it, into path (a mkstemp template). */
+static int write_gpt2_variant(char *path)
+{
+	FILE *f = fopen("tests/data/small-tokenizer.json", "rb");
+	char *buf = zp_xmalloc(1 << 24);
+	size_t n = f ? fread(buf, 1, 1 << 24, f) : 0;
+	cJSON *root = zp_json_parse(buf, n);
+	CHECK(f && root, "read the small tokenizer");
+	if (f)
+		fclose(f);
+	free(buf);
+	if (!root)
+		return -1;
+	cJSON_ReplaceItemInObject(root, "pre_tokenizer",
+				  cJSON_Parse("{\"type\":\"ByteLevel\",\"add_prefix_space\":false,"
+					      "\"trim_offsets\":true,\"use_regex\":true}"));
+	char *text = cJSON_PrintUnformatted(root);
+	int fd = mkstemp(path);
+	int ok = fd >= 0 && write(fd, text, strlen(text)) == (ssize_t)strlen(text);
+	CHECK(ok, "write %s", path);
+	if (fd >= 0)
+		close(fd);
+	free(text);
+	cJSON_Delete(root);
+	return ok ? 0 : -1;
+}
+
+/* Texts holding NUL through the JSON layer: zp_json_parse refuses \u0000,
+   zp_json_parse_text keeps it in values with their length, never in keys. */
+static void test_nul_json(void)
+{
+	static const char doc[] = "{\"a\":\"x\\u0000y\\u00e9\\ud83d\\ude00\\n\",\"b\":[\"\\u0000\",\"plain\"],"
+				  "\"c\":{\"d\":\"\\u0000\\u0000\"}}";
+	cJSON *o = zp_json_parse(doc, sizeof doc - 1);
+	CHECK(!o, "zp_json_parse refuses \\u0000");
+	cJSON_Delete(o);
+	o = zp_json_parse_text(doc, sizeof doc - 1);
+	CHECK(o, "zp_json_parse_text takes \\u0000 in values");
+	if (!o)
+		return;
+	const cJSON *a = cJSON_GetObjectItem(o, "a"), *b = cJSON_GetObjectItem(o, "b");
+	CHECK(zp_json_strlen(a) == 10 && memcmp(a->valuestring, "x\0y\xc3\xa9\xf0\x9f\x98\x80\n", 11) == 0,
+	      "a: %zu bytes", zp_json_strlen(a));
+	CHECK(zp_json_strlen(cJSON_GetArrayItem(b, 0)) == 1 && zp_json_strlen(cJSON_GetArrayItem(b, 1)) == 5,
+	      "b's lengths");
+	CHECK(zp_json_strlen(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "c"), "d")) == 2, "c.d: 2 NULs");
+	CHECK(zp_json_nul_outside(o, (const char *const[]){ "a", "b", NULL }), "c holds NUL");
+	CHECK(!zp_json_nul_outside(o, (const char *const[]){ "a", "b", "c", NULL }), "only a, b, c do");
+	CHECK(zp_json_nul_outside(o, (const char *const[]){ "a", "c", NULL }), "b[0] holds NUL");
+	cJSON_Delete(o);
+	static const char key[] = "{\"k\\u0000\":\"v\"}";
+	o = zp_json_parse_text(key, sizeof key - 1);
+	CHECK(!o, "\\u0000 in a key refused");
+	cJSON_Delete(o);
+	static const char esc[] = "{\"k\":\"\\\\u0000\"}"; /* an escaped backslash, then u0000 */
+	o = zp_json_parse(esc, sizeof esc - 1);
+	CHECK(o && zp_json_strlen(cJSON_GetObjectItem(o, "k")) == 6, "\\\\u0000 is six characters");
+	cJSON_Delete(o);
 }
 
 static void test_contract(void)
@@ -118,6 +188,10 @@ static void test_refusals(void)
 		"{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},\"decoder\":{\"type\":"
 		"\"ByteLevel\"},\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"use_regex\":true}}",
 		"{\"normalizer\":{\"type\":\"NFKC\"}}",
+		/* a pattern other than the two matched by hand (Llama 3's digits) */
+		"{\"decoder\":{\"type\":\"ByteLevel\"},\"pre_tokenizer\":{\"type\":\"Sequence\","
+		"\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"Regex\":\"\\\\p{N}{1,3}\"},"
+		"\"behavior\":\"Isolated\"},{\"type\":\"ByteLevel\",\"use_regex\":false}]}}",
 		"not json",
 	};
 	char path[] = "/tmp/zp-tok-XXXXXX";
@@ -142,11 +216,17 @@ int main(void)
 	if (!qwen)
 		qwen = "../shared/data/qwen3-tokenizer/tokenizer.json";
 	run_golden("tests/data/small-tokenizer.json", "tests/golden/tok-small.jsonl");
+	char gpt2[] = "/tmp/zp-tok-gpt2-XXXXXX";
+	if (write_gpt2_variant(gpt2) == 0) {
+		run_golden(gpt2, "tests/golden/tok-small-gpt2.jsonl");
+		unlink(gpt2);
+	}
 	if (access(qwen, R_OK) == 0)
 		run_golden(qwen, "tests/golden/tok-qwen3.jsonl");
 	else
 		printf("Qwen3 tokenizer.json not at %s: that half skipped\n", qwen);
 	test_contract();
 	test_refusals();
+	test_nul_json();
 	return check_exit("test_tokenizer");
 }

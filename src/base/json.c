@@ -70,22 +70,129 @@ static int has_nul_escape(const char *s, size_t len)
 	return 0;
 }
 
-cJSON *zp_json_parse(const char *buf, size_t len)
+/* The decoded bytes of the JSON string literal at s (s[0] is its quote;
+   cJSON has checked its syntax); *end is past its closing quote, *nul set
+   when it holds \u0000. */
+static size_t literal_len(const char *s, const char **end, bool *nul)
+{
+	size_t i = 1, n = 0;
+	*nul = false;
+	while (s[i] != '"') {
+		if (s[i] != '\\') {
+			i++;
+			n++;
+		} else if (s[i + 1] != 'u') {
+			i += 2;
+			n++;
+		} else {
+			unsigned cp = (unsigned)strtoul((char[5]){ s[i + 2], s[i + 3], s[i + 4], s[i + 5], 0 },
+							NULL, 16);
+			i += 6;
+			*nul |= cp == 0;
+			if (cp >= 0xd800 && cp < 0xdc00) { /* a surrogate pair: one 4-byte code point */
+				i += 6;
+				n += 4;
+			} else {
+				n += cp < 0x80 ? 1 : cp < 0x800 ? 2 : 3;
+			}
+		}
+	}
+	*end = s + i + 1;
+	return n;
+}
+
+/* Walks the tree in document order beside the text (*cur: after the last
+   string literal read, end: the text's end): the next literal is the next
+   quote, as no other token holds one. A string value holding NUL keeps its
+   length in valuedouble, unused by cJSON for strings. -1: a key holds NUL. */
+static int set_lengths(cJSON *item, bool keyed, const char **cur, const char *end)
+{
+	const char *next;
+	bool nul;
+	if (keyed) {
+		*cur = memchr(*cur, '"', (size_t)(end - *cur));
+		ZP_ASSERT(*cur);
+		literal_len(*cur, &next, &nul);
+		*cur = next;
+		if (nul)
+			return -1;
+	}
+	if (cJSON_IsString(item)) {
+		*cur = memchr(*cur, '"', (size_t)(end - *cur));
+		ZP_ASSERT(*cur);
+		size_t n = literal_len(*cur, &next, &nul);
+		*cur = next;
+		if (nul)
+			item->valuedouble = (double)n;
+	}
+	for (cJSON *c = (cJSON_IsArray(item) || cJSON_IsObject(item)) ? item->child : NULL; c; c = c->next)
+		if (set_lengths(c, cJSON_IsObject(item), cur, end))
+			return -1;
+	return 0;
+}
+
+static cJSON *parse(const char *buf, size_t len, bool nul_ok)
 {
 	const char *end = NULL;
 	cJSON *v;
+	bool nul = has_nul_escape(buf, len);
 
-	if (zp_json_check_utf8(buf, len) || has_nul_escape(buf, len))
+	if (zp_json_check_utf8(buf, len) || (nul && !nul_ok))
 		return NULL;
 	v = cJSON_ParseWithLengthOpts(buf, len, &end, 0);
 	if (!v)
 		return NULL;
-	for (; end && end < buf + len; end++)
-		if (*end != ' ' && *end != '\t' && *end != '\n' && *end != '\r' && *end != 0) {
+	for (const char *e = end; e && e < buf + len; e++)
+		if (*e != ' ' && *e != '\t' && *e != '\n' && *e != '\r' && *e != 0) {
 			cJSON_Delete(v);
 			return NULL;
 		}
+	const char *cur = buf;
+	if (nul && set_lengths(v, false, &cur, end)) {
+		cJSON_Delete(v);
+		return NULL;
+	}
 	return v;
+}
+
+cJSON *zp_json_parse(const char *buf, size_t len)
+{
+	return parse(buf, len, false);
+}
+
+cJSON *zp_json_parse_text(const char *buf, size_t len)
+{
+	return parse(buf, len, true);
+}
+
+size_t zp_json_strlen(const cJSON *s)
+{
+	ZP_ASSERT(cJSON_IsString(s));
+	return s->valuedouble > 0 ? (size_t)s->valuedouble : strlen(s->valuestring);
+}
+
+static bool holds_nul(const cJSON *v)
+{
+	if (cJSON_IsString(v))
+		return v->valuedouble > 0; /* set only for a string holding NUL */
+	for (const cJSON *c = v->child; c && (cJSON_IsArray(v) || cJSON_IsObject(v)); c = c->next)
+		if (holds_nul(c))
+			return true;
+	return false;
+}
+
+bool zp_json_nul_outside(const cJSON *object, const char *const *fields)
+{
+	if (!cJSON_IsObject(object))
+		return holds_nul(object);
+	for (const cJSON *c = object->child; c; c = c->next) {
+		bool listed = false;
+		for (const char *const *f = fields; *f && !listed; f++)
+			listed = strcmp(c->string, *f) == 0;
+		if (!listed && holds_nul(c))
+			return true;
+	}
+	return false;
 }
 
 void zp_buf_init(zp_buf *b, size_t cap)

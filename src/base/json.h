@@ -17,6 +17,19 @@ int zp_json_check_utf8(const char *buf, size_t len);
    NULL when any of that fails. Free with cJSON_Delete. */
 struct cJSON *zp_json_parse(const char *buf, size_t len);
 
+/* As zp_json_parse, but a \u0000 escape is accepted inside a string value
+   (never in a key): such a string holds NUL bytes, and its true length is
+   zp_json_strlen's. For texts that are tokenized (a prompt), whose readers
+   take that length; every other string must not be read past its first NUL. */
+struct cJSON *zp_json_parse_text(const char *buf, size_t len);
+/* The bytes of string value s, NUL bytes from \u0000 escapes included (a tree
+   from zp_json_parse_text; strlen for any other). */
+size_t zp_json_strlen(const struct cJSON *s);
+/* Whether some string of the tree, outside the members of object named in
+   fields (NULL-terminated), holds a NUL byte: the caller refuses such a tree,
+   as it reads those strings as C strings. */
+bool zp_json_nul_outside(const struct cJSON *object, const char *const *fields);
+
 /* An output buffer for JSON text, in one of two modes:
    - growable (zp_buf_init): realloc as needed; start-up and the CLI only.
    - fixed (zp_buf_init_fixed): never grows, for the request path (buffers sized

@@ -9,6 +9,7 @@
 #include <ini.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define LABEL_BYTES 96
 
@@ -181,9 +182,21 @@ static int load(const zp_opt_table *t, void *cfg, const char *path, bool *given,
 {
 	zp_err ke = { { 0 } };
 	struct ini_ctx x = { t, cfg, given, &ke, "" };
-	int rc = ini_parse(path, on_key, &x);
-	if (rc < 0)
-		return zp_errf(e, "config %s: cannot read it", path);
+	struct stat st;
+	/* a directory opens and reads as empty: it would start on the defaults */
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return zp_errf(e, "config %s: cannot read it: %s", path, strerror(errno));
+	if (fstat(fileno(f), &st) || S_ISDIR(st.st_mode)) {
+		fclose(f);
+		return zp_errf(e, "config %s: is a directory (an ini file is wanted)", path);
+	}
+	int rc = ini_parse_file(f, on_key, &x);
+	bool unread = ferror(f);
+	int err = errno;
+	fclose(f);
+	if (rc < 0 || unread)
+		return zp_errf(e, "config %s: cannot read it: %s", path, strerror(err));
 	if (rc > 0)
 		return zp_errf(e, "config %s line %d: %s", path, rc, ke.msg[0] ? ke.msg : "syntax error");
 	return 0;
@@ -266,8 +279,7 @@ int zp_opt_args(const zp_opt_table *t, unsigned cmd, void *cfg, int argc, char *
 	return rc;
 }
 
-/* A key's default as the file would spell it. */
-static void spell_default(const zp_opt *k, char *out, size_t cap)
+void zp_opt_spell_default(const zp_opt *k, char *out, size_t cap)
 {
 	if (is_text(k->type))
 		snprintf(out, cap, "%s", k->def_text ? k->def_text : "none");
@@ -289,7 +301,7 @@ void zp_opt_usage(const zp_opt_table *t, unsigned cmd, FILE *f)
 		const zp_opt *k = &t->keys[i];
 		if (!k->flag || !(k->cmds & cmd))
 			continue;
-		spell_default(k, def, sizeof def);
+		zp_opt_spell_default(k, def, sizeof def);
 		fprintf(f, "  --%-20s %s (%s%s; [%s] %s)\n", k->flag, k->help,
 			k->required & cmd ? "required" : "default ",
 			k->required & cmd ? "" : def, k->section, k->name);

@@ -63,6 +63,8 @@ int zp_opt_args(const zp_opt_table *t, unsigned cmd, void *cfg, int argc, char *
 		int first, zp_err *e);
 /* The command's flags, one line each: help, default, ini key. */
 void zp_opt_usage(const zp_opt_table *t, unsigned cmd, FILE *f);
+/* k's default as the file would spell it ("none" when unset), cut to cap. */
+void zp_opt_spell_default(const zp_opt *k, char *out, size_t cap);
 /* Frees the strings cfg's fields hold (each set to NULL). */
 void zp_opt_free(const zp_opt_table *t, void *cfg);
 /* v as a whole number (decimal, 0x hex or 0 octal) in [lo, hi] -> *out. 0 or -1. */

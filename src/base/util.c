@@ -37,6 +37,36 @@ void zp_log(enum zp_log_level lvl, const char *fmt, ...)
 	}
 }
 
+void zp_log_limit_flush(zp_log_limit *l, double now, bool all)
+{
+	if (l->t0 <= 0 || (!all && now - l->t0 < l->window_s))
+		return;
+	if (l->repeats)
+		zp_log(l->lvl, "msg=\"%s\" repeated=%lu seconds=%.1f note=\"lines like the last "
+		       "one written, counted instead of written\"", l->what, l->repeats, now - l->t0);
+	l->repeats = 0;
+	l->t0 = 0;
+}
+
+void zp_log_limited(zp_log_limit *l, double now, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+	ZP_ASSERT(l->what && l->window_s > 0);
+	if (l->lvl < zp_log_min)
+		return;
+	zp_log_limit_flush(l, now, false);
+	if (l->t0 > 0) {
+		l->repeats++;
+		return;
+	}
+	l->t0 = now > 0 ? now : 1e-9; /* 0 means no window */
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	zp_log(l->lvl, "%s", line);
+}
+
 void *zp_xmalloc(size_t n)
 {
 	void *p = malloc(n ? n : 1);

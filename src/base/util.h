@@ -3,6 +3,7 @@
 #ifndef ZP_UTIL_H
 #define ZP_UTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -19,6 +20,30 @@ extern enum zp_log_level zp_log_min;
 /* key=value log line on stderr: "level=info msg=... k=v". Never prompt text. */
 void zp_log(enum zp_log_level lvl, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+
+/* One kind of log line that can repeat per request or per connection (a
+   refused connection, a stale completion), written at most once a window:
+   the first line of a window is written whole; the others are counted and
+   summed up in one line when the window has passed, at the next such line or
+   at zp_log_limit_flush:
+     level=warn msg="connection refused" repeated=2311 seconds=10.0 note="..."
+   The owner sets what (the summary's msg), lvl and window_s; the rest starts
+   zero. One thread per limiter: its owner's (no lock). */
+typedef struct {
+	const char *what;
+	enum zp_log_level lvl;
+	double window_s;
+	double t0;			/* when the window's written line went out; 0: none */
+	unsigned long repeats;		/* lines counted, not written, since t0 */
+} zp_log_limit;
+
+/* A line of l's kind at time now (seconds, any clock the owner keeps using). */
+void zp_log_limited(zp_log_limit *l, double now, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* The summary line of a window that has passed (or of the window open now,
+   when all: at shutdown), if lines were counted in it: called from the
+   owner's periodic tick so a burst that stops is still told. */
+void zp_log_limit_flush(zp_log_limit *l, double now, bool all);
 
 /* Allocation that aborts on failure: only at start-up, never per request. */
 void *zp_xmalloc(size_t n);

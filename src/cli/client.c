@@ -121,9 +121,9 @@ int zp_client_call(int fd, const char *method, const char *path, const char *bod
 
 /* ---- the command-line client ---- */
 
-static void usage(void)
+static void usage(FILE *f)
 {
-	fprintf(stderr,
+	fprintf(f,
 		"usage: zprefill classify --socket PATH --labels A,B[,...] TEXT...\n"
 		"       zprefill score --socket PATH --query TEXT --label-ids ID[,ID...]\n"
 		"                      [--softmax] ITEM...\n"
@@ -188,25 +188,27 @@ int zp_client_main(int argc, char **argv)
 {
 	static const struct option lo[] = { { "socket", 1, 0, 's' }, { "labels", 1, 0, 'l' },
 					    { "query", 1, 0, 'q' },  { "label-ids", 1, 0, 'i' },
-					    { "softmax", 0, 0, 'x' }, { 0, 0, 0, 0 } };
+					    { "softmax", 0, 0, 'x' }, { "help", 0, 0, 'h' },
+					    { 0, 0, 0, 0 } };
 	const char *cmd = argv[1], *sock = NULL, *labels = NULL, *query = NULL, *ids = NULL;
 	bool softmax = false;
 	int ch;
 	optind = 2;
-	while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
 		switch (ch) {
 		case 's': sock = optarg; break;
 		case 'l': labels = optarg; break;
 		case 'q': query = optarg; break;
 		case 'i': ids = optarg; break;
 		case 'x': softmax = true; break;
-		default: usage(); return 2;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
 		}
 	}
 	bool health = !strcmp(cmd, "health");
 	if (!sock || (!health && optind == argc) || (!strcmp(cmd, "classify") && !labels) ||
 	    (!strcmp(cmd, "score") && (!query || !ids))) {
-		usage();
+		usage(stderr);
 		return 2;
 	}
 	cJSON *req = cJSON_CreateObject(), *texts = cJSON_CreateArray();

@@ -28,9 +28,9 @@
 
 #define LINE_MAX_BYTES (64u << 20)
 
-static void usage(void)
+static void usage(FILE *f)
 {
-	fprintf(stderr,
+	fprintf(f,
 		"usage: zprefill prefill --model DIR [--FLAG VALUE]...   JSONL requests in, results out\n"
 		"       zprefill bench --model DIR --tokens L --seqs B [--FLAG VALUE]...\n"
 		"       zprefill serve --model DIR [--config FILE] [--FLAG VALUE]...\n"
@@ -292,18 +292,22 @@ static int cmd_prefill(const zp_serve_cfg *o, zp_model *m)
 
 	zp_buf_init(&d.out, 1 << 16);
 	while (!ferror(stdout) && read_line(&rd, &line, &len, &too_long)) {
-		if (!too_long && (len == 0 || (len == 1 && line[0] == '\r')))
-			continue;
+		bool blank = !too_long && (len == 0 || (len == 1 && line[0] == '\r'));
 		while (d.tail - d.head == d.cap) /* bad lines wait behind a good one */
 			pump(&d, true, true);
 		struct line *L = &d.lines[d.tail & (d.cap - 1)];
 		memset(L, 0, sizeof *L);
-		if (too_long) {
+		if (too_long || blank) { /* line n of the output answers line n of the input */
 			zp_req_init(&L->req, NULL); /* id "null" */
 			L->bad = true;
-			L->err = (zp_req_error){ .type = "invalid_request_error", .code = 413 };
-			snprintf(L->err.message, sizeof L->err.message, "request line over %u bytes",
-				 LINE_MAX_BYTES);
+			L->err = (zp_req_error){ .type = "invalid_request_error",
+						 .code = too_long ? 413 : 400 };
+			if (too_long)
+				snprintf(L->err.message, sizeof L->err.message,
+					 "request line over %u bytes", LINE_MAX_BYTES);
+			else
+				snprintf(L->err.message, sizeof L->err.message,
+					 "blank line: one JSON request per line");
 		} else {
 			L->bad = zp_req_parse(&L->req, line, len, &lim, &L->err) != 0;
 		}
@@ -470,7 +474,7 @@ static int cmd_tokenize(int argc, char **argv)
 {
 	zp_err e;
 	if (argc != 4 || strcmp(argv[2], "--tokenizer")) {
-		usage();
+		usage(stderr);
 		return 2;
 	}
 	zp_tok *t = zp_tok_load(argv[3], &e);
@@ -489,14 +493,14 @@ static int cmd_tokenize(int argc, char **argv)
 	zp_buf out;
 	zp_buf_init(&out, 1 << 16);
 	while (!ferror(stdout) && read_line(&rd, &line, &len, &too_long)) {
-		cJSON *o = too_long ? NULL : zp_json_parse(line, len);
+		cJSON *o = too_long ? NULL : zp_json_parse_text(line, len);
 		const cJSON *text = cJSON_GetObjectItemCaseSensitive(o, "text");
 		out.len = 0;
 		if (!cJSON_IsString(text)) {
 			zp_buf_puts(&out, "{\"error\":\"each line must be {\\\"text\\\": string}\"}\n");
 			bad++;
 		} else {
-			size_t n = strlen(text->valuestring);
+			size_t n = zp_json_strlen(text); /* NUL bytes (\u0000) included */
 			double t0 = zp_now_s();
 			int k = zp_tok_encode(s, text->valuestring, n, ids, cap);
 			if (k > cap) {
@@ -583,6 +587,16 @@ int main(int argc, char **argv)
 		zp_serve_cfg_usage(cmd, stdout);
 		return 0;
 	}
+	/* asked for: the usage on stdout, exit 0 (a usage error is stderr, 2) */
+	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
+			  !strcmp(argv[1], "help"))) {
+		usage(stdout);
+		return 0;
+	}
+	if (argc >= 2 && !strcmp(argv[1], "tokenize") && wants_help(argc, argv)) {
+		usage(stdout);
+		return 0;
+	}
 	if (cmd == ZP_CMD_SERVE)
 		return zp_serve_main(argc, argv);
 	if (argc >= 2 && strcmp(argv[1], "tokenize") == 0)
@@ -591,7 +605,7 @@ int main(int argc, char **argv)
 			  !strcmp(argv[1], "embed") || !strcmp(argv[1], "health")))
 		return zp_client_main(argc, argv);
 	if (!cmd) {
-		usage();
+		usage(stderr);
 		return 2;
 	}
 	return run(argc, argv);

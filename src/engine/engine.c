@@ -87,6 +87,13 @@ int zp_engine_busy(const zp_engine *g)
 	return busy;
 }
 
+uint64_t zp_engine_beats(const zp_engine *g, int x, bool *running)
+{
+	ZP_ASSERT(x >= 0 && x < g->n);
+	*running = g->exec[x].state == ZP_EXEC_OUT;
+	return atomic_load_explicit(&g->exec[x].beats, memory_order_relaxed);
+}
+
 zp_place *zp_engine_place(zp_engine *g)
 {
 	return g->place;

@@ -13,6 +13,7 @@
 #define ZP_ENGINE_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "asyncep.h"
 #include "doorbell.h"
@@ -50,6 +51,9 @@ void zp_engine_stop(zp_engine *g);
 int zp_engine_executors(const zp_engine *g);
 /* Executors with a batch out (or staged). */
 int zp_engine_busy(const zp_engine *g);
+/* Executor x's finished layers so far (all forwards) and whether it has a
+   batch running: a wedged executor is busy with a count that stands still. */
+uint64_t zp_engine_beats(const zp_engine *g, int x, bool *running);
 /* The placement: resident bytes, per-layer stats, calibration (asyncep.h). */
 zp_place *zp_engine_place(zp_engine *g);
 

@@ -3,7 +3,9 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "util.h"
 
@@ -15,9 +17,20 @@ static zp_batch *resolve(zp_exec *x, zp_rec r)
 	return b;
 }
 
+/* tests: ZP_FAULT_EXEC_STALL (any value) wedges the executor on its first
+   batch, as a deadlock would (the watchdog test); it never comes back. */
+static void stall_if_asked(void)
+{
+	if (!getenv("ZP_FAULT_EXEC_STALL"))
+		return;
+	for (;;)
+		pause();
+}
+
 static void run(zp_exec *x, zp_batch *b)
 {
 	zp_err e;
+	stall_if_asked();
 	double t0 = zp_now_s();
 	ZP_ASSERT(b->n >= 0); /* 0: a dpep member with no tokens */
 	b->failed = zp_fwd_run(x->fwd, b->req, b->n, &e) != 0;
@@ -35,6 +48,7 @@ static void *exec_main(void *arg)
 		       x->id, x->node, strerror(errno));
 	x->fwd = zp_fwd_new(x->m, x->threads, x->batch_tokens_max);
 	zp_fwd_set_experts(x->fwd, x->src);
+	zp_fwd_set_beat(x->fwd, &x->beats);
 	if (x->grp)
 		zp_fwd_set_dpep(x->fwd, x->grp, x->id);
 	zp_bell_ring(&x->ready);

@@ -44,6 +44,8 @@ typedef struct {
 	zp_bell bell;			/* the executor sleeps on it */
 	zp_bell *done;			/* the owner's, shared by every executor */
 	_Atomic bool stop;
+	_Atomic uint64_t beats;		/* layers finished, all forwards: the executor
+					   bumps it, the owner reads it (a watchdog) */
 	/* set-up, read by the thread before its first batch */
 	const zp_model *m;
 	const zp_expert_src *src;

@@ -65,6 +65,8 @@ struct zp_fwd {
 	const zp_expert_src *src;	/* NULL: the model's experts */
 	zp_dpep *grp;
 	int member;
+	_Atomic uint64_t *beat;		/* bumped after each layer (a watchdog's proof of
+					   progress), or NULL */
 };
 
 static void *balloc(zp_fwd *f, size_t bytes)
@@ -199,6 +201,11 @@ void zp_fwd_free(zp_fwd *f)
 zp_fwd_stats zp_fwd_last_stats(const zp_fwd *f)
 {
 	return f->stats;
+}
+
+void zp_fwd_set_beat(zp_fwd *f, _Atomic uint64_t *beat)
+{
+	f->beat = beat;
 }
 
 void zp_fwd_set_experts(zp_fwd *f, const zp_expert_src *src)
@@ -418,6 +425,8 @@ static int layers(zp_fwd *f, double *ta, double *tm, zp_err *e)
 		}
 		*ta += b - a;
 		*tm += zp_now_s() - b;
+		if (f->beat)
+			atomic_fetch_add_explicit(f->beat, 1, memory_order_relaxed);
 	}
 	return 0;
 }

@@ -9,6 +9,8 @@
 #ifndef ZP_FORWARD_H
 #define ZP_FORWARD_H
 
+#include <stdatomic.h>
+
 #include "backend.h"
 #include "dpep.h"
 #include "model.h"
@@ -41,6 +43,10 @@ typedef struct {
 
 /* Use src for every later forward (NULL: the model's own experts). */
 void zp_fwd_set_experts(zp_fwd *f, const zp_expert_src *src);
+
+/* Count f's finished layers in *beat (relaxed; another thread may read it),
+   or nothing when NULL. */
+void zp_fwd_set_beat(zp_fwd *f, _Atomic uint64_t *beat);
 
 /* Join f to dpep group g (dpep.h) as member (before any forward of the group
    runs); f leaves it when freed. */

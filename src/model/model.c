@@ -45,6 +45,7 @@ struct loader {
 	size_t packed_bytes; /* experts packed so far (progress) */
 	double t0;
 	zp_load_progress *progress;
+	bool experts;	/* checking experts: their packing threads scan the values */
 };
 
 static void *carve(struct loader *ld, size_t bytes)
@@ -54,11 +55,54 @@ static void *carve(struct loader *ld, size_t bytes)
 	return p;
 }
 
+/* The first element of a float exponent field (Inf and NaN alike) in p[0..n),
+   or -1. Chunks are ORed whole so the compiler vectorises the test (a pass
+   at memory speed); only a chunk with a hit is walked again for its index. */
+#define NONFINITE_AT(T, p, n, mask)                                               \
+	do {                                                                      \
+		for (size_t c0 = 0; c0 < (n); c0 += 4096) {                       \
+			size_t c1 = ZP_MIN((size_t)(n), c0 + 4096);               \
+			T acc = 0;                                                \
+			for (size_t i = c0; i < c1; i++)                          \
+				acc |= (T)(((p)[i] & (mask)) == (mask));          \
+			for (size_t i = c0; acc && i < c1; i++)                   \
+				if (((p)[i] & (mask)) == (mask))                  \
+					return (int64_t)i;                        \
+		}                                                                 \
+	} while (0)
+
+int64_t zp_model_nonfinite_at(const zp_st_tensor *t)
+{
+	size_t n = (size_t)(t->nbytes / zp_dtype_size(t->dtype));
+	if (t->dtype == ZP_DT_F32)
+		NONFINITE_AT(uint32_t, (const uint32_t *)t->data, n, 0x7f800000u);
+	else if (t->dtype == ZP_DT_BF16)
+		NONFINITE_AT(uint16_t, (const uint16_t *)t->data, n, 0x7f80u);
+	else if (t->dtype == ZP_DT_F16)
+		NONFINITE_AT(uint16_t, (const uint16_t *)t->data, n, 0x7c00u);
+	else if (t->dtype == ZP_DT_F64)
+		NONFINITE_AT(uint64_t, (const uint64_t *)t->data, n, 0x7ff0000000000000ull);
+	return -1;
+}
+#undef NONFINITE_AT
+
+static int nonfinite_err(zp_err *e, const zp_st_tensor *t, int64_t at)
+{
+	return zp_errf(e, "tensor %s: element %lld is not finite (NaN or Inf): the checkpoint "
+		       "is damaged", t->name, (long long)at);
+}
+
+/* Pass 2 reads every value it packs: a non-finite one fails the load there
+   (pass 1 reads headers only). Experts are scanned by their packing threads. */
 static int get(struct loader *ld, const char *name, int ndim, int64_t d0, int64_t d1,
 	       const zp_st_tensor **t)
 {
-	int64_t shape[2] = { d0, d1 };
-	return zp_st_get(&ld->m->st, name, ndim, shape, t, ld->e);
+	int64_t shape[2] = { d0, d1 }, at;
+	if (zp_st_get(&ld->m->st, name, ndim, shape, t, ld->e))
+		return -1;
+	if (ld->arena && !ld->experts && (at = zp_model_nonfinite_at(*t)) >= 0)
+		return nonfinite_err(ld->e, *t, at);
+	return 0;
 }
 
 /* Check a vector tensor and, when dst is given, convert it to f32 there. */
@@ -114,6 +158,8 @@ static int same_dtype(struct loader *ld, struct rows *r)
 /* gate/up/down of one MLP (dense or one expert): check names and shapes. */
 struct swiglu_src {
 	struct rows gu, down;
+	const zp_st_tensor *bad;	/* a tensor with a non-finite value (pass 2) */
+	int64_t bad_at;
 };
 
 static int swiglu_check(struct loader *ld, const char *pfx, int f, struct swiglu_src *s)
@@ -163,7 +209,14 @@ static void pack_expert(void *v, int x, int thread)
 {
 	struct expert_job *j = v;
 	char *base = (char *)j->L->experts + (size_t)x * j->L->expert_bytes;
+	struct swiglu_src *src = &j->src[x];
+	const zp_st_tensor *ts[3] = { src->gu.t[0], src->gu.t[1], src->down.t[0] };
 	(void)thread;
+	for (int i = 0; i < 3; i++)
+		if ((src->bad_at = zp_model_nonfinite_at(ts[i])) >= 0) {
+			src->bad = ts[i];
+			return;
+		}
 	swiglu_pack(j->ld, &j->src[x], j->ld->m->cfg.moe_ffn, &j->L->exp_gate_up[x], base,
 		    &j->L->exp_down[x], base + j->gu_bytes);
 }
@@ -185,12 +238,17 @@ static int load_experts(struct loader *ld, zp_layer *L, int l)
 		L->exp_gate_up = zp_xcalloc((size_t)c->experts, sizeof *L->exp_gate_up);
 		L->exp_down = zp_xcalloc((size_t)c->experts, sizeof *L->exp_down);
 	}
+	ld->experts = true;
 	for (int x = 0; x < c->experts && !rc; x++) {
 		snprintf(pfx, sizeof pfx, "model.layers.%d.mlp.experts.%d", l, x);
 		rc = swiglu_check(ld, pfx, c->moe_ffn, &src[x]);
 	}
+	ld->experts = false;
 	if (!rc && ld->arena) /* packing writes disjoint expert slots: no locks */
 		zp_pool_run(ld->pool, c->experts, pack_expert, &job);
+	for (int x = 0; x < c->experts && !rc && ld->arena; x++)
+		if (src[x].bad)
+			rc = nonfinite_err(ld->e, src[x].bad, src[x].bad_at);
 	free(src);
 	return rc;
 }
@@ -310,10 +368,11 @@ int zp_model_load(zp_model *m, const char *dir, enum zp_wtype wtype, int threads
 	m->arena = ld.arena = zp_xalloc_aligned(ld.used);
 	ld.pool = zp_pool_new(threads);
 	ld.t0 = zp_now_s();
-	int rc = load_all(&ld); /* pass 1 checked everything: only a cancel fails here */
+	/* pass 1 checked everything but the values: a non-finite one, or a
+	   cancel, fails here */
+	int rc = load_all(&ld);
 	zp_pool_free(ld.pool);
 	if (rc) {
-		ZP_ASSERT(progress && atomic_load(&progress->cancel));
 		zp_model_free(m);
 		return -1;
 	}
@@ -322,9 +381,9 @@ int zp_model_load(zp_model *m, const char *dir, enum zp_wtype wtype, int threads
 		m->expert_bytes_total += m->layers[l].experts_bytes;
 	drop_source_pages(m);
 	zp_log(ZP_LOG_INFO, "msg=\"model loaded\" dir=%s layers=%d experts=%d dtype=%s "
-	       "dense_bytes=%zu expert_bytes=%zu load_s=%.2f", dir, m->cfg.layers, m->cfg.experts,
-	       wtype == ZP_W_F32 ? "fp32" : "bf16", m->arena_bytes, m->expert_bytes_total,
-	       zp_now_s() - t0);
+	       "dense_bytes=%zu expert_bytes=%zu load_s=%.2f values=finite", dir, m->cfg.layers,
+	       m->cfg.experts, wtype == ZP_W_F32 ? "fp32" : "bf16", m->arena_bytes,
+	       m->expert_bytes_total, zp_now_s() - t0);
 	return 0;
 }
 

@@ -57,9 +57,14 @@ typedef struct {
 
 /* Load dir (config.json + safetensors). wtype: ZP_W_F32 (exact) or ZP_W_BF16;
    threads pack each layer's experts in parallel; progress may be NULL. 0, or
-   -1 with e naming what is wrong (nothing left allocated). */
+   -1 with e naming what is wrong (nothing left allocated): a missing or
+   misshapen tensor, or one holding a NaN or Inf (every value is scanned as
+   it is packed). */
 int zp_model_load(zp_model *m, const char *dir, enum zp_wtype wtype, int threads,
 		  zp_load_progress *progress, zp_err *e);
+/* The index of t's first NaN or Inf (f32, bf16, f16, f64), or -1: the scan
+   zp_model_load runs over every tensor, at memory speed. */
+int64_t zp_model_nonfinite_at(const zp_st_tensor *t);
 void zp_model_free(zp_model *m);
 
 /* Free every MoE layer's expert block (AsyncEP keeps its own shards); the

@@ -4,28 +4,37 @@
    first, leftmost first on ties, through a heap, as tokenizers' BPE does (so a
    very long word costs n log n, not n^2). Encode and decode allocate
    nothing: every buffer of a state is sized at zp_tok_state_new from the
-   longest text it takes. */
-#define PCRE2_CODE_UNIT_WIDTH 8
+   longest text it takes.
+   Unicode: the pre-tokenizer patterns are matched by hand and NFC is computed
+   here, both on unicode_tables.h, because tokenizers' results depend on the
+   Unicode versions of its own regex engine (16.0) and normalizer (9.0): a
+   library with other tables (PCRE2, utf8proc) splits and composes some text
+   differently. */
 #include "tokenizer.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <pcre2.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <utf8proc.h>
+
+#include "unicode_tables.h"
 
 #define TOK_FILE_MAX (256u << 20)
 #define CACHE_SLOTS (1u << 16)		/* piece cache entries per state */
 #define CACHE_PIECE_MAX 48		/* longer pieces are not cached */
 #define CACHE_IDS_MAX (CACHE_SLOTS * 4)	/* ids held by the cache before it is cleared */
-#define JIT_STACK_BYTES (1u << 20)
 
-/* The GPT-2 pre-tokenizer pattern (ByteLevel with use_regex = true). */
+/* The pre-tokenizer patterns we match (by hand, in piece_end_*): GPT-2's
+   (ByteLevel with use_regex = true, or as a Split) and Qwen2's (Qwen2, Qwen3). */
 static const char gpt2_pattern[] =
 	"'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+static const char qwen2_pattern[] =
+	"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+"
+	"[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+enum pretok { PRETOK_GPT2, PRETOK_QWEN2 };
 
 typedef struct {
 	uint32_t off, len;	/* bytes in t->bytes */
@@ -52,7 +61,7 @@ struct zp_tok {
 	int nadd;
 	uint8_t add_first[256];	/* 1: some added token starts with this byte */
 	bool nfc, ignore_merges;
-	pcre2_code *re;
+	enum pretok pretok;
 };
 
 typedef struct {
@@ -66,11 +75,8 @@ typedef struct {
 struct zp_tok_state {
 	const zp_tok *t;
 	size_t text_max;	/* bytes of text (and of its NFC form) one encode takes */
-	pcre2_match_data *md;
-	pcre2_match_context *mctx;
-	pcre2_jit_stack *jit;
-	utf8proc_int32_t *nfc;	/* [nfc_cap + 1]: a segment's code points, then its NFC
-				   UTF-8 re-encoded in place (as utf8proc_map) */
+	uint32_t *nfc;		/* [nfc_cap]: a segment's code points, decomposed and
+				   composed, then its NFC UTF-8 written over them */
 	size_t nfc_cap;
 	sym *sym;		/* [text_max]: one per byte of a piece */
 	merge *heap;		/* [3 * text_max]: a piece's pairs, then two per merge */
@@ -110,6 +116,29 @@ static uint32_t put_bytes(zp_tok *t, const char *p, size_t n)
 	return (uint32_t)(t->bytes_len - n);
 }
 
+/* The code point at p[*i] of valid UTF-8 (the caller checked); *i moves past it. */
+static inline uint32_t utf8_next(const uint8_t *p, size_t *i)
+{
+	uint32_t c = p[*i];
+	if (c < 0x80) {
+		*i += 1;
+		return c;
+	}
+	if (c < 0xe0) {
+		c = (c & 0x1f) << 6 | (p[*i + 1] & 0x3fu);
+		*i += 2;
+		return c;
+	}
+	if (c < 0xf0) {
+		c = (c & 0x0f) << 12 | (p[*i + 1] & 0x3fu) << 6 | (p[*i + 2] & 0x3fu);
+		*i += 3;
+		return c;
+	}
+	c = (c & 0x07) << 18 | (p[*i + 1] & 0x3fu) << 12 | (p[*i + 2] & 0x3fu) << 6 | (p[*i + 3] & 0x3fu);
+	*i += 4;
+	return c;
+}
+
 /* GPT-2's bytes_to_unicode: printable Latin-1 bytes stand for themselves, the
    other 68 bytes for U+0100 onwards. cp_byte maps a code point back (-1: none). */
 static void byte_level_table(int cp_byte[512])
@@ -126,15 +155,13 @@ static void byte_level_table(int cp_byte[512])
 /* A byte-level string to its raw bytes; -1 when a character is not in the table. */
 static int unbyte(const char *s, char *out, size_t *n, const int cp_byte[512])
 {
-	utf8proc_int32_t cp;
-	size_t len = strlen(s), i = 0;
+	size_t len = strlen(s), i = 0; /* s came through zp_json_parse: valid UTF-8 */
 	*n = 0;
 	while (i < len) {
-		utf8proc_ssize_t k = utf8proc_iterate((const uint8_t *)s + i, (utf8proc_ssize_t)(len - i), &cp);
-		if (k <= 0 || cp < 0 || cp >= 512 || cp_byte[cp] < 0)
+		uint32_t cp = utf8_next((const uint8_t *)s, &i);
+		if (cp >= 512 || cp_byte[cp] < 0)
 			return -1;
 		out[(*n)++] = (char)cp_byte[cp];
-		i += (size_t)k;
 	}
 	return 0;
 }
@@ -190,8 +217,8 @@ static bool empty_or_null(const cJSON *o, const char *k)
 }
 
 /* The pre-tokenizer: Split(regex, Isolated) then ByteLevel(use_regex=false), or
-   ByteLevel(use_regex=true) alone. Sets *pattern. */
-static int load_pretok(const cJSON *pt, const char **pattern, zp_err *e)
+   ByteLevel(use_regex=true) alone; the regex one of the two we match. */
+static int load_pretok(zp_tok *t, const cJSON *pt, zp_err *e)
 {
 	const char *type = str_of(pt, "type");
 	const cJSON *seq = cJSON_GetObjectItemCaseSensitive(pt, "pretokenizers");
@@ -199,7 +226,7 @@ static int load_pretok(const cJSON *pt, const char **pattern, zp_err *e)
 		if (!is_true(pt, "use_regex") || is_true(pt, "add_prefix_space"))
 			return zp_errf(e, "tokenizer: ByteLevel pre-tokenizer needs use_regex and "
 				       "no add_prefix_space");
-		*pattern = gpt2_pattern;
+		t->pretok = PRETOK_GPT2;
 		return 0;
 	}
 	if (!type || strcmp(type, "Sequence") || cJSON_GetArraySize(seq) != 2)
@@ -215,11 +242,17 @@ static int load_pretok(const cJSON *pt, const char **pattern, zp_err *e)
 	    is_true(bl, "use_regex") || is_true(bl, "add_prefix_space"))
 		return zp_errf(e, "tokenizer: second pre-tokenizer must be ByteLevel(use_regex=false, "
 			       "add_prefix_space=false)");
-	*pattern = re;
+	if (strcmp(re, qwen2_pattern) == 0)
+		t->pretok = PRETOK_QWEN2;
+	else if (strcmp(re, gpt2_pattern) == 0)
+		t->pretok = PRETOK_GPT2;
+	else
+		return zp_errf(e, "tokenizer: the Split regex is neither the Qwen2 nor the GPT-2 "
+			       "pattern, the two implemented (%.80s)", re);
 	return 0;
 }
 
-static int load_head(zp_tok *t, const cJSON *root, const char **pattern, zp_err *e)
+static int load_head(zp_tok *t, const cJSON *root, zp_err *e)
 {
 	const cJSON *norm = cJSON_GetObjectItemCaseSensitive(root, "normalizer");
 	const cJSON *pp = cJSON_GetObjectItemCaseSensitive(root, "post_processor");
@@ -236,7 +269,7 @@ static int load_head(zp_tok *t, const cJSON *root, const char **pattern, zp_err 
 			       "(templates that add tokens are not supported)");
 	if (!str_of(dec, "type") || strcmp(str_of(dec, "type"), "ByteLevel"))
 		return zp_errf(e, "tokenizer: decoder must be ByteLevel");
-	if (load_pretok(cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), pattern, e))
+	if (load_pretok(t, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), e))
 		return -1;
 	if (!str_of(model, "type") || strcmp(str_of(model, "type"), "BPE"))
 		return zp_errf(e, "tokenizer: model.type must be BPE");
@@ -390,22 +423,6 @@ static int load_added(zp_tok *t, const cJSON *arr, const int cp_byte[512], zp_er
 	return 0;
 }
 
-static int compile_re(zp_tok *t, const char *pattern, zp_err *e)
-{
-	int ec;
-	PCRE2_SIZE off;
-	t->re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP,
-			      &ec, &off, NULL);
-	if (!t->re) {
-		PCRE2_UCHAR msg[128];
-		pcre2_get_error_message(ec, msg, sizeof msg);
-		return zp_errf(e, "tokenizer: pre-tokenizer regex: %s at %zu", (char *)msg, (size_t)off);
-	}
-	if (pcre2_jit_compile(t->re, PCRE2_JIT_COMPLETE))
-		zp_log(ZP_LOG_WARN, "msg=\"tokenizer regex runs without JIT\"");
-	return 0;
-}
-
 static cJSON *read_json(const char *path, zp_err *e)
 {
 	FILE *f = fopen(path, "rb");
@@ -434,7 +451,6 @@ static cJSON *read_json(const char *path, zp_err *e)
 zp_tok *zp_tok_load(const char *path, zp_err *e)
 {
 	int cp_byte[512];
-	const char *pattern = NULL;
 	zp_tok *t = zp_xcalloc(1, sizeof *t);
 	cJSON *root = read_json(path, e), *model;
 
@@ -442,11 +458,10 @@ zp_tok *zp_tok_load(const char *path, zp_err *e)
 	if (!root)
 		goto bad;
 	model = cJSON_GetObjectItemCaseSensitive(root, "model");
-	if (load_head(t, root, &pattern, e) ||
+	if (load_head(t, root, e) ||
 	    load_vocab(t, cJSON_GetObjectItemCaseSensitive(model, "vocab"), cp_byte, e) ||
 	    load_merges(t, cJSON_GetObjectItemCaseSensitive(model, "merges"), cp_byte, e) ||
-	    load_added(t, cJSON_GetObjectItemCaseSensitive(root, "added_tokens"), cp_byte, e) ||
-	    compile_re(t, pattern, e))
+	    load_added(t, cJSON_GetObjectItemCaseSensitive(root, "added_tokens"), cp_byte, e))
 		goto bad;
 	cJSON_Delete(root);
 	return t;
@@ -460,7 +475,6 @@ void zp_tok_free(zp_tok *t)
 {
 	if (!t)
 		return;
-	pcre2_code_free(t->re);
 	free(t->tok);
 	free(t->bytes);
 	free(t->vmap);
@@ -490,15 +504,11 @@ zp_tok_state *zp_tok_state_new_sized(const zp_tok *t, size_t text_max)
 	ZP_ASSERT(text_max >= 1 && text_max <= ZP_TOK_TEXT_LIMIT);
 	s->t = t;
 	s->text_max = text_max;
-	s->md = pcre2_match_data_create(1, NULL);
-	s->mctx = pcre2_match_context_create(NULL);
-	s->jit = pcre2_jit_stack_create(32 << 10, JIT_STACK_BYTES, NULL);
-	ZP_ASSERT(s->md && s->mctx && s->jit);
-	pcre2_jit_stack_assign(s->mctx, NULL, s->jit);
-	/* a canonical decomposition is at most 3 code points per 2 bytes (U+01D5) */
-	s->nfc_cap = 2 * text_max + 4;
+	/* a full canonical decomposition is at most 2 code points per byte
+	   (tools/gen_unicode.py checks; U+01D5 is 3 per 2) */
+	s->nfc_cap = 2 * text_max;
 	/* calloc'd: pages a short text never reaches cost no memory */
-	s->nfc = zp_xcalloc(s->nfc_cap + 1, sizeof *s->nfc);
+	s->nfc = zp_xcalloc(s->nfc_cap, sizeof *s->nfc);
 	s->sym = zp_xcalloc(text_max, sizeof *s->sym);
 	s->heap = zp_xcalloc(3 * text_max, sizeof *s->heap);
 	s->c_hash = zp_xcalloc(CACHE_SLOTS, sizeof *s->c_hash);
@@ -525,9 +535,6 @@ void zp_tok_state_free(zp_tok_state *s)
 {
 	if (!s)
 		return;
-	pcre2_match_data_free(s->md);
-	pcre2_match_context_free(s->mctx);
-	pcre2_jit_stack_free(s->jit);
 	free(s->nfc);
 	free(s->sym);
 	free(s->heap);
@@ -677,59 +684,290 @@ static int bpe_cached(zp_tok_state *s, const char *p, int n, int32_t *out, int m
 	return k;
 }
 
-/* ---- pre-tokenization ---- */
+/* ---- pre-tokenization ----
+   The patterns' alternatives always match somewhere at every position (every
+   code point is a letter, a number, white space or other), so the matches
+   tile the text: piece_end gives where the match starting at i ends, taking
+   the alternatives in order, with the backtracking the regex engine would do
+   worked out once (see ws_end). */
 
-static int encode_plain(zp_tok_state *s, const char *p, size_t n, int32_t *ids, int max, int k)
+typedef struct {
+	uint32_t cp;
+	unsigned f;	/* ZP_UC_* */
+	size_t len;	/* bytes */
+} uch;
+
+static inline uch uch_at(const uint8_t *p, size_t i)
 {
-	size_t off = 0;
-	while (off < n) {
-		int rc = pcre2_jit_match(s->t->re, (PCRE2_SPTR)p, n, off, PCRE2_NO_UTF_CHECK, s->md,
-					 s->mctx);
-		size_t ms = n, me = n;
-		if (rc >= 0) {
-			PCRE2_SIZE *ov = pcre2_get_ovector_pointer(s->md);
-			ms = ov[0];
-			me = ov[1];
-		} else {
-			ZP_ASSERT(rc == PCRE2_ERROR_NOMATCH);
+	size_t j = i;
+	uint32_t cp = utf8_next(p, &j);
+	return (uch){ cp, zp_uc_prop(cp), j - i };
+}
+
+#define UC_LNW (ZP_UC_L | ZP_UC_N | ZP_UC_WS)
+
+/* The end of the run from i of code points whose flags & mask == want. */
+static size_t run_of(const uint8_t *p, size_t n, size_t i, unsigned want, unsigned mask)
+{
+	while (i < n) {
+		uch c = uch_at(p, i);
+		if ((c.f & mask) != want)
+			break;
+		i += c.len;
+	}
+	return i;
+}
+
+static uint8_t ascii_lower(uint8_t c)
+{
+	return c >= 'A' && c <= 'Z' ? c | 0x20 : c;
+}
+
+/* Bytes of 's 't 're 've 'm 'll 'd at p[i] (p[i] is '), 0 if none. fold: as
+   Oniguruma's (?i:...), which also lets U+017F LONG S stand for s. */
+static size_t contraction(const uint8_t *p, size_t n, size_t i, bool fold)
+{
+	if (i + 1 >= n)
+		return 0;
+	uint8_t a = fold ? ascii_lower(p[i + 1]) : p[i + 1];
+	uint8_t b = i + 2 < n ? (fold ? ascii_lower(p[i + 2]) : p[i + 2]) : 0;
+	if (a == 's' || a == 't' || a == 'm' || a == 'd')
+		return 2;
+	if (((a == 'r' || a == 'v') && b == 'e') || (a == 'l' && b == 'l'))
+		return 3;
+	if (fold && p[i + 1] == 0xc5 && b == 0xbf)
+		return 3;
+	return 0;
+}
+
+/* White space from i (p[i] is white space): \s+(?!\S) then \s+, and before
+   them, when crlf, \s*[\r\n]+. The greedy \s* backs off to the last \r or \n
+   of the run; \s+(?!\S) backs off by one code point unless the run ends the
+   text; \s+ takes the run (one code point then). */
+static size_t ws_end(const uint8_t *p, size_t n, size_t i, bool crlf)
+{
+	size_t e = i, last = i, after_crlf = 0, count = 0;
+	while (e < n) {
+		uch c = uch_at(p, e);
+		if (!(c.f & ZP_UC_WS))
+			break;
+		last = e;
+		e += c.len;
+		count++;
+		if (c.cp == '\r' || c.cp == '\n')
+			after_crlf = e;
+	}
+	ZP_ASSERT(count >= 1);
+	if (crlf && after_crlf)
+		return after_crlf;
+	return e == n || count == 1 ? e : last;
+}
+
+/* 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ */
+static size_t piece_end_gpt2(const uint8_t *p, size_t n, size_t i)
+{
+	size_t k, o = i;
+	if (p[i] == '\'' && (k = contraction(p, n, i, false)))
+		return i + k;
+	uch c = uch_at(p, i);
+	if (c.cp == ' ' && i + 1 < n) {
+		uch d = uch_at(p, i + 1);
+		if (!(d.f & ZP_UC_WS)) {
+			o = i + 1;
+			c = d;
 		}
-		if (ms > off) /* Isolated: the gap before a match is a piece too */
-			k += bpe_cached(s, p + off, (int)(ms - off), ids + k, ZP_MAX(max - k, 0));
-		if (me > ms)
-			k += bpe_cached(s, p + ms, (int)(me - ms), ids + k, ZP_MAX(max - k, 0));
-		else if (ms < n) { /* an empty match: step one character */
-			size_t c = ms + 1;
-			while (c < n && ((uint8_t)p[c] & 0xc0) == 0x80)
-				c++;
-			k += bpe_cached(s, p + ms, (int)(c - ms), ids + k, ZP_MAX(max - k, 0));
-			me = c;
-		}
-		off = me;
+	}
+	if (c.f & ZP_UC_L)
+		return run_of(p, n, o, ZP_UC_L, ZP_UC_L);
+	if (c.f & ZP_UC_N)
+		return run_of(p, n, o, ZP_UC_N, ZP_UC_N);
+	if (!(c.f & ZP_UC_WS))
+		return run_of(p, n, o, 0, UC_LNW);
+	return ws_end(p, n, i, false);
+}
+
+/* (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|
+   \s*[\r\n]+|\s+(?!\S)|\s+ */
+static size_t piece_end_qwen2(const uint8_t *p, size_t n, size_t i)
+{
+	size_t k;
+	if (p[i] == '\'' && (k = contraction(p, n, i, true)))
+		return i + k;
+	uch c = uch_at(p, i);
+	size_t j = i + c.len, o = i;
+	if (c.f & ZP_UC_L)
+		return run_of(p, n, j, ZP_UC_L, ZP_UC_L);
+	if (!(c.f & (ZP_UC_L | ZP_UC_N)) && c.cp != '\r' && c.cp != '\n' && j < n &&
+	    (uch_at(p, j).f & ZP_UC_L))
+		return run_of(p, n, j, ZP_UC_L, ZP_UC_L);
+	if (c.f & ZP_UC_N)
+		return j;
+	if (c.cp == ' ' && j < n && !(uch_at(p, j).f & UC_LNW))
+		o = j;
+	if (o > i || !(c.f & ZP_UC_WS)) {
+		o = run_of(p, n, o, 0, UC_LNW);
+		while (o < n && (p[o] == '\r' || p[o] == '\n'))
+			o++;
+		return o;
+	}
+	return ws_end(p, n, i, true);
+}
+
+static int encode_plain(zp_tok_state *s, const char *text, size_t n, int32_t *ids, int max, int k)
+{
+	const uint8_t *p = (const uint8_t *)text;
+	bool qwen2 = s->t->pretok == PRETOK_QWEN2;
+	for (size_t off = 0; off < n;) {
+		size_t end = qwen2 ? piece_end_qwen2(p, n, off) : piece_end_gpt2(p, n, off);
+		ZP_ASSERT(end > off && end <= n);
+		k += bpe_cached(s, text + off, (int)(end - off), ids + k, ZP_MAX(max - k, 0));
+		off = end;
 	}
 	return k;
 }
 
+/* ---- NFC (UAX #15) on the Unicode 9.0 data of unicode_tables.h ---- */
+
+#define HANGUL_S 0xac00u
+#define HANGUL_L 0x1100u
+#define HANGUL_V 0x1161u
+#define HANGUL_T 0x11a7u
+#define HANGUL_NV 21u
+#define HANGUL_NT 28u
+#define HANGUL_NS (19u * HANGUL_NV * HANGUL_NT)
+
+/* The primary composite of the pair (a, b), or 0. */
+static uint32_t compose_pair(uint32_t a, uint32_t b)
+{
+	if (a - HANGUL_L < 19 && b - HANGUL_V < HANGUL_NV)
+		return HANGUL_S + ((a - HANGUL_L) * HANGUL_NV + (b - HANGUL_V)) * HANGUL_NT;
+	if (a - HANGUL_S < HANGUL_NS && (a - HANGUL_S) % HANGUL_NT == 0 && b - HANGUL_T - 1 < HANGUL_NT - 1)
+		return a + (b - HANGUL_T);
+	uint64_t key = (uint64_t)a << 21 | b;
+	int lo = 0, hi = ZP_UC_NCOMP;
+	while (lo < hi) {
+		int mid = (lo + hi) / 2;
+		if (zp_uc_comp_key[mid] < key)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < ZP_UC_NCOMP && zp_uc_comp_key[lo] == key ? zp_uc_comp_cp[lo] : 0;
+}
+
+/* The canonical decomposition of p[0..n) into d, in canonical order: how many
+   code points. */
+static size_t nfc_decompose(uint32_t *d, size_t cap, const uint8_t *p, size_t n)
+{
+	size_t m = 0;
+	for (size_t i = 0; i < n;) {
+		uint32_t c = utf8_next(p, &i), one[3];
+		const uint32_t *seq = one;
+		int len = 1;
+		one[0] = c;
+		if (c - HANGUL_S < HANGUL_NS) {
+			uint32_t si = c - HANGUL_S;
+			one[0] = HANGUL_L + si / (HANGUL_NV * HANGUL_NT);
+			one[1] = HANGUL_V + si % (HANGUL_NV * HANGUL_NT) / HANGUL_NT;
+			one[2] = HANGUL_T + si % HANGUL_NT;
+			len = one[2] == HANGUL_T ? 2 : 3;
+		} else if (c >= 0x80) { /* a composite that is quick-check Yes decomposes too:
+					  a mark after it may sort before its own */
+			int k = zp_uc_decomp(c, &seq);
+			len = k ? k : 1;
+			if (!k)
+				seq = one;
+		}
+		ZP_ASSERT(m + (size_t)len <= cap);
+		for (int q = 0; q < len; q++) { /* stable insertion by combining class */
+			uint32_t x = seq[q];
+			unsigned cc = zp_uc_ccc(x);
+			size_t j = m++;
+			while (cc && j > 0 && zp_uc_ccc(d[j - 1]) > cc) {
+				d[j] = d[j - 1];
+				j--;
+			}
+			d[j] = x;
+		}
+	}
+	return m;
+}
+
+/* Canonical composition of d[0..m) in place: how many code points remain. A
+   mark composes with the last starter unless something between blocks it
+   (class 0, or a class not below its own). */
+static size_t nfc_compose(uint32_t *d, size_t m)
+{
+	size_t o = 0, st = SIZE_MAX;
+	unsigned last = 0;
+	for (size_t i = 0; i < m; i++) {
+		uint32_t c = d[i], x;
+		unsigned cc = zp_uc_ccc(c);
+		if (st != SIZE_MAX && (o == st + 1 || (last && last < cc)) && (x = compose_pair(d[st], c))) {
+			d[st] = x;
+			continue;
+		}
+		if (!cc)
+			st = o;
+		last = cc;
+		d[o++] = c;
+	}
+	return o;
+}
+
+/* d[0..m) as UTF-8 over d itself (code point i is read before bytes up to
+   4(i+1) are written): its length in bytes. */
+static size_t utf8_write_over(uint32_t *d, size_t m)
+{
+	uint8_t *o = (uint8_t *)d;
+	size_t w = 0;
+	for (size_t i = 0; i < m; i++) {
+		uint32_t c = d[i];
+		if (c < 0x80) {
+			o[w++] = (uint8_t)c;
+		} else if (c < 0x800) {
+			o[w++] = (uint8_t)(0xc0 | c >> 6);
+			o[w++] = (uint8_t)(0x80 | (c & 0x3f));
+		} else if (c < 0x10000) {
+			o[w++] = (uint8_t)(0xe0 | c >> 12);
+			o[w++] = (uint8_t)(0x80 | (c >> 6 & 0x3f));
+			o[w++] = (uint8_t)(0x80 | (c & 0x3f));
+		} else {
+			o[w++] = (uint8_t)(0xf0 | c >> 18);
+			o[w++] = (uint8_t)(0x80 | (c >> 12 & 0x3f));
+			o[w++] = (uint8_t)(0x80 | (c >> 6 & 0x3f));
+			o[w++] = (uint8_t)(0x80 | (c & 0x3f));
+		}
+	}
+	return w;
+}
+
+/* Whether p[0..n) may change under NFC: some code point is not quick-check
+   Yes with class 0 (none in ASCII). */
+static bool nfc_needed(const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n;) {
+		if (p[i] < 0x80) {
+			i++;
+			continue;
+		}
+		if (zp_uc_prop(utf8_next(p, &i)) & ZP_UC_NFC)
+			return true;
+	}
+	return false;
+}
+
 /* The segment's ids after ids[0..k): the new count, or -1 when its NFC form
-   does not fit the state's buffers. */
+   does not fit the state's text_max. */
 static int encode_segment(zp_tok_state *s, const char *p, size_t n, int32_t *ids, int max, int k)
 {
-	bool ascii = true;
-	for (size_t i = 0; i < n && ascii; i++)
-		ascii = !((uint8_t)p[i] & 0x80);
-	if (!s->t->nfc || ascii) /* ASCII text is already NFC */
+	if (!s->t->nfc || !nfc_needed((const uint8_t *)p, n))
 		return encode_plain(s, p, n, ids, max, k);
-	/* utf8proc_map's steps, into the state's buffer instead of a malloc */
-	const utf8proc_option_t opt = UTF8PROC_STABLE | UTF8PROC_COMPOSE;
-	utf8proc_ssize_t m = utf8proc_decompose((const uint8_t *)p, (utf8proc_ssize_t)n, s->nfc,
-						(utf8proc_ssize_t)s->nfc_cap, opt);
-	ZP_ASSERT(m >= 0); /* the caller passed valid UTF-8 */
-	if ((size_t)m > s->nfc_cap)
+	size_t m = nfc_decompose(s->nfc, s->nfc_cap, (const uint8_t *)p, n);
+	m = utf8_write_over(s->nfc, nfc_compose(s->nfc, m));
+	if (m > s->text_max)
 		return -1;
-	m = utf8proc_reencode(s->nfc, m, opt);
-	ZP_ASSERT(m >= 0);
-	if ((size_t)m > s->text_max)
-		return -1;
-	return encode_plain(s, (const char *)s->nfc, (size_t)m, ids, max, k);
+	return encode_plain(s, (const char *)s->nfc, m, ids, max, k);
 }
 
 /* The leftmost-longest added token starting at p[i], or -1. */

@@ -1,7 +1,9 @@
 /* tokenizer.h -- Hugging Face tokenizer.json byte-level BPE as used by Qwen2 and
    Qwen3: added tokens matched first on the raw text, NFC, the Split regex
-   pre-tokenizer (PCRE2 JIT, Unicode properties), byte-level mapping, merges by
-   rank; and decode. It must give exactly what the `tokenizers` library gives.
+   pre-tokenizer (the Qwen2 or the GPT-2 pattern, matched by hand), byte-level
+   mapping, merges by rank; and decode. It must give exactly what the
+   `tokenizers` library gives, so its Unicode data is of that library's
+   versions (unicode_tables.h: regex classes 16.0, NFC 9.0).
    A zp_tok is loaded once and then read-only (any thread); each thread that
    encodes owns one zp_tok_state (its scratch and its piece cache), sized at
    start-up: encode and decode allocate nothing. */
@@ -19,7 +21,8 @@ typedef struct zp_tok_state zp_tok_state;
 
 /* Load a tokenizer.json. NULL with e set when the file is missing, is not the
    byte-level BPE family above, or uses a feature we do not implement (each
-   refused with its name, never silently ignored). */
+   refused with its name, never silently ignored; so is a Split regex other
+   than the two patterns). */
 zp_tok *zp_tok_load(const char *path, zp_err *e);
 void zp_tok_free(zp_tok *t);
 
@@ -40,7 +43,8 @@ zp_tok_state *zp_tok_state_new(const zp_tok *t); /* text_max ZP_TOK_TEXT_DEFAULT
 void zp_tok_state_free(zp_tok_state *s);
 size_t zp_tok_state_text_max(const zp_tok_state *s);
 
-/* Encode text[0..len) (valid UTF-8, no NUL: the caller checks). Writes at most
+/* Encode text[0..len) (valid UTF-8, the caller checks; NUL bytes are text, as
+   in tokenizers: never read as a C string). Writes at most
    max ids and returns how many the text has (more than max: only max were
    written, as snprintf); -1 when the text or its NFC form is longer than the
    state's text_max (nothing useful written). */

@@ -83,6 +83,27 @@ void zp_api_init(zp_api *a, const zp_tok *tok, const zp_req_limits *lim, size_t 
 	}
 }
 
+int zp_api_check(zp_api *a, zp_err *e)
+{
+	const zp_rerank_cfg *rr = &a->rerank;
+	if (!a->tok)
+		return 0;
+	if (a->yes_id < 0 || a->no_id < 0)
+		return zp_errf(e, "[rerank] %s = \"%s\" is not one token of tokenizer.json (rerank "
+			       "compares the yes and no tokens' probabilities at one position)",
+			       a->yes_id < 0 ? "yes_token" : "no_token",
+			       a->yes_id < 0 ? rr->yes_token : rr->no_token);
+	int w = snprintf(a->text, a->text_cap, "%s<Instruct>: %s\n<Query>: \n<Document>: %s",
+			 rr->prefix, rr->instruction, rr->suffix);
+	ZP_ASSERT(w >= 0 && (size_t)w < a->text_cap);
+	int n = zp_tok_encode(a->ts, a->text, (size_t)w, a->scratch, a->lim.seq_tokens_max);
+	if (n < 0 || n >= a->lim.seq_tokens_max)
+		return zp_errf(e, "[rerank] prefix, instruction and suffix are %s tokens, leaving no "
+			       "room for a query and a document in max_tokens (%d)",
+			       n < 0 ? "too many" : "that many", a->lim.seq_tokens_max);
+	return 0;
+}
+
 void zp_api_free(zp_api *a)
 {
 	zp_tok_state_free(a->ts);
@@ -150,7 +171,8 @@ int zp_api_build(zp_api *a, enum zp_route ep, const zp_api_view *view, const cha
 	/* the tree lands in the parse region; deleting it there is a no-op, and
 	   the endpoints may keep pointers into it until the next build */
 	zp_region *prev = zp_region_enter(&a->parse);
-	cJSON *root = zp_json_parse(body, len);
+	/* /tokenize reads its prompt with its length: the one route taking \u0000 */
+	cJSON *root = ep == ZP_ROUTE_TOKENIZE ? zp_json_parse_text(body, len) : zp_json_parse(body, len);
 	int rc;
 	if (!root && a->parse.fails)
 		rc = zp_api_full(&c, &a->parse);
@@ -167,12 +189,36 @@ int zp_api_build(zp_api *a, enum zp_route ep, const zp_api_view *view, const cha
 	return rc;
 }
 
+static bool all_finite(const float *v, int n)
+{
+	for (int i = 0; v && i < n; i++)
+		if (!isfinite(v[i]))
+			return false;
+	return true;
+}
+
+/* Every result the sequence carries is a number (position 0's prompt
+   log-prob has no prediction: NaN by design, written as null). */
+static bool seq_finite(const zp_req *r)
+{
+	int skip = r->plp_start == 0;
+	return all_finite(r->cand_lp, r->ncand) && all_finite(r->top_lp, r->top_k) &&
+	       all_finite(r->emb, r->emb_dim) &&
+	       (r->plp_start < 0 || all_finite(r->plp + skip, r->ntok - r->plp_start - skip));
+}
+
 int zp_api_finish(zp_api *a, zp_api_job *j, zp_buf *out)
 {
 	const zp_route_entry *r = zp_route_of(j->ep);
 	ZP_ASSERT(j->eng.done == j->eng.nseq && !j->eng.cancelled);
 	ZP_ASSERT(r->finish); /* only endpoints with sequences have something to finish */
 	zp_buf_reset(out);
+	/* a score, label or vector computed from a NaN is no answer: never a 200 */
+	for (int i = 0; i < j->eng.nseq; i++)
+		if (!seq_finite(&j->eng.seq[i]))
+			return zp_api_error(out, ZP_HTTP_ERR_INTERNAL, NULL, "the forward pass gave "
+					    "a non-finite value (NaN or Inf) for sequence %d: the "
+					    "model's activations overflow on this input", i);
 	r->finish(a, j, out);
 	if (out->overflow)
 		return zp_api_error(out, ZP_HTTP_ERR_INTERNAL, NULL, "the response is over the "
@@ -281,12 +327,16 @@ int zp_api_get_list(zp_api_call *c, const cJSON *v, const char *param, bool ids_
 	}
 	if (!cJSON_IsArray(v))
 		return zp_api_bad(c, param, "%s must be text or a list", param);
+	/* one sequence of token ids: its length is max_tokens' to check, not
+	   the item count's */
+	if (ids_ok && cJSON_IsNumber(v->child)) {
+		*n = 1;
+		return 0;
+	}
 	*n = cJSON_GetArraySize(v);
 	if (*n == 0 || *n > ZP_API_ITEMS_MAX)
 		return zp_api_bad(c, param, "%s must hold 1 to %d entries", param,
 				  ZP_API_ITEMS_MAX);
-	if (ids_ok && cJSON_IsNumber(v->child))
-		*n = 1; /* one sequence of token ids */
 	return 0;
 }
 

@@ -92,6 +92,11 @@ typedef struct {
 void zp_api_init(zp_api *a, const zp_tok *tok, const zp_req_limits *lim, size_t body_max,
 		 const char *model_name, const zp_rerank_cfg *rr);
 void zp_api_free(zp_api *a);
+/* The settings the endpoints use, checked at start so that a bad one is not
+   blamed on every client with a 400: the [rerank] yes/no labels are one
+   token each, and the rerank template fits max_tokens. 0, or -1 with e
+   naming the key. Nothing to check without a tokenizer (text is refused). */
+int zp_api_check(zp_api *a, zp_err *e);
 
 /* Region bytes a job needs for any request the limits admit: up to
    ZP_API_ITEMS_MAX sequences (each with an embedding and ZP_API_ITEMS_MAX

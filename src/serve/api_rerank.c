@@ -9,6 +9,27 @@
 #include "endpoints.h"
 #include "util.h"
 
+/* The prompt's parts that are not a document, each named when it is what
+   passes max_tokens: a document is blamed only for its own tokens. */
+static int check_head(zp_api_call *c, const char *instr, bool instr_given, const char *query)
+{
+	zp_req_error err;
+	const zp_rerank_cfg *rr = &c->a->rerank;
+	int n;
+	if ((instr_given && zp_req_encode(&c->a->lim, instr, strlen(instr), c->ids, &n,
+					  "instruction", &err)) ||
+	    zp_req_encode(&c->a->lim, query, strlen(query), c->ids, &n, "query", &err))
+		return zp_api_error(c->out, err.code, err.param, "%s", err.message);
+	int w = snprintf(c->a->text, c->a->text_cap, "%s<Instruct>: %s\n<Query>: %s\n<Document>: "
+			 "%s", rr->prefix, instr, query, rr->suffix);
+	ZP_ASSERT(w >= 0 && (size_t)w < c->a->text_cap);
+	if (zp_req_encode(&c->a->lim, c->a->text, (size_t)w, c->ids, &n, "query", &err))
+		return zp_api_error(c->out, err.code, instr_given ? "instruction" : "query",
+				    "the rerank prompt without its document (the [rerank] template, "
+				    "instruction and query) is over max_tokens: %s", err.message);
+	return 0;
+}
+
 int zp_api_rerank_build(zp_api_call *c)
 {
 	int32_t *ids = c->ids;
@@ -48,6 +69,8 @@ int zp_api_rerank_build(zp_api_call *c)
 		return zp_api_full(c, c->job->rg);
 	int32_t yn[2] = { c->a->no_id, c->a->yes_id };
 	const char *instr = ins ? ins->valuestring : c->a->rerank.instruction;
+	if ((rc = check_head(c, instr, ins != NULL, q->valuestring)))
+		return rc;
 	for (int i = 0; i < nd; i++) {
 		const cJSON *d = cJSON_GetArrayItem(docs, i), *dt;
 		int n;

@@ -86,7 +86,7 @@ int zp_api_classify_build(zp_api_call *c)
 	static const char *const known[] = { "input", "labels", "model", NULL };
 	const cJSON *in = zp_api_field(c->root, "input"), *labels = zp_api_field(c->root, "labels");
 	int rc, nin, nl;
-	if ((rc = zp_api_check_fields(c, known)) || (rc = zp_api_get_list(c, in, "input", false, &nin)))
+	if ((rc = zp_api_check_fields(c, known)) || (rc = zp_api_get_list(c, in, "input", true, &nin)))
 		return rc;
 	if (!c->a->ts)
 		return zp_api_bad(c, "labels", "classify needs a tokenizer.json in the "

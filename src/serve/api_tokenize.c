@@ -14,13 +14,16 @@ int zp_api_tokenize_build(zp_api_call *c)
 	const cJSON *p = zp_api_field(c->root, "prompt");
 	bool add_special;
 	int rc, n;
+	/* before anything reads another field as a C string */
+	if (zp_json_nul_outside(c->root, (const char *const[]){ "prompt", NULL }))
+		return zp_api_bad(c, NULL, "only prompt may hold \\u0000");
 	if ((rc = zp_api_check_fields(c, known)) || (rc = zp_api_get_bool(c, "add_special_tokens", &add_special)))
 		return rc;
 	if (!cJSON_IsString(p))
 		return zp_api_bad(c, "prompt", "prompt must be a string");
 	/* The Qwen post-processor adds no tokens, so add_special_tokens changes nothing. */
 	zp_req_error err;
-	if (zp_req_encode(&c->a->lim, p->valuestring, strlen(p->valuestring), ids, &n, "prompt",
+	if (zp_req_encode(&c->a->lim, p->valuestring, zp_json_strlen(p), ids, &n, "prompt",
 			  &err))
 		return zp_api_error(c->out, err.code, err.param, "%s", err.message);
 	zp_buf_reset(c->out);
@@ -38,6 +41,9 @@ int zp_api_detokenize_build(zp_api_call *c)
 	static const char *const known[] = { "tokens", "model", NULL };
 	const cJSON *t = zp_api_field(c->root, "tokens"), *it;
 	int rc, n = 0;
+	/* before anything reads another field as a C string */
+	if (zp_json_nul_outside(c->root, (const char *const[]){ "prompt", NULL }))
+		return zp_api_bad(c, NULL, "only prompt may hold \\u0000");
 	if ((rc = zp_api_check_fields(c, known)))
 		return rc;
 	if (!c->a->tok)

@@ -14,6 +14,13 @@
 
 #include "api.h"
 
+#define ZP_CONN_LOG_WINDOW_S 10.0	/* a repeated warning: one line, then a count */
+
+static zp_log_limit log_limit(const char *what)
+{
+	return (zp_log_limit){ .what = what, .lvl = ZP_LOG_WARN, .window_s = ZP_CONN_LOG_WINDOW_S };
+}
+
 static void pool_init(zp_conn_pool *p, size_t bytes, int conns)
 {
 	p->bytes = ZP_ALIGN_UP(bytes, 64);
@@ -58,6 +65,10 @@ void zp_conns_init(zp_conns *cs, const zp_serve_cfg *cfg, size_t resp_max)
 	cs->slot = zp_xcalloc((size_t)n, sizeof *cs->slot);
 	cs->n = n;
 	cs->fault_peercred = getenv("ZP_FAULT_PEERCRED") != NULL;
+	cs->log_busy = log_limit("connections refused (503)");
+	cs->log_denied = log_limit("connections refused (403)");
+	cs->log_accept = log_limit("accepts failed");
+	cs->log_stale = log_limit("stale completions dropped");
 	/* a whole head, and one receive after it (the parser sees the head whole) */
 	cs->in_bytes = ZP_ALIGN_UP(cfg->header_bytes_max + ZP_REACTOR_BUF_BYTES, 64);
 	cs->own = zp_xalloc_aligned((size_t)n * (cs->in_bytes + ZP_CONN_OUT_BYTES));
@@ -78,10 +89,19 @@ void zp_conns_init(zp_conns *cs, const zp_serve_cfg *cfg, size_t resp_max)
 	       cs->out_pool.n, cs->out_pool.bytes >> 10);
 }
 
+static void flush_logs(zp_conns *cs, bool all)
+{
+	zp_log_limit *logs[] = { &cs->log_busy, &cs->log_denied, &cs->log_accept, &cs->log_stale };
+	for (int i = 0; i < 4; i++)
+		zp_log_limit_flush(logs[i], *cs->now, all);
+}
+
 void zp_conns_free(zp_conns *cs)
 {
 	if (!cs->slot)
 		return;
+	if (cs->now) /* the counts of the last window */
+		flush_logs(cs, true);
 	pool_free(&cs->in_pool);
 	pool_free(&cs->out_pool);
 	zp_free_aligned(cs->own);
@@ -249,7 +269,7 @@ static void process(zp_conns *cs, zp_conn *c)
 			c->close_after = true;
 			c->in_len = 0;
 			in_shrink(cs, c);
-			return zp_conn_error(cs, c, (int)-n, 0, "%s", zp_http_reason((int)-n));
+			return zp_conn_error(cs, c, (int)-n, 0, "%s", zp_http_parse_why((int)-n));
 		}
 		c->state = ZP_CONN_BODY;
 		c->t_phase = c->t_req = now;
@@ -286,33 +306,43 @@ static int peer_cred(const zp_conns *cs, int fd, struct ucred *cr)
    socket is closed either way. */
 static void refuse(zp_conns *cs, int fd, int status, const struct ucred *cr, const char *why)
 {
-	static const char full[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
-				   "Retry-After: 1\r\nConnection: close\r\n\r\n";
-	static const char denied[] = "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n"
-				     "Connection: close\r\n\r\n";
-	const char *m = status == ZP_HTTP_ERR_FORBIDDEN ? denied : full;
+	char body[320], resp[640];
+	zp_buf b, m;
+	bool denied = status == ZP_HTTP_ERR_FORBIDDEN;
+	zp_buf_init_fixed(&b, body, sizeof body);
+	zp_buf_init_fixed(&m, resp, sizeof resp);
+	if (denied)
+		zp_api_error(&b, status, NULL, "uid %d is not in this server's allow_uids",
+			     (int)cr->uid);
+	else
+		zp_api_error(&b, status, NULL, "%s; retry later", *cs->stopping ?
+			     "server is shutting down" : "too many connections (max_connections)");
+	zp_http_respond(&m, status, "application/json", b.p, b.len, false, denied ? 0 : 1, NULL);
+	ZP_ASSERT(!b.overflow && !m.overflow);
 	/* best effort: the peer may already be gone, and the socket closes anyway */
-	ssize_t w = send(fd, m, strlen(m), MSG_NOSIGNAL | MSG_DONTWAIT);
+	ssize_t w = send(fd, m.p, m.len, MSG_NOSIGNAL | MSG_DONTWAIT);
 	(void)w;
 	close_socket(fd);
 	cs->met->conns_refused++;
-	zp_log(ZP_LOG_WARN, "msg=\"connection refused\" uid=%d pid=%d why=%s", (int)cr->uid,
-	       (int)cr->pid, why);
+	zp_log_limited(denied ? &cs->log_denied : &cs->log_busy, *cs->now,
+		       "msg=\"connection refused\" uid=%d pid=%d why=%s", (int)cr->uid,
+		       (int)cr->pid, why);
 }
 
 void zp_conn_accept(zp_conns *cs, const zp_reactor_event *ev, int which)
 {
 	if (ev->res < 0) {
 		if (ev->res != -ECANCELED)
-			zp_log(ZP_LOG_WARN, "msg=\"accept failed\" error=\"%s\"", strerror(-ev->res));
+			zp_log_limited(&cs->log_accept, *cs->now, "msg=\"accept failed\" error=\"%s\"",
+				       strerror(-ev->res));
 		return;
 	}
 	int fd = ev->res;
 	/* the metrics listener is loopback TCP and read-only: no credentials there */
 	struct ucred cr = { .pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1 };
 	if (which == 0 && peer_cred(cs, fd, &cr)) {
-		zp_log(ZP_LOG_ERROR, "msg=\"SO_PEERCRED failed: closing\" error=\"%s\"",
-		       strerror(errno));
+		zp_log_limited(&cs->log_accept, *cs->now, "msg=\"SO_PEERCRED failed: closing\" "
+			       "error=\"%s\"", strerror(errno));
 		close_socket(fd);
 		cs->met->conns_refused++;
 		return;
@@ -444,8 +474,8 @@ void zp_conn_event(zp_conns *cs, const zp_reactor_event *ev)
 	ZP_ASSERT(ev->slot < (uint32_t)cs->n);
 	zp_conn *c = &cs->slot[ev->slot];
 	if (c->gen != ev->gen || c->state == ZP_CONN_FREE) {
-		zp_log(ZP_LOG_WARN, "msg=\"stale completion dropped\" op=%d conn=%u", (int)ev->op,
-		       ev->slot);
+		zp_log_limited(&cs->log_stale, *cs->now, "msg=\"stale completion dropped\" op=%d "
+			       "conn=%u", (int)ev->op, ev->slot);
 		return;
 	}
 	if (ev->op == ZP_REACTOR_RECV)
@@ -459,6 +489,7 @@ void zp_conn_event(zp_conns *cs, const zp_reactor_event *ev)
 void zp_conn_check_timeouts(zp_conns *cs)
 {
 	const zp_serve_cfg *cfg = cs->cfg;
+	flush_logs(cs, false);
 	for (int i = 0; i < cs->n; i++) {
 		zp_conn *c = &cs->slot[i];
 		double age_ms = (*cs->now - c->t_phase) * 1e3;

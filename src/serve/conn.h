@@ -103,6 +103,9 @@ typedef struct {
 	/* tests: the environment variable ZP_FAULT_PEERCRED (any value) makes
 	   every SO_PEERCRED answer short, as a kernel failing it would */
 	bool fault_peercred;
+	/* warnings one per connection or completion: a flood of them is
+	   counted, one line per window (flushed by zp_conn_check_timeouts) */
+	zp_log_limit log_busy, log_denied, log_accept, log_stale;
 } zp_conns;
 
 /* Start-up: cfg->max_connections connections, their buffers and the pools,

@@ -118,6 +118,10 @@ static int parse_header(const char *p, const char *end, size_t body_max, zp_http
 			r->keep_alive = false;
 		else if (list_has(v, vl, "keep-alive"))
 			r->keep_alive = true;
+	} else if (nl == 16 && !strncasecmp(p, "content-encoding", 16)) {
+		/* bodies are not decoded: a compressed one would read as bad JSON */
+		if (!value_is(v, vl, "identity"))
+			return -ZP_HTTP_ERR_MEDIA;
 	} else if (nl == 6 && !strncasecmp(p, "expect", 6)) {
 		if (!value_is(v, vl, "100-continue"))
 			/* 417 in RFC terms; a client that sends another never waits */
@@ -168,6 +172,8 @@ long zp_http_parse(const char *buf, size_t len, size_t head_max, size_t body_max
 			return rc;
 		p = eol + 2;
 	}
+	if (r->method == ZP_HTTP_POST && !seen_len)
+		return -ZP_HTTP_ERR_LENGTH_REQUIRED; /* every endpoint's body is Content-Length */
 	r->head_bytes = (size_t)(end + 2 - buf);
 	return (long)r->head_bytes;
 }
@@ -196,9 +202,25 @@ const char *zp_http_reason(int status)
 	}
 }
 
+const char *zp_http_parse_why(int status)
+{
+	switch (status) {
+	case ZP_HTTP_ERR_LENGTH_REQUIRED:
+		return "a POST needs a Content-Length header (chunked bodies are not accepted)";
+	case ZP_HTTP_ERR_MEDIA:
+		return "Content-Encoding is not supported: send the body uncompressed (identity)";
+	case ZP_HTTP_ERR_VERSION: return "only HTTP/1.0 and HTTP/1.1 are served";
+	case ZP_HTTP_ERR_TOO_LARGE: return "Content-Length is over body_bytes_max";
+	case ZP_HTTP_ERR_URI_TOO_LONG: return "request target is too long";
+	case ZP_HTTP_ERR_HEAD_TOO_LARGE: return "request head is over header_bytes_max";
+	default: return "malformed HTTP request head";
+	}
+}
+
 const char *zp_http_err_type(int status)
 {
 	return status == ZP_HTTP_ERR_UNAVAILABLE ? "service_unavailable" :
+	       status == ZP_HTTP_ERR_VERSION	  ? "invalid_request_error" : /* the client's */
 	       status >= 500			  ? "internal_error" :
 	       status == ZP_HTTP_ERR_NOT_FOUND	  ? "not_found_error" :
 						    "invalid_request_error";

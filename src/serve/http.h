@@ -23,9 +23,10 @@ enum zp_http_err {
 	ZP_HTTP_ERR_NOT_FOUND = 404,		/* no such path, or another model */
 	ZP_HTTP_ERR_METHOD = 405,		/* path served by other methods */
 	ZP_HTTP_ERR_TIMEOUT = 408,		/* head or body not received in time */
-	ZP_HTTP_ERR_LENGTH_REQUIRED = 411,	/* chunked body */
+	ZP_HTTP_ERR_LENGTH_REQUIRED = 411,	/* chunked body, or a POST without Content-Length */
 	ZP_HTTP_ERR_TOO_LARGE = 413,		/* body over the limit */
 	ZP_HTTP_ERR_URI_TOO_LONG = 414,
+	ZP_HTTP_ERR_MEDIA = 415,		/* a Content-Encoding (bodies are not decoded) */
 	ZP_HTTP_ERR_HEAD_TOO_LARGE = 431,
 	ZP_HTTP_ERR_INTERNAL = 500,		/* a forward pass failed */
 	ZP_HTTP_ERR_UNAVAILABLE = 503,		/* loading, full, stopping */
@@ -47,14 +48,18 @@ typedef struct {
 /* Parse the head at buf[0..len).
    > 0: complete; the head is that many bytes and *r is filled.
      0: incomplete (and still within head_max bytes).
-   < 0: -status to answer before closing: 400 malformed, 411 chunked,
-        413 Content-Length over body_max, 414 path too long, 431 head over
-        head_max, 505 not HTTP/1.x. */
+   < 0: -status to answer before closing: 400 malformed, 411 chunked or a
+        POST without Content-Length, 413 Content-Length over body_max, 414
+        path too long, 415 a Content-Encoding other than identity, 431 head
+        over head_max, 505 not HTTP/1.x. */
 long zp_http_parse(const char *buf, size_t len, size_t head_max, size_t body_max, zp_http_req *r);
+/* The error message for a status zp_http_parse returned (negated). */
+const char *zp_http_parse_why(int status);
 
 const char *zp_http_reason(int status);
 /* The OpenAI-style error type of a status: "invalid_request_error" (4xx but
-   404), "not_found_error", "service_unavailable" (503), "internal_error". */
+   404, and 505), "not_found_error", "service_unavailable" (503),
+   "internal_error" (the other 5xx). */
 const char *zp_http_err_type(int status);
 
 /* A whole response: head (Content-Type, Content-Length, Connection,

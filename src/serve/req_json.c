@@ -134,7 +134,7 @@ static int parse_cand_strings(zp_req *r, const cJSON *a, const zp_req_limits *li
 		int32_t id[2];
 		if (!cJSON_IsString(it))
 			return zp_req_fail(err, "candidates", "candidates[%d] must be a string", i);
-		int n = zp_tok_encode(lim->tok, it->valuestring, strlen(it->valuestring), id, 2);
+		int n = zp_tok_encode(lim->tok, it->valuestring, zp_json_strlen(it), id, 2);
 		if (n < 0) {
 			zp_req_fail(err, "candidates", "candidates[%d] is over the %zu bytes of text "
 				    "a request may hold", i, zp_tok_state_text_max(lim->tok));
@@ -159,7 +159,7 @@ static int parse_prompt(zp_req *r, const cJSON *o, const zp_req_limits *lim, zp_
 	if (text) {
 		if (!cJSON_IsString(text))
 			return zp_req_fail(err, "prompt", "prompt must be a string");
-		if (zp_req_set_text(r, text->valuestring, strlen(text->valuestring), lim, "prompt",
+		if (zp_req_set_text(r, text->valuestring, zp_json_strlen(text), lim, "prompt",
 				    err))
 			return -1;
 	} else if (int_array(r, toks, "prompt_token_ids", lim->vocab, lim->seq_tokens_max,
@@ -248,15 +248,19 @@ static int parse(zp_req *r, const char *json, size_t len, const zp_req_limits *l
 
 	if (zp_json_check_utf8(json, len))
 		return zp_req_fail(err, NULL, "request is not valid UTF-8 (or holds a NUL byte)");
-	root = zp_json_parse(json, len);
+	root = zp_json_parse_text(json, len); /* \u0000: in the two texts read with their length */
 	if (!root && r->region && r->region->fails != fails)
 		return zp_req_full(r, err);
 	if (!root)
-		return zp_req_fail(err, NULL, "request is not valid JSON (one value per line, no NUL "
-				   "escapes)");
+		return zp_req_fail(err, NULL, "request is not valid JSON (one object, nothing "
+				   "after it)");
 	if (!cJSON_IsObject(root)) {
 		cJSON_Delete(root);
 		return zp_req_fail(err, NULL, "request must be a JSON object");
+	}
+	if (zp_json_nul_outside(root, (const char *const[]){ "prompt", "candidates", NULL })) {
+		cJSON_Delete(root);
+		return zp_req_fail(err, NULL, "only prompt and candidates may hold \\u0000");
 	}
 	if ((id = cJSON_GetObjectItemCaseSensitive(root, "id"))) {
 		char *s = print_id(r, id);

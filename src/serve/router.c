@@ -28,6 +28,12 @@ static const zp_route_entry routes[] = {
 };
 #define NROUTES (sizeof routes / sizeof *routes)
 
+const zp_route_entry *zp_route_rows(size_t *n)
+{
+	*n = NROUTES;
+	return routes;
+}
+
 const zp_route_entry *zp_route_find(enum zp_http_method m, const char *path, int *status)
 {
 	bool path_known = false;

@@ -48,6 +48,8 @@ const zp_route_entry *zp_route_find(enum zp_http_method m, const char *path, int
 const char *zp_route_allow(const char *path);
 /* The first row of endpoint id (not ZP_ROUTE_OTHER). */
 const zp_route_entry *zp_route_of(enum zp_route id);
+/* Every row, in table order (the man page lists them): *n rows. */
+const zp_route_entry *zp_route_rows(size_t *n);
 /* Label of any id, ZP_ROUTE_OTHER ("other") included. */
 const char *zp_route_name(enum zp_route id);
 bool zp_route_needs_model(enum zp_route id);

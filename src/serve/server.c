@@ -4,7 +4,8 @@
    reactor (reactor.c, bounded by the next deadline), hands connection
    completions to conn.c, cuts batches for idle executors and checks
    timeouts. It never blocks and never runs a forward pass; tokenizing a
-   request is its bounded work (the body limit). The loader thread loads the
+   small request is its bounded work, and a body of ZP_OFFLOAD_BODY_MIN bytes
+   or more is built on the offload worker (offload.h). The loader thread loads the
    weights and starts the executors while the reactor already answers
    /health (503 with progress) and /tokenize.
 
@@ -38,9 +39,11 @@
 #include "http.h"
 #include "metrics.h"
 #include "model.h"
+#include "offload.h"
 #include "reactor.h"
 #include "router.h"
 #include "scheduler.h"
+#include "sd.h"
 #include "serve.h"
 #include "tokenizer.h"
 #include "util.h"
@@ -66,6 +69,7 @@ typedef struct {
 	zp_sched sched;
 	zp_metrics met;
 	zp_api api;
+	zp_offload *off;		/* builds large bodies off this thread (NULL: none fit) */
 	zp_tok *tok;
 	zp_config mcfg;
 	zp_model model;
@@ -81,6 +85,15 @@ typedef struct {
 	bool accept_armed[2];		/* [0] the Unix socket, [1] the metrics listener */
 	bool accept_rearm[2];		/* ended on an error: armed again at the next scan */
 	int exit_code;
+	bool sock_owned;		/* we created the socket file (not systemd): ours to
+					   unlink at stop, or when the start fails */
+	/* systemd (sd.h): load progress as STATUS, watchdog pings while executors
+	   make progress */
+	int status_layers;		/* layers_done last reported */
+	double wd_s, wd_next;		/* watchdog period (0: none), next ping */
+	uint64_t *beats;		/* [live] each executor's count at its last change */
+	double *beat_at;		/* [live] when it last changed, or was idle */
+	bool wd_withheld;		/* the last ping was withheld (logged once per stall) */
 	zp_buf body;			/* response bodies (fixed: zp_api_response_bytes) */
 	double now, next_scan;
 } server;
@@ -188,6 +201,57 @@ static zp_api_job *job_take(server *s)
 	return j;
 }
 
+/* The job slot for a request that runs the model, or NULL with the 503
+   sent (stopping, loading, every slot in use). */
+static zp_api_job *model_job(server *s, zp_conn *c)
+{
+	if (s->stopping) {
+		respond_error(s, c, ZP_HTTP_ERR_UNAVAILABLE, 1, "%s", "server is shutting down");
+		return NULL;
+	}
+	if (!s->ready) {
+		respond_error(s, c, ZP_HTTP_ERR_UNAVAILABLE, 1, "%s",
+			      "model is loading; see GET /health");
+		return NULL;
+	}
+	zp_api_job *j = job_take(s);
+	if (!j) {
+		s->met.overloaded++;
+		respond_error(s, c, ZP_HTTP_ERR_UNAVAILABLE, 1, "%s",
+			      "queue is full (requests); retry later");
+	}
+	return j;
+}
+
+/* A built job into the scheduler; the connection waits for its answer. */
+static void admit(server *s, zp_conn *c, zp_api_job *j)
+{
+	if (zp_sched_admit(&s->sched, &j->eng, s->now)) {
+		job_put_back(s, j);
+		s->met.overloaded++;
+		return respond_error(s, c, ZP_HTTP_ERR_UNAVAILABLE, 1, "%s",
+				     "queue is full (tokens); retry later");
+	}
+	j->eng.owner = owner_pack(zp_conn_slot(&s->cx, c), c->gen);
+	c->job = j;
+	c->state = ZP_CONN_ENGINE;
+}
+
+/* A large body is built on the offload worker: the connection waits in
+   ENGINE without a job until the build comes back (offload_reap). */
+static void offload(server *s, zp_conn *c, zp_api_job *j, const char *body, size_t len)
+{
+	if (zp_offload_submit(s->off, owner_pack(zp_conn_slot(&s->cx, c), c->gen), c->ep, body,
+			      len, j)) {
+		if (j)
+			job_put_back(s, j);
+		s->met.overloaded++;
+		return respond_error(s, c, ZP_HTTP_ERR_UNAVAILABLE, 1, "%s", "every slot for "
+				     "large request bodies is in use; retry later");
+	}
+	c->state = ZP_CONN_ENGINE;
+}
+
 /* A whole request (head and body) is in c->in (conn.c's on_request). */
 static void handle_request(void *arg, zp_conn *c)
 {
@@ -204,34 +268,52 @@ static void handle_request(void *arg, zp_conn *c)
 	if (c->metrics_only && !(r->flags & ZP_ROUTE_SCRAPE))
 		return respond_error(s, c, ZP_HTTP_ERR_NOT_FOUND, 0, "%s",
 				     "this listener serves GET /metrics only");
-	if (!(r->flags & ZP_ROUTE_NEEDS_MODEL))
+	/* parsing and tokenizing a large body would hold every other connection */
+	bool big = s->off && len >= ZP_OFFLOAD_BODY_MIN && (r->flags & ZP_ROUTE_JSON);
+	if (!(r->flags & ZP_ROUTE_NEEDS_MODEL) && !big)
 		return answer_now(s, c, body, len);
-	if (s->stopping)
-		return respond_error(s, c, ZP_HTTP_ERR_UNAVAILABLE, 1, "%s", "server is shutting down");
-	if (!s->ready)
-		return respond_error(s, c, ZP_HTTP_ERR_UNAVAILABLE, 1, "%s",
-				     "model is loading; see GET /health");
-	zp_api_job *j = job_take(s);
-	if (!j) {
-		s->met.overloaded++;
-		return respond_error(s, c, ZP_HTTP_ERR_UNAVAILABLE, 1, "%s",
-				     "queue is full (requests); retry later");
-	}
+	zp_api_job *j = NULL;
+	if ((r->flags & ZP_ROUTE_NEEDS_MODEL) && !(j = model_job(s, c)))
+		return;
+	if (big)
+		return offload(s, c, j, body, len);
 	zp_api_reply reply = { .body = &s->body };
 	status = zp_api_build(&s->api, c->ep, NULL, body, len, j, &reply);
 	if (status > 0) {
 		job_put_back(s, j);
 		return respond_json(s, c, body_fits(s, status), 0);
 	}
-	if (zp_sched_admit(&s->sched, &j->eng, s->now)) {
-		job_put_back(s, j);
-		s->met.overloaded++;
-		return respond_error(s, c, ZP_HTTP_ERR_UNAVAILABLE, 1, "%s",
-				     "queue is full (tokens); retry later");
+	admit(s, c, j);
+}
+
+/* Builds the offload worker finished: answered, or admitted. A connection
+   that went away meanwhile (its slot closed, or reused) is not answered. */
+static void offload_reap(server *s)
+{
+	zp_offload_done d;
+	while (s->off && zp_offload_poll(s->off, &d)) {
+		uint32_t slot = (uint32_t)(d.owner >> 32), gen = (uint32_t)d.owner;
+		ZP_ASSERT(slot < (uint32_t)s->cx.n);
+		zp_conn *c = &s->cx.slot[slot];
+		bool waiting = c->gen == gen && c->state == ZP_CONN_ENGINE && !c->job;
+		if (d.job && (!waiting || d.status > 0))
+			job_put_back(s, d.job);
+		if (!waiting) {
+			s->met.dropped_gone++;
+		} else if (d.status > 0 && d.reply->body->overflow) {
+			zp_api_error(&s->body, ZP_HTTP_ERR_INTERNAL, NULL, "the response is over the "
+				     "%zu-byte response buffer (sized from the limits)",
+				     d.reply->body->cap);
+			respond_json(s, c, ZP_HTTP_ERR_INTERNAL, 0);
+		} else if (d.status > 0) {
+			respond(s, c, d.status, d.reply->content_type, d.reply->body->p,
+				d.reply->body->len, d.reply->retry_after_s);
+		} else {
+			ZP_ASSERT(d.job); /* only routes that run the model build a job */
+			admit(s, c, d.job);
+		}
+		zp_offload_release(s->off, d.slot);
 	}
-	j->eng.owner = owner_pack(zp_conn_slot(&s->cx, c), c->gen);
-	c->job = j;
-	c->state = ZP_CONN_ENGINE;
 }
 
 /* The client of an admitted job has gone (conn.c's on_gone): drop the job. */
@@ -347,7 +429,11 @@ static void begin_stop(server *s, const char *why)
 	for (int w = 0; w < 2; w++)
 		if (s->accept_armed[w])
 			zp_reactor_cancel_accept(&s->rx, (uint32_t)w);
-	if (unlink(s->cfg.socket) && errno != ENOENT) /* the next start clears a stale one */
+	zp_sd_notify("STOPPING=1\nSTATUS=stopping (%s): finishing %d admitted requests", why,
+		     s->sched.requests);
+	/* the next start clears a stale one; systemd's socket stays for the next
+	   instance (connections made meanwhile wait in its backlog) */
+	if (s->sock_owned && unlink(s->cfg.socket) && errno != ENOENT)
 		zp_log(ZP_LOG_WARN, "msg=\"cannot remove the socket\" path=%s error=\"%s\"",
 		       s->cfg.socket, strerror(errno));
 	zp_conns_stop(&s->cx);
@@ -367,6 +453,10 @@ static void on_event(server *s)
 			size_t resident = 0;
 			for (int i = 0; i < s->live; i++)
 				resident += zp_place_resident_bytes(pl, i);
+			s->beats = zp_xcalloc((size_t)s->live, sizeof *s->beats);
+			s->beat_at = zp_xcalloc((size_t)s->live, sizeof *s->beat_at);
+			for (int i = 0; i < s->live; i++)
+				s->beat_at[i] = s->now;
 			zp_sched_cfg sc = { .policy = (enum zp_sched_policy)s->cfg.schedule,
 					    .executors = s->live, .model = &s->mcfg,
 					    .gather_s = s->cal.gather_s, .flops_per_s = s->cal.flops_per_s,
@@ -378,13 +468,18 @@ static void on_event(server *s)
 			       "threshold_gflop=%.3f", s->live, zp_parallel_name(zp_place_parallel(pl)),
 			       (double)resident / (1 << 20), zp_sched_policy_name(s->sched.policy),
 			       s->sched.threshold * 1e-9);
+			zp_sd_notify("READY=1\nSTATUS=serving: %d executors, %s, %.0f MB resident",
+				     s->live, zp_parallel_name(zp_place_parallel(pl)),
+				     (double)resident / (1 << 20));
 		} else {
 			zp_log(ZP_LOG_ERROR, "msg=\"model load failed\" error=\"%s\"", s->load_err.msg);
+			zp_sd_notify("STATUS=model load failed: %s", s->load_err.msg);
 			s->exit_code = s->stopping ? 0 : 1;
 			begin_stop(s, "load-failed");
 		}
 	}
 	reap(s);
+	offload_reap(s);
 }
 
 static void on_accept(server *s, const zp_reactor_event *ev, int which)
@@ -423,7 +518,54 @@ static void on_completion(void *arg, const zp_reactor_event *ev)
 static bool finished(server *s)
 {
 	return s->stopping && s->loader_joined && s->sched.requests == 0 && s->met.conns_open == 0 &&
-	       !s->accept_armed[0] && !s->accept_armed[1];
+	       !s->accept_armed[0] && !s->accept_armed[1] && zp_offload_inflight(s->off) == 0;
+}
+
+/* systemd: loading progress as STATUS lines (once per layer). */
+static void report_status(server *s)
+{
+	if (s->ready || s->stopping || !zp_sd_notifying())
+		return;
+	int done = atomic_load(&s->progress.layers_done), all = atomic_load(&s->progress.layers);
+	if (done == s->status_layers)
+		return;
+	s->status_layers = done;
+	zp_sd_notify("STATUS=loading %s: layer %d of %d", s->cfg.model, done, all);
+}
+
+/* Whether every executor is making progress: idle, or its layer count moved
+   within the last half watchdog period. A wedged one (a deadlock, a device
+   that stopped answering) stands still while busy. Before the model is
+   ready the loader is bounded by the unit's TimeoutStartSec instead. */
+static bool executors_progress(server *s)
+{
+	bool ok = true;
+	for (int i = 0; s->ready && i < s->live; i++) {
+		bool running;
+		uint64_t n = zp_engine_beats(s->eng, i, &running);
+		if (!running || n != s->beats[i]) {
+			s->beats[i] = n;
+			s->beat_at[i] = s->now;
+		} else if (s->now - s->beat_at[i] > s->wd_s / 2) {
+			if (!s->wd_withheld)
+				zp_log(ZP_LOG_ERROR, "msg=\"executor made no progress: withholding the "
+				       "watchdog ping\" executor=%d stalled_s=%.1f", i,
+				       s->now - s->beat_at[i]);
+			ok = false;
+		}
+	}
+	s->wd_withheld = !ok;
+	return ok;
+}
+
+/* systemd's watchdog: a ping each half period while executors progress. */
+static void watchdog(server *s)
+{
+	if (s->wd_s <= 0 || s->now < s->wd_next)
+		return;
+	s->wd_next = s->now + s->wd_s / 2;
+	if (executors_progress(s))
+		zp_sd_notify("WATCHDOG=1");
 }
 
 static void loop(server *s)
@@ -443,6 +585,8 @@ static void loop(server *s)
 					listen_on(s, w);
 				}
 			zp_conn_check_timeouts(&s->cx);
+			report_status(s);
+			watchdog(s);
 			s->next_scan = s->now + SCAN_S;
 		}
 	}
@@ -455,6 +599,14 @@ static int open_socket(server *s, zp_err *e)
 	struct sockaddr_un a = { .sun_family = AF_UNIX };
 	const char *path = s->cfg.socket;
 	struct stat st;
+	char passed[sizeof a.sun_path];
+	if (zp_sd_listen_fd(&s->lfd, passed, sizeof passed, e))
+		return -1;
+	if (s->lfd >= 0) { /* socket activation: systemd owns the file and its mode */
+		zp_log(ZP_LOG_INFO, "msg=\"serving on the socket systemd passed\" fd=%d path=%s",
+		       s->lfd, passed[0] ? passed : "(unnamed)");
+		return 0;
+	}
 	if (strlen(path) >= sizeof a.sun_path)
 		return zp_errf(e, "socket path over %zu bytes", sizeof a.sun_path - 1);
 	strcpy(a.sun_path, path);
@@ -472,8 +624,10 @@ static int open_socket(server *s, zp_err *e)
 				       strerror(errno));
 	}
 	s->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (s->lfd < 0 || bind(s->lfd, (struct sockaddr *)&a, sizeof a) ||
-	    listen(s->lfd, LISTEN_BACKLOG))
+	if (s->lfd < 0 || bind(s->lfd, (struct sockaddr *)&a, sizeof a))
+		return zp_errf(e, "%s: %s", path, strerror(errno));
+	s->sock_owned = true;
+	if (listen(s->lfd, LISTEN_BACKLOG))
 		return zp_errf(e, "%s: %s", path, strerror(errno));
 	if (chmod(path, (mode_t)s->cfg.socket_mode))
 		return zp_errf(e, "chmod %s: %s", path, strerror(errno));
@@ -537,6 +691,8 @@ static int setup(server *s, zp_err *e)
 	zp_req_limits lim = { .vocab = s->mcfg.vocab, .seq_tokens_max = c->seq_tokens_max,
 			      .hidden = s->mcfg.hidden };
 	zp_api_init(&s->api, s->tok, &lim, c->body_bytes_max, c->model_name, &c->rerank);
+	if (zp_api_check(&s->api, e))
+		return -1;
 	zp_sched_init(&s->sched, c->queue_requests_max, c->queue_tokens_max, c->batch_tokens_max,
 		      c->batch_wait_us >= 0 ? c->batch_wait_us / 1e6 : c->batch_wait_ms / 1e3);
 	size_t resp = zp_api_response_bytes(&s->api);
@@ -559,6 +715,9 @@ static int setup(server *s, zp_err *e)
 		s->job_free = &s->jobs[i].eng;
 	}
 	zp_buf_init_fixed(&s->body, NULL, resp + 1);
+	if (c->body_bytes_max >= ZP_OFFLOAD_BODY_MIN) /* rung only after a submit: bell set below */
+		s->off = zp_offload_new(s->tok, &lim, c->body_bytes_max, c->model_name, &c->rerank,
+					resp, &s->done);
 	zp_log(ZP_LOG_INFO, "msg=\"request memory\" job_region_kb=%zu jobs=%d parse_region_kb=%zu "
 	       "response_kb=%zu", job_bytes >> 10, c->queue_requests_max, s->api.parse.cap >> 10,
 	       resp >> 10);
@@ -582,8 +741,11 @@ static void teardown(server *s)
 		zp_model_free(&s->model);
 	}
 	free(s->lstats);
+	free(s->beats);
+	free(s->beat_at);
 	zp_sched_free(&s->sched);
 	zp_conns_free(&s->cx);
+	zp_offload_free(s->off); /* before the tokenizer its worker reads */
 	for (int i = 0; s->job_rg && i < s->cfg.queue_requests_max; i++)
 		zp_region_free(&s->job_rg[i]);
 	free(s->job_rg);
@@ -592,6 +754,10 @@ static void teardown(server *s)
 	zp_api_free(&s->api);
 	zp_tok_free(s->tok);
 	zp_reactor_free(&s->rx);
+	/* a start that failed after binding: begin_stop did not run to remove it */
+	if (s->sock_owned && !s->stopping && unlink(s->cfg.socket) && errno != ENOENT)
+		zp_log(ZP_LOG_WARN, "msg=\"cannot remove the socket\" path=%s error=\"%s\"",
+		       s->cfg.socket, strerror(errno));
 	if (s->lfd > 0)
 		close(s->lfd);
 	if (s->mfd > 0)
@@ -620,6 +786,11 @@ int zp_serve_main(int argc, char **argv)
 		return 2;
 	}
 	zp_log_min = (enum zp_log_level)s->cfg.log_level;
+	if (zp_sd_init(&e)) {
+		zp_log(ZP_LOG_ERROR, "msg=\"cannot start\" error=\"%s\"", e.msg);
+		zp_serve_cfg_free(&s->cfg);
+		return 2;
+	}
 	if (setup(s, &e)) {
 		zp_log(ZP_LOG_ERROR, "msg=\"cannot start\" error=\"%s\"", e.msg);
 		teardown(s);
@@ -628,9 +799,9 @@ int zp_serve_main(int argc, char **argv)
 	}
 	zp_metrics_init(&s->met, zp_now_s());
 	zp_log(ZP_LOG_INFO, "msg=listening socket=%s mode=%04o model=%s tokenizer=%s executors=%d "
-	       "max_tokens=%d max_batch_tokens=%d queue_requests_max=%d", s->cfg.socket,
-	       s->cfg.socket_mode, s->cfg.model, s->tok ? "yes" : "no", s->cfg.executors,
-	       s->cfg.seq_tokens_max, s->cfg.batch_tokens_max, s->cfg.queue_requests_max);
+	       "max_tokens=%d max_batch_tokens=%d queue_requests_max=%d",
+	       s->sock_owned ? s->cfg.socket : "systemd", s->cfg.socket_mode, s->cfg.model,
+	       s->tok ? "yes" : "no", s->cfg.executors, s->cfg.seq_tokens_max, s->cfg.batch_tokens_max, s->cfg.queue_requests_max);
 	atomic_store(&s->progress.layers, s->mcfg.layers);
 	if ((rc = pthread_create(&s->loader, NULL, loader_main, s))) {
 		zp_log(ZP_LOG_ERROR, "msg=\"cannot start\" error=\"loader thread: %s\"", strerror(rc));
@@ -644,6 +815,12 @@ int zp_serve_main(int argc, char **argv)
 	zp_reactor_read(&s->rx, zp_bell_fd(&s->done), &s->efd_val, sizeof s->efd_val, ZP_REACTOR_EVENT);
 	zp_reactor_read(&s->rx, s->sfd, &s->sig, sizeof s->sig, ZP_REACTOR_SIGNAL);
 	s->next_scan = zp_now_s() + SCAN_S;
+	s->wd_s = zp_sd_watchdog_s();
+	s->wd_next = zp_now_s();
+	zp_sd_notify("STATUS=loading %s", s->cfg.model);
+	if (s->wd_s > 0)
+		zp_log(ZP_LOG_INFO, "msg=\"systemd watchdog\" period_s=%.3f ping_every_s=%.3f",
+		       s->wd_s, s->wd_s / 2);
 	loop(s);
 	zp_log(ZP_LOG_INFO, "msg=stopped requests_tokens=%llu batches=%llu exit=%d",
 	       (unsigned long long)s->met.tokens_total, (unsigned long long)s->met.batches_total,

@@ -1,0 +1,41 @@
+#!/bin/sh
+# test_cli_faults.sh -- what a newcomer meets at the command line (issue 9):
+# every subcommand's --help (and `zprefill --help`) prints its usage on stdout
+# and exits 0; `zprefill prefill` answers line n of its input with line n of
+# its output, a blank line with an error line.
+set -u
+cd "$(dirname "$0")/.."
+Z=${ZPREFILL:-./zprefill}
+T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+fail=0
+
+for c in "" serve prefill bench tokenize score classify embed health; do
+	for h in --help -h; do
+		$Z $c $h > "$T/out" 2> "$T/err"; rc=$?
+		[ $rc -eq 0 ] && grep -q "usage: zprefill" "$T/out" ||
+			{ echo "FAIL: zprefill $c $h: exit $rc, stdout $(wc -c < "$T/out") bytes"; fail=1; }
+	done
+done
+$Z help > "$T/out" 2>&1 && grep -q "usage: zprefill" "$T/out" || { echo "FAIL: zprefill help"; fail=1; }
+# a usage error is still exit 2, on stderr
+$Z nosuchcommand > "$T/out" 2> "$T/err"; rc=$?
+[ $rc -eq 2 ] && [ ! -s "$T/out" ] && grep -q "usage:" "$T/err" || { echo "FAIL: unknown command: exit $rc"; fail=1; }
+$Z score --socket /nonexistent > "$T/out" 2> "$T/err"; rc=$?
+[ $rc -eq 2 ] || { echo "FAIL: score without its arguments: exit $rc"; fail=1; }
+
+# prefill: blank lines (empty, CR only) answered in place
+printf '%s\n' '{"id":"a","prompt_token_ids":[1,2]}' '' '{"id":"b","prompt_token_ids":[3]}' > "$T/in"
+printf '\r\n' >> "$T/in"
+printf '%s\n' '{"id":"c","prompt_token_ids":[4,5,6]}' >> "$T/in"
+$Z prefill --model tests/models/odd --dtype fp32 < "$T/in" > "$T/res" 2> "$T/err"; rc=$?
+[ $rc -eq 0 ] || { echo "FAIL: prefill exit $rc"; cat "$T/err"; fail=1; }
+nin=$(wc -l < "$T/in"); nout=$(wc -l < "$T/res")
+[ "$nin" -eq "$nout" ] || { echo "FAIL: prefill: $nin lines in, $nout out"; fail=1; }
+sed -n 1p "$T/res" | grep -q '"id":"a","num_prompt_tokens":2' || { echo "FAIL: line 1"; fail=1; }
+sed -n 2p "$T/res" | grep -q '"code":400' || { echo "FAIL: blank line 2 unanswered"; fail=1; }
+sed -n 3p "$T/res" | grep -q '"id":"b","num_prompt_tokens":1' || { echo "FAIL: line 3"; fail=1; }
+sed -n 4p "$T/res" | grep -q '"code":400' || { echo "FAIL: CR line 4 unanswered"; fail=1; }
+sed -n 5p "$T/res" | grep -q '"id":"c","num_prompt_tokens":3' || { echo "FAIL: line 5"; fail=1; }
+cat "$T/res" | cut -c1-100
+[ $fail -eq 0 ] && echo "test_cli_faults: ok" || echo "test_cli_faults: FAIL"
+exit $fail
