@@ -3,7 +3,16 @@
    released by finish); FIFO order across jobs; a batch cut by the token
    budget, by the sequence cap of one forward, and by the wait (not before
    it: the wake-up time is reported); force; a job whose sequences span
-   batches; cancel of a queued job and of one partly out. */
+   batches; cancel of a queued job and of one partly out. Then the cost
+   model against a hand count on a tiny config, and the routing policies
+   (scheduler.h): prefix_flops to the longest prefix match, ties to the lower
+   load, no match to the least loaded; saturation (nobody below T: nothing
+   routed until a batch comes back); the bounded wait below T and the cut at
+   T; the aging bound against a stream of cache hits; least_tokens, vllm and
+   prefix_flops choosing differently on one constructed state; the shadow
+   from completion records (pending, committed, a failed batch, evictions,
+   overflow, more than the cache holds); cancel of routed sequences. */
+#include <math.h>
 #include <string.h>
 
 #include "check.h"
@@ -16,13 +25,14 @@ static zp_job job[JOBS];
 static zp_req seq[JOBS][SEQS];
 static zp_batch batch;
 
-/* Job i with n sequences of ntok tokens each. */
+/* Job i with n sequences of ntok tokens each (ids: none). */
 static zp_job *mk(int i, int n, int ntok)
 {
 	memset(&job[i], 0, sizeof job[i]);
 	for (int k = 0; k < n; k++) {
 		memset(&seq[i][k], 0, sizeof seq[i][k]);
 		seq[i][k].ntok = ntok;
+		seq[i][k].plp_start = -1;
 	}
 	job[i].seq = seq[i];
 	job[i].nseq = n;
@@ -136,11 +146,400 @@ static void cancel(void)
 	CHECK(s.requests == 0 && s.tokens == 0, "all released");
 }
 
+/* ---- cost model ---- */
+
+/* 2 MoE layers, H 8, Nq 2, Nkv 1, d 4, E 4, k 2, expert width 6, vocab 10.
+   Per token and layer: projections 2*8*(2*4 + 2*1*4) + 2*2*4*8 = 384, router
+   2*8*4 = 64, experts 2*2*3*8*6 = 576: 1024. A pair: 4*2*4 = 32. A head row:
+   2*8*10 = 160 (80 per layer over 2 layers). */
+static zp_config tiny_cfg(void)
+{
+	zp_config c = { .moe = true, .hidden = 8, .layers = 2, .heads = 2, .kv_heads = 1,
+			.head_dim = 4, .ffn = 10, .moe_ffn = 6, .experts = 4, .topk = 2, .vocab = 10 };
+	c.sparse[0] = c.sparse[1] = true;
+	return c;
+}
+
+static void cost_model(void)
+{
+	zp_config c = tiny_cfg();
+	zp_cost k;
+	zp_cost_init(&k, &c);
+	CHECK(k.lin_tok == 2048 && k.pair == 64 && k.head_row == 160 && k.mlp_tok == 2 * 640,
+	      "sums over layers (lin %g pair %g row %g mlp %g)", k.lin_tok, k.pair, k.head_row,
+	      k.mlp_tok);
+	/* 20 tokens, nothing cached, one row: 1024*20 + 32*210 + 80 */
+	CHECK(zp_cost_seq(&k, 20, 0, 1) == 27280, "20 tokens: %g", zp_cost_seq(&k, 20, 0, 1));
+	/* 16 cached: S 4, self 10 pairs, cross 4*16: 1024*4 + 32*74 + 80 */
+	CHECK(zp_cost_seq(&k, 20, 16, 1) == 6544, "16 of 20 cached: %g", zp_cost_seq(&k, 20, 16, 1));
+	/* P 10 (M 4) + S 3: pfx 1024*6 + 32*(55-10), ffn 3072, self 32*6, cross 32*30 */
+	CHECK(zp_cost_delta(&k, 10, 4, 3, 0) == 11808, "P 10 M 4 S 3: %g",
+	      zp_cost_delta(&k, 10, 4, 3, 0));
+	CHECK(zp_cost_delta(&k, 10, 10, 3, 0) == zp_cost_seq(&k, 13, 10, 0),
+	      "a fully cached prefix is the sequence with M = P");
+	/* a dense second layer (width 10): 384 + 2*3*8*10 = 864 */
+	c.sparse[1] = false;
+	zp_cost_init(&k, &c);
+	CHECK(k.lin_tok == 1024 + 864 && zp_cost_seq(&k, 1, 0, 0) == (1888 + 64) / 2.0,
+	      "dense layers by their MLP (lin %g)", k.lin_tok);
+	zp_req r = { .ntok = 9, .plp_start = -1 };
+	CHECK(zp_cost_rows(&r) == 0, "pooling: no head rows");
+	r.want_cands = true;
+	CHECK(zp_cost_rows(&r) == 1, "candidates: the last row");
+	r.plp_start = 3;
+	CHECK(zp_cost_rows(&r) == 7, "prompt log-probs from 3: 6 rows + the last");
+	r.plp_start = 0;
+	CHECK(zp_cost_rows(&r) == 9, "from 0: positions 0..7 + the last");
+}
+
+/* ---- routing policies ---- */
+
+static zp_config cfg;
+static int32_t ids[JOBS][SEQS][256];
+
+/* Job i: n sequences of ntok ids, the first shared ids equal to prefix
+   family fam's, the rest unique to (i, k). */
+static zp_job *mk_ids(int i, int n, int ntok, int fam, int shared)
+{
+	mk(i, n, ntok);
+	for (int k = 0; k < n; k++) {
+		for (int t = 0; t < ntok; t++)
+			ids[i][k][t] = t < shared ? 1000 * (fam + 1) + t : 100000 + 1000 * i + 100 * k + t;
+		seq[i][k].tokens = ids[i][k];
+	}
+	return &job[i];
+}
+
+/* A scheduler of x executors under policy p, T = t (FLOPs per layer; 0:
+   none), a shadow of 64 blocks each (0: none). */
+static void setup(zp_sched *s, enum zp_sched_policy p, int x, double t, long shadow, double aging)
+{
+	zp_sched_init(s, JOBS, 1 << 20, 1 << 16, 0.010);
+	zp_sched_cfg c = { .policy = p, .executors = x, .model = &cfg, .gather_s = t > 0 ? 1 : 0,
+			   .flops_per_s = t, .gamma = 1, .aging_s = aging, .shadow_blocks = shadow,
+			   .shadow_pending = 256 };
+	zp_sched_setup(s, &c);
+}
+
+static zp_batch bx[2];
+
+/* Cut for executor x at now (force or not); the sequences. */
+static int cut(zp_sched *s, int x, double now, bool force)
+{
+	double wake;
+	bx[x].exec = x;
+	return zp_sched_next_batch(s, now, force, &bx[x], &wake);
+}
+
+/* Executor x's batch came back well; its sequences done and finished. */
+static void back(zp_sched *s, int x)
+{
+	memset(bx[x].kv_hit_tokens, 0, sizeof bx[x].kv_hit_tokens);
+	bx[x].kv_evicted_n = 0;
+	bx[x].kv_evicted_overflow = false;
+	zp_sched_batch_done(s, &bx[x], NULL);
+	for (int k = 0; k < bx[x].n; k++)
+		if (zp_sched_seq_done(s, bx[x].job[k]))
+			zp_sched_finish(s, bx[x].job[k]);
+}
+
+/* Which executor's ring holds job j's first sequence (-1: none). */
+static int where(const zp_sched *s, const zp_job *j)
+{
+	for (int x = 0; x < s->nexec; x++)
+		for (int i = 0; i < s->ex[x].q_n; i++)
+			if (s->ex[x].q[(s->ex[x].q_head + i) % ZP_SCHED_LOCAL_MAX].job == j)
+				return x;
+	return -1;
+}
+
+static void prefix_match(void)
+{
+	zp_sched s;
+	setup(&s, ZP_SCHED_PREFIX_FLOPS, 2, 1e30, 64, 1);
+	zp_sched_admit(&s, mk_ids(0, 1, 80, 0, 64), 0);
+	zp_sched_admit(&s, mk_ids(1, 1, 80, 1, 64), 0);
+	CHECK(cut(&s, 1, 0, true) == 1 && bx[1].job[0] == &job[1],
+	      "no matches: job 0 to executor 0 (equal loads, lower index), job 1 to the less "
+	      "loaded executor 1 and out");
+	CHECK(where(&s, &job[0]) == 0, "job 0 waits in executor 0's ring");
+	back(&s, 1);
+	CHECK(zp_sched_match(&s, 1, &seq[1][0]) == 4, "executor 1 committed job 1's blocks (4 "
+	      "before the last token's): %d", zp_sched_match(&s, 1, &seq[1][0]));
+	CHECK(zp_sched_match(&s, 0, &seq[0][0]) == 4, "executor 0 holds job 0's blocks pending");
+	zp_sched_admit(&s, mk_ids(2, 1, 100, 0, 64), 0.001);
+	zp_sched_admit(&s, mk_ids(3, 1, 100, 1, 64), 0.001);
+	zp_sched_admit(&s, mk_ids(4, 1, 40, 2, 0), 0.001);
+	CHECK(cut(&s, 0, 0.001, false) == 0, "nothing due on 0 yet");
+	CHECK(where(&s, &job[2]) == 0, "pending match: job 2 to executor 0 though it is loaded");
+	CHECK(where(&s, &job[3]) == 1, "committed match: job 3 to executor 1");
+	int w4 = where(&s, &job[4]);
+	double c4 = zp_cost_seq(&s.cost, 40, 0, 0);
+	int lo = zp_sched_load(&s, 0) - (w4 == 0) * c4 <= zp_sched_load(&s, 1) - (w4 == 1) * c4 ? 0 : 1;
+	CHECK(w4 == lo, "no match: job 4 to the least loaded (%d), went to %d", lo, w4);
+	double c3 = s.ex[1].q[s.ex[1].q_head].cost;
+	CHECK(c3 == zp_cost_seq(&s.cost, 100, 64, 0), "job 3's Delta counts M = 64 (%g)", c3);
+	zp_sched_free(&s);
+}
+
+static void ties(void)
+{
+	zp_sched s;
+	zp_cost k;
+	zp_cost_init(&k, &cfg);
+	double T = zp_cost_seq(&k, 48, 0, 0); /* one 48-token sequence saturates */
+	setup(&s, ZP_SCHED_PREFIX_FLOPS, 2, T, 64, 1);
+	zp_sched_admit(&s, mk_ids(0, 1, 48, 0, 48), 0);
+	CHECK(cut(&s, 0, 0, true) == 1, "job 0 on executor 0: saturated");
+	zp_sched_admit(&s, mk_ids(1, 1, 48, 0, 48), 0);
+	CHECK(cut(&s, 1, 0, true) == 1 && bx[1].job[0] == &job[1],
+	      "job 1 matches executor 0's pending blocks, but 0 is saturated: executor 1");
+	back(&s, 0);
+	back(&s, 1);
+	zp_sched_admit(&s, mk_ids(2, 1, 20, 3, 0), 0.01);
+	cut(&s, 0, 0.01, false);
+	CHECK(where(&s, &job[2]) == 0 && zp_sched_load(&s, 0) < T, "job 2 loads executor 0, below T");
+	zp_sched_admit(&s, mk_ids(3, 1, 64, 0, 48), 0.01);
+	cut(&s, 0, 0.01, false);
+	CHECK(zp_sched_match(&s, 0, &seq[3][0]) == 3 && zp_sched_match(&s, 1, &seq[3][0]) == 3,
+	      "job 3 matches 3 blocks on both");
+	CHECK(where(&s, &job[3]) == 1, "equal matches: the lower load (executor 1)");
+	zp_sched_free(&s);
+}
+
+/* Nobody below T: nothing is routed (or dispatched) until a batch comes back. */
+static void saturation(void)
+{
+	zp_sched s;
+	zp_cost k;
+	zp_cost_init(&k, &cfg);
+	double T = zp_cost_seq(&k, 32, 0, 0);
+	setup(&s, ZP_SCHED_PREFIX_FLOPS, 2, T, 0, 1);
+	zp_sched_admit(&s, mk(0, 1, 40), 0);
+	zp_sched_admit(&s, mk(1, 1, 40), 0);
+	zp_sched_admit(&s, mk(2, 1, 10), 0);
+	CHECK(cut(&s, 0, 0, false) == 1 && bx[0].job[0] == &job[0],
+	      "at T: executor 0 cuts at once, no wait");
+	CHECK(cut(&s, 1, 0, false) == 1 && bx[1].job[0] == &job[1], "executor 1 too");
+	CHECK(zp_sched_load(&s, 0) >= T && zp_sched_load(&s, 1) >= T, "both saturated");
+	CHECK(s.head == &job[2] && where(&s, &job[2]) < 0 && s.queued_seqs == 1,
+	      "job 2 stays in the queue: routed nowhere");
+	back(&s, 1);
+	CHECK(cut(&s, 1, 0.001, false) == 0 && where(&s, &job[2]) == 1,
+	      "executor 1 came back: job 2 routed to it (below T: it waits for company)");
+	CHECK(cut(&s, 1, 0.010, false) == 1 && bx[1].job[0] == &job[2], "after batch_wait_s: out");
+	zp_sched_free(&s);
+}
+
+/* Below T a batch starts after batch_wait_s (the wake-up says when). */
+static void bounded_wait(void)
+{
+	zp_sched s;
+	double wake;
+	setup(&s, ZP_SCHED_PREFIX_FLOPS, 1, 1e30, 0, 1);
+	zp_sched_admit(&s, mk(0, 1, 10), 0.5);
+	bx[0].exec = 0;
+	CHECK(zp_sched_next_batch(&s, 0.505, false, &bx[0], &wake) == 0 && wake == 0.5 + 0.010,
+	      "below T: not before the wait (wake %g)", wake);
+	CHECK(zp_sched_load(&s, 0) > 0 && where(&s, &job[0]) == 0, "routed, waiting in its ring");
+	CHECK(zp_sched_next_batch(&s, 0.510, false, &bx[0], &wake) == 1, "due at the wait");
+	back(&s, 0);
+	CHECK(zp_sched_load(&s, 0) == 0, "back: load 0");
+	zp_sched_admit(&s, mk(1, 1, 10), 1);
+	CHECK(cut(&s, 0, 1, true) == 1, "force: at once");
+	zp_sched_free(&s);
+}
+
+/* A job without a match waits behind a stream of hits at most aging_s (plus
+   one batch): the rule in scheduler.h. */
+static void aging(void)
+{
+	zp_sched s;
+	zp_cost k;
+	zp_cost_init(&k, &cfg);
+	setup(&s, ZP_SCHED_PREFIX_FLOPS, 1, zp_cost_seq(&k, 8, 0, 0), 64, 0.1);
+	zp_sched_admit(&s, mk_ids(0, 1, 64, 0, 64), 0);
+	cut(&s, 0, 0, true);
+	back(&s, 0); /* family 0 committed */
+	zp_sched_admit(&s, mk_ids(1, 1, 64, 5, 0), 0); /* the miss */
+	int slot = 2, routed_at = -1;
+	zp_sched_admit(&s, mk_ids(slot, 1, 64, 0, 48), 0);
+	for (int step = 0; step < 30 && routed_at < 0; step++) {
+		double now = step * 0.01;
+		CHECK(cut(&s, 0, now, false) == 1, "step %d: one sequence saturates: due", step);
+		if (bx[0].job[0] == &job[1])
+			routed_at = step;
+		back(&s, 0);
+		/* the next hit arrives */
+		slot = slot == 2 ? 3 : 2;
+		zp_sched_admit(&s, mk_ids(slot, 1, 64, 0, 48), now);
+	}
+	CHECK(routed_at == 10, "the miss went first once it had waited 0.1 s: at step 10 (%d)",
+	      routed_at);
+	CHECK(s.aged == 1, "one aged pick (%ld)", s.aged);
+	zp_sched_free(&s);
+}
+
+/* One state, four choices. Executor 0: one 10-token sequence waiting.
+   Executor 1: three 20-token sequences out, a shadow match for the next. */
+static void policies(void)
+{
+	static const enum zp_sched_policy pol[] = { ZP_SCHED_LEAST_TOKENS, ZP_SCHED_VLLM,
+						    ZP_SCHED_PREFIX_FLOPS, ZP_SCHED_FIFO };
+	static const int want[] = { 0, 1, 1, -1 };
+	for (int p = 0; p < 4; p++) {
+		zp_sched s;
+		setup(&s, pol[p], 2, 1e30, 64, 1);
+		if (pol[p] != ZP_SCHED_FIFO) {
+			zp_sched_admit(&s, mk_ids(0, 3, 20, 0, 16), 0);
+			s.ex[0].q_n = ZP_SCHED_LOCAL_MAX; /* 0 full (closed) while they route */
+			cut(&s, 1, 0, true);
+			s.ex[0].q_n = 0;
+			CHECK(bx[1].n == 3, "%s: three out on 1", zp_sched_policy_name(pol[p]));
+			zp_sched_admit(&s, mk_ids(1, 1, 10, 7, 0), 0);
+			cut(&s, 0, 0, false);
+			CHECK(where(&s, &job[1]) == 0, "%s: the 10 tokens wait on 0",
+			      zp_sched_policy_name(pol[p]));
+			zp_sched_admit(&s, mk_ids(2, 1, 24, 0, 16), 0);
+			cut(&s, 0, 0, false);
+			CHECK(where(&s, &job[2]) == want[p], "%s: the next to %d (went to %d)",
+			      zp_sched_policy_name(pol[p]), want[p], where(&s, &job[2]));
+		} else {
+			zp_sched_admit(&s, mk_ids(1, 1, 10, 7, 0), 0);
+			zp_sched_admit(&s, mk_ids(2, 1, 24, 0, 16), 0);
+			CHECK(cut(&s, 1, 0, true) == 2 && bx[1].job[0] == &job[1],
+			      "fifo: whoever asks takes the front");
+		}
+		zp_sched_free(&s);
+	}
+}
+
+/* The shadow follows the completion records. */
+static void shadow(void)
+{
+	zp_sched s;
+	setup(&s, ZP_SCHED_PREFIX_FLOPS, 1, 1e30, 8, 1);
+	zp_sched_admit(&s, mk_ids(0, 1, 80, 0, 80), 0);
+	cut(&s, 0, 0, true);
+	CHECK(zp_sched_match(&s, 0, &seq[0][0]) == 4 && s.ex[0].committed == 0,
+	      "out: pending, nothing committed");
+	back(&s, 0);
+	CHECK(zp_sched_match(&s, 0, &seq[0][0]) == 4 && s.ex[0].committed == 5,
+	      "back: 5 blocks committed (%ld)", s.ex[0].committed);
+	/* evictions: block 1's key reported: the match stops before it */
+	zp_blk_key keys[5];
+	zp_blk_keys(seq[0][0].tokens, 80, keys);
+	zp_sched_admit(&s, mk_ids(1, 1, 20, 9, 0), 1);
+	cut(&s, 0, 1, true);
+	bx[0].kv_evicted[0] = keys[1];
+	bx[0].kv_evicted_n = 1;
+	bx[0].kv_evicted_overflow = false;
+	zp_sched_batch_done(&s, &bx[0], NULL);
+	zp_sched_seq_done(&s, &job[1]);
+	zp_sched_finish(&s, &job[1]);
+	CHECK(zp_sched_match(&s, 0, &seq[0][0]) == 1 && s.ex[0].committed == 5,
+	      "block 1 evicted (job 1's one block came in): match 1 (%d), %ld committed",
+	      zp_sched_match(&s, 0, &seq[0][0]), s.ex[0].committed);
+	/* overflow: the executor's shadow is forgotten */
+	zp_sched_admit(&s, mk_ids(2, 1, 20, 9, 0), 2);
+	cut(&s, 0, 2, true);
+	bx[0].kv_evicted_n = 0;
+	bx[0].kv_evicted_overflow = true;
+	zp_sched_batch_done(&s, &bx[0], NULL);
+	zp_sched_seq_done(&s, &job[2]);
+	zp_sched_finish(&s, &job[2]);
+	CHECK(zp_sched_match(&s, 0, &seq[0][0]) == 0 && s.ex[0].committed == 0 && s.ex[0].used == 0,
+	      "overflow: nothing left (%ld used)", s.ex[0].used);
+	/* a failed batch commits nothing and drops its pending blocks */
+	zp_sched_admit(&s, mk_ids(3, 1, 80, 0, 80), 3);
+	cut(&s, 0, 3, true);
+	memset(bx[0].kv_hit_tokens, 0, sizeof bx[0].kv_hit_tokens);
+	bx[0].kv_evicted_overflow = false;
+	bx[0].failed = 1;
+	zp_sched_batch_done(&s, &bx[0], NULL);
+	bx[0].failed = 0;
+	zp_sched_seq_done(&s, &job[3]);
+	zp_sched_finish(&s, &job[3]);
+	CHECK(zp_sched_match(&s, 0, &seq[3][0]) == 0 && s.ex[0].used == 0, "failed: no trace");
+	/* more than the cache holds (8 blocks): forgotten rather than wrong */
+	zp_sched_admit(&s, mk_ids(4, 1, 160, 1, 160), 4);
+	cut(&s, 0, 4, true);
+	back(&s, 0);
+	CHECK(s.ex[0].committed <= 8 && zp_sched_match(&s, 0, &seq[4][0]) == 0,
+	      "10 blocks into a cache of 8: the shadow starts over (%ld committed)",
+	      s.ex[0].committed);
+	zp_sched_free(&s);
+}
+
+/* Cancel drops routed sequences from the rings: load and pending blocks go. */
+static void cancel_routed(void)
+{
+	zp_sched s;
+	setup(&s, ZP_SCHED_LEAST_TOKENS, 2, 0, 16, 1);
+	zp_sched_admit(&s, mk_ids(0, 4, 32, 0, 32), 0);
+	CHECK(cut(&s, 0, 0, false) == 0, "routed, not yet due");
+	CHECK(s.ex[0].q_n == 2 && s.ex[1].q_n == 2, "spread 2 + 2 by tokens");
+	CHECK(cut(&s, 1, 0, true) == 2, "two out on 1");
+	CHECK(!zp_sched_cancel(&s, &job[0]), "two out: the batch frees it");
+	CHECK(s.ex[0].q_n == 0 && zp_sched_load(&s, 0) == 0 && s.queued_seqs == 0 &&
+	      s.queued_tokens == 0, "executor 0's ring emptied");
+	CHECK(zp_sched_match(&s, 0, &seq[0][0]) == 0, "its pending blocks gone");
+	zp_sched_batch_done(&s, &bx[1], NULL);
+	CHECK(!zp_sched_seq_done(&s, &job[0]) && zp_sched_seq_done(&s, &job[0]),
+	      "complete when the two out come back");
+	zp_sched_finish(&s, &job[0]);
+	CHECK(s.requests == 0 && zp_sched_load(&s, 1) == 0, "all released");
+	zp_sched_free(&s);
+}
+
+/* T follows the measurements: moving averages of the gather and the rate. */
+static void threshold(void)
+{
+	zp_sched s;
+	setup(&s, ZP_SCHED_FIFO, 1, 1000, 0, 1);
+	CHECK(s.threshold == 1000, "from the calibration: 1 s x 1000 FLOP/s x 1");
+	zp_sched_admit(&s, mk(0, 1, 10), 0);
+	cut(&s, 0, 0, true);
+	memset(bx[0].kv_hit_tokens, 0, sizeof bx[0].kv_hit_tokens);
+	bx[0].kv_hit_tokens[0] = 4; /* 6 tokens computed */
+	bx[0].stats.mlp_s = 3.0;
+	zp_sched_obs o = { .gather_s = 2.0, .wait_s = 1.0 };
+	zp_sched_batch_done(&s, &bx[0], &o);
+	double g = 0.9 * 1 + 0.1 * 2, f = 0.9 * 1000 + 0.1 * (s.cost.mlp_tok * 6 / 2.0);
+	CHECK(fabs(s.gather_s - g) < 1e-12 && fabs(s.flops_per_s - f) < 1e-9 * f &&
+	      fabs(s.threshold - g * f) < 1e-9 * g * f,
+	      "EWMA 0.1: gather %g (want %g), rate %g (want %g: MLP FLOPs of the computed tokens "
+	      "over mlp_s less the wait)", s.gather_s, g, s.flops_per_s, f);
+	bx[0].stats.mlp_s = 0;
+	zp_sched_free(&s);
+	setup(&s, ZP_SCHED_PREFIX_FLOPS, 1, 0, 0, 1);
+	CHECK(isinf(s.threshold), "no calibration: T infinite until measured");
+	zp_sched_free(&s);
+	/* the floor: 100 tokens' linear FLOPs per layer (1024 each) over a T of 1000 */
+	zp_sched_init(&s, JOBS, 1 << 20, 1 << 16, 0.010);
+	zp_sched_cfg c = { .policy = ZP_SCHED_PREFIX_FLOPS, .executors = 1, .model = &cfg,
+			   .gather_s = 1, .flops_per_s = 1000, .gamma = 1, .min_tokens = 100 };
+	zp_sched_setup(&s, &c);
+	CHECK(s.threshold == 102400, "T = max(1000, 100 x 1024): %g", s.threshold);
+	zp_sched_free(&s);
+}
+
 int main(void)
 {
 	admission();
 	fifo_and_budget();
 	seq_cap();
 	cancel();
+	cfg = tiny_cfg();
+	cost_model();
+	prefix_match();
+	ties();
+	saturation();
+	bounded_wait();
+	aging();
+	policies();
+	shadow();
+	cancel_routed();
+	threshold();
 	return check_exit("test_sched");
 }

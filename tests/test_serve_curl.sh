@@ -108,7 +108,8 @@ expect gather-fault-message 'forward pass failed: executor 0: gather of layer 1:
 expect gather-fault-recovered "$(head -n 1 "$T/offline" | sed 's/[][]/./g')" "$($C -d "$first" http://x/v1/prefill)"
 kill -TERM $PID; wait $PID
 
-ZP_FAULT_GATHER_AFTER=1 "$Z" prefill --model $M --dtype fp32 --executors 2 --threads 1 \
+# (prefill calibrates its threshold first too: three gathers, then the fourth fails)
+ZP_FAULT_GATHER_AFTER=4 "$Z" prefill --model $M --dtype fp32 --executors 2 --threads 1 \
 	--parallel asyncep --max-batch-tokens 1 < "$T/req.jsonl" > "$T/faulty" 2>/dev/null
 # which executor's gather comes first is a race between the two: exactly one
 # line (one sequence per batch) fails, and every other line is exact

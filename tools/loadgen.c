@@ -5,7 +5,10 @@
 
      build/loadgen --socket S --conns 16 --seconds 10 --mix prefill:4,score:1,classify:1,embed:1
                    [--words 64] [--ids]       (token-id prompts: no tokenizer work)
-     build/loadgen --socket S --conns 16 --replay FILE.jsonl */
+     build/loadgen --socket S --conns 16 --replay FILE.jsonl
+   A replay line "@T PATH BODY" (tools/gen_workload.py writes them) is sent to
+   PATH at T seconds after the start, open loop: its latency counts from T,
+   so a late send (every connection busy) counts against the server. */
 #define _GNU_SOURCE
 #include <getopt.h>
 #include <pthread.h>
@@ -29,7 +32,7 @@ static const char *kind_path[K_COUNT] = { "/v1/prefill", "/v1/score", "/classify
 
 static const char *sock;
 static int conns = 8, words = 64, mix[K_COUNT] = { 1, 0, 0, 0 }, mix_total = 1, use_ids;
-static double seconds = 5, t_end;
+static double seconds = 5, t_end, t_start;
 static char **replay;
 static int nreplay;
 static _Atomic int replay_next;
@@ -104,18 +107,32 @@ static long tokens_of(const char *resp)
 static void *worker(void *arg)
 {
 	unsigned seed = (unsigned)(uintptr_t)arg * 2654435761u + 1;
-	char *body = zp_xmalloc(1 << 20);
+	char *body = zp_xmalloc(1 << 20), pathbuf[256];
 	zp_buf out;
 	zp_err e;
 	zp_buf_init(&out, 1 << 16);
 	int fd = zp_client_connect(sock, &e);
 	for (;;) {
 		const char *path = "/v1/prefill", *b = body;
+		double t_due = 0; /* open loop: when it was due */
 		if (replay) {
 			int i = atomic_fetch_add(&replay_next, 1);
 			if (i >= nreplay)
 				break;
 			b = replay[i];
+			if (b[0] == '@') { /* "@T PATH BODY" */
+				char *end;
+				t_due = t_start + strtod(b + 1, &end);
+				const char *sp = strchr(end + 1, ' ');
+				if (!sp || (size_t)(sp - end - 1) >= 256)
+					break;
+				snprintf(pathbuf, sizeof pathbuf, "%.*s", (int)(sp - end - 1), end + 1);
+				path = pathbuf;
+				b = sp + 1;
+				double wait = t_due - zp_now_s();
+				if (wait > 0)
+					usleep((useconds_t)(wait * 1e6));
+			}
 		} else {
 			if (zp_now_s() >= t_end)
 				break;
@@ -130,7 +147,7 @@ static void *worker(void *arg)
 		}
 		double t0 = zp_now_s();
 		int st = zp_client_call(fd, "POST", path, b, strlen(b), &out, &e);
-		double dt = zp_now_s() - t0;
+		double dt = zp_now_s() - (t_due > 0 ? t_due : t0);
 		if (st < 0) {
 			atomic_fetch_add(&io_errors, 1);
 			close(fd);
@@ -230,6 +247,7 @@ int main(int argc, char **argv)
 	lat = zp_xmalloc(LAT_MAX * sizeof *lat);
 	pthread_t th[CONNS_MAX];
 	double t0 = zp_now_s();
+	t_start = t0;
 	t_end = t0 + seconds;
 	for (int i = 0; i < conns; i++)
 		pthread_create(&th[i], NULL, worker, (void *)(uintptr_t)(i + 1));

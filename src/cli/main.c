@@ -123,9 +123,10 @@ static bool output_failed(const char *cmd)
    each good line is a job of one sequence, admitted to the scheduler; the
    engine cuts batches from it for idle executors. Results are written in
    input order: a line is written once every line before it was. A batch is
-   cut when the token budget is reached, or when the input pauses (then
-   everything queued is answered before more is read): there is no timed
-   wait. */
+   cut when the token budget is reached (or, under prefix_flops, an
+   executor's load reached the threshold), or when the input pauses (then
+   everything queued is answered before more is read): no timed wait unless
+   --batch-wait-us says one. */
 
 /* One input line, from its reading until its result line is written. */
 struct line {
@@ -196,6 +197,7 @@ static void write_ready(struct driver *d)
 /* A batch came back: its lines are done (failed with it, if it failed). */
 static void complete(struct driver *d, zp_batch *b)
 {
+	zp_engine_done(d->g, &d->sched, b);
 	for (int k = 0; k < b->n; k++) {
 		zp_job *j = b->job[k];
 		if (b->failed)
@@ -269,7 +271,17 @@ static int cmd_prefill(const zp_serve_cfg *o, zp_model *m)
 		return 1;
 	}
 	zp_sched_init(&d.sched, (int)d.cap / 2, (long)d.cap / 2 * fwd_tokens, o->batch_tokens_max,
-		      HUGE_VAL);
+		      o->batch_wait_us >= 0 ? o->batch_wait_us / 1e6 : HUGE_VAL);
+	zp_place_calib cal = { 0 };
+	if (zp_place_source(zp_engine_place(d.g), 0) && /* asyncep in effect: T from it */
+	    zp_place_calibrate(zp_engine_place(d.g), zp_serve_cfg_threads(o), &cal, &e))
+		zp_log(ZP_LOG_WARN, "msg=\"calibration failed\" error=\"%s\"", e.msg);
+	zp_sched_cfg sc = { .policy = (enum zp_sched_policy)o->schedule,
+			    .executors = zp_engine_executors(d.g), .model = &m->cfg,
+			    .gather_s = cal.gather_s, .flops_per_s = cal.flops_per_s, .gamma = cal.gamma,
+			    .aging_s = o->schedule_aging_ms / 1e3, .min_tokens = o->schedule_min_tokens,
+			    .shadow_pending = d.sched.tokens_max / ZP_KV_BLOCK };
+	zp_sched_setup(&d.sched, &sc);
 	zp_req_limits lim = { .vocab = m->cfg.vocab, .seq_tokens_max = o->seq_tokens_max,
 			      .hidden = m->cfg.hidden, .tok = tok ? zp_tok_state_new(tok) : NULL };
 	struct reader rd = { .buf = zp_xmalloc(1 << 16), .cap = 1 << 16 };
@@ -311,10 +323,12 @@ static int cmd_prefill(const zp_serve_cfg *o, zp_model *m)
 	   rest of the input is left unread */
 	int rc = output_failed("prefill") ? 1 : 0;
 	char said[160];
-	zp_log(ZP_LOG_INFO, "msg=\"prefill done\" requests=%d executors=%d %s", d.served,
+	zp_log(ZP_LOG_INFO, "msg=\"prefill done\" requests=%d executors=%d %s schedule=%s", d.served,
 	       zp_engine_executors(d.g), zp_serve_cfg_parallel_said(o,
-	       (int)zp_place_parallel(zp_engine_place(d.g)), said, sizeof said));
+	       (int)zp_place_parallel(zp_engine_place(d.g)), said, sizeof said),
+	       zp_sched_policy_name(d.sched.policy));
 	zp_engine_stop(d.g);
+	zp_sched_free(&d.sched);
 	zp_tok_state_free(lim.tok);
 	zp_tok_free(tok);
 	zp_buf_free(&d.out);

@@ -20,6 +20,7 @@ struct zp_engine {
 	int next_poll;			/* executor poll starts at: no executor starves */
 	zp_bell own;			/* the done doorbell when the caller gives none */
 	zp_bell *done;
+	zp_place_layer_stats *seen;	/* [n][layers]: each executor's stats at its last reap */
 };
 
 zp_engine *zp_engine_start(zp_model *m, const zp_engine_cfg *c, zp_err *e)
@@ -52,6 +53,7 @@ zp_engine *zp_engine_start(zp_model *m, const zp_engine_cfg *c, zp_err *e)
 	if (!t || !(g->place = zp_place_new(m, c->executors, c->parallel, c->offload_window, t, e)))
 		goto bad;
 	g->group = zp_place_group(g->place) != NULL;
+	g->seen = zp_xcalloc((size_t)c->executors * m->cfg.layers, sizeof *g->seen);
 	zp_log(ZP_LOG_INFO, "msg=\"executor placement\" numa_nodes=%d%s", nodes,
 	       nodes <= 1 ? " note=\"one node: threads and memory are not placed\"" : "");
 	for (int i = 0; i < c->executors; i++) {
@@ -81,6 +83,7 @@ void zp_engine_stop(zp_engine *g)
 		zp_exec_stop(&g->exec[i]);
 	zp_place_free(g->place); /* after the executors: no gather is requested any more */
 	zp_bell_free(&g->own);
+	free(g->seen);
 	free(g);
 }
 
@@ -159,14 +162,19 @@ void zp_engine_flush(zp_engine *g)
 
 double zp_engine_dispatch(zp_engine *g, zp_sched *s, double now, bool force)
 {
-	double wake = 0;
-	zp_batch *b;
+	double wake = 0, w;
 	if (g->group && zp_engine_busy(g))
 		return 0; /* the group starts together: after every member came back */
-	while ((b = zp_engine_batch(g))) {
-		if (!zp_sched_next_batch(s, now, force, b, &wake)) {
+	/* every idle executor in turn: under a routing policy each cuts from its own queue */
+	for (int i = 0; i < g->n; i++) {
+		zp_batch *b = zp_exec_batch(&g->exec[i]);
+		if (!b)
+			continue;
+		if (!zp_sched_next_batch(s, now, force, b, &w)) {
 			zp_engine_release(g, b);
-			break;
+			if (w > 0 && (wake == 0 || w < wake))
+				wake = w;
+			continue;
 		}
 		if (g->group)
 			force = true; /* the first batch starts the group: the rest go with it */
@@ -174,6 +182,38 @@ double zp_engine_dispatch(zp_engine *g, zp_sched *s, double now, bool force)
 	}
 	zp_engine_flush(g);
 	return wake;
+}
+
+void zp_engine_done(zp_engine *g, zp_sched *s, const zp_batch *b)
+{
+	int L = g->m->cfg.layers, prev = -1, n = 0;
+	zp_place_layer_stats *was = g->seen + (size_t)b->exec * L, now[ZP_LAYERS_MAX];
+	zp_sched_obs o = { 0 };
+	double sum = 0, compute_prev = 0;
+	zp_place_stats(g->place, b->exec, now);
+	for (int l = 0; l < L; l++) {
+		long fw = now[l].forwards - was[l].forwards;
+		if (fw <= 0)
+			continue;
+		double dl = (now[l].layer_s - was[l].layer_s) / fw, dw = (now[l].wait_s - was[l].wait_s) / fw;
+		o.wait_s += dw * fw;
+		if (!g->m->cfg.sparse[l])
+			continue;
+		/* layer l's gather started as MoE layer prev began (its buffer then
+		   free) and ended when l's wait did: prev's compute + l's wait. Only
+		   a wait that matters (10% of that compute) says the gather paced
+		   the layers; a hidden gather tells nothing of its length. */
+		if (prev >= 0 && dw > 0.1 * compute_prev) {
+			sum += compute_prev + dw;
+			n++;
+		}
+		prev = l;
+		compute_prev = dl - dw;
+	}
+	if (n)
+		o.gather_s = sum / n;
+	memcpy(was, now, (size_t)L * sizeof *now);
+	zp_sched_batch_done(s, b, &o);
 }
 
 zp_batch *zp_engine_poll(zp_engine *g)

@@ -59,10 +59,16 @@ uint64_t zp_engine_beats(const zp_engine *g, int x, bool *running);
 /* The placement: resident bytes, per-layer stats, calibration (asyncep.h). */
 zp_place *zp_engine_place(zp_engine *g);
 
-/* Cut the scheduler's due batches (force: whatever is queued) for the idle
-   executors and hand them over; under dpep only when every executor is idle,
+/* Cut the scheduler's due batches (force: whatever is queued) for each idle
+   executor in turn and hand them over; under dpep only when every executor is idle,
    and then all start together. The next time a batch falls due (0: none). */
 double zp_engine_dispatch(zp_engine *g, zp_sched *s, double now, bool force);
+
+/* b came back (polled, before its sequences' zp_sched_seq_done): tell s,
+   with what its executor measured (asyncep.h's per-layer stats since its
+   last batch: the exposed gather wait, and one gather's time when waits
+   paced the layers: the previous MoE layer's compute plus the wait). */
+void zp_engine_done(zp_engine *g, zp_sched *s, const zp_batch *b);
 
 /* An empty batch for the lowest idle executor, or NULL when none is idle.
    The caller fills req[], n and tokens, then submits (or releases) it. */

@@ -13,6 +13,9 @@
 #include <stdint.h>
 
 #define ZP_KV_BLOCK 16
+/* Evicted keys an executor reports with one batch (scheduler.h's zp_batch);
+   more: it reports an overflow instead. */
+#define ZP_KV_EVICT_REPORT 256
 
 typedef struct {
 	uint64_t lo, hi;

@@ -1,17 +1,49 @@
 /* scheduler.h -- the request queue and batch formation, for the server and the
    offline `zprefill prefill` alike: admission bounded in requests and in
-   tokens, FIFO order, and batches cut by the token budget (or the sequence
-   cap of one forward) after a short bounded wait. This is the one interface
-   the FLOPs-threshold scheduler (DESIGN.md section 4) will replace. Owner
-   thread only (the reactor, or the prefill driver); a batch is handed to one
-   executor by the engine (engine.h) and comes back whole. */
+   tokens, and batches cut by the token budget (or the sequence cap of one
+   forward) after a short bounded wait, under one of four policies
+   (DESIGN.md section 4):
+     fifo          one queue in arrival order; whichever executor is idle
+                   takes the next batch from its front (the old scheduler).
+     prefix_flops  admission rounds: each queued sequence is routed to one
+                   executor, which holds it in its own queue until it cuts a
+                   batch. Only executors whose FLOPs load L_i (cost.h: per
+                   layer, routed and not yet back) is below the threshold T
+                   receive; among the first ZP_SCHED_SCAN queued jobs the
+                   one with the longest prefix match on such an executor
+                   (committed or pending blocks of the shadow below) goes
+                   first, to the executor with that match, ties to the lower
+                   L_i, no match to the least loaded. The round ends when
+                   every executor is saturated or the queue is empty. An
+                   idle executor cuts a batch at once when L_i >= T, else
+                   after batch_wait_s like fifo.
+                   Aging: a job that has waited aging_s is routed before any
+                   younger one, in arrival order; so it waits at most
+                   aging_s plus the time until some executor is below T.
+     least_tokens  FIFO routing, at once, to the executor with the fewest
+                   routed-and-unfinished tokens.
+     vllm          FIFO routing, at once, to the least waiting x 4 + running
+                   sequences (vLLM's data-parallel load balancer).
+   The shadow (routing policies, when executors have a prefix cache): per
+   executor, the blocks (prefix.h keys) it committed, from its completion
+   records, and those pending, routed and not yet back. It is a hint: a full
+   table forgets (never a wrong answer, only a worse route).
+   T = gather_s x flops_per_s x gamma, from the calibration, kept current by
+   moving averages of what forwards measure (zp_sched_batch_done), and never
+   below the linear FLOPs of min_tokens tokens: where a gather is nearly free
+   (small experts, fast links) T alone would cut one-sequence batches and lose
+   what batching gains.
+   Owner thread only (the reactor, or the prefill driver); a batch is handed
+   to one executor by the engine (engine.h) and comes back whole. */
 #ifndef ZP_SCHED_H
 #define ZP_SCHED_H
 
 #include <stdbool.h>
 
+#include "cost.h"
 #include "forward.h"
 #include "job.h"
+#include "prefix.h"
 #include "ring.h"
 
 /* A batch: one forward's sequences. Lives in its executor's slab (executor.h);
@@ -29,33 +61,128 @@ typedef struct {
 	int failed;			/* the forward failed */
 	char err[ZP_ERR_LEN];		/* why */
 	zp_fwd_stats stats;		/* the forward's phases */
+
+	/* ---- prefix reuse: written by the executor (forward.h's zp_fwd_kv_report).
+	   After the batch every full leading block of each of its sequences was
+	   inserted into its executor's prefix cache, then perhaps evicted: the
+	   evicted keys are listed (none when it has no cache). ---- */
+	int kv_hit_tokens[ZP_FWD_SEQS_MAX];	/* per sequence: tokens served from the
+						   cache or a sibling, not computed */
+	int kv_evicted_n;			/* keys in kv_evicted */
+	bool kv_evicted_overflow;		/* more were evicted than kv_evicted holds:
+						   forget the shadow of this executor */
+	zp_blk_key kv_evicted[ZP_KV_EVICT_REPORT];
 } zp_batch;
+
+enum zp_sched_policy { ZP_SCHED_PREFIX_FLOPS, ZP_SCHED_FIFO, ZP_SCHED_LEAST_TOKENS, ZP_SCHED_VLLM };
+#define ZP_SCHED_POLICY_DEFAULT ZP_SCHED_PREFIX_FLOPS
+/* "prefix_flops", "fifo", "least_tokens" or "vllm" -> *p: 0, or -1. */
+int zp_sched_policy_parse(const char *s, enum zp_sched_policy *p);
+const char *zp_sched_policy_name(enum zp_sched_policy p);
+
+#define ZP_SCHED_LOCAL_MAX (2 * ZP_FWD_SEQS_MAX) /* routed, uncut sequences per executor:
+						    full is saturated */
+#define ZP_SCHED_SCAN 32		/* queued jobs one prefix_flops pick compares */
+#define ZP_SCHED_EWMA 0.1		/* weight of a new measurement of T's inputs */
+#define ZP_SCHED_SHADOW_MAX (1 << 20)	/* shadow table slots per executor, at most */
+
+typedef struct {
+	zp_job *job;
+	int seq;			/* job->seq[seq] */
+	double cost;			/* its Delta on this executor when routed */
+} zp_sched_ent;
+
+typedef struct {
+	zp_blk_key key;
+	int pending;			/* routed sequences holding the block, not yet back */
+	bool committed, used;
+} zp_sched_blk;
+
+typedef struct {
+	zp_sched_ent *q;		/* [ZP_SCHED_LOCAL_MAX] ring: routed, not yet cut */
+	int q_head, q_n;
+	long q_tokens;
+	double q_cost;
+	bool out;			/* a batch cut for it has not come back */
+	double out_cost;
+	long out_tokens;
+	int out_seqs;
+	zp_sched_blk *tab;		/* the shadow: open addressing, [mask + 1]; NULL: none */
+	unsigned mask;
+	long used, committed;
+} zp_sched_exec;
+
+typedef struct {
+	enum zp_sched_policy policy;
+	int executors;
+	const zp_config *model;		/* for the cost model */
+	/* calibration (asyncep.h's zp_place_calib); gather_s 0: none, T is
+	   infinite until forwards measure both */
+	double gather_s, flops_per_s, gamma;
+	double aging_s;
+	int min_tokens;			/* T's floor, in tokens (linear FLOPs per layer) */
+	long shadow_blocks;		/* per executor: blocks its prefix cache holds (0: no
+					   cache, no shadow) */
+	long shadow_pending;		/* pending blocks the shadow makes room for */
+} zp_sched_cfg;
 
 typedef struct {
 	int requests_max;		/* jobs admitted and not yet answered */
 	long tokens_max;		/* their tokens */
 	int batch_tokens_max;		/* tokens in one forward (ini: max_batch_tokens) */
 	double batch_wait_s;		/* longest a queued sequence waits for company */
-	zp_job *head, *tail;		/* jobs with sequences not yet dispatched */
+	zp_job *head, *tail;		/* jobs with sequences not yet dispatched (routed) */
 	int requests;			/* admitted, not finished */
 	long tokens;
 	long queued_tokens;		/* not yet dispatched */
 	int queued_seqs;
+	/* the policy (zp_sched_setup; fifo until then) */
+	enum zp_sched_policy policy;
+	int nexec;
+	zp_cost cost;
+	double gather_s, flops_per_s, gamma, threshold; /* threshold: T, FLOPs per layer */
+	double threshold_min;		/* T's floor */
+	double aging_s;
+	long shadow_blocks;
+	long aged;			/* sequences routed first by the aging rule */
+	zp_sched_exec *ex;		/* [nexec] */
 } zp_sched;
 
 void zp_sched_init(zp_sched *s, int requests_max, long tokens_max, int batch_tokens_max,
 		   double batch_wait_s);
+/* The policy and what it needs (after init, before the first admit);
+   allocates every table it will use. */
+void zp_sched_setup(zp_sched *s, const zp_sched_cfg *c);
+/* Frees what setup allocated. */
+void zp_sched_free(zp_sched *s);
 
 /* Admit a built job. A sequence over batch_tokens_max is cut into a batch of
    its own (the forward must be sized for it: prefill's long prompts). 0, or
    -1 when the queue is full (the caller answers 503 and frees the job). */
 int zp_sched_admit(zp_sched *s, zp_job *j, double now);
 
-/* Cut the next batch into b when one is due at now: the budget (tokens, or
-   ZP_FWD_SEQS_MAX sequences) is reached, or the oldest waiting sequence has
-   waited batch_wait_s, or force. Returns b->n (0: none due; *wake_at then
-   says when one will be, or 0 when empty). */
+/* Cut the next batch for executor b->exec into b when one is due at now: the
+   budget (tokens, or ZP_FWD_SEQS_MAX sequences) is reached, or (prefix_flops)
+   the executor's load reached T, or the oldest waiting sequence has waited
+   batch_wait_s, or force. Routing policies run an admission round first.
+   Returns b->n (0: none due; *wake_at then says when one will be, or 0 when
+   none will be before something comes back or arrives). */
 int zp_sched_next_batch(zp_sched *s, double now, bool force, zp_batch *b, double *wake_at);
+
+/* What a forward measured, for T's moving averages (0: no measurement). */
+typedef struct {
+	double gather_s;		/* one layer's gather, when the forward was gather-bound */
+	double wait_s;			/* the forward's exposed gather wait (inside mlp_s) */
+} zp_sched_obs;
+/* b came back (before its sequences' zp_sched_seq_done): its executor's load
+   drops, its blocks move from pending to committed, minus what it evicted;
+   T's inputs take in what it measured. */
+void zp_sched_batch_done(zp_sched *s, const zp_batch *b, const zp_sched_obs *o);
+
+/* L_i of executor x (FLOPs per layer: routed and not back); 0 under fifo. */
+double zp_sched_load(const zp_sched *s, int x);
+/* Leading blocks of r the shadow holds on executor x (committed or pending). */
+int zp_sched_match(const zp_sched *s, int x, const zp_req *r);
 
 /* A sequence of j came back (or was dropped). true when j is now complete:
    the caller answers (or, if cancelled, frees) it and calls zp_sched_finish. */

@@ -108,6 +108,22 @@ void zp_metrics_render(const zp_metrics *m, const zp_sched *s, int executors_bus
 		"gauge", (double)s->queued_tokens);
 	counter(o, "zprefill_executors", "Executor threads.", "gauge", executors);
 	counter(o, "zprefill_executors_busy", "Executors running a batch.", "gauge", executors_busy);
+	counter(o, "zprefill_threshold_flops", "Saturation threshold T, FLOPs per layer.", "gauge",
+		s->threshold);
+	counter(o, "zprefill_threshold_gather_seconds", "T's input: one layer's expert gather.",
+		"gauge", s->gather_s);
+	counter(o, "zprefill_threshold_flop_rate", "T's input: achieved MLP FLOP/s.", "gauge",
+		s->flops_per_s);
+	counter(o, "zprefill_threshold_gamma", "T's input: the margin gamma.", "gauge", s->gamma);
+	counter(o, "zprefill_threshold_floor_flops", "T's floor: schedule_min_tokens tokens.", "gauge",
+		s->threshold_min);
+	counter(o, "zprefill_schedule_aged_total", "Sequences routed first by the aging rule.",
+		"counter", (double)s->aged);
+	zp_buf_puts(o, "# HELP zprefill_executor_load_flops FLOPs per layer routed to an executor "
+		    "and not yet back.\n# TYPE zprefill_executor_load_flops gauge\n");
+	for (int x = 0; x < executors && s->ex; x++)
+		zp_buf_printf(o, "zprefill_executor_load_flops{executor=\"%d\"} %.17g\n", x,
+			      zp_sched_load(s, x));
 	counter(o, "zprefill_prefill_tokens_total", "Prompt tokens run through a forward pass.",
 		"counter", (double)m->tokens_total);
 	counter(o, "zprefill_tokens_per_second", "Prompt tokens per second over the last 10 s.",

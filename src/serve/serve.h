@@ -56,6 +56,10 @@ typedef struct {
 	int seq_tokens_max;		/* tokens of one sequence; 0: zp_serve_cfg_seq_tokens */
 	int batch_tokens_max;		/* tokens of one forward pass */
 	int batch_wait_ms;
+	int batch_wait_us;		/* -1: batch_wait_ms */
+	int schedule;			/* enum zp_sched_policy */
+	int schedule_aging_ms;		/* prefix_flops: a job waits this long at most for matches */
+	int schedule_min_tokens;	/* prefix_flops: T's floor, in tokens */
 	int queue_requests_max;
 	long queue_tokens_max;
 	/* [rerank] */

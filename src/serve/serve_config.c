@@ -68,6 +68,20 @@ static const char *device_spell(int v)
 	return zp_device_name((enum zp_device)v);
 }
 
+static int schedule_parse(const char *v, int *out)
+{
+	enum zp_sched_policy p;
+	if (zp_sched_policy_parse(v, &p))
+		return -1;
+	*out = (int)p;
+	return 0;
+}
+
+static const char *schedule_spell(int v)
+{
+	return zp_sched_policy_name((enum zp_sched_policy)v);
+}
+
 static const char *const log_names[] = { "debug", "info", "warn", "error" };
 
 static int log_parse(const char *v, int *out)
@@ -193,6 +207,10 @@ static const zp_opt keys[] = {
 	{ "engine", "max_tokens", "max-tokens", ALL, 0, NUM(INT, 0, ZP_BATCH_TOKENS_LIMIT, 0), F(seq_tokens_max), .help = "longest sequence (0: the model's, at most " STR(ZP_SEQ_TOKENS_DEFAULT) ")" },
 	{ "engine", "max_batch_tokens", "max-batch-tokens", ALL, 0, NUM(INT, 1, ZP_BATCH_TOKENS_LIMIT, ZP_BATCH_TOKENS_DEFAULT), F(batch_tokens_max), .help = "tokens per forward pass" },
 	{ "engine", "batch_wait_ms", "batch-wait-ms", S, 0, NUM(INT, 0, 10000, 2), F(batch_wait_ms), .help = "wait for batch company" },
+	{ "engine", "batch_wait_us", "batch-wait-us", S | ZP_CMD_PREFILL, 0, NUM(INT, -1, 10000000, -1), F(batch_wait_us), .help = "wait for batch company, microseconds (-1: batch_wait_ms; prefill: none)" },
+	{ "engine", "schedule", "schedule", S | ZP_CMD_PREFILL, 0, ENUM(schedule, ZP_SCHED_POLICY_DEFAULT, "prefix_flops, fifo, least_tokens or vllm"), F(schedule), .help = "batching and routing policy" },
+	{ "engine", "schedule_aging_ms", "schedule-aging-ms", S | ZP_CMD_PREFILL, 0, NUM(INT, 0, 3600000, 50), F(schedule_aging_ms), .help = "prefix_flops: longest a job is passed over for prefix matches" },
+	{ "engine", "schedule_min_tokens", "schedule-min-tokens", S | ZP_CMD_PREFILL, 0, NUM(INT, 0, ZP_BATCH_TOKENS_LIMIT, 512), F(schedule_min_tokens), .help = "prefix_flops: the threshold's floor, in tokens" },
 	{ "engine", "queue_requests_max", "queue-requests", S, 0, NUM(INT, 1, 1 << 20, 256), F(queue_requests_max), .help = "requests admitted at once" },
 	{ "engine", "queue_tokens_max", "queue-tokens", S, 0, NUM(LONG, 16, 1L << 40, 1 << 20), F(queue_tokens_max), .help = "tokens admitted at once" },
 	{ "bench", "tokens", "tokens", ZP_CMD_BENCH, ZP_CMD_BENCH, NUM(INT, 1, ZP_BATCH_TOKENS_LIMIT, 0), F(bench.seq_tokens), .help = "tokens of each sequence" },

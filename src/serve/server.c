@@ -81,6 +81,7 @@ typedef struct {
 	zp_load_progress progress;
 	_Atomic int load_state;
 	zp_err load_err;
+	zp_place_calib cal;		/* written by the loader; gather_s 0: none */
 	bool ready, loader_joined, stopping;
 	bool accept_armed[3];		/* [0] the Unix socket, [1] the metrics listener, [2] the
 					   TCP API listener (conn.h's listener numbers) */
@@ -363,6 +364,7 @@ static void reap(server *s)
 			       s->lstats + (size_t)b->exec * s->mcfg.layers);
 		if (b->n)
 			zp_metrics_batch(&s->met, b, s->now);
+		zp_engine_done(s->eng, &s->sched, b);
 		if (b->failed)
 			zp_log(ZP_LOG_ERROR, "msg=\"forward failed\" executor=%d seqs=%d error=\"%s\"",
 			       b->exec, b->n, b->err);
@@ -410,13 +412,13 @@ static void *loader_main(void *arg)
 	}
 	zp_place *pl = rc ? NULL : zp_engine_place(s->eng);
 	if (pl && zp_place_source(pl, 0)) { /* asyncep in effect (not one executor in place) */
-		zp_place_calib cal;
+		zp_place_calib *cal = &s->cal;
 		zp_err ce;
-		if (zp_place_calibrate(pl, per, &cal, &ce) == 0)
+		if (zp_place_calibrate(pl, per, cal, &ce) == 0)
 			zp_log(ZP_LOG_INFO, "msg=calibration expert_gflop_s=%.1f gather_ms=%.3f gamma=%.1f "
-			       "threshold_gflop=%.3f threshold_tokens=%.0f", cal.flops_per_s * 1e-9,
-			       cal.gather_s * 1e3, cal.gamma, cal.threshold_flops * 1e-9,
-			       cal.threshold_tokens);
+			       "threshold_gflop=%.3f threshold_tokens=%.0f", cal->flops_per_s * 1e-9,
+			       cal->gather_s * 1e3, cal->gamma, cal->threshold_flops * 1e-9,
+			       cal->threshold_tokens);
 		else
 			zp_log(ZP_LOG_WARN, "msg=\"calibration failed\" error=\"%s\"", ce.msg);
 	}
@@ -464,10 +466,18 @@ static void on_event(server *s)
 			s->beat_at = zp_xcalloc((size_t)s->live, sizeof *s->beat_at);
 			for (int i = 0; i < s->live; i++)
 				s->beat_at[i] = s->now;
+			zp_sched_cfg sc = { .policy = (enum zp_sched_policy)s->cfg.schedule,
+					    .executors = s->live, .model = &s->mcfg,
+					    .gather_s = s->cal.gather_s, .flops_per_s = s->cal.flops_per_s,
+					    .gamma = s->cal.gamma, .aging_s = s->cfg.schedule_aging_ms / 1e3,
+					    .min_tokens = s->cfg.schedule_min_tokens,
+					    .shadow_pending = s->cfg.queue_tokens_max / ZP_KV_BLOCK };
+			zp_sched_setup(&s->sched, &sc);
 			char said[160];
 			zp_serve_cfg_parallel_said(&s->cfg, (int)zp_place_parallel(pl), said, sizeof said);
-			zp_log(ZP_LOG_INFO, "msg=ready executors=%d %s resident_mb=%.1f", s->live, said,
-			       (double)resident / (1 << 20));
+			zp_log(ZP_LOG_INFO, "msg=ready executors=%d %s resident_mb=%.1f schedule=%s "
+			       "threshold_gflop=%.3f", s->live, said, (double)resident / (1 << 20),
+			       zp_sched_policy_name(s->sched.policy), s->sched.threshold * 1e-9);
 			zp_sd_notify("READY=1\nSTATUS=serving: %d executors, %s, %.0f MB resident",
 				     s->live, zp_parallel_name(zp_place_parallel(pl)),
 				     (double)resident / (1 << 20));
@@ -714,7 +724,7 @@ static int setup(server *s, zp_err *e)
 	if (zp_api_check(&s->api, e))
 		return -1;
 	zp_sched_init(&s->sched, c->queue_requests_max, c->queue_tokens_max, c->batch_tokens_max,
-		      c->batch_wait_ms / 1e3);
+		      c->batch_wait_us >= 0 ? c->batch_wait_us / 1e6 : c->batch_wait_ms / 1e3);
 	size_t resp = zp_api_response_bytes(&s->api);
 	zp_conns_init(&s->cx, c, resp);
 	s->cx.rx = &s->rx;
@@ -763,6 +773,7 @@ static void teardown(server *s)
 	free(s->lstats);
 	free(s->beats);
 	free(s->beat_at);
+	zp_sched_free(&s->sched);
 	zp_conns_free(&s->cx);
 	zp_offload_free(s->off); /* before the tokenizer its worker reads */
 	for (int i = 0; s->job_rg && i < s->cfg.queue_requests_max; i++)
