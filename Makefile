@@ -52,7 +52,7 @@ TESTS   := $(TESTS_C:tests/%.c=$(BUILD)/%)
 # (kernels/*_v1_host.c) are part of libzp everywhere. GPU_STATIC=1 (set by
 # `make gpu`, into build/gpu/) adds every kernels/*.cu object and links what a
 # GPU box without -dev packages lacks statically: cudart, liburing, libinih,
-# pcre2, utf8proc, libnuma; libcjson (no .a in Debian) is copied beside the
+# libnuma; libcjson (no .a in Debian) is copied beside the
 # binary; cuBLAS/cuBLASLt/NCCL are found at run time through the RUNPATH below
 # (the CUDA install, PyTorch's nvidia/*/lib wheels) or LD_LIBRARY_PATH.
 CFLAGS  += -Ikernels
@@ -66,7 +66,7 @@ GPU_NOSP  :=
 GPU_RPATH := $(subst $(GPU_NOSP) ,,$$ORIGIN:/usr/local/cuda/lib64:/usr/local/cuda/targets/x86_64-linux/lib$(foreach p,$(GPU_PY),$(foreach l,cublas nccl cu13 cuda_runtime,:$(p)/nvidia/$(l)/lib)))
 LIB_OBJ   := $(sort $(LIB_OBJ) $(CU_SRC:kernels/%.cu=$(BUILD)/kernels/%.o))
 CFLAGS    += -DZP_HAVE_CUDA -I$(GPU_CUDA)/include
-LDLIBS    := -Wl,-Bstatic -lpcre2-8 -lutf8proc -luring -linih -lnuma -Wl,-Bdynamic -lcjson -lm \
+LDLIBS    := -Wl,-Bstatic -luring -linih -lnuma -Wl,-Bdynamic -lcjson -lm \
              $(GPU_CUDA)/lib64/libcudart_static.a -lpthread -ldl -lrt \
              -Wl,--as-needed -L$(GPU_CUDA)/lib64 -lcublasLt -lcublas -lnccl -lstdc++ -Wl,--no-as-needed \
              -Wl,--enable-new-dtags,-rpath,'$(GPU_RPATH)'

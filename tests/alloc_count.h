@@ -1,7 +1,7 @@
 /* alloc_count.h -- counts heap allocations in a test program. Include it in
    exactly one .c file of the program: it defines malloc, calloc, realloc,
    free and the aligned forms, which then serve the whole process (our code,
-   cJSON, PCRE2, utf8proc, and glibc's own strdup/getline/...), forwarding to
+   cJSON and glibc's own strdup/getline/...), forwarding to
    glibc's __libc_* functions. Counting is off until zp_alloc_count_begin() and
    off again at zp_alloc_count_end(); every thread is counted. The first
    ALLOC_SITES_MAX allocations counted keep their size and caller for the

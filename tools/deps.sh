@@ -2,12 +2,12 @@
 # deps.sh -- install what zprefill needs on Debian, if missing. Run as root
 # (make calls it; it prints each package it installs). --check only reports.
 set -eu
-# cjson: JSON; liburing: the reactor; libinih: the serve config; libpcre2 +
-# libutf8proc: the tokenizer's pre-tokenizer and NFC; curl: the end-to-end test;
+# cjson: JSON; liburing: the reactor; libinih: the serve config (the tokenizer
+# carries its own Unicode tables: src/model/unicode_tables.c); curl: the end-to-end test;
 # clang + libclang-rt: libFuzzer (make fuzz); libdnnl: the oneDNN side of
 # build/bench_gemm; libnuma: NUMA placement of the arena and executor threads.
-PKGS="build-essential libcjson-dev liburing-dev libinih-dev libpcre2-dev libutf8proc-dev curl
-      libdnnl-dev clang libclang-rt-14-dev python3 libnuma-dev"
+PKGS="build-essential libcjson-dev liburing-dev libinih-dev curl
+      libdnnl-dev clang libclang-rt-14-dev python3 python3-pip libnuma-dev"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
@@ -37,6 +37,7 @@ if ! python3 -c 'import openai, requests' 2>/dev/null; then
 	[ "${1:-}" = "--check" ] && { echo "deps: missing: openai requests (pip)"; exit 1; }
 	echo "deps: installing: openai requests (pip)"
 	python3 -m pip install -q openai requests ||
+		python3 -m pip install -q --break-system-packages openai requests ||
 		echo "deps: pip could not install openai, requests: tests/test_compat.sh will skip" >&2
 fi
 exit 0
