@@ -262,7 +262,7 @@ static int cmd_prefill(const zp_serve_cfg *o, zp_model *m)
 	int fwd_tokens = ZP_MAX(o->batch_tokens_max, o->seq_tokens_max);
 	struct driver d = { .cap = lines_cap(o->executors) };
 	zp_engine_cfg ec = { o->executors, o->parallel, o->transport, zp_serve_cfg_threads(o),
-			     fwd_tokens, NULL, o->offload_window };
+			     fwd_tokens, NULL, o->offload_window, o->kv_cache_bytes };
 	if (!(d.g = zp_engine_start(m, &ec, &e))) {
 		zp_log(ZP_LOG_ERROR, "msg=\"cannot start executors\" error=\"%s\"", e.msg);
 		zp_tok_free(tok);
@@ -402,7 +402,7 @@ static int cmd_bench(const zp_serve_cfg *o, zp_model *m)
 	zp_fwd_stats st;
 	zp_engine *g;
 	zp_err e;
-	zp_engine_cfg ec = { N, o->parallel, o->transport, each, B * L, NULL, o->offload_window };
+	zp_engine_cfg ec = { N, o->parallel, o->transport, each, B * L, NULL, o->offload_window, 0 };
 
 	if (!(g = zp_engine_start(m, &ec, &e))) {
 		zp_log(ZP_LOG_ERROR, "msg=\"cannot start executors\" error=\"%s\"", e.msg);

@@ -37,6 +37,7 @@ typedef struct {
 	int batch_tokens_max;		/* tokens in one forward (ini: max_batch_tokens) */
 	zp_bell *done;			/* rung when a batch comes back; NULL: the engine's own */
 	int offload_window;		/* asyncep offload mode: slots per executor (0: off) */
+	size_t kv_cache_bytes;		/* each executor's prefix KV cache (0: none) */
 } zp_engine_cfg;
 
 /* Place m's experts and start the executors (each on a NUMA node, memory

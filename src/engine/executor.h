@@ -49,6 +49,7 @@ typedef struct {
 	const zp_expert_src *src;
 	zp_dpep *grp;
 	int threads, batch_tokens_max;
+	size_t kv_cache_bytes;
 	zp_bell ready;			/* rung once the thread's forward exists */
 	/* owner side */
 	enum zp_exec_state state;
@@ -57,11 +58,13 @@ typedef struct {
 
 /* Start executor id on m, its thread and memory on NUMA node (-1: anywhere):
    threads workers, forwards of at most batch_tokens_max tokens, experts from
-   src (NULL: the model's own), as member id of dpep group grp (or NULL);
+   src (NULL: the model's own), as member id of dpep group grp (or NULL), a
+   prefix cache of kv_cache_bytes (0: none; siblings always share);
    finished batches ring done. Returns once the forward workspace exists.
    0, or -1 with e set (nothing left running). */
 int zp_exec_start(zp_exec *x, int id, int node, const zp_model *m, const zp_expert_src *src,
-		  zp_dpep *grp, int threads, int batch_tokens_max, zp_bell *done, zp_err *e);
+		  zp_dpep *grp, int threads, int batch_tokens_max, size_t kv_cache_bytes,
+		  zp_bell *done, zp_err *e);
 /* Owner: an empty batch in a free slot when x is idle (state FILLING), else
    NULL. */
 zp_batch *zp_exec_batch(zp_exec *x);

@@ -29,6 +29,17 @@ typedef struct {
 	int failed;			/* the forward failed */
 	char err[ZP_ERR_LEN];		/* why */
 	zp_fwd_stats stats;		/* the forward's phases */
+
+	/* ---- prefix reuse: written by the executor (forward.h's zp_fwd_kv_report).
+	   After the batch every full leading block of each of its sequences was
+	   inserted into its executor's prefix cache, then perhaps evicted: the
+	   evicted keys are listed (none when it has no cache). ---- */
+	int kv_hit_tokens[ZP_FWD_SEQS_MAX];	/* per sequence: tokens served from the
+						   cache or a sibling, not computed */
+	int kv_evicted_n;			/* keys in kv_evicted */
+	bool kv_evicted_overflow;		/* more were evicted than kv_evicted holds:
+						   forget the shadow of this executor */
+	zp_blk_key kv_evicted[ZP_KV_EVICT_REPORT];
 } zp_batch;
 
 typedef struct {

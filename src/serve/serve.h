@@ -47,6 +47,7 @@ typedef struct {
 	int offload_window;		/* asyncep offload mode: slots per executor (0: off) */
 	int seq_tokens_max;		/* tokens of one sequence; 0: zp_serve_cfg_seq_tokens */
 	int batch_tokens_max;		/* tokens of one forward pass */
+	size_t kv_cache_bytes;		/* each executor's prefix KV cache (0: none) */
 	int batch_wait_ms;
 	int queue_requests_max;
 	long queue_tokens_max;

@@ -310,7 +310,8 @@ static void *loader_main(void *arg)
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	int per = zp_serve_cfg_threads(&s->cfg);
 	zp_engine_cfg ec = { s->cfg.executors, s->cfg.parallel, s->cfg.transport, per,
-			     s->cfg.batch_tokens_max, &s->done, s->cfg.offload_window };
+			     s->cfg.batch_tokens_max, &s->done, s->cfg.offload_window,
+			     s->cfg.kv_cache_bytes };
 	int rc = zp_model_load(&s->model, s->cfg.model, s->cfg.wtype, (int)ZP_MAX(ncpu, 1),
 			       &s->progress, &s->load_err);
 	if (!rc && !(s->eng = zp_engine_start(&s->model, &ec, &s->load_err))) {
