@@ -328,6 +328,19 @@ static void pressure(const char *tag)
 		int n = zp_fwd_kv_report(f, h, ev, ZP_KV_EVICT_REPORT, &over);
 		evicted += n;
 		CHECK(!over && zp_kv_blocks(zp_fwd_kv(f)) <= 4, "%s: bounded", tag);
+		/* the scheduler's contract: every full block is resident or reported,
+		   and nothing reported is resident */
+		zp_blk_key keys[(PLEN + SUF) / ZP_KV_BLOCK];
+		int nb = zp_blk_keys(r.tokens, r.ntok, keys);
+		for (int b = 0; b < nb; b++) {
+			bool rep = false;
+			for (int k = 0; k < n; k++)
+				rep |= zp_blk_key_eq(ev[k], keys[b]);
+			CHECK(zp_kv_resident(zp_fwd_kv(f), keys[b]) != rep,
+			      "%s %d: block %d resident xor reported", tag, i, b);
+		}
+		for (int k = 0; k < n; k++)
+			CHECK(!zp_kv_resident(zp_fwd_kv(f), ev[k]), "%s: a reported key is resident", tag);
 		zp_req_free(&r);
 		prefix[(i % 3) * 20] = save;
 	}

@@ -393,11 +393,19 @@ static void plan(zp_fwd *f, zp_req **reqs, int nreq)
 	f->ins0[nreq] = f->nins;
 	if (!f->kv)
 		return;
-	int ev = zp_kv_take_evicted(f->kv, f->rep, ZP_KV_EVICT_REPORT);
+	int ev = zp_kv_take_evicted(f->kv, f->rep, ZP_KV_EVICT_REPORT), n = 0;
 	f->stats.kv_evictions = ev;
-	for (int i = 0; i < f->lost_n && ev + i < ZP_KV_EVICT_REPORT; i++)
-		f->rep[ev + i] = f->lost[i];
-	f->rep_n = ev + f->lost_n;
+	int lost = ZP_MIN(f->lost_n, ZP_KV_EVICT_REPORT - ZP_MIN(ev, ZP_KV_EVICT_REPORT));
+	memcpy(f->rep + ZP_MIN(ev, ZP_KV_EVICT_REPORT), f->lost, (size_t)lost * sizeof *f->lost);
+	if (ev + f->lost_n > ZP_KV_EVICT_REPORT) { /* the report overflows as it is */
+		f->rep_n = ev + f->lost_n;
+		return;
+	}
+	/* a key evicted and inserted again by a later sequence is resident */
+	for (int i = 0; i < ev + f->lost_n; i++)
+		if (!zp_kv_resident(f->kv, f->rep[i]))
+			f->rep[n++] = f->rep[i];
+	f->rep_n = n;
 }
 
 /* Layer l's keys and values of the blocks this run inserts, from their rows. */

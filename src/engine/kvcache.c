@@ -276,6 +276,15 @@ void zp_kv_unpin(zp_kv *c, int slot)
 	}
 }
 
+bool zp_kv_resident(zp_kv *c, zp_blk_key key)
+{
+	key = masked(c, key);
+	for (int i = *bucket_of(c, key); i >= 0; i = c->b[i].hnext)
+		if (zp_blk_key_eq(c->b[i].key, key))
+			return true;
+	return false;
+}
+
 int zp_kv_take_evicted(zp_kv *c, zp_blk_key *keys, int cap)
 {
 	int n = c->ev_n;

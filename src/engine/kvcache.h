@@ -73,6 +73,9 @@ void zp_kv_drop(zp_kv *c, int slot);
 /* Release one pin; a block with none left becomes the most recently used. */
 void zp_kv_unpin(zp_kv *c, int slot);
 
+/* Some block with this key is resident (valid or being written). */
+bool zp_kv_resident(zp_kv *c, zp_blk_key key);
+
 /* Evictions since the last call (a forward's): returns the count; the first
    min(count, cap) keys into keys. */
 int zp_kv_take_evicted(zp_kv *c, zp_blk_key *keys, int cap);
