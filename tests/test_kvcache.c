@@ -376,7 +376,7 @@ static void off(const char *tag)
    while the owner checks the last ones. */
 static void engine_pressure(const char *tag)
 {
-	enum { ROUNDS = 12, PER = 4 };
+	enum { ROUNDS = 8, PER = 4 };
 	size_t bytes = 5 * zp_kv_block_bytes(model.cfg.layers, model.cfg.kv_heads * model.cfg.head_dim);
 	zp_engine_cfg ec = { 2, ZP_PAR_REPLICATE, "cpu", 1, 4096, NULL, 0, bytes };
 	zp_err e;
@@ -454,10 +454,10 @@ int main(void)
 	zp_backend *be = zp_backend_cpu_new(1);
 	cache_alone(be);
 	be->ops->free(be);
-	static const char *models[] = { "odd", "hd64" };
-	for (size_t i = 0; i < sizeof models / sizeof *models; i++) {
-		run_model(models[i], ZP_W_F32);
-		run_model(models[i], ZP_W_BF16);
-	}
+	/* odd shapes in both modes; head_dim 64 (bf16 attention's AMX path where
+	   the CPU has it) in bf16: within make tsan's time on a shared machine */
+	run_model("odd", ZP_W_F32);
+	run_model("odd", ZP_W_BF16);
+	run_model("hd64", ZP_W_BF16);
 	return check_exit("test_kvcache");
 }
