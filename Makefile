@@ -175,6 +175,9 @@ $(BUILD)/bench_gemm: tools/bench_gemm.c $(BUILD)/libzp.a
 $(BUILD)/loadgen: tools/loadgen.c $(BUILD)/libzp.a
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libzp.a $(LDLIBS)
 
+$(BUILD)/bench_siblings: tools/bench_siblings.c $(BUILD)/libzp.a
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libzp.a $(LDLIBS)
+
 $(BUILD)/bench_peak: tools/bench_peak.c $(BUILD)/libzp.a
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libzp.a $(LDLIBS)
 

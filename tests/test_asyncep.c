@@ -91,7 +91,7 @@ static void check_model(const char *dir, enum zp_wtype wt)
 	CHECK(zp_model_load(&m, dir, wt, 2, NULL, &e) == 0, "load %s: %s", dir, e.msg);
 	make_reqs(ref, SEQS, m.cfg.vocab, 7);
 	zp_engine *g;
-	zp_engine_cfg one = { 1, ZP_PAR_REPLICATE, "cpu", 1, 4096, NULL, 0, 0 /* device: cpu */ };
+	zp_engine_cfg one = { 1, ZP_PAR_REPLICATE, "cpu", 1, 4096, NULL, 0, 0 /* device: cpu */, 0 /* no prefix cache */ };
 	CHECK((g = zp_engine_start(&m, &one, &e)), "start: %s", e.msg);
 	CHECK(run(g, ref, &e) == 0, "reference run");
 	zp_engine_stop(g);
@@ -106,7 +106,7 @@ static void check_model(const char *dir, enum zp_wtype wt)
 	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
 		CHECK(zp_model_load(&m, dir, wt, 2, NULL, &e) == 0, "reload");
 		size_t dense = m.arena_bytes, all = m.expert_bytes_total;
-		zp_engine_cfg c = { cases[i].n, cases[i].p, "cpu", 1, 4096, NULL, cases[i].window, 0 /* device: cpu */ };
+		zp_engine_cfg c = { cases[i].n, cases[i].p, "cpu", 1, 4096, NULL, cases[i].window, 0 /* device: cpu */, 0 /* no prefix cache */ };
 		CHECK((g = zp_engine_start(&m, &c, &e)), "start %s N=%d: %s",
 		      zp_parallel_name(cases[i].p), cases[i].n, e.msg);
 		/* placement and the resident-bytes formula */
@@ -173,7 +173,7 @@ static void check_sim(const char *dir, enum zp_wtype wt)
 		zp_req *r = i ? got : ref;
 		CHECK(zp_model_load(&m, dir, wt, 2, NULL, &e) == 0, "load %s: %s", dir, e.msg);
 		zp_engine_cfg c = { cases[i].n, cases[i].p, "cpu", 1, 4096, NULL, cases[i].window,
-				    ZP_DEV_SIM };
+				    ZP_DEV_SIM, 0 };
 		CHECK((g = zp_engine_start(&m, &c, &e)), "sim start %s N=%d: %s",
 		      zp_parallel_name(cases[i].p), cases[i].n, e.msg);
 		make_reqs(r, SEQS, m.cfg.vocab, 7);
@@ -201,7 +201,7 @@ static void check_fault(void)
 	CHECK(zp_model_load(&m, "tests/models/odd", ZP_W_F32, 2, NULL, &e) == 0, "load");
 	make_reqs(ref, SEQS, m.cfg.vocab, 11);
 	make_reqs(got, SEQS, m.cfg.vocab, 11);
-	zp_engine_cfg c = { 2, ZP_PAR_ASYNCEP, "cpu", 1, 4096, NULL, 0, 0 /* device: cpu */ };
+	zp_engine_cfg c = { 2, ZP_PAR_ASYNCEP, "cpu", 1, 4096, NULL, 0, 0 /* device: cpu */, 0 /* no prefix cache */ };
 	CHECK((g = zp_engine_start(&m, &c, &e)), "start");
 	CHECK(run(g, ref, &e) == 0, "clean run");
 	/* calibration: a real rate, a real gather time, and T from them (no speed

@@ -16,6 +16,7 @@
 
 #include "client.h"
 #include "engine.h"
+#include "kvcache.h"
 #include "forward.h"
 #include "job.h"
 #include "json.h"
@@ -264,7 +265,7 @@ static int cmd_prefill(const zp_serve_cfg *o, zp_model *m)
 	int fwd_tokens = ZP_MAX(o->batch_tokens_max, o->seq_tokens_max);
 	struct driver d = { .cap = lines_cap(o->executors) };
 	zp_engine_cfg ec = { o->executors, o->parallel, o->transport, zp_serve_cfg_threads(o),
-			     fwd_tokens, NULL, o->offload_window, o->device };
+			     fwd_tokens, NULL, o->offload_window, o->device, o->kv_cache_bytes };
 	if (!(d.g = zp_engine_start(m, &ec, &e))) {
 		zp_log(ZP_LOG_ERROR, "msg=\"cannot start executors\" error=\"%s\"", e.msg);
 		zp_tok_free(tok);
@@ -280,6 +281,9 @@ static int cmd_prefill(const zp_serve_cfg *o, zp_model *m)
 			    .executors = zp_engine_executors(d.g), .model = &m->cfg,
 			    .gather_s = cal.gather_s, .flops_per_s = cal.flops_per_s, .gamma = cal.gamma,
 			    .aging_s = o->schedule_aging_ms / 1e3, .min_tokens = o->schedule_min_tokens,
+			    .shadow_blocks = (long)(o->kv_cache_bytes /
+						    zp_kv_block_bytes(m->cfg.layers,
+								      m->cfg.kv_heads * m->cfg.head_dim)),
 			    .shadow_pending = d.sched.tokens_max / ZP_KV_BLOCK };
 	zp_sched_setup(&d.sched, &sc);
 	zp_req_limits lim = { .vocab = m->cfg.vocab, .seq_tokens_max = o->seq_tokens_max,
@@ -423,7 +427,7 @@ static int cmd_bench(const zp_serve_cfg *o, zp_model *m)
 	zp_engine *g;
 	zp_err e;
 	zp_engine_cfg ec = { N, o->parallel, o->transport, each, B * L, NULL, o->offload_window,
-			     o->device };
+			     o->device, 0 };
 
 	if (!(g = zp_engine_start(m, &ec, &e))) {
 		zp_log(ZP_LOG_ERROR, "msg=\"cannot start executors\" error=\"%s\"", e.msg);

@@ -60,7 +60,7 @@ zp_engine *zp_engine_start(zp_model *m, const zp_engine_cfg *c, zp_err *e)
 		int node = zp_arena_node_for(i); /* where zp_place_new put its memory */
 		if (zp_exec_start(&g->exec[i], i, node, m, zp_place_source(g->place, i),
 				  zp_place_group(g->place), c->threads_per_executor,
-				  c->batch_tokens_max, c->device, g->done, e))
+				  c->batch_tokens_max, c->device, c->kv_cache_bytes, g->done, e))
 			goto bad;
 		g->n = i + 1;
 		int lo, hi;

@@ -40,6 +40,7 @@ typedef struct {
 	int offload_window;		/* asyncep offload mode: slots per executor (0: off) */
 	int device;			/* enum zp_device (backend_cuda.h): 0 = cpu; cuda:
 					   executor i on GPU i; sim: the test device */
+	size_t kv_cache_bytes;		/* each executor's prefix KV cache (0: none) */
 } zp_engine_cfg;
 
 /* Place m's experts and start the executors (each on a NUMA node, memory

@@ -39,6 +39,8 @@ static void run(zp_exec *x, zp_batch *b)
 		snprintf(b->err, sizeof b->err, "%s", e.msg);
 	b->fwd_s = zp_now_s() - t0;
 	b->stats = zp_fwd_last_stats(x->fwd);
+	b->kv_evicted_n = zp_fwd_kv_report(x->fwd, b->kv_hit_tokens, b->kv_evicted,
+					   ZP_KV_EVICT_REPORT, &b->kv_evicted_overflow);
 }
 
 /* A device executor's backend (GPU x->id, or the sim), its model mirror and
@@ -78,6 +80,7 @@ static void *exec_main(void *arg)
 	}
 	zp_fwd_set_experts(x->fwd, x->src);
 	zp_fwd_set_beat(x->fwd, &x->beats);
+	zp_fwd_set_prefix(x->fwd, x->kv_cache_bytes, true);
 	if (x->grp)
 		zp_fwd_set_dpep(x->fwd, x->grp, x->id);
 	zp_bell_ring(&x->ready);
@@ -118,8 +121,8 @@ static int carve(zp_exec *x, zp_err *e)
 }
 
 int zp_exec_start(zp_exec *x, int id, int node, const zp_model *m, const zp_expert_src *src,
-		  zp_dpep *grp, int threads, int batch_tokens_max, int device, zp_bell *done,
-		  zp_err *e)
+		  zp_dpep *grp, int threads, int batch_tokens_max, int device,
+		  size_t kv_cache_bytes, zp_bell *done, zp_err *e)
 {
 	memset(x, 0, sizeof *x);
 	x->id = id;
@@ -130,6 +133,7 @@ int zp_exec_start(zp_exec *x, int id, int node, const zp_model *m, const zp_expe
 	x->threads = threads;
 	x->batch_tokens_max = batch_tokens_max;
 	x->device = device;
+	x->kv_cache_bytes = kv_cache_bytes;
 	x->done = done;
 	x->bell.fd = x->ready.fd = -1;
 	if (carve(x, e))

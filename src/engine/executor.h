@@ -52,6 +52,7 @@ typedef struct {
 	zp_dpep *grp;
 	int threads, batch_tokens_max;
 	int device;			/* enum zp_device */
+	size_t kv_cache_bytes;
 	zp_bell ready;			/* rung once the thread's forward exists */
 	bool start_failed;		/* the device backend did not start: start_err */
 	zp_err start_err;
@@ -63,11 +64,13 @@ typedef struct {
 /* Start executor id on m, its thread and memory on NUMA node (-1: anywhere):
    threads workers, forwards of at most batch_tokens_max tokens, experts from
    src (NULL: the model's own), as member id of dpep group grp (or NULL), on
-   device (enum zp_device: cpu; cuda: GPU id; sim); finished batches ring done. Returns once the forward workspace exists.
+   device (enum zp_device: cpu; cuda: GPU id; sim), with a prefix cache of
+   kv_cache_bytes (0: none; siblings always share); finished batches ring
+   done. Returns once the forward workspace exists.
    0, or -1 with e set (nothing left running). */
 int zp_exec_start(zp_exec *x, int id, int node, const zp_model *m, const zp_expert_src *src,
-		  zp_dpep *grp, int threads, int batch_tokens_max, int device, zp_bell *done,
-		  zp_err *e);
+		  zp_dpep *grp, int threads, int batch_tokens_max, int device,
+		  size_t kv_cache_bytes, zp_bell *done, zp_err *e);
 /* Owner: an empty batch in a free slot when x is idle (state FILLING), else
    NULL. */
 zp_batch *zp_exec_batch(zp_exec *x);

@@ -14,7 +14,9 @@
 
 #include "backend.h"
 #include "dpep.h"
+#include "kvcache.h"
 #include "model.h"
+#include "prefix.h"
 #include "request.h"
 
 typedef struct zp_fwd zp_fwd;
@@ -57,9 +59,31 @@ void zp_fwd_set_beat(zp_fwd *f, _Atomic uint64_t *beat);
    runs); f leaves it when freed. */
 void zp_fwd_set_dpep(zp_fwd *f, zp_dpep *g, int member);
 
-/* One forward over reqs (total tokens <= batch_tokens_max); fills their results.
-   0, or -1 with e set when the expert source failed (results undefined). */
+/* Prefix reuse for every later forward (before the first one): a prefix KV
+   cache of kv_cache_bytes (kvcache.h; 0: none) and, when siblings, sequences
+   of one forward that share leading blocks compute them once (the later ones
+   attend to the first's rows). A sequence reuses leading blocks only before
+   every position whose hidden state it needs (the last token; prompt
+   log-probs from plp_start - 1; every position for mean pooling), so its
+   outputs are those of a forward without reuse, bit for bit. Every full
+   block a forward computes is inserted into the cache. */
+void zp_fwd_set_prefix(zp_fwd *f, size_t kv_cache_bytes, bool siblings);
+/* The cache (NULL: none), for tests: its hooks and counts. */
+zp_kv *zp_fwd_kv(zp_fwd *f);
+
+/* One forward over reqs; the tokens it computes (its prompt tokens, less
+   those reused) at most batch_tokens_max, each sequence at most
+   batch_tokens_max tokens long; fills their results. 0, or -1 with e set when
+   the expert source failed (results undefined). */
 int zp_fwd_run(zp_fwd *f, zp_req **reqs, int nreq, zp_err *e);
+
+/* The last run's prefix reuse, for the scheduler: hit_tokens[s] (nreq of
+   them) = tokens of sequence s taken from the cache or a sibling; the keys of
+   blocks evicted from the cache, or that could not be inserted (every block
+   pinned), into evicted[cap]. Returns the number of keys written (<= cap);
+   *overflow when there were more. Without a cache nothing is inserted and
+   nothing reported. */
+int zp_fwd_kv_report(zp_fwd *f, int *hit_tokens, zp_blk_key *evicted, int cap, bool *overflow);
 
 /* Seconds spent in the last run, by phase (attention incl. projections, MLP/MoE,
    outputs). */
@@ -69,6 +93,13 @@ typedef struct {
 	double flops;		/* linear-layer + attention FLOPs of the last run */
 	float min_route_gap;	/* smallest router logit gap between the k-th chosen
 				   expert and the best one left out (inf: dense) */
+	/* prefix reuse (zp_fwd_set_prefix) */
+	long prompt_tokens;	/* the sequences' tokens */
+	long computed_tokens;	/* of them, run through the model */
+	long cache_hit_tokens;	/* taken from the cache */
+	long sibling_tokens;	/* taken from a sibling's rows */
+	int kv_blocks;		/* blocks resident after the run */
+	int kv_evictions;	/* blocks the run evicted */
 } zp_fwd_stats;
 zp_fwd_stats zp_fwd_last_stats(const zp_fwd *f);
 

@@ -62,6 +62,13 @@ void zp_metrics_batch(zp_metrics *m, const zp_batch *b, double now)
 	m->seqs_total += (uint64_t)b->n;
 	m->batches_total++;
 	m->forward_s_total += b->fwd_s;
+	m->prompt_tokens += (uint64_t)b->stats.prompt_tokens;
+	m->computed_tokens += (uint64_t)b->stats.computed_tokens;
+	m->cache_hit_tokens += (uint64_t)b->stats.cache_hit_tokens;
+	m->sibling_tokens += (uint64_t)b->stats.sibling_tokens;
+	m->evictions += (uint64_t)b->stats.kv_evictions;
+	if (b->exec >= 0 && b->exec < ZP_EXECUTORS_MAX)
+		m->kv_blocks[b->exec] = b->stats.kv_blocks;
 	zp_metrics_hist(&m->batch_tokens, b->tokens);
 	zp_metrics_hist(&m->lat_forward_s, b->fwd_s);
 }
@@ -143,6 +150,22 @@ void zp_metrics_render(const zp_metrics *m, const zp_sched *s, int executors_bus
 		"counter", (double)m->overloaded);
 	counter(o, "zprefill_dropped_total", "Requests dropped because their client had gone.",
 		"counter", (double)m->dropped_gone);
+	int kv_blocks = 0;
+	for (int x = 0; x < ZP_EXECUTORS_MAX; x++)
+		kv_blocks += m->kv_blocks[x];
+	counter(o, "zprefill_prompt_tokens_total", "Tokens in the sequences of finished batches.",
+		"counter", (double)m->prompt_tokens);
+	counter(o, "zprefill_computed_tokens_total", "Of them, tokens run through the model.",
+		"counter", (double)m->computed_tokens);
+	counter(o, "zprefill_prefix_cache_hit_tokens_total", "Tokens taken from a prefix cache.",
+		"counter", (double)m->cache_hit_tokens);
+	counter(o, "zprefill_sibling_shared_tokens_total",
+		"Tokens taken from a sibling sequence of the same batch.", "counter",
+		(double)m->sibling_tokens);
+	counter(o, "zprefill_prefix_cache_blocks", "Prefix cache blocks resident, all executors.",
+		"gauge", kv_blocks);
+	counter(o, "zprefill_prefix_cache_evictions_total", "Prefix cache blocks evicted.",
+		"counter", (double)m->evictions);
 	counter(o, "zprefill_uptime_seconds", "Seconds since start.", "gauge", now - m->t_start);
 	hist_render(o, "zprefill_batch_tokens", "Tokens per forward pass.", &m->batch_tokens);
 	hist_render(o, "zprefill_queue_seconds", "Arrival to first dispatch, per request.",

@@ -33,6 +33,9 @@ typedef struct zp_metrics {
 	uint64_t rate_tokens[ZP_RATE_WINDOW_S];	/* tokens finished per second */
 	long rate_stamp[ZP_RATE_WINDOW_S];
 	double t_start;
+	/* prefix reuse (from each batch's forward stats) */
+	uint64_t prompt_tokens, computed_tokens, cache_hit_tokens, sibling_tokens, evictions;
+	int kv_blocks[ZP_EXECUTORS_MAX];	/* each executor's, after its last batch */
 } zp_metrics;
 
 void zp_metrics_init(zp_metrics *m, double now);

@@ -42,6 +42,7 @@
 #include "offload.h"
 #include "reactor.h"
 #include "router.h"
+#include "kvcache.h"
 #include "scheduler.h"
 #include "sd.h"
 #include "serve.h"
@@ -399,7 +400,8 @@ static void *loader_main(void *arg)
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	int per = zp_serve_cfg_threads(&s->cfg);
 	zp_engine_cfg ec = { s->cfg.executors, s->cfg.parallel, s->cfg.transport, per,
-			     s->cfg.batch_tokens_max, &s->done, s->cfg.offload_window, s->cfg.device };
+			     s->cfg.batch_tokens_max, &s->done, s->cfg.offload_window, s->cfg.device,
+			     s->cfg.kv_cache_bytes };
 	int rc = s->cfg.random_weights >= 0
 			 ? zp_model_load_random(&s->model, s->cfg.model, s->cfg.wtype,
 						(int)ZP_MAX(ncpu, 1), (uint64_t)s->cfg.random_weights,
@@ -471,6 +473,9 @@ static void on_event(server *s)
 					    .gather_s = s->cal.gather_s, .flops_per_s = s->cal.flops_per_s,
 					    .gamma = s->cal.gamma, .aging_s = s->cfg.schedule_aging_ms / 1e3,
 					    .min_tokens = s->cfg.schedule_min_tokens,
+					    .shadow_blocks = (long)(s->cfg.kv_cache_bytes /
+						    zp_kv_block_bytes(s->mcfg.layers,
+								      s->mcfg.kv_heads * s->mcfg.head_dim)),
 					    .shadow_pending = s->cfg.queue_tokens_max / ZP_KV_BLOCK };
 			zp_sched_setup(&s->sched, &sc);
 			char said[160];

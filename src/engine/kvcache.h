@@ -1,0 +1,85 @@
+/* kvcache.h -- the prefix KV cache of one executor (DESIGN.md section 4): a
+   pool of blocks of ZP_KV_BLOCK tokens, each holding the keys and values of
+   every layer for its 16 positions (f32 after k-norm and RoPE, the rows
+   attention's zp_kv_src reads), allocated from the backend at start and
+   bounded by kv_cache_bytes. A block is found by its key (prefix.h) and
+   proven by its 16 token ids and its parent (the block before it, by slot and
+   generation): a hit is exact whatever the hash does. Blocks in use by a
+   forward are pinned (reference counts); the rest are evicted least recently
+   used first, and a parent is always used more recently than its children.
+   Threads: the executor thread that owns it, only (its forward). */
+#ifndef ZP_KVCACHE_H
+#define ZP_KVCACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "prefix.h"
+
+/* ZP_KV_EVICT_REPORT (prefix.h): evicted keys a batch reports to the
+   scheduler (zp_batch.kv_evicted). */
+
+typedef struct zp_kv zp_kv;
+
+/* A block's parent: ZP_KV_ROOT for the first block of a prompt. */
+typedef struct {
+	int slot;
+	uint32_t gen;
+} zp_kv_ref;
+
+#define ZP_KV_ROOT ((zp_kv_ref){ -1, 0 })
+
+/* A pool of as many blocks of layers x 16 rows x (2 kv_dim) floats as fit in
+   bytes, from b's memory; NULL when not one block fits (0 bytes: no cache). */
+zp_kv *zp_kv_new(zp_backend *b, int layers, int kv_dim, size_t bytes);
+void zp_kv_free(zp_kv *c);
+
+int zp_kv_blocks_max(const zp_kv *c);
+/* Blocks resident (valid, or being written by the running forward). */
+int zp_kv_blocks(const zp_kv *c);
+/* Bytes of one block. */
+size_t zp_kv_block_bytes(int layers, int kv_dim);
+
+/* Test hook: keys keep only their low `bits` bits (0: every key equal), so
+   tests force collisions; the ids and parent checks must still give exact
+   hits. */
+void zp_kv_test_key_bits(zp_kv *c, int bits);
+
+/* The block after parent holding ids[ZP_KV_BLOCK] (key: prefix.h's key of
+   that block), when resident and valid: pinned, its ref; else slot -1. */
+zp_kv_ref zp_kv_find(zp_kv *c, zp_kv_ref parent, zp_blk_key key, const int32_t *ids);
+
+/* Insert the block after parent holding ids: when an equal block is resident
+   (or being written) it is pinned and returned with *fresh false; else a free
+   or least recently used unpinned block is taken (its key reported as
+   evicted), pinned, marked being written, and returned with *fresh true: the
+   caller writes every layer (zp_kv_rows) and then zp_kv_commit or
+   zp_kv_drop. slot -1 when every block is pinned. */
+zp_kv_ref zp_kv_insert(zp_kv *c, zp_kv_ref parent, zp_blk_key key, const int32_t *ids,
+		       bool *fresh);
+
+/* Layer l's rows of block slot: [ZP_KV_BLOCK, 2 kv_dim] floats, each row the
+   position's kv_dim keys then kv_dim values (backend memory). */
+float *zp_kv_rows(const zp_kv *c, int slot, int layer);
+/* The parent of a pinned block. */
+zp_kv_ref zp_kv_parent(const zp_kv *c, int slot);
+
+/* A fresh block was written: valid from now on. */
+void zp_kv_commit(zp_kv *c, int slot);
+/* A fresh block could not be written (the forward failed): free again. */
+void zp_kv_drop(zp_kv *c, int slot);
+/* Release one pin; a block with none left becomes the most recently used. */
+void zp_kv_unpin(zp_kv *c, int slot);
+
+/* Some block with this key is resident (valid or being written). */
+bool zp_kv_resident(zp_kv *c, zp_blk_key key);
+
+/* Evictions since the last call (a forward's): returns the count; the first
+   min(count, cap) keys into keys. */
+int zp_kv_take_evicted(zp_kv *c, zp_blk_key *keys, int cap);
+/* Evictions since start. */
+uint64_t zp_kv_evictions(const zp_kv *c);
+
+#endif
