@@ -47,5 +47,11 @@ grep -q 'msg="prefill done".* parallel=replicate configured=asyncep why="one exe
 	{ echo "FAIL: prefill's log does not say what ran and why"; cat "$T/err"; fail=1; }
 $Z bench --model tests/models/odd --tokens 4 --seqs 1 --iters 1 2>/dev/null | tail -n 1 |
 	grep -q ' parallel=replicate ' || { echo "FAIL: bench reports the configured placement"; fail=1; }
+# a prefix cache larger than the machine: a start error, not an abort on an
+# executor thread
+echo '{"prompt_token_ids":[1]}' | $Z prefill --model tests/models/odd --kv-cache-bytes 4398046511104 \
+	> "$T/out" 2> "$T/err"; rc=$?
+[ $rc -eq 2 ] && grep -q "more than this machine" "$T/err" ||
+	{ echo "FAIL: an oversized kv_cache_bytes: exit $rc"; cat "$T/err"; fail=1; }
 [ $fail -eq 0 ] && echo "test_cli_faults: ok" || echo "test_cli_faults: FAIL"
 exit $fail

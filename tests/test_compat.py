@@ -108,11 +108,11 @@ class Transport:
         return out
 
 
-def start(extra, log):
+def start(extra, log, max_tokens=MAX_TOKENS):
     sock = os.path.join(tmp, "s")
     port = free_port()
     p = subprocess.Popen([Z, "serve", "--model", MODEL_DIR, "--socket", sock, "--dtype", "fp32",
-                          "--max-tokens", str(MAX_TOKENS), "--listen-tcp", f"127.0.0.1:{port}",
+                          "--max-tokens", str(max_tokens), "--listen-tcp", f"127.0.0.1:{port}",
                           "--log-level", "warn"] + extra, stderr=log)
     deadline = time.time() + 60  # a liveness bound, not a speed
     while time.time() < deadline:
@@ -458,6 +458,48 @@ def start_errors():
           "allow_uids cannot be checked" in p.stderr, p.stderr)
 
 
+def hostile(t):
+    """Inputs a client controls, found by a review: none may end the server,
+    cut a text silently or forge a log line."""
+    st, r = t.post("/tokenize", {"inputs": "hello\u0000world"})
+    check(f"{t.name} TEI /tokenize with \\u0000 in inputs: refused, not cut at the NUL",
+          st in (400, 422), (st, r))
+    st, r = t.post("/tokenize", {"inputs": "hi",
+                                 "model": os.path.basename(MODEL_DIR.rstrip("/")) + "\u0000zzz"})
+    check(f"{t.name} TEI /tokenize with \\u0000 in another field: refused", st in (400, 422), (st, r))
+    st, r = t.post("/v1/embeddings", {"input": "a", "x\nlevel=error msg=\"forged\"": 1})
+    check(f"{t.name} an unknown field named with a newline: still ignored", st == 200, (st, r))
+
+
+def small_body_server():
+    """TEI /rerank truncation decodes the kept tokens in NFC form, which can be
+    3x the bytes sent: with a small body_bytes_max the prompt outgrows the
+    scratch. A 413, and the server keeps serving (it used to abort)."""
+    ini = os.path.join(tmp, "small.ini")
+    with open(ini, "w") as f:
+        f.write("[server]\nbody_bytes_max = 2048\n")
+    with open(os.path.join(tmp, "small.log"), "w") as lg:
+        p, _, port = start(["--config", ini], lg, max_tokens=4096)
+        try:
+            t = Transport("tcp", port=port)
+            # raw UTF-8 (4 bytes a character; JSON escapes would be 12) so the
+            # body fits the 2048 bytes
+            body = json.dumps({"query": "q", "texts": ["\U0001D160" * 380], "truncate": True},
+                              ensure_ascii=False).encode()
+            try:
+                rr = t.http.post(t.base + "/rerank", data=body,
+                                 headers={"Content-Type": "application/json"})
+                st, r = rr.status_code, rr.text
+            except requests.RequestException as e:  # the server died
+                st, r = None, repr(e)
+            check("TEI /rerank whose truncated text grows in NFC: an answer, not an abort",
+                  st in (200, 413), (st, str(r)[:200]))
+            check("... and the server still serves", p.poll() is None, p.poll())
+        finally:
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=60)
+
+
 t_start = time.time()
 tmp = tempfile.mkdtemp()
 logpath = os.path.join(tmp, "log")
@@ -465,7 +507,8 @@ with open(logpath, "w") as log:
     srv, sock, port = start([], log)
     try:
         for tr in (Transport("tcp", port=port), Transport("unix", sock=sock)):
-            for part in (completions, score, probes, tei, openai_embeddings, unknown_fields):
+            for part in (completions, score, probes, tei, openai_embeddings, unknown_fields,
+                         hostile):
                 try:
                     part(tr)
                 except Exception as e:  # a shape the client could not even read
@@ -480,6 +523,8 @@ with open(logpath, "w") as log:
     check("SIGTERM: exit 0", rc == 0, rc)
 with open(logpath) as f:
     lines = [ln for ln in f if "ignored unknown request field" in ln]
+check("a field name cannot forge a log line", not any(ln.startswith('level=error msg="forged"')
+                                                      for ln in open(logpath)), "")
 check("ignored fields are logged", any('field="foo"' in ln for ln in lines) and
       any('field="documents[].id"' in ln for ln in lines), lines[:3])
 # 8 lines per 10 s at most: the run's length bounds how many may appear
@@ -487,6 +532,7 @@ allowed = 8 * (2 + int((time.time() - t_start) / 10))
 check(f"ignored-field warnings rate-limited (200+ ignored, {len(lines)} lines, {allowed} allowed)",
       len(lines) <= allowed and len(lines) < 100, len(lines))
 start_errors()
+small_body_server()
 if failures:
     with open(logpath) as f:
         print("server log (last lines):\n" + "".join(f.readlines()[-15:]))

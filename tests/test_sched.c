@@ -468,6 +468,26 @@ static void shadow(void)
 	CHECK(s.ex[0].committed <= 8 && zp_sched_match(&s, 0, &seq[4][0]) == 0,
 	      "10 blocks into a cache of 8: the shadow starts over (%ld committed)",
 	      s.ex[0].committed);
+	/* a full cache that reports what it evicts keeps its shadow: 8 blocks
+	   resident, then 2 new ones evicting blocks 6 and 7 */
+	zp_sched_admit(&s, mk_ids(5, 1, 128, 2, 128), 5);
+	cut(&s, 0, 5, true);
+	back(&s, 0);
+	zp_blk_key k5[8];
+	zp_blk_keys(seq[5][0].tokens, 128, k5);
+	zp_sched_admit(&s, mk_ids(6, 1, 32, 3, 32), 6);
+	cut(&s, 0, 6, true);
+	memset(bx[0].kv_hit_tokens, 0, sizeof bx[0].kv_hit_tokens);
+	bx[0].kv_evicted[0] = k5[6];
+	bx[0].kv_evicted[1] = k5[7];
+	bx[0].kv_evicted_n = 2;
+	bx[0].kv_evicted_overflow = false;
+	zp_sched_batch_done(&s, &bx[0], NULL);
+	zp_sched_seq_done(&s, &job[6]);
+	zp_sched_finish(&s, &job[6]);
+	CHECK(s.ex[0].committed == 8 && s.ex[0].used >= 8 && zp_sched_match(&s, 0, &seq[5][0]) == 6,
+	      "full cache, evictions reported: 8 committed (%ld), match 6 (%d)", s.ex[0].committed,
+	      zp_sched_match(&s, 0, &seq[5][0]));
 	zp_sched_free(&s);
 }
 
@@ -513,7 +533,21 @@ static void threshold(void)
 	bx[0].stats.mlp_s = 0;
 	zp_sched_free(&s);
 	setup(&s, ZP_SCHED_PREFIX_FLOPS, 1, 0, 0, 1);
-	CHECK(isinf(s.threshold), "no calibration: T infinite until measured");
+	double full = s.cost.lin_tok * 65536 / s.cost.layers;
+	CHECK(s.threshold == full, "no calibration: T = a full forward's linear FLOPs per layer: "
+	      "%g, want %g", s.threshold, full);
+	zp_sched_free(&s);
+	/* ... which bounds a pile-on: jobs sharing a prefix fill executor 0 up to
+	   a forward's worth (512 tokens), then go to executor 1 */
+	zp_sched_init(&s, JOBS, 1 << 20, 512, 0.010);
+	zp_sched_cfg pc = { .policy = ZP_SCHED_PREFIX_FLOPS, .executors = 2, .model = &cfg,
+			    .gamma = 1, .aging_s = 1, .shadow_blocks = 64, .shadow_pending = 256 };
+	zp_sched_setup(&s, &pc);
+	for (int i = 0; i < 5; i++)
+		zp_sched_admit(&s, mk_ids(i, 1, 200, 0, 160), 0);
+	int n0 = cut(&s, 0, 1.0, false), n1 = cut(&s, 1, 1.0, false);
+	CHECK(n0 > 0 && n1 > 0, "unmeasured T: sharing jobs spread once executor 0 holds a "
+	      "forward's worth (executor 0: %d, executor 1: %d)", n0, n1);
 	zp_sched_free(&s);
 	/* the floor: 100 tokens' linear FLOPs per layer (1024 each) over a T of 1000 */
 	zp_sched_init(&s, JOBS, 1 << 20, 1 << 16, 0.010);

@@ -574,7 +574,8 @@ static int run(int argc, char **argv)
 		rc = 1;
 		goto out;
 	}
-	int bad = zp_serve_cfg_seq_tokens(&c, m.cfg.max_positions, &e);
+	int bad = zp_serve_cfg_seq_tokens(&c, m.cfg.max_positions, &e) ||
+		  zp_serve_cfg_check_kv(&c, &e);
 	if (!bad && c.bench.seq_tokens > m.cfg.max_positions)
 		bad = zp_errf(&e, "--tokens %d is over the model's max_position_embeddings %d",
 			      c.bench.seq_tokens, m.cfg.max_positions);

@@ -15,7 +15,7 @@
 #define ZP_KV_BLOCK 16
 /* Evicted keys an executor reports with one batch (scheduler.h's zp_batch);
    more: it reports an overflow instead. */
-#define ZP_KV_EVICT_REPORT 256
+#define ZP_KV_EVICT_REPORT 1024	/* a default forward's blocks (8192 / 16), twice */
 
 typedef struct {
 	uint64_t lo, hi;

@@ -44,8 +44,15 @@ void zp_sched_init(zp_sched *s, int requests_max, long tokens_max, int batch_tok
 
 static void update_threshold(zp_sched *s)
 {
+	/* No gather measured (replicas, one executor, no AsyncEP): nothing to
+	   hide, but an executor holding a full forward's work is still busy
+	   enough; without a bound every request sharing a prefix would queue on
+	   the executor that holds it while the others idle. */
+	double full = s->cost.layers > 0 ?
+		s->cost.lin_tok * (double)s->batch_tokens_max / s->cost.layers : HUGE_VAL;
 	s->threshold = s->gather_s > 0 && s->flops_per_s > 0 ?
-		ZP_MAX(s->gather_s * s->flops_per_s * s->gamma, s->threshold_min) : HUGE_VAL;
+		ZP_MAX(s->gather_s * s->flops_per_s * s->gamma, s->threshold_min) :
+		ZP_MAX(full, s->threshold_min);
 }
 
 void zp_sched_setup(zp_sched *s, const zp_sched_cfg *c)
@@ -182,8 +189,8 @@ static void shadow_seq(zp_sched *s, zp_sched_exec *X, const zp_req *r, int d, bo
 			e->pending--;
 		if (commit && !e->committed) {
 			e->committed = true;
-			if (++X->committed > s->shadow_blocks)
-				shadow_forget(X); /* more than the cache holds: it evicted unreported */
+			X->committed++; /* over the cache's size: zp_sched_batch_done, after
+					   the batch's evictions are applied */
 		}
 		blk_drop_if_idle(X, e);
 	}
@@ -483,6 +490,8 @@ void zp_sched_batch_done(zp_sched *s, const zp_batch *b, const zp_sched_obs *o)
 			blk_drop_if_idle(X, e);
 		}
 	}
+	if (X->committed > s->shadow_blocks) /* more than the cache holds: it evicted unreported */
+		shadow_forget(X);
 }
 
 bool zp_sched_seq_done(zp_sched *s, zp_job *j)

@@ -25,8 +25,17 @@ void zp_api_ignored(zp_api_call *c, const char *field)
 		a->warn_skipped++;
 		return;
 	}
+	/* the name is the client's: controls, quotes and backslashes become '?'
+	   so that it cannot end the line or the field (a forged log line) */
+	char safe[65];
+	size_t n = 0;
+	for (; field[n] && n < sizeof safe - 1; n++) {
+		unsigned char ch = (unsigned char)field[n];
+		safe[n] = ch < 0x20 || ch == 0x7f || ch == '"' || ch == '\\' ? '?' : (char)ch;
+	}
+	safe[n] = '\0';
 	zp_log(ZP_LOG_WARN, "msg=\"ignored unknown request field (as vLLM does)\" endpoint=%s "
-	       "field=\"%.64s\" not_logged_before=%lu", zp_route_name(c->job->ep), field,
+	       "field=\"%s\" not_logged_before=%lu", zp_route_name(c->job->ep), safe,
 	       a->warn_skipped);
 	a->warn_lines++;
 	a->warn_skipped = 0;

@@ -134,14 +134,26 @@ void zp_api_tei_embed_finish(zp_api *a, zp_api_job *j, zp_buf *out)
 
 /* ---- /rerank with texts ---- */
 
-/* The Qwen3-Reranker prompt of (query, doc) in the api's text scratch. */
+/* The Qwen3-Reranker prompt of (query, doc) in the api's text scratch, or
+   NULL when it does not fit: the scratch holds a body's worth plus the
+   template, but a truncated document is decoded from tokens in NFC form,
+   which can be longer than the text sent (U+1D160: 4 bytes, 12 in NFC). */
 static const char *rerank_prompt(zp_api_call *c, const char *query, const char *doc)
 {
 	const zp_rerank_cfg *rr = &c->a->rerank;
 	int w = snprintf(c->a->text, c->a->text_cap, "%s<Instruct>: %s\n<Query>: %s\n<Document>: %s%s",
 			 rr->prefix, rr->instruction, query, doc, rr->suffix);
-	ZP_ASSERT(w >= 0 && (size_t)w < c->a->text_cap); /* query and doc come from the body */
-	return c->a->text;
+	return w >= 0 && (size_t)w < c->a->text_cap ? c->a->text : NULL;
+}
+
+/* rerank_prompt's prompt encoded, or a 413 when it did not fit. */
+static int rerank_encode(zp_api_call *c, const char *query, const char *doc, int32_t **ids, int *n)
+{
+	const char *p = rerank_prompt(c, query, doc);
+	if (!p)
+		return zp_api_error(c->out, ZP_HTTP_ERR_TOO_LARGE, "texts", "the reranker prompt "
+				    "of this document is over %zu bytes", c->a->text_cap);
+	return zp_api_encode_all(c, p, "texts", true, ids, n);
 }
 
 /* truncate: a prompt over the longest sequence keeps its template and query
@@ -153,7 +165,7 @@ static int rerank_tokens(zp_api_call *c, const char *query, const char *doc, boo
 {
 	int max = c->a->lim.seq_tokens_max, rc, nd, over;
 	int32_t *d;
-	if ((rc = zp_api_encode_all(c, rerank_prompt(c, query, doc), "texts", true, ids, n)) ||
+	if ((rc = rerank_encode(c, query, doc, ids, n)) ||
 	    *n <= max || !truncate)
 		return rc;
 	if ((rc = zp_api_encode_all(c, doc, "texts", true, &d, &nd)))
@@ -174,7 +186,7 @@ static int rerank_tokens(zp_api_call *c, const char *query, const char *doc, boo
 		rc = zp_tok_decode(c->a->tok, keep, nk, &b);
 		ZP_ASSERT(rc == 0 && !b.overflow && b.len < cap);
 		cut[b.len] = 0;
-		if ((rc = zp_api_encode_all(c, rerank_prompt(c, query, cut), "texts", true, ids, n)))
+		if ((rc = rerank_encode(c, query, cut, ids, n)))
 			return rc;
 	}
 	return 0;
@@ -344,6 +356,11 @@ int zp_api_tei_tokenize_build(zp_api_call *c)
 	const cJSON *in = zp_api_field(c->root, "inputs");
 	if (!in)
 		return zp_api_tokenize_build(c); /* vLLM's prompt */
+	/* the body was parsed keeping \u0000 (for vLLM's prompt); TEI's inputs
+	   are read as C strings here: refuse it rather than cut the text there */
+	if (zp_json_nul_outside(c->root, (const char *const[]){ NULL }))
+		return tei_error(c, zp_api_bad(c, "inputs", "\\u0000 is not accepted in TEI's "
+					       "/tokenize inputs (it is in vLLM's prompt)"));
 	return tei_error(c, tei_tokenize_build(c, in));
 }
 

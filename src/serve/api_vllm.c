@@ -437,12 +437,17 @@ void zp_api_completions_finish(zp_api *a, zp_api_job *j, zp_buf *out)
 			zp_buf_reset(&tb);
 			decode_ids(a, r->tokens, r->ntok, &tb);
 			zp_buf_json_strn(out, tb.p, tb.len);
+			if (tb.overflow) /* the logprobs' texts below reset tb: say it now */
+				out->overflow = true;
 		}
 		zp_buf_puts(out, ",\"logprobs\":");
-		if (j->lp_k >= 0)
+		if (j->lp_k >= 0) {
 			completion_logprobs(a, j, r, out, &tb);
-		else
+			if (tb.overflow)
+				out->overflow = true;
+		} else {
 			zp_buf_puts(out, "null");
+		}
 		/* vLLM's answer to max_tokens 0: the prompt, "length" */
 		zp_buf_puts(out, ",\"finish_reason\":\"length\",\"stop_reason\":null,\"prompt_logprobs\":");
 		if (r->plp)

@@ -97,6 +97,10 @@ int zp_serve_cfg_threads(const zp_serve_cfg *c);
    min(max_positions, ZP_SEQ_TOKENS_DEFAULT). 0, or -1 (over max_positions)
    with e set. */
 int zp_serve_cfg_seq_tokens(zp_serve_cfg *c, int max_positions, zp_err *e);
+/* kv_cache_bytes for every executor fits the host's memory where the cache
+   lives there (cpu, sim; a GPU's is checked when its pool is made): a start
+   error rather than an abort on the executor thread. 0, or -1 with e set. */
+int zp_serve_cfg_check_kv(const zp_serve_cfg *c, zp_err *e);
 
 /* What runs, said once: "parallel=replicate configured=asyncep why=\"...\""
    when the engine ran another placement than the one configured (one

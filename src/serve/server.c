@@ -643,8 +643,8 @@ static int open_socket(server *s, zp_err *e)
 	if (s->lfd < 0 || bind(s->lfd, (struct sockaddr *)&a, sizeof a))
 		return zp_errf(e, "%s: %s", path, strerror(errno));
 	s->sock_owned = true;
-	if (listen(s->lfd, LISTEN_BACKLOG))
-		return zp_errf(e, "%s: %s", path, strerror(errno));
+	/* mode and group before listen: nobody connects through a wider mode
+	   in between */
 	if (chmod(path, (mode_t)s->cfg.socket_mode))
 		return zp_errf(e, "chmod %s: %s", path, strerror(errno));
 	if (s->cfg.socket_group) {
@@ -653,6 +653,8 @@ static int open_socket(server *s, zp_err *e)
 			return zp_errf(e, "socket group %s: %s", s->cfg.socket_group,
 				       g ? strerror(errno) : "no such group");
 	}
+	if (listen(s->lfd, LISTEN_BACKLOG))
+		return zp_errf(e, "%s: %s", path, strerror(errno));
 	return 0;
 }
 
@@ -702,7 +704,7 @@ static int setup(server *s, zp_err *e)
 		return zp_errf(e, "no model: give --model DIR or [engine] model");
 	if (zp_config_load(&s->mcfg, c->model, e))
 		return -1;
-	if (zp_serve_cfg_seq_tokens(c, s->mcfg.max_positions, e))
+	if (zp_serve_cfg_seq_tokens(c, s->mcfg.max_positions, e) || zp_serve_cfg_check_kv(c, e))
 		return -1;
 	if (c->batch_tokens_max < c->seq_tokens_max)
 		return zp_errf(e, "max_batch_tokens (%d) must hold one sequence of max_tokens (%d)",
