@@ -150,9 +150,38 @@ static void help_lists_flags(void)
 	}
 }
 
+/* conf/zprefill.ini lists every key of the table (set, or commented out when
+   it has no default), so the file stays the reference it says it is. */
+static void ini_lists_every_key(void)
+{
+	FILE *f = fopen("conf/zprefill.ini", "r");
+	CHECK(f, "conf/zprefill.ini");
+	if (!f)
+		return;
+	static char text[1 << 16];
+	size_t n = fread(text, 1, sizeof text - 1, f);
+	fclose(f);
+	text[n] = 0;
+	const zp_opt_table *t = zp_serve_cfg_table();
+	for (size_t i = 0; i < t->n; i++) {
+		const char *k = t->keys[i].name;
+		size_t kl = strlen(k);
+		bool found = false;
+		for (const char *l = text; l && *l && !found; l = strchr(l, '\n'), l = l ? l + 1 : l) {
+			const char *p = l;
+			if (p[0] == ';' && p[1] == ' ')
+				p += 2;
+			if (!strncmp(p, k, kl) && (p[kl] == ' ' || p[kl] == '='))
+				found = true;
+		}
+		CHECK(found, "conf/zprefill.ini does not list [%s] %s", t->keys[i].section, k);
+	}
+}
+
 int main(void)
 {
 	zp_serve_cfg d, f;
+	ini_lists_every_key();
 	zp_err e;
 	CHECK(zp_serve_cfg_load(&d, NULL, &e) == 0, "defaults");
 	CHECK(zp_serve_cfg_load(&f, "conf/zprefill.ini", &e) == 0, "conf/zprefill.ini: %s", e.msg);
