@@ -39,7 +39,7 @@ LDLIBS       += -L$(CUDA_ROOT)/lib64 -Wl,-rpath,$(CUDA_ROOT)/lib64 -lcublasLt -l
 endif
 
 ifeq ($(MAKELEVEL),0)
-$(info build: CUDA backend $(if $(KERNEL_OBJ),BUILT ($(words $(CU_SRC)) kernels by $(NVCC); the sim device too),NOT built ($(if $(NVCC),NOCUDA=1,nvcc or cuBLAS not found); the sim device only)); NCCL: $(if $(NCCL_H),$(NCCL_H),not found); GPU transports (build/test_transport_cuda): $(if $(CUDA_SRC),built,not built))
+$(info build: CPU and the sim test device; CUDA backend $(if $(KERNEL_OBJ),built too ($(words $(CU_SRC)) kernels; it runs where a GPU is),not built ($(if $(NVCC),NOCUDA=1,no nvcc here): nothing else needs it)))
 endif
 
 LIB_SRC := $(filter-out src/cli/main.c src/cuda/transport_cuda.c,$(wildcard $(ROOMS:%=src/%/*.c)))
