@@ -113,7 +113,7 @@ $(BUILD)/libzp.a: $(LIB_OBJ)
 $(BIN): $(BUILD)/cli/main.o $(BUILD)/libzp.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/test_%: tests/test_%.c tests/check.h $(BUILD)/libzp.a
+$(BUILD)/test_%: tests/test_%.c tests/check.h tests/serve_proc.h $(BUILD)/libzp.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libzp.a $(LDLIBS)
 
 # skips (77) where CUDA was not found at build time or no GPU is present

@@ -29,6 +29,7 @@
 
 #include "alloc_count.h"
 #include "check.h"
+#include "serve_proc.h"
 #include "conn.h"	/* ZP_CONN_OUT_BYTES */
 #include "serve.h"
 
@@ -217,12 +218,6 @@ static void *serve_thread(void *arg)
 	(void)arg;
 	serve_rc = zp_serve_main(8, argv);
 	return NULL;
-}
-
-static void sleep_ms(int ms)
-{
-	struct timespec t = { ms / 1000, (long)(ms % 1000) * 1000000 };
-	nanosleep(&t, NULL);
 }
 
 int main(void)

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "serve_proc.h"
 #include "client.h"
 
 static char sock[300], dir[256];
@@ -32,12 +33,6 @@ static const char *bin;
 /* Start-up polls: a liveness bound (30 s at 20 ms), not a speed: under make
    tsan on a loaded machine a server takes seconds to come up. */
 #define READY_TRIES 1500
-
-static void sleep_ms(int ms)
-{
-	struct timespec t = { ms / 1000, (long)(ms % 1000) * 1000000 };
-	nanosleep(&t, NULL);
-}
 
 static rlim_t nofile; /* when set: the server's RLIMIT_NOFILE */
 
@@ -79,41 +74,6 @@ static pid_t start(const char *extra_cfg)
 	}
 	CHECK(0, "server did not become ready");
 	return pid;
-}
-
-static int stop(pid_t pid)
-{
-	int st;
-	kill(pid, SIGTERM);
-	waitpid(pid, &st, 0);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
-static void send_all(int fd, const char *p, size_t n)
-{
-	while (n) {
-		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-		if (w <= 0)
-			return;
-		p += w;
-		n -= (size_t)w;
-	}
-}
-
-/* Read whatever comes within ms (until EOF); the bytes into out. */
-static void read_for(int fd, zp_buf *out, int ms)
-{
-	char tmp[65536];
-	out->len = 0;
-	for (;;) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		if (poll(&p, 1, ms) <= 0)
-			return;
-		ssize_t r = recv(fd, tmp, sizeof tmp, 0);
-		if (r <= 0)
-			return;
-		zp_buf_put(out, tmp, (size_t)r);
-	}
 }
 
 static int first_status(const zp_buf *b)

@@ -28,18 +28,13 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "serve_proc.h"
 #include "client.h"
 
 static char dir[256], sock[300], log_path[300];
 static const char *bin;
 
 #define TRIES 1500 /* polls at 20 ms: 30 s, a bound for a loaded machine */
-
-static void sleep_ms(int ms)
-{
-	struct timespec t = { ms / 1000, (long)(ms % 1000) * 1000000 };
-	nanosleep(&t, NULL);
-}
 
 static void write_file(const char *path, const char *text)
 {
@@ -114,14 +109,6 @@ static pid_t start(const char *model, const char *cfg)
 	return pid;
 }
 
-static int stop(pid_t pid)
-{
-	int st;
-	kill(pid, SIGTERM);
-	waitpid(pid, &st, 0);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
 /* A start that must fail: its exit code (a bound: killed after 30 s). */
 static int start_fails(const char *model, const char *cfg, const char *cfg_path)
 {
@@ -133,34 +120,6 @@ static int start_fails(const char *model, const char *cfg, const char *cfg_path)
 		sleep_ms(20);
 	}
 	return stop(pid) == 0 ? 0 : -1;
-}
-
-static void send_all(int fd, const char *p, size_t n)
-{
-	while (n) {
-		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-		if (w <= 0)
-			return;
-		p += w;
-		n -= (size_t)w;
-	}
-}
-
-/* Bytes until EOF or ms of silence. */
-static void read_for(int fd, zp_buf *out, int ms)
-{
-	char tmp[65536];
-	out->len = 0;
-	out->p[0] = 0;
-	for (;;) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		if (poll(&p, 1, ms) <= 0)
-			return;
-		ssize_t r = recv(fd, tmp, sizeof tmp, 0);
-		if (r <= 0)
-			return;
-		zp_buf_put(out, tmp, (size_t)r);
-	}
 }
 
 static int raw(const char *req, zp_buf *out)

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "serve_proc.h"
 #include "client.h"
 
 #define READY_TRIES 1500 /* 30 s at 20 ms: a liveness bound */
@@ -24,12 +25,6 @@
 
 static char sock[300], dir[256];
 static const char *bin;
-
-static void sleep_ms(int ms)
-{
-	struct timespec t = { ms / 1000, (long)(ms % 1000) * 1000000 };
-	nanosleep(&t, NULL);
-}
 
 static int call(const char *method, const char *path, const char *body, zp_buf *out)
 {
@@ -63,14 +58,6 @@ static pid_t start(const char *kv_bytes)
 	}
 	zp_buf_free(&out);
 	return pid;
-}
-
-static int stop(pid_t pid)
-{
-	int st;
-	kill(pid, SIGTERM);
-	waitpid(pid, &st, 0);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
 static double metric(const zp_buf *m, const char *name)
