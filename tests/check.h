@@ -4,6 +4,7 @@
 #define ZP_CHECK_H
 
 #include <stdio.h>
+#include <stdlib.h>
 
 static int check_failures;
 
@@ -25,6 +26,25 @@ static inline float check_frand(float lo, float hi)
 	check_rng ^= check_rng >> 7;
 	check_rng ^= check_rng << 17;
 	return lo + (hi - lo) * (float)((check_rng >> 11) * (1.0 / 9007199254740992.0));
+}
+
+/* A whole file, NUL-terminated (malloc'ed), its length in *len when len is
+   not NULL; NULL when it cannot be opened. */
+static inline char *check_slurp(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	fseek(f, 0, SEEK_END);
+	long n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	char *b = malloc((size_t)(n > 0 ? n : 0) + 1);
+	size_t got = n > 0 ? fread(b, 1, (size_t)n, f) : 0;
+	b[got] = 0;
+	fclose(f);
+	if (len)
+		*len = got;
+	return b;
 }
 
 static inline int check_exit(const char *name)

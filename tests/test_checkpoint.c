@@ -13,21 +13,6 @@
 
 static char tmp[256];
 
-static char *slurp(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return NULL;
-	fseek(f, 0, SEEK_END);
-	*len = (size_t)ftell(f);
-	fseek(f, 0, SEEK_SET);
-	char *b = malloc(*len + 1);
-	*len = fread(b, 1, *len, f);
-	b[*len] = 0;
-	fclose(f);
-	return b;
-}
-
 static void spit(const char *path, const void *b, size_t n)
 {
 	FILE *f = fopen(path, "wb");
@@ -54,7 +39,7 @@ static void edit_header(const char *file, void (*fn)(cJSON *h))
 	size_t len;
 	uint64_t hlen;
 	path(p, file);
-	char *b = slurp(p, &len);
+	char *b = check_slurp(p, &len);
 	memcpy(&hlen, b, 8);
 	cJSON *h = cJSON_ParseWithLength(b + 8, hlen);
 	fn(h);
@@ -149,7 +134,7 @@ static void edit_text(const char *file, const char *from, const char *to)
 	char p[512];
 	size_t len;
 	path(p, file);
-	char *b = slurp(p, &len), *at = strstr(b, from);
+	char *b = check_slurp(p, &len), *at = strstr(b, from);
 	ZP_ASSERT(at);
 	size_t nf = strlen(from), nt = strlen(to);
 	char *o = malloc(len - nf + nt + 1);

@@ -33,22 +33,6 @@ static const char *const labels[] = { "food", "animal", "plant", "person", "plac
    models/default/heldout.json (87.6% from glosses, 56.7% from words). */
 #define HELD_OUT_MIN 30
 
-static char *slurp(const char *path)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return NULL;
-	fseek(f, 0, SEEK_END);
-	long n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	char *b = malloc((size_t)n + 1);
-	if (fread(b, 1, (size_t)n, f) != (size_t)n)
-		n = 0;
-	b[n] = 0;
-	fclose(f);
-	return b;
-}
-
 static int label_index(const char *id)
 {
 	for (int i = 0; i < NLABELS; i++)
@@ -198,7 +182,7 @@ static void run(enum zp_wtype wt, const char *text)
 
 int main(void)
 {
-	char *text = slurp(GOLDEN);
+	char *text = check_slurp(GOLDEN, NULL);
 	CHECK(text != NULL, "%s: missing", GOLDEN);
 	if (text) {
 		run(ZP_W_F32, text);

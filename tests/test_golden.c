@@ -35,22 +35,6 @@ struct maxerr {
 	double lp, cos, batch;
 };
 
-static char *slurp(const char *path)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return NULL;
-	fseek(f, 0, SEEK_END);
-	long n = ftell(f);
-	fseek(f, 0, SEEK_SET);
-	char *b = malloc((size_t)n + 1);
-	if (fread(b, 1, (size_t)n, f) != (size_t)n)
-		n = 0;
-	b[n] = 0;
-	fclose(f);
-	return b;
-}
-
 static double num(const cJSON *v)
 {
 	return cJSON_IsNumber(v) ? v->valuedouble : NAN;
@@ -168,7 +152,7 @@ static void run_model(const char *name, enum zp_wtype wt, struct tol t, enum zp_
 		CHECK(0, "%s: load: %s", name, e.msg);
 		return;
 	}
-	char *text = slurp(gpath), *line = text, *save = NULL;
+	char *text = check_slurp(gpath, NULL), *line = text, *save = NULL;
 	CHECK(text != NULL, "%s: no golden file", gpath);
 	if (!text)
 		return;

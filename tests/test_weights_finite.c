@@ -15,20 +15,6 @@
 
 static char tmp[256];
 
-static char *slurp(const char *path, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return NULL;
-	fseek(f, 0, SEEK_END);
-	*len = (size_t)ftell(f);
-	fseek(f, 0, SEEK_SET);
-	char *b = malloc(*len + 1);
-	*len = fread(b, 1, *len, f);
-	fclose(f);
-	return b;
-}
-
 /* Element at (from the end when < 0) of tensor name in tmp/file: a NaN or
    an Inf of the tensor's own dtype. The tensor's dtype name is returned. */
 static const char *poke(const char *file, const char *name, long at, bool nan)
@@ -38,7 +24,7 @@ static const char *poke(const char *file, const char *name, long at, bool nan)
 	uint64_t hlen;
 	static char dt[16];
 	snprintf(p, sizeof p, "%s/%s", tmp, file);
-	char *b = slurp(p, &len);
+	char *b = check_slurp(p, &len);
 	ZP_ASSERT(b);
 	memcpy(&hlen, b, 8);
 	cJSON *h = cJSON_ParseWithLength(b + 8, hlen);
