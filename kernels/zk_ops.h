@@ -227,7 +227,12 @@ ZP_HD void zk_att_end(const zk_attn *a, const zk_att_row *s, int block, int lane
 			o[lane + j * ZK_WARP] = s->acc[j] / s->l;
 }
 
-/* ---- router: one row per lane, ops.c's zp_ops_route step for step ---- */
+/* ---- router: one row per lane; also the cpu backend's (ops.c's zp_ops_route).
+   Softmax in f32 over all experts, top-k by probability with ties to the
+   lower expert id (as torch.topk on CPU), the route gap (the log-probability
+   gap between the last chosen expert and the best one left out), weights
+   renormalised when norm, then slots ordered by expert id: the order in which
+   transformers accumulates expert outputs (index_add_ expert by expert). ---- */
 
 ZP_HD void zk_route_row(const zk_route *a, int row)
 {

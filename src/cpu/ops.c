@@ -8,6 +8,7 @@
 #include "cpu.h"
 #include "util.h"
 #include "vecmath.h"
+#include "zk_ops.h"	/* the router row, shared with the CUDA kernel */
 
 void zp_ops_rmsnorm(float *out, const float *x, const float *w, int n, float eps)
 {
@@ -58,56 +59,12 @@ void zp_ops_norm_rope(float *v, const float *w, int d, float eps, const float *c
 }
 
 /* transformers: softmax over all experts in f32, top-k, renormalise when
-   norm_topk_prob. Slots are then ordered by expert id: the order in which
-   transformers accumulates expert outputs (index_add_ expert by expert). */
+   norm_topk_prob. The math is the CUDA kernel's (kernels/zk_ops.h), one row:
+   the cpu and sim backends route alike by construction. */
 void zp_ops_route(float *lg, int E, int K, bool norm_topk, int *sel, float *w, float *gap)
 {
-	float mx = -FLT_MAX, sum = 0, wsum = 0;
-	for (int e = 0; e < E; e++)
-		mx = fmaxf(mx, lg[e]);
-	for (int e = 0; e < E; e++) {
-		lg[e] = expf(lg[e] - mx);
-		sum += lg[e];
-	}
-	for (int e = 0; e < E; e++)
-		lg[e] /= sum;
-	/* top-k by probability; ties to the lower expert id (as torch.topk on CPU) */
-	for (int k = 0; k < K; k++) {
-		int best = -1;
-		for (int e = 0; e < E; e++) {
-			bool taken = false;
-			for (int j = 0; j < k; j++)
-				taken |= sel[j] == e;
-			if (!taken && (best < 0 || lg[e] > lg[best]))
-				best = e;
-		}
-		sel[k] = best;
-		w[k] = lg[best];
-		wsum += lg[best];
-	}
-	/* how decisive the choice was: the log-probability (= logit) gap between
-	   the last chosen expert and the best one left out */
-	float next = 0;
-	for (int e = 0; e < E; e++) {
-		bool taken = false;
-		for (int j = 0; j < K; j++)
-			taken |= sel[j] == e;
-		if (!taken)
-			next = fmaxf(next, lg[e]);
-	}
-	*gap = K < E ? logf(w[K - 1]) - logf(next) : INFINITY;
-	if (norm_topk)
-		for (int k = 0; k < K; k++)
-			w[k] /= wsum;
-	for (int a = 1; a < K; a++) /* insertion sort by expert id */
-		for (int b = a; b > 0 && sel[b - 1] > sel[b]; b--) {
-			int ts = sel[b];
-			float tw = w[b];
-			sel[b] = sel[b - 1];
-			w[b] = w[b - 1];
-			sel[b - 1] = ts;
-			w[b - 1] = tw;
-		}
+	zk_route a = { lg, (size_t)E, 1, E, K, norm_topk, sel, w, gap };
+	zk_route_row(&a, 0);
 }
 
 ZP_AVX512 static float logsumexp_avx512(const float *lg, int V)
