@@ -4,7 +4,7 @@
 
 CC      ?= cc
 # src/ has one folder (room) per part of the system; each is on the include path
-ROOMS   := base model cpu engine serve cuda cli
+ROOMS   := base model device cpu cuda engine serve cli
 BUILD   ?= build
 OPT     ?= -O3
 CFLAGS  := -std=gnu11 $(OPT) -g -march=x86-64-v3 -ffp-contract=off -pthread $(ROOMS:%=-Isrc/%) -Iipc -Ikernels \

@@ -234,7 +234,7 @@ static void check_shutdown_in_flight(void)
 	zp_model m;
 	zp_err e;
 	CHECK(zp_model_load(&m, "tests/models/sparse-step", ZP_W_F32, 2, NULL, &e) == 0, "load");
-	zp_transport *t = zp_transport_new("cpu", &e);
+	zp_transport *t = zp_device_transport_new(ZP_DEV_CPU, "cpu", &e);
 	zp_place *ep = zp_place_new(&m, 3, ZP_PAR_ASYNCEP, 0, t, &e);
 	CHECK(ep, "ep: %s", e.msg);
 	for (int x = 0; x < 3; x++) { /* each executor starts a forward: gathers go out */
@@ -248,7 +248,7 @@ static void check_shutdown_in_flight(void)
 int main(void)
 {
 	zp_err e;
-	CHECK(!zp_transport_new("nccl", &e) && strstr(e.msg, "CUDA"), "nccl refused here: %s", e.msg);
+	CHECK(!zp_device_transport_new(ZP_DEV_CPU, "nccl", &e) && strstr(e.msg, "CUDA"), "nccl refused here: %s", e.msg);
 	enum zp_parallel p;
 	CHECK(zp_parallel_parse("dpep", &p, &e) == 0 && p == ZP_PAR_DPEP, "dpep");
 	CHECK(zp_parallel_parse("tp", &p, &e) == -1 && strstr(e.msg, "asyncep, dpep or replicate"),

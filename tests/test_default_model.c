@@ -137,7 +137,7 @@ static void run(enum zp_wtype wt, const char *text)
 		free(rq);
 		row[n] = r, ptr[n] = &req[n], total += req[n].ntok, n++;
 	}
-	zp_fwd *f = zp_fwd_new(&m, 2, total);
+	zp_fwd *f = zp_fwd_new_cpu(&m, 2, total);
 	ZP_ASSERT(zp_fwd_run(f, ptr, n, NULL) == 0);
 	int items = 0, right = 0, hf_right = 0;
 	double yes = NAN, no = NAN;

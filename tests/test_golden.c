@@ -124,7 +124,7 @@ static float req_diff(const zp_req *a, const zp_req *b)
 static zp_fwd *fwd_on(const zp_model *m, enum zp_device dev, int total, zp_err *e)
 {
 	if (dev == ZP_DEV_CPU)
-		return zp_fwd_new(m, 2, total);
+		return zp_fwd_new_cpu(m, 2, total);
 	zp_backend *be = zp_backend_device_new(dev, 0, 2, &m->cfg, total, e);
 	if (!be)
 		return NULL;

@@ -211,7 +211,7 @@ static int hits(zp_fwd *f, int s)
 /* A cache hit: request 0 warms the cache, request 1 of each kind hits it. */
 static void cache_hit(const char *tag)
 {
-	zp_fwd *f = zp_fwd_new(&model, 1, 4096);
+	zp_fwd *f = zp_fwd_new_cpu(&model, 1, 4096);
 	zp_fwd_set_prefix(f, 1 << 20, false);
 	for (int k = 0; k < K_KINDS; k++) {
 		zp_req a, b;
@@ -246,7 +246,7 @@ static void cache_hit(const char *tag)
 static void siblings(const char *tag, size_t kv_bytes)
 {
 	enum { N = 10 };
-	zp_fwd *f = zp_fwd_new(&model, 1, N * (PLEN + SUF));
+	zp_fwd *f = zp_fwd_new_cpu(&model, 1, N * (PLEN + SUF));
 	zp_fwd_set_prefix(f, kv_bytes, true);
 	for (int round = 0; round < 2; round++) {
 		zp_req r[N], *p[N];
@@ -281,7 +281,7 @@ static void siblings(const char *tag, size_t kv_bytes)
    blocks must not be confused. */
 static void collisions(const char *tag)
 {
-	zp_fwd *f = zp_fwd_new(&model, 1, 4096);
+	zp_fwd *f = zp_fwd_new_cpu(&model, 1, 4096);
 	zp_fwd_set_prefix(f, 1 << 20, true);
 	zp_kv_test_key_bits(zp_fwd_kv(f), 0);
 	int32_t save = prefix[3];
@@ -310,7 +310,7 @@ static void collisions(const char *tag)
 /* A cache of 4 blocks, prompts of 6: constant eviction, reported. */
 static void pressure(const char *tag)
 {
-	zp_fwd *f = zp_fwd_new(&model, 1, 4096);
+	zp_fwd *f = zp_fwd_new_cpu(&model, 1, 4096);
 	zp_fwd_set_prefix(f, 4 * zp_kv_block_bytes(model.cfg.layers, model.cfg.kv_heads *
 						      model.cfg.head_dim), false);
 	int evicted = 0;
@@ -351,7 +351,7 @@ static void pressure(const char *tag)
 /* No cache, no siblings: nothing reused, nothing reported. */
 static void off(const char *tag)
 {
-	zp_fwd *f = zp_fwd_new(&model, 1, 4096);
+	zp_fwd *f = zp_fwd_new_cpu(&model, 1, 4096);
 	zp_fwd_set_prefix(f, 0, false);
 	CHECK(zp_fwd_kv(f) == NULL, "%s: no pool", tag);
 	for (int round = 0; round < 2; round++) {
@@ -435,7 +435,7 @@ static void run_model(const char *name, enum zp_wtype wt)
 		for (int j = 0; j < SUF; j++)
 			suffix[i][j] = (int32_t)(check_frand(0, 1) * (float)model.cfg.vocab) %
 				       model.cfg.vocab;
-	ref = zp_fwd_new(&model, 1, 4096);
+	ref = zp_fwd_new_cpu(&model, 1, 4096);
 	cache_hit(tag);
 	siblings(tag, 0);
 	siblings(tag, 1 << 20);

@@ -40,7 +40,7 @@ static int run(const char *dir, enum zp_wtype wt, uint64_t seed, float *out)
 		rp[i] = &r[i];
 		total += r[i].ntok;
 	}
-	zp_fwd *f = zp_fwd_new(&m, 2, total);
+	zp_fwd *f = zp_fwd_new_cpu(&m, 2, total);
 	ZP_ASSERT(zp_fwd_run(f, rp, NREQ, NULL) == 0);
 	for (int i = 0; i < NREQ; i++) {
 		for (int c = 0; c < r[i].ncand; c++)

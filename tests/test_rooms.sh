@@ -12,7 +12,7 @@ inc='^[[:space:]]*#[[:space:]]*include[[:space:]]*"'
 
 top=$(names src/serve/*.h src/cli/*.h)
 [ -n "$top" ] || { echo "FAIL: no serve/cli headers found (run from the repository)"; exit 1; }
-if grep -nE "$inc($top)\"" src/base/* src/model/* src/cpu/* src/engine/* src/cuda/* ipc/*; then
+if grep -nE "$inc($top)\"" src/base/* src/model/* src/device/* src/cpu/* src/engine/* src/cuda/* ipc/*; then
 	echo "FAIL: the lines above include a serve/ or cli/ header below those rooms"
 	rc=1
 fi

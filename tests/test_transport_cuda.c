@@ -12,16 +12,16 @@
 #include <string.h>
 
 #include "check.h"
-#include "transport.h"
+#include "device.h"
 #include "util.h"
 
 /* CPU executors: the device transports are refused, naming CUDA. */
 static void check_cpu_refuses(void)
 {
 	zp_err e;
-	CHECK(!zp_transport_new("p2p", &e) && strstr(e.msg, "CUDA"), "p2p refused: %s", e.msg);
-	CHECK(!zp_transport_new("nccl", &e) && strstr(e.msg, "CUDA"), "nccl refused: %s", e.msg);
-	CHECK(!zp_transport_new("tcp", &e) && strstr(e.msg, "cpu, nccl or p2p"), "tcp: %s", e.msg);
+	CHECK(!zp_device_transport_new(ZP_DEV_CPU, "p2p", &e) && strstr(e.msg, "CUDA"), "p2p refused: %s", e.msg);
+	CHECK(!zp_device_transport_new(ZP_DEV_CPU, "nccl", &e) && strstr(e.msg, "CUDA"), "nccl refused: %s", e.msg);
+	CHECK(!zp_device_transport_new(ZP_DEV_CPU, "tcp", &e) && strstr(e.msg, "cpu, nccl or p2p"), "tcp: %s", e.msg);
 }
 
 #ifndef ZP_HAVE_CUDA

@@ -66,7 +66,7 @@ int main(int argc, char **argv)
 	}
 	zp_fwd *f[WAYS];
 	for (int w = 0; w < WAYS; w++) {
-		f[w] = zp_fwd_new(&m, th, T);
+		f[w] = zp_fwd_new_cpu(&m, th, T);
 		if (w != NONE) /* the cache: room for the query and every item */
 			zp_fwd_set_prefix(f[w], w == CACHE ? (size_t)(T / ZP_KV_BLOCK + 1) *
 				zp_kv_block_bytes(m.cfg.layers, m.cfg.kv_heads * m.cfg.head_dim) : 0, true);

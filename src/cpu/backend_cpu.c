@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "attention.h"
+#include "hevent.h"
 #include "ops.h"
 #include "pool.h"
 
@@ -78,69 +79,27 @@ static void cpu_copy(zp_backend *b, void *dst, const void *src, size_t bytes)
 		memcpy(dst, src, bytes);
 }
 
-/* ---- events ---- */
-
-struct zp_event {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	uint64_t n;
-};
-
-zp_event *zp_cpu_event_new(void)
-{
-	zp_event *ev = zp_xcalloc(1, sizeof *ev);
-	pthread_mutex_init(&ev->mu, NULL);
-	pthread_cond_init(&ev->cv, NULL);
-	return ev;
-}
-
-void zp_cpu_event_free(zp_event *ev)
-{
-	if (!ev)
-		return;
-	pthread_mutex_destroy(&ev->mu);
-	pthread_cond_destroy(&ev->cv);
-	free(ev);
-}
-
-/* The caller's writes before the record are visible to whoever waits past it
-   (the mutex orders them). */
-uint64_t zp_cpu_event_record(zp_event *ev)
-{
-	pthread_mutex_lock(&ev->mu);
-	uint64_t n = ++ev->n;
-	pthread_cond_broadcast(&ev->cv);
-	pthread_mutex_unlock(&ev->mu);
-	return n;
-}
-
-void zp_cpu_event_wait(zp_event *ev, uint64_t n)
-{
-	pthread_mutex_lock(&ev->mu);
-	while (ev->n < n)
-		pthread_cond_wait(&ev->cv, &ev->mu);
-	pthread_mutex_unlock(&ev->mu);
-}
+/* ---- events: host events (hevent.h); every op has completed when it returns ---- */
 
 static zp_event *cpu_event_new(zp_backend *b)
 {
-	return zp_cpu_event_new();
+	return (zp_event *)zp_hevent_new();
 }
 
 static void cpu_event_free(zp_backend *b, zp_event *ev)
 {
-	zp_cpu_event_free(ev);
+	zp_hevent_free((zp_hevent *)ev);
 }
 
-/* every op has completed when it returns: a record is reached at once */
+/* a record is reached at once */
 static uint64_t cpu_event_record(zp_backend *b, zp_event *ev)
 {
-	return zp_cpu_event_record(ev);
+	return zp_hevent_record((zp_hevent *)ev);
 }
 
 static void cpu_event_wait(zp_backend *b, zp_event *ev, uint64_t n)
 {
-	zp_cpu_event_wait(ev, n);
+	zp_hevent_wait((zp_hevent *)ev, n);
 }
 
 /* ---- rows ---- */
@@ -656,6 +615,19 @@ static void cpu_pool(zp_backend *b, int n, int cols, zp_view x, const float *w, 
 
 /* ---- the table ---- */
 
+/* host memory is the cpu's memory: the model as loaded, shared by every
+   instance */
+/* every op has completed when it returns, and none fails */
+static int cpu_sync(zp_backend *b, zp_err *e)
+{
+	return 0;
+}
+
+static const zp_model *cpu_model(zp_backend *b, const zp_model *m, bool experts, zp_err *e)
+{
+	return m;
+}
+
 static void cpu_free(zp_backend *b)
 {
 	if (!b)
@@ -669,6 +641,8 @@ static void cpu_free(zp_backend *b)
 static const struct zp_backend_ops cpu_ops = {
 	.name = "cpu",
 	.free = cpu_free,
+	.model = cpu_model,
+	.sync = cpu_sync,
 	.alloc = cpu_alloc,
 	.mfree = cpu_mfree,
 	.upload = cpu_copy,

@@ -52,20 +52,6 @@ static cu_ctx *C(zp_backend *b)
 	return b->ctx;
 }
 
-int zp_device_parse(const char *s)
-{
-	static const char *names[] = { "cpu", "cuda", "sim" };
-	for (int i = 0; i < 3; i++)
-		if (!strcmp(s, names[i]))
-			return i;
-	return -1;
-}
-
-const char *zp_device_name(enum zp_device d)
-{
-	return d == ZP_DEV_CUDA ? "cuda" : d == ZP_DEV_SIM ? "sim" : "cpu";
-}
-
 /* ---- memory ---- */
 
 static void *dalloc(cu_ctx *c, size_t bytes)
@@ -99,6 +85,14 @@ static void cu_download(zp_backend *b, void *host, const void *src, size_t bytes
 	cu_ctx *c = C(b);
 	c->rt->ops->copy(c->rt, c->cs, host, src, bytes);
 	c->rt->ops->stream_sync(c->rt, c->cs);
+}
+
+/* every op runs on the compute stream: it drained, they completed (a failed
+   CUDA call stops the process in devrt's checks today) */
+static int cu_sync(zp_backend *b, zp_err *e)
+{
+	C(b)->rt->ops->stream_sync(C(b)->rt, C(b)->cs);
+	return 0;
 }
 
 static void cu_copy(zp_backend *b, void *dst, const void *src, size_t bytes)
@@ -742,6 +736,8 @@ static void cu_free(zp_backend *b)
 static const struct zp_backend_ops cuda_ops = {
 	.name = "cuda",
 	.free = cu_free,
+	.model = zp_backend_cuda_model,
+	.sync = cu_sync,
 	.alloc = cu_alloc,
 	.mfree = cu_mfree,
 	.upload = cu_upload,

@@ -12,12 +12,7 @@
 #define ZP_BACKEND_CUDA_H
 
 #include "backend.h"
-
-enum zp_device { ZP_DEV_CPU, ZP_DEV_CUDA, ZP_DEV_SIM };
-
-/* "cpu", "cuda", "sim" -> the device; -1 for anything else */
-int zp_device_parse(const char *s);
-const char *zp_device_name(enum zp_device d);
+#include "device.h"	/* enum zp_device */
 
 typedef struct {
 	enum zp_device dev;	/* ZP_DEV_CUDA or ZP_DEV_SIM */

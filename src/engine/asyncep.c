@@ -25,7 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend_cpu.h"
+#include "hevent.h"
 #include "gemm.h"
 #include "pool.h"
 #include "arena.h"
@@ -62,7 +62,7 @@ typedef struct xview {
 	greq req[UNITS_MAX];
 	uint64_t issued[UNITS_MAX];	/* requests per unit */
 	int next_gather, next_fetch;	/* next MoE layer to gather / prefetch (-1: none) */
-	zp_event *ready[UNITS_MAX];	/* recorded by the comm thread as each request of
+	zp_hevent *ready[UNITS_MAX];	/* recorded by the comm thread as each request of
 					   the unit completes ("layer gathered") */
 	int failed[UNITS_MAX];		/* outcome of the unit's last request: written
 					   before its record, read after the wait */
@@ -262,21 +262,12 @@ static void hook_layer_begin(void *ctx, int l)
 	kick_ahead(v);
 }
 
-/* Wait for unit u's request on b's event wait (NULL: the host wait, the
-   same event on the cpu backend); its error (or 0). */
-static bool host_backend(const zp_backend *b)
+/* Wait for unit u's request; its error (or 0). The comm thread's copies are
+   host work (the transports here copy host memory): the host waits, then the
+   layer's ops are queued. */
+static int wait_unit(xview *v, int u, zp_err *e)
 {
-	return !strcmp(b->ops->name, "cpu");
-}
-
-/* The comm thread's copies are host work: on a device backend (the sim: its
-   memory is the host's) the host waits, then the layer's ops are queued. */
-static int wait_unit(xview *v, int u, zp_backend *b, zp_err *e)
-{
-	if (b && host_backend(b))
-		b->ops->event_wait(b, v->ready[u], v->req[u].seq);
-	else
-		zp_cpu_event_wait(v->ready[u], v->req[u].seq);
+	zp_hevent_wait(v->ready[u], v->req[u].seq);
 	if (v->failed[u] && e)
 		zp_errf(e, "executor %d: %s of layer %d: %s", v->id, u < ZP_PLACE_BUFFERS ? "gather" : "prefetch",
 			v->ulayer[u], v->err[u]);
@@ -299,7 +290,7 @@ static int hook_acquire(void *ctx, int l, zp_backend *be, const zp_wmat **gu, co
 	    s = v->ep->window ? find_unit(v, ZP_PLACE_BUFFERS, v->nunits, l) : -1;
 	ZP_ASSERT(b >= 0 && (!v->ep->window || s >= 0)); /* kick_ahead started both */
 	double t0 = zp_now_s();
-	int rc = wait_unit(v, b, be, e) || (s >= 0 && wait_unit(v, s, be, e));
+	int rc = wait_unit(v, b, e) || (s >= 0 && wait_unit(v, s, e));
 	v->wait_cur += zp_now_s() - t0;
 	if (rc)
 		return -1;
@@ -316,10 +307,11 @@ static void hook_release(void *ctx, int l)
 	xview *v = ctx;
 	if (l == v->ep->first_moe)
 		return;
-	/* a device backend may still be reading the layer's buffer: a download of
-	   nothing returns once its queued work is done, before a gather reuses it */
-	if (v->be && !host_backend(v->be))
-		v->be->ops->download(v->be, NULL, NULL, 0);
+	/* a device backend may still be reading the layer's buffer: its queued
+	   work is done before a gather reuses it (a fault there is the forward's
+	   to report: it checks the backend after the layer) */
+	if (v->be)
+		v->be->ops->sync(v->be, NULL);
 	for (int u = 0; u < v->nunits; u++)
 		if (v->ust[u] == U_USED && v->ulayer[u] == l)
 			v->ust[u] = U_FREE;
@@ -332,7 +324,7 @@ static void hook_end(void *ctx)
 	close_layer(v, zp_now_s());
 	for (int u = 0; u < v->nunits; u++) {
 		if (v->ust[u] == U_BUSY)
-			wait_unit(v, u, NULL, NULL); /* a failed forward may leave some out */
+			wait_unit(v, u, NULL); /* a failed forward may leave some out */
 		v->ust[u] = U_FREE;
 	}
 	v->next_gather = v->next_fetch = -1;
@@ -385,8 +377,8 @@ static void transfer(zp_place *ep, greq *r)
 	/* layer gathered: the unit's executor may read it (and the outcome), and
 	   may kick the unit again at once, rewriting *r: read it before the record */
 	uint64_t seq = r->seq;
-	zp_event *ready = v->ready[r->unit];
-	uint64_t count = zp_cpu_event_record(ready);
+	zp_hevent *ready = v->ready[r->unit];
+	uint64_t count = zp_hevent_record(ready);
 	ZP_ASSERT(count == seq);
 }
 
@@ -487,7 +479,7 @@ static int view_init(zp_place *ep, int id, zp_err *e)
 		v->vdn[b] = zp_xcalloc((size_t)c->experts, sizeof *v->vdn[b]);
 	}
 	for (int u = 0; u < v->nunits; u++)
-		v->ready[u] = zp_cpu_event_new();
+		v->ready[u] = zp_hevent_new();
 	zp_ring_init(&v->ring, v->ring_rec, REQ_RING);
 	v->src = (zp_expert_src){ v, hook_layer_begin, hook_acquire, hook_release, hook_end };
 	return 0;
@@ -582,7 +574,7 @@ void zp_place_free(zp_place *ep)
 		free(v->fdn);
 		free(v->st);
 		for (int u = 0; u < v->nunits; u++)
-			zp_cpu_event_free(v->ready[u]);
+			zp_hevent_free(v->ready[u]);
 	}
 	zp_bell_free(&ep->doorbell);
 	zp_dpep_free(ep->grp);

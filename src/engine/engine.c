@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend_cuda.h"
+#include "device.h"
 #include "executor.h"
 #include "util.h"
 
@@ -47,9 +47,9 @@ zp_engine *zp_engine_start(zp_model *m, const zp_engine_cfg *c, zp_err *e)
 				c->executors, zp_device_name(c->device));
 			goto bad;
 		}
-		zp_backend_cuda_relayout_experts(m);
+		zp_device_relayout_experts((enum zp_device)c->device, m);
 	}
-	zp_transport *t = zp_transport_new(c->transport, e);
+	zp_transport *t = zp_device_transport_new(c->device, c->transport, e);
 	if (!t || !(g->place = zp_place_new(m, c->executors, c->parallel, c->offload_window, t, e)))
 		goto bad;
 	g->group = zp_place_group(g->place) != NULL;

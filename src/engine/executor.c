@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "backend_cuda.h"
+#include "device.h"
 #include "util.h"
 
 /* The executor's side of a record: the batch it names, generation checked. */
@@ -43,37 +43,17 @@ static void run(zp_exec *x, zp_batch *b)
 					   ZP_KV_EVICT_REPORT, &b->kv_evicted_overflow);
 }
 
-/* A device executor's backend (GPU x->id, or the sim), its model mirror and
-   forward, made on the executor thread: the thread the device is used from.
-   0, or -1 with x->start_err set. */
-static int start_device(zp_exec *x)
-{
-	zp_backend *be;
-	if (x->grp) /* the engine refused it; asserted here */
-		return zp_errf(&x->start_err, "executor %d: dpep on --device %s", x->id,
-			       zp_device_name(x->device));
-	if (!(be = zp_backend_device_new(x->device, x->id, x->threads, &x->m->cfg,
-					 x->batch_tokens_max, &x->start_err)))
-		return -1;
-	/* an AsyncEP source gives the experts (relaid out by the engine) */
-	const zp_model *md = zp_backend_cuda_model(be, x->m, !x->src, &x->start_err);
-	if (!md) {
-		be->ops->free(be);
-		return -1;
-	}
-	x->fwd = zp_fwd_new_on(md, be, x->batch_tokens_max);
-	return 0;
-}
-
 static void *exec_main(void *arg)
 {
 	zp_exec *x = arg;
 	if (zp_arena_bind_thread(x->node)) /* memory then follows (first touch) */
 		zp_log(ZP_LOG_WARN, "msg=\"executor thread not placed\" executor=%d node=%d error=\"%s\"",
 		       x->id, x->node, strerror(errno));
-	if (x->device == ZP_DEV_CPU) {
-		x->fwd = zp_fwd_new(x->m, x->threads, x->batch_tokens_max);
-	} else if (start_device(x)) {
+	/* the backend is made here: the thread the device is used from */
+	zp_fwd_opts fo = { .device = (enum zp_device)x->device, .ordinal = x->id,
+			   .threads = x->threads, .batch_tokens_max = x->batch_tokens_max,
+			   .experts_elsewhere = x->src != NULL };
+	if (!(x->fwd = zp_fwd_new(x->m, &fo, &x->start_err))) {
 		x->start_failed = true;
 		zp_bell_ring(&x->ready);
 		return NULL;

@@ -12,8 +12,6 @@
 #include <math.h>
 #include <string.h>
 
-#include "backend_cpu.h"
-
 #define LM_SCRATCH_BYTES (64u << 20) /* logits of one lm_head block */
 #define LM_ROWS_MIN 32
 #define LM_ROWS_MAX 256
@@ -138,9 +136,28 @@ static void rope_tables(zp_fwd *f)
 	free(sn);
 }
 
-zp_fwd *zp_fwd_new(const zp_model *m, int threads, int batch_tokens_max)
+zp_fwd *zp_fwd_new(const zp_model *m, const zp_fwd_opts *o, zp_err *e)
 {
-	return zp_fwd_new_on(m, zp_backend_cpu_new(threads), batch_tokens_max);
+	zp_device_opts d = { .ordinal = o->ordinal, .threads = o->threads, .cfg = &m->cfg,
+			     .batch_tokens_max = o->batch_tokens_max };
+	zp_backend *be = zp_device_backend_new(o->device, &d, e);
+	if (!be)
+		return NULL;
+	const zp_model *mb = be->ops->model(be, m, !o->experts_elsewhere, e);
+	if (!mb) {
+		be->ops->free(be);
+		return NULL;
+	}
+	return zp_fwd_new_on(mb, be, o->batch_tokens_max);
+}
+
+zp_fwd *zp_fwd_new_cpu(const zp_model *m, int threads, int batch_tokens_max)
+{
+	zp_err e;
+	zp_fwd *f = zp_fwd_new(m, &(zp_fwd_opts){ .device = ZP_DEV_CPU, .threads = threads,
+						   .batch_tokens_max = batch_tokens_max }, &e);
+	ZP_ASSERT(f); /* host memory, no device to find */
+	return f;
 }
 
 zp_fwd *zp_fwd_new_on(const zp_model *m, zp_backend *be, int batch_tokens_max)

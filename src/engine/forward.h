@@ -2,8 +2,8 @@
    modeling_qwen3_moe.py (DESIGN.md section 1), over several sequences packed into
    one batch (no token attends across sequences), and the outputs a prefill is
    asked for, computed without a [tokens x vocab] matrix. The schedule is
-   written once over backend.h's ops; zp_fwd_new runs it on the cpu backend,
-   zp_fwd_new_on on any.
+   written once over backend.h's ops; zp_fwd_new runs it on a device from the
+   registry (device.h), zp_fwd_new_on on a backend the caller made.
    One zp_fwd per owner thread (an executor); it owns its backend instance (and
    so its thread pool) and its workspace, sized at start from batch_tokens_max.
    The model is shared read-only. */
@@ -13,6 +13,7 @@
 #include <stdatomic.h>
 
 #include "backend.h"
+#include "device.h"
 #include "dpep.h"
 #include "kvcache.h"
 #include "model.h"
@@ -23,10 +24,26 @@ typedef struct zp_fwd zp_fwd;
 
 #define ZP_FWD_SEQS_MAX 1024 /* sequences in one forward */
 
-zp_fwd *zp_fwd_new(const zp_model *m, int threads, int batch_tokens_max);
-/* The same on backend be (owned by the forward from here on; freed with it);
-   m is the model as be sees it (a device backend's mirror,
-   zp_backend_cuda_model). */
+/* Where a forward runs and what it is sized for. */
+typedef struct {
+	enum zp_device device;
+	int ordinal;			/* cuda: the GPU */
+	int threads;			/* the backend's worker threads */
+	int batch_tokens_max;
+	bool experts_elsewhere;		/* an expert source (zp_fwd_set_experts) gives
+					   every MoE layer's experts: the backend need not
+					   hold the model's */
+} zp_fwd_opts;
+
+/* A forward of m on a new backend of o->device (made on the calling thread,
+   which then owns it): the backend takes the model's weights as it keeps
+   them (backend.h's model op). NULL with e set: the device is not here, or
+   its memory does not hold the model. */
+zp_fwd *zp_fwd_new(const zp_model *m, const zp_fwd_opts *o, zp_err *e);
+/* zp_fwd_new on the cpu device (which cannot fail to start): tests, tools. */
+zp_fwd *zp_fwd_new_cpu(const zp_model *m, int threads, int batch_tokens_max);
+/* A forward on backend be (owned by the forward from here on; freed with
+   it); m is the model as be sees it (be's model op). */
 zp_fwd *zp_fwd_new_on(const zp_model *m, zp_backend *be, int batch_tokens_max);
 void zp_fwd_free(zp_fwd *f);
 

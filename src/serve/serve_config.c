@@ -16,7 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "backend_cuda.h"
+#include "device.h"
 #include "engine.h"
 
 #define STR_(x) #x

@@ -96,6 +96,11 @@ typedef struct {
 struct zp_backend_ops {
 	const char *name;
 	void (*free)(zp_backend *b);
+	/* m as this backend computes it: m itself (cpu: host memory is its
+	   memory), or a mirror in the backend's memory that b owns and frees.
+	   experts false: without the MoE layers' experts (an expert source gives
+	   them). NULL with e set: out of memory. Start-time. */
+	const zp_model *(*model)(zp_backend *b, const zp_model *m, bool experts, zp_err *e);
 
 	/* ---- memory ---- */
 	void *(*alloc)(zp_backend *b, size_t bytes);	/* aborts when out of memory:
@@ -105,6 +110,9 @@ struct zp_backend_ops {
 	void (*download)(zp_backend *b, void *host, const void *src, size_t bytes);
 	/* backend to backend (another instance's memory too, on cpu) */
 	void (*copy)(zp_backend *b, void *dst, const void *src, size_t bytes);
+	/* Returns once every op queued so far has completed: 0, or -1 with e set
+	   (e may be NULL) when one of them failed since the last sync. */
+	int (*sync)(zp_backend *b, zp_err *e);
 
 	/* ---- events: a count of records. event_record returns the count after
 	   this record, reached once all work queued before it is done;

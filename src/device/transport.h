@@ -1,9 +1,10 @@
 /* transport.h -- how AsyncEP's comm thread moves experts (DESIGN.md section
    3): a transport copies a list of segments (one gather: every peer's shard of
    a layer into one executor's buffer; or one prefetch: an executor's own part
-   from the host store into a window slot). `cpu` (transport_cpu.c) is memcpy
-   between executors sharing host memory; `p2p` and `nccl` (src/cuda/
-   transport_cuda.h) copy between CUDA devices, built only with CUDA.
+   from the host store into a window slot). `cpu` (src/cpu/transport_cpu.c)
+   is memcpy between executors sharing host memory; `p2p` and `nccl` (src/cuda/
+   transport_cuda.h) copy between CUDA devices. The registry (device.h) makes
+   them by name.
    Threads: one thread copies at a time (the comm thread; calibration while the
    executors are idle); zp_transport_fail_after may be called from any thread. */
 #ifndef ZP_TRANSPORT_H
@@ -39,13 +40,6 @@ struct zp_transport {
 	   fails as a transport error would, before copying anything. */
 	_Atomic int fail_after;
 };
-
-/* The transport named name for CPU executors: "cpu". "p2p" and "nccl" are
-   refused with the reason (they copy between CUDA devices: a CUDA build makes
-   them with zp_transport_cuda_new for CUDA executors). NULL with e set. For
-   the end-to-end fault tests, the environment variable ZP_FAULT_GATHER_AFTER=n
-   arms the returned transport's fail_after (logged as a warning). */
-zp_transport *zp_transport_new(const char *name, zp_err *e);
 
 /* What every caller of a transport calls: the injected fault if one is due,
    else t's copy. Contract as copy's above. */

@@ -1,0 +1,68 @@
+/* device.c -- see device.h. The registry table; the only file above the
+   backends that includes their headers. */
+#include "device.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend_cpu.h"
+#include "backend_cuda.h"
+#include "transport_cpu.h"
+
+static const char *const names[] = { [ZP_DEV_CPU] = "cpu", [ZP_DEV_CUDA] = "cuda",
+				     [ZP_DEV_SIM] = "sim" };
+
+int zp_device_parse(const char *s)
+{
+	for (int d = 0; d < (int)(sizeof names / sizeof *names); d++)
+		if (!strcmp(s, names[d]))
+			return d;
+	return -1;
+}
+
+const char *zp_device_name(enum zp_device d)
+{
+	ZP_ASSERT((unsigned)d < sizeof names / sizeof *names);
+	return names[d];
+}
+
+zp_backend *zp_device_backend_new(enum zp_device d, const zp_device_opts *o, zp_err *e)
+{
+	if (d == ZP_DEV_CPU)
+		return zp_backend_cpu_new(o->threads);
+	return zp_backend_device_new(d, o->ordinal, o->threads, o->cfg, o->batch_tokens_max, e);
+}
+
+void zp_device_relayout_experts(enum zp_device d, zp_model *m)
+{
+	if (d != ZP_DEV_CPU)
+		zp_backend_cuda_relayout_experts(m);
+}
+
+static void arm_from_env(zp_transport *t)
+{
+	const char *f = getenv("ZP_FAULT_GATHER_AFTER"); /* tests: see device.h */
+	if (!f || atoi(f) <= 0)
+		return;
+	zp_transport_fail_after(t, atoi(f));
+	zp_log(ZP_LOG_WARN, "msg=\"fault injection armed\" transport=%s fail_after=%d", t->name,
+	       atoi(f));
+}
+
+zp_transport *zp_device_transport_new(enum zp_device d, const char *name, zp_err *e)
+{
+	zp_transport *t;
+	if (strcmp(name, "cpu") && strcmp(name, "nccl") && strcmp(name, "p2p")) {
+		zp_errf(e, "transport must be cpu, nccl or p2p");
+		return NULL;
+	}
+	if (strcmp(name, "cpu")) {
+		/* between CUDA devices: the executors here share host memory */
+		zp_errf(e, "transport %s copies between CUDA devices; executors on --device %s "
+			"share host memory (use cpu)", name, zp_device_name(d));
+		return NULL;
+	}
+	t = zp_transport_cpu_new();
+	arm_from_env(t);
+	return t;
+}
