@@ -17,6 +17,7 @@
 
 #include "backend_cuda.h"
 #include "check.h"
+#include "device.h"
 #include "engine.h"
 
 #define SEQS 16 /* four batches of 4: every executor runs one when N <= 4 */
@@ -88,7 +89,7 @@ static void check_model(const char *dir, enum zp_wtype wt)
 	zp_model m;
 	zp_err e;
 	zp_req ref[SEQS], got[SEQS];
-	CHECK(zp_model_load(&m, dir, wt, 2, NULL, &e) == 0, "load %s: %s", dir, e.msg);
+	CHECK(zp_model_load(&m, dir, wt, zp_device_layout(ZP_DEV_CPU), 2, NULL, &e) == 0, "load %s: %s", dir, e.msg);
 	make_reqs(ref, SEQS, m.cfg.vocab, 7);
 	zp_engine *g;
 	zp_engine_cfg one = { 1, ZP_PAR_REPLICATE, "cpu", 1, 4096, NULL, 0, 0 /* device: cpu */, 0 /* no prefix cache */ };
@@ -104,7 +105,7 @@ static void check_model(const char *dir, enum zp_wtype wt)
 		{ 3, ZP_PAR_ASYNCEP, 3 },
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-		CHECK(zp_model_load(&m, dir, wt, 2, NULL, &e) == 0, "reload");
+		CHECK(zp_model_load(&m, dir, wt, zp_device_layout(ZP_DEV_CPU), 2, NULL, &e) == 0, "reload");
 		size_t dense = m.arena_bytes, all = m.expert_bytes_total;
 		zp_engine_cfg c = { cases[i].n, cases[i].p, "cpu", 1, 4096, NULL, cases[i].window, 0 /* device: cpu */, 0 /* no prefix cache */ };
 		CHECK((g = zp_engine_start(&m, &c, &e)), "start %s N=%d: %s",
@@ -171,7 +172,7 @@ static void check_sim(const char *dir, enum zp_wtype wt)
 		zp_engine *g;
 		zp_err e;
 		zp_req *r = i ? got : ref;
-		CHECK(zp_model_load(&m, dir, wt, 2, NULL, &e) == 0, "load %s: %s", dir, e.msg);
+		CHECK(zp_model_load(&m, dir, wt, zp_device_layout(ZP_DEV_SIM), 2, NULL, &e) == 0, "load %s: %s", dir, e.msg);
 		zp_engine_cfg c = { cases[i].n, cases[i].p, "cpu", 1, 4096, NULL, cases[i].window,
 				    ZP_DEV_SIM, 0 };
 		CHECK((g = zp_engine_start(&m, &c, &e)), "sim start %s N=%d: %s",
@@ -198,7 +199,7 @@ static void check_fault(void)
 	zp_err e;
 	zp_req ref[SEQS], got[SEQS];
 	zp_engine *g;
-	CHECK(zp_model_load(&m, "tests/models/odd", ZP_W_F32, 2, NULL, &e) == 0, "load");
+	CHECK(zp_model_load(&m, "tests/models/odd", ZP_W_F32, zp_device_layout(ZP_DEV_CPU), 2, NULL, &e) == 0, "load");
 	make_reqs(ref, SEQS, m.cfg.vocab, 11);
 	make_reqs(got, SEQS, m.cfg.vocab, 11);
 	zp_engine_cfg c = { 2, ZP_PAR_ASYNCEP, "cpu", 1, 4096, NULL, 0, 0 /* device: cpu */, 0 /* no prefix cache */ };
@@ -233,9 +234,9 @@ static void check_shutdown_in_flight(void)
 {
 	zp_model m;
 	zp_err e;
-	CHECK(zp_model_load(&m, "tests/models/sparse-step", ZP_W_F32, 2, NULL, &e) == 0, "load");
+	CHECK(zp_model_load(&m, "tests/models/sparse-step", ZP_W_F32, zp_device_layout(ZP_DEV_CPU), 2, NULL, &e) == 0, "load");
 	zp_transport *t = zp_device_transport_new(ZP_DEV_CPU, "cpu", &e);
-	zp_place *ep = zp_place_new(&m, 3, ZP_PAR_ASYNCEP, 0, t, &e);
+	zp_place *ep = zp_place_new(&m, ZP_DEV_CPU, 3, ZP_PAR_ASYNCEP, 0, t, &e);
 	CHECK(ep, "ep: %s", e.msg);
 	for (int x = 0; x < 3; x++) { /* each executor starts a forward: gathers go out */
 		const zp_expert_src *s = zp_place_source(ep, x);

@@ -22,6 +22,7 @@
 #include "backend_cuda.h"
 #include "check.h"
 #include "cpu.h"
+#include "gemm.h"
 
 #define GUARD 64
 #define GUARD_BYTE 0xA5
@@ -47,15 +48,17 @@ static zp_backend *cuda_new(int threads)
 static const struct {
 	const char *name;
 	zp_backend *(*make)(int threads);
-	bool device;	/* device weight layout (zp_backend_cuda_wmat) */
+	bool device;
+	enum zp_device d;	/* its weight layout: zp_device_layout(d) */
 } backends[] = {
-	{ "cpu", zp_backend_cpu_new, false },
-	{ "sim", sim_new, true },
-	{ "cuda", cuda_new, true },
+	{ "cpu", zp_backend_cpu_new, false, ZP_DEV_CPU },
+	{ "sim", sim_new, true, ZP_DEV_SIM },
+	{ "cuda", cuda_new, true, ZP_DEV_CUDA },
 };
 
 static zp_backend *B;
 static bool dev;	/* B is a device backend */
+static const zp_wlayout *lay;	/* B's weight layout */
 static const char *where; /* backend and path, for messages */
 
 /* ---- the ledger: hashes of every checked output of the cpu plain-C pass,
@@ -321,22 +324,18 @@ static const void *wrow(void *ctx, int n)
 	return s->w + (size_t)n * s->k;
 }
 
-/* w [n, k] in backend memory: packed (cpu), or a device backend's layout
-   (swiglu: rows interleaved by 16 in the packed matrix) */
+/* w [n, k] in backend memory, packed through B's layout as a model load
+   would (swiglu: gate rows [0, n/2), then up rows) */
 static zp_wmat wnew(const float *w, int n, int k, enum zp_wtype t, bool swiglu)
 {
 	zp_wmat m;
-	size_t bytes = zp_wmat_bytes(t, n, k);
+	enum zp_wkind kind = swiglu ? ZP_WK_SWIGLU : ZP_WK_PLAIN;
+	size_t bytes = lay->bytes(t, n, k, kind);
 	void *host = zp_xalloc_aligned(bytes);
 	struct wsrc s = { w, k };
-	zp_wmat_pack(&m, host, t, n, k, ZP_DT_F32, wrow, &s);
-	if (dev) {
-		zp_wmat h = m;
-		zp_backend_cuda_wmat(B, &m, &h, swiglu);
-	} else {
-		m.data = B->ops->alloc(B, bytes);
-		B->ops->upload(B, m.data, host, bytes);
-	}
+	lay->pack(&m, host, t, n, k, kind, ZP_DT_F32, wrow, &s);
+	m.data = B->ops->alloc(B, bytes);
+	B->ops->upload(B, m.data, host, bytes);
 	zp_free_aligned(host);
 	return m;
 }
@@ -392,10 +391,9 @@ static void t_gemm(int m, int n, int k, enum zp_wtype t, enum zp_epi epi)
 			if (epi == ZP_EPI_SWIGLU) {
 				if ((int)j >= cols)
 					continue;
-				/* panel p: 16 gate columns then 16 up */
-				int p = (int)j / 16, g = p * 32 + (int)j % 16;
-				double gv = ref_dot(a + (size_t)r * k, w + (size_t)g * k, k, t);
-				double uv = ref_dot(a + (size_t)r * k, w + (size_t)(g + 16) * k, k, t);
+				/* gate row j, up row n / 2 + j */
+				double gv = ref_dot(a + (size_t)r * k, w + j * k, k, t);
+				double uv = ref_dot(a + (size_t)r * k, w + (j + (size_t)n / 2) * k, k, t);
 				*o = gv / (1 + exp(-gv)) * uv;
 			} else if ((int)j < n) {
 				double v = ref_dot(a + (size_t)r * k, w + j * k, k, t);
@@ -858,6 +856,7 @@ int main(int argc, char **argv)
 			continue;
 		}
 		dev = backends[i].device;
+		lay = zp_device_layout(backends[i].d);
 		/* a device backend runs once (it has no CPU paths to switch) */
 		for (int ref = 0; ref < (dev ? 1 : 2); ref++) {
 			zp_gemm_force_ref(ref);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "device.h"
 #include "model.h"
 
 static char tmp[256];
@@ -59,7 +60,7 @@ static void expect_fail(const char *what, const char *needle1, const char *needl
 {
 	zp_model m;
 	zp_err e = { "" };
-	int rc = zp_model_load(&m, tmp, ZP_W_F32, 2, NULL, &e);
+	int rc = zp_model_load(&m, tmp, ZP_W_F32, zp_device_layout(ZP_DEV_CPU), 2, NULL, &e);
 	CHECK(rc == -1, "%s: load succeeded", what);
 	if (rc == 0) {
 		zp_model_free(&m);
@@ -155,11 +156,11 @@ static void test_cancel(void)
 	zp_err e;
 	zp_load_progress pr = { 0 };
 	atomic_store(&pr.cancel, true);
-	int rc = zp_model_load(&m, "tests/models/odd", ZP_W_BF16, 2, &pr, &e);
+	int rc = zp_model_load(&m, "tests/models/odd", ZP_W_BF16, zp_device_layout(ZP_DEV_CPU), 2, &pr, &e);
 	CHECK(rc == -1 && strstr(e.msg, "cancelled after layer 1 of 3"), "cancel: %d %s", rc, e.msg);
 	CHECK(atomic_load(&pr.layers_done) == 1 && atomic_load(&pr.layers) == 3, "progress 1/3");
 	atomic_store(&pr.cancel, false);
-	rc = zp_model_load(&m, "tests/models/odd", ZP_W_BF16, 2, &pr, &e);
+	rc = zp_model_load(&m, "tests/models/odd", ZP_W_BF16, zp_device_layout(ZP_DEV_CPU), 2, &pr, &e);
 	CHECK(rc == 0 && atomic_load(&pr.layers_done) == 3, "load after a cancel: progress 3/3");
 	if (rc == 0)
 		zp_model_free(&m);

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "device.h"
 #include "forward.h"
 #include "req_json.h"
 
@@ -117,7 +118,7 @@ static void run(enum zp_wtype wt, const char *text)
 	zp_err e;
 	zp_req req[MAXREQ], *ptr[MAXREQ];
 	cJSON *row[MAXREQ];
-	if (zp_model_load(&m, DIR, wt, 2, NULL, &e)) {
+	if (zp_model_load(&m, DIR, wt, zp_device_layout(ZP_DEV_CPU), 2, NULL, &e)) {
 		CHECK(0, "%s: %s", DIR, e.msg);
 		return;
 	}

@@ -14,6 +14,7 @@
 
 #include "backend_cuda.h"
 #include "check.h"
+#include "device.h"
 #include "forward.h"
 #include "req_json.h"
 
@@ -123,14 +124,8 @@ static float req_diff(const zp_req *a, const zp_req *b)
 /* m's forward on dev; NULL with e set when the device is not here */
 static zp_fwd *fwd_on(const zp_model *m, enum zp_device dev, int total, zp_err *e)
 {
-	if (dev == ZP_DEV_CPU)
-		return zp_fwd_new_cpu(m, 2, total);
-	zp_backend *be = zp_backend_device_new(dev, 0, 2, &m->cfg, total, e);
-	if (!be)
-		return NULL;
-	const zp_model *md = zp_backend_cuda_model(be, m, true, e);
-	ZP_ASSERT(md);
-	return zp_fwd_new_on(md, be, total);
+	return zp_fwd_new(m, &(zp_fwd_opts){ .device = dev, .threads = 2, .batch_tokens_max = total },
+			  e);
 }
 
 static bool no_device; /* the device asked for is not here */
@@ -148,7 +143,7 @@ static void run_model(const char *name, enum zp_wtype wt, struct tol t, enum zp_
 
 	snprintf(dir, sizeof dir, "tests/models/%s", name);
 	snprintf(gpath, sizeof gpath, "tests/golden/%s.jsonl", name);
-	if (zp_model_load(&m, dir, wt, 2, NULL, &e)) {
+	if (zp_model_load(&m, dir, wt, zp_device_layout(dev), 2, NULL, &e)) {
 		CHECK(0, "%s: load: %s", name, e.msg);
 		return;
 	}

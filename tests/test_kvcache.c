@@ -12,6 +12,7 @@
 
 #include "backend_cpu.h"
 #include "check.h"
+#include "device.h"
 #include "engine.h"
 #include "forward.h"
 #include "kvcache.h"
@@ -425,7 +426,7 @@ static void run_model(const char *name, enum zp_wtype wt)
 	zp_err e;
 	snprintf(dir, sizeof dir, "tests/models/%s", name);
 	snprintf(tag, sizeof tag, "%s/%s", name, wt == ZP_W_F32 ? "fp32" : "bf16");
-	if (zp_model_load(&model, dir, wt, 2, NULL, &e)) {
+	if (zp_model_load(&model, dir, wt, zp_device_layout(ZP_DEV_CPU), 2, NULL, &e)) {
 		CHECK(0, "%s: %s", dir, e.msg);
 		return;
 	}

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "check.h"
+#include "device.h"
 #include "forward.h"
 #include "random_fill.h"
 #include "req_json.h"
@@ -29,7 +30,7 @@ static int run(const char *dir, enum zp_wtype wt, uint64_t seed, float *out)
 	zp_err e;
 	zp_req r[NREQ], *rp[NREQ];
 	int n = 0, total = 0;
-	if (zp_model_load_random(&m, dir, wt, 2, seed, NULL, &e)) {
+	if (zp_model_load_random(&m, dir, wt, zp_device_layout(ZP_DEV_CPU), 2, seed, NULL, &e)) {
 		CHECK(0, "load_random: %s", e.msg);
 		return 0;
 	}
@@ -65,7 +66,7 @@ static void check_values(const char *dir)
 {
 	zp_model m;
 	zp_err e;
-	CHECK(zp_model_load_random(&m, dir, ZP_W_F32, 2, 42, NULL, &e) == 0, "load: %s", e.msg);
+	CHECK(zp_model_load_random(&m, dir, ZP_W_F32, zp_device_layout(ZP_DEV_CPU), 2, 42, NULL, &e) == 0, "load: %s", e.msg);
 	if (check_failures)
 		return;
 	int H = m.cfg.hidden;

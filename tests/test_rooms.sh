@@ -1,25 +1,58 @@
 #!/bin/sh
-# test_rooms.sh -- the rooms' include rule, checked on the sources: serve/ and
-# cli/ sit on top, so nothing in base/, model/, cpu/, engine/, cuda/ or ipc/
-# includes one of their headers (the engine knows jobs, never the endpoints
-# or the reactor); and ipc/ includes nothing from src/ at all. Fails naming
+# test_rooms.sh -- the rooms' include rules, checked on the sources; fails naming
 # each offending line.
+#  1. serve/ and cli/ sit on top: nothing in base/, model/, device/, cpu/, cuda/,
+#     engine/ or ipc/ includes one of their headers (the engine knows jobs, never
+#     the endpoints or the reactor).
+#  2. ipc/ includes nothing from src/ at all.
+#  3. The device seam: nothing in engine/, model/, serve/ or cli/ includes a
+#     backend's header (src/cpu/*.h, src/cuda/*.h); they ask the registry
+#     (src/device/device.h). In device/ only the registry (device.c) names them.
+#  4. The backends are siblings: cpu/ includes nothing of cuda/, cuda/ nothing of
+#     cpu/.
+#  5. model/ and base/ know no device: they include nothing of device/, cpu/ or
+#     cuda/ (the seam's weight layout aside: device/weights.h, which model/
+#     packs through).
+# ROOMS_SRC=dir checks another tree (the test of this test).
 cd "$(dirname "$0")/.."
+S=${ROOMS_SRC:-src}
 rc=0
 # "a.h|b\.h|...": a quoted include of any header named in these folders
 names() { for h in "$@"; do [ -e "$h" ] && basename "$h"; done | sed 's/\./\\./g' | paste -sd'|' -; }
 inc='^[[:space:]]*#[[:space:]]*include[[:space:]]*"'
+# rule TEXT HEADERS FILES...: fail when one of FILES includes one of HEADERS
+rule() {
+	msg=$1 hdrs=$2
+	shift 2
+	[ -n "$hdrs" ] || return 0
+	if grep -nE "$inc($hdrs)\"" "$@" 2> /dev/null; then
+		echo "FAIL: the lines above $msg"
+		rc=1
+	fi
+}
 
-top=$(names src/serve/*.h src/cli/*.h)
-[ -n "$top" ] || { echo "FAIL: no serve/cli headers found (run from the repository)"; exit 1; }
-if grep -nE "$inc($top)\"" src/base/* src/model/* src/device/* src/cpu/* src/engine/* src/cuda/* ipc/*; then
-	echo "FAIL: the lines above include a serve/ or cli/ header below those rooms"
-	rc=1
-fi
+top=$(names $S/serve/*.h $S/cli/*.h)
+[ -n "$top" ] || { echo "FAIL: no serve/cli headers found under $S"; exit 1; }
+rule "include a serve/ or cli/ header below those rooms" "$top" \
+	$S/base/* $S/model/* $S/device/* $S/cpu/* $S/cuda/* $S/engine/* ipc/*
 own=$(names ipc/*.h)
 if grep -nE "$inc" ipc/* | grep -vE ":[0-9]+:${inc#^}($own)\""; then
 	echo "FAIL: the lines above include something from outside ipc/"
 	rc=1
 fi
-[ $rc -eq 0 ] && echo "rooms: base model cpu engine cuda ipc include nothing from serve or cli; ipc only itself"
+cpu=$(names $S/cpu/*.h)
+cuda=$(names $S/cuda/*.h)
+[ -n "$cpu" ] && [ -n "$cuda" ] || { echo "FAIL: no cpu/ or cuda/ headers under $S"; exit 1; }
+rule "include a backend's header above the seam (ask device.h's registry)" "$cpu|$cuda" \
+	$S/engine/* $S/model/* $S/serve/* $S/cli/*
+for f in $S/device/*; do
+	[ "$(basename "$f")" = device.c ] && continue
+	rule "name a backend in device/ outside the registry (device.c)" "$cpu|$cuda" "$f"
+done
+rule "include cuda/ from the cpu backend (backends are siblings)" "$cuda" $S/cpu/*
+rule "include cpu/ from the cuda backend (backends are siblings)" "$cpu" $S/cuda/*
+dev=$(names $S/device/*.h | sed 's/weights\\\.h|\?//; s/|weights\\\.h//')
+rule "include a device, backend or registry header from model/ or base/" "$dev|$cpu|$cuda" \
+	$S/model/* $S/base/*
+[ $rc -eq 0 ] && echo "rooms: serve and cli on top; ipc only itself; engine, model, serve and cli name no backend; cpu and cuda siblings; model and base know no device"
 exit $rc

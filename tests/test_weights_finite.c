@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "device.h"
 #include "model.h"
 
 static char tmp[256];
@@ -66,7 +67,7 @@ static void bad_value(const char *model, const char *name, long at, bool nan, co
 	const char *dt = poke("model.safetensors", name, at, nan);
 	zp_model m;
 	zp_err e = { "" };
-	int rc = zp_model_load(&m, tmp, ZP_W_F32, 2, NULL, &e);
+	int rc = zp_model_load(&m, tmp, ZP_W_F32, zp_device_layout(ZP_DEV_CPU), 2, NULL, &e);
 	CHECK(rc == -1, "%s %s: a %s loaded", model, name, nan ? "NaN" : "Inf");
 	if (rc == 0) {
 		zp_model_free(&m);
@@ -88,7 +89,7 @@ static void good_loads(void)
 		zp_model m;
 		zp_err e = { "" };
 		double t0 = zp_now_s();
-		int rc = zp_model_load(&m, dir, ZP_W_BF16, 2, NULL, &e);
+		int rc = zp_model_load(&m, dir, ZP_W_BF16, zp_device_layout(ZP_DEV_CPU), 2, NULL, &e);
 		double ms = (zp_now_s() - t0) * 1e3;
 		CHECK(rc == 0, "%s: %s", dir, e.msg);
 		if (rc == 0) {

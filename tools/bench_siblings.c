@@ -41,7 +41,7 @@ int main(int argc, char **argv)
 	zp_log_min = ZP_LOG_WARN;
 	if (Q < 1 || N < 1 || N > ZP_FWD_SEQS_MAX || I < 1 || R < 1 || th < 1)
 		return fprintf(stderr, "bad sizes\n"), 2;
-	if (zp_model_load(&m, argv[1], wt, th, NULL, &e))
+	if (zp_model_load(&m, argv[1], wt, zp_device_layout(ZP_DEV_CPU), th, NULL, &e))
 		return fprintf(stderr, "%s\n", e.msg), 1;
 	int L = Q + I, T = N * L;
 	int32_t *ids = zp_xmalloc((size_t)L * sizeof *ids), cands[2] = { 3, 9 };

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "attention.h"
+#include "gemm.h"
 #include "hevent.h"
 #include "ops.h"
 #include "pool.h"
@@ -625,6 +626,11 @@ static int cpu_sync(zp_backend *b, zp_err *e)
 
 static const zp_model *cpu_model(zp_backend *b, const zp_model *m, bool experts, zp_err *e)
 {
+	if (m->layout != &zp_cpu_wlayout) {
+		zp_errf(e, "--device cpu: the model was packed for the %s layout, not %s",
+			m->layout->name, zp_cpu_wlayout.name);
+		return NULL;
+	}
 	return m;
 }
 

@@ -55,6 +55,11 @@ size_t zp_wmat_bytes(enum zp_wtype type, int n, int k)
 	return ZP_ALIGN_UP(panels * kp * ZP_GEMM_NR * (type == ZP_W_F32 ? 4 : 2), 64);
 }
 
+static int panel_count(const zp_wmat *w)
+{
+	return (w->n + ZP_GEMM_NR - 1) / ZP_GEMM_NR;
+}
+
 static float src_elem(const void *row, int dt, int i)
 {
 	uint16_t h;
@@ -82,7 +87,6 @@ void zp_wmat_pack(zp_wmat *w, void *dst, enum zp_wtype type, int n, int k, int s
 	w->n = n;
 	w->k = k;
 	w->kp = ZP_ALIGN_UP(k, 2);
-	w->panels = (n + ZP_GEMM_NR - 1) / ZP_GEMM_NR;
 	w->data = dst;
 	ZP_ASSERT(((uintptr_t)dst & 63) == 0);
 	memset(dst, 0, zp_wmat_bytes(type, n, k));
@@ -113,6 +117,46 @@ void zp_wmat_pack(zp_wmat *w, void *dst, enum zp_wtype type, int n, int k, int s
 	}
 	free(tmp);
 }
+
+/* ---- the layout (weights.h) ---- */
+
+struct swiglu_rows {
+	zp_row_fn row;
+	void *ctx;
+	int f;		/* gate rows; up rows follow them in the source */
+};
+
+/* packed row j: panel j / 32 holds gate columns 16p.. in its first 16 rows
+   and the up rows of the same columns in the next 16 */
+static const void *swiglu_row(void *vctx, int j)
+{
+	const struct swiglu_rows *s = vctx;
+	int p = j / ZP_GEMM_NR, c = j % ZP_GEMM_NR, up = c / 16, q = p * 16 + c % 16;
+	return q < s->f ? s->row(s->ctx, up ? s->f + q : q) : NULL;
+}
+
+static int held_rows(int n, enum zp_wkind kind)
+{
+	return kind == ZP_WK_SWIGLU ? 2 * ZP_ALIGN_UP(n / 2, 16) : n;
+}
+
+static size_t layout_bytes(enum zp_wtype t, int n, int k, enum zp_wkind kind)
+{
+	return zp_wmat_bytes(t, held_rows(n, kind), k);
+}
+
+static void layout_pack(zp_wmat *w, void *dst, enum zp_wtype t, int n, int k, enum zp_wkind kind,
+			int src_dt, zp_row_fn row, void *ctx)
+{
+	struct swiglu_rows s = { row, ctx, n / 2 };
+	ZP_ASSERT(kind == ZP_WK_PLAIN || n % 2 == 0);
+	if (kind == ZP_WK_SWIGLU)
+		zp_wmat_pack(w, dst, t, held_rows(n, kind), k, src_dt, swiglu_row, &s);
+	else
+		zp_wmat_pack(w, dst, t, n, k, src_dt, row, ctx);
+}
+
+const zp_wlayout zp_cpu_wlayout = { "cpu-panels", layout_bytes, layout_pack };
 
 /* ---- micro-kernels: tile[mr][32] (+)= A[mr][k0..k1) . panel ---------------- */
 
@@ -436,7 +480,7 @@ struct run_ctx {
 
 static int op_tasks(const zp_gemm_op *op)
 {
-	return op->m <= 0 ? 0 : op->w->panels * ((op->m + ROWS_TASK - 1) / ROWS_TASK);
+	return op->m <= 0 ? 0 : panel_count(op->w) * ((op->m + ROWS_TASK - 1) / ROWS_TASK);
 }
 
 static void task(void *vctx, int t, int thread)

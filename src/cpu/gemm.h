@@ -14,47 +14,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend.h"	/* zp_gemm_op, zp_wmat */
 #include "pool.h"
 
 #define ZP_GEMM_NR 32 /* outputs per panel */
 #define ZP_GEMM_OPS_MAX 4096 /* ops in one zp_gemm_run (one per expert at most) */
 
-enum zp_wtype { ZP_W_F32, ZP_W_BF16 };
+/* The cpu's weight layout (weights.h): panels as above; a SWIGLU matrix of
+   n = 2F rows holds 2 round_up(F, 16) rows, each panel 16 gate rows then the
+   16 up rows of the same columns (ZP_EPI_SWIGLU's operand). */
+extern const zp_wlayout zp_cpu_wlayout;
 
-typedef struct {
-	enum zp_wtype type;
-	int n, k;	/* logical [N, K] */
-	int kp;		/* K padded to even (bf16) */
-	int panels;	/* ceil(N / 32) */
-	void *data;	/* packed; not owned (a region of a model arena) */
-} zp_wmat;
-
-/* Source rows for packing: row(ctx, n) returns row n of the [N, K] matrix in
-   dtype src_dt (enum zp_dtype of safetensors.h) or NULL for a zero row. */
-typedef const void *(*zp_row_fn)(void *ctx, int n);
-
+/* The panel packing itself, rows as they come (the layout's PLAIN kind). */
 size_t zp_wmat_bytes(enum zp_wtype type, int n, int k);
 /* Pack into dst (zp_wmat_bytes, 64-byte aligned). */
 void zp_wmat_pack(zp_wmat *w, void *dst, enum zp_wtype type, int n, int k, int src_dt,
 		  zp_row_fn row, void *ctx);
-
-enum zp_epi {
-	ZP_EPI_STORE,	/* C[m][n] = acc */
-	ZP_EPI_ADD,	/* C[m][n] += acc */
-	ZP_EPI_SWIGLU,	/* panel p holds 16 gate + 16 up outputs of columns 16p..16p+15:
-			   C[m][j] = silu(gate) * up, for j < ncols */
-};
-
-typedef struct {
-	const void *a;	/* [M, lda]: f32 for an f32 W, bf16 (uint16) for a bf16 W */
-	size_t lda;	/* elements */
-	int m;
-	const zp_wmat *w;
-	float *c;
-	size_t ldc;
-	enum zp_epi epi;
-	int ncols;	/* SWIGLU: valid output columns */
-} zp_gemm_op;
 
 /* Run ops (independent; their C regions must not overlap) as one parallel loop. */
 void zp_gemm_run(zp_pool *pool, const zp_gemm_op *ops, int nops);

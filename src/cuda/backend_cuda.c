@@ -453,33 +453,46 @@ static void cu_pool(zp_backend *b, int n, int cols, zp_view x, const float *w, f
 	cu_download(b, out, acc + cols, (size_t)cols * 4);
 }
 
-/* ---- weights ---- */
+/* ---- weights: the layout (weights.h) ---- */
 
-/* Row j of a packed matrix (gemm.h's layout) into row-major dst[kp]. */
-static void unpack_row(const zp_wmat *w, int j, void *dst)
+/* rows held: a SWIGLU matrix's gate and up halves each padded to 16 rows
+   (the SwiGLU kernel reads up row r at r + n / 2) */
+static int held_rows(int n, enum zp_wkind kind)
 {
-	int p = j / ZP_GEMM_NR, col = j % ZP_GEMM_NR;
-	if (w->type == ZP_W_F32) {
-		const float *s = (const float *)w->data + (size_t)p * w->kp * ZP_GEMM_NR + col;
-		float *d = dst;
-		for (int k = 0; k < w->kp; k++)
-			d[k] = s[(size_t)k * ZP_GEMM_NR];
-		return;
-	}
-	const uint16_t *s = (const uint16_t *)w->data + (size_t)p * w->kp * ZP_GEMM_NR + 2 * col;
-	uint16_t *d = dst;
-	for (int k = 0; k < w->kp; k += 2) {
-		d[k] = s[(size_t)(k / 2) * 2 * ZP_GEMM_NR];
-		d[k + 1] = s[(size_t)(k / 2) * 2 * ZP_GEMM_NR + 1];
+	return kind == ZP_WK_SWIGLU ? 2 * ZP_ALIGN_UP(n / 2, 16) : n;
+}
+
+static size_t row_bytes(enum zp_wtype t, int k)
+{
+	return (size_t)ZP_ALIGN_UP(k, 2) * (t == ZP_W_F32 ? 4 : 2);
+}
+
+static size_t layout_bytes(enum zp_wtype t, int n, int k, enum zp_wkind kind)
+{
+	return ZP_ALIGN_UP((size_t)held_rows(n, kind) * row_bytes(t, k), 64);
+}
+
+/* row-major [rows][kp], zeros past k and in padding rows */
+static void layout_pack(zp_wmat *w, void *dst, enum zp_wtype t, int n, int k, enum zp_wkind kind,
+			int src_dt, zp_row_fn row, void *ctx)
+{
+	int rows = held_rows(n, kind), h = rows / 2, f = n / 2;
+	size_t rb = row_bytes(t, k);
+	ZP_ASSERT(((uintptr_t)dst & 63) == 0 && (kind == ZP_WK_PLAIN || n % 2 == 0));
+	*w = (zp_wmat){ .type = t, .n = rows, .k = k, .kp = ZP_ALIGN_UP(k, 2), .data = dst };
+	memset(dst, 0, layout_bytes(t, n, k, kind));
+	for (int r = 0; r < rows; r++) {
+		int up = kind == ZP_WK_SWIGLU && r >= h, q = up ? r - h : r;
+		int j = kind == ZP_WK_PLAIN ? r : q < f ? (up ? f + q : q) : -1;
+		const void *src = j >= 0 ? row(ctx, j) : NULL;
+		if (src)
+			zp_wrow_convert((char *)dst + (size_t)r * rb, t, src, src_dt, k);
 	}
 }
 
-/* device row r of a SwiGLU matrix: gate rows [0, n/2) then up rows */
-static int swiglu_src(int n, int r)
-{
-	int h = n / 2, up = r >= h, q = up ? r - h : r;
-	return 32 * (q / 16) + 16 * up + q % 16;
-}
+const zp_wlayout zp_cuda_wlayout = { "cuda-rows", layout_bytes, layout_pack };
+
+/* ---- weights: the model mirror, uploaded through pinned staging ---- */
 
 typedef struct {
 	cu_ctx *c;
@@ -514,33 +527,8 @@ static void stage_close(stager *s, const char *what)
 	       s->bytes / 1e9, dt > 0 ? s->bytes / 1e9 / dt : 0.0, dt);
 }
 
-/* w (host, packed) into dst (device, [n][kp]) through the staging buffers */
-static void stage_wmat(stager *s, void *dst, const zp_wmat *w, bool sw)
-{
-	cu_ctx *c = s->c;
-	size_t rb = (size_t)w->kp * (w->type == ZP_W_F32 ? 4 : 2);
-	int per = (int)ZP_MAX(1, s->size / rb);
-	ZP_ASSERT(rb <= s->size && (!sw || w->n % 32 == 0));
-	for (int r0 = 0; r0 < w->n; r0 += per) {
-		int r1 = ZP_MIN(w->n, r0 + per), i = s->cur;
-		s->cur = (s->cur + 1) % STAGE_BUFS;
-		c->rt->ops->event_sync(c->rt, s->ev[i]); /* its last copy is done */
-		for (int r = r0; r < r1; r++)
-			unpack_row(w, sw ? swiglu_src(w->n, r) : r, s->buf[i] + (size_t)(r - r0) * rb);
-		c->rt->ops->copy(c->rt, c->xs, (char *)dst + (size_t)r0 * rb, s->buf[i],
-				 (size_t)(r1 - r0) * rb);
-		c->rt->ops->event_record(c->rt, s->ev[i], c->xs);
-		s->bytes += (double)(r1 - r0) * rb;
-	}
-	if (s->bytes >= s->next_log) {
-		double dt = zp_now_s() - s->t0;
-		zp_log(ZP_LOG_INFO, "msg=\"weights uploading\" gb=%.2f gbps=%.2f", s->bytes / 1e9,
-		       dt > 0 ? s->bytes / 1e9 / dt : 0.0);
-		s->next_log += 1e9 * ZP_MAX(1.0, s->bytes / 1e10);
-	}
-}
-
-static void stage_floats(stager *s, void *dst, const void *src, size_t bytes)
+/* bytes from host src to device dst through the staging buffers */
+static void stage_bytes(stager *s, void *dst, const void *src, size_t bytes)
 {
 	cu_ctx *c = s->c;
 	for (size_t at = 0; at < bytes; at += s->size) {
@@ -552,22 +540,6 @@ static void stage_floats(stager *s, void *dst, const void *src, size_t bytes)
 		c->rt->ops->copy(c->rt, c->xs, (char *)dst + at, s->buf[i], nb);
 		c->rt->ops->event_record(c->rt, s->ev[i], c->xs);
 		s->bytes += (double)nb;
-	}
-}
-
-void zp_backend_cuda_wmat(zp_backend *b, zp_wmat *dst, const zp_wmat *host, bool swiglu)
-{
-	cu_ctx *c = C(b);
-	stager s;
-	*dst = *host;
-	size_t bytes = (size_t)host->n * host->kp * (host->type == ZP_W_F32 ? 4 : 2);
-	dst->data = dalloc(c, bytes);
-	stage_open(&s, c, bytes);
-	stage_wmat(&s, dst->data, host, swiglu);
-	c->rt->ops->stream_sync(c->rt, c->xs);
-	for (int i = 0; i < STAGE_BUFS; i++) {
-		c->rt->ops->host_free(c->rt, s.buf[i]);
-		c->rt->ops->event_free(c->rt, s.ev[i]);
 	}
 }
 
@@ -586,27 +558,34 @@ static float *vec_up(stager *s, const float *v, size_t n)
 	if (!v)
 		return NULL;
 	float *d = own(s->c, n * 4);
-	stage_floats(s, d, v, n * 4);
+	stage_bytes(s, d, v, n * 4);
 	return d;
 }
 
-static void mat_up(stager *s, zp_wmat *w, bool sw)
+static size_t wbytes(const zp_wmat *w)
 {
-	zp_wmat h = *w;
-	w->data = own(s->c, (size_t)h.n * h.kp * (h.type == ZP_W_F32 ? 4 : 2));
-	stage_wmat(s, w->data, &h, sw);
+	return (size_t)w->n * row_bytes(w->type, w->k);
 }
 
-/* a layer's experts: one array per matrix kind, expert e at e * n * kp */
-static zp_wmat *experts_up(stager *s, const zp_wmat *src, int E, bool sw)
+/* the host matrix's bytes are already in this layout: copied as they are */
+static void mat_up(stager *s, zp_wmat *w)
+{
+	const void *host = w->data;
+	w->data = own(s->c, wbytes(w));
+	stage_bytes(s, w->data, host, wbytes(w));
+}
+
+/* a layer's experts: one array per matrix kind, expert e at e * its bytes
+   (the v1 kernels' contract) */
+static zp_wmat *experts_up(stager *s, const zp_wmat *src, int E)
 {
 	zp_wmat *w = zp_xcalloc((size_t)E, sizeof *w);
-	size_t mat = (size_t)src[0].n * src[0].kp * (src[0].type == ZP_W_F32 ? 4 : 2);
+	size_t mat = wbytes(&src[0]);
 	char *base = own(s->c, mat * (size_t)E);
 	for (int e = 0; e < E; e++) {
 		w[e] = src[e];
 		w[e].data = base + (size_t)e * mat;
-		stage_wmat(s, w[e].data, &src[e], sw);
+		stage_bytes(s, w[e].data, src[e].data, mat);
 	}
 	return w;
 }
@@ -621,33 +600,6 @@ static const char *gds_state(void)
 	return "staged (libcufile.so.0 found; the GDS path is not implemented)";
 }
 
-/* w's bytes rewritten as [panels * 32][kp] rows (past n: zero) */
-static void relayout(zp_wmat *w, bool sw)
-{
-	size_t rb = (size_t)w->kp * (w->type == ZP_W_F32 ? 4 : 2);
-	size_t bytes = zp_wmat_bytes(w->type, w->n, w->k);
-	char *tmp = zp_xalloc_aligned(bytes);
-	ZP_ASSERT((size_t)w->panels * ZP_GEMM_NR * rb == bytes);
-	memset(tmp, 0, bytes);
-	for (int r = 0; r < w->n; r++)
-		unpack_row(w, sw ? swiglu_src(w->n, r) : r, tmp + (size_t)r * rb);
-	memcpy(w->data, tmp, bytes);
-	zp_free_aligned(tmp);
-}
-
-void zp_backend_cuda_relayout_experts(zp_model *m)
-{
-	for (int l = 0; l < m->cfg.layers; l++) {
-		zp_layer *L = &m->layers[l];
-		if (!L->sparse || !L->experts)
-			continue;
-		for (int e = 0; e < m->cfg.experts; e++) {
-			relayout(&L->exp_gate_up[e], true);
-			relayout(&L->exp_down[e], false);
-		}
-	}
-}
-
 const zp_model *zp_backend_cuda_model(zp_backend *b, const zp_model *m, bool experts, zp_err *e)
 {
 	cu_ctx *c = C(b);
@@ -656,6 +608,12 @@ const zp_model *zp_backend_cuda_model(zp_backend *b, const zp_model *m, bool exp
 	size_t qkv = (size_t)(cf->heads + 2 * cf->kv_heads) * d;
 	stager s;
 	ZP_ASSERT(!c->have_model);
+	if (m->layout != &zp_cuda_wlayout) {
+		zp_errf(e, "--device %s: the model was packed for the %s layout, not %s (load it "
+			"through zp_device_layout)", c->o.dev == ZP_DEV_SIM ? "sim" : "cuda",
+			m->layout->name, zp_cuda_wlayout.name);
+		return NULL;
+	}
 	zp_log(ZP_LOG_INFO, "msg=\"weights to the device\" device=%s path=\"%s\"", c->rt->ops->name,
 	       c->rt->sim ? "staged (sim device)" : gds_state());
 	c->mdev = *m;
@@ -668,12 +626,12 @@ const zp_model *zp_backend_cuda_model(zp_backend *b, const zp_model *m, bool exp
 		int t1 = ZP_MIN(cf->vocab, t0 + 256);
 		for (int t = t0; t < t1; t++)
 			zp_model_embed(m, t, row + (size_t)(t - t0) * H);
-		stage_floats(&s, c->embed + (size_t)t0 * H, row, (size_t)(t1 - t0) * H * 4);
+		stage_bytes(&s, c->embed + (size_t)t0 * H, row, (size_t)(t1 - t0) * H * 4);
 	}
 	c->rt->ops->stream_sync(c->rt, c->xs); /* row is reused no more */
 	free(row);
 	c->mdev.final_norm = vec_up(&s, m->final_norm, H);
-	mat_up(&s, &c->mdev.lm_head, false);
+	mat_up(&s, &c->mdev.lm_head);
 	for (int l = 0; l < cf->layers; l++) {
 		const zp_layer *L = &m->layers[l];
 		zp_layer *D = &c->mdev.layers[l];
@@ -684,24 +642,23 @@ const zp_model *zp_backend_cuda_model(zp_backend *b, const zp_model *m, bool exp
 		D->bqkv = vec_up(&s, L->bqkv, qkv);
 		D->bo = vec_up(&s, L->bo, H);
 		D->ffn_norm = vec_up(&s, L->ffn_norm, H);
-		mat_up(&s, &D->wqkv, false);
-		mat_up(&s, &D->wo, false);
+		mat_up(&s, &D->wqkv);
+		mat_up(&s, &D->wo);
 		if (!L->sparse) {
-			mat_up(&s, &D->w_gate_up, true);
-			mat_up(&s, &D->w_down, false);
+			mat_up(&s, &D->w_gate_up);
+			mat_up(&s, &D->w_down);
 			continue;
 		}
-		mat_up(&s, &D->router, false);
+		mat_up(&s, &D->router);
 		D->experts = NULL;
 		D->exp_gate_up = D->exp_down = NULL;
 		if (experts && L->experts && L->exp_gate_up[0].data) {
-			D->exp_gate_up = experts_up(&s, L->exp_gate_up, cf->experts, true);
-			D->exp_down = experts_up(&s, L->exp_down, cf->experts, false);
+			D->exp_gate_up = experts_up(&s, L->exp_gate_up, cf->experts);
+			D->exp_down = experts_up(&s, L->exp_down, cf->experts);
 		}
 	}
 	stage_close(&s, "model");
 	c->have_model = true;
-	(void)e;
 	return &c->mdev;
 }
 

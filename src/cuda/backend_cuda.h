@@ -1,12 +1,13 @@
 /* backend_cuda.h -- the CUDA backend: backend.h's ops for one device, its host
    code written once over devrt.h, so it runs on a GPU (devrt_cuda.c) or on the
    sim device (devrt_sim.c: every kernel by its host twin; a test device, in
-   every build). Weights live on the device in row-major layout (zp_wmat.data
+   every build). Its weight layout (zp_cuda_wlayout) is row-major: zp_wmat.data
    = [n][kp], K padded to even with zeros; a SwiGLU gate_up matrix has its gate
-   rows [0, n/2) then its up rows, not gemm.h's interleave by 16); a MoE
-   layer's experts are one contiguous array [E][n][kp] (the v1 kernels'
-   contract, kernels/v1.h). zp_backend_cuda_model builds that mirror of a
-   loaded model. One owner thread per instance (backend.h); the event ops from
+   rows [0, n/2) then its up rows, each half padded to 16 rows. A model loaded
+   through that layout (its host copy) is uploaded byte for byte by
+   zp_backend_cuda_model; in the mirror a MoE layer's experts are one
+   contiguous array per matrix kind [E][n][kp] (the v1 kernels' contract,
+   kernels/v1.h). One owner thread per instance (backend.h); the event ops from
    any thread. */
 #ifndef ZP_BACKEND_CUDA_H
 #define ZP_BACKEND_CUDA_H
@@ -27,23 +28,15 @@ typedef struct {
    built. */
 zp_backend *zp_backend_cuda_new(const zp_cuda_opts *o, zp_err *e);
 
-/* A packed host matrix (gemm.h) into b's weight layout; swiglu: its rows are
-   interleaved by 16 (ZP_EPI_SWIGLU). dst->data: b's memory (mfree it). */
-void zp_backend_cuda_wmat(zp_backend *b, zp_wmat *dst, const zp_wmat *host, bool swiglu);
+/* The device's weight layout (weights.h), the same on the sim. */
+extern const zp_wlayout zp_cuda_wlayout;
 
 /* The device mirror of m (its config, its weights in b's memory, uploaded
    through pinned staging buffers on the copy stream, progress in the log);
    owned by b, freed with it. experts false (or m's absent): the mirror has
-   none (an AsyncEP source gives them). NULL with e set when out of device
-   memory. */
+   none (an AsyncEP source gives them). NULL with e set when m was packed
+   through another layout, or out of device memory. */
 const zp_model *zp_backend_cuda_model(zp_backend *b, const zp_model *m, bool experts, zp_err *e);
-
-/* In place, on the host: every MoE layer's experts of m from gemm.h's packed
-   layout to the device layout, rows padded to the packed panels so each
-   matrix keeps its bytes and offsets (AsyncEP's shards and gathers copy them
-   as they are; sim executors read them in place). m then serves sim
-   executors only. */
-void zp_backend_cuda_relayout_experts(zp_model *m);
 
 /* The backend of a device other than cpu sized for forwards of c's model of
    up to batch_tokens_max tokens; environment ZP_EXPERT_GEMM=v1 and

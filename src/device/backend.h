@@ -6,8 +6,8 @@
    Memory. `alloc` returns backend memory (on cpu: host memory, 64-byte
    aligned, zero-filled); every pointer an op reads or writes is backend memory
    unless its comment says "host". Matrices are passed as zp_view (pointer +
-   row stride); weights as zp_wmat (packed, gemm.h), whose data is backend
-   memory. Small schedule metadata (sequence starts, lm row lists) is host
+   row stride); weights as zp_wmat (weights.h), in the backend's own layout
+   (the model was packed through it), whose data is backend memory. Small schedule metadata (sequence starts, lm row lists) is host
    memory: a device backend copies what it needs.
 
    Batch invariance (the contract of every op): each output row is computed
@@ -33,10 +33,27 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "gemm.h"
 #include "model.h"
 #include "request.h"	/* enum zp_pooling */
 #include "util.h"
+
+enum zp_epi {
+	ZP_EPI_STORE,	/* C[m][n] = acc */
+	ZP_EPI_ADD,	/* C[m][n] += acc */
+	ZP_EPI_SWIGLU,	/* w of the SWIGLU kind (weights.h): C[m][j] = silu(gate_j) *
+			   up_j, for j < ncols */
+};
+
+typedef struct {
+	const void *a;	/* [M, lda]: f32 for an f32 W, bf16 (uint16) for a bf16 W */
+	size_t lda;	/* elements */
+	int m;
+	const zp_wmat *w;
+	float *c;
+	size_t ldc;
+	enum zp_epi epi;
+	int ncols;	/* SWIGLU: valid output columns */
+} zp_gemm_op;
 
 typedef struct zp_backend zp_backend;
 typedef struct zp_event zp_event;
@@ -144,13 +161,13 @@ struct zp_backend_ops {
 	void (*to_bf16)(zp_backend *b, int n, int cols, zp_view src, zp_view dst);
 
 	/* ---- matrix products ---- */
-	/* Dense: op->c = op->a . op->w^T with op's epilogue (gemm.h: store, add,
-	   SwiGLU). a is f32 for an f32 w, bf16 for a bf16 w. */
+	/* Dense: op->c = op->a . op->w^T with op's epilogue (store, add, SwiGLU).
+	   a is f32 for an f32 w, bf16 for a bf16 w. */
 	void (*gemm)(zp_backend *b, const zp_gemm_op *op);
 	/* Grouped over experts [e0, e1): expert e's rows are a's rows
 	   [offs[e - e0], offs[e - e0 + 1]) (host offs), times w[e] into the same
 	   rows of c, with epilogue epi (ZP_EPI_SWIGLU: ncols valid columns; a
-	   gate_up matrix interleaved by 16). One parallel loop over all experts. */
+	   gate_up matrix of the SWIGLU kind). One parallel loop over all experts. */
 	void (*expert_gemm)(zp_backend *b, const zp_wmat *w, int e0, int e1, const int *offs,
 			    zp_view a, zp_view c, enum zp_epi epi, int ncols);
 

@@ -7,6 +7,7 @@
 
 #include "backend_cpu.h"
 #include "backend_cuda.h"
+#include "gemm.h"
 #include "transport_cpu.h"
 
 static const char *const names[] = { [ZP_DEV_CPU] = "cpu", [ZP_DEV_CUDA] = "cuda",
@@ -33,10 +34,14 @@ zp_backend *zp_device_backend_new(enum zp_device d, const zp_device_opts *o, zp_
 	return zp_backend_device_new(d, o->ordinal, o->threads, o->cfg, o->batch_tokens_max, e);
 }
 
-void zp_device_relayout_experts(enum zp_device d, zp_model *m)
+const zp_wlayout *zp_device_layout(enum zp_device d)
 {
-	if (d != ZP_DEV_CPU)
-		zp_backend_cuda_relayout_experts(m);
+	return d == ZP_DEV_CPU ? &zp_cpu_wlayout : &zp_cuda_wlayout;
+}
+
+const char *zp_device_kernels(enum zp_device d)
+{
+	return d == ZP_DEV_CPU ? zp_gemm_isa() : zp_device_name(d);
 }
 
 static void arm_from_env(zp_transport *t)

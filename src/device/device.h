@@ -30,9 +30,13 @@ typedef struct {
    (no GPU, CUDA not built) or failed to start. */
 zp_backend *zp_device_backend_new(enum zp_device d, const zp_device_opts *o, zp_err *e);
 
-/* m's MoE experts, in place, into the layout device d's executors read when
-   they read the model's own expert blocks (AsyncEP's shards on sim). */
-void zp_device_relayout_experts(enum zp_device d, zp_model *m);
+/* The weight layout of device d's backend: a model that runs on d is loaded
+   through it (zp_model_load). */
+const zp_wlayout *zp_device_layout(enum zp_device d);
+
+/* What computes on device d, for a log line: the cpu's kernels ("amx-bf16+
+   avx512", "avx512bf16", "avx512f", "ref"), or the device's name. */
+const char *zp_device_kernels(enum zp_device d);
 
 /* The transport named name ("cpu", "p2p", "nccl") for executors on device d.
    NULL with e set when d's executors cannot use it, saying why. For the

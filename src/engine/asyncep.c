@@ -26,8 +26,7 @@
 #include <string.h>
 
 #include "hevent.h"
-#include "gemm.h"
-#include "pool.h"
+#include "device.h"
 #include "arena.h"
 #include "doorbell.h"
 #include "ring.h"
@@ -78,6 +77,7 @@ typedef struct xview {
 
 struct zp_place {
 	zp_model *m;
+	enum zp_device dev;		/* the executors' (calibration runs there) */
 	int n;
 	enum zp_parallel par;
 	zp_transport *t;
@@ -485,11 +485,12 @@ static int view_init(zp_place *ep, int id, zp_err *e)
 	return 0;
 }
 
-zp_place *zp_place_new(zp_model *m, int nexec, enum zp_parallel par, int offload_window,
-		 zp_transport *t, zp_err *e)
+zp_place *zp_place_new(zp_model *m, enum zp_device dev, int nexec, enum zp_parallel par,
+		       int offload_window, zp_transport *t, zp_err *e)
 {
 	zp_place *ep = zp_xcalloc(1, sizeof *ep);
 	ep->m = m;
+	ep->dev = dev;
 	ep->n = nexec;
 	ep->par = par;
 	ep->t = t;
@@ -657,54 +658,50 @@ void zp_place_inject_fault(zp_place *ep, int n)
 
 /* ---- calibration ---- */
 
-/* Expert GEMMs as a forward runs them: `tokens` rows routed evenly over the
-   first MoE layer's experts, gate_up (SwiGLU) then down. FLOP/s, best of 3. */
-static double expert_rate(zp_place *ep, int threads, int tokens)
+/* Expert GEMMs as a forward runs them, on a backend of the executors'
+   device: `tokens` rows routed evenly over the first MoE layer's experts
+   (uploaded to its memory), gate_up (SwiGLU) then down. FLOP/s, best of 3;
+   0 with e set when the device does not start. */
+static double expert_rate(zp_place *ep, int threads, int tokens, zp_err *e)
 {
 	const zp_config *c = &ep->m->cfg;
-	const xview *v = &ep->x[0];
 	int E = c->experts, rows = tokens * c->topk, H = c->hidden, F = c->moe_ffn;
-	int hp = ZP_ALIGN_UP(H, 2), fp = ZP_ALIGN_UP(F, 2);
-	bool bf = ep->proto_gu.type == ZP_W_BF16;
-	size_t es = bf ? 2 : 4;
-	char *a = zp_xalloc_aligned((size_t)rows * hp * es), *act = zp_xalloc_aligned((size_t)rows * fp * es);
-	float *g = zp_xalloc_aligned((size_t)rows * fp * 4), *y = zp_xalloc_aligned((size_t)rows * H * 4);
-	zp_gemm_op *ops = zp_xcalloc((size_t)E * 2, sizeof *ops);
-	zp_pool *pool = zp_pool_new(threads);
-	for (size_t i = 0; i < (size_t)rows * hp * es; i++)
-		a[i] = (char)(i * 7 % 61); /* small finite bf16/f32 bit patterns */
+	int hp = ZP_ALIGN_UP(H, 2), fp = ZP_ALIGN_UP(F, 16);
+	size_t es = ep->proto_gu.type == ZP_W_BF16 ? 2 : 4, abytes = (size_t)rows * hp * es;
+	zp_device_opts o = { .threads = threads, .cfg = c, .batch_tokens_max = tokens };
+	zp_backend *be = zp_device_backend_new(ep->dev, &o, e);
+	if (!be)
+		return 0;
+	const struct zp_backend_ops *op = be->ops;
+	char *layer = op->alloc(be, ep->lbytes), *a = op->alloc(be, abytes);
+	char *act = op->alloc(be, (size_t)rows * fp * es);
+	float *g = op->alloc(be, (size_t)rows * fp * 4), *y = op->alloc(be, (size_t)rows * H * 4);
+	zp_wmat *gu = zp_xcalloc((size_t)E, sizeof *gu), *dn = zp_xcalloc((size_t)E, sizeof *dn);
+	int *offs = zp_xcalloc((size_t)E + 1, sizeof *offs);
+	char *host = zp_xmalloc(abytes);
+	for (size_t i = 0; i < abytes; i++)
+		host[i] = (char)(i * 7 % 61); /* small finite bf16/f32 bit patterns */
+	op->upload(be, a, host, abytes);
+	op->upload(be, layer, ep->x[0].shard[ep->first_moe], ep->lbytes);
+	set_view(ep, gu, dn, layer, layer, 0, 0);
+	for (int x = 0; x < E; x++)
+		offs[x + 1] = offs[x] + rows / E + (x < rows % E);
 	double best = 1e30;
 	for (int it = 0; it < 3; it++) {
-		int n = 0, r0 = 0;
-		for (int e = 0; e < E; e++) {
-			int m = rows / E + (e < rows % E);
-			if (!m)
-				continue;
-			ops[n++] = (zp_gemm_op){ .a = a + (size_t)r0 * hp * es, .lda = (size_t)hp, .m = m,
-						 .w = &v->fgu[e], .c = g + (size_t)r0 * fp,
-						 .ldc = (size_t)fp, .epi = ZP_EPI_SWIGLU, .ncols = F };
-			r0 += m;
-		}
 		double t0 = zp_now_s();
-		zp_gemm_run(pool, ops, n);
-		for (int i = 0, r = 0; i < n; i++) { /* down reads the activations */
-			ops[i] = (zp_gemm_op){ .a = act + (size_t)r * fp * es, .lda = (size_t)fp,
-					       .m = ops[i].m, .w = &v->fdn[i * E / ZP_MAX(n, 1)],
-					       .c = y + (size_t)r * H, .ldc = (size_t)H, .epi = ZP_EPI_STORE };
-			r += ops[i].m;
-		}
-		zp_gemm_run(pool, ops, n);
-		double dt = zp_now_s() - t0;
-		best = dt < best ? dt : best;
+		op->expert_gemm(be, gu, 0, E, offs, (zp_view){ a, (size_t)hp }, (zp_view){ g, (size_t)fp },
+				ZP_EPI_SWIGLU, F);
+		op->expert_gemm(be, dn, 0, E, offs, (zp_view){ act, (size_t)fp }, (zp_view){ y, (size_t)H },
+				ZP_EPI_STORE, 0);
+		op->sync(be, NULL);
+		best = ZP_MIN(best, zp_now_s() - t0);
 	}
-	zp_pool_free(pool);
-	double flops = 2.0 * rows * H * 3.0 * F;
-	zp_free_aligned(a);
-	zp_free_aligned(act);
-	zp_free_aligned(g);
-	zp_free_aligned(y);
-	free(ops);
-	return flops / best;
+	void *bufs[] = { layer, a, act, g, y };
+	for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
+		op->mfree(be, bufs[i]);
+	op->free(be);
+	free(gu), free(dn), free(offs), free(host);
+	return 2.0 * rows * H * 3.0 * F / best;
 }
 
 int zp_place_calibrate(zp_place *ep, int threads, zp_place_calib *out, zp_err *e)
@@ -713,7 +710,8 @@ int zp_place_calibrate(zp_place *ep, int threads, zp_place_calib *out, zp_err *e
 	out->gamma = 1.2;
 	if (ep->par != ZP_PAR_ASYNCEP)
 		return zp_errf(e, "calibration is for parallel = asyncep");
-	out->flops_per_s = expert_rate(ep, threads, 2048);
+	if ((out->flops_per_s = expert_rate(ep, threads, 2048, e)) <= 0)
+		return -1;
 	/* one gather into executor 0's buffer 0, on this transport (executor 0 idle) */
 	int l = next_moe(ep, ep->first_moe);
 	xview *v = &ep->x[0];

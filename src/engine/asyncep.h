@@ -20,6 +20,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 
+#include "device.h"
 #include "forward.h"
 #include "model.h"
 #include "transport.h"
@@ -46,15 +47,15 @@ typedef struct zp_place zp_place;
    asyncep's shards and dpep's members both use it. */
 void zp_place_part(int n, int experts, int x, int *lo, int *hi);
 
-/* Place m's experts for nexec executors. asyncep copies each executor's
+/* Place m's experts for nexec executors on device dev. asyncep copies each executor's
    shards out of the model and then drops the model's own expert blocks
    (zp_model_drop_experts). offload_window > 0 (asyncep only, 2..16): offload
    mode instead: the model's blocks stay as the host store, each executor keeps
    only the first MoE layer and prefetches its own part of the next layers
    into that many slots; one executor streams whole layers. NULL with e set.
    Takes ownership of t. */
-zp_place *zp_place_new(zp_model *m, int nexec, enum zp_parallel par, int offload_window,
-		 zp_transport *t, zp_err *e);
+zp_place *zp_place_new(zp_model *m, enum zp_device dev, int nexec, enum zp_parallel par,
+		       int offload_window, zp_transport *t, zp_err *e);
 /* Stops the comm thread (gathers in flight finish first) and frees all. */
 void zp_place_free(zp_place *ep);
 
@@ -87,7 +88,8 @@ void zp_place_stats(zp_place *ep, int x, zp_place_layer_stats *out);
 void zp_place_inject_fault(zp_place *ep, int n);
 
 /* Calibration (DESIGN.md section 4): the achieved FLOP rate of the expert
-   matrix products on `threads` threads, the time of one layer's gather on this
+   matrix products on a backend of the executors' device (`threads` threads,
+   the backend's own expert GEMM), the time of one layer's gather on this
    transport, and the saturation threshold T = t_gather x F x gamma (FLOPs per
    layer), also in tokens per layer. */
 typedef struct {

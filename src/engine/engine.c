@@ -38,7 +38,8 @@ zp_engine *zp_engine_start(zp_model *m, const zp_engine_cfg *c, zp_err *e)
 		g->done = &g->own;
 	}
 	/* sharded experts (asyncep gathers, dpep): on the sim device AsyncEP's
-	   shards hold the device layout; neither runs on cuda yet */
+	   shards hold the device layout (the model was loaded through it) and
+	   are read in place; neither runs on cuda yet */
 	if (c->device != ZP_DEV_CPU && c->parallel != ZP_PAR_REPLICATE &&
 	    (c->executors > 1 || c->offload_window)) {
 		if (c->device == ZP_DEV_CUDA || c->parallel == ZP_PAR_DPEP) {
@@ -47,10 +48,10 @@ zp_engine *zp_engine_start(zp_model *m, const zp_engine_cfg *c, zp_err *e)
 				c->executors, zp_device_name(c->device));
 			goto bad;
 		}
-		zp_device_relayout_experts((enum zp_device)c->device, m);
 	}
 	zp_transport *t = zp_device_transport_new(c->device, c->transport, e);
-	if (!t || !(g->place = zp_place_new(m, c->executors, c->parallel, c->offload_window, t, e)))
+	if (!t || !(g->place = zp_place_new(m, (enum zp_device)c->device, c->executors, c->parallel,
+						     c->offload_window, t, e)))
 		goto bad;
 	g->group = zp_place_group(g->place) != NULL;
 	g->seen = zp_xcalloc((size_t)c->executors * m->cfg.layers, sizeof *g->seen);

@@ -1,5 +1,6 @@
 /* model.c -- see model.h. Loading walks the layers once: check every tensor's
-   name and shape, then pack it into the compute layout. With --random-weights
+   name and shape, then pack it through the layout it was given (weights.h):
+   this file hands rows in the checkpoint's order and knows no layout. With --random-weights
    the tensors are not read but made (random_fill.h): each has the name and
    shape the checkpoint would have, and its rows are hashed into a row buffer
    as the packing asks for them. */
@@ -17,7 +18,6 @@ struct rows {
 	const zp_st_tensor *t[3];	/* stacked sources (q, k, v) or gate, up */
 	int n[3];			/* rows of each */
 	int nt;
-	bool interleave16;		/* gate/up by 16 rows */
 	uint16_t *rnd;			/* random weights: one row, made on demand */
 	uint64_t seed;
 };
@@ -42,10 +42,6 @@ static const void *row_src(struct rows *r, const zp_st_tensor *t, int row)
 static const void *rows_get(void *vctx, int j)
 {
 	struct rows *r = vctx;
-	if (r->interleave16) {
-		int p = j / 32, c = j % 32, src = c / 16, row = p * 16 + c % 16;
-		return row < r->n[src] ? row_src(r, r->t[src], row) : NULL;
-	}
 	for (int i = 0; i < r->nt; i++) {
 		if (j < r->n[i])
 			return row_src(r, r->t[i], j);
@@ -56,6 +52,7 @@ static const void *rows_get(void *vctx, int j)
 
 struct loader {
 	zp_model *m;
+	const zp_wlayout *lay;
 	zp_err *e;
 	char *arena;	/* NULL in the sizing pass */
 	size_t used;
@@ -183,11 +180,12 @@ static int vec(struct loader *ld, const char *name, int n, float **out)
 	return vec_fill(ld, name, n, *out);
 }
 
-/* Pack rows (already checked) into w, from ld's arena or from dst. */
+/* Pack rows (already checked) through the layout into w, from ld's arena or
+   from dst. */
 static void pack(struct loader *ld, zp_wmat *w, void *dst, enum zp_wtype type, int n, int k,
-		 struct rows *r)
+		 enum zp_wkind kind, struct rows *r)
 {
-	size_t bytes = zp_wmat_bytes(type, n, k);
+	size_t bytes = ld->lay->bytes(type, n, k, kind);
 	if (!dst)
 		dst = carve(ld, bytes);
 	if (!dst)
@@ -196,7 +194,7 @@ static void pack(struct loader *ld, zp_wmat *w, void *dst, enum zp_wtype type, i
 		r->rnd = zp_xmalloc((size_t)k * sizeof *r->rnd);
 		r->seed = ld->seed;
 	}
-	zp_wmat_pack(w, dst, type, n, k, r->t[0]->dtype, rows_get, r);
+	ld->lay->pack(w, dst, type, n, k, kind, r->t[0]->dtype, rows_get, r);
 	free(r->rnd);
 	r->rnd = NULL;
 }
@@ -207,7 +205,7 @@ static int mat(struct loader *ld, zp_wmat *w, enum zp_wtype type, const char *na
 	struct rows r = { .nt = 1, .n = { n } };
 	if (get(ld, name, 2, n, k, &r.t[0]))
 		return -1;
-	pack(ld, w, NULL, type, n, k, &r);
+	pack(ld, w, NULL, type, n, k, ZP_WK_PLAIN, &r);
 	return 0;
 }
 
@@ -235,7 +233,7 @@ static int swiglu_check(struct loader *ld, const char *pfx, int f, struct swiglu
 	char n1[ZP_ST_NAME_MAX], n2[ZP_ST_NAME_MAX];
 
 	memset(s, 0, sizeof *s);
-	s->gu = (struct rows){ .nt = 2, .n = { f, f }, .interleave16 = true };
+	s->gu = (struct rows){ .nt = 2, .n = { f, f } };	/* gate rows, then up rows */
 	s->down = (struct rows){ .nt = 1, .n = { c->hidden } };
 	snprintf(n1, sizeof n1, "%s.gate_proj.weight", pfx);
 	snprintf(n2, sizeof n2, "%s.up_proj.weight", pfx);
@@ -246,23 +244,22 @@ static int swiglu_check(struct loader *ld, const char *pfx, int f, struct swiglu
 	return get(ld, n1, 2, c->hidden, f, &s->down.t[0]);
 }
 
-/* 2 * round_up(F, 16) gate/up outputs: each panel = 16 gate + 16 up columns. */
-size_t zp_model_expert_bytes(const zp_config *c, enum zp_wtype wtype)
+size_t zp_model_expert_bytes(const zp_config *c, enum zp_wtype wtype, const zp_wlayout *lay)
 {
-	return zp_wmat_bytes(wtype, 2 * ZP_ALIGN_UP(c->moe_ffn, 16), c->hidden) +
-	       zp_wmat_bytes(wtype, c->hidden, c->moe_ffn);
+	return lay->bytes(wtype, 2 * c->moe_ffn, c->hidden, ZP_WK_SWIGLU) +
+	       lay->bytes(wtype, c->hidden, c->moe_ffn, ZP_WK_PLAIN);
 }
 
-static size_t gate_up_bytes(const zp_model *m, int f)
+static size_t gate_up_bytes(const struct loader *ld, int f)
 {
-	return zp_wmat_bytes(m->wtype, 2 * ZP_ALIGN_UP(f, 16), m->cfg.hidden);
+	return ld->lay->bytes(ld->m->wtype, 2 * f, ld->m->cfg.hidden, ZP_WK_SWIGLU);
 }
 
 static void swiglu_pack(struct loader *ld, struct swiglu_src *s, int f, zp_wmat *gu,
 			void *gu_dst, zp_wmat *down, void *down_dst)
 {
-	pack(ld, gu, gu_dst, ld->m->wtype, 2 * ZP_ALIGN_UP(f, 16), ld->m->cfg.hidden, &s->gu);
-	pack(ld, down, down_dst, ld->m->wtype, ld->m->cfg.hidden, f, &s->down);
+	pack(ld, gu, gu_dst, ld->m->wtype, 2 * f, ld->m->cfg.hidden, ZP_WK_SWIGLU, &s->gu);
+	pack(ld, down, down_dst, ld->m->wtype, ld->m->cfg.hidden, f, ZP_WK_PLAIN, &s->down);
 }
 
 struct expert_job {
@@ -292,12 +289,12 @@ static int load_experts(struct loader *ld, zp_layer *L, int l)
 {
 	const zp_config *c = &ld->m->cfg;
 	char pfx[ZP_ST_NAME_MAX];
-	size_t gu_bytes = gate_up_bytes(ld->m, c->moe_ffn);
+	size_t gu_bytes = gate_up_bytes(ld, c->moe_ffn);
 	struct swiglu_src *src = zp_xcalloc((size_t)c->experts, sizeof *src);
 	struct expert_job job = { ld, L, src, gu_bytes };
 	int rc = 0;
 
-	L->expert_bytes = zp_model_expert_bytes(c, ld->m->wtype);
+	L->expert_bytes = zp_model_expert_bytes(c, ld->m->wtype, ld->lay);
 	ZP_ASSERT(L->expert_bytes > gu_bytes);
 	L->experts_bytes = L->expert_bytes * (size_t)c->experts;
 	if (ld->arena) {
@@ -341,7 +338,7 @@ static int load_layer(struct loader *ld, int l)
 	    same_dtype(ld, &r) ||
 	    mat(ld, &L->wo, m->wtype, NAME("self_attn.o_proj.weight"), c->hidden, qd))
 		return -1;
-	pack(ld, &L->wqkv, NULL, m->wtype, qd + 2 * kvd, c->hidden, &r);
+	pack(ld, &L->wqkv, NULL, m->wtype, qd + 2 * kvd, c->hidden, ZP_WK_PLAIN, &r);
 	L->bqkv = L->bo = NULL;
 	if (c->attention_bias) {
 		/* one vector [q | k | v], like the packed wqkv rows */
@@ -425,15 +422,16 @@ static int load_pass(struct loader *ld)
 	return rc;
 }
 
-static int model_load(zp_model *m, const char *dir, enum zp_wtype wtype, int threads,
-		      const uint64_t *seed, zp_load_progress *progress, zp_err *e)
+static int model_load(zp_model *m, const char *dir, enum zp_wtype wtype, const zp_wlayout *lay,
+		      int threads, const uint64_t *seed, zp_load_progress *progress, zp_err *e)
 {
-	struct loader ld = { .m = m, .e = e, .progress = progress, .random = seed != NULL,
-			     .seed = seed ? *seed : 0 };
+	struct loader ld = { .m = m, .lay = lay, .e = e, .progress = progress,
+			     .random = seed != NULL, .seed = seed ? *seed : 0 };
 	double t0 = zp_now_s();
 
 	memset(m, 0, sizeof *m);
 	m->wtype = wtype;
+	m->layout = lay;
 	m->random = ld.random;
 	m->seed = ld.seed;
 	if (zp_config_load(&m->cfg, dir, e) || (!ld.random && zp_st_open_dir(&m->st, dir, e)))
@@ -463,23 +461,24 @@ static int model_load(zp_model *m, const char *dir, enum zp_wtype wtype, int thr
 		m->expert_bytes_total += m->layers[l].experts_bytes;
 	drop_source_pages(m);
 	zp_log(ZP_LOG_INFO, "msg=\"model loaded\" dir=%s layers=%d experts=%d dtype=%s "
-	       "dense_bytes=%zu expert_bytes=%zu load_s=%.2f %s", dir, m->cfg.layers,
-	       m->cfg.experts, wtype == ZP_W_F32 ? "fp32" : "bf16", m->arena_bytes,
+	       "layout=%s dense_bytes=%zu expert_bytes=%zu load_s=%.2f %s", dir, m->cfg.layers,
+	       m->cfg.experts, wtype == ZP_W_F32 ? "fp32" : "bf16", lay->name, m->arena_bytes,
 	       m->expert_bytes_total, zp_now_s() - t0,
 	       ld.random ? "weights=random" : "values=finite");
 	return 0;
 }
 
-int zp_model_load(zp_model *m, const char *dir, enum zp_wtype wtype, int threads,
-		  zp_load_progress *progress, zp_err *e)
+int zp_model_load(zp_model *m, const char *dir, enum zp_wtype wtype, const zp_wlayout *lay,
+		  int threads, zp_load_progress *progress, zp_err *e)
 {
-	return model_load(m, dir, wtype, threads, NULL, progress, e);
+	return model_load(m, dir, wtype, lay, threads, NULL, progress, e);
 }
 
-int zp_model_load_random(zp_model *m, const char *dir, enum zp_wtype wtype, int threads,
-			 uint64_t seed, zp_load_progress *progress, zp_err *e)
+int zp_model_load_random(zp_model *m, const char *dir, enum zp_wtype wtype,
+			 const zp_wlayout *lay, int threads, uint64_t seed,
+			 zp_load_progress *progress, zp_err *e)
 {
-	return model_load(m, dir, wtype, threads, &seed, progress, e);
+	return model_load(m, dir, wtype, lay, threads, &seed, progress, e);
 }
 
 void zp_model_drop_experts(zp_model *m)

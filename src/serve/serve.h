@@ -14,7 +14,7 @@
 
 #include "api.h"
 #include "asyncep.h"
-#include "gemm.h"
+#include "weights.h"	/* enum zp_wtype */
 #include "opts.h"
 #include "util.h"
 

@@ -34,6 +34,7 @@
 #include "api.h"
 #include "api_info.h"
 #include "conn.h"
+#include "device.h"
 #include "doorbell.h"
 #include "engine.h"
 #include "http.h"
@@ -399,15 +400,16 @@ static void *loader_main(void *arg)
 	server *s = arg;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	int per = zp_serve_cfg_threads(&s->cfg);
+	const zp_wlayout *lay = zp_device_layout((enum zp_device)s->cfg.device);
 	zp_engine_cfg ec = { s->cfg.executors, s->cfg.parallel, s->cfg.transport, per,
 			     s->cfg.batch_tokens_max, &s->done, s->cfg.offload_window, s->cfg.device,
 			     s->cfg.kv_cache_bytes };
 	int rc = s->cfg.random_weights >= 0
-			 ? zp_model_load_random(&s->model, s->cfg.model, s->cfg.wtype,
+			 ? zp_model_load_random(&s->model, s->cfg.model, s->cfg.wtype, lay,
 						(int)ZP_MAX(ncpu, 1), (uint64_t)s->cfg.random_weights,
 						&s->progress, &s->load_err)
-			 : zp_model_load(&s->model, s->cfg.model, s->cfg.wtype, (int)ZP_MAX(ncpu, 1),
-					 &s->progress, &s->load_err);
+			 : zp_model_load(&s->model, s->cfg.model, s->cfg.wtype, lay,
+					 (int)ZP_MAX(ncpu, 1), &s->progress, &s->load_err);
 	if (!rc && !(s->eng = zp_engine_start(&s->model, &ec, &s->load_err))) {
 		rc = -1;
 		zp_model_free(&s->model);
