@@ -2,9 +2,11 @@
    (expert_gemm_v1.cu), built by nvcc for the device and by the C compiler for
    its host twin (expert_gemm_v1_host.c): the tile list over experts, which
    weight row each row of a B tile holds (SwiGLU pairs gate and up columns in
-   one warp), and the epilogue. The device accumulates with mma.sync (k steps of
-   16 in ascending order, the hardware's order inside a step); the twin sums
-   each element over k ascending in f32: equal to rounding, not bit for bit.
+   one warp), the epilogue and every per-lane address (cp.async chunks,
+   ldmatrix rows, accumulator fragments). The device accumulates with mma.sync
+   (k steps of 16 in ascending order, the hardware's order inside a step); the
+   twin's mma model (v1_warp.h) sums each element over k ascending in f32:
+   equal to rounding, not bit for bit.
    Both compute every output element from its own row of a alone, in an order
    fixed by the shape: the results do not depend on the batch. */
 #ifndef ZP_EXPERT_GEMM_V1_H

@@ -4,7 +4,8 @@
    sequences of 1..300 rows with cached prefixes -- with NaN-poisoned outputs
    and guard columns that must come back untouched; and batch invariance: an
    expert or a sequence alone gives the same bits as inside the batch, on 1 or
-   3 threads. Bounds: expert GEMM vs the f64 sum of the same bf16 inputs,
+   3 threads; and every deliberate slip of the kernels' shared per-lane
+   address functions (zp_v1_mut) makes its twin miss the reference. Bounds: expert GEMM vs the f64 sum of the same bf16 inputs,
    |err| <= 2^-16 sum|a w| + 1e-6 (f32 accumulation over K); attention vs the
    exact softmax of the f32 inputs, |err| <= 1/64 max|v| (q, k, v and p rounded
    to bf16). Built with CUDA (make gpu) and on a GPU: the device kernels on the
