@@ -11,7 +11,7 @@
 
 #include "attention_v1.h"
 
-#define AV1_THREADS 128
+#define AV1_THREADS ZP_AV1_THREADS
 
 struct av1_args {
 	int heads, kv_heads;
@@ -21,11 +21,6 @@ struct av1_args {
 	float *out;
 	const zp_kv1_src *prefix;
 };
-
-static __device__ __forceinline__ uint32_t av1_pack(float lo, float hi)
-{
-	return (uint32_t)zp_v1_f32_bf16(lo) | ((uint32_t)zp_v1_f32_bf16(hi) << 16);
-}
 
 static __device__ __forceinline__ void av1_ldm4(uint32_t addr, uint32_t *r)
 {
@@ -55,7 +50,7 @@ static __device__ void av1_load_tile(const av1_args &p, int r0, int len, const z
 				     int kvh, int j, uint16_t *ks, uint16_t *vs)
 {
 	for (int idx = threadIdx.x; idx < ZP_AV1_BKV * D / 4; idx += AV1_THREADS) {
-		int c = idx / (D / 4), x = (idx % (D / 4)) * 4;
+		int c = zp_av1_ld_key(idx, D), x = zp_av1_ld_col(idx, D);
 		int kp = j * ZP_AV1_BKV + c;
 		const float *kr = zp_av1_kv_row(p.qkv, p.ld_qkv, p.heads, p.kv_heads, D, r0, len, pre,
 						kvh, kp, 0);
@@ -63,16 +58,18 @@ static __device__ void av1_load_tile(const av1_args &p, int r0, int len, const z
 						kvh, kp, 1);
 		float4 k4 = kr ? *(const float4 *)(kr + x) : make_float4(0, 0, 0, 0);
 		float4 v4 = vr ? *(const float4 *)(vr + x) : make_float4(0, 0, 0, 0);
-		*(uint2 *)(ks + c * (D + 8) + x) = make_uint2(av1_pack(k4.x, k4.y), av1_pack(k4.z, k4.w));
-		*(uint2 *)(vs + c * (D + 8) + x) = make_uint2(av1_pack(v4.x, v4.y), av1_pack(v4.z, v4.w));
+		*(uint2 *)(ks + zp_av1_soff(c, x, D)) =
+			make_uint2(zp_av1_pack(k4.x, k4.y), zp_av1_pack(k4.z, k4.w));
+		*(uint2 *)(vs + zp_av1_soff(c, x, D)) =
+			make_uint2(zp_av1_pack(v4.x, v4.y), zp_av1_pack(v4.z, v4.w));
 	}
 }
 
 template <int D>
 __global__ void __launch_bounds__(AV1_THREADS) av1_kernel(av1_args p)
 {
-	__shared__ __align__(128) uint16_t ks[ZP_AV1_BKV * (D + 8)];
-	__shared__ __align__(128) uint16_t vs[ZP_AV1_BKV * (D + 8)];
+	__shared__ __align__(128) uint16_t ks[ZP_AV1_BKV * ZP_AV1_LDS(D)];
+	__shared__ __align__(128) uint16_t vs[ZP_AV1_BKV * ZP_AV1_LDS(D)];
 	/* the last query tiles walk the most keys: launched first, they do not
 	   trail the grid */
 	int qt = gridDim.x - 1 - blockIdx.x, s = blockIdx.y, h = blockIdx.z;
@@ -86,21 +83,19 @@ __global__ void __launch_bounds__(AV1_THREADS) av1_kernel(av1_args p)
 	int iend = min(len, i0 + ZP_AV1_BQ);
 	int tiles = zp_av1_key_tiles(plen, iend);
 	int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-	int g = lane / 4, t2 = (lane % 4) * 2;
-	int rowa = i0 + warp * 16 + g;	/* this thread's rows: rowa, rowa + 8 */
 
-	/* Q as A fragments: a0 (row g, k t2), a1 (row g+8), a2 (k t2+8), a3 (both) */
+	/* Q as A fragments (attention_v1.h: zp_av1_q_row, zp_av1_q_col) */
 	uint32_t qf[D / 16][4];
 #pragma unroll
 	for (int kc = 0; kc < D / 16; kc++)
 #pragma unroll
 		for (int q = 0; q < 4; q++) {
-			int row = rowa + (q & 1) * 8, col = kc * 16 + t2 + (q >> 1) * 8;
+			int row = i0 + zp_av1_q_row(warp, lane, q), col = zp_av1_q_col(kc, lane, q);
 			float2 v = make_float2(0, 0);
 			if (row < len)
 				v = *(const float2 *)(p.qkv + (size_t)(r0 + row) * p.ld_qkv +
 						      (size_t)h * D + col);
-			qf[kc][q] = av1_pack(v.x, v.y);
+			qf[kc][q] = zp_av1_pack(v.x, v.y);
 		}
 
 	float o[D / 8][4];
@@ -109,10 +104,8 @@ __global__ void __launch_bounds__(AV1_THREADS) av1_kernel(av1_args p)
 		o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.0f;
 	float m[2] = { -INFINITY, -INFINITY }, l[2] = { 0.0f, 0.0f };
 	float sl2 = zp_av1_scale_log2(D);
-	uint32_t kbase = (uint32_t)__cvta_generic_to_shared(
-		ks + ((lane % 8) + (lane / 16) * 8) * (D + 8) + ((lane / 8) % 2) * 8);
-	uint32_t vbase = (uint32_t)__cvta_generic_to_shared(
-		vs + ((lane % 8) + ((lane / 8) % 2) * 8) * (D + 8) + (lane / 16) * 8);
+	uint32_t kbase = (uint32_t)__cvta_generic_to_shared(ks + zp_av1_k_lane(lane, D));
+	uint32_t vbase = (uint32_t)__cvta_generic_to_shared(vs + zp_av1_v_lane(lane, D));
 
 	for (int j = 0; j < tiles; j++) {
 		av1_load_tile<D>(p, r0, len, pre, kvh, j, ks, vs);
@@ -126,18 +119,19 @@ __global__ void __launch_bounds__(AV1_THREADS) av1_kernel(av1_args p)
 #pragma unroll
 			for (int pr = 0; pr < ZP_AV1_BKV / 16; pr++) {
 				uint32_t b[4];
-				av1_ldm4(kbase + (pr * 16 * (D + 8) + kc * 16) * 2, b);
+				av1_ldm4(kbase + zp_av1_k_step(pr, kc, D) * 2, b);
 				av1_mma(sc[2 * pr], qf[kc], b[0], b[1]);
 				av1_mma(sc[2 * pr + 1], qf[kc], b[2], b[3]);
 			}
-		/* scale and mask; element q of tile nt is row (q >> 1) * 8, key nt*8 + t2 + (q & 1) */
+		/* scale and mask; element q of tile nt is row zp_av1_c_row(.., q >> 1),
+		   key zp_av1_c_col(nt, lane) + (q & 1) */
 		float mx[2] = { -INFINITY, -INFINITY };
 #pragma unroll
 		for (int nt = 0; nt < ZP_AV1_BKV / 8; nt++)
 #pragma unroll
 			for (int q = 0; q < 4; q++) {
-				int kp = j * ZP_AV1_BKV + nt * 8 + t2 + (q & 1);
-				int qpos = plen + rowa + (q >> 1) * 8;
+				int kp = j * ZP_AV1_BKV + zp_av1_c_col(nt, lane) + (q & 1);
+				int qpos = plen + i0 + zp_av1_c_row(warp, lane, q >> 1);
 				sc[nt][q] = kp <= qpos ? sc[nt][q] * sl2 : -INFINITY;
 				mx[q >> 1] = fmaxf(mx[q >> 1], sc[nt][q]);
 			}
@@ -171,14 +165,12 @@ __global__ void __launch_bounds__(AV1_THREADS) av1_kernel(av1_args p)
 		/* P (C fragments of S) as A fragments of P V, 16 keys at a time */
 #pragma unroll
 		for (int kc = 0; kc < ZP_AV1_BKV / 16; kc++) {
-			uint32_t pa[4] = { av1_pack(sc[2 * kc][0], sc[2 * kc][1]),
-					   av1_pack(sc[2 * kc][2], sc[2 * kc][3]),
-					   av1_pack(sc[2 * kc + 1][0], sc[2 * kc + 1][1]),
-					   av1_pack(sc[2 * kc + 1][2], sc[2 * kc + 1][3]) };
+			uint32_t pa[4];
+			zp_av1_p_frag(sc[2 * kc], sc[2 * kc + 1], pa);
 #pragma unroll
 			for (int dq = 0; dq < D / 16; dq++) {
 				uint32_t b[4];
-				av1_ldm4t(vbase + (kc * 16 * (D + 8) + dq * 16) * 2, b);
+				av1_ldm4t(vbase + zp_av1_v_step(kc, dq, D) * 2, b);
 				av1_mma(o[2 * dq], pa, b[0], b[1]);
 				av1_mma(o[2 * dq + 1], pa, b[2], b[3]);
 			}
@@ -193,13 +185,16 @@ __global__ void __launch_bounds__(AV1_THREADS) av1_kernel(av1_args p)
 	}
 #pragma unroll
 	for (int r = 0; r < 2; r++) {
-		int row = rowa + r * 8;
+		int row = i0 + zp_av1_c_row(warp, lane, r);
 		if (row >= len)
 			continue;
-		float *orow = p.out + (size_t)(r0 + row) * p.ld_out + (size_t)h * D + t2;
+		/* zp_av1_c_col(dt, lane) = zp_av1_c_col(0, lane) + 8 dt: one address */
+		float *orow = p.out + (size_t)(r0 + row) * p.ld_out + (size_t)h * D +
+			      zp_av1_c_col(0, lane);
 #pragma unroll
 		for (int dt = 0; dt < D / 8; dt++)
-			*(float2 *)(orow + dt * 8) = make_float2(o[dt][2 * r] / l[r], o[dt][2 * r + 1] / l[r]);
+			*(float2 *)(orow + (zp_av1_c_col(dt, lane) - zp_av1_c_col(0, lane))) =
+				make_float2(o[dt][2 * r] / l[r], o[dt][2 * r + 1] / l[r]);
 	}
 }
 

@@ -11,8 +11,8 @@
 
 #include "expert_gemm_v1.h"
 
-#define EV1_THREADS 256
-#define EV1_LDS (ZP_EV1_BK + 8)	/* bf16 per shared row: 80 bytes, ldmatrix without bank conflicts */
+#define EV1_THREADS ZP_EV1_THREADS
+#define EV1_LDS ZP_EV1_LDS
 
 static __device__ __forceinline__ uint32_t ev1_smem(const void *p)
 {
@@ -89,26 +89,27 @@ __global__ void __launch_bounds__(EV1_THREADS, 2) ev1_kernel(ev1_args p)
 
 	/* This thread's two 16-byte chunks of each stage's A and B tiles. */
 	int tid = threadIdx.x;
-	const uint16_t *asrc[2], *bsrc[2];
-	bool aok[2], bok[2];
-	uint32_t adst[2], bdst[2];
-	for (int i = 0; i < 2; i++) {
-		int id = tid + i * EV1_THREADS, r = id / 4, ch = id % 4;
-		aok[i] = m0 + r < mend;
-		asrc[i] = p.a + (size_t)(aok[i] ? m0 + r : m0) * p.lda + ch * 8;
+	const uint16_t *asrc[ZP_EV1_CP], *bsrc[ZP_EV1_CP];
+	bool aok[ZP_EV1_CP], bok[ZP_EV1_CP];
+	uint32_t adst[ZP_EV1_CP], bdst[ZP_EV1_CP];
+	for (int i = 0; i < ZP_EV1_CP; i++) {
+		int r = zp_ev1_cp_row(tid, i), ck = zp_ev1_cp_k(tid, i);
+		int ar = zp_ev1_a_row(m0, mend, r);
+		aok[i] = ar >= 0;
+		asrc[i] = p.a + (size_t)(aok[i] ? ar : m0) * p.lda + ck;
 		int wr = zp_ev1_wrow(p.epi, nt, r, p.N);
 		bok[i] = wr >= 0;
-		bsrc[i] = we + (size_t)(bok[i] ? wr : 0) * p.K + ch * 8;
-		adst[i] = ev1_smem(&sa[0][r * EV1_LDS + ch * 8]);
-		bdst[i] = ev1_smem(&sb[0][r * EV1_LDS + ch * 8]);
+		bsrc[i] = we + (size_t)(bok[i] ? wr : 0) * p.K + ck;
+		adst[i] = ev1_smem(&sa[0][zp_ev1_cp_smem(tid, i)]);
+		bdst[i] = ev1_smem(&sb[0][zp_ev1_cp_smem(tid, i)]);
 	}
 	const uint32_t astage = sizeof(sa[0]), bstage = sizeof(sb[0]);
 	int nk = (p.K + ZP_EV1_BK - 1) / ZP_EV1_BK;
 
 	auto load = [&](int kt, int s) {
 		int k0 = kt * ZP_EV1_BK;
-		for (int i = 0; i < 2; i++) {
-			int kk = k0 + ((tid + i * EV1_THREADS) % 4) * 8;
+		for (int i = 0; i < ZP_EV1_CP; i++) {
+			int kk = k0 + zp_ev1_cp_k(tid, i);
 			bool kin = kk < p.K;
 			ev1_cp16(adst[i] + s * astage, asrc[i] + (kin ? k0 : 0), aok[i] && kin ? 16 : 0);
 			ev1_cp16(bdst[i] + s * bstage, bsrc[i] + (kin ? k0 : 0), bok[i] && kin ? 16 : 0);
@@ -124,16 +125,15 @@ __global__ void __launch_bounds__(EV1_THREADS, 2) ev1_kernel(ev1_args p)
 			for (int q = 0; q < 4; q++)
 				acc[mi][ni][q] = 0.0f;
 
-	uint32_t aoff = ev1_smem(&sa[0][(wm * 64 + (lane % 16)) * EV1_LDS + (lane / 16) * 8]);
-	uint32_t boff = ev1_smem(
-		&sb[0][(wn * 32 + (lane % 8) + (lane / 16) * 8) * EV1_LDS + ((lane / 8) % 2) * 8]);
+	uint32_t aoff = ev1_smem(&sa[0][zp_ev1_a_lane(wm, lane)]);
+	uint32_t boff = ev1_smem(&sb[0][zp_ev1_b_lane(wn, lane)]);
 
 	load(0, 0);
 	for (int kt = 0; kt < nk; kt++) {
 		int s = kt & 1;
 		if (kt + 1 < nk) {
 			load(kt + 1, s ^ 1);
-			asm volatile("cp.async.wait_group 1;\n" ::);
+			asm volatile("cp.async.wait_group %0;\n" ::"n"(ZP_EV1_WAIT_AHEAD));
 		} else {
 			asm volatile("cp.async.wait_group 0;\n" ::);
 		}
@@ -143,11 +143,11 @@ __global__ void __launch_bounds__(EV1_THREADS, 2) ev1_kernel(ev1_args p)
 			uint32_t af[4][4], bf[4][2];
 #pragma unroll
 			for (int mi = 0; mi < 4; mi++)
-				ev1_ldm4(aoff + s * astage + (mi * 16 * EV1_LDS + ks) * 2, af[mi][0], af[mi][1],
+				ev1_ldm4(aoff + s * astage + zp_ev1_a_step(mi, ks) * 2, af[mi][0], af[mi][1],
 					 af[mi][2], af[mi][3]);
 #pragma unroll
 			for (int pr = 0; pr < 2; pr++)
-				ev1_ldm4(boff + s * bstage + (pr * 16 * EV1_LDS + ks) * 2, bf[2 * pr][0],
+				ev1_ldm4(boff + s * bstage + zp_ev1_b_step(pr, ks) * 2, bf[2 * pr][0],
 					 bf[2 * pr][1], bf[2 * pr + 1][0], bf[2 * pr + 1][1]);
 #pragma unroll
 			for (int mi = 0; mi < 4; mi++)
@@ -158,20 +158,20 @@ __global__ void __launch_bounds__(EV1_THREADS, 2) ev1_kernel(ev1_args p)
 		__syncthreads();	/* stage s is refilled by the next iteration's load */
 	}
 
-	/* Epilogue: acc[mi][ni][q] is row wm*64 + mi*16 + lane/4 (+8 for q >= 2),
-	   tile column wn*32 + ni*8 + (lane%4)*2 + (q & 1). */
+	/* Epilogue: acc[mi][ni][2 h + q] is tile row zp_ev1_c_row(wm, mi, lane, h),
+	   column wn*32 + zp_ev1_c_col(ni, lane) + q. */
 #pragma unroll
 	for (int mi = 0; mi < 4; mi++)
 #pragma unroll
 		for (int h = 0; h < 2; h++) {
-			int row = m0 + wm * 64 + mi * 16 + lane / 4 + h * 8;
+			int row = m0 + zp_ev1_c_row(wm, mi, lane, h);
 			if (row >= mend)
 				continue;
 			float *cr = p.c + (size_t)row * p.ldc;
 			if (p.epi == ZP_KV1_EPI_SWIGLU) {
 #pragma unroll
 				for (int ni = 0; ni < 2; ni++) {
-					int col = zp_ev1_swiglu_col(nt, wn, ni * 8 + (lane % 4) * 2);
+					int col = zp_ev1_swiglu_col(nt, wn, zp_ev1_c_col(ni, lane));
 					if (col < p.N / 2)
 						*(float2 *)(cr + col) = make_float2(
 							zp_ev1_silu_mul(acc[mi][ni][2 * h], acc[mi][ni + 2][2 * h]),
@@ -181,7 +181,7 @@ __global__ void __launch_bounds__(EV1_THREADS, 2) ev1_kernel(ev1_args p)
 			} else {
 #pragma unroll
 				for (int ni = 0; ni < 4; ni++) {
-					int col = nt * ZP_EV1_BN + wn * 32 + ni * 8 + (lane % 4) * 2;
+					int col = nt * ZP_EV1_BN + wn * 32 + zp_ev1_c_col(ni, lane);
 					if (col < p.N)
 						*(float2 *)(cr + col) =
 							make_float2(acc[mi][ni][2 * h], acc[mi][ni][2 * h + 1]);

@@ -22,6 +22,31 @@ extern "C" {
 #define ZP_V1_HD
 #endif
 
+/* Deliberate slips in the shared per-lane address functions, for the test
+   that proves the twins catch them (tests/test_kernels_v1.c): the C build
+   reads zp_v1_mutate (0 = none, defined in expert_gemm_v1_host.c; set only by
+   that test, between calls); under nvcc ZP_V1_MUT is 0 and the slips are
+   not compiled. */
+enum zp_v1_mut {
+	ZP_V1_MUT_NONE = 0,
+	ZP_V1_MUT_EV1_A_ROWS,	/* A ldmatrix: lanes 0 and 1 read each other's row */
+	ZP_V1_MUT_EV1_B_MATS,	/* B ldmatrix: matrices 1 and 2 swapped (k and n halves) */
+	ZP_V1_MUT_EV1_CP_ROW,	/* cp.async: A copied from one row down (global address) */
+	ZP_V1_MUT_EV1_WAIT,	/* cp.async.wait_group 2 instead of 1: a stage read early */
+	ZP_V1_MUT_EV1_C_ROW,	/* epilogue: accumulator rows g and g + 8 swapped */
+	ZP_V1_MUT_AV1_Q_FRAG,	/* Q A fragment: registers 1 and 2 swapped (a transposition) */
+	ZP_V1_MUT_AV1_K_ROWS,	/* K ldmatrix: lanes 0 and 1 read each other's row */
+	ZP_V1_MUT_AV1_V_TRANS,	/* V ldmatrix .trans: matrices 1 and 2 swapped */
+	ZP_V1_MUT_COUNT
+};
+
+#ifdef __CUDACC__
+#define ZP_V1_MUT(m) 0
+#else
+extern int zp_v1_mutate;
+#define ZP_V1_MUT(m) (zp_v1_mutate == (m))
+#endif
+
 static inline ZP_V1_HD float zp_v1_bf16_f32(uint16_t h)
 {
 	uint32_t u = (uint32_t)h << 16;

@@ -4,7 +4,8 @@
    sequences of 1..300 rows with cached prefixes -- with NaN-poisoned outputs
    and guard columns that must come back untouched; and batch invariance: an
    expert or a sequence alone gives the same bits as inside the batch, on 1 or
-   3 threads. Bounds: expert GEMM vs the f64 sum of the same bf16 inputs,
+   3 threads; and every deliberate slip of the kernels' shared per-lane
+   address functions (zp_v1_mut) makes its twin miss the reference. Bounds: expert GEMM vs the f64 sum of the same bf16 inputs,
    |err| <= 2^-16 sum|a w| + 1e-6 (f32 accumulation over K); attention vs the
    exact softmax of the f32 inputs, |err| <= 1/64 max|v| (q, k, v and p rounded
    to bf16). Built with CUDA (make gpu) and on a GPU: the device kernels on the
@@ -21,6 +22,10 @@
 #include "expert_gemm_v1.h"
 
 #define GUARD 1234.5f
+
+/* Set while a deliberately mutated twin runs (test_mutations): echeck and
+   acheck count what is wrong without failing the test. */
+static bool expect_bad;
 
 static uint16_t bf(float x)
 {
@@ -99,8 +104,9 @@ static double edot(const ecase *c, int e, int m, int n, double *mag)
 	return s;
 }
 
-/* Every output within the bound of the reference, guards untouched. */
-static void echeck(const ecase *c, const float *out, const char *what)
+/* Every output within the bound of the reference, guards untouched; the
+   count of outputs and guards that are not. */
+static int echeck(const ecase *c, const float *out, const char *what)
 {
 	int bad = 0;
 	double worst = 0;
@@ -121,16 +127,18 @@ static void echeck(const ecase *c, const float *out, const char *what)
 					tol = ldexp(mg, -16) + 1e-6;
 				}
 				double err = fabs(row[j] - ref);
-				if (!(err <= tol) && bad++ < 5)
+				if (!(err <= tol) && bad++ < 5 && !expect_bad)
 					CHECK(0, "%s: expert %d row %d col %d: %g vs %g (tol %g)", what, e, m,
 					      j, row[j], ref, tol);
-				if (err > worst)
+				if (!(err <= worst))
 					worst = err;
 			}
 			for (size_t j = (size_t)c->outs; j < c->ldc; j++)
-				CHECK(row[j] == GUARD, "%s: guard column %zu of row %d written", what, j, m);
+				if (row[j] != GUARD && bad++ < 5 && !expect_bad)
+					CHECK(0, "%s: guard column %zu of row %d written", what, j, m);
 		}
 	printf("  %s: max |err| %.3g%s\n", what, worst, bad ? " (FAILED)" : "");
+	return bad;
 }
 
 /* Each expert alone (its rows only, e0 = e1 - 1) equals its rows in the batch. */
@@ -270,7 +278,7 @@ static void aref(const acase *c, int s, int h, int i, double *o, double *scores)
 		o[x] /= sum;
 }
 
-static void acheck(const acase *c, const float *out, const char *what)
+static int acheck(const acase *c, const float *out, const char *what)
 {
 	int d = c->d, bad = 0, maxk = 0;
 	for (int s = 0; s < c->nseq; s++)
@@ -286,19 +294,21 @@ static void acheck(const acase *c, const float *out, const char *what)
 				aref(c, s, h, i, o, sc);
 				for (int x = 0; x < d; x++) {
 					double err = fabs(row[h * d + x] - o[x]);
-					if (!(err <= tol) && bad++ < 5)
+					if (!(err <= tol) && bad++ < 5 && !expect_bad)
 						CHECK(0, "%s: seq %d row %d head %d col %d: %g vs %g", what,
 						      s, i, h, x, row[h * d + x], o[x]);
-					if (err > worst)
+					if (!(err <= worst))
 						worst = err;
 				}
 			}
 			for (size_t j = (size_t)c->heads * d; j < c->ld_out; j++)
-				CHECK(row[j] == GUARD, "%s: guard column %zu written", what, j);
+				if (row[j] != GUARD && bad++ < 5 && !expect_bad)
+					CHECK(0, "%s: guard column %zu written", what, j);
 		}
 	printf("  %s: max |err| %.3g (bound %.3g)%s\n", what, worst, tol, bad ? " (FAILED)" : "");
 	free(o);
 	free(sc);
+	return bad;
 }
 
 /* Each sequence alone (nseq = 1) equals its rows in the batch. */
@@ -347,11 +357,71 @@ static void test_attention(void)
 	test_attention_case(4, 1, 128, 3, len2, plen2);
 }
 
+/* ------------------------------------------------------------- mutations */
+
+/* The twins run the kernels' own per-lane address functions: each deliberate
+   slip of v1_common.h's zp_v1_mut (a swapped lane row, a swapped ldmatrix
+   matrix, a transposed fragment, a wrong cp.async source, a missing wait)
+   must make its twin miss the reference, and the unmutated twins must not:
+   what proves that a layout slip in a .cu cannot pass CI. */
+static void test_mutations(void)
+{
+	static const char *name[ZP_V1_MUT_COUNT] = {
+		"none", "expert A ldmatrix lane rows", "expert B ldmatrix matrices",
+		"expert cp.async source row", "expert cp.async wait_group", "expert C fragment rows",
+		"attention Q fragment registers", "attention K ldmatrix lane rows",
+		"attention V ldmatrix.trans matrices",
+	};
+	int cnt[3] = { 1, 129, 17 };
+	ecase ec;
+	ecase_init(&ec, 3, cnt, 80, 72, ZP_KV1_EPI_SWIGLU);
+	int len[2] = { 70, 3 }, plen[2] = { 5, 0 };
+	acase ac;
+	acase_init(&ac, 2, 1, 64, 2, len, plen);
+	int erows = ec.offs[3], arows = ac.seq_start[2];
+	for (int m = 0; m < ZP_V1_MUT_COUNT; m++) {
+		char what[128];
+		int ebad = 0, abad = 0;
+		bool ev1 = m >= ZP_V1_MUT_EV1_A_ROWS && m <= ZP_V1_MUT_EV1_C_ROW;
+		zp_v1_mutate = m;
+		expect_bad = m != ZP_V1_MUT_NONE;
+		if (m == ZP_V1_MUT_NONE || ev1) {
+			float *out = out_new((size_t)erows, ec.ldc, ec.outs);
+			snprintf(what, sizeof(what), "mutation %d (%s): experts twin", m, name[m]);
+			CHECK(zp_kv1_expert_gemm_host(2, ec.w, 0, 3, ec.offs, ec.a, ec.lda, out, ec.ldc,
+						      ZP_KV1_EPI_SWIGLU, ec.N, ec.K) == 0, "twin");
+			ebad = echeck(&ec, out, what);
+			free(out);
+		}
+		if (m == ZP_V1_MUT_NONE || !ev1) {
+			float *out = out_new((size_t)arows, ac.ld_out, ac.heads * ac.d);
+			snprintf(what, sizeof(what), "mutation %d (%s): attention twin", m, name[m]);
+			CHECK(zp_kv1_attention_host(2, ac.heads, ac.kv_heads, ac.d, 2, ac.seq_start, ac.qkv,
+						    ac.ld_qkv, out, ac.ld_out, ac.pre) == 0, "twin");
+			abad = acheck(&ac, out, what);
+			free(out);
+		}
+		zp_v1_mutate = ZP_V1_MUT_NONE;
+		expect_bad = false;
+		if (m == ZP_V1_MUT_NONE) {
+			printf("  mutation 0 (none): the twins match the references\n");
+			continue;
+		}
+		CHECK(ebad + abad > 0, "mutation %d (%s): the twin still matches the reference", m,
+		      name[m]);
+		printf("  mutation %d (%s): caught (%s twin differs from the reference)\n", m, name[m],
+		       ev1 ? "experts" : "attention");
+	}
+	ecase_free(&ec);
+	acase_free(&ac);
+}
+
 #ifndef ZP_HAVE_CUDA
 int main(void)
 {
 	test_experts();
 	test_attention();
+	test_mutations();
 	return check_exit("test_kernels_v1");
 }
 #else
@@ -536,6 +606,7 @@ int main(void)
 {
 	test_experts();
 	test_attention();
+	test_mutations();
 	int ndev = 0;
 	if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
 		if (check_failures)
