@@ -43,6 +43,7 @@ typedef struct {
 	zp_model mdev;
 	bool have_model;
 	float *embed;		/* [V][H] f32 */
+	bool v1_expert_said, v1_attn_said;	/* the v1 fallback's one log line each */
 	void **owned;		/* device arrays of the mirror */
 	int nowned, capowned;
 } cu_ctx;
@@ -272,6 +273,34 @@ static void expert_v1(cu_ctx *c, const zp_wmat *w, int e0, int e1, const int *of
 		zp_panic(__FILE__, __LINE__, "zp_kv1_expert_gemm failed to launch");
 }
 
+/* Why the v1 expert kernel cannot take these operands (kernels/v1.h: bf16
+   weights, K % 8 == 0, N % 16 == 0, lda % 8 == 0), NULL when it can. */
+static const char *v1_expert_misfit(const zp_wmat *w, zp_view a)
+{
+	if (w->type != ZP_W_BF16)
+		return "the expert weights are not bf16";
+	if (w->k % 8 || w->kp != w->k)
+		return "K % 8 != 0";
+	if (w->n % 16)
+		return "N % 16 != 0 (hidden, or 2 x moe_ffn)";
+	if (a.ld % 8)
+		return "the activations' row stride % 8 != 0";
+	return NULL;
+}
+
+/* the v1 switch is a request: outside the kernel's contract v0 runs, and
+   the log says so once (per kind, per backend) */
+static bool v1_use(bool *said, const char *kind, const char *why)
+{
+	if (!why)
+		return true;
+	if (!*said)
+		zp_log(ZP_LOG_WARN, "msg=\"v1 %s outside its kernel's contract: v0 runs instead\" "
+		       "why=\"%s\"", kind, why);
+	*said = true;
+	return false;
+}
+
 /* v0: one grouped GEMM (host-side sizes: the offsets came back once per
    layer), then SwiGLU over every routed row */
 static void cu_expert_gemm(zp_backend *b, const zp_wmat *w, int e0, int e1, const int *offs,
@@ -282,7 +311,8 @@ static void cu_expert_gemm(zp_backend *b, const zp_wmat *w, int e0, int e1, cons
 	ZP_ASSERT(epi != ZP_EPI_ADD);
 	if (!rows)
 		return;
-	if (c->o.expert_v1) {
+	if (c->o.expert_v1 &&
+	    v1_use(&c->v1_expert_said, "expert GEMM", v1_expert_misfit(&w[e0], a))) {
 		expert_v1(c, w, e0, e1, offs, a, out, epi);
 		return;
 	}
@@ -341,7 +371,9 @@ static int cu_attention(zp_backend *b, const zp_attn_args *a, zp_err *e)
 			       rows, w->rows_max);
 	const int *ss = meta(c, a->seq_start, (size_t)(a->nseq + 1) * sizeof(int));
 	const zk_kv *pf = a->prefix ? meta(c, a->prefix, (size_t)a->nseq * sizeof(zk_kv)) : NULL;
-	if (c->o.attn_v1) {
+	const char *misfit = !a->bf16 ? "an f32 model (the v1 attention is bf16)"
+			     : a->d != 64 && a->d != 128 ? "head_dim not 64 or 128" : NULL;
+	if (c->o.attn_v1 && v1_use(&c->v1_attn_said, "attention", misfit)) {
 		void *st = c->rt->ops->native_stream(c->rt, c->cs);
 		if (zp_kv1_attention(st, a->heads, a->kv_heads, a->d, a->nseq, ss, T, longest,
 				     a->qkv.data, a->qkv.ld, a->out.data, a->out.ld,

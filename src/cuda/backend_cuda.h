@@ -40,7 +40,10 @@ const zp_model *zp_backend_cuda_model(zp_backend *b, const zp_model *m, bool exp
 
 /* The backend of a device other than cpu sized for forwards of c's model of
    up to batch_tokens_max tokens; environment ZP_EXPERT_GEMM=v1 and
-   ZP_ATTENTION=v1 switch to the v1 kernels (default v0). */
+   ZP_ATTENTION=v1 switch to the v1 kernels (default v0) where their contract
+   (kernels/v1.h: bf16, head_dim 64 or 128, K % 8, N % 16) holds; elsewhere v0
+   runs, said once in the log. ZP_GROUPED_GEMM=cublas: the experts through
+   cublasGemmGroupedBatchedEx (f32 only; see devrt_cuda.c). */
 zp_backend *zp_backend_device_new(enum zp_device dev, int ordinal, int threads,
 				  const zp_config *c, int batch_tokens_max, zp_err *e);
 

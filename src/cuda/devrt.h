@@ -75,6 +75,14 @@ struct zp_drt {
 	bool sim;
 };
 
+/* Every failed device call of either implementation ends here: a CUDA/cuBLAS
+   status that is not success, or a GEMM the libraries' contract refuses
+   (blas_contract.h). dev: "cuda" or "sim"; call: the library function; why:
+   its error string or the contract's reason. Today it logs and panics; a
+   sticky per-device error (the op reports it, the batch fails) is a change
+   here only: callers do not rely on it not returning. */
+void zp_drt_fail(const char *dev, const char *call, const char *why, const char *file, int line);
+
 zp_drt *zp_drt_sim_new(int threads);
 /* NULL with e set: CUDA not built in, no GPU, or the device failed to start */
 zp_drt *zp_drt_cuda_new(int device, int m_max, zp_err *e);

@@ -1,19 +1,24 @@
 /* devrt_cuda.c -- devrt.h on a GPU: the CUDA runtime (cudaMalloc at start,
    pinned host memory, non-blocking streams, events without timing), the
-   kernels of kernels/ (their zk_cu_* launchers), dense GEMMs through cuBLASLt
-   and grouped ones through cublasGemmGroupedBatchedEx. Built only where the
-   toolkit is (ZP_CUDA_BACKEND); elsewhere zp_drt_cuda_new says so.
+   kernels of kernels/ (their zk_cu_* launchers), dense and expert GEMMs
+   through cuBLASLt (cublasGemmGroupedBatchedEx only for f32 experts under
+   ZP_GROUPED_GEMM=cublas). Built only where the toolkit is
+   (ZP_CUDA_BACKEND); elsewhere zp_drt_cuda_new says so. Every GEMM is planned
+   and checked against blas_contract.h before the library sees it; every
+   failed call goes to zp_drt_fail.
 
-   Dense GEMM: per shape class (n, kp, dtype, add) one cuBLASLt algorithm,
-   picked by the heuristic at the class's first use for m_max rows, then
-   forced to split-K 1 and no reduction scheme, and reused for every m: a
-   row's sums do not depend on the batch. bf16 in, f32 accumulate and out;
-   f32 in: CUBLAS_COMPUTE_32F_PEDANTIC (no TF32). The class also holds the
-   operands' alignment (min of 16, the pointer's, the row stride's): a row
-   subset of a batch has the batch's, so it gets the same algorithm.
-   Grouped: cuBLAS chooses its kernels per group size, which may change a
-   row's sums with its expert's row count; ZP_GROUPED_GEMM=lt runs the
-   experts as cuBLASLt GEMMs of fixed algorithms instead (gpu_check compares). */
+   Dense GEMM: per shape class (n, kp, dtype, add, the operands' alignments)
+   one cuBLASLt algorithm, the first of the heuristic's candidates (asked at
+   m_max rows) that cublasLtMatmulAlgoCheck accepts with split-K forced to 1
+   and no reduction scheme at m = 1 and m = m_max; if none does, the first
+   candidate whose own configuration has no split-K. It is reused for every m:
+   a row's sums do not depend on the batch (batch invariance). Before an m of
+   a new power-of-two bucket runs, AlgoCheck confirms the algorithm at that m;
+   where it refuses, that bucket gets its own algorithm (logged once: rows in
+   that bucket may then differ from the same rows in another bucket).
+   bf16 in, f32 accumulate and out; f32 in: CUBLAS_COMPUTE_32F_PEDANTIC (no
+   TF32). Experts: by default one such matmul per expert (the same classes,
+   so an expert's rows are batch-invariant too). */
 #include "devrt.h"
 
 #ifndef ZP_CUDA_BACKEND
@@ -33,6 +38,8 @@ zp_drt *zp_drt_cuda_new(int device, int m_max, zp_err *e)
 #include <pthread.h>
 #include <string.h>
 
+#include "blas_contract.h"
+
 #define GEMM_CLASSES 64
 #define GROUP_MAX 4096
 #define PTR_SLOTS 8
@@ -44,17 +51,24 @@ K(embed) K(rmsnorm) K(rope) K(attention) K(route) K(dispatch) K(gather) K(combin
 K(residual) K(add_bias) K(to_bf16) K(swiglu) K(logprobs) K(pool)
 #undef K
 
+#define M_BUCKETS 32	/* m in [2^b, 2^(b+1)): bucket b */
+#define LT_CANDIDATES 8
+
 typedef struct {
 	int n, kp;
 	bool bf16, add;
-	int align_a, align_c;	/* bytes: the A rows' and C rows' */
+	int align_w, align_a, align_c;	/* bytes: W's, the A rows' and C rows' */
 	cublasLtMatmulAlgo_t algo;
+	uint32_t checked;	/* buckets AlgoCheck accepted algo at */
+	uint32_t own;		/* buckets where it refused: they run bucket_algo[b] */
+	cublasLtMatmulAlgo_t bucket_algo[M_BUCKETS];
 } gemm_class;
 
 typedef struct {
 	int dev, m_max;
 	cublasLtHandle_t lt;
 	cublasHandle_t blas;
+	cudaStream_t zs;	/* alloc's zero-fill */
 	void *ws;		/* cuBLASLt workspace */
 	gemm_class cls[GEMM_CLASSES];
 	int ncls;
@@ -65,7 +79,7 @@ typedef struct {
 	const void **ptr_d[PTR_SLOTS];
 	cudaEvent_t ptr_ev[PTR_SLOTS];
 	int ptr_cur;
-	bool grouped_lt;	/* ZP_GROUPED_GEMM=lt */
+	enum zp_grouped_mode grouped;	/* ZP_GROUPED_GEMM */
 } cu_rt;
 
 struct zp_dstream {
@@ -81,21 +95,28 @@ static cu_rt *R(zp_drt *r)
 	return r->ctx;
 }
 
-static void ck(cudaError_t rc, const char *what)
+/* the checked-call helpers: both end in zp_drt_fail (devrt.h) */
+static void ck_at(cudaError_t rc, const char *what, const char *file, int line)
 {
-	if (rc != cudaSuccess) {
-		zp_log(ZP_LOG_ERROR, "msg=\"CUDA call failed\" call=%s error=\"%s\"", what,
-		       cudaGetErrorString(rc));
-		zp_panic(__FILE__, __LINE__, what);
-	}
+	if (rc != cudaSuccess)
+		zp_drt_fail("cuda", what, cudaGetErrorString(rc), file, line);
 }
 
-static void ckb(cublasStatus_t rc, const char *what)
+static void ckb_at(cublasStatus_t rc, const char *what, const char *file, int line)
 {
-	if (rc != CUBLAS_STATUS_SUCCESS) {
-		zp_log(ZP_LOG_ERROR, "msg=\"cuBLAS call failed\" call=%s status=%d", what, (int)rc);
-		zp_panic(__FILE__, __LINE__, what);
-	}
+	if (rc != CUBLAS_STATUS_SUCCESS)
+		zp_drt_fail("cuda", what, cublasGetStatusString(rc), file, line);
+}
+
+#define ck(rc, what) ck_at((rc), (what), __FILE__, __LINE__)
+#define ckb(rc, what) ckb_at((rc), (what), __FILE__, __LINE__)
+
+/* the call as planned is one the library accepts (blas_contract.h) */
+static void ck_contract(const zp_blas_call *bc, const char *file, int line)
+{
+	char why[256];
+	if (zp_blas_refusal(bc, why, sizeof why))
+		zp_drt_fail("cuda", zp_blas_lib_name(bc->lib), why, file, line);
 }
 
 static void *c_alloc(zp_drt *r, size_t bytes)
@@ -104,7 +125,11 @@ static void *c_alloc(zp_drt *r, size_t bytes)
 	ck(cudaSetDevice(R(r)->dev), "cudaSetDevice");
 	if (cudaMalloc(&p, bytes) != cudaSuccess)
 		return NULL;
-	ck(cudaMemset(p, 0, bytes), "cudaMemset");
+	/* cudaMemset would run on the legacy default stream, which the
+	   non-blocking work streams do not wait for: zero on zs and wait, so the
+	   memory is zero before any stream can touch it */
+	ck(cudaMemsetAsync(p, 0, bytes, R(r)->zs), "cudaMemsetAsync");
+	ck(cudaStreamSynchronize(R(r)->zs), "cudaStreamSynchronize zero-fill");
 	return p;
 }
 
@@ -200,26 +225,40 @@ static void c_launch(zp_drt *r, zp_dstream *s, const zk_launch *l)
 	ck((cudaError_t)fn[l->kind](s->s, l), "kernel launch");
 }
 
-/* ---- dense GEMM through cuBLASLt ----
-   Row-major C[m][n] = A[m][kp] W[n][kp]^T is, column-major, C^T = W^T A^T:
-   cuBLASLt's A = W (kp x n, ld kp, transposed), B = A (kp x m, ld lda). */
+/* ---- dense GEMM through cuBLASLt (the call blas_contract.h's zp_blas_plan
+   describes: A = W transposed, B = the activations, C in place) ---- */
 
 typedef struct {
 	cublasLtMatmulDesc_t op;
 	cublasLtMatrixLayout_t la, lb, lc;
 } lt_problem;
 
-static void lt_open(lt_problem *p, const zp_dgemm *g, int m)
+static cudaDataType_t lt_type(enum zp_blas_type t)
 {
-	cudaDataType_t in = g->bf16 ? CUDA_R_16BF : CUDA_R_32F;
-	cublasComputeType_t ct = g->bf16 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_PEDANTIC;
-	cublasOperation_t t = CUBLAS_OP_T, nn = CUBLAS_OP_N;
-	ckb(cublasLtMatmulDescCreate(&p->op, ct, CUDA_R_32F), "cublasLtMatmulDescCreate");
-	ckb(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &t, sizeof t), "transa");
-	ckb(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &nn, sizeof nn), "transb");
-	ckb(cublasLtMatrixLayoutCreate(&p->la, in, (uint64_t)g->kp, (uint64_t)g->n, (int64_t)g->kp), "layout w");
-	ckb(cublasLtMatrixLayoutCreate(&p->lb, in, (uint64_t)g->kp, (uint64_t)m, (int64_t)g->lda), "layout a");
-	ckb(cublasLtMatrixLayoutCreate(&p->lc, CUDA_R_32F, (uint64_t)g->n, (uint64_t)m, (int64_t)g->ldc), "layout c");
+	return t == ZP_BT_16BF ? CUDA_R_16BF : CUDA_R_32F;
+}
+
+static cublasComputeType_t lt_compute(enum zp_blas_compute ct)
+{
+	return ct == ZP_BC_32F_PEDANTIC	 ? CUBLAS_COMPUTE_32F_PEDANTIC
+	       : ct == ZP_BC_32F_FAST_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32
+					   : CUBLAS_COMPUTE_32F;
+}
+
+static void lt_open(lt_problem *p, const zp_blas_call *bc)
+{
+	cublasOperation_t ta = bc->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+	cublasOperation_t tb = bc->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+	ZP_ASSERT(bc->lib == ZP_BLAS_LT_MATMUL && bc->trans_a && !bc->trans_b);
+	ckb(cublasLtMatmulDescCreate(&p->op, lt_compute(bc->ct), CUDA_R_32F), "cublasLtMatmulDescCreate");
+	ckb(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta), "transa");
+	ckb(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb), "transb");
+	ckb(cublasLtMatrixLayoutCreate(&p->la, lt_type(bc->ta), (uint64_t)bc->k, (uint64_t)bc->m, bc->lda),
+	    "layout w");
+	ckb(cublasLtMatrixLayoutCreate(&p->lb, lt_type(bc->tb), (uint64_t)bc->k, (uint64_t)bc->n, bc->ldb),
+	    "layout a");
+	ckb(cublasLtMatrixLayoutCreate(&p->lc, lt_type(bc->tc), (uint64_t)bc->m, (uint64_t)bc->n, bc->ldc),
+	    "layout c");
 }
 
 static void lt_close(lt_problem *p)
@@ -236,33 +275,53 @@ static int align_of(const void *p, size_t stride_bytes)
 	return (int)(x & -x);
 }
 
-static const cublasLtMatmulAlgo_t *gemm_algo(zp_drt *r, const zp_dgemm *g)
+static int m_bucket(int m)
 {
-	cu_rt *c = R(r);
-	int aa = align_of(g->a, g->lda * (g->bf16 ? 2 : 4)), ac = align_of(g->c, g->ldc * 4);
-	pthread_mutex_lock(&c->cls_mu);
-	for (int i = 0; i < c->ncls; i++) {
-		gemm_class *k = &c->cls[i];
-		if (k->n == g->n && k->kp == g->kp && k->bf16 == g->bf16 && k->add == g->add &&
-		    k->align_a == aa && k->align_c == ac) {
-			pthread_mutex_unlock(&c->cls_mu);
-			return &k->algo;
-		}
+	int b = 0;
+	while (b < M_BUCKETS - 1 && (m >> (b + 1)))
+		b++;
+	return b;
+}
+
+/* cublasLtMatmulAlgoCheck: algo runs problem p within the workspace */
+static bool lt_check(cu_rt *c, const lt_problem *p, const cublasLtMatmulAlgo_t *algo)
+{
+	cublasLtMatmulHeuristicResult_t res;
+	cublasStatus_t rc = cublasLtMatmulAlgoCheck(c->lt, p->op, p->la, p->lb, p->lc, p->lc, algo, &res);
+	return rc == CUBLAS_STATUS_SUCCESS && res.workspaceSize <= LT_WORKSPACE;
+}
+
+static int32_t lt_splitk(const cublasLtMatmulAlgo_t *algo)
+{
+	int32_t v = 0;
+	size_t got = 0;
+	if (cublasLtMatmulAlgoConfigGetAttribute(algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &v, sizeof v,
+						 &got) != CUBLAS_STATUS_SUCCESS)
+		return -1;
+	return v;
+}
+
+/* The heuristic's candidates for g at m rows (the class's alignments), then
+   the first that AlgoCheck accepts, with split-K forced to 1, at every m in
+   ms; else the first whose own configuration has no split-K. false: none. */
+static bool lt_pick(cu_rt *c, const zp_dgemm *g, const gemm_class *k, const int *ms, int nms,
+		    cublasLtMatmulAlgo_t *out)
+{
+	lt_problem p[2];
+	zp_blas_call bc[2];
+	ZP_ASSERT(nms >= 1 && nms <= 2);
+	for (int i = 0; i < nms; i++) {
+		zp_dgemm shape = *g;
+		shape.m = ms[i];
+		bc[i] = zp_blas_plan(&shape, ZP_BLAS_LT_MATMUL);
+		lt_open(&p[i], &bc[i]);
 	}
-	ZP_ASSERT(c->ncls < GEMM_CLASSES);
-	gemm_class *k = &c->cls[c->ncls];
-	lt_problem p;
-	zp_dgemm shape = *g;
-	shape.lda = (size_t)g->kp;
-	shape.ldc = (size_t)g->n;
-	lt_open(&p, &shape, c->m_max);
 	cublasLtMatmulPreference_t pref;
 	size_t ws = LT_WORKSPACE;
+	uint32_t al_w = (uint32_t)k->align_w, al_a = (uint32_t)k->align_a, al_c = (uint32_t)k->align_c;
 	ckb(cublasLtMatmulPreferenceCreate(&pref), "preference");
 	ckb(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
 						  sizeof ws), "preference workspace");
-	uint32_t al_w = (uint32_t)align_of(g->w, (size_t)g->kp * (g->bf16 ? 2 : 4));
-	uint32_t al_a = (uint32_t)aa, al_c = (uint32_t)ac;
 	ckb(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
 						  &al_w, sizeof al_w), "alignment w");
 	ckb(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
@@ -271,24 +330,94 @@ static const cublasLtMatmulAlgo_t *gemm_algo(zp_drt *r, const zp_dgemm *g)
 						  &al_c, sizeof al_c), "alignment c");
 	ckb(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
 						  &al_c, sizeof al_c), "alignment d");
-	cublasLtMatmulHeuristicResult_t res;
+	cublasLtMatmulHeuristicResult_t res[LT_CANDIDATES];
 	int got = 0;
-	ckb(cublasLtMatmulAlgoGetHeuristic(c->lt, p.op, p.la, p.lb, p.lc, p.lc, pref, 1, &res, &got),
+	ckb(cublasLtMatmulAlgoGetHeuristic(c->lt, p[nms - 1].op, p[nms - 1].la, p[nms - 1].lb,
+					   p[nms - 1].lc, p[nms - 1].lc, pref, LT_CANDIDATES, res, &got),
 	    "cublasLtMatmulAlgoGetHeuristic");
-	if (!got)
-		zp_panic(__FILE__, __LINE__, "cuBLASLt has no algorithm for a GEMM shape");
+	bool found = false;
 	int32_t one = 1;
 	uint32_t none = CUBLASLT_REDUCTION_SCHEME_NONE;
-	ckb(cublasLtMatmulAlgoConfigSetAttribute(&res.algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &one,
-						 sizeof one), "split-K 1");
-	ckb(cublasLtMatmulAlgoConfigSetAttribute(&res.algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME,
-						 &none, sizeof none), "no reduction scheme");
-	*k = (gemm_class){ g->n, g->kp, g->bf16, g->add, aa, ac, res.algo };
-	c->ncls++;
+	for (int i = 0; i < got && !found; i++) {
+		cublasLtMatmulAlgo_t a = res[i].algo;
+		if (cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &one,
+							 sizeof one) != CUBLAS_STATUS_SUCCESS ||
+		    cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME,
+							 &none, sizeof none) != CUBLAS_STATUS_SUCCESS)
+			continue;
+		found = true;
+		for (int j = 0; j < nms; j++)
+			found = found && lt_check(c, &p[j], &a);
+		if (found)
+			*out = a;
+	}
+	for (int i = 0; i < got && !found; i++) { /* the heuristic's own, without split-K */
+		found = lt_splitk(&res[i].algo) <= 1;
+		for (int j = 0; found && j < nms; j++)
+			found = lt_check(c, &p[j], &res[i].algo);
+		if (found)
+			*out = res[i].algo;
+	}
 	cublasLtMatmulPreferenceDestroy(pref);
-	lt_close(&p);
+	for (int i = 0; i < nms; i++)
+		lt_close(&p[i]);
+	return found;
+}
+
+static gemm_class *gemm_class_of(cu_rt *c, const zp_dgemm *g)
+{
+	size_t es = g->bf16 ? 2 : 4;
+	int aw = align_of(g->w, (size_t)g->kp * es), aa = align_of(g->a, g->lda * es),
+	    ac = align_of(g->c, g->ldc * 4);
+	for (int i = 0; i < c->ncls; i++) {
+		gemm_class *k = &c->cls[i];
+		if (k->n == g->n && k->kp == g->kp && k->bf16 == g->bf16 && k->add == g->add &&
+		    k->align_w == aw && k->align_a == aa && k->align_c == ac)
+			return k;
+	}
+	ZP_ASSERT(c->ncls < GEMM_CLASSES);
+	gemm_class *k = &c->cls[c->ncls];
+	*k = (gemm_class){ .n = g->n, .kp = g->kp, .bf16 = g->bf16, .add = g->add, .align_w = aw,
+			   .align_a = aa, .align_c = ac };
+	int ms[2] = { 1, c->m_max };
+	if (!lt_pick(c, g, k, ms, c->m_max > 1 ? 2 : 1, &k->algo)) {
+		zp_drt_fail("cuda", "cublasLtMatmulAlgoGetHeuristic",
+			    "no candidate passes cublasLtMatmulAlgoCheck without split-K", __FILE__,
+			    __LINE__);
+		return NULL;
+	}
+	k->checked = 1u << m_bucket(1) | 1u << m_bucket(c->m_max);
+	c->ncls++;
+	return k;
+}
+
+/* the algorithm for g at its m: the class's, unless AlgoCheck refused it in
+   m's bucket (then the bucket's own) */
+static const cublasLtMatmulAlgo_t *gemm_algo(zp_drt *r, const zp_dgemm *g, const lt_problem *p)
+{
+	cu_rt *c = R(r);
+	const cublasLtMatmulAlgo_t *algo = NULL;
+	pthread_mutex_lock(&c->cls_mu);
+	gemm_class *k = gemm_class_of(c, g);
+	int b = m_bucket(g->m);
+	uint32_t bit = 1u << b;
+	if (k && !(k->checked & bit) && !(k->own & bit)) {
+		if (lt_check(c, p, &k->algo)) {
+			k->checked |= bit;
+		} else if (lt_pick(c, g, k, &g->m, 1, &k->bucket_algo[b])) {
+			k->own |= bit;
+			zp_log(ZP_LOG_WARN, "msg=\"cuBLASLt: the class algorithm is refused at this m; "
+			       "its bucket gets its own (rows here are not batch-invariant against "
+			       "other buckets)\" n=%d kp=%d bf16=%d m=%d", g->n, g->kp, g->bf16, g->m);
+		} else {
+			zp_drt_fail("cuda", "cublasLtMatmulAlgoCheck", "no algorithm for this m", __FILE__,
+				    __LINE__);
+		}
+	}
+	if (k)
+		algo = k->own & bit ? &k->bucket_algo[b] : &k->algo;
 	pthread_mutex_unlock(&c->cls_mu);
-	return &k->algo;
+	return algo;
 }
 
 static void c_gemm(zp_drt *r, zp_dstream *s, const zp_dgemm *g)
@@ -296,16 +425,23 @@ static void c_gemm(zp_drt *r, zp_dstream *s, const zp_dgemm *g)
 	cu_rt *c = R(r);
 	if (!g->m)
 		return;
-	const cublasLtMatmulAlgo_t *algo = gemm_algo(r, g);
+	zp_blas_call bc = zp_blas_plan(g, ZP_BLAS_LT_MATMUL);
+	ck_contract(&bc, __FILE__, __LINE__);
 	lt_problem p;
 	float alpha = 1, beta = g->add ? 1.0f : 0.0f;
-	lt_open(&p, g, g->m);
+	lt_open(&p, &bc);
+	const cublasLtMatmulAlgo_t *algo = gemm_algo(r, g, &p);
 	ckb(cublasLtMatmul(c->lt, p.op, &alpha, g->w, p.la, g->a, p.lb, &beta, g->c, p.lc, g->c, p.lc,
 			   algo, c->ws, LT_WORKSPACE, s->s), "cublasLtMatmul");
 	lt_close(&p);
 }
 
-/* ---- grouped: one cublasGemmGroupedBatchedEx, a group of one per GEMM ---- */
+/* ---- experts: per-expert cuBLASLt matmuls (default), or, under
+   ZP_GROUPED_GEMM=cublas, one cublasGemmGroupedBatchedEx with a group of
+   one per GEMM: its table takes f32 -> f32 (compute 32F; default math mode,
+   so no TF32) but has no bf16 -> f32 row, so a bf16 model fails its first
+   MoE layer there with the contract's reason. cuBLAS picks its kernels per
+   group size: rows are not batch-invariant on that path. ---- */
 
 static void c_gemm_grouped(zp_drt *r, zp_dstream *s, const zp_dgemm *g, int n)
 {
@@ -316,29 +452,34 @@ static void c_gemm_grouped(zp_drt *r, zp_dstream *s, const zp_dgemm *g, int n)
 	float alpha[GROUP_MAX], beta[GROUP_MAX];
 	if (n <= 0)
 		return;
-	if (c->grouped_lt) {
+	if (c->grouped == ZP_GROUPED_LT) {
 		for (int i = 0; i < n; i++)
 			c_gemm(r, s, &g[i]);
 		return;
 	}
 	ZP_ASSERT(n <= GROUP_MAX);
+	zp_blas_call bc0 = zp_blas_plan(&g[0], ZP_BLAS_GROUPED);
+	for (int i = 0; i < n; i++) {
+		zp_blas_call bc = zp_blas_plan(&g[i], ZP_BLAS_GROUPED);
+		ZP_ASSERT(g[i].bf16 == g[0].bf16 && !g[i].add);
+		ck_contract(&bc, __FILE__, __LINE__);
+		ta[i] = bc.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+		tb[i] = bc.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+		m[i] = (int)bc.m;
+		nn[i] = (int)bc.n;
+		k[i] = (int)bc.k;
+		lda[i] = (int)bc.lda;
+		ldb[i] = (int)bc.ldb;
+		ldc[i] = (int)bc.ldc;
+		size[i] = 1;
+		alpha[i] = 1;
+		beta[i] = 0;
+	}
 	int slot = c->ptr_cur;
 	c->ptr_cur = (c->ptr_cur + 1) % PTR_SLOTS;
 	ck(cudaEventSynchronize(c->ptr_ev[slot]), "cudaEventSynchronize");
 	const void **ph = c->ptr_h[slot];
 	for (int i = 0; i < n; i++) {
-		ZP_ASSERT(g[i].bf16 == g[0].bf16 && !g[i].add);
-		ta[i] = CUBLAS_OP_T;
-		tb[i] = CUBLAS_OP_N;
-		m[i] = g[i].n;
-		nn[i] = g[i].m;
-		k[i] = g[i].kp;
-		lda[i] = g[i].kp;
-		ldb[i] = (int)g[i].lda;
-		ldc[i] = (int)g[i].ldc;
-		size[i] = 1;
-		alpha[i] = 1;
-		beta[i] = 0;
 		ph[i] = g[i].w;
 		ph[GROUP_MAX + i] = g[i].a;
 		ph[2 * GROUP_MAX + i] = g[i].c;
@@ -347,12 +488,11 @@ static void c_gemm_grouped(zp_drt *r, zp_dstream *s, const zp_dgemm *g, int n)
 	ck(cudaMemcpyAsync(pd, ph, 3 * GROUP_MAX * sizeof *ph, cudaMemcpyHostToDevice, s->s),
 	   "cudaMemcpyAsync pointers");
 	ck(cudaEventRecord(c->ptr_ev[slot], s->s), "cudaEventRecord");
-	cudaDataType_t in = g[0].bf16 ? CUDA_R_16BF : CUDA_R_32F;
 	ckb(cublasSetStream(c->blas, s->s), "cublasSetStream");
-	ckb(cublasGemmGroupedBatchedEx(c->blas, ta, tb, m, nn, k, alpha, pd, in, lda,
-				       pd + GROUP_MAX, in, ldb, beta, (void *const *)(pd + 2 * GROUP_MAX),
-				       CUDA_R_32F, ldc, n, size,
-				       g[0].bf16 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_PEDANTIC),
+	ckb(cublasGemmGroupedBatchedEx(c->blas, ta, tb, m, nn, k, alpha, pd, lt_type(bc0.ta), lda,
+				       pd + GROUP_MAX, lt_type(bc0.tb), ldb, beta,
+				       (void *const *)(pd + 2 * GROUP_MAX), lt_type(bc0.tc), ldc, n,
+				       size, lt_compute(bc0.ct)),
 	    "cublasGemmGroupedBatchedEx");
 }
 
@@ -382,6 +522,7 @@ static void c_close(zp_drt *r)
 		cudaFree(c->ptr_d[i]);
 	}
 	cudaFree(c->ws);
+	cudaStreamDestroy(c->zs);
 	cublasDestroy(c->blas);
 	cublasLtDestroy(c->lt);
 	pthread_mutex_destroy(&c->cls_mu);
@@ -432,11 +573,11 @@ zp_drt *zp_drt_cuda_new(int device, int m_max, zp_err *e)
 	r->ctx = c;
 	c->dev = device;
 	c->m_max = ZP_MAX(m_max, 1);
-	const char *gg = getenv("ZP_GROUPED_GEMM");
-	c->grouped_lt = gg && !strcmp(gg, "lt");
+	c->grouped = zp_grouped_mode_env();
 	pthread_mutex_init(&c->cls_mu, NULL);
 	ckb(cublasLtCreate(&c->lt), "cublasLtCreate");
 	ckb(cublasCreate(&c->blas), "cublasCreate");
+	ck(cudaStreamCreateWithFlags(&c->zs, cudaStreamNonBlocking), "cudaStreamCreate");
 	ck(cudaMalloc(&c->ws, LT_WORKSPACE), "cudaMalloc workspace");
 	for (int i = 0; i < PTR_SLOTS; i++) {
 		ck(cudaMallocHost((void **)&c->ptr_h[i], 3 * GROUP_MAX * sizeof(void *)), "cudaMallocHost");

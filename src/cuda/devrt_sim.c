@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "blas_contract.h"
 #include "pool.h"
 
 enum item_kind { IT_COPY, IT_LAUNCH, IT_GEMM, IT_RECORD, IT_WAIT, IT_STOP };
@@ -40,6 +41,7 @@ typedef struct {
 	zp_pool *pool;
 	pthread_mutex_t pool_mu;	/* one stream at a time runs on the pool */
 	int threads;
+	enum zp_grouped_mode grouped;	/* ZP_GROUPED_GEMM, as devrt_cuda.c */
 	zp_dstream *streams[SIM_STREAMS];	/* live ones (free waits for them) */
 } sim_ctx;
 
@@ -411,10 +413,17 @@ static void sim_launch(zp_drt *r, zp_dstream *s, const zk_launch *l)
 	push(s, it);
 }
 
-static void sim_gemm_grouped(zp_drt *r, zp_dstream *s, const zp_dgemm *g, int n)
+/* the library call devrt_cuda.c would make for g, refused where it would be */
+static void sim_contract(const zp_dgemm *g, enum zp_blas_lib lib)
 {
-	if (n <= 0)
-		return;
+	char why[256];
+	zp_blas_call bc = zp_blas_plan(g, lib);
+	if (zp_blas_refusal(&bc, why, sizeof why))
+		zp_drt_fail("sim", zp_blas_lib_name(lib), why, __FILE__, __LINE__);
+}
+
+static void sim_enqueue_gemms(zp_dstream *s, const zp_dgemm *g, int n)
+{
 	item *it = mk(IT_GEMM);
 	it->g = zp_xmalloc((size_t)n * sizeof *g);
 	memcpy(it->g, g, (size_t)n * sizeof *g);
@@ -422,9 +431,22 @@ static void sim_gemm_grouped(zp_drt *r, zp_dstream *s, const zp_dgemm *g, int n)
 	push(s, it);
 }
 
+static void sim_gemm_grouped(zp_drt *r, zp_dstream *s, const zp_dgemm *g, int n)
+{
+	if (n <= 0)
+		return;
+	for (int i = 0; i < n; i++)
+		sim_contract(&g[i], S(r)->grouped == ZP_GROUPED_CUBLAS ? ZP_BLAS_GROUPED
+								 : ZP_BLAS_LT_MATMUL);
+	sim_enqueue_gemms(s, g, n);
+}
+
 static void sim_gemm(zp_drt *r, zp_dstream *s, const zp_dgemm *g)
 {
-	sim_gemm_grouped(r, s, g, 1);
+	if (!g->m)
+		return;
+	sim_contract(g, ZP_BLAS_LT_MATMUL);
+	sim_enqueue_gemms(s, g, 1);
 }
 
 /* ---- memory ---- */
@@ -499,6 +521,7 @@ zp_drt *zp_drt_sim_new(int threads)
 	zp_drt *r = zp_xcalloc(1, sizeof *r);
 	sim_ctx *c = zp_xcalloc(1, sizeof *c);
 	c->threads = ZP_MAX(threads, 1);
+	c->grouped = zp_grouped_mode_env();
 	c->pool = zp_pool_new(c->threads);
 	pthread_mutex_init(&c->pool_mu, NULL);
 	r->ops = &sim_ops;

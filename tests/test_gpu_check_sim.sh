@@ -1,0 +1,23 @@
+#!/bin/sh
+# test_gpu_check_sim.sh -- tools/gpu_check.sh --device sim, as CI runs it before
+# a GPU run: every step that needs no silicon, on the sim device; the summary
+# must have its correctness rows and no FAIL or TIMEOUT.
+cd "$(dirname "$0")/.." || exit 1
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+tools/gpu_check.sh --device sim "$tmp/out" > "$tmp/stdout" 2>&1
+rc=$?
+cat "$tmp/stdout"
+s=$tmp/out/summary.txt
+[ -s "$s" ] || { echo "FAIL: no summary.txt (rc=$rc)"; tail -n 40 "$tmp/out/log.txt" 2> /dev/null; exit 1; }
+if grep -E ' (FAIL|TIMEOUT) ' "$s"; then
+	echo "FAIL: gpu_check --device sim has failing rows"
+	tail -n 60 "$tmp/out/log.txt"
+	exit 1
+fi
+for want in "test_kernels_v1" "test_backend_ops: cpu vs sim" "test_golden on sim" \
+	"goldens on sim" "batch invariance on sim" "test_asyncep"; do
+	grep "^$want" "$s" | grep -q " PASS " || { echo "FAIL: no PASS row for \"$want\""; exit 1; }
+done
+[ "$rc" -eq 0 ] || { echo "FAIL: gpu_check exited $rc with no failing row"; exit 1; }
+echo "test_gpu_check_sim: ok"
