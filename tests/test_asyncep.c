@@ -92,7 +92,8 @@ static void check_model(const char *dir, enum zp_wtype wt)
 	CHECK(zp_model_load(&m, dir, wt, zp_device_layout(ZP_DEV_CPU), 2, NULL, &e) == 0, "load %s: %s", dir, e.msg);
 	make_reqs(ref, SEQS, m.cfg.vocab, 7);
 	zp_engine *g;
-	zp_engine_cfg one = { 1, ZP_PAR_REPLICATE, "cpu", 1, 4096, NULL, 0, 0 /* device: cpu */, 0 /* no prefix cache */ };
+	zp_engine_cfg one = { .executors = 1, .parallel = ZP_PAR_REPLICATE, .transport = "cpu",
+			      .threads_per_executor = 1, .batch_tokens_max = 4096 };
 	CHECK((g = zp_engine_start(&m, &one, &e)), "start: %s", e.msg);
 	CHECK(run(g, ref, &e) == 0, "reference run");
 	zp_engine_stop(g);
@@ -107,7 +108,9 @@ static void check_model(const char *dir, enum zp_wtype wt)
 	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
 		CHECK(zp_model_load(&m, dir, wt, zp_device_layout(ZP_DEV_CPU), 2, NULL, &e) == 0, "reload");
 		size_t dense = m.arena_bytes, all = m.expert_bytes_total;
-		zp_engine_cfg c = { cases[i].n, cases[i].p, "cpu", 1, 4096, NULL, cases[i].window, 0 /* device: cpu */, 0 /* no prefix cache */ };
+		zp_engine_cfg c = { .executors = cases[i].n, .parallel = cases[i].p, .transport = "cpu",
+				    .threads_per_executor = 1, .batch_tokens_max = 4096,
+				    .offload_window = cases[i].window };
 		CHECK((g = zp_engine_start(&m, &c, &e)), "start %s N=%d: %s",
 		      zp_parallel_name(cases[i].p), cases[i].n, e.msg);
 		/* placement and the resident-bytes formula */
@@ -172,9 +175,11 @@ static void check_sim(const char *dir, enum zp_wtype wt)
 		zp_engine *g;
 		zp_err e;
 		zp_req *r = i ? got : ref;
-		CHECK(zp_model_load(&m, dir, wt, zp_device_layout(ZP_DEV_SIM), 2, NULL, &e) == 0, "load %s: %s", dir, e.msg);
-		zp_engine_cfg c = { cases[i].n, cases[i].p, "cpu", 1, 4096, NULL, cases[i].window,
-				    ZP_DEV_SIM, 0 };
+		CHECK(zp_model_load(&m, dir, wt, zp_device_layout(ZP_DEV_SIM), 2, NULL, &e) == 0,
+		      "load %s: %s", dir, e.msg);
+		zp_engine_cfg c = { .executors = cases[i].n, .parallel = cases[i].p, .transport = "cpu",
+				    .threads_per_executor = 1, .batch_tokens_max = 4096,
+				    .offload_window = cases[i].window, .device = ZP_DEV_SIM };
 		CHECK((g = zp_engine_start(&m, &c, &e)), "sim start %s N=%d: %s",
 		      zp_parallel_name(cases[i].p), cases[i].n, e.msg);
 		make_reqs(r, SEQS, m.cfg.vocab, 7);
@@ -202,17 +207,23 @@ static void check_fault(void)
 	CHECK(zp_model_load(&m, "tests/models/odd", ZP_W_F32, zp_device_layout(ZP_DEV_CPU), 2, NULL, &e) == 0, "load");
 	make_reqs(ref, SEQS, m.cfg.vocab, 11);
 	make_reqs(got, SEQS, m.cfg.vocab, 11);
-	zp_engine_cfg c = { 2, ZP_PAR_ASYNCEP, "cpu", 1, 4096, NULL, 0, 0 /* device: cpu */, 0 /* no prefix cache */ };
+	zp_engine_cfg c = { .executors = 2, .parallel = ZP_PAR_ASYNCEP, .transport = "cpu",
+			    .threads_per_executor = 1, .batch_tokens_max = 4096 };
 	CHECK((g = zp_engine_start(&m, &c, &e)), "start");
 	CHECK(run(g, ref, &e) == 0, "clean run");
-	/* calibration: a real rate, a real gather time, and T from them (no speed
-	   threshold: sanitizers and a loaded machine are slow, and that is no fault) */
-	zp_place_calib cal;
-	CHECK(zp_place_calibrate(zp_engine_place(g), 1, &cal, &e) == 0, "calibrate: %s", e.msg);
-	CHECK(cal.flops_per_s > 0 && isfinite(cal.flops_per_s) && cal.gather_s > 0 && cal.gamma == 1.2 &&
-	      cal.threshold_flops == cal.gather_s * cal.flops_per_s * cal.gamma &&
-	      cal.threshold_tokens > 0, "calibration: F %g, t_gather %g, T %g (%g tokens)",
-	      cal.flops_per_s, cal.gather_s, cal.threshold_flops, cal.threshold_tokens);
+	/* the start's calibration: a real rate, a real gather time, and T from
+	   them (no speed threshold: sanitizers and a loaded machine are slow, and
+	   that is no fault); the scheduler starts from it */
+	static const zp_place_calib none;
+	const zp_place_calib *cal = zp_engine_calib(g);
+	CHECK(cal, "asyncep in effect: the engine calibrated at start");
+	cal = cal ? cal : &none;
+	CHECK(cal->flops_per_s > 0 && isfinite(cal->flops_per_s) && cal->gather_s > 0 && cal->gamma == 1.2 &&
+	      cal->threshold_flops == cal->gather_s * cal->flops_per_s * cal->gamma &&
+	      cal->threshold_tokens > 0, "calibration: F %g, t_gather %g, T %g (%g tokens)",
+	      cal->flops_per_s, cal->gather_s, cal->threshold_flops, cal->threshold_tokens);
+	CHECK(zp_engine_sched(g)->gather_s == cal->gather_s &&
+	      zp_engine_sched(g)->flops_per_s == cal->flops_per_s, "the scheduler's T from it");
 	zp_place_inject_fault(zp_engine_place(g), 1);
 	e.msg[0] = 0;
 	CHECK(run(g, got, &e) == 1, "a failed gather fails the forward");

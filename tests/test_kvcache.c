@@ -379,7 +379,8 @@ static void engine_pressure(const char *tag)
 {
 	enum { ROUNDS = 8, PER = 4 };
 	size_t bytes = 5 * zp_kv_block_bytes(model.cfg.layers, model.cfg.kv_heads * model.cfg.head_dim);
-	zp_engine_cfg ec = { 2, ZP_PAR_REPLICATE, "cpu", 1, 4096, NULL, 0, 0 /* cpu */, bytes };
+	zp_engine_cfg ec = { .executors = 2, .parallel = ZP_PAR_REPLICATE, .transport = "cpu",
+			     .threads_per_executor = 1, .batch_tokens_max = 4096, .kv_cache_bytes = bytes };
 	zp_err e;
 	zp_engine *g = zp_engine_start(&model, &ec, &e);
 	CHECK(g != NULL, "%s: engine: %s", tag, e.msg);

@@ -17,7 +17,6 @@
 #include "client.h"
 #include "device.h"
 #include "engine.h"
-#include "kvcache.h"
 #include "forward.h"
 #include "job.h"
 #include "json.h"
@@ -121,9 +120,9 @@ static bool output_failed(const char *cmd)
 
 /* ---- prefill ------------------------------------------------------------------ */
 
-/* The driver runs lines through the same scheduler and engine as the server:
-   each good line is a job of one sequence, admitted to the scheduler; the
-   engine cuts batches from it for idle executors. Results are written in
+/* The driver runs lines through the same engine as the server: each good
+   line is a job of one sequence, submitted to the engine, which cuts batches
+   for idle executors and hands the jobs back done. Results are written in
    input order: a line is written once every line before it was. A batch is
    cut when the token budget is reached (or, under prefix_flops, an
    executor's load reached the threshold), or when the input pauses (then
@@ -150,7 +149,6 @@ static struct line *line_of(zp_job *j)
 
 struct driver {
 	zp_engine *g;
-	zp_sched sched;
 	struct line *lines;	/* [cap]: a ring in input order, head..tail */
 	uint32_t cap, head, tail;
 	int served;
@@ -196,35 +194,19 @@ static void write_ready(struct driver *d)
 		fflush(stdout);
 }
 
-/* A batch came back: its lines are done (failed with it, if it failed). */
-static void complete(struct driver *d, zp_batch *b)
-{
-	zp_engine_done(d->g, &d->sched, b);
-	for (int k = 0; k < b->n; k++) {
-		zp_job *j = b->job[k];
-		if (b->failed)
-			zp_job_fail(j, b->err);
-		if (zp_sched_seq_done(&d->sched, j)) {
-			zp_sched_finish(&d->sched, j);
-			line_of(j)->done = true;
-		}
-	}
-	zp_engine_release(d->g, b);
-}
-
-/* Cut what is due (force: everything queued), take what came back; with
-   block, wait for one batch at least (one must be out or queued). */
+/* Cut what is due (force: everything queued), take the lines that came
+   back; with block, wait for one at least (one must be out or queued). */
 static void pump(struct driver *d, bool force, bool block)
 {
-	zp_batch *b;
-	zp_engine_dispatch(d->g, &d->sched, zp_now_s(), force);
+	zp_job *j;
+	zp_engine_pump(d->g, zp_now_s(), force);
 	if (block) {
-		b = zp_engine_wait(d->g);
-		ZP_ASSERT(b);
-		complete(d, b);
+		j = zp_engine_wait_job(d->g);
+		ZP_ASSERT(j); /* one sequence a line: a batch back finishes a line */
+		line_of(j)->done = true;
 	}
-	while ((b = zp_engine_poll(d->g)))
-		complete(d, b);
+	while ((j = zp_engine_poll_job(d->g)))
+		line_of(j)->done = true;
 	write_ready(d);
 }
 
@@ -236,14 +218,14 @@ static void drain(struct driver *d)
 		pump(d, true, true); /* the head line is good and not done: it is queued or out */
 }
 
-/* Line L (parsed) joins the order ring, and the scheduler when it is good. */
+/* Line L (parsed) joins the order ring, and the engine when it is good. */
 static void add_line(struct driver *d, struct line *L)
 {
 	if (!L->bad) {
 		L->job.seq = &L->req;
 		L->job.nseq = 1;
 		L->job.tokens = L->req.ntok;
-		while (zp_sched_admit(&d->sched, &L->job, zp_now_s()))
+		while (zp_engine_submit_job(d->g, &L->job, zp_now_s()))
 			pump(d, true, true); /* full: answer some first */
 	}
 	d->tail++;
@@ -265,28 +247,21 @@ static int cmd_prefill(const zp_serve_cfg *o, zp_model *m)
 	/* a prompt longer than the batch budget runs alone, in a forward sized for it */
 	int fwd_tokens = ZP_MAX(o->batch_tokens_max, o->seq_tokens_max);
 	struct driver d = { .cap = lines_cap(o->executors) };
-	zp_engine_cfg ec = { o->executors, o->parallel, o->transport, zp_serve_cfg_threads(o),
-			     fwd_tokens, NULL, o->offload_window, o->device, o->kv_cache_bytes };
+	zp_engine_cfg ec = {
+		.executors = o->executors, .parallel = o->parallel, .transport = o->transport,
+		.threads_per_executor = zp_serve_cfg_threads(o), .batch_tokens_max = fwd_tokens,
+		.offload_window = o->offload_window, .device = o->device,
+		.kv_cache_bytes = o->kv_cache_bytes,
+		.queue = { .policy = (enum zp_sched_policy)o->schedule,
+			   .requests_max = (int)d.cap / 2, .tokens_max = (long)d.cap / 2 * fwd_tokens,
+			   .batch_tokens_max = o->batch_tokens_max,
+			   .batch_wait_s = o->batch_wait_us >= 0 ? o->batch_wait_us / 1e6 : HUGE_VAL,
+			   .aging_s = o->schedule_aging_ms / 1e3, .min_tokens = o->schedule_min_tokens } };
 	if (!(d.g = zp_engine_start(m, &ec, &e))) {
 		zp_log(ZP_LOG_ERROR, "msg=\"cannot start executors\" error=\"%s\"", e.msg);
 		zp_tok_free(tok);
 		return 1;
 	}
-	zp_sched_init(&d.sched, (int)d.cap / 2, (long)d.cap / 2 * fwd_tokens, o->batch_tokens_max,
-		      o->batch_wait_us >= 0 ? o->batch_wait_us / 1e6 : HUGE_VAL);
-	zp_place_calib cal = { 0 };
-	if (zp_place_source(zp_engine_place(d.g), 0) && /* asyncep in effect: T from it */
-	    zp_place_calibrate(zp_engine_place(d.g), zp_serve_cfg_threads(o), &cal, &e))
-		zp_log(ZP_LOG_WARN, "msg=\"calibration failed\" error=\"%s\"", e.msg);
-	zp_sched_cfg sc = { .policy = (enum zp_sched_policy)o->schedule,
-			    .executors = zp_engine_executors(d.g), .model = &m->cfg,
-			    .gather_s = cal.gather_s, .flops_per_s = cal.flops_per_s, .gamma = cal.gamma,
-			    .aging_s = o->schedule_aging_ms / 1e3, .min_tokens = o->schedule_min_tokens,
-			    .shadow_blocks = (long)(o->kv_cache_bytes /
-						    zp_kv_block_bytes(m->cfg.layers,
-								      m->cfg.kv_heads * m->cfg.head_dim)),
-			    .shadow_pending = d.sched.tokens_max / ZP_KV_BLOCK };
-	zp_sched_setup(&d.sched, &sc);
 	zp_req_limits lim = { .vocab = m->cfg.vocab, .seq_tokens_max = o->seq_tokens_max,
 			      .hidden = m->cfg.hidden, .tok = tok ? zp_tok_state_new(tok) : NULL };
 	struct reader rd = { .buf = zp_xmalloc(1 << 16), .cap = 1 << 16 };
@@ -330,10 +305,9 @@ static int cmd_prefill(const zp_serve_cfg *o, zp_model *m)
 	char said[160];
 	zp_log(ZP_LOG_INFO, "msg=\"prefill done\" requests=%d executors=%d %s schedule=%s", d.served,
 	       zp_engine_executors(d.g), zp_serve_cfg_parallel_said(o,
-	       (int)zp_place_parallel(zp_engine_place(d.g)), said, sizeof said),
-	       zp_sched_policy_name(d.sched.policy));
+	       (int)zp_engine_parallel(d.g), said, sizeof said),
+	       zp_sched_policy_name(zp_engine_sched(d.g)->policy));
 	zp_engine_stop(d.g);
-	zp_sched_free(&d.sched);
 	zp_tok_state_free(lim.tok);
 	zp_tok_free(tok);
 	zp_buf_free(&d.out);
@@ -394,10 +368,10 @@ static double bench_round(zp_engine *g, zp_req *reqs, int B, zp_fwd_stats *st0)
 static void bench_overlap(zp_engine *g, const zp_model *m)
 {
 	int nl = m->cfg.layers;
-	zp_place_layer_stats *st = zp_xcalloc((size_t)nl, sizeof *st), *sum = zp_xcalloc((size_t)nl, sizeof *sum);
+	zp_place_layer_stats *sum = zp_xcalloc((size_t)nl, sizeof *sum);
 	double lay = 0, wait = 0;
 	for (int x = 0; x < zp_engine_executors(g); x++) {
-		zp_place_stats(zp_engine_place(g), x, st);
+		const zp_place_layer_stats *st = zp_engine_layer_stats(g) + (size_t)x * nl;
 		for (int l = 0; l < nl; l++) {
 			sum[l].layer_s += st[l].layer_s;
 			sum[l].wait_s += st[l].wait_s;
@@ -414,7 +388,6 @@ static void bench_overlap(zp_engine *g, const zp_model *m)
 		       sum[l].wait_s / ZP_MAX(sum[l].layer_s, 1e-12));
 	}
 	printf("overall exposed_wait_frac=%.4f\n", wait / ZP_MAX(lay, 1e-12));
-	free(st);
 	free(sum);
 }
 
@@ -427,25 +400,22 @@ static int cmd_bench(const zp_serve_cfg *o, zp_model *m)
 	zp_fwd_stats st;
 	zp_engine *g;
 	zp_err e;
-	zp_engine_cfg ec = { N, o->parallel, o->transport, each, B * L, NULL, o->offload_window,
-			     o->device, 0 };
+	zp_engine_cfg ec = { .executors = N, .parallel = o->parallel, .transport = o->transport,
+			     .threads_per_executor = each, .batch_tokens_max = B * L,
+			     .offload_window = o->offload_window, .device = o->device };
 
 	if (!(g = zp_engine_start(m, &ec, &e))) {
 		zp_log(ZP_LOG_ERROR, "msg=\"cannot start executors\" error=\"%s\"", e.msg);
 		free(reqs);
 		return 1;
 	}
-	size_t resident = 0;
-	for (int x = 0; x < N; x++)
-		resident += zp_place_resident_bytes(zp_engine_place(g), x);
-	if (zp_place_source(zp_engine_place(g), 0)) { /* asyncep in effect */
-		zp_place_calib cal;
-		if (zp_place_calibrate(zp_engine_place(g), each, &cal, &e) == 0)
-			printf("calibration: expert_gflop_s=%.1f gather_ms=%.3f gamma=%.1f "
-			       "threshold_gflop=%.3f threshold_tokens=%.0f\n", cal.flops_per_s * 1e-9,
-			       cal.gather_s * 1e3, cal.gamma, cal.threshold_flops * 1e-9,
-			       cal.threshold_tokens);
-	}
+	size_t resident = zp_engine_resident_bytes(g);
+	const zp_place_calib *cal = zp_engine_calib(g); /* asyncep in effect */
+	if (cal)
+		printf("calibration: expert_gflop_s=%.1f gather_ms=%.3f gamma=%.1f "
+		       "threshold_gflop=%.3f threshold_tokens=%.0f\n", cal->flops_per_s * 1e-9,
+		       cal->gather_s * 1e3, cal->gamma, cal->threshold_flops * 1e-9,
+		       cal->threshold_tokens);
 	for (int x = 0; x < N; x++) /* each executor its own copy of the same batch */
 		bench_reqs(reqs + (size_t)x * B, B, L, m->cfg.vocab);
 	bench_round(g, reqs, B, &st); /* warm-up */
@@ -458,7 +428,7 @@ static int cmd_bench(const zp_serve_cfg *o, zp_model *m)
 		       st.out_s, st.sync_s, (double)N * B * L / dt, N * st.flops / dt * 1e-9,
 		       (double)st.min_route_gap);
 	}
-	if (zp_place_source(zp_engine_place(g), 0))
+	if (zp_engine_parallel(g) == ZP_PAR_ASYNCEP)
 		bench_overlap(g, m);
 	double mean = total / o->bench.iters;
 	struct rusage ru;
@@ -466,7 +436,7 @@ static int cmd_bench(const zp_serve_cfg *o, zp_model *m)
 	printf("tokens=%d seqs=%d executors=%d parallel=%s threads=%d dtype=%s isa=%s "
 	       "resident_mb=%.0f peak_rss_mb=%.0f mean_s=%.4f best_s=%.4f gflop_s=%.1f "
 	       "prefill_tok_s=%.1f\n", L, B, N,
-	       zp_parallel_name(zp_place_parallel(zp_engine_place(g))), each * N,
+	       zp_parallel_name(zp_engine_parallel(g)), each * N,
 	       m->wtype == ZP_W_F32 ? "fp32" : "bf16", zp_device_kernels((enum zp_device)o->device),
 	       (double)resident / (1 << 20),
 	       (double)ru.ru_maxrss / 1024, mean, best, N * st.flops / mean * 1e-9,

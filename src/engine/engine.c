@@ -1,6 +1,9 @@
 /* engine.c -- see engine.h. Executor x runs on NUMA node x mod nodes (CPU
    executors: the device is a share of the machine; a GPU executor will take
-   its device's node). */
+   its device's node). A job's life here: submitted to the scheduler, cut
+   into batches by pump, its batches reaped by poll_job, then on the done
+   list (linked through its queue links, free once it is fully dispatched)
+   until polled. */
 #include "engine.h"
 
 #include <errno.h>
@@ -9,6 +12,7 @@
 
 #include "device.h"
 #include "executor.h"
+#include "kvcache.h"
 #include "util.h"
 
 struct zp_engine {
@@ -21,7 +25,47 @@ struct zp_engine {
 	zp_bell own;			/* the done doorbell when the caller gives none */
 	zp_bell *done;
 	zp_place_layer_stats *seen;	/* [n][layers]: each executor's stats at its last reap */
+	zp_sched_obs obs[ZP_EXECUTORS_MAX]; /* what each one's last batch measured */
+	zp_sched sched;
+	zp_place_calib cal;
+	bool calibrated;
+	zp_job *done_head, *done_tail;	/* finished jobs not yet polled, in order */
+	void (*on_batch)(void *arg, const zp_batch *b);
+	void *on_batch_arg;
 };
+
+/* After the executors: the threshold's calibration (asyncep in effect),
+   then the scheduler. */
+static void start_queue(zp_engine *g, const zp_engine_cfg *c)
+{
+	const zp_config *mc = &g->m->cfg;
+	const zp_engine_queue_cfg *q = &c->queue;
+	zp_err e;
+	if (zp_place_source(g->place, 0)) { /* asyncep in effect (not one executor in place) */
+		zp_place_calib *cal = &g->cal;
+		g->calibrated = zp_place_calibrate(g->place, c->threads_per_executor, cal, &e) == 0;
+		if (g->calibrated)
+			zp_log(ZP_LOG_INFO, "msg=calibration expert_gflop_s=%.1f gather_ms=%.3f gamma=%.1f "
+			       "threshold_gflop=%.3f threshold_tokens=%.0f", cal->flops_per_s * 1e-9,
+			       cal->gather_s * 1e3, cal->gamma, cal->threshold_flops * 1e-9,
+			       cal->threshold_tokens);
+		else
+			zp_log(ZP_LOG_WARN, "msg=\"calibration failed\" error=\"%s\"", e.msg);
+	}
+	if (!g->calibrated)
+		g->cal = (zp_place_calib){ 0 }; /* T comes from what forwards measure */
+	zp_sched_init(&g->sched, q->requests_max, q->tokens_max,
+		      q->batch_tokens_max ? q->batch_tokens_max : c->batch_tokens_max, q->batch_wait_s);
+	zp_sched_cfg sc = { .policy = q->policy, .executors = g->n, .model = mc,
+			    .gather_s = g->cal.gather_s, .flops_per_s = g->cal.flops_per_s,
+			    .gamma = g->cal.gamma, .aging_s = q->aging_s, .min_tokens = q->min_tokens,
+			    .shadow_blocks = (long)(c->kv_cache_bytes /
+				    zp_kv_block_bytes(mc->layers, mc->kv_heads * mc->head_dim)),
+			    .shadow_pending = q->tokens_max / ZP_KV_BLOCK };
+	zp_sched_setup(&g->sched, &sc);
+	g->on_batch = c->on_batch;
+	g->on_batch_arg = c->on_batch_arg;
+}
 
 zp_engine *zp_engine_start(zp_model *m, const zp_engine_cfg *c, zp_err *e)
 {
@@ -72,6 +116,7 @@ zp_engine *zp_engine_start(zp_model *m, const zp_engine_cfg *c, zp_err *e)
 		       (double)zp_place_resident_bytes(g->place, i) / (1 << 20),
 		       c->threads_per_executor, node, zp_device_name(c->device));
 	}
+	start_queue(g, c);
 	return g;
 bad:
 	zp_engine_stop(g);
@@ -84,6 +129,7 @@ void zp_engine_stop(zp_engine *g)
 		zp_exec_stop(&g->exec[i]);
 	zp_place_free(g->place); /* after the executors: no gather is requested any more */
 	zp_bell_free(&g->own);
+	zp_sched_free(&g->sched);
 	free(g->seen);
 	free(g);
 }
@@ -106,6 +152,34 @@ uint64_t zp_engine_beats(const zp_engine *g, int x, bool *running)
 	ZP_ASSERT(x >= 0 && x < g->n);
 	*running = g->exec[x].state == ZP_EXEC_OUT;
 	return atomic_load_explicit(&g->exec[x].beats, memory_order_relaxed);
+}
+
+const zp_sched *zp_engine_sched(const zp_engine *g)
+{
+	return &g->sched;
+}
+
+const zp_place_layer_stats *zp_engine_layer_stats(const zp_engine *g)
+{
+	return g->seen;
+}
+
+const zp_place_calib *zp_engine_calib(const zp_engine *g)
+{
+	return g->calibrated ? &g->cal : NULL;
+}
+
+enum zp_parallel zp_engine_parallel(const zp_engine *g)
+{
+	return zp_place_parallel(g->place);
+}
+
+size_t zp_engine_resident_bytes(const zp_engine *g)
+{
+	size_t sum = 0;
+	for (int i = 0; i < g->n; i++)
+		sum += zp_place_resident_bytes(g->place, i);
+	return sum;
 }
 
 zp_place *zp_engine_place(zp_engine *g)
@@ -161,7 +235,7 @@ void zp_engine_flush(zp_engine *g)
 		zp_exec_submit(&g->exec[i], staged[i]);
 }
 
-double zp_engine_dispatch(zp_engine *g, zp_sched *s, double now, bool force)
+double zp_engine_pump(zp_engine *g, double now, bool force)
 {
 	double wake = 0, w;
 	if (g->group && zp_engine_busy(g))
@@ -171,7 +245,7 @@ double zp_engine_dispatch(zp_engine *g, zp_sched *s, double now, bool force)
 		zp_batch *b = zp_exec_batch(&g->exec[i]);
 		if (!b)
 			continue;
-		if (!zp_sched_next_batch(s, now, force, b, &w)) {
+		if (!zp_sched_next_batch(&g->sched, now, force, b, &w)) {
 			zp_engine_release(g, b);
 			if (w > 0 && (wake == 0 || w < wake))
 				wake = w;
@@ -185,7 +259,11 @@ double zp_engine_dispatch(zp_engine *g, zp_sched *s, double now, bool force)
 	return wake;
 }
 
-void zp_engine_done(zp_engine *g, zp_sched *s, const zp_batch *b)
+/* b came back: take its executor's per-layer stats (quiet until the next
+   submit) and what they say for the scheduler: the exposed gather wait, and
+   one gather's time when waits paced the layers (the previous MoE layer's
+   compute plus the wait). */
+static void take_stats(zp_engine *g, const zp_batch *b)
 {
 	int L = g->m->cfg.layers, prev = -1, n = 0;
 	zp_place_layer_stats *was = g->seen + (size_t)b->exec * L, now[ZP_LAYERS_MAX];
@@ -214,7 +292,7 @@ void zp_engine_done(zp_engine *g, zp_sched *s, const zp_batch *b)
 	if (n)
 		o.gather_s = sum / n;
 	memcpy(was, now, (size_t)L * sizeof *now);
-	zp_sched_batch_done(s, b, &o);
+	g->obs[b->exec] = o;
 }
 
 zp_batch *zp_engine_poll(zp_engine *g)
@@ -225,13 +303,94 @@ zp_batch *zp_engine_poll(zp_engine *g)
 		if (!b)
 			continue;
 		g->next_poll = (i + 1) % g->n;
-		if (!b->filler)
+		if (!b->filler) {
+			take_stats(g, b);
 			return b;
+		}
 		ZP_ASSERT(b->n == 0);
 		zp_exec_release(&g->exec[i], b);
 		k = -1; /* look again from the start: the filler told nothing */
 	}
 	return NULL;
+}
+
+/* ---- jobs ---- */
+
+int zp_engine_submit_job(zp_engine *g, zp_job *j, double now)
+{
+	return zp_sched_admit(&g->sched, j, now);
+}
+
+/* j is finished: it leaves the scheduler and waits on the done list (its
+   queue links are free: nothing of it is queued any more). */
+static void job_finished(zp_engine *g, zp_job *j)
+{
+	ZP_ASSERT(j->dispatched == j->done && !j->prev && !j->next);
+	zp_sched_finish(&g->sched, j);
+	if (g->done_tail)
+		g->done_tail->next = j;
+	else
+		g->done_head = j;
+	j->prev = g->done_tail;
+	g->done_tail = j;
+}
+
+bool zp_engine_cancel(zp_engine *g, zp_job *j)
+{
+	if (!zp_sched_cancel(&g->sched, j))
+		return false; /* its last batch finishes it */
+	zp_sched_finish(&g->sched, j);
+	return true;
+}
+
+/* b came back: the scheduler learns it, its sequences are done (failed with
+   it, if it failed), the jobs it finished go on the done list; b is free. */
+static void batch_back(zp_engine *g, zp_batch *b)
+{
+	if (g->on_batch)
+		g->on_batch(g->on_batch_arg, b);
+	zp_sched_batch_done(&g->sched, b, &g->obs[b->exec]);
+	if (b->failed)
+		zp_log(ZP_LOG_ERROR, "msg=\"forward failed\" executor=%d seqs=%d error=\"%s\"",
+		       b->exec, b->n, b->err);
+	for (int k = 0; k < b->n; k++) {
+		zp_job *j = b->job[k];
+		if (b->failed)
+			zp_job_fail(j, b->err);
+		if (zp_sched_seq_done(&g->sched, j))
+			job_finished(g, j);
+	}
+	zp_engine_release(g, b);
+}
+
+static zp_job *done_pop(zp_engine *g)
+{
+	zp_job *j = g->done_head;
+	if (!j)
+		return NULL;
+	g->done_head = j->next;
+	if (g->done_head)
+		g->done_head->prev = NULL;
+	else
+		g->done_tail = NULL;
+	j->prev = j->next = NULL;
+	return j;
+}
+
+zp_job *zp_engine_poll_job(zp_engine *g)
+{
+	zp_batch *b;
+	while (!g->done_head && (b = zp_engine_poll(g)))
+		batch_back(g, b);
+	return done_pop(g);
+}
+
+zp_job *zp_engine_wait_job(zp_engine *g)
+{
+	zp_batch *b;
+	while (!g->done_head && (b = zp_engine_wait(g)))
+		batch_back(g, b);
+	return done_pop(g);
 }
 
 zp_batch *zp_engine_wait(zp_engine *g)

@@ -1,14 +1,17 @@
-/* engine.h -- the one object `zprefill serve`, `prefill` and `bench` run work
-   through: the model's experts placed for N executors (asyncep.h) and the N
-   executor threads, hidden behind submit/poll. Batches go in cut by the
-   scheduler (zp_engine_dispatch) or filled by hand (zp_engine_batch, then
-   zp_engine_submit), and come back through zp_engine_poll / zp_engine_wait,
-   each to be given back with zp_engine_release. Under dpep the executors'
-   forwards start together: submitted batches wait until every executor has
-   one or zp_engine_flush starts the rest empty (fillers that never come back
-   to the caller).
-   Threads: one owner thread (the server's loader starts it, then the reactor
-   drives it; or the offline driver) calls everything here. */
+/* engine.h -- the one face `zprefill serve`, `prefill` and `bench` run work
+   through. The engine owns the model's experts placed for N executors
+   (asyncep.h), the N executor threads, the threshold's calibration and the
+   scheduler (scheduler.h): jobs go in (zp_engine_submit_job), the engine cuts
+   them into batches for idle executors (zp_engine_pump), and finished jobs
+   come back (zp_engine_poll_job, zp_engine_wait_job) with every batch's
+   bookkeeping done: per-layer stats, the scheduler's loads and threshold,
+   failures marked on the jobs, admissions released. Under dpep the
+   executors' forwards start together (empty fillers for the idle members,
+   never seen by the caller).
+   Below that, the bench's path (and tests'): one hand-filled batch per
+   executor, no scheduler (zp_engine_batch ... zp_engine_release).
+   Threads: one owner thread calls everything here (the server's loader
+   starts it, then the reactor drives it; or the offline driver). */
 #ifndef ZP_ENGINE_H
 #define ZP_ENGINE_H
 
@@ -30,6 +33,19 @@
 
 typedef struct zp_engine zp_engine;
 
+/* The scheduler's queue and policy (scheduler.h): admission bounds, when a
+   batch is cut, the policy's knobs. */
+typedef struct {
+	enum zp_sched_policy policy;
+	int requests_max;		/* jobs admitted and not yet polled back */
+	long tokens_max;		/* their tokens */
+	int batch_tokens_max;		/* a batch is cut at this many tokens (0: the
+					   engine's batch_tokens_max, one forward's size) */
+	double batch_wait_s;		/* longest a queued sequence waits for company */
+	double aging_s;			/* prefix_flops: longest a job is passed over */
+	int min_tokens;			/* prefix_flops: T's floor, in tokens */
+} zp_engine_queue_cfg;
+
 typedef struct {
 	int executors;			/* 1 .. ZP_EXECUTORS_MAX */
 	enum zp_parallel parallel;
@@ -41,15 +57,53 @@ typedef struct {
 	int device;			/* enum zp_device (backend_cuda.h): 0 = cpu; cuda:
 					   executor i on GPU i; sim: the test device */
 	size_t kv_cache_bytes;		/* each executor's prefix KV cache (0: none) */
+	zp_engine_queue_cfg queue;	/* the scheduler */
+	/* Each batch that comes back, before its jobs are polled (the server's
+	   metrics): called inside zp_engine_poll_job / zp_engine_wait_job on the
+	   owner thread. NULL: none. */
+	void (*on_batch)(void *arg, const zp_batch *b);
+	void *on_batch_arg;
 } zp_engine_cfg;
 
 /* Place m's experts and start the executors (each on a NUMA node, memory
-   there); logs each executor's range, resident bytes and memory. The engine,
-   or NULL with e set (nothing left running). */
+   there), logging each executor's range, resident bytes and memory; then,
+   where asyncep is in effect, calibrate the threshold (logs msg=calibration,
+   or a warning when it fails: T then comes from what forwards measure); then
+   set the scheduler up with c->queue. The engine, or NULL with e set
+   (nothing left running). */
 zp_engine *zp_engine_start(zp_model *m, const zp_engine_cfg *c, zp_err *e);
 /* Stop the executors (after the batches handed over), then the comm thread;
-   frees the placement. Every batch must have been given back. */
+   frees the placement and the scheduler. Every batch must have been given
+   back; jobs still admitted stay the caller's. */
 void zp_engine_stop(zp_engine *g);
+
+/* ---- jobs ---- */
+
+/* Admit j (built: seq, nseq, tokens; the rest zero) at now. 0, or -1 when
+   the queue is full in requests or tokens (the caller still owns j: it
+   answers 503, or pumps and polls, and tries again). */
+int zp_engine_submit_job(zp_engine *g, zp_job *j, double now);
+/* j's client has gone: its sequences not yet out are dropped. true: nothing
+   of it is out and it has left the engine (free it now); false: it comes
+   back from zp_engine_poll_job (cancelled) once its last batch does. */
+bool zp_engine_cancel(zp_engine *g, zp_job *j);
+/* Cut the batches due at now (force: whatever is queued) for each idle
+   executor in turn and hand them over; under dpep only when every executor
+   is idle, and then all start together. The next time a batch falls due (0:
+   none before something comes back or arrives). */
+double zp_engine_pump(zp_engine *g, double now, bool force);
+/* A finished job: every sequence of it came back (j->failed says whether a
+   forward holding part of it failed, j->err why), or it was cancelled and
+   its last batch came back. It has left the engine (its admission released):
+   the caller answers or frees it. NULL when none is finished yet. Never
+   blocks. */
+zp_job *zp_engine_poll_job(zp_engine *g);
+/* As zp_engine_poll_job, but blocks while batches are out; NULL when no
+   job can finish before the next pump (none is out). Offline drivers only
+   (the engine's own doorbell: cfg.done NULL). */
+zp_job *zp_engine_wait_job(zp_engine *g);
+
+/* ---- what the engine reports (owner thread) ---- */
 
 int zp_engine_executors(const zp_engine *g);
 /* Executors with a batch out (or staged). */
@@ -57,19 +111,25 @@ int zp_engine_busy(const zp_engine *g);
 /* Executor x's finished layers so far (all forwards) and whether it has a
    batch running: a wedged executor is busy with a count that stands still. */
 uint64_t zp_engine_beats(const zp_engine *g, int x, bool *running);
-/* The placement: resident bytes, per-layer stats, calibration (asyncep.h). */
+/* The scheduler, read-only: its queue gauges, policy, threshold and loads
+   (the server's metrics and logs). */
+const zp_sched *zp_engine_sched(const zp_engine *g);
+/* [executors][layers]: each executor's per-layer stats (asyncep.h) as of its
+   last batch's return (zeros before it). */
+const zp_place_layer_stats *zp_engine_layer_stats(const zp_engine *g);
+/* The start-up calibration, or NULL when none ran (asyncep not in effect) or
+   it failed. */
+const zp_place_calib *zp_engine_calib(const zp_engine *g);
+/* The placement in effect (one executor reads its experts in place:
+   replicate), and the bytes every executor holds, summed. */
+enum zp_parallel zp_engine_parallel(const zp_engine *g);
+size_t zp_engine_resident_bytes(const zp_engine *g);
+/* Tests: the placement itself (ranges, fault injection). */
 zp_place *zp_engine_place(zp_engine *g);
 
-/* Cut the scheduler's due batches (force: whatever is queued) for each idle
-   executor in turn and hand them over; under dpep only when every executor is idle,
-   and then all start together. The next time a batch falls due (0: none). */
-double zp_engine_dispatch(zp_engine *g, zp_sched *s, double now, bool force);
-
-/* b came back (polled, before its sequences' zp_sched_seq_done): tell s,
-   with what its executor measured (asyncep.h's per-layer stats since its
-   last batch: the exposed gather wait, and one gather's time when waits
-   paced the layers: the previous MoE layer's compute plus the wait). */
-void zp_engine_done(zp_engine *g, zp_sched *s, const zp_batch *b);
+/* ---- the bench's path: batches by hand, no scheduler ----
+   `zprefill bench` (and tests) give every executor the same hand-filled
+   batch each round. Never mixed with jobs on one engine. */
 
 /* An empty batch for the lowest idle executor, or NULL when none is idle.
    The caller fills req[], n and tokens, then submits (or releases) it. */
@@ -78,9 +138,8 @@ void zp_engine_submit(zp_engine *g, zp_batch *b);
 /* dpep: start the staged batches now, idle executors with an empty one.
    Nothing to do otherwise. */
 void zp_engine_flush(zp_engine *g);
-
 /* A batch that came back (its executor is idle again; its per-layer stats
-   are quiet until the next submit), or NULL. */
+   were taken, zp_engine_layer_stats), or NULL. */
 zp_batch *zp_engine_poll(zp_engine *g);
 /* Block until a batch comes back; NULL when none is out. Offline drivers only
    (the engine's own doorbell: cfg.done NULL). */

@@ -1,6 +1,6 @@
 /* job.h -- the engine's unit of admission: one request's sequences as the
-   scheduler queues them, the executors fill them and the owner learns they
-   are done. No JSON and no endpoint: the server embeds a job as the first
+   scheduler queues them, the executors fill them and the owner gets back
+   once done (engine.h's zp_engine_submit_job / zp_engine_poll_job). No JSON and no endpoint: the server embeds a job as the first
    member of its own (serve/api.h's zp_api_job, the endpoint's shape beside
    it), the offline prefill driver as the first member of an input line.
    Threads: the owner thread (the reactor, or the prefill driver) reads and

@@ -33,8 +33,9 @@
    below the linear FLOPs of min_tokens tokens: where a gather is nearly free
    (small experts, fast links) T alone would cut one-sequence batches and lose
    what batching gains.
-   Owner thread only (the reactor, or the prefill driver); a batch is handed
-   to one executor by the engine (engine.h) and comes back whole. */
+   Owned by the engine (engine.h), which alone calls it, on its owner thread
+   (the reactor, or the prefill driver); the server reads its gauges. A batch
+   is handed to one executor by the engine and comes back whole. */
 #ifndef ZP_SCHED_H
 #define ZP_SCHED_H
 

@@ -14,9 +14,9 @@ struct zp_api_view {
 	int layers_done, layers;	/* loading progress (layers 0: not known yet) */
 	int model_layers;		/* the config's layer count */
 	const zp_metrics *met;
-	const zp_sched *sched;
+	const zp_sched *sched;		/* the engine's; NULL while loading */
 	int executors, executors_busy;
-	const zp_place_layer_stats *lstats;	/* [executors][model_layers] */
+	const zp_place_layer_stats *lstats;	/* [executors][model_layers]; NULL while loading */
 	const char *dtype_name;		/* /info: "bfloat16" or "float32" */
 	int queue_requests_max, batch_tokens_max;
 	double now;

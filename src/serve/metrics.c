@@ -3,6 +3,7 @@
    batches it reaps). Histogram buckets are fixed at start. */
 #include "metrics.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "util.h"
@@ -93,6 +94,9 @@ static void counter(zp_buf *o, const char *name, const char *help, const char *t
 void zp_metrics_render(const zp_metrics *m, const zp_sched *s, int executors_busy,
 		       int executors, zp_buf *o, double now)
 {
+	static const zp_sched loading = { .threshold = HUGE_VAL }; /* as zp_sched_init leaves it */
+	if (!s)
+		s = &loading;
 	o->len = 0;
 	zp_buf_puts(o, "# HELP zprefill_requests_total HTTP requests answered, by endpoint and "
 		    "status.\n# TYPE zprefill_requests_total counter\n");

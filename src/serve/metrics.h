@@ -45,6 +45,8 @@ void zp_metrics_batch(zp_metrics *m, const zp_batch *b, double now);
 /* Per executor and layer (AsyncEP): layer seconds and exposed gather wait, from
    stats[executors][layers] (layers never run are left out). Appends to out. */
 void zp_metrics_layers(zp_buf *out, const zp_place_layer_stats *stats, int executors, int layers);
+/* Everything into out, the queue and threshold gauges from s (NULL before the
+   engine is up: an empty queue, T not known yet). */
 void zp_metrics_render(const zp_metrics *m, const zp_sched *s, int executors_busy,
 		       int executors, zp_buf *out, double now);
 

@@ -1,9 +1,9 @@
 /* server.c -- `zprefill serve`: start-up and teardown, the loader thread,
-   the engine glue (jobs in, batches out, results back to their connection)
-   and shutdown. The reactor thread runs loop(): each turn it waits on the
-   reactor (reactor.c, bounded by the next deadline), hands connection
-   completions to conn.c, cuts batches for idle executors and checks
-   timeouts. It never blocks and never runs a forward pass; tokenizing a
+   the engine glue (jobs in, finished jobs out, results back to their
+   connection) and shutdown. The reactor thread runs loop(): each turn it
+   waits on the reactor (reactor.c, bounded by the next deadline), hands
+   connection completions to conn.c, pumps the engine (batches for idle
+   executors) and checks timeouts. It never blocks and never runs a forward pass; tokenizing a
    small request is its bounded work, and a body of ZP_OFFLOAD_BODY_MIN bytes
    or more is built on the offload worker (offload.h). The loader thread loads the
    weights and starts the executors while the reactor already answers
@@ -43,8 +43,6 @@
 #include "offload.h"
 #include "reactor.h"
 #include "router.h"
-#include "kvcache.h"
-#include "scheduler.h"
 #include "sd.h"
 #include "serve.h"
 #include "tokenizer.h"
@@ -69,21 +67,19 @@ typedef struct {
 	zp_api_job *jobs;		/* [queue_requests_max] */
 	zp_region *job_rg;		/* [queue_requests_max]: jobs[i]'s memory */
 	zp_job *job_free;		/* unused slots' engine jobs, linked by next */
-	zp_sched sched;
 	zp_metrics met;
 	zp_api api;
 	zp_offload *off;		/* builds large bodies off this thread (NULL: none fit) */
 	zp_tok *tok;
 	zp_config mcfg;
 	zp_model model;
-	zp_engine *eng;			/* written by the loader thread until ready */
+	zp_engine *eng;			/* written by the loader thread until ready: the
+					   scheduler, placement and executors */
 	int live;			/* executors the reactor uses, once loaded */
-	zp_place_layer_stats *lstats;	/* [live][layers]: snapshots taken at each reap */
 	pthread_t loader;
 	zp_load_progress progress;
 	_Atomic int load_state;
 	zp_err load_err;
-	zp_place_calib cal;		/* written by the loader; gather_s 0: none */
 	bool ready, loader_joined, stopping;
 	bool accept_armed[3];		/* [0] the Unix socket, [1] the metrics listener, [2] the
 					   TCP API listener (conn.h's listener numbers) */
@@ -130,11 +126,10 @@ static void job_put_back(server *s, zp_api_job *j)
 	s->job_free = &j->eng;
 }
 
-/* An admitted job leaves: its admission is released with its slot. */
-static void job_release(server *s, zp_api_job *j)
+/* Jobs admitted and not yet answered (none before the engine is up). */
+static int admitted(const server *s)
 {
-	zp_sched_finish(&s->sched, &j->eng);
-	job_put_back(s, j);
+	return s->ready ? zp_engine_sched(s->eng)->requests : 0;
 }
 
 static void listen_on(server *s, int which)
@@ -175,8 +170,9 @@ static void fill_view(server *s, zp_api_view *v)
 	int busy = s->ready ? zp_engine_busy(s->eng) : 0;
 	*v = (zp_api_view){ .ready = s->ready, .layers_done = atomic_load(&s->progress.layers_done),
 			    .layers = atomic_load(&s->progress.layers), .model_layers = s->mcfg.layers,
-			    .met = &s->met, .sched = &s->sched, .executors = s->live,
-			    .executors_busy = busy, .lstats = s->lstats, .now = s->now,
+			    .met = &s->met, .sched = s->ready ? zp_engine_sched(s->eng) : NULL,
+			    .executors = s->live, .executors_busy = busy,
+			    .lstats = s->ready ? zp_engine_layer_stats(s->eng) : NULL, .now = s->now,
 			    .dtype_name = s->cfg.wtype == ZP_W_BF16 ? "bfloat16" : "float32",
 			    .queue_requests_max = s->cfg.queue_requests_max,
 			    .batch_tokens_max = s->cfg.batch_tokens_max };
@@ -230,10 +226,10 @@ static zp_api_job *model_job(server *s, zp_conn *c)
 	return j;
 }
 
-/* A built job into the scheduler; the connection waits for its answer. */
+/* A built job into the engine; the connection waits for its answer. */
 static void admit(server *s, zp_conn *c, zp_api_job *j)
 {
-	if (zp_sched_admit(&s->sched, &j->eng, s->now)) {
+	if (zp_engine_submit_job(s->eng, &j->eng, s->now)) {
 		job_put_back(s, j);
 		s->met.overloaded++;
 		return respond_error(s, c, ZP_HTTP_ERR_UNAVAILABLE, 1, "%s",
@@ -330,17 +326,18 @@ static void drop_job(void *arg, zp_conn *c)
 	zp_api_job *j = c->job;
 	c->job = NULL;
 	s->met.dropped_gone++;
-	if (zp_sched_cancel(&s->sched, &j->eng))
-		job_release(s, j);
-	/* else the last batch holding part of it releases it */
+	if (zp_engine_cancel(s->eng, &j->eng))
+		job_put_back(s, j);
+	/* else the engine hands it back once its last batch is back (reap) */
 }
 
 /* ---- jobs and executors ---- */
 
+/* j left the engine: answer its connection (unless it has gone). */
 static void job_complete(server *s, zp_api_job *j)
 {
 	if (j->eng.cancelled) {
-		job_release(s, j);
+		job_put_back(s, j);
 		return;
 	}
 	zp_conn *c = owner_conn(s, j);
@@ -348,37 +345,28 @@ static void job_complete(server *s, zp_api_job *j)
 	if (j->eng.failed) { /* the executor recovered; this request cannot be answered */
 		zp_api_error(&s->body, 500, NULL, "forward pass failed: %s", j->eng.err);
 		c->job = NULL;
-		job_release(s, j);
+		job_put_back(s, j);
 		return respond_json(s, c, 500, 0);
 	}
 	int status = zp_api_finish(&s->api, j, &s->body);
 	c->job = NULL;
-	job_release(s, j);
+	job_put_back(s, j);
 	respond_json(s, c, status, 0);
+}
+
+/* Each batch that comes back, for /metrics (the engine's on_batch). */
+static void batch_seen(void *arg, const zp_batch *b)
+{
+	server *s = arg;
+	if (b->n)
+		zp_metrics_batch(&s->met, b, s->now);
 }
 
 static void reap(server *s)
 {
-	zp_batch *b;
-	while (s->ready && (b = zp_engine_poll(s->eng))) {
-		/* the executor is idle until the next submit: its stats are quiet */
-		zp_place_stats(zp_engine_place(s->eng), b->exec,
-			       s->lstats + (size_t)b->exec * s->mcfg.layers);
-		if (b->n)
-			zp_metrics_batch(&s->met, b, s->now);
-		zp_engine_done(s->eng, &s->sched, b);
-		if (b->failed)
-			zp_log(ZP_LOG_ERROR, "msg=\"forward failed\" executor=%d seqs=%d error=\"%s\"",
-			       b->exec, b->n, b->err);
-		for (int k = 0; k < b->n; k++) {
-			zp_job *j = b->job[k];
-			if (b->failed)
-				zp_job_fail(j, b->err);
-			if (zp_sched_seq_done(&s->sched, j))
-				job_complete(s, zp_api_job_of(j));
-		}
-		zp_engine_release(s->eng, b);
-	}
+	zp_job *j;
+	while (s->ready && (j = zp_engine_poll_job(s->eng)))
+		job_complete(s, zp_api_job_of(j));
 }
 
 /* Idle executors get the batches that are due; returns the next wake-up (0:
@@ -389,8 +377,7 @@ static double dispatch(server *s)
 {
 	if (!s->ready)
 		return 0;
-	return zp_engine_dispatch(s->eng, &s->sched, s->now,
-				  s->stopping || zp_engine_busy(s->eng) == 0);
+	return zp_engine_pump(s->eng, s->now, s->stopping || zp_engine_busy(s->eng) == 0);
 }
 
 /* ---- loading, signals, timeouts ---- */
@@ -398,33 +385,28 @@ static double dispatch(server *s)
 static void *loader_main(void *arg)
 {
 	server *s = arg;
+	zp_serve_cfg *c = &s->cfg;
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	int per = zp_serve_cfg_threads(&s->cfg);
-	const zp_wlayout *lay = zp_device_layout((enum zp_device)s->cfg.device);
-	zp_engine_cfg ec = { s->cfg.executors, s->cfg.parallel, s->cfg.transport, per,
-			     s->cfg.batch_tokens_max, &s->done, s->cfg.offload_window, s->cfg.device,
-			     s->cfg.kv_cache_bytes };
-	int rc = s->cfg.random_weights >= 0
-			 ? zp_model_load_random(&s->model, s->cfg.model, s->cfg.wtype, lay,
-						(int)ZP_MAX(ncpu, 1), (uint64_t)s->cfg.random_weights,
-						&s->progress, &s->load_err)
-			 : zp_model_load(&s->model, s->cfg.model, s->cfg.wtype, lay,
-					 (int)ZP_MAX(ncpu, 1), &s->progress, &s->load_err);
+	const zp_wlayout *lay = zp_device_layout((enum zp_device)c->device);
+	zp_engine_cfg ec = {
+		.executors = c->executors, .parallel = c->parallel, .transport = c->transport,
+		.threads_per_executor = zp_serve_cfg_threads(c), .batch_tokens_max = c->batch_tokens_max,
+		.done = &s->done, .offload_window = c->offload_window, .device = c->device,
+		.kv_cache_bytes = c->kv_cache_bytes,
+		.queue = { .policy = (enum zp_sched_policy)c->schedule,
+			   .requests_max = c->queue_requests_max, .tokens_max = c->queue_tokens_max,
+			   .batch_wait_s = c->batch_wait_us >= 0 ? c->batch_wait_us / 1e6
+								 : c->batch_wait_ms / 1e3,
+			   .aging_s = c->schedule_aging_ms / 1e3, .min_tokens = c->schedule_min_tokens },
+		.on_batch = batch_seen, .on_batch_arg = s };
+	int rc = c->random_weights >= 0
+			 ? zp_model_load_random(&s->model, c->model, c->wtype, lay, (int)ZP_MAX(ncpu, 1),
+						(uint64_t)c->random_weights, &s->progress, &s->load_err)
+			 : zp_model_load(&s->model, c->model, c->wtype, lay, (int)ZP_MAX(ncpu, 1),
+					 &s->progress, &s->load_err);
 	if (!rc && !(s->eng = zp_engine_start(&s->model, &ec, &s->load_err))) {
 		rc = -1;
 		zp_model_free(&s->model);
-	}
-	zp_place *pl = rc ? NULL : zp_engine_place(s->eng);
-	if (pl && zp_place_source(pl, 0)) { /* asyncep in effect (not one executor in place) */
-		zp_place_calib *cal = &s->cal;
-		zp_err ce;
-		if (zp_place_calibrate(pl, per, cal, &ce) == 0)
-			zp_log(ZP_LOG_INFO, "msg=calibration expert_gflop_s=%.1f gather_ms=%.3f gamma=%.1f "
-			       "threshold_gflop=%.3f threshold_tokens=%.0f", cal->flops_per_s * 1e-9,
-			       cal->gather_s * 1e3, cal->gamma, cal->threshold_flops * 1e-9,
-			       cal->threshold_tokens);
-		else
-			zp_log(ZP_LOG_WARN, "msg=\"calibration failed\" error=\"%s\"", ce.msg);
 	}
 	atomic_store(&s->load_state, rc ? LOAD_FAILED : LOAD_DONE);
 	zp_bell_ring(&s->done);
@@ -437,13 +419,13 @@ static void begin_stop(server *s, const char *why)
 		return;
 	s->stopping = true;
 	zp_log(ZP_LOG_INFO, "msg=\"stopping: no new connections; finishing admitted requests\" "
-	       "why=%s admitted=%d", why, s->sched.requests);
+	       "why=%s admitted=%d", why, admitted(s));
 	atomic_store(&s->progress.cancel, true);
 	for (int w = 0; w < 3; w++)
 		if (s->accept_armed[w])
 			zp_reactor_cancel_accept(&s->rx, (uint32_t)w);
 	zp_sd_notify("STOPPING=1\nSTATUS=stopping (%s): finishing %d admitted requests", why,
-		     s->sched.requests);
+		     admitted(s));
 	/* the next start clears a stale one; systemd's socket stays for the next
 	   instance (connections made meanwhile wait in its backlog) */
 	if (s->sock_owned && unlink(s->cfg.socket) && errno != ENOENT)
@@ -460,33 +442,21 @@ static void on_event(server *s)
 		s->loader_joined = true;
 		if (atomic_load(&s->load_state) == LOAD_DONE) {
 			s->ready = true;
-			zp_place *pl = zp_engine_place(s->eng);
 			s->live = zp_engine_executors(s->eng);
-			s->lstats = zp_xcalloc((size_t)s->live * s->mcfg.layers, sizeof *s->lstats);
-			size_t resident = 0;
-			for (int i = 0; i < s->live; i++)
-				resident += zp_place_resident_bytes(pl, i);
+			size_t resident = zp_engine_resident_bytes(s->eng);
+			enum zp_parallel par = zp_engine_parallel(s->eng);
+			const zp_sched *sc = zp_engine_sched(s->eng);
 			s->beats = zp_xcalloc((size_t)s->live, sizeof *s->beats);
 			s->beat_at = zp_xcalloc((size_t)s->live, sizeof *s->beat_at);
 			for (int i = 0; i < s->live; i++)
 				s->beat_at[i] = s->now;
-			zp_sched_cfg sc = { .policy = (enum zp_sched_policy)s->cfg.schedule,
-					    .executors = s->live, .model = &s->mcfg,
-					    .gather_s = s->cal.gather_s, .flops_per_s = s->cal.flops_per_s,
-					    .gamma = s->cal.gamma, .aging_s = s->cfg.schedule_aging_ms / 1e3,
-					    .min_tokens = s->cfg.schedule_min_tokens,
-					    .shadow_blocks = (long)(s->cfg.kv_cache_bytes /
-						    zp_kv_block_bytes(s->mcfg.layers,
-								      s->mcfg.kv_heads * s->mcfg.head_dim)),
-					    .shadow_pending = s->cfg.queue_tokens_max / ZP_KV_BLOCK };
-			zp_sched_setup(&s->sched, &sc);
 			char said[160];
-			zp_serve_cfg_parallel_said(&s->cfg, (int)zp_place_parallel(pl), said, sizeof said);
+			zp_serve_cfg_parallel_said(&s->cfg, (int)par, said, sizeof said);
 			zp_log(ZP_LOG_INFO, "msg=ready executors=%d %s resident_mb=%.1f schedule=%s "
 			       "threshold_gflop=%.3f", s->live, said, (double)resident / (1 << 20),
-			       zp_sched_policy_name(s->sched.policy), s->sched.threshold * 1e-9);
+			       zp_sched_policy_name(sc->policy), sc->threshold * 1e-9);
 			zp_sd_notify("READY=1\nSTATUS=serving: %d executors, %s, %.0f MB resident",
-				     s->live, zp_parallel_name(zp_place_parallel(pl)),
+				     s->live, zp_parallel_name(par),
 				     (double)resident / (1 << 20));
 		} else {
 			zp_log(ZP_LOG_ERROR, "msg=\"model load failed\" error=\"%s\"", s->load_err.msg);
@@ -534,7 +504,7 @@ static void on_completion(void *arg, const zp_reactor_event *ev)
 
 static bool finished(server *s)
 {
-	return s->stopping && s->loader_joined && s->sched.requests == 0 && s->met.conns_open == 0 &&
+	return s->stopping && s->loader_joined && admitted(s) == 0 && s->met.conns_open == 0 &&
 	       !s->accept_armed[0] && !s->accept_armed[1] && !s->accept_armed[2] &&
 	       zp_offload_inflight(s->off) == 0;
 }
@@ -732,8 +702,6 @@ static int setup(server *s, zp_err *e)
 	zp_api_init(&s->api, s->tok, &lim, c->body_bytes_max, c->model_name, &c->rerank);
 	if (zp_api_check(&s->api, e))
 		return -1;
-	zp_sched_init(&s->sched, c->queue_requests_max, c->queue_tokens_max, c->batch_tokens_max,
-		      c->batch_wait_us >= 0 ? c->batch_wait_us / 1e6 : c->batch_wait_ms / 1e3);
 	size_t resp = zp_api_response_bytes(&s->api);
 	zp_conns_init(&s->cx, c, resp);
 	s->cx.rx = &s->rx;
@@ -779,10 +747,8 @@ static void teardown(server *s)
 		zp_engine_stop(s->eng);
 		zp_model_free(&s->model);
 	}
-	free(s->lstats);
 	free(s->beats);
 	free(s->beat_at);
-	zp_sched_free(&s->sched);
 	zp_conns_free(&s->cx);
 	zp_offload_free(s->off); /* before the tokenizer its worker reads */
 	for (int i = 0; s->job_rg && i < s->cfg.queue_requests_max; i++)
