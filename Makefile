@@ -17,13 +17,6 @@ NCCL_H  := $(firstword $(wildcard /usr/local/cuda/include/nccl.h /usr/include/nc
 CU_SRC  := $(wildcard kernels/*.cu)
 
 
-# GPU transports (host code): built into their GPU test when CUDA and NCCL are here.
-ifneq ($(and $(NVCC),$(NCCL_H)),)
-CUDA_HOME   := $(patsubst %/bin/nvcc,%,$(NVCC))
-CUDA_CFLAGS := -DZP_HAVE_CUDA -I$(CUDA_HOME)/include
-CUDA_SRC    := src/cuda/transport_cuda.c
-CUDA_LIBS   := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lnccl
-endif
 
 # The CUDA backend (src/cuda/backend_cuda.c over devrt_cuda.c, kernels/*.cu):
 # built where nvcc and cuBLAS are; the sim device (devrt_sim.c, the kernels'
@@ -36,13 +29,18 @@ NVCCFLAGS    := -O3 -std=c++17 -fmad=false -Ikernels -gencode arch=compute_90a,c
                 -gencode arch=compute_80,code=sm_80 -Werror all-warnings -Xcompiler -Wall,-Werror -Xptxas -v
 KERNEL_OBJ   := $(CU_SRC:kernels/%.cu=$(BUILD)/kernels/%.o)
 LDLIBS       += -L$(CUDA_ROOT)/lib64 -Wl,-rpath,$(CUDA_ROOT)/lib64 -lcublasLt -lcublas -lcudart -ldl -lstdc++
+# the nccl transport on cuda executors (src/cuda/transport_cuda.c) where NCCL is
+ifneq ($(NCCL_H),)
+CFLAGS       += -DZP_HAVE_NCCL
+LDLIBS       += -lnccl
+endif
 endif
 
 ifeq ($(MAKELEVEL),0)
 $(info build: CPU and the sim test device; CUDA backend $(if $(KERNEL_OBJ),built too ($(words $(CU_SRC)) kernels; it runs where a GPU is),not built ($(if $(NVCC),NOCUDA=1,no nvcc here): nothing else needs it)))
 endif
 
-LIB_SRC := $(filter-out src/cli/main.c src/cuda/transport_cuda.c,$(wildcard $(ROOMS:%=src/%/*.c)))
+LIB_SRC := $(filter-out src/cli/main.c,$(wildcard $(ROOMS:%=src/%/*.c)))
 LIB_OBJ := $(LIB_SRC:src/%.c=$(BUILD)/%.o) $(patsubst %.c,$(BUILD)/%.o,$(wildcard ipc/*.c)) $(KERNEL_OBJ)
 HDRS    := $(wildcard src/*/*.h ipc/*.h kernels/*.h)
 TESTS_C := $(wildcard tests/test_*.c)
@@ -70,7 +68,6 @@ LDLIBS    := -Wl,-Bstatic -luring -linih -lnuma -Wl,-Bdynamic -lcjson -lm \
              $(GPU_CUDA)/lib64/libcudart_static.a -lpthread -ldl -lrt \
              -Wl,--as-needed -L$(GPU_CUDA)/lib64 -lcublasLt -lcublas -lnccl -lstdc++ -Wl,--no-as-needed \
              -Wl,--enable-new-dtags,-rpath,'$(GPU_RPATH)'
-CUDA_LIBS :=
 endif
 
 $(BUILD)/kernels/%.o: kernels/%.c $(HDRS) | $(DEPS_OK)
@@ -115,10 +112,6 @@ $(BIN): $(BUILD)/cli/main.o $(BUILD)/libzp.a
 
 $(BUILD)/test_%: tests/test_%.c tests/check.h tests/serve_proc.h $(BUILD)/libzp.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libzp.a $(LDLIBS)
-
-# skips (77) where CUDA was not found at build time or no GPU is present
-$(BUILD)/test_transport_cuda: tests/test_transport_cuda.c src/cuda/transport_cuda.c $(HDRS) $(BUILD)/libzp.a
-	$(CC) $(CFLAGS) $(CUDA_CFLAGS) $(LDFLAGS) -o $@ $< $(CUDA_SRC) $(BUILD)/libzp.a $(LDLIBS) $(CUDA_LIBS)
 
 # the man page: flags, ini keys and endpoints from the binary's own tables
 $(BUILD)/gen_man: tools/gen_man.c $(BUILD)/libzp.a
@@ -219,7 +212,7 @@ clean:
 # ---- `make gpu` (cuda-fast): build/gpu/zprefill, the GPU tests and tools beside
 # it, for a GPU box without -dev packages (tools/gpu_check.sh runs them there).
 .PHONY: gpu
-GPU_TESTS := $(filter $(TESTS_C:tests/%.c=%),test_kernels_v1 test_backend_ops test_golden test_transport_cuda)
+GPU_TESTS := $(filter $(TESTS_C:tests/%.c=%),test_kernels_v1 test_backend_ops test_golden test_asyncep)
 gpu:
 	@test -n "$(NVCC)" || { echo "make gpu: nvcc not found"; exit 1; }
 	$(MAKE) GPU_STATIC=1 BUILD=build/gpu BIN=build/gpu/zprefill build/gpu/zprefill \

@@ -103,6 +103,39 @@ static void cpu_event_wait(zp_backend *b, zp_event *ev, uint64_t n)
 	zp_hevent_wait((zp_hevent *)ev, n);
 }
 
+/* ---- the copy queue: memcpy at once, on the driving thread ---- */
+
+struct zp_bqueue {
+	int unused;
+};
+
+static zp_bqueue *cpu_queue_new(zp_backend *b)
+{
+	return zp_xcalloc(1, sizeof(zp_bqueue));
+}
+
+static void cpu_queue_free(zp_backend *b, zp_bqueue *q)
+{
+	free(q);
+}
+
+static void cpu_queue_copy(zp_backend *b, zp_bqueue *q, void *dst, const void *src, size_t bytes)
+{
+	if (bytes)
+		memcpy(dst, src, bytes);
+}
+
+static uint64_t cpu_queue_record(zp_backend *b, zp_bqueue *q, zp_event *ev)
+{
+	return zp_hevent_record((zp_hevent *)ev);
+}
+
+/* the owner's ops complete before they return: reached, or soon */
+static void cpu_queue_after(zp_backend *b, zp_bqueue *q, zp_event *ev, uint64_t n)
+{
+	zp_hevent_wait((zp_hevent *)ev, n);
+}
+
 /* ---- rows ---- */
 
 static void cpu_embed(zp_backend *b, const zp_model *m, const int32_t *ids, int n, zp_view x)
@@ -658,6 +691,12 @@ static const struct zp_backend_ops cpu_ops = {
 	.event_free = cpu_event_free,
 	.event_record = cpu_event_record,
 	.event_wait = cpu_event_wait,
+	.event_after = cpu_event_wait,
+	.queue_new = cpu_queue_new,
+	.queue_free = cpu_queue_free,
+	.queue_copy = cpu_queue_copy,
+	.queue_record = cpu_queue_record,
+	.queue_after = cpu_queue_after,
 	.embed = cpu_embed,
 	.rmsnorm = cpu_rmsnorm,
 	.add_bias = cpu_add_bias,

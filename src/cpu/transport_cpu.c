@@ -4,13 +4,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int cpu_copy(zp_transport *t, const zp_copy_seg *segs, int n, zp_err *e)
+/* every end is host memory (the registry gives this transport to cpu
+   executors only): done when it returns */
+static int cpu_copy(zp_transport *t, const zp_port *dst, const zp_copy_seg *segs, int n, zp_err *e)
 {
-	for (int i = 0; i < n; i++) {
-		/* every end is host memory: a device pointer here is a bug of the caller */
-		ZP_ASSERT(segs[i].dst_dev == ZP_DEV_HOST && segs[i].src_dev == ZP_DEV_HOST);
+	for (int i = 0; i < n; i++)
 		memcpy(segs[i].dst, segs[i].src, segs[i].bytes);
-	}
 	return 0;
 }
 

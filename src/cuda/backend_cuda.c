@@ -166,6 +166,86 @@ static void cu_event_wait(zp_backend *b, zp_event *ev, uint64_t n)
 	C(b)->rt->ops->event_sync(C(b)->rt, d);
 }
 
+/* The owner's compute stream waits for record n (its ring slot: a later
+   record of the slot is later work of the same recording stream, which n's
+   precedes). The host waits only until record n was issued. */
+static zp_devent *slot_issued(zp_event *ev, uint64_t n)
+{
+	pthread_mutex_lock(&ev->mu);
+	while (ev->n < n)
+		pthread_cond_wait(&ev->cv, &ev->mu);
+	zp_devent *d = ev->ring[n % EV_RING];
+	pthread_mutex_unlock(&ev->mu);
+	return d;
+}
+
+static void cu_event_after(zp_backend *b, zp_event *ev, uint64_t n)
+{
+	cu_ctx *c = C(b);
+	c->rt->ops->stream_wait(c->rt, c->cs, slot_issued(ev, n));
+}
+
+/* ---- the copy queue: a stream of its own, driven by another thread ---- */
+
+struct zp_bqueue {
+	zp_dstream *s;
+};
+
+static zp_bqueue *cu_queue_new(zp_backend *b)
+{
+	zp_bqueue *q = zp_xcalloc(1, sizeof *q);
+	q->s = C(b)->rt->ops->stream_new(C(b)->rt);
+	if (C(b)->rt->sim)
+		zp_drt_sim_copy_queue(C(b)->rt, q->s);
+	return q;
+}
+
+void *zp_backend_cuda_queue_stream(zp_backend *b, zp_bqueue *q)
+{
+	return C(b)->rt->ops->native_stream(C(b)->rt, q->s);
+}
+
+int zp_backend_cuda_ordinal(const zp_backend *b)
+{
+	return ((const cu_ctx *)b->ctx)->o.ordinal;
+}
+
+static void cu_queue_free(zp_backend *b, zp_bqueue *q)
+{
+	if (!q)
+		return;
+	C(b)->rt->ops->stream_sync(C(b)->rt, q->s);
+	C(b)->rt->ops->stream_free(C(b)->rt, q->s);
+	free(q);
+}
+
+/* the driving thread is not the owner: it binds to the device first */
+static void cu_queue_copy(zp_backend *b, zp_bqueue *q, void *dst, const void *src, size_t bytes)
+{
+	cu_ctx *c = C(b);
+	c->rt->ops->bind(c->rt);
+	c->rt->ops->copy(c->rt, q->s, dst, src, bytes);
+}
+
+static uint64_t cu_queue_record(zp_backend *b, zp_bqueue *q, zp_event *ev)
+{
+	cu_ctx *c = C(b);
+	c->rt->ops->bind(c->rt);
+	pthread_mutex_lock(&ev->mu);
+	uint64_t n = ++ev->n;
+	c->rt->ops->event_record(c->rt, ev->ring[n % EV_RING], q->s);
+	pthread_cond_broadcast(&ev->cv);
+	pthread_mutex_unlock(&ev->mu);
+	return n;
+}
+
+static void cu_queue_after(zp_backend *b, zp_bqueue *q, zp_event *ev, uint64_t n)
+{
+	cu_ctx *c = C(b);
+	c->rt->ops->bind(c->rt);
+	c->rt->ops->stream_wait(c->rt, q->s, slot_issued(ev, n));
+}
+
 /* ---- rows ---- */
 
 static void launch(cu_ctx *c, zk_launch *l)
@@ -736,6 +816,12 @@ static const struct zp_backend_ops cuda_ops = {
 	.event_free = cu_event_free,
 	.event_record = cu_event_record,
 	.event_wait = cu_event_wait,
+	.event_after = cu_event_after,
+	.queue_new = cu_queue_new,
+	.queue_free = cu_queue_free,
+	.queue_copy = cu_queue_copy,
+	.queue_record = cu_queue_record,
+	.queue_after = cu_queue_after,
 	.embed = cu_embed,
 	.rmsnorm = cu_rmsnorm,
 	.add_bias = cu_add_bias,

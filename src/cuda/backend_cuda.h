@@ -28,6 +28,11 @@ typedef struct {
    built. */
 zp_backend *zp_backend_cuda_new(const zp_cuda_opts *o, zp_err *e);
 
+/* The GPU b runs on (its CUDA ordinal), and the CUDA stream of b's copy
+   queue q (NULL on the sim): for the nccl transport. */
+int zp_backend_cuda_ordinal(const zp_backend *b);
+void *zp_backend_cuda_queue_stream(zp_backend *b, zp_bqueue *q);
+
 /* The device's weight layout (weights.h), the same on the sim. */
 extern const zp_wlayout zp_cuda_wlayout;
 

@@ -65,6 +65,9 @@ struct zp_drt_ops {
 	void (*gemm_grouped)(zp_drt *r, zp_dstream *s, const zp_dgemm *g, int n);
 	/* the cudaStream_t behind s (NULL on the sim): for kernels/v1.h */
 	void *(*native_stream)(zp_drt *r, zp_dstream *s);
+	/* the calling thread uses this device from here on (a thread other than
+	   the owner, before its first call: cudaSetDevice; sim: nothing) */
+	void (*bind)(zp_drt *r);
 	/* the device's name and memory, for the log */
 	void (*describe)(zp_drt *r, char *buf, size_t len);
 };
@@ -84,6 +87,11 @@ struct zp_drt {
 void zp_drt_fail(const char *dev, const char *call, const char *why, const char *file, int line);
 
 zp_drt *zp_drt_sim_new(int threads);
+/* s (of sim runtime r) is a backend's copy queue: with the environment
+   ZP_SIM_COPY_DELAY_US=n each of its copies lands n us late, as a slow copy
+   engine would, so a read not ordered after it (a missing device-side wait)
+   reads stale bytes (tests). */
+void zp_drt_sim_copy_queue(zp_drt *r, zp_dstream *s);
 /* NULL with e set: CUDA not built in, no GPU, or the device failed to start */
 zp_drt *zp_drt_cuda_new(int device, int m_max, zp_err *e);
 

@@ -496,6 +496,33 @@ static void c_gemm_grouped(zp_drt *r, zp_dstream *s, const zp_dgemm *g, int n)
 	    "cublasGemmGroupedBatchedEx");
 }
 
+static void c_bind(zp_drt *r)
+{
+	ck(cudaSetDevice(R(r)->dev), "cudaSetDevice");
+}
+
+/* A peer's memory read straight over NVLink/PCIe by the copy engines (the
+   p2p transport's copies); without a peer path cudaMemcpyAsync stages
+   through the host, slower but correct: said once in the log. */
+static void enable_peers(int device, int n)
+{
+	for (int p = 0; p < n; p++) {
+		int ok = 0;
+		if (p == device || cudaDeviceCanAccessPeer(&ok, device, p) != cudaSuccess)
+			continue;
+		if (!ok) {
+			zp_log(ZP_LOG_WARN, "msg=\"no peer path\" device=%d peer=%d note=\"copies between "
+			       "them go through host memory\"", device, p);
+			continue;
+		}
+		cudaError_t rc = cudaDeviceEnablePeerAccess(p, 0);
+		if (rc == cudaErrorPeerAccessAlreadyEnabled)
+			(void)cudaGetLastError(); /* not sticky: clear it */
+		else
+			ck(rc, "cudaDeviceEnablePeerAccess");
+	}
+}
+
 static void *c_native_stream(zp_drt *r, zp_dstream *s)
 {
 	return s->s;
@@ -550,6 +577,7 @@ static const struct zp_drt_ops cuda_rt_ops = {
 	.gemm = c_gemm,
 	.gemm_grouped = c_gemm_grouped,
 	.native_stream = c_native_stream,
+	.bind = c_bind,
 	.describe = c_describe,
 };
 
@@ -567,6 +595,7 @@ zp_drt *zp_drt_cuda_new(int device, int m_max, zp_err *e)
 		return NULL;
 	}
 	ck(cudaSetDevice(device), "cudaSetDevice");
+	enable_peers(device, n);
 	zp_drt *r = zp_xcalloc(1, sizeof *r);
 	cu_rt *c = zp_xcalloc(1, sizeof *c);
 	r->ops = &cuda_rt_ops;

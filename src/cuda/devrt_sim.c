@@ -9,6 +9,7 @@
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 
 #include "blas_contract.h"
@@ -40,6 +41,8 @@ typedef struct item {
 typedef struct {
 	zp_pool *pool;
 	pthread_mutex_t pool_mu;	/* one stream at a time runs on the pool */
+	int copy_delay_us;		/* ZP_SIM_COPY_DELAY_US: a copy queue's copies land
+					   this late (zp_drt_sim_copy_queue) */
 	int threads;
 	enum zp_grouped_mode grouped;	/* ZP_GROUPED_GEMM, as devrt_cuda.c */
 	zp_dstream *streams[SIM_STREAMS];	/* live ones (free waits for them) */
@@ -52,6 +55,7 @@ struct zp_dstream {
 	pthread_cond_t cv;
 	item *head, *tail;
 	zp_devent *idle;	/* stream_sync's own event */
+	bool copy_queue;	/* a backend's copy queue (zp_drt_sim_copy_queue) */
 };
 
 static sim_ctx *S(zp_drt *r)
@@ -241,10 +245,13 @@ static void ev_wait(zp_devent *ev, uint64_t target)
 	pthread_mutex_unlock(&ev->mu);
 }
 
-static void run_item(zp_drt *r, item *it)
+static void run_item(zp_drt *r, zp_dstream *s, item *it)
 {
 	switch (it->kind) {
 	case IT_COPY:
+		if (s->copy_queue && S(r)->copy_delay_us) /* a slow copy engine: a read not
+							     ordered after it shows */
+			usleep((useconds_t)S(r)->copy_delay_us);
 		memmove(it->dst, it->src, it->bytes);
 		break;
 	case IT_LAUNCH:
@@ -277,7 +284,7 @@ static void *stream_main(void *v)
 			pthread_cond_wait(&s->cv, &s->mu);
 		item *it = s->head;
 		pthread_mutex_unlock(&s->mu);
-		run_item(s->r, it);
+		run_item(s->r, s, it);
 		/* unlinked after it ran: an empty queue means all done */
 		pthread_mutex_lock(&s->mu);
 		s->head = it->next;
@@ -473,6 +480,11 @@ static void sim_free(zp_drt *r, void *p)
 	zp_free_aligned(p);
 }
 
+/* every sim device is host memory and any thread may drive it */
+static void sim_bind(zp_drt *r)
+{
+}
+
 static void *sim_native_stream(zp_drt *r, zp_dstream *s)
 {
 	return NULL;
@@ -513,8 +525,15 @@ static const struct zp_drt_ops sim_ops = {
 	.gemm = sim_gemm,
 	.gemm_grouped = sim_gemm_grouped,
 	.native_stream = sim_native_stream,
+	.bind = sim_bind,
 	.describe = sim_describe,
 };
+
+void zp_drt_sim_copy_queue(zp_drt *r, zp_dstream *s)
+{
+	ZP_ASSERT(r->sim);
+	s->copy_queue = true;
+}
 
 zp_drt *zp_drt_sim_new(int threads)
 {
@@ -522,6 +541,8 @@ zp_drt *zp_drt_sim_new(int threads)
 	sim_ctx *c = zp_xcalloc(1, sizeof *c);
 	c->threads = ZP_MAX(threads, 1);
 	c->grouped = zp_grouped_mode_env();
+	const char *d = getenv("ZP_SIM_COPY_DELAY_US"); /* tests: see sim_ctx */
+	c->copy_delay_us = d ? atoi(d) : 0;
 	c->pool = zp_pool_new(c->threads);
 	pthread_mutex_init(&c->pool_mu, NULL);
 	r->ops = &sim_ops;

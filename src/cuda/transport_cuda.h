@@ -1,26 +1,22 @@
-/* transport_cuda.h -- AsyncEP's GPU transports behind transport.h's
-   interface (DESIGN.md section 3), host side: `p2p` (the destination device
-   pulls each segment with cudaMemcpyPeerAsync on its own copy stream: copy
-   engines, no SMs, devices not coupled) and `nccl` (each device-to-device
-   segment is an ncclSend/ncclRecv pair on the two devices' streams, all of a
-   call in one NCCL group: a whole layer for every device in one call is an
-   all-gather). Segments with a host end (offload's prefetch from the host
-   store) or within one device are cudaMemcpyAsync on that device's stream, in
-   both. Built only when the Makefile finds CUDA and NCCL (ZP_HAVE_CUDA); the
-   CPU executors use the cpu transport. Every CUDA and NCCL call is checked.
-   Threads: transport.h's (one copying thread at a time). */
+/* transport_cuda.h -- AsyncEP's nccl transport on cuda executors (DESIGN.md
+   section 3; transport.h's collective interface): a round is every
+   executor's gather of one layer as one NCCL group: for each destination
+   executor and each peer shard, an ncclSend on the source's copy-queue
+   stream paired with an ncclRecv on the destination's; a segment from host
+   memory (offload's host store) is a cudaMemcpyAsync on the destination's
+   queue. Communicators: one rank per executor over the executors' GPUs
+   (ncclCommInitAll), made at the first round; NCCL needs one rank per GPU,
+   so executors sharing a GPU are refused there (use p2p). Every CUDA and
+   NCCL call is checked; a failed round fails with the call's reason.
+   Built where NCCL is found (ZP_HAVE_NCCL). Threads: transport.h's. */
 #ifndef ZP_TRANSPORT_CUDA_H
 #define ZP_TRANSPORT_CUDA_H
 
 #include "transport.h"
 
-#define ZP_CUDA_DEVICES_MAX 16
+#define ZP_CUDA_RANKS_MAX 64	/* executors of one engine (ZP_EXECUTORS_MAX) */
 
-/* Transport name ("p2p" or "nccl") over CUDA devices 0..ndev-1: a copy stream
-   each, peer access enabled between every pair, and for nccl a communicator
-   whose rank d is device d. Segments name devices below ndev (or
-   ZP_DEV_HOST, at most one end of each). NULL with e set: another name, no
-   such devices, no peer path, an NCCL failure. */
-zp_transport *zp_transport_cuda_new(const char *name, int ndev, zp_err *e);
+/* NULL where this build has no NCCL (the registry says so). */
+zp_transport *zp_transport_nccl_new(void);
 
 #endif

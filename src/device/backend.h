@@ -57,6 +57,7 @@ typedef struct {
 
 typedef struct zp_backend zp_backend;
 typedef struct zp_event zp_event;
+typedef struct zp_bqueue zp_bqueue;
 typedef struct zp_attn_work zp_attn_work;
 
 /* Rows of a matrix in backend memory: row r starts at data + r * ld elements
@@ -138,6 +139,24 @@ struct zp_backend_ops {
 	void (*event_free)(zp_backend *b, zp_event *ev);
 	uint64_t (*event_record)(zp_backend *b, zp_event *ev);
 	void (*event_wait)(zp_backend *b, zp_event *ev, uint64_t n);
+	/* The owner's later ops run after ev's n-th record (a device waits on
+	   the device, the host goes on; cpu: the host waits). Owner thread. */
+	void (*event_after)(zp_backend *b, zp_event *ev, uint64_t n);
+
+	/* ---- a copy queue beside the owner's ops (AsyncEP's gathers), driven
+	   by one other thread (the comm thread), whose calls below may run
+	   while the owner calls ops: a second stream on a device (copy
+	   engines), plain memcpy at once on cpu. Its copies run in order. ---- */
+	zp_bqueue *(*queue_new)(zp_backend *b);	/* owner thread, start-time */
+	void (*queue_free)(zp_backend *b, zp_bqueue *q);	/* owner; q idle */
+	/* dst (this backend's memory) = src: this backend's memory, another
+	   instance's of the same device kind (a peer copy), or host memory */
+	void (*queue_copy)(zp_backend *b, zp_bqueue *q, void *dst, const void *src, size_t bytes);
+	/* record ev after q's copies so far; the count after it */
+	uint64_t (*queue_record)(zp_backend *b, zp_bqueue *q, zp_event *ev);
+	/* q's later copies run after ev's n-th record (the owner's: a buffer
+	   is rewritten only once compute is done reading it) */
+	void (*queue_after)(zp_backend *b, zp_bqueue *q, zp_event *ev, uint64_t n);
 
 	/* ---- rows (n rows; each row independent) ---- */
 	/* x[i] = embedding row of host ids[i], f32 [n, H] */

@@ -9,6 +9,7 @@
 #include "backend_cuda.h"
 #include "gemm.h"
 #include "transport_cpu.h"
+#include "transport_cuda.h"
 
 static const char *const names[] = { [ZP_DEV_CPU] = "cpu", [ZP_DEV_CUDA] = "cuda",
 				     [ZP_DEV_SIM] = "sim" };
@@ -54,20 +55,40 @@ static void arm_from_env(zp_transport *t)
 	       atoi(f));
 }
 
+const char *zp_device_transport_default(enum zp_device d)
+{
+	return d == ZP_DEV_CPU ? "cpu" : "p2p";
+}
+
 zp_transport *zp_device_transport_new(enum zp_device d, const char *name, zp_err *e)
 {
 	zp_transport *t;
+	if (!strcmp(name, "auto"))
+		name = zp_device_transport_default(d);
 	if (strcmp(name, "cpu") && strcmp(name, "nccl") && strcmp(name, "p2p")) {
-		zp_errf(e, "transport must be cpu, nccl or p2p");
+		zp_errf(e, "transport must be auto, cpu, nccl or p2p");
 		return NULL;
 	}
-	if (strcmp(name, "cpu")) {
-		/* between CUDA devices: the executors here share host memory */
-		zp_errf(e, "transport %s copies between CUDA devices; executors on --device %s "
-			"share host memory (use cpu)", name, zp_device_name(d));
+	if (d == ZP_DEV_CPU && strcmp(name, "cpu")) {
+		zp_errf(e, "transport %s copies between devices' memories on their copy queues; "
+			"executors on --device cpu share host memory (use cpu)", name);
 		return NULL;
 	}
-	t = zp_transport_cpu_new();
+	if (d != ZP_DEV_CPU && !strcmp(name, "cpu")) {
+		zp_errf(e, "transport cpu copies on the comm thread, outside the devices' copy queues; "
+			"executors on --device %s use p2p or nccl", zp_device_name(d));
+		return NULL;
+	}
+	if (d == ZP_DEV_CUDA && !strcmp(name, "nccl")) {
+		if (!(t = zp_transport_nccl_new())) {
+			zp_errf(e, "transport nccl: this build has no NCCL (nccl.h was not found); "
+				"use p2p");
+			return NULL;
+		}
+	} else {
+		t = d == ZP_DEV_CPU ? zp_transport_cpu_new()
+				    : zp_transport_queue_new(!strcmp(name, "nccl"));
+	}
 	arm_from_env(t);
 	return t;
 }

@@ -38,7 +38,12 @@ const zp_wlayout *zp_device_layout(enum zp_device d);
    avx512", "avx512bf16", "avx512f", "ref"), or the device's name. */
 const char *zp_device_kernels(enum zp_device d);
 
-/* The transport named name ("cpu", "p2p", "nccl") for executors on device d.
+/* The best transport device d's executors have: cpu for cpu, p2p for the
+   devices. */
+const char *zp_device_transport_default(enum zp_device d);
+
+/* The transport named name ("auto": the default above; "cpu", "p2p",
+   "nccl") for executors on device d.
    NULL with e set when d's executors cannot use it, saying why. For the
    end-to-end fault tests, the environment variable ZP_FAULT_GATHER_AFTER=n
    arms the returned transport's fail_after (logged as a warning). */

@@ -8,15 +8,24 @@
    Offload mode keeps every expert in the host store (the model's blocks):
    each executor prefetches its own part of the next layers into a window of
    K slots, and its gathers read peers' parts from the host store.
+   Memory: an executor's first layer, shards, buffers and slots are its
+   backend's memory (device memory on cuda), allocated and uploaded on the
+   executor's thread when its forward attaches the source; a gather copies
+   peers' shards straight from their memory (p2p) on the executor's copy
+   queue (backend.h), which the comm thread drives.
+   Signals per request of a unit: `issued` (a host event: the comm thread has
+   queued the copies and written the outcome; quick), and `done` (a backend
+   event recorded on the copy queue after them). The executor's host waits
+   only for `issued`; its compute waits for `done` on the device. Before a
+   buffer is rewritten, the queue waits (on the device) for the unit's `used`
+   event, which the executor records after the layer's expert GEMMs.
    An executor's units are its two full-layer buffers and, offloading, its K
-   slots. Unit states (executor thread only; the comm thread only reports a
-   request's completion: it writes the outcome, then records the unit's
-   event, which the executor waits on through its backend):
+   slots. Unit states (executor thread only; the comm thread only reports):
      FREE -> BUSY    kick: a gather (buffer) or prefetch (slot) of layer l is
                      pushed to the comm thread
-     BUSY -> USED    acquire: the request completed without error
-     USED -> FREE    release: the layer's experts are no longer read
-     BUSY -> FREE    end of a forward (after waiting for the request) */
+     BUSY -> USED    acquire: the request was issued without error
+     USED -> FREE    release: `used` recorded after the layer's reads
+     BUSY -> FREE    end of a forward (after its request was issued) */
 #include "asyncep.h"
 
 #include <errno.h>
@@ -42,13 +51,19 @@ struct xview;
 typedef struct {
 	struct xview *v;
 	int unit, layer;
-	uint64_t seq;			/* the unit's n-th request: its event's n-th record */
+	uint64_t seq;			/* the unit's n-th request: its events' n-th records */
+	uint64_t after;			/* the copies wait for the unit's `used` record after
+					   (0: none yet) */
 } greq;
 
 typedef struct xview {
 	zp_place *ep;
 	int id, lo, hi;			/* experts [lo, hi) */
-	zp_arena mem;			/* on the executor's node: shards, buffers, slots */
+	zp_backend *be;			/* the executor's (attach): its memory holds the
+					   blocks below */
+	zp_bqueue *q;			/* its copy queue, driven by the comm thread */
+	char *blk[4];			/* first layer, shards, buffers, slots (be memory) */
+	size_t blk_bytes[4];
 	char **shard;			/* [layers]: experts [lo, hi) of MoE layer l (NULL
 					   offloading); the first MoE layer's is the whole layer */
 	char *unit[UNITS_MAX];		/* [0, BUFFERS): full-layer buffers; then own-part slots */
@@ -59,18 +74,21 @@ typedef struct xview {
 	int ulayer[UNITS_MAX];
 	enum ustate ust[UNITS_MAX];
 	greq req[UNITS_MAX];
-	uint64_t issued[UNITS_MAX];	/* requests per unit */
+	uint64_t nreq[UNITS_MAX];	/* requests per unit */
 	int next_gather, next_fetch;	/* next MoE layer to gather / prefetch (-1: none) */
-	zp_hevent *ready[UNITS_MAX];	/* recorded by the comm thread as each request of
-					   the unit completes ("layer gathered") */
+	zp_hevent *issued[UNITS_MAX];	/* host: recorded by the comm thread once each
+					   request of the unit is queued */
+	zp_event *done[UNITS_MAX];	/* be's: recorded on the queue after its copies */
+	zp_event *used[UNITS_MAX];	/* be's: recorded by compute after the layer's reads */
+	uint64_t used_n[UNITS_MAX];	/* used's last record (0: none) */
+	zp_event *calib;		/* be's: the calibration's gather */
 	int failed[UNITS_MAX];		/* outcome of the unit's last request: written
-					   before its record, read after the wait */
+					   before its issued record, read after the wait */
 	char err[UNITS_MAX][ZP_ERR_LEN];
 	zp_ring ring;			/* requests {unit, seq}, executor -> comm thread */
 	zp_rec ring_rec[REQ_RING];
 	zp_expert_src src;
 	zp_place_layer_stats *st;		/* [layers] */
-	zp_backend *be;			/* the executor's, from its first acquire */
 	int cur;			/* layer in progress (-1: none) */
 	double t_begin, wait_cur;
 } xview;
@@ -217,7 +235,7 @@ static void kick(xview *v, int u, int layer)
 	v->ulayer[u] = layer;
 	if (u < ZP_PLACE_BUFFERS) /* own part: resident, or a slot whose prefetch was kicked before */
 		set_view(ep, v->vgu[u], v->vdn[u], v->unit[u], own_part(v, layer), v->lo, v->hi);
-	v->req[u] = (greq){ v, u, layer, ++v->issued[u] };
+	v->req[u] = (greq){ v, u, layer, ++v->nreq[u], v->used_n[u] };
 	/* one entry per unit at most */
 	ZP_ASSERT(zp_ring_push(&v->ring, (zp_rec){ (uint32_t)u, (uint32_t)v->req[u].seq }));
 	zp_bell_ring(&ep->doorbell);
@@ -262,12 +280,11 @@ static void hook_layer_begin(void *ctx, int l)
 	kick_ahead(v);
 }
 
-/* Wait for unit u's request; its error (or 0). The comm thread's copies are
-   host work (the transports here copy host memory): the host waits, then the
-   layer's ops are queued. */
+/* Wait until unit u's request was issued; its error (or 0). The copies may
+   still run: compute waits for them on the device (hook_acquire). */
 static int wait_unit(xview *v, int u, zp_err *e)
 {
-	zp_hevent_wait(v->ready[u], v->req[u].seq);
+	zp_hevent_wait(v->issued[u], v->req[u].seq);
 	if (v->failed[u] && e)
 		zp_errf(e, "executor %d: %s of layer %d: %s", v->id, u < ZP_PLACE_BUFFERS ? "gather" : "prefetch",
 			v->ulayer[u], v->err[u]);
@@ -280,7 +297,7 @@ static int hook_acquire(void *ctx, int l, zp_backend *be, const zp_wmat **gu, co
 			zp_err *e)
 {
 	xview *v = ctx;
-	v->be = be;
+	ZP_ASSERT(be == v->be); /* the forward it was attached to */
 	if (l == v->ep->first_moe) {
 		*gu = v->fgu;
 		*dn = v->fdn;
@@ -295,8 +312,11 @@ static int hook_acquire(void *ctx, int l, zp_backend *be, const zp_wmat **gu, co
 	if (rc)
 		return -1;
 	v->ust[b] = U_USED;
-	if (s >= 0)
+	be->ops->event_after(be, v->done[b], v->req[b].seq);
+	if (s >= 0) {
 		v->ust[s] = U_USED;
+		be->ops->event_after(be, v->done[s], v->req[s].seq);
+	}
 	*gu = v->vgu[b];
 	*dn = v->vdn[b];
 	return 0;
@@ -307,14 +327,13 @@ static void hook_release(void *ctx, int l)
 	xview *v = ctx;
 	if (l == v->ep->first_moe)
 		return;
-	/* a device backend may still be reading the layer's buffer: its queued
-	   work is done before a gather reuses it (a fault there is the forward's
-	   to report: it checks the backend after the layer) */
-	if (v->be)
-		v->be->ops->sync(v->be, NULL);
+	/* a device may still be reading the layer's units: the next request of
+	   each waits (on the device) for this record */
 	for (int u = 0; u < v->nunits; u++)
-		if (v->ust[u] == U_USED && v->ulayer[u] == l)
+		if (v->ust[u] == U_USED && v->ulayer[u] == l) {
+			v->used_n[u] = v->be->ops->event_record(v->be, v->used[u]);
 			v->ust[u] = U_FREE;
+		}
 	kick_ahead(v); /* the next transfers need not wait for the next layer */
 }
 
@@ -332,71 +351,131 @@ static void hook_end(void *ctx)
 
 /* ---- the comm thread ---- */
 
-/* CPU executors: every end of a copy is host memory. */
-static zp_copy_seg host_seg(void *dst, const void *src, size_t bytes)
+static zp_copy_seg seg(void *dst, const void *src, size_t bytes, int src_exec)
 {
-	return (zp_copy_seg){ .dst = dst, .src = src, .bytes = bytes, .dst_dev = ZP_DEV_HOST,
-			      .src_dev = ZP_DEV_HOST };
+	return (zp_copy_seg){ .dst = dst, .src = src, .bytes = bytes, .src_exec = src_exec };
 }
 
 /* Peer p's part of layer into the same offsets of the full-layer buffer buf:
-   from its shard, or offloading from the host store. */
+   from its shard (its memory: a peer copy), or offloading from the host store. */
 static zp_copy_seg peer_seg(const zp_place *ep, char *buf, int p, int layer)
 {
 	const xview *peer = &ep->x[p];
-	return host_seg(buf + (size_t)peer->lo * ep->ebytes,
-			ep->window ? host_part(ep, layer, peer->lo) : peer->shard[layer],
-			(size_t)(peer->hi - peer->lo) * ep->ebytes);
+	return seg(buf + (size_t)peer->lo * ep->ebytes,
+		   ep->window ? host_part(ep, layer, peer->lo) : peer->shard[layer],
+		   (size_t)(peer->hi - peer->lo) * ep->ebytes, ep->window ? -1 : p);
 }
 
-/* Unit r->unit of executor v: a buffer gets every peer's part of the layer
-   (from their shards, or offloading from the host store); a slot gets v's own
-   part from the host store. */
-static void transfer(zp_place *ep, greq *r)
+/* Unit r->unit's copies into segs (their count): a buffer gets every peer's
+   part of the layer (from their shards, or offloading from the host store); a
+   slot gets v's own part from the host store. Its queue first waits until the
+   unit's last layer is read no more. */
+static int prepare(zp_place *ep, greq *r, zp_copy_seg *segs)
 {
 	xview *v = r->v;
-	zp_copy_seg segs[ZP_EXECUTORS_MAX];
-	int n = 0, rc = 0;
-	zp_err e = { { 0 } };
+	int n = 0;
+	if (r->after)
+		v->be->ops->queue_after(v->be, v->q, v->used[r->unit], r->after);
 	if (r->unit >= ZP_PLACE_BUFFERS) {
-		segs[n++] = host_seg(v->unit[r->unit], host_part(ep, r->layer, v->lo),
-				     (size_t)(v->hi - v->lo) * ep->ebytes);
-	} else {
-		for (int p = 0; p < ep->n; p++) {
-			xview *peer = &ep->x[p];
-			if (p == v->id || peer->hi == peer->lo)
-				continue;
-			segs[n++] = peer_seg(ep, v->unit[r->unit], p, r->layer);
-		}
+		segs[n++] = seg(v->unit[r->unit], host_part(ep, r->layer, v->lo),
+				(size_t)(v->hi - v->lo) * ep->ebytes, -1);
+		return n;
 	}
-	if (n)
-		rc = zp_transport_copy(ep->t, segs, n, &e);
-	v->failed[r->unit] = rc != 0;
-	if (rc)
-		snprintf(v->err[r->unit], ZP_ERR_LEN, "%s", e.msg);
-	/* layer gathered: the unit's executor may read it (and the outcome), and
-	   may kick the unit again at once, rewriting *r: read it before the record */
+	for (int p = 0; p < ep->n; p++) {
+		xview *peer = &ep->x[p];
+		if (p != v->id && peer->hi > peer->lo)
+			segs[n++] = peer_seg(ep, v->unit[r->unit], p, r->layer);
+	}
+	return n;
+}
+
+/* Queue unit r->unit's copies on executor v's queue. 0, or -1 with e set. */
+static int issue(zp_place *ep, greq *r, zp_err *e)
+{
+	zp_copy_seg segs[ZP_EXECUTORS_MAX];
+	zp_port port = { r->v->be, r->v->q };
+	int n = prepare(ep, r, segs);
+	return n ? zp_transport_copy(ep->t, &port, segs, n, e) : 0;
+}
+
+/* The request's outcome to its executor: done on the queue after its copies
+   (every request records it once, failed or not: the n-th record is the n-th
+   request's), then issued. */
+static void publish(greq *r, int rc, const zp_err *e)
+{
+	xview *v = r->v;
 	uint64_t seq = r->seq;
-	zp_hevent *ready = v->ready[r->unit];
-	uint64_t count = zp_hevent_record(ready);
-	ZP_ASSERT(count == seq);
+	int u = r->unit;
+	v->failed[u] = rc != 0;
+	if (rc)
+		snprintf(v->err[u], ZP_ERR_LEN, "%s", e->msg);
+	uint64_t d = v->be->ops->queue_record(v->be, v->q, v->done[u]);
+	ZP_ASSERT(d == seq);
+	/* the executor may read the outcome, and may kick the unit again at
+	   once, rewriting *r: everything of it was read above */
+	uint64_t i = zp_hevent_record(v->issued[u]);
+	ZP_ASSERT(i == seq);
+}
+
+static void transfer(zp_place *ep, greq *r)
+{
+	zp_err e = { { 0 } };
+	int rc = issue(ep, r, &e);
+	publish(r, rc, &e);
+}
+
+/* A collective transport's round: every executor's gather of one layer, in
+   executor order, as one all-gather. Lockstep forwards ask for the same
+   layers in the same order; a failure fails the round for every rank, as a
+   collective fails, so no executor waits for another that gave up. */
+static void transfer_round(zp_place *ep, greq **held)
+{
+	static zp_copy_seg segs[ZP_EXECUTORS_MAX][ZP_EXECUTORS_MAX]; /* comm thread only */
+	const zp_copy_seg *sp[ZP_EXECUTORS_MAX];
+	zp_port ports[ZP_EXECUTORS_MAX];
+	int nseg[ZP_EXECUTORS_MAX];
+	zp_err e = { { 0 } };
+	for (int x = 0; x < ep->n; x++) {
+		ZP_ASSERT(held[x]->layer == held[0]->layer && held[x]->v == &ep->x[x]); /* lockstep */
+		nseg[x] = prepare(ep, held[x], segs[x]);
+		sp[x] = segs[x];
+		ports[x] = (zp_port){ ep->x[x].be, ep->x[x].q };
+	}
+	int rc = zp_transport_round(ep->t, ports, sp, nseg, ep->n, &e);
+	for (int x = 0; x < ep->n; x++)
+		publish(held[x], rc, &e);
 }
 
 static void *comm_main(void *arg)
 {
 	zp_place *ep = arg;
+	bool coll = ep->t->round != NULL;
+	greq *held[ZP_EXECUTORS_MAX] = { NULL };
+	int nheld = 0;
 	for (;;) {
 		bool any = false;
 		for (int x = 0; x < ep->n; x++) { /* one request per executor per round: a
 						     nearer layer of one never waits behind a
 						     farther one of another */
 			zp_rec rec;
-			if (zp_ring_pop(&ep->x[x].ring, &rec)) {
-				/* the executor does not touch a BUSY unit's request */
-				ZP_ASSERT(rec.slot < UNITS_MAX && (uint32_t)ep->x[x].req[rec.slot].seq == rec.gen);
-				transfer(ep, &ep->x[x].req[rec.slot]);
-				any = true;
+			if (held[x] || !zp_ring_pop(&ep->x[x].ring, &rec))
+				continue;
+			/* the executor does not touch a BUSY unit's request */
+			ZP_ASSERT(rec.slot < UNITS_MAX && (uint32_t)ep->x[x].req[rec.slot].seq == rec.gen);
+			greq *r = &ep->x[x].req[rec.slot];
+			any = true;
+			if (coll && r->unit < ZP_PLACE_BUFFERS) { /* a gather: waits for its round */
+				held[x] = r;
+				nheld++;
+				continue;
 			}
+			transfer(ep, r);
+		}
+		if (coll && nheld == ep->n) {
+			transfer_round(ep, held);
+			memset(held, 0, sizeof held);
+			nheld = 0;
+			continue;
 		}
 		if (any)
 			continue;
@@ -404,6 +483,7 @@ static void *comm_main(void *arg)
 			break; /* every request pushed before stop has been served */
 		zp_bell_wait(&ep->doorbell);
 	}
+	ZP_ASSERT(nheld == 0); /* lockstep forwards left no round half asked */
 	return NULL;
 }
 
@@ -411,78 +491,115 @@ static void *comm_main(void *arg)
 
 #define PLACE_ALIGN 64 /* every shard, buffer and slot: the GEMMs' row alignment */
 
-/* Executor id's shards, buffers and slots: one arena on its NUMA node, sized
-   once here (the first MoE layer whole; its part of every other MoE layer
-   unless offloading; the full-layer buffers; the slots), first touched on
-   that node by the arena. 0, or -1 with e set (the kernel refused it). */
-static int view_mem(zp_place *ep, xview *v, size_t part, zp_err *e)
+enum { BLK_FIRST, BLK_SHARDS, BLK_BUFS, BLK_SLOTS };
+static const char *const blk_name[] = { "first_layer", "shards", "buffers", "slots" };
+
+/* Executor v's blocks in its backend's memory (the executor's thread: a
+   device's memory, or host memory first touched on the executor's node):
+   the first MoE layer whole; its part of every other MoE layer unless
+   offloading; the full-layer buffers; the slots. Uploaded from the model's
+   blocks (in the device's layout: the model was loaded through it). */
+static void attach_mem(zp_place *ep, xview *v)
 {
 	const zp_config *c = &ep->m->cfg;
+	zp_backend *be = v->be;
+	size_t part = (size_t)(v->hi - v->lo) * ep->ebytes;
 	size_t stride = ZP_ALIGN_UP(part, PLACE_ALIGN), lay = ZP_ALIGN_UP(ep->lbytes, PLACE_ALIGN);
 	size_t slot = ZP_ALIGN_UP(ZP_MAX(part, 64), PLACE_ALIGN);
 	size_t others = 0; /* MoE layers held as shards */
 	for (int l = 0; l < c->layers; l++)
 		others += moe(ep, l) && l != ep->first_moe && !ep->window;
-	size_t bytes = lay + others * stride + ZP_PLACE_BUFFERS * lay + (size_t)ep->window * slot;
-	if (zp_arena_init(&v->mem, bytes + PLACE_ALIGN, zp_arena_node_for(v->id)))
-		return zp_errf(e, "executor %d: placement memory (%.1f MiB): %s", v->id,
-			       (double)bytes / (1 << 20), strerror(errno));
-	char *first = zp_arena_carve(&v->mem, "first_layer", lay, PLACE_ALIGN);
-	char *shards = zp_arena_carve(&v->mem, "shards", others * stride, PLACE_ALIGN);
-	char *bufs = zp_arena_carve(&v->mem, "buffers", ZP_PLACE_BUFFERS * lay, PLACE_ALIGN);
-	char *slots = zp_arena_carve(&v->mem, "slots", (size_t)ep->window * slot, PLACE_ALIGN);
-	ZP_ASSERT(first && shards && bufs && slots); /* sized for exactly these */
+	v->blk_bytes[BLK_FIRST] = lay;
+	v->blk_bytes[BLK_SHARDS] = others * stride;
+	v->blk_bytes[BLK_BUFS] = ZP_PLACE_BUFFERS * lay;
+	v->blk_bytes[BLK_SLOTS] = (size_t)ep->window * slot;
+	for (int k = 0; k < 4; k++)
+		v->blk[k] = v->blk_bytes[k] ? be->ops->alloc(be, v->blk_bytes[k]) : NULL;
 	for (int l = 0, k = 0; l < c->layers; l++) {
-		if (l == ep->first_moe)
-			v->shard[l] = first;
-		else if (moe(ep, l) && !ep->window && part)
-			v->shard[l] = shards + (size_t)k++ * stride;
+		const char *src = ep->m->layers[l].experts;
+		if (l == ep->first_moe) { /* whole, and resident in both modes */
+			v->shard[l] = v->blk[BLK_FIRST];
+			be->ops->upload(be, v->shard[l], src, ep->lbytes);
+		} else if (moe(ep, l) && !ep->window && part) {
+			v->shard[l] = v->blk[BLK_SHARDS] + (size_t)k++ * stride;
+			be->ops->upload(be, v->shard[l], src + (size_t)v->lo * ep->ebytes, part);
+		}
 	}
-	v->nunits = ZP_PLACE_BUFFERS + ep->window;
 	for (int u = 0; u < v->nunits; u++)
-		v->unit[u] = u < ZP_PLACE_BUFFERS ? bufs + (size_t)u * lay
-						  : slots + (size_t)(u - ZP_PLACE_BUFFERS) * slot;
-	char what[512];
-	zp_arena_describe(&v->mem, what, sizeof what);
-	zp_log(ZP_LOG_INFO, "msg=\"placement memory\" executor=%d %s", v->id, what);
+		v->unit[u] = u < ZP_PLACE_BUFFERS ? v->blk[BLK_BUFS] + (size_t)u * lay
+						  : v->blk[BLK_SLOTS] + (size_t)(u - ZP_PLACE_BUFFERS) * slot;
+	set_view(ep, v->fgu, v->fdn, v->shard[ep->first_moe], v->shard[ep->first_moe], 0, 0);
+	char what[256];
+	int at = 0;
+	for (int k = 0; k < 4; k++)
+		at += snprintf(what + at, sizeof what - (size_t)at, " %s_mb=%.1f", blk_name[k],
+			       (double)v->blk_bytes[k] / (1 << 20));
+	zp_log(ZP_LOG_INFO, "msg=\"placement memory\" executor=%d device=%s%s", v->id,
+	       be->ops->name, what);
+}
+
+/* The executor's forward hands over its backend (its thread). */
+static int hook_attach(void *ctx, zp_backend *be, zp_err *e)
+{
+	xview *v = ctx;
+	ZP_ASSERT(!v->be);
+	v->be = be;
+	attach_mem(v->ep, v);
+	v->q = be->ops->queue_new(be);
+	for (int u = 0; u < v->nunits; u++) {
+		v->done[u] = be->ops->event_new(be);
+		v->used[u] = be->ops->event_new(be);
+	}
+	v->calib = be->ops->event_new(be);
 	return 0;
 }
 
-static int view_init(zp_place *ep, int id, zp_err *e)
+/* The forward is freed (its backend with it): the comm thread has stopped
+   (zp_place_quiesce) or holds nothing of this executor's. */
+static void hook_detach(void *ctx)
+{
+	xview *v = ctx;
+	zp_backend *be = v->be;
+	if (!be)
+		return;
+	be->ops->queue_free(be, v->q);
+	for (int u = 0; u < v->nunits; u++) {
+		be->ops->event_free(be, v->done[u]);
+		be->ops->event_free(be, v->used[u]);
+	}
+	be->ops->event_free(be, v->calib);
+	for (int k = 0; k < 4; k++)
+		if (v->blk[k])
+			be->ops->mfree(be, v->blk[k]);
+	memset(v->blk, 0, sizeof v->blk);
+	v->be = NULL;
+}
+
+/* Executor id's view: sizes and host state; its memory comes at attach. */
+static void view_init(zp_place *ep, int id)
 {
 	const zp_config *c = &ep->m->cfg;
 	xview *v = &ep->x[id];
-	size_t part;
 	v->id = id;
 	zp_place_part(ep->n, c->experts, id, &v->lo, &v->hi);
-	part = (size_t)(v->hi - v->lo) * ep->ebytes;
 	v->shard = zp_xcalloc((size_t)c->layers, sizeof *v->shard);
-	if (view_mem(ep, v, part, e)) {
-		free(v->shard);
-		return -1;
-	}
 	v->ep = ep; /* from here on zp_place_free frees the view */
 	v->cur = v->next_gather = v->next_fetch = -1;
+	v->nunits = ZP_PLACE_BUFFERS + ep->window;
 	v->st = zp_xcalloc((size_t)c->layers, sizeof *v->st);
-	for (int l = 0; l < c->layers; l++) {
-		const char *src = ep->m->layers[l].experts;
-		if (l == ep->first_moe) /* whole, and resident in both modes */
-			memcpy(v->shard[l], src, ep->lbytes);
-		else if (v->shard[l])
-			memcpy(v->shard[l], src + (size_t)v->lo * ep->ebytes, part);
-	}
 	v->fgu = zp_xcalloc((size_t)c->experts, sizeof *v->fgu);
 	v->fdn = zp_xcalloc((size_t)c->experts, sizeof *v->fdn);
-	set_view(ep, v->fgu, v->fdn, v->shard[ep->first_moe], v->shard[ep->first_moe], 0, 0);
 	for (int b = 0; b < ZP_PLACE_BUFFERS; b++) {
 		v->vgu[b] = zp_xcalloc((size_t)c->experts, sizeof *v->vgu[b]);
 		v->vdn[b] = zp_xcalloc((size_t)c->experts, sizeof *v->vdn[b]);
 	}
 	for (int u = 0; u < v->nunits; u++)
-		v->ready[u] = zp_hevent_new();
+		v->issued[u] = zp_hevent_new();
 	zp_ring_init(&v->ring, v->ring_rec, REQ_RING);
-	v->src = (zp_expert_src){ v, hook_layer_begin, hook_acquire, hook_release, hook_end };
-	return 0;
+	v->src = (zp_expert_src){ .ctx = v, .attach = hook_attach, .detach = hook_detach,
+				  .layer_begin = hook_layer_begin, .acquire = hook_acquire,
+				  .release = hook_release, .end = hook_end,
+				  .lockstep = ep->t->round != NULL };
 }
 
 zp_place *zp_place_new(zp_model *m, enum zp_device dev, int nexec, enum zp_parallel par,
@@ -536,10 +653,7 @@ zp_place *zp_place_new(zp_model *m, enum zp_device dev, int nexec, enum zp_paral
 		goto bad;
 	}
 	for (int x = 0; x < nexec; x++)
-		if (view_init(ep, x, e))
-			goto bad;
-	if (!ep->window) /* every byte of them now lives in the shards */
-		zp_model_drop_experts(m);
+		view_init(ep, x);
 	if (pthread_create(&ep->comm, NULL, comm_main, ep)) {
 		zp_errf(e, "comm thread: cannot start");
 		goto bad;
@@ -551,21 +665,33 @@ bad:
 	return NULL;
 }
 
+void zp_place_quiesce(zp_place *ep)
+{
+	if (!ep || !ep->comm_started)
+		return;
+	atomic_store_explicit(&ep->stop, true, memory_order_release);
+	zp_bell_ring(&ep->doorbell);
+	int rc = pthread_join(ep->comm, NULL);
+	ZP_ASSERT(rc == 0);
+	ep->comm_started = false;
+}
+
+void zp_place_commit(zp_place *ep)
+{
+	if (ep->par == ZP_PAR_ASYNCEP && !ep->window) /* every byte now lives in the shards */
+		zp_model_drop_experts(ep->m);
+}
+
 void zp_place_free(zp_place *ep)
 {
 	if (!ep)
 		return;
-	if (ep->comm_started) {
-		atomic_store_explicit(&ep->stop, true, memory_order_release);
-		zp_bell_ring(&ep->doorbell);
-		int rc = pthread_join(ep->comm, NULL);
-		ZP_ASSERT(rc == 0);
-	}
+	zp_place_quiesce(ep);
 	for (int x = 0; x < ep->n && ep->par == ZP_PAR_ASYNCEP; x++) {
 		xview *v = &ep->x[x];
 		if (!v->ep)
 			continue;
-		zp_arena_free(&v->mem); /* shards, buffers and slots */
+		ZP_ASSERT(!v->be); /* detached: its forward was freed first */
 		for (int b = 0; b < ZP_PLACE_BUFFERS; b++) {
 			free(v->vgu[b]);
 			free(v->vdn[b]);
@@ -575,7 +701,7 @@ void zp_place_free(zp_place *ep)
 		free(v->fdn);
 		free(v->st);
 		for (int u = 0; u < v->nunits; u++)
-			zp_hevent_free(v->ready[u]);
+			zp_hevent_free(v->issued[u]);
 	}
 	zp_bell_free(&ep->doorbell);
 	zp_dpep_free(ep->grp);
@@ -589,6 +715,11 @@ const zp_expert_src *zp_place_source(zp_place *ep, int x)
 {
 	ZP_ASSERT(x >= 0 && x < ep->n);
 	return ep->par == ZP_PAR_ASYNCEP ? &ep->x[x].src : NULL;
+}
+
+bool zp_place_lockstep(const zp_place *ep)
+{
+	return ep->par == ZP_PAR_ASYNCEP && ep->t->round;
 }
 
 zp_dpep *zp_place_group(zp_place *ep)
@@ -682,7 +813,7 @@ static double expert_rate(zp_place *ep, int threads, int tokens, zp_err *e)
 	for (size_t i = 0; i < abytes; i++)
 		host[i] = (char)(i * 7 % 61); /* small finite bf16/f32 bit patterns */
 	op->upload(be, a, host, abytes);
-	op->upload(be, layer, ep->x[0].shard[ep->first_moe], ep->lbytes);
+	op->upload(be, layer, ep->m->layers[ep->first_moe].experts, ep->lbytes); /* not yet dropped */
 	set_view(ep, gu, dn, layer, layer, 0, 0);
 	for (int x = 0; x < E; x++)
 		offs[x + 1] = offs[x] + rows / E + (x < rows % E);
@@ -717,14 +848,18 @@ int zp_place_calibrate(zp_place *ep, int threads, zp_place_calib *out, zp_err *e
 	xview *v = &ep->x[0];
 	if (l >= 0 && ep->n > 1) {
 		zp_copy_seg segs[ZP_EXECUTORS_MAX];
+		zp_port port = { v->be, v->q };
 		int n = 0;
+		ZP_ASSERT(v->be); /* the executors run (attached) */
 		for (int p = 1; p < ep->n; p++)
 			segs[n++] = peer_seg(ep, v->unit[0], p, l);
 		double best = 1e30;
 		for (int it = 0; it < 3; it++) {
 			double t0 = zp_now_s();
-			if (zp_transport_copy(ep->t, segs, n, e))
+			if (zp_transport_copy(ep->t, &port, segs, n, e))
 				return -1;
+			/* until the copies are in place: the queue's record, waited on */
+			v->be->ops->event_wait(v->be, v->calib, v->be->ops->queue_record(v->be, v->q, v->calib));
 			best = ZP_MIN(best, zp_now_s() - t0);
 		}
 		out->gather_s = best;

@@ -10,8 +10,10 @@
    owns 1/N of the experts and every MoE layer exchanges routed rows between
    all executors, which therefore run each forward together (the baseline
    AsyncEP is built to beat; it reads the model's expert blocks in place).
-   The comm thread copies through a transport (transport.h). Each
-   executor's shards, buffers and slots are one arena on its NUMA node.
+   The comm thread copies through a transport (transport.h) on each
+   executor's copy queue. Each executor's shards, buffers and slots are its
+   backend's memory (device memory, or host memory first touched on its
+   NUMA node).
    Threads: built and freed by the owner thread; each executor calls its own
    source's hooks (through its forward pass); the comm thread runs copies. */
 #ifndef ZP_ASYNCEP_H
@@ -47,20 +49,32 @@ typedef struct zp_place zp_place;
    asyncep's shards and dpep's members both use it. */
 void zp_place_part(int n, int experts, int x, int *lo, int *hi);
 
-/* Place m's experts for nexec executors on device dev. asyncep copies each executor's
-   shards out of the model and then drops the model's own expert blocks
-   (zp_model_drop_experts). offload_window > 0 (asyncep only, 2..16): offload
-   mode instead: the model's blocks stay as the host store, each executor keeps
+/* Place m's experts for nexec executors on device dev. Under asyncep each
+   executor's forward attaches its source (forward.h), which allocates its
+   shards and buffers in the executor's backend memory and uploads them from
+   the model's blocks; zp_place_commit then drops those blocks.
+   offload_window > 0 (asyncep only, 2..16): offload mode instead: the
+   model's blocks stay as the host store, each executor keeps
    only the first MoE layer and prefetches its own part of the next layers
    into that many slots; one executor streams whole layers. NULL with e set.
    Takes ownership of t. */
 zp_place *zp_place_new(zp_model *m, enum zp_device dev, int nexec, enum zp_parallel par,
 		       int offload_window, zp_transport *t, zp_err *e);
-/* Stops the comm thread (gathers in flight finish first) and frees all. */
+/* Every executor's forward has attached (its blocks are in its memory, and
+   calibration has read the model's): asyncep then drops the model's own
+   expert blocks (zp_model_drop_experts) unless offloading (the host store). */
+void zp_place_commit(zp_place *ep);
+/* Stops the comm thread (requests already pushed are served first). Before
+   the executors' forwards are freed: they detach their memory. */
+void zp_place_quiesce(zp_place *ep);
+/* Quiesces, then frees all (every forward detached). */
 void zp_place_free(zp_place *ep);
 
 /* The expert source executor x's forward must use; NULL for replicate and dpep. */
 const zp_expert_src *zp_place_source(zp_place *ep, int x);
+/* The executors' forwards run in lockstep (asyncep over a collective
+   transport): they start together, idle ones with empty forwards. */
+bool zp_place_lockstep(const zp_place *ep);
 /* The dpep group every executor's forward joins; NULL unless dpep. */
 zp_dpep *zp_place_group(zp_place *ep);
 /* The mode in effect (one executor, or a model without MoE layers, reads its

@@ -81,23 +81,24 @@ zp_engine *zp_engine_start(zp_model *m, const zp_engine_cfg *c, zp_err *e)
 		}
 		g->done = &g->own;
 	}
-	/* sharded experts (asyncep gathers, dpep): on the sim device AsyncEP's
-	   shards hold the device layout (the model was loaded through it) and
-	   are read in place; neither runs on cuda yet */
-	if (c->device != ZP_DEV_CPU && c->parallel != ZP_PAR_REPLICATE &&
-	    (c->executors > 1 || c->offload_window)) {
-		if (c->device == ZP_DEV_CUDA || c->parallel == ZP_PAR_DPEP) {
-			zp_errf(e, "parallel=%s over %d executors on --device %s is not supported "
-				"(replicate, or one executor)", zp_parallel_name(c->parallel),
-				c->executors, zp_device_name(c->device));
-			goto bad;
-		}
+	/* dpep's activation exchange reads every member's rows in host memory */
+	if (c->device != ZP_DEV_CPU && c->parallel == ZP_PAR_DPEP && c->executors > 1) {
+		zp_errf(e, "parallel=dpep over %d executors on --device %s is not supported yet "
+			"(its activation exchange is host memcpy; asyncep or replicate)", c->executors,
+			zp_device_name(c->device));
+		goto bad;
+	}
+	if (m->layout != zp_device_layout((enum zp_device)c->device)) {
+		zp_errf(e, "--device %s: the model was loaded through the %s layout, not the "
+			"device's %s", zp_device_name(c->device), m->layout->name,
+			zp_device_layout((enum zp_device)c->device)->name);
+		goto bad;
 	}
 	zp_transport *t = zp_device_transport_new(c->device, c->transport, e);
 	if (!t || !(g->place = zp_place_new(m, (enum zp_device)c->device, c->executors, c->parallel,
 						     c->offload_window, t, e)))
 		goto bad;
-	g->group = zp_place_group(g->place) != NULL;
+	g->group = zp_place_group(g->place) != NULL || zp_place_lockstep(g->place);
 	g->seen = zp_xcalloc((size_t)c->executors * m->cfg.layers, sizeof *g->seen);
 	zp_log(ZP_LOG_INFO, "msg=\"executor placement\" numa_nodes=%d%s", nodes,
 	       nodes <= 1 ? " note=\"one node: threads and memory are not placed\"" : "");
@@ -112,11 +113,12 @@ zp_engine *zp_engine_start(zp_model *m, const zp_engine_cfg *c, zp_err *e)
 		zp_place_range(g->place, i, &lo, &hi);
 		zp_log(ZP_LOG_INFO, "msg=executor id=%d parallel=%s transport=%s experts=[%d,%d) "
 		       "resident_mb=%.1f threads=%d node=%d device=%s", i,
-		       zp_parallel_name(zp_place_parallel(g->place)), c->transport, lo, hi,
+		       zp_parallel_name(zp_place_parallel(g->place)), t->name, lo, hi,
 		       (double)zp_place_resident_bytes(g->place, i) / (1 << 20),
 		       c->threads_per_executor, node, zp_device_name(c->device));
 	}
 	start_queue(g, c);
+	zp_place_commit(g->place); /* after calibration, which reads the model's experts */
 	return g;
 bad:
 	zp_engine_stop(g);
@@ -125,9 +127,16 @@ bad:
 
 void zp_engine_stop(zp_engine *g)
 {
+	/* no forward runs and no gather is requested any more; then the comm
+	   thread stops; then each forward gives back what its backend holds of
+	   the placement (a gather reads its peers' memory until the comm thread
+	   is done) */
+	for (int i = 0; i < g->n; i++)
+		zp_exec_join(&g->exec[i]);
+	zp_place_quiesce(g->place);
 	for (int i = 0; i < g->n; i++)
 		zp_exec_stop(&g->exec[i]);
-	zp_place_free(g->place); /* after the executors: no gather is requested any more */
+	zp_place_free(g->place);
 	zp_bell_free(&g->own);
 	zp_sched_free(&g->sched);
 	free(g->seen);

@@ -58,7 +58,13 @@ static void *exec_main(void *arg)
 		zp_bell_ring(&x->ready);
 		return NULL;
 	}
-	zp_fwd_set_experts(x->fwd, x->src);
+	if (zp_fwd_set_experts(x->fwd, x->src, &x->start_err)) {
+		zp_fwd_free(x->fwd);
+		x->fwd = NULL;
+		x->start_failed = true;
+		zp_bell_ring(&x->ready);
+		return NULL;
+	}
 	zp_fwd_set_beat(x->fwd, &x->beats);
 	zp_fwd_set_prefix(x->fwd, x->kv_cache_bytes, true);
 	if (x->grp)
@@ -190,12 +196,20 @@ void zp_exec_release(zp_exec *x, zp_batch *b)
 	zp_slab_put(&x->batches, b->rec);
 }
 
-void zp_exec_stop(zp_exec *x)
+void zp_exec_join(zp_exec *x)
 {
+	if (x->joined)
+		return;
 	atomic_store_explicit(&x->stop, true, memory_order_release);
 	zp_bell_ring(&x->bell);
 	int rc = pthread_join(x->th, NULL);
 	ZP_ASSERT(rc == 0);
+	x->joined = true;
+}
+
+void zp_exec_stop(zp_exec *x)
+{
+	zp_exec_join(x);
 	zp_rec r;
 	while (zp_ring_pop(&x->out, &r)) /* a dpep filler nobody waited for */
 		ZP_ASSERT(resolve(x, r)->filler);

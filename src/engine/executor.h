@@ -44,6 +44,7 @@ typedef struct {
 	zp_bell bell;			/* the executor sleeps on it */
 	zp_bell *done;			/* the owner's, shared by every executor */
 	_Atomic bool stop;
+	bool joined;			/* owner: the thread has been joined */
 	_Atomic uint64_t beats;		/* layers finished, all forwards: the executor
 					   bumps it, the owner reads it (a watchdog) */
 	/* set-up, read by the thread before its first batch */
@@ -80,8 +81,12 @@ void zp_exec_submit(zp_exec *x, zp_batch *b);
 zp_batch *zp_exec_reap(zp_exec *x);
 /* Owner: b's slot is free again (b came back, or was never sent). */
 void zp_exec_release(zp_exec *x, zp_batch *b);
-/* Stop after the batches already handed over; joins the thread. A batch
-   still out must be a dpep filler (the owner reaps every real one first). */
+/* Stop after the batches already handed over: joins the thread (the owner
+   now owns the forward and its backend). Idempotent. */
+void zp_exec_join(zp_exec *x);
+/* Joins, then frees the forward (its backend and what was attached to it)
+   and the executor's memory. A batch still out must be a dpep filler (the
+   owner reaps every real one first). */
 void zp_exec_stop(zp_exec *x);
 
 #endif

@@ -228,6 +228,8 @@ void zp_fwd_free(zp_fwd *f)
 		return;
 	if (f->grp)
 		zp_dpep_leave(f->grp, f->member);
+	if (f->src) /* its memory is the backend's: before the backend goes */
+		f->src->detach(f->src->ctx);
 	void *bufs[] = { f->x, f->xn, f->xn16, f->qkvb, f->att, f->att16, f->tmp, f->act,
 			 f->act16, f->rope_cos, f->rope_sin, f->logits, f->sel, f->selw,
 			 f->slot_row, f->route_gap, f->offs, f->xg, f->xg16, f->actg, f->actg16,
@@ -265,9 +267,13 @@ void zp_fwd_set_beat(zp_fwd *f, _Atomic uint64_t *beat)
 	f->beat = beat;
 }
 
-void zp_fwd_set_experts(zp_fwd *f, const zp_expert_src *src)
+int zp_fwd_set_experts(zp_fwd *f, const zp_expert_src *src, zp_err *e)
 {
+	ZP_ASSERT(!f->src);
+	if (src && src->attach(src->ctx, f->be, e))
+		return -1;
 	f->src = src;
+	return 0;
 }
 
 void zp_fwd_set_dpep(zp_fwd *f, zp_dpep *g, int member)
@@ -801,7 +807,7 @@ int zp_fwd_run(zp_fwd *f, zp_req **reqs, int nreq, zp_err *e)
 	f->nseq = nreq;
 	f->stats.computed_tokens = T;
 	f->stats.sync_s = 0;
-	if (!T && !f->grp)
+	if (!T && !f->grp && !(f->src && f->src->lockstep))
 		return 0;
 	f->stats.min_route_gap = INFINITY;
 	f->op->embed(f->be, f->m, f->tok_id, T, V(f->x, (size_t)c->hidden));

@@ -52,6 +52,12 @@ void zp_fwd_free(zp_fwd *f);
    thread running the forward, with the forward's backend. */
 typedef struct {
 	void *ctx;
+	/* The forward's backend (its owner thread, once, before any forward):
+	   the source takes its memory there. 0, or -1 with e set. */
+	int (*attach)(void *ctx, zp_backend *b, zp_err *e);
+	/* The forward is being freed (the backend still lives): give its memory
+	   back. */
+	void (*detach)(void *ctx);
 	/* layer l begins (before its attention): a chance to start gathers */
 	void (*layer_begin)(void *ctx, int l);
 	/* MoE layer l's experts as views of b's memory, [E] gate_up and [E]
@@ -63,10 +69,14 @@ typedef struct {
 	void (*release)(void *ctx, int l);
 	/* the forward ended, well or not: nothing of it may stay in flight */
 	void (*end)(void *ctx);
+	/* forwards of every executor run in lockstep (a collective transport):
+	   a forward without tokens still walks its layers */
+	bool lockstep;
 } zp_expert_src;
 
-/* Use src for every later forward (NULL: the model's own experts). */
-void zp_fwd_set_experts(zp_fwd *f, const zp_expert_src *src);
+/* Use src for every later forward (NULL: the model's own experts): attaches
+   it to f's backend. 0, or -1 with e set (nothing attached). */
+int zp_fwd_set_experts(zp_fwd *f, const zp_expert_src *src, zp_err *e);
 
 /* Count f's finished layers in *beat (relaxed; another thread may read it),
    or nothing when NULL. */
