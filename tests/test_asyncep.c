@@ -164,8 +164,9 @@ static void check_model(const char *dir, enum zp_wtype wt)
 /* The sim device (the CUDA backend's host path, each executor its own sim
    device): AsyncEP over 2 to 4 sim executors, its shards and buffers in
    device memory and its gathers on the devices' copy queues (p2p, and nccl's
-   collective twin in lockstep), resident and offloading, and replicate, give
-   the bits of one sim executor. */
+   collective twin in lockstep), resident and offloading; dpep (its
+   all-to-all of peer copies on each member's stream); and replicate, give
+   the bits of one executor. The same on a GPU where one is. */
 static void check_dev(enum zp_device dev, const char *dir, enum zp_wtype wt)
 {
 	static const struct { int n; enum zp_parallel p; int window; const char *t; } cases[] = {
@@ -174,6 +175,8 @@ static void check_dev(enum zp_device dev, const char *dir, enum zp_wtype wt)
 		{ 2, ZP_PAR_ASYNCEP, 0, "nccl" },  { 3, ZP_PAR_ASYNCEP, 0, "nccl" },
 		{ 4, ZP_PAR_ASYNCEP, 0, "nccl" },  { 2, ZP_PAR_ASYNCEP, 2, "p2p" },
 		{ 3, ZP_PAR_ASYNCEP, 2, "nccl" },  { 2, ZP_PAR_REPLICATE, 0, "p2p" },
+		{ 2, ZP_PAR_DPEP, 0, "p2p" },      { 3, ZP_PAR_DPEP, 0, "p2p" },
+		{ 4, ZP_PAR_DPEP, 0, "p2p" },
 	};
 	zp_req ref[SEQS], got[SEQS];
 	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {

@@ -1,6 +1,9 @@
 /* dpep.c -- see dpep.h. Between the two barriers of a layer a member only
    reads other members' published rows and writes the yg rows of its own
-   experts, which no one else touches. */
+   experts, which no one else touches. The exchange is an all-to-all of
+   peer copies on each member's backend (on a device: its stream reads the
+   peers' memory directly); a member's work is complete (sync) before each
+   barrier, so what the barrier publishes is in place, on any device. */
 #include "dpep.h"
 
 #include <pthread.h>
@@ -103,6 +106,7 @@ double zp_dpep_layer(zp_dpep *g, int member, const zp_dpep_rows *rows, const zp_
 	int e0 = g->lo[member], e1 = g->hi[member], R = 0;
 	size_t arow = (size_t)m->hp * m->es, yrow = (size_t)m->H * sizeof(float);
 	m->rows = *rows;
+	b->ops->sync(b, NULL); /* its rows are in place (a fault: the forward's check) */
 	double waited = wait_all(g);
 	for (int e = e0; e < e1; e++) {
 		m->roffs[e - e0] = R;
@@ -131,5 +135,6 @@ double zp_dpep_layer(zp_dpep *g, int member, const zp_dpep_rows *rows, const zp_
 				     (const char *)m->ry + (size_t)R * yrow, (size_t)n * yrow);
 			R += n;
 		}
+	b->ops->sync(b, NULL); /* every peer's outputs are in place */
 	return waited + wait_all(g);
 }

@@ -81,13 +81,6 @@ zp_engine *zp_engine_start(zp_model *m, const zp_engine_cfg *c, zp_err *e)
 		}
 		g->done = &g->own;
 	}
-	/* dpep's activation exchange reads every member's rows in host memory */
-	if (c->device != ZP_DEV_CPU && c->parallel == ZP_PAR_DPEP && c->executors > 1) {
-		zp_errf(e, "parallel=dpep over %d executors on --device %s is not supported yet "
-			"(its activation exchange is host memcpy; asyncep or replicate)", c->executors,
-			zp_device_name(c->device));
-		goto bad;
-	}
 	if (m->layout != zp_device_layout((enum zp_device)c->device)) {
 		zp_errf(e, "--device %s: the model was loaded through the %s layout, not the "
 			"device's %s", zp_device_name(c->device), m->layout->name,
