@@ -12,7 +12,9 @@
 #include <pthread.h>
 #include <string.h>
 
+#include "attention_v1.h"	/* the v1 twins: the sim device runs them */
 #include "devrt.h"
+#include "expert_gemm_v1.h"
 #include "v1.h"
 
 /* cuda-fast's kernels (the kernels/ files named v1_*.cu): absent until built in */
@@ -43,7 +45,7 @@ typedef struct {
 	zp_model mdev;
 	bool have_model;
 	float *embed;		/* [V][H] f32 */
-	bool v1_expert_said, v1_attn_said;	/* the v1 fallback's one log line each */
+	const char *v1_expert_said, *v1_attn_said;	/* the v1 fallback's last reason logged */
 	void **owned;		/* device arrays of the mirror */
 	int nowned, capowned;
 } cu_ctx;
@@ -258,46 +260,61 @@ static void cu_gemm(zp_backend *b, const zp_gemm_op *op)
 	swiglu(c, op->m, op->w->n, op->ncols, c->tmp, op->c, op->ldc);
 }
 
+/* The sim runs the twin on host memory (its device memory) once the stream
+   has drained: the twin reads the host offsets as they are. */
 static void expert_v1(cu_ctx *c, const zp_wmat *w, int e0, int e1, const int *offs, zp_view a,
 		      zp_view out, enum zp_epi epi)
 {
-	size_t mat = (size_t)w[e0].n * w[e0].kp;
-	for (int e = e0; e < e1; e++) /* the contract's one [E][N][K] array */
-		ZP_ASSERT((const uint16_t *)w[e].data == (const uint16_t *)w[e0].data + (e - e0) * mat);
-	int E = e1 - e0, *doffs = meta(c, offs, (size_t)(E + 1) * sizeof *offs);
+	int E = e1 - e0;
+	enum zp_kv1_epi ke = epi == ZP_EPI_SWIGLU ? ZP_KV1_EPI_SWIGLU : ZP_KV1_EPI_STORE;
+	if (c->o.dev == ZP_DEV_SIM) {
+		c->rt->ops->stream_sync(c->rt, c->cs);
+		if (zp_kv1_expert_gemm_host(ZP_MAX(c->o.threads, 1), w[e0].data, e0, e1, offs,
+					    a.data, a.ld, out.data, out.ld, ke, w[e0].n, w[e0].kp))
+			zp_panic(__FILE__, __LINE__, "zp_kv1_expert_gemm_host: a thread did not start");
+		return;
+	}
+	int *doffs = meta(c, offs, (size_t)(E + 1) * sizeof *offs);
 	void *st = c->rt->ops->native_stream(c->rt, c->cs);
 	int rc = zp_kv1_expert_gemm(st, w[e0].data, e0, e1, doffs, offs[E], a.data, a.ld, out.data,
-				    out.ld, epi == ZP_EPI_SWIGLU ? ZP_KV1_EPI_SWIGLU : ZP_KV1_EPI_STORE,
-				    w[e0].n, w[e0].kp);
+				    out.ld, ke, w[e0].n, w[e0].kp);
 	if (rc)
 		zp_panic(__FILE__, __LINE__, "zp_kv1_expert_gemm failed to launch");
 }
 
 /* Why the v1 expert kernel cannot take these operands (kernels/v1.h: bf16
-   weights, K % 8 == 0, N % 16 == 0, lda % 8 == 0), NULL when it can. */
-static const char *v1_expert_misfit(const zp_wmat *w, zp_view a)
+   weights, K % 8 == 0, N % 16 == 0, lda % 8 == 0, experts [e0, e1) one
+   contiguous [E][N][K] array), NULL when it can. The model mirror's experts
+   are one array per matrix kind (experts_up); an AsyncEP layer buffer holds
+   them expert-major (gate_up then down per expert), another stride. */
+static const char *v1_expert_misfit(const zp_wmat *w, int e0, int e1, zp_view a)
 {
-	if (w->type != ZP_W_BF16)
+	size_t mat = (size_t)w[e0].n * w[e0].kp;
+	if (w[e0].type != ZP_W_BF16)
 		return "the expert weights are not bf16";
-	if (w->k % 8 || w->kp != w->k)
+	if (w[e0].k % 8 || w[e0].kp != w[e0].k)
 		return "K % 8 != 0";
-	if (w->n % 16)
+	if (w[e0].n % 16)
 		return "N % 16 != 0 (hidden, or 2 x moe_ffn)";
 	if (a.ld % 8)
 		return "the activations' row stride % 8 != 0";
+	for (int e = e0 + 1; e < e1; e++)
+		if ((const uint16_t *)w[e].data != (const uint16_t *)w[e0].data + (e - e0) * mat)
+			return "the experts are not one contiguous [E][N][K] array (an AsyncEP "
+			       "layer buffer)";
 	return NULL;
 }
 
 /* the v1 switch is a request: outside the kernel's contract v0 runs, and
-   the log says so once (per kind, per backend) */
-static bool v1_use(bool *said, const char *kind, const char *why)
+   the log says so once per reason (per kind, per backend) */
+static bool v1_use(const char **said, const char *kind, const char *why)
 {
 	if (!why)
 		return true;
-	if (!*said)
+	if (*said != why)
 		zp_log(ZP_LOG_WARN, "msg=\"v1 %s outside its kernel's contract: v0 runs instead\" "
 		       "why=\"%s\"", kind, why);
-	*said = true;
+	*said = why;
 	return false;
 }
 
@@ -312,7 +329,7 @@ static void cu_expert_gemm(zp_backend *b, const zp_wmat *w, int e0, int e1, cons
 	if (!rows)
 		return;
 	if (c->o.expert_v1 &&
-	    v1_use(&c->v1_expert_said, "expert GEMM", v1_expert_misfit(&w[e0], a))) {
+	    v1_use(&c->v1_expert_said, "expert GEMM", v1_expert_misfit(w, e0, e1, a))) {
 		expert_v1(c, w, e0, e1, offs, a, out, epi);
 		return;
 	}
@@ -373,7 +390,16 @@ static int cu_attention(zp_backend *b, const zp_attn_args *a, zp_err *e)
 	const zk_kv *pf = a->prefix ? meta(c, a->prefix, (size_t)a->nseq * sizeof(zk_kv)) : NULL;
 	const char *misfit = !a->bf16 ? "an f32 model (the v1 attention is bf16)"
 			     : a->d != 64 && a->d != 128 ? "head_dim not 64 or 128" : NULL;
-	if (c->o.attn_v1 && v1_use(&c->v1_attn_said, "attention", misfit)) {
+	if (c->o.attn_v1 && v1_use(&c->v1_attn_said, "attention", misfit) &&
+	    c->o.dev == ZP_DEV_SIM) { /* the twin, on host memory, after what the stream holds */
+		c->rt->ops->stream_sync(c->rt, c->cs);
+		if (zp_kv1_attention_host(ZP_MAX(c->o.threads, 1), a->heads, a->kv_heads, a->d,
+					  a->nseq, a->seq_start, a->qkv.data, a->qkv.ld,
+					  a->out.data, a->out.ld, (const zp_kv1_src *)a->prefix))
+			zp_panic(__FILE__, __LINE__, "zp_kv1_attention_host: a thread did not start");
+		return 0;
+	}
+	if (c->o.attn_v1 && !misfit) {
 		void *st = c->rt->ops->native_stream(c->rt, c->cs);
 		if (zp_kv1_attention(st, a->heads, a->kv_heads, a->d, a->nseq, ss, T, longest,
 				     a->qkv.data, a->qkv.ld, a->out.data, a->out.ld,
@@ -759,11 +785,8 @@ zp_backend *zp_backend_cuda_new(const zp_cuda_opts *o, zp_err *e)
 {
 	zp_drt *rt;
 	ZP_ASSERT(o->dev == ZP_DEV_CUDA || o->dev == ZP_DEV_SIM);
-	if ((o->expert_v1 || o->attn_v1) && o->dev == ZP_DEV_SIM) {
-		zp_errf(e, "the v1 kernels run on --device cuda only (they have no host twin)");
-		return NULL;
-	}
-	if ((o->expert_v1 && !zp_kv1_expert_gemm) || (o->attn_v1 && !zp_kv1_attention)) {
+	if (o->dev == ZP_DEV_CUDA &&
+	    ((o->expert_v1 && !zp_kv1_expert_gemm) || (o->attn_v1 && !zp_kv1_attention))) {
 		zp_errf(e, "v1 %s kernel not built (the kernels/ files named v1_*.cu)",
 			o->expert_v1 && !zp_kv1_expert_gemm ? "expert GEMM" : "attention");
 		return NULL;
