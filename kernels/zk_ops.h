@@ -51,7 +51,11 @@ typedef struct {
 	const int *seq_start; const zk_kv *prefix; float scale;
 } zk_attn;
 typedef struct { float *logits; size_t ld; int n, E, K; bool norm; int *sel; float *selw, *gap; } zk_route;
-typedef struct { int nk, E; const int *sel; int *offs, *slot_row; } zk_dispatch;
+typedef struct {
+	int nk, E; const int *sel; int *offs, *slot_row;
+	int phase;	/* ZK_DISPATCH_COUNT, _SCAN, _PLACE: one launch each */
+	int *hist;	/* [zk_dispatch_blocks(nk)][E] scratch: counts, then each block's starts */
+} zk_dispatch;
 typedef struct { int K; const int *slot_row; const uint16_t *src; uint16_t *dst; size_t row_u16; } zk_gather;
 typedef struct {
 	int K, cols; const int *slot_row; const float *selw; const float *y; size_t ldy;
@@ -282,14 +286,41 @@ ZP_HD void zk_route_row(const zk_route *a, int row)
 		}
 }
 
-/* ---- dispatch: one block of ZK_DISPATCH_LANES; phases count, scan, place ---- */
+/* ---- dispatch: three launches of ZK_DISPATCH_LANES-lane blocks ----
+   COUNT (one block per slice of ZK_DISPATCH_SLICE selections): the slice's
+   per-expert counts into hist[b][e]. SCAN (one block): offs = the exclusive
+   scan over experts of the column sums; hist[b][e] becomes block b's first
+   slot of expert e (offs[e] plus earlier slices' counts). PLACE (one block
+   per slice): the slice's selections of expert e take hist[b][e] onward, in
+   token order. Stable: an expert's rows keep token order across slices. Every
+   count is an integer sum: the result is independent of the block count. */
+enum { ZK_DISPATCH_COUNT, ZK_DISPATCH_SCAN, ZK_DISPATCH_PLACE };
+#define ZK_DISPATCH_SLICE 1024
 
-ZP_HD void zk_dispatch_count(const zk_dispatch *a, int lane)
+ZP_HD int zk_dispatch_blocks(int nk)
 {
+	return nk > 0 ? (nk + ZK_DISPATCH_SLICE - 1) / ZK_DISPATCH_SLICE : 1;
+}
+
+ZP_HD void zk_dispatch_count(const zk_dispatch *a, int b, int lane)
+{
+	int i0 = b * ZK_DISPATCH_SLICE, i1 = i0 + ZK_DISPATCH_SLICE < a->nk ? i0 + ZK_DISPATCH_SLICE : a->nk;
 	for (int e = lane; e < a->E; e += ZK_DISPATCH_LANES) {
 		int c = 0;
-		for (int i = 0; i < a->nk; i++)
+		for (int i = i0; i < i1; i++)
 			c += a->sel[i] == e;
+		a->hist[(size_t)b * a->E + e] = c;
+	}
+}
+
+/* lanes over experts, then lane 0 over experts for the running offsets */
+ZP_HD void zk_dispatch_sum(const zk_dispatch *a, int lane)
+{
+	int nb = zk_dispatch_blocks(a->nk);
+	for (int e = lane; e < a->E; e += ZK_DISPATCH_LANES) {
+		int c = 0;
+		for (int b = 0; b < nb; b++)
+			c += a->hist[(size_t)b * a->E + e];
 		a->offs[e + 1] = c;
 	}
 }
@@ -301,12 +332,26 @@ ZP_HD void zk_dispatch_scan(const zk_dispatch *a)
 		a->offs[e + 1] += a->offs[e];
 }
 
-/* expert e's slots in token order: stable */
-ZP_HD void zk_dispatch_place(const zk_dispatch *a, int lane)
+ZP_HD void zk_dispatch_starts(const zk_dispatch *a, int lane)
 {
+	int nb = zk_dispatch_blocks(a->nk);
 	for (int e = lane; e < a->E; e += ZK_DISPATCH_LANES) {
-		int slot = a->offs[e];
-		for (int i = 0; i < a->nk; i++)
+		int at = a->offs[e];
+		for (int b = 0; b < nb; b++) {
+			int c = a->hist[(size_t)b * a->E + e];
+			a->hist[(size_t)b * a->E + e] = at;
+			at += c;
+		}
+	}
+}
+
+/* expert e's slots of slice b in token order: stable */
+ZP_HD void zk_dispatch_place(const zk_dispatch *a, int b, int lane)
+{
+	int i0 = b * ZK_DISPATCH_SLICE, i1 = i0 + ZK_DISPATCH_SLICE < a->nk ? i0 + ZK_DISPATCH_SLICE : a->nk;
+	for (int e = lane; e < a->E; e += ZK_DISPATCH_LANES) {
+		int slot = a->hist[(size_t)b * a->E + e];
+		for (int i = i0; i < i1; i++)
 			if (a->sel[i] == e)
 				a->slot_row[i] = slot++;
 	}

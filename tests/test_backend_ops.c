@@ -823,6 +823,7 @@ static void suite(void)
 		t_pool(n, 17);
 	}
 	t_route_dispatch(70, 8, 8); /* K == E: every expert, gap inf */
+	t_route_dispatch(700, 10, 3); /* 2100 selections: three dispatch slices */
 	t_elementwise(33, 17);
 	for (int t = 0; t < 2; t++) {
 		enum zp_wtype wt = t ? ZP_W_BF16 : ZP_W_F32;

@@ -424,12 +424,20 @@ static void cu_route(zp_backend *b, int n, int E, int K, bool norm_topk, zp_view
 	launch(C(b), &l);
 }
 
+/* three launches (zk_ops.h): per-slice counts, the scan, the placement; the
+   per-slice histograms in the metadata ring (device-written scratch) */
 static void cu_dispatch(zp_backend *b, int n, int K, int E, const int *sel, int *offs,
 			int *slot_row)
 {
-	zk_launch l = { .kind = ZK_DISPATCH, .blocks = 1 };
-	l.u.dispatch = (zk_dispatch){ n * K, E, sel, offs, slot_row };
-	launch(C(b), &l);
+	cu_ctx *c = C(b);
+	int nb = zk_dispatch_blocks(n * K);
+	int *hist = meta(c, NULL, (size_t)nb * E * sizeof *hist);
+	static const int phase[3] = { ZK_DISPATCH_COUNT, ZK_DISPATCH_SCAN, ZK_DISPATCH_PLACE };
+	for (int p = 0; p < 3; p++) {
+		zk_launch l = { .kind = ZK_DISPATCH, .blocks = phase[p] == ZK_DISPATCH_SCAN ? 1 : nb };
+		l.u.dispatch = (zk_dispatch){ n * K, E, sel, offs, slot_row, phase[p], hist };
+		launch(c, &l);
+	}
 }
 
 static void cu_gather(zp_backend *b, int n, int K, const int *slot_row, const void *src, void *dst,

@@ -138,13 +138,21 @@ static void twin_pool(const zk_pool *a)
 		zk_pool_scale(a, inv, l);
 }
 
-static void twin_dispatch(const zk_dispatch *a)
+static void twin_dispatch(const zk_dispatch *a, int b)
 {
-	for (int l = 0; l < ZK_DISPATCH_LANES; l++)
-		zk_dispatch_count(a, l);
+	for (int l = 0; l < ZK_DISPATCH_LANES; l++) {
+		if (a->phase == ZK_DISPATCH_COUNT)
+			zk_dispatch_count(a, b, l);
+		else if (a->phase == ZK_DISPATCH_PLACE)
+			zk_dispatch_place(a, b, l);
+		else
+			zk_dispatch_sum(a, l);
+	}
+	if (a->phase != ZK_DISPATCH_SCAN)
+		return;
 	zk_dispatch_scan(a);
 	for (int l = 0; l < ZK_DISPATCH_LANES; l++)
-		zk_dispatch_place(a, l);
+		zk_dispatch_starts(a, l);
 }
 
 #define LANE(f, T) static void f##_v(const void *a, int b, int l) { f((const T *)a, b, l); }
@@ -170,7 +178,7 @@ static void block_task(void *v, int b, int thread)
 			if (b * ZK_ROWS_PER_BLOCK + i < l->u.route.n)
 				zk_route_row(&l->u.route, b * ZK_ROWS_PER_BLOCK + i);
 		break;
-	case ZK_DISPATCH: twin_dispatch(&l->u.dispatch); break;
+	case ZK_DISPATCH: twin_dispatch(&l->u.dispatch, b); break;
 	case ZK_GATHER: lanes(zk_gather_lane_v, &l->u.gather, b); break;
 	case ZK_COMBINE: lanes(zk_combine_lane_v, &l->u.combine, b); break;
 	case ZK_RESIDUAL: lanes(zk_residual_lane_v, &l->u.vec, b); break;
