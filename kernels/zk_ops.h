@@ -464,8 +464,7 @@ static inline zk_lse_acc zk_lse_bfly_host(zk_lse_acc v[ZK_WARP])
 	return v[0];
 }
 
-/* the row's outputs given lse: candidates lane-strided; lane 0 the plp and
-   the top-k (ops.c's insertion, ties keep the lower id first) */
+/* the row's outputs given lse: candidates lane-strided; lane 0 the plp */
 ZP_HD void zk_lse_out(const zk_lse *a, int row, float lse, int lane)
 {
 	const zk_lp_meta *mt = &a->meta[row];
@@ -473,29 +472,98 @@ ZP_HD void zk_lse_out(const zk_lse *a, int row, float lse, int lane)
 	float *o = a->outf + mt->out_off;
 	for (int c = lane; c < mt->ncand; c += ZK_WARP)
 		o[1 + c] = lg[a->cands[mt->cand_off + c]] - lse;
-	if (lane)
-		return;
-	if (mt->has_plp)
+	if (lane == 0 && mt->has_plp)
 		o[0] = lg[mt->next] - lse;
-	if (mt->has_rank) { /* a count: the same integer in any order */
-		int above = 0;
-		for (int v = 0; v < a->V; v++)
-			above += lg[v] > lg[mt->next];
-		a->outi[mt->rank_off] = above + 1;
+}
+
+/* the rank: 1 + the tokens above next; each lane counts its strided share, the
+   block sums the integers (the same count in any order), lane 0 writes it */
+ZP_HD int zk_lse_rank_part(const zk_lse *a, int row, int lane)
+{
+	const zk_lp_meta *mt = &a->meta[row];
+	const float *lg = a->logits + (size_t)row * a->ld;
+	int above = 0;
+	for (int v = lane; v < a->V && mt->has_rank; v += ZK_WARP)
+		above += lg[v] > lg[mt->next];
+	return above;
+}
+
+ZP_HD void zk_lse_rank_out(const zk_lse *a, int row, int above)
+{
+	if (a->meta[row].has_rank)
+		a->outi[a->meta[row].rank_off] = above + 1;
+}
+
+/* ---- top-k: the k first ids in the order (logit descending, id ascending).
+   Up to ZK_TOPK_SPLIT, each lane keeps the top-k of its strided share (ops.c's
+   insertion: ids come in ascending order, so a tie keeps the lower id first)
+   in shared memory and lane 0 merges the 32 sorted lists, the lower id first
+   among equal heads: the same ids as one thread's insertion over the row
+   (logits without NaN). Above ZK_TOPK_SPLIT lane 0 runs that insertion
+   itself. ---- */
+#define ZK_TOPK_SPLIT 32
+
+typedef struct {
+	int n, ids[ZK_TOPK_SPLIT];
+} zk_topk_lane;
+
+/* insert v into ids[0..*n) (capacity k): ops.c's insertion */
+ZP_HD void zk_topk_insert(const float *lg, int *ids, int *n, int k, int v)
+{
+	if (*n == k && !(lg[v] > lg[ids[*n - 1]]))
+		return;
+	int j = *n < k ? (*n)++ : k - 1;
+	while (j > 0 && lg[v] > lg[ids[j - 1]]) {
+		ids[j] = ids[j - 1];
+		j--;
 	}
-	int k = mt->top_k, n = 0, *ids = a->outi + mt->ids_off;
-	for (int v = 0; v < a->V && k; v++) {
-		if (n == k && !(lg[v] > lg[ids[n - 1]]))
-			continue;
-		int j = n < k ? n++ : k - 1;
-		while (j > 0 && lg[v] > lg[ids[j - 1]]) {
-			ids[j] = ids[j - 1];
-			j--;
+	ids[j] = v;
+}
+
+ZP_HD void zk_lse_topk_lane(const zk_lse *a, int row, int lane, zk_topk_lane *mine)
+{
+	const zk_lp_meta *mt = &a->meta[row];
+	const float *lg = a->logits + (size_t)row * a->ld;
+	int k = mt->top_k;
+	mine->n = 0;
+	if (!k || (k > ZK_TOPK_SPLIT && lane))
+		return;
+	if (k > ZK_TOPK_SPLIT) { /* lane 0 alone, into the output ids */
+		int n = 0;
+		for (int v = 0; v < a->V; v++)
+			zk_topk_insert(lg, a->outi + mt->ids_off, &n, k, v);
+		return;
+	}
+	for (int v = lane; v < a->V; v += ZK_WARP)
+		zk_topk_insert(lg, mine->ids, &mine->n, k, v);
+}
+
+/* lane 0: the merge (split rows) and the top-k log-probs */
+ZP_HD void zk_lse_topk_out(const zk_lse *a, int row, float lse, const zk_topk_lane *t)
+{
+	const zk_lp_meta *mt = &a->meta[row];
+	const float *lg = a->logits + (size_t)row * a->ld;
+	int k = mt->top_k, *ids = a->outi + mt->ids_off, at[ZK_WARP];
+	if (!k)
+		return;
+	for (int l = 0; l < ZK_WARP; l++)
+		at[l] = 0;
+	for (int i = 0; i < k && k <= ZK_TOPK_SPLIT; i++) {
+		int best = -1, bv = 0;
+		for (int l = 0; l < ZK_WARP; l++) {
+			if (at[l] == t[l].n)
+				continue;
+			int v = t[l].ids[at[l]];
+			if (best < 0 || lg[v] > lg[bv] || (!(lg[v] < lg[bv]) && v < bv))
+				best = l, bv = v;
 		}
-		ids[j] = v;
+		if (best < 0) /* fewer than k entries (k > V is refused upstream) */
+			break;
+		ids[i] = bv;
+		at[best]++;
 	}
 	for (int i = 0; i < k; i++)
-		o[1 + mt->ncand + i] = lg[ids[i]] - lse;
+		a->outf[mt->out_off + 1 + mt->ncand + i] = lg[ids[i]] - lse;
 }
 
 /* ---- pooling: one block; rows in order (backend_cpu.c's cpu_pool) ---- */

@@ -115,8 +115,16 @@ static void twin_lse(const zk_lse *a, int b)
 	for (int l = 0; l < ZK_WARP; l++)
 		acc[l] = zk_lse_part(a, b, l);
 	zk_lse_acc t = zk_lse_bfly_host(acc);
-	for (int l = 0; l < ZK_WARP; l++)
-		zk_lse_out(a, b, t.m + logf(t.s), l);
+	float lse = t.m + logf(t.s);
+	zk_topk_lane tk[ZK_WARP];
+	int above = 0;
+	for (int l = 0; l < ZK_WARP; l++) {
+		zk_lse_out(a, b, lse, l);
+		above += zk_lse_rank_part(a, b, l);
+		zk_lse_topk_lane(a, b, l, &tk[l]);
+	}
+	zk_lse_rank_out(a, b, above);
+	zk_lse_topk_out(a, b, lse, tk);
 }
 
 static void twin_pool(const zk_pool *a)
