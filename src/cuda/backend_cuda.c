@@ -3,8 +3,9 @@
    it. Host metadata an op needs (ids, positions, row lists, sequence starts,
    per-expert offsets) goes through one staging ring (pinned host -> device,
    in stream order); the ring restarts after a stream sync when full. Weights
-   are converted to the device layout on the host into pinned staging buffers
-   and copied on the copy stream. Threads: one owner; events from any thread. */
+   (already in this backend's layout) are copied into pinned staging buffers
+   by the owner and a short-lived pool of copy threads while the copy stream
+   moves the previous buffer. Threads: one owner; events from any thread. */
 #include "backend_cuda.h"
 
 #include <dlfcn.h>
@@ -15,6 +16,7 @@
 #include "attention_v1.h"	/* the v1 twins: the sim device runs them */
 #include "devrt.h"
 #include "expert_gemm_v1.h"
+#include "pool.h"
 #include "v1.h"
 
 /* cuda-fast's kernels (the kernels/ files named v1_*.cu): absent until built in */
@@ -24,6 +26,8 @@
 #define META_BYTES ((size_t)32 << 20)
 #define STAGE_BUFS 4
 #define STAGE_BYTES ((size_t)64 << 20)
+#define STAGE_THREADS_MAX 8	/* host threads filling a staging buffer */
+#define STAGE_SPLIT_BYTES ((size_t)64 << 10)	/* smaller copies: one thread */
 #define EV_RING 64	/* records of one zp_event a waiter can still find */
 
 struct zp_event {
@@ -560,12 +564,15 @@ const zp_wlayout zp_cuda_wlayout = { "cuda-rows", layout_bytes, layout_pack };
 
 /* ---- weights: the model mirror, uploaded through pinned staging ---- */
 
+/* STAGE_BUFS pinned buffers in turn: while the copy stream moves one to the
+   device, the host fills the next, split across the stager's pool threads. */
 typedef struct {
 	cu_ctx *c;
 	char *buf[STAGE_BUFS];
 	zp_devent *ev[STAGE_BUFS];
 	size_t size;	/* bytes of each buffer */
-	int cur;
+	int cur, threads;
+	zp_pool *pool;	/* the memcpy into staging; the caller is one of its threads */
 	double bytes, t0, next_log;
 } stager;
 
@@ -574,6 +581,8 @@ static void stage_open(stager *s, cu_ctx *c, size_t total)
 {
 	*s = (stager){ .c = c, .t0 = zp_now_s(), .next_log = 1e9 };
 	s->size = ZP_MIN(STAGE_BYTES, ZP_MAX(total, 64));
+	s->threads = ZP_MAX(1, ZP_MIN(c->o.threads, STAGE_THREADS_MAX));
+	s->pool = zp_pool_new(s->threads);
 	for (int i = 0; i < STAGE_BUFS; i++) {
 		s->buf[i] = c->rt->ops->host_alloc(c->rt, s->size);
 		s->ev[i] = c->rt->ops->event_new(c->rt);
@@ -588,9 +597,35 @@ static void stage_close(stager *s, const char *what)
 		c->rt->ops->host_free(c->rt, s->buf[i]);
 		c->rt->ops->event_free(c->rt, s->ev[i]);
 	}
+	zp_pool_free(s->pool);
 	double dt = zp_now_s() - s->t0;
-	zp_log(ZP_LOG_INFO, "msg=\"weights uploaded\" what=%s path=staged gb=%.3f gbps=%.2f s=%.2f", what,
-	       s->bytes / 1e9, dt > 0 ? s->bytes / 1e9 / dt : 0.0, dt);
+	zp_log(ZP_LOG_INFO, "msg=\"weights uploaded\" what=%s path=staged gb=%.3f gbps=%.2f s=%.2f "
+	       "copy_threads=%d", what, s->bytes / 1e9, dt > 0 ? s->bytes / 1e9 / dt : 0.0, dt,
+	       s->threads);
+}
+
+typedef struct {
+	char *dst;
+	const char *src;
+	size_t bytes, piece;
+} stage_fill;
+
+static void stage_fill_task(void *ctx, int t, int thread)
+{
+	const stage_fill *f = ctx;
+	size_t at = (size_t)t * f->piece;
+	memcpy(f->dst + at, f->src + at, ZP_MIN(f->piece, f->bytes - at));
+}
+
+/* host src into a staging buffer: pieces of 64-byte multiples, one a thread */
+static void stage_fill_buf(stager *s, char *dst, const char *src, size_t nb)
+{
+	if (s->threads == 1 || nb < STAGE_SPLIT_BYTES) {
+		memcpy(dst, src, nb);
+		return;
+	}
+	stage_fill f = { dst, src, nb, ZP_ALIGN_UP((nb + s->threads - 1) / s->threads, 64) };
+	zp_pool_run(s->pool, (int)((nb + f.piece - 1) / f.piece), stage_fill_task, &f);
 }
 
 /* bytes from host src to device dst through the staging buffers */
@@ -601,8 +636,8 @@ static void stage_bytes(stager *s, void *dst, const void *src, size_t bytes)
 		size_t nb = ZP_MIN(s->size, bytes - at);
 		int i = s->cur;
 		s->cur = (s->cur + 1) % STAGE_BUFS;
-		c->rt->ops->event_sync(c->rt, s->ev[i]);
-		memcpy(s->buf[i], (const char *)src + at, nb);
+		c->rt->ops->event_sync(c->rt, s->ev[i]); /* its last DMA is done */
+		stage_fill_buf(s, s->buf[i], (const char *)src + at, nb);
 		c->rt->ops->copy(c->rt, c->xs, (char *)dst + at, s->buf[i], nb);
 		c->rt->ops->event_record(c->rt, s->ev[i], c->xs);
 		s->bytes += (double)nb;
