@@ -824,6 +824,16 @@ static const struct zp_backend_ops cuda_ops = {
 	.pool = cu_pool,
 };
 
+/* Executor i runs on GPU i mod the GPUs here: several executors may share one */
+static int cuda_ordinal(int i)
+{
+	int n = zp_drt_cuda_count();
+	if (n <= 0 || i < n)
+		return i; /* none: zp_drt_cuda_new says so */
+	zp_log(ZP_LOG_INFO, "msg=\"executors share GPUs\" executor=%d gpu=%d gpus=%d", i, i % n, n);
+	return i % n;
+}
+
 zp_backend *zp_backend_cuda_new(const zp_cuda_opts *o, zp_err *e)
 {
 	zp_drt *rt;
@@ -835,7 +845,7 @@ zp_backend *zp_backend_cuda_new(const zp_cuda_opts *o, zp_err *e)
 		return NULL;
 	}
 	rt = o->dev == ZP_DEV_SIM ? zp_drt_sim_new(o->threads)
-				  : zp_drt_cuda_new(o->ordinal, o->rows_max, e);
+				  : zp_drt_cuda_new(cuda_ordinal(o->ordinal), o->rows_max, e);
 	if (!rt)
 		return NULL;
 	zp_backend *b = zp_xcalloc(1, sizeof *b);

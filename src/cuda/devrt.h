@@ -86,5 +86,7 @@ void zp_drt_fail(const char *dev, const char *call, const char *why, const char 
 zp_drt *zp_drt_sim_new(int threads);
 /* NULL with e set: CUDA not built in, no GPU, or the device failed to start */
 zp_drt *zp_drt_cuda_new(int device, int m_max, zp_err *e);
+/* CUDA devices visible to this process: 0 when none or CUDA is not built in */
+int zp_drt_cuda_count(void);
 
 #endif
