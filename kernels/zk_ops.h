@@ -51,7 +51,11 @@ typedef struct {
 	const int *seq_start; const zk_kv *prefix; float scale;
 } zk_attn;
 typedef struct { float *logits; size_t ld; int n, E, K; bool norm; int *sel; float *selw, *gap; } zk_route;
-typedef struct { int nk, E; const int *sel; int *offs, *slot_row; } zk_dispatch;
+typedef struct {
+	int nk, E; const int *sel; int *offs, *slot_row;
+	int phase;	/* ZK_DISPATCH_COUNT, _SCAN, _PLACE: one launch each */
+	int *hist;	/* [zk_dispatch_blocks(nk)][E] scratch: counts, then each block's starts */
+} zk_dispatch;
 typedef struct { int K; const int *slot_row; const uint16_t *src; uint16_t *dst; size_t row_u16; } zk_gather;
 typedef struct {
 	int K, cols; const int *slot_row; const float *selw; const float *y; size_t ldy;
@@ -282,14 +286,41 @@ ZP_HD void zk_route_row(const zk_route *a, int row)
 		}
 }
 
-/* ---- dispatch: one block of ZK_DISPATCH_LANES; phases count, scan, place ---- */
+/* ---- dispatch: three launches of ZK_DISPATCH_LANES-lane blocks ----
+   COUNT (one block per slice of ZK_DISPATCH_SLICE selections): the slice's
+   per-expert counts into hist[b][e]. SCAN (one block): offs = the exclusive
+   scan over experts of the column sums; hist[b][e] becomes block b's first
+   slot of expert e (offs[e] plus earlier slices' counts). PLACE (one block
+   per slice): the slice's selections of expert e take hist[b][e] onward, in
+   token order. Stable: an expert's rows keep token order across slices. Every
+   count is an integer sum: the result is independent of the block count. */
+enum { ZK_DISPATCH_COUNT, ZK_DISPATCH_SCAN, ZK_DISPATCH_PLACE };
+#define ZK_DISPATCH_SLICE 1024
 
-ZP_HD void zk_dispatch_count(const zk_dispatch *a, int lane)
+ZP_HD int zk_dispatch_blocks(int nk)
 {
+	return nk > 0 ? (nk + ZK_DISPATCH_SLICE - 1) / ZK_DISPATCH_SLICE : 1;
+}
+
+ZP_HD void zk_dispatch_count(const zk_dispatch *a, int b, int lane)
+{
+	int i0 = b * ZK_DISPATCH_SLICE, i1 = i0 + ZK_DISPATCH_SLICE < a->nk ? i0 + ZK_DISPATCH_SLICE : a->nk;
 	for (int e = lane; e < a->E; e += ZK_DISPATCH_LANES) {
 		int c = 0;
-		for (int i = 0; i < a->nk; i++)
+		for (int i = i0; i < i1; i++)
 			c += a->sel[i] == e;
+		a->hist[(size_t)b * a->E + e] = c;
+	}
+}
+
+/* lanes over experts, then lane 0 over experts for the running offsets */
+ZP_HD void zk_dispatch_sum(const zk_dispatch *a, int lane)
+{
+	int nb = zk_dispatch_blocks(a->nk);
+	for (int e = lane; e < a->E; e += ZK_DISPATCH_LANES) {
+		int c = 0;
+		for (int b = 0; b < nb; b++)
+			c += a->hist[(size_t)b * a->E + e];
 		a->offs[e + 1] = c;
 	}
 }
@@ -301,12 +332,26 @@ ZP_HD void zk_dispatch_scan(const zk_dispatch *a)
 		a->offs[e + 1] += a->offs[e];
 }
 
-/* expert e's slots in token order: stable */
-ZP_HD void zk_dispatch_place(const zk_dispatch *a, int lane)
+ZP_HD void zk_dispatch_starts(const zk_dispatch *a, int lane)
 {
+	int nb = zk_dispatch_blocks(a->nk);
 	for (int e = lane; e < a->E; e += ZK_DISPATCH_LANES) {
-		int slot = a->offs[e];
-		for (int i = 0; i < a->nk; i++)
+		int at = a->offs[e];
+		for (int b = 0; b < nb; b++) {
+			int c = a->hist[(size_t)b * a->E + e];
+			a->hist[(size_t)b * a->E + e] = at;
+			at += c;
+		}
+	}
+}
+
+/* expert e's slots of slice b in token order: stable */
+ZP_HD void zk_dispatch_place(const zk_dispatch *a, int b, int lane)
+{
+	int i0 = b * ZK_DISPATCH_SLICE, i1 = i0 + ZK_DISPATCH_SLICE < a->nk ? i0 + ZK_DISPATCH_SLICE : a->nk;
+	for (int e = lane; e < a->E; e += ZK_DISPATCH_LANES) {
+		int slot = a->hist[(size_t)b * a->E + e];
+		for (int i = i0; i < i1; i++)
 			if (a->sel[i] == e)
 				a->slot_row[i] = slot++;
 	}
@@ -419,8 +464,7 @@ static inline zk_lse_acc zk_lse_bfly_host(zk_lse_acc v[ZK_WARP])
 	return v[0];
 }
 
-/* the row's outputs given lse: candidates lane-strided; lane 0 the plp and
-   the top-k (ops.c's insertion, ties keep the lower id first) */
+/* the row's outputs given lse: candidates lane-strided; lane 0 the plp */
 ZP_HD void zk_lse_out(const zk_lse *a, int row, float lse, int lane)
 {
 	const zk_lp_meta *mt = &a->meta[row];
@@ -428,29 +472,98 @@ ZP_HD void zk_lse_out(const zk_lse *a, int row, float lse, int lane)
 	float *o = a->outf + mt->out_off;
 	for (int c = lane; c < mt->ncand; c += ZK_WARP)
 		o[1 + c] = lg[a->cands[mt->cand_off + c]] - lse;
-	if (lane)
-		return;
-	if (mt->has_plp)
+	if (lane == 0 && mt->has_plp)
 		o[0] = lg[mt->next] - lse;
-	if (mt->has_rank) { /* a count: the same integer in any order */
-		int above = 0;
-		for (int v = 0; v < a->V; v++)
-			above += lg[v] > lg[mt->next];
-		a->outi[mt->rank_off] = above + 1;
+}
+
+/* the rank: 1 + the tokens above next; each lane counts its strided share, the
+   block sums the integers (the same count in any order), lane 0 writes it */
+ZP_HD int zk_lse_rank_part(const zk_lse *a, int row, int lane)
+{
+	const zk_lp_meta *mt = &a->meta[row];
+	const float *lg = a->logits + (size_t)row * a->ld;
+	int above = 0;
+	for (int v = lane; v < a->V && mt->has_rank; v += ZK_WARP)
+		above += lg[v] > lg[mt->next];
+	return above;
+}
+
+ZP_HD void zk_lse_rank_out(const zk_lse *a, int row, int above)
+{
+	if (a->meta[row].has_rank)
+		a->outi[a->meta[row].rank_off] = above + 1;
+}
+
+/* ---- top-k: the k first ids in the order (logit descending, id ascending).
+   Up to ZK_TOPK_SPLIT, each lane keeps the top-k of its strided share (ops.c's
+   insertion: ids come in ascending order, so a tie keeps the lower id first)
+   in shared memory and lane 0 merges the 32 sorted lists, the lower id first
+   among equal heads: the same ids as one thread's insertion over the row
+   (logits without NaN). Above ZK_TOPK_SPLIT lane 0 runs that insertion
+   itself. ---- */
+#define ZK_TOPK_SPLIT 32
+
+typedef struct {
+	int n, ids[ZK_TOPK_SPLIT];
+} zk_topk_lane;
+
+/* insert v into ids[0..*n) (capacity k): ops.c's insertion */
+ZP_HD void zk_topk_insert(const float *lg, int *ids, int *n, int k, int v)
+{
+	if (*n == k && !(lg[v] > lg[ids[*n - 1]]))
+		return;
+	int j = *n < k ? (*n)++ : k - 1;
+	while (j > 0 && lg[v] > lg[ids[j - 1]]) {
+		ids[j] = ids[j - 1];
+		j--;
 	}
-	int k = mt->top_k, n = 0, *ids = a->outi + mt->ids_off;
-	for (int v = 0; v < a->V && k; v++) {
-		if (n == k && !(lg[v] > lg[ids[n - 1]]))
-			continue;
-		int j = n < k ? n++ : k - 1;
-		while (j > 0 && lg[v] > lg[ids[j - 1]]) {
-			ids[j] = ids[j - 1];
-			j--;
+	ids[j] = v;
+}
+
+ZP_HD void zk_lse_topk_lane(const zk_lse *a, int row, int lane, zk_topk_lane *mine)
+{
+	const zk_lp_meta *mt = &a->meta[row];
+	const float *lg = a->logits + (size_t)row * a->ld;
+	int k = mt->top_k;
+	mine->n = 0;
+	if (!k || (k > ZK_TOPK_SPLIT && lane))
+		return;
+	if (k > ZK_TOPK_SPLIT) { /* lane 0 alone, into the output ids */
+		int n = 0;
+		for (int v = 0; v < a->V; v++)
+			zk_topk_insert(lg, a->outi + mt->ids_off, &n, k, v);
+		return;
+	}
+	for (int v = lane; v < a->V; v += ZK_WARP)
+		zk_topk_insert(lg, mine->ids, &mine->n, k, v);
+}
+
+/* lane 0: the merge (split rows) and the top-k log-probs */
+ZP_HD void zk_lse_topk_out(const zk_lse *a, int row, float lse, const zk_topk_lane *t)
+{
+	const zk_lp_meta *mt = &a->meta[row];
+	const float *lg = a->logits + (size_t)row * a->ld;
+	int k = mt->top_k, *ids = a->outi + mt->ids_off, at[ZK_WARP];
+	if (!k)
+		return;
+	for (int l = 0; l < ZK_WARP; l++)
+		at[l] = 0;
+	for (int i = 0; i < k && k <= ZK_TOPK_SPLIT; i++) {
+		int best = -1, bv = 0;
+		for (int l = 0; l < ZK_WARP; l++) {
+			if (at[l] == t[l].n)
+				continue;
+			int v = t[l].ids[at[l]];
+			if (best < 0 || lg[v] > lg[bv] || (!(lg[v] < lg[bv]) && v < bv))
+				best = l, bv = v;
 		}
-		ids[j] = v;
+		if (best < 0) /* fewer than k entries (k > V is refused upstream) */
+			break;
+		ids[i] = bv;
+		at[best]++;
 	}
 	for (int i = 0; i < k; i++)
-		o[1 + mt->ncand + i] = lg[ids[i]] - lse;
+		a->outf[mt->out_off + 1 + mt->ncand + i] = lg[ids[i]] - lse;
 }
 
 /* ---- pooling: one block; rows in order (backend_cpu.c's cpu_pool) ---- */

@@ -682,14 +682,19 @@ static void t_gather_combine(int n, int K, int cols)
 
 static void t_logprobs(int n, int V)
 {
-	float *lg = frand_n((size_t)n * V, -8, 8), plp[8], cand[8][3], top[8][5];
-	int32_t cands[3] = { 0, V / 2, V - 1 }, ids[8][5], rank[8];
+	float *lg = frand_n((size_t)n * V, -8, 8), plp[8], cand[8][3], top[8][40];
+	int32_t cands[3] = { 0, V / 2, V - 1 }, ids[8][40], rank[8];
+	static const int topk[4] = { 5, 0, 40, 0 }; /* 40: past the lanes' split (zk_ops.h) */
 	zp_lp_row rows[8];
 	ZP_ASSERT(n <= 8);
 	lg[V - 2] = lg[V - 1]; /* a tie in row 0 */
+	for (int i = 0; i < n; i++) { /* ties at the top, in different lanes' shares */
+		lg[(size_t)i * V + V - 3] = lg[(size_t)i * V + 7] = lg[(size_t)i * V + 70] = 8.5f;
+		lg[(size_t)i * V + 33] = lg[(size_t)i * V + 40] = 8.25f;
+	}
 	for (int i = 0; i < n; i++)
 		rows[i] = (zp_lp_row){ i % 2 ? &plp[i] : NULL, (i * 31) % V, 3, cands, cand[i],
-				       i % 2 ? 0 : 5, ids[i], top[i], i % 2 ? &rank[i] : NULL };
+				       topk[i % 4], ids[i], top[i], i % 2 ? &rank[i] : NULL };
 	gbuf gl = gfrom(lg, (size_t)n * V * 4);
 	B->ops->logprobs(B, n, V, (zp_view){ gl.p, (size_t)V }, rows);
 	gtake(gl, NULL, "logprobs logits");
@@ -823,6 +828,7 @@ static void suite(void)
 		t_pool(n, 17);
 	}
 	t_route_dispatch(70, 8, 8); /* K == E: every expert, gap inf */
+	t_route_dispatch(700, 10, 3); /* 2100 selections: three dispatch slices */
 	t_elementwise(33, 17);
 	for (int t = 0; t < 2; t++) {
 		enum zp_wtype wt = t ? ZP_W_BF16 : ZP_W_F32;

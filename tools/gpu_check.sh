@@ -32,7 +32,12 @@
 # memory and the host's, GPU_CHECK_235B_LAYERS to force), 4K and 16K tokens
 # per forward, with tok/s, TFLOP/s (the engine's own FLOP count) and MFU
 # against 989 TFLOP/s and against the measured cuBLAS rate; v0 and v1 kernels
-# through the CUDA backend's switch (ZP_EXPERT_GEMM=v0|v1, ZP_ATTENTION=v0|v1).
+# through the CUDA backend's switch (ZP_EXPERT_GEMM=v0|v1, ZP_ATTENTION=v0|v1);
+# then, on cuda and on sim, N = 2 and 4 executors sharing the one device:
+# replicate / asyncep / dpep tok/s, the asyncep gather over p2p vs nccl, and
+# AsyncEP's overlap curve (exposed wait / layer time by tokens per executor);
+# a mode the engine refuses there today is a SKIP row with its refusal. The v1
+# kernels run end to end on hd64 against its golden (test_golden hd64).
 # The random-weight load packs the model in host memory first (61 GB for
 # 30B-A3B bf16: the H200 box has 128 GB), then uploads it.
 set -u
@@ -246,6 +251,14 @@ else
 	row "batch invariance on $DEV" "SKIP" "no odd requests"
 fi
 
+# ---- the v1 kernels end to end: hd64 (head_dim 64, bf16) against its golden
+# through test_golden (ZP_EXPERT_GEMM=v1 ZP_ATTENTION=v1: bf16 must run v1, f32
+# must fall back to v0 and say so; on sim the kernels' twins)
+step "v1 end to end (hd64, $DEV)" 120 "$G/test_golden" hd64 --device "$DEV"
+rc=$?
+row "v1 kernels end to end on $DEV (hd64 vs golden)" "$(verdict $rc)" \
+	"v1 bf16 $(grep -A1 '^v1 expert GEMM and attention' "$LOG" | grep -o 'max|dlogprob|=[^ ]*' | tail -n 1); $(grep '^test_golden' "$LOG" | tail -n 1)"
+
 # ---- AsyncEP equivalence: N sim executors give one's bits (cpu and sim)
 if [ "$DEV" = sim ]; then
 	step "test_asyncep (N executors vs one, cpu and sim)" 120 "$G/test_asyncep"
@@ -436,6 +449,94 @@ if [ "$DEV" = sim ]; then
 else
 	benchmarks
 fi
+
+# ---- parallel modes with N executors on ONE device (executor i on GPU i mod
+# the GPUs): tok/s by mode, p2p vs nccl gather times, and AsyncEP's overlap
+# curve (exposed gather wait / layer time by tokens per executor). On cuda at
+# Qwen3-30B-A3B layer shapes, random weights, GPU_CHECK_EP_LAYERS layers
+# (default 8: four replicas fit one GPU); on sim at tests/models/hd64. A mode
+# the engine refuses on this device today is a SKIP row with its refusal.
+if [ "$DEV" = sim ]; then
+	EP_ARGS="--model tests/models/hd64"
+	EP_TOK=64
+	EP_CURVE="16 64 256"
+	EP_TR=cpu
+	EP_T=60
+else
+	python3 - "$TMP/q30" "${GPU_CHECK_EP_LAYERS:-8}" << 'EOF'
+import json, os, sys
+os.makedirs(sys.argv[1], exist_ok=True)
+c = json.load(open("tests/models/qwen3-30b-a3b-config/config.json"))
+c["num_hidden_layers"] = c["max_window_layers"] = int(sys.argv[2])
+json.dump(c, open(os.path.join(sys.argv[1], "config.json"), "w"), indent=1)
+EOF
+	EP_ARGS="--model $TMP/q30 --random-weights 1"
+	EP_TOK=4096
+	EP_CURVE="512 2048 8192 16384"
+	EP_TR=${GPU_CHECK_EP_TRANSPORT:-p2p}
+	EP_T=170
+fi
+
+# the engine's refusal in a bench output, when it refused the mode (else empty)
+refusal() {
+	grep 'msg="cannot start executors"' "$1" | grep -E 'not supported|copies between CUDA devices|not implemented' |
+		sed -n 's/.*error="\(.*\)"$/\1/p' | head -n 1
+}
+
+# ep_bench TAG PAR N TRANSPORT TOKENS: one `zprefill bench`, its output in
+# $TMP/ep.TAG.out; sets EP_RC (0 ran, 77 refused, 98 budget, else failed), EP_WHY
+ep_bench() {
+	local tag=$1 par=$2 n=$3 tr=$4 tok=$5
+	: > "$TMP/ep.$tag.out"
+	step "ep $tag: $par N=$n transport=$tr tokens=$tok" $EP_T sh -c "\"$Z\" bench --device $DEV --parallel $par --executors $n --transport $tr $EP_ARGS --tokens $tok --seqs 1 --iters 2 > \"$TMP/ep.$tag.out\" 2>&1"
+	EP_RC=$?
+	cat "$TMP/ep.$tag.out" >> "$LOG"
+	EP_WHY=$(refusal "$TMP/ep.$tag.out")
+	if [ $EP_RC -ne 0 ] && [ $EP_RC -ne 98 ] && [ -n "$EP_WHY" ]; then
+		EP_RC=77
+	elif [ $EP_RC -eq 0 ] && ! grep -q prefill_tok_s "$TMP/ep.$tag.out"; then
+		EP_RC=1
+	fi
+	grep prefill_tok_s "$TMP/ep.$tag.out" | tail -n 1 | sed "s/^/ep $tag: /" >> "$BENCH"
+}
+# epv TAG KEY: KEY's value in that bench's summary, calibration or overlap line
+epv() { grep -E 'prefill_tok_s|^calibration:|^overall' "$TMP/ep.$1.out" 2> /dev/null | tr ' ' '\n' | sed -n "s/^$2=//p" | tail -n 1; }
+ep_row() {
+	case $EP_RC in
+	0) row "$1" PASS "$2" ;;
+	77) row "$1" SKIP "refused: $EP_WHY" ;;
+	98) row "$1" SKIP "budget spent" ;;
+	*) row "$1" "$(verdict $EP_RC)" "rc=$EP_RC (log.txt)" ;;
+	esac
+}
+
+ep_steps() {
+	local n par tr tok r base
+	for n in 2 4; do # (a) the three modes side by side
+		for par in replicate asyncep dpep; do
+			ep_bench "$par$n" $par $n "$EP_TR" $EP_TOK
+			r="$(epv "$par$n" prefill_tok_s) tok/s"
+			base=$(epv "replicate$n" prefill_tok_s)
+			if [ $EP_RC -eq 0 ] && [ "$par" != replicate ] && [ -n "$base" ]; then
+				r="$r, $(awk -v a="$(epv "$par$n" prefill_tok_s)" -v b="$base" 'BEGIN { printf "%.3f", a / b }') x replicate"
+			fi
+			ep_row "$par N=$n on one $DEV ($EP_TOK tok each)" "$r"
+		done
+	done
+	for tr in p2p nccl; do # (b) the gather: copy engines vs the collective
+		ep_bench "gather-$tr" asyncep 2 $tr $EP_TOK
+		ep_row "asyncep N=2 gather over $tr" "gather_ms=$(epv "gather-$tr" gather_ms) exposed_wait_frac=$(epv "gather-$tr" exposed_wait_frac)"
+	done
+	if [ -n "$(epv gather-p2p gather_ms)" ] && [ -n "$(epv gather-nccl gather_ms)" ]; then
+		row "gather time p2p / nccl" INFO "$(awk -v a="$(epv gather-p2p gather_ms)" -v b="$(epv gather-nccl gather_ms)" 'BEGIN { printf "%.3f (< 1: p2p faster)", a / b }')"
+	fi
+	for tok in $EP_CURVE; do # (c) the overlap curve
+		ep_bench "curve$tok" asyncep 2 "$EP_TR" "$tok"
+		ep_row "asyncep N=2 overlap, $tok tok/executor" \
+			"exposed wait / layer time = $(epv "curve$tok" exposed_wait_frac); $(grep '^layer=' "$TMP/ep.curve$tok.out" | awk '{ split($2, a, "="); split($3, b, "="); l += a[2]; w += b[2]; n++ } END { if (n) printf "mean layer_ms=%.3f wait_ms=%.3f, %d layers", l / n, w / n, n }')"
+	done
+}
+ep_steps
 
 # ---- the table
 {

@@ -3,8 +3,9 @@
    it. Host metadata an op needs (ids, positions, row lists, sequence starts,
    per-expert offsets) goes through one staging ring (pinned host -> device,
    in stream order); the ring restarts after a stream sync when full. Weights
-   are converted to the device layout on the host into pinned staging buffers
-   and copied on the copy stream. Threads: one owner; events from any thread. */
+   (already in this backend's layout) are copied into pinned staging buffers
+   by the owner and a short-lived pool of copy threads while the copy stream
+   moves the previous buffer. Threads: one owner; events from any thread. */
 #include "backend_cuda.h"
 
 #include <dlfcn.h>
@@ -12,7 +13,10 @@
 #include <pthread.h>
 #include <string.h>
 
+#include "attention_v1.h"	/* the v1 twins: the sim device runs them */
 #include "devrt.h"
+#include "expert_gemm_v1.h"
+#include "pool.h"
 #include "v1.h"
 
 /* cuda-fast's kernels (the kernels/ files named v1_*.cu): absent until built in */
@@ -22,6 +26,8 @@
 #define META_BYTES ((size_t)32 << 20)
 #define STAGE_BUFS 4
 #define STAGE_BYTES ((size_t)64 << 20)
+#define STAGE_THREADS_MAX 8	/* host threads filling a staging buffer */
+#define STAGE_SPLIT_BYTES ((size_t)64 << 10)	/* smaller copies: one thread */
 #define EV_RING 64	/* records of one zp_event a waiter can still find */
 
 struct zp_event {
@@ -43,7 +49,7 @@ typedef struct {
 	zp_model mdev;
 	bool have_model;
 	float *embed;		/* [V][H] f32 */
-	bool v1_expert_said, v1_attn_said;	/* the v1 fallback's one log line each */
+	const char *v1_expert_said, *v1_attn_said;	/* the v1 fallback's last reason logged */
 	void **owned;		/* device arrays of the mirror */
 	int nowned, capowned;
 } cu_ctx;
@@ -338,46 +344,61 @@ static void cu_gemm(zp_backend *b, const zp_gemm_op *op)
 	swiglu(c, op->m, op->w->n, op->ncols, c->tmp, op->c, op->ldc);
 }
 
+/* The sim runs the twin on host memory (its device memory) once the stream
+   has drained: the twin reads the host offsets as they are. */
 static void expert_v1(cu_ctx *c, const zp_wmat *w, int e0, int e1, const int *offs, zp_view a,
 		      zp_view out, enum zp_epi epi)
 {
-	size_t mat = (size_t)w[e0].n * w[e0].kp;
-	for (int e = e0; e < e1; e++) /* the contract's one [E][N][K] array */
-		ZP_ASSERT((const uint16_t *)w[e].data == (const uint16_t *)w[e0].data + (e - e0) * mat);
-	int E = e1 - e0, *doffs = meta(c, offs, (size_t)(E + 1) * sizeof *offs);
+	int E = e1 - e0;
+	enum zp_kv1_epi ke = epi == ZP_EPI_SWIGLU ? ZP_KV1_EPI_SWIGLU : ZP_KV1_EPI_STORE;
+	if (c->o.dev == ZP_DEV_SIM) {
+		c->rt->ops->stream_sync(c->rt, c->cs);
+		if (zp_kv1_expert_gemm_host(ZP_MAX(c->o.threads, 1), w[e0].data, e0, e1, offs,
+					    a.data, a.ld, out.data, out.ld, ke, w[e0].n, w[e0].kp))
+			zp_panic(__FILE__, __LINE__, "zp_kv1_expert_gemm_host: a thread did not start");
+		return;
+	}
+	int *doffs = meta(c, offs, (size_t)(E + 1) * sizeof *offs);
 	void *st = c->rt->ops->native_stream(c->rt, c->cs);
 	int rc = zp_kv1_expert_gemm(st, w[e0].data, e0, e1, doffs, offs[E], a.data, a.ld, out.data,
-				    out.ld, epi == ZP_EPI_SWIGLU ? ZP_KV1_EPI_SWIGLU : ZP_KV1_EPI_STORE,
-				    w[e0].n, w[e0].kp);
+				    out.ld, ke, w[e0].n, w[e0].kp);
 	if (rc)
 		zp_panic(__FILE__, __LINE__, "zp_kv1_expert_gemm failed to launch");
 }
 
 /* Why the v1 expert kernel cannot take these operands (kernels/v1.h: bf16
-   weights, K % 8 == 0, N % 16 == 0, lda % 8 == 0), NULL when it can. */
-static const char *v1_expert_misfit(const zp_wmat *w, zp_view a)
+   weights, K % 8 == 0, N % 16 == 0, lda % 8 == 0, experts [e0, e1) one
+   contiguous [E][N][K] array), NULL when it can. The model mirror's experts
+   are one array per matrix kind (experts_up); an AsyncEP layer buffer holds
+   them expert-major (gate_up then down per expert), another stride. */
+static const char *v1_expert_misfit(const zp_wmat *w, int e0, int e1, zp_view a)
 {
-	if (w->type != ZP_W_BF16)
+	size_t mat = (size_t)w[e0].n * w[e0].kp;
+	if (w[e0].type != ZP_W_BF16)
 		return "the expert weights are not bf16";
-	if (w->k % 8 || w->kp != w->k)
+	if (w[e0].k % 8 || w[e0].kp != w[e0].k)
 		return "K % 8 != 0";
-	if (w->n % 16)
+	if (w[e0].n % 16)
 		return "N % 16 != 0 (hidden, or 2 x moe_ffn)";
 	if (a.ld % 8)
 		return "the activations' row stride % 8 != 0";
+	for (int e = e0 + 1; e < e1; e++)
+		if ((const uint16_t *)w[e].data != (const uint16_t *)w[e0].data + (e - e0) * mat)
+			return "the experts are not one contiguous [E][N][K] array (an AsyncEP "
+			       "layer buffer)";
 	return NULL;
 }
 
 /* the v1 switch is a request: outside the kernel's contract v0 runs, and
-   the log says so once (per kind, per backend) */
-static bool v1_use(bool *said, const char *kind, const char *why)
+   the log says so once per reason (per kind, per backend) */
+static bool v1_use(const char **said, const char *kind, const char *why)
 {
 	if (!why)
 		return true;
-	if (!*said)
+	if (*said != why)
 		zp_log(ZP_LOG_WARN, "msg=\"v1 %s outside its kernel's contract: v0 runs instead\" "
 		       "why=\"%s\"", kind, why);
-	*said = true;
+	*said = why;
 	return false;
 }
 
@@ -392,7 +413,7 @@ static void cu_expert_gemm(zp_backend *b, const zp_wmat *w, int e0, int e1, cons
 	if (!rows)
 		return;
 	if (c->o.expert_v1 &&
-	    v1_use(&c->v1_expert_said, "expert GEMM", v1_expert_misfit(&w[e0], a))) {
+	    v1_use(&c->v1_expert_said, "expert GEMM", v1_expert_misfit(w, e0, e1, a))) {
 		expert_v1(c, w, e0, e1, offs, a, out, epi);
 		return;
 	}
@@ -453,7 +474,16 @@ static int cu_attention(zp_backend *b, const zp_attn_args *a, zp_err *e)
 	const zk_kv *pf = a->prefix ? meta(c, a->prefix, (size_t)a->nseq * sizeof(zk_kv)) : NULL;
 	const char *misfit = !a->bf16 ? "an f32 model (the v1 attention is bf16)"
 			     : a->d != 64 && a->d != 128 ? "head_dim not 64 or 128" : NULL;
-	if (c->o.attn_v1 && v1_use(&c->v1_attn_said, "attention", misfit)) {
+	if (c->o.attn_v1 && v1_use(&c->v1_attn_said, "attention", misfit) &&
+	    c->o.dev == ZP_DEV_SIM) { /* the twin, on host memory, after what the stream holds */
+		c->rt->ops->stream_sync(c->rt, c->cs);
+		if (zp_kv1_attention_host(ZP_MAX(c->o.threads, 1), a->heads, a->kv_heads, a->d,
+					  a->nseq, a->seq_start, a->qkv.data, a->qkv.ld,
+					  a->out.data, a->out.ld, (const zp_kv1_src *)a->prefix))
+			zp_panic(__FILE__, __LINE__, "zp_kv1_attention_host: a thread did not start");
+		return 0;
+	}
+	if (c->o.attn_v1 && !misfit) {
 		void *st = c->rt->ops->native_stream(c->rt, c->cs);
 		if (zp_kv1_attention(st, a->heads, a->kv_heads, a->d, a->nseq, ss, T, longest,
 				     a->qkv.data, a->qkv.ld, a->out.data, a->out.ld,
@@ -478,12 +508,20 @@ static void cu_route(zp_backend *b, int n, int E, int K, bool norm_topk, zp_view
 	launch(C(b), &l);
 }
 
+/* three launches (zk_ops.h): per-slice counts, the scan, the placement; the
+   per-slice histograms in the metadata ring (device-written scratch) */
 static void cu_dispatch(zp_backend *b, int n, int K, int E, const int *sel, int *offs,
 			int *slot_row)
 {
-	zk_launch l = { .kind = ZK_DISPATCH, .blocks = 1 };
-	l.u.dispatch = (zk_dispatch){ n * K, E, sel, offs, slot_row };
-	launch(C(b), &l);
+	cu_ctx *c = C(b);
+	int nb = zk_dispatch_blocks(n * K);
+	int *hist = meta(c, NULL, (size_t)nb * E * sizeof *hist);
+	static const int phase[3] = { ZK_DISPATCH_COUNT, ZK_DISPATCH_SCAN, ZK_DISPATCH_PLACE };
+	for (int p = 0; p < 3; p++) {
+		zk_launch l = { .kind = ZK_DISPATCH, .blocks = phase[p] == ZK_DISPATCH_SCAN ? 1 : nb };
+		l.u.dispatch = (zk_dispatch){ n * K, E, sel, offs, slot_row, phase[p], hist };
+		launch(c, &l);
+	}
 }
 
 static void cu_gather(zp_backend *b, int n, int K, const int *slot_row, const void *src, void *dst,
@@ -606,12 +644,15 @@ const zp_wlayout zp_cuda_wlayout = { "cuda-rows", layout_bytes, layout_pack };
 
 /* ---- weights: the model mirror, uploaded through pinned staging ---- */
 
+/* STAGE_BUFS pinned buffers in turn: while the copy stream moves one to the
+   device, the host fills the next, split across the stager's pool threads. */
 typedef struct {
 	cu_ctx *c;
 	char *buf[STAGE_BUFS];
 	zp_devent *ev[STAGE_BUFS];
 	size_t size;	/* bytes of each buffer */
-	int cur;
+	int cur, threads;
+	zp_pool *pool;	/* the memcpy into staging; the caller is one of its threads */
 	double bytes, t0, next_log;
 } stager;
 
@@ -620,6 +661,8 @@ static void stage_open(stager *s, cu_ctx *c, size_t total)
 {
 	*s = (stager){ .c = c, .t0 = zp_now_s(), .next_log = 1e9 };
 	s->size = ZP_MIN(STAGE_BYTES, ZP_MAX(total, 64));
+	s->threads = ZP_MAX(1, ZP_MIN(c->o.threads, STAGE_THREADS_MAX));
+	s->pool = zp_pool_new(s->threads);
 	for (int i = 0; i < STAGE_BUFS; i++) {
 		s->buf[i] = c->rt->ops->host_alloc(c->rt, s->size);
 		s->ev[i] = c->rt->ops->event_new(c->rt);
@@ -634,9 +677,35 @@ static void stage_close(stager *s, const char *what)
 		c->rt->ops->host_free(c->rt, s->buf[i]);
 		c->rt->ops->event_free(c->rt, s->ev[i]);
 	}
+	zp_pool_free(s->pool);
 	double dt = zp_now_s() - s->t0;
-	zp_log(ZP_LOG_INFO, "msg=\"weights uploaded\" what=%s path=staged gb=%.3f gbps=%.2f s=%.2f", what,
-	       s->bytes / 1e9, dt > 0 ? s->bytes / 1e9 / dt : 0.0, dt);
+	zp_log(ZP_LOG_INFO, "msg=\"weights uploaded\" what=%s path=staged gb=%.3f gbps=%.2f s=%.2f "
+	       "copy_threads=%d", what, s->bytes / 1e9, dt > 0 ? s->bytes / 1e9 / dt : 0.0, dt,
+	       s->threads);
+}
+
+typedef struct {
+	char *dst;
+	const char *src;
+	size_t bytes, piece;
+} stage_fill;
+
+static void stage_fill_task(void *ctx, int t, int thread)
+{
+	const stage_fill *f = ctx;
+	size_t at = (size_t)t * f->piece;
+	memcpy(f->dst + at, f->src + at, ZP_MIN(f->piece, f->bytes - at));
+}
+
+/* host src into a staging buffer: pieces of 64-byte multiples, one a thread */
+static void stage_fill_buf(stager *s, char *dst, const char *src, size_t nb)
+{
+	if (s->threads == 1 || nb < STAGE_SPLIT_BYTES) {
+		memcpy(dst, src, nb);
+		return;
+	}
+	stage_fill f = { dst, src, nb, ZP_ALIGN_UP((nb + s->threads - 1) / s->threads, 64) };
+	zp_pool_run(s->pool, (int)((nb + f.piece - 1) / f.piece), stage_fill_task, &f);
 }
 
 /* bytes from host src to device dst through the staging buffers */
@@ -647,8 +716,8 @@ static void stage_bytes(stager *s, void *dst, const void *src, size_t bytes)
 		size_t nb = ZP_MIN(s->size, bytes - at);
 		int i = s->cur;
 		s->cur = (s->cur + 1) % STAGE_BUFS;
-		c->rt->ops->event_sync(c->rt, s->ev[i]);
-		memcpy(s->buf[i], (const char *)src + at, nb);
+		c->rt->ops->event_sync(c->rt, s->ev[i]); /* its last DMA is done */
+		stage_fill_buf(s, s->buf[i], (const char *)src + at, nb);
 		c->rt->ops->copy(c->rt, c->xs, (char *)dst + at, s->buf[i], nb);
 		c->rt->ops->event_record(c->rt, s->ev[i], c->xs);
 		s->bytes += (double)nb;
@@ -841,21 +910,28 @@ static const struct zp_backend_ops cuda_ops = {
 	.pool = cu_pool,
 };
 
+/* Executor i runs on GPU i mod the GPUs here: several executors may share one */
+static int cuda_ordinal(int i)
+{
+	int n = zp_drt_cuda_count();
+	if (n <= 0 || i < n)
+		return i; /* none: zp_drt_cuda_new says so */
+	zp_log(ZP_LOG_INFO, "msg=\"executors share GPUs\" executor=%d gpu=%d gpus=%d", i, i % n, n);
+	return i % n;
+}
+
 zp_backend *zp_backend_cuda_new(const zp_cuda_opts *o, zp_err *e)
 {
 	zp_drt *rt;
 	ZP_ASSERT(o->dev == ZP_DEV_CUDA || o->dev == ZP_DEV_SIM);
-	if ((o->expert_v1 || o->attn_v1) && o->dev == ZP_DEV_SIM) {
-		zp_errf(e, "the v1 kernels run on --device cuda only (they have no host twin)");
-		return NULL;
-	}
-	if ((o->expert_v1 && !zp_kv1_expert_gemm) || (o->attn_v1 && !zp_kv1_attention)) {
+	if (o->dev == ZP_DEV_CUDA &&
+	    ((o->expert_v1 && !zp_kv1_expert_gemm) || (o->attn_v1 && !zp_kv1_attention))) {
 		zp_errf(e, "v1 %s kernel not built (the kernels/ files named v1_*.cu)",
 			o->expert_v1 && !zp_kv1_expert_gemm ? "expert GEMM" : "attention");
 		return NULL;
 	}
 	rt = o->dev == ZP_DEV_SIM ? zp_drt_sim_new(o->threads)
-				  : zp_drt_cuda_new(o->ordinal, o->rows_max, e);
+				  : zp_drt_cuda_new(cuda_ordinal(o->ordinal), o->rows_max, e);
 	if (!rt)
 		return NULL;
 	zp_backend *b = zp_xcalloc(1, sizeof *b);

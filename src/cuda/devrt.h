@@ -94,5 +94,7 @@ zp_drt *zp_drt_sim_new(int threads);
 void zp_drt_sim_copy_queue(zp_drt *r, zp_dstream *s);
 /* NULL with e set: CUDA not built in, no GPU, or the device failed to start */
 zp_drt *zp_drt_cuda_new(int device, int m_max, zp_err *e);
+/* CUDA devices visible to this process: 0 when none or CUDA is not built in */
+int zp_drt_cuda_count(void);
 
 #endif

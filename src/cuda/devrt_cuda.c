@@ -30,6 +30,11 @@ zp_drt *zp_drt_cuda_new(int device, int m_max, zp_err *e)
 	return NULL;
 }
 
+int zp_drt_cuda_count(void)
+{
+	return 0;
+}
+
 #else
 
 #include <cublasLt.h>
@@ -614,6 +619,12 @@ zp_drt *zp_drt_cuda_new(int device, int m_max, zp_err *e)
 		ck(cudaEventCreateWithFlags(&c->ptr_ev[i], cudaEventDisableTiming), "cudaEventCreate");
 	}
 	return r;
+}
+
+int zp_drt_cuda_count(void)
+{
+	int n = 0;
+	return cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
 }
 
 #endif

@@ -119,8 +119,16 @@ static void twin_lse(const zk_lse *a, int b)
 	for (int l = 0; l < ZK_WARP; l++)
 		acc[l] = zk_lse_part(a, b, l);
 	zk_lse_acc t = zk_lse_bfly_host(acc);
-	for (int l = 0; l < ZK_WARP; l++)
-		zk_lse_out(a, b, t.m + logf(t.s), l);
+	float lse = t.m + logf(t.s);
+	zk_topk_lane tk[ZK_WARP];
+	int above = 0;
+	for (int l = 0; l < ZK_WARP; l++) {
+		zk_lse_out(a, b, lse, l);
+		above += zk_lse_rank_part(a, b, l);
+		zk_lse_topk_lane(a, b, l, &tk[l]);
+	}
+	zk_lse_rank_out(a, b, above);
+	zk_lse_topk_out(a, b, lse, tk);
 }
 
 static void twin_pool(const zk_pool *a)
@@ -142,13 +150,21 @@ static void twin_pool(const zk_pool *a)
 		zk_pool_scale(a, inv, l);
 }
 
-static void twin_dispatch(const zk_dispatch *a)
+static void twin_dispatch(const zk_dispatch *a, int b)
 {
-	for (int l = 0; l < ZK_DISPATCH_LANES; l++)
-		zk_dispatch_count(a, l);
+	for (int l = 0; l < ZK_DISPATCH_LANES; l++) {
+		if (a->phase == ZK_DISPATCH_COUNT)
+			zk_dispatch_count(a, b, l);
+		else if (a->phase == ZK_DISPATCH_PLACE)
+			zk_dispatch_place(a, b, l);
+		else
+			zk_dispatch_sum(a, l);
+	}
+	if (a->phase != ZK_DISPATCH_SCAN)
+		return;
 	zk_dispatch_scan(a);
 	for (int l = 0; l < ZK_DISPATCH_LANES; l++)
-		zk_dispatch_place(a, l);
+		zk_dispatch_starts(a, l);
 }
 
 #define LANE(f, T) static void f##_v(const void *a, int b, int l) { f((const T *)a, b, l); }
@@ -174,7 +190,7 @@ static void block_task(void *v, int b, int thread)
 			if (b * ZK_ROWS_PER_BLOCK + i < l->u.route.n)
 				zk_route_row(&l->u.route, b * ZK_ROWS_PER_BLOCK + i);
 		break;
-	case ZK_DISPATCH: twin_dispatch(&l->u.dispatch); break;
+	case ZK_DISPATCH: twin_dispatch(&l->u.dispatch, b); break;
 	case ZK_GATHER: lanes(zk_gather_lane_v, &l->u.gather, b); break;
 	case ZK_COMBINE: lanes(zk_combine_lane_v, &l->u.combine, b); break;
 	case ZK_RESIDUAL: lanes(zk_residual_lane_v, &l->u.vec, b); break;
