@@ -148,7 +148,12 @@ zp_fwd *zp_fwd_new(const zp_model *m, const zp_fwd_opts *o, zp_err *e)
 		be->ops->free(be);
 		return NULL;
 	}
-	return zp_fwd_new_on(mb, be, o->batch_tokens_max);
+	zp_fwd *f = zp_fwd_new_on(mb, be, o->batch_tokens_max);
+	if (f->op->sync(f->be, e)) { /* the device failed taking the weights */
+		zp_fwd_free(f);
+		return NULL;
+	}
+	return f;
 }
 
 zp_fwd *zp_fwd_new_cpu(const zp_model *m, int threads, int batch_tokens_max)
@@ -253,6 +258,11 @@ void zp_fwd_free(zp_fwd *f)
 		free(host[i]);
 	f->op->free(f->be);
 	free(f);
+}
+
+int zp_fwd_status(zp_fwd *f, zp_err *e)
+{
+	return f->op->status(f->be, e);
 }
 
 zp_fwd_stats zp_fwd_last_stats(const zp_fwd *f)
@@ -738,7 +748,11 @@ static double run_flops(const zp_fwd *f)
 	return fl;
 }
 
-/* The layers; -1 when the expert source failed. */
+/* The layers; -1 when the expert source failed or the device did (its
+   status after each layer: ops after a fault do nothing, so the rest of the
+   batch is not worth queueing). A dpep member runs on to the end whatever
+   its device says: the group's barriers wait for every member at every MoE
+   layer; its sync at the end fails its batch. */
 static int layers(zp_fwd *f, double *ta, double *tm, zp_err *e)
 {
 	const zp_config *c = f->c;
@@ -762,6 +776,8 @@ static int layers(zp_fwd *f, double *ta, double *tm, zp_err *e)
 		*tm += zp_now_s() - b;
 		if (f->beat)
 			atomic_fetch_add_explicit(f->beat, 1, memory_order_relaxed);
+		if (!f->grp && f->op->status(f->be, e))
+			return -1;
 	}
 	return 0;
 }
@@ -808,14 +824,19 @@ int zp_fwd_run(zp_fwd *f, zp_req **reqs, int nreq, zp_err *e)
 	rc = layers(f, &ta, &tm, e);
 	if (f->src)
 		f->src->end(f->src->ctx);
+	double to = zp_now_s();
+	if (!rc && T)
+		outputs(f, reqs, nreq);
+	/* the device's word on all of it before the results (and the blocks the
+	   cache would keep) count: a fault anywhere fails the batch */
+	if (!rc && f->op->sync(f->be, e))
+		rc = -1;
 	if (f->kv)
 		kv_release(f, rc == 0);
 	if (rc)
 		return -1;
 	if (!T)
 		return 0;
-	double to = zp_now_s();
-	outputs(f, reqs, nreq);
 	f->stats.attn_s = ta;
 	f->stats.mlp_s = tm;
 	f->stats.out_s = zp_now_s() - to;
