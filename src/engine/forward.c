@@ -46,8 +46,9 @@ struct zp_fwd {
 	int *sel;			/* [T, k] expert ids, sorted ascending */
 	float *selw;			/* [T, k] */
 	int *slot_row;			/* [T, k] row of the slot in the gathered block */
-	float *route_gap;		/* [T] */
-	float *gap_h;			/* host [T] */
+	float *route_gap;		/* [layers, T]: MoE layer l's gaps at l * T (this
+					   run's T); read back once, after the layers */
+	float *gap_h;			/* host [layers, T] */
 	int *offs, *offs_h;		/* [E + 1] */
 	float *xg;			/* [T k, hp] */
 	uint16_t *xg16;			/* [T k, hp] */
@@ -203,8 +204,8 @@ zp_fwd *zp_fwd_new_on(const zp_model *m, zp_backend *be, int batch_tokens_max)
 		f->sel = balloc(f, T * K * sizeof(int));
 		f->selw = balloc(f, T * K * sizeof(float));
 		f->slot_row = balloc(f, T * K * sizeof(int));
-		f->route_gap = balloc(f, T * sizeof(float));
-		f->gap_h = zp_xcalloc(T, sizeof(float));
+		f->route_gap = balloc(f, T * c->layers * sizeof(float));
+		f->gap_h = zp_xcalloc(T * c->layers, sizeof(float));
 		f->offs = balloc(f, (E + 1) * sizeof(int));
 		f->offs_h = zp_xcalloc(E + 1, sizeof(int));
 		f->xg = balloc(f, T * K * f->hp * 4);
@@ -635,12 +636,13 @@ static int moe_block(zp_fwd *f, const zp_layer *L, int l, zp_err *e)
 		gemm(f, &L->router, f->xn, NULL, (size_t)f->hp, T, f->logits, (size_t)E,
 		     ZP_EPI_STORE, 0);
 		f->op->route(f->be, T, E, K, c->norm_topk_prob, V(f->logits, (size_t)E), f->sel,
-			     f->selw, f->route_gap);
-		f->op->download(f->be, f->gap_h, f->route_gap, (size_t)T * sizeof(float));
+			     f->selw, f->route_gap + (size_t)l * T);
 	}
-	for (int t = 0; t < T; t++)
-		f->stats.min_route_gap = fminf(f->stats.min_route_gap, f->gap_h[t]);
 	f->op->dispatch(f->be, T, K, E, f->sel, f->offs, f->slot_row);
+	/* The one host round trip a MoE layer still makes: the expert GEMMs
+	   (per-expert cuBLASLt on cuda, the dpep exchange) take their row counts
+	   as host-side shapes. Moving it off the host needs device-side shapes
+	   (a grouped GEMM reading offsets from device memory). */
 	f->op->download(f->be, f->offs_h, f->offs, (size_t)(E + 1) * sizeof(int));
 	f->op->gather(f->be, T, K, f->slot_row, f->bf16 ? (const void *)f->xn16 : f->xn,
 		      f->bf16 ? (void *)f->xg16 : f->xg, (size_t)f->hp * (f->bf16 ? 2 : 4));
@@ -735,6 +737,19 @@ static void outputs(zp_fwd *f, zp_req **reqs, int nreq)
 
 /* ---- the pass ------------------------------------------------------------------- */
 
+/* stats.min_route_gap over every MoE layer's rows: the gaps stayed on the
+   backend through the layers; one download here */
+static void route_gap_min(zp_fwd *f)
+{
+	size_t T = (size_t)f->ntok;
+	if (!f->c->moe || !T)
+		return;
+	f->op->download(f->be, f->gap_h, f->route_gap, T * f->c->layers * sizeof(float));
+	for (int l = 0; l < f->c->layers; l++)
+		for (size_t t = 0; f->m->layers[l].sparse && t < T; t++)
+			f->stats.min_route_gap = fminf(f->stats.min_route_gap, f->gap_h[l * T + t]);
+}
+
 static double run_flops(const zp_fwd *f)
 {
 	const zp_config *c = f->c;
@@ -825,8 +840,10 @@ int zp_fwd_run(zp_fwd *f, zp_req **reqs, int nreq, zp_err *e)
 	if (f->src)
 		f->src->end(f->src->ctx);
 	double to = zp_now_s();
-	if (!rc && T)
+	if (!rc && T) {
 		outputs(f, reqs, nreq);
+		route_gap_min(f);
+	}
 	/* the device's word on all of it before the results (and the blocks the
 	   cache would keep) count: a fault anywhere fails the batch */
 	if (!rc && f->op->sync(f->be, e))
