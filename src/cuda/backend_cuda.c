@@ -776,7 +776,8 @@ static void cu_free(zp_backend *b)
 	c->rt->ops->stream_free(c->rt, c->xs);
 	if (zp_drt_failed(c->rt)) /* a poisoned context: the next instance needs a clean one */
 		c->rt->ops->reset(c->rt);
-	c->rt->ops->close(c->rt);
+	else
+		c->rt->ops->close(c->rt);
 	free(c);
 	free(b);
 }

@@ -78,10 +78,10 @@ struct zp_drt_ops {
 	/* non-blocking: an asynchronous error the device holds becomes the
 	   sticky error (cuda: cudaGetLastError; the sim records its own at once) */
 	void (*check)(zp_drt *r);
-	/* after a sticky error, with everything of r freed but r itself: the
+	/* close, for a runtime with a sticky error: r's handles go, then its
 	   device is reset so a new runtime gets a clean context (cuda:
-	   cudaDeviceReset; the sim: nothing). Every other runtime on the same
-	   device loses its memory with it. */
+	   cudaDeviceReset: every other runtime on that GPU loses its memory
+	   with it; the sim: close, nothing to reset) */
 	void (*reset)(zp_drt *r);
 };
 

@@ -541,9 +541,11 @@ static void c_describe(zp_drt *r, char *buf, size_t len)
 {
 	struct cudaDeviceProp p;
 	size_t fr = 0, tot = 0;
+	zp_err e;
 	if (zp_drt_failed(r) || ck(cudaGetDeviceProperties(&p, R(r)->dev), "cudaGetDeviceProperties") ||
 	    ck(cudaMemGetInfo(&fr, &tot), "cudaMemGetInfo")) {
-		snprintf(buf, len, "cuda:%d (failed: %s)", R(r)->dev, r->fault.why);
+		zp_drt_error(r, &e);
+		snprintf(buf, len, "cuda:%d (%s)", R(r)->dev, e.msg);
 		return;
 	}
 	snprintf(buf, len, "cuda:%d %s sm_%d%d %.1f GiB (%.1f free)", R(r)->dev, p.name, p.major,
@@ -558,15 +560,20 @@ static void c_check(zp_drt *r)
 		ck(cudaGetLastError(), "cudaGetLastError (an earlier kernel)");
 }
 
-/* cudaDeviceReset: the primary context and everything in it go (the sticky
-   error with them); the next runtime on the device starts a fresh one */
+static void c_close(zp_drt *r);
+
+/* cudaDeviceReset once r's handles are gone: the primary context and
+   everything in it go (the sticky error with them); the next runtime on the
+   device starts a fresh one */
 static void c_reset(zp_drt *r)
 {
-	cudaError_t rc = cudaSetDevice(R(r)->dev);
+	int dev = R(r)->dev;
+	c_close(r);
+	cudaError_t rc = cudaSetDevice(dev);
 	if (rc == cudaSuccess)
 		rc = cudaDeviceReset();
 	zp_log(rc == cudaSuccess ? ZP_LOG_WARN : ZP_LOG_ERROR, "msg=\"device reset\" device=cuda:%d "
-	       "result=\"%s\"", R(r)->dev, cudaGetErrorString(rc));
+	       "result=\"%s\"", dev, cudaGetErrorString(rc));
 }
 
 static void c_close(zp_drt *r)

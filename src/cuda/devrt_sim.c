@@ -532,9 +532,12 @@ static void sim_check(zp_drt *r)
 {
 }
 
+static void sim_close(zp_drt *r);
+
 /* a fresh sim runtime starts clean: nothing of the device to reset */
 static void sim_reset(zp_drt *r)
 {
+	sim_close(r);
 }
 
 static void sim_close(zp_drt *r)
