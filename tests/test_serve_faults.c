@@ -10,6 +10,9 @@
      9  errors point the right way (505 type, 411, 415, the 503's JSON body,
         a long rerank instruction named, no "per line" over HTTP)
     10  a long /tokenize does not hold /health back
+    11  a device fault (the sim's, ZP_FAULT_DEVICE_AFTER) fails its request
+        with a 500 and a JSON error; the executor resets, the next request
+        is a 200 and the process lives on
    Every wait is a liveness bound, never a speed. */
 #define _GNU_SOURCE
 #include <cjson/cJSON.h>
@@ -382,6 +385,39 @@ static void test_nonfinite(void)
 	zp_buf_free(&out);
 }
 
+/* 11: --device sim with its 3rd launch failing: the first request's batch
+   fails (500, the device's error as JSON), the next one is answered. */
+static void test_device_fault(void)
+{
+	static const char body[] = "{\"prompt\":\"hello world\",\"top_logprobs\":3}";
+	zp_buf out;
+	zp_buf_init(&out, 1 << 16);
+	setenv("ZP_FAULT_DEVICE_AFTER", "3", 1); /* the child inherits it */
+	pid_t pid = start("tests/models/tiny-tok", SMALL "[engine]\ndtype = fp32\ndevice = sim\n"
+			  "[log]\nlevel = warn\n");
+	unsetenv("ZP_FAULT_DEVICE_AFTER");
+	CHECK(pid > 0, "fault 11: the sim server starts");
+	if (pid <= 0)
+		return zp_buf_free(&out);
+	int st = post("/v1/prefill", body, &out);
+	cJSON *j = st == 500 ? cJSON_Parse(out.p) : NULL;
+	printf("fault 11: a device fault: %d %.160s\n", st, out.p);
+	CHECK(st == 500 && j && strstr(out.p, "device fault") && strstr(out.p, "injected fault"),
+	      "fault 11: the faulted batch's request: %d %.300s", st, out.p);
+	cJSON_Delete(j);
+	st = post("/v1/prefill", body, &out);
+	printf("fault 11: the next request: %d\n", st);
+	CHECK(st == 200 && strstr(out.p, "logprobs"), "fault 11: the next request: %d %.300s", st,
+	      out.p);
+	CHECK(health() == 200 && waitpid(pid, NULL, WNOHANG) == 0, "fault 11: the server lives");
+	char *log = read_log();
+	CHECK(strstr(log, "fault injection armed") && strstr(log, "msg=\"executor reset\""),
+	      "fault 11: the log says armed and reset: %.600s", log);
+	free(log);
+	CHECK(stop(pid) == 0, "fault 11: clean stop");
+	zp_buf_free(&out);
+}
+
 /* 3, 4 and 5: starts that must fail, saying why, leaving nothing behind. */
 static void test_start_errors(void)
 {
@@ -442,6 +478,7 @@ int main(void)
 	}
 	test_nonfinite();
 	test_tokenize_not_blocking();
+	test_device_fault();
 	char cmd[300];
 	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
 	if (system(cmd))

@@ -460,7 +460,7 @@ if [ "$DEV" = sim ]; then
 	EP_ARGS="--model tests/models/hd64"
 	EP_TOK=64
 	EP_CURVE="16 64 256"
-	EP_TR=cpu
+	EP_TR=p2p
 	EP_T=60
 else
 	python3 - "$TMP/q30" "${GPU_CHECK_EP_LAYERS:-8}" << 'EOF'
@@ -479,7 +479,7 @@ fi
 
 # the engine's refusal in a bench output, when it refused the mode (else empty)
 refusal() {
-	grep 'msg="cannot start executors"' "$1" | grep -E 'not supported|copies between CUDA devices|not implemented' |
+	grep 'msg="cannot start executors"' "$1" | grep -E 'not supported|share GPU|has no NCCL|not implemented' |
 		sed -n 's/.*error="\(.*\)"$/\1/p' | head -n 1
 }
 

@@ -651,7 +651,8 @@ static void cpu_pool(zp_backend *b, int n, int cols, zp_view x, const float *w, 
 
 /* host memory is the cpu's memory: the model as loaded, shared by every
    instance */
-/* every op has completed when it returns, and none fails */
+/* every op has completed when it returns, and none fails (a broken
+   invariant is an assertion, not a status) */
 static int cpu_sync(zp_backend *b, zp_err *e)
 {
 	return 0;
@@ -682,6 +683,7 @@ static const struct zp_backend_ops cpu_ops = {
 	.free = cpu_free,
 	.model = cpu_model,
 	.sync = cpu_sync,
+	.status = cpu_sync,
 	.alloc = cpu_alloc,
 	.mfree = cpu_mfree,
 	.upload = cpu_copy,

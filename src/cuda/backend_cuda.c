@@ -5,7 +5,12 @@
    in stream order); the ring restarts after a stream sync when full. Weights
    (already in this backend's layout) are copied into pinned staging buffers
    by the owner and a short-lived pool of copy threads while the copy stream
-   moves the previous buffer. Threads: one owner; events from any thread. */
+   moves the previous buffer.
+   A device fault is the runtime's sticky error (devrt.h): from then on every
+   op returns at its entry (download zero-fills its host bytes, so metadata
+   read back is zeros, never garbage indices) and status / sync report it;
+   freeing the backend resets the poisoned device. Threads: one owner; events
+   from any thread. */
 #include "backend_cuda.h"
 
 #include <dlfcn.h>
@@ -59,12 +64,18 @@ static cu_ctx *C(zp_backend *b)
 	return b->ctx;
 }
 
+/* the device failed: ops do nothing more (status and sync say why) */
+static bool dead(zp_backend *b)
+{
+	return zp_drt_failed(C(b)->rt);
+}
+
 /* ---- memory ---- */
 
 static void *dalloc(cu_ctx *c, size_t bytes)
 {
 	void *p = c->rt->ops->alloc(c->rt, ZP_MAX(bytes, 64));
-	if (!p)
+	if (!p && !zp_drt_failed(c->rt)) /* a fault: NULL, reported by status */
 		zp_panic(__FILE__, __LINE__, "device out of memory");
 	return p;
 }
@@ -83,28 +94,44 @@ static void cu_mfree(zp_backend *b, void *p)
 static void cu_upload(zp_backend *b, void *dst, const void *host, size_t bytes)
 {
 	cu_ctx *c = C(b);
+	if (dead(b))
+		return;
 	c->rt->ops->copy(c->rt, c->cs, dst, host, bytes);
 	c->rt->ops->stream_sync(c->rt, c->cs);
 }
 
+/* a fault before or during the copy leaves zeros: a caller reading offsets
+   or ids back before it asks status sees an empty batch, never garbage */
 static void cu_download(zp_backend *b, void *host, const void *src, size_t bytes)
 {
 	cu_ctx *c = C(b);
-	c->rt->ops->copy(c->rt, c->cs, host, src, bytes);
-	c->rt->ops->stream_sync(c->rt, c->cs);
+	if (!dead(b)) {
+		c->rt->ops->copy(c->rt, c->cs, host, src, bytes);
+		c->rt->ops->stream_sync(c->rt, c->cs);
+	}
+	if (dead(b))
+		memset(host, 0, bytes);
 }
 
-/* every op runs on the compute stream: it drained, they completed (a failed
-   CUDA call stops the process in devrt's checks today) */
+/* non-blocking: the sticky error, or one the device holds (cudaGetLastError) */
+static int cu_status(zp_backend *b, zp_err *e)
+{
+	C(b)->rt->ops->check(C(b)->rt);
+	return zp_drt_error(C(b)->rt, e);
+}
+
+/* every op runs on the compute stream: it drained, they completed (or the
+   first that failed is the sticky error) */
 static int cu_sync(zp_backend *b, zp_err *e)
 {
 	C(b)->rt->ops->stream_sync(C(b)->rt, C(b)->cs);
-	return 0;
+	return cu_status(b, e);
 }
 
 static void cu_copy(zp_backend *b, void *dst, const void *src, size_t bytes)
 {
-	C(b)->rt->ops->copy(C(b)->rt, C(b)->cs, dst, src, bytes);
+	if (!dead(b))
+		C(b)->rt->ops->copy(C(b)->rt, C(b)->cs, dst, src, bytes);
 }
 
 /* Device room for bytes of metadata, filled from host (when set) in stream
@@ -261,6 +288,8 @@ static void launch(cu_ctx *c, zk_launch *l)
 
 static void cu_embed(zp_backend *b, const zp_model *m, const int32_t *ids, int n, zp_view x)
 {
+	if (dead(b))
+		return;
 	cu_ctx *c = C(b);
 	ZP_ASSERT(c->have_model && m == &c->mdev);
 	zk_launch l = { .kind = ZK_EMBED, .blocks = n };
@@ -271,6 +300,8 @@ static void cu_embed(zp_backend *b, const zp_model *m, const int32_t *ids, int n
 static void cu_rmsnorm(zp_backend *b, int n, int cols, zp_view x, const int *rows,
 		       const float *w, float eps, zp_view out, zp_view out16)
 {
+	if (dead(b))
+		return;
 	cu_ctx *c = C(b);
 	zk_launch l = { .kind = ZK_RMSNORM, .blocks = n };
 	l.u.rmsnorm = (zk_rmsnorm){ x.data, x.ld, rows ? meta(c, rows, (size_t)n * 4) : NULL, w, eps,
@@ -280,6 +311,8 @@ static void cu_rmsnorm(zp_backend *b, int n, int cols, zp_view x, const int *row
 
 static void cu_add_bias(zp_backend *b, int n, int cols, zp_view y, const float *bias)
 {
+	if (dead(b))
+		return;
 	zk_launch l = { .kind = ZK_BIAS, .blocks = n };
 	l.u.vec = (zk_vec){ cols, y.data, y.ld, NULL, 0, bias };
 	launch(C(b), &l);
@@ -289,6 +322,8 @@ static void cu_qk_norm_rope(zp_backend *b, int n, zp_view qkv, int heads, int kv
 			    const float *q_norm, const float *k_norm, float eps, const int *pos,
 			    const float *cos, const float *sin)
 {
+	if (dead(b))
+		return;
 	cu_ctx *c = C(b);
 	zk_launch l = { .kind = ZK_ROPE, .blocks = n * (heads + kv_heads) };
 	l.u.rope = (zk_rope){ qkv.data, qkv.ld, heads, kv_heads, d, q_norm, k_norm, eps,
@@ -298,6 +333,8 @@ static void cu_qk_norm_rope(zp_backend *b, int n, zp_view qkv, int heads, int kv
 
 static void cu_residual(zp_backend *b, int n, int cols, zp_view x, zp_view y, const float *bias)
 {
+	if (dead(b))
+		return;
 	zk_launch l = { .kind = ZK_RESIDUAL, .blocks = n };
 	l.u.vec = (zk_vec){ cols, x.data, x.ld, y.data, y.ld, bias };
 	launch(C(b), &l);
@@ -305,6 +342,8 @@ static void cu_residual(zp_backend *b, int n, int cols, zp_view x, zp_view y, co
 
 static void cu_to_bf16(zp_backend *b, int n, int cols, zp_view src, zp_view dst)
 {
+	if (dead(b))
+		return;
 	zk_launch l = { .kind = ZK_TO_BF16, .blocks = n };
 	l.u.tobf16 = (zk_tobf16){ cols, src.data, src.ld, dst.data, dst.ld };
 	launch(C(b), &l);
@@ -329,6 +368,8 @@ static void swiglu(cu_ctx *c, int rows, int n, int ncols, const float *t, float 
 
 static void cu_gemm(zp_backend *b, const zp_gemm_op *op)
 {
+	if (dead(b))
+		return;
 	cu_ctx *c = C(b);
 	if (!op->m)
 		return;
@@ -407,6 +448,8 @@ static bool v1_use(const char **said, const char *kind, const char *why)
 static void cu_expert_gemm(zp_backend *b, const zp_wmat *w, int e0, int e1, const int *offs,
 			   zp_view a, zp_view out, enum zp_epi epi, int ncols)
 {
+	if (dead(b))
+		return;
 	cu_ctx *c = C(b);
 	int E = e1 - e0, r0 = offs[0], rows = offs[E] - offs[0], n = 0;
 	ZP_ASSERT(epi != ZP_EPI_ADD);
@@ -457,6 +500,8 @@ static void cu_attn_work_free(zp_backend *b, zp_attn_work *w)
 
 static int cu_attention(zp_backend *b, const zp_attn_args *a, zp_err *e)
 {
+	if (dead(b)) /* a no-op: status reports the fault */
+		return 0;
 	cu_ctx *c = C(b);
 	zp_attn_work *w = a->work;
 	int T = a->seq_start[a->nseq], rows = T, longest = 0;
@@ -503,6 +548,8 @@ static int cu_attention(zp_backend *b, const zp_attn_args *a, zp_err *e)
 static void cu_route(zp_backend *b, int n, int E, int K, bool norm_topk, zp_view logits,
 		     int *sel, float *selw, float *gap)
 {
+	if (dead(b))
+		return;
 	zk_launch l = { .kind = ZK_ROUTE, .blocks = (n + ZK_ROWS_PER_BLOCK - 1) / ZK_ROWS_PER_BLOCK };
 	l.u.route = (zk_route){ logits.data, logits.ld, n, E, K, norm_topk, sel, selw, gap };
 	launch(C(b), &l);
@@ -513,6 +560,8 @@ static void cu_route(zp_backend *b, int n, int E, int K, bool norm_topk, zp_view
 static void cu_dispatch(zp_backend *b, int n, int K, int E, const int *sel, int *offs,
 			int *slot_row)
 {
+	if (dead(b))
+		return;
 	cu_ctx *c = C(b);
 	int nb = zk_dispatch_blocks(n * K);
 	int *hist = meta(c, NULL, (size_t)nb * E * sizeof *hist);
@@ -527,6 +576,8 @@ static void cu_dispatch(zp_backend *b, int n, int K, int E, const int *sel, int 
 static void cu_gather(zp_backend *b, int n, int K, const int *slot_row, const void *src, void *dst,
 		      size_t row_bytes)
 {
+	if (dead(b))
+		return;
 	ZP_ASSERT(row_bytes % 2 == 0);
 	zk_launch l = { .kind = ZK_GATHER, .blocks = n };
 	l.u.gather = (zk_gather){ K, slot_row, src, dst, row_bytes / 2 };
@@ -536,6 +587,8 @@ static void cu_gather(zp_backend *b, int n, int K, const int *slot_row, const vo
 static void cu_combine(zp_backend *b, int n, int K, int cols, const int *slot_row,
 		       const float *selw, zp_view y, zp_view out)
 {
+	if (dead(b))
+		return;
 	zk_launch l = { .kind = ZK_COMBINE, .blocks = n };
 	l.u.combine = (zk_combine){ K, cols, slot_row, selw, y.data, y.ld, out.data, out.ld };
 	launch(C(b), &l);
@@ -547,6 +600,8 @@ static void cu_combine(zp_backend *b, int n, int K, int cols, const int *slot_ro
    the rows' host pointers. */
 static void cu_logprobs(zp_backend *b, int n, int V, zp_view logits, const zp_lp_row *rows)
 {
+	if (dead(b))
+		return;
 	cu_ctx *c = C(b);
 	zk_lp_meta *mt = zp_xcalloc((size_t)n, sizeof *mt);
 	int nc = 0, nf = 0, ni = 0;
@@ -593,6 +648,8 @@ static void cu_logprobs(zp_backend *b, int n, int V, zp_view logits, const zp_lp
 static void cu_pool(zp_backend *b, int n, int cols, zp_view x, const float *w, float eps,
 		    enum zp_pooling mode, bool normalize, float *out, void *work)
 {
+	if (dead(b))
+		return;
 	cu_ctx *c = C(b);
 	ZP_ASSERT(n >= 1);
 	zk_launch l = { .kind = ZK_POOL, .blocks = 1 };
@@ -866,7 +923,10 @@ static void cu_free(zp_backend *b)
 	c->rt->ops->host_free(c->rt, c->meta_h);
 	c->rt->ops->stream_free(c->rt, c->cs);
 	c->rt->ops->stream_free(c->rt, c->xs);
-	c->rt->ops->close(c->rt);
+	if (zp_drt_failed(c->rt)) /* a poisoned context: the next instance needs a clean one */
+		c->rt->ops->reset(c->rt);
+	else
+		c->rt->ops->close(c->rt);
 	free(c);
 	free(b);
 }
@@ -876,6 +936,7 @@ static const struct zp_backend_ops cuda_ops = {
 	.free = cu_free,
 	.model = zp_backend_cuda_model,
 	.sync = cu_sync,
+	.status = cu_status,
 	.alloc = cu_alloc,
 	.mfree = cu_mfree,
 	.upload = cu_upload,
@@ -946,6 +1007,10 @@ zp_backend *zp_backend_cuda_new(const zp_cuda_opts *o, zp_err *e)
 	c->meta_d = dalloc(c, META_BYTES);
 	c->tmp_floats = ZP_MAX(o->tmp_floats, 1);
 	c->tmp = dalloc(c, c->tmp_floats * 4);
+	if (zp_drt_error(rt, e)) { /* the device failed as it started */
+		cu_free(b);
+		return NULL;
+	}
 	char desc[256];
 	rt->ops->describe(rt, desc, sizeof desc);
 	zp_log(ZP_LOG_INFO, "msg=\"device backend\" device=\"%s\" expert_gemm=%s attention=%s "

@@ -9,10 +9,18 @@
 
    Threads: the backend's owner thread drives streams; event_sync may be
    called from any thread. Every copy/launch/gemm is asynchronous on its
-   stream; memory a call reads must stay valid until the stream passed it. */
+   stream; memory a call reads must stay valid until the stream passed it.
+
+   Failure: a sticky error, as CUDA's own asynchronous errors. The first
+   failed call (zp_drt_fail) is recorded on its zp_drt and logged once; from
+   then on every call does nothing more (alloc returns NULL, a queued copy,
+   launch or GEMM does not run; the free calls still release) until the
+   runtime is closed. zp_drt_error reports it; a poisoned device is reset
+   (the reset op) before a new runtime starts on it. */
 #ifndef ZP_DEVRT_H
 #define ZP_DEVRT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -70,21 +78,40 @@ struct zp_drt_ops {
 	void (*bind)(zp_drt *r);
 	/* the device's name and memory, for the log */
 	void (*describe)(zp_drt *r, char *buf, size_t len);
+	/* non-blocking: an asynchronous error the device holds becomes the
+	   sticky error (cuda: cudaGetLastError; the sim records its own at once) */
+	void (*check)(zp_drt *r);
+	/* close, for a runtime with a sticky error: r's handles go, then its
+	   device is reset so a new runtime gets a clean context (cuda:
+	   cudaDeviceReset: every other runtime on that GPU loses its memory
+	   with it; the sim: close, nothing to reset) */
+	void (*reset)(zp_drt *r);
 };
+
+/* The sticky error: state 0 none, 1 being recorded, 2 recorded (call, why,
+   at readable). Written once by whichever thread failed first. */
+typedef struct {
+	_Atomic int state;
+	char call[64], why[256], at[128];
+} zp_drt_fault;
 
 struct zp_drt {
 	const struct zp_drt_ops *ops;
 	void *ctx;
 	bool sim;
+	zp_drt_fault fault;
 };
 
 /* Every failed device call of either implementation ends here: a CUDA/cuBLAS
    status that is not success, or a GEMM the libraries' contract refuses
-   (blas_contract.h). dev: "cuda" or "sim"; call: the library function; why:
-   its error string or the contract's reason. Today it logs and panics; a
-   sticky per-device error (the op reports it, the batch fails) is a change
-   here only: callers do not rely on it not returning. */
-void zp_drt_fail(const char *dev, const char *call, const char *why, const char *file, int line);
+   (blas_contract.h). call: the library function; why: its error string or
+   the contract's reason. Records r's sticky error (the first one only; it is
+   logged) and returns: the caller returns without doing more. Any thread. */
+void zp_drt_fail(zp_drt *r, const char *call, const char *why, const char *file, int line);
+/* r has a sticky error: its calls do nothing (cheap; any thread) */
+bool zp_drt_failed(zp_drt *r);
+/* 0, or -1 with e set to "device fault: <call>: <why>" (e may be NULL) */
+int zp_drt_error(zp_drt *r, zp_err *e);
 
 zp_drt *zp_drt_sim_new(int threads);
 /* s (of sim runtime r) is a backend's copy queue: with the environment
@@ -92,6 +119,11 @@ zp_drt *zp_drt_sim_new(int threads);
    engine would, so a read not ordered after it (a missing device-side wait)
    reads stale bytes (tests). */
 void zp_drt_sim_copy_queue(zp_drt *r, zp_dstream *s);
+/* Tests: the n-th sim kernel launch or GEMM from now, of any sim runtime of
+   the process, fails as a device error would (once); 0 disarms. The
+   environment's ZP_FAULT_DEVICE_AFTER=n arms it when the first sim runtime
+   starts (logged as a warning). Any thread. */
+void zp_drt_sim_fail_after(long n);
 /* NULL with e set: CUDA not built in, no GPU, or the device failed to start */
 zp_drt *zp_drt_cuda_new(int device, int m_max, zp_err *e);
 /* CUDA devices visible to this process: 0 when none or CUDA is not built in */

@@ -5,7 +5,9 @@
    ZP_GROUPED_GEMM=cublas). Built only where the toolkit is
    (ZP_CUDA_BACKEND); elsewhere zp_drt_cuda_new says so. Every GEMM is planned
    and checked against blas_contract.h before the library sees it; every
-   failed call goes to zp_drt_fail.
+   failed call goes to zp_drt_fail (the sticky error, devrt.h) and its caller
+   returns; once it is set, every call here returns at its entry (the free
+   calls still release).
 
    Dense GEMM: per shape class (n, kp, dtype, add, the operands' alignments)
    one cuBLASLt algorithm, the first of the heuristic's candidates (asked at
@@ -70,6 +72,7 @@ typedef struct {
 } gemm_class;
 
 typedef struct {
+	zp_drt *r;		/* the runtime this is the context of */
 	int dev, m_max;
 	cublasLtHandle_t lt;
 	cublasHandle_t blas;
@@ -100,119 +103,144 @@ static cu_rt *R(zp_drt *r)
 	return r->ctx;
 }
 
-/* the checked-call helpers: both end in zp_drt_fail (devrt.h) */
-static void ck_at(cudaError_t rc, const char *what, const char *file, int line)
+/* the checked-call helpers: both end in zp_drt_fail (devrt.h); true when
+   the call failed (the caller then returns) */
+static bool ck_at(zp_drt *r, cudaError_t rc, const char *what, const char *file, int line)
 {
 	if (rc != cudaSuccess)
-		zp_drt_fail("cuda", what, cudaGetErrorString(rc), file, line);
+		zp_drt_fail(r, what, cudaGetErrorString(rc), file, line);
+	return rc != cudaSuccess;
 }
 
-static void ckb_at(cublasStatus_t rc, const char *what, const char *file, int line)
+static bool ckb_at(zp_drt *r, cublasStatus_t rc, const char *what, const char *file, int line)
 {
 	if (rc != CUBLAS_STATUS_SUCCESS)
-		zp_drt_fail("cuda", what, cublasGetStatusString(rc), file, line);
+		zp_drt_fail(r, what, cublasGetStatusString(rc), file, line);
+	return rc != CUBLAS_STATUS_SUCCESS;
 }
 
-#define ck(rc, what) ck_at((rc), (what), __FILE__, __LINE__)
-#define ckb(rc, what) ckb_at((rc), (what), __FILE__, __LINE__)
+/* r: the runtime in scope */
+#define ck(rc, what) ck_at(r, (rc), (what), __FILE__, __LINE__)
+#define ckb(rc, what) ckb_at(r, (rc), (what), __FILE__, __LINE__)
 
-/* the call as planned is one the library accepts (blas_contract.h) */
-static void ck_contract(const zp_blas_call *bc, const char *file, int line)
+/* the call as planned is one the library accepts (blas_contract.h); false
+   with the sticky error set when it is not */
+static bool contract_ok(zp_drt *r, const zp_blas_call *bc, const char *file, int line)
 {
 	char why[256];
-	if (zp_blas_refusal(bc, why, sizeof why))
-		zp_drt_fail("cuda", zp_blas_lib_name(bc->lib), why, file, line);
+	if (!zp_blas_refusal(bc, why, sizeof why))
+		return true;
+	zp_drt_fail(r, zp_blas_lib_name(bc->lib), why, file, line);
+	return false;
 }
 
 static void *c_alloc(zp_drt *r, size_t bytes)
 {
 	void *p = NULL;
-	ck(cudaSetDevice(R(r)->dev), "cudaSetDevice");
-	if (cudaMalloc(&p, bytes) != cudaSuccess)
+	if (zp_drt_failed(r) || ck(cudaSetDevice(R(r)->dev), "cudaSetDevice"))
+		return NULL;
+	if (cudaMalloc(&p, bytes) != cudaSuccess) /* out of memory: not a device fault */
 		return NULL;
 	/* cudaMemset would run on the legacy default stream, which the
 	   non-blocking work streams do not wait for: zero on zs and wait, so the
 	   memory is zero before any stream can touch it */
-	ck(cudaMemsetAsync(p, 0, bytes, R(r)->zs), "cudaMemsetAsync");
-	ck(cudaStreamSynchronize(R(r)->zs), "cudaStreamSynchronize zero-fill");
+	if (ck(cudaMemsetAsync(p, 0, bytes, R(r)->zs), "cudaMemsetAsync") ||
+	    ck(cudaStreamSynchronize(R(r)->zs), "cudaStreamSynchronize zero-fill")) {
+		cudaFree(p);
+		return NULL;
+	}
 	return p;
 }
 
+/* The free calls release after a fault too; their errors then are the
+   fault's echo, not checked. */
 static void c_free(zp_drt *r, void *p)
 {
-	if (p)
+	if (p && zp_drt_failed(r))
+		cudaFree(p);
+	else if (p)
 		ck(cudaFree(p), "cudaFree");
 }
 
 static void *c_host_alloc(zp_drt *r, size_t bytes)
 {
 	void *p = NULL;
-	ck(cudaMallocHost(&p, bytes), "cudaMallocHost");
+	if (zp_drt_failed(r) || ck(cudaMallocHost(&p, bytes), "cudaMallocHost"))
+		return NULL;
 	return p;
 }
 
 static void c_host_free(zp_drt *r, void *p)
 {
-	if (p)
+	if (p && zp_drt_failed(r))
+		cudaFreeHost(p);
+	else if (p)
 		ck(cudaFreeHost(p), "cudaFreeHost");
 }
 
+/* after a fault: a stream (an event) of nothing, whose calls return at entry */
 static zp_dstream *c_stream_new(zp_drt *r)
 {
 	zp_dstream *s = zp_xcalloc(1, sizeof *s);
-	ck(cudaSetDevice(R(r)->dev), "cudaSetDevice");
-	ck(cudaStreamCreateWithFlags(&s->s, cudaStreamNonBlocking), "cudaStreamCreate");
+	if (!zp_drt_failed(r) && !ck(cudaSetDevice(R(r)->dev), "cudaSetDevice"))
+		ck(cudaStreamCreateWithFlags(&s->s, cudaStreamNonBlocking), "cudaStreamCreate");
 	return s;
 }
 
 static void c_stream_free(zp_drt *r, zp_dstream *s)
 {
-	if (!s)
-		return;
-	ck(cudaStreamDestroy(s->s), "cudaStreamDestroy");
+	if (s && s->s && zp_drt_failed(r))
+		cudaStreamDestroy(s->s);
+	else if (s && s->s)
+		ck(cudaStreamDestroy(s->s), "cudaStreamDestroy");
 	free(s);
 }
 
 static void c_copy(zp_drt *r, zp_dstream *s, void *dst, const void *src, size_t bytes)
 {
-	if (bytes)
+	if (bytes && !zp_drt_failed(r))
 		ck(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, s->s), "cudaMemcpyAsync");
 }
 
 static void c_stream_sync(zp_drt *r, zp_dstream *s)
 {
-	ck(cudaStreamSynchronize(s->s), "cudaStreamSynchronize");
+	if (!zp_drt_failed(r))
+		ck(cudaStreamSynchronize(s->s), "cudaStreamSynchronize");
 }
 
 static zp_devent *c_event_new(zp_drt *r)
 {
 	zp_devent *ev = zp_xcalloc(1, sizeof *ev);
-	ck(cudaSetDevice(R(r)->dev), "cudaSetDevice");
-	ck(cudaEventCreateWithFlags(&ev->e, cudaEventDisableTiming), "cudaEventCreate");
+	if (!zp_drt_failed(r) && !ck(cudaSetDevice(R(r)->dev), "cudaSetDevice"))
+		ck(cudaEventCreateWithFlags(&ev->e, cudaEventDisableTiming), "cudaEventCreate");
 	return ev;
 }
 
 static void c_event_free(zp_drt *r, zp_devent *ev)
 {
-	if (!ev)
-		return;
-	ck(cudaEventDestroy(ev->e), "cudaEventDestroy");
+	if (ev && ev->e && zp_drt_failed(r))
+		cudaEventDestroy(ev->e);
+	else if (ev && ev->e)
+		ck(cudaEventDestroy(ev->e), "cudaEventDestroy");
 	free(ev);
 }
 
 static void c_event_record(zp_drt *r, zp_devent *ev, zp_dstream *s)
 {
-	ck(cudaEventRecord(ev->e, s->s), "cudaEventRecord");
+	if (!zp_drt_failed(r))
+		ck(cudaEventRecord(ev->e, s->s), "cudaEventRecord");
 }
 
 static void c_event_sync(zp_drt *r, zp_devent *ev)
 {
-	ck(cudaEventSynchronize(ev->e), "cudaEventSynchronize");
+	if (!zp_drt_failed(r))
+		ck(cudaEventSynchronize(ev->e), "cudaEventSynchronize");
 }
 
 static void c_stream_wait(zp_drt *r, zp_dstream *s, zp_devent *ev)
 {
-	ck(cudaStreamWaitEvent(s->s, ev->e, 0), "cudaStreamWaitEvent");
+	if (!zp_drt_failed(r))
+		ck(cudaStreamWaitEvent(s->s, ev->e, 0), "cudaStreamWaitEvent");
 }
 
 static void c_launch(zp_drt *r, zp_dstream *s, const zk_launch *l)
@@ -225,7 +253,7 @@ static void c_launch(zp_drt *r, zp_dstream *s, const zk_launch *l)
 		[ZK_BIAS] = zk_cu_add_bias, [ZK_TO_BF16] = zk_cu_to_bf16,
 		[ZK_SWIGLU] = zk_cu_swiglu, [ZK_LSE] = zk_cu_logprobs, [ZK_POOL] = zk_cu_pool,
 	};
-	if (l->blocks <= 0)
+	if (l->blocks <= 0 || zp_drt_failed(r))
 		return;
 	ck((cudaError_t)fn[l->kind](s->s, l), "kernel launch");
 }
@@ -250,7 +278,7 @@ static cublasComputeType_t lt_compute(enum zp_blas_compute ct)
 					   : CUBLAS_COMPUTE_32F;
 }
 
-static void lt_open(lt_problem *p, const zp_blas_call *bc)
+static void lt_open(zp_drt *r, lt_problem *p, const zp_blas_call *bc)
 {
 	cublasOperation_t ta = bc->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
 	cublasOperation_t tb = bc->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -312,14 +340,15 @@ static int32_t lt_splitk(const cublasLtMatmulAlgo_t *algo)
 static bool lt_pick(cu_rt *c, const zp_dgemm *g, const gemm_class *k, const int *ms, int nms,
 		    cublasLtMatmulAlgo_t *out)
 {
-	lt_problem p[2];
+	zp_drt *r = c->r;
+	lt_problem p[2] = { 0 };
 	zp_blas_call bc[2];
 	ZP_ASSERT(nms >= 1 && nms <= 2);
 	for (int i = 0; i < nms; i++) {
 		zp_dgemm shape = *g;
 		shape.m = ms[i];
 		bc[i] = zp_blas_plan(&shape, ZP_BLAS_LT_MATMUL);
-		lt_open(&p[i], &bc[i]);
+		lt_open(r, &p[i], &bc[i]);
 	}
 	cublasLtMatmulPreference_t pref;
 	size_t ws = LT_WORKSPACE;
@@ -337,9 +366,11 @@ static bool lt_pick(cu_rt *c, const zp_dgemm *g, const gemm_class *k, const int 
 						  &al_c, sizeof al_c), "alignment d");
 	cublasLtMatmulHeuristicResult_t res[LT_CANDIDATES];
 	int got = 0;
-	ckb(cublasLtMatmulAlgoGetHeuristic(c->lt, p[nms - 1].op, p[nms - 1].la, p[nms - 1].lb,
-					   p[nms - 1].lc, p[nms - 1].lc, pref, LT_CANDIDATES, res, &got),
-	    "cublasLtMatmulAlgoGetHeuristic");
+	if (!zp_drt_failed(r)) /* the descriptors above were made */
+		ckb(cublasLtMatmulAlgoGetHeuristic(c->lt, p[nms - 1].op, p[nms - 1].la,
+						   p[nms - 1].lb, p[nms - 1].lc, p[nms - 1].lc, pref,
+						   LT_CANDIDATES, res, &got),
+		    "cublasLtMatmulAlgoGetHeuristic");
 	bool found = false;
 	int32_t one = 1;
 	uint32_t none = CUBLASLT_REDUCTION_SCHEME_NONE;
@@ -386,7 +417,7 @@ static gemm_class *gemm_class_of(cu_rt *c, const zp_dgemm *g)
 			   .align_a = aa, .align_c = ac };
 	int ms[2] = { 1, c->m_max };
 	if (!lt_pick(c, g, k, ms, c->m_max > 1 ? 2 : 1, &k->algo)) {
-		zp_drt_fail("cuda", "cublasLtMatmulAlgoGetHeuristic",
+		zp_drt_fail(c->r, "cublasLtMatmulAlgoGetHeuristic",
 			    "no candidate passes cublasLtMatmulAlgoCheck without split-K", __FILE__,
 			    __LINE__);
 		return NULL;
@@ -415,7 +446,7 @@ static const cublasLtMatmulAlgo_t *gemm_algo(zp_drt *r, const zp_dgemm *g, const
 			       "its bucket gets its own (rows here are not batch-invariant against "
 			       "other buckets)\" n=%d kp=%d bf16=%d m=%d", g->n, g->kp, g->bf16, g->m);
 		} else {
-			zp_drt_fail("cuda", "cublasLtMatmulAlgoCheck", "no algorithm for this m", __FILE__,
+			zp_drt_fail(r, "cublasLtMatmulAlgoCheck", "no algorithm for this m", __FILE__,
 				    __LINE__);
 		}
 	}
@@ -428,16 +459,18 @@ static const cublasLtMatmulAlgo_t *gemm_algo(zp_drt *r, const zp_dgemm *g, const
 static void c_gemm(zp_drt *r, zp_dstream *s, const zp_dgemm *g)
 {
 	cu_rt *c = R(r);
-	if (!g->m)
+	if (!g->m || zp_drt_failed(r))
 		return;
 	zp_blas_call bc = zp_blas_plan(g, ZP_BLAS_LT_MATMUL);
-	ck_contract(&bc, __FILE__, __LINE__);
-	lt_problem p;
+	if (!contract_ok(r, &bc, __FILE__, __LINE__))
+		return;
+	lt_problem p = { 0 };
 	float alpha = 1, beta = g->add ? 1.0f : 0.0f;
-	lt_open(&p, &bc);
-	const cublasLtMatmulAlgo_t *algo = gemm_algo(r, g, &p);
-	ckb(cublasLtMatmul(c->lt, p.op, &alpha, g->w, p.la, g->a, p.lb, &beta, g->c, p.lc, g->c, p.lc,
-			   algo, c->ws, LT_WORKSPACE, s->s), "cublasLtMatmul");
+	lt_open(r, &p, &bc);
+	const cublasLtMatmulAlgo_t *algo = zp_drt_failed(r) ? NULL : gemm_algo(r, g, &p);
+	if (algo && !zp_drt_failed(r)) /* lt_open's and the pick's calls passed */
+		ckb(cublasLtMatmul(c->lt, p.op, &alpha, g->w, p.la, g->a, p.lb, &beta, g->c, p.lc,
+				   g->c, p.lc, algo, c->ws, LT_WORKSPACE, s->s), "cublasLtMatmul");
 	lt_close(&p);
 }
 
@@ -455,7 +488,7 @@ static void c_gemm_grouped(zp_drt *r, zp_dstream *s, const zp_dgemm *g, int n)
 	int m[GROUP_MAX], nn[GROUP_MAX], k[GROUP_MAX], lda[GROUP_MAX], ldb[GROUP_MAX], ldc[GROUP_MAX];
 	int size[GROUP_MAX];
 	float alpha[GROUP_MAX], beta[GROUP_MAX];
-	if (n <= 0)
+	if (n <= 0 || zp_drt_failed(r))
 		return;
 	if (c->grouped == ZP_GROUPED_LT) {
 		for (int i = 0; i < n; i++)
@@ -467,7 +500,8 @@ static void c_gemm_grouped(zp_drt *r, zp_dstream *s, const zp_dgemm *g, int n)
 	for (int i = 0; i < n; i++) {
 		zp_blas_call bc = zp_blas_plan(&g[i], ZP_BLAS_GROUPED);
 		ZP_ASSERT(g[i].bf16 == g[0].bf16 && !g[i].add);
-		ck_contract(&bc, __FILE__, __LINE__);
+		if (!contract_ok(r, &bc, __FILE__, __LINE__))
+			return;
 		ta[i] = bc.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
 		tb[i] = bc.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
 		m[i] = (int)bc.m;
@@ -482,7 +516,8 @@ static void c_gemm_grouped(zp_drt *r, zp_dstream *s, const zp_dgemm *g, int n)
 	}
 	int slot = c->ptr_cur;
 	c->ptr_cur = (c->ptr_cur + 1) % PTR_SLOTS;
-	ck(cudaEventSynchronize(c->ptr_ev[slot]), "cudaEventSynchronize");
+	if (ck(cudaEventSynchronize(c->ptr_ev[slot]), "cudaEventSynchronize"))
+		return;
 	const void **ph = c->ptr_h[slot];
 	for (int i = 0; i < n; i++) {
 		ph[i] = g[i].w;
@@ -490,10 +525,11 @@ static void c_gemm_grouped(zp_drt *r, zp_dstream *s, const zp_dgemm *g, int n)
 		ph[2 * GROUP_MAX + i] = g[i].c;
 	}
 	const void **pd = c->ptr_d[slot];
-	ck(cudaMemcpyAsync(pd, ph, 3 * GROUP_MAX * sizeof *ph, cudaMemcpyHostToDevice, s->s),
-	   "cudaMemcpyAsync pointers");
-	ck(cudaEventRecord(c->ptr_ev[slot], s->s), "cudaEventRecord");
-	ckb(cublasSetStream(c->blas, s->s), "cublasSetStream");
+	if (ck(cudaMemcpyAsync(pd, ph, 3 * GROUP_MAX * sizeof *ph, cudaMemcpyHostToDevice, s->s),
+	       "cudaMemcpyAsync pointers") ||
+	    ck(cudaEventRecord(c->ptr_ev[slot], s->s), "cudaEventRecord") ||
+	    ckb(cublasSetStream(c->blas, s->s), "cublasSetStream"))
+		return;
 	ckb(cublasGemmGroupedBatchedEx(c->blas, ta, tb, m, nn, k, alpha, pd, lt_type(bc0.ta), lda,
 				       pd + GROUP_MAX, lt_type(bc0.tb), ldb, beta,
 				       (void *const *)(pd + 2 * GROUP_MAX), lt_type(bc0.tc), ldc, n,
@@ -521,10 +557,14 @@ static void enable_peers(int device, int n)
 			continue;
 		}
 		cudaError_t rc = cudaDeviceEnablePeerAccess(p, 0);
-		if (rc == cudaErrorPeerAccessAlreadyEnabled)
+		if (rc == cudaErrorPeerAccessAlreadyEnabled) {
 			(void)cudaGetLastError(); /* not sticky: clear it */
-		else
-			ck(rc, "cudaDeviceEnablePeerAccess");
+		} else if (rc != cudaSuccess) {
+			(void)cudaGetLastError();
+			zp_log(ZP_LOG_WARN, "msg=\"peer access refused\" device=%d peer=%d error=\"%s\" "
+			       "note=\"copies between them go through host memory\"", device, p,
+			       cudaGetErrorString(rc));
+		}
 	}
 }
 
@@ -537,10 +577,39 @@ static void c_describe(zp_drt *r, char *buf, size_t len)
 {
 	struct cudaDeviceProp p;
 	size_t fr = 0, tot = 0;
-	ck(cudaGetDeviceProperties(&p, R(r)->dev), "cudaGetDeviceProperties");
-	ck(cudaMemGetInfo(&fr, &tot), "cudaMemGetInfo");
+	zp_err e;
+	if (zp_drt_failed(r) || ck(cudaGetDeviceProperties(&p, R(r)->dev), "cudaGetDeviceProperties") ||
+	    ck(cudaMemGetInfo(&fr, &tot), "cudaMemGetInfo")) {
+		zp_drt_error(r, &e);
+		snprintf(buf, len, "cuda:%d (%s)", R(r)->dev, e.msg);
+		return;
+	}
 	snprintf(buf, len, "cuda:%d %s sm_%d%d %.1f GiB (%.1f free)", R(r)->dev, p.name, p.major,
 		 p.minor, tot / 1073741824.0, fr / 1073741824.0);
+}
+
+/* an error a kernel left behind (a launch the runtime refused, or an
+   asynchronous fault it has seen) becomes the sticky error */
+static void c_check(zp_drt *r)
+{
+	if (!zp_drt_failed(r))
+		ck(cudaGetLastError(), "cudaGetLastError (an earlier kernel)");
+}
+
+static void c_close(zp_drt *r);
+
+/* cudaDeviceReset once r's handles are gone: the primary context and
+   everything in it go (the sticky error with them); the next runtime on the
+   device starts a fresh one */
+static void c_reset(zp_drt *r)
+{
+	int dev = R(r)->dev;
+	c_close(r);
+	cudaError_t rc = cudaSetDevice(dev);
+	if (rc == cudaSuccess)
+		rc = cudaDeviceReset();
+	zp_log(rc == cudaSuccess ? ZP_LOG_WARN : ZP_LOG_ERROR, "msg=\"device reset\" device=cuda:%d "
+	       "result=\"%s\"", dev, cudaGetErrorString(rc));
 }
 
 static void c_close(zp_drt *r)
@@ -584,6 +653,8 @@ static const struct zp_drt_ops cuda_rt_ops = {
 	.native_stream = c_native_stream,
 	.bind = c_bind,
 	.describe = c_describe,
+	.check = c_check,
+	.reset = c_reset,
 };
 
 zp_drt *zp_drt_cuda_new(int device, int m_max, zp_err *e)
@@ -599,12 +670,16 @@ zp_drt *zp_drt_cuda_new(int device, int m_max, zp_err *e)
 		zp_errf(e, "--device cuda: device %d of %d", device, n);
 		return NULL;
 	}
-	ck(cudaSetDevice(device), "cudaSetDevice");
+	if ((rc = cudaSetDevice(device)) != cudaSuccess) {
+		zp_errf(e, "--device cuda: cudaSetDevice(%d): %s", device, cudaGetErrorString(rc));
+		return NULL;
+	}
 	enable_peers(device, n);
 	zp_drt *r = zp_xcalloc(1, sizeof *r);
 	cu_rt *c = zp_xcalloc(1, sizeof *c);
 	r->ops = &cuda_rt_ops;
 	r->ctx = c;
+	c->r = r;
 	c->dev = device;
 	c->m_max = ZP_MAX(m_max, 1);
 	c->grouped = zp_grouped_mode_env();
@@ -617,6 +692,10 @@ zp_drt *zp_drt_cuda_new(int device, int m_max, zp_err *e)
 		ck(cudaMallocHost((void **)&c->ptr_h[i], 3 * GROUP_MAX * sizeof(void *)), "cudaMallocHost");
 		ck(cudaMalloc((void **)&c->ptr_d[i], 3 * GROUP_MAX * sizeof(void *)), "cudaMalloc");
 		ck(cudaEventCreateWithFlags(&c->ptr_ev[i], cudaEventDisableTiming), "cudaEventCreate");
+	}
+	if (zp_drt_error(r, e)) { /* the device did not start: say why, leave nothing */
+		c_close(r);
+		return NULL;
 	}
 	return r;
 }

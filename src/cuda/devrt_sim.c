@@ -3,6 +3,9 @@
    kernels run by their host twins (kernels/zk_ops.h) block by block on a
    thread pool, lane by lane inside a block, phase by phase where the kernel
    syncs its lanes; GEMMs by the twin zk_gemm_dot (gemm.c's plain-C order).
+   A failed call (a contract refusal, an injected fault) is the runtime's
+   sticky error (devrt.h): queued copies, launches and GEMMs are then skipped,
+   records and waits still run (so no waiter hangs).
    Threads: the owner enqueues; each stream's thread runs its items; the pool's
    workers run blocks; event_sync from any thread. */
 #include "devrt.h"
@@ -34,6 +37,7 @@ typedef struct item {
 	int ng;
 	zp_devent *ev;
 	uint64_t target;
+	bool fault;	/* injected (zp_drt_sim_fail_after): fails instead of running */
 } item;
 
 #define SIM_STREAMS 16
@@ -261,8 +265,41 @@ static void ev_wait(zp_devent *ev, uint64_t target)
 	pthread_mutex_unlock(&ev->mu);
 }
 
+/* ---- fault injection (tests): one count for the whole process, so a
+   runtime rebuilt after the fault does not fail again ---- */
+
+static _Atomic long fault_left;	/* > 0: launches and GEMMs until the fault */
+
+void zp_drt_sim_fail_after(long n)
+{
+	atomic_store(&fault_left, n > 0 ? n : 0);
+}
+
+/* this launch or GEMM is the armed one */
+static bool fault_due(void)
+{
+	long due = atomic_load(&fault_left);
+	return due > 0 && atomic_fetch_sub(&fault_left, 1) == 1;
+}
+
+static void arm_from_env(void)
+{
+	static _Atomic bool done;
+	const char *f = getenv("ZP_FAULT_DEVICE_AFTER"); /* tests: see devrt.h */
+	if (atomic_exchange(&done, true) || !f || atol(f) <= 0)
+		return;
+	zp_drt_sim_fail_after(atol(f));
+	zp_log(ZP_LOG_WARN, "msg=\"fault injection armed\" device=sim fail_after=%ld", atol(f));
+}
+
 static void run_item(zp_drt *r, zp_dstream *s, item *it)
 {
+	bool work = it->kind == IT_COPY || it->kind == IT_LAUNCH || it->kind == IT_GEMM;
+	if (work && it->fault) /* as a kernel fault: found when the stream gets there */
+		zp_drt_fail(r, it->kind == IT_GEMM ? "gemm" : "kernel launch",
+			    "injected fault (ZP_FAULT_DEVICE_AFTER)", __FILE__, __LINE__);
+	if (work && zp_drt_failed(r))
+		return;
 	switch (it->kind) {
 	case IT_COPY:
 		if (s->copy_queue && S(r)->copy_delay_us) /* a slow copy engine: a read not
@@ -418,7 +455,7 @@ static void sim_stream_free(zp_drt *r, zp_dstream *s)
 
 static void sim_copy(zp_drt *r, zp_dstream *s, void *dst, const void *src, size_t bytes)
 {
-	if (!bytes)
+	if (!bytes || zp_drt_failed(r))
 		return;
 	item *it = mk(IT_COPY);
 	it->dst = dst;
@@ -429,20 +466,24 @@ static void sim_copy(zp_drt *r, zp_dstream *s, void *dst, const void *src, size_
 
 static void sim_launch(zp_drt *r, zp_dstream *s, const zk_launch *l)
 {
-	if (l->blocks <= 0)
+	if (l->blocks <= 0 || zp_drt_failed(r))
 		return;
 	item *it = mk(IT_LAUNCH);
 	it->l = *l;
+	it->fault = fault_due();
 	push(s, it);
 }
 
-/* the library call devrt_cuda.c would make for g, refused where it would be */
-static void sim_contract(const zp_dgemm *g, enum zp_blas_lib lib)
+/* the library call devrt_cuda.c would make for g, refused where it would be
+   (the sticky error, at once: the library returns its status to the call) */
+static bool sim_refused(zp_drt *r, const zp_dgemm *g, enum zp_blas_lib lib)
 {
 	char why[256];
 	zp_blas_call bc = zp_blas_plan(g, lib);
-	if (zp_blas_refusal(&bc, why, sizeof why))
-		zp_drt_fail("sim", zp_blas_lib_name(lib), why, __FILE__, __LINE__);
+	if (!zp_blas_refusal(&bc, why, sizeof why))
+		return false;
+	zp_drt_fail(r, zp_blas_lib_name(lib), why, __FILE__, __LINE__);
+	return true;
 }
 
 static void sim_enqueue_gemms(zp_dstream *s, const zp_dgemm *g, int n)
@@ -451,24 +492,25 @@ static void sim_enqueue_gemms(zp_dstream *s, const zp_dgemm *g, int n)
 	it->g = zp_xmalloc((size_t)n * sizeof *g);
 	memcpy(it->g, g, (size_t)n * sizeof *g);
 	it->ng = n;
+	it->fault = fault_due();
 	push(s, it);
 }
 
 static void sim_gemm_grouped(zp_drt *r, zp_dstream *s, const zp_dgemm *g, int n)
 {
-	if (n <= 0)
+	if (n <= 0 || zp_drt_failed(r))
 		return;
 	for (int i = 0; i < n; i++)
-		sim_contract(&g[i], S(r)->grouped == ZP_GROUPED_CUBLAS ? ZP_BLAS_GROUPED
-								 : ZP_BLAS_LT_MATMUL);
+		if (sim_refused(r, &g[i], S(r)->grouped == ZP_GROUPED_CUBLAS ? ZP_BLAS_GROUPED
+									    : ZP_BLAS_LT_MATMUL))
+			return;
 	sim_enqueue_gemms(s, g, n);
 }
 
 static void sim_gemm(zp_drt *r, zp_dstream *s, const zp_dgemm *g)
 {
-	if (!g->m)
+	if (!g->m || zp_drt_failed(r) || sim_refused(r, g, ZP_BLAS_LT_MATMUL))
 		return;
-	sim_contract(g, ZP_BLAS_LT_MATMUL);
 	sim_enqueue_gemms(s, g, 1);
 }
 
@@ -476,6 +518,8 @@ static void sim_gemm(zp_drt *r, zp_dstream *s, const zp_dgemm *g)
 
 static void *sim_alloc(zp_drt *r, size_t bytes)
 {
+	if (zp_drt_failed(r))
+		return NULL;
 	void *p = zp_xalloc_aligned(ZP_ALIGN_UP(ZP_MAX(bytes, 64), 64));
 	memset(p, 0, ZP_ALIGN_UP(ZP_MAX(bytes, 64), 64));
 	return p;
@@ -511,6 +555,19 @@ static void sim_describe(zp_drt *r, char *buf, size_t len)
 	snprintf(buf, len, "sim (host twins on %d threads; a test device)", S(r)->threads);
 }
 
+/* the sim records its errors when they happen */
+static void sim_check(zp_drt *r)
+{
+}
+
+static void sim_close(zp_drt *r);
+
+/* a fresh sim runtime starts clean: nothing of the device to reset */
+static void sim_reset(zp_drt *r)
+{
+	sim_close(r);
+}
+
 static void sim_close(zp_drt *r)
 {
 	if (!r)
@@ -543,6 +600,8 @@ static const struct zp_drt_ops sim_ops = {
 	.native_stream = sim_native_stream,
 	.bind = sim_bind,
 	.describe = sim_describe,
+	.check = sim_check,
+	.reset = sim_reset,
 };
 
 void zp_drt_sim_copy_queue(zp_drt *r, zp_dstream *s)
@@ -555,6 +614,7 @@ zp_drt *zp_drt_sim_new(int threads)
 {
 	zp_drt *r = zp_xcalloc(1, sizeof *r);
 	sim_ctx *c = zp_xcalloc(1, sizeof *c);
+	arm_from_env();
 	c->threads = ZP_MAX(threads, 1);
 	c->grouped = zp_grouped_mode_env();
 	const char *d = getenv("ZP_SIM_COPY_DELAY_US"); /* tests: see sim_ctx */

@@ -23,9 +23,20 @@
    The cpu backend runs each op to completion before it returns. Events are
    the exception: event_record and event_wait may be called from any thread.
 
-   Return contract: ops return nothing (a broken shape is a bug: ZP_ASSERT)
-   except attention, which fails (-1, e set) on what a caller can ask for and
-   the backend cannot serve (prefix rows beyond its workspace). */
+   Return contract. Ops report failure, but a device runs them
+   asynchronously, so most cannot return it: a device fault (a failed CUDA or
+   cuBLAS call, a kernel fault, a library contract the sim enforces) is the
+   instance's sticky error. From then on every op does nothing (download
+   zero-fills its host destination: offsets read back are zeros, never
+   garbage indices) until the instance is freed; `status` (non-blocking) and
+   `sync` (after the queued work) report it, -1 with e "device fault: <call>:
+   <why>". A caller checks status as it goes and sync before it trusts
+   results (forward.c: after each layer and at the end), fails that batch,
+   and builds a new instance (on cuda, freeing the faulted one resets the
+   device). The cpu backend's ops cannot fail: its status and sync return 0.
+   attention also fails (-1, e set) on what a caller can ask for and the
+   backend cannot serve (prefix rows beyond its workspace). A broken shape is
+   a bug: ZP_ASSERT, on every backend. */
 #ifndef ZP_BACKEND_H
 #define ZP_BACKEND_H
 
@@ -128,8 +139,9 @@ struct zp_backend_ops {
 	void (*download)(zp_backend *b, void *host, const void *src, size_t bytes);
 	/* backend to backend (another instance's memory too, on cpu) */
 	void (*copy)(zp_backend *b, void *dst, const void *src, size_t bytes);
-	/* Returns once every op queued so far has completed: 0, or -1 with e set
-	   (e may be NULL) when one of them failed since the last sync. */
+	/* Returns once every op queued so far has completed (or the device
+	   failed): 0, or -1 with e set (e may be NULL) when the instance has a
+	   device fault (the sticky error: -1 from then on). */
 	int (*sync)(zp_backend *b, zp_err *e);
 
 	/* ---- events: a count of records. event_record returns the count after
@@ -230,6 +242,12 @@ struct zp_backend_ops {
 	   scaled to unit L2 norm when normalize. work: cols * 12 bytes. */
 	void (*pool)(zp_backend *b, int n, int cols, zp_view x, const float *w, float eps,
 		     enum zp_pooling mode, bool normalize, float *out, void *work);
+
+	/* ---- failure (new ops go below: keep this table's merges clean) ---- */
+	/* Non-blocking: 0, or -1 with e set (e may be NULL) when the instance
+	   has a device fault, as far as the device has told it so far (a fault
+	   in work still queued may show only at the next status or sync). */
+	int (*status)(zp_backend *b, zp_err *e);
 };
 
 struct zp_backend {

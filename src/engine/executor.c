@@ -2,6 +2,7 @@
 #include "executor.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,12 +29,78 @@ static void stall_if_asked(void)
 		pause();
 }
 
+/* The executor's forward on a new backend instance (made on this thread,
+   the one the device is used from), set up as every forward of x. NULL with
+   e set when the device does not start or does not take the model. */
+static zp_fwd *fwd_build(zp_exec *x, zp_err *e)
+{
+	zp_fwd_opts fo = { .device = (enum zp_device)x->device, .ordinal = x->id,
+			   .threads = x->threads, .batch_tokens_max = x->batch_tokens_max,
+			   .experts_elsewhere = x->src != NULL };
+	zp_fwd *f = zp_fwd_new(x->m, &fo, e);
+	if (!f)
+		return NULL;
+	if (zp_fwd_set_experts(f, x->src, e)) {
+		zp_fwd_free(f);
+		return NULL;
+	}
+	zp_fwd_set_beat(f, &x->beats);
+	zp_fwd_set_prefix(f, x->kv_cache_bytes, true);
+	if (x->grp)
+		zp_fwd_set_dpep(f, x->grp, x->id);
+	return f;
+}
+
+/* The forward's device faulted (its backend is unusable: CUDA's sticky
+   errors poison the context): free it (on cuda that resets the device) and
+   build a new one. Its prefix cache goes with it. When the rebuild fails the
+   executor is down: every later batch fails at once. */
+static void reset(zp_exec *x, const char *why)
+{
+	zp_err e;
+	if (x->src) {
+		/* AsyncEP: its shards lived on the faulted device and its peers
+		   gather from them; they stay where they are (they hold what
+		   they held), and the executor is down until a restart rebuilds
+		   the placement (the model's expert blocks are gone) */
+		x->down = true;
+		zp_errf(&x->down_why, "its device faulted (%s); its AsyncEP shards stay for its "
+			"peers; restart to rebuild the placement", why);
+		zp_log(ZP_LOG_ERROR, "msg=\"executor down\" executor=%d reason=\"%s\"", x->id,
+		       x->down_why.msg);
+		return;
+	}
+	zp_log(ZP_LOG_WARN, "msg=\"executor reset\" executor=%d reason=\"%s\"", x->id, why);
+	zp_fwd_free(x->fwd);
+	if ((x->fwd = fwd_build(x, &e)))
+		return;
+	x->down = true;
+	x->down_why = e;
+	zp_log(ZP_LOG_ERROR, "msg=\"executor down: its device did not come back after a fault; "
+	       "every batch sent to it fails\" executor=%d reason=\"%s\"", x->id, e.msg);
+}
+
+/* A down executor's answer: the batch fails, nothing ran, its cache is gone
+   (the scheduler forgets its shadow). */
+static void refuse(zp_exec *x, zp_batch *b)
+{
+	b->failed = 1;
+	snprintf(b->err, sizeof b->err, "executor %d is down: %.160s", x->id, x->down_why.msg);
+	b->fwd_s = 0;
+	b->stats = (zp_fwd_stats){ .min_route_gap = INFINITY };
+	memset(b->kv_hit_tokens, 0, (size_t)b->n * sizeof *b->kv_hit_tokens);
+	b->kv_evicted_n = 0;
+	b->kv_evicted_overflow = true;
+}
+
 static void run(zp_exec *x, zp_batch *b)
 {
 	zp_err e;
 	stall_if_asked();
-	double t0 = zp_now_s();
 	ZP_ASSERT(b->n >= 0); /* 0: a dpep member with no tokens */
+	if (x->down)
+		return refuse(x, b);
+	double t0 = zp_now_s();
 	b->failed = zp_fwd_run(x->fwd, b->req, b->n, &e) != 0;
 	if (b->failed)
 		snprintf(b->err, sizeof b->err, "%s", e.msg);
@@ -41,6 +108,12 @@ static void run(zp_exec *x, zp_batch *b)
 	b->stats = zp_fwd_last_stats(x->fwd);
 	b->kv_evicted_n = zp_fwd_kv_report(x->fwd, b->kv_hit_tokens, b->kv_evicted,
 					   ZP_KV_EVICT_REPORT, &b->kv_evicted_overflow);
+	/* a failed gather (the transport's) leaves the backend as it was; a
+	   device fault does not */
+	if (b->failed && zp_fwd_status(x->fwd, NULL)) {
+		reset(x, b->err);
+		b->kv_evicted_overflow = true; /* the cache went with the backend */
+	}
 }
 
 static void *exec_main(void *arg)
@@ -49,26 +122,11 @@ static void *exec_main(void *arg)
 	if (zp_arena_bind_thread(x->node)) /* memory then follows (first touch) */
 		zp_log(ZP_LOG_WARN, "msg=\"executor thread not placed\" executor=%d node=%d error=\"%s\"",
 		       x->id, x->node, strerror(errno));
-	/* the backend is made here: the thread the device is used from */
-	zp_fwd_opts fo = { .device = (enum zp_device)x->device, .ordinal = x->id,
-			   .threads = x->threads, .batch_tokens_max = x->batch_tokens_max,
-			   .experts_elsewhere = x->src != NULL };
-	if (!(x->fwd = zp_fwd_new(x->m, &fo, &x->start_err))) {
+	if (!(x->fwd = fwd_build(x, &x->start_err))) {
 		x->start_failed = true;
 		zp_bell_ring(&x->ready);
 		return NULL;
 	}
-	if (zp_fwd_set_experts(x->fwd, x->src, &x->start_err)) {
-		zp_fwd_free(x->fwd);
-		x->fwd = NULL;
-		x->start_failed = true;
-		zp_bell_ring(&x->ready);
-		return NULL;
-	}
-	zp_fwd_set_beat(x->fwd, &x->beats);
-	zp_fwd_set_prefix(x->fwd, x->kv_cache_bytes, true);
-	if (x->grp)
-		zp_fwd_set_dpep(x->fwd, x->grp, x->id);
 	zp_bell_ring(&x->ready);
 	for (;;) {
 		zp_rec r;

@@ -7,7 +7,11 @@
    sends the record back through the out ring and rings the owner's doorbell.
    Ownership of a batch moves with its record. The model is shared read-only.
    Threads: the owner (the engine's thread) calls everything here; the
-   executor thread runs the forwards. Engine-internal: only engine.c uses it. */
+   executor thread runs the forwards. Engine-internal: only engine.c uses it.
+   A batch whose forward hit a device fault fails (its err says so); the
+   executor then frees its forward and builds a new one on a fresh backend
+   (logged "executor reset"); if that fails it is down: later batches fail at
+   once with "executor N is down: <reason>". */
 #ifndef ZP_EXECUTOR_H
 #define ZP_EXECUTOR_H
 
@@ -57,6 +61,12 @@ typedef struct {
 	zp_bell ready;			/* rung once the thread's forward exists */
 	bool start_failed;		/* the device backend did not start: start_err */
 	zp_err start_err;
+	/* executor thread only: after a device fault the forward is rebuilt;
+	   when that fails the executor is down (down_why) and fails every batch
+	   at once. The scheduler still routes to it: taking a down executor out
+	   of routing is a separate change (engine.c / scheduler.c). */
+	bool down;
+	zp_err down_why;
 	/* owner side */
 	enum zp_exec_state state;
 	zp_rec filling;			/* FILLING: the batch's record */

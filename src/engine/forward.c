@@ -46,8 +46,9 @@ struct zp_fwd {
 	int *sel;			/* [T, k] expert ids, sorted ascending */
 	float *selw;			/* [T, k] */
 	int *slot_row;			/* [T, k] row of the slot in the gathered block */
-	float *route_gap;		/* [T] */
-	float *gap_h;			/* host [T] */
+	float *route_gap;		/* [layers, T]: MoE layer l's gaps at l * T (this
+					   run's T); read back once, after the layers */
+	float *gap_h;			/* host [layers, T] */
 	int *offs, *offs_h;		/* [E + 1] */
 	float *xg;			/* [T k, hp] */
 	uint16_t *xg16;			/* [T k, hp] */
@@ -148,7 +149,12 @@ zp_fwd *zp_fwd_new(const zp_model *m, const zp_fwd_opts *o, zp_err *e)
 		be->ops->free(be);
 		return NULL;
 	}
-	return zp_fwd_new_on(mb, be, o->batch_tokens_max);
+	zp_fwd *f = zp_fwd_new_on(mb, be, o->batch_tokens_max);
+	if (f->op->sync(f->be, e)) { /* the device failed taking the weights */
+		zp_fwd_free(f);
+		return NULL;
+	}
+	return f;
 }
 
 zp_fwd *zp_fwd_new_cpu(const zp_model *m, int threads, int batch_tokens_max)
@@ -198,8 +204,8 @@ zp_fwd *zp_fwd_new_on(const zp_model *m, zp_backend *be, int batch_tokens_max)
 		f->sel = balloc(f, T * K * sizeof(int));
 		f->selw = balloc(f, T * K * sizeof(float));
 		f->slot_row = balloc(f, T * K * sizeof(int));
-		f->route_gap = balloc(f, T * sizeof(float));
-		f->gap_h = zp_xcalloc(T, sizeof(float));
+		f->route_gap = balloc(f, T * c->layers * sizeof(float));
+		f->gap_h = zp_xcalloc(T * c->layers, sizeof(float));
 		f->offs = balloc(f, (E + 1) * sizeof(int));
 		f->offs_h = zp_xcalloc(E + 1, sizeof(int));
 		f->xg = balloc(f, T * K * f->hp * 4);
@@ -255,6 +261,11 @@ void zp_fwd_free(zp_fwd *f)
 		free(host[i]);
 	f->op->free(f->be);
 	free(f);
+}
+
+int zp_fwd_status(zp_fwd *f, zp_err *e)
+{
+	return f->op->status(f->be, e);
 }
 
 zp_fwd_stats zp_fwd_last_stats(const zp_fwd *f)
@@ -631,12 +642,13 @@ static int moe_block(zp_fwd *f, const zp_layer *L, int l, zp_err *e)
 		gemm(f, &L->router, f->xn, NULL, (size_t)f->hp, T, f->logits, (size_t)E,
 		     ZP_EPI_STORE, 0);
 		f->op->route(f->be, T, E, K, c->norm_topk_prob, V(f->logits, (size_t)E), f->sel,
-			     f->selw, f->route_gap);
-		f->op->download(f->be, f->gap_h, f->route_gap, (size_t)T * sizeof(float));
+			     f->selw, f->route_gap + (size_t)l * T);
 	}
-	for (int t = 0; t < T; t++)
-		f->stats.min_route_gap = fminf(f->stats.min_route_gap, f->gap_h[t]);
 	f->op->dispatch(f->be, T, K, E, f->sel, f->offs, f->slot_row);
+	/* The one host round trip a MoE layer still makes: the expert GEMMs
+	   (per-expert cuBLASLt on cuda, the dpep exchange) take their row counts
+	   as host-side shapes. Moving it off the host needs device-side shapes
+	   (a grouped GEMM reading offsets from device memory). */
 	f->op->download(f->be, f->offs_h, f->offs, (size_t)(E + 1) * sizeof(int));
 	f->op->gather(f->be, T, K, f->slot_row, f->bf16 ? (const void *)f->xn16 : f->xn,
 		      f->bf16 ? (void *)f->xg16 : f->xg, (size_t)f->hp * (f->bf16 ? 2 : 4));
@@ -731,6 +743,19 @@ static void outputs(zp_fwd *f, zp_req **reqs, int nreq)
 
 /* ---- the pass ------------------------------------------------------------------- */
 
+/* stats.min_route_gap over every MoE layer's rows: the gaps stayed on the
+   backend through the layers; one download here */
+static void route_gap_min(zp_fwd *f)
+{
+	size_t T = (size_t)f->ntok;
+	if (!f->c->moe || !T)
+		return;
+	f->op->download(f->be, f->gap_h, f->route_gap, T * f->c->layers * sizeof(float));
+	for (int l = 0; l < f->c->layers; l++)
+		for (size_t t = 0; f->m->layers[l].sparse && t < T; t++)
+			f->stats.min_route_gap = fminf(f->stats.min_route_gap, f->gap_h[l * T + t]);
+}
+
 static double run_flops(const zp_fwd *f)
 {
 	const zp_config *c = f->c;
@@ -744,7 +769,11 @@ static double run_flops(const zp_fwd *f)
 	return fl;
 }
 
-/* The layers; -1 when the expert source failed. */
+/* The layers; -1 when the expert source failed or the device did (its
+   status after each layer: ops after a fault do nothing, so the rest of the
+   batch is not worth queueing). A dpep member runs on to the end whatever
+   its device says: the group's barriers wait for every member at every MoE
+   layer; its sync at the end fails its batch. */
 static int layers(zp_fwd *f, double *ta, double *tm, zp_err *e)
 {
 	const zp_config *c = f->c;
@@ -768,6 +797,8 @@ static int layers(zp_fwd *f, double *ta, double *tm, zp_err *e)
 		*tm += zp_now_s() - b;
 		if (f->beat)
 			atomic_fetch_add_explicit(f->beat, 1, memory_order_relaxed);
+		if (!f->grp && f->op->status(f->be, e))
+			return -1;
 	}
 	return 0;
 }
@@ -814,14 +845,21 @@ int zp_fwd_run(zp_fwd *f, zp_req **reqs, int nreq, zp_err *e)
 	rc = layers(f, &ta, &tm, e);
 	if (f->src)
 		f->src->end(f->src->ctx);
+	double to = zp_now_s();
+	if (!rc && T) {
+		outputs(f, reqs, nreq);
+		route_gap_min(f);
+	}
+	/* the device's word on all of it before the results (and the blocks the
+	   cache would keep) count: a fault anywhere fails the batch */
+	if (!rc && f->op->sync(f->be, e))
+		rc = -1;
 	if (f->kv)
 		kv_release(f, rc == 0);
 	if (rc)
 		return -1;
 	if (!T)
 		return 0;
-	double to = zp_now_s();
-	outputs(f, reqs, nreq);
 	f->stats.attn_s = ta;
 	f->stats.mlp_s = tm;
 	f->stats.out_s = zp_now_s() - to;

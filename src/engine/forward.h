@@ -38,7 +38,7 @@ typedef struct {
 /* A forward of m on a new backend of o->device (made on the calling thread,
    which then owns it): the backend takes the model's weights as it keeps
    them (backend.h's model op). NULL with e set: the device is not here, or
-   its memory does not hold the model. */
+   its memory does not hold the model, or it failed taking the weights. */
 zp_fwd *zp_fwd_new(const zp_model *m, const zp_fwd_opts *o, zp_err *e);
 /* zp_fwd_new on the cpu device (which cannot fail to start): tests, tools. */
 zp_fwd *zp_fwd_new_cpu(const zp_model *m, int threads, int batch_tokens_max);
@@ -100,9 +100,16 @@ zp_kv *zp_fwd_kv(zp_fwd *f);
 
 /* One forward over reqs; the tokens it computes (its prompt tokens, less
    those reused) at most batch_tokens_max, each sequence at most
-   batch_tokens_max tokens long; fills their results. 0, or -1 with e set when
-   the expert source failed (results undefined). */
+   batch_tokens_max tokens long; fills their results. 0, or -1 with e set
+   (results undefined) when the expert source failed (its error; f is as
+   good as before) or the device faulted ("device fault: <call>: <why>";
+   f's backend is then unusable: zp_fwd_status says so, and the owner frees
+   f and builds a new one). */
 int zp_fwd_run(zp_fwd *f, zp_req **reqs, int nreq, zp_err *e);
+
+/* The backend's status (backend.h, non-blocking): 0, or -1 with e set when
+   it has a device fault and every later run would fail. */
+int zp_fwd_status(zp_fwd *f, zp_err *e);
 
 /* The last run's prefix reuse, for the scheduler: hit_tokens[s] (nreq of
    them) = tokens of sequence s taken from the cache or a sibling; the keys of

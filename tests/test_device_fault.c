@@ -1,0 +1,193 @@
+/* test_device_fault.c -- a device fault fails its batch, never the process
+   (DESIGN.md section 7), on the sim device (the cuda backend's host path):
+   - the backend: after a failed launch, status and sync return -1 naming the
+     device fault, the failed op wrote nothing, every later op is a no-op
+     (guard bytes in its output stay), download zero-fills; a new instance
+     computes again;
+   - the engine: with the fault armed (the n-th launch or GEMM of the
+     process; early, mid-layer and late in the forward), the batch fails with
+     an error naming it, the executor resets (a fresh backend), and the next
+     batch gives the bits of a clean run. */
+#include <string.h>
+
+#include "check.h"
+#include "devrt.h"
+#include "device.h"
+#include "engine.h"
+
+#define MODEL "tests/models/odd" /* 3 MoE layers: ~50 launches a forward */
+#define SEQS 4
+#define ROWS 5
+#define COLS 24
+
+static void make_reqs(zp_req *r, int n, int vocab, unsigned seed)
+{
+	for (int s = 0; s < n; s++) {
+		memset(&r[s], 0, sizeof r[s]);
+		r[s].ntok = 1 + (int)((seed = seed * 1103515245u + 12345u) >> 16) % 40;
+		r[s].tokens = zp_xmalloc((size_t)r[s].ntok * sizeof *r[s].tokens);
+		for (int i = 0; i < r[s].ntok; i++)
+			r[s].tokens[i] = (int)((seed = seed * 1103515245u + 12345u) >> 16) % vocab;
+		r[s].ncand = 3;
+		r[s].want_cands = true;
+		r[s].cands = zp_xmalloc(3 * sizeof *r[s].cands);
+		r[s].cand_lp = zp_xmalloc(3 * sizeof *r[s].cand_lp);
+		for (int k = 0; k < 3; k++)
+			r[s].cands[k] = k * 7 % vocab;
+		r[s].plp_start = 0;
+		r[s].plp = zp_xmalloc((size_t)r[s].ntok * sizeof *r[s].plp);
+	}
+}
+
+static void free_reqs(zp_req *r, int n)
+{
+	for (int s = 0; s < n; s++)
+		zp_req_free(&r[s]);
+}
+
+static bool same(const zp_req *a, const zp_req *b)
+{
+	for (int s = 0; s < SEQS; s++)
+		if (memcmp(a[s].cand_lp, b[s].cand_lp, 3 * sizeof(float)) ||
+		    memcmp(a[s].plp + 1, b[s].plp + 1, (size_t)(a[s].ntok - 1) * sizeof(float)))
+			return false;
+	return true;
+}
+
+/* One batch of the SEQS requests on the engine's executor: 0, or -1 with its
+   error in e. */
+static int run(zp_engine *g, zp_req *r, zp_err *e)
+{
+	zp_batch *b = zp_engine_batch(g);
+	CHECK(b, "the executor is idle");
+	if (!b)
+		return -1;
+	b->n = SEQS;
+	for (int s = 0; s < SEQS; s++)
+		b->req[s] = &r[s];
+	zp_engine_submit(g, b);
+	zp_engine_flush(g);
+	b = zp_engine_wait(g);
+	ZP_ASSERT(b);
+	int rc = b->failed ? -1 : 0;
+	snprintf(e->msg, sizeof e->msg, "%s", b->failed ? b->err : "");
+	zp_engine_release(g, b);
+	return rc;
+}
+
+static void check_engine(void)
+{
+	static const long at[] = { 1, 20, 45 }; /* embed; layer 2; the last layer or outputs */
+	zp_model m;
+	zp_err e;
+	zp_req ref[SEQS], got[SEQS];
+	CHECK(zp_model_load(&m, MODEL, ZP_W_F32, zp_device_layout(ZP_DEV_SIM), 2, NULL, &e) == 0,
+	      "load: %s", e.msg);
+	zp_engine_cfg c = { .executors = 1, .parallel = ZP_PAR_REPLICATE, .transport = "auto",
+			    .threads_per_executor = 2, .batch_tokens_max = 4096,
+			    .device = ZP_DEV_SIM };
+	zp_engine *g = zp_engine_start(&m, &c, &e);
+	CHECK(g, "sim start: %s", e.msg);
+	if (!g)
+		return;
+	make_reqs(ref, SEQS, m.cfg.vocab, 5);
+	CHECK(run(g, ref, &e) == 0, "clean run: %s", e.msg);
+	for (size_t i = 0; i < sizeof at / sizeof *at; i++) {
+		make_reqs(got, SEQS, m.cfg.vocab, 5);
+		zp_drt_sim_fail_after(at[i]);
+		CHECK(run(g, got, &e) == -1, "fault at launch %ld: the batch fails", at[i]);
+		CHECK(strstr(e.msg, "device fault: ") && strstr(e.msg, "injected fault"),
+		      "fault at launch %ld: the error names it: %s", at[i], e.msg);
+		printf("fault at launch %ld: batch failed: %s\n", at[i], e.msg);
+		free_reqs(got, SEQS);
+		make_reqs(got, SEQS, m.cfg.vocab, 5);
+		CHECK(run(g, got, &e) == 0, "fault at launch %ld: the executor came back: %s", at[i],
+		      e.msg);
+		CHECK(same(ref, got), "fault at launch %ld: the next batch has a clean run's bits",
+		      at[i]);
+		free_reqs(got, SEQS);
+	}
+	zp_engine_stop(g);
+	free_reqs(ref, SEQS);
+	zp_model_free(&m);
+}
+
+/* The sim's backend memory is host memory: the test reads it directly. */
+static void check_backend(void)
+{
+	zp_model m;
+	zp_err e = { "" };
+	float x[ROWS * COLS], y[ROWS * COLS], back[ROWS * COLS];
+	CHECK(zp_model_load(&m, MODEL, ZP_W_F32, zp_device_layout(ZP_DEV_SIM), 2, NULL, &e) == 0,
+	      "load: %s", e.msg);
+	zp_device_opts o = { .threads = 2, .cfg = &m.cfg, .batch_tokens_max = 64 };
+	zp_backend *b = zp_device_backend_new(ZP_DEV_SIM, &o, &e);
+	CHECK(b, "sim backend: %s", e.msg);
+	if (!b)
+		return;
+	const struct zp_backend_ops *op = b->ops;
+	for (int i = 0; i < ROWS * COLS; i++) {
+		x[i] = check_frand(-1, 1);
+		y[i] = check_frand(-1, 1);
+	}
+	size_t bytes = sizeof x;
+	float *dx = op->alloc(b, bytes), *dy = op->alloc(b, bytes), *dg = op->alloc(b, bytes);
+	uint16_t *d16 = op->alloc(b, bytes);
+	op->upload(b, dx, x, bytes);
+	op->upload(b, dy, y, bytes);
+	memset(dg, 0x5a, bytes); /* the guard */
+	memset(d16, 0x5a, bytes);
+	CHECK(op->status(b, NULL) == 0 && op->sync(b, NULL) == 0, "a fresh backend has no fault");
+
+	zp_drt_sim_fail_after(1);
+	op->residual(b, ROWS, COLS, (zp_view){ dx, COLS }, (zp_view){ dy, COLS }, NULL);
+	CHECK(op->sync(b, &e) == -1 && strstr(e.msg, "device fault: kernel launch: injected fault"),
+	      "sync after the failed launch: %s", e.msg);
+	e.msg[0] = 0;
+	CHECK(op->status(b, &e) == -1 && strstr(e.msg, "device fault: "), "status: %s", e.msg);
+	CHECK(!memcmp(dx, x, bytes), "the failed launch wrote nothing");
+
+	/* every op after it is a no-op */
+	op->copy(b, dg, dx, bytes);
+	op->residual(b, ROWS, COLS, (zp_view){ dg, COLS }, (zp_view){ dy, COLS }, NULL);
+	op->to_bf16(b, ROWS, COLS, (zp_view){ dx, COLS }, (zp_view){ d16, COLS });
+	op->upload(b, dg, y, bytes);
+	op->rmsnorm(b, ROWS, COLS, (zp_view){ dx, COLS }, NULL, dy, 1e-6f, (zp_view){ dg, COLS },
+		    (zp_view){ NULL, 0 });
+	CHECK(op->sync(b, NULL) == -1 && op->status(b, NULL) == -1, "the fault is sticky");
+	bool guard = true;
+	for (size_t i = 0; i < bytes; i++)
+		guard = guard && ((unsigned char *)dg)[i] == 0x5a && ((unsigned char *)d16)[i] == 0x5a;
+	CHECK(guard, "ops after the fault leave their outputs' guard bytes");
+	memset(back, 0x5a, bytes);
+	op->download(b, back, dx, bytes);
+	bool zero = true;
+	for (int i = 0; i < ROWS * COLS; i++)
+		zero = zero && back[i] == 0.0f;
+	CHECK(zero, "download after the fault zero-fills");
+	op->free(b); /* frees a faulted backend (no panic, nothing leaked under asan) */
+
+	b = zp_device_backend_new(ZP_DEV_SIM, &o, &e);
+	CHECK(b, "a new instance after the fault: %s", e.msg);
+	op = b->ops;
+	dx = op->alloc(b, bytes);
+	dy = op->alloc(b, bytes);
+	op->upload(b, dx, x, bytes);
+	op->upload(b, dy, y, bytes);
+	op->residual(b, ROWS, COLS, (zp_view){ dx, COLS }, (zp_view){ dy, COLS }, NULL);
+	op->download(b, back, dx, bytes);
+	CHECK(op->sync(b, NULL) == 0, "the new instance has no fault");
+	bool sum = true;
+	for (int i = 0; i < ROWS * COLS; i++)
+		sum = sum && back[i] == x[i] + y[i];
+	CHECK(sum, "the new instance computes");
+	op->free(b);
+	zp_model_free(&m);
+}
+
+int main(void)
+{
+	check_backend();
+	check_engine();
+	return check_exit("test_device_fault");
+}
