@@ -55,4 +55,23 @@ dev=$(names $S/device/*.h | sed 's/weights\\\.h|\?//; s/|weights\\\.h//')
 rule "include a device, backend or registry header from model/ or base/" "$dev|$cpu|$cuda" \
 	$S/model/* $S/base/*
 [ $rc -eq 0 ] && echo "rooms: serve and cli on top; ipc only itself; engine, model, serve and cli name no backend; cpu and cuda siblings; model and base know no device"
+[ -n "${ROOMS_SRC:-}" ] && exit $rc
+
+# The rules can fail: a copy of src/ with one deliberate bad include each.
+bad() {
+	what=$1 file=$2 hdr=$3
+	t=$(mktemp -d)
+	cp -r src "$t/src"
+	printf '#include "%s"\n' "$hdr" >> "$t/src/$file"
+	if ROOMS_SRC="$t/src" sh "$0" > "$t/out" 2>&1; then
+		echo "FAIL: a bad include ($what: $file includes $hdr) passed"
+		rc=1
+	else
+		echo "rules fail as they should: $what ($(grep -c '^FAIL' "$t/out") rule(s): $(grep '^FAIL' "$t/out" | head -n 1))"
+	fi
+	rm -rf "$t"
+}
+bad "engine names a backend" engine/engine.c backend_cuda.h
+bad "backends are siblings" cpu/gemm.c devrt.h
+bad "model knows no device" model/model.c device.h
 exit $rc
