@@ -16,7 +16,7 @@ enum zp_wtype { ZP_W_F32, ZP_W_BF16 };
 
 /* What a matrix's rows are for. PLAIN: an [n, k] matrix. SWIGLU: the gate
    (rows [0, n/2)) and up (rows [n/2, n)) projections of one SwiGLU MLP, which
-   the layout arranges for its GEMM's SwiGLU epilogue (gemm.h's ZP_EPI_SWIGLU). */
+   the layout arranges for its GEMM's SwiGLU epilogue (backend.h's ZP_EPI_SWIGLU). */
 enum zp_wkind { ZP_WK_PLAIN, ZP_WK_SWIGLU };
 
 /* A matrix in a layout: type and shape as the layout holds it (n may count

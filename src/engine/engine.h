@@ -54,8 +54,8 @@ typedef struct {
 	int batch_tokens_max;		/* tokens in one forward (ini: max_batch_tokens) */
 	zp_bell *done;			/* rung when a batch comes back; NULL: the engine's own */
 	int offload_window;		/* asyncep offload mode: slots per executor (0: off) */
-	int device;			/* enum zp_device (backend_cuda.h): 0 = cpu; cuda:
-					   executor i on GPU i; sim: the test device */
+	int device;			/* enum zp_device (device.h): 0 = cpu; cuda:
+					   executor i on GPU i mod the GPU count; sim: the test device */
 	size_t kv_cache_bytes;		/* each executor's prefix KV cache (0: none) */
 	zp_engine_queue_cfg queue;	/* the scheduler */
 	/* Each batch that comes back, before its jobs are polled (the server's

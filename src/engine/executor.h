@@ -1,6 +1,6 @@
-/* executor.h -- one executor: a thread on its device's NUMA node (for now a
-   CPU share) that owns a forward workspace and its worker pool, first touched
-   on that node. Its batches live in a slab carved from its own arena on that
+/* executor.h -- one executor: a thread on its NUMA node that owns a forward
+   on a backend of its device (made on this thread through the registry: a
+   CPU share, a GPU, or a sim device), first touched on that node. Its batches live in a slab carved from its own arena on that
    node (ipc/): the owner takes a slot, fills it, sends its record {slot,
    generation} through the in ring and rings the executor's doorbell; the
    executor resolves the record (asserting the generation), runs the forward,
