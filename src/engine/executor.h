@@ -11,7 +11,8 @@
    A batch whose forward hit a device fault fails (its err says so); the
    executor then frees its forward and builds a new one on a fresh backend
    (logged "executor reset"); if that fails it is down: later batches fail at
-   once with "executor N is down: <reason>". */
+   once with "executor N is down: <reason>". An AsyncEP executor is marked
+   down at once instead (its shards stay: its peers gather from them). */
 #ifndef ZP_EXECUTOR_H
 #define ZP_EXECUTOR_H
 
