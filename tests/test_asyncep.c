@@ -17,35 +17,11 @@
 
 #include "backend_cuda.h"
 #include "check.h"
+#include "reqs.h"
 #include "device.h"
 #include "engine.h"
 
 #define SEQS 16 /* four batches of 4: every executor runs one when N <= 4 */
-
-static void make_reqs(zp_req *r, int n, int vocab, unsigned seed)
-{
-	for (int s = 0; s < n; s++) {
-		memset(&r[s], 0, sizeof r[s]);
-		r[s].ntok = 1 + (int)((seed = seed * 1103515245u + 12345u) >> 16) % 40;
-		r[s].tokens = zp_xmalloc((size_t)r[s].ntok * sizeof *r[s].tokens);
-		for (int i = 0; i < r[s].ntok; i++)
-			r[s].tokens[i] = (int)((seed = seed * 1103515245u + 12345u) >> 16) % vocab;
-		r[s].ncand = 3;
-		r[s].want_cands = true;
-		r[s].cands = zp_xmalloc(3 * sizeof *r[s].cands);
-		r[s].cand_lp = zp_xmalloc(3 * sizeof *r[s].cand_lp);
-		for (int k = 0; k < 3; k++)
-			r[s].cands[k] = k * 7 % vocab;
-		r[s].plp_start = 0;
-		r[s].plp = zp_xmalloc((size_t)r[s].ntok * sizeof *r[s].plp);
-	}
-}
-
-static void free_reqs(zp_req *r, int n)
-{
-	for (int s = 0; s < n; s++)
-		zp_req_free(&r[s]);
-}
 
 /* Run the same SEQS requests split in batches of 4, batch j on executor j % N;
    dpep starts every executor each round (those without a batch empty). */
@@ -72,16 +48,6 @@ static int run(zp_engine *g, zp_req *r, zp_err *e)
 		}
 	}
 	return failed;
-}
-
-static bool same(const zp_req *a, const zp_req *b)
-{
-	for (int s = 0; s < SEQS; s++) {
-		if (memcmp(a[s].cand_lp, b[s].cand_lp, 3 * sizeof(float)) ||
-		    memcmp(a[s].plp + 1, b[s].plp + 1, (size_t)(a[s].ntok - 1) * sizeof(float)))
-			return false;
-	}
-	return true;
 }
 
 static void check_model(const char *dir, enum zp_wtype wt)
@@ -142,7 +108,7 @@ static void check_model(const char *dir, enum zp_wtype wt)
 		CHECK(covered == m.cfg.experts, "every expert placed");
 		make_reqs(got, SEQS, m.cfg.vocab, 7);
 		CHECK(run(g, got, &e) == 0, "run: %s", e.msg);
-		CHECK(same(ref, got), "%s %s %s N=%d: results differ from one executor", dir,
+		CHECK(same_reqs(ref, got, SEQS), "%s %s %s N=%d: results differ from one executor", dir,
 		      wt == ZP_W_F32 ? "fp32" : "bf16", zp_parallel_name(cases[i].p), cases[i].n);
 		if (cases[i].p == ZP_PAR_ASYNCEP && (zp_engine_executors(g) > 1 || cases[i].window)) { /* every
 						executor ran and streamed its layers */
@@ -201,7 +167,7 @@ static void check_dev(enum zp_device dev, const char *dir, enum zp_wtype wt)
 		make_reqs(r, SEQS, m.cfg.vocab, 7);
 		CHECK(run(g, r, &e) == 0, "sim run: %s", e.msg);
 		if (i) {
-			CHECK(same(ref, got), "%s %s %s %s %s N=%d window %d: results differ from one "
+			CHECK(same_reqs(ref, got, SEQS), "%s %s %s %s %s N=%d window %d: results differ from one "
 			      "executor", dir, wt == ZP_W_F32 ? "fp32" : "bf16", zp_device_name(dev),
 			      zp_parallel_name(cases[i].p), cases[i].t, cases[i].n, cases[i].window);
 			free_reqs(got, SEQS);
@@ -248,7 +214,7 @@ static void check_fault(void)
 	free_reqs(got, SEQS);
 	make_reqs(got, SEQS, m.cfg.vocab, 11);
 	CHECK(run(g, got, &e) == 0, "the executor recovers");
-	CHECK(same(ref, got), "and is exact again");
+	CHECK(same_reqs(ref, got, SEQS), "and is exact again");
 	zp_engine_stop(g);
 	free_reqs(ref, SEQS);
 	free_reqs(got, SEQS);

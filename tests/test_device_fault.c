@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "reqs.h"
 #include "devrt.h"
 #include "device.h"
 #include "engine.h"
@@ -19,40 +20,6 @@
 #define SEQS 4
 #define ROWS 5
 #define COLS 24
-
-static void make_reqs(zp_req *r, int n, int vocab, unsigned seed)
-{
-	for (int s = 0; s < n; s++) {
-		memset(&r[s], 0, sizeof r[s]);
-		r[s].ntok = 1 + (int)((seed = seed * 1103515245u + 12345u) >> 16) % 40;
-		r[s].tokens = zp_xmalloc((size_t)r[s].ntok * sizeof *r[s].tokens);
-		for (int i = 0; i < r[s].ntok; i++)
-			r[s].tokens[i] = (int)((seed = seed * 1103515245u + 12345u) >> 16) % vocab;
-		r[s].ncand = 3;
-		r[s].want_cands = true;
-		r[s].cands = zp_xmalloc(3 * sizeof *r[s].cands);
-		r[s].cand_lp = zp_xmalloc(3 * sizeof *r[s].cand_lp);
-		for (int k = 0; k < 3; k++)
-			r[s].cands[k] = k * 7 % vocab;
-		r[s].plp_start = 0;
-		r[s].plp = zp_xmalloc((size_t)r[s].ntok * sizeof *r[s].plp);
-	}
-}
-
-static void free_reqs(zp_req *r, int n)
-{
-	for (int s = 0; s < n; s++)
-		zp_req_free(&r[s]);
-}
-
-static bool same(const zp_req *a, const zp_req *b)
-{
-	for (int s = 0; s < SEQS; s++)
-		if (memcmp(a[s].cand_lp, b[s].cand_lp, 3 * sizeof(float)) ||
-		    memcmp(a[s].plp + 1, b[s].plp + 1, (size_t)(a[s].ntok - 1) * sizeof(float)))
-			return false;
-	return true;
-}
 
 /* One batch of the SEQS requests on the engine's executor: 0, or -1 with its
    error in e. */
@@ -103,7 +70,7 @@ static void check_engine(void)
 		make_reqs(got, SEQS, m.cfg.vocab, 5);
 		CHECK(run(g, got, &e) == 0, "fault at launch %ld: the executor came back: %s", at[i],
 		      e.msg);
-		CHECK(same(ref, got), "fault at launch %ld: the next batch has a clean run's bits",
+		CHECK(same_reqs(ref, got, SEQS), "fault at launch %ld: the next batch has a clean run's bits",
 		      at[i]);
 		free_reqs(got, SEQS);
 	}

@@ -13,46 +13,13 @@
 #include <string.h>
 
 #include "check.h"
+#include "reqs.h"
 #include "engine.h"
 
 #define SEQS 12
 #define JOBS 6 /* job i holds 1 + i % 3 sequences: 12 in all */
 #define LOOPS 1000 /* pump/wait turns a run may take */
 #define MODEL "tests/models/odd" /* 10 experts, MoE and dense layers */
-
-static void make_reqs(zp_req *r, int n, int vocab, unsigned seed)
-{
-	for (int s = 0; s < n; s++) {
-		memset(&r[s], 0, sizeof r[s]);
-		r[s].ntok = 1 + (int)((seed = seed * 1103515245u + 12345u) >> 16) % 40;
-		r[s].tokens = zp_xmalloc((size_t)r[s].ntok * sizeof *r[s].tokens);
-		for (int i = 0; i < r[s].ntok; i++)
-			r[s].tokens[i] = (int)((seed = seed * 1103515245u + 12345u) >> 16) % vocab;
-		r[s].ncand = 3;
-		r[s].want_cands = true;
-		r[s].cands = zp_xmalloc(3 * sizeof *r[s].cands);
-		r[s].cand_lp = zp_xmalloc(3 * sizeof *r[s].cand_lp);
-		for (int k = 0; k < 3; k++)
-			r[s].cands[k] = k * 7 % vocab;
-		r[s].plp_start = 0;
-		r[s].plp = zp_xmalloc((size_t)r[s].ntok * sizeof *r[s].plp);
-	}
-}
-
-static void free_reqs(zp_req *r, int n)
-{
-	for (int s = 0; s < n; s++)
-		zp_req_free(&r[s]);
-}
-
-static bool same(const zp_req *a, const zp_req *b, int n)
-{
-	for (int s = 0; s < n; s++)
-		if (memcmp(a[s].cand_lp, b[s].cand_lp, 3 * sizeof(float)) ||
-		    memcmp(a[s].plp + 1, b[s].plp + 1, (size_t)(a[s].ntok - 1) * sizeof(float)))
-			return false;
-	return true;
-}
 
 /* The reference: one executor, batches of 4 filled by hand. */
 static void run_by_hand(zp_model *m, zp_req *r)
@@ -136,7 +103,7 @@ static void jobs_back(const zp_req *ref, enum zp_parallel par, enum zp_sched_pol
 	CHECK(!zp_engine_poll_job(g), "%s: nothing more", tag);
 	CHECK(zp_engine_sched(g)->requests == 0 && zp_engine_sched(g)->tokens == 0,
 	      "%s: every admission released (%d left)", tag, zp_engine_sched(g)->requests);
-	CHECK(same(ref, got, SEQS), "%s %s: the results are the hand-run ones", tag,
+	CHECK(same_reqs(ref, got, SEQS), "%s %s: the results are the hand-run ones", tag,
 	      zp_parallel_name(par));
 	long fw = 0;
 	for (int x = 0; x < 2; x++)

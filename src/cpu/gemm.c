@@ -60,24 +60,6 @@ static int panel_count(const zp_wmat *w)
 	return (w->n + ZP_GEMM_NR - 1) / ZP_GEMM_NR;
 }
 
-static float src_elem(const void *row, int dt, int i)
-{
-	uint16_t h;
-	float f;
-	switch (dt) {
-	case ZP_DT_F32:
-		memcpy(&f, (const char *)row + 4 * (size_t)i, 4);
-		return f;
-	case ZP_DT_BF16:
-		memcpy(&h, (const char *)row + 2 * (size_t)i, 2);
-		return zp_bf16_to_f32(h);
-	case ZP_DT_F16:
-		memcpy(&h, (const char *)row + 2 * (size_t)i, 2);
-		return zp_f16_to_f32(h);
-	}
-	zp_panic(__FILE__, __LINE__, "packing from an unsupported dtype");
-}
-
 void zp_wmat_pack(zp_wmat *w, void *dst, enum zp_wtype type, int n, int k, int src_dt,
 		  zp_row_fn row, void *ctx)
 {
@@ -103,8 +85,7 @@ void zp_wmat_pack(zp_wmat *w, void *dst, enum zp_wtype type, int n, int k, int s
 				memcpy(d + (size_t)(k / 2) * ZP_GEMM_NR, (const uint16_t *)r + k - 1, 2);
 			continue;
 		}
-		for (int i = 0; i < k; i++)
-			tmp[i] = src_elem(r, src_dt, i);
+		zp_wrow_convert(tmp, ZP_W_F32, r, src_dt, k);
 		if (type == ZP_W_F32) {
 			float *d = (float *)dst + (size_t)p * w->kp * ZP_GEMM_NR + col;
 			for (int i = 0; i < k; i++)
