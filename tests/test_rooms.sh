@@ -11,8 +11,9 @@
 #  4. The backends are siblings: cpu/ includes nothing of cuda/, cuda/ nothing of
 #     cpu/.
 #  5. model/ and base/ know no device: they include nothing of device/, cpu/ or
-#     cuda/ (the seam's weight layout aside: device/weights.h, which model/
-#     packs through).
+#     cuda/ (model/weights.h declares the layout interface the backends
+#     implement and model/ packs through).
+#  6. device/ (the seam) sits below engine/: it includes nothing of engine/.
 # ROOMS_SRC=dir checks another tree (the test of this test).
 cd "$(dirname "$0")/.."
 S=${ROOMS_SRC:-src}
@@ -51,10 +52,12 @@ for f in $S/device/*; do
 done
 rule "include cuda/ from the cpu backend (backends are siblings)" "$cuda" $S/cpu/*
 rule "include cpu/ from the cuda backend (backends are siblings)" "$cpu" $S/cuda/*
-dev=$(names $S/device/*.h | sed 's/weights\\\.h|\?//; s/|weights\\\.h//')
+dev=$(names $S/device/*.h)
 rule "include a device, backend or registry header from model/ or base/" "$dev|$cpu|$cuda" \
 	$S/model/* $S/base/*
-[ $rc -eq 0 ] && echo "rooms: serve and cli on top; ipc only itself; engine, model, serve and cli name no backend; cpu and cuda siblings; model and base know no device"
+rule "include an engine/ header from the device seam (it sits below the engine)" \
+	"$(names $S/engine/*.h)" $S/device/*
+[ $rc -eq 0 ] && echo "rooms: serve and cli on top; ipc only itself; engine, model, serve and cli name no backend; cpu and cuda siblings; model and base know no device; device below engine"
 [ -n "${ROOMS_SRC:-}" ] && exit $rc
 
 # The rules can fail: a copy of src/ with one deliberate bad include each.
@@ -74,4 +77,5 @@ bad() {
 bad "engine names a backend" engine/engine.c backend_cuda.h
 bad "backends are siblings" cpu/gemm.c devrt.h
 bad "model knows no device" model/model.c device.h
+bad "the seam sits below the engine" device/transport_p2p.c asyncep.h
 exit $rc

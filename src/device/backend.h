@@ -45,7 +45,7 @@
 #include <stdint.h>
 
 #include "model.h"
-#include "request.h"	/* enum zp_pooling */
+#include "pooling.h"
 #include "util.h"
 
 enum zp_epi {

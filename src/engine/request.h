@@ -13,14 +13,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pooling.h"
 #include "region.h"
 
 #define ZP_TOP_LOGPROBS_MAX 1024
 #define ZP_CANDIDATES_MAX 65536
 #define ZP_PLP_TOP_MAX 20	/* top-k at each prompt position: vLLM's max_logprobs default */
 
-/* What a sequence returns of its hidden states (the embedding endpoints). */
-enum zp_pooling { ZP_POOLING_NONE, ZP_POOLING_LAST, ZP_POOLING_MEAN };
 
 struct zp_tok_state;
 

@@ -1,9 +1,11 @@
-/* weights.h -- the seam's weight half (ggml's buffer types): a weight matrix
-   as a backend keeps it, and the layout that packs it there. model/ reads
+/* weights.h -- the weight half of the device seam (ggml's buffer types): a
+   weight matrix as a backend keeps it, and the interface of the layout that
+   packs it there. Declared here, where the packing is driven: model/ reads
    checkpoint tensors and packs every matrix through the layout of the device
-   it loads for (device.h's zp_device_layout); each backend owns its layout
-   (cpu/: 32-row panels, k pairs interleaved; cuda/: row-major), and nothing
-   above the seam reads a matrix's bytes. Layouts are pure functions: any
+   it loads for (device.h's zp_device_layout), knowing no backend; each
+   backend implements its own layout (cpu/: 32-row panels, k pairs
+   interleaved; cuda/: row-major), and nothing above the seam reads a
+   matrix's bytes. Layouts are pure functions: any
    thread, several at once on disjoint matrices. */
 #ifndef ZP_WEIGHTS_H
 #define ZP_WEIGHTS_H
