@@ -112,24 +112,6 @@ struct zp_place {
 	int window;			/* offload: own-part slots per executor (0: resident shards) */
 };
 
-int zp_parallel_parse(const char *s, enum zp_parallel *p, zp_err *e)
-{
-	if (!strcmp(s, "asyncep"))
-		*p = ZP_PAR_ASYNCEP;
-	else if (!strcmp(s, "replicate"))
-		*p = ZP_PAR_REPLICATE;
-	else if (!strcmp(s, "dpep"))
-		*p = ZP_PAR_DPEP;
-	else
-		return zp_errf(e, "parallel must be asyncep, dpep or replicate");
-	return 0;
-}
-
-const char *zp_parallel_name(enum zp_parallel p)
-{
-	return p == ZP_PAR_ASYNCEP ? "asyncep" : p == ZP_PAR_DPEP ? "dpep" : "replicate";
-}
-
 /* ---- placement ---- */
 
 static bool moe(const zp_place *ep, int l)
@@ -730,13 +712,6 @@ zp_dpep *zp_place_group(zp_place *ep)
 enum zp_parallel zp_place_parallel(const zp_place *ep)
 {
 	return ep->par;
-}
-
-void zp_place_part(int n, int experts, int x, int *lo, int *hi)
-{
-	ZP_ASSERT(n >= 1 && x >= 0 && x < n);
-	*lo = (int)((long)experts * x / n);
-	*hi = (int)((long)experts * (x + 1) / n);
 }
 
 void zp_place_range(const zp_place *ep, int x, int *lo, int *hi)

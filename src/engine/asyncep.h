@@ -25,29 +25,15 @@
 #include "device.h"
 #include "forward.h"
 #include "model.h"
+#include "place.h"
 #include "transport.h"
 #include "util.h"
 
-#define ZP_EXECUTORS_MAX 64	/* executors of one engine (serve's executors bound) */
 #define ZP_PLACE_BUFFERS 2	/* asyncep: full-layer buffers per executor (one computes,
 				   one fills) */
 #define ZP_PLACE_WINDOW_MAX 16	/* offload: the most own-part slots per executor */
 
-enum zp_parallel { ZP_PAR_REPLICATE, ZP_PAR_ASYNCEP, ZP_PAR_DPEP };
-
-/* --parallel when not given: prefill, bench and serve alike. */
-#define ZP_PARALLEL_DEFAULT ZP_PAR_ASYNCEP
-
-/* "asyncep", "dpep" or "replicate" -> *p. 0, or -1 with e set. */
-int zp_parallel_parse(const char *s, enum zp_parallel *p, zp_err *e);
-const char *zp_parallel_name(enum zp_parallel p);
-
 typedef struct zp_place zp_place;
-
-/* The one expert partition: member x of n owns experts [lo, hi) of experts
-   (contiguous, sizes differing by one at most; n need not divide experts).
-   asyncep's shards and dpep's members both use it. */
-void zp_place_part(int n, int experts, int x, int *lo, int *hi);
 
 /* Place m's experts for nexec executors on device dev. Under asyncep each
    executor's forward attaches its source (forward.h), which allocates its

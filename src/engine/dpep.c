@@ -8,7 +8,7 @@
 
 #include <pthread.h>
 
-#include "asyncep.h" /* zp_place_part: the one expert partition */
+#include "place.h" /* zp_place_part: the one expert partition */
 
 struct member {
 	zp_backend *b;
