@@ -132,6 +132,9 @@ static void check_backend(void)
 	for (int i = 0; i < ROWS * COLS; i++)
 		zero = zero && back[i] == 0.0f;
 	CHECK(zero, "download after the fault zero-fills");
+	void *bufs[] = { dx, dy, dg, d16 };
+	for (int i = 0; i < 4; i++) /* a faulted backend still gives its memory back */
+		op->mfree(b, bufs[i]);
 	op->free(b); /* frees a faulted backend (no panic, nothing leaked under asan) */
 
 	b = zp_device_backend_new(ZP_DEV_SIM, &o, &e);
@@ -148,6 +151,8 @@ static void check_backend(void)
 	for (int i = 0; i < ROWS * COLS; i++)
 		sum = sum && back[i] == x[i] + y[i];
 	CHECK(sum, "the new instance computes");
+	op->mfree(b, dx);
+	op->mfree(b, dy);
 	op->free(b);
 	zp_model_free(&m);
 }
