@@ -245,6 +245,10 @@ static void check_shutdown_in_flight(enum zp_device d)
 		s->layer_begin(s->ctx, 0);
 	}
 	zp_place_quiesce(ep);
+	for (int x = 0; x < 3; x++) { /* each forward ends: its copies have landed */
+		const zp_expert_src *s = zp_place_source(ep, x);
+		s->end(s->ctx);
+	}
 	for (int x = 0; x < 3; x++) {
 		const zp_expert_src *s = zp_place_source(ep, x);
 		s->detach(s->ctx);

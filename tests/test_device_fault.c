@@ -7,7 +7,13 @@
    - the engine: with the fault armed (the n-th launch or GEMM of the
      process; early, mid-layer and late in the forward), the batch fails with
      an error naming it, the executor resets (a fresh backend), and the next
-     batch gives the bits of a clean run. */
+     batch gives the bits of a clean run;
+   - groups (2 executors whose forwards run together): dpep, where a fault
+     fails the round (no member returns outputs its faulted peer's experts
+     never computed) and the member resets; asyncep over nccl's lockstep,
+     where the faulted member walks its remaining rounds (no peer waits for
+     it forever), is marked down, and so is its group: later batches fail at
+     once, none hangs. */
 #include <string.h>
 
 #include "check.h"
@@ -74,6 +80,83 @@ static void check_engine(void)
 		      at[i]);
 		free_reqs(got, SEQS);
 	}
+	zp_engine_stop(g);
+	free_reqs(ref, SEQS);
+	zp_model_free(&m);
+}
+
+/* Batch SEQS requests on each of the group's two executors (they start
+   together); the number that failed, the last error in e, which failed in
+   bad[2] (NULL: not asked). */
+static int run_group(zp_engine *g, zp_req *r, zp_err *e, bool *bad)
+{
+	int failed = 0;
+	for (int x = 0; x < 2; x++) {
+		zp_batch *b = zp_engine_batch(g);
+		CHECK(b && b->exec == x, "executor %d is idle", x);
+		if (!b)
+			return 2;
+		b->n = SEQS / 2;
+		for (int s = 0; s < b->n; s++)
+			b->req[s] = &r[x * (SEQS / 2) + s];
+		zp_engine_submit(g, b);
+	}
+	zp_engine_flush(g);
+	zp_batch *b;
+	while ((b = zp_engine_wait(g))) {
+		if (b->failed) {
+			failed++;
+			snprintf(e->msg, sizeof e->msg, "%s", b->err);
+		}
+		if (bad)
+			bad[b->exec] = b->failed;
+		zp_engine_release(g, b);
+	}
+	return failed;
+}
+
+static void check_group(enum zp_parallel par, const char *transport)
+{
+	zp_model m;
+	zp_err e;
+	zp_req ref[SEQS], got[SEQS];
+	const char *name = zp_parallel_name(par);
+	CHECK(zp_model_load(&m, MODEL, ZP_W_F32, zp_device_layout(ZP_DEV_SIM), 2, NULL, &e) == 0,
+	      "load: %s", e.msg);
+	zp_engine_cfg c = { .executors = 2, .parallel = par, .transport = transport,
+			    .threads_per_executor = 1, .batch_tokens_max = 4096,
+			    .device = ZP_DEV_SIM };
+	zp_engine *g = zp_engine_start(&m, &c, &e);
+	CHECK(g, "%s start: %s", name, e.msg);
+	if (!g)
+		return;
+	make_reqs(ref, SEQS, m.cfg.vocab, 9);
+	CHECK(run_group(g, ref, &e, NULL) == 0, "%s: clean run: %s", name, e.msg);
+	make_reqs(got, SEQS, m.cfg.vocab, 9);
+	zp_drt_sim_fail_after(30); /* mid-forward, in one of the two */
+	bool bad[2] = { false, false };
+	int failed = run_group(g, got, &e, bad);
+	printf("%s %s: fault mid-forward: %d of 2 batches failed: %s\n", name, transport, failed,
+	       e.msg);
+	if (par == ZP_PAR_DPEP) /* its experts computed nothing for the other */
+		CHECK(failed == 2, "dpep: a fault fails the whole round (%d of 2 failed)", failed);
+	else /* the peer gathered from the faulted member's memory, which held */
+		CHECK(failed >= 1, "asyncep: the faulted member's batch fails");
+	for (int x = 0; x < 2; x++) /* a batch that came back whole is exact */
+		CHECK(bad[x] || same_reqs(ref + x * (SEQS / 2), got + x * (SEQS / 2), SEQS / 2),
+		      "%s: executor %d's batch came back, with a clean run's bits", name, x);
+	free_reqs(got, SEQS);
+	make_reqs(got, SEQS, m.cfg.vocab, 9);
+	failed = run_group(g, got, &e, NULL);
+	if (par == ZP_PAR_DPEP) { /* the member reset: the group is exact again */
+		CHECK(failed == 0, "dpep: the group came back: %s", e.msg);
+		CHECK(failed || same_reqs(ref, got, SEQS), "dpep: with a clean run's bits");
+	} else { /* its shards stayed for its peers: down, and its group with it */
+		CHECK(failed == 2 && strstr(e.msg, "down"), "%s: the group is down: %d failed, %s",
+		      name, failed, e.msg);
+		printf("%s %s: next round: %d of 2 refused: %s\n", name, transport, failed, e.msg);
+	}
+	free_reqs(got, SEQS);
 	zp_engine_stop(g);
 	free_reqs(ref, SEQS);
 	zp_model_free(&m);
@@ -161,5 +244,7 @@ int main(void)
 {
 	check_backend();
 	check_engine();
+	check_group(ZP_PAR_DPEP, "auto");
+	check_group(ZP_PAR_ASYNCEP, "nccl");
 	return check_exit("test_device_fault");
 }

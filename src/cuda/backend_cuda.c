@@ -44,6 +44,7 @@ struct zp_event {
 
 typedef struct {
 	zp_drt *rt;
+	int gpu;			/* the CUDA device it runs on (-1: the sim) */
 	zp_dstream *cs, *xs;	/* compute, copy */
 	zp_cuda_opts o;
 	char *meta_h, *meta_d;	/* the staging ring, pinned host and device */
@@ -240,7 +241,7 @@ void *zp_backend_cuda_queue_stream(zp_backend *b, zp_bqueue *q)
 
 int zp_backend_cuda_ordinal(const zp_backend *b)
 {
-	return ((const cu_ctx *)b->ctx)->o.ordinal;
+	return ((const cu_ctx *)b->ctx)->gpu;
 }
 
 static void cu_queue_free(zp_backend *b, zp_bqueue *q)
@@ -991,13 +992,14 @@ zp_backend *zp_backend_cuda_new(const zp_cuda_opts *o, zp_err *e)
 			o->expert_v1 && !zp_kv1_expert_gemm ? "expert GEMM" : "attention");
 		return NULL;
 	}
-	rt = o->dev == ZP_DEV_SIM ? zp_drt_sim_new(o->threads)
-				  : zp_drt_cuda_new(cuda_ordinal(o->ordinal), o->rows_max, e);
+	int gpu = o->dev == ZP_DEV_SIM ? -1 : cuda_ordinal(o->ordinal);
+	rt = o->dev == ZP_DEV_SIM ? zp_drt_sim_new(o->threads) : zp_drt_cuda_new(gpu, o->rows_max, e);
 	if (!rt)
 		return NULL;
 	zp_backend *b = zp_xcalloc(1, sizeof *b);
 	cu_ctx *c = zp_xcalloc(1, sizeof *c);
 	b->ctx = c;
+	c->gpu = gpu;
 	b->ops = &cuda_ops;
 	c->rt = rt;
 	c->o = *o;

@@ -52,6 +52,11 @@ static int comms(nccl_xport *x, const zp_port *ports, int n, zp_err *e)
 	return 0;
 }
 
+static int nccl_setup(zp_transport *t, const zp_port *ports, int n, zp_err *e)
+{
+	return comms((nccl_xport *)t, ports, n, e);
+}
+
 static int nccl_round(zp_transport *t, const zp_port *ports, const zp_copy_seg *const *segs,
 		      const int *nseg, int n, zp_err *e)
 {
@@ -113,6 +118,7 @@ zp_transport *zp_transport_nccl_new(void)
 	x->t.name = "nccl";
 	x->t.copy = nccl_copy;
 	x->t.round = nccl_round;
+	x->t.setup = nccl_setup;
 	x->t.free = nccl_free;
 	return &x->t;
 }

@@ -35,6 +35,11 @@ zp_backend *zp_device_backend_new(enum zp_device d, const zp_device_opts *o, zp_
 	return zp_backend_device_new(d, o->ordinal, o->threads, o->cfg, o->batch_tokens_max, e);
 }
 
+bool zp_device_host_memory(enum zp_device d)
+{
+	return d != ZP_DEV_CUDA;
+}
+
 const zp_wlayout *zp_device_layout(enum zp_device d)
 {
 	return d == ZP_DEV_CPU ? &zp_cpu_wlayout : &zp_cuda_wlayout;

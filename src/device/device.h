@@ -30,6 +30,10 @@ typedef struct {
    (no GPU, CUDA not built) or failed to start. */
 zp_backend *zp_device_backend_new(enum zp_device d, const zp_device_opts *o, zp_err *e);
 
+/* Device d's memory is the host's (cpu, and the sim device): what it holds
+   counts against this machine's memory. */
+bool zp_device_host_memory(enum zp_device d);
+
 /* The weight layout of device d's backend: a model that runs on d is loaded
    through it (zp_model_load). */
 const zp_wlayout *zp_device_layout(enum zp_device d);

@@ -56,6 +56,10 @@ struct zp_transport {
 	   each asks for the same layers in the same order. */
 	int (*round)(zp_transport *t, const zp_port *ports, const zp_copy_seg *const *segs,
 		     const int *nseg, int n, zp_err *e);
+	/* Once every executor is attached, before any copy (the engine's start;
+	   NULL: nothing to set up): the executors' ports, ports[x] executor x's.
+	   0, or -1 with e set: these executors cannot use the transport. */
+	int (*setup)(zp_transport *t, const zp_port *ports, int n, zp_err *e);
 	/* Fault injection for tests: when > 0, the fail_after-th copy from now
 	   fails as a transport error would, before copying anything. */
 	_Atomic int fail_after;

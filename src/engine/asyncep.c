@@ -324,8 +324,10 @@ static void hook_end(void *ctx)
 	xview *v = ctx;
 	close_layer(v, zp_now_s());
 	for (int u = 0; u < v->nunits; u++) {
-		if (v->ust[u] == U_BUSY)
-			wait_unit(v, u, NULL); /* a failed forward may leave some out */
+		if (v->ust[u] == U_BUSY) { /* a failed forward may leave some out: */
+			wait_unit(v, u, NULL); /* issued, */
+			v->be->ops->event_wait(v->be, v->done[u], v->req[u].seq); /* and landed */
+		}
 		v->ust[u] = U_FREE;
 	}
 	v->next_gather = v->next_fetch = -1;
@@ -554,6 +556,14 @@ static void hook_detach(void *ctx)
 		if (v->blk[k])
 			be->ops->mfree(be, v->blk[k]);
 	memset(v->blk, 0, sizeof v->blk);
+	/* the request counts are the events' record counts: a later attach
+	   starts both afresh */
+	for (int u = 0; u < v->nunits; u++) {
+		ZP_ASSERT(v->ust[u] == U_FREE); /* the forward ended: hook_end */
+		zp_hevent_free(v->issued[u]);
+		v->issued[u] = zp_hevent_new();
+		v->nreq[u] = v->used_n[u] = 0;
+	}
 	v->be = NULL;
 }
 
@@ -656,6 +666,18 @@ void zp_place_quiesce(zp_place *ep)
 	int rc = pthread_join(ep->comm, NULL);
 	ZP_ASSERT(rc == 0);
 	ep->comm_started = false;
+}
+
+int zp_place_ready(zp_place *ep, zp_err *e)
+{
+	zp_port ports[ZP_EXECUTORS_MAX];
+	if (ep->par != ZP_PAR_ASYNCEP || !ep->t->setup)
+		return 0;
+	for (int x = 0; x < ep->n; x++) {
+		ZP_ASSERT(ep->x[x].be); /* attached */
+		ports[x] = (zp_port){ ep->x[x].be, ep->x[x].q };
+	}
+	return ep->t->setup(ep->t, ports, ep->n, e);
 }
 
 void zp_place_commit(zp_place *ep)
@@ -810,6 +832,23 @@ static double expert_rate(zp_place *ep, int threads, int tokens, zp_err *e)
 	return 2.0 * rows * H * 3.0 * F / best;
 }
 
+/* The calibration's gather into executor 0: one copy, or on a collective
+   transport a round in which only executor 0 receives. */
+static int calib_copy(zp_place *ep, const zp_port *port, const zp_copy_seg *segs, int n, zp_err *e)
+{
+	zp_port ports[ZP_EXECUTORS_MAX];
+	const zp_copy_seg *sp[ZP_EXECUTORS_MAX];
+	int nseg[ZP_EXECUTORS_MAX] = { 0 };
+	if (!ep->t->round)
+		return zp_transport_copy(ep->t, port, segs, n, e);
+	for (int x = 0; x < ep->n; x++) {
+		ports[x] = (zp_port){ ep->x[x].be, ep->x[x].q };
+		sp[x] = segs;
+	}
+	nseg[0] = n;
+	return zp_transport_round(ep->t, ports, sp, nseg, ep->n, e);
+}
+
 int zp_place_calibrate(zp_place *ep, int threads, zp_place_calib *out, zp_err *e)
 {
 	memset(out, 0, sizeof *out);
@@ -831,7 +870,7 @@ int zp_place_calibrate(zp_place *ep, int threads, zp_place_calib *out, zp_err *e
 		double best = 1e30;
 		for (int it = 0; it < 3; it++) {
 			double t0 = zp_now_s();
-			if (zp_transport_copy(ep->t, &port, segs, n, e))
+			if (calib_copy(ep, &port, segs, n, e))
 				return -1;
 			/* until the copies are in place: the queue's record, waited on */
 			v->be->ops->event_wait(v->be, v->calib, v->be->ops->queue_record(v->be, v->q, v->calib));

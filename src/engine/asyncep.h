@@ -46,6 +46,10 @@ typedef struct zp_place zp_place;
    Takes ownership of t. */
 zp_place *zp_place_new(zp_model *m, enum zp_device dev, int nexec, enum zp_parallel par,
 		       int offload_window, zp_transport *t, zp_err *e);
+/* Every executor's forward has attached: the transport sets up over their
+   ports (nccl: its communicators; executors sharing a GPU are refused
+   there). 0, or -1 with e set. */
+int zp_place_ready(zp_place *ep, zp_err *e);
 /* Every executor's forward has attached (its blocks are in its memory, and
    calibration has read the model's): asyncep then drops the model's own
    expert blocks (zp_model_drop_experts) unless offloading (the host store). */

@@ -7,6 +7,7 @@
 #include "dpep.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "place.h" /* zp_place_part: the one expert partition */
 
@@ -20,6 +21,7 @@ struct member {
 	uint16_t *ract16;	/* [R, mfp] (bf16) */
 	float *ry;		/* [R, H] */
 	int *roffs;		/* [E + 1] first received row of each owned expert */
+	long round;		/* forwards started (the group's rounds) */
 };
 
 struct zp_dpep {
@@ -27,6 +29,7 @@ struct zp_dpep {
 	pthread_barrier_t bar;
 	struct member m[ZP_DPEP_MAX];
 	int lo[ZP_DPEP_MAX], hi[ZP_DPEP_MAX];
+	_Atomic long failed_round;	/* the last round a member marked failed (0: none) */
 };
 
 zp_dpep *zp_dpep_new(int n, int experts)
@@ -106,7 +109,8 @@ double zp_dpep_layer(zp_dpep *g, int member, const zp_dpep_rows *rows, const zp_
 	int e0 = g->lo[member], e1 = g->hi[member], R = 0;
 	size_t arow = (size_t)m->hp * m->es, yrow = (size_t)m->H * sizeof(float);
 	m->rows = *rows;
-	b->ops->sync(b, NULL); /* its rows are in place (a fault: the forward's check) */
+	if (b->ops->sync(b, NULL)) /* its rows are in place, or the round fails */
+		atomic_store(&g->failed_round, m->round);
 	double waited = wait_all(g);
 	for (int e = e0; e < e1; e++) {
 		m->roffs[e - e0] = R;
@@ -135,6 +139,17 @@ double zp_dpep_layer(zp_dpep *g, int member, const zp_dpep_rows *rows, const zp_
 				     (const char *)m->ry + (size_t)R * yrow, (size_t)n * yrow);
 			R += n;
 		}
-	b->ops->sync(b, NULL); /* every peer's outputs are in place */
+	if (b->ops->sync(b, NULL)) /* every peer's outputs are in place, or not real */
+		atomic_store(&g->failed_round, m->round);
 	return waited + wait_all(g);
+}
+
+void zp_dpep_begin(zp_dpep *g, int member)
+{
+	g->m[member].round++;
+}
+
+bool zp_dpep_round_failed(zp_dpep *g, int member)
+{
+	return atomic_load(&g->failed_round) == g->m[member].round;
 }

@@ -37,7 +37,16 @@ typedef struct {
 } zp_dpep_rows;
 
 /* MoE layer L for the group: publish rows, then the exchange; returns the
-   seconds spent waiting at the two barriers. */
+   seconds spent waiting at the two barriers. A member whose backend reports
+   a fault before a barrier marks the group's round failed: its experts'
+   outputs for the others are not real. */
 double zp_dpep_layer(zp_dpep *g, int member, const zp_dpep_rows *rows, const zp_layer *L);
+
+/* The member starts a forward (a round of the group: every member's n-th
+   forward is the same round). */
+void zp_dpep_begin(zp_dpep *g, int member);
+/* This round was marked failed by some member (read after the round's last
+   barrier): the member's results are not real either. */
+bool zp_dpep_round_failed(zp_dpep *g, int member);
 
 #endif

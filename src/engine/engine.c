@@ -20,7 +20,8 @@ struct zp_engine {
 	zp_place *place;
 	zp_exec exec[ZP_EXECUTORS_MAX];
 	int n;				/* executors running */
-	bool group;			/* dpep: forwards start together */
+	bool group;			/* dpep or lockstep asyncep: forwards start together */
+	_Atomic bool group_down;	/* a member of the group went down: all refuse */
 	int next_poll;			/* executor poll starts at: no executor starves */
 	zp_bell own;			/* the done doorbell when the caller gives none */
 	zp_bell *done;
@@ -96,12 +97,14 @@ zp_engine *zp_engine_start(zp_model *m, const zp_engine_cfg *c, zp_err *e)
 	zp_log(ZP_LOG_INFO, "msg=\"executor placement\" numa_nodes=%d%s", nodes,
 	       nodes <= 1 ? " note=\"one node: threads and memory are not placed\"" : "");
 	for (int i = 0; i < c->executors; i++) {
-		int node = zp_arena_node_for(i); /* where zp_place_new put its memory */
+		int node = zp_arena_node_for(i); /* the executor's memory follows its thread */
 		if (zp_exec_start(&g->exec[i], i, node, m, zp_place_source(g->place, i),
 				  zp_place_group(g->place), c->threads_per_executor,
 				  c->batch_tokens_max, c->device, c->kv_cache_bytes, g->done, e))
 			goto bad;
 		g->n = i + 1;
+		/* before any batch: the rings' hand-off publishes it to the thread */
+		g->exec[i].group_down = g->group ? &g->group_down : NULL;
 		int lo, hi;
 		zp_place_range(g->place, i, &lo, &hi);
 		zp_log(ZP_LOG_INFO, "msg=executor id=%d parallel=%s transport=%s experts=[%d,%d) "
@@ -110,6 +113,8 @@ zp_engine *zp_engine_start(zp_model *m, const zp_engine_cfg *c, zp_err *e)
 		       (double)zp_place_resident_bytes(g->place, i) / (1 << 20),
 		       c->threads_per_executor, node, zp_device_name(c->device));
 	}
+	if (zp_place_ready(g->place, e))
+		goto bad;
 	start_queue(g, c);
 	zp_place_commit(g->place); /* after calibration, which reads the model's experts */
 	return g;

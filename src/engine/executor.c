@@ -55,6 +55,13 @@ static zp_fwd *fwd_build(zp_exec *x, zp_err *e)
    errors poison the context): free it (on cuda that resets the device) and
    build a new one. Its prefix cache goes with it. When the rebuild fails the
    executor is down: every later batch fails at once. */
+/* a group cannot run a round without every member: all of it goes down */
+static void mark_group(zp_exec *x)
+{
+	if (x->group_down)
+		atomic_store(x->group_down, true);
+}
+
 static void reset(zp_exec *x, const char *why)
 {
 	zp_err e;
@@ -63,6 +70,7 @@ static void reset(zp_exec *x, const char *why)
 		   gather from them; they stay where they are (they hold what
 		   they held), and the executor is down until a restart rebuilds
 		   the placement (the model's expert blocks are gone) */
+		mark_group(x);
 		x->down = true;
 		zp_errf(&x->down_why, "its device faulted (%s); its AsyncEP shards stay for its "
 			"peers; restart to rebuild the placement", why);
@@ -74,6 +82,7 @@ static void reset(zp_exec *x, const char *why)
 	zp_fwd_free(x->fwd);
 	if ((x->fwd = fwd_build(x, &e)))
 		return;
+	mark_group(x);
 	x->down = true;
 	x->down_why = e;
 	zp_log(ZP_LOG_ERROR, "msg=\"executor down: its device did not come back after a fault; "
@@ -85,7 +94,12 @@ static void reset(zp_exec *x, const char *why)
 static void refuse(zp_exec *x, zp_batch *b)
 {
 	b->failed = 1;
-	snprintf(b->err, sizeof b->err, "executor %d is down: %.160s", x->id, x->down_why.msg);
+	if (x->down)
+		snprintf(b->err, sizeof b->err, "executor %d is down: %.160s", x->id,
+			 x->down_why.msg);
+	else
+		snprintf(b->err, sizeof b->err, "executor %d's group is down: a member's device "
+			 "faulted (see the log)", x->id);
 	b->fwd_s = 0;
 	b->stats = (zp_fwd_stats){ .min_route_gap = INFINITY };
 	memset(b->kv_hit_tokens, 0, (size_t)b->n * sizeof *b->kv_hit_tokens);
@@ -98,7 +112,7 @@ static void run(zp_exec *x, zp_batch *b)
 	zp_err e;
 	stall_if_asked();
 	ZP_ASSERT(b->n >= 0); /* 0: a dpep member with no tokens */
-	if (x->down)
+	if (x->down || (x->group_down && atomic_load(x->group_down)))
 		return refuse(x, b);
 	double t0 = zp_now_s();
 	b->failed = zp_fwd_run(x->fwd, b->req, b->n, &e) != 0;

@@ -68,6 +68,11 @@ typedef struct {
 	   of routing is a separate change (engine.c / scheduler.c). */
 	bool down;
 	zp_err down_why;
+	/* group modes (dpep, lockstep asyncep): the engine's flag, set by the
+	   member that goes down; every member then refuses (a round without
+	   one member would wait for it forever). NULL outside a group. Set by
+	   the owner before the first batch. */
+	_Atomic bool *group_down;
 	/* owner side */
 	enum zp_exec_state state;
 	zp_rec filling;			/* FILLING: the batch's record */

@@ -774,6 +774,39 @@ static double run_flops(const zp_fwd *f)
    batch is not worth queueing). A dpep member runs on to the end whatever
    its device says: the group's barriers wait for every member at every MoE
    layer; its sync at the end fails its batch. */
+/* f's forwards run with its group's (dpep, or asyncep in lockstep) */
+static bool in_group(const zp_fwd *f)
+{
+	return f->grp || (f->src && f->src->lockstep);
+}
+
+/* A group member that failed at layer l0 (its MoE step there done when
+   moe_done) still takes its group steps in every later MoE layer, so its
+   peers' barriers and collective rounds fill; it computes nothing more
+   (its rows are empty) and fails at the end. */
+static void walk_rest(zp_fwd *f, int l0, bool moe_done)
+{
+	int E = f->c->experts;
+	for (int l = l0; l < f->c->layers; l++) {
+		const zp_layer *L = &f->m->layers[l];
+		const zp_wmat *gu, *dn;
+		zp_err ignored;
+		if (l > l0 && f->src)
+			f->src->layer_begin(f->src->ctx, l);
+		if (!L->sparse || (l == l0 && moe_done))
+			continue;
+		if (f->grp) {
+			memset(f->offs_h, 0, (size_t)(E + 1) * sizeof *f->offs_h);
+			zp_dpep_rows rows = { f->bf16 ? (const void *)f->xg16 : f->xg, f->offs_h, f->yg };
+			zp_dpep_layer(f->grp, f->member, &rows, L);
+		} else if (!f->src->acquire(f->src->ctx, l, f->be, &gu, &dn, &ignored)) {
+			f->src->release(f->src->ctx, l);
+		}
+	}
+}
+
+/* The layers; -1 when the expert source or the device failed (a group
+   member first walks the rest: walk_rest). */
 static int layers(zp_fwd *f, double *ta, double *tm, zp_err *e)
 {
 	const zp_config *c = f->c;
@@ -783,22 +816,31 @@ static int layers(zp_fwd *f, double *ta, double *tm, zp_err *e)
 			f->src->layer_begin(f->src->ctx, l);
 		double a = zp_now_s();
 		/* a dpep member without tokens still serves its experts */
-		if (f->ntok && attention_block(f, L, e))
+		if (f->ntok && attention_block(f, L, e)) {
+			if (in_group(f))
+				walk_rest(f, l, false);
 			return -1;
+		}
 		double b = zp_now_s();
 		norm(f, L->ffn_norm);
 		if (!L->sparse) {
 			if (f->ntok)
 				dense_mlp(f, L);
 		} else if (moe_block(f, L, l, e)) {
+			if (in_group(f))
+				walk_rest(f, l, true);
 			return -1;
 		}
 		*ta += b - a;
 		*tm += zp_now_s() - b;
 		if (f->beat)
 			atomic_fetch_add_explicit(f->beat, 1, memory_order_relaxed);
-		if (!f->grp && f->op->status(f->be, e))
+		/* dpep members' faults are the group's round (dpep.c) */
+		if (!f->grp && f->op->status(f->be, e)) {
+			if (in_group(f))
+				walk_rest(f, l + 1, false);
 			return -1;
+		}
 	}
 	return 0;
 }
@@ -841,8 +883,13 @@ int zp_fwd_run(zp_fwd *f, zp_req **reqs, int nreq, zp_err *e)
 	if (!T && !f->grp && !(f->src && f->src->lockstep))
 		return 0;
 	f->stats.min_route_gap = INFINITY;
+	if (f->grp)
+		zp_dpep_begin(f->grp, f->member);
 	f->op->embed(f->be, f->m, f->tok_id, T, V(f->x, (size_t)c->hidden));
 	rc = layers(f, &ta, &tm, e);
+	if (!rc && f->grp && zp_dpep_round_failed(f->grp, f->member))
+		rc = zp_errf(e, "dpep: a member's device faulted in this forward: the experts it "
+			     "holds gave no outputs");
 	if (f->src)
 		f->src->end(f->src->ctx);
 	double to = zp_now_s();

@@ -307,7 +307,7 @@ int zp_serve_cfg_check_kv(const zp_serve_cfg *c, zp_err *e)
 	long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
 	double host = pages > 0 && page > 0 ? (double)pages * (double)page : 0;
 	double want = (double)c->kv_cache_bytes * c->executors;
-	if (c->device != ZP_DEV_CUDA && host > 0 && want > host)
+	if (zp_device_host_memory((enum zp_device)c->device) && host > 0 && want > host)
 		return zp_errf(e, "kv_cache_bytes %zu x %d executors is more than this machine's "
 			       "%.1f GiB of memory", c->kv_cache_bytes, c->executors,
 			       host / (1 << 30));
