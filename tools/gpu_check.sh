@@ -261,7 +261,7 @@ row "v1 kernels end to end on $DEV (hd64 vs golden)" "$(verdict $rc)" \
 
 # ---- AsyncEP equivalence: N sim executors give one's bits (cpu and sim)
 if [ "$DEV" = sim ]; then
-	step "test_asyncep (N executors vs one, cpu and sim)" 120 "$G/test_asyncep"
+	step "test_asyncep (N executors vs one, cpu and sim)" 180 "$G/test_asyncep"
 	rc=$?
 	row "test_asyncep: AsyncEP/DP-EP on sim vs one executor" "$(verdict $rc)" "$(grep '^test_asyncep' "$LOG" | tail -n 1)"
 fi
