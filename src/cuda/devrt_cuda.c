@@ -598,13 +598,27 @@ static void c_check(zp_drt *r)
 
 static void c_close(zp_drt *r);
 
+/* runtimes open per GPU (executors may share one): a reset wipes the
+   primary context of every one of them */
+#define USERS_MAX 64
+static _Atomic int users[USERS_MAX];
+
 /* cudaDeviceReset once r's handles are gone: the primary context and
    everything in it go (the sticky error with them); the next runtime on the
-   device starts a fresh one */
+   device starts a fresh one. Not while another runtime (another executor)
+   uses the GPU: its memory would go from under it; the context stays
+   poisoned, and the rebuilt runtime then fails to start (that executor is
+   down, said in the log). */
 static void c_reset(zp_drt *r)
 {
 	int dev = R(r)->dev;
 	c_close(r);
+	if (dev < USERS_MAX && atomic_load(&users[dev]) > 0) {
+		zp_log(ZP_LOG_ERROR, "msg=\"device not reset\" device=cuda:%d why=\"%d other "
+		       "executor(s) use this GPU; restart the server to recover it\"", dev,
+		       atomic_load(&users[dev]));
+		return;
+	}
 	cudaError_t rc = cudaSetDevice(dev);
 	if (rc == cudaSuccess)
 		rc = cudaDeviceReset();
@@ -617,6 +631,8 @@ static void c_close(zp_drt *r)
 	if (!r)
 		return;
 	cu_rt *c = R(r);
+	if (c->dev < USERS_MAX)
+		atomic_fetch_sub(&users[c->dev], 1);
 	for (int i = 0; i < PTR_SLOTS; i++) {
 		cudaEventDestroy(c->ptr_ev[i]);
 		cudaFreeHost(c->ptr_h[i]);
@@ -681,6 +697,8 @@ zp_drt *zp_drt_cuda_new(int device, int m_max, zp_err *e)
 	r->ctx = c;
 	c->r = r;
 	c->dev = device;
+	if (device < USERS_MAX)
+		atomic_fetch_add(&users[device], 1);
 	c->m_max = ZP_MAX(m_max, 1);
 	c->grouped = zp_grouped_mode_env();
 	pthread_mutex_init(&c->cls_mu, NULL);
