@@ -366,11 +366,23 @@ ZP_HD void zk_embed_lane(const zk_embed *a, int row, int lane)
 		a->x[(size_t)row * a->ldx + i] = e[i];
 }
 
+/* 16 bytes a lane when the rows allow (every row of the activations: 64-byte
+   aligned buffers, rows of a multiple of 16 bytes), else 2 */
+typedef struct __attribute__((aligned(16))) { uint32_t w[4]; } zk_v16;
+
 ZP_HD void zk_gather_lane(const zk_gather *a, int row, int lane)
 {
+	bool wide = a->row_u16 % 8 == 0 && ((uintptr_t)a->src | (uintptr_t)a->dst) % 16 == 0;
 	for (int k = 0; k < a->K; k++) {
 		uint16_t *d = a->dst + (size_t)a->slot_row[(size_t)row * a->K + k] * a->row_u16;
 		const uint16_t *s = a->src + (size_t)row * a->row_u16;
+		if (wide) {
+			zk_v16 *dv = (zk_v16 *)d;
+			const zk_v16 *sv = (const zk_v16 *)s;
+			for (size_t i = (size_t)lane; i < a->row_u16 / 8; i += ZK_WARP)
+				dv[i] = sv[i];
+			continue;
+		}
 		for (size_t i = (size_t)lane; i < a->row_u16; i += ZK_WARP)
 			d[i] = s[i];
 	}

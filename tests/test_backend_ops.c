@@ -824,6 +824,7 @@ static void suite(void)
 		t_rope(n, 3, 1, 16);
 		t_route_dispatch(n, 10, 3);
 		t_gather_combine(n, 3, 17);
+		t_gather_combine(n, 3, 32); /* rows of 16-byte multiples: the wide gather */
 		t_logprobs(n == 1 ? 1 : 5, 4097);
 		t_pool(n, 17);
 	}
