@@ -69,6 +69,11 @@ static void *cpu_alloc(zp_backend *b, size_t bytes)
 	return zp_xalloc_aligned(ZP_MAX(bytes, 64));
 }
 
+/* host memory is the cpu's: nothing to pin */
+static void cpu_host_pin(zp_backend *b, void *p, size_t bytes, bool on)
+{
+}
+
 static void cpu_mfree(zp_backend *b, void *p)
 {
 	zp_free_aligned(p);
@@ -686,6 +691,7 @@ static const struct zp_backend_ops cpu_ops = {
 	.status = cpu_sync,
 	.alloc = cpu_alloc,
 	.mfree = cpu_mfree,
+	.host_pin = cpu_host_pin,
 	.upload = cpu_copy,
 	.download = cpu_copy,
 	.copy = cpu_copy,

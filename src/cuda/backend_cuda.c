@@ -86,6 +86,11 @@ static void *cu_alloc(zp_backend *b, size_t bytes)
 	return dalloc(C(b), bytes);
 }
 
+static void cu_host_pin(zp_backend *b, void *p, size_t bytes, bool on)
+{
+	C(b)->rt->ops->host_register(C(b)->rt, p, bytes, on);
+}
+
 static void cu_mfree(zp_backend *b, void *p)
 {
 	C(b)->rt->ops->free(C(b)->rt, p);
@@ -940,6 +945,7 @@ static const struct zp_backend_ops cuda_ops = {
 	.status = cu_status,
 	.alloc = cu_alloc,
 	.mfree = cu_mfree,
+	.host_pin = cu_host_pin,
 	.upload = cu_upload,
 	.download = cu_download,
 	.copy = cu_copy,

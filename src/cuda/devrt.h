@@ -52,6 +52,9 @@ struct zp_drt_ops {
 	void (*free)(zp_drt *r, void *p);
 	void *(*host_alloc)(zp_drt *r, size_t bytes);	/* pinned host memory */
 	void (*host_free)(zp_drt *r, void *p);
+	/* pin (on) or unpin host memory the caller allocated, for every device
+	   (cudaHostRegisterPortable): copies from it are DMA, asynchronous */
+	void (*host_register)(zp_drt *r, void *p, size_t bytes, bool on);
 	zp_dstream *(*stream_new)(zp_drt *r);
 	void (*stream_free)(zp_drt *r, zp_dstream *s);
 	/* any direction (host memory here is pinned or the caller syncs before

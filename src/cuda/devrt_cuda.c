@@ -170,6 +170,16 @@ static void *c_host_alloc(zp_drt *r, size_t bytes)
 	return p;
 }
 
+static void c_host_register(zp_drt *r, void *p, size_t bytes, bool on)
+{
+	if (!p || zp_drt_failed(r))
+		return;
+	if (on)
+		ck(cudaHostRegister(p, bytes, cudaHostRegisterPortable), "cudaHostRegister");
+	else
+		ck(cudaHostUnregister(p), "cudaHostUnregister");
+}
+
 static void c_host_free(zp_drt *r, void *p)
 {
 	if (p && zp_drt_failed(r))
@@ -654,6 +664,7 @@ static const struct zp_drt_ops cuda_rt_ops = {
 	.free = c_free,
 	.host_alloc = c_host_alloc,
 	.host_free = c_host_free,
+	.host_register = c_host_register,
 	.stream_new = c_stream_new,
 	.stream_free = c_stream_free,
 	.copy = c_copy,

@@ -526,6 +526,11 @@ static void *sim_alloc(zp_drt *r, size_t bytes)
 }
 
 /* pinned host memory: contents undefined, as cudaMallocHost's */
+/* the sim's memory is the host's: nothing to pin */
+static void sim_host_register(zp_drt *r, void *p, size_t bytes, bool on)
+{
+}
+
 static void *sim_host_alloc(zp_drt *r, size_t bytes)
 {
 	return zp_xalloc_aligned(ZP_ALIGN_UP(ZP_MAX(bytes, 64), 64));
@@ -585,6 +590,7 @@ static const struct zp_drt_ops sim_ops = {
 	.free = sim_free,
 	.host_alloc = sim_host_alloc,
 	.host_free = sim_free,
+	.host_register = sim_host_register,
 	.stream_new = sim_stream_new,
 	.stream_free = sim_stream_free,
 	.copy = sim_copy,

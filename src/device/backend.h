@@ -139,6 +139,10 @@ struct zp_backend_ops {
 	void (*download)(zp_backend *b, void *host, const void *src, size_t bytes);
 	/* backend to backend (another instance's memory too, on cpu) */
 	void (*copy)(zp_backend *b, void *dst, const void *src, size_t bytes);
+	/* Host memory the caller allocated (offload's host store), pinned for
+	   the device's copies (on: before the first; off: before it is freed;
+	   cpu and sim: nothing to do). Start-time and stop-time. */
+	void (*host_pin)(zp_backend *b, void *p, size_t bytes, bool on);
 	/* Returns once every op queued so far has completed (or the device
 	   failed): 0, or -1 with e set (e may be NULL) when the instance has a
 	   device fault (the sticky error: -1 from then on). */

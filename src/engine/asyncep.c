@@ -110,6 +110,7 @@ struct zp_place {
 	_Atomic bool stop;
 	zp_dpep *grp;			/* dpep */
 	int window;			/* offload: own-part slots per executor (0: resident shards) */
+	bool pinned;			/* the host store is pinned (pin_store) */
 };
 
 /* ---- placement ---- */
@@ -538,6 +539,20 @@ static int hook_attach(void *ctx, zp_backend *be, zp_err *e)
 	return 0;
 }
 
+/* Offloading on a device: the host store is pinned (once, for every
+   device), so each prefetch is a DMA on the copy queue; executor 0's backend
+   pins and unpins it. */
+static void pin_store(zp_place *ep, bool on)
+{
+	zp_backend *be = ep->x[0].be;
+	if (!ep->window || !be || ep->pinned == on)
+		return;
+	for (int l = 0; l < ep->m->cfg.layers; l++)
+		if (moe(ep, l) && ep->m->layers[l].experts)
+			be->ops->host_pin(be, ep->m->layers[l].experts, ep->lbytes, on);
+	ep->pinned = on;
+}
+
 /* The forward is freed (its backend with it): the comm thread has stopped
    (zp_place_quiesce) or holds nothing of this executor's. */
 static void hook_detach(void *ctx)
@@ -546,6 +561,8 @@ static void hook_detach(void *ctx)
 	zp_backend *be = v->be;
 	if (!be)
 		return;
+	if (v->id == 0) /* before the backend that pinned it goes */
+		pin_store(v->ep, false);
 	be->ops->queue_free(be, v->q);
 	for (int u = 0; u < v->nunits; u++) {
 		be->ops->event_free(be, v->done[u]);
@@ -671,7 +688,10 @@ void zp_place_quiesce(zp_place *ep)
 int zp_place_ready(zp_place *ep, zp_err *e)
 {
 	zp_port ports[ZP_EXECUTORS_MAX];
-	if (ep->par != ZP_PAR_ASYNCEP || !ep->t->setup)
+	if (ep->par != ZP_PAR_ASYNCEP)
+		return 0;
+	pin_store(ep, true);
+	if (!ep->t->setup)
 		return 0;
 	for (int x = 0; x < ep->n; x++) {
 		ZP_ASSERT(ep->x[x].be); /* attached */
