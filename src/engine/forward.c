@@ -3,11 +3,11 @@
    grouped expert GEMM with SwiGLU, combine), outputs. Every computation is a
    backend op on explicit buffers (backend.h), each reducing a row in a fixed
    order, so a sequence's results do not depend on what else is in its batch.
-   Prefix reuse (zp_fwd_set_prefix, the section below) leans on that: a
+   Prefix reuse (its planning and staging in prefix_plan.c) leans on that: a
    sequence's keys and values at a position are the same bits whichever
    forward computed them, so it may skip leading blocks another sequence
    (the cache's, or a sibling's in the batch) computed. */
-#include "forward.h"
+#include "forward_impl.h"
 
 #include <math.h>
 #include <string.h>
@@ -16,87 +16,8 @@
 #define LM_ROWS_MIN 32
 #define LM_ROWS_MAX 256
 
-struct zp_fwd {
-	const zp_model *m;
-	const zp_config *c;
-	zp_backend *be;
-	const struct zp_backend_ops *op;
-	bool bf16;			/* bf16 weights: GEMM inputs are the bf16 copies */
-	int batch_tokens_max;
-	int hp, qkv, qdp, fp, mfp;	/* padded widths (even) */
-	/* batch layout (host) */
-	int ntok, nseq;
-	int *seq_start;			/* [batch_tokens_max + 1] */
-	int *tok_pos;			/* [batch_tokens_max]: position in its sequence */
-	int32_t *tok_id;		/* [batch_tokens_max] */
-	/* activations (backend); the bf16 copies only in bf16 mode */
-	float *x;			/* [T, H] residual stream */
-	float *xn;			/* [T, hp] normed (f32 gemm input) */
-	uint16_t *xn16;			/* [T, hp] bf16 copy */
-	float *qkvb;			/* [T, qkv] */
-	float *att;			/* [T, qdp] */
-	uint16_t *att16;		/* [T, qdp] */
-	float *tmp;			/* [T, H] block output */
-	float *act;			/* [T, fp] dense MLP */
-	uint16_t *act16;		/* [T, fp] */
-	float *rope_cos, *rope_sin;	/* [batch_tokens_max, d/2]: by position in a sequence */
-	zp_attn_work *attn;
-	/* MoE (backend, but offs_h and gap_h: host copies) */
-	float *logits;			/* [T, E] */
-	int *sel;			/* [T, k] expert ids, sorted ascending */
-	float *selw;			/* [T, k] */
-	int *slot_row;			/* [T, k] row of the slot in the gathered block */
-	float *route_gap;		/* [layers, T]: MoE layer l's gaps at l * T (this
-					   run's T); read back once, after the layers */
-	float *gap_h;			/* host [layers, T] */
-	int *offs, *offs_h;		/* [E + 1] */
-	float *xg;			/* [T k, hp] */
-	uint16_t *xg16;			/* [T k, hp] */
-	float *actg;			/* [T k, mfp] */
-	uint16_t *actg16;		/* [T k, mfp] */
-	float *yg;			/* [T k, H] */
-	/* outputs */
-	int lm_rows;			/* rows per lm_head block: the weights stream once
-					   per block, the logits scratch stays bounded */
-	int *lm_pos;			/* host [lm_rows]: absolute token index */
-	int *lm_req;			/* host [lm_rows] */
-	zp_lp_row *lm_out_rows;		/* host [lm_rows] */
-	float *lm_in;			/* [lm_rows, hp] */
-	uint16_t *lm_in16;		/* [lm_rows, hp] */
-	float *lm_out;			/* [lm_rows, V]; pooling's work between blocks */
-	zp_fwd_stats stats;
-	const zp_expert_src *src;	/* NULL: the model's experts */
-	zp_dpep *grp;
-	int member;
-	_Atomic uint64_t *beat;		/* bumped after each layer (a watchdog's proof of
-					   progress), or NULL */
-	/* prefix reuse (zp_fwd_set_prefix; pre NULL: none). Sequence s computes
-	   its positions [pre[s], ntok) only: blocks [0, hit[s]) come from the
-	   cache, [hit[s], pre[s] / 16) from sharer[s]'s rows in this batch. */
-	zp_kv *kv;			/* NULL: no cache */
-	bool siblings;
-	int kvd;			/* kv_heads * head_dim */
-	bool any_pre;			/* this run: some sequence has a prefix */
-	int *pre;			/* host [SEQS_MAX]: leading tokens not computed */
-	int *hit;			/* host [SEQS_MAX] */
-	zp_kv_ref *hit_last;		/* host [SEQS_MAX]: the last cached block (pinned) */
-	int *sharer;			/* host [SEQS_MAX]: a sequence before it, or -1 */
-	int *ins0;			/* host [SEQS_MAX + 1]: sequence s's blocks in ins */
-	zp_kv_ref *ins;			/* host [ins_cap]: full blocks computed, pinned in
-					   the cache (slot -1: not inserted) */
-	bool *ins_fresh;		/* host [ins_cap]: written by this run */
-	int *ins_row;			/* host [ins_cap]: the block's first row in the batch */
-	int ins_cap, nins;
-	zp_kv_src *pfx;			/* host [SEQS_MAX] */
-	int *att_start;			/* host [SEQS_MAX + 1]: one attention call's starts */
-	float *stage;			/* [batch_tokens_max, 2 kvd]: prefixes for attention */
-	int lost_n;			/* blocks this run could not insert */
-	zp_blk_key lost[ZP_KV_EVICT_REPORT];
-	int rep_n;			/* evicted or lost, this run */
-	zp_blk_key rep[ZP_KV_EVICT_REPORT];
-};
 
-static void *balloc(zp_fwd *f, size_t bytes)
+void *zp_fwd_balloc(zp_fwd *f, size_t bytes)
 {
 	return f->op->alloc(f->be, bytes);
 }
@@ -104,7 +25,7 @@ static void *balloc(zp_fwd *f, size_t bytes)
 /* the bf16 copy of an activation: only where the weights are bf16 */
 static void *balloc16(zp_fwd *f, size_t elems)
 {
-	return f->bf16 ? balloc(f, elems * 2) : NULL;
+	return f->bf16 ? zp_fwd_balloc(f, elems * 2) : NULL;
 }
 
 static zp_view V(void *data, size_t ld)
@@ -129,8 +50,8 @@ static void rope_tables(zp_fwd *f)
 			sn[(size_t)p * h2 + i] = sinf(a);
 		}
 	}
-	f->rope_cos = balloc(f, bytes);
-	f->rope_sin = balloc(f, bytes);
+	f->rope_cos = zp_fwd_balloc(f, bytes);
+	f->rope_sin = zp_fwd_balloc(f, bytes);
 	f->op->upload(f->be, f->rope_cos, cs, bytes);
 	f->op->upload(f->be, f->rope_sin, sn, bytes);
 	free(cs);
@@ -188,40 +109,40 @@ zp_fwd *zp_fwd_new_on(const zp_model *m, zp_backend *be, int batch_tokens_max)
 	f->seq_start = zp_xcalloc(T + 1, sizeof(int));
 	f->tok_pos = zp_xcalloc(T, sizeof(int));
 	f->tok_id = zp_xcalloc(T, sizeof(int32_t));
-	f->x = balloc(f, T * H * 4);
-	f->xn = balloc(f, T * f->hp * 4);
+	f->x = zp_fwd_balloc(f, T * H * 4);
+	f->xn = zp_fwd_balloc(f, T * f->hp * 4);
 	f->xn16 = balloc16(f, T * f->hp);
-	f->qkvb = balloc(f, T * f->qkv * 4);
-	f->att = balloc(f, T * f->qdp * 4);
+	f->qkvb = zp_fwd_balloc(f, T * f->qkv * 4);
+	f->att = zp_fwd_balloc(f, T * f->qdp * 4);
 	f->att16 = balloc16(f, T * f->qdp);
-	f->tmp = balloc(f, T * H * 4);
-	f->act = balloc(f, T * f->fp * 4);
+	f->tmp = zp_fwd_balloc(f, T * H * 4);
+	f->act = zp_fwd_balloc(f, T * f->fp * 4);
 	f->act16 = balloc16(f, T * f->fp);
 	f->attn = f->op->attn_work_new(f->be, c->heads, c->kv_heads, c->head_dim, batch_tokens_max,
 				       ZP_FWD_SEQS_MAX, f->bf16);
 	if (c->moe) {
-		f->logits = balloc(f, T * E * 4);
-		f->sel = balloc(f, T * K * sizeof(int));
-		f->selw = balloc(f, T * K * sizeof(float));
-		f->slot_row = balloc(f, T * K * sizeof(int));
-		f->route_gap = balloc(f, T * c->layers * sizeof(float));
+		f->logits = zp_fwd_balloc(f, T * E * 4);
+		f->sel = zp_fwd_balloc(f, T * K * sizeof(int));
+		f->selw = zp_fwd_balloc(f, T * K * sizeof(float));
+		f->slot_row = zp_fwd_balloc(f, T * K * sizeof(int));
+		f->route_gap = zp_fwd_balloc(f, T * c->layers * sizeof(float));
 		f->gap_h = zp_xcalloc(T * c->layers, sizeof(float));
-		f->offs = balloc(f, (E + 1) * sizeof(int));
+		f->offs = zp_fwd_balloc(f, (E + 1) * sizeof(int));
 		f->offs_h = zp_xcalloc(E + 1, sizeof(int));
-		f->xg = balloc(f, T * K * f->hp * 4);
+		f->xg = zp_fwd_balloc(f, T * K * f->hp * 4);
 		f->xg16 = balloc16(f, T * K * f->hp);
-		f->actg = balloc(f, T * K * f->mfp * 4);
+		f->actg = zp_fwd_balloc(f, T * K * f->mfp * 4);
 		f->actg16 = balloc16(f, T * K * f->mfp);
-		f->yg = balloc(f, T * K * H * 4);
+		f->yg = zp_fwd_balloc(f, T * K * H * 4);
 	}
 	f->lm_rows = (int)ZP_MIN(LM_ROWS_MAX, ZP_MAX(LM_ROWS_MIN, LM_SCRATCH_BYTES /
 							    ((size_t)c->vocab * sizeof(float))));
 	f->lm_pos = zp_xcalloc((size_t)f->lm_rows, sizeof(int));
 	f->lm_req = zp_xcalloc((size_t)f->lm_rows, sizeof(int));
 	f->lm_out_rows = zp_xcalloc((size_t)f->lm_rows, sizeof(zp_lp_row));
-	f->lm_in = balloc(f, (size_t)f->lm_rows * f->hp * 4);
+	f->lm_in = zp_fwd_balloc(f, (size_t)f->lm_rows * f->hp * 4);
 	f->lm_in16 = balloc16(f, (size_t)f->lm_rows * f->hp);
-	f->lm_out = balloc(f, (size_t)f->lm_rows * c->vocab * 4);
+	f->lm_out = zp_fwd_balloc(f, (size_t)f->lm_rows * c->vocab * 4);
 	/* pooling works in lm_out: [H] doubles and [H] floats */
 	ZP_ASSERT((size_t)f->lm_rows * c->vocab * sizeof(float) >= H * 12);
 	rope_tables(f);
@@ -295,272 +216,6 @@ void zp_fwd_set_dpep(zp_fwd *f, zp_dpep *g, int member)
 	f->member = member;
 }
 
-/* ---- prefix reuse --------------------------------------------------------------- */
-
-void zp_fwd_set_prefix(zp_fwd *f, size_t kv_cache_bytes, bool siblings)
-{
-	const zp_config *c = f->c;
-	size_t S = ZP_FWD_SEQS_MAX;
-	ZP_ASSERT(!f->pre);
-	f->kvd = c->kv_heads * c->head_dim;
-	f->kv = zp_kv_new(f->be, c->layers, f->kvd, kv_cache_bytes);
-	f->siblings = siblings;
-	f->pre = zp_xcalloc(S, sizeof *f->pre);
-	f->hit = zp_xcalloc(S, sizeof *f->hit);
-	f->hit_last = zp_xcalloc(S, sizeof *f->hit_last);
-	f->sharer = zp_xcalloc(S, sizeof *f->sharer);
-	f->ins0 = zp_xcalloc(S + 1, sizeof *f->ins0);
-	/* a sequence inserts the full blocks of its computed rows: T / 16 at most */
-	f->ins_cap = f->batch_tokens_max / ZP_KV_BLOCK + 1;
-	f->ins = zp_xcalloc((size_t)f->ins_cap, sizeof *f->ins);
-	f->ins_fresh = zp_xcalloc((size_t)f->ins_cap, sizeof *f->ins_fresh);
-	f->ins_row = zp_xcalloc((size_t)f->ins_cap, sizeof *f->ins_row);
-	f->pfx = zp_xcalloc(S, sizeof *f->pfx);
-	f->att_start = zp_xcalloc(S + 1, sizeof *f->att_start);
-	f->stage = balloc(f, (size_t)f->batch_tokens_max * 2 * f->kvd * sizeof(float));
-	if (kv_cache_bytes)
-		zp_log(ZP_LOG_INFO, "msg=\"prefix cache\" blocks=%d block_bytes=%zu siblings=%d",
-		       f->kv ? zp_kv_blocks_max(f->kv) : 0, zp_kv_block_bytes(c->layers, f->kvd),
-		       siblings);
-}
-
-zp_kv *zp_fwd_kv(zp_fwd *f)
-{
-	return f->kv;
-}
-
-static int pre_of(const zp_fwd *f, int s)
-{
-	return f->pre ? f->pre[s] : 0;
-}
-
-/* Leading blocks of r that may come from elsewhere: those before the first
-   position whose hidden state r's outputs read. */
-static int reuse_blocks_max(const zp_req *r)
-{
-	int need = r->ntok - 1; /* the last token gives candidates, top-k and LAST pooling */
-	if (r->pool == ZP_POOLING_MEAN)
-		need = 0;
-	if (r->plp_start >= 0) /* plp[i] is read from position plp_start + i - 1 */
-		need = ZP_MIN(need, ZP_MAX(r->plp_start - 1, 0));
-	return need / ZP_KV_BLOCK;
-}
-
-/* Leading blocks a and b share, at most max, all inside b. */
-static int common_blocks(const zp_req *a, const zp_req *b, int max)
-{
-	int n = 0;
-	while (n < max && (n + 1) * ZP_KV_BLOCK <= b->ntok &&
-	       !memcmp(a->tokens + n * ZP_KV_BLOCK, b->tokens + n * ZP_KV_BLOCK,
-		       ZP_KV_BLOCK * sizeof(int32_t)))
-		n++;
-	return n;
-}
-
-static void lose(zp_fwd *f, zp_blk_key k)
-{
-	if (f->lost_n < ZP_KV_EVICT_REPORT)
-		f->lost[f->lost_n] = k;
-	f->lost_n++;
-}
-
-/* Sequence s's full blocks from m on (it computes them) into the cache, after
-   the block parent; key is the key of block m - 1. */
-static void plan_inserts(zp_fwd *f, const zp_req *r, int m, zp_kv_ref parent, zp_blk_key key)
-{
-	for (int b = m; b < r->ntok / ZP_KV_BLOCK; b++) {
-		const int32_t *ids = r->tokens + (size_t)b * ZP_KV_BLOCK;
-		int i = f->nins++;
-		bool fresh = false;
-		zp_kv_ref x = ZP_KV_ROOT;
-		key = zp_blk_key_next(key, ids);
-		ZP_ASSERT(i < f->ins_cap);
-		if (b == 0 || parent.slot >= 0)
-			x = zp_kv_insert(f->kv, parent, key, ids, &fresh);
-		if (x.slot < 0)
-			lose(f, key);
-		f->ins[i] = x;
-		f->ins_fresh[i] = fresh;
-		f->ins_row[i] = b * ZP_KV_BLOCK; /* a position; a row once the batch is laid out */
-		parent = x;
-	}
-}
-
-/* Sequence s's prefix: the longest run of its leading blocks in the cache
-   (pinned), then the longest run shared with an earlier sequence of the batch
-   that computes those rows itself; then its inserts. */
-static void plan_seq(zp_fwd *f, zp_req **reqs, int s)
-{
-	const zp_req *r = reqs[s];
-	int lim = reuse_blocks_max(r), h = 0, m, t = -1;
-	zp_blk_key key = zp_blk_key_root();
-	zp_kv_ref last = ZP_KV_ROOT;
-	for (; f->kv && h < lim; h++) {
-		const int32_t *ids = r->tokens + (size_t)h * ZP_KV_BLOCK;
-		zp_blk_key k = zp_blk_key_next(key, ids);
-		zp_kv_ref x = zp_kv_find(f->kv, last, k, ids);
-		if (x.slot < 0)
-			break;
-		key = k;
-		last = x;
-	}
-	m = h;
-	for (int u = 0; f->siblings && u < s; u++) {
-		if (f->sharer[u] >= 0 || f->pre[u] > h * ZP_KV_BLOCK)
-			continue; /* u does not compute all of blocks [h, ...) itself */
-		int n = common_blocks(r, reqs[u], lim);
-		if (n > m) {
-			m = n;
-			t = u;
-		}
-	}
-	f->hit[s] = h;
-	f->hit_last[s] = last;
-	f->sharer[s] = t;
-	f->pre[s] = m * ZP_KV_BLOCK;
-	f->any_pre |= m > 0;
-	f->ins0[s] = f->nins;
-	if (!f->kv)
-		return;
-	for (int b = h; b < m; b++)
-		key = zp_blk_key_next(key, r->tokens + (size_t)b * ZP_KV_BLOCK);
-	/* after the sharer's block m - 1 (u computes from block pre[u] / 16) */
-	if (t >= 0)
-		last = f->ins[f->ins0[t] + m - 1 - f->pre[t] / ZP_KV_BLOCK];
-	plan_inserts(f, r, m, last, key);
-}
-
-static void plan(zp_fwd *f, zp_req **reqs, int nreq)
-{
-	f->any_pre = false;
-	f->nins = f->lost_n = f->rep_n = 0;
-	for (int s = 0; s < nreq; s++)
-		plan_seq(f, reqs, s);
-	f->ins0[nreq] = f->nins;
-	if (!f->kv)
-		return;
-	int ev = zp_kv_take_evicted(f->kv, f->rep, ZP_KV_EVICT_REPORT), n = 0;
-	f->stats.kv_evictions = ev;
-	int lost = ZP_MIN(f->lost_n, ZP_KV_EVICT_REPORT - ZP_MIN(ev, ZP_KV_EVICT_REPORT));
-	memcpy(f->rep + ZP_MIN(ev, ZP_KV_EVICT_REPORT), f->lost, (size_t)lost * sizeof *f->lost);
-	if (ev + f->lost_n > ZP_KV_EVICT_REPORT) { /* the report overflows as it is */
-		f->rep_n = ev + f->lost_n;
-		return;
-	}
-	/* a key evicted and inserted again by a later sequence is resident */
-	for (int i = 0; i < ev + f->lost_n; i++)
-		if (!zp_kv_resident(f->kv, f->rep[i]))
-			f->rep[n++] = f->rep[i];
-	f->rep_n = n;
-}
-
-/* Layer l's keys and values of the blocks this run inserts, from their rows. */
-static void kv_write(zp_fwd *f, int l)
-{
-	size_t w = 2 * (size_t)f->kvd, qd = (size_t)f->c->heads * f->c->head_dim;
-	for (int i = 0; i < f->nins; i++) {
-		if (!f->ins_fresh[i])
-			continue;
-		float *dst = zp_kv_rows(f->kv, f->ins[i].slot, l);
-		for (int r = 0; r < ZP_KV_BLOCK; r++) /* k then v: adjacent in a qkv row */
-			f->op->copy(f->be, dst + r * w,
-				    f->qkvb + (size_t)(f->ins_row[i] + r) * f->qkv + qd,
-				    w * sizeof(float));
-	}
-}
-
-/* Sequence s's prefix keys and values for layer l: its sharer's rows where
-   they are all of it, else laid out from *off rows on in the stage. */
-static zp_kv_src stage_prefix(zp_fwd *f, int s, int l, int *off)
-{
-	int pre = f->pre[s], h = f->hit[s], t = f->sharer[s];
-	size_t w = 2 * (size_t)f->kvd, qd = (size_t)f->c->heads * f->c->head_dim;
-	if (!pre)
-		return (zp_kv_src){ 0 };
-	if (!h) { /* blocks [0, pre) are rows of t, which computes from position 0 */
-		ZP_ASSERT(t >= 0 && f->pre[t] == 0);
-		const float *k = f->qkvb + (size_t)f->seq_start[t] * f->qkv + qd;
-		return (zp_kv_src){ k, k + f->kvd, (size_t)f->qkv, pre };
-	}
-	float *dst = f->stage + (size_t)*off * w;
-	zp_kv_ref x = f->hit_last[s];
-	for (int b = h - 1; b >= 0; b--) {
-		f->op->copy(f->be, dst + (size_t)b * ZP_KV_BLOCK * w, zp_kv_rows(f->kv, x.slot, l),
-			    ZP_KV_BLOCK * w * sizeof(float));
-		x = zp_kv_parent(f->kv, x.slot);
-	}
-	ZP_ASSERT(x.slot < 0);
-	for (int p = h * ZP_KV_BLOCK; p < pre; p++) {
-		int row = f->seq_start[t] + p - f->pre[t];
-		f->op->copy(f->be, dst + (size_t)p * w, f->qkvb + (size_t)row * f->qkv + qd,
-			    w * sizeof(float));
-	}
-	*off += pre;
-	return (zp_kv_src){ dst, dst + f->kvd, w, pre };
-}
-
-/* Attention with prefixes: runs of sequences whose rows, prefixes included,
-   fit the workspace (batch_tokens_max rows), each in one call with its own
-   staged prefixes. A sequence's result does not depend on its company. */
-static int attention_prefixed(zp_fwd *f, const zp_attn_args *a, int l, zp_err *e)
-{
-	for (int s0 = 0, s1; s0 < f->nseq; s0 = s1) {
-		int rows = 0, off = 0;
-		for (s1 = s0; s1 < f->nseq; s1++) {
-			int n = f->seq_start[s1 + 1] - f->seq_start[s1] + f->pre[s1];
-			if (s1 > s0 && rows + n > f->batch_tokens_max)
-				break;
-			rows += n;
-		}
-		for (int s = s0; s < s1; s++)
-			f->pfx[s] = stage_prefix(f, s, l, &off);
-		for (int s = s0; s <= s1; s++)
-			f->att_start[s - s0] = f->seq_start[s] - f->seq_start[s0];
-		zp_attn_args c = *a;
-		c.nseq = s1 - s0;
-		c.seq_start = f->att_start;
-		c.qkv.data = f->qkvb + (size_t)f->seq_start[s0] * f->qkv;
-		c.out.data = f->att + (size_t)f->seq_start[s0] * f->qdp;
-		c.prefix = f->pfx + s0;
-		if (f->op->attention(f->be, &c, e))
-			return -1;
-	}
-	return 0;
-}
-
-/* The run is over (ok: its blocks were written): fresh blocks become valid
-   (or are dropped), every pin is released, sequences last to first and each
-   leaf to root, so a parent is always more recently used than its children. */
-static void kv_release(zp_fwd *f, bool ok)
-{
-	for (int i = 0; ok && i < f->nins; i++)
-		if (f->ins_fresh[i])
-			zp_kv_commit(f->kv, f->ins[i].slot);
-	for (int s = f->nseq - 1; s >= 0; s--) {
-		for (int i = f->ins0[s + 1] - 1; i >= f->ins0[s]; i--)
-			if (f->ins[i].slot >= 0 && (ok || !f->ins_fresh[i]))
-				zp_kv_unpin(f->kv, f->ins[i].slot);
-		for (zp_kv_ref x = f->hit_last[s], up; x.slot >= 0; x = up) {
-			up = zp_kv_parent(f->kv, x.slot);
-			zp_kv_unpin(f->kv, x.slot);
-		}
-	}
-	for (int i = 0; !ok && i < f->nins; i++)
-		if (f->ins_fresh[i])
-			zp_kv_drop(f->kv, f->ins[i].slot);
-	f->stats.kv_blocks = zp_kv_blocks(f->kv);
-}
-
-int zp_fwd_kv_report(zp_fwd *f, int *hit_tokens, zp_blk_key *evicted, int cap, bool *overflow)
-{
-	for (int s = 0; s < f->nseq; s++)
-		hit_tokens[s] = pre_of(f, s);
-	int n = ZP_MIN(ZP_MIN(f->rep_n, cap), ZP_KV_EVICT_REPORT);
-	memcpy(evicted, f->rep, (size_t)n * sizeof *evicted);
-	*overflow = f->rep_n > n;
-	return n;
-}
-
 /* ---- blocks --------------------------------------------------------------------- */
 
 /* C = A . W^T over T rows, A the f32 or the bf16 copy as W wants */
@@ -592,12 +247,12 @@ static int attention_block(zp_fwd *f, const zp_layer *L, zp_err *e)
 			    c->head_dim, L->q_norm, L->k_norm, c->rms_eps, f->tok_pos, f->rope_cos,
 			    f->rope_sin);
 	if (f->kv)
-		kv_write(f, (int)(L - f->m->layers));
+		zp_fwd_kv_write(f, (int)(L - f->m->layers));
 	zp_attn_args a = { .heads = c->heads, .kv_heads = c->kv_heads, .d = c->head_dim,
 			   .nseq = f->nseq, .seq_start = f->seq_start,
 			   .qkv = V(f->qkvb, (size_t)f->qkv), .out = V(f->att, (size_t)f->qdp),
 			   .bf16 = f->bf16, .work = f->attn };
-	if (f->any_pre ? attention_prefixed(f, &a, (int)(L - f->m->layers), e)
+	if (f->any_pre ? zp_fwd_attention_prefixed(f, &a, (int)(L - f->m->layers), e)
 		       : f->op->attention(f->be, &a, e))
 		return -1;
 	if (f->bf16)
@@ -713,7 +368,7 @@ static void outputs(zp_fwd *f, zp_req **reqs, int nreq)
 {
 	int n = 0, H = f->c->hidden;
 	for (int s = 0; s < nreq; s++) {
-		int pre = pre_of(f, s);
+		int pre = zp_fwd_pre_of(f, s);
 		for (int p = 0; p < reqs[s]->ntok; p++) {
 			if (!row_needed(reqs[s], p))
 				continue;
@@ -732,8 +387,8 @@ static void outputs(zp_fwd *f, zp_req **reqs, int nreq)
 		zp_req *r = reqs[s];
 		if (r->pool == ZP_POOLING_NONE)
 			continue;
-		ZP_ASSERT(r->pool == ZP_POOLING_LAST || !pre_of(f, s));
-		f->op->pool(f->be, r->ntok - pre_of(f, s), H,
+		ZP_ASSERT(r->pool == ZP_POOLING_LAST || !zp_fwd_pre_of(f, s));
+		f->op->pool(f->be, r->ntok - zp_fwd_pre_of(f, s), H,
 			    V(f->x + (size_t)f->seq_start[s] * H, (size_t)H),
 			    f->m->final_norm, f->c->rms_eps,
 			    r->pool, r->normalize,
@@ -762,7 +417,7 @@ static double run_flops(const zp_fwd *f)
 	double fl = 0, pairs = 0;
 	for (int s = 0; s < f->nseq; s++) {
 		double n = f->seq_start[s + 1] - f->seq_start[s];
-		pairs += n * (n + 1) / 2 + n * pre_of(f, s);
+		pairs += n * (n + 1) / 2 + n * zp_fwd_pre_of(f, s);
 	}
 	for (int l = 0; l < c->layers; l++)
 		fl += f->ntok * zp_config_layer_flops(c, l) + 4.0 * c->heads * c->head_dim * pairs;
@@ -857,9 +512,9 @@ int zp_fwd_run(zp_fwd *f, zp_req **reqs, int nreq, zp_err *e)
 		ZP_ASSERT(reqs[s]->ntok >= 1 && reqs[s]->ntok <= f->batch_tokens_max &&
 			  s < ZP_FWD_SEQS_MAX);
 	if (f->pre)
-		plan(f, reqs, nreq);
+		zp_fwd_plan(f, reqs, nreq);
 	for (int s = 0; s < nreq; s++) {
-		int pre = pre_of(f, s);
+		int pre = zp_fwd_pre_of(f, s);
 		f->seq_start[s] = T;
 		for (int i = f->pre ? f->ins0[s] : 0; f->pre && i < f->ins0[s + 1]; i++)
 			f->ins_row[i] += T - pre;
@@ -902,7 +557,7 @@ int zp_fwd_run(zp_fwd *f, zp_req **reqs, int nreq, zp_err *e)
 	if (!rc && f->op->sync(f->be, e))
 		rc = -1;
 	if (f->kv)
-		kv_release(f, rc == 0);
+		zp_fwd_kv_release(f, rc == 0);
 	if (rc)
 		return -1;
 	if (!T)
