@@ -563,6 +563,9 @@ static void hook_detach(void *ctx)
 		return;
 	if (v->id == 0) /* before the backend that pinned it goes */
 		pin_store(v->ep, false);
+	/* compute's records of `used` (and the queue's of `done`) are done
+	   before the events go; a faulted device still drains */
+	be->ops->sync(be, NULL);
 	be->ops->queue_free(be, v->q);
 	for (int u = 0; u < v->nunits; u++) {
 		be->ops->event_free(be, v->done[u]);
