@@ -36,7 +36,6 @@
 
 #include "hevent.h"
 #include "device.h"
-#include "arena.h"
 #include "doorbell.h"
 #include "ring.h"
 
@@ -111,6 +110,8 @@ struct zp_place {
 	zp_dpep *grp;			/* dpep */
 	int window;			/* offload: own-part slots per executor (0: resident shards) */
 	bool pinned;			/* the host store is pinned (pin_store) */
+	zp_copy_seg (*round_segs)[ZP_EXECUTORS_MAX]; /* [n]: a collective round's
+					   segments (comm thread; NULL without rounds) */
 };
 
 /* ---- placement ---- */
@@ -415,7 +416,7 @@ static void transfer(zp_place *ep, greq *r)
    collective fails, so no executor waits for another that gave up. */
 static void transfer_round(zp_place *ep, greq **held)
 {
-	static zp_copy_seg segs[ZP_EXECUTORS_MAX][ZP_EXECUTORS_MAX]; /* comm thread only */
+	zp_copy_seg (*segs)[ZP_EXECUTORS_MAX] = ep->round_segs;
 	const zp_copy_seg *sp[ZP_EXECUTORS_MAX];
 	zp_port ports[ZP_EXECUTORS_MAX];
 	int nseg[ZP_EXECUTORS_MAX];
@@ -666,6 +667,8 @@ zp_place *zp_place_new(zp_model *m, enum zp_device dev, int nexec, enum zp_paral
 	}
 	for (int x = 0; x < nexec; x++)
 		view_init(ep, x);
+	if (t->round)
+		ep->round_segs = zp_xcalloc((size_t)nexec, sizeof *ep->round_segs);
 	if (pthread_create(&ep->comm, NULL, comm_main, ep)) {
 		zp_errf(e, "comm thread: cannot start");
 		goto bad;
@@ -735,6 +738,7 @@ void zp_place_free(zp_place *ep)
 	zp_transport_free(ep->t);
 	free(ep->off_gu);
 	free(ep->off_dn);
+	free(ep->round_segs);
 	free(ep);
 }
 
@@ -833,7 +837,8 @@ static double expert_rate(zp_place *ep, int threads, int tokens, zp_err *e)
 	for (size_t i = 0; i < abytes; i++)
 		host[i] = (char)(i * 7 % 61); /* small finite bf16/f32 bit patterns */
 	op->upload(be, a, host, abytes);
-	op->upload(be, layer, ep->m->layers[ep->first_moe].experts, ep->lbytes); /* not yet dropped */
+	ZP_ASSERT(ep->m->layers[ep->first_moe].experts); /* before zp_place_commit */
+	op->upload(be, layer, ep->m->layers[ep->first_moe].experts, ep->lbytes);
 	set_view(ep, gu, dn, layer, layer, 0, 0);
 	for (int x = 0; x < E; x++)
 		offs[x + 1] = offs[x] + rows / E + (x < rows % E);

@@ -95,7 +95,9 @@ void zp_place_inject_fault(zp_place *ep, int n);
    matrix products on a backend of the executors' device (`threads` threads,
    the backend's own expert GEMM), the time of one layer's gather on this
    transport, and the saturation threshold T = t_gather x F x gamma (FLOPs per
-   layer), also in tokens per layer. */
+   layer), also in tokens per layer. Once the executors are attached and
+   before zp_place_commit (it uploads the model's first MoE layer to time it);
+   the executors idle. 0, or -1 with e set. */
 typedef struct {
 	double flops_per_s, gather_s, gamma, threshold_flops, threshold_tokens;
 } zp_place_calib;

@@ -6,8 +6,10 @@
    results back into their owners' buffers, and waits again. A member with no
    tokens still takes part, so a group's forwards must all be started
    together. Each member's thread calls its own zp_dpep_layer; the group is
-   built and freed by the owner thread. Works through the members' backend ops
-   (cpu: the rows of every member are host memory). */
+   built and freed by the owner thread. Works through the members' backend ops:
+   the exchange is peer copies on each member's backend (on a device its
+   stream reads the peers' memory), each member's work complete before each
+   barrier. */
 #ifndef ZP_DPEP_H
 #define ZP_DPEP_H
 
