@@ -1,14 +1,16 @@
 /* backend.h -- the ops a forward pass runs on: one table of function pointers
    per backend (as ggml's ggml-backend-impl.h), with explicit buffers. forward.c
-   holds the Qwen3-MoE schedule once and calls only these; the cpu backend
-   (src/cpu/backend_cpu.c) is the AVX512/AMX/plain-C kernels behind it.
+   holds the Qwen3-MoE schedule once and calls only these; the registry
+   (device.h) makes the instances: cpu (src/cpu/backend_cpu.c, the
+   AMX/AVX512/plain-C kernels), cuda and sim (src/cuda/backend_cuda.c).
 
    Memory. `alloc` returns backend memory (on cpu: host memory, 64-byte
    aligned, zero-filled); every pointer an op reads or writes is backend memory
    unless its comment says "host". Matrices are passed as zp_view (pointer +
    row stride); weights as zp_wmat (weights.h), in the backend's own layout
-   (the model was packed through it), whose data is backend memory. Small schedule metadata (sequence starts, lm row lists) is host
-   memory: a device backend copies what it needs.
+   (the model was packed through it), whose data is backend memory. Small
+   schedule metadata (sequence starts, lm row lists) is host memory: a
+   device backend copies what it needs.
 
    Batch invariance (the contract of every op): each output row is computed
    from its own input rows (and, for attention, its own sequence's keys and
@@ -21,7 +23,9 @@
    its thread pool) and, on a device backend, may return before it completed:
    what another thread or the host reads must wait on an event or `download`.
    The cpu backend runs each op to completion before it returns. Events are
-   the exception: event_record and event_wait may be called from any thread.
+   the exception: event_record and event_wait may be called from any thread;
+   and the copy queue's calls (queue_copy, queue_record, queue_after) are
+   made by the one other thread that drives it.
 
    Return contract. Ops report failure, but a device runs them
    asynchronously, so most cannot return it: a device fault (a failed CUDA or
