@@ -177,12 +177,13 @@ int zp_api_build(zp_api *a, enum zp_route ep, const zp_api_view *view, const cha
 	   the endpoints may keep pointers into it until the next build */
 	zp_region *prev = zp_region_enter(&a->parse);
 	/* /tokenize reads its prompt with its length: the one route taking \u0000 */
-	cJSON *root = ep == ZP_ROUTE_TOKENIZE ? zp_json_parse_text(body, len) : zp_json_parse(body, len);
+	zp_json_err je;
+	cJSON *root = zp_json_parse_err(body, len, ep == ZP_ROUTE_TOKENIZE, &je);
 	int rc;
 	if (!root && a->parse.fails)
 		rc = zp_api_full(&c, &a->parse);
 	else if (!root)
-		rc = zp_api_bad(&c, NULL, "body is not valid JSON (one value, no \\u0000)");
+		rc = zp_api_bad(&c, je.field[0] ? je.field : NULL, "%s", je.msg);
 	else if (!cJSON_IsObject(root))
 		rc = zp_api_bad(&c, NULL, "body must be a JSON object");
 	else {
