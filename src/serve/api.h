@@ -73,6 +73,8 @@ struct zp_api_job {
 	bool softmax;			/* score: apply_softmax */
 	bool multi;			/* classify: a label is several tokens (one seq per pair) */
 	bool base64;			/* embeddings */
+	int dtype;			/* embeddings base64: 0 float32, 1 float16, 2 bfloat16 */
+	bool big_endian;		/* embeddings base64: vLLM's endianness "big" */
 	int top_n;			/* rerank */
 	char **labels;			/* classify: [nlab] label text */
 	char **docs;			/* rerank with return_documents: [nout] document text */

@@ -58,10 +58,9 @@ void zp_api_ignore_unknown(zp_api_call *c, const cJSON *o, const char *where,
 	}
 }
 
-int zp_api_encode_all(zp_api_call *c, const char *text, const char *param, bool model_vocab,
-		      int32_t **ids, int *n)
+int zp_api_encode_all(zp_api_call *c, const char *text, size_t len, const char *param,
+		      bool model_vocab, int32_t **ids, int *n)
 {
-	size_t len = strlen(text);
 	if (!c->a->ts)
 		return zp_api_bad(c, param, "%s is text, but the model directory has no "
 				  "tokenizer.json: send token ids", param);
@@ -121,10 +120,13 @@ int zp_api_get_truncate(zp_api_call *c, const char *k, int *keep)
 	*keep = 0;
 	if (!t)
 		return 0;
-	if (!cJSON_IsNumber(t) || t->valuedouble != floor(t->valuedouble) ||
-	    (t->valuedouble != -1 && (t->valuedouble < 1 || t->valuedouble > max)))
+	if (!cJSON_IsNumber(t) || !isfinite(t->valuedouble) || t->valuedouble != floor(t->valuedouble) ||
+	    t->valuedouble < -1 || t->valuedouble == 0)
 		return zp_api_bad(c, k, "%s must be -1 (the longest sequence, %d) or an integer in "
 				  "[1, %d]", k, max, max);
+	if (t->valuedouble > max) /* vLLM's words, which its clients match */
+		return zp_api_bad(c, k, "%s value (%.0f) is greater than max_model_len (%d). Please, "
+				  "select a smaller truncation size.", k, t->valuedouble, max);
 	*keep = t->valuedouble == -1 ? max : (int)t->valuedouble;
 	return 0;
 }
