@@ -21,7 +21,10 @@ static unsigned byte_char(unsigned b)
 }
 
 /* vLLM's return_token_strs: each id as the vocabulary spells it
-   (tokenizers' convert_ids_to_tokens: "Ġhello"; an added token as itself). */
+   (tokenizers' convert_ids_to_tokens: "Ġhello"). An added token is spelled
+   as its text, which is the same for the printable ASCII ones Qwen's are
+   ("<|im_end|>"); one holding a space or a non-ASCII byte would come out in
+   the byte-level alphabet. */
 static void token_strs(zp_api_call *c, const int32_t *ids, int n)
 {
 	char s[4 * 256];
@@ -39,10 +42,7 @@ static void token_strs(zp_api_call *c, const int32_t *ids, int n)
 			}
 		}
 		zp_buf_puts(c->out, i ? "," : "");
-		if (p && zp_tok_find(c->a->tok, s, w) != ids[i])
-			zp_buf_json_strn(c->out, p, len); /* an added token: its own text */
-		else
-			zp_buf_json_strn(c->out, s, w);
+		zp_buf_json_strn(c->out, s, w);
 	}
 	zp_buf_puts(c->out, "]");
 }
