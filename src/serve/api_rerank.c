@@ -158,7 +158,8 @@ int zp_api_rerank_build(zp_api_call *c)
 			return rc;
 		zp_api_truncate(&ids, &n, keep, true); /* vLLM: the last tokens are kept */
 		if (n > max)
-			return zp_api_too_long(c, nhead > max ? "query" : "documents", n);
+			return zp_api_too_long(c, nhead <= max ? "documents" : ins ? "instruction" :
+					       "query", n);
 		if ((rc = zp_api_add_seq(c, ids, n, "documents")) || (rc = zp_api_seq_cands(c, yn, 2)))
 			return rc;
 	}
