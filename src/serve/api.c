@@ -88,6 +88,8 @@ void zp_api_init(zp_api *a, const zp_tok *tok, const zp_req_limits *lim, size_t 
 	a->rerank = *rr;
 	a->yes_id = a->no_id = -1;
 	a->body_max = body_max;
+	a->warn_ignored = (zp_log_limit){ .what = "ignored unknown request fields", .lvl = ZP_LOG_WARN,
+					  .window_s = 10.0, .burst = 8 };
 	a->scratch = zp_xmalloc((size_t)lim->seq_tokens_max * 3 * sizeof *a->scratch);
 	/* the texts put together from one body (query + item, rerank's prompt) */
 	a->text_cap = body_max + strlen(rr->prefix) + strlen(rr->suffix) + strlen(rr->instruction) +
@@ -126,6 +128,7 @@ int zp_api_check(zp_api *a, zp_err *e)
 
 void zp_api_free(zp_api *a)
 {
+	zp_log_limit_flush(&a->warn_ignored, zp_now_s(), true); /* the last window's count */
 	zp_tok_state_free(a->ts);
 	free(a->scratch);
 	free(a->text);

@@ -44,11 +44,9 @@ struct zp_api {
 	char *text;			/* [text_cap]: text put together to be tokenized */
 	size_t text_cap;
 	size_t body_max;		/* the body limit everything here is sized from */
-	/* ignored-field warnings (api_compat.c): the period's start, its lines,
-	   those not written since the last line; each api's thread its own */
-	double warn_period_s;
-	int warn_lines;
-	unsigned long warn_skipped;
+	/* ignored-field warnings (api_compat.c): a few lines a window, the rest
+	   counted; each api's thread its own */
+	zp_log_limit warn_ignored;
 };
 
 /* Whose response shape a job answers in, where one path serves several. */
