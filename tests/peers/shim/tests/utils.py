@@ -1,6 +1,6 @@
 """RemoteOpenAIServer as vLLM's tests use it (a context manager with
 url_for), starting `zprefill serve` instead of vLLM: the model the test names
-is served under that name (--model-name) from ZP_PEER_MODEL (a local
+is served under that name ([engine] model_name) from ZP_PEER_MODEL (a local
 checkpoint, models/default by default: the real Qwen3 tokenizer, so the
 reranker template fits the tests' --max-model-len 100; the peers' reference
 models are not here), --max-model-len
@@ -35,8 +35,11 @@ class RemoteOpenAIServer:
         self.port = _free_port()
         self.tmp = tempfile.mkdtemp()
         self.log = open(os.path.join(self.tmp, "log"), "w")
+        ini = os.path.join(self.tmp, "peer.ini")  # the ini key: builds without --model-name too
+        with open(ini, "w") as f:
+            f.write(f"[engine]\nmodel_name = {model}\n")
         self.proc = subprocess.Popen(
-            [ZPREFILL, "serve", "--model", MODEL_DIR, "--model-name", model, "--socket",
+            [ZPREFILL, "serve", "--model", MODEL_DIR, "--config", ini, "--socket",
              os.path.join(self.tmp, "s"), "--dtype", "fp32", "--max-tokens", max_len,
              "--listen-tcp", f"127.0.0.1:{self.port}", "--log-level", "warn"], stderr=self.log)
         deadline = time.time() + 120  # a liveness bound, not a speed
