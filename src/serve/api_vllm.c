@@ -1,11 +1,12 @@
 /* api_vllm.c -- vLLM's own request and response shapes (its
    vllm/entrypoints/openai protocol): POST /v1/score and /score with text_1 and
-   text_2 (pairs scored as a Qwen3-Reranker cross-encoder: P(yes) against P(no)
+   text_2, or their newer names (pairs scored as a Qwen3-Reranker cross-encoder: P(yes) against P(no)
    after the two texts' tokens; SGLang's query/items shape goes to
    api_score.c), and POST /v1/completions with echo and max_tokens 0, the way
    vLLM users read a prompt's log-probs (OpenAI's completions logprobs, and
    vLLM's prompt_logprobs with top-k and ranks). Nothing is generated: any
-   other max_tokens is a 400 saying so. Reactor thread. */
+   other max_tokens is a 400 saying so. POST /invocations (SageMaker's one
+   path) answers as the endpoint its body's fields name. Reactor thread. */
 #include <math.h>
 #include <string.h>
 #include <time.h>
