@@ -67,7 +67,8 @@ static int cut_doc(zp_api_call *c, int max, const char **d, size_t *dl)
    max_tokens_per_doc, truncate_prompt_tokens, use_activation. */
 static int settings(zp_api_call *c, int nd, int *per_doc, int *keep, bool *ret_docs)
 {
-	const cJSON *tn = zp_api_field(c->root, "top_n"), *pd = zp_api_field(c->root, "max_tokens_per_doc");
+	const cJSON *tn = zp_api_field(c->root, "top_n");
+	const cJSON *pd = zp_api_field(c->root, "max_tokens_per_doc");
 	int rc;
 	*ret_docs = true; /* vLLM always echoes them; return_documents false (Cohere's) does not */
 	if ((rc = zp_api_field(c->root, "return_documents") ? zp_api_get_bool(c, "return_documents",

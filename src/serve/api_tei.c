@@ -115,7 +115,8 @@ static int tei_embed_build(zp_api_call *c)
 		const cJSON *it = zp_api_list_item(in, i);
 		int32_t *ids;
 		int n;
-		if ((rc = cJSON_IsString(it) ? zp_api_encode_all(c, it->valuestring, zp_json_strlen(it), "inputs", true, &ids, &n)
+		if ((rc = cJSON_IsString(it) ? zp_api_encode_all(c, it->valuestring, zp_json_strlen(it),
+								 "inputs", true, &ids, &n)
 					     : zp_api_ids_all(c, it, "inputs", &ids, &n)))
 			return rc;
 		if (n == 0)

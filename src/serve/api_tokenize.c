@@ -55,7 +55,8 @@ int zp_api_tokenize_build(zp_api_call *c)
 	const cJSON *p = zp_api_field(c->root, "prompt");
 	bool add_special, strs;
 	int rc, n;
-	if ((rc = zp_api_check_fields(c, known)) || (rc = zp_api_get_bool(c, "add_special_tokens", &add_special)) ||
+	if ((rc = zp_api_check_fields(c, known)) ||
+	    (rc = zp_api_get_bool(c, "add_special_tokens", &add_special)) ||
 	    (rc = zp_api_get_bool(c, "return_token_strs", &strs)))
 		return rc;
 	if (!cJSON_IsString(p))
