@@ -524,15 +524,16 @@ void zp_conn_check_timeouts(zp_conns *cs)
 	flush_logs(cs, false);
 	for (int i = 0; i < cs->n; i++)
 		used += cs->slot[i].state != ZP_CONN_FREE;
-	bool scarce = 4 * used >= 3 * cs->n;
 	for (int i = 0; i < cs->n; i++) {
 		zp_conn *c = &cs->slot[i];
 		double age_ms = (*cs->now - c->t_phase) * 1e3;
+		bool scarce = 4 * used >= 3 * cs->n; /* idle ones close until it is not */
 		if (c->state == ZP_CONN_HEAD && !c->partial && !c->sending &&
 		    age_ms > quiet_limit_ms(cfg, c, scarce)) {
 			if (!c->served)
 				cs->met->timeouts++;
 			zp_conn_close(cs, c, c->served ? "idle-timeout" : "header-timeout");
+			used--;
 		} else if ((c->state == ZP_CONN_HEAD && c->partial && age_ms > cfg->header_timeout_ms) ||
 			   (c->state == ZP_CONN_BODY && age_ms > cfg->body_timeout_ms)) {
 			cs->met->timeouts++;
