@@ -2,7 +2,8 @@
    first line of a window is written, the rest of the window is one summary
    line with their count (at the next line after the window, at a flush once
    the window has passed, or at a final flush), and nothing is lost or
-   written twice. stderr goes to a file the test reads back. */
+   written twice; with a burst, the first few lines of a window. stderr goes
+   to a file the test reads back. */
 #include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
@@ -39,6 +40,12 @@ int main(void)
 	zp_log_limited(&l, 47.5, "msg=\"thing refused\" n=%d", 106); /* counted */
 	zp_log_limit_flush(&l, 48.0, true);			/* the end: summary of 2 */
 	zp_log_limit_flush(&l, 99.0, true);			/* nothing left */
+	/* a burst of 3 a window (the ignored-request-field warnings' kind) */
+	zp_log_limit b3 = { .what = "fields ignored", .lvl = ZP_LOG_WARN, .window_s = 10, .burst = 3 };
+	for (int i = 0; i < 10; i++)				/* 3 written, 7 counted */
+		zp_log_limited(&b3, 100.0 + i * 0.1, "msg=\"field ignored\" k=%d", i);
+	zp_log_limited(&b3, 111.0, "msg=\"field ignored\" k=%d", 10); /* summary, then written */
+	zp_log_limit_flush(&b3, 112.0, true);
 	zp_log_limit quiet = { .what = "debug things", .lvl = ZP_LOG_DEBUG, .window_s = 1 };
 	zp_log_limited(&quiet, 1.0, "msg=\"debug thing\"");	/* under zp_log_min */
 	fflush(stderr);
@@ -57,5 +64,9 @@ int main(void)
 	      strstr(buf, "repeated=2 seconds=2.0"), "the counts and their windows");
 	CHECK(strstr(strstr(buf, "repeated=100"), "n=101") != NULL, "the summary before the next line");
 	CHECK(!strstr(buf, "debug thing"), "a level under zp_log_min writes nothing");
+	CHECK(count(buf, "msg=\"field ignored\"") == 4 && strstr(buf, "k=2\n") && !strstr(buf, "k=3\n") &&
+	      strstr(buf, "k=10\n"), "burst 3: the first 3 lines of a window written whole");
+	CHECK(strstr(buf, "msg=\"fields ignored\" repeated=7 seconds=11.0") != NULL,
+	      "burst 3: the other 7 in one summary");
 	return check_exit("test_log_limit");
 }

@@ -113,7 +113,7 @@ int main(void)
 	      ".B zprefill prefill\n.B \\-\\-model\n.I DIR\n[\\fIFLAG VALUE\\fR]... < \\fIrequests.jsonl\\fR\n.br\n"
 	      ".B zprefill bench\n.B \\-\\-model\n.I DIR\n.B \\-\\-tokens\n.I L\n.B \\-\\-seqs\n.I B\n[\\fIFLAG VALUE\\fR]...\n.br\n"
 	      ".B zprefill tokenize\n.B \\-\\-tokenizer\n.I FILE\n< \\fItexts.jsonl\\fR\n.br\n"
-	      ".B zprefill classify\\fR|\\fBscore\\fR|\\fBembed\\fR|\\fBhealth\n.B \\-\\-socket\n.I PATH\n...\n"
+	      ".B zprefill classify\\fR|\\fBscore\\fR|\\fBembed\\fR|\\fBhealth\n.B \\-\\-socket\n.I PATH\n\\&...\n"
 	      ".SH DESCRIPTION\n"
 	      "zprefill serves Qwen3\\-MoE checkpoints (Hugging Face layout: config.json, safetensors,\n"
 	      "tokenizer.json) for jobs whose answer is read from one prefill pass: classification,\n"
@@ -145,8 +145,22 @@ int main(void)
 	      "example (share/doc/zprefill/zprefill.ini) lists every key with its default.\n", stdout);
 	ini_keys(t);
 	fputs(".SH ENDPOINTS\n"
-	      "HTTP/1.1 with keep\\-alive and pipelining; JSON bodies in UTF\\-8. Errors are JSON\n"
-	      "objects {\"error\": {\"message\", \"type\", \"param\", \"code\"}} with the HTTP status.\n", stdout);
+	      "HTTP/1.1 with keep\\-alive and pipelining; JSON bodies in UTF\\-8 (an invalid escape,\n"
+	      "a key given twice or a \\eu0000 outside a text field is a 400 naming the field). Errors\n"
+	      "come in the shape of the family the endpoint belongs to, with the HTTP status:\n"
+	      ".TP\n.B OpenAI and native\n"
+	      "/v1/embeddings, /v1/completions, /v1/prefill: {\"error\": {\"message\", \"type\",\n"
+	      "\"param\", \"code\"}}, type invalid_request_error, not_found_error, ...\n"
+	      ".TP\n.B vLLM and SGLang\n"
+	      "/v1/score, /score, /classify, /v1/rerank, /rerank with documents, /v2/rerank, /pooling,\n"
+	      "/tokenize with prompt, /detokenize, /invocations: the same object, with vLLM's type\n"
+	      "names (BadRequestError, NotFoundError, InternalServerError).\n"
+	      ".TP\n.B TEI\n"
+	      "/embed, /rerank with texts, /tokenize with inputs: {\"error\": message, \"error_type\":\n"
+	      "Validation, Empty, Overloaded or Backend} (an input fault is a 422, an empty batch a 400).\n"
+	      ".TP\n.B zprefill prefill\n"
+	      "A bad line's output line is {\"id\", \"error\": {\"message\", \"type\", \"param\", \"code\"}}.\n"
+	      ".PP\nThe endpoints:\n", stdout);
 	endpoints();
 	fputs(".SH SIGNALS\n"
 	      ".TP\n.BR SIGTERM \", \" SIGINT\nStop accepting, finish every admitted request, exit 0.\n"

@@ -13,9 +13,21 @@
 int zp_json_check_utf8(const char *buf, size_t len);
 
 /* Parse buf[0..len) as exactly one JSON value: strict UTF-8, no \u0000 escape
-   (cJSON would cut the string there), nothing but whitespace after the value.
-   NULL when any of that fails. Free with cJSON_Delete. */
+   (cJSON would cut the string there), only the escapes JSON defines (cJSON
+   decodes a bad \u as NUL), no object with a key twice, nothing but
+   whitespace after the value. NULL when any of that fails. Free with
+   cJSON_Delete. */
 struct cJSON *zp_json_parse(const char *buf, size_t len);
+
+/* Why a parse failed, for the client: a message, and the top-level field it
+   concerns ("" when none). */
+typedef struct {
+	char msg[256];
+	char field[64];
+} zp_json_err;
+/* zp_json_parse (nul_ok false) or zp_json_parse_text (true), saying why in e
+   (may be NULL). A failed allocation (a full region) leaves e->msg empty. */
+struct cJSON *zp_json_parse_err(const char *buf, size_t len, bool nul_ok, zp_json_err *e);
 
 /* As zp_json_parse, but a \u0000 escape is accepted inside a string value
    (never in a key): such a string holds NUL bytes, and its true length is

@@ -46,6 +46,7 @@ void zp_log_limit_flush(zp_log_limit *l, double now, bool all)
 		       "one written, counted instead of written\"", l->what, l->repeats, now - l->t0);
 	l->repeats = 0;
 	l->t0 = 0;
+	l->written = 0;
 }
 
 void zp_log_limited(zp_log_limit *l, double now, const char *fmt, ...)
@@ -56,11 +57,13 @@ void zp_log_limited(zp_log_limit *l, double now, const char *fmt, ...)
 	if (l->lvl < zp_log_min)
 		return;
 	zp_log_limit_flush(l, now, false);
-	if (l->t0 > 0) {
+	if (l->t0 > 0 && l->written >= (l->burst > 0 ? l->burst : 1)) {
 		l->repeats++;
 		return;
 	}
-	l->t0 = now > 0 ? now : 1e-9; /* 0 means no window */
+	if (l->t0 <= 0)
+		l->t0 = now > 0 ? now : 1e-9; /* 0 means no window */
+	l->written++;
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof line, fmt, ap);
 	va_end(ap);

@@ -27,13 +27,18 @@ void zp_log(enum zp_log_level lvl, const char *fmt, ...)
    summed up in one line when the window has passed, at the next such line or
    at zp_log_limit_flush:
      level=warn msg="connection refused" repeated=2311 seconds=10.0 note="..."
-   The owner sets what (the summary's msg), lvl and window_s; the rest starts
-   zero. One thread per limiter: its owner's (no lock). */
+   The owner sets what (the summary's msg), lvl, window_s and optionally
+   burst (lines written whole per window; 0 means 1); the rest starts zero.
+   The one limiter every repeated warning goes through (connections, stale
+   completions, ignored request fields). One thread per limiter: its owner's
+   (no lock). */
 typedef struct {
 	const char *what;
 	enum zp_log_level lvl;
 	double window_s;
-	double t0;			/* when the window's written line went out; 0: none */
+	int burst;			/* lines written per window (0: 1) */
+	double t0;			/* when the window's first line went out; 0: none */
+	int written;			/* lines written since t0 */
 	unsigned long repeats;		/* lines counted, not written, since t0 */
 } zp_log_limit;
 

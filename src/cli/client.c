@@ -15,6 +15,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "util.h"
+
 #define RESP_MAX (256u << 20)
 
 int zp_client_connect(const char *path, zp_err *e)
@@ -131,14 +133,56 @@ static void usage(FILE *f)
 		"       zprefill health --socket PATH\n");
 }
 
-static cJSON *split_csv(const char *s, bool ints)
+/* A comma-separated flag value as a JSON array: every field non-empty and,
+   with ints, a decimal token id (digits only: "x", "5abc", "0x10", "-1" and
+   "1,,2" are refused, not read as 0 or skipped). NULL with *bad the field. */
+static cJSON *split_csv(const char *s, bool ints, const char **bad, size_t *bad_len)
 {
 	cJSON *a = cJSON_CreateArray();
-	char *dup = strdup(s), *save = NULL;
-	for (char *t = strtok_r(dup, ",", &save); t; t = strtok_r(NULL, ",", &save))
-		cJSON_AddItemToArray(a, ints ? cJSON_CreateNumber(atof(t)) : cJSON_CreateString(t));
-	free(dup);
-	return a;
+	for (const char *t = s;; t++) {
+		const char *end = strchr(t, ',');
+		size_t n = end ? (size_t)(end - t) : strlen(t);
+		bool ok = n > 0;
+		long long v = 0;
+		for (size_t i = 0; ints && ok && i < n; i++) {
+			ok = t[i] >= '0' && t[i] <= '9' && v <= INT32_MAX;
+			v = v * 10 + (t[i] - '0');
+		}
+		if (!ok || v > INT32_MAX) {
+			*bad = t;
+			*bad_len = n;
+			cJSON_Delete(a);
+			return NULL;
+		}
+		char *f = strndup(t, n);
+		ZP_ASSERT(f);
+		cJSON_AddItemToArray(a, ints ? cJSON_CreateNumber((double)v) : cJSON_CreateString(f));
+		free(f);
+		if (!end)
+			return a;
+		t = end;
+	}
+}
+
+/* Columns a UTF-8 string takes on a terminal: East Asian wide and fullwidth
+   characters (CJK, Hangul, fullwidth forms, most emoji) take two. */
+static int columns(const char *s)
+{
+	int w = 0;
+	for (const unsigned char *p = (const unsigned char *)s; *p;) {
+		unsigned cp = *p, n = *p < 0x80 ? 0 : *p < 0xe0 ? 1 : *p < 0xf0 ? 2 : 3;
+		cp &= n ? 0x3fu >> n : 0x7f;
+		for (unsigned k = 0; k < n && p[k + 1]; k++)
+			cp = cp << 6 | (p[k + 1] & 0x3f);
+		p += n + 1;
+		bool wide = (cp >= 0x1100 && cp <= 0x115f) || (cp >= 0x2e80 && cp <= 0xa4cf) ||
+			    (cp >= 0xac00 && cp <= 0xd7a3) || (cp >= 0xf900 && cp <= 0xfaff) ||
+			    (cp >= 0xfe30 && cp <= 0xfe4f) || (cp >= 0xff00 && cp <= 0xff60) ||
+			    (cp >= 0xffe0 && cp <= 0xffe6) || (cp >= 0x1f300 && cp <= 0x1f64f) ||
+			    (cp >= 0x1f900 && cp <= 0x1f9ff) || (cp >= 0x20000 && cp <= 0x3fffd);
+		w += wide ? 2 : 1;
+	}
+	return w;
 }
 
 static void print_classify(const cJSON *r, const cJSON *labels)
@@ -147,9 +191,12 @@ static void print_classify(const cJSON *r, const cJSON *labels)
 	cJSON_ArrayForEach(d, cJSON_GetObjectItem(r, "data")) {
 		printf("input %d: %s\n", cJSON_GetObjectItem(d, "index")->valueint,
 		       cJSON_GetObjectItem(d, "label")->valuestring);
-		for (int k = 0; k < cJSON_GetArraySize(labels); k++)
-			printf("  %-20s %.4f\n", cJSON_GetArrayItem(labels, k)->valuestring,
+		for (int k = 0; k < cJSON_GetArraySize(labels); k++) {
+			const char *l = cJSON_GetArrayItem(labels, k)->valuestring;
+			int pad = 20 - columns(l); /* %-20s counts bytes: CJK would not line up */
+			printf("  %s%*s %.4f\n", l, pad > 0 ? pad : 0, "",
 			       cJSON_GetArrayItem(cJSON_GetObjectItem(d, "probs"), k)->valuedouble);
+		}
 	}
 }
 
@@ -211,6 +258,19 @@ int zp_client_main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	const char *bad = NULL;
+	size_t bad_len = 0;
+	bool csv_labels = !strcmp(cmd, "classify");
+	cJSON *csv = !strcmp(cmd, "classify") ? split_csv(labels, false, &bad, &bad_len) :
+		     !strcmp(cmd, "score") ? split_csv(ids, true, &bad, &bad_len) : NULL;
+	if (bad) {
+		fprintf(stderr, "zprefill %s: %s has the field \"%.*s\": %s\n", cmd,
+			csv_labels ? "--labels" : "--label-ids", (int)bad_len, bad,
+			csv_labels ? "each label must be non-empty text" :
+			"each must be a token id (decimal digits, 0 to 2147483647)");
+		usage(stderr);
+		return 2;
+	}
 	cJSON *req = cJSON_CreateObject(), *texts = cJSON_CreateArray();
 	for (int i = optind; i < argc; i++)
 		cJSON_AddItemToArray(texts, cJSON_CreateString(argv[i]));
@@ -218,12 +278,12 @@ int zp_client_main(int argc, char **argv)
 	if (!strcmp(cmd, "classify")) {
 		path = "/classify";
 		cJSON_AddItemToObject(req, "input", texts);
-		cJSON_AddItemToObject(req, "labels", split_csv(labels, false));
+		cJSON_AddItemToObject(req, "labels", csv);
 	} else if (!strcmp(cmd, "score")) {
 		path = "/v1/score";
 		cJSON_AddStringToObject(req, "query", query);
 		cJSON_AddItemToObject(req, "items", texts);
-		cJSON_AddItemToObject(req, "label_token_ids", split_csv(ids, true));
+		cJSON_AddItemToObject(req, "label_token_ids", csv);
 		cJSON_AddBoolToObject(req, "apply_softmax", softmax);
 	} else if (!strcmp(cmd, "embed")) {
 		path = "/v1/embeddings";

@@ -473,10 +473,16 @@ static int cmd_tokenize(int argc, char **argv)
 	zp_buf out;
 	zp_buf_init(&out, 1 << 16);
 	while (!ferror(stdout) && read_line(&rd, &line, &len, &too_long)) {
-		cJSON *o = too_long ? NULL : zp_json_parse_text(line, len);
+		zp_json_err je = { .msg = "the line is too long" };
+		cJSON *o = too_long ? NULL : zp_json_parse_err(line, len, true, &je);
 		const cJSON *text = cJSON_GetObjectItemCaseSensitive(o, "text");
 		out.len = 0;
-		if (!cJSON_IsString(text)) {
+		if (!o) { /* why, as the server would say it */
+			zp_buf_puts(&out, "{\"error\":");
+			zp_buf_json_str(&out, je.msg);
+			zp_buf_puts(&out, "}\n");
+			bad++;
+		} else if (!cJSON_IsString(text)) {
 			zp_buf_puts(&out, "{\"error\":\"each line must be {\\\"text\\\": string}\"}\n");
 			bad++;
 		} else {

@@ -15,6 +15,26 @@
 #include "endpoints.h"
 #include "util.h"
 
+/* Whether the endpoint being built answers errors with vLLM's and SGLang's
+   type names (BadRequestError, ...) rather than OpenAI's
+   (invalid_request_error, ...): set by zp_api_build on its thread. */
+static __thread bool vllm_types;
+
+static bool vllm_family(enum zp_route ep)
+{
+	return ep == ZP_ROUTE_SCORE || ep == ZP_ROUTE_CLASSIFY || ep == ZP_ROUTE_RERANK ||
+	       ep == ZP_ROUTE_POOLING || ep == ZP_ROUTE_TOKENIZE || ep == ZP_ROUTE_DETOKENIZE ||
+	       ep == ZP_ROUTE_INVOCATIONS;
+}
+
+static const char *err_type(int status)
+{
+	if (vllm_types && (status == 400 || status == 404 || status == 500))
+		return status == 400 ? "BadRequestError" : status == 404 ? "NotFoundError" :
+		       "InternalServerError";
+	return zp_http_err_type(status);
+}
+
 static void error_v(zp_buf *out, int status, const char *param, const char *fmt, va_list ap)
 {
 	char msg[512];
@@ -22,7 +42,7 @@ static void error_v(zp_buf *out, int status, const char *param, const char *fmt,
 	zp_buf_reset(out);
 	zp_buf_puts(out, "{\"error\":{\"message\":");
 	zp_buf_json_str(out, msg);
-	zp_buf_printf(out, ",\"type\":\"%s\",\"param\":", zp_http_err_type(status));
+	zp_buf_printf(out, ",\"type\":\"%s\",\"param\":", err_type(status));
 	if (param)
 		zp_buf_json_str(out, param);
 	else
@@ -68,6 +88,8 @@ void zp_api_init(zp_api *a, const zp_tok *tok, const zp_req_limits *lim, size_t 
 	a->rerank = *rr;
 	a->yes_id = a->no_id = -1;
 	a->body_max = body_max;
+	a->warn_ignored = (zp_log_limit){ .what = "ignored unknown request fields", .lvl = ZP_LOG_WARN,
+					  .window_s = 10.0, .burst = 8 };
 	a->scratch = zp_xmalloc((size_t)lim->seq_tokens_max * 3 * sizeof *a->scratch);
 	/* the texts put together from one body (query + item, rerank's prompt) */
 	a->text_cap = body_max + strlen(rr->prefix) + strlen(rr->suffix) + strlen(rr->instruction) +
@@ -106,6 +128,7 @@ int zp_api_check(zp_api *a, zp_err *e)
 
 void zp_api_free(zp_api *a)
 {
+	zp_log_limit_flush(&a->warn_ignored, zp_now_s(), true); /* the last window's count */
 	zp_tok_state_free(a->ts);
 	free(a->scratch);
 	free(a->text);
@@ -146,11 +169,44 @@ size_t zp_api_response_bytes(const zp_api *a)
 	size_t prefill = 6 * a->body_max + (toks + ZP_CANDIDATES_MAX + hidden) * f +
 			 ZP_TOP_LOGPROBS_MAX * (f + 12);
 	size_t rerank = items * ZP_API_ITEM_CHARS + 6 * a->body_max;	/* documents echoed */
-	size_t tokenize = toks * 12 + ZP_API_ITEM_CHARS;
+	size_t tokenize = toks * (12 + ZP_API_TOKEN_CHARS) + ZP_API_ITEM_CHARS; /* ids, token_strs */
 	/* /v1/completions' logprobs and prompt_logprobs: each position's tokens */
 	size_t completions = toks * (ZP_API_LOGPROBS_MAX + 2) * 2 * (ZP_API_TOKEN_CHARS + f) + 2 * a->body_max;
 	size_t b = ZP_MAX(ZP_MAX(embed, labels), ZP_MAX(prefill, rerank));
 	return ZP_MAX(ZP_MAX(ZP_MAX(b, tokenize), completions), ZP_API_INFO_BYTES) + ZP_API_ITEM_CHARS;
+}
+
+/* The fields of each endpoint whose texts are read with their lengths, so a
+   \u0000 in them is text (as Python's json reads it); every other string is
+   read as a C string and refuses it. */
+static const char *const *nul_fields(enum zp_route ep)
+{
+	static const char *const score[] = { "text_1", "text_2", "data_1", "data_2", "queries",
+					     "documents", "items", "query", NULL };
+	static const char *const classify[] = { "input", "labels", NULL };
+	static const char *const rerank[] = { "query", "documents", "instruction", NULL };
+	static const char *const input[] = { "input", NULL }, *const inputs[] = { "inputs", NULL };
+	static const char *const prompt[] = { "prompt", NULL }, *const none[] = { NULL };
+	switch (ep) {
+	case ZP_ROUTE_SCORE: return score;
+	case ZP_ROUTE_CLASSIFY: return classify;
+	case ZP_ROUTE_RERANK: return rerank;
+	case ZP_ROUTE_EMBED: case ZP_ROUTE_POOLING: return input;
+	case ZP_ROUTE_TEI_EMBED: return inputs;
+	case ZP_ROUTE_TOKENIZE: case ZP_ROUTE_COMPLETIONS: return prompt;
+	default: return none;
+	}
+}
+
+/* nul_fields(ep) as text for an error message. */
+static const char *nul_names(enum zp_route ep)
+{
+	static __thread char s[160]; /* the reactor's, or an offload worker's */
+	size_t w = 0;
+	s[0] = 0;
+	for (const char *const *f = nul_fields(ep); *f; f++)
+		w += (size_t)snprintf(s + w, sizeof s - w, "%s%s", w ? ", " : "", *f);
+	return w ? s : "none on this endpoint";
 }
 
 int zp_api_build(zp_api *a, enum zp_route ep, const zp_api_view *view, const char *body,
@@ -165,32 +221,41 @@ int zp_api_build(zp_api *a, enum zp_route ep, const zp_api_view *view, const cha
 	reply->content_type = "application/json";
 	reply->retry_after_s = 0;
 	job->ep = ep;
+	vllm_types = vllm_family(ep);
 	zp_buf_reset(reply->body);
 	zp_region_reset(&a->parse);
 	if (job->rg)
 		zp_region_reset(job->rg);
-	if (!(r->flags & ZP_ROUTE_JSON))
-		return r->build(&c);
+	if (!(r->flags & ZP_ROUTE_JSON)) {
+		int st = r->build(&c);
+		vllm_types = false;
+		return st;
+	}
 	if (zp_json_check_utf8(body, len))
 		return zp_api_bad(&c, NULL, "body is not valid UTF-8 (or holds a NUL byte)");
 	/* the tree lands in the parse region; deleting it there is a no-op, and
 	   the endpoints may keep pointers into it until the next build */
 	zp_region *prev = zp_region_enter(&a->parse);
 	/* /tokenize reads its prompt with its length: the one route taking \u0000 */
-	cJSON *root = ep == ZP_ROUTE_TOKENIZE ? zp_json_parse_text(body, len) : zp_json_parse(body, len);
+	zp_json_err je;
+	cJSON *root = zp_json_parse_err(body, len, true, &je);
 	int rc;
 	if (!root && a->parse.fails)
 		rc = zp_api_full(&c, &a->parse);
 	else if (!root)
-		rc = zp_api_bad(&c, NULL, "body is not valid JSON (one value, no \\u0000)");
+		rc = zp_api_bad(&c, je.field[0] ? je.field : NULL, "%s", je.msg);
 	else if (!cJSON_IsObject(root))
 		rc = zp_api_bad(&c, NULL, "body must be a JSON object");
+	else if (zp_json_nul_outside(root, nul_fields(ep)))
+		rc = zp_api_bad(&c, NULL, "\\u0000 is text only in the text fields (%s)",
+				nul_names(ep));
 	else {
 		c.root = root;
 		rc = r->build(&c);
 	}
 	cJSON_Delete(root);
 	zp_region_leave(prev);
+	vllm_types = false;
 	return rc;
 }
 
@@ -254,6 +319,21 @@ char *zp_api_keep_text(zp_api_call *c, const char *s)
 	return p;
 }
 
+/* s[0..len) as a JSON string literal (quoted, escaped: it may hold NUL bytes),
+   in the job's region; NULL when it is full. */
+char *zp_api_keep_json(zp_api_call *c, const char *s, size_t len)
+{
+	size_t avail = zp_region_avail(c->job->rg);
+	char *p = avail > 0 ? zp_region_alloc(c->job->rg, avail) : NULL;
+	if (!p)
+		return NULL;
+	zp_buf b; /* written into the free space, then trimmed to its length */
+	zp_buf_init_fixed(&b, p, avail);
+	zp_buf_json_strn(&b, s, len);
+	zp_region_trim(c->job->rg, p, b.overflow ? 0 : b.len + 1);
+	return b.overflow ? NULL : p;
+}
+
 /* ---- field readers (each returns 0, or the status with out written) ---- */
 
 const cJSON *zp_api_field(const cJSON *o, const char *k)
@@ -302,12 +382,30 @@ int zp_api_get_ids(zp_api_call *c, const cJSON *v, const char *param, int32_t *i
 	return 0;
 }
 
+/* vLLM's words for a sequence over the longest (clients and vLLM's tests
+   match on them), then ours. */
+int zp_api_too_long(zp_api_call *c, const char *param, int n)
+{
+	enum zp_route ep = c->job->ep;
+	const char *op = ep == ZP_ROUTE_SCORE ? "score" : ep == ZP_ROUTE_CLASSIFY ? "classification" :
+			 ep == ZP_ROUTE_RERANK ? "rerank" : ep == ZP_ROUTE_COMPLETIONS ? "completion" :
+			 "embedding generation";
+	int max = c->a->lim.seq_tokens_max;
+	return zp_api_bad(c, param, "This model's maximum context length is %d tokens. However, you "
+			  "requested %d tokens in the input for %s. Please reduce the length of the "
+			  "input. (zprefill: the sequence built from %s is %d tokens, over max_tokens "
+			  "%d)", max, n, op, param, n, max);
+}
+
 /* Text tokenized into ids[seq_tokens_max], checked against the limits. */
-int zp_api_text_tokens(zp_api_call *c, const char *text, const char *param, int32_t *ids, int *n)
+int zp_api_text_tokens(zp_api_call *c, const char *text, size_t len, const char *param,
+		       int32_t *ids, int *n)
 {
 	zp_req_error err;
-	if (zp_req_tokenize(&c->a->lim, text, strlen(text), ids, n, param, &err) == 0)
+	if (zp_req_tokenize(&c->a->lim, text, len, ids, n, param, &err) == 0)
 		return 0;
+	if (err.code == ZP_HTTP_ERR_BAD_REQUEST && *n > c->a->lim.seq_tokens_max)
+		return zp_api_too_long(c, param, *n);
 	return zp_api_error(c->out, err.code, err.param, "%s", err.message);
 }
 
@@ -318,7 +416,7 @@ int zp_api_get_tokens(zp_api_call *c, const cJSON *v, const char *param, int32_t
 		return zp_api_bad(c, param, "%s is required", param);
 	if (!cJSON_IsString(v))
 		return zp_api_get_ids(c, v, param, ids, n);
-	return zp_api_text_tokens(c, v->valuestring, param, ids, n);
+	return zp_api_text_tokens(c, v->valuestring, zp_json_strlen(v), param, ids, n);
 }
 
 /* A list of inputs: one string or id array, or an array of them (*n of them). */
@@ -382,8 +480,7 @@ int zp_api_add_seq(zp_api_call *c, const int32_t *ids, int n, const char *param)
 {
 	zp_req_error err;
 	if (n > c->a->lim.seq_tokens_max)
-		return zp_api_bad(c, param, "a sequence built from %s is %d tokens (max "
-				  "%d)", param, n, c->a->lim.seq_tokens_max);
+		return zp_api_too_long(c, param, n);
 	zp_req *r = &c->job->eng.seq[c->job->eng.nseq++];
 	zp_req_init(r, c->job->rg);
 	if (zp_req_set_tokens(r, ids, n, &err))

@@ -44,11 +44,9 @@ struct zp_api {
 	char *text;			/* [text_cap]: text put together to be tokenized */
 	size_t text_cap;
 	size_t body_max;		/* the body limit everything here is sized from */
-	/* ignored-field warnings (api_compat.c): the period's start, its lines,
-	   those not written since the last line; each api's thread its own */
-	double warn_period_s;
-	int warn_lines;
-	unsigned long warn_skipped;
+	/* ignored-field warnings (api_compat.c): a few lines a window, the rest
+	   counted; each api's thread its own */
+	zp_log_limit warn_ignored;
 };
 
 /* Whose response shape a job answers in, where one path serves several. */
@@ -73,6 +71,8 @@ struct zp_api_job {
 	bool softmax;			/* score: apply_softmax */
 	bool multi;			/* classify: a label is several tokens (one seq per pair) */
 	bool base64;			/* embeddings */
+	int dtype;			/* embeddings base64: 0 float32, 1 float16, 2 bfloat16 */
+	bool big_endian;		/* embeddings base64: vLLM's endianness "big" */
 	int top_n;			/* rerank */
 	char **labels;			/* classify: [nlab] label text */
 	char **docs;			/* rerank with return_documents: [nout] document text */

@@ -10,21 +10,8 @@
 #include "endpoints.h"
 #include "util.h"
 
-#define WARN_PERIOD_S 10.0	/* ignored-field lines: at most WARN_BURST a period */
-#define WARN_BURST 8
-
 void zp_api_ignored(zp_api_call *c, const char *field)
 {
-	zp_api *a = c->a;
-	double now = zp_now_s();
-	if (a->warn_lines == 0 || now - a->warn_period_s >= WARN_PERIOD_S) {
-		a->warn_period_s = now;
-		a->warn_lines = 0;
-	}
-	if (a->warn_lines == WARN_BURST) {
-		a->warn_skipped++;
-		return;
-	}
 	/* the name is the client's: controls, quotes and backslashes become '?'
 	   so that it cannot end the line or the field (a forged log line) */
 	char safe[65];
@@ -34,11 +21,8 @@ void zp_api_ignored(zp_api_call *c, const char *field)
 		safe[n] = ch < 0x20 || ch == 0x7f || ch == '"' || ch == '\\' ? '?' : (char)ch;
 	}
 	safe[n] = '\0';
-	zp_log(ZP_LOG_WARN, "msg=\"ignored unknown request field (as vLLM does)\" endpoint=%s "
-	       "field=\"%s\" not_logged_before=%lu", zp_route_name(c->job->ep), safe,
-	       a->warn_skipped);
-	a->warn_lines++;
-	a->warn_skipped = 0;
+	zp_log_limited(&c->a->warn_ignored, zp_now_s(), "msg=\"ignored unknown request field (as "
+		       "vLLM does)\" endpoint=%s field=\"%s\"", zp_route_name(c->job->ep), safe);
 }
 
 void zp_api_ignore_unknown(zp_api_call *c, const cJSON *o, const char *where,
@@ -58,10 +42,9 @@ void zp_api_ignore_unknown(zp_api_call *c, const cJSON *o, const char *where,
 	}
 }
 
-int zp_api_encode_all(zp_api_call *c, const char *text, const char *param, bool model_vocab,
-		      int32_t **ids, int *n)
+int zp_api_encode_all(zp_api_call *c, const char *text, size_t len, const char *param,
+		      bool model_vocab, int32_t **ids, int *n)
 {
-	size_t len = strlen(text);
 	if (!c->a->ts)
 		return zp_api_bad(c, param, "%s is text, but the model directory has no "
 				  "tokenizer.json: send token ids", param);
@@ -121,10 +104,13 @@ int zp_api_get_truncate(zp_api_call *c, const char *k, int *keep)
 	*keep = 0;
 	if (!t)
 		return 0;
-	if (!cJSON_IsNumber(t) || t->valuedouble != floor(t->valuedouble) ||
-	    (t->valuedouble != -1 && (t->valuedouble < 1 || t->valuedouble > max)))
+	if (!cJSON_IsNumber(t) || !isfinite(t->valuedouble) || t->valuedouble != floor(t->valuedouble) ||
+	    t->valuedouble < -1 || t->valuedouble == 0)
 		return zp_api_bad(c, k, "%s must be -1 (the longest sequence, %d) or an integer in "
 				  "[1, %d]", k, max, max);
+	if (t->valuedouble > max) /* vLLM's words, which its clients match */
+		return zp_api_bad(c, k, "%s value (%.0f) is greater than max_model_len (%d). Please, "
+				  "select a smaller truncation size.", k, t->valuedouble, max);
 	*keep = t->valuedouble == -1 ? max : (int)t->valuedouble;
 	return 0;
 }

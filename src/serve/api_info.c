@@ -1,7 +1,8 @@
 /* api_info.c -- the endpoints about the server itself: GET /v1/models (the
    one model served), GET /health (200 once loaded, 503 with the loading
    progress before) and GET /metrics (Prometheus text, metrics.c). They read
-   a zp_api_view the server filled; none runs the model. Reactor thread. */
+   a zp_api_view the server filled; none runs the model; GET /version. Reactor
+   thread. */
 #include "api_info.h"
 
 #include "endpoints.h"
@@ -42,5 +43,14 @@ int zp_api_metrics_build(zp_api_call *c)
 	zp_metrics_render(v->met, v->sched, v->executors_busy, v->executors, c->out, v->now);
 	zp_metrics_layers(c->out, v->lstats, v->executors, v->model_layers);
 	c->reply->content_type = "text/plain; version=0.0.4";
+	return 200;
+}
+
+/* vLLM's GET /version: what answers (zprefill has no release numbers: its
+   version is the commit it was built from, which /info does not know either). */
+int zp_api_version_build(zp_api_call *c)
+{
+	zp_buf_reset(c->out);
+	zp_buf_puts(c->out, "{\"version\":\"zprefill\"}");
 	return 200;
 }

@@ -28,11 +28,18 @@ int zp_api_score_build(zp_api_call *c)
 	int32_t lab[ZP_API_ITEMS_MAX];
 	if ((rc = zp_api_get_ids(c, labels, "label_token_ids", lab, &nl)))
 		return rc;
-	if (!q || !items || !cJSON_IsArray(items) || cJSON_GetArraySize(items) == 0 ||
+	if (!q || !items || (!cJSON_IsArray(items) && !cJSON_IsString(items)) ||
 	    cJSON_GetArraySize(items) > ZP_API_ITEMS_MAX)
-		return zp_api_bad(c, q ? "items" : "query", "query and items (1 to %d) "
-				  "are required", ZP_API_ITEMS_MAX);
-	ni = cJSON_GetArraySize(items);
+		return zp_api_bad(c, q ? "items" : "query", "query and items (a string, or a list "
+				  "of 0 to %d) are required", ZP_API_ITEMS_MAX);
+	ni = cJSON_IsString(items) ? 1 : cJSON_GetArraySize(items);
+	if (ni == 0) { /* as SGLang: nothing to score, an empty answer */
+		zp_buf_puts(c->out, "{\"object\":\"scoring\",\"scores\":[]");
+		zp_api_model_field(c->a, c->out);
+		zp_api_usage(c->out, 0);
+		zp_buf_puts(c->out, "}");
+		return 200;
+	}
 	bool text = cJSON_IsString(q);
 	if (!text && (rc = zp_api_get_ids(c, q, "query", ids, &nq)))
 		return rc;
@@ -41,20 +48,20 @@ int zp_api_score_build(zp_api_call *c)
 	c->job->nout = ni;
 	c->job->nlab = nl;
 	for (int i = 0; i < ni; i++) {
-		const cJSON *it = cJSON_GetArrayItem(items, i);
+		const cJSON *it = cJSON_IsString(items) ? items : cJSON_GetArrayItem(items, i);
 		int n, ntmp;
 		if (text != cJSON_IsString(it))
 			return zp_api_bad(c, "items", "items[%d]: query and items must be all "
 					  "text or all token ids", i);
 		if (text) {
 			/* both come from the body: together they fit the text scratch */
-			size_t lq = strlen(q->valuestring), li = strlen(it->valuestring);
+			size_t lq = zp_json_strlen(q), li = zp_json_strlen(it);
 			char *s = c->a->text;
 			ZP_ASSERT(lq + li < c->a->text_cap);
 			memcpy(s + (item_first ? li : 0), q->valuestring, lq);
 			memcpy(s + (item_first ? 0 : lq), it->valuestring, li);
 			s[lq + li] = 0;
-			if ((rc = zp_api_text_tokens(c, s, "items", tmp, &n)))
+			if ((rc = zp_api_text_tokens(c, s, lq + li, "items", tmp, &n)))
 				return rc;
 		} else {
 			if ((rc = zp_api_get_ids(c, it, "items", tmp + nq, &ntmp)))
@@ -108,13 +115,13 @@ int zp_api_classify_build(zp_api_call *c)
 		const cJSON *l = cJSON_GetArrayItem(labels, j);
 		if (!cJSON_IsString(l))
 			rc = zp_api_bad(c, "labels", "labels[%d] must be a string", j);
-		else if ((nlab[j] = zp_tok_encode(c->a->ts, l->valuestring, strlen(l->valuestring),
+		else if ((nlab[j] = zp_tok_encode(c->a->ts, l->valuestring, zp_json_strlen(l),
 						  lab + j * ZP_API_LABEL_TOKENS_MAX,
 						  ZP_API_LABEL_TOKENS_MAX)) < 1 ||
 			 nlab[j] > ZP_API_LABEL_TOKENS_MAX)
 			rc = zp_api_bad(c, "labels", "labels[%d] must be 1 to %d tokens", j,
 					ZP_API_LABEL_TOKENS_MAX);
-		else if (!(c->job->labels[j] = zp_api_keep_text(c, l->valuestring)))
+		else if (!(c->job->labels[j] = zp_api_keep_json(c, l->valuestring, zp_json_strlen(l))))
 			rc = zp_api_full(c, c->job->rg);
 		if (!rc && nlab[j] > 1)
 			c->job->multi = true;
@@ -191,7 +198,7 @@ void zp_api_classify_finish(zp_api *a, zp_api_job *j, zp_buf *out)
 		for (int k = 1; k < j->nlab; k++)
 			best = v[k] > v[best] ? k : best;
 		zp_buf_printf(out, "%s{\"index\":%d,\"label\":", i ? "," : "", i);
-		zp_buf_json_str(out, j->labels[best]);
+		zp_buf_puts(out, j->labels[best]); /* kept as a JSON literal */
 		zp_buf_puts(out, ",\"probs\":[");
 		for (int k = 0; k < j->nlab; k++) {
 			zp_buf_puts(out, k ? "," : "");

@@ -63,6 +63,28 @@ static int tei_error(zp_api_call *c, int rc)
 	return rc == ZP_HTTP_ERR_BAD_REQUEST ? 422 : rc;
 }
 
+/* TEI ignores fields it does not know, "model" among them (it has no such
+   field): ignored with the warning every endpoint gives, never a 404. */
+static int tei_fields(zp_api_call *c, const char *const *known)
+{
+	zp_api_ignore_unknown(c, c->root, NULL, known);
+	return 0;
+}
+
+/* TEI's answer to an empty batch: 400 {"error": "`inputs` cannot be empty",
+   "error_type": "Empty"}. */
+static int tei_empty(zp_api_call *c, const char *field)
+{
+	zp_buf_reset(c->out);
+	zp_buf_printf(c->out, "{\"error\":\"`%s` cannot be empty\",\"error_type\":\"Empty\"}", field);
+	return ZP_HTTP_ERR_BAD_REQUEST;
+}
+
+static bool empty_list(const cJSON *v)
+{
+	return cJSON_IsArray(v) && cJSON_GetArraySize(v) == 0;
+}
+
 static int no_prompt_name(zp_api_call *c)
 {
 	if (zp_api_field(c->root, "prompt_name"))
@@ -83,7 +105,7 @@ static int tei_embed_build(zp_api_call *c)
 	bool norm, truncate, keep_last;
 	int rc, nin;
 	j->shape = ZP_API_SHAPE_TEI;
-	if ((rc = zp_api_check_fields(c, known)) || (rc = get_bool_or(c, "normalize", true, &norm)) ||
+	if ((rc = tei_fields(c, known)) || (rc = get_bool_or(c, "normalize", true, &norm)) ||
 	    (rc = get_truncation(c, &truncate, &keep_last)) || (rc = no_prompt_name(c)) ||
 	    (rc = zp_api_get_dims(c, &j->dims)) || (rc = zp_api_get_list(c, in, "inputs", true, &nin)) ||
 	    (rc = zp_api_alloc_seqs(c, nin)))
@@ -93,7 +115,8 @@ static int tei_embed_build(zp_api_call *c)
 		const cJSON *it = zp_api_list_item(in, i);
 		int32_t *ids;
 		int n;
-		if ((rc = cJSON_IsString(it) ? zp_api_encode_all(c, it->valuestring, "inputs", true, &ids, &n)
+		if ((rc = cJSON_IsString(it) ? zp_api_encode_all(c, it->valuestring, zp_json_strlen(it),
+								 "inputs", true, &ids, &n)
 					     : zp_api_ids_all(c, it, "inputs", &ids, &n)))
 			return rc;
 		if (n == 0)
@@ -113,6 +136,8 @@ static int tei_embed_build(zp_api_call *c)
 
 int zp_api_tei_embed_build(zp_api_call *c)
 {
+	if (empty_list(zp_api_field(c->root, "inputs")))
+		return tei_empty(c, "inputs");
 	return tei_error(c, tei_embed_build(c));
 }
 
@@ -153,7 +178,7 @@ static int rerank_encode(zp_api_call *c, const char *query, const char *doc, int
 	if (!p)
 		return zp_api_error(c->out, ZP_HTTP_ERR_TOO_LARGE, "texts", "the reranker prompt "
 				    "of this document is over %zu bytes", c->a->text_cap);
-	return zp_api_encode_all(c, p, "texts", true, ids, n);
+	return zp_api_encode_all(c, p, strlen(p), "texts", true, ids, n);
 }
 
 /* truncate: a prompt over the longest sequence keeps its template and query
@@ -168,7 +193,7 @@ static int rerank_tokens(zp_api_call *c, const char *query, const char *doc, boo
 	if ((rc = rerank_encode(c, query, doc, ids, n)) ||
 	    *n <= max || !truncate)
 		return rc;
-	if ((rc = zp_api_encode_all(c, doc, "texts", true, &d, &nd)))
+	if ((rc = zp_api_encode_all(c, doc, strlen(doc), "texts", true, &d, &nd)))
 		return rc;
 	size_t cap = 3 * strlen(doc) + 4; /* U+FFFD for a cut character: at most 3 bytes a byte */
 	char *cut = zp_region_alloc(&c->a->parse, cap);
@@ -201,7 +226,7 @@ static int tei_rerank_build(zp_api_call *c)
 	bool ret_text, truncate, keep_last;
 	int rc, nt;
 	j->shape = ZP_API_SHAPE_TEI;
-	if ((rc = zp_api_check_fields(c, known)) || (rc = zp_api_get_bool(c, "raw_scores", &j->raw)) ||
+	if ((rc = tei_fields(c, known)) || (rc = zp_api_get_bool(c, "raw_scores", &j->raw)) ||
 	    (rc = zp_api_get_bool(c, "return_text", &ret_text)) ||
 	    (rc = get_truncation(c, &truncate, &keep_last)))
 		return rc;
@@ -237,6 +262,13 @@ int zp_api_tei_rerank_build(zp_api_call *c)
 {
 	if (!zp_api_field(c->root, "texts"))
 		return zp_api_rerank_build(c); /* documents: Cohere's, Jina's, vLLM's */
+	/* the body was parsed keeping \u0000 (for the documents shape); TEI's
+	   texts are read as C strings here: refuse it rather than cut a text */
+	if (zp_json_nul_outside(c->root, (const char *const[]){ NULL }))
+		return tei_error(c, zp_api_bad(c, "texts", "\\u0000 is not accepted in TEI's "
+					       "/rerank (it is in the documents shape)"));
+	if (empty_list(zp_api_field(c->root, "texts")))
+		return tei_empty(c, "texts");
 	return tei_error(c, tei_rerank_build(c));
 }
 
@@ -286,7 +318,7 @@ static int tei_tokens(zp_api_call *c, const char *text, int i, int *total)
 {
 	int32_t *ids;
 	int n, rc;
-	if ((rc = zp_api_encode_all(c, text, "inputs", false, &ids, &n)))
+	if ((rc = zp_api_encode_all(c, text, strlen(text), "inputs", false, &ids, &n)))
 		return rc;
 	if ((*total += n) > c->a->lim.seq_tokens_max)
 		return zp_api_bad(c, "inputs", "inputs hold more than %d tokens in all (the longest "
@@ -330,7 +362,7 @@ static int tei_tokenize_build(zp_api_call *c, const cJSON *in)
 	bool add_special;
 	int rc, n = 1, total = 0;
 	c->job->shape = ZP_API_SHAPE_TEI;
-	if ((rc = zp_api_check_fields(c, known)) || (rc = zp_api_get_bool(c, "add_special_tokens", &add_special)) ||
+	if ((rc = tei_fields(c, known)) || (rc = zp_api_get_bool(c, "add_special_tokens", &add_special)) ||
 	    (rc = no_prompt_name(c)))
 		return rc;
 	/* add_special_tokens: the Qwen post-processor adds none either way */

@@ -1,11 +1,12 @@
 /* api_vllm.c -- vLLM's own request and response shapes (its
    vllm/entrypoints/openai protocol): POST /v1/score and /score with text_1 and
-   text_2 (pairs scored as a Qwen3-Reranker cross-encoder: P(yes) against P(no)
+   text_2, or their newer names (pairs scored as a Qwen3-Reranker cross-encoder: P(yes) against P(no)
    after the two texts' tokens; SGLang's query/items shape goes to
    api_score.c), and POST /v1/completions with echo and max_tokens 0, the way
    vLLM users read a prompt's log-probs (OpenAI's completions logprobs, and
    vLLM's prompt_logprobs with top-k and ranks). Nothing is generated: any
-   other max_tokens is a 400 saying so. Reactor thread. */
+   other max_tokens is a 400 saying so. POST /invocations (SageMaker's one
+   path) answers as the endpoint its body's fields name. Reactor thread. */
 #include <math.h>
 #include <string.h>
 #include <time.h>
@@ -58,14 +59,12 @@ static int text_list(zp_api_call *c, const cJSON *v, const char *k, int *n)
 	return 0;
 }
 
-static const char *text_at(const cJSON *v, int i)
+static const cJSON *text_at(const cJSON *v, int i)
 {
-	return cJSON_IsString(v) ? v->valuestring : cJSON_GetArrayItem(v, i)->valuestring;
+	return cJSON_IsString(v) ? v : cJSON_GetArrayItem(v, i);
 }
 
-/* use_activation (activation, softmax: its deprecated names): false gives
-   the raw logit. */
-static int get_activation(zp_api_call *c, bool *raw)
+int zp_api_get_activation(zp_api_call *c, bool *raw)
 {
 	static const char *const names[] = { "softmax", "activation", "use_activation" };
 	bool act = true;
@@ -85,23 +84,23 @@ static int get_activation(zp_api_call *c, bool *raw)
 /* vLLM's pairing: text_1 one and text_2 N (1 to N), or N and N (N to N). Each
    pair is text_1's tokens then text_2's (a Qwen tokenizer adds none between),
    truncate_prompt_tokens keeping the last ones, scored at the end. */
-static int score_pairs_build(zp_api_call *c)
+static int score_pairs_build(zp_api_call *c, const char *k1, const char *k2)
 {
-	static const char *const known[] = { "model", "text_1", "text_2", "truncate_prompt_tokens",
-					     "use_activation", "activation", "softmax", "user", "request_id",
-					     "priority", "add_special_tokens", NULL };
-	const cJSON *t1 = zp_api_field(c->root, "text_1"), *t2 = zp_api_field(c->root, "text_2");
+	const char *const known[] = { "model", k1, k2, "truncate_prompt_tokens", "use_activation",
+				      "activation", "softmax", "user", "request_id", "priority",
+				      "add_special_tokens", "mm_processor_kwargs", NULL };
+	const cJSON *t1 = zp_api_field(c->root, k1), *t2 = zp_api_field(c->root, k2);
 	zp_api_job *j = c->job;
 	int rc, n1, n2, keep;
 	j->shape = ZP_API_SHAPE_VLLM;
-	if ((rc = zp_api_check_fields(c, known)) || (rc = text_list(c, t1, "text_1", &n1)) ||
-	    (rc = text_list(c, t2, "text_2", &n2)) ||
+	if ((rc = zp_api_check_fields(c, known)) || (rc = text_list(c, t1, k1, &n1)) ||
+	    (rc = text_list(c, t2, k2, &n2)) ||
 	    (rc = zp_api_get_truncate(c, "truncate_prompt_tokens", &keep)) ||
-	    (rc = get_activation(c, &j->raw)))
+	    (rc = zp_api_get_activation(c, &j->raw)))
 		return rc;
 	if (n1 != 1 && n1 != n2)
-		return zp_api_bad(c, "text_1", "text_1 (%d) and text_2 (%d) must pair 1 to 1, 1 to N "
-				  "or N to N", n1, n2);
+		return zp_api_bad(c, k1, "%s (%d) and %s (%d) must pair 1 to 1, 1 to N or N to N", k1,
+				  n1, k2, n2);
 	if (!c->a->ts || c->a->yes_id < 0 || c->a->no_id < 0)
 		return zp_api_bad(c, NULL, "score needs a tokenizer.json in which the configured "
 				  "yes/no labels ([rerank] yes_token, no_token) are single tokens");
@@ -111,9 +110,11 @@ static int score_pairs_build(zp_api_call *c)
 	int32_t yn[2] = { c->a->no_id, c->a->yes_id }, *a = NULL, *b, *p;
 	int na = 0, nb, n;
 	for (int i = 0; i < n2; i++) {
-		if ((i == 0 || n1 > 1) && (rc = zp_api_encode_all(c, text_at(t1, i), "text_1", true, &a, &na)))
+		const cJSON *x = text_at(t1, i), *y = text_at(t2, i);
+		if ((i == 0 || n1 > 1) && (rc = zp_api_encode_all(c, x->valuestring, zp_json_strlen(x),
+								   k1, true, &a, &na)))
 			return rc;
-		if ((rc = zp_api_encode_all(c, text_at(t2, i), "text_2", true, &b, &nb)))
+		if ((rc = zp_api_encode_all(c, y->valuestring, zp_json_strlen(y), k2, true, &b, &nb)))
 			return rc;
 		if (!(p = zp_region_alloc(&c->a->parse, ((size_t)na + nb + 1) * sizeof *p)))
 			return zp_api_full(c, &c->a->parse);
@@ -122,18 +123,33 @@ static int score_pairs_build(zp_api_call *c)
 		n = na + nb;
 		zp_api_truncate(&p, &n, keep, true);
 		if (n == 0)
-			return zp_api_bad(c, "text_2", "pair %d (text_1 + text_2) is empty", i);
-		if ((rc = zp_api_add_seq(c, p, n, "text_2")) || (rc = zp_api_seq_cands(c, yn, 2)))
+			return zp_api_bad(c, k2, "pair %d (%s + %s) is empty", i, k1, k2);
+		if ((rc = zp_api_add_seq(c, p, n, k2)) || (rc = zp_api_seq_cands(c, yn, 2)))
 			return rc;
 	}
 	return 0;
 }
 
+/* The pair fields vLLM has named over its releases (text_1/text_2, then
+   data_1/data_2, queries/documents and queries/items): one pair of them, or
+   SGLang's query/items/label_token_ids. */
 int zp_api_vllm_score_build(zp_api_call *c)
 {
-	if (!zp_api_field(c->root, "text_1") && !zp_api_field(c->root, "text_2"))
-		return zp_api_score_build(c); /* SGLang's query, items, label_token_ids */
-	return score_pairs_build(c);
+	const cJSON *r = c->root;
+	bool text = zp_api_field(r, "text_1") || zp_api_field(r, "text_2");
+	bool data = zp_api_field(r, "data_1") || zp_api_field(r, "data_2");
+	bool queries = zp_api_field(r, "queries"), docs = zp_api_field(r, "documents");
+	if (text + data + queries > 1 || (queries && docs && zp_api_field(r, "items")))
+		return zp_api_bad(c, NULL, "give one pair of score inputs: text_1 and text_2, data_1 "
+				  "and data_2, queries and documents, or queries and items (vLLM's), "
+				  "or query, items and label_token_ids (SGLang's)");
+	if (text)
+		return score_pairs_build(c, "text_1", "text_2");
+	if (data)
+		return score_pairs_build(c, "data_1", "data_2");
+	if (queries)
+		return score_pairs_build(c, "queries", docs ? "documents" : "items");
+	return zp_api_score_build(c); /* SGLang's query, items, label_token_ids */
 }
 
 void zp_api_vllm_score_finish(zp_api *a, zp_api_job *j, zp_buf *out)
@@ -154,6 +170,44 @@ void zp_api_vllm_score_finish(zp_api *a, zp_api_job *j, zp_buf *out)
 	zp_buf_puts(out, "]");
 	vllm_usage(out, j->eng.tokens);
 	zp_buf_puts(out, "}");
+}
+
+/* ---- /invocations ---- */
+
+/* vLLM's SageMaker path tries its request types in turn; here the fields that
+   set each shape apart pick it: the job answers as that endpoint (its ep). */
+int zp_api_invocations_build(zp_api_call *c)
+{
+	const cJSON *r = c->root;
+	enum zp_route ep;
+	if (zp_api_field(r, "messages"))
+		return zp_api_bad(c, "messages", "/invocations does not serve chat requests here: "
+				  "send them to /v1/chat/completions");
+	if (zp_api_field(r, "prompt"))
+		ep = ZP_ROUTE_COMPLETIONS;
+	else if (zp_api_field(r, "query") && (zp_api_field(r, "documents") || zp_api_field(r, "texts")))
+		ep = ZP_ROUTE_RERANK;
+	else if (zp_api_field(r, "text_1") || zp_api_field(r, "data_1") || zp_api_field(r, "queries") ||
+		 zp_api_field(r, "label_token_ids"))
+		ep = ZP_ROUTE_SCORE;
+	else if (zp_api_field(r, "input") && zp_api_field(r, "labels"))
+		ep = ZP_ROUTE_CLASSIFY;
+	else if (zp_api_field(r, "input") && (zp_api_field(r, "task") || zp_api_field(r, "pooling")))
+		ep = ZP_ROUTE_POOLING;
+	else if (zp_api_field(r, "input"))
+		ep = ZP_ROUTE_EMBED;
+	else
+		return zp_api_bad(c, NULL, "/invocations could not tell the request's endpoint from its "
+				  "fields: prompt (completions), query and documents (rerank), text_1 "
+				  "and text_2 (score), input (embeddings; with labels: classify; with "
+				  "task: pooling)");
+	c->job->ep = ep;
+	return zp_route_of(ep)->build(c);
+}
+
+void zp_api_invocations_finish(zp_api *a, zp_api_job *j, zp_buf *out)
+{
+	ZP_ASSERT(!"an invocations job answers as the endpoint its build picked");
 }
 
 /* ---- /v1/completions ---- */
@@ -255,7 +309,8 @@ int zp_api_completions_build(zp_api_call *c)
 		int32_t *ids;
 		int n, whole;
 		bool text = cJSON_IsString(it);
-		if ((rc = text ? zp_api_encode_all(c, it->valuestring, "prompt", true, &ids, &n)
+		if ((rc = text ? zp_api_encode_all(c, it->valuestring, zp_json_strlen(it), "prompt", true,
+						   &ids, &n)
 			       : zp_api_ids_all(c, it, "prompt", &ids, &n)))
 			return rc;
 		whole = n;
@@ -266,7 +321,9 @@ int zp_api_completions_build(zp_api_call *c)
 			return rc;
 		/* the text echoed: the prompt as sent, or its tokens decoded at finish */
 		j->docs[i] = NULL;
-		if (text && n == whole && !(j->docs[i] = zp_api_keep_text(c, it->valuestring)))
+		/* a text holding NUL is echoed from its tokens (a C string would end there) */
+		if (text && n == whole && zp_json_strlen(it) == strlen(it->valuestring) &&
+		    !(j->docs[i] = zp_api_keep_text(c, it->valuestring)))
 			return zp_api_full(c, j->rg);
 	}
 	return 0;

@@ -381,7 +381,7 @@ void zp_conn_accept(zp_conns *cs, const zp_reactor_event *ev, int which)
 	c->uid = cr.uid;
 	c->pid = cr.pid;
 	c->t_phase = *cs->now;
-	c->partial = c->close_after = c->sending = false;
+	c->partial = c->close_after = c->sending = c->served = false;
 	c->metrics_only = which == 1;
 	c->port = which ? peer_port(fd) : 0;
 	ZP_ASSERT(c->in_big < 0 && c->out_big < 0 && c->in_len == 0 && c->out.len == 0);
@@ -483,6 +483,7 @@ static void on_send(zp_conns *cs, zp_conn *c, const zp_reactor_event *ev)
 		return zp_conn_close(cs, c, "response-sent");
 	c->state = ZP_CONN_HEAD;
 	c->partial = false;
+	c->served = true;
 	c->t_phase = now;
 	process(cs, c); /* a pipelined request may be waiting */
 }
@@ -504,16 +505,35 @@ void zp_conn_event(zp_conns *cs, const zp_reactor_event *ev)
 		ZP_ASSERT(!"a connection completion that is neither recv nor send");
 }
 
+/* How long a connection may wait in HEAD with nothing received: one that
+   never sent a whole head has the header timeout (a client that connects and
+   sends nothing must not hold a slot for the idle budget); a keep-alive one
+   between requests the idle timeout, cut to the header timeout when 3/4 of
+   the slots are taken, so idle clients cannot starve new ones. */
+static double quiet_limit_ms(const zp_serve_cfg *cfg, const zp_conn *c, bool scarce)
+{
+	if (!c->served || scarce)
+		return ZP_MIN(cfg->header_timeout_ms, cfg->idle_timeout_ms);
+	return cfg->idle_timeout_ms;
+}
+
 void zp_conn_check_timeouts(zp_conns *cs)
 {
 	const zp_serve_cfg *cfg = cs->cfg;
+	int used = 0;
 	flush_logs(cs, false);
+	for (int i = 0; i < cs->n; i++)
+		used += cs->slot[i].state != ZP_CONN_FREE;
 	for (int i = 0; i < cs->n; i++) {
 		zp_conn *c = &cs->slot[i];
 		double age_ms = (*cs->now - c->t_phase) * 1e3;
+		bool scarce = 4 * used >= 3 * cs->n; /* idle ones close until it is not */
 		if (c->state == ZP_CONN_HEAD && !c->partial && !c->sending &&
-		    age_ms > cfg->idle_timeout_ms) {
-			zp_conn_close(cs, c, "idle-timeout");
+		    age_ms > quiet_limit_ms(cfg, c, scarce)) {
+			if (!c->served)
+				cs->met->timeouts++;
+			zp_conn_close(cs, c, c->served ? "idle-timeout" : "header-timeout");
+			used--;
 		} else if ((c->state == ZP_CONN_HEAD && c->partial && age_ms > cfg->header_timeout_ms) ||
 			   (c->state == ZP_CONN_BODY && age_ms > cfg->body_timeout_ms)) {
 			cs->met->timeouts++;

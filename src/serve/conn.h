@@ -75,6 +75,7 @@ typedef struct zp_conn {
 	double t_phase;		/* start of the phase a timeout applies to */
 	double t_req;		/* current request's arrival */
 	bool partial;		/* HEAD: part of a next request has arrived */
+	bool served;		/* a response was written: HEAD with nothing is keep-alive idle */
 	bool metrics_only;	/* accepted on the metrics listener: GET /metrics only */
 	uid_t uid;		/* Unix socket (SO_PEERCRED); -1 on TCP */
 	pid_t pid;		/* Unix socket; 0 on TCP */

@@ -32,6 +32,9 @@ struct zp_api_call {
 int zp_api_full(zp_api_call *c, const zp_region *rg);
 /* A copy of s in the job's region; NULL when it is full (answer zp_api_full). */
 char *zp_api_keep_text(zp_api_call *c, const char *s);
+/* s[0..len) as a JSON string literal, quoted and escaped (a text that may hold
+   NUL bytes, echoed as it is), in the job's region; NULL when it is full. */
+char *zp_api_keep_json(zp_api_call *c, const char *s, size_t len);
 
 /* The error body of an invalid request (400) naming param; returns 400. */
 int zp_api_bad(zp_api_call *c, const char *param, const char *fmt, ...)
@@ -45,8 +48,13 @@ int zp_api_check_fields(zp_api_call *c, const char *const *known);
 int zp_api_get_bool(zp_api_call *c, const char *k, bool *v);
 /* A JSON array of token ids, checked against the vocabulary and length limit. */
 int zp_api_get_ids(zp_api_call *c, const cJSON *v, const char *param, int32_t *ids, int *n);
-/* Text tokenized into ids[seq_tokens_max], checked against the limits. */
-int zp_api_text_tokens(zp_api_call *c, const char *text, const char *param, int32_t *ids, int *n);
+/* Text (len bytes, NUL bytes included) tokenized into ids[seq_tokens_max],
+   checked against the limits. */
+int zp_api_text_tokens(zp_api_call *c, const char *text, size_t len, const char *param,
+		       int32_t *ids, int *n);
+/* The 400 of a sequence of n tokens over the longest, in vLLM's words (its
+   clients and tests match on them), then ours. */
+int zp_api_too_long(zp_api_call *c, const char *param, int n);
 /* Text (tokenized) or token ids into ids[seq_tokens_max]. */
 int zp_api_get_tokens(zp_api_call *c, const cJSON *v, const char *param, int32_t *ids, int *n);
 /* A list of inputs: one string or id array, or an array of them (*n of them). */
@@ -67,12 +75,15 @@ void zp_api_ignore_unknown(zp_api_call *c, const cJSON *o, const char *where,
 /* All the tokens of a text, or of an id array, in the parse region (no
    length limit: truncation comes after); model_vocab: every id must be in
    the model's vocabulary (the tokenizer's may be larger). */
-int zp_api_encode_all(zp_api_call *c, const char *text, const char *param, bool model_vocab,
-		      int32_t **ids, int *n);
+int zp_api_encode_all(zp_api_call *c, const char *text, size_t len, const char *param,
+		      bool model_vocab, int32_t **ids, int *n);
 int zp_api_ids_all(zp_api_call *c, const cJSON *v, const char *param, int32_t **ids, int *n);
 /* vLLM's truncate_prompt_tokens in field k: *keep 0 (absent: off), the
    longest sequence (-1), or 1..seq_tokens_max. */
 int zp_api_get_truncate(zp_api_call *c, const char *k, int *keep);
+/* use_activation (and its deprecated names activation, softmax): *raw when
+   false (the score before its sigmoid). */
+int zp_api_get_activation(zp_api_call *c, bool *raw);
 /* Keep the last (or first) keep of *n ids; keep 0: all. */
 void zp_api_truncate(int32_t **ids, int *n, int keep, bool keep_last);
 /* "dimensions": *dims 0 (absent) or 1..hidden. */
@@ -116,6 +127,10 @@ int zp_api_metrics_build(zp_api_call *c);
 int zp_api_vllm_score_build(zp_api_call *c);
 void zp_api_vllm_score_finish(zp_api *a, zp_api_job *j, zp_buf *out);
 int zp_api_completions_build(zp_api_call *c);
+/* POST /invocations: the endpoint the body's fields name, as vLLM picks it */
+int zp_api_invocations_build(zp_api_call *c);
+void zp_api_invocations_finish(zp_api *a, zp_api_job *j, zp_buf *out);
+int zp_api_version_build(zp_api_call *c);	/* api_info.c */
 void zp_api_completions_finish(zp_api *a, zp_api_job *j, zp_buf *out);
 /* api_tei.c: /embed, /info; /rerank with texts and /tokenize with inputs
    (the shapes above otherwise) */

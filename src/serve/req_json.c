@@ -266,12 +266,17 @@ static int parse(zp_req *r, const char *json, size_t len, const zp_req_limits *l
 
 	if (zp_json_check_utf8(json, len))
 		return zp_req_fail(err, NULL, "request is not valid UTF-8 (or holds a NUL byte)");
-	root = zp_json_parse_text(json, len); /* \u0000: in the two texts read with their length */
+	zp_json_err je; /* \u0000: in the two texts read with their length */
+	root = zp_json_parse_err(json, len, true, &je);
 	if (!root && r->region && r->region->fails != fails)
 		return zp_req_full(r, err);
-	if (!root)
-		return zp_req_fail(err, NULL, "request is not valid JSON (one object, nothing "
-				   "after it)");
+	if (!root) { /* param must outlive je: the known name it is, if any */
+		const char *param = NULL;
+		for (size_t i = 0; i < sizeof known / sizeof *known; i++)
+			if (strcmp(je.field, known[i]) == 0)
+				param = known[i];
+		return zp_req_fail(err, param, "request %s", je.msg);
+	}
 	if (!cJSON_IsObject(root)) {
 		cJSON_Delete(root);
 		return zp_req_fail(err, NULL, "request must be a JSON object");

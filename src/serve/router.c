@@ -30,6 +30,10 @@ static const zp_route_entry routes[] = {
 	{ ZP_HTTP_POST, "/v1/completions", ZP_ROUTE_COMPLETIONS, "completions", zp_api_completions_build, zp_api_completions_finish, NEEDS | JSON },
 	{ ZP_HTTP_POST, "/embed",         ZP_ROUTE_TEI_EMBED,  "embed",      zp_api_tei_embed_build,  zp_api_tei_embed_finish, NEEDS | JSON },
 	{ ZP_HTTP_GET,  "/info",          ZP_ROUTE_TEI_INFO,   "info",       zp_api_tei_info_build,   NULL,                    0 },
+	{ ZP_HTTP_POST, "/v2/rerank",     ZP_ROUTE_RERANK,     "rerank",     zp_api_tei_rerank_build, zp_api_tei_rerank_finish, NEEDS | JSON },
+	/* SageMaker's one path (as vLLM): the body's fields pick the endpoint */
+	{ ZP_HTTP_POST, "/invocations",   ZP_ROUTE_INVOCATIONS, "invocations", zp_api_invocations_build, zp_api_invocations_finish, NEEDS | JSON },
+	{ ZP_HTTP_GET,  "/version",       ZP_ROUTE_VERSION,    "version",    zp_api_version_build,    NULL,                    0 },
 	{ ZP_HTTP_HEAD, "/health",        ZP_ROUTE_HEALTH,     "health",     zp_api_health_build,     NULL,                    0 },
 	{ ZP_HTTP_GET,  "/ping",          ZP_ROUTE_HEALTH,     "health",     zp_api_health_build,     NULL,                    0 },
 	{ ZP_HTTP_POST, "/ping",          ZP_ROUTE_HEALTH,     "health",     zp_api_health_build,     NULL,                    0 },
