@@ -26,7 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		zp_req_limits lim = { .vocab = 640, .seq_tokens_max = 64, .hidden = 8 };
 		if (!(tok = zp_tok_load("tests/data/small-tokenizer.json", &e)))
 			abort();
-		zp_api_init(&api, tok, &lim, 1 << 16, "m", &rr);
+		zp_api_init(&api, tok, &lim, 1 << 16, "m", &rr, NULL);
 		zp_region_init(&job_rg, NULL, zp_api_job_bytes(&api, 1 << 16));
 	}
 	if (size < 1)
