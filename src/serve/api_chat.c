@@ -187,7 +187,8 @@ int zp_api_gen_read(zp_api_call *c, int top_k)
 	if (zp_api_field(c->root, "skip_special_tokens") &&
 	    (rc = zp_api_get_bool(c, "skip_special_tokens", &g->skip_special)))
 		return rc;
-	g->seed = isnan(seed) ? fresh_seed() : (uint64_t)(int64_t)fmax(seed, -0x1p63);
+	/* an int64 as OpenAI's (2^63 itself wraps, as the bits it would have) */
+	g->seed = isnan(seed) ? fresh_seed() : seed < 0 ? (uint64_t)(int64_t)seed : (uint64_t)seed;
 	/* a sampled token, or a biased one, reads the whole distribution; the
 	   greedy token without bias is the top 1 */
 	g->full = g->temperature >= TEMP_GREEDY || g->nbias > 0;
