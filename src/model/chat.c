@@ -193,6 +193,15 @@ static int read_generation(zp_chat *c, const char *dir, zp_err *e)
 	return 0;
 }
 
+/* Names a refused template in the log, so that it can be told apart. */
+static uint64_t fnv1a(const char *s)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+	return h;
+}
+
 int zp_chat_load(zp_chat *c, const char *dir, zp_err *e)
 {
 	char path[4096];
@@ -214,9 +223,10 @@ int zp_chat_load(zp_chat *c, const char *dir, zp_err *e)
 			 cJSON_IsArray(t) ? " (a list of named templates is not read)" : "");
 	} else if (strcmp(t->valuestring, qwen3_template)) {
 		c->kind = ZP_CHAT_OTHER;
-		snprintf(c->why, sizeof c->why, "tokenizer_config.json's chat_template is not Qwen3's: "
-			 "zprefill renders that one template by hand (no Jinja engine), and would "
-			 "render any other wrong");
+		snprintf(c->why, sizeof c->why, "tokenizer_config.json's chat_template (%zu bytes, "
+			 "FNV-1a %016llx) is not Qwen3's: zprefill renders that one template by hand "
+			 "(no Jinja engine), and would render any other wrong",
+			 strlen(t->valuestring), (unsigned long long)fnv1a(t->valuestring));
 	} else {
 		c->kind = ZP_CHAT_QWEN3;
 	}
