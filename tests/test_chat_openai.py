@@ -151,6 +151,22 @@ def chat(s):
     toks = [d.choices[0].logprobs.content[0].token for d in draws]
     check("chat temperature 1 with seed: reproducible", toks[0] == toks[1], toks)
     check("chat temperature 1: twelve seeds draw more than one token", len(set(toks)) > 1, toks)
+    # a body over 64 KiB is built on the offload worker; truncate_prompt_tokens keeps
+    # the conversation's last tokens, whose answer /v1/prefill gives too
+    long = [{"role": "user", "content": "word " * 14000}, {"role": "assistant", "content": "ok"}]
+    r = s.oa.chat.completions.create(model=M, messages=long + g["messages"], max_tokens=1,
+                                     logprobs=True, extra_body={"truncate_prompt_tokens": 500})
+    # the long turns render apart from the golden ones (ChatML: special tokens between),
+    # and the last 500 tokens lie in the last 600 words (each " word" is a piece of its own)
+    st, lt = s.post("/tokenize", {"prompt": "word " * 600 +
+                                  "<|im_end|>\n<|im_start|>assistant\nok<|im_end|>\n"})
+    ids = (lt.get("tokens", []) + g["ids"])[-500:]
+    top = s.native_top(ids, 1)
+    check("chat: a 70 KB body (built off the reactor), truncate_prompt_tokens 500: the "
+          "token of the last 500 tokens",
+          st == 200 and r.usage.prompt_tokens == 500 and
+          r.choices[0].logprobs.content[0].token == s.text(top[0][0]) and
+          close(r.choices[0].logprobs.content[0].logprob, top[0][1]), (st, r.model_dump(), top))
     for name, kw, param in (
             ("max_tokens 2", {"max_tokens": 2}, "max_tokens"),
             ("no max_tokens", {}, "max_tokens"),
