@@ -77,6 +77,8 @@ static char *chat_body(const cJSON *g)
 	cJSON_AddNumberToObject(b, "max_tokens", 1);
 	cJSON_AddBoolToObject(b, "add_generation_prompt",
 			      cJSON_IsTrue(cJSON_GetObjectItem(g, "add_generation_prompt")));
+	cJSON_AddBoolToObject(b, "continue_final_message",
+			      cJSON_IsTrue(cJSON_GetObjectItem(g, "continue_final_message")));
 	const cJSON *et = cJSON_GetObjectItem(g, "enable_thinking");
 	if (!cJSON_IsNull(et)) {
 		cJSON *kw = cJSON_AddObjectToObject(b, "chat_template_kwargs");
@@ -90,7 +92,7 @@ static char *chat_body(const cJSON *g)
 static void goldens(void)
 {
 	char *all = check_slurp("tests/golden/chat-qwen3.jsonl", NULL);
-	int lines = 0, line = 0;
+	int lines = 0, line = 0, conts = 0;
 	CHECK(all, "tests/golden/chat-qwen3.jsonl is missing");
 	if (!all)
 		return;
@@ -112,11 +114,20 @@ static void goldens(void)
 		const cJSON *et = cJSON_GetObjectItem(g, "enable_thinking");
 		const char *want = cJSON_GetObjectItem(g, "text")->valuestring;
 		const cJSON *wid = cJSON_GetObjectItem(g, "ids"), *it;
+		bool cont = cJSON_IsTrue(cJSON_GetObjectItem(g, "continue_final_message"));
+		char tagged[256];
 		msgs_of(ms, m, calls, &n);
+		const char *final = m[n - 1].content;
+		if (cont) { /* transformers' way: the tag after the final content, then a cut */
+			snprintf(tagged, sizeof tagged, "%s%s", final, ZP_CHAT_CONTINUE_TAG);
+			m[n - 1].content = tagged;
+		}
 		zp_buf_reset(&text);
 		CHECK(zp_chat_render(&chat, m, n, cJSON_IsTrue(cJSON_GetObjectItem(g,
 			"add_generation_prompt")), cJSON_IsNull(et) ? -1 : cJSON_IsTrue(et), &text) == 0,
 		      "line %d: render failed", line);
+		CHECK(!cont || zp_chat_continue_cut(&text, 0, final) == 0, "line %d: no cut", line);
+		conts += cont;
 		CHECK(!strcmp(text.p, want), "line %d: rendered\n%s\nwant\n%s", line, text.p, want);
 		int k = zp_tok_encode(ts, text.p, text.len, ids, 65536), i = 0;
 		bool same = k == cJSON_GetArraySize(wid);
@@ -136,8 +147,9 @@ static void goldens(void)
 		cJSON_Delete(g);
 		lines++;
 	}
-	CHECK(lines >= 80, "only %d golden conversations", lines);
-	printf("goldens: %d renderings identical to transformers' (text and ids)\n", lines);
+	CHECK(lines >= 150 && conts >= 50, "only %d golden conversations (%d continued)", lines, conts);
+	printf("goldens: %d renderings identical to transformers' (text and ids; %d continue the "
+	       "final message)\n", lines, conts);
 	zp_buf_free(&text);
 	free(ids);
 	zp_tok_state_free(ts);
@@ -266,6 +278,10 @@ static void faults(void)
 		{ CHAT(",\"chat_template_kwargs\":[]"), "chat_template_kwargs", "object" },
 		{ CHAT(",\"add_generation_prompt\":1"), "add_generation_prompt", "true or false" },
 		{ CHAT(",\"echo\":true"), "echo", "not served" },
+		{ CHAT(",\"continue_final_message\":true"), "continue_final_message", "add_generation_prompt false" },
+		{ "{\"messages\":[" U ",{\"role\":\"assistant\",\"content\":\"a </think> b </think>\\nc\"}],"
+		  "\"max_tokens\":1,\"continue_final_message\":true,\"add_generation_prompt\":false}",
+		  "continue_final_message", "does not appear" },
 	};
 	for (size_t i = 0; i < sizeof chat_cases / sizeof *chat_cases; i++)
 		expect_400(ZP_ROUTE_CHAT, chat_cases[i].body, chat_cases[i].param, chat_cases[i].says);

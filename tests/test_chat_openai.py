@@ -71,7 +71,8 @@ def start(log):
 def goldens():
     with open("tests/golden/chat-qwen3.jsonl") as f:
         rows = [json.loads(ln) for ln in f]
-    return [r for r in rows[1:] if r["add_generation_prompt"]]
+    # the conversations a model answers: a new assistant turn, or the last one continued
+    return [r for r in rows[1:] if r["add_generation_prompt"] or r["continue_final_message"]]
 
 
 class Srv:
@@ -96,10 +97,12 @@ class Srv:
 
 
 def kwargs_of(g):
-    kw = {}
+    extra = {}
     if g["enable_thinking"] is not None:
-        kw["extra_body"] = {"chat_template_kwargs": {"enable_thinking": g["enable_thinking"]}}
-    return kw
+        extra["chat_template_kwargs"] = {"enable_thinking": g["enable_thinking"]}
+    if g["continue_final_message"]:
+        extra.update(continue_final_message=True, add_generation_prompt=False)
+    return {"extra_body": extra} if extra else {}
 
 
 def chat(s):
@@ -123,7 +126,8 @@ def chat(s):
             check(f"chat conversation {n}: tokens as transformers', token and top 5 as "
                   f"/v1/prefill's", False, (r.model_dump(), top, len(g["ids"])))
     check(f"chat: {matched} of {len(rows)} golden conversations (system or not, thinking on, "
-          f"off, absent): prompt tokens == transformers', token and top_logprobs == /v1/prefill",
+          f"off, absent, the final message continued): prompt tokens == transformers', token "
+          f"and top_logprobs == /v1/prefill",
           matched == len(rows), matched)
     g = rows[0]
     r = s.oa.chat.completions.create(model=M, messages=g["messages"], max_tokens=1)

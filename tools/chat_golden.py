@@ -8,8 +8,10 @@ enable_thinking (absent, true, false). Needs only `pip install transformers`
     python3 tools/chat_golden.py [models/default] > tests/golden/chat-qwen3.jsonl
 
 One line per (conversation, flags): {"messages", "add_generation_prompt",
-"enable_thinking" (null: not passed), "text", "ids"}; the first line names
-the versions that made the file."""
+"enable_thinking" (null: not passed), "continue_final_message", "text", "ids"};
+continue_final_message is tried without add_generation_prompt (transformers
+refuses both), where transformers renders it. The first line names the
+versions that made the file."""
 import json
 import sys
 
@@ -65,6 +67,15 @@ CONVERSATIONS = [
      {"role": "tool", "content": "noon"},
      {"role": "assistant", "content": "<think>\nboth known\n</think>\n\nSunny, noon."},
      {"role": "user", "content": "<tool_response>\nx\n</tool_response>"}],
+    # the judge's prefill: an assistant turn to continue (continue_final_message)
+    [{"role": "system", "content": S},
+     {"role": "user", "content": "Is a banana a fruit?"},
+     {"role": "assistant", "content": "The answer is"}],
+    [{"role": "user", "content": "Rate it 1-5."},
+     {"role": "assistant", "content": "Score:  "}],
+    [{"role": "user", "content": "x"},
+     {"role": "assistant", "content": "<think>\nhm\n</think>\n\nSo"}],
+    [{"role": "user", "content": "<tool_response>\nr\n</tool_response>"}],
     # content that looks like the template's own markers, unicode, empty text
     [{"role": "user", "content": "naïve café 😀 — 漢字 <|im_end|> \\n {{ x }}"}],
     [{"role": "system", "content": ""},
@@ -80,15 +91,18 @@ def main():
     print(json.dumps({"made_by": "tools/chat_golden.py", "transformers": transformers.__version__,
                       "tokenizers": tokenizers.__version__, "jinja2": jinja2.__version__}))
     for conv in CONVERSATIONS:
-        for agp in (False, True):
+        for agp, cont in ((False, False), (True, False), (False, True)):
             for think in (None, True, False):
                 kw = {} if think is None else {"enable_thinking": think}
-                text = tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=agp,
-                                               **kw)
+                try:
+                    text = tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=agp,
+                                                   continue_final_message=cont, **kw)
+                except ValueError:
+                    continue  # the final message does not survive the template: zprefill says 400
                 ids = tok(text, add_special_tokens=False)["input_ids"]
                 print(json.dumps({"messages": conv, "add_generation_prompt": agp,
-                                  "enable_thinking": think, "text": text, "ids": ids},
-                                 ensure_ascii=False))
+                                  "enable_thinking": think, "continue_final_message": cont,
+                                  "text": text, "ids": ids}, ensure_ascii=False))
 
 
 if __name__ == "__main__":

@@ -333,6 +333,67 @@ static const char *role_name(enum zp_chat_role r)
 	return names[r];
 }
 
+/* Python's str.isspace on one code point. */
+static bool py_space(uint32_t u)
+{
+	return (u >= 0x09 && u <= 0x0d) || (u >= 0x1c && u <= 0x20) || u == 0x85 || u == 0xa0 ||
+	       u == 0x1680 || (u >= 0x2000 && u <= 0x200a) || u == 0x2028 || u == 0x2029 ||
+	       u == 0x202f || u == 0x205f || u == 0x3000;
+}
+
+/* The code point at p (valid UTF-8, as every text here is) and its length. */
+static uint32_t utf8_at(const char *p, size_t *len)
+{
+	const unsigned char *u = (const unsigned char *)p;
+	if (u[0] < 0x80)
+		return *len = 1, u[0];
+	if (u[0] < 0xe0)
+		return *len = 2, (uint32_t)(u[0] & 0x1f) << 6 | (u[1] & 0x3f);
+	if (u[0] < 0xf0)
+		return *len = 3, (uint32_t)(u[0] & 0x0f) << 12 | (uint32_t)(u[1] & 0x3f) << 6 | (u[2] & 0x3f);
+	return *len = 4, (uint32_t)(u[0] & 0x07) << 18 | (uint32_t)(u[1] & 0x3f) << 12 |
+			 (uint32_t)(u[2] & 0x3f) << 6 | (u[3] & 0x3f);
+}
+
+/* s.rstrip() and s.strip() */
+static span py_rstrip(span s)
+{
+	while (s.n) {
+		size_t k = s.n - 1, len;
+		while (k && ((unsigned char)s.p[k] & 0xc0) == 0x80)
+			k--;
+		if (!py_space(utf8_at(s.p + k, &len)))
+			break;
+		s.n = k;
+	}
+	return s;
+}
+
+static span py_strip(span s)
+{
+	size_t len;
+	while (s.n && py_space(utf8_at(s.p, &len)))
+		s.p += len, s.n -= len;
+	return py_rstrip(s);
+}
+
+int zp_chat_continue_cut(zp_buf *out, size_t from, const char *final)
+{
+	span all = { out->p + from, out->len - from }, f = py_strip(sp(final));
+	const char *tag = find_last(all, "CONTINUE_FINAL_MESSAGE_TAG");
+	bool found = false;
+	for (size_t i = 0; i + f.n <= all.n && !found; i++)
+		found = !memcmp(all.p + i, f.p, f.n);
+	if (out->overflow || !tag || !found)
+		return -1;
+	span keep = { all.p, (size_t)(tag - all.p) };
+	if (!starts((span){ tag, all.n - keep.n }, ZP_CHAT_CONTINUE_TAG))
+		keep = py_rstrip(keep); /* the template trimmed the tag's space */
+	out->len = from + keep.n;
+	out->p[out->len] = '\0';
+	return 0;
+}
+
 /* ---- the template ---- */
 
 /* ns.last_query_index: the last user message that is not a tool response

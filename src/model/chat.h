@@ -66,6 +66,15 @@ int zp_chat_load(zp_chat *c, const char *dir, zp_err *e);
 int zp_chat_render(const zp_chat *c, const zp_chat_msg *m, int n, bool add_gen, int thinking,
 		   zp_buf *out);
 
+/* continue_final_message, as transformers does it: render the conversation
+   with ZP_CHAT_CONTINUE_TAG appended to the final message's content, then cut
+   out[from..] where the tag is (and the template's trimming, if it trimmed
+   the tag's space). final: that message's own content. 0, or -1 when the
+   final message (stripped) or the tag did not survive the template
+   (transformers refuses the conversation). */
+#define ZP_CHAT_CONTINUE_TAG "CONTINUE_FINAL_MESSAGE_TAG "
+int zp_chat_continue_cut(zp_buf *out, size_t from, const char *final);
+
 bool zp_chat_is_special(const zp_chat *c, int32_t id);
 bool zp_chat_is_eos(const zp_chat *c, int32_t id);
 

@@ -395,9 +395,6 @@ static int chat_refusals(zp_api_call *c)
 	if (zp_api_field(c->root, "chat_template"))
 		return zp_api_bad(c, "chat_template", "a request's own chat_template is not served: "
 				  "the checkpoint's is rendered");
-	if ((rc = zp_api_get_bool(c, "continue_final_message", &b)) || b)
-		return rc ? rc : zp_api_bad(c, "continue_final_message", "continue_final_message is "
-					    "not served");
 	if ((rc = zp_api_get_bool(c, "echo", &b)) || b)
 		return rc ? rc : zp_api_bad(c, "echo", "echo is not served on chat (use /v1/completions)");
 	return 0;
@@ -526,10 +523,11 @@ static int chat_message(zp_api_call *c, const cJSON *m, int i, zp_chat_msg *out)
 	return 0;
 }
 
-/* add_generation_prompt (default true, as vLLM) and chat_template_kwargs'
+/* add_generation_prompt (default true, as vLLM), continue_final_message
+   (not with it, as vLLM and transformers) and chat_template_kwargs'
    enable_thinking (the one variable Qwen3's template reads): *think -1 when
    not passed. */
-static int chat_flags(zp_api_call *c, bool *add_gen, int *think)
+static int chat_flags(zp_api_call *c, bool *add_gen, bool *cont, int *think)
 {
 	static const char *const kw_known[] = { "enable_thinking", NULL };
 	const cJSON *kw = zp_api_field(c->root, "chat_template_kwargs");
@@ -537,9 +535,14 @@ static int chat_flags(zp_api_call *c, bool *add_gen, int *think)
 	int rc;
 	*add_gen = true;
 	*think = -1;
-	if (zp_api_field(c->root, "add_generation_prompt") &&
-	    (rc = zp_api_get_bool(c, "add_generation_prompt", add_gen)))
+	if ((zp_api_field(c->root, "add_generation_prompt") &&
+	     (rc = zp_api_get_bool(c, "add_generation_prompt", add_gen))) ||
+	    (rc = zp_api_get_bool(c, "continue_final_message", cont)))
 		return rc;
+	if (*cont && *add_gen)
+		return zp_api_bad(c, "continue_final_message", "continue_final_message and "
+				  "add_generation_prompt (true by default) cannot both be set: send "
+				  "add_generation_prompt false to continue the final message");
 	if (kw && !cJSON_IsObject(kw))
 		return zp_api_bad(c, "chat_template_kwargs", "chat_template_kwargs must be an object");
 	if (kw)
@@ -556,12 +559,12 @@ static int chat_flags(zp_api_call *c, bool *add_gen, int *think)
 static int chat_prompt(zp_api_call *c, int32_t **ids, int *n)
 {
 	const cJSON *ms = zp_api_field(c->root, "messages");
-	bool add_gen;
+	bool add_gen, cont = false;
 	int think, rc, nm, i = 0;
 	if (!cJSON_IsArray(ms) || (nm = cJSON_GetArraySize(ms)) < 1 || nm > ZP_API_ITEMS_MAX)
 		return zp_api_bad(c, "messages", "messages must be a list of 1 to %d messages",
 				  ZP_API_ITEMS_MAX);
-	if ((rc = chat_flags(c, &add_gen, &think)))
+	if ((rc = chat_flags(c, &add_gen, &cont, &think)))
 		return rc;
 	zp_chat_msg *m = zp_region_alloc(&c->a->parse, (size_t)nm * sizeof *m);
 	if (!m)
@@ -572,12 +575,27 @@ static int chat_prompt(zp_api_call *c, int32_t **ids, int *n)
 			return rc;
 		else
 			i++;
+	/* continue_final_message: the final content carries transformers' tag */
+	const char *final = m[nm - 1].content;
+	size_t fl = strlen(final);
+	char *tagged = cont ? zp_region_alloc(&c->a->parse, fl + sizeof ZP_CHAT_CONTINUE_TAG) : NULL;
+	if (cont && !tagged)
+		return zp_api_full(c, &c->a->parse);
+	if (cont) {
+		memcpy(tagged, final, fl);
+		memcpy(tagged + fl, ZP_CHAT_CONTINUE_TAG, sizeof ZP_CHAT_CONTINUE_TAG);
+		m[nm - 1].content = tagged;
+	}
 	zp_buf text;
 	zp_buf_init_fixed(&text, c->a->text, c->a->text_cap);
 	if (zp_chat_render(c->a->chat, m, nm, add_gen, think, &text))
 		return zp_api_error(c->out, ZP_HTTP_ERR_TOO_LARGE, "messages", "the rendered "
 				    "conversation is over %zu bytes (the body limit and the "
 				    "template's markers): send a shorter one", c->a->text_cap);
+	if (cont && zp_chat_continue_cut(&text, 0, final))
+		return zp_api_bad(c, "continue_final_message", "the final message does not appear "
+				  "in the rendered conversation, so it cannot be continued (the template "
+				  "rewrites it, as transformers would say)");
 	return zp_api_encode_all(c, text.p, "messages", true, ids, n);
 }
 
