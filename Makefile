@@ -191,7 +191,7 @@ FUZZ_CFLAGS := -std=gnu11 -O1 -g -fsanitize=fuzzer,address,undefined $(ROOMS:%=-
 # Each target runs FUZZ_SECONDS on a corpus seeded from tests/fuzz-corpus/.
 FUZZ_TARGETS := safetensors request http tokenizer
 FUZZ_SRC_safetensors := src/model/safetensors.c src/base/json.c src/base/util.c
-FUZZ_SRC_request := $(wildcard src/serve/api*.c) src/serve/req_json.c src/serve/router.c src/serve/http.c src/serve/metrics.c src/engine/request.c src/model/tokenizer.c src/model/unicode_tables.c src/base/region.c src/base/json.c src/base/util.c src/engine/scheduler.c src/engine/cost.c src/model/config.c
+FUZZ_SRC_request := $(wildcard src/serve/api*.c) src/model/chat.c src/serve/req_json.c src/serve/router.c src/serve/http.c src/serve/metrics.c src/engine/request.c src/model/tokenizer.c src/model/unicode_tables.c src/base/region.c src/base/json.c src/base/util.c src/engine/scheduler.c src/engine/cost.c src/model/config.c
 FUZZ_SRC_http := src/serve/http.c src/base/json.c src/base/util.c
 FUZZ_SRC_tokenizer := src/model/tokenizer.c src/model/unicode_tables.c src/base/json.c src/base/util.c
 fuzz: | $(DEPS_OK)

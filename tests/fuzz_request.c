@@ -13,7 +13,8 @@
 
 static const enum zp_route eps[] = { ZP_ROUTE_PREFILL, ZP_ROUTE_SCORE, ZP_ROUTE_CLASSIFY,
 				     ZP_ROUTE_RERANK, ZP_ROUTE_EMBED, ZP_ROUTE_POOLING,
-				     ZP_ROUTE_TOKENIZE, ZP_ROUTE_DETOKENIZE };
+				     ZP_ROUTE_TOKENIZE, ZP_ROUTE_DETOKENIZE, ZP_ROUTE_COMPLETIONS,
+				     ZP_ROUTE_CHAT };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -21,12 +22,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static zp_tok *tok;
 	static zp_region job_rg;
 	static const zp_rerank_cfg rr = { "<|im_start|>system\n", "<|im_end|>\n", "judge", "yes", "no" };
+	static const zp_chat chat = { .kind = ZP_CHAT_QWEN3 }; /* rendering reads no more */
 	if (!tok) {
 		zp_err e;
 		zp_req_limits lim = { .vocab = 640, .seq_tokens_max = 64, .hidden = 8 };
 		if (!(tok = zp_tok_load("tests/data/small-tokenizer.json", &e)))
 			abort();
-		zp_api_init(&api, tok, &lim, 1 << 16, "m", &rr);
+		zp_api_init(&api, tok, &lim, 1 << 16, "m", &rr, &chat);
 		zp_region_init(&job_rg, NULL, zp_api_job_bytes(&api, 1 << 16));
 	}
 	if (size < 1)

@@ -6,7 +6,8 @@
    count starts, and every endpoint of the router's table answers several
    rounds over the Unix socket (text and ids, candidates, top-k and prompt
    log-probs, pooling; label scoring, classify with single- and multi-token
-   labels, rerank with documents, a request over its job's region, embeddings as floats and base64 and a
+   labels, rerank with documents, a request over its job's region, completions' one
+   token (greedy and drawn), chat's 400, embeddings as floats and base64 and a
    response over a connection's own buffer, a request over a connection's own
    input buffer, tokenize, detokenize, models, health, metrics) with the
    error answers (400, 404, 405, 413 of the head and of a job's region, 431),
@@ -114,6 +115,13 @@ static void build_requests(void)
 	add("pooling mean", 200, "POST", "/pooling", "{\"input\":[[1,2,3]],\"pooling\":\"mean\"}");
 	add("tokenize", 200, "POST", "/tokenize", "{\"prompt\":\"yes no, maybe\"}");
 	add("detokenize", 200, "POST", "/detokenize", "{\"tokens\":[283,341,5,6]}");
+	add("completions one token, logprobs, echo", 200, "POST", "/v1/completions",
+	    "{\"prompt\":\"The fox\",\"max_tokens\":1,\"logprobs\":3,\"echo\":true}");
+	add("completions one token drawn, logit_bias, stop", 200, "POST", "/v1/completions",
+	    "{\"prompt\":[5,6,7],\"max_tokens\":1,\"temperature\":1,\"seed\":3,"
+	    "\"logit_bias\":{\"9\":2},\"stop\":[\"a\"],\"logprobs\":2}");
+	add("chat on a model without a template (400)", 400, "POST", "/v1/chat/completions",
+	    "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":1}");
 	add("models", 200, "GET", "/v1/models", NULL);
 	add("health", 200, "GET", "/health", NULL);
 	add("metrics", 200, "GET", "/metrics", NULL);

@@ -31,6 +31,7 @@ static const struct {
 	{ ZP_HTTP_GET, "/health", ZP_ROUTE_HEALTH, "health", false, "GET, HEAD" },
 	{ ZP_HTTP_GET, "/metrics", ZP_ROUTE_METRICS, "metrics", false, "GET" },
 	{ ZP_HTTP_POST, "/v1/completions", ZP_ROUTE_COMPLETIONS, "completions", true, "POST" },
+	{ ZP_HTTP_POST, "/v1/chat/completions", ZP_ROUTE_CHAT, "chat", true, "POST" },
 	{ ZP_HTTP_POST, "/embed", ZP_ROUTE_TEI_EMBED, "embed", true, "POST" },
 	{ ZP_HTTP_GET, "/info", ZP_ROUTE_TEI_INFO, "info", false, "GET" },
 	{ ZP_HTTP_POST, "/v2/rerank", ZP_ROUTE_RERANK, "rerank", true, "POST" },

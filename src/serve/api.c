@@ -77,7 +77,7 @@ int zp_api_full(zp_api_call *c, const zp_region *rg)
 }
 
 void zp_api_init(zp_api *a, const zp_tok *tok, const zp_req_limits *lim, size_t body_max,
-		 const char *model_name, const zp_rerank_cfg *rr)
+		 const char *model_name, const zp_rerank_cfg *rr, const zp_chat *chat)
 {
 	memset(a, 0, sizeof *a);
 	a->tok = tok;
@@ -86,6 +86,7 @@ void zp_api_init(zp_api *a, const zp_tok *tok, const zp_req_limits *lim, size_t 
 	a->lim.tok = a->ts;
 	a->model_name = model_name;
 	a->rerank = *rr;
+	a->chat = chat;
 	a->yes_id = a->no_id = -1;
 	a->body_max = body_max;
 	a->warn_ignored = (zp_log_limit){ .what = "ignored unknown request fields", .lvl = ZP_LOG_WARN,
@@ -170,8 +171,9 @@ size_t zp_api_response_bytes(const zp_api *a)
 			 ZP_TOP_LOGPROBS_MAX * (f + 12);
 	size_t rerank = items * ZP_API_ITEM_CHARS + 6 * a->body_max;	/* documents echoed */
 	size_t tokenize = toks * (12 + ZP_API_TOKEN_CHARS) + ZP_API_ITEM_CHARS; /* ids, token_strs */
-	/* /v1/completions' logprobs and prompt_logprobs: each position's tokens */
-	size_t completions = toks * (ZP_API_LOGPROBS_MAX + 2) * 2 * (ZP_API_TOKEN_CHARS + f) + 2 * a->body_max;
+	/* /v1/completions' logprobs and prompt_logprobs: each position's tokens, and the
+	   generated one's (chat's one token is far less) */
+	size_t completions = (toks + 1) * (ZP_API_LOGPROBS_MAX + 2) * 2 * (ZP_API_TOKEN_CHARS + f) + 2 * a->body_max;
 	size_t b = ZP_MAX(ZP_MAX(embed, labels), ZP_MAX(prefill, rerank));
 	return ZP_MAX(ZP_MAX(ZP_MAX(b, tokenize), completions), ZP_API_INFO_BYTES) + ZP_API_ITEM_CHARS;
 }
@@ -306,6 +308,7 @@ void zp_api_job_free(zp_api_job *j)
 	j->eng.seq = NULL;
 	j->labels = j->docs = NULL;
 	j->order = NULL;
+	j->gen = NULL;
 	j->eng.nseq = 0;
 }
 

@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "chat.h"
 #include "http.h"
 #include "job.h"
 #include "json.h"
@@ -38,6 +39,7 @@ struct zp_api {
 	zp_req_limits lim;		/* lim.tok = ts */
 	const char *model_name;
 	zp_rerank_cfg rerank;
+	const zp_chat *chat;		/* the chat template (api_chat.c); NULL: none */
 	int32_t yes_id, no_id;		/* -1 when the tokenizer lacks them */
 	int32_t *scratch;		/* [3 seq_tokens_max] token ids while a body is built */
 	zp_region parse;		/* the body's cJSON tree and a build's scratch */
@@ -85,6 +87,8 @@ struct zp_api_job {
 	int plp_k;			/* completions: prompt_logprobs (-1: not asked) */
 	int dims;			/* embeddings: dimensions kept (0: all) */
 	bool raw;			/* TEI rerank: raw_scores */
+	struct zp_api_gen *gen;		/* chat, completions with max_tokens 1: the one
+					   token's settings (api_chat.c), in rg; NULL: none */
 };
 
 _Static_assert(offsetof(zp_api_job, eng) == 0, "an api job starts with its engine job");
@@ -107,9 +111,10 @@ typedef struct {
 	int retry_after_s;		/* > 0: a Retry-After header */
 } zp_api_reply;
 
-/* Start-up: the parse region and scratch are sized from lim and body_max. */
+/* Start-up: the parse region and scratch are sized from lim and body_max;
+   chat (may be NULL: no chat template) outlives a. */
 void zp_api_init(zp_api *a, const zp_tok *tok, const zp_req_limits *lim, size_t body_max,
-		 const char *model_name, const zp_rerank_cfg *rr);
+		 const char *model_name, const zp_rerank_cfg *rr, const zp_chat *chat);
 void zp_api_free(zp_api *a);
 /* The settings the endpoints use, checked at start so that a bad one is not
    blamed on every client with a 400: the [rerank] yes/no labels are one

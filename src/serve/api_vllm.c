@@ -2,10 +2,11 @@
    vllm/entrypoints/openai protocol): POST /v1/score and /score with text_1 and
    text_2, or their newer names (pairs scored as a Qwen3-Reranker cross-encoder: P(yes) against P(no)
    after the two texts' tokens; SGLang's query/items shape goes to
-   api_score.c), and POST /v1/completions with echo and max_tokens 0, the way
+   api_score.c), and POST /v1/completions: with echo and max_tokens 0, the way
    vLLM users read a prompt's log-probs (OpenAI's completions logprobs, and
-   vLLM's prompt_logprobs with top-k and ranks). Nothing is generated: any
-   other max_tokens is a 400 saying so. POST /invocations (SageMaker's one
+   vLLM's prompt_logprobs with top-k and ranks), or with max_tokens 1, the one
+   token at the prompt's end (api_chat.c picks it). Nothing past one token:
+   any other max_tokens is a 400 saying so. POST /invocations (SageMaker's one
    path) answers as the endpoint its body's fields name. Reactor thread. */
 #include <math.h>
 #include <string.h>
@@ -25,10 +26,11 @@ static void resp_id(zp_buf *out, const char *kind)
 		      ++resp_seq);
 }
 
-static void vllm_usage(zp_buf *out, int tokens)
+static void vllm_usage(zp_buf *out, int tokens, int generated)
 {
 	zp_buf_printf(out, ",\"usage\":{\"prompt_tokens\":%d,\"total_tokens\":%d,"
-		      "\"completion_tokens\":0,\"prompt_tokens_details\":null}", tokens, tokens);
+		      "\"completion_tokens\":%d,\"prompt_tokens_details\":null}", tokens,
+		      tokens + generated, generated);
 }
 
 static void put_lp(zp_buf *out, float lp)
@@ -168,7 +170,7 @@ void zp_api_vllm_score_finish(zp_api *a, zp_api_job *j, zp_buf *out)
 		zp_buf_puts(out, "}");
 	}
 	zp_buf_puts(out, "]");
-	vllm_usage(out, j->eng.tokens);
+	vllm_usage(out, j->eng.tokens, 0);
 	zp_buf_puts(out, "}");
 }
 
@@ -181,9 +183,8 @@ int zp_api_invocations_build(zp_api_call *c)
 	const cJSON *r = c->root;
 	enum zp_route ep;
 	if (zp_api_field(r, "messages"))
-		return zp_api_bad(c, "messages", "/invocations does not serve chat requests here: "
-				  "send them to /v1/chat/completions");
-	if (zp_api_field(r, "prompt"))
+		ep = ZP_ROUTE_CHAT;
+	else if (zp_api_field(r, "prompt"))
 		ep = ZP_ROUTE_COMPLETIONS;
 	else if (zp_api_field(r, "query") && (zp_api_field(r, "documents") || zp_api_field(r, "texts")))
 		ep = ZP_ROUTE_RERANK;
@@ -198,7 +199,7 @@ int zp_api_invocations_build(zp_api_call *c)
 		ep = ZP_ROUTE_EMBED;
 	else
 		return zp_api_bad(c, NULL, "/invocations could not tell the request's endpoint from its "
-				  "fields: prompt (completions), query and documents (rerank), text_1 "
+				  "fields: messages (chat), prompt (completions), query and documents (rerank), text_1 "
 				  "and text_2 (score), input (embeddings; with labels: classify; with "
 				  "task: pooling)");
 	c->job->ep = ep;
@@ -247,7 +248,8 @@ static int want_plp(zp_api_call *c, int k)
 	return 0;
 }
 
-/* The settings that change nothing when nothing is sampled: accepted. */
+/* The sampling settings are read by zp_api_gen_read with max_tokens 1 (those
+   it cannot honour refused there); with max_tokens 0 they change nothing. */
 static const char *const completions_known[] = {
 	"model", "prompt", "echo", "max_tokens", "logprobs", "prompt_logprobs",
 	"truncate_prompt_tokens", "truncation_side", "stream", "n", "user", "request_id",
@@ -258,14 +260,15 @@ static const char *const completions_known[] = {
 	"use_beam_search", NULL };
 
 /* The request's settings; *keep_last: truncation keeps the last tokens. */
-static int completions_settings(zp_api_call *c, int *keep, bool *keep_last)
+static int completions_settings(zp_api_call *c, int *keep, bool *keep_last, bool *echo)
 {
 	const cJSON *mt = zp_api_field(c->root, "max_tokens"), *n = zp_api_field(c->root, "n");
-	const cJSON *side = zp_api_field(c->root, "truncation_side");
-	bool echo = false, stream = false;
+	const cJSON *side = zp_api_field(c->root, "truncation_side"), *bo = zp_api_field(c->root, "best_of");
+	bool stream = false, beam = false;
 	int rc;
 	if ((rc = zp_api_check_fields(c, completions_known)) ||
-	    (rc = zp_api_get_bool(c, "echo", &echo)) || (rc = zp_api_get_bool(c, "stream", &stream)) ||
+	    (rc = zp_api_get_bool(c, "echo", echo)) || (rc = zp_api_get_bool(c, "stream", &stream)) ||
+	    (rc = zp_api_get_bool(c, "use_beam_search", &beam)) ||
 	    (rc = zp_api_get_truncate(c, "truncate_prompt_tokens", keep)) ||
 	    (rc = get_k(c, "logprobs", &c->job->lp_k)) ||
 	    (rc = get_k(c, "prompt_logprobs", &c->job->plp_k)))
@@ -273,11 +276,17 @@ static int completions_settings(zp_api_call *c, int *keep, bool *keep_last)
 	if (stream)
 		return zp_api_bad(c, "stream", "stream is not served: the answer comes whole");
 	if (n && (!cJSON_IsNumber(n) || n->valuedouble != 1))
-		return zp_api_bad(c, "n", "n must be 1: nothing is sampled");
-	if (!mt || !cJSON_IsNumber(mt) || mt->valuedouble != 0 || !echo)
-		return zp_api_bad(c, "max_tokens", "zprefill is prefill-only and generates nothing: "
-				  "send max_tokens 0 with echo true (the prompt comes back, with its "
-				  "log-probs when logprobs or prompt_logprobs is set)");
+		return zp_api_bad(c, "n", "n must be 1");
+	if (bo && (!cJSON_IsNumber(bo) || bo->valuedouble != 1))
+		return zp_api_bad(c, "best_of", "best_of must be 1");
+	if (beam)
+		return zp_api_bad(c, "use_beam_search", "beam search is not served");
+	if (!mt || !cJSON_IsNumber(mt) || (mt->valuedouble != 1 && (mt->valuedouble != 0 || !*echo)))
+		return zp_api_bad(c, "max_tokens", "zprefill is prefill-only: it reads one token, the "
+				  "answer at the prompt's last position. Send max_tokens 1 (that token, "
+				  "greedy or sampled, with its logprobs), or max_tokens 0 with echo true "
+				  "(the prompt back, with its log-probs when logprobs or prompt_logprobs "
+				  "is set)");
 	if (side && (!cJSON_IsString(side) || (strcmp(side->valuestring, "left") &&
 					       strcmp(side->valuestring, "right"))))
 		return zp_api_bad(c, "truncation_side", "truncation_side must be \"left\" or "
@@ -294,16 +303,20 @@ int zp_api_completions_build(zp_api_call *c)
 	const cJSON *p = zp_api_field(c->root, "prompt");
 	zp_api_job *j = c->job;
 	int rc, np, keep;
-	bool keep_last = true;
+	bool keep_last = true, echo = false;
 	j->shape = ZP_API_SHAPE_VLLM;
-	if ((rc = completions_settings(c, &keep, &keep_last)) ||
+	if ((rc = completions_settings(c, &keep, &keep_last, &echo)) ||
 	    (rc = zp_api_get_list(c, p, "prompt", true, &np)) || (rc = zp_api_alloc_seqs(c, np)))
 		return rc;
+	const cJSON *mt = zp_api_field(c->root, "max_tokens");
+	if (mt->valuedouble == 1 && (rc = zp_api_gen_read(c, ZP_MAX(j->lp_k, 0))))
+		return rc;
 	j->nout = np;
-	if (!(j->docs = zp_region_alloc(j->rg, (size_t)np * sizeof *j->docs)))
+	/* docs: the text echoed (NULL: no echo) */
+	if (echo && !(j->docs = zp_region_alloc(j->rg, (size_t)np * sizeof *j->docs)))
 		return zp_api_full(c, j->rg);
 	/* as vLLM: prompt_logprobs when given, else (echo) logprobs */
-	int k = j->plp_k >= 0 ? j->plp_k : j->lp_k;
+	int k = j->plp_k >= 0 ? j->plp_k : echo ? j->lp_k : -1;
 	for (int i = 0; i < np; i++) {
 		const cJSON *it = zp_api_list_item(p, i);
 		int32_t *ids;
@@ -317,8 +330,11 @@ int zp_api_completions_build(zp_api_call *c)
 		zp_api_truncate(&ids, &n, keep, keep_last);
 		if (n == 0)
 			return zp_api_bad(c, "prompt", "prompt %d is empty", i);
-		if ((rc = zp_api_add_seq(c, ids, n, "prompt")) || (k >= 0 && (rc = want_plp(c, k))))
+		if ((rc = zp_api_add_seq(c, ids, n, "prompt")) || (k >= 0 && (rc = want_plp(c, k))) ||
+		    (j->gen && (rc = zp_api_gen_seq(c))))
 			return rc;
+		if (!echo)
+			continue;
 		/* the text echoed: the prompt as sent, or its tokens decoded at finish */
 		j->docs[i] = NULL;
 		/* a text holding NUL is echoed from its tokens (a C string would end there) */
@@ -417,36 +433,69 @@ static int chars(const char *s, size_t n)
 	return k;
 }
 
-/* choices[].logprobs: OpenAI's completions shape over the prompt's tokens. */
+/* The generated token's entries as vLLM's dictionary holds them: the token
+   first, then the top k not already in. Returns how many. */
+static int gen_entries(const zp_req *r, const zp_api_pick *g, int k, int32_t *id, float *lp)
+{
+	int m = 1;
+	id[0] = g->id;
+	lp[0] = g->lp;
+	for (int t = 0; t < k; t++)
+		if (r->top_ids[t] != g->id) {
+			id[m] = r->top_ids[t];
+			lp[m++] = r->top_lp[t];
+		}
+	return m;
+}
+
+/* choices[].logprobs: OpenAI's completions shape over the prompt's tokens
+   (echo) and the generated one (g, or NULL). */
 static void completion_logprobs(const zp_api *a, const zp_api_job *j, const zp_req *r,
-				zp_buf *out, zp_buf *tb)
+				const zp_api_pick *g, zp_buf *out, zp_buf *tb)
 {
 	int32_t id[ZP_API_LOGPROBS_MAX + 1];
 	float lp[ZP_API_LOGPROBS_MAX + 1];
-	int rank[ZP_API_LOGPROBS_MAX + 1], offset = 0;
+	int rank[ZP_API_LOGPROBS_MAX + 1], offset = 0, np = j->docs ? r->ntok : 0;
 	size_t off[ZP_API_LOGPROBS_MAX + 2];
 	zp_buf_puts(out, "{\"text_offset\":[");
-	for (int p = 0; p < r->ntok; p++) {
+	for (int p = 0; p < np; p++) {
 		texts_of(a, &r->tokens[p], 1, tb, off);
 		zp_buf_printf(out, "%s%d", p ? "," : "", offset);
 		offset += chars(tb->p, tb->len);
 	}
-	zp_buf_puts(out, "],\"token_logprobs\":[null");
-	for (int p = 1; p < r->ntok; p++) {
-		zp_buf_puts(out, ",");
-		put_lp(out, r->plp[p]);
+	if (g)
+		zp_buf_printf(out, "%s%d", np ? "," : "", offset);
+	zp_buf_puts(out, "],\"token_logprobs\":[");
+	for (int p = 0; p < np; p++) {
+		zp_buf_puts(out, p ? "," : "null");
+		if (p)
+			put_lp(out, r->plp[p]);
+	}
+	if (g) {
+		zp_buf_puts(out, np ? "," : "");
+		put_lp(out, g->lp);
 	}
 	zp_buf_puts(out, "],\"tokens\":[");
-	for (int p = 0; p < r->ntok; p++) {
-		texts_of(a, &r->tokens[p], 1, tb, off);
+	for (int p = 0; p < np + (g != NULL); p++) {
+		texts_of(a, p < np ? &r->tokens[p] : &g->id, 1, tb, off);
 		zp_buf_puts(out, p ? "," : "");
 		zp_buf_json_strn(out, tb->p, tb->len);
 	}
-	zp_buf_puts(out, "],\"top_logprobs\":[null");
-	for (int p = 1; p < r->ntok; p++) {
+	zp_buf_puts(out, "],\"top_logprobs\":[");
+	for (int p = 0; p < np; p++) {
+		if (!p) {
+			zp_buf_puts(out, "null");
+			continue;
+		}
 		int m = pos_entries(r, p, id, lp, rank);
 		texts_of(a, id, m, tb, off);
 		zp_buf_puts(out, ",");
+		top_dict(out, tb, off, lp, ZP_MIN(m, j->lp_k + 1));
+	}
+	if (g) {
+		int m = gen_entries(r, g, j->lp_k, id, lp);
+		texts_of(a, id, m, tb, off);
+		zp_buf_puts(out, np ? "," : "");
 		top_dict(out, tb, off, lp, ZP_MIN(m, j->lp_k + 1));
 	}
 	zp_buf_puts(out, "]}");
@@ -480,33 +529,44 @@ static void prompt_logprobs(const zp_api *a, const zp_req *r, zp_buf *out, zp_bu
 void zp_api_completions_finish(zp_api *a, zp_api_job *j, zp_buf *out)
 {
 	zp_buf tb; /* token texts: the api's text scratch, free once a build is done */
+	zp_api_pick g;
 	zp_buf_init_fixed(&tb, a->text, a->text_cap);
 	resp_id(out, "cmpl");
 	zp_buf_printf(out, ",\"object\":\"text_completion\",\"created\":%lld", (long long)time(NULL));
 	zp_api_model_field(a, out);
 	zp_buf_puts(out, ",\"choices\":[");
 	for (int i = 0; i < j->nout; i++) {
-		const zp_req *r = &j->eng.seq[i];
+		zp_req *r = &j->eng.seq[i];
 		zp_buf_printf(out, "%s{\"index\":%d,\"text\":", i ? "," : "", i);
-		if (j->docs[i]) {
-			zp_buf_json_str(out, j->docs[i]);
-		} else {
-			zp_buf_reset(&tb);
+		/* the text: the prompt echoed (as sent, or its tokens decoded), then
+		   the generated token's */
+		zp_buf_reset(&tb);
+		if (j->docs && j->docs[i])
+			zp_buf_puts(&tb, j->docs[i]);
+		else if (j->docs)
 			decode_ids(a, r->tokens, r->ntok, &tb);
-			zp_buf_json_strn(out, tb.p, tb.len);
-			if (tb.overflow) /* the logprobs' texts below reset tb: say it now */
-				out->overflow = true;
+		if (j->gen) {
+			zp_api_gen_pick(j, r, &g);
+			zp_api_gen_text(a, j, &g, &tb);
 		}
+		zp_buf_json_strn(out, tb.p, tb.len);
+		if (tb.overflow) /* the logprobs' texts below reset tb: say it now */
+			out->overflow = true;
 		zp_buf_puts(out, ",\"logprobs\":");
 		if (j->lp_k >= 0) {
-			completion_logprobs(a, j, r, out, &tb);
+			completion_logprobs(a, j, r, j->gen ? &g : NULL, out, &tb);
 			if (tb.overflow)
 				out->overflow = true;
 		} else {
 			zp_buf_puts(out, "null");
 		}
 		/* vLLM's answer to max_tokens 0: the prompt, "length" */
-		zp_buf_puts(out, ",\"finish_reason\":\"length\",\"stop_reason\":null,\"prompt_logprobs\":");
+		zp_buf_printf(out, ",\"finish_reason\":\"%s\"", j->gen ? g.finish : "length");
+		if (j->gen)
+			zp_api_gen_stop_reason(j, &g, out);
+		else
+			zp_buf_puts(out, ",\"stop_reason\":null");
+		zp_buf_puts(out, ",\"prompt_logprobs\":");
 		if (r->plp)
 			prompt_logprobs(a, r, out, &tb);
 		else
@@ -516,6 +576,6 @@ void zp_api_completions_finish(zp_api *a, zp_api_job *j, zp_buf *out)
 			out->overflow = true;
 	}
 	zp_buf_puts(out, "]");
-	vllm_usage(out, j->eng.tokens);
+	vllm_usage(out, j->eng.tokens, j->gen ? j->nout : 0);
 	zp_buf_puts(out, "}");
 }

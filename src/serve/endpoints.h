@@ -92,6 +92,32 @@ int zp_api_get_dims(zp_api_call *c, int *dims);
    normalised (Matryoshka); dims 0: unchanged. */
 void zp_api_emb_dims(zp_req *r, int dims);
 
+/* ---- the one generated token (api_chat.c): chat, and completions with
+   max_tokens 1 ---- */
+typedef struct zp_api_gen zp_api_gen;
+typedef struct {
+	int32_t id;			/* the token */
+	float lp;			/* its log-prob under the model (before bias) */
+	const char *finish;		/* "length", or "stop" (an end token, a stop) */
+	int stop_str;			/* the stop string that matched, or -1 */
+	bool stop_id;			/* a stop_token_ids entry */
+	size_t text_at;			/* its text in the buffer zp_api_gen_text wrote */
+} zp_api_pick;
+/* The request's temperature, seed, logit_bias, stops (and the settings one
+   token cannot honour, refused by name) into job->gen; top_k: the
+   alternatives each sequence returns at its last position. */
+int zp_api_gen_read(zp_api_call *c, int top_k);
+/* The last sequence added asks what its token needs (after zp_api_gen_read). */
+int zp_api_gen_seq(zp_api_call *c);
+/* The token of a finished sequence: greedy, or drawn with job->gen's seed.
+   r's candidate log-probs are biased in place (finish reads them once). */
+void zp_api_gen_pick(const zp_api_job *j, zp_req *r, zp_api_pick *p);
+/* Its text appended to tb (special tokens skipped, a stop string cut), and
+   p->finish set. */
+void zp_api_gen_text(const zp_api *a, const zp_api_job *j, zp_api_pick *p, zp_buf *tb);
+/* ,"stop_reason": null, the stop string, or the stop token id (vLLM's). */
+void zp_api_gen_stop_reason(const zp_api_job *j, const zp_api_pick *p, zp_buf *out);
+
 /* ---- sequences of the job, in its region (api.c; 413 when it is full) ---- */
 int zp_api_alloc_seqs(zp_api_call *c, int n);
 /* Append a sequence of ids (400 when over seq_tokens_max). */
@@ -132,6 +158,8 @@ int zp_api_invocations_build(zp_api_call *c);
 void zp_api_invocations_finish(zp_api *a, zp_api_job *j, zp_buf *out);
 int zp_api_version_build(zp_api_call *c);	/* api_info.c */
 void zp_api_completions_finish(zp_api *a, zp_api_job *j, zp_buf *out);
+int zp_api_chat_build(zp_api_call *c);		/* api_chat.c */
+void zp_api_chat_finish(zp_api *a, zp_api_job *j, zp_buf *out);
 /* api_tei.c: /embed, /info; /rerank with texts and /tokenize with inputs
    (the shapes above otherwise) */
 int zp_api_tei_embed_build(zp_api_call *c);

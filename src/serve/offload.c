@@ -85,11 +85,12 @@ static void *worker(void *arg)
 }
 
 zp_offload *zp_offload_new(const zp_tok *tok, const zp_req_limits *lim, size_t body_max,
-			   const char *model_name, const zp_rerank_cfg *rr, size_t resp_bytes,
+			   const char *model_name, const zp_rerank_cfg *rr, const zp_chat *chat,
+			   size_t resp_bytes,
 			   zp_bell *done)
 {
 	zp_offload *o = zp_xcalloc(1, sizeof *o);
-	zp_api_init(&o->api, tok, lim, body_max, model_name, rr);
+	zp_api_init(&o->api, tok, lim, body_max, model_name, rr, chat);
 	o->body_max = body_max;
 	o->done = done;
 	o->hold = getenv("ZP_FAULT_OFFLOAD_HOLD");

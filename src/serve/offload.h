@@ -37,7 +37,8 @@ typedef struct {
 /* The worker and its slots, with api state made as zp_api_init makes it
    (the same arguments); done is rung when a build finishes. */
 zp_offload *zp_offload_new(const zp_tok *tok, const zp_req_limits *lim, size_t body_max,
-			   const char *model_name, const zp_rerank_cfg *rr, size_t resp_bytes,
+			   const char *model_name, const zp_rerank_cfg *rr, const zp_chat *chat,
+			   size_t resp_bytes,
 			   zp_bell *done);
 /* Joins the worker (a build in progress finishes first). */
 void zp_offload_free(zp_offload *o);

@@ -28,6 +28,7 @@ static const zp_route_entry routes[] = {
 	/* the other engines' paths (api_vllm.c, api_tei.c); the shared paths
 	   above tell their shapes apart by their fields */
 	{ ZP_HTTP_POST, "/v1/completions", ZP_ROUTE_COMPLETIONS, "completions", zp_api_completions_build, zp_api_completions_finish, NEEDS | JSON },
+	{ ZP_HTTP_POST, "/v1/chat/completions", ZP_ROUTE_CHAT, "chat", zp_api_chat_build,   zp_api_chat_finish,      NEEDS | JSON },
 	{ ZP_HTTP_POST, "/embed",         ZP_ROUTE_TEI_EMBED,  "embed",      zp_api_tei_embed_build,  zp_api_tei_embed_finish, NEEDS | JSON },
 	{ ZP_HTTP_GET,  "/info",          ZP_ROUTE_TEI_INFO,   "info",       zp_api_tei_info_build,   NULL,                    0 },
 	{ ZP_HTTP_POST, "/v2/rerank",     ZP_ROUTE_RERANK,     "rerank",     zp_api_tei_rerank_build, zp_api_tei_rerank_finish, NEEDS | JSON },

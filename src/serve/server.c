@@ -71,6 +71,7 @@ typedef struct {
 	zp_api api;
 	zp_offload *off;		/* builds large bodies off this thread (NULL: none fit) */
 	zp_tok *tok;
+	zp_chat chat;			/* tokenizer_config.json's chat template (api_chat.c) */
 	zp_config mcfg;
 	zp_model model;
 	zp_engine *eng;			/* written by the loader thread until ready: the
@@ -699,7 +700,12 @@ static int setup(server *s, zp_err *e)
 	}
 	zp_req_limits lim = { .vocab = s->mcfg.vocab, .seq_tokens_max = c->seq_tokens_max,
 			      .hidden = s->mcfg.hidden };
-	zp_api_init(&s->api, s->tok, &lim, c->body_bytes_max, c->model_name, &c->rerank);
+	if (zp_chat_load(&s->chat, c->model, e))
+		return -1;
+	if (s->chat.kind != ZP_CHAT_QWEN3)
+		zp_log(s->chat.kind == ZP_CHAT_OTHER ? ZP_LOG_WARN : ZP_LOG_INFO, "msg=\"no chat "
+		       "template rendered: /v1/chat/completions answers 400\" why=\"%s\"", s->chat.why);
+	zp_api_init(&s->api, s->tok, &lim, c->body_bytes_max, c->model_name, &c->rerank, &s->chat);
 	if (zp_api_check(&s->api, e))
 		return -1;
 	size_t resp = zp_api_response_bytes(&s->api);
@@ -724,7 +730,7 @@ static int setup(server *s, zp_err *e)
 	zp_buf_init_fixed(&s->body, NULL, resp + 1);
 	if (c->body_bytes_max >= ZP_OFFLOAD_BODY_MIN) /* rung only after a submit: bell set below */
 		s->off = zp_offload_new(s->tok, &lim, c->body_bytes_max, c->model_name, &c->rerank,
-					resp, &s->done);
+					&s->chat, resp, &s->done);
 	zp_log(ZP_LOG_INFO, "msg=\"request memory\" job_region_kb=%zu jobs=%d parse_region_kb=%zu "
 	       "response_kb=%zu", job_bytes >> 10, c->queue_requests_max, s->api.parse.cap >> 10,
 	       resp >> 10);
