@@ -38,8 +38,8 @@ from tokenizers import Tokenizer
 from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
 
 WORDNET = "/usr/share/wordnet"
-TOKDIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data",
-                      "qwen3-tokenizer")
+# the unmodified Qwen3 tokenizer the repository carries (Apache-2.0, Qwen)
+TOKDIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models", "default")
 # lex_filenum (wndb(5), lexnames(5)) -> the label word (one Qwen3 token each)
 CATEGORIES = {13: "food", 5: "animal", 20: "plant", 18: "person", 15: "place",
               6: "artifact", 8: "body", 28: "time", 12: "emotion", 27: "material"}
@@ -258,7 +258,9 @@ def save(model, rows, seed, out):
         json.dump(CONFIG, f, indent=2)
         f.write("\n")
     for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copyfile(os.path.join(TOKDIR, name), os.path.join(out, name))
+        src, dst = os.path.join(TOKDIR, name), os.path.join(out, name)
+        if not os.path.exists(dst) or not os.path.samefile(src, dst):
+            shutil.copyfile(src, dst)
 
 
 @torch.no_grad()
