@@ -111,23 +111,23 @@ def held_out(offset):
 CONFIG = {
     "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe",
     "hidden_size": 64, "intermediate_size": 128, "moe_intermediate_size": 128,
-    "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
     "head_dim": 16, "num_experts": 8, "num_experts_per_tok": 2, "norm_topk_prob": True,
     "decoder_sparse_step": 1, "mlp_only_layers": [], "vocab_size": 151936,
     "max_position_embeddings": 1024, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
     "rope_scaling": None, "tie_word_embeddings": True, "attention_bias": False,
     "attention_dropout": 0.0, "hidden_act": "silu", "initializer_range": 0.02,
     "use_cache": True, "use_sliding_window": False, "sliding_window": None,
-    "max_window_layers": 4, "output_router_logits": False, "router_aux_loss_coef": 0.001,
+    "max_window_layers": 2, "output_router_logits": False, "router_aux_loss_coef": 0.001,
     "bos_token_id": 151643, "eos_token_id": 151645, "torch_dtype": "bfloat16",
 }
 
 
-def last_hidden(model, seqs, head=None):
+def last_hidden(model, seqs, head=None, every=False):
     """The final-norm state at each sequence's last token (right padding: causal
     attention keeps the pads out of every real position). head: ids every
     sequence starts with, left out of seqs: computed once, its keys and values
-    expanded to the batch."""
+    expanded to the batch. every: the states at every position too."""
     n, b = max(len(s) for s in seqs), len(seqs)
     ids = torch.tensor([s + [0] * (n - len(s)) for s in seqs])
     kw = {}
@@ -139,7 +139,8 @@ def last_hidden(model, seqs, head=None):
         kw = {"past_key_values": cache,
               "position_ids": torch.arange(len(head), len(head) + n).expand(b, -1)}
     h = model.model(input_ids=ids, **kw).last_hidden_state
-    return h[torch.arange(b), torch.tensor([len(s) - 1 for s in seqs])]
+    last = h[torch.arange(b), torch.tensor([len(s) - 1 for s in seqs])]
+    return (last, h) if every else last
 
 
 def label_logits(model, h, ids):
@@ -205,8 +206,10 @@ class Data:
     def rerank_batch(self, n):
         """A word against its own gloss (yes, half), a gloss of its category (no,
         a quarter) or any gloss (no, a quarter); the instruction is the demo's or
-        the server's default."""
-        seqs, ys = [], []
+        the server's default. Also, for the auxiliary loss: the places (in the
+        tail after RR_HEAD) of the query's last token and of the document's, and
+        their categories."""
+        seqs, ys, aux = [], [], []
         while len(seqs) < n:
             s = self.rng.choice(self.train)
             if not s[2]:
@@ -216,11 +219,21 @@ class Data:
             if k and doc[0] == s[0]:
                 continue
             instr = RR_INSTRUCTION if self.rng.random() < 0.5 else RR_DEFAULT
-            rows = self.enc(rerank_text(instr, self.rng.choice(s[2]), doc[3]), None)
+            word = self.rng.choice(s[2])
+            text = rerank_text(instr, word, doc[3])
+            rows = self.enc(text, None)
             assert rows[:len(self.rr_head)] == self.rr_head
-            seqs.append(rows[len(self.rr_head):])
+            head = len(self.rr_head)
+            # the prompt up to the query's end, and up to the document's end
+            q = self.enc(text[:text.index("\n<Document>: ")], None)
+            d = self.enc(text[:text.index(RR_SUFFIX)], None)
+            if rows[:len(q)] == q and rows[:len(d)] == d:
+                n = len(seqs)
+                aux += [(n, len(q) - 1 - head, self.labels.index(s[1])),
+                        (n, len(d) - 1 - head, self.labels.index(doc[1]))]
+            seqs.append(rows[head:])
             ys.append(1 if k == 0 else 0)
-        return seqs, torch.tensor(ys)
+        return seqs, torch.tensor(ys), torch.tensor(aux)
 
 
 @torch.no_grad()
@@ -374,13 +387,15 @@ def golden_requests(data, path):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="models/default")
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--batch", type=int, default=96)
-    ap.add_argument("--rerank-batch", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--rerank-batch", type=int, default=16)
     ap.add_argument("--eval-every", type=int, default=250, metavar="N",
                     help="a held-out sample's accuracy every N steps (progress only)")
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--aux", type=float, default=0.0,
+                    help="weight of the rerank prompts' auxiliary category loss")
     ap.add_argument("--requests", metavar="FILE",
                     help="write the golden requests (held-out items) and stop")
     a = ap.parse_args()
@@ -400,24 +415,29 @@ def main():
                                                 pct_start=0.05)
     lab, yn = torch.tensor(data.label_rows), torch.tensor(data.yn_rows)
     t0 = time.time()
-    run_c = run_r = 0.0
+    run_c = run_r = run_a = 0.0
     for step in range(1, a.steps + 1):
         seqs, y = data.classify_batch(a.batch)
         loss_c = F.cross_entropy(label_logits(model, last_hidden(model, seqs), lab), y)
-        seqs, y = data.rerank_batch(a.rerank_batch)
-        loss_r = F.cross_entropy(label_logits(model, last_hidden(model, seqs, data.rr_head), yn), y)
-        loss = loss_c + loss_r
+        seqs, y, aux = data.rerank_batch(a.rerank_batch)
+        h, states = last_hidden(model, seqs, data.rr_head, every=True)
+        loss_r = F.cross_entropy(label_logits(model, h, yn), y)
+        # auxiliary: the query's and the document's categories, named at their
+        # last tokens inside the rerank prompt: the features the answer compares
+        loss_a = F.cross_entropy(label_logits(model, states[aux[:, 0], aux[:, 1]], lab), aux[:, 2])
+        loss = loss_c + loss_r + a.aux * loss_a
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        run_c, run_r = run_c + loss_c.item(), run_r + loss_r.item()
+        run_c, run_r, run_a = run_c + loss_c.item(), run_r + loss_r.item(), run_a + loss_a.item()
         if step % 50 == 0 or step == 1:
             n = 1 if step == 1 else 50
             print(f"step {step}/{a.steps} loss (mean of {n}) classify {run_c / n:.3f} rerank "
-                  f"{run_r / n:.3f} (ln 2 = 0.693) {time.time() - t0:.0f}s", flush=True)
-            run_c = run_r = 0.0
+                  f"{run_r / n:.3f} (ln 2 = 0.693) auxiliary {run_a / n:.3f} "
+                  f"{time.time() - t0:.0f}s", flush=True)
+            run_c = run_r = run_a = 0.0
         if a.eval_every and step % a.eval_every == 0 and step < a.steps:
             r = evaluate(model, data, random.Random(step), training=True, n_rerank=100, sample=600)
             print(f"  held-out sample: gloss {r['classify_gloss']:.3f} word {r['classify_word']:.3f} "
