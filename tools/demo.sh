@@ -2,12 +2,13 @@
 # demo.sh -- what `make run` shows: the server started on the embedded default
 # (models/default: a small Qwen3-MoE with the real Qwen3 tokenizer, trained by
 # tools/train_default.py to name the WordNet category of a word or a short
-# description and to pick a word's definition), requests a person can judge
+# description; trained to rerank, it did not learn to), requests a person can judge
 # answered through its Unix socket, then a clean SIGTERM stop. Each answer is
 # shown as the server sent it, then read out by python3 (a token id never
 # without its text; an answer a person would not give is marked). What it asks
-# and the answers a person accepts: tools/demo_items.json (chosen before the
-# model was trained; tests/test_default_model.c checks the engine gives them).
+# and the answers a person accepts: tools/demo_items.json (chosen to be judged
+# at a glance, not by what the model gets right; tests/test_default_model.c
+# checks the engine answers them as transformers does).
 set -eu
 Z=${ZPREFILL:-./zprefill}
 M=${MODEL:-models/default}
@@ -48,7 +49,8 @@ echo "    (a word alone is harder: the categories were learned mostly from defin
 show classify /classify "$(items classify)"
 
 echo
-echo "=== rerank: which definition belongs to the word? (WordNet glosses; P(yes) of each)"
+echo "=== rerank: which definition belongs to the word? (WordNet glosses). This checkpoint did"
+echo "    NOT learn it (held-out: chance, above): its order is no better than chance"
 show rerank /v1/rerank "$(items rerank)"
 
 echo

@@ -50,10 +50,6 @@ RR_PREFIX = ("<|im_start|>system\nJudge whether the Document meets the requireme
 RR_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
 RR_DEFAULT = "Given a web search query, retrieve relevant passages that answer the query"
 RR_INSTRUCTION = "Given a word, retrieve its dictionary definition"
-# the head every rerank prompt starts with: training computes it once per step
-# and runs each prompt's tail after it (its keys and values expanded to the
-# batch), the same states as the whole prompt at less than half the cost
-RR_HEAD = RR_PREFIX + "<Instruct>:"
 HELD_OUT_PERCENT = 10
 # what the demo asks and the answers a person accepts (tools/demo.sh, the golden)
 DEMO_ITEMS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_items.json")
@@ -70,13 +66,9 @@ def rerank_text(instr, query, doc):
 
 
 def read_synsets():
-    """[(offset, category, [words], gloss, [all words])] for the nouns of
-    CATEGORIES. [words] are those whose most frequent noun sense is this synset
-    (index.noun lists senses by frequency), so no word carries two labels: the
-    held-out words are measured on these. [all words] are every word of the
-    synset: a word is trained on each of its senses (tiger is a fierce person
-    and a large cat), so its answer leans to the category most of its senses
-    and of the words that start with it hold."""
+    """[(offset, category, [words], gloss)] for the nouns of CATEGORIES; the words
+    kept are those whose most frequent noun sense is this synset (index.noun lists
+    senses by frequency), so no word carries two labels."""
     first = {}
     for line in open(os.path.join(WORDNET, "index.noun"), encoding="latin-1"):
         if line.startswith("  "):
@@ -94,11 +86,9 @@ def read_synsets():
         if lex not in CATEGORIES:
             continue
         n = int(p[3], 16)
-        every = p[4:4 + 2 * n:2]
-        words = [w for w in every if first.get(w.lower()) == p[0]]
+        words = [w for w in p[4:4 + 2 * n:2] if first.get(w.lower()) == p[0]]
         gloss = gloss.strip().split("; \"")[0].strip().rstrip(";")
-        out.append((p[0], CATEGORIES[lex], [w.replace("_", " ") for w in words], gloss,
-                    [w.replace("_", " ") for w in every]))
+        out.append((p[0], CATEGORIES[lex], [w.replace("_", " ") for w in words], gloss))
     return out
 
 
@@ -107,10 +97,10 @@ def held_out(offset):
 
 
 # config.json as written (the layout of Qwen3-30B-A3B's, scaled down); tied
-# embeddings keep the 151,936-row vocabulary to one matrix (19.4 MB in bf16)
+# embeddings keep the 151,936-row vocabulary to one matrix (9.7 MB in bf16)
 CONFIG = {
     "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe",
-    "hidden_size": 64, "intermediate_size": 128, "moe_intermediate_size": 128,
+    "hidden_size": 32, "intermediate_size": 64, "moe_intermediate_size": 64,
     "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
     "head_dim": 16, "num_experts": 8, "num_experts_per_tok": 2, "norm_topk_prob": True,
     "decoder_sparse_step": 1, "mlp_only_layers": [], "vocab_size": 151936,
@@ -123,24 +113,13 @@ CONFIG = {
 }
 
 
-def last_hidden(model, seqs, head=None, every=False):
+def last_hidden(model, seqs):
     """The final-norm state at each sequence's last token (right padding: causal
-    attention keeps the pads out of every real position). head: ids every
-    sequence starts with, left out of seqs: computed once, its keys and values
-    expanded to the batch. every: the states at every position too."""
-    n, b = max(len(s) for s in seqs), len(seqs)
+    attention keeps the pads out of every real position)."""
+    n = max(len(s) for s in seqs)
     ids = torch.tensor([s + [0] * (n - len(s)) for s in seqs])
-    kw = {}
-    if head:
-        cache = model.model(input_ids=torch.tensor([head]), use_cache=True).past_key_values
-        for layer in cache.layers:
-            layer.keys = layer.keys.expand(b, -1, -1, -1)
-            layer.values = layer.values.expand(b, -1, -1, -1)
-        kw = {"past_key_values": cache,
-              "position_ids": torch.arange(len(head), len(head) + n).expand(b, -1)}
-    h = model.model(input_ids=ids, **kw).last_hidden_state
-    last = h[torch.arange(b), torch.tensor([len(s) - 1 for s in seqs])]
-    return (last, h) if every else last
+    h = model.model(input_ids=ids).last_hidden_state
+    return h[torch.arange(len(seqs)), torch.tensor([len(s) - 1 for s in seqs])]
 
 
 def label_logits(model, h, ids):
@@ -157,18 +136,13 @@ class Data:
             assert len(ids) == 1, w
             self.label_ids.append(ids[0])
         self.yn = [tok.encode(w, add_special_tokens=False).ids[0] for w in ("no", "yes")]
+        self.train = [s for s in synsets if not held_out(s[0])]
         self.test = [s for s in synsets if held_out(s[0])]
-        # a training synset's words are all its words but those of a held-out
-        # synset (any sense): no held-out word is ever trained on
-        unseen = {w.lower() for s in self.test for w in s[4]}
-        self.train = [(s[0], s[1], [w for w in s[4] if w.lower() not in unseen], s[3])
-                      for s in synsets if not held_out(s[0])]
         self.by_cat = {c: [s for s in self.train if s[1] == c] for c in self.labels}
         self.enc_cache = {}
         self.rows = {}  # Qwen3 token id -> row of the training embedding
         self.label_rows = [self.row(t) for t in self.label_ids]
         self.yn_rows = [self.row(t) for t in self.yn]
-        self.rr_head = self.enc(RR_HEAD, None)
 
     def row(self, tid):
         if tid not in self.rows:
@@ -176,97 +150,71 @@ class Data:
             self.rows[tid] = len(self.rows)
         return self.rows[tid]
 
-    def enc(self, text, cut=96):
+    def enc(self, text):
         """text -> rows of the training embedding (see TRAIN_ROWS)."""
-        if (text, cut) not in self.enc_cache:
-            self.enc_cache[text, cut] = [self.row(t) for t in self.ids(text, cut)]
-        return self.enc_cache[text, cut]
+        if text not in self.enc_cache:
+            self.enc_cache[text] = [self.row(t) for t in self.ids(text)]
+        return self.enc_cache[text]
 
     def ids(self, text, cut=96):
-        """Qwen3 ids; a text to classify is cut at 96 tokens, a rerank prompt
-        (cut=None) never (its end is the answer's place)."""
+        """Qwen3 ids, cut at 96 tokens as training cuts them (cut=None: never,
+        for the golden's rerank prompts, whose end is the answer's place)."""
         return self.tok.encode(text, add_special_tokens=False).ids[:cut]
 
     def classify_batch(self, n):
-        """Synsets as WordNet has them (three in four: the categories' own
-        frequencies, which the held-out words and glosses have too) or balanced
-        over categories (one in four: the small ones, emotion and time, are
-        seen often enough); half words, half glosses."""
+        """Balanced over categories; half words, half glosses."""
         seqs, ys = [], []
         while len(seqs) < n:
-            if self.rng.random() < 0.75:
-                s = self.rng.choice(self.train)
-            else:
-                s = self.rng.choice(self.by_cat[self.rng.choice(self.labels)])
+            c = self.rng.randrange(len(self.labels))
+            s = self.rng.choice(self.by_cat[self.labels[c]])
             text = self.rng.choice(s[2]) if s[2] and self.rng.random() < 0.5 else s[3]
             seqs.append(self.enc(text))
-            ys.append(self.labels.index(s[1]))
+            ys.append(c)
         return seqs, torch.tensor(ys)
 
     def rerank_batch(self, n):
-        """A word against its own gloss (yes, half), a gloss of its category (no,
-        a quarter) or any gloss (no, a quarter); the instruction is the demo's or
-        the server's default. Also, for the auxiliary loss: the places (in the
-        tail after RR_HEAD) of the query's last token and of the document's, and
-        their categories."""
-        seqs, ys, aux = [], [], []
+        """A word against its own gloss (yes), a gloss of its category (no) or any
+        gloss (no); the instruction is the demo's or the server's default."""
+        seqs, ys = [], []
         while len(seqs) < n:
             s = self.rng.choice(self.train)
             if not s[2]:
                 continue
-            k = max(0, self.rng.randrange(4) - 1)
+            k = self.rng.randrange(3)
             doc = s if k == 0 else self.rng.choice(self.by_cat[s[1]] if k == 1 else self.train)
             if k and doc[0] == s[0]:
                 continue
             instr = RR_INSTRUCTION if self.rng.random() < 0.5 else RR_DEFAULT
-            word = self.rng.choice(s[2])
-            text = rerank_text(instr, word, doc[3])
-            rows = self.enc(text, None)
-            assert rows[:len(self.rr_head)] == self.rr_head
-            head = len(self.rr_head)
-            # the prompt up to the query's end, and up to the document's end
-            q = self.enc(text[:text.index("\n<Document>: ")], None)
-            d = self.enc(text[:text.index(RR_SUFFIX)], None)
-            if rows[:len(q)] == q and rows[:len(d)] == d:
-                n = len(seqs)
-                aux += [(n, len(q) - 1 - head, self.labels.index(s[1])),
-                        (n, len(d) - 1 - head, self.labels.index(doc[1]))]
-            seqs.append(rows[head:])
+            seqs.append(self.enc(rerank_text(instr, self.rng.choice(s[2]), doc[3])))
             ys.append(1 if k == 0 else 0)
-        return seqs, torch.tensor(ys), torch.tensor(aux)
+        return seqs, torch.tensor(ys)
 
 
 @torch.no_grad()
-def evaluate(model, data, rng, training=False, n_rerank=500, sample=None):
+def evaluate(model, data, rng):
     """Held-out accuracy: category from a gloss, from a word; rerank: the right
-    gloss first among it and 3 glosses of other held-out synsets. training: the
-    model being trained (its embedding rows are data.enc's); sample: that many
-    glosses and words only (progress during training)."""
+    gloss first among it and 3 glosses of other held-out synsets."""
     model.eval()
-    ids = data.enc if training else data.ids
-    lab = torch.tensor(data.label_rows if training else data.label_ids)
-    yn = torch.tensor(data.yn_rows if training else data.yn)
+    lab = torch.tensor(data.label_ids)
 
     def classify(texts):
         out = []
         for i in range(0, len(texts), 256):
-            h = last_hidden(model, [ids(t) for t in texts[i:i + 256]])
+            h = last_hidden(model, [data.ids(t) for t in texts[i:i + 256]])
             out += label_logits(model, h, lab).argmax(-1).tolist()
         return out
 
-    test = rng.sample(data.test, sample) if sample else data.test
-    gl = [s[3] for s in test]
-    gy = [data.labels.index(s[1]) for s in test]
-    wd = [(w, data.labels.index(s[1])) for s in test for w in s[2]]
+    gl = [s[3] for s in data.test]
+    gy = [data.labels.index(s[1]) for s in data.test]
+    wd = [(w, data.labels.index(s[1])) for s in data.test for w in s[2]]
     acc_gloss = sum(a == b for a, b in zip(classify(gl), gy)) / len(gy)
     acc_word = sum(a == b for a, (_, b) in zip(classify([w for w, _ in wd]), wd)) / len(wd)
     withw = [s for s in data.test if s[2]]
     rr_hits, rr_n = 0, 0
-    for s in rng.sample(withw, min(n_rerank, len(withw))):
+    for s in rng.sample(withw, min(200, len(withw))):
         docs = [s] + rng.sample([t for t in withw if t[0] != s[0]], 3)
-        h = last_hidden(model, [ids(rerank_text(RR_INSTRUCTION, s[2][0], d[3]), None)
-                                for d in docs])
-        yes = label_logits(model, h, yn)
+        h = last_hidden(model, [data.ids(rerank_text(RR_INSTRUCTION, s[2][0], d[3])) for d in docs])
+        yes = label_logits(model, h, torch.tensor(data.yn))
         p = torch.softmax(yes, -1)[:, 1]
         rr_hits += int(p.argmax() == 0)
         rr_n += 1
@@ -326,10 +274,10 @@ def check_saved(model, saved, data):
     model.eval()
     for p in model.parameters():
         p.copy_(p.to(torch.bfloat16).float())
-    texts = list(data.enc_cache)[:64]  # (text, cut) trained on: every token has its row
-    p0 = torch.softmax(label_logits(model, last_hidden(model, [data.enc(*t) for t in texts]),
+    texts = list(data.enc_cache)[:64]  # trained on, so every token has its row
+    p0 = torch.softmax(label_logits(model, last_hidden(model, [data.enc(t) for t in texts]),
                                    torch.tensor(data.label_rows)), -1)
-    p1 = torch.softmax(label_logits(saved, last_hidden(saved, [data.ids(*t) for t in texts]),
+    p1 = torch.softmax(label_logits(saved, last_hidden(saved, [data.ids(t) for t in texts]),
                                    torch.tensor(data.label_ids)), -1)
     err = float((p0 - p1).abs().max())
     print(f"saved checkpoint against the trained model: max label-probability difference {err:.2e}")
@@ -387,15 +335,11 @@ def golden_requests(data, path):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="models/default")
-    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--steps", type=int, default=900)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--rerank-batch", type=int, default=16)
-    ap.add_argument("--eval-every", type=int, default=250, metavar="N",
-                    help="a held-out sample's accuracy every N steps (progress only)")
+    ap.add_argument("--batch", type=int, default=96)
+    ap.add_argument("--rerank-batch", type=int, default=24)
     ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--aux", type=float, default=0.0,
-                    help="weight of the rerank prompts' auxiliary category loss")
     ap.add_argument("--requests", metavar="FILE",
                     help="write the golden requests (held-out items) and stop")
     a = ap.parse_args()
@@ -415,33 +359,20 @@ def main():
                                                 pct_start=0.05)
     lab, yn = torch.tensor(data.label_rows), torch.tensor(data.yn_rows)
     t0 = time.time()
-    run_c = run_r = run_a = 0.0
     for step in range(1, a.steps + 1):
         seqs, y = data.classify_batch(a.batch)
         loss_c = F.cross_entropy(label_logits(model, last_hidden(model, seqs), lab), y)
-        seqs, y, aux = data.rerank_batch(a.rerank_batch)
-        h, states = last_hidden(model, seqs, data.rr_head, every=True)
-        loss_r = F.cross_entropy(label_logits(model, h, yn), y)
-        # auxiliary: the query's and the document's categories, named at their
-        # last tokens inside the rerank prompt: the features the answer compares
-        loss_a = F.cross_entropy(label_logits(model, states[aux[:, 0], aux[:, 1]], lab), aux[:, 2])
-        loss = loss_c + loss_r + a.aux * loss_a
+        seqs, y = data.rerank_batch(a.rerank_batch)
+        loss_r = F.cross_entropy(label_logits(model, last_hidden(model, seqs), yn), y)
+        loss = loss_c + loss_r
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        run_c, run_r, run_a = run_c + loss_c.item(), run_r + loss_r.item(), run_a + loss_a.item()
-        if step % 50 == 0 or step == 1:
-            n = 1 if step == 1 else 50
-            print(f"step {step}/{a.steps} loss (mean of {n}) classify {run_c / n:.3f} rerank "
-                  f"{run_r / n:.3f} (ln 2 = 0.693) auxiliary {run_a / n:.3f} "
+        if step % 100 == 0 or step == 1:
+            print(f"step {step}/{a.steps} classify {loss_c.item():.3f} rerank {loss_r.item():.3f} "
                   f"{time.time() - t0:.0f}s", flush=True)
-            run_c = run_r = run_a = 0.0
-        if a.eval_every and step % a.eval_every == 0 and step < a.steps:
-            r = evaluate(model, data, random.Random(step), training=True, n_rerank=100, sample=600)
-            print(f"  held-out sample: gloss {r['classify_gloss']:.3f} word {r['classify_word']:.3f} "
-                  f"(n={r['n_word']}) rerank {r['rerank_top1_of_4']:.3f} (n=100)", flush=True)
     save(model, data.rows, a.seed, a.out)
     # measured on what was written: the bf16 weights, read back as transformers reads them
     saved = Qwen3MoeForCausalLM.from_pretrained(a.out, dtype=torch.float32).eval()
