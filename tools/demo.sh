@@ -19,8 +19,10 @@ export DEMO_SOCKET="$S"
 PID=$!
 trap 'kill $PID 2>/dev/null || true' EXIT
 i=0
+# a liveness bound, not a speed: a loaded machine may take seconds
 until curl -s --unix-socket "$S" http://x/health 2>/dev/null | grep -q '"ok"'; do
-	i=$((i + 1)); [ $i -gt 200 ] && { echo "server did not start"; exit 1; }
+	kill -0 $PID 2>/dev/null || { echo "the server exited"; exit 1; }
+	i=$((i + 1)); [ $i -gt 1200 ] && { echo "the server did not start in 60 s"; exit 1; }
 	sleep 0.05
 done
 post() { # path body: the answer on stdout
