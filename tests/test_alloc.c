@@ -1,7 +1,7 @@
 /* test_alloc.c -- the request path below HTTP allocates nothing after
    start-up: with malloc interposed (alloc_count.h), it tokenizes a varied
    corpus (ASCII, CJK, emoji, combining marks, added tokens, long inputs, the
-   golden corpus) on the small and (where present) the Qwen3 tokenizer,
+   golden corpus) on the small and the Qwen3 tokenizer (models/default's),
    decodes, parses native requests into a region (ids and text, candidates,
    top-k, prompt log-probs, pooling, errors), writes their results into a fixed
    zp_buf, parses and prints JSON through the cJSON hooks, and fails cleanly
@@ -401,11 +401,10 @@ int main(void)
 	fx.ids = malloc(IDS_MAX * sizeof *fx.ids);
 	const char *qwen = getenv("ZP_QWEN_TOKENIZER");
 	if (!qwen)
-		qwen = "../shared/data/qwen3-tokenizer/tokenizer.json";
-	if (access(qwen, R_OK) == 0 && run_tokenizer(&fx, qwen, "tests/golden/tok-qwen3.jsonl"))
+		qwen = "models/default/tokenizer.json";
+	CHECK(access(qwen, R_OK) == 0, "the Qwen3 tokenizer.json is not at %s", qwen);
+	if (run_tokenizer(&fx, qwen, "tests/golden/tok-qwen3.jsonl"))
 		free_tokenizer(&fx);
-	else
-		printf("Qwen3 tokenizer.json not at %s: that half skipped\n", qwen);
 	if (!run_tokenizer(&fx, "tests/data/small-tokenizer.json", "tests/golden/tok-small.jsonl"))
 		return check_exit("test_alloc");
 	fx.lim = (zp_req_limits){ .vocab = zp_tok_vocab_size(fx.tok), .seq_tokens_max = 4096,

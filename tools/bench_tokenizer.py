@@ -3,7 +3,7 @@
 the HF `tokenizers` library on the same text, measured in one run, and whether
 every line's ids agree.
 
-  python3 tools/bench_tokenizer.py --tokenizer ../shared/data/qwen3-tokenizer/tokenizer.json [--mb 8]
+  python3 tools/bench_tokenizer.py [--tokenizer models/default/tokenizer.json] [--mb 8]
 
 The text: English prose-like lines, code, CJK, mixed scripts and emoji built
 from the conformance corpus (tools/tok_golden.py), about --mb megabytes, in
@@ -45,7 +45,8 @@ def lines(mb, seed=3):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tokenizer", required=True)
+    ap.add_argument("--tokenizer", default=os.path.join(os.path.dirname(__file__), "..", "models",
+                                                        "default", "tokenizer.json"))
     ap.add_argument("--mb", type=float, default=8)
     ap.add_argument("--zprefill", default="./zprefill")
     a = ap.parse_args()

@@ -2,10 +2,13 @@
 # demo.sh -- what `make run` shows: the server started on the embedded default
 # (models/default: a small Qwen3-MoE with the real Qwen3 tokenizer, trained by
 # tools/train_default.py to name the WordNet category of a word or a short
-# description; trained to rerank, it did not learn to), requests a person can
-# judge answered through its Unix socket, then a clean SIGTERM stop. Each answer
-# is shown as the server sent it, then read out by python3 (a token id never
-# without its text).
+# description; trained to rerank, it did not learn to), requests a person can judge
+# answered through its Unix socket, then a clean SIGTERM stop. Each answer is
+# shown as the server sent it, then read out by python3 (a token id never
+# without its text; an answer a person would not give is marked). What it asks
+# and the answers a person accepts: tools/demo_items.json (chosen to be judged
+# at a glance, not by what the model gets right; tests/test_default_model.c
+# checks the engine answers them as transformers does).
 set -eu
 Z=${ZPREFILL:-./zprefill}
 M=${MODEL:-models/default}
@@ -16,8 +19,10 @@ export DEMO_SOCKET="$S"
 PID=$!
 trap 'kill $PID 2>/dev/null || true' EXIT
 i=0
+# a liveness bound, not a speed: a loaded machine may take seconds
 until curl -s --unix-socket "$S" http://x/health 2>/dev/null | grep -q '"ok"'; do
-	i=$((i + 1)); [ $i -gt 200 ] && { echo "server did not start"; exit 1; }
+	kill -0 $PID 2>/dev/null || { echo "the server exited"; exit 1; }
+	i=$((i + 1)); [ $i -gt 1200 ] && { echo "the server did not start in 60 s"; exit 1; }
 	sleep 0.05
 done
 post() { # path body: the answer on stdout
@@ -31,11 +36,11 @@ show() { # reader path body: the request, the answer (cut after 400 bytes), and
 		awk '{ if (length($0) > 400) print substr($0, 1, 400) " ... (" length($0) " bytes)"; else print }'
 	printf '%s' "$r" | python3 tools/demo_read.py "$1" "$3"
 }
-LABELS='["food","animal","plant","person","place","artifact","body","time","emotion","material"]'
+items() { # what: the demo's request of tools/demo_items.json
+	python3 tools/demo_read.py request "$1"
+}
 
-echo "=== zprefill on $M: a 2-layer Qwen3-MoE (8 experts, top-2, hidden 32, 10 MB) trained"
-echo "    on WordNet 3.0 (Debian wordnet-base) to name the category of a word or a"
-echo "    description (and, not learned, to tell a word's definition from others)."
+python3 tools/demo_read.py about "$M"
 echo "    Recipe: $M/RECIPE.md."
 python3 tools/demo_read.py heldout "$M"
 echo "--- GET /health"; curl -s --unix-socket "$S" http://x/health; echo
@@ -43,12 +48,12 @@ echo "--- GET /health"; curl -s --unix-socket "$S" http://x/health; echo
 echo
 echo "=== classify: which category? Descriptions written for this demo, then single words"
 echo "    (a word alone is harder: the categories were learned mostly from definitions)"
-show classify /classify '{"input":["a sweet yellow fruit","a large striped wild cat","a tall tree with needles and cones","a person who plays the violin","a city on the river Seine","a tool for driving nails","the joint between the upper and lower arm","the first day of the working week","a feeling of great happiness","a hard grey metal used to make steel","banana","tiger","oak","violinist","Paris","hammer","elbow","Monday","joy","iron"],"labels":'"$LABELS"'}'
+show classify /classify "$(items classify)"
 
 echo
 echo "=== rerank: which definition belongs to the word? (WordNet glosses). This checkpoint did"
-echo "    NOT learn it (held-out: chance, above): every score is near 1/3 (a real reranker: last line)"
-show rerank /v1/rerank '{"query":"violin","instruction":"Given a word, retrieve its dictionary definition","documents":["elongated crescent-shaped yellow fruit with soft sweet flesh","bowed stringed instrument that is the highest member of the violin family","large feline of forests in most of Asia having a tawny coat with black stripes","a hand tool with a heavy rigid head and a handle; used to deliver an impulsive force by striking"],"return_documents":true}'
+echo "    NOT learn it (held-out: chance, above): its order is no better than chance"
+show rerank /v1/rerank "$(items rerank)"
 
 echo
 echo "=== embeddings: nearest neighbours by cosine (/v1/embeddings: last token, normalised)"

@@ -1,14 +1,42 @@
 #!/usr/bin/env python3
 """demo_read.py -- reads out, in plain words, an answer tools/demo.sh (make run)
 got from the server: `demo_read.py KIND REQUEST_JSON < ANSWER_JSON`, KIND one of
-heldout (REQUEST_JSON: the model dir), classify, rerank, neighbours, prefill,
-tokenize (which asks /detokenize for each id's text on the socket $DEMO_SOCKET).
-Standard library only."""
+classify, rerank (their answers checked against tools/demo_items.json: one a
+person would not give is marked), neighbours, prefill, tokenize (which asks
+/detokenize for each id's text on the socket $DEMO_SOCKET); `demo_read.py about
+DIR`, `demo_read.py heldout DIR`: the model and its held-out accuracy;
+`demo_read.py request classify|rerank`: the demo's request. Standard library
+only."""
 import json
 import os
 import subprocess
 import sys
 
+ITEMS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_items.json")
+
+
+def items():
+    return json.load(open(ITEMS))
+
+
+def request(kind):
+    d = items()
+    if kind == "classify":
+        r = {"input": [t for t, _ in d["classify"]], "labels": d["labels"]}
+    else:
+        r = dict(d["rerank"], return_documents=True)
+        del r["answer"]
+    print(json.dumps(r))
+
+
+def about(model_dir, _):
+    c = json.load(open(f"{model_dir}/config.json"))
+    mb = os.path.getsize(f"{model_dir}/model.safetensors") / 1e6
+    print(f"=== zprefill on {model_dir}: a {c['num_hidden_layers']}-layer Qwen3-MoE "
+          f"({c['num_experts']} experts, top-{c['num_experts_per_tok']}, hidden "
+          f"{c['hidden_size']}, {mb:.0f} MB) trained\n    on WordNet 3.0 (Debian wordnet-base) to "
+          "name the category of a word or a\n    description (and, not learned, to tell a word's "
+          "definition from others).")
 
 def heldout(model_dir, _):
     h = json.load(open(f"{model_dir}/heldout.json"))
@@ -19,15 +47,25 @@ def heldout(model_dir, _):
 
 
 def classify(req, r):
+    ok = dict(items()["classify"])
     for d in r["data"]:
         p = sorted(zip(d["probs"], req["labels"]), reverse=True)
-        print(f"  {req['input'][d['index']]:<42} -> {d['label']:<9} {p[0][0]:.2f}"
-              f"   (next: {p[1][1]} {p[1][0]:.2f})")
+        text = req["input"][d["index"]]
+        wrong = "" if d["label"] in ok.get(text, [d["label"]]) else \
+            f"   <- WRONG: a person says {' or '.join(ok[text])}"
+        print(f"  {text:<42} -> {d['label']:<9} {p[0][0]:.2f}"
+              f"   (next: {p[1][1]} {p[1][0]:.2f}){wrong}")
 
 
 def rerank(req, r):
-    for x in r["results"]:
-        print(f"  {x['relevance_score']:.3f}  {x['document']['text']}")
+    d = items()["rerank"]
+    own = d["documents"][d["answer"]] if req["query"] == d["query"] else None
+    for i, x in enumerate(r["results"]):
+        mark = ""
+        if own and i == 0:
+            mark = "   <- its definition" if x["document"]["text"] == own else \
+                "   <- WRONG: not its definition"
+        print(f"  {x['relevance_score']:.3f}  {x['document']['text']}{mark}")
 
 
 def neighbours(req, r):
@@ -55,8 +93,10 @@ def tokenize(_, r):
 
 def main():
     kind, arg = sys.argv[1], sys.argv[2]
-    if kind == "heldout":
-        return heldout(arg, None)
+    if kind in ("heldout", "about"):
+        return {"heldout": heldout, "about": about}[kind](arg, None)
+    if kind == "request":
+        return request(arg)
     r = json.load(sys.stdin)
     if "error" in r:
         print(f"  (error: {r['error']['message']})")

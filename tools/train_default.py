@@ -38,8 +38,8 @@ from tokenizers import Tokenizer
 from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
 
 WORDNET = "/usr/share/wordnet"
-TOKDIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data",
-                      "qwen3-tokenizer")
+# the unmodified Qwen3 tokenizer the repository carries (Apache-2.0, Qwen)
+TOKDIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models", "default")
 # lex_filenum (wndb(5), lexnames(5)) -> the label word (one Qwen3 token each)
 CATEGORIES = {13: "food", 5: "animal", 20: "plant", 18: "person", 15: "place",
               6: "artifact", 8: "body", 28: "time", 12: "emotion", 27: "material"}
@@ -51,6 +51,8 @@ RR_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
 RR_DEFAULT = "Given a web search query, retrieve relevant passages that answer the query"
 RR_INSTRUCTION = "Given a word, retrieve its dictionary definition"
 HELD_OUT_PERCENT = 10
+# what the demo asks and the answers a person accepts (tools/demo.sh, the golden)
+DEMO_ITEMS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_items.json")
 # Training runs on an embedding of only the tokens the data holds (a row per
 # token, in order of first sight), scattered into the full 151,936-row matrix at
 # save; the other rows keep a seeded N(0, 0.02) initialisation. With no weight
@@ -154,8 +156,10 @@ class Data:
             self.enc_cache[text] = [self.row(t) for t in self.ids(text)]
         return self.enc_cache[text]
 
-    def ids(self, text):
-        return self.tok.encode(text, add_special_tokens=False).ids[:96]
+    def ids(self, text, cut=96):
+        """Qwen3 ids, cut at 96 tokens as training cuts them (cut=None: never,
+        for the golden's rerank prompts, whose end is the answer's place)."""
+        return self.tok.encode(text, add_special_tokens=False).ids[:cut]
 
     def classify_batch(self, n):
         """Balanced over categories; half words, half glosses."""
@@ -258,7 +262,9 @@ def save(model, rows, seed, out):
         json.dump(CONFIG, f, indent=2)
         f.write("\n")
     for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copyfile(os.path.join(TOKDIR, name), os.path.join(out, name))
+        src, dst = os.path.join(TOKDIR, name), os.path.join(out, name)
+        if not os.path.exists(dst) or not os.path.samefile(src, dst):
+            shutil.copyfile(src, dst)
 
 
 @torch.no_grad()
@@ -281,23 +287,40 @@ def check_saved(model, saved, data):
 def golden_requests(data, path):
     """The requests of tests/golden/default.jsonl (tools/golden.py computes their
     transformers answers; tests/test_default_model.c checks the engine against
-    them): held-out glosses and words with the ten label tokens as candidates
-    (the id is the WordNet category, so the test can score the answer), rerank
-    prompts (candidates no, yes), and pooled embeddings of a few words."""
+    them): 20 held-out glosses and 20 held-out words with the ten label tokens
+    as candidates (the id is the WordNet category, so the test can score the
+    answer); 10 held-out words each against its own gloss and 3 other held-out
+    glosses, as rerank prompts (candidates no, yes; id rerank:GROUP:yes for the
+    own gloss, rerank:GROUP:no for the others); what the demo asks
+    (tools/demo_items.json: id demo:LABEL|LABEL:TEXT, the answers a person
+    accepts, and rerank group "demo"); pooled embeddings of a few words."""
     reqs = []
     test = data.test
-    for i, s in enumerate(test[::len(test) // 30][:30]):
+    for s in test[::len(test) // 20][:20]:
         reqs.append({"id": s[1], "prompt_token_ids": data.ids(s[3]),
                      "candidate_token_ids": data.label_ids})
     words = [s for s in test if s[2]]
-    for s in words[::len(words) // 10][:10]:
+    for s in words[::len(words) // 20][:20]:
         reqs.append({"id": s[1], "prompt_token_ids": data.ids(s[2][0]),
                      "candidate_token_ids": data.label_ids})
-    for q, d, yes in (("violin", "bowed stringed instrument that is the highest member of the violin family", 1),
-                      ("violin", "edible yellow fruit with soft sweet flesh", 0)):
-        reqs.append({"id": f"rerank-{'yes' if yes else 'no'}",
-                     "prompt_token_ids": data.ids(rerank_text(RR_INSTRUCTION, q, d)),
-                     "candidate_token_ids": data.yn, "top_logprobs": 5})
+
+    def rerank(group, query, docs, answer, instr=RR_INSTRUCTION):
+        for i, d in enumerate(docs):
+            reqs.append({"id": f"rerank:{group}:{'yes' if i == answer else 'no'}",
+                         "prompt_token_ids": data.ids(rerank_text(instr, query, d), None),
+                         "candidate_token_ids": data.yn})
+    rng = random.Random(7)
+    for g, s in enumerate(rng.sample(words, 10)):
+        others = rng.sample([t for t in words if t[0] != s[0]], 3)
+        rerank(g, s[2][0], [s[3]] + [t[3] for t in others], 0)
+    demo = json.load(open(DEMO_ITEMS))
+    assert demo["labels"] == data.labels
+    for text, ok in demo["classify"]:
+        reqs.append({"id": f"demo:{'|'.join(ok)}:{text}", "prompt_token_ids": data.ids(text),
+                     "candidate_token_ids": data.label_ids})
+    d = demo["rerank"]
+    rerank("demo", d["query"], d["documents"], d["answer"], d["instruction"])
+    reqs[-1]["top_logprobs"] = 5
     for w in ("banana", "tiger", "Paris"):
         reqs.append({"id": f"embed-{w}", "prompt_token_ids": data.ids(w), "pooling": "last",
                      "normalize": True})
