@@ -53,9 +53,10 @@ enum zp_wkind { ZP_WK_PLAIN, ZP_WK_SWIGLU };
    (64-byte aligned): a copy of the layout's bytes() from data (an AsyncEP
    gather, an offload prefetch) moves codes and scales together, and a moved
    matrix is the same zp_wmat with data changed. The arrangement of both is
-   the layout's own: cpu/ keeps the codes in its bf16 panel order (one byte
-   per element: [P][kp/2][32][2]) and one scale per packed row and k block
-   ([P][ceil(k/128)][32] f32); see gemm.h. */
+   the layout's own: cpu/ keeps the codes in its bf16 panels' k pairs (one
+   byte per element, [P][kp/2][64], each pair's 64 in its widening's order)
+   and one scale per packed row and k block ([P][ceil(k/128)][32] f32); see
+   gemm.h. */
 typedef struct {
 	enum zp_wtype type;	/* compute type (A operand) */
 	enum zp_wstore store;	/* how data holds the values */
