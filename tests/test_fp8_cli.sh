@@ -4,7 +4,8 @@
 # 2-3 under asyncep (resident and offloaded) and dpep: its FP8 expert blocks,
 # codes and scales, move as bytes; `--dtype fp8` on dense gives the bits of the
 # generator's dense-fp8 (quantised alike); the sim device refuses FP8 (its
-# layout holds none yet) with a message naming it; bench says what it ran.
+# layout holds none yet) with a message naming it; --fp8-compute w8a8 is
+# refused (the cpu is w8a16); bench says what it ran.
 set -u
 cd "$(dirname "$0")/.."
 Z=${ZPREFILL:-./zprefill}
@@ -47,6 +48,15 @@ for m in "fp8-odd bf16" "dense fp8"; do
 	[ $rc -ne 0 ] && grep -q "FP8 weights" "$T/sim.err" && grep -q "cuda-rows" "$T/sim.err" ||
 		{ echo "FAIL: $1 --dtype $2 on sim: exit $rc, not refused by name"; cat "$T/sim.err"; fail=1; }
 	[ -s "$T/sim.out" ] && { echo "FAIL: sim answered an FP8 model"; fail=1; }
+done
+# --fp8-compute: w8a16 is the cpu's mode; w8a8 refused by name on every device for now
+run w8a16 --model tests/models/fp8-odd --fp8-compute w8a16
+cmp -s "$T/one.out" "$T/w8a16.out" || { echo "FAIL: --fp8-compute w8a16 is not the default"; fail=1; }
+for d in cpu sim; do
+	$Z prefill --model tests/models/fp8-odd --fp8-compute w8a8 --device $d < "$T/in" > "$T/w8.out" 2> "$T/w8.err"
+	rc=$?
+	[ $rc -eq 2 ] && grep -q "fp8_compute w8a8" "$T/w8.err" && [ ! -s "$T/w8.out" ] ||
+		{ echo "FAIL: --fp8-compute w8a8 on $d: exit $rc"; cat "$T/w8.err"; fail=1; }
 done
 $Z bench --model tests/models/fp8-odd --tokens 32 --seqs 2 --threads 1 --iters 1 > "$T/b" 2>&1 &&
 	grep -q 'dtype=bf16/fp8' "$T/b" || { echo "FAIL: bench on fp8-odd"; tail -n 3 "$T/b"; fail=1; }

@@ -38,6 +38,12 @@ enum zp_wtype { ZP_W_F32, ZP_W_BF16 };
 enum zp_wstore { ZP_WS_PLAIN, ZP_WS_FP8 };
 
 #define ZP_FP8_BLOCK 128	/* block size of FP8 scales, rows and columns */
+
+/* How a backend multiplies by FP8 weights (--fp8-compute). W8A16: the
+   weights widened, the activations as they are (bf16 or f32; the cpu's only
+   mode). W8A8: the activations quantised too, per token per 128 columns
+   with dynamic scales (FP8 tensor cores; the cuda backend's, to come). */
+enum zp_fp8_compute { ZP_FP8_W8A16, ZP_FP8_W8A8 };
 #define ZP_FP8_MAX 448.0f	/* largest e4m3fn magnitude */
 
 /* What a matrix's rows are for. PLAIN: an [n, k] matrix. SWIGLU: the gate
