@@ -215,6 +215,9 @@ gdone=0
 for gf in tests/golden/*.jsonl; do
 	m=$(basename "$gf" .jsonl)
 	[ -f "tests/models/$m/config.json" ] || continue
+	# FP8 checkpoints (issue 16): the cuda layout refuses them until the GPU half of
+	# FP8 lands (test_golden checks that refusal on sim); the cpu runs their goldens
+	grep -q '"quant_method": "fp8"' "tests/models/$m/config.json" && continue
 	requests "$gf" > "$TMP/$m.req"
 	for dt in bf16 fp32; do
 		step "golden $m $dt on $DEV" 60 sh -c "\"$Z\" prefill --model tests/models/$m --device $DEV --parallel replicate --dtype $dt < \"$TMP/$m.req\" > \"$TMP/$m.$dt.out\""

@@ -19,6 +19,7 @@
 #define KB_F32 256	/* K block: W slice 256 x 32 x 4 B = 32 KiB */
 #define KB_BF16 512	/* 512 x 32 x 2 B = 32 KiB */
 #define TASKS_MAX (1 << 30)
+#define ROWS_TASK_FP8 256 /* FP8: a k block is widened once per task, for this many rows */
 
 static int force_ref;
 
@@ -48,10 +49,26 @@ const char *zp_gemm_isa(void)
 	       have_avx512() ? "avx512f" : "ref";
 }
 
-size_t zp_wmat_bytes(enum zp_wtype type, int n, int k)
+static int kblocks(int k)
+{
+	return (k + ZP_FP8_BLOCK - 1) / ZP_FP8_BLOCK;
+}
+
+/* FP8: the codes' bytes (panels as bf16's, one byte an element), 64-aligned;
+   the scales follow them. */
+static size_t fp8_codes_bytes(int n, int k)
+{
+	size_t panels = (size_t)(n + ZP_GEMM_NR - 1) / ZP_GEMM_NR;
+	return ZP_ALIGN_UP(panels * (size_t)ZP_ALIGN_UP(k, 2) * ZP_GEMM_NR, 64);
+}
+
+size_t zp_wmat_bytes(enum zp_wtype type, enum zp_wstore store, int n, int k)
 {
 	size_t panels = (size_t)(n + ZP_GEMM_NR - 1) / ZP_GEMM_NR;
 	size_t kp = (size_t)ZP_ALIGN_UP(k, 2);
+	if (store == ZP_WS_FP8)
+		return fp8_codes_bytes(n, k) +
+		       ZP_ALIGN_UP(panels * (size_t)kblocks(k) * ZP_GEMM_NR * sizeof(float), 64);
 	return ZP_ALIGN_UP(panels * kp * ZP_GEMM_NR * (type == ZP_W_F32 ? 4 : 2), 64);
 }
 
@@ -60,23 +77,48 @@ static int panel_count(const zp_wmat *w)
 	return (w->n + ZP_GEMM_NR - 1) / ZP_GEMM_NR;
 }
 
-void zp_wmat_pack(zp_wmat *w, void *dst, enum zp_wtype type, int n, int k, int src_dt,
-		  zp_row_fn row, void *ctx)
+/* Row j of an FP8 source: its codes k pairs interleaved as bf16's are, and
+   its block scales at [p][b][col]. */
+/* Where element x (0..63, the bf16 panel's order) of a k pair's 64 codes is
+   stored: the order in which the widening's byte lookups and in-lane byte
+   interleaves (fp8_widen_vbmi) give elements 0..31, then 32..63. */
+static int fp8_slot(int x)
+{
+	return 16 * (x % 32 / 8) + 8 * (x / 32) + x % 8;
+}
+
+static void fp8_pack_row(zp_wmat *w, int j, const uint8_t *r, const float *sc)
+{
+	int p = j / ZP_GEMM_NR, col = j % ZP_GEMM_NR, kb = kblocks(w->k);
+	uint8_t *d = (uint8_t *)w->data + (size_t)p * w->kp * ZP_GEMM_NR;
+	float *s = (float *)((char *)w->data + w->scale_off) + (size_t)p * kb * ZP_GEMM_NR + col;
+	for (int i = 0; i < w->k; i++)
+		d[(size_t)(i / 2) * ZP_GEMM_NR * 2 + fp8_slot(2 * col + i % 2)] = r[i];
+	for (int b = 0; b < kb; b++)
+		s[(size_t)b * ZP_GEMM_NR] = sc[b];
+}
+
+void zp_wmat_pack(zp_wmat *w, void *dst, enum zp_wtype type, enum zp_wstore store, int n, int k,
+		  const zp_wsrc *src)
 {
 	float *tmp = zp_xmalloc((size_t)k * sizeof *tmp);
 
-	w->type = type;
-	w->n = n;
-	w->k = k;
-	w->kp = ZP_ALIGN_UP(k, 2);
-	w->data = dst;
+	*w = (zp_wmat){ .type = type, .store = store, .n = n, .k = k, .kp = ZP_ALIGN_UP(k, 2),
+			.data = dst, .scale_off = store == ZP_WS_FP8 ? fp8_codes_bytes(n, k) : 0 };
 	ZP_ASSERT(((uintptr_t)dst & 63) == 0);
-	memset(dst, 0, zp_wmat_bytes(type, n, k));
+	ZP_ASSERT(store == ZP_WS_PLAIN || src->dt == ZP_DT_F8_E4M3);
+	memset(dst, 0, zp_wmat_bytes(type, store, n, k));
 	for (int j = 0; j < n; j++) {
-		const void *r = row(ctx, j);
-		int p = j / ZP_GEMM_NR, col = j % ZP_GEMM_NR;
+		const void *r = src->row(src->ctx, j);
+		int p = j / ZP_GEMM_NR, col = j % ZP_GEMM_NR, src_dt = src->dt;
 		if (!r)
 			continue;
+		if (store == ZP_WS_FP8) {
+			const float *sc = src->scale(src->ctx, j);
+			ZP_ASSERT(sc);
+			fp8_pack_row(w, j, r, sc);
+			continue;
+		}
 		if (type == ZP_W_BF16 && src_dt == ZP_DT_BF16) { /* copy k pairs as they are */
 			uint32_t *d = (uint32_t *)((uint16_t *)dst + (size_t)p * w->kp * ZP_GEMM_NR) + col;
 			for (int i = 0; i + 1 < k; i += 2)
@@ -102,18 +144,31 @@ void zp_wmat_pack(zp_wmat *w, void *dst, enum zp_wtype type, int n, int k, int s
 /* ---- the layout (weights.h) ---- */
 
 struct swiglu_rows {
-	zp_row_fn row;
+	zp_row_fn row, scale;
 	void *ctx;
 	int f;		/* gate rows; up rows follow them in the source */
 };
 
 /* packed row j: panel j / 32 holds gate columns 16p.. in its first 16 rows
    and the up rows of the same columns in the next 16 */
+static int swiglu_src_row(const struct swiglu_rows *s, int j)
+{
+	int p = j / ZP_GEMM_NR, c = j % ZP_GEMM_NR, up = c / 16, q = p * 16 + c % 16;
+	return q >= s->f ? -1 : up ? s->f + q : q;
+}
+
 static const void *swiglu_row(void *vctx, int j)
 {
 	const struct swiglu_rows *s = vctx;
-	int p = j / ZP_GEMM_NR, c = j % ZP_GEMM_NR, up = c / 16, q = p * 16 + c % 16;
-	return q < s->f ? s->row(s->ctx, up ? s->f + q : q) : NULL;
+	int r = swiglu_src_row(s, j);
+	return r < 0 ? NULL : s->row(s->ctx, r);
+}
+
+static const void *swiglu_scale(void *vctx, int j)
+{
+	const struct swiglu_rows *s = vctx;
+	int r = swiglu_src_row(s, j);
+	return r < 0 ? NULL : s->scale(s->ctx, r);
 }
 
 static int held_rows(int n, enum zp_wkind kind)
@@ -121,23 +176,24 @@ static int held_rows(int n, enum zp_wkind kind)
 	return kind == ZP_WK_SWIGLU ? 2 * ZP_ALIGN_UP(n / 2, 16) : n;
 }
 
-static size_t layout_bytes(enum zp_wtype t, int n, int k, enum zp_wkind kind)
+static size_t layout_bytes(enum zp_wtype t, enum zp_wstore st, int n, int k, enum zp_wkind kind)
 {
-	return zp_wmat_bytes(t, held_rows(n, kind), k);
+	return zp_wmat_bytes(t, st, held_rows(n, kind), k);
 }
 
-static void layout_pack(zp_wmat *w, void *dst, enum zp_wtype t, int n, int k, enum zp_wkind kind,
-			int src_dt, zp_row_fn row, void *ctx)
+static void layout_pack(zp_wmat *w, void *dst, enum zp_wtype t, enum zp_wstore st, int n, int k,
+			enum zp_wkind kind, const zp_wsrc *src)
 {
-	struct swiglu_rows s = { row, ctx, n / 2 };
+	struct swiglu_rows s = { src->row, src->scale, src->ctx, n / 2 };
+	zp_wsrc sw = { src->dt, swiglu_row, swiglu_scale, &s };
 	ZP_ASSERT(kind == ZP_WK_PLAIN || n % 2 == 0);
 	if (kind == ZP_WK_SWIGLU)
-		zp_wmat_pack(w, dst, t, held_rows(n, kind), k, src_dt, swiglu_row, &s);
+		zp_wmat_pack(w, dst, t, st, held_rows(n, kind), k, &sw);
 	else
-		zp_wmat_pack(w, dst, t, n, k, src_dt, row, ctx);
+		zp_wmat_pack(w, dst, t, st, n, k, src);
 }
 
-const zp_wlayout zp_cpu_wlayout = { "cpu-panels", layout_bytes, layout_pack };
+const zp_wlayout zp_cpu_wlayout = { "cpu-panels", layout_bytes, layout_pack, .fp8 = true };
 
 /* ---- micro-kernels: tile[mr][32] (+)= A[mr][k0..k1) . panel ---------------- */
 
@@ -421,6 +477,289 @@ void zp_gemm_amx_32x32(const uint16_t *a, size_t lda, const uint16_t *panel, int
 	amx_block32(a, lda, panel, k, c, ldc);
 }
 
+/* ---- FP8: widen one 128-wide k block, compute it from zero, scale into the tile -- */
+
+static uint16_t fp8_lut[256]; /* e4m3 code -> bf16 bits (exact) */
+static pthread_once_t fp8_once = PTHREAD_ONCE_INIT;
+static int fp8_vbmi; /* the CPU has AVX512-VBMI (set once, with the table) */
+
+static void fp8_lut_init(void)
+{
+	fp8_vbmi = __builtin_cpu_supports("avx512vbmi") && zp_cpu_avx512();
+	for (int c = 0; c < 256; c++)
+		fp8_lut[c] = (c & 0x7f) == 0x7f ? 0 : zp_fp8_to_bf16((uint8_t)c);
+}
+
+/* The twin: a k pair's 64 codes (fp8_slot order) -> bf16 by the table. */
+static void fp8_widen_ref(const uint8_t *codes, size_t n, uint16_t *out)
+{
+	ZP_ASSERT(n % 64 == 0);
+	for (size_t g = 0; g < n; g += 64)
+		for (int x = 0; x < 64; x++)
+			out[g + (size_t)x] = fp8_lut[codes[g + (size_t)fp8_slot(x)]];
+}
+
+/* 64 codes a step: two 128-entry byte lookups (vpermi2b reads the low 7 bits:
+   the magnitude) give each bf16's high and low byte, the sign bit goes into
+   the high byte, and in-lane byte interleaves make the 16-bit values: the
+   slot order the codes are packed in comes out as elements 0..63. Gives the
+   table's bits exactly (test_gemm_fp8 compares it with the twin). */
+#define VBMI __attribute__((target("avx512f,avx512bw,avx512vbmi")))
+VBMI static void fp8_widen_vbmi(const uint8_t *codes, size_t n, uint16_t *out)
+{
+	_Alignas(64) uint8_t hi[128], lo[128];
+	for (int m = 0; m < 128; m++) {
+		hi[m] = (uint8_t)(fp8_lut[m] >> 8);
+		lo[m] = (uint8_t)fp8_lut[m];
+	}
+	__m512i h0 = _mm512_load_si512(hi), h1 = _mm512_load_si512(hi + 64);
+	__m512i l0 = _mm512_load_si512(lo), l1 = _mm512_load_si512(lo + 64);
+	__m512i sign = _mm512_set1_epi8((char)0x80);
+	for (size_t i = 0; i < n; i += 64) {
+		__m512i c = _mm512_loadu_si512(codes + i);
+		__m512i h = _mm512_permutex2var_epi8(h0, c, h1);
+		__m512i l = _mm512_permutex2var_epi8(l0, c, l1);
+		h = _mm512_ternarylogic_epi32(h, c, sign, 0xf8); /* h | (c & 0x80) */
+		_mm512_storeu_si512(out + i, _mm512_unpacklo_epi8(l, h));
+		_mm512_storeu_si512(out + i + 32, _mm512_unpackhi_epi8(l, h));
+	}
+}
+
+static int have_vbmi(void)
+{
+	return fp8_vbmi && !force_ref;
+}
+
+static void fp8_widen(const uint8_t *codes, size_t n, uint16_t *out)
+{
+	ZP_ASSERT(n % 64 == 0);
+	if (have_vbmi())
+		fp8_widen_vbmi(codes, n, out);
+	else
+		fp8_widen_ref(codes, n, out);
+}
+
+/* bf16 pairs [kk][32][2] -> f32 [2 kk + {0,1}][32] (exact) */
+static void pairs_to_f32(const uint16_t *b, int klen, float *f)
+{
+	for (int kk = 0; kk < klen / 2; kk++)
+		for (int j = 0; j < ZP_GEMM_NR; j++) {
+			f[(size_t)(2 * kk) * ZP_GEMM_NR + j] = zp_bf16_to_f32(b[kk * 64 + 2 * j]);
+			f[(size_t)(2 * kk + 1) * ZP_GEMM_NR + j] = zp_bf16_to_f32(b[kk * 64 + 2 * j + 1]);
+		}
+}
+
+/* part[mr][32] = A[mr][k0, k0 + klen) . wb (one widened block), by the path
+   the compute type's plain matrices take (AMX handled by the caller). */
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static void
+blk_f32(const float *a, size_t lda, const float *wb, int mr, int klen, float *part)
+{
+	int k0 = 0, k1 = klen, first = 1;
+	float *tile = part;
+	DISPATCH_MR(ukr_f32_mr, mr, a, lda, wb);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void
+blk_bf16(const uint16_t *a, size_t lda, const uint16_t *wb, int mr, int klen, float *part)
+{
+	int k0 = 0, k1 = klen, first = 1;
+	float *tile = part;
+	DISPATCH_MR(ukr_bf16_mr, mr, a, lda, wb);
+}
+
+static void fp8_block(const zp_gemm_op *op, const void *wb, int m0, int mr, int k0, int klen,
+		      float *part)
+{
+	bool f32 = op->w->type == ZP_W_F32;
+	size_t es = f32 ? 4 : 2;
+	const void *a = (const char *)op->a + ((size_t)m0 * op->lda + (size_t)k0) * es;
+	if (f32 && have_avx512()) {
+		blk_f32(a, op->lda, wb, mr, klen, part);
+	} else if (!f32 && have_bf16()) {
+		blk_bf16(a, op->lda, wb, mr, klen, part);
+	} else {
+		zp_gemm_op o = *op;
+		o.a = (const char *)op->a + (size_t)k0 * es;
+		ukr_ref(&o, wb, m0, mr, 0, klen, part, 1);
+	}
+}
+
+/* tile[mr][32] += part[mr][32] * s[32]: one fma an element, whatever the path
+   (the AVX512 loop and the plain one give the same bits) */
+ZP_AVX512 static void scale_acc_avx512(float *tile, const float *part, int mr, const float *s)
+{
+	__m512 s0 = _mm512_loadu_ps(s), s1 = _mm512_loadu_ps(s + 16);
+	for (int i = 0; i < mr; i++) {
+		float *t = tile + i * ZP_GEMM_NR;
+		const float *p = part + i * ZP_GEMM_NR;
+		_mm512_storeu_ps(t, _mm512_fmadd_ps(_mm512_loadu_ps(p), s0, _mm512_loadu_ps(t)));
+		_mm512_storeu_ps(t + 16,
+				 _mm512_fmadd_ps(_mm512_loadu_ps(p + 16), s1, _mm512_loadu_ps(t + 16)));
+	}
+}
+
+static void scale_acc(float *tile, const float *part, int mr, const float *s)
+{
+	if (zp_cpu_avx512()) { /* not switched by zp_gemm_force_ref: the same bits */
+		scale_acc_avx512(tile, part, mr, s);
+		return;
+	}
+	for (int i = 0; i < mr; i++)
+		for (int j = 0; j < ZP_GEMM_NR; j++)
+			tile[i * ZP_GEMM_NR + j] =
+				fmaf(part[i * ZP_GEMM_NR + j], s[j], tile[i * ZP_GEMM_NR + j]);
+}
+
+/* FP8 on AMX: 16-row blocks, two in flight. Block i's products go to C tiles
+   (0, 1) with A tile 4, or (2, 3) with A tile 5, by parity, and block i - 1
+   is stored and scaled after block i's products are issued: its store waits
+   on its last product while block i's run. (One 32-row block in all four C
+   tiles drains the tile pipeline at the end of every 128 k: 1.5x slower.) */
+AMX static void amx_fp8_config(int rows)
+{
+	_Alignas(64) struct amx_cfg cfg;
+	memset(&cfg, 0, sizeof cfg);
+	cfg.palette = 1;
+	for (int t = 0; t < 8; t++) {
+		cfg.colsb[t] = 64;
+		cfg.rows[t] = t >= 6 ? 16 : (uint8_t)rows;
+	}
+	__asm__ __volatile__("" : : "r"(&cfg) : "memory"); /* as amx_config */
+	_tile_loadconfig(&cfg);
+}
+
+#define AMX_FP8_ISSUE(name, c0, c1, at)                                                     \
+	AMX static void name(const uint16_t *a, size_t lda, const uint16_t *w, int klen)    \
+	{                                                                                   \
+		_tile_zero(c0);                                                             \
+		_tile_zero(c1);                                                             \
+		for (int k = 0; k < klen; k += 32) {                                        \
+			_tile_loadd(at, a + k, lda * 2);                                    \
+			_tile_loadd(6, w + (size_t)(k / 2) * 64, 128);                      \
+			_tile_loadd(7, w + (size_t)(k / 2) * 64 + 32, 128);                 \
+			_tile_dpbf16ps(c0, at, 6);                                          \
+			_tile_dpbf16ps(c1, at, 7);                                          \
+		}                                                                           \
+	}
+AMX_FP8_ISSUE(amx_fp8_issue0, 0, 1, 4)
+AMX_FP8_ISSUE(amx_fp8_issue1, 2, 3, 5)
+#undef AMX_FP8_ISSUE
+
+AMX static void amx_fp8_store(int pair, float *part)
+{
+	if (pair) {
+		_tile_stored(2, part, ZP_GEMM_NR * 4);
+		_tile_stored(3, part + 16, ZP_GEMM_NR * 4);
+	} else {
+		_tile_stored(0, part, ZP_GEMM_NR * 4);
+		_tile_stored(1, part + 16, ZP_GEMM_NR * 4);
+	}
+}
+
+/* k blocks [b0, b1) (widened in wb, block b0 first) of rows r0..r1 into tile
+   (row r0 first), in blocks of `rows` (the tile configuration's: 16, or the
+   tail's). Consecutive k blocks of a row block alternate between the C tile
+   pairs: block b's products run while block b - 1 is stored and scaled. */
+static void amx_fp8_pass(const zp_gemm_op *op, const uint16_t *wb, int b0, int b1, int r0,
+			 int r1, int rows, const float *sc, float *tile)
+{
+	_Alignas(64) float part[2][16 * ZP_GEMM_NR];
+	int kp = op->w->kp;
+	for (int m0 = r0; m0 < r1; m0 += rows) {
+		const uint16_t *a = (const uint16_t *)op->a + (size_t)m0 * op->lda;
+		float *t = tile + (size_t)(m0 - r0) * ZP_GEMM_NR;
+		ZP_ASSERT(m0 + rows <= r1);
+		for (int b = b0; b <= b1; b++) {
+			int pair = b % 2, k0 = b * ZP_FP8_BLOCK;
+			if (b < b1) {
+				const uint16_t *w = wb + (size_t)(b - b0) * ZP_FP8_BLOCK * ZP_GEMM_NR;
+				int klen = ZP_MIN(ZP_FP8_BLOCK, kp - k0);
+				if (pair)
+					amx_fp8_issue1(a + k0, op->lda, w, klen);
+				else
+					amx_fp8_issue0(a + k0, op->lda, w, klen);
+			}
+			if (b > b0) {
+				amx_fp8_store(!pair, part[!pair]);
+				scale_acc(t, part[!pair], rows, sc + (size_t)(b - 1) * ZP_GEMM_NR);
+			}
+		}
+	}
+}
+
+/* FP8 on AMX: k blocks AMX_CHUNK at a time are widened once and swept by
+   every row block of the task. */
+#define AMX_CHUNK 8
+
+static void amx_fp8_sweep(const zp_gemm_op *op, const uint8_t *codes, const float *sc, int r0,
+			  int r1, int rows, float *tile)
+{
+	_Alignas(64) uint16_t wb[AMX_CHUNK * ZP_FP8_BLOCK * ZP_GEMM_NR];
+	int kp = op->w->kp, nb = (kp + ZP_FP8_BLOCK - 1) / ZP_FP8_BLOCK;
+	for (int b0 = 0; b0 < nb; b0 += AMX_CHUNK) {
+		int b1 = ZP_MIN(nb, b0 + AMX_CHUNK), k0 = b0 * ZP_FP8_BLOCK;
+		int k1 = ZP_MIN(kp, b1 * ZP_FP8_BLOCK);
+		fp8_widen(codes + (size_t)k0 * ZP_GEMM_NR, (size_t)(k1 - k0) * ZP_GEMM_NR, wb);
+		amx_fp8_pass(op, wb, b0, b1, r0, r1, rows, sc, tile);
+	}
+}
+
+/* Every k block of rows r0..r1 into tile (row r0 first), off AMX: widen the
+   block's codes, compute it from zero per MR rows, add it scaled. */
+static void fp8_sweep(const zp_gemm_op *op, const uint8_t *codes, const float *sc, int r0, int r1,
+		      float *tile)
+{
+	const zp_wmat *w = op->w;
+	_Alignas(64) float part[MR * ZP_GEMM_NR];
+	_Alignas(64) uint16_t wb[ZP_FP8_BLOCK * ZP_GEMM_NR];
+	_Alignas(64) float wf[ZP_FP8_BLOCK * ZP_GEMM_NR];
+
+	for (int b = 0; b * ZP_FP8_BLOCK < w->kp; b++) {
+		int k0 = b * ZP_FP8_BLOCK, klen = ZP_MIN(ZP_FP8_BLOCK, w->kp - k0);
+		const float *s = sc + (size_t)b * ZP_GEMM_NR;
+		fp8_widen(codes + (size_t)k0 * ZP_GEMM_NR, (size_t)klen * ZP_GEMM_NR, wb);
+		if (w->type == ZP_W_F32)
+			pairs_to_f32(wb, klen, wf);
+		for (int m0 = r0; m0 < r1; m0 += MR) {
+			int mr = ZP_MIN(MR, r1 - m0);
+			fp8_block(op, w->type == ZP_W_F32 ? (const void *)wf : wb, m0, mr, k0, klen,
+				  part);
+			scale_acc(tile + (size_t)(m0 - r0) * ZP_GEMM_NR, part, mr, s);
+		}
+	}
+}
+
+/* Rows r0..r1 (<= ROWS_TASK_FP8) of panel p of an FP8 matrix (gemm.h). On
+   AMX the rows past the last whole 16 take a second sweep (their own tile
+   shapes: a tile configuration per sweep, not per block). */
+static void fp8_task(const zp_gemm_op *op, int p, int r0, int r1)
+{
+	const zp_wmat *w = op->w;
+	int rows = r1 - r0, full = r0 + rows / 16 * 16;
+	const uint8_t *codes = (const uint8_t *)w->data + (size_t)p * w->kp * ZP_GEMM_NR;
+	const float *sc = (const float *)((const char *)w->data + w->scale_off) +
+			  (size_t)p * kblocks(w->k) * ZP_GEMM_NR;
+	_Alignas(64) float tile[ROWS_TASK_FP8 * ZP_GEMM_NR];
+
+	ZP_ASSERT(rows > 0 && rows <= ROWS_TASK_FP8);
+	memset(tile, 0, (size_t)rows * ZP_GEMM_NR * sizeof *tile);
+	if (w->type == ZP_W_BF16 && w->kp % 32 == 0 && have_amx()) {
+		if (full > r0) {
+			amx_fp8_config(16);
+			amx_fp8_sweep(op, codes, sc, r0, full, 16, tile);
+		}
+		if (r1 > full) {
+			amx_fp8_config(r1 - full);
+			amx_fp8_sweep(op, codes, sc, full, r1, r1 - full,
+				      tile + (size_t)(full - r0) * ZP_GEMM_NR);
+		}
+	} else {
+		fp8_sweep(op, codes, sc, r0, r1, tile);
+	}
+	for (int m0 = r0; m0 < r1; m0 += MR)
+		epilogue(op, p, m0, ZP_MIN(MR, r1 - m0), tile + (m0 - r0) * ZP_GEMM_NR);
+}
+
 /* ---- tasks ------------------------------------------------------------------ */
 
 typedef void (*ukr_fn)(const zp_gemm_op *, const void *, int, int, int, int, float *, int);
@@ -435,6 +774,10 @@ static void run_task(const zp_gemm_op *op, int p, int r0, int r1)
 					 : (have_bf16() ? ukr_bf16 : ukr_ref);
 	_Alignas(64) float tile[ROWS_TASK * ZP_GEMM_NR];
 
+	if (w->store == ZP_WS_FP8) {
+		fp8_task(op, p, r0, r1);
+		return;
+	}
 	ZP_ASSERT(r1 - r0 <= ROWS_TASK);
 	/* AMX where K fills whole tiles: chosen by shape only, never by M, so a row's
 	   result does not depend on its batch. */
@@ -459,9 +802,14 @@ struct run_ctx {
 	int *first_task; /* [nops + 1] prefix sums */
 };
 
+static int rows_task(const zp_gemm_op *op)
+{
+	return op->w->store == ZP_WS_FP8 ? ROWS_TASK_FP8 : ROWS_TASK;
+}
+
 static int op_tasks(const zp_gemm_op *op)
 {
-	return op->m <= 0 ? 0 : panel_count(op->w) * ((op->m + ROWS_TASK - 1) / ROWS_TASK);
+	return op->m <= 0 ? 0 : panel_count(op->w) * ((op->m + rows_task(op) - 1) / rows_task(op));
 }
 
 static void task(void *vctx, int t, int thread)
@@ -478,9 +826,9 @@ static void task(void *vctx, int t, int thread)
 	}
 	const zp_gemm_op *op = &c->ops[lo];
 	int local = t - c->first_task[lo];
-	int chunks = (op->m + ROWS_TASK - 1) / ROWS_TASK;
-	int p = local / chunks, r0 = (local % chunks) * ROWS_TASK;
-	run_task(op, p, r0, ZP_MIN(r0 + ROWS_TASK, op->m));
+	int rt = rows_task(op), chunks = (op->m + rt - 1) / rt;
+	int p = local / chunks, r0 = (local % chunks) * rt;
+	run_task(op, p, r0, ZP_MIN(r0 + rt, op->m));
 }
 
 void zp_gemm_run(zp_pool *pool, const zp_gemm_op *ops, int nops)
@@ -489,6 +837,7 @@ void zp_gemm_run(zp_pool *pool, const zp_gemm_op *ops, int nops)
 	long total = 0;
 
 	ZP_ASSERT(nops >= 0 && nops <= ZP_GEMM_OPS_MAX);
+	pthread_once(&fp8_once, fp8_lut_init);
 
 	for (int i = 0; i < nops; i++) {
 		ZP_ASSERT(ops[i].w && ops[i].w->data);
