@@ -278,7 +278,7 @@ zp_batch *zp_engine_batch(zp_engine *g)
 {
 	zp_batch *b;
 	for (int i = 0; i < g->n; i++)
-		if (!g->down[i] && (b = zp_exec_batch(&g->exec[i])))
+		if ((b = zp_exec_batch(&g->exec[i]))) /* a down one refuses it (lost) */
 			return b;
 	return NULL;
 }
@@ -291,8 +291,8 @@ void zp_engine_submit(zp_engine *g, zp_batch *b)
 		return zp_exec_submit(x, b);
 	x->state = ZP_EXEC_STAGED;
 	for (int i = 0; i < g->n; i++)
-		if (!g->down[i] && g->exec[i].state != ZP_EXEC_STAGED)
-			return;
+		if (g->exec[i].state != ZP_EXEC_STAGED)
+			return; /* (a down member's absence: the pump's flush) */
 	zp_engine_flush(g); /* every member has its batch */
 }
 
@@ -309,8 +309,12 @@ void zp_engine_flush(zp_engine *g)
 		return;
 	for (int i = 0; i < g->n; i++) {
 		zp_exec *x = &g->exec[i];
-		if (g->down[i])
-			continue; /* out of the group (dpep.h's members) */
+		if (g->down[i]) { /* out of the group (dpep.h's members): no filler; a batch
+				     the bench's path gave it goes, and is refused */
+			if (x->state == ZP_EXEC_STAGED)
+				staged[i] = zp_slab_at(&x->batches, x->filling);
+			continue;
+		}
 		ZP_ASSERT(x->state == ZP_EXEC_STAGED || x->state == ZP_EXEC_IDLE);
 		if (x->state == ZP_EXEC_STAGED) {
 			staged[i] = zp_slab_at(&x->batches, x->filling);
