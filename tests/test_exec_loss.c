@@ -10,7 +10,9 @@
    - ZP_FAULT_EXEC_DIE=K:2:2 (the device comes back at the third try): the
      executor rejoins (the experts re-placed over all again) and later jobs
      are exact too.
-   Prints the table (device, mode, N, requests, failed, answers identical). */
+   Prints the table (device, mode, N, requests, failed, answers identical).
+   Under a sanitizer (10-50x slower) a smaller matrix: N = 2, 3 on cpu, 2 on
+   sim, each thread hand-off still crossed. */
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -22,7 +24,7 @@
 #include "engine.h"
 
 #define MODEL "tests/models/odd" /* 10 experts, MoE and dense layers */
-#define JOBS 48
+#define JOBS 32
 #define SEQS_MAX (3 * JOBS)
 #define QUEUE 8 /* jobs admitted at once: the load */
 #define LOOPS 2000000 /* pump/wait turns a run may take */
@@ -196,6 +198,12 @@ static void check_device_fault(enum zp_parallel par)
 	free_reqs(got, nr);
 }
 
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define SANITIZED 1
+#else
+#define SANITIZED 0
+#endif
+
 int main(void)
 {
 	zp_log_min = getenv("V") ? ZP_LOG_INFO : ZP_LOG_ERROR;
@@ -204,12 +212,13 @@ int main(void)
 	printf("| dev  | mode      | N | fault  | requests | failed | answers identical |\n");
 	for (int d = 0; d < 2; d++)
 		for (int p = 0; p < 3; p++)
-			for (int n = 2; n <= 4; n++)
+			for (int n = 2; n <= (SANITIZED ? 3 - d : 4); n++)
 				check_case(devs[d], pars[p], n, false);
 	check_case(ZP_DEV_CPU, ZP_PAR_ASYNCEP, 3, true);
 	check_case(ZP_DEV_SIM, ZP_PAR_DPEP, 2, true);
-	check_case(ZP_DEV_CPU, ZP_PAR_REPLICATE, 2, true);
-	for (int p = 0; p < 3; p++)
+	if (!SANITIZED)
+		check_case(ZP_DEV_CPU, ZP_PAR_REPLICATE, 2, true);
+	for (int p = SANITIZED; p < 3; p++)
 		check_device_fault(pars[p]);
 	printf("test_exec_loss: %s (%d failures)\n", check_failures ? "FAIL" : "ok", check_failures);
 	return check_failures ? 1 : 0;
