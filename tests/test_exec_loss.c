@@ -9,7 +9,10 @@
      re-placed over the others;
    - ZP_FAULT_EXEC_DIE=K:2:2 (the device comes back at the third try): the
      executor rejoins (the experts re-placed over all again) and later jobs
-     are exact too.
+     are exact too;
+   - a real sim device fault mid-load (the batch, under dpep the round, lost
+     and run again);
+   - one executor lost for good: the queued jobs fail at once, saying so.
    Prints the table (device, mode, N, requests, failed, answers identical).
    Under a sanitizer (10-50x slower) a smaller matrix: N = 2, 3 on cpu, 2 on
    sim, each thread hand-off still crossed. */
@@ -204,6 +207,28 @@ static void check_device_fault(enum zp_parallel par)
 #define SANITIZED 0
 #endif
 
+/* One executor, lost for good (ZP_FAULT_EXEC_DIE=0:2): nothing can run the
+   queued jobs, so they fail at once saying so (none waits for a device that
+   may not come back); its lost batch's are among them. Every job comes
+   back. */
+static void check_all_down(void)
+{
+	zp_req r[SEQS_MAX];
+	int nr = 0;
+	for (int i = 0; i < JOBS; i++)
+		nr += nseq_of(i);
+	make_reqs(r, nr, VOCAB, 31);
+	set_fault("0:2");
+	outcome o = run(ZP_DEV_CPU, ZP_PAR_REPLICATE, 1, r, nr, 0);
+	set_fault(NULL);
+	printf("| cpu  | replicate | 1 | die    | %8d | %6d | (none can run)    | lost %ld: %s\n",
+	       o.requests, o.failed, o.counts.lost, o.err);
+	CHECK(o.requests == JOBS && o.failed > 0 && o.failed < JOBS && o.counts.lost == 1 &&
+	      strstr(o.err, "every executor is down"), "all down: the queued jobs fail at once, "
+	      "saying so (%d of %d: %s)", o.failed, o.requests, o.err);
+	free_reqs(r, nr);
+}
+
 int main(void)
 {
 	zp_log_min = getenv("V") ? ZP_LOG_INFO : ZP_LOG_ERROR;
@@ -220,6 +245,7 @@ int main(void)
 		check_case(ZP_DEV_CPU, ZP_PAR_REPLICATE, 2, true);
 	for (int p = SANITIZED; p < 3; p++)
 		check_device_fault(pars[p]);
+	check_all_down();
 	printf("test_exec_loss: %s (%d failures)\n", check_failures ? "FAIL" : "ok", check_failures);
 	return check_failures ? 1 : 0;
 }

@@ -38,7 +38,7 @@ struct zp_engine {
 	uint64_t beats[ZP_EXECUTORS_MAX]; /* the progress test: each count at its last change */
 	double beat_at[ZP_EXECUTORS_MAX];
 	zp_engine_counts counts;
-	char halted[ZP_ERR_LEN + 64];	/* the experts cannot be re-placed: why ("" none) */
+	char halted[ZP_ERR_LEN];	/* the experts cannot be re-placed: why ("" none) */
 	void (*on_health)(void *arg, int x, bool up, const char *why);
 	void *on_health_arg;
 	int next_poll;			/* executor poll starts at: no executor starves */
@@ -369,7 +369,7 @@ static bool replacing(zp_engine *g)
 	for (int i = 0; i < g->n; i++)
 		up[i] = !g->down[i];
 	if (zp_place_assign(g->place, up, &e)) {
-		snprintf(g->halted, sizeof g->halted, "the experts cannot be re-placed: %s", e.msg);
+		snprintf(g->halted, sizeof g->halted, "the experts cannot be re-placed: %.200s", e.msg);
 		zp_log(ZP_LOG_ERROR, "msg=\"experts not re-placed: no batch can run\" error=\"%s\"",
 		       e.msg);
 		return false;
@@ -401,14 +401,34 @@ static void probe_down(zp_engine *g, double now)
 	}
 }
 
+/* No executor can run a batch (every one down, or the experts cannot be
+   re-placed): the queued jobs fail now, with why, rather than wait for a
+   device that may not come back (the probes go on: one that does serves
+   what comes after). Nothing is out then but probes. */
+static void job_finished(zp_engine *g, zp_job *j);
+
+static void fail_queued(zp_engine *g, const char *why)
+{
+	zp_job *j;
+	while ((j = zp_sched_first_queued(&g->sched))) {
+		bool idle = zp_sched_cancel(&g->sched, j); /* its queued sequences dropped */
+		ZP_ASSERT(idle); /* no batch of it is out: no executor runs one */
+		j->cancelled = false;
+		zp_job_fail(j, why);
+		job_finished(g, j);
+	}
+}
+
 double zp_engine_pump(zp_engine *g, double now, bool force)
 {
 	double wake = 0, w;
 	if (replacing(g))
 		return 0; /* the rebuilds' return pumps again */
 	probe_down(g, now);
-	if (g->halted[0])
-		return 0;
+	if (g->ndown == g->n || g->halted[0]) {
+		fail_queued(g, g->halted[0] ? g->halted : "every executor is down (see /health)");
+		return now + ZP_ENGINE_RETRY_S; /* the next probe */
+	}
 	if (g->group && busy_up(g))
 		return 0; /* the group starts together: after every member came back */
 	/* every idle executor in turn: under a routing policy each cuts from its own queue */

@@ -663,3 +663,17 @@ static void drop_retry(zp_sched *s, zp_job *j)
 	}
 	s->retry_n = kept;
 }
+
+/* A job with a sequence still queued anywhere (not yet routed, routed and
+   not cut, or to run again), or NULL. */
+zp_job *zp_sched_first_queued(const zp_sched *s)
+{
+	if (s->head)
+		return s->head;
+	if (s->retry_n)
+		return s->retry[s->retry_head].job;
+	for (int x = 0; s->ex && x < s->nexec; x++)
+		if (s->ex[x].q_n)
+			return s->ex[x].q[s->ex[x].q_head].job;
+	return NULL;
+}

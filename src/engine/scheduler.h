@@ -208,6 +208,10 @@ void zp_sched_requeue(zp_sched *s, zp_job *j, int seq);
    down. */
 void zp_sched_set_down(zp_sched *s, int x, bool down);
 
+/* A job with a sequence still queued (admitted, routed or to run again:
+   not out), or NULL: the engine fails them when no executor can run them. */
+zp_job *zp_sched_first_queued(const zp_sched *s);
+
 /* j left the system (answered or freed): release its admission. */
 void zp_sched_finish(zp_sched *s, zp_job *j);
 
