@@ -14,8 +14,8 @@
      and run again);
    - one executor lost for good: the queued jobs fail at once, saying so.
    Prints the table (device, mode, N, requests, failed, answers identical).
-   Under a sanitizer (10-50x slower) a smaller matrix: N = 2, 3 on cpu, 2 on
-   sim, each thread hand-off still crossed. */
+   Under a sanitizer (10-50x slower) a smaller matrix: N = 2, one rejoin,
+   dpep's device fault; each thread hand-off is still crossed. */
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -237,13 +237,14 @@ int main(void)
 	printf("| dev  | mode      | N | fault  | requests | failed | answers identical |\n");
 	for (int d = 0; d < 2; d++)
 		for (int p = 0; p < 3; p++)
-			for (int n = 2; n <= (SANITIZED ? 3 - d : 4); n++)
+			for (int n = 2; n <= (SANITIZED ? 2 : 4); n++)
 				check_case(devs[d], pars[p], n, false);
 	check_case(ZP_DEV_CPU, ZP_PAR_ASYNCEP, 3, true);
-	check_case(ZP_DEV_SIM, ZP_PAR_DPEP, 2, true);
-	if (!SANITIZED)
+	if (!SANITIZED) {
+		check_case(ZP_DEV_SIM, ZP_PAR_DPEP, 2, true);
 		check_case(ZP_DEV_CPU, ZP_PAR_REPLICATE, 2, true);
-	for (int p = SANITIZED; p < 3; p++)
+	}
+	for (int p = SANITIZED ? 2 : 0; p < 3; p++)
 		check_device_fault(pars[p]);
 	check_all_down();
 	printf("test_exec_loss: %s (%d failures)\n", check_failures ? "FAIL" : "ok", check_failures);
