@@ -58,12 +58,12 @@ typedef struct {
 	enum zp_parallel parallel;	/* how experts are placed across executors */
 	char *transport;		/* asyncep gathers: cpu (nccl, p2p: CUDA builds) */
 	int offload_window;		/* asyncep offload mode: slots per executor (0: off) */
+	int keep_host_experts;		/* asyncep: keep the model's experts in host memory,
+					   the copy a lost executor's are re-placed from */
 	int device;			/* enum zp_device: cpu, cuda, sim (a test device) */
 	int seq_tokens_max;		/* tokens of one sequence; 0: zp_serve_cfg_seq_tokens */
 	int batch_tokens_max;		/* tokens of one forward pass */
 	size_t kv_cache_bytes;		/* each executor's prefix KV cache (0: none) */
-	int keep_host_experts;		/* asyncep: keep the model's experts in host memory,
-					   the copy a lost executor's are re-placed from */
 	int batch_wait_ms;
 	int batch_wait_us;		/* -1: batch_wait_ms */
 	int schedule;			/* enum zp_sched_policy */
