@@ -417,15 +417,15 @@ static void *loader_main(void *arg)
 		.executors = c->executors, .parallel = c->parallel, .transport = c->transport,
 		.threads_per_executor = zp_serve_cfg_threads(c), .batch_tokens_max = c->batch_tokens_max,
 		.done = &s->done, .offload_window = c->offload_window, .device = c->device,
+		.on_health = health_seen, .on_health_arg = s, .stall_s = c->stall_timeout_ms / 1e3,
+		.drop_host_experts = !c->keep_host_experts,
 		.kv_cache_bytes = c->kv_cache_bytes,
 		.queue = { .policy = (enum zp_sched_policy)c->schedule,
 			   .requests_max = c->queue_requests_max, .tokens_max = c->queue_tokens_max,
 			   .batch_wait_s = c->batch_wait_us >= 0 ? c->batch_wait_us / 1e6
 								 : c->batch_wait_ms / 1e3,
 			   .aging_s = c->schedule_aging_ms / 1e3, .min_tokens = c->schedule_min_tokens },
-		.on_batch = batch_seen, .on_batch_arg = s,
-		.on_health = health_seen, .on_health_arg = s,
-		.stall_s = c->stall_timeout_ms / 1e3, .drop_host_experts = !c->keep_host_experts };
+		.on_batch = batch_seen, .on_batch_arg = s };
 	int rc = c->random_weights >= 0
 			 ? zp_model_load_random(&s->model, c->model, c->wtype, lay, (int)ZP_MAX(ncpu, 1),
 						(uint64_t)c->random_weights, &s->progress, &s->load_err)
