@@ -15,7 +15,9 @@
    same bits: backend.h's batch invariance); a lost executor leaves routing,
    the experts are re-placed over the others (asyncep from the host copy,
    dpep's group re-formed) and it is retried every ZP_ENGINE_RETRY_S: a
-   device that came back rejoins. An executor that makes no progress for
+   device that came back rejoins. While no executor can run a batch (every
+   one down, or the experts cannot be re-placed: zp_engine_halted) the
+   queued jobs fail at once, saying so. An executor that makes no progress for
    stall_s leaves routing until it does (the batch it holds stays its own).
    Threads: one owner thread calls everything here (the server's loader
    starts it, then the reactor drives it; or the offline driver). */
