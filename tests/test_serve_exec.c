@@ -4,7 +4,8 @@
               batch faults as a device that never comes back), 8 requests at
               once: every one a 200 with the bytes a clean server gives;
               /health 200 "degraded" naming executor 1 down; /metrics counts
-              it (zprefill_executor_lost_total 1, executor_up 0); one log line
+              it (zprefill_executor_lost_total 1, executor_up 0); one log line;
+              systemd's STATUS= (a datagram socket as NOTIFY_SOCKET)
      stalled  two executors, ZP_FAULT_EXEC_STALL=1:1 (executor 1 wedges at its
               first batch): /health 200 "degraded" naming it stalled (the
               progress test, stall_timeout_ms, no watchdog configured); later
@@ -23,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -30,7 +32,7 @@
 #include "serve_proc.h"
 #include "client.h"
 
-static char dir[256], sock[300], log_path[300];
+static char dir[256], sock[300], log_path[300], notify_path[300], notify_env[340];
 static const char *bin;
 
 #define TRIES 1500 /* polls at 20 ms: 30 s, a bound for a loaded machine */
@@ -65,6 +67,8 @@ static pid_t spawn(const char *cfg, const char *env)
 		dup2(fd, 2);
 		if (env)
 			putenv((char *)env);
+		if (notify_env[0])
+			putenv(notify_env);
 		execl(bin, bin, "serve", "--model", MODEL, "--socket", sock, "--config", path,
 		      (char *)NULL);
 		_exit(127);
@@ -187,6 +191,36 @@ static const char cfg_two[] =
 	"schedule = least_tokens\nqueue_requests_max = 16\n"
 	"[server]\nstall_timeout_ms = 300\nshutdown_timeout_ms = 1000\n[log]\nlevel = info\n";
 
+/* A datagram socket playing systemd's notification socket (NOTIFY_SOCKET
+   for the next server started). */
+static int notify_listen(void)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	ZP_ASSERT(strlen(notify_path) < sizeof a.sun_path);
+	memcpy(a.sun_path, notify_path, strlen(notify_path) + 1);
+	ZP_ASSERT(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
+	snprintf(notify_env, sizeof notify_env, "NOTIFY_SOCKET=%s", notify_path);
+	return fd;
+}
+
+/* Whether a notification holding want arrived (each read within 2 s). */
+static bool notified(int fd, const char *want)
+{
+	char buf[1024];
+	for (;;) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		if (poll(&p, 1, 2000) <= 0)
+			return false;
+		ssize_t r = recv(fd, buf, sizeof buf - 1, 0);
+		if (r <= 0)
+			return false;
+		buf[r] = 0;
+		if (strstr(buf, want))
+			return true;
+	}
+}
+
 static void test_lost(void)
 {
 	int st[NREQ], st_ref[NREQ];
@@ -201,9 +235,13 @@ static void test_lost(void)
 		burst(st_ref, ref);
 		CHECK(stop_bounded(pid) == 0, "lost: the clean server stops");
 	}
+	int nfd = notify_listen();
 	pid = start(cfg_two, "ZP_FAULT_EXEC_DIE=1:1");
-	if (pid <= 0)
+	notify_env[0] = 0;
+	if (pid <= 0) {
+		close(nfd);
 		goto out;
+	}
 	burst(st, ans);
 	int ok = 0, same = 0;
 	for (int i = 0; i < NREQ; i++) {
@@ -230,6 +268,9 @@ static void test_lost(void)
 	for (int i = 0; i < NREQ; i++)
 		ok += st[i] == 200 && ans[i].len == ref[i].len && !memcmp(ans[i].p, ref[i].p, ref[i].len);
 	CHECK(ok == NREQ, "lost: later requests exact on the survivor (%d of %d)", ok, NREQ);
+	CHECK(notified(nfd, "STATUS=degraded: executor 1 out (its device faulted"),
+	      "lost: systemd hears STATUS=degraded naming executor 1");
+	close(nfd);
 	CHECK(stop_bounded(pid) == 0, "lost: clean stop");
 	char *log = read_log();
 	CHECK(strstr(log, "msg=\"executor lost: its work goes to the others\" executor=1") &&
@@ -330,6 +371,7 @@ int main(void)
 		return 1;
 	snprintf(sock, sizeof sock, "%s/s", dir);
 	snprintf(log_path, sizeof log_path, "%s/log", dir);
+	snprintf(notify_path, sizeof notify_path, "%s/notify", dir);
 	signal(SIGPIPE, SIG_IGN);
 	test_lost();
 	test_stalled();
