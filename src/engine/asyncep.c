@@ -577,6 +577,7 @@ static void hook_detach(void *ctx)
 		if (v->blk[k])
 			be->ops->mfree(be, v->blk[k]);
 	memset(v->blk, 0, sizeof v->blk);
+	memset(v->shard, 0, (size_t)v->ep->m->cfg.layers * sizeof *v->shard);
 	/* the request counts are the events' record counts: a later attach
 	   starts both afresh */
 	for (int u = 0; u < v->nunits; u++) {
@@ -706,10 +707,51 @@ int zp_place_ready(zp_place *ep, zp_err *e)
 	return ep->t->setup(ep->t, ports, ep->n, e);
 }
 
-void zp_place_commit(zp_place *ep)
+void zp_place_commit(zp_place *ep, bool keep_host)
 {
-	if (ep->par == ZP_PAR_ASYNCEP && !ep->window) /* every byte now lives in the shards */
+	if (ep->par == ZP_PAR_ASYNCEP && !ep->window && !keep_host) /* every byte now lives in
+								       the shards */
 		zp_model_drop_experts(ep->m);
+}
+
+/* The partition over the executors alive: the one expert partition (place.h)
+   over them in executor order; a down one holds nothing. */
+static void assign_ranges(zp_place *ep, const bool *alive, int *lo, int *hi)
+{
+	int n = 0, k = 0;
+	for (int x = 0; x < ep->n; x++)
+		n += alive[x];
+	for (int x = 0; x < ep->n; x++) {
+		lo[x] = hi[x] = 0;
+		if (alive[x])
+			zp_place_part(n, ep->m->cfg.experts, k++, &lo[x], &hi[x]);
+	}
+}
+
+int zp_place_assign(zp_place *ep, const bool *alive, zp_err *e)
+{
+	int lo[ZP_EXECUTORS_MAX], hi[ZP_EXECUTORS_MAX], n = 0;
+	for (int x = 0; x < ep->n; x++)
+		n += alive[x];
+	if (!n)
+		return zp_errf(e, "no executor is up");
+	if (ep->par == ZP_PAR_DPEP)
+		return zp_dpep_set_members(ep->grp, alive), 0;
+	if (ep->par != ZP_PAR_ASYNCEP)
+		return 0;
+	if (ep->t->round)
+		return zp_errf(e, "a collective transport (%s) is not re-made without a restart",
+			       ep->t->name);
+	if (!ep->m->layers[ep->first_moe].experts)
+		return zp_errf(e, "the model's expert blocks were dropped after the start "
+			       "(keep_host_experts = false): the lost executor's experts have no "
+			       "other copy; restart");
+	assign_ranges(ep, alive, lo, hi);
+	for (int x = 0; x < ep->n; x++) { /* every forward detached or idle: read at attach */
+		ep->x[x].lo = lo[x];
+		ep->x[x].hi = hi[x];
+	}
+	return 0;
 }
 
 void zp_place_free(zp_place *ep)

@@ -52,8 +52,18 @@ zp_place *zp_place_new(zp_model *m, enum zp_device dev, int nexec, enum zp_paral
 int zp_place_ready(zp_place *ep, zp_err *e);
 /* Every executor's forward has attached (its blocks are in its memory, and
    calibration has read the model's): asyncep then drops the model's own
-   expert blocks (zp_model_drop_experts) unless offloading (the host store). */
-void zp_place_commit(zp_place *ep);
+   expert blocks (zp_model_drop_experts) unless offloading (the host store)
+   or keep_host (the host copy a lost executor's experts are re-placed
+   from: zp_place_assign). */
+void zp_place_commit(zp_place *ep, bool keep_host);
+/* Re-place the experts over the executors alive[x] (the owner thread, while
+   no forward runs and the comm thread holds no request): asyncep's ranges
+   (each alive executor's forward must then be rebuilt: its attach uploads
+   its new shards from the host copy), dpep's members and ranges (dpep.h).
+   0, or -1 with e set when the experts cannot be re-placed (no executor
+   alive; asyncep without the host copy, or over a collective transport):
+   the placement is as it was. */
+int zp_place_assign(zp_place *ep, const bool *alive, zp_err *e);
 /* Stops the comm thread (requests already pushed are served first). Before
    the executors' forwards are freed: they detach their memory. */
 void zp_place_quiesce(zp_place *ep);

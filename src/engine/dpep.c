@@ -26,9 +26,11 @@ struct member {
 
 struct zp_dpep {
 	int n;
-	pthread_barrier_t bar;
+	bool alive[ZP_DPEP_MAX];	/* members that take part (zp_dpep_set_members) */
+	pthread_barrier_t bar;		/* counts the alive members */
 	struct member m[ZP_DPEP_MAX];
 	int lo[ZP_DPEP_MAX], hi[ZP_DPEP_MAX];
+	int experts;
 	_Atomic long failed_round;	/* the last round a member marked failed (0: none) */
 };
 
@@ -37,10 +39,34 @@ zp_dpep *zp_dpep_new(int n, int experts)
 	ZP_ASSERT(n >= 1 && n <= ZP_DPEP_MAX && n <= experts);
 	zp_dpep *g = zp_xcalloc(1, sizeof *g);
 	g->n = n;
-	for (int x = 0; x < n; x++)
+	g->experts = experts;
+	for (int x = 0; x < n; x++) {
+		g->alive[x] = true;
 		zp_place_part(n, experts, x, &g->lo[x], &g->hi[x]);
+	}
 	ZP_ASSERT(pthread_barrier_init(&g->bar, NULL, (unsigned)n) == 0);
 	return g;
+}
+
+void zp_dpep_set_members(zp_dpep *g, const bool *alive)
+{
+	int n = 0, k = 0;
+	long round = 0;
+	for (int x = 0; x < g->n; x++) {
+		n += alive[x];
+		round = ZP_MAX(round, g->m[x].round);
+	}
+	ZP_ASSERT(n >= 1);
+	for (int x = 0; x < g->n; x++) {
+		g->alive[x] = alive[x];
+		g->lo[x] = g->hi[x] = 0;
+		if (alive[x])
+			zp_place_part(n, g->experts, k++, &g->lo[x], &g->hi[x]);
+		g->m[x].round = round; /* every member's next forward is the same round again */
+	}
+	int rc = pthread_barrier_destroy(&g->bar); /* no member waits on it: all idle */
+	ZP_ASSERT(rc == 0);
+	ZP_ASSERT(pthread_barrier_init(&g->bar, NULL, (unsigned)n) == 0);
 }
 
 void zp_dpep_free(zp_dpep *g)
@@ -106,6 +132,7 @@ double zp_dpep_layer(zp_dpep *g, int member, const zp_dpep_rows *rows, const zp_
 {
 	struct member *m = &g->m[member];
 	zp_backend *b = m->b;
+	ZP_ASSERT(g->alive[member]); /* the engine sends a left member nothing */
 	int e0 = g->lo[member], e1 = g->hi[member], R = 0;
 	size_t arow = (size_t)m->hp * m->es, yrow = (size_t)m->H * sizeof(float);
 	m->rows = *rows;
@@ -116,6 +143,8 @@ double zp_dpep_layer(zp_dpep *g, int member, const zp_dpep_rows *rows, const zp_
 		m->roffs[e - e0] = R;
 		for (int x = 0; x < g->n; x++) {
 			const zp_dpep_rows *s = &g->m[x].rows;
+			if (!g->alive[x])
+				continue;
 			int n = s->offs[e + 1] - s->offs[e];
 			b->ops->copy(b, (char *)m->ra + (size_t)R * arow,
 				     (const char *)s->xg + (size_t)s->offs[e] * arow, (size_t)n * arow);
@@ -134,6 +163,8 @@ double zp_dpep_layer(zp_dpep *g, int member, const zp_dpep_rows *rows, const zp_
 	for (int e = e0; e < e1; e++)
 		for (int x = 0; x < g->n; x++) {
 			const zp_dpep_rows *s = &g->m[x].rows;
+			if (!g->alive[x])
+				continue;
 			int n = s->offs[e + 1] - s->offs[e];
 			b->ops->copy(b, (char *)s->yg + (size_t)s->offs[e] * yrow,
 				     (const char *)m->ry + (size_t)R * yrow, (size_t)n * yrow);

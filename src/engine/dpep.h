@@ -23,6 +23,13 @@ zp_dpep *zp_dpep_new(int n, int experts);
 void zp_dpep_free(zp_dpep *g);
 void zp_dpep_range(const zp_dpep *g, int member, int *lo, int *hi);
 
+/* The members that take part from the next round on: alive[member] (at
+   least one); the experts are partitioned over them (place.h's partition in
+   member order), a member not alive holds none and must run no forward of
+   the group. The owner thread, while no member runs a forward (a member
+   not alive may still leave or join). */
+void zp_dpep_set_members(zp_dpep *g, const bool *alive);
+
 /* Join g as member (before any forward of the group runs), computing on b in
    bf16 or f32, batches of at most batch_tokens_max: allocates the rows it may
    receive. zp_dpep_leave frees them (before b is freed). */

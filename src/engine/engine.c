@@ -15,13 +15,32 @@
 #include "kvcache.h"
 #include "util.h"
 
+/* What the owner has asked an executor for besides batches. */
+enum ask { ASK_NONE, ASK_PLACE, ASK_PROBE };
+
 struct zp_engine {
 	zp_model *m;
 	zp_place *place;
 	zp_exec exec[ZP_EXECUTORS_MAX];
 	int n;				/* executors running */
 	bool group;			/* dpep or lockstep asyncep: forwards start together */
-	_Atomic bool group_down;	/* a member of the group went down: all refuse */
+	_Atomic bool group_down;	/* lockstep: a member went down, all refuse */
+	/* executors lost and back (engine.h's zp_engine_exec_report) */
+	bool down[ZP_EXECUTORS_MAX];	/* out of routing: its device faulted */
+	bool stalled[ZP_EXECUTORS_MAX];	/* out of routing: no progress for stall_s */
+	int ndown;
+	bool placing;			/* asyncep or dpep: the experts follow the executors up */
+	bool replace;			/* the executors up changed: re-place once each is idle */
+	int asks_out;			/* ASK_PLACE rebuilds out: no forward starts meanwhile */
+	enum ask ask[ZP_EXECUTORS_MAX];
+	double retry_at[ZP_EXECUTORS_MAX]; /* a down executor's next rebuild */
+	double stall_s;
+	uint64_t beats[ZP_EXECUTORS_MAX]; /* the progress test: each count at its last change */
+	double beat_at[ZP_EXECUTORS_MAX];
+	zp_engine_counts counts;
+	char halted[ZP_ERR_LEN];	/* the experts cannot be re-placed: why ("" none) */
+	void (*on_health)(void *arg, int x, bool up, const char *why);
+	void *on_health_arg;
 	int next_poll;			/* executor poll starts at: no executor starves */
 	zp_bell own;			/* the done doorbell when the caller gives none */
 	zp_bell *done;
@@ -66,6 +85,10 @@ static void start_queue(zp_engine *g, const zp_engine_cfg *c)
 	zp_sched_setup(&g->sched, &sc);
 	g->on_batch = c->on_batch;
 	g->on_batch_arg = c->on_batch_arg;
+	g->on_health = c->on_health;
+	g->on_health_arg = c->on_health_arg;
+	g->stall_s = c->stall_s;
+	g->placing = zp_place_parallel(g->place) != ZP_PAR_REPLICATE;
 }
 
 zp_engine *zp_engine_start(zp_model *m, const zp_engine_cfg *c, zp_err *e)
@@ -104,7 +127,7 @@ zp_engine *zp_engine_start(zp_model *m, const zp_engine_cfg *c, zp_err *e)
 			goto bad;
 		g->n = i + 1;
 		/* before any batch: the rings' hand-off publishes it to the thread */
-		g->exec[i].group_down = g->group ? &g->group_down : NULL;
+		g->exec[i].group_down = zp_place_lockstep(g->place) ? &g->group_down : NULL;
 		int lo, hi;
 		zp_place_range(g->place, i, &lo, &hi);
 		zp_log(ZP_LOG_INFO, "msg=executor id=%d parallel=%s transport=%s experts=[%d,%d) "
@@ -116,7 +139,8 @@ zp_engine *zp_engine_start(zp_model *m, const zp_engine_cfg *c, zp_err *e)
 	if (zp_place_ready(g->place, e))
 		goto bad;
 	start_queue(g, c);
-	zp_place_commit(g->place); /* after calibration, which reads the model's experts */
+	zp_place_commit(g->place, !c->drop_host_experts); /* after calibration, which reads
+							     the model's experts */
 	return g;
 bad:
 	zp_engine_stop(g);
@@ -152,6 +176,62 @@ int zp_engine_busy(const zp_engine *g)
 	for (int i = 0; i < g->n; i++)
 		busy += g->exec[i].state != ZP_EXEC_IDLE;
 	return busy;
+}
+
+enum zp_engine_exec zp_engine_exec_report(zp_engine *g, int x, double now, double stall_s,
+					  double *still_s, const char **why)
+{
+	ZP_ASSERT(x >= 0 && x < g->n);
+	bool running;
+	uint64_t n = zp_engine_beats(g, x, &running);
+	*still_s = 0;
+	*why = "";
+	if (g->down[x]) {
+		*why = g->exec[x].down_why.msg; /* written before the batch that told it */
+		return ZP_ENGINE_EXEC_DOWN;
+	}
+	if (!running || n != g->beats[x]) {
+		g->beats[x] = n;
+		g->beat_at[x] = now;
+	}
+	*still_s = now - g->beat_at[x];
+	return stall_s > 0 && *still_s > stall_s ? ZP_ENGINE_EXEC_STALLED : ZP_ENGINE_EXEC_OK;
+}
+
+void zp_engine_watch(zp_engine *g, double now)
+{
+	for (int x = 0; x < g->n && g->stall_s > 0; x++) {
+		double still;
+		const char *why;
+		bool st = zp_engine_exec_report(g, x, now, g->stall_s, &still, &why) ==
+			  ZP_ENGINE_EXEC_STALLED;
+		if (st == g->stalled[x])
+			continue;
+		g->stalled[x] = st;
+		/* its routed sequences go to the others; the batch it holds stays
+		   its own (its forward may still write their results) */
+		zp_sched_set_down(&g->sched, x, st || g->down[x]);
+		if (st)
+			g->counts.stalls++;
+		zp_log(st ? ZP_LOG_ERROR : ZP_LOG_WARN, st ?
+		       "msg=\"executor stalled: no progress; no new work goes to it\" executor=%d "
+		       "stalled_s=%.1f" : "msg=\"executor progresses again\" executor=%d stalled_s=%.1f",
+		       x, still);
+		if (g->on_health)
+			g->on_health(g->on_health_arg, x, !st, st ? "no progress" : "");
+	}
+}
+
+const char *zp_engine_halted(const zp_engine *g)
+{
+	return g->halted[0] ? g->halted : NULL;
+}
+
+zp_engine_counts zp_engine_get_counts(const zp_engine *g)
+{
+	zp_engine_counts c = g->counts;
+	c.up = g->n - g->ndown;
+	return c;
 }
 
 uint64_t zp_engine_beats(const zp_engine *g, int x, bool *running)
@@ -198,7 +278,7 @@ zp_batch *zp_engine_batch(zp_engine *g)
 {
 	zp_batch *b;
 	for (int i = 0; i < g->n; i++)
-		if ((b = zp_exec_batch(&g->exec[i])))
+		if ((b = zp_exec_batch(&g->exec[i]))) /* a down one refuses it (lost) */
 			return b;
 	return NULL;
 }
@@ -212,7 +292,7 @@ void zp_engine_submit(zp_engine *g, zp_batch *b)
 	x->state = ZP_EXEC_STAGED;
 	for (int i = 0; i < g->n; i++)
 		if (g->exec[i].state != ZP_EXEC_STAGED)
-			return;
+			return; /* (a down member's absence: the pump's flush) */
 	zp_engine_flush(g); /* every member has its batch */
 }
 
@@ -229,6 +309,12 @@ void zp_engine_flush(zp_engine *g)
 		return;
 	for (int i = 0; i < g->n; i++) {
 		zp_exec *x = &g->exec[i];
+		if (g->down[i]) { /* out of the group (dpep.h's members): no filler; a batch
+				     the bench's path gave it goes, and is refused */
+			if (x->state == ZP_EXEC_STAGED)
+				staged[i] = zp_slab_at(&x->batches, x->filling);
+			continue;
+		}
 		ZP_ASSERT(x->state == ZP_EXEC_STAGED || x->state == ZP_EXEC_IDLE);
 		if (x->state == ZP_EXEC_STAGED) {
 			staged[i] = zp_slab_at(&x->batches, x->filling);
@@ -239,16 +325,116 @@ void zp_engine_flush(zp_engine *g)
 		}
 	}
 	for (int i = 0; i < g->n; i++)
-		zp_exec_submit(&g->exec[i], staged[i]);
+		if (staged[i])
+			zp_exec_submit(&g->exec[i], staged[i]);
+}
+
+/* Executors up with a batch out (or staged). */
+static int busy_up(const zp_engine *g)
+{
+	int busy = 0;
+	for (int i = 0; i < g->n; i++)
+		busy += !g->down[i] && g->exec[i].state != ZP_EXEC_IDLE;
+	return busy;
+}
+
+/* Ask executor x for a rebuild (an empty batch; it must be idle). */
+static void ask_rebuild(zp_engine *g, int x, enum ask why)
+{
+	zp_batch *b = zp_exec_batch(&g->exec[x]);
+	ZP_ASSERT(b && g->ask[x] == ASK_NONE);
+	b->filler = true;
+	g->ask[x] = why;
+	g->asks_out += why == ASK_PLACE;
+	atomic_store_explicit(&g->exec[x].rebuild, true, memory_order_relaxed); /* the ring
+										   publishes it */
+	zp_exec_submit(&g->exec[x], b);
+}
+
+/* The executors up changed: once every one of them is idle, the experts go
+   over them (asyncep.h's zp_place_assign) and, under asyncep, each rebuilds
+   its forward (its attach uploads its new shards from the host copy). No
+   forward starts until they are all back. true while that goes on. */
+static bool replacing(zp_engine *g)
+{
+	bool up[ZP_EXECUTORS_MAX];
+	zp_err e;
+	if (g->asks_out)
+		return true;
+	if (!g->replace)
+		return false;
+	if (busy_up(g))
+		return true; /* their batches finish first; nothing new starts */
+	g->replace = false;
+	for (int i = 0; i < g->n; i++)
+		up[i] = !g->down[i];
+	if (zp_place_assign(g->place, up, &e)) {
+		snprintf(g->halted, sizeof g->halted, "the experts cannot be re-placed: %.200s", e.msg);
+		zp_log(ZP_LOG_ERROR, "msg=\"experts not re-placed: no batch can run\" error=\"%s\"",
+		       e.msg);
+		return false;
+	}
+	g->halted[0] = 0;
+	g->counts.replacements++;
+	for (int i = 0; i < g->n; i++) {
+		int lo, hi;
+		zp_place_range(g->place, i, &lo, &hi);
+		if (up[i])
+			zp_log(ZP_LOG_INFO, "msg=\"experts re-placed\" executor=%d experts=[%d,%d) "
+			       "executors_up=%d", i, lo, hi, g->n - g->ndown);
+		if (up[i] && zp_engine_parallel(g) == ZP_PAR_ASYNCEP)
+			ask_rebuild(g, i, ASK_PLACE);
+	}
+	return g->asks_out > 0;
+}
+
+/* Down executors, idle and due, try a rebuild: a device that came back
+   rejoins (zp_engine_poll sees it up). Never while experts are being
+   re-placed: a down AsyncEP executor's old shards are read until then. */
+static void probe_down(zp_engine *g, double now)
+{
+	for (int i = 0; i < g->n; i++) {
+		if (!g->down[i] || g->exec[i].state != ZP_EXEC_IDLE || now < g->retry_at[i])
+			continue;
+		g->retry_at[i] = now + ZP_ENGINE_RETRY_S;
+		ask_rebuild(g, i, ASK_PROBE);
+	}
+}
+
+/* No executor can run a batch (every one down, or the experts cannot be
+   re-placed): the queued jobs fail now, with why, rather than wait for a
+   device that may not come back (the probes go on: one that does serves
+   what comes after). Nothing is out then but probes. */
+static void job_finished(zp_engine *g, zp_job *j);
+
+static void fail_queued(zp_engine *g, const char *why)
+{
+	zp_job *j;
+	while ((j = zp_sched_first_queued(&g->sched))) {
+		bool idle = zp_sched_cancel(&g->sched, j); /* its queued sequences dropped */
+		ZP_ASSERT(idle); /* no batch of it is out: no executor runs one */
+		j->cancelled = false;
+		zp_job_fail(j, why);
+		job_finished(g, j);
+	}
 }
 
 double zp_engine_pump(zp_engine *g, double now, bool force)
 {
 	double wake = 0, w;
-	if (g->group && zp_engine_busy(g))
+	if (replacing(g))
+		return 0; /* the rebuilds' return pumps again */
+	probe_down(g, now);
+	if (g->ndown == g->n || g->halted[0]) {
+		fail_queued(g, g->halted[0] ? g->halted : "every executor is down (see /health)");
+		return now + ZP_ENGINE_RETRY_S; /* the next probe */
+	}
+	if (g->group && busy_up(g))
 		return 0; /* the group starts together: after every member came back */
 	/* every idle executor in turn: under a routing policy each cuts from its own queue */
 	for (int i = 0; i < g->n; i++) {
+		if (g->down[i] || g->stalled[i])
+			continue;
 		zp_batch *b = zp_exec_batch(&g->exec[i]);
 		if (!b)
 			continue;
@@ -263,6 +449,8 @@ double zp_engine_pump(zp_engine *g, double now, bool force)
 		zp_engine_submit(g, b);
 	}
 	zp_engine_flush(g);
+	if (g->ndown && (wake == 0 || now + ZP_ENGINE_RETRY_S < wake))
+		wake = now + ZP_ENGINE_RETRY_S; /* the next probe */
 	return wake;
 }
 
@@ -302,6 +490,33 @@ static void take_stats(zp_engine *g, const zp_batch *b)
 	g->obs[b->exec] = o;
 }
 
+/* Executor x's health as its last batch left it: a lost executor leaves
+   routing (its routed sequences go to the others) and the experts are
+   re-placed over the rest; one back joins again. */
+static void observe(zp_engine *g, int x)
+{
+	zp_exec *X = &g->exec[x];
+	bool up = atomic_load_explicit(&X->health, memory_order_acquire) == ZP_EXEC_UP;
+	if (up == !g->down[x])
+		return;
+	g->down[x] = !up;
+	g->ndown += up ? -1 : 1;
+	g->replace |= g->placing;
+	zp_sched_set_down(&g->sched, x, g->down[x] || g->stalled[x]);
+	if (!up) {
+		g->counts.lost++;
+		g->retry_at[x] = zp_now_s() + ZP_ENGINE_RETRY_S;
+		zp_log(ZP_LOG_ERROR, "msg=\"executor lost: its work goes to the others\" executor=%d "
+		       "executors_up=%d reason=\"%s\"", x, g->n - g->ndown, X->down_why.msg);
+	} else {
+		g->counts.rejoined++;
+		zp_log(ZP_LOG_WARN, "msg=\"executor rejoined\" executor=%d executors_up=%d", x,
+		       g->n - g->ndown);
+	}
+	if (g->on_health)
+		g->on_health(g->on_health_arg, x, up, up ? "" : X->down_why.msg);
+}
+
 zp_batch *zp_engine_poll(zp_engine *g)
 {
 	for (int k = 0; k < g->n; k++) {
@@ -310,11 +525,15 @@ zp_batch *zp_engine_poll(zp_engine *g)
 		if (!b)
 			continue;
 		g->next_poll = (i + 1) % g->n;
+		observe(g, i);
 		if (!b->filler) {
 			take_stats(g, b);
 			return b;
 		}
 		ZP_ASSERT(b->n == 0);
+		if (g->ask[i] == ASK_PLACE)
+			g->asks_out--;
+		g->ask[i] = ASK_NONE;
 		zp_exec_release(&g->exec[i], b);
 		k = -1; /* look again from the start: the filler told nothing */
 	}
@@ -350,18 +569,46 @@ bool zp_engine_cancel(zp_engine *g, zp_job *j)
 	return true;
 }
 
+/* A sequence of b (its k-th) was lost with its executor: it goes to the
+   queue's front again, unless its job was cancelled or lost too often
+   (ZP_ENGINE_LOST_MAX times its sequences: a fault that follows it). */
+static void seq_lost(zp_engine *g, zp_batch *b, int k)
+{
+	zp_job *j = b->job[k];
+	if (!j->cancelled && j->lost < ZP_ENGINE_LOST_MAX * j->nseq) {
+		j->lost++;
+		g->counts.requeued++;
+		zp_sched_requeue(&g->sched, j, (int)(b->req[k] - j->seq));
+		return;
+	}
+	if (!j->cancelled)
+		zp_job_fail(j, b->err);
+	if (zp_sched_seq_done(&g->sched, j))
+		job_finished(g, j);
+}
+
 /* b came back: the scheduler learns it, its sequences are done (failed with
-   it, if it failed), the jobs it finished go on the done list; b is free. */
+   it, if it failed; lost with its executor, queued again), the jobs it
+   finished go on the done list; b is free. */
 static void batch_back(zp_engine *g, zp_batch *b)
 {
 	if (g->on_batch)
 		g->on_batch(g->on_batch_arg, b);
 	zp_sched_batch_done(&g->sched, b, &g->obs[b->exec]);
-	if (b->failed)
+	if (b->failed == ZP_BATCH_LOST) {
+		zp_log(ZP_LOG_WARN, "msg=\"batch lost with its executor: its sequences go again\" "
+		       "executor=%d seqs=%d error=\"%s\"", b->exec, b->n, b->err);
+		g->counts.lost_batches++;
+	} else if (b->failed) {
 		zp_log(ZP_LOG_ERROR, "msg=\"forward failed\" executor=%d seqs=%d error=\"%s\"",
 		       b->exec, b->n, b->err);
+	}
 	for (int k = 0; k < b->n; k++) {
 		zp_job *j = b->job[k];
+		if (b->failed == ZP_BATCH_LOST) {
+			seq_lost(g, b, k);
+			continue;
+		}
 		if (b->failed)
 			zp_job_fail(j, b->err);
 		if (zp_sched_seq_done(&g->sched, j))

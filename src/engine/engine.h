@@ -10,6 +10,15 @@
    never seen by the caller).
    Below that, the bench's path (and tests'): one hand-filled batch per
    executor, no scheduler (zp_engine_batch ... zp_engine_release).
+   An executor whose device faults loses its batch, not its requests: the
+   batch's sequences go to the queue's front again and run elsewhere (the
+   same bits: backend.h's batch invariance); a lost executor leaves routing,
+   the experts are re-placed over the others (asyncep from the host copy,
+   dpep's group re-formed) and it is retried every ZP_ENGINE_RETRY_S: a
+   device that came back rejoins. While no executor can run a batch (every
+   one down, or the experts cannot be re-placed: zp_engine_halted) the
+   queued jobs fail at once, saying so. An executor that makes no progress for
+   stall_s leaves routing until it does (the batch it holds stays its own).
    Threads: one owner thread calls everything here (the server's loader
    starts it, then the reactor drives it; or the offline driver). */
 #ifndef ZP_ENGINE_H
@@ -28,6 +37,14 @@
 /* Tokens of one forward when not configured: --max-batch-tokens, serve's
    max_batch_tokens. */
 #define ZP_BATCH_TOKENS_DEFAULT 8192
+/* A down executor's rebuild is tried this often (it rejoins when it works). */
+#define ZP_ENGINE_RETRY_S 1.0
+/* A job whose sequences were lost this many times each (on average) fails
+   with the last loss's error: a fault that follows the work, not a device. */
+#define ZP_ENGINE_LOST_MAX 3
+/* Seconds without progress after which a busy executor counts as stalled
+   (serve's stall_timeout when not configured). */
+#define ZP_ENGINE_STALL_S_DEFAULT 5.0
 /* The most tokens one forward may be configured for. */
 #define ZP_BATCH_TOKENS_LIMIT (1 << 20)
 
@@ -63,7 +80,32 @@ typedef struct {
 	   owner thread. NULL: none. */
 	void (*on_batch)(void *arg, const zp_batch *b);
 	void *on_batch_arg;
+	/* An executor left (up false: lost, or stalled: why) or came back:
+	   called on the owner thread from zp_engine_poll_job, _wait_job and
+	   zp_engine_watch. NULL: none. */
+	void (*on_health)(void *arg, int x, bool up, const char *why);
+	void *on_health_arg;
+	double stall_s;			/* zp_engine_watch's bound (0: no stall test) */
+	bool drop_host_experts;		/* asyncep: drop the model's expert blocks once
+					   placed (memory) and so lose the copy a lost
+					   executor's experts are re-placed from */
 } zp_engine_cfg;
+
+/* An executor as the progress test sees it. */
+enum zp_engine_exec {
+	ZP_ENGINE_EXEC_OK,		/* idle, or its layer count moved within the bound */
+	ZP_ENGINE_EXEC_STALLED,		/* busy, and its count stood still longer */
+	ZP_ENGINE_EXEC_DOWN,		/* its device faulted and did not come back */
+};
+
+/* What the engine did about lost executors, since the start. */
+typedef struct {
+	int up;				/* executors up now */
+	long lost, rejoined;		/* executors that went down / came back */
+	long stalls;			/* times one was found stalled */
+	long lost_batches, requeued;	/* batches lost with them; sequences run again */
+	long replacements;		/* times the experts were re-placed */
+} zp_engine_counts;
 
 /* Place m's experts and start the executors (each on a NUMA node, memory
    there), logging each executor's range, resident bytes and memory; then,
@@ -111,6 +153,20 @@ int zp_engine_busy(const zp_engine *g);
 /* Executor x's finished layers so far (all forwards) and whether it has a
    batch running: a wedged executor is busy with a count that stands still. */
 uint64_t zp_engine_beats(const zp_engine *g, int x, bool *running);
+/* The progress test (the watchdog's and /health's): executor x at now is
+   down (*why its reason), stalled (busy, its layer count unchanged for more
+   than stall_s; *still_s how long), or fine. Owner thread (it keeps each
+   count's last change). */
+enum zp_engine_exec zp_engine_exec_report(zp_engine *g, int x, double now, double stall_s,
+					  double *still_s, const char **why);
+/* Run the progress test with the configured stall_s (cfg.stall_s): an
+   executor found stalled leaves routing (logged, on_health), and comes back
+   once it progresses. Call it now and then (the server: each scan). */
+void zp_engine_watch(zp_engine *g, double now);
+/* Why no batch can run (the experts could not be re-placed over the
+   executors left), or NULL. */
+const char *zp_engine_halted(const zp_engine *g);
+zp_engine_counts zp_engine_get_counts(const zp_engine *g);
 /* The scheduler, read-only: its queue gauges, policy, threshold and loads
    (the server's metrics and logs). */
 const zp_sched *zp_engine_sched(const zp_engine *g);

@@ -19,11 +19,36 @@ static zp_batch *resolve(zp_exec *x, zp_rec r)
 	return b;
 }
 
-/* tests: ZP_FAULT_EXEC_STALL (any value) wedges the executor on its first
-   batch, as a deadlock would (the watchdog test); it never comes back. */
-static void stall_if_asked(void)
+/* tests: the fault hooks (executor.h), read once at start. K:N[:R] of
+   executor id: *at = N (0 when the hook names another executor or is
+   absent), *rest = R (-1 when absent). */
+static void hook_parse(const char *name, int id, int *at, int *rest)
 {
-	if (!getenv("ZP_FAULT_EXEC_STALL"))
+	const char *v = getenv(name);
+	int k, n, r, got = v ? sscanf(v, "%d:%d:%d", &k, &n, &r) : 0;
+	*at = got >= 2 && k == id && n > 0 ? n : 0;
+	*rest = got == 3 ? r : -1;
+}
+
+static void hooks_init(zp_exec *x)
+{
+	int r;
+	hook_parse("ZP_FAULT_EXEC_DIE", x->id, &x->die_at, &x->die_rebuilds);
+	x->stall_at = -1;
+	if (getenv("ZP_FAULT_EXEC_STALL")) {
+		hook_parse("ZP_FAULT_EXEC_STALL", x->id, &x->stall_at, &r);
+		if (!strchr(getenv("ZP_FAULT_EXEC_STALL"), ':'))
+			x->stall_at = 0; /* any other value: every executor, first batch */
+		else if (!x->stall_at)
+			x->stall_at = -1; /* another executor's */
+	}
+}
+
+/* ZP_FAULT_EXEC_STALL wedges the executor, as a deadlock would (the
+   watchdog's and /health's tests); it never comes back. */
+static void stall_if_asked(const zp_exec *x, const zp_batch *b)
+{
+	if (x->stall_at < 0 || (x->stall_at > 0 && (b->n == 0 || x->runs + 1 != x->stall_at)))
 		return;
 	for (;;)
 		pause();
@@ -51,49 +76,86 @@ static zp_fwd *fwd_build(zp_exec *x, zp_err *e)
 	return f;
 }
 
-/* The forward's device faulted (its backend is unusable: CUDA's sticky
-   errors poison the context): free it (on cuda that resets the device) and
-   build a new one. Its prefix cache goes with it. When the rebuild fails the
-   executor is down: every later batch fails at once. */
-/* a group cannot run a round without every member: all of it goes down */
+/* a lockstep group cannot run a round without every member: all of it
+   goes down */
 static void mark_group(zp_exec *x)
 {
 	if (x->group_down)
 		atomic_store(x->group_down, true);
 }
 
+static void go_down(zp_exec *x, const zp_err *why)
+{
+	x->down = true;
+	x->down_why = *why;
+	atomic_store_explicit(&x->health, ZP_EXEC_DOWN, memory_order_release);
+	zp_log(ZP_LOG_ERROR, "msg=\"executor down\" executor=%d reason=\"%s\"", x->id, why->msg);
+}
+
+/* A new forward on a fresh backend (on cuda, freeing the faulted one resets
+   the device); its prefix cache goes with the old one. 0, or -1 with e set
+   (the executor has no forward). */
+static int rebuild(zp_exec *x, zp_err *e)
+{
+	zp_fwd_free(x->fwd);
+	x->fwd = NULL;
+	if (x->dead && x->die_rebuilds != 0) {
+		if (x->die_rebuilds > 0)
+			x->die_rebuilds--;
+		return zp_errf(e, "device fault: its device did not come back (ZP_FAULT_EXEC_DIE)");
+	}
+	return (x->fwd = fwd_build(x, e)) ? 0 : -1;
+}
+
+/* The forward's device faulted (its backend is unusable: CUDA's sticky
+   errors poison the context). Under AsyncEP the executor goes down as it is:
+   its peers may be gathering from its shards, and the owner re-places them
+   with every executor idle, then asks for the rebuild. Otherwise it
+   rebuilds now; when that fails it is down. */
 static void reset(zp_exec *x, const char *why)
 {
 	zp_err e;
 	if (x->src) {
-		/* AsyncEP: its shards lived on the faulted device and its peers
-		   gather from them; they stay where they are (they hold what
-		   they held), and the executor is down until a restart rebuilds
-		   the placement (the model's expert blocks are gone) */
 		mark_group(x);
-		x->down = true;
-		zp_errf(&x->down_why, "its device faulted (%s); its AsyncEP shards stay for its "
-			"peers; restart to rebuild the placement", why);
-		zp_log(ZP_LOG_ERROR, "msg=\"executor down\" executor=%d reason=\"%s\"", x->id,
-		       x->down_why.msg);
-		return;
+		zp_errf(&e, "its device faulted (%s); its experts are re-placed on its peers", why);
+		return go_down(x, &e);
 	}
 	zp_log(ZP_LOG_WARN, "msg=\"executor reset\" executor=%d reason=\"%s\"", x->id, why);
-	zp_fwd_free(x->fwd);
-	if ((x->fwd = fwd_build(x, &e)))
-		return;
-	mark_group(x);
-	x->down = true;
-	x->down_why = e;
-	zp_log(ZP_LOG_ERROR, "msg=\"executor down: its device did not come back after a fault; "
-	       "every batch sent to it fails\" executor=%d reason=\"%s\"", x->id, e.msg);
+	if (rebuild(x, &e)) {
+		zp_err d;
+		zp_errf(&d, "its device did not come back after a fault: %s", e.msg);
+		go_down(x, &d);
+	}
 }
 
-/* A down executor's answer: the batch fails, nothing ran, its cache is gone
-   (the scheduler forgets its shadow). */
+/* The owner asked for a new forward (b is empty): after a new expert
+   placement, or to see whether a down executor's device is back. */
+static void run_rebuild(zp_exec *x, zp_batch *b)
+{
+	zp_err e;
+	ZP_ASSERT(b->n == 0);
+	b->fwd_s = 0;
+	b->stats = (zp_fwd_stats){ .min_route_gap = INFINITY };
+	b->kv_evicted_n = 0;
+	b->kv_evicted_overflow = true; /* the cache goes with the forward */
+	if (rebuild(x, &e)) {
+		if (!x->down || strcmp(e.msg, x->down_why.msg))
+			go_down(x, &e);
+		b->failed = ZP_BATCH_LOST;
+		snprintf(b->err, sizeof b->err, "executor %d: rebuild: %.160s", x->id, e.msg);
+		return;
+	}
+	if (x->down)
+		zp_log(ZP_LOG_WARN, "msg=\"executor back\" executor=%d", x->id);
+	x->down = false;
+	atomic_store_explicit(&x->health, ZP_EXEC_UP, memory_order_release);
+}
+
+/* A down executor's answer: the batch is lost, nothing ran (the owner
+   sends none once it knows; a lockstep group's members all refuse). */
 static void refuse(zp_exec *x, zp_batch *b)
 {
-	b->failed = 1;
+	b->failed = ZP_BATCH_LOST;
 	if (x->down)
 		snprintf(b->err, sizeof b->err, "executor %d is down: %.160s", x->id,
 			 x->down_why.msg);
@@ -107,11 +169,24 @@ static void refuse(zp_exec *x, zp_batch *b)
 	b->kv_evicted_overflow = true;
 }
 
+/* ZP_FAULT_EXEC_DIE: this batch is the one whose device faults fatally. */
+static bool dies_now(zp_exec *x, const zp_batch *b)
+{
+	if (b->n == 0 || ++x->runs != x->die_at)
+		return false;
+	x->dead = true;
+	zp_log(ZP_LOG_WARN, "msg=\"fault injection: the device dies\" executor=%d batch=%ld",
+	       x->id, x->runs);
+	return true;
+}
+
 static void run(zp_exec *x, zp_batch *b)
 {
 	zp_err e;
-	stall_if_asked();
-	ZP_ASSERT(b->n >= 0); /* 0: a dpep member with no tokens */
+	stall_if_asked(x, b);
+	ZP_ASSERT(b->n >= 0); /* 0: a dpep member with no tokens, or a rebuild */
+	if (atomic_exchange_explicit(&x->rebuild, false, memory_order_acquire))
+		return run_rebuild(x, b);
 	if (x->down || (x->group_down && atomic_load(x->group_down)))
 		return refuse(x, b);
 	double t0 = zp_now_s();
@@ -122,11 +197,18 @@ static void run(zp_exec *x, zp_batch *b)
 	b->stats = zp_fwd_last_stats(x->fwd);
 	b->kv_evicted_n = zp_fwd_kv_report(x->fwd, b->kv_hit_tokens, b->kv_evicted,
 					   ZP_KV_EVICT_REPORT, &b->kv_evicted_overflow);
+	bool die = dies_now(x, b);
+	if (die)
+		snprintf(b->err, sizeof b->err, "device fault: injected (ZP_FAULT_EXEC_DIE)");
 	/* a failed gather (the transport's) leaves the backend as it was; a
-	   device fault does not */
-	if (b->failed && zp_fwd_status(x->fwd, NULL)) {
+	   device fault does not. A dpep round a peer's fault spoiled is lost
+	   too: nothing of it was this batch's doing. */
+	if (die || (b->failed && zp_fwd_status(x->fwd, NULL))) {
+		b->failed = ZP_BATCH_LOST;
 		reset(x, b->err);
 		b->kv_evicted_overflow = true; /* the cache went with the backend */
+	} else if (b->failed && x->grp && zp_dpep_round_failed(x->grp, x->id)) {
+		b->failed = ZP_BATCH_LOST;
 	}
 }
 
@@ -194,6 +276,7 @@ int zp_exec_start(zp_exec *x, int id, int node, const zp_model *m, const zp_expe
 	x->kv_cache_bytes = kv_cache_bytes;
 	x->done = done;
 	x->bell.fd = x->ready.fd = -1;
+	hooks_init(x);
 	if (carve(x, e))
 		return -1;
 	if (zp_bell_init(&x->bell) || zp_bell_init(&x->ready)) {

@@ -8,11 +8,20 @@
    Ownership of a batch moves with its record. The model is shared read-only.
    Threads: the owner (the engine's thread) calls everything here; the
    executor thread runs the forwards. Engine-internal: only engine.c uses it.
-   A batch whose forward hit a device fault fails (its err says so); the
-   executor then frees its forward and builds a new one on a fresh backend
-   (logged "executor reset"); if that fails it is down: later batches fail at
-   once with "executor N is down: <reason>". An AsyncEP executor is marked
-   down at once instead (its shards stay: its peers gather from them). */
+   A batch whose forward hit a device fault (or whose dpep round another
+   member's fault spoiled) comes back lost (ZP_BATCH_LOST: not the request's
+   doing; the engine runs its sequences again elsewhere). The executor then
+   frees its forward and builds a new one on a fresh backend (logged
+   "executor reset"); if that fails it is down (health ZP_EXEC_DOWN, which
+   the owner reads after the batch comes back) until a rebuild the owner asks
+   for (rebuild, with an empty batch) succeeds. An AsyncEP executor goes down
+   at once instead: its peers gather from its shards, so only the owner,
+   with every executor idle, may re-place them (engine.c).
+   Tests: ZP_FAULT_EXEC_DIE=K:N[:R] makes executor K's N-th batch with
+   tokens fail as a device fault, and its next R rebuilds fail (R absent:
+   every one) as a device that does not come back; ZP_FAULT_EXEC_STALL wedges
+   executors (any value: every one at its first batch; K:N: executor K at
+   its N-th batch with tokens). */
 #ifndef ZP_EXECUTOR_H
 #define ZP_EXECUTOR_H
 
@@ -30,6 +39,14 @@
 /* Batch slots per executor: one out, one the owner still reads after it came
    back. Also the rings' capacity (a record is in at most one ring). */
 #define ZP_EXEC_BATCHES 2
+
+/* zp_batch.failed: the batch's executor lost it (its device faulted, or its
+   dpep round did); nothing of it is the requests' doing. */
+#define ZP_BATCH_LOST 2
+
+/* What the owner knows of an executor's device (written by the executor
+   thread before the batch that tells it goes back). */
+enum zp_exec_health { ZP_EXEC_UP, ZP_EXEC_DOWN };
 
 /* Owner side: where the executor's one batch in flight is. */
 enum zp_exec_state {
@@ -63,15 +80,27 @@ typedef struct {
 	bool start_failed;		/* the device backend did not start: start_err */
 	zp_err start_err;
 	/* executor thread only: after a device fault the forward is rebuilt;
-	   when that fails the executor is down (down_why) and fails every batch
-	   at once. The scheduler still routes to it: taking a down executor out
-	   of routing is a separate change (engine.c / scheduler.c). */
+	   when that fails (or under AsyncEP) the executor is down (down_why;
+	   the owner reads it once health says so) and refuses every batch
+	   (lost) until a rebuild succeeds. */
 	bool down;
 	zp_err down_why;
-	/* group modes (dpep, lockstep asyncep): the engine's flag, set by the
-	   member that goes down; every member then refuses (a round without
-	   one member would wait for it forever). NULL outside a group. Set by
-	   the owner before the first batch. */
+	_Atomic int health;		/* enum zp_exec_health: the executor writes, the
+					   owner reads after a reap */
+	_Atomic bool rebuild;		/* owner: rebuild the forward at the next batch
+					   (an empty one): a new expert placement, or a
+					   down executor's retry */
+	long runs;			/* batches with tokens run (the fault hooks) */
+	int die_at, die_rebuilds;	/* ZP_FAULT_EXEC_DIE: 0, or the batch that faults
+					   and the rebuilds that fail after it */
+	int stall_at;			/* ZP_FAULT_EXEC_STALL: -1 none, 0 the first batch
+					   of any kind, n: the n-th with tokens */
+	bool dead;			/* the die hook fired */
+	/* lockstep asyncep (a collective transport): the engine's flag, set
+	   by the member that goes down; every member then refuses (a round
+	   without one member would wait for it forever; the collective is not
+	   re-made without a restart). NULL otherwise. Set by the owner before
+	   the first batch. */
 	_Atomic bool *group_down;
 	/* owner side */
 	enum zp_exec_state state;

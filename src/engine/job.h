@@ -26,6 +26,8 @@ struct zp_job {
 	zp_job *prev, *next;		/* queue links (the owner's free list too, while unused) */
 	int dispatched, done;		/* sequences sent to executors / back */
 	bool cancelled;			/* its client has gone */
+	int lost;			/* its sequences lost with an executor and queued
+					   again (engine.c bounds it) */
 	double t_arrive, t_dispatch;	/* admitted / its first sequence went out */
 	/* the owner, once a batch holding part of it came back */
 	bool failed;			/* a forward holding part of it failed */

@@ -55,6 +55,8 @@ static void update_threshold(zp_sched *s)
 		ZP_MAX(full, s->threshold_min);
 }
 
+static void retry_setup(zp_sched *s);
+
 void zp_sched_setup(zp_sched *s, const zp_sched_cfg *c)
 {
 	ZP_ASSERT(!s->ex && !s->head && c->executors >= 1 && c->executors <= ZP_EXECUTORS_MAX);
@@ -68,6 +70,7 @@ void zp_sched_setup(zp_sched *s, const zp_sched_cfg *c)
 	s->shadow_blocks = c->shadow_blocks;
 	s->threshold_min = s->cost.lin_tok * ZP_MAX(c->min_tokens, 0) / s->cost.layers;
 	update_threshold(s);
+	retry_setup(s);
 	if (s->policy == ZP_SCHED_FIFO)
 		return;
 	s->ex = zp_xcalloc((size_t)s->nexec, sizeof *s->ex);
@@ -93,6 +96,8 @@ void zp_sched_free(zp_sched *s)
 	}
 	free(s->ex);
 	s->ex = NULL;
+	free(s->retry);
+	s->retry = NULL;
 }
 
 /* ---- the shadow ------------------------------------------------------------------ */
@@ -276,7 +281,7 @@ double zp_sched_load(const zp_sched *s, int x)
 static bool open_for(const zp_sched *s, int x)
 {
 	const zp_sched_exec *X = &s->ex[x];
-	return X->q_n < ZP_SCHED_LOCAL_MAX &&
+	return X->q_n < ZP_SCHED_LOCAL_MAX && !(s->down >> x & 1) &&
 	       (s->policy != ZP_SCHED_PREFIX_FLOPS || zp_sched_load(s, x) < s->threshold);
 }
 
@@ -441,10 +446,14 @@ static int cut_routed(zp_sched *s, double now, bool force, zp_batch *b, double *
 	return b->n;
 }
 
+static int cut_retry(zp_sched *s, double now, zp_batch *b);
+
 int zp_sched_next_batch(zp_sched *s, double now, bool force, zp_batch *b, double *wake_at)
 {
 	*wake_at = 0;
 	b->n = b->tokens = 0;
+	if (s->retry_n)
+		return cut_retry(s, now, b);
 	if (s->policy == ZP_SCHED_FIFO)
 		return cut_fifo(s, now, force, b, wake_at);
 	admission_round(s, now);
@@ -528,6 +537,8 @@ static void drop_routed(zp_sched *s, zp_job *j)
 	}
 }
 
+static void drop_retry(zp_sched *s, zp_job *j);
+
 bool zp_sched_cancel(zp_sched *s, zp_job *j)
 {
 	ZP_ASSERT(!j->cancelled);
@@ -540,6 +551,7 @@ bool zp_sched_cancel(zp_sched *s, zp_job *j)
 	}
 	if (s->ex)
 		drop_routed(s, j);
+	drop_retry(s, j);
 	return j->done == j->dispatched;
 }
 
@@ -548,4 +560,120 @@ void zp_sched_finish(zp_sched *s, zp_job *j)
 	s->requests--;
 	s->tokens -= j->tokens;
 	ZP_ASSERT(s->requests >= 0 && s->tokens >= 0);
+}
+
+/* ---- lost executors: the sequences run again ----------------------------------- */
+
+/* The retry ring holds what executors can hold at once: each one's routed
+   ring and a batch out, twice (lost, then lost again after a rejoin). */
+static void retry_setup(zp_sched *s)
+{
+	s->retry_cap = 2 * s->nexec * (ZP_SCHED_LOCAL_MAX + ZP_FWD_SEQS_MAX);
+	s->retry = zp_xcalloc((size_t)s->retry_cap, sizeof *s->retry);
+}
+
+static bool retry_push(zp_sched *s, zp_sched_ent e)
+{
+	if (s->retry_n == s->retry_cap)
+		return false;
+	s->retry[(s->retry_head + s->retry_n++) % s->retry_cap] = e;
+	return true;
+}
+
+void zp_sched_requeue(zp_sched *s, zp_job *j, int seq)
+{
+	ZP_ASSERT(seq >= 0 && seq < j->dispatched && j->done < j->dispatched && s->retry);
+	ZP_ASSERT(retry_push(s, (zp_sched_ent){ j, seq, 0 })); /* sized for every batch out */
+	s->queued_tokens += j->seq[seq].ntok;
+	s->queued_seqs++;
+}
+
+void zp_sched_set_down(zp_sched *s, int x, bool down)
+{
+	ZP_ASSERT(x >= 0 && x < s->nexec && x < 64);
+	s->down = down ? s->down | 1ull << x : s->down & ~(1ull << x);
+	if (!down || !s->ex)
+		return;
+	zp_sched_exec *X = &s->ex[x];
+	while (X->q_n && s->retry_n < s->retry_cap) { /* still queued: the counts stay */
+		zp_sched_ent e = X->q[X->q_head];
+		zp_req *r = &e.job->seq[e.seq];
+		X->q_tokens -= r->ntok;
+		X->q_cost -= e.cost;
+		if (X->tab)
+			shadow_seq(s, X, r, -1, false);
+		retry_push(s, e);
+		X->q_head = (X->q_head + 1) % ZP_SCHED_LOCAL_MAX;
+		X->q_n--;
+	}
+	if (!X->q_n)
+		X->q_cost = 0;
+}
+
+/* The batch for b->exec from the retry ring's front (due at once: they
+   waited already). */
+static int cut_retry(zp_sched *s, double now, zp_batch *b)
+{
+	zp_sched_exec *X = s->ex ? &s->ex[b->exec] : NULL;
+	double cost = 0;
+	ZP_ASSERT(!X || !X->out);
+	while (s->retry_n && b->n < ZP_FWD_SEQS_MAX) {
+		zp_sched_ent *e = &s->retry[s->retry_head];
+		zp_req *r = &e->job->seq[e->seq];
+		if (b->n && b->tokens + r->ntok > s->batch_tokens_max)
+			break; /* a sequence over the budget goes alone */
+		b->req[b->n] = r;
+		b->job[b->n++] = e->job;
+		b->tokens += r->ntok;
+		if (e->job->t_dispatch < e->job->t_arrive)
+			e->job->t_dispatch = now;
+		s->queued_tokens -= r->ntok;
+		s->queued_seqs--;
+		if (X) {
+			cost += zp_cost_seq(&s->cost, r->ntok, 0, zp_cost_rows(r));
+			if (X->tab)
+				shadow_seq(s, X, r, +1, false);
+		}
+		s->retry_head = (s->retry_head + 1) % s->retry_cap;
+		s->retry_n--;
+	}
+	if (X) {
+		X->out = true;
+		X->out_cost = cost;
+		X->out_tokens = b->tokens;
+		X->out_seqs = b->n;
+	}
+	ZP_ASSERT(b->n > 0 && s->queued_tokens >= 0 && s->queued_seqs >= 0);
+	return b->n;
+}
+
+/* j's client has gone: its sequences waiting to run again never will. */
+static void drop_retry(zp_sched *s, zp_job *j)
+{
+	int kept = 0;
+	for (int i = 0; i < s->retry_n; i++) {
+		zp_sched_ent e = s->retry[(s->retry_head + i) % s->retry_cap];
+		if (e.job != j) {
+			s->retry[(s->retry_head + kept++) % s->retry_cap] = e;
+			continue;
+		}
+		s->queued_tokens -= j->seq[e.seq].ntok;
+		s->queued_seqs--;
+		j->dispatched--; /* nothing of it comes back */
+	}
+	s->retry_n = kept;
+}
+
+/* A job with a sequence still queued anywhere (not yet routed, routed and
+   not cut, or to run again), or NULL. */
+zp_job *zp_sched_first_queued(const zp_sched *s)
+{
+	if (s->head)
+		return s->head;
+	if (s->retry_n)
+		return s->retry[s->retry_head].job;
+	for (int x = 0; s->ex && x < s->nexec; x++)
+		if (s->ex[x].q_n)
+			return s->ex[x].q[s->ex[x].q_head].job;
+	return NULL;
 }

@@ -146,6 +146,11 @@ typedef struct {
 	double aging_s;
 	long shadow_blocks;
 	long aged;			/* sequences routed first by the aging rule */
+	/* executors lost (zp_sched_set_down) and the sequences to run again
+	   (zp_sched_requeue): a ring cut before anything else */
+	uint64_t down;			/* bit x: executor x takes nothing routed */
+	zp_sched_ent *retry;		/* [retry_cap] */
+	int retry_head, retry_n, retry_cap;
 	zp_sched_exec *ex;		/* [nexec] */
 } zp_sched;
 
@@ -192,6 +197,20 @@ bool zp_sched_seq_done(zp_sched *s, zp_job *j);
 /* j's client has gone: its undispatched sequences are dropped. true when
    nothing of it is out (free it now); otherwise the last batch frees it. */
 bool zp_sched_cancel(zp_sched *s, zp_job *j);
+
+/* Sequence seq of j (dispatched) was lost with its executor, not finished:
+   it is queued again, ahead of everything, for whichever executor cuts the
+   next batch (after zp_sched_batch_done of the batch that held it). */
+void zp_sched_requeue(zp_sched *s, zp_job *j, int seq);
+/* Executor x is lost (down) or back: a down executor is routed nothing, and
+   the sequences routed to it and not yet cut are queued again for the
+   others (zp_sched_requeue's queue). The caller cuts it no batch while
+   down. */
+void zp_sched_set_down(zp_sched *s, int x, bool down);
+
+/* A job with a sequence still queued (admitted, routed or to run again:
+   not out), or NULL: the engine fails them when no executor can run them. */
+zp_job *zp_sched_first_queued(const zp_sched *s);
 
 /* j left the system (answered or freed): release its admission. */
 void zp_sched_finish(zp_sched *s, zp_job *j);

@@ -6,6 +6,7 @@
 
 #include "api.h"
 #include "asyncep.h"
+#include "engine.h"
 #include "metrics.h"
 #include "scheduler.h"
 
@@ -20,6 +21,12 @@ struct zp_api_view {
 	const char *dtype_name;		/* /info: "bfloat16" or "float32" */
 	int queue_requests_max, batch_tokens_max;
 	double now;
+	/* the executors by the progress test (engine.h), once ready */
+	enum zp_engine_exec exec_state[ZP_EXECUTORS_MAX];
+	double exec_still_s[ZP_EXECUTORS_MAX];	/* stalled: for how long */
+	const char *exec_why[ZP_EXECUTORS_MAX];	/* down: why */
+	const char *halted;			/* no batch can run: why (NULL: runs) */
+	zp_engine_counts counts;
 };
 
 #endif

@@ -195,3 +195,26 @@ void zp_metrics_layers(zp_buf *o, const zp_place_layer_stats *st, int executors,
 			}
 	}
 }
+
+void zp_metrics_executors(zp_buf *o, const zp_engine_counts *c, const enum zp_engine_exec *state,
+			  int executors)
+{
+	static const struct { const char *name, *help; } k[] = {
+		{ "zprefill_executor_lost_total", "Executors whose device faulted and did not come back." },
+		{ "zprefill_executor_rejoined_total", "Lost executors whose device came back." },
+		{ "zprefill_executor_stalls_total", "Times a busy executor made no progress for stall_timeout_ms." },
+		{ "zprefill_batches_lost_total", "Batches lost with their executor (their sequences ran again)." },
+		{ "zprefill_sequences_requeued_total", "Sequences queued again after their executor lost them." },
+		{ "zprefill_expert_replacements_total", "Times the experts were re-placed over the executors up." },
+	};
+	long v[] = { c->lost, c->rejoined, c->stalls, c->lost_batches, c->requeued, c->replacements };
+	_Static_assert(sizeof v / sizeof *v == sizeof k / sizeof *k, "one value per counter");
+	for (size_t i = 0; i < sizeof k / sizeof *k; i++)
+		zp_buf_printf(o, "# HELP %s %s\n# TYPE %s counter\n%s %ld\n", k[i].name, k[i].help,
+			      k[i].name, k[i].name, v[i]);
+	zp_buf_puts(o, "# HELP zprefill_executor_up 1 while the executor serves (not down, not "
+		    "stalled).\n# TYPE zprefill_executor_up gauge\n");
+	for (int x = 0; x < executors; x++)
+		zp_buf_printf(o, "zprefill_executor_up{executor=\"%d\"} %d\n", x,
+			      state[x] == ZP_ENGINE_EXEC_OK);
+}

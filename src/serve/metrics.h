@@ -9,6 +9,7 @@
 #include "router.h"
 #include "asyncep.h"
 #include "json.h"
+#include "engine.h"
 #include "scheduler.h"
 
 #define ZP_HIST_MAX 16
@@ -45,6 +46,10 @@ void zp_metrics_batch(zp_metrics *m, const zp_batch *b, double now);
 /* Per executor and layer (AsyncEP): layer seconds and exposed gather wait, from
    stats[executors][layers] (layers never run are left out). Appends to out. */
 void zp_metrics_layers(zp_buf *out, const zp_place_layer_stats *stats, int executors, int layers);
+/* Executors lost and back (engine.h's counts) and each one's state by the
+   progress test: zprefill_executor_up{executor} (1: serving), the counters. */
+void zp_metrics_executors(zp_buf *out, const zp_engine_counts *c,
+			  const enum zp_engine_exec *state, int executors);
 /* Everything into out, the queue and threshold gauges from s (NULL before the
    engine is up: an empty queue, T not known yet). */
 void zp_metrics_render(const zp_metrics *m, const zp_sched *s, int executors_busy,

@@ -36,6 +36,12 @@ typedef struct {
 	int max_connections;
 	size_t header_bytes_max, body_bytes_max;
 	int header_timeout_ms, body_timeout_ms, idle_timeout_ms;
+	int stall_timeout_ms;		/* a busy executor this long without progress is
+					   stalled: /health says so, no new work goes to it
+					   (0: no such test) */
+	int shutdown_timeout_ms;	/* after SIGTERM, admitted requests still not
+					   answered this long get 503 and the process exits 1
+					   (0: wait for them however long) */
 	int metrics_port;		/* loopback TCP port for GET /metrics (0: none) */
 	/* listen_tcp: a loopback address for the whole API (tcp_len 0: none) */
 	struct sockaddr_storage tcp_addr;
@@ -53,6 +59,8 @@ typedef struct {
 	enum zp_parallel parallel;	/* how experts are placed across executors */
 	char *transport;		/* asyncep gathers: cpu (nccl, p2p: CUDA builds) */
 	int offload_window;		/* asyncep offload mode: slots per executor (0: off) */
+	int keep_host_experts;		/* asyncep: keep the model's experts in host memory,
+					   the copy a lost executor's are re-placed from */
 	int device;			/* enum zp_device: cpu, cuda, sim (a test device) */
 	int seq_tokens_max;		/* tokens of one sequence; 0: zp_serve_cfg_seq_tokens */
 	int batch_tokens_max;		/* tokens of one forward pass */

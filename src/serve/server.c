@@ -49,6 +49,7 @@
 #include "util.h"
 
 #define SCAN_S 0.05			/* timeout scan period */
+#define DEADLINE_FLUSH_S 1.0		/* after the shutdown deadline: time for the 503s to go */
 #define LISTEN_BACKLOG 1024		/* the Unix socket */
 #define METRICS_BACKLOG 64		/* the loopback metrics listener */
 
@@ -92,9 +93,11 @@ typedef struct {
 	   make progress */
 	int status_layers;		/* layers_done last reported */
 	double wd_s, wd_next;		/* watchdog period (0: none), next ping */
-	uint64_t *beats;		/* [live] each executor's count at its last change */
-	double *beat_at;		/* [live] when it last changed, or was idle */
 	bool wd_withheld;		/* the last ping was withheld (logged once per stall) */
+	/* shutdown: when it began; whether shutdown_timeout_ms passed with
+	   requests unanswered (they got 503; the engine is left as it is) */
+	double stop_at;
+	bool deadline_passed;
 	zp_buf body;			/* response bodies (fixed: zp_api_response_bytes) */
 	double now, next_scan;
 } server;
@@ -177,6 +180,14 @@ static void fill_view(server *s, zp_api_view *v)
 			    .dtype_name = s->cfg.dtype == ZP_DTYPE_FP32 ? "float32" : "bfloat16",
 			    .queue_requests_max = s->cfg.queue_requests_max,
 			    .batch_tokens_max = s->cfg.batch_tokens_max };
+	if (!s->ready)
+		return;
+	for (int x = 0; x < s->live; x++)
+		v->exec_state[x] = zp_engine_exec_report(s->eng, x, s->now,
+							 s->cfg.stall_timeout_ms / 1e3,
+							 &v->exec_still_s[x], &v->exec_why[x]);
+	v->halted = zp_engine_halted(s->eng);
+	v->counts = zp_engine_get_counts(s->eng);
 }
 
 /* An answer that runs no forward pass: build it and send it. */
@@ -363,10 +374,24 @@ static void batch_seen(void *arg, const zp_batch *b)
 		zp_metrics_batch(&s->met, b, s->now);
 }
 
+/* An executor left service or came back (the engine's on_health): one log
+   line came from the engine; systemd's STATUS says it. */
+static void health_seen(void *arg, int x, bool up, const char *why)
+{
+	server *s = arg;
+	zp_engine_counts c = zp_engine_get_counts(s->eng);
+	if (up)
+		zp_sd_notify("STATUS=serving: executor %d back; %d of %d executors up", x, c.up,
+			     s->live);
+	else
+		zp_sd_notify("STATUS=degraded: executor %d out (%s); %d of %d executors up", x, why,
+			     c.up, s->live);
+}
+
 static void reap(server *s)
 {
 	zp_job *j;
-	while (s->ready && (j = zp_engine_poll_job(s->eng)))
+	while (s->ready && !s->deadline_passed && (j = zp_engine_poll_job(s->eng)))
 		job_complete(s, zp_api_job_of(j));
 }
 
@@ -376,7 +401,7 @@ static void reap(server *s)
    batch wait only applies while some executor is busy. */
 static double dispatch(server *s)
 {
-	if (!s->ready)
+	if (!s->ready || s->deadline_passed)
 		return 0;
 	return zp_engine_pump(s->eng, s->now, s->stopping || zp_engine_busy(s->eng) == 0);
 }
@@ -393,6 +418,8 @@ static void *loader_main(void *arg)
 		.executors = c->executors, .parallel = c->parallel, .transport = c->transport,
 		.threads_per_executor = zp_serve_cfg_threads(c), .batch_tokens_max = c->batch_tokens_max,
 		.done = &s->done, .offload_window = c->offload_window, .device = c->device,
+		.on_health = health_seen, .on_health_arg = s, .stall_s = c->stall_timeout_ms / 1e3,
+		.drop_host_experts = !c->keep_host_experts,
 		.kv_cache_bytes = c->kv_cache_bytes,
 		.queue = { .policy = (enum zp_sched_policy)c->schedule,
 			   .requests_max = c->queue_requests_max, .tokens_max = c->queue_tokens_max,
@@ -417,6 +444,7 @@ static void begin_stop(server *s, const char *why)
 	if (s->stopping)
 		return;
 	s->stopping = true;
+	s->stop_at = s->now;
 	zp_log(ZP_LOG_INFO, "msg=\"stopping: no new connections; finishing admitted requests\" "
 	       "why=%s admitted=%d", why, admitted(s));
 	atomic_store(&s->progress.cancel, true);
@@ -445,10 +473,6 @@ static void on_event(server *s)
 			size_t resident = zp_engine_resident_bytes(s->eng);
 			enum zp_parallel par = zp_engine_parallel(s->eng);
 			const zp_sched *sc = zp_engine_sched(s->eng);
-			s->beats = zp_xcalloc((size_t)s->live, sizeof *s->beats);
-			s->beat_at = zp_xcalloc((size_t)s->live, sizeof *s->beat_at);
-			for (int i = 0; i < s->live; i++)
-				s->beat_at[i] = s->now;
 			char said[160];
 			zp_serve_cfg_parallel_said(&s->cfg, (int)par, said, sizeof said);
 			zp_log(ZP_LOG_INFO, "msg=ready executors=%d %s resident_mb=%.1f schedule=%s "
@@ -503,6 +527,9 @@ static void on_completion(void *arg, const zp_reactor_event *ev)
 
 static bool finished(server *s)
 {
+	if (s->deadline_passed) /* the 503s sent (or their time up): the engine stays as it is */
+		return s->met.conns_open == 0 || s->now > s->stop_at + s->cfg.shutdown_timeout_ms / 1e3 +
+								   DEADLINE_FLUSH_S;
 	return s->stopping && s->loader_joined && admitted(s) == 0 && s->met.conns_open == 0 &&
 	       !s->accept_armed[0] && !s->accept_armed[1] && !s->accept_armed[2] &&
 	       zp_offload_inflight(s->off) == 0;
@@ -520,26 +547,33 @@ static void report_status(server *s)
 	zp_sd_notify("STATUS=loading %s: layer %d of %d", s->cfg.model, done, all);
 }
 
-/* Whether every executor is making progress: idle, or its layer count moved
-   within the last half watchdog period. A wedged one (a deadlock, a device
-   that stopped answering) stands still while busy. Before the model is
-   ready the loader is bounded by the unit's TimeoutStartSec instead. */
+/* Whether the executors make progress (the engine's progress test, as
+   /health's, with half the watchdog period): none stalled, idle or its layer
+   count moved within it, and not every one down. A wedged one (a deadlock, a
+   device that stopped answering) stands still while busy. Before the model
+   is ready the loader is bounded by the unit's TimeoutStartSec instead. */
 static bool executors_progress(server *s)
 {
 	bool ok = true;
+	int down = 0;
 	for (int i = 0; s->ready && i < s->live; i++) {
-		bool running;
-		uint64_t n = zp_engine_beats(s->eng, i, &running);
-		if (!running || n != s->beats[i]) {
-			s->beats[i] = n;
-			s->beat_at[i] = s->now;
-		} else if (s->now - s->beat_at[i] > s->wd_s / 2) {
-			if (!s->wd_withheld)
-				zp_log(ZP_LOG_ERROR, "msg=\"executor made no progress: withholding the "
-				       "watchdog ping\" executor=%d stalled_s=%.1f", i,
-				       s->now - s->beat_at[i]);
-			ok = false;
-		}
+		double still;
+		const char *why;
+		enum zp_engine_exec st = zp_engine_exec_report(s->eng, i, s->now, s->wd_s / 2, &still,
+							       &why);
+		down += st == ZP_ENGINE_EXEC_DOWN;
+		if (st != ZP_ENGINE_EXEC_STALLED)
+			continue;
+		if (!s->wd_withheld)
+			zp_log(ZP_LOG_ERROR, "msg=\"executor made no progress: withholding the "
+			       "watchdog ping\" executor=%d stalled_s=%.1f", i, still);
+		ok = false;
+	}
+	if (s->ready && down == s->live) {
+		if (!s->wd_withheld)
+			zp_log(ZP_LOG_ERROR, "msg=\"every executor is down: withholding the watchdog "
+			       "ping\"");
+		ok = false;
 	}
 	s->wd_withheld = !ok;
 	return ok;
@@ -553,6 +587,34 @@ static void watchdog(server *s)
 	s->wd_next = s->now + s->wd_s / 2;
 	if (executors_progress(s))
 		zp_sd_notify("WATCHDOG=1");
+}
+
+/* shutdown_timeout_ms after SIGTERM with requests still unanswered (an
+   executor wedged): each gets 503, the engine is left as it is (its
+   executors cannot be joined), and the process exits 1 saying why. */
+static void shutdown_deadline(server *s)
+{
+	double limit = s->cfg.shutdown_timeout_ms / 1e3;
+	if (!s->stopping || s->deadline_passed || limit <= 0 || s->now < s->stop_at + limit ||
+	    finished(s))
+		return;
+	s->deadline_passed = true;
+	int waiting = 0;
+	for (int i = 0; i < s->cx.n; i++) {
+		zp_conn *c = &s->cx.slot[i];
+		if (c->state != ZP_CONN_ENGINE)
+			continue;
+		c->job = NULL; /* left in the engine, which is not stopped */
+		waiting++;
+		respond_error(s, c, ZP_HTTP_ERR_UNAVAILABLE, 0, "%s", "server is shutting down: the "
+			      "shutdown deadline passed before this request was answered");
+	}
+	zp_log(ZP_LOG_ERROR, "msg=\"shutdown deadline passed: answering the admitted requests 503 "
+	       "and exiting\" shutdown_timeout_ms=%d admitted=%d answered_503=%d executors_busy=%d",
+	       s->cfg.shutdown_timeout_ms, admitted(s), waiting, s->ready ? zp_engine_busy(s->eng) : 0);
+	zp_sd_notify("STATUS=shutdown deadline passed after %d ms: %d requests answered 503; exiting 1",
+		     s->cfg.shutdown_timeout_ms, waiting);
+	s->exit_code = 1;
 }
 
 static void loop(server *s)
@@ -574,6 +636,9 @@ static void loop(server *s)
 			zp_conn_check_timeouts(&s->cx);
 			report_status(s);
 			watchdog(s);
+			if (s->ready && !s->deadline_passed)
+				zp_engine_watch(s->eng, s->now);
+			shutdown_deadline(s);
 			s->next_scan = s->now + SCAN_S;
 		}
 	}
@@ -748,12 +813,13 @@ static int setup(server *s, zp_err *e)
 
 static void teardown(server *s)
 {
+	if (s->deadline_passed) /* executors wedged: nothing of the engine is joined or freed
+				   (their jobs' memory neither); the process exits */
+		return;
 	if (s->ready) {
 		zp_engine_stop(s->eng);
 		zp_model_free(&s->model);
 	}
-	free(s->beats);
-	free(s->beat_at);
 	zp_conns_free(&s->cx);
 	zp_offload_free(s->off); /* before the tokenizer its worker reads */
 	for (int i = 0; s->job_rg && i < s->cfg.queue_requests_max; i++)
