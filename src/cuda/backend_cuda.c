@@ -21,6 +21,7 @@
 #include "attention_v1.h"	/* the v1 twins: the sim device runs them */
 #include "devrt.h"
 #include "expert_gemm_v1.h"
+#include "gds_load.h"
 #include "pool.h"
 #include "v1.h"
 
@@ -33,6 +34,7 @@
 #define STAGE_BYTES ((size_t)64 << 20)
 #define STAGE_THREADS_MAX 8	/* host threads filling a staging buffer */
 #define STAGE_SPLIT_BYTES ((size_t)64 << 10)	/* smaller copies: one thread */
+#define GDS_IN_FLIGHT 4	/* GDS reads in flight (gds_load.h) */
 #define EV_RING 64	/* records of one zp_event a waiter can still find */
 
 struct zp_event {
@@ -717,6 +719,7 @@ typedef struct {
 	int cur, threads;
 	zp_pool *pool;	/* the memcpy into staging; the caller is one of its threads */
 	double bytes, t0, next_log;
+	zp_gds *gds;	/* the file-served matrices, or NULL (gds_load.h) */
 } stager;
 
 /* buffers of at most STAGE_BYTES, less when the whole upload is smaller */
@@ -811,37 +814,80 @@ static size_t wbytes(const zp_wmat *w)
 	return (size_t)w->n * row_bytes(w->type, w->k);
 }
 
-/* the host matrix's bytes are already in this layout: copied as they are */
-static void mat_up(stager *s, zp_wmat *w)
+/* the host matrix's bytes are already in this layout: read from the file
+   (GDS, when its sources qualify: gds_load.h) or copied as they are */
+static void mat_up(stager *s, zp_wmat *w, const char *const *names, const int *rows, int nsrc)
 {
 	const void *host = w->data;
 	w->data = own(s->c, wbytes(w));
-	stage_bytes(s, w->data, host, wbytes(w));
+	if (!nsrc || !s->gds || !zp_gds_add(s->gds, w, host, names, rows, nsrc))
+		stage_bytes(s, w->data, host, wbytes(w));
+}
+
+/* one source: the tensor name, at row 0 */
+static void mat_up1(stager *s, zp_wmat *w, const char *name)
+{
+	static const int row0 = 0;
+	mat_up(s, w, &name, &row0, 1);
+}
+
+/* a SwiGLU matrix: gate rows at 0, up rows at its padded half */
+static void swiglu_up(stager *s, zp_wmat *w, const char *pfx)
+{
+	char g[ZP_ST_NAME_MAX], u[ZP_ST_NAME_MAX];
+	const char *names[2] = { g, u };
+	int rows[2] = { 0, w->n / 2 };
+	snprintf(g, sizeof g, "%s.gate_proj.weight", pfx);
+	snprintf(u, sizeof u, "%s.up_proj.weight", pfx);
+	mat_up(s, w, names, rows, 2);
+}
+
+static void down_up(stager *s, zp_wmat *w, const char *pfx)
+{
+	char d[ZP_ST_NAME_MAX];
+	snprintf(d, sizeof d, "%s.down_proj.weight", pfx);
+	mat_up1(s, w, d);
 }
 
 /* a layer's experts: one array per matrix kind, expert e at e * its bytes
    (the v1 kernels' contract) */
-static zp_wmat *experts_up(stager *s, const zp_wmat *src, int E)
+static zp_wmat *experts_up(stager *s, const zp_wmat *src, int E, int l, bool gate_up)
 {
 	zp_wmat *w = zp_xcalloc((size_t)E, sizeof *w);
 	size_t mat = wbytes(&src[0]);
-	char *base = own(s->c, mat * (size_t)E);
+	char *base = own(s->c, mat * (size_t)E), pfx[96];
 	for (int e = 0; e < E; e++) {
+		const void *host = src[e].data;
 		w[e] = src[e];
 		w[e].data = base + (size_t)e * mat;
-		stage_bytes(s, w[e].data, src[e].data, mat);
+		snprintf(pfx, sizeof pfx, "model.layers.%d.mlp.experts.%d", l, e);
+		char g[ZP_ST_NAME_MAX], u[ZP_ST_NAME_MAX];
+		snprintf(g, sizeof g, "%s.%s_proj.weight", pfx, gate_up ? "gate" : "down");
+		snprintf(u, sizeof u, "%s.up_proj.weight", pfx);
+		const char *names[2] = { g, u };
+		int rows[2] = { 0, w[e].n / 2 };
+		if (!s->gds || !zp_gds_add(s->gds, &w[e], host, names, rows, gate_up ? 2 : 1))
+			stage_bytes(s, w[e].data, host, mat);
 	}
 	return w;
 }
 
-/* GPUDirect Storage: what this build does about it, for the log */
-static const char *gds_state(void)
+/* gds_load.h's fallback: a matrix staged after all */
+static void stage_cb(void *ctx, void *dst, const void *host, size_t bytes)
 {
-	void *h = dlopen("libcufile.so.0", RTLD_NOW | RTLD_LOCAL);
-	if (!h)
-		return "staged (libcufile.so.0 not found)";
-	dlclose(h);
-	return "staged (libcufile.so.0 found; the GDS path is not implemented)";
+	stage_bytes(ctx, dst, host, bytes);
+}
+
+/* The file-served matrices (when GDS opened): read now, or staged when a
+   read fails; the path and why, once. */
+static void gds_finish(stager *s, const char *why_not)
+{
+	char why[256] = "";
+	if (s->gds && !zp_gds_bytes(s->gds))
+		why_not = "no matrix holds the file's bytes as they are (not bf16 rows of even k)";
+	if (s->gds && zp_gds_bytes(s->gds) && zp_gds_run(s->gds, stage_cb, s, why, sizeof why) == 0)
+		return;
+	zp_log(ZP_LOG_INFO, "msg=\"weights path\" path=staged why=\"%s\"", why[0] ? why : why_not);
 }
 
 const zp_model *zp_backend_cuda_model(zp_backend *b, const zp_model *m, bool experts, zp_err *e)
@@ -858,11 +904,13 @@ const zp_model *zp_backend_cuda_model(zp_backend *b, const zp_model *m, bool exp
 			m->layout->name, zp_cuda_wlayout.name);
 		return NULL;
 	}
-	zp_log(ZP_LOG_INFO, "msg=\"weights to the device\" device=%s path=\"%s\"", c->rt->ops->name,
-	       c->rt->sim ? "staged (sim device)" : gds_state());
 	c->mdev = *m;
 	c->mdev.layers = zp_xcalloc((size_t)cf->layers, sizeof *c->mdev.layers);
 	stage_open(&s, c, STAGE_BYTES);
+	char why_not[256] = "";
+	s.gds = zp_gds_new(c->rt, m, GDS_IN_FLIGHT, why_not, sizeof why_not);
+	zp_log(ZP_LOG_INFO, "msg=\"weights to the device\" device=%s gds=%s", c->rt->ops->name,
+	       s.gds ? (c->rt->sim ? "yes (sim: pread)" : "yes (cuFile)") : "no");
 	/* the embedding as f32 rows: the cpu's zp_model_embed values */
 	c->embed = own(c, (size_t)cf->vocab * H * 4);
 	float *row = zp_xmalloc(H * 4 * 256);
@@ -875,10 +923,20 @@ const zp_model *zp_backend_cuda_model(zp_backend *b, const zp_model *m, bool exp
 	c->rt->ops->stream_sync(c->rt, c->xs); /* row is reused no more */
 	free(row);
 	c->mdev.final_norm = vec_up(&s, m->final_norm, H);
-	mat_up(&s, &c->mdev.lm_head);
+	mat_up1(&s, &c->mdev.lm_head, cf->tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
 	for (int l = 0; l < cf->layers; l++) {
 		const zp_layer *L = &m->layers[l];
 		zp_layer *D = &c->mdev.layers[l];
+		char pfx[96], q[ZP_ST_NAME_MAX], k[ZP_ST_NAME_MAX], v[ZP_ST_NAME_MAX],
+			o[ZP_ST_NAME_MAX];
+		snprintf(pfx, sizeof pfx, "model.layers.%d", l);
+		snprintf(q, sizeof q, "%s.self_attn.q_proj.weight", pfx);
+		snprintf(k, sizeof k, "%s.self_attn.k_proj.weight", pfx);
+		snprintf(v, sizeof v, "%s.self_attn.v_proj.weight", pfx);
+		snprintf(o, sizeof o, "%s.self_attn.o_proj.weight", pfx);
+		const char *qkv_names[3] = { q, k, v };
+		int qd = cf->heads * cf->head_dim, kvd = cf->kv_heads * cf->head_dim;
+		int qkv_rows[3] = { 0, qd, qd + kvd };
 		*D = *L;
 		D->attn_norm = vec_up(&s, L->attn_norm, H);
 		D->q_norm = vec_up(&s, L->q_norm, d);
@@ -886,21 +944,24 @@ const zp_model *zp_backend_cuda_model(zp_backend *b, const zp_model *m, bool exp
 		D->bqkv = vec_up(&s, L->bqkv, qkv);
 		D->bo = vec_up(&s, L->bo, H);
 		D->ffn_norm = vec_up(&s, L->ffn_norm, H);
-		mat_up(&s, &D->wqkv);
-		mat_up(&s, &D->wo);
+		mat_up(&s, &D->wqkv, qkv_names, qkv_rows, 3);
+		mat_up1(&s, &D->wo, o);
 		if (!L->sparse) {
-			mat_up(&s, &D->w_gate_up);
-			mat_up(&s, &D->w_down);
+			snprintf(pfx, sizeof pfx, "model.layers.%d.mlp", l);
+			swiglu_up(&s, &D->w_gate_up, pfx);
+			down_up(&s, &D->w_down, pfx);
 			continue;
 		}
-		mat_up(&s, &D->router);
+		mat_up(&s, &D->router, NULL, NULL, 0); /* f32 on the device: staged */
 		D->experts = NULL;
 		D->exp_gate_up = D->exp_down = NULL;
 		if (experts && L->experts && L->exp_gate_up[0].data) {
-			D->exp_gate_up = experts_up(&s, L->exp_gate_up, cf->experts);
-			D->exp_down = experts_up(&s, L->exp_down, cf->experts);
+			D->exp_gate_up = experts_up(&s, L->exp_gate_up, cf->experts, l, true);
+			D->exp_down = experts_up(&s, L->exp_down, cf->experts, l, false);
 		}
 	}
+	gds_finish(&s, why_not);
+	zp_gds_free(s.gds);
 	stage_close(&s, "model");
 	c->have_model = true;
 	return &c->mdev;

@@ -21,6 +21,7 @@
    bf16 in, f32 accumulate and out; f32 in: CUBLAS_COMPUTE_32F_PEDANTIC (no
    TF32). Experts: by default one such matmul per expert (the same classes,
    so an expert's rows are batch-invariant too). */
+#define _GNU_SOURCE /* O_DIRECT */
 #include "devrt.h"
 
 #ifndef ZP_CUDA_BACKEND
@@ -42,8 +43,12 @@ int zp_drt_cuda_count(void)
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "blas_contract.h"
 
@@ -547,6 +552,136 @@ static void c_gemm_grouped(zp_drt *r, zp_dstream *s, const zp_dgemm *g, int n)
 	    "cublasGemmGroupedBatchedEx");
 }
 
+/* ---- GPUDirect Storage: cuFile, loaded at run time (libcufile.so.0: the
+   CUDA install's, or the PyPI nvidia-cufile wheel's on LD_LIBRARY_PATH /
+   the binary's RUNPATH), so a build or a box without it loses only this
+   path. The few declarations used, as cufile.h has them (its header is not
+   needed to build): CUfileError_t, CUfileDescr_t, the entry points. The
+   driver opens once per process and stays open (other runtimes of the
+   process use it; the process's exit closes it). ---- */
+
+typedef struct {
+	int err;	/* CUfileOpError: 0 CU_FILE_SUCCESS, else 5000 + n */
+	int cu_err;	/* CUresult */
+} cf_error;
+
+typedef struct {
+	int type;	/* enum CUfileFileHandleType: 1 CU_FILE_HANDLE_TYPE_OPAQUE_FD */
+	union {
+		int fd;
+		void *handle;
+	} handle;
+	const void *fs_ops;	/* CUfileFSOps_t: NULL for a kernel file system */
+} cf_descr;
+
+#define CF_HANDLE_TYPE_OPAQUE_FD 1
+
+static struct {
+	pthread_once_t once;
+	bool ok;
+	char why[192];
+	cf_error (*driver_open)(void);
+	cf_error (*handle_register)(void **fh, cf_descr *d);
+	void (*handle_deregister)(void *fh);
+	ssize_t (*read)(void *fh, void *buf, size_t size, off_t file_off, off_t buf_off);
+	cf_error (*buf_register)(const void *p, size_t bytes, int flags);
+	cf_error (*buf_deregister)(const void *p);
+} cf = { .once = PTHREAD_ONCE_INIT };
+
+static void cf_load(void)
+{
+	void *h = dlopen("libcufile.so.0", RTLD_NOW | RTLD_LOCAL);
+	if (!h) {
+		snprintf(cf.why, sizeof cf.why, "libcufile.so.0 not found (%s)", dlerror());
+		return;
+	}
+#define SYM(field, name) (*(void **)&cf.field = dlsym(h, name))
+	if (!SYM(driver_open, "cuFileDriverOpen") || !SYM(handle_register, "cuFileHandleRegister") ||
+	    !SYM(handle_deregister, "cuFileHandleDeregister") || !SYM(read, "cuFileRead") ||
+	    !SYM(buf_register, "cuFileBufRegister") || !SYM(buf_deregister, "cuFileBufDeregister")) {
+		snprintf(cf.why, sizeof cf.why, "libcufile.so.0 lacks a cuFile entry point");
+		return;
+	}
+#undef SYM
+	cf_error e = cf.driver_open();
+	if (e.err) {
+		snprintf(cf.why, sizeof cf.why, "cuFileDriverOpen: CUfileOpError %d (CUresult %d)",
+			 e.err, e.cu_err);
+		return;
+	}
+	cf.ok = true;
+}
+
+struct zp_dfile {
+	int fd;
+	void *fh;
+};
+
+static zp_dfile *c_file_open(zp_drt *r, const char *path, char *why, size_t len)
+{
+	pthread_once(&cf.once, cf_load);
+	if (!cf.ok) {
+		snprintf(why, len, "%s", cf.why);
+		return NULL;
+	}
+	int fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+	if (fd < 0) {
+		snprintf(why, len, "open %s with O_DIRECT: %s", path, strerror(errno));
+		return NULL;
+	}
+	cf_descr d = { .type = CF_HANDLE_TYPE_OPAQUE_FD, .handle.fd = fd };
+	void *fh = NULL;
+	cf_error e = cf.handle_register(&fh, &d);
+	if (e.err) {
+		snprintf(why, len, "cuFileHandleRegister %s: CUfileOpError %d (CUresult %d)", path,
+			 e.err, e.cu_err);
+		close(fd);
+		return NULL;
+	}
+	zp_dfile *f = zp_xcalloc(1, sizeof *f);
+	*f = (zp_dfile){ fd, fh };
+	return f;
+}
+
+static int64_t c_file_read(zp_drt *r, zp_dfile *f, void *dst, uint64_t off, size_t bytes,
+			   char *why, size_t len)
+{
+	const char *bad = zp_dfile_misaligned(dst, off, bytes);
+	if (bad) {
+		snprintf(why, len, "cuFileRead: %s", bad);
+		return -1;
+	}
+	ssize_t n = cf.read(f->fh, dst, bytes, (off_t)off, 0);
+	if (n < 0) { /* -1: errno; below: -CUfileOpError */
+		snprintf(why, len, "cuFileRead: %s", n == -1 ? strerror(errno) : "CUfileOpError");
+		if (n != -1)
+			snprintf(why, len, "cuFileRead: CUfileOpError %zd", -n);
+		return -1;
+	}
+	return (int64_t)n;
+}
+
+static void c_file_close(zp_drt *r, zp_dfile *f)
+{
+	if (!f)
+		return;
+	cf.handle_deregister(f->fh);
+	close(f->fd);
+	free(f);
+}
+
+/* registration makes the reads DMA into p without cuFile's own bounce
+   buffers; a refusal only costs speed (said in the log) */
+static void c_file_buf(zp_drt *r, void *p, size_t bytes, bool on)
+{
+	if (!cf.ok || !p)
+		return;
+	cf_error e = on ? cf.buf_register(p, bytes, 0) : cf.buf_deregister(p);
+	if (e.err)
+		zp_log(ZP_LOG_WARN, "msg=\"cuFileBuf%sregister refused\" error=%d cu_error=%d",
+		       on ? "" : "De", e.err, e.cu_err);
+}
+
 static void c_bind(zp_drt *r)
 {
 	ck(cudaSetDevice(R(r)->dev), "cudaSetDevice");
@@ -677,6 +812,10 @@ static const struct zp_drt_ops cuda_rt_ops = {
 	.launch = c_launch,
 	.gemm = c_gemm,
 	.gemm_grouped = c_gemm_grouped,
+	.file_open = c_file_open,
+	.file_read = c_file_read,
+	.file_close = c_file_close,
+	.file_buf = c_file_buf,
 	.native_stream = c_native_stream,
 	.bind = c_bind,
 	.describe = c_describe,

@@ -8,8 +8,11 @@
    records and waits still run (so no waiter hangs).
    Threads: the owner enqueues; each stream's thread runs its items; the pool's
    workers run blocks; event_sync from any thread. */
+#define _GNU_SOURCE /* O_DIRECT */
 #include "devrt.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -545,6 +548,71 @@ static void sim_free(zp_drt *r, void *p)
 	zp_free_aligned(p);
 }
 
+/* ---- GPUDirect Storage, played: pread into the sim's device memory, with
+   cuFile's O_DIRECT rule kept (an unaligned read is refused as it would be
+   on the GPU path). A file system that refuses O_DIRECT (tmpfs) is read
+   through the page cache, as cuFile's compat mode would: said once. ---- */
+
+struct zp_dfile {
+	int fd;
+};
+
+static zp_dfile *sim_file_open(zp_drt *r, const char *path, char *why, size_t len)
+{
+	static _Atomic bool said;
+	int fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+	if (fd < 0 && errno == EINVAL) {
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd >= 0 && !atomic_exchange(&said, true))
+			zp_log(ZP_LOG_INFO, "msg=\"GDS (sim): the file system refuses O_DIRECT; reads go "
+			       "through the page cache, as cuFile's compat mode\" file=%s", path);
+	}
+	if (fd < 0) {
+		snprintf(why, len, "open %s: %s", path, strerror(errno));
+		return NULL;
+	}
+	zp_dfile *f = zp_xcalloc(1, sizeof *f);
+	f->fd = fd;
+	return f;
+}
+
+static int64_t sim_file_read(zp_drt *r, zp_dfile *f, void *dst, uint64_t off, size_t bytes,
+			     char *why, size_t len)
+{
+	const char *bad = zp_dfile_misaligned(dst, off, bytes);
+	size_t got = 0;
+	if (bad) {
+		snprintf(why, len, "cuFileRead (sim): %s", bad);
+		return -1;
+	}
+	while (got < bytes) {
+		ssize_t n = pread(f->fd, (char *)dst + got, bytes - got, (off_t)(off + got));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			snprintf(why, len, "cuFileRead (sim): pread: %s", strerror(errno));
+			return -1;
+		}
+		if (n == 0) /* the end of the file */
+			break;
+		got += (size_t)n;
+	}
+	return (int64_t)got;
+}
+
+static void sim_file_close(zp_drt *r, zp_dfile *f)
+{
+	if (!f)
+		return;
+	close(f->fd);
+	free(f);
+}
+
+/* the sim's memory is the host's: nothing to register */
+static void sim_file_buf(zp_drt *r, void *p, size_t bytes, bool on)
+{
+}
+
 /* every sim device is host memory and any thread may drive it */
 static void sim_bind(zp_drt *r)
 {
@@ -603,6 +671,10 @@ static const struct zp_drt_ops sim_ops = {
 	.launch = sim_launch,
 	.gemm = sim_gemm,
 	.gemm_grouped = sim_gemm_grouped,
+	.file_open = sim_file_open,
+	.file_read = sim_file_read,
+	.file_close = sim_file_close,
+	.file_buf = sim_file_buf,
 	.native_stream = sim_native_stream,
 	.bind = sim_bind,
 	.describe = sim_describe,
