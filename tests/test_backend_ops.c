@@ -330,10 +330,11 @@ static zp_wmat wnew(const float *w, int n, int k, enum zp_wtype t, bool swiglu)
 {
 	zp_wmat m;
 	enum zp_wkind kind = swiglu ? ZP_WK_SWIGLU : ZP_WK_PLAIN;
-	size_t bytes = lay->bytes(t, n, k, kind);
+	size_t bytes = lay->bytes(t, ZP_WS_PLAIN, n, k, kind);
 	void *host = zp_xalloc_aligned(bytes);
 	struct wsrc s = { w, k };
-	lay->pack(&m, host, t, n, k, kind, ZP_DT_F32, wrow, &s);
+	zp_wsrc src = { ZP_DT_F32, wrow, NULL, &s };
+	lay->pack(&m, host, t, ZP_WS_PLAIN, n, k, kind, &src);
 	m.data = B->ops->alloc(B, bytes);
 	B->ops->upload(B, m.data, host, bytes);
 	zp_free_aligned(host);

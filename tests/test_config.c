@@ -38,7 +38,7 @@ int main(void)
 	CHECK(zp_config_load(&c, "tests/models/qwen3-235b-a22b-config", &e) == 0, "%s", e.msg);
 	CHECK(c.layers == 94 && c.hidden == 4096 && c.heads == 64 && c.kv_heads == 4 &&
 	      c.experts == 128 && c.moe_ffn == 1536, "235B shapes");
-	size_t layer_bytes = zp_model_expert_bytes(&c, ZP_W_BF16, zp_device_layout(ZP_DEV_CPU)) * (size_t)c.experts;
+	size_t layer_bytes = zp_model_expert_bytes(&c, ZP_W_BF16, ZP_WS_PLAIN, zp_device_layout(ZP_DEV_CPU)) * (size_t)c.experts;
 	CHECK(layer_bytes == 128ull * 3 * 4096 * 1536 * 2, "235B expert block %zu bytes", layer_bytes);
 	printf("qwen3-235b-a22b: %.2f GB of bf16 experts per layer\n", layer_bytes / 1e9);
 

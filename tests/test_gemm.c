@@ -42,7 +42,7 @@ static void one(enum zp_wtype wt, enum zp_epi epi, int M, int N, int K, zp_pool 
 	uint16_t *a16 = calloc((size_t)M * lda, 2);
 	float *c = malloc(((size_t)M * ldc + 2 * GUARD) * sizeof(float));
 	float *c2 = malloc(((size_t)M * ldc + 2 * GUARD) * sizeof(float));
-	void *packed = zp_xalloc_aligned(zp_wmat_bytes(wt, N, K));
+	void *packed = zp_xalloc_aligned(zp_wmat_bytes(wt, ZP_WS_PLAIN, N, K));
 	zp_wmat w;
 	double maxrel = 0; /* largest error as a fraction of the allowed bound */
 
@@ -53,7 +53,7 @@ static void one(enum zp_wtype wt, enum zp_epi epi, int M, int N, int K, zp_pool 
 			a[(size_t)m * lda + k] = frand();
 			a16[(size_t)m * lda + k] = zp_f32_to_bf16(a[(size_t)m * lda + k]);
 		}
-	zp_wmat_pack(&w, packed, wt, N, K, ZP_DT_F32, row_fn, &src);
+	zp_wmat_pack(&w, packed, wt, ZP_WS_PLAIN, N, K, &(zp_wsrc){ ZP_DT_F32, row_fn, NULL, &src });
 	for (size_t i = 0; i < (size_t)M * ldc + 2 * GUARD; i++)
 		c[i] = c2[i] = (epi == ZP_EPI_ADD && i >= GUARD && i < GUARD + (size_t)M * ldc)
 				       ? 0.5f : GUARD_VAL;

@@ -100,13 +100,14 @@ int main(int argc, char **argv)
 	for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
 		const struct shape *s = &shapes[si];
 		zp_wmat w;
-		void *packed = zp_xalloc_aligned(zp_wmat_bytes(ZP_W_BF16, s->n, s->k));
+		void *packed = zp_xalloc_aligned(zp_wmat_bytes(ZP_W_BF16, ZP_WS_PLAIN, s->n, s->k));
 		/* oneDNN reads weights as [K, N] (tag ba over a [N, K] buffer with stride 4096
 		   is not expressible simply): give it its own dense copy */
 		uint16_t *wdense = zp_xalloc_aligned((size_t)s->n * s->k * 2);
 		for (int n = 0; n < s->n; n++)
 			memcpy(wdense + (size_t)n * s->k, wsrc + (size_t)n * 4096, (size_t)s->k * 2);
-		zp_wmat_pack(&w, packed, ZP_W_BF16, s->n, s->k, ZP_DT_BF16, row_fn, wsrc);
+		zp_wmat_pack(&w, packed, ZP_W_BF16, ZP_WS_PLAIN, s->n, s->k,
+			     &(zp_wsrc){ ZP_DT_BF16, row_fn, NULL, wsrc });
 		struct onednn o;
 		printf("%s: M=%d N=%d K=%d\n", s->what, s->m, s->n, s->k);
 		onednn_init(&o, s, a, wdense, c);

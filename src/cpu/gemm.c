@@ -48,10 +48,26 @@ const char *zp_gemm_isa(void)
 	       have_avx512() ? "avx512f" : "ref";
 }
 
-size_t zp_wmat_bytes(enum zp_wtype type, int n, int k)
+static int kblocks(int k)
+{
+	return (k + ZP_FP8_BLOCK - 1) / ZP_FP8_BLOCK;
+}
+
+/* FP8: the codes' bytes (panels as bf16's, one byte an element), 64-aligned;
+   the scales follow them. */
+static size_t fp8_codes_bytes(int n, int k)
+{
+	size_t panels = (size_t)(n + ZP_GEMM_NR - 1) / ZP_GEMM_NR;
+	return ZP_ALIGN_UP(panels * (size_t)ZP_ALIGN_UP(k, 2) * ZP_GEMM_NR, 64);
+}
+
+size_t zp_wmat_bytes(enum zp_wtype type, enum zp_wstore store, int n, int k)
 {
 	size_t panels = (size_t)(n + ZP_GEMM_NR - 1) / ZP_GEMM_NR;
 	size_t kp = (size_t)ZP_ALIGN_UP(k, 2);
+	if (store == ZP_WS_FP8)
+		return fp8_codes_bytes(n, k) +
+		       ZP_ALIGN_UP(panels * (size_t)kblocks(k) * ZP_GEMM_NR * sizeof(float), 64);
 	return ZP_ALIGN_UP(panels * kp * ZP_GEMM_NR * (type == ZP_W_F32 ? 4 : 2), 64);
 }
 
@@ -60,23 +76,40 @@ static int panel_count(const zp_wmat *w)
 	return (w->n + ZP_GEMM_NR - 1) / ZP_GEMM_NR;
 }
 
-void zp_wmat_pack(zp_wmat *w, void *dst, enum zp_wtype type, int n, int k, int src_dt,
-		  zp_row_fn row, void *ctx)
+/* Row j of an FP8 source: its codes k pairs interleaved as bf16's are, and
+   its block scales at [p][b][col]. */
+static void fp8_pack_row(zp_wmat *w, int j, const uint8_t *r, const float *sc)
+{
+	int p = j / ZP_GEMM_NR, col = j % ZP_GEMM_NR, kb = kblocks(w->k);
+	uint8_t *d = (uint8_t *)w->data + (size_t)p * w->kp * ZP_GEMM_NR + 2 * col;
+	float *s = (float *)((char *)w->data + w->scale_off) + (size_t)p * kb * ZP_GEMM_NR + col;
+	for (int i = 0; i < w->k; i++)
+		d[(size_t)(i / 2) * ZP_GEMM_NR * 2 + i % 2] = r[i];
+	for (int b = 0; b < kb; b++)
+		s[(size_t)b * ZP_GEMM_NR] = sc[b];
+}
+
+void zp_wmat_pack(zp_wmat *w, void *dst, enum zp_wtype type, enum zp_wstore store, int n, int k,
+		  const zp_wsrc *src)
 {
 	float *tmp = zp_xmalloc((size_t)k * sizeof *tmp);
 
-	w->type = type;
-	w->n = n;
-	w->k = k;
-	w->kp = ZP_ALIGN_UP(k, 2);
-	w->data = dst;
+	*w = (zp_wmat){ .type = type, .store = store, .n = n, .k = k, .kp = ZP_ALIGN_UP(k, 2),
+			.data = dst, .scale_off = store == ZP_WS_FP8 ? fp8_codes_bytes(n, k) : 0 };
 	ZP_ASSERT(((uintptr_t)dst & 63) == 0);
-	memset(dst, 0, zp_wmat_bytes(type, n, k));
+	ZP_ASSERT(store == ZP_WS_PLAIN || src->dt == ZP_DT_F8_E4M3);
+	memset(dst, 0, zp_wmat_bytes(type, store, n, k));
 	for (int j = 0; j < n; j++) {
-		const void *r = row(ctx, j);
-		int p = j / ZP_GEMM_NR, col = j % ZP_GEMM_NR;
+		const void *r = src->row(src->ctx, j);
+		int p = j / ZP_GEMM_NR, col = j % ZP_GEMM_NR, src_dt = src->dt;
 		if (!r)
 			continue;
+		if (store == ZP_WS_FP8) {
+			const float *sc = src->scale(src->ctx, j);
+			ZP_ASSERT(sc);
+			fp8_pack_row(w, j, r, sc);
+			continue;
+		}
 		if (type == ZP_W_BF16 && src_dt == ZP_DT_BF16) { /* copy k pairs as they are */
 			uint32_t *d = (uint32_t *)((uint16_t *)dst + (size_t)p * w->kp * ZP_GEMM_NR) + col;
 			for (int i = 0; i + 1 < k; i += 2)
@@ -102,18 +135,31 @@ void zp_wmat_pack(zp_wmat *w, void *dst, enum zp_wtype type, int n, int k, int s
 /* ---- the layout (weights.h) ---- */
 
 struct swiglu_rows {
-	zp_row_fn row;
+	zp_row_fn row, scale;
 	void *ctx;
 	int f;		/* gate rows; up rows follow them in the source */
 };
 
 /* packed row j: panel j / 32 holds gate columns 16p.. in its first 16 rows
    and the up rows of the same columns in the next 16 */
+static int swiglu_src_row(const struct swiglu_rows *s, int j)
+{
+	int p = j / ZP_GEMM_NR, c = j % ZP_GEMM_NR, up = c / 16, q = p * 16 + c % 16;
+	return q >= s->f ? -1 : up ? s->f + q : q;
+}
+
 static const void *swiglu_row(void *vctx, int j)
 {
 	const struct swiglu_rows *s = vctx;
-	int p = j / ZP_GEMM_NR, c = j % ZP_GEMM_NR, up = c / 16, q = p * 16 + c % 16;
-	return q < s->f ? s->row(s->ctx, up ? s->f + q : q) : NULL;
+	int r = swiglu_src_row(s, j);
+	return r < 0 ? NULL : s->row(s->ctx, r);
+}
+
+static const void *swiglu_scale(void *vctx, int j)
+{
+	const struct swiglu_rows *s = vctx;
+	int r = swiglu_src_row(s, j);
+	return r < 0 ? NULL : s->scale(s->ctx, r);
 }
 
 static int held_rows(int n, enum zp_wkind kind)
@@ -121,23 +167,24 @@ static int held_rows(int n, enum zp_wkind kind)
 	return kind == ZP_WK_SWIGLU ? 2 * ZP_ALIGN_UP(n / 2, 16) : n;
 }
 
-static size_t layout_bytes(enum zp_wtype t, int n, int k, enum zp_wkind kind)
+static size_t layout_bytes(enum zp_wtype t, enum zp_wstore st, int n, int k, enum zp_wkind kind)
 {
-	return zp_wmat_bytes(t, held_rows(n, kind), k);
+	return zp_wmat_bytes(t, st, held_rows(n, kind), k);
 }
 
-static void layout_pack(zp_wmat *w, void *dst, enum zp_wtype t, int n, int k, enum zp_wkind kind,
-			int src_dt, zp_row_fn row, void *ctx)
+static void layout_pack(zp_wmat *w, void *dst, enum zp_wtype t, enum zp_wstore st, int n, int k,
+			enum zp_wkind kind, const zp_wsrc *src)
 {
-	struct swiglu_rows s = { row, ctx, n / 2 };
+	struct swiglu_rows s = { src->row, src->scale, src->ctx, n / 2 };
+	zp_wsrc sw = { src->dt, swiglu_row, swiglu_scale, &s };
 	ZP_ASSERT(kind == ZP_WK_PLAIN || n % 2 == 0);
 	if (kind == ZP_WK_SWIGLU)
-		zp_wmat_pack(w, dst, t, held_rows(n, kind), k, src_dt, swiglu_row, &s);
+		zp_wmat_pack(w, dst, t, st, held_rows(n, kind), k, &sw);
 	else
-		zp_wmat_pack(w, dst, t, n, k, src_dt, row, ctx);
+		zp_wmat_pack(w, dst, t, st, n, k, src);
 }
 
-const zp_wlayout zp_cpu_wlayout = { "cpu-panels", layout_bytes, layout_pack };
+const zp_wlayout zp_cpu_wlayout = { "cpu-panels", layout_bytes, layout_pack, .fp8 = true };
 
 /* ---- micro-kernels: tile[mr][32] (+)= A[mr][k0..k1) . panel ---------------- */
 
@@ -492,6 +539,7 @@ void zp_gemm_run(zp_pool *pool, const zp_gemm_op *ops, int nops)
 
 	for (int i = 0; i < nops; i++) {
 		ZP_ASSERT(ops[i].w && ops[i].w->data);
+		ZP_ASSERT(ops[i].w->store == ZP_WS_PLAIN); /* FP8 kernels: next commit */
 		ZP_ASSERT(ops[i].lda >= (size_t)ops[i].w->kp || ops[i].m == 0);
 		first[i] = (int)total;
 		total += op_tasks(&ops[i]);

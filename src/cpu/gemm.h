@@ -25,11 +25,21 @@
    16 up rows of the same columns (ZP_EPI_SWIGLU's operand). */
 extern const zp_wlayout zp_cpu_wlayout;
 
+/* FP8 (weights.h ZP_WS_FP8) in this layout: the codes in the bf16 panel
+   order, one byte an element ([P][kp/2][32][2] u8: same index as the bf16
+   panel's), then at data + scale_off one f32 scale per packed row and
+   128-wide k block ([P][ceil(k/128)][32]: a row's own block scale, so
+   stacked and SWIGLU rows need no shared blocks). 1/32 byte an element more
+   than the codes. The GEMM widens the codes of one k block (exactly: every
+   e4m3 value is a bf16 value) into the compute type's panel, runs that
+   type's kernel over the block from zero, and adds partial x scale to the
+   f32 accumulators (one fmaf per element per block, in k order). */
+
 /* The panel packing itself, rows as they come (the layout's PLAIN kind). */
-size_t zp_wmat_bytes(enum zp_wtype type, int n, int k);
+size_t zp_wmat_bytes(enum zp_wtype type, enum zp_wstore store, int n, int k);
 /* Pack into dst (zp_wmat_bytes, 64-byte aligned). */
-void zp_wmat_pack(zp_wmat *w, void *dst, enum zp_wtype type, int n, int k, int src_dt,
-		  zp_row_fn row, void *ctx);
+void zp_wmat_pack(zp_wmat *w, void *dst, enum zp_wtype type, enum zp_wstore store, int n, int k,
+		  const zp_wsrc *src);
 
 /* Run ops (independent; their C regions must not overlap) as one parallel loop. */
 void zp_gemm_run(zp_pool *pool, const zp_gemm_op *ops, int nops);

@@ -682,20 +682,26 @@ static size_t row_bytes(enum zp_wtype t, int k)
 	return (size_t)ZP_ALIGN_UP(k, 2) * (t == ZP_W_F32 ? 4 : 2);
 }
 
-static size_t layout_bytes(enum zp_wtype t, int n, int k, enum zp_wkind kind)
+/* FP8 storage is not held yet (the layout has no .fp8: model/ refuses an FP8
+   model for it before packing). */
+static size_t layout_bytes(enum zp_wtype t, enum zp_wstore st, int n, int k, enum zp_wkind kind)
 {
+	ZP_ASSERT(st == ZP_WS_PLAIN);
 	return ZP_ALIGN_UP((size_t)held_rows(n, kind) * row_bytes(t, k), 64);
 }
 
 /* row-major [rows][kp], zeros past k and in padding rows */
-static void layout_pack(zp_wmat *w, void *dst, enum zp_wtype t, int n, int k, enum zp_wkind kind,
-			int src_dt, zp_row_fn row, void *ctx)
+static void layout_pack(zp_wmat *w, void *dst, enum zp_wtype t, enum zp_wstore st, int n, int k,
+			enum zp_wkind kind, const zp_wsrc *wsrc)
 {
+	int src_dt = wsrc->dt;
+	zp_row_fn row = wsrc->row;
+	void *ctx = wsrc->ctx;
 	int rows = held_rows(n, kind), h = rows / 2, f = n / 2;
 	size_t rb = row_bytes(t, k);
 	ZP_ASSERT(((uintptr_t)dst & 63) == 0 && (kind == ZP_WK_PLAIN || n % 2 == 0));
 	*w = (zp_wmat){ .type = t, .n = rows, .k = k, .kp = ZP_ALIGN_UP(k, 2), .data = dst };
-	memset(dst, 0, layout_bytes(t, n, k, kind));
+	memset(dst, 0, layout_bytes(t, st, n, k, kind));
 	for (int r = 0; r < rows; r++) {
 		int up = kind == ZP_WK_SWIGLU && r >= h, q = up ? r - h : r;
 		int j = kind == ZP_WK_PLAIN ? r : q < f ? (up ? f + q : q) : -1;
@@ -705,7 +711,7 @@ static void layout_pack(zp_wmat *w, void *dst, enum zp_wtype t, int n, int k, en
 	}
 }
 
-const zp_wlayout zp_cuda_wlayout = { "cuda-rows", layout_bytes, layout_pack };
+const zp_wlayout zp_cuda_wlayout = { "cuda-rows", layout_bytes, layout_pack, .fp8 = false };
 
 /* ---- weights: the model mirror, uploaded through pinned staging ---- */
 

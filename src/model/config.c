@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "json.h"
+#include "weights.h"
 
 static const cJSON *get(const cJSON *o, const char *k)
 {
@@ -134,6 +135,43 @@ static int parse_moe(zp_config *c, const cJSON *root, zp_err *e)
 	return 0;
 }
 
+/* quantization_config: only the FP8 block format the engine computes; any
+   other method or block shape is refused by name, never loaded as plain
+   weights (their tensors would be packed integers or other scales). */
+static int parse_quant(zp_config *c, const cJSON *root, zp_err *e)
+{
+	const cJSON *q = get(root, "quantization_config");
+	const cJSON *m, *fmt, *bs, *act;
+
+	c->fp8 = false;
+	if (!q || cJSON_IsNull(q))
+		return 0;
+	m = get(q, "quant_method");
+	if (!cJSON_IsObject(q) || !cJSON_IsString(m))
+		return zp_errf(e, "config.json: quantization_config without a quant_method");
+	if (strcmp(m->valuestring, "fp8"))
+		return zp_errf(e, "config.json: quant_method \"%.40s\" is not supported (only "
+			       "\"fp8\": e4m3 weights with 128x128 block scales)", m->valuestring);
+	fmt = get(q, "fmt");
+	if (fmt && !(cJSON_IsString(fmt) && strcmp(fmt->valuestring, "e4m3") == 0))
+		return zp_errf(e, "config.json: fp8 fmt \"%.20s\" is not supported (only e4m3)",
+			       cJSON_IsString(fmt) ? fmt->valuestring : "?");
+	act = get(q, "activation_scheme");
+	if (act && !(cJSON_IsString(act) && strcmp(act->valuestring, "dynamic") == 0))
+		return zp_errf(e, "config.json: fp8 activation_scheme must be \"dynamic\" (static "
+			       "activation scales are not supported)");
+	bs = get(q, "weight_block_size");
+	if (!cJSON_IsArray(bs) || cJSON_GetArraySize(bs) != 2 ||
+	    !cJSON_IsNumber(cJSON_GetArrayItem(bs, 0)) ||
+	    !cJSON_IsNumber(cJSON_GetArrayItem(bs, 1)) ||
+	    cJSON_GetArrayItem(bs, 0)->valuedouble != ZP_FP8_BLOCK ||
+	    cJSON_GetArrayItem(bs, 1)->valuedouble != ZP_FP8_BLOCK)
+		return zp_errf(e, "config.json: fp8 weight_block_size must be [128, 128] (per-tensor "
+			       "and other block shapes are not supported)");
+	c->fp8 = true;
+	return 0;
+}
+
 int zp_config_parse(zp_config *c, const char *json, size_t len, zp_err *e)
 {
 	cJSON *root;
@@ -159,7 +197,7 @@ int zp_config_parse(zp_config *c, const char *json, size_t len, zp_err *e)
 	     get_float(root, "rms_norm_eps", 1e-6, &c->rms_eps, e) ||
 	     get_bool(root, "tie_word_embeddings", false, &c->tie_embeddings, e) ||
 	     get_bool(root, "attention_bias", false, &c->attention_bias, e) ||
-	     parse_rope(c, root, e) || parse_moe(c, root, e);
+	     parse_rope(c, root, e) || parse_moe(c, root, e) || parse_quant(c, root, e);
 	cJSON_Delete(root);
 	if (rc)
 		return -1;

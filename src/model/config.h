@@ -32,6 +32,12 @@ typedef struct {
 	bool tie_embeddings;
 	bool attention_bias;
 	int max_positions;
+	/* quantization_config: quant_method "fp8" (fmt e4m3, weight_block_size
+	   [128, 128]): the linears of attention and of every MLP and expert are
+	   F8_E4M3 with W_scale_inv block scales (weights.h), except those a
+	   modules_to_not_convert entry names (which the loader finds in the
+	   checkpoint's dtypes). Any other quant_method is refused. */
+	bool fp8;
 } zp_config;
 
 /* Parse config.json text. 0, or -1 with e set. */

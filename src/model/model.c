@@ -16,10 +16,16 @@
 /* Row source for packing a tensor, or several stacked / interleaved ones. */
 struct rows {
 	const zp_st_tensor *t[3];	/* stacked sources (q, k, v) or gate, up */
+	const zp_st_tensor *s[3];	/* F8_E4M3 sources: their W_scale_inv */
 	int n[3];			/* rows of each */
 	int nt;
 	uint16_t *rnd;			/* random weights: one row, made on demand */
 	uint64_t seed;
+	/* packing FP8 (fp8_prepare; freed after the pack): */
+	int k, kb;			/* columns; k blocks of 128 */
+	uint8_t *q[3];			/* codes quantised at load ([n][k]), or NULL:
+					   the tensor's own codes */
+	float *sc[3];			/* [ceil(n/128)][kb] f32 scales */
 };
 
 static const void *row_of(const zp_st_tensor *t, int r)
@@ -44,14 +50,77 @@ static const void *rows_get(void *vctx, int j)
 	struct rows *r = vctx;
 	for (int i = 0; i < r->nt; i++) {
 		if (j < r->n[i])
-			return row_src(r, r->t[i], j);
+			return r->q[i] ? r->q[i] + (size_t)j * r->k : row_src(r, r->t[i], j);
 		j -= r->n[i];
 	}
 	return NULL;
 }
 
+/* Row j's block scales (weights.h zp_wsrc). */
+static const void *rows_scale(void *vctx, int j)
+{
+	struct rows *r = vctx;
+	for (int i = 0; i < r->nt; i++) {
+		if (j < r->n[i])
+			return r->sc[i] + (size_t)(j / ZP_FP8_BLOCK) * r->kb;
+		j -= r->n[i];
+	}
+	return NULL;
+}
+
+/* Quantise source i (f32/bf16/f16, or made) to codes and scales, 128 rows at
+   a time (zp_fp8_quantize). */
+static void fp8_quantize_src(struct rows *r, int i)
+{
+	int n = r->n[i], k = r->k;
+	float *blk = zp_xmalloc((size_t)ZP_FP8_BLOCK * k * sizeof *blk);
+	const void *rp[ZP_FP8_BLOCK];
+	r->q[i] = zp_xmalloc((size_t)n * k);
+	for (int r0 = 0; r0 < n; r0 += ZP_FP8_BLOCK) {
+		int nr = ZP_MIN(ZP_FP8_BLOCK, n - r0);
+		for (int j = 0; j < nr; j++) {
+			int dt = r->rnd ? ZP_DT_BF16 : (int)r->t[i]->dtype;
+			zp_wrow_convert(blk + (size_t)j * k, ZP_W_F32, row_src(r, r->t[i], r0 + j),
+					dt, k);
+			rp[j] = blk + (size_t)j * k;
+		}
+		zp_fp8_quantize(rp, nr, k, ZP_DT_F32, r->q[i] + (size_t)r0 * k,
+				r->sc[i] + (size_t)(r0 / ZP_FP8_BLOCK) * r->kb);
+	}
+	free(blk);
+}
+
+/* Make r an FP8 source for a k-column pack: the checkpoint's codes with
+   their scales as f32, or the rows quantised here (--dtype fp8). */
+static void fp8_prepare(struct rows *r, int k)
+{
+	r->k = k;
+	r->kb = (k + ZP_FP8_BLOCK - 1) / ZP_FP8_BLOCK;
+	for (int i = 0; i < r->nt; i++) {
+		size_t ns = (size_t)((r->n[i] + ZP_FP8_BLOCK - 1) / ZP_FP8_BLOCK) * r->kb;
+		r->sc[i] = zp_xmalloc(ns * sizeof *r->sc[i]);
+		if (r->rnd || r->t[i]->dtype != ZP_DT_F8_E4M3) {
+			fp8_quantize_src(r, i);
+			continue;
+		}
+		for (size_t x = 0; x < ns; x++)
+			r->sc[i][x] = zp_st_elem_f32(r->s[i], x);
+	}
+}
+
+static void fp8_release(struct rows *r)
+{
+	for (int i = 0; i < r->nt; i++) {
+		free(r->q[i]);
+		free(r->sc[i]);
+		r->q[i] = NULL;
+		r->sc[i] = NULL;
+	}
+}
+
 struct loader {
 	zp_model *m;
+	bool quant;	/* --dtype fp8: quantise plain linears at load */
 	const zp_wlayout *lay;
 	zp_err *e;
 	char *arena;	/* NULL in the sizing pass */
@@ -101,6 +170,8 @@ int64_t zp_model_nonfinite_at(const zp_st_tensor *t)
 		NONFINITE_AT(uint16_t, (const uint16_t *)t->data, n, 0x7c00u);
 	else if (t->dtype == ZP_DT_F64)
 		NONFINITE_AT(uint64_t, (const uint64_t *)t->data, n, 0x7ff0000000000000ull);
+	else if (t->dtype == ZP_DT_F8_E4M3) /* e4m3fn: no Inf; 0x7f, 0xff are NaN */
+		NONFINITE_AT(uint8_t, (const uint8_t *)t->data, n, 0x7fu);
 	return -1;
 }
 #undef NONFINITE_AT
@@ -152,6 +223,41 @@ static int get(struct loader *ld, const char *name, int ndim, int64_t d0, int64_
 	return 0;
 }
 
+/* A linear layer's weight [n, k]: F8_E4M3 codes (an FP8 checkpoint) bring
+   their W_scale_inv [ceil(n/128), ceil(k/128)] (F32 or BF16); pass 2 scans
+   both (codes for NaN, scales for NaN and Inf). */
+static int lin_get(struct loader *ld, const char *name, int n, int k, const zp_st_tensor **t,
+		   const zp_st_tensor **sc)
+{
+	int64_t shape[2] = { n, k }, at;
+	char sn[ZP_ST_NAME_MAX + 16];
+	int b = ZP_FP8_BLOCK;
+
+	*sc = NULL;
+	if (ld->random)
+		return get(ld, name, 2, n, k, t);
+	if (zp_st_get_linear(&ld->m->st, name, 2, shape, t, ld->e))
+		return -1;
+	if ((*t)->dtype == ZP_DT_F8_E4M3) {
+		if (!ld->m->cfg.fp8)
+			return zp_errf(ld->e, "tensor %s: dtype F8_E4M3, but config.json has no fp8 "
+				       "quantization_config (its block scales are unknown)", name);
+		snprintf(sn, sizeof sn, "%s_scale_inv", name);
+		if (get(ld, sn, 2, (n + b - 1) / b, (k + b - 1) / b, sc))
+			return -1;
+	}
+	if (ld->arena && !ld->experts && (at = zp_model_nonfinite_at(*t)) >= 0)
+		return nonfinite_err(ld->e, *t, at);
+	return 0;
+}
+
+/* How a group of sources (one matrix) is stored: FP8 where the checkpoint's
+   codes are (same_dtype keeps a group uniform) or where the load quantises. */
+static enum zp_wstore store_of(const struct loader *ld, const struct rows *r)
+{
+	return ld->quant || r->t[0]->dtype == ZP_DT_F8_E4M3 ? ZP_WS_FP8 : ZP_WS_PLAIN;
+}
+
 static void made_free(struct loader *ld)
 {
 	for (size_t i = 0; i < ld->nmade; i++)
@@ -181,11 +287,13 @@ static int vec(struct loader *ld, const char *name, int n, float **out)
 }
 
 /* Pack rows (already checked) through the layout into w, from ld's arena or
-   from dst. */
-static void pack(struct loader *ld, zp_wmat *w, void *dst, enum zp_wtype type, int n, int k,
-		 enum zp_wkind kind, struct rows *r)
+   from dst, stored as st (FP8: the sources' codes and scales, or quantised
+   here). */
+static void pack(struct loader *ld, zp_wmat *w, void *dst, enum zp_wtype type,
+		 enum zp_wstore st, int n, int k, enum zp_wkind kind, struct rows *r)
 {
-	size_t bytes = ld->lay->bytes(type, n, k, kind);
+	size_t bytes = ld->lay->bytes(type, st, n, k, kind);
+	zp_wsrc src = { r->t[0]->dtype, rows_get, rows_scale, r };
 	if (!dst)
 		dst = carve(ld, bytes);
 	if (!dst)
@@ -194,18 +302,34 @@ static void pack(struct loader *ld, zp_wmat *w, void *dst, enum zp_wtype type, i
 		r->rnd = zp_xmalloc((size_t)k * sizeof *r->rnd);
 		r->seed = ld->seed;
 	}
-	ld->lay->pack(w, dst, type, n, k, kind, r->t[0]->dtype, rows_get, r);
+	if (st == ZP_WS_FP8) {
+		fp8_prepare(r, k);
+		src.dt = ZP_DT_F8_E4M3;
+	}
+	ld->lay->pack(w, dst, type, st, n, k, kind, &src);
+	fp8_release(r);
 	free(r->rnd);
 	r->rnd = NULL;
 }
 
+/* A matrix of one tensor that is never quantised (lm_head, routers). */
 static int mat(struct loader *ld, zp_wmat *w, enum zp_wtype type, const char *name, int n,
 	       int k)
 {
 	struct rows r = { .nt = 1, .n = { n } };
 	if (get(ld, name, 2, n, k, &r.t[0]))
 		return -1;
-	pack(ld, w, NULL, type, n, k, ZP_WK_PLAIN, &r);
+	pack(ld, w, NULL, type, ZP_WS_PLAIN, n, k, ZP_WK_PLAIN, &r);
+	return 0;
+}
+
+/* A linear layer of one tensor (o_proj). */
+static int lin(struct loader *ld, zp_wmat *w, const char *name, int n, int k)
+{
+	struct rows r = { .nt = 1, .n = { n } };
+	if (lin_get(ld, name, n, k, &r.t[0], &r.s[0]))
+		return -1;
+	pack(ld, w, NULL, ld->m->wtype, store_of(ld, &r), n, k, ZP_WK_PLAIN, &r);
 	return 0;
 }
 
@@ -237,29 +361,46 @@ static int swiglu_check(struct loader *ld, const char *pfx, int f, struct swiglu
 	s->down = (struct rows){ .nt = 1, .n = { c->hidden } };
 	snprintf(n1, sizeof n1, "%s.gate_proj.weight", pfx);
 	snprintf(n2, sizeof n2, "%s.up_proj.weight", pfx);
-	if (get(ld, n1, 2, f, c->hidden, &s->gu.t[0]) ||
-	    get(ld, n2, 2, f, c->hidden, &s->gu.t[1]) || same_dtype(ld, &s->gu))
+	if (lin_get(ld, n1, f, c->hidden, &s->gu.t[0], &s->gu.s[0]) ||
+	    lin_get(ld, n2, f, c->hidden, &s->gu.t[1], &s->gu.s[1]) || same_dtype(ld, &s->gu))
 		return -1;
 	snprintf(n1, sizeof n1, "%s.down_proj.weight", pfx);
-	return get(ld, n1, 2, c->hidden, f, &s->down.t[0]);
+	return lin_get(ld, n1, c->hidden, f, &s->down.t[0], &s->down.s[0]);
 }
 
-size_t zp_model_expert_bytes(const zp_config *c, enum zp_wtype wtype, const zp_wlayout *lay)
+/* Every expert of the model is stored alike (one block size): FP8 in an FP8
+   checkpoint or when quantising at load. */
+static int expert_check(struct loader *ld, const struct swiglu_src *s)
 {
-	return lay->bytes(wtype, 2 * c->moe_ffn, c->hidden, ZP_WK_SWIGLU) +
-	       lay->bytes(wtype, c->hidden, c->moe_ffn, ZP_WK_PLAIN);
+	const zp_st_tensor *ts[3] = { s->gu.t[0], s->gu.t[1], s->down.t[0] };
+	for (int i = 0; i < 3; i++)
+		if (store_of(ld, i < 2 ? &s->gu : &s->down) != ld->m->expert_store)
+			return zp_errf(ld->e, "tensor %s: dtype %s, but every expert of an fp8 "
+				       "checkpoint must be F8_E4M3 (modules_to_not_convert may not "
+				       "name experts)", ts[i]->name, zp_dtype_name(ts[i]->dtype));
+	return 0;
+}
+
+size_t zp_model_expert_bytes(const zp_config *c, enum zp_wtype wtype, enum zp_wstore store,
+			     const zp_wlayout *lay)
+{
+	return lay->bytes(wtype, store, 2 * c->moe_ffn, c->hidden, ZP_WK_SWIGLU) +
+	       lay->bytes(wtype, store, c->hidden, c->moe_ffn, ZP_WK_PLAIN);
 }
 
 static size_t gate_up_bytes(const struct loader *ld, int f)
 {
-	return ld->lay->bytes(ld->m->wtype, 2 * f, ld->m->cfg.hidden, ZP_WK_SWIGLU);
+	return ld->lay->bytes(ld->m->wtype, ld->m->expert_store, 2 * f, ld->m->cfg.hidden,
+			      ZP_WK_SWIGLU);
 }
 
 static void swiglu_pack(struct loader *ld, struct swiglu_src *s, int f, zp_wmat *gu,
 			void *gu_dst, zp_wmat *down, void *down_dst)
 {
-	pack(ld, gu, gu_dst, ld->m->wtype, 2 * f, ld->m->cfg.hidden, ZP_WK_SWIGLU, &s->gu);
-	pack(ld, down, down_dst, ld->m->wtype, ld->m->cfg.hidden, f, ZP_WK_PLAIN, &s->down);
+	pack(ld, gu, gu_dst, ld->m->wtype, store_of(ld, &s->gu), 2 * f, ld->m->cfg.hidden,
+	     ZP_WK_SWIGLU, &s->gu);
+	pack(ld, down, down_dst, ld->m->wtype, store_of(ld, &s->down), ld->m->cfg.hidden, f,
+	     ZP_WK_PLAIN, &s->down);
 }
 
 struct expert_job {
@@ -274,10 +415,11 @@ static void pack_expert(void *v, int x, int thread)
 	struct expert_job *j = v;
 	char *base = (char *)j->L->experts + (size_t)x * j->L->expert_bytes;
 	struct swiglu_src *src = &j->src[x];
-	const zp_st_tensor *ts[3] = { src->gu.t[0], src->gu.t[1], src->down.t[0] };
+	const zp_st_tensor *ts[6] = { src->gu.t[0], src->gu.t[1], src->down.t[0],
+				      src->gu.s[0], src->gu.s[1], src->down.s[0] };
 	(void)thread;
-	for (int i = 0; i < 3; i++)
-		if ((src->bad_at = zp_model_nonfinite_at(ts[i])) >= 0) {
+	for (int i = 0; i < 6; i++)
+		if (ts[i] && (src->bad_at = zp_model_nonfinite_at(ts[i])) >= 0) {
 			src->bad = ts[i];
 			return;
 		}
@@ -294,7 +436,7 @@ static int load_experts(struct loader *ld, zp_layer *L, int l)
 	struct expert_job job = { ld, L, src, gu_bytes };
 	int rc = 0;
 
-	L->expert_bytes = zp_model_expert_bytes(c, ld->m->wtype, ld->lay);
+	L->expert_bytes = zp_model_expert_bytes(c, ld->m->wtype, ld->m->expert_store, ld->lay);
 	ZP_ASSERT(L->expert_bytes > gu_bytes);
 	L->experts_bytes = L->expert_bytes * (size_t)c->experts;
 	if (ld->arena) {
@@ -305,7 +447,7 @@ static int load_experts(struct loader *ld, zp_layer *L, int l)
 	ld->experts = true;
 	for (int x = 0; x < c->experts && !rc; x++) {
 		snprintf(pfx, sizeof pfx, "model.layers.%d.mlp.experts.%d", l, x);
-		rc = swiglu_check(ld, pfx, c->moe_ffn, &src[x]);
+		rc = swiglu_check(ld, pfx, c->moe_ffn, &src[x]) || expert_check(ld, &src[x]);
 	}
 	ld->experts = false;
 	if (!rc && ld->arena) /* packing writes disjoint expert slots: no locks */
@@ -325,6 +467,7 @@ static int load_layer(struct loader *ld, int l)
 	char n[ZP_ST_NAME_MAX], pfx[64];
 	int qd = c->heads * c->head_dim, kvd = c->kv_heads * c->head_dim;
 	struct rows r = { .nt = 3, .n = { qd, kvd, kvd } };
+	const int H = c->hidden;
 
 	snprintf(pfx, sizeof pfx, "model.layers.%d", l);
 #define NAME(s) (snprintf(n, sizeof n, "%s.%s", pfx, s), n)
@@ -332,13 +475,12 @@ static int load_layer(struct loader *ld, int l)
 	    vec(ld, NAME("post_attention_layernorm.weight"), c->hidden, &L->ffn_norm) ||
 	    vec(ld, NAME("self_attn.q_norm.weight"), c->head_dim, &L->q_norm) ||
 	    vec(ld, NAME("self_attn.k_norm.weight"), c->head_dim, &L->k_norm) ||
-	    get(ld, NAME("self_attn.q_proj.weight"), 2, qd, c->hidden, &r.t[0]) ||
-	    get(ld, NAME("self_attn.k_proj.weight"), 2, kvd, c->hidden, &r.t[1]) ||
-	    get(ld, NAME("self_attn.v_proj.weight"), 2, kvd, c->hidden, &r.t[2]) ||
-	    same_dtype(ld, &r) ||
-	    mat(ld, &L->wo, m->wtype, NAME("self_attn.o_proj.weight"), c->hidden, qd))
+	    lin_get(ld, NAME("self_attn.q_proj.weight"), qd, H, &r.t[0], &r.s[0]) ||
+	    lin_get(ld, NAME("self_attn.k_proj.weight"), kvd, H, &r.t[1], &r.s[1]) ||
+	    lin_get(ld, NAME("self_attn.v_proj.weight"), kvd, H, &r.t[2], &r.s[2]) ||
+	    same_dtype(ld, &r) || lin(ld, &L->wo, NAME("self_attn.o_proj.weight"), H, qd))
 		return -1;
-	pack(ld, &L->wqkv, NULL, m->wtype, qd + 2 * kvd, c->hidden, ZP_WK_PLAIN, &r);
+	pack(ld, &L->wqkv, NULL, m->wtype, store_of(ld, &r), qd + 2 * kvd, H, ZP_WK_PLAIN, &r);
 	L->bqkv = L->bo = NULL;
 	if (c->attention_bias) {
 		/* one vector [q | k | v], like the packed wqkv rows */
@@ -422,19 +564,37 @@ static int load_pass(struct loader *ld)
 	return rc;
 }
 
-static int model_load(zp_model *m, const char *dir, enum zp_wtype wtype, const zp_wlayout *lay,
-		      int threads, const uint64_t *seed, zp_load_progress *progress, zp_err *e)
+/* FP8 storage needs a layout (and backend) that computes it. */
+static int fp8_setup(struct loader *ld, const zp_load_opts *o, zp_err *e)
+{
+	zp_model *m = ld->m;
+	ld->quant = o->fp8 || (ld->random && m->cfg.fp8);
+	m->fp8 = ld->quant || m->cfg.fp8;
+	m->expert_store = m->fp8 ? ZP_WS_FP8 : ZP_WS_PLAIN;
+	if (m->fp8 && !ld->lay->fp8)
+		return zp_errf(e, "%s: FP8 weights (%s) are not supported by the %s weight layout "
+			       "yet: run it on the cpu device, or load a bf16 checkpoint",
+			       m->cfg.fp8 ? "fp8 checkpoint" : "--dtype fp8",
+			       m->cfg.fp8 ? "quantization_config" : "quantised at load",
+			       ld->lay->name);
+	return 0;
+}
+
+static int model_load(zp_model *m, const char *dir, const zp_load_opts *o, const zp_wlayout *lay,
+		      int threads, zp_load_progress *progress, zp_err *e)
 {
 	struct loader ld = { .m = m, .lay = lay, .e = e, .progress = progress,
-			     .random = seed != NULL, .seed = seed ? *seed : 0 };
+			     .random = o->random, .seed = o->seed };
 	double t0 = zp_now_s();
 
 	memset(m, 0, sizeof *m);
-	m->wtype = wtype;
+	ZP_ASSERT(o->wtype == ZP_W_F32 || o->wtype == ZP_W_BF16);
+	m->wtype = o->wtype;
 	m->layout = lay;
 	m->random = ld.random;
 	m->seed = ld.seed;
-	if (zp_config_load(&m->cfg, dir, e) || (!ld.random && zp_st_open_dir(&m->st, dir, e)))
+	if (zp_config_load(&m->cfg, dir, e) || fp8_setup(&ld, o, e) ||
+	    (!ld.random && zp_st_open_dir(&m->st, dir, e)))
 		return -1;
 	m->layers = zp_xcalloc((size_t)m->cfg.layers, sizeof *m->layers);
 	/* Pass 1 checks every tensor and sizes the arena; pass 2 packs. */
@@ -461,8 +621,10 @@ static int model_load(zp_model *m, const char *dir, enum zp_wtype wtype, const z
 		m->expert_bytes_total += m->layers[l].experts_bytes;
 	drop_source_pages(m);
 	zp_log(ZP_LOG_INFO, "msg=\"model loaded\" dir=%s layers=%d experts=%d dtype=%s "
-	       "layout=%s dense_bytes=%zu expert_bytes=%zu load_s=%.2f %s", dir, m->cfg.layers,
-	       m->cfg.experts, wtype == ZP_W_F32 ? "fp32" : "bf16", lay->name, m->arena_bytes,
+	       "weights=%s layout=%s dense_bytes=%zu expert_bytes=%zu load_s=%.2f %s", dir,
+	       m->cfg.layers, m->cfg.experts, m->wtype == ZP_W_F32 ? "fp32" : "bf16",
+	       !m->fp8 ? "as-compute" : ld.quant ? "fp8-quantised-at-load" : "fp8", lay->name,
+	       m->arena_bytes,
 	       m->expert_bytes_total, zp_now_s() - t0,
 	       ld.random ? "weights=random" : "values=finite");
 	return 0;
@@ -471,14 +633,22 @@ static int model_load(zp_model *m, const char *dir, enum zp_wtype wtype, const z
 int zp_model_load(zp_model *m, const char *dir, enum zp_wtype wtype, const zp_wlayout *lay,
 		  int threads, zp_load_progress *progress, zp_err *e)
 {
-	return model_load(m, dir, wtype, lay, threads, NULL, progress, e);
+	zp_load_opts o = { .wtype = wtype };
+	return model_load(m, dir, &o, lay, threads, progress, e);
 }
 
 int zp_model_load_random(zp_model *m, const char *dir, enum zp_wtype wtype,
 			 const zp_wlayout *lay, int threads, uint64_t seed,
 			 zp_load_progress *progress, zp_err *e)
 {
-	return model_load(m, dir, wtype, lay, threads, &seed, progress, e);
+	zp_load_opts o = { .wtype = wtype, .random = true, .seed = seed };
+	return model_load(m, dir, &o, lay, threads, progress, e);
+}
+
+int zp_model_load_opts(zp_model *m, const char *dir, const zp_load_opts *o,
+		       const zp_wlayout *lay, int threads, zp_load_progress *progress, zp_err *e)
+{
+	return model_load(m, dir, o, lay, threads, progress, e);
 }
 
 void zp_model_drop_experts(zp_model *m)

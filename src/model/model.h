@@ -40,6 +40,10 @@ typedef struct {
 typedef struct {
 	zp_config cfg;
 	enum zp_wtype wtype;	/* compute type of the big matrices */
+	bool fp8;		/* linears stored FP8 (weights.h ZP_WS_FP8): an fp8
+				   checkpoint's, or quantised at load; each zp_wmat
+				   says its own store (lm_head, routers never FP8) */
+	enum zp_wstore expert_store;	/* every expert's (one block size) */
 	const zp_wlayout *layout;	/* every matrix was packed through it */
 	zp_st st;
 	const zp_st_tensor *embed;	/* [V, H], read row by row from the mapping */
@@ -65,7 +69,7 @@ typedef struct {
    every matrix packed through lay (the device's: zp_device_layout); threads pack each layer's experts in parallel; progress may be NULL. 0, or
    -1 with e naming what is wrong (nothing left allocated): a missing or
    misshapen tensor, or one holding a NaN or Inf (every value is scanned as
-   it is packed). */
+   it is packed; FP8: NaN codes, and NaN or Inf in W_scale_inv). */
 int zp_model_load(zp_model *m, const char *dir, enum zp_wtype wtype, const zp_wlayout *lay,
 		  int threads, zp_load_progress *progress, zp_err *e);
 /* The index of t's first NaN or Inf (f32, bf16, f16, f64), or -1: the scan
@@ -77,6 +81,21 @@ int64_t zp_model_nonfinite_at(const zp_st_tensor *t);
 int zp_model_load_random(zp_model *m, const char *dir, enum zp_wtype wtype,
 			 const zp_wlayout *lay, int threads, uint64_t seed,
 			 zp_load_progress *progress, zp_err *e);
+
+/* Both of the above, and FP8 storage. An fp8 checkpoint (config.json's
+   quantization_config) loads its F8_E4M3 linears as FP8 whatever fp8 says;
+   fp8 quantises a plain checkpoint's attention and MLP/expert linears at
+   load (weights.h zp_fp8_quantize; vLLM's --quantization fp8), as random
+   weights of an fp8 config are. wtype stays the compute type. A layout
+   without fp8 (weights.h) refuses an FP8 model. */
+typedef struct {
+	enum zp_wtype wtype;
+	bool fp8;
+	bool random;		/* zp_model_load_random, from seed */
+	uint64_t seed;
+} zp_load_opts;
+int zp_model_load_opts(zp_model *m, const char *dir, const zp_load_opts *o,
+		       const zp_wlayout *lay, int threads, zp_load_progress *progress, zp_err *e);
 void zp_model_free(zp_model *m);
 
 /* Free every MoE layer's expert block (AsyncEP keeps its own shards); the
@@ -86,7 +105,8 @@ void zp_model_drop_experts(zp_model *m);
 
 /* Bytes of one expert (gate_up then down) in layout lay: a MoE layer's block
    is experts x this. Needs only the config (sizing, placement). */
-size_t zp_model_expert_bytes(const zp_config *c, enum zp_wtype wtype, const zp_wlayout *lay);
+size_t zp_model_expert_bytes(const zp_config *c, enum zp_wtype wtype, enum zp_wstore store,
+			     const zp_wlayout *lay);
 
 /* Row `tok` of the embedding, as f32 into out[H]. */
 void zp_model_embed(const zp_model *m, int tok, float *out);

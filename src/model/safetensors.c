@@ -5,6 +5,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -384,8 +385,8 @@ const char *zp_st_file_of(const zp_st *st, const zp_st_tensor *t)
 	return st->files[t->file].path;
 }
 
-int zp_st_get(const zp_st *st, const char *name, int ndim, const int64_t *shape,
-	      const zp_st_tensor **out, zp_err *e)
+static int get_as(const zp_st *st, const char *name, int ndim, const int64_t *shape,
+		  bool fp8, const zp_st_tensor **out, zp_err *e)
 {
 	const zp_st_tensor *t = zp_st_find(st, name);
 	char want[128] = "", got[128] = "";
@@ -403,11 +404,25 @@ int zp_st_get(const zp_st *st, const char *name, int ndim, const int64_t *shape,
 	if (t->ndim != ndim || memcmp(t->shape, shape, (size_t)ndim * sizeof *shape))
 		return zp_errf(e, "tensor %s in %s: shape [%s], expected [%s]", name,
 			       zp_st_file_of(st, t), got, want);
-	if (t->dtype != ZP_DT_F32 && t->dtype != ZP_DT_F16 && t->dtype != ZP_DT_BF16)
-		return zp_errf(e, "tensor %s in %s: dtype %s (supported: F32, F16, BF16)", name,
-			       zp_st_file_of(st, t), zp_dtype_name(t->dtype));
+	if (t->dtype != ZP_DT_F32 && t->dtype != ZP_DT_F16 && t->dtype != ZP_DT_BF16 &&
+	    !(fp8 && t->dtype == ZP_DT_F8_E4M3))
+		return zp_errf(e, "tensor %s in %s: dtype %s (supported: F32, F16, BF16%s)", name,
+			       zp_st_file_of(st, t), zp_dtype_name(t->dtype),
+			       fp8 ? ", F8_E4M3" : "");
 	*out = t;
 	return 0;
+}
+
+int zp_st_get(const zp_st *st, const char *name, int ndim, const int64_t *shape,
+	      const zp_st_tensor **out, zp_err *e)
+{
+	return get_as(st, name, ndim, shape, false, out, e);
+}
+
+int zp_st_get_linear(const zp_st *st, const char *name, int ndim, const int64_t *shape,
+		     const zp_st_tensor **out, zp_err *e)
+{
+	return get_as(st, name, ndim, shape, true, out, e);
 }
 
 float zp_st_elem_f32(const zp_st_tensor *t, size_t i)

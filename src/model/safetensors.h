@@ -70,6 +70,9 @@ const zp_st_tensor *zp_st_find(const zp_st *st, const char *name);
    tensor and file when missing or mis-shaped, or of a dtype we cannot compute. */
 int zp_st_get(const zp_st *st, const char *name, int ndim, const int64_t *shape,
 	      const zp_st_tensor **out, zp_err *e);
+/* The same for a linear layer's weight, which may also be F8_E4M3 codes. */
+int zp_st_get_linear(const zp_st *st, const char *name, int ndim, const int64_t *shape,
+		     const zp_st_tensor **out, zp_err *e);
 const char *zp_st_file_of(const zp_st *st, const zp_st_tensor *t);
 
 /* Element i of a float tensor (f32, f16 or bf16) as f32. */

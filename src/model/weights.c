@@ -1,10 +1,43 @@
-/* weights.c -- see weights.h. */
+/* weights.c -- see weights.h: row conversion for layouts, and the e4m3fn
+   format's arithmetic (decode, encode, block quantisation). Pure functions. */
 #include "weights.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "safetensors.h"
 #include "util.h"
+
+float zp_fp8_to_f32(uint8_t code)
+{
+	int e = (code >> 3) & 15, m = code & 7;
+	float v;
+	if ((code & 0x7f) == 0x7f)
+		return NAN;
+	v = e ? ldexpf(1.0f + (float)m / 8.0f, e - 7) : ldexpf((float)m, -9);
+	return code & 0x80 ? -v : v;
+}
+
+uint16_t zp_fp8_to_bf16(uint8_t code)
+{
+	return zp_f32_to_bf16(zp_fp8_to_f32(code));
+}
+
+uint8_t zp_f32_to_fp8(float v)
+{
+	uint8_t sign = signbit(v) ? 0x80 : 0;
+	float a = fminf(fabsf(v), ZP_FP8_MAX);
+	int ex, m;
+	if (a < 0x1p-6f) /* subnormal: steps of 2^-9; 8 steps is the first normal */
+		return sign | (uint8_t)nearbyintf(a * 512.0f);
+	frexpf(a, &ex); /* a in [2^(ex-1), 2^ex) */
+	m = (int)nearbyintf((ldexpf(a, 1 - ex) - 1.0f) * 8.0f);
+	if (m == 8) {
+		m = 0;
+		ex++;
+	}
+	return sign | (uint8_t)(((ex - 1 + 7) << 3) | m);
+}
 
 static float elem(const void *row, int dt, int i)
 {
@@ -20,6 +53,8 @@ static float elem(const void *row, int dt, int i)
 	case ZP_DT_F16:
 		memcpy(&h, (const char *)row + 2 * (size_t)i, 2);
 		return zp_f16_to_f32(h);
+	case ZP_DT_F8_E4M3:
+		return zp_fp8_to_f32(((const uint8_t *)row)[i]);
 	}
 	zp_panic(__FILE__, __LINE__, "packing from an unsupported dtype");
 }
@@ -36,5 +71,23 @@ void zp_wrow_convert(void *dst, enum zp_wtype t, const void *src, int src_dt, in
 			((float *)dst)[i] = v;
 		else
 			((uint16_t *)dst)[i] = zp_f32_to_bf16(v);
+	}
+}
+
+void zp_fp8_quantize(const void *const *rows, int nr, int k, int src_dt, uint8_t *codes,
+		     float *scale)
+{
+	ZP_ASSERT(nr > 0 && nr <= ZP_FP8_BLOCK);
+	for (int c0 = 0, b = 0; c0 < k; c0 += ZP_FP8_BLOCK, b++) {
+		int c1 = ZP_MIN(k, c0 + ZP_FP8_BLOCK);
+		float amax = 0.0f;
+		for (int r = 0; r < nr; r++)
+			for (int c = c0; c < c1; c++)
+				amax = fmaxf(amax, fabsf(elem(rows[r], src_dt, c)));
+		scale[b] = amax > 0.0f ? amax / ZP_FP8_MAX : 1.0f;
+		for (int r = 0; r < nr; r++)
+			for (int c = c0; c < c1; c++)
+				codes[(size_t)r * k + c] =
+					zp_f32_to_fp8(elem(rows[r], src_dt, c) / scale[b]);
 	}
 }
