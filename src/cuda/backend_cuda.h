@@ -15,8 +15,15 @@
 #include "backend.h"
 #include "device.h"	/* enum zp_device */
 
+/* How FP8 weights compute (zk_fp8.h): W8A8 as vLLM and SGLang run FP8
+   checkpoints (activations quantised per token per 128 columns on the
+   device, cuBLASLt's block-scaled FP8 matmul), or W8A16 (the weights widened
+   to the compute type, activations as they are: the exactness check). */
+enum zp_fp8_compute { ZP_FP8_W8A8, ZP_FP8_W8A16 };
+
 typedef struct {
 	enum zp_device dev;	/* ZP_DEV_CUDA or ZP_DEV_SIM */
+	enum zp_fp8_compute fp8c;
 	int ordinal;		/* CUDA device number */
 	int threads;		/* sim: twin threads */
 	int rows_max;		/* rows of the biggest GEMM (tokens x top-K) */
@@ -48,7 +55,9 @@ const zp_model *zp_backend_cuda_model(zp_backend *b, const zp_model *m, bool exp
    ZP_ATTENTION=v1 switch to the v1 kernels (default v0) where their contract
    (kernels/v1.h: bf16, head_dim 64 or 128, K % 8, N % 16) holds; elsewhere v0
    runs, said once in the log. ZP_GROUPED_GEMM=cublas: the experts through
-   cublasGemmGroupedBatchedEx (f32 only; see devrt_cuda.c). */
+   cublasGemmGroupedBatchedEx (f32 only; see devrt_cuda.c). ZP_FP8_COMPUTE=
+   w8a8 (default) | w8a16: how an FP8 model's GEMMs run (anything else: NULL
+   with e set). */
 zp_backend *zp_backend_device_new(enum zp_device dev, int ordinal, int threads,
 				  const zp_config *c, int batch_tokens_max, zp_err *e);
 

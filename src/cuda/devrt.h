@@ -40,9 +40,16 @@ typedef struct zp_dfile zp_dfile;
 
 /* c[m][0..n) (=, or += when add) a[m][0..kp) . w[n][kp]^T; w in the device
    layout (row-major, K padded to even with zeros), a bf16 when bf16 else f32,
-   f32 accumulation. */
+   f32 accumulation.
+   fp8 (W8A8, the block-scaled matmul of blas_contract.h): a and w are e4m3
+   codes (lda, kp in codes, multiples of 16; both zero past the real K, so
+   the 128-column groups are those of K), sa the activations' scales
+   MN-major [ceil(kp/128)][m] (VEC128), sw the weight's BLK128x128 scales
+   [ceil(kp/128)][ceil(n/128)]; c f32. */
 typedef struct {
 	bool bf16, add;
+	bool fp8;
+	const float *sa, *sw;
 	const void *a;
 	size_t lda;
 	int m;
@@ -126,6 +133,8 @@ struct zp_drt {
 	const struct zp_drt_ops *ops;
 	void *ctx;
 	bool sim;
+	bool fp8_blk;	/* the block-scaled FP8 matmul runs here (cuBLASLt: sm_90 only;
+			   the sim plays an sm_90) */
 	zp_drt_fault fault;
 };
 

@@ -60,7 +60,7 @@ int zp_drt_cuda_count(void)
 /* the launchers of kernels/<op>.cu */
 #define K(name) int zk_cu_##name(cudaStream_t s, const zk_launch *l);
 K(embed) K(rmsnorm) K(rope) K(attention) K(route) K(dispatch) K(gather) K(combine)
-K(residual) K(add_bias) K(to_bf16) K(swiglu) K(logprobs) K(pool)
+K(residual) K(add_bias) K(to_bf16) K(swiglu) K(logprobs) K(pool) K(act_quant) K(fp8_widen)
 #undef K
 
 #define M_BUCKETS 32	/* m in [2^b, 2^(b+1)): bucket b */
@@ -68,7 +68,7 @@ K(residual) K(add_bias) K(to_bf16) K(swiglu) K(logprobs) K(pool)
 
 typedef struct {
 	int n, kp;
-	bool bf16, add;
+	bool bf16, add, fp8;
 	int align_w, align_a, align_c;	/* bytes: W's, the A rows' and C rows' */
 	cublasLtMatmulAlgo_t algo;
 	uint32_t checked;	/* buckets AlgoCheck accepted algo at */
@@ -267,6 +267,7 @@ static void c_launch(zp_drt *r, zp_dstream *s, const zk_launch *l)
 		[ZK_COMBINE] = zk_cu_combine, [ZK_RESIDUAL] = zk_cu_residual,
 		[ZK_BIAS] = zk_cu_add_bias, [ZK_TO_BF16] = zk_cu_to_bf16,
 		[ZK_SWIGLU] = zk_cu_swiglu, [ZK_LSE] = zk_cu_logprobs, [ZK_POOL] = zk_cu_pool,
+		[ZK_ACT_QUANT] = zk_cu_act_quant, [ZK_FP8_WIDEN] = zk_cu_fp8_widen,
 	};
 	if (l->blocks <= 0 || zp_drt_failed(r))
 		return;
@@ -283,7 +284,31 @@ typedef struct {
 
 static cudaDataType_t lt_type(enum zp_blas_type t)
 {
-	return t == ZP_BT_16BF ? CUDA_R_16BF : CUDA_R_32F;
+	return t == ZP_BT_8F_E4M3 ? CUDA_R_8F_E4M3 : t == ZP_BT_16BF ? CUDA_R_16BF : CUDA_R_32F;
+}
+
+static int32_t lt_scale_mode(enum zp_blas_scale m)
+{
+	return m == ZP_BS_BLK128x128_32F ? CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F
+					 : CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
+}
+
+/* W8A8: the block scales' modes and pointers (blas_contract.h), fast
+   accumulation off (the default, said: the contract's compute) */
+static void lt_scales(zp_drt *r, cublasLtMatmulDesc_t op, const zp_blas_call *bc)
+{
+	int32_t ma = lt_scale_mode(bc->sa_mode), mb = lt_scale_mode(bc->sb_mode);
+	int8_t fast = 0;
+	ckb(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &ma, sizeof ma),
+	    "a scale mode");
+	ckb(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mb, sizeof mb),
+	    "b scale mode");
+	ckb(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &bc->sa,
+					   sizeof bc->sa), "a scale pointer");
+	ckb(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &bc->sb,
+					   sizeof bc->sb), "b scale pointer");
+	ckb(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast, sizeof fast),
+	    "fast accumulation off");
 }
 
 static cublasComputeType_t lt_compute(enum zp_blas_compute ct)
@@ -301,6 +326,8 @@ static void lt_open(zp_drt *r, lt_problem *p, const zp_blas_call *bc)
 	ckb(cublasLtMatmulDescCreate(&p->op, lt_compute(bc->ct), CUDA_R_32F), "cublasLtMatmulDescCreate");
 	ckb(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta), "transa");
 	ckb(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb), "transb");
+	if (bc->sa_mode != ZP_BS_NONE)
+		lt_scales(r, p->op, bc);
 	ckb(cublasLtMatrixLayoutCreate(&p->la, lt_type(bc->ta), (uint64_t)bc->k, (uint64_t)bc->m, bc->lda),
 	    "layout w");
 	ckb(cublasLtMatrixLayoutCreate(&p->lb, lt_type(bc->tb), (uint64_t)bc->k, (uint64_t)bc->n, bc->ldb),
@@ -417,18 +444,20 @@ static bool lt_pick(cu_rt *c, const zp_dgemm *g, const gemm_class *k, const int 
 
 static gemm_class *gemm_class_of(cu_rt *c, const zp_dgemm *g)
 {
-	size_t es = g->bf16 ? 2 : 4;
+	size_t es = g->fp8 ? 1 : g->bf16 ? 2 : 4;
 	int aw = align_of(g->w, (size_t)g->kp * es), aa = align_of(g->a, g->lda * es),
 	    ac = align_of(g->c, g->ldc * 4);
 	for (int i = 0; i < c->ncls; i++) {
 		gemm_class *k = &c->cls[i];
 		if (k->n == g->n && k->kp == g->kp && k->bf16 == g->bf16 && k->add == g->add &&
+		    k->fp8 == g->fp8 &&
 		    k->align_w == aw && k->align_a == aa && k->align_c == ac)
 			return k;
 	}
 	ZP_ASSERT(c->ncls < GEMM_CLASSES);
 	gemm_class *k = &c->cls[c->ncls];
-	*k = (gemm_class){ .n = g->n, .kp = g->kp, .bf16 = g->bf16, .add = g->add, .align_w = aw,
+	*k = (gemm_class){ .n = g->n, .kp = g->kp, .bf16 = g->bf16, .add = g->add, .fp8 = g->fp8,
+			   .align_w = aw,
 			   .align_a = aa, .align_c = ac };
 	int ms[2] = { 1, c->m_max };
 	if (!lt_pick(c, g, k, ms, c->m_max > 1 ? 2 : 1, &k->algo)) {
@@ -841,7 +870,11 @@ zp_drt *zp_drt_cuda_new(int device, int m_max, zp_err *e)
 		return NULL;
 	}
 	enable_peers(device, n);
+	struct cudaDeviceProp prop;
 	zp_drt *r = zp_xcalloc(1, sizeof *r);
+	/* cuBLASLt's VEC128 / BLK128x128 FP8 scaling: sm_90 only (cuBLAS 12.9+) */
+	r->fp8_blk = cudaGetDeviceProperties(&prop, device) == cudaSuccess && prop.major == 9 &&
+		     prop.minor == 0 && CUBLAS_VERSION >= 120900;
 	cu_rt *c = zp_xcalloc(1, sizeof *c);
 	r->ops = &cuda_rt_ops;
 	r->ctx = c;

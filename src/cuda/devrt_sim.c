@@ -174,6 +174,17 @@ static void twin_dispatch(const zk_dispatch *a, int b)
 		zk_dispatch_starts(a, l);
 }
 
+/* the warp's amax: max is exact whatever the order of the butterfly */
+static void twin_act_quant(const zk_actq *a, int b)
+{
+	float m = 0.0f;
+	for (int l = 0; l < ZK_WARP; l++)
+		m = fmaxf(m, zk_actq_amax_part(a, b, l));
+	float s = zk_actq_scale(m);
+	for (int l = 0; l < ZK_WARP; l++)
+		zk_actq_store(a, b, s, l);
+}
+
 #define LANE(f, T) static void f##_v(const void *a, int b, int l) { f((const T *)a, b, l); }
 LANE(zk_embed_lane, zk_embed)
 LANE(zk_gather_lane, zk_gather)
@@ -182,6 +193,7 @@ LANE(zk_residual_lane, zk_vec)
 LANE(zk_bias_lane, zk_vec)
 LANE(zk_tobf16_lane, zk_tobf16)
 LANE(zk_swiglu_lane, zk_swiglu)
+LANE(zk_fp8w_lane, zk_fp8w)
 
 static void block_task(void *v, int b, int thread)
 {
@@ -206,6 +218,8 @@ static void block_task(void *v, int b, int thread)
 	case ZK_SWIGLU: lanes(zk_swiglu_lane_v, &l->u.swiglu, b); break;
 	case ZK_LSE: twin_lse(&l->u.lse, b); break;
 	case ZK_POOL: twin_pool(&l->u.pool); break;
+	case ZK_ACT_QUANT: twin_act_quant(&l->u.actq, b); break;
+	case ZK_FP8_WIDEN: lanes(zk_fp8w_lane_v, &l->u.fp8w, b); break;
 	case ZK_NKINDS: ZP_ASSERT(0);
 	}
 }
@@ -226,14 +240,18 @@ static void gemm_task(void *v, int t, int thread)
 	while (r->first[o + 1] <= t)
 		o++;
 	const zp_dgemm *g = &r->g[o];
-	size_t es = g->bf16 ? 2 : 4;
+	size_t es = g->fp8 ? 1 : g->bf16 ? 2 : 4;
 	int m0 = (t - r->first[o]) * GEMM_ROWS, m1 = ZP_MIN(m0 + GEMM_ROWS, g->m);
+	int nrb = (g->n + ZK_FP8_BLOCK - 1) / ZK_FP8_BLOCK;
 	for (int i = m0; i < m1; i++) {
 		const char *a = (const char *)g->a + (size_t)i * g->lda * es;
 		float *c = g->c + (size_t)i * g->ldc;
 		for (int j = 0; j < g->n; j++) {
-			float v2 = zk_gemm_dot(a, g->bf16, (const char *)g->w + (size_t)j * g->kp * es,
-					       g->kp);
+			const char *w = (const char *)g->w + (size_t)j * g->kp * es;
+			float v2 = g->fp8 ? zk_fp8_gemm_dot((const uint8_t *)a, (const uint8_t *)w, g->kp,
+							 g->sa + i, (size_t)g->m,
+							 g->sw + j / ZK_FP8_BLOCK, (size_t)nrb)
+					  : zk_gemm_dot(a, g->bf16, w, g->kp);
 			c[j] = g->add ? c[j] + v2 : v2;
 		}
 	}
@@ -702,5 +720,6 @@ zp_drt *zp_drt_sim_new(int threads)
 	r->ops = &sim_ops;
 	r->ctx = c;
 	r->sim = true;
+	r->fp8_blk = true; /* it plays an sm_90, cuBLASLt's block-scaled FP8 included */
 	return r;
 }

@@ -69,7 +69,7 @@ zp_gds *zp_gds_new(zp_drt *r, const zp_model *m, int workers, char *why, size_t 
 		snprintf(why, len, "random weights: no checkpoint file");
 		return NULL;
 	}
-	if (m->wtype != ZP_W_BF16) {
+	if (m->wtype != ZP_W_BF16 && !m->fp8) {
 		snprintf(why, len, "an f32 model: the device holds converted values, not the "
 			 "file's bytes");
 		return NULL;
@@ -98,12 +98,21 @@ static void push_piece(zp_gds *g, piece p)
 	g->piece_max = ZP_MAX(g->piece_max, p.bytes);
 }
 
-/* t's bytes are rows of w as they are: bf16, [rows, w->k], k even */
+/* bytes of one stored element of w (bf16, or an FP8 code) */
+static size_t elem_bytes(const zp_wmat *w)
+{
+	return w->store == ZP_WS_FP8 ? 1 : 2;
+}
+
+/* t's bytes are rows of w as they are: [rows, w->k] of bf16 (a bf16 model)
+   or of e4m3 codes (an FP8 one), rows unpadded (kp == k) */
 static bool qualifies(const zp_wmat *w, const zp_st_tensor *t, int row)
 {
-	return t && w->type == ZP_W_BF16 && w->kp == w->k && t->dtype == ZP_DT_BF16 &&
-	       t->ndim == 2 && t->shape[1] == w->k && row >= 0 && t->shape[0] >= 1 &&
-	       row + t->shape[0] <= w->n && t->nbytes == (uint64_t)t->shape[0] * w->k * 2;
+	bool fp8 = w->store == ZP_WS_FP8;
+	return t && w->kp == w->k && t->dtype == (fp8 ? ZP_DT_F8_E4M3 : ZP_DT_BF16) &&
+	       (fp8 || w->type == ZP_W_BF16) && t->ndim == 2 && t->shape[1] == w->k && row >= 0 &&
+	       t->shape[0] >= 1 && row + t->shape[0] <= w->n &&
+	       t->nbytes == (uint64_t)t->shape[0] * w->k * elem_bytes(w);
 }
 
 bool zp_gds_add(zp_gds *g, const zp_wmat *w, const void *host, const char *const *names,
@@ -114,7 +123,7 @@ bool zp_gds_add(zp_gds *g, const zp_wmat *w, const void *host, const char *const
 	for (int i = 0; i < nsrc; i++)
 		if (!qualifies(w, t[i] = zp_st_find(&g->m->st, names[i]), rows[i]))
 			return false;
-	size_t rb = (size_t)w->kp * 2;
+	size_t rb = (size_t)w->kp * elem_bytes(w);
 	for (int i = 0; i < nsrc; i++) {
 		const zp_st_file *f = &g->m->st.files[t[i]->file];
 		uint64_t off = (uint64_t)((const char *)t[i]->data - (const char *)f->map);
@@ -127,7 +136,9 @@ bool zp_gds_add(zp_gds *g, const zp_wmat *w, const void *host, const char *const
 		g->mats = realloc(g->mats, (size_t)g->capmats * sizeof *g->mats);
 		ZP_ASSERT(g->mats);
 	}
-	g->mats[g->nmats++] = (gmat){ w->data, host, (size_t)w->n * rb };
+	/* FP8: the codes only (the caller stages the scales) */
+	g->mats[g->nmats++] = (gmat){ w->data, host,
+				      w->store == ZP_WS_FP8 ? w->scale_off : (size_t)w->n * rb };
 	return true;
 }
 

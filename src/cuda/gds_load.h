@@ -7,8 +7,11 @@
    rows, so a bf16 checkpoint tensor [rows, k] with k even, in a bf16 model, is
    its bytes at one row of the matrix: q, k, v at their rows of wqkv; gate at
    row 0 and up at row h (the padded half) of a SwiGLU matrix; the rest whole.
+   An FP8 checkpoint's F8_E4M3 tensor with k % 16 == 0 is likewise its codes'
+   rows (the per-row scales that follow them are the layout's own: staged).
    Not served: an f32 model, f16/f32 checkpoint tensors, odd k, the router
-   (always f32), the embedding (f32 rows), random weights (no file).
+   (always f32), the embedding (f32 rows), random weights (no file), weights
+   quantised at load (--dtype fp8: not the file's bytes).
    Owned by the loading thread; its workers (a pool) run the reads. */
 #ifndef ZP_GDS_LOAD_H
 #define ZP_GDS_LOAD_H
