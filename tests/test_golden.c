@@ -10,7 +10,15 @@
    device alone (exit 77 without a GPU). hd64 runs once more with the v1
    kernels (ZP_EXPERT_GEMM=v1 ZP_ATTENTION=v1) on the sim (their host twins)
    or on cuda: bf16 runs v1 (no fallback line in the log), f32 is outside v1's
-   contract and must fall back to v0 (one line each) and still pass. */
+   contract and must fall back to v0 (one line each) and still pass.
+   FP8 checkpoints (dense-fp8, fp8-odd: tools/gen_model.py --fp8) run on the
+   cpu against transformers on their exact dequantised twins with the same
+   tolerances: fp32 sums the twin's products to float32 rounding (the block
+   scale multiplies the f32 sum instead of each weight), bf16 rounds only the
+   activations (every e4m3 weight is exact in bf16; the scale stays f32), so
+   the plain bf16 bound holds. `dense` quantised at load (--dtype fp8) runs
+   against dense-fp8's golden. The sim (and cuda) refuse FP8 until their
+   layout holds it: checked here, by message. */
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -144,7 +152,9 @@ static zp_fwd *fwd_on(const zp_model *m, enum zp_device dev, int total, zp_err *
 
 static bool no_device; /* the device asked for is not here */
 
-static void run_model(const char *name, enum zp_wtype wt, struct tol t, enum zp_device dev)
+/* name's checkpoint against golden's file; fp8: quantise at load */
+static void run_model_as(const char *name, const char *golden, bool fp8, enum zp_wtype wt,
+			 struct tol t, enum zp_device dev)
 {
 	char dir[512], gpath[512];
 	zp_model m;
@@ -156,8 +166,9 @@ static void run_model(const char *name, enum zp_wtype wt, struct tol t, enum zp_
 	int n = 0;
 
 	snprintf(dir, sizeof dir, "tests/models/%s", name);
-	snprintf(gpath, sizeof gpath, "tests/golden/%s.jsonl", name);
-	if (zp_model_load(&m, dir, wt, zp_device_layout(dev), 2, NULL, &e)) {
+	snprintf(gpath, sizeof gpath, "tests/golden/%s.jsonl", golden);
+	if (zp_model_load_opts(&m, dir, &(zp_load_opts){ .wtype = wt, .fp8 = fp8 },
+			       zp_device_layout(dev), 2, NULL, &e)) {
 		CHECK(0, "%s: load: %s", name, e.msg);
 		return;
 	}
@@ -213,9 +224,9 @@ static void run_model(const char *name, enum zp_wtype wt, struct tol t, enum zp_
 		      d);
 		zp_req_free(&alone);
 	}
-	printf("%-14s %-4s %s requests=%d max|dlogprob|=%.2e max(1-cos)=%.2e alone-vs-batch=%g\n",
-	       name, zp_device_name(dev), wt == ZP_W_F32 ? "fp32" : "bf16", n, me.lp, me.cos,
-	       me.batch);
+	printf("%-14s %-4s %s%s requests=%d max|dlogprob|=%.2e max(1-cos)=%.2e alone-vs-batch=%g\n",
+	       name, zp_device_name(dev), wt == ZP_W_F32 ? "fp32" : "bf16",
+	       fp8 ? " (--dtype fp8)" : m.fp8 ? " (fp8 weights)" : "", n, me.lp, me.cos, me.batch);
 	for (int i = 0; i < n; i++) {
 		zp_req_free(&batch[i]);
 		cJSON_Delete(exp[i]);
@@ -223,6 +234,29 @@ static void run_model(const char *name, enum zp_wtype wt, struct tol t, enum zp_
 	zp_fwd_free(f);
 	free(text);
 	zp_model_free(&m);
+}
+
+static void run_model(const char *name, enum zp_wtype wt, struct tol t, enum zp_device dev)
+{
+	run_model_as(name, name, false, wt, t, dev);
+}
+
+/* A device whose layout holds no FP8 refuses an FP8 model at load, saying so. */
+static void fp8_refused(const char *name, bool fp8, enum zp_device dev)
+{
+	char dir[512];
+	zp_model m;
+	zp_err e;
+	snprintf(dir, sizeof dir, "tests/models/%s", name);
+	int rc = zp_model_load_opts(&m, dir, &(zp_load_opts){ .wtype = ZP_W_BF16, .fp8 = fp8 },
+				    zp_device_layout(dev), 2, NULL, &e);
+	CHECK(rc == -1 && strstr(e.msg, "FP8") && strstr(e.msg, zp_device_layout(dev)->name),
+	      "%s on %s: loaded, or refused without naming FP8 and the layout: %s", name,
+	      zp_device_name(dev), rc ? e.msg : "loaded");
+	if (!rc)
+		zp_model_free(&m);
+	else
+		printf("%-14s %-4s refused: %s\n", name, zp_device_name(dev), e.msg);
 }
 
 /* run_model with stderr caught in a file: does its log hold `line`? */
@@ -277,7 +311,9 @@ static void run_v1(enum zp_device dev)
 int main(int argc, char **argv)
 {
 	static const char *models[] = { "odd", "mlp-only", "sparse-step", "no-norm-topk",
-					"tied-sharded", "dense", "odd-f16", "dense-f32", "hd64" };
+					"tied-sharded", "dense", "odd-f16", "dense-f32", "hd64",
+					"dense-fp8", "fp8-odd" };
+	const struct tol f32 = { 1e-4, 0, 1e-5 }, bf = { BF16_LP_ABS, BF16_LP_REL, BF16_COS_TOL };
 	const char *only = NULL;
 	enum zp_device devs[2] = { ZP_DEV_CPU, ZP_DEV_SIM };
 	int ndev = 2;
@@ -295,10 +331,21 @@ int main(int argc, char **argv)
 		if (only && strcmp(only, models[i]))
 			continue;
 		for (int d = 0; d < ndev && !no_device; d++) {
-			run_model(models[i], ZP_W_F32, (struct tol){ 1e-4, 0, 1e-5 }, devs[d]);
-			run_model(models[i], ZP_W_BF16,
-				  (struct tol){ BF16_LP_ABS, BF16_LP_REL, BF16_COS_TOL }, devs[d]);
+			if (strstr(models[i], "fp8") && devs[d] != ZP_DEV_CPU) {
+				fp8_refused(models[i], false, devs[d]);
+				continue;
+			}
+			run_model(models[i], ZP_W_F32, f32, devs[d]);
+			run_model(models[i], ZP_W_BF16, bf, devs[d]);
 		}
+	}
+	for (int d = 0; d < ndev && !no_device && (!only || !strcmp(only, "dense-fp8")); d++) {
+		if (devs[d] != ZP_DEV_CPU) {
+			fp8_refused("dense", true, devs[d]);
+			continue;
+		}
+		run_model_as("dense", "dense-fp8", true, ZP_W_F32, f32, devs[d]);
+		run_model_as("dense", "dense-fp8", true, ZP_W_BF16, bf, devs[d]);
 	}
 	for (int d = 0; d < ndev && !no_device; d++)
 		if (devs[d] != ZP_DEV_CPU && (!only || !strcmp(only, "hd64")))

@@ -92,7 +92,7 @@ static void bad_flags(void)
 		{ "serve", "--max-batch-tokens", "2000000", "--max-batch-tokens must be an integer" },
 		{ "prefill", "--parallel", "tp", "--parallel must be asyncep, dpep or replicate" },
 		{ "serve", "--parallel", "", "--parallel must be" },
-		{ "bench", "--dtype", "fp16", "--dtype must be bf16 or fp32" },
+		{ "bench", "--dtype", "fp16", "--dtype must be bf16, fp32 or fp8" },
 		{ "prefill", "--threads", "-1", "--threads must be an integer in [0, " },
 		{ "bench", "--seqs", "1025", "--seqs must be an integer in [1, 1024]" },
 		{ "prefill", "--executors", "65", "--executors must be an integer in [1, 64]" },
@@ -194,7 +194,7 @@ int main(void)
 	      "[server] limits");
 	CHECK(d.parallel == f.parallel && !strcmp(d.transport, f.transport) &&
 	      d.offload_window == f.offload_window, "parallel, transport, offload_window");
-	CHECK(d.wtype == f.wtype && d.executors == f.executors &&
+	CHECK(d.dtype == f.dtype && d.executors == f.executors &&
 	      d.threads_per_executor == f.threads_per_executor &&
 	      d.seq_tokens_max == f.seq_tokens_max && d.batch_tokens_max == f.batch_tokens_max &&
 	      d.batch_wait_ms == f.batch_wait_ms &&
@@ -216,7 +216,7 @@ int main(void)
 	static const struct { const char *text, *msg; } bad[] = {
 		{ "[server]\nmax_connections = 0\n", "line 2: [server] max_connections must be" },
 		{ "[server]\nnope = 1\n", "line 2: unknown key [server] nope" },
-		{ "[engine]\ndtype = fp16\n", "line 2: [engine] dtype must be bf16 or fp32" },
+		{ "[engine]\ndtype = fp16\n", "line 2: [engine] dtype must be bf16, fp32 or fp8" },
 		{ "[server]\nsocket_mode = 660\n", "socket_mode must be octal" },
 		{ "[server]\nallow_uids = 1,x\n", "allow_uids" },
 		{ "[engine]\nexecutors = 2\nexecutors = 3\n", "line 3: [engine] executors is given twice" },

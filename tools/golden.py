@@ -72,6 +72,8 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--requests")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--twin-of", help="--model is the dequantised f32 twin of this FP8 "
+                    "checkpoint (gen_model.py --fp8 --twin): recorded in _meta")
     a = ap.parse_args()
 
     torch.manual_seed(0)
@@ -99,6 +101,8 @@ def main():
             "torch": torch.__version__, "dtype": "float32", "attn_implementation": "eager",
             "model_config": cfg.to_dict().get("architectures"),
             "min_topk_margin": min(margins) if margins else None}
+    if a.twin_of:
+        meta["fp8_twin_of"] = a.twin_of
     with open(a.out, "w") as f:
         f.write(json.dumps({"_meta": meta}) + "\n")
         for r in rows:

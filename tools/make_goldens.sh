@@ -15,6 +15,17 @@ for spec in "odd-f16 odd f16" "dense-f32 dense f32"; do
 	python3 tools/gen_model.py --preset "$2" --dtype "$3" --seed 5 --out "tests/models/$1"
 	python3 tools/golden.py --model "tests/models/$1" --out "tests/golden/$1.jsonl"
 done
+# FP8 checkpoints (e4m3 + 128x128 block scales) and their goldens, computed by
+# transformers on each one's exact dequantised f32 twin (not committed). dense-fp8
+# is dense quantised as --dtype fp8 does it (test_golden checks that bit for bit);
+# fp8-odd has partial edge blocks, a dense layer, three shards and BF16 scales.
+for spec in "dense-fp8 dense f32" "fp8-odd fp8-odd bf16"; do
+	set -- $spec
+	rm -rf "tests/models/$1" /tmp/zp-twin-$1
+	python3 tools/gen_model.py --preset "$2" --fp8 --fp8-scale-dtype "$3" --twin /tmp/zp-twin-$1 --out "tests/models/$1"
+	python3 tools/golden.py --model /tmp/zp-twin-$1 --twin-of "tests/models/$1" --out "tests/golden/$1.jsonl"
+	rm -rf /tmp/zp-twin-$1
+done
 # the server's model (tests, make run): tiny, with the small trained tokenizer
 rm -rf tests/models/tiny-tok
 python3 tools/gen_model.py --preset tiny --tokenizer tests/data/small-tokenizer.json --out tests/models/tiny-tok

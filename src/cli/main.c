@@ -437,7 +437,7 @@ static int cmd_bench(const zp_serve_cfg *o, zp_model *m)
 	       "resident_mb=%.0f peak_rss_mb=%.0f mean_s=%.4f best_s=%.4f gflop_s=%.1f "
 	       "prefill_tok_s=%.1f\n", L, B, N,
 	       zp_parallel_name(zp_engine_parallel(g)), each * N,
-	       m->wtype == ZP_W_F32 ? "fp32" : "bf16", zp_device_kernels((enum zp_device)o->device),
+	       zp_model_dtype_name(m), zp_device_kernels((enum zp_device)o->device),
 	       (double)resident / (1 << 20),
 	       (double)ru.ru_maxrss / 1024, mean, best, N * st.flops / mean * 1e-9,
 	       (double)N * B * L / mean);
@@ -540,9 +540,8 @@ static int run(int argc, char **argv)
 	}
 	int lthreads = zp_serve_cfg_threads(&c) * c.executors;
 	const zp_wlayout *lay = zp_device_layout((enum zp_device)c.device);
-	if (c.random_weights >= 0 ? zp_model_load_random(&m, c.model, c.wtype, lay, lthreads,
-							 (uint64_t)c.random_weights, NULL, &e)
-				  : zp_model_load(&m, c.model, c.wtype, lay, lthreads, NULL, &e)) {
+	zp_load_opts lo = zp_load_opts_of(c.dtype, c.random_weights);
+	if (zp_model_load_opts(&m, c.model, &lo, lay, lthreads, NULL, &e)) {
 		zp_log(ZP_LOG_ERROR, "msg=\"cannot load model\" error=\"%s\"", e.msg);
 		rc = 1;
 		goto out;

@@ -19,6 +19,7 @@
 #define KB_F32 256	/* K block: W slice 256 x 32 x 4 B = 32 KiB */
 #define KB_BF16 512	/* 512 x 32 x 2 B = 32 KiB */
 #define TASKS_MAX (1 << 30)
+#define ROWS_TASK_FP8 256 /* FP8: a k block is widened once per task, for this many rows */
 
 static int force_ref;
 
@@ -468,6 +469,156 @@ void zp_gemm_amx_32x32(const uint16_t *a, size_t lda, const uint16_t *panel, int
 	amx_block32(a, lda, panel, k, c, ldc);
 }
 
+/* ---- FP8: widen one 128-wide k block, compute it from zero, scale into the tile -- */
+
+static uint16_t fp8_lut[256]; /* e4m3 code -> bf16 bits (exact) */
+static pthread_once_t fp8_once = PTHREAD_ONCE_INIT;
+
+static void fp8_lut_init(void)
+{
+	for (int c = 0; c < 256; c++)
+		fp8_lut[c] = (c & 0x7f) == 0x7f ? 0 : zp_fp8_to_bf16((uint8_t)c);
+}
+
+/* The twin: codes -> bf16 by the table. */
+static void fp8_widen_ref(const uint8_t *codes, size_t n, uint16_t *out)
+{
+	for (size_t i = 0; i < n; i++)
+		out[i] = fp8_lut[codes[i]];
+}
+
+/* 32 codes a step: a normal code's magnitude bits shifted 4 are the bf16
+   exponent and mantissa fields less the bias difference (120 << 7 = 0x3c00);
+   the 8 magnitudes below the first normal (zero and subnormals, m * 2^-9)
+   come from a table. Gives the table's bits exactly (test_gemm). */
+ZP_AVX512 static void fp8_widen_avx512(const uint8_t *codes, size_t n, uint16_t *out)
+{
+	_Alignas(64) uint16_t sub[32] = { 0 };
+	for (int m = 0; m < 8; m++)
+		sub[m] = fp8_lut[m];
+	__m512i tab = _mm512_load_si512(sub), m7f = _mm512_set1_epi16(0x7f);
+	__m512i m80 = _mm512_set1_epi16(0x80), bias = _mm512_set1_epi16(0x3c00);
+	__m512i eight = _mm512_set1_epi16(8);
+	size_t i = 0;
+	for (; i + 32 <= n; i += 32) {
+		__m512i x = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(codes + i)));
+		__m512i mag = _mm512_and_si512(x, m7f);
+		__m512i r = _mm512_add_epi16(_mm512_slli_epi16(mag, 4), bias);
+		r = _mm512_mask_permutexvar_epi16(r, _mm512_cmplt_epu16_mask(mag, eight), mag, tab);
+		r = _mm512_or_si512(r, _mm512_slli_epi16(_mm512_and_si512(x, m80), 8));
+		_mm512_storeu_si512(out + i, r);
+	}
+	fp8_widen_ref(codes + i, n - i, out + i);
+}
+
+static void fp8_widen(const uint8_t *codes, size_t n, uint16_t *out)
+{
+	if (have_avx512())
+		fp8_widen_avx512(codes, n, out);
+	else
+		fp8_widen_ref(codes, n, out);
+}
+
+/* bf16 pairs [kk][32][2] -> f32 [2 kk + {0,1}][32] (exact) */
+static void pairs_to_f32(const uint16_t *b, int klen, float *f)
+{
+	for (int kk = 0; kk < klen / 2; kk++)
+		for (int j = 0; j < ZP_GEMM_NR; j++) {
+			f[(size_t)(2 * kk) * ZP_GEMM_NR + j] = zp_bf16_to_f32(b[kk * 64 + 2 * j]);
+			f[(size_t)(2 * kk + 1) * ZP_GEMM_NR + j] = zp_bf16_to_f32(b[kk * 64 + 2 * j + 1]);
+		}
+}
+
+/* part[mr][32] = A[mr][k0, k0 + klen) . wb (one widened block), by the path
+   the compute type's plain matrices take (AMX handled by the caller). */
+__attribute__((target("avx512f,avx512bw,avx512vl"))) static void
+blk_f32(const float *a, size_t lda, const float *wb, int mr, int klen, float *part)
+{
+	int k0 = 0, k1 = klen, first = 1;
+	float *tile = part;
+	DISPATCH_MR(ukr_f32_mr, mr, a, lda, wb);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void
+blk_bf16(const uint16_t *a, size_t lda, const uint16_t *wb, int mr, int klen, float *part)
+{
+	int k0 = 0, k1 = klen, first = 1;
+	float *tile = part;
+	DISPATCH_MR(ukr_bf16_mr, mr, a, lda, wb);
+}
+
+static void fp8_block(const zp_gemm_op *op, const void *wb, int m0, int mr, int k0, int klen,
+		      float *part)
+{
+	bool f32 = op->w->type == ZP_W_F32;
+	size_t es = f32 ? 4 : 2;
+	const void *a = (const char *)op->a + ((size_t)m0 * op->lda + (size_t)k0) * es;
+	if (f32 && have_avx512()) {
+		blk_f32(a, op->lda, wb, mr, klen, part);
+	} else if (!f32 && have_bf16()) {
+		blk_bf16(a, op->lda, wb, mr, klen, part);
+	} else {
+		zp_gemm_op o = *op;
+		o.a = (const char *)op->a + (size_t)k0 * es;
+		ukr_ref(&o, wb, m0, mr, 0, klen, part, 1);
+	}
+}
+
+/* tile[mr][32] += part[mr][32] * s[32]: one fmaf an element, whatever the path */
+static void scale_acc(float *tile, const float *part, int mr, const float *s)
+{
+	for (int i = 0; i < mr; i++)
+		for (int j = 0; j < ZP_GEMM_NR; j++)
+			tile[i * ZP_GEMM_NR + j] =
+				fmaf(part[i * ZP_GEMM_NR + j], s[j], tile[i * ZP_GEMM_NR + j]);
+}
+
+/* Rows r0..r1 (<= ROWS_TASK_FP8) of panel p of an FP8 matrix (gemm.h). */
+static void fp8_task(const zp_gemm_op *op, int p, int r0, int r1)
+{
+	const zp_wmat *w = op->w;
+	int kb = kblocks(w->k), rows = r1 - r0, cfg_rows = -1;
+	const uint8_t *codes = (const uint8_t *)w->data + (size_t)p * w->kp * ZP_GEMM_NR;
+	const float *sc = (const float *)((const char *)w->data + w->scale_off) +
+			  (size_t)p * kb * ZP_GEMM_NR;
+	bool amx = w->type == ZP_W_BF16 && w->kp % 32 == 0 && have_amx();
+	int step = amx ? 32 : MR;
+	_Alignas(64) float tile[ROWS_TASK_FP8 * ZP_GEMM_NR];
+	_Alignas(64) float part[32 * ZP_GEMM_NR];
+	_Alignas(64) uint16_t wb[ZP_FP8_BLOCK * ZP_GEMM_NR];
+	_Alignas(64) float wf[ZP_FP8_BLOCK * ZP_GEMM_NR];
+
+	ZP_ASSERT(rows > 0 && rows <= ROWS_TASK_FP8);
+	memset(tile, 0, (size_t)rows * ZP_GEMM_NR * sizeof *tile);
+	for (int b = 0; b < kb; b++) {
+		int k0 = b * ZP_FP8_BLOCK, klen = ZP_MIN(ZP_FP8_BLOCK, w->kp - k0);
+		fp8_widen(codes + (size_t)k0 * ZP_GEMM_NR, (size_t)klen * ZP_GEMM_NR, wb);
+		if (w->type == ZP_W_F32)
+			pairs_to_f32(wb, klen, wf);
+		for (int m0 = r0; m0 < r1; m0 += step) {
+			int mr = ZP_MIN(step, r1 - m0);
+			if (amx) {
+				const uint16_t *a = (const uint16_t *)op->a + (size_t)m0 * op->lda + k0;
+				if (mr != cfg_rows) {
+					amx_config(ZP_MIN(mr, 16), mr > 16 ? mr - 16 : 0);
+					cfg_rows = mr;
+				}
+				if (mr > 16)
+					amx_block32(a, op->lda, wb, klen, part, ZP_GEMM_NR);
+				else
+					amx_block16(a, op->lda, wb, klen, part, ZP_GEMM_NR);
+			} else {
+				fp8_block(op, w->type == ZP_W_F32 ? (const void *)wf : wb, m0, mr, k0,
+					  klen, part);
+			}
+			scale_acc(tile + (size_t)(m0 - r0) * ZP_GEMM_NR, part, mr,
+				  sc + (size_t)b * ZP_GEMM_NR);
+		}
+	}
+	for (int m0 = r0; m0 < r1; m0 += MR)
+		epilogue(op, p, m0, ZP_MIN(MR, r1 - m0), tile + (m0 - r0) * ZP_GEMM_NR);
+}
+
 /* ---- tasks ------------------------------------------------------------------ */
 
 typedef void (*ukr_fn)(const zp_gemm_op *, const void *, int, int, int, int, float *, int);
@@ -482,6 +633,10 @@ static void run_task(const zp_gemm_op *op, int p, int r0, int r1)
 					 : (have_bf16() ? ukr_bf16 : ukr_ref);
 	_Alignas(64) float tile[ROWS_TASK * ZP_GEMM_NR];
 
+	if (w->store == ZP_WS_FP8) {
+		fp8_task(op, p, r0, r1);
+		return;
+	}
 	ZP_ASSERT(r1 - r0 <= ROWS_TASK);
 	/* AMX where K fills whole tiles: chosen by shape only, never by M, so a row's
 	   result does not depend on its batch. */
@@ -506,9 +661,14 @@ struct run_ctx {
 	int *first_task; /* [nops + 1] prefix sums */
 };
 
+static int rows_task(const zp_gemm_op *op)
+{
+	return op->w->store == ZP_WS_FP8 ? ROWS_TASK_FP8 : ROWS_TASK;
+}
+
 static int op_tasks(const zp_gemm_op *op)
 {
-	return op->m <= 0 ? 0 : panel_count(op->w) * ((op->m + ROWS_TASK - 1) / ROWS_TASK);
+	return op->m <= 0 ? 0 : panel_count(op->w) * ((op->m + rows_task(op) - 1) / rows_task(op));
 }
 
 static void task(void *vctx, int t, int thread)
@@ -525,9 +685,9 @@ static void task(void *vctx, int t, int thread)
 	}
 	const zp_gemm_op *op = &c->ops[lo];
 	int local = t - c->first_task[lo];
-	int chunks = (op->m + ROWS_TASK - 1) / ROWS_TASK;
-	int p = local / chunks, r0 = (local % chunks) * ROWS_TASK;
-	run_task(op, p, r0, ZP_MIN(r0 + ROWS_TASK, op->m));
+	int rt = rows_task(op), chunks = (op->m + rt - 1) / rt;
+	int p = local / chunks, r0 = (local % chunks) * rt;
+	run_task(op, p, r0, ZP_MIN(r0 + rt, op->m));
 }
 
 void zp_gemm_run(zp_pool *pool, const zp_gemm_op *ops, int nops)
@@ -536,10 +696,10 @@ void zp_gemm_run(zp_pool *pool, const zp_gemm_op *ops, int nops)
 	long total = 0;
 
 	ZP_ASSERT(nops >= 0 && nops <= ZP_GEMM_OPS_MAX);
+	pthread_once(&fp8_once, fp8_lut_init);
 
 	for (int i = 0; i < nops; i++) {
 		ZP_ASSERT(ops[i].w && ops[i].w->data);
-		ZP_ASSERT(ops[i].w->store == ZP_WS_PLAIN); /* FP8 kernels: next commit */
 		ZP_ASSERT(ops[i].lda >= (size_t)ops[i].w->kp || ops[i].m == 0);
 		first[i] = (int)total;
 		total += op_tasks(&ops[i]);

@@ -651,6 +651,21 @@ int zp_model_load_opts(zp_model *m, const char *dir, const zp_load_opts *o,
 	return model_load(m, dir, o, lay, threads, progress, e);
 }
 
+zp_load_opts zp_load_opts_of(int dtype, long random_seed)
+{
+	ZP_ASSERT(dtype == ZP_DTYPE_FP32 || dtype == ZP_DTYPE_BF16 || dtype == ZP_DTYPE_FP8);
+	return (zp_load_opts){ .wtype = dtype == ZP_DTYPE_FP32 ? ZP_W_F32 : ZP_W_BF16,
+			       .fp8 = dtype == ZP_DTYPE_FP8, .random = random_seed >= 0,
+			       .seed = random_seed >= 0 ? (uint64_t)random_seed : 0 };
+}
+
+const char *zp_model_dtype_name(const zp_model *m)
+{
+	if (m->wtype == ZP_W_F32)
+		return m->fp8 ? "fp32/fp8" : "fp32";
+	return m->fp8 ? "bf16/fp8" : "bf16";
+}
+
 void zp_model_drop_experts(zp_model *m)
 {
 	for (int l = 0; l < m->cfg.layers; l++) {

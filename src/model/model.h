@@ -96,6 +96,17 @@ typedef struct {
 } zp_load_opts;
 int zp_model_load_opts(zp_model *m, const char *dir, const zp_load_opts *o,
 		       const zp_wlayout *lay, int threads, zp_load_progress *progress, zp_err *e);
+
+/* --dtype as the user spells it: fp32 and bf16 are the compute type (the
+   same numbers as enum zp_wtype); fp8 is bf16 compute over FP8 weights (an
+   fp8 checkpoint's, or a plain checkpoint's quantised at load). */
+enum zp_dtype_arg { ZP_DTYPE_FP32 = ZP_W_F32, ZP_DTYPE_BF16 = ZP_W_BF16, ZP_DTYPE_FP8 };
+/* The load options --dtype d (enum zp_dtype_arg) and --random-weights seed
+   (< 0: none) ask for. */
+zp_load_opts zp_load_opts_of(int dtype, long random_seed);
+/* What a loaded model computes, for logs: "fp32", "bf16", or with FP8
+   weights "fp32/fp8", "bf16/fp8" (compute / weights). */
+const char *zp_model_dtype_name(const zp_model *m);
 void zp_model_free(zp_model *m);
 
 /* Free every MoE layer's expert block (AsyncEP keeps its own shards); the

@@ -44,7 +44,7 @@ typedef struct {
 	/* [engine] */
 	char *model;			/* model directory */
 	char *model_name;		/* as /v1/models reports it */
-	enum zp_wtype wtype;
+	int dtype;			/* --dtype: enum zp_dtype_arg (model.h) */
 	long random_weights;		/* seed: every weight made (random_fill.h) from
 					   model's config.json alone; -1: the checkpoint */
 	int executors;

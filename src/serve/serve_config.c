@@ -32,15 +32,19 @@
 /* ZP_OPT_ENUM spellings: the names are written once, here or in asyncep.c. */
 static int dtype_parse(const char *v, int *out)
 {
-	if (strcmp(v, "bf16") && strcmp(v, "fp32"))
+	if (!strcmp(v, "fp8"))
+		*out = ZP_DTYPE_FP8;
+	else if (!strcmp(v, "bf16") || !strcmp(v, "fp32"))
+		*out = strcmp(v, "bf16") ? ZP_DTYPE_FP32 : ZP_DTYPE_BF16;
+	else
 		return -1;
-	*out = strcmp(v, "bf16") ? ZP_W_F32 : ZP_W_BF16;
 	return 0;
 }
 
 static const char *dtype_spell(int v)
 {
-	return v == ZP_W_BF16 ? "bf16" : v == ZP_W_F32 ? "fp32" : NULL;
+	return v == ZP_DTYPE_BF16 ? "bf16" : v == ZP_DTYPE_FP32 ? "fp32" : v == ZP_DTYPE_FP8 ? "fp8"
+												 : NULL;
 }
 
 static int parallel_parse(const char *v, int *out)
@@ -196,7 +200,7 @@ static const zp_opt keys[] = {
 	{ "server", "metrics_port", "metrics-port", S, 0, NUM(INT, 0, 65535, 0), F(metrics_port), .help = "loopback TCP port for GET /metrics (0: none)" },
 	{ "engine", "model", "model", ALL, ZP_CMD_PREFILL | ZP_CMD_BENCH, TEXT(STR, NULL), F(model), .help = "model directory" },
 	{ "engine", "model_name", NULL, 0, 0, TEXT(STR, NULL), F(model_name), .help = "name /v1/models reports" },
-	{ "engine", "dtype", "dtype", ALL, 0, ENUM(dtype, ZP_W_BF16, "bf16 or fp32"), F(wtype), .help = "weights: bf16 or fp32" },
+	{ "engine", "dtype", "dtype", ALL, 0, ENUM(dtype, ZP_DTYPE_BF16, "bf16, fp32 or fp8"), F(dtype), .help = "compute: bf16 or fp32 (an fp8 checkpoint's FP8 weights stay FP8); fp8: bf16 over FP8 weights, a bf16 checkpoint quantised at load (128x128 blocks)" },
 	{ "engine", "random_weights", "random-weights", ALL, 0, NUM(LONG, -1, LONG_MAX, -1), F(random_weights), .help = "make every weight from this seed, for benchmarks on a config-only model directory (-1: read the checkpoint)" },
 	{ "engine", "executors", "executors", ALL, 0, NUM(INT, 1, ZP_EXECUTORS_MAX, 1), F(executors), .help = "executor threads (devices)" },
 	{ "engine", "threads_per_executor", "threads", ALL, 0, NUM(INT, 0, ZP_THREADS_MAX, 0), F(threads_per_executor), .help = "cores per executor (0: the cores shared)" },

@@ -173,7 +173,7 @@ static void fill_view(server *s, zp_api_view *v)
 			    .met = &s->met, .sched = s->ready ? zp_engine_sched(s->eng) : NULL,
 			    .executors = s->live, .executors_busy = busy,
 			    .lstats = s->ready ? zp_engine_layer_stats(s->eng) : NULL, .now = s->now,
-			    .dtype_name = s->cfg.wtype == ZP_W_BF16 ? "bfloat16" : "float32",
+			    .dtype_name = s->cfg.dtype == ZP_DTYPE_FP32 ? "float32" : "bfloat16",
 			    .queue_requests_max = s->cfg.queue_requests_max,
 			    .batch_tokens_max = s->cfg.batch_tokens_max };
 }
@@ -399,11 +399,9 @@ static void *loader_main(void *arg)
 								 : c->batch_wait_ms / 1e3,
 			   .aging_s = c->schedule_aging_ms / 1e3, .min_tokens = c->schedule_min_tokens },
 		.on_batch = batch_seen, .on_batch_arg = s };
-	int rc = c->random_weights >= 0
-			 ? zp_model_load_random(&s->model, c->model, c->wtype, lay, (int)ZP_MAX(ncpu, 1),
-						(uint64_t)c->random_weights, &s->progress, &s->load_err)
-			 : zp_model_load(&s->model, c->model, c->wtype, lay, (int)ZP_MAX(ncpu, 1),
-					 &s->progress, &s->load_err);
+	zp_load_opts lo = zp_load_opts_of(c->dtype, c->random_weights);
+	int rc = zp_model_load_opts(&s->model, c->model, &lo, lay, (int)ZP_MAX(ncpu, 1),
+				    &s->progress, &s->load_err);
 	if (!rc && !(s->eng = zp_engine_start(&s->model, &ec, &s->load_err))) {
 		rc = -1;
 		zp_model_free(&s->model);
