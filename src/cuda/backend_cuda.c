@@ -70,7 +70,7 @@ typedef struct {
 				   blocks (a 128-row block spans two sources): W8A16 */
 	int nw16;
 	bool exp_blk_ok;	/* experts' gate_up row blocks are one source each */
-	const char *fp8_said;	/* the last W8A16 fallback reason logged */
+	unsigned fp8_said;	/* the W8A16 fallback reasons logged (bits) */
 	void **owned;		/* device arrays of the mirror */
 	int nowned, capowned;
 } cu_ctx;
@@ -522,44 +522,52 @@ static zp_dgemm dgemm(const zp_wmat *w, const void *a, size_t lda, int m, float 
    BLK128x128 tensor whole and a device that has the matmul (sm_90); where
    not, that GEMM runs W8A16, said once per reason. ---- */
 
-static const char *fp8_w8a16_why(cu_ctx *c, const zp_wmat *w, bool expert, bool gate_up)
+static const char *const fp8_w8a16_reasons[] = {
+	"this GPU has no block-scaled FP8 cuBLASLt matmul (sm_90 only): W8A16",
+	"the experts' gate/up seam is inside a 128-row block (moe_ffn % 128): W8A16",
+	"a dense matrix's 128-row block spans two source tensors: W8A16",
+};
+
+/* why FP8 matrix w runs W8A16 in W8A8 mode: an index of the reasons above,
+   or -1 (it runs W8A8) */
+static int fp8_w8a16_why(cu_ctx *c, const zp_wmat *w, bool expert, bool gate_up)
 {
-	if (c->fp8c == ZP_FP8_W8A16)
-		return NULL;
 	if (!c->rt->fp8_blk)
-		return "this GPU has no block-scaled FP8 cuBLASLt matmul (sm_90 only): W8A16";
+		return 0;
 	if (expert && gate_up && !c->exp_blk_ok)
-		return "the experts' gate/up seam is inside a 128-row block (moe_ffn % 128): W8A16";
+		return 1;
 	for (int i = 0; !expert && i < c->nw16; i++)
 		if (c->w16[i] == w->data)
-			return "a dense matrix's 128-row block spans two source tensors: W8A16";
-	return NULL;
+			return 2;
+	return -1;
 }
 
 static bool fp8_w8a8(cu_ctx *c, const zp_wmat *w, bool expert, bool gate_up)
 {
-	const char *why = fp8_w8a16_why(c, w, expert, gate_up);
 	if (c->fp8c == ZP_FP8_W8A16)
 		return false;
-	if (why && why != c->fp8_said)
-		zp_log(ZP_LOG_WARN, "msg=\"FP8 GEMM outside W8A8's contract\" why=\"%s\"", why);
-	if (why)
-		c->fp8_said = why;
-	return !why;
+	int why = fp8_w8a16_why(c, w, expert, gate_up);
+	if (why >= 0 && !(c->fp8_said & 1u << why))
+		zp_log(ZP_LOG_WARN, "msg=\"FP8 GEMM outside W8A8's contract\" why=\"%s\"",
+		       fp8_w8a16_reasons[why]);
+	if (why >= 0)
+		c->fp8_said |= 1u << why;
+	return why < 0;
 }
 
-/* c[m][n] (=, or +=) a . w^T for FP8 w; q_row: where this GEMM's quantised
-   rows go in q8 (GEMMs of one call side by side: the experts) */
+/* c[m][n] (=, or +=) a . w^T for FP8 w; q_row, s_at: where this GEMM's
+   quantised rows and their scales go in q8 and q8s (GEMMs of one call side
+   by side: the experts; s_at a multiple of 4, the scales' 16-byte rule) */
 static void fp8_gemm(cu_ctx *c, const zp_wmat *w, const void *a, size_t lda, int m, float *out,
-		     size_t ldc, bool add, bool w8a8, size_t q_row)
+		     size_t ldc, bool add, bool w8a8, size_t q_row, size_t s_at)
 {
 	bool bf16 = w->type == ZP_W_BF16;
 	int nkb = fp8_nkb(w->k);
 	if (w8a8) {
-		ZP_ASSERT((q_row + (size_t)m) * (size_t)w->kp <= c->q8_bytes &&
-			  (q_row + (size_t)m) * (size_t)nkb <= c->q8s_floats);
+		ZP_ASSERT((q_row + (size_t)m) * (size_t)w->kp <= c->q8_bytes && s_at % 4 == 0 &&
+			  s_at + (size_t)m * (size_t)nkb <= c->q8s_floats);
 		uint8_t *q = c->q8 + q_row * (size_t)w->kp;
-		float *qs = c->q8s + q_row * (size_t)nkb;
+		float *qs = c->q8s + s_at;
 		zk_launch l = { .kind = ZK_ACT_QUANT, .blocks = m * zk_actq_groups(w->k) };
 		l.u.actq = (zk_actq){ m, w->k, w->kp, a, lda, bf16, q, qs };
 		launch(c, &l);
@@ -585,7 +593,7 @@ static void any_gemm(cu_ctx *c, const zp_wmat *w, const void *a, size_t lda, int
 		     size_t ldc, bool add)
 {
 	if (w->store == ZP_WS_FP8) {
-		fp8_gemm(c, w, a, lda, m, out, ldc, add, fp8_w8a8(c, w, false, false), 0);
+		fp8_gemm(c, w, a, lda, m, out, ldc, add, fp8_w8a8(c, w, false, false), 0, 0);
 		return;
 	}
 	zp_dgemm g = dgemm(w, a, lda, m, out, ldc, add);
@@ -684,14 +692,15 @@ static void expert_fp8(cu_ctx *c, const zp_wmat *w, int e0, int e1, const int *o
 {
 	bool sw = epi == ZP_EPI_SWIGLU, w8a8 = fp8_w8a8(c, &w[e0], true, sw);
 	int r0 = offs[0], rows = offs[e1 - e0] - r0;
-	size_t es = w[e0].type == ZP_W_BF16 ? 2 : 4, N = (size_t)w[e0].n;
+	size_t es = w[e0].type == ZP_W_BF16 ? 2 : 4, N = (size_t)w[e0].n, s_at = 0;
 	for (int e = e0; e < e1; e++) {
 		int r = offs[e - e0], m = offs[e - e0 + 1] - r;
 		if (!m)
 			continue;
 		float *dst = sw ? c->tmp + (size_t)(r - r0) * N : (float *)out.data + (size_t)r * out.ld;
 		fp8_gemm(c, &w[e], (const char *)a.data + (size_t)r * a.ld * es, a.ld, m, dst,
-			 sw ? N : out.ld, false, w8a8, (size_t)(r - r0));
+			 sw ? N : out.ld, false, w8a8, (size_t)(r - r0), s_at);
+		s_at += ZP_ALIGN_UP((size_t)m * fp8_nkb(w[e].k), 4);
 	}
 	if (sw)
 		swiglu(c, rows, (int)N, ncols, c->tmp, (float *)out.data + (size_t)r0 * out.ld, out.ld);
@@ -1159,7 +1168,8 @@ static void fp8_scratch(cu_ctx *c, const zp_model *m)
 	c->exp_blk_ok = ZP_ALIGN_UP(cf->moe_ffn, 16) % ZK_FP8_BLOCK == 0;
 	c->wide_bytes = ZP_MAX(n.wide, 64);
 	c->q8_bytes = (size_t)c->o.rows_max * ZP_MAX(n.kq, 16);
-	c->q8s_floats = (size_t)c->o.rows_max * ZP_MAX(n.nkb, 1);
+	/* each expert's scales start 16-byte aligned: 3 floats of slack each */
+	c->q8s_floats = (size_t)c->o.rows_max * ZP_MAX(n.nkb, 1) + 4 * (size_t)ZP_MAX(cf->experts, 1);
 	c->wide = own(c, c->wide_bytes);
 	c->q8 = own(c, c->q8_bytes);
 	c->q8s = own(c, c->q8s_floats * 4);
