@@ -1176,7 +1176,7 @@ static void fp8_scratch(cu_ctx *c, const zp_model *m)
 	zp_log(ZP_LOG_INFO, "msg=\"FP8 weights\" compute=%s blockscaled_matmul=%s dense_w8a16=%d "
 	       "experts_w8a8=%s scratch_mb=%.1f", c->fp8c == ZP_FP8_W8A8 ? "w8a8" : "w8a16",
 	       c->rt->fp8_blk ? "yes" : "no (not sm_90)", c->nw16,
-	       c->exp_blk_ok ? "yes" : "down only (moe_ffn % 128)",
+	       !cf->moe ? "n/a" : c->exp_blk_ok ? "yes" : "down only (moe_ffn % 128)",
 	       (c->wide_bytes + c->q8_bytes + c->q8s_floats * 4) / 1048576.0);
 }
 
