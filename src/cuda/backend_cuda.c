@@ -522,6 +522,8 @@ static zp_dgemm dgemm(const zp_wmat *w, const void *a, size_t lda, int m, float 
    BLK128x128 tensor whole and a device that has the matmul (sm_90); where
    not, that GEMM runs W8A16, said once per reason. ---- */
 
+static void fp8_scratch(cu_ctx *c);
+
 static const char *const fp8_w8a16_reasons[] = {
 	"this GPU has no block-scaled FP8 cuBLASLt matmul (sm_90 only): W8A16",
 	"the experts' gate/up seam is inside a 128-row block (moe_ffn % 128): W8A16",
@@ -563,6 +565,7 @@ static void fp8_gemm(cu_ctx *c, const zp_wmat *w, const void *a, size_t lda, int
 {
 	bool bf16 = w->type == ZP_W_BF16;
 	int nkb = fp8_nkb(w->k);
+	fp8_scratch(c); /* once: the first FP8 GEMM of a backend without a mirror */
 	if (w8a8) {
 		ZP_ASSERT((q_row + (size_t)m) * (size_t)w->kp <= c->q8_bytes && s_at % 4 == 0 &&
 			  s_at + (size_t)m * (size_t)nkb <= c->q8s_floats);
@@ -690,6 +693,7 @@ static bool v1_use(const char **said, const char *kind, const char *why)
 static void expert_fp8(cu_ctx *c, const zp_wmat *w, int e0, int e1, const int *offs, zp_view a,
 		       zp_view out, enum zp_epi epi, int ncols)
 {
+	fp8_scratch(c); /* exp_blk_ok with it */
 	bool sw = epi == ZP_EPI_SWIGLU, w8a8 = fp8_w8a8(c, &w[e0], true, sw);
 	int r0 = offs[0], rows = offs[e1 - e0] - r0;
 	size_t es = w[e0].type == ZP_W_BF16 ? 2 : 4, N = (size_t)w[e0].n, s_at = 0;
@@ -1110,19 +1114,6 @@ static zp_wmat *experts_up(stager *s, const zp_wmat *src, int E, int l, bool gat
 
 /* ---- FP8 scratch, sized once the mirror is known ---- */
 
-typedef struct {
-	size_t wide, kq, nkb;
-} fp8_need;
-
-static void fp8_need_of(fp8_need *n, const zp_wmat *w)
-{
-	if (w->store != ZP_WS_FP8)
-		return;
-	n->wide = ZP_MAX(n->wide, (size_t)w->n * row_bytes(w->type, w->k));
-	n->kq = ZP_MAX(n->kq, (size_t)w->kp);
-	n->nkb = ZP_MAX(n->nkb, (size_t)fp8_nkb(w->k));
-}
-
 /* a dense FP8 matrix whose BLK128x128 tensor has a NaN block (host copy:
    the same layout bytes) runs W8A16 */
 static void fp8_blk_check(cu_ctx *c, const zp_wmat *dev, const zp_wmat *host)
@@ -1140,44 +1131,54 @@ static void fp8_blk_check(cu_ctx *c, const zp_wmat *dev, const zp_wmat *host)
 		}
 }
 
-/* the W8A16 widening scratch (one matrix), W8A8's quantised activations
-   (rows_max rows of the widest K) and their scales; experts by their
-   config shapes (an AsyncEP model's experts are not in the mirror) */
-static void fp8_scratch(cu_ctx *c, const zp_model *m)
+/* the W8A16 widening scratch (one matrix, f32 at most), W8A8's quantised
+   activations (rows_max rows of the widest K) and their scales, from the
+   model's shapes (zp_cuda_opts): made once, at the first FP8 matrix, so a
+   backend that runs only AsyncEP's expert GEMMs has it too */
+static void fp8_scratch(cu_ctx *c)
 {
-	const zp_config *cf = &m->cfg;
-	fp8_need n = { 0 };
-	for (int l = 0; l < cf->layers; l++) {
-		const zp_layer *D = &c->mdev.layers[l], *L = &m->layers[l];
-		const zp_wmat *dv[4] = { &D->wqkv, &D->wo, &D->w_gate_up, &D->w_down };
-		const zp_wmat *hv[4] = { &L->wqkv, &L->wo, &L->w_gate_up, &L->w_down };
-		for (int i = 0; i < (L->sparse ? 2 : 4); i++) {
-			fp8_need_of(&n, dv[i]);
-			fp8_blk_check(c, dv[i], hv[i]);
-		}
-	}
-	if (cf->moe && m->expert_store == ZP_WS_FP8) {
-		zp_wmat gu = { .type = m->wtype, .store = ZP_WS_FP8,
-			       .n = held_rows(2 * cf->moe_ffn, ZP_WK_SWIGLU), .k = cf->hidden,
-			       .kp = ZP_ALIGN_UP(cf->hidden, ZK_FP8_KALIGN) };
-		zp_wmat dn = { .type = m->wtype, .store = ZP_WS_FP8, .n = cf->hidden, .k = cf->moe_ffn,
-			       .kp = ZP_ALIGN_UP(cf->moe_ffn, ZK_FP8_KALIGN) };
-		fp8_need_of(&n, &gu);
-		fp8_need_of(&n, &dn);
-	}
-	c->exp_blk_ok = ZP_ALIGN_UP(cf->moe_ffn, 16) % ZK_FP8_BLOCK == 0;
-	c->wide_bytes = ZP_MAX(n.wide, 64);
-	c->q8_bytes = (size_t)c->o.rows_max * ZP_MAX(n.kq, 16);
+	const zp_cuda_opts *o = &c->o;
+	int ks[4] = { o->hidden, o->qd, o->ffn, o->moe_ffn }, kmax = 1;
+	size_t wide = 0;
+	struct { int rows, k; } mats[6] = {
+		{ o->qkv_rows, o->hidden }, { o->hidden, o->qd },
+		{ held_rows(2 * o->ffn, ZP_WK_SWIGLU), o->hidden }, { o->hidden, o->ffn },
+		{ held_rows(2 * o->moe_ffn, ZP_WK_SWIGLU), o->hidden }, { o->hidden, o->moe_ffn },
+	};
+	if (c->wide)
+		return;
+	for (int i = 0; i < 6; i++)
+		wide = ZP_MAX(wide, (size_t)mats[i].rows * row_bytes(ZP_W_F32, mats[i].k));
+	for (int i = 0; i < 4; i++)
+		kmax = ZP_MAX(kmax, ks[i]);
+	c->exp_blk_ok = ZP_ALIGN_UP(o->moe_ffn, 16) % ZK_FP8_BLOCK == 0;
+	c->wide_bytes = ZP_MAX(wide, 64);
+	c->q8_bytes = (size_t)o->rows_max * ZP_ALIGN_UP(kmax, ZK_FP8_KALIGN);
 	/* each expert's scales start 16-byte aligned: 3 floats of slack each */
-	c->q8s_floats = (size_t)c->o.rows_max * ZP_MAX(n.nkb, 1) + 4 * (size_t)ZP_MAX(cf->experts, 1);
+	c->q8s_floats = (size_t)o->rows_max * fp8_nkb(kmax) + 4 * (size_t)ZP_MAX(o->experts, 1);
 	c->wide = own(c, c->wide_bytes);
 	c->q8 = own(c, c->q8_bytes);
 	c->q8s = own(c, c->q8s_floats * 4);
-	zp_log(ZP_LOG_INFO, "msg=\"FP8 weights\" compute=%s blockscaled_matmul=%s dense_w8a16=%d "
-	       "experts_w8a8=%s scratch_mb=%.1f", c->fp8c == ZP_FP8_W8A8 ? "w8a8" : "w8a16",
-	       c->rt->fp8_blk ? "yes" : "no (not sm_90)", c->nw16,
-	       !cf->moe ? "n/a" : c->exp_blk_ok ? "yes" : "down only (moe_ffn % 128)",
+	zp_log(ZP_LOG_INFO, "msg=\"FP8 scratch\" compute=%s blockscaled_matmul=%s experts_w8a8=%s "
+	       "scratch_mb=%.1f", c->fp8c == ZP_FP8_W8A8 ? "w8a8" : "w8a16",
+	       c->rt->fp8_blk ? "yes" : "no (not sm_90)",
+	       !o->experts ? "n/a" : c->exp_blk_ok ? "yes" : "down only (moe_ffn % 128)",
 	       (c->wide_bytes + c->q8_bytes + c->q8s_floats * 4) / 1048576.0);
+}
+
+/* the mirror's dense FP8 matrices that run W8A16 (fp8_blk_check) */
+static void fp8_mirror(cu_ctx *c, const zp_model *m)
+{
+	for (int l = 0; l < m->cfg.layers; l++) {
+		const zp_layer *D = &c->mdev.layers[l], *L = &m->layers[l];
+		const zp_wmat *dv[4] = { &D->wqkv, &D->wo, &D->w_gate_up, &D->w_down };
+		const zp_wmat *hv[4] = { &L->wqkv, &L->wo, &L->w_gate_up, &L->w_down };
+		for (int i = 0; i < (L->sparse ? 2 : 4); i++)
+			fp8_blk_check(c, dv[i], hv[i]);
+	}
+	fp8_scratch(c);
+	zp_log(ZP_LOG_INFO, "msg=\"FP8 weights\" dense_w8a16=%d (a 128-row block spans two sources)",
+	       c->nw16);
 }
 
 /* gds_load.h's fallback: a matrix staged after all */
@@ -1271,7 +1272,7 @@ const zp_model *zp_backend_cuda_model(zp_backend *b, const zp_model *m, bool exp
 	gds_finish(&s, why_not);
 	zp_gds_free(s.gds);
 	if (m->fp8)
-		fp8_scratch(c, m);
+		fp8_mirror(c, m);
 	stage_close(&s, "model");
 	c->have_model = true;
 	return &c->mdev;
@@ -1408,6 +1409,9 @@ zp_backend *zp_backend_device_new(enum zp_device dev, int ordinal, int threads,
 	/* the SwiGLU scratch: a dense MLP's [T][2F] or the routed rows' [T K][2F'] */
 	zp_cuda_opts o = { .dev = dev, .ordinal = ordinal, .threads = threads,
 			   .rows_max = (int)(T * (c->moe ? K : 1)),
+			   .hidden = c->hidden, .qkv_rows = (c->heads + 2 * c->kv_heads) * c->head_dim,
+			   .qd = c->heads * c->head_dim, .ffn = c->ffn, .moe_ffn = c->moe_ffn,
+			   .experts = c->moe ? c->experts : 0,
 			   .tmp_floats = ZP_MAX(T * 2 * fp, c->moe ? T * K * 2 * mfp : 0) };
 	const char *ev = getenv("ZP_EXPERT_GEMM"), *av = getenv("ZP_ATTENTION");
 	const char *fv = getenv("ZP_FP8_COMPUTE");

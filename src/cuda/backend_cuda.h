@@ -29,6 +29,10 @@ typedef struct {
 	int rows_max;		/* rows of the biggest GEMM (tokens x top-K) */
 	size_t tmp_floats;	/* the SwiGLU scratch: rows x 2F of the widest */
 	bool expert_v1, attn_v1;	/* the v1 kernels (kernels/v1.h) */
+	/* the model's shapes, for the FP8 scratch (allocated at the first FP8
+	   matrix: the mirror's, or an expert GEMM's): cfg's hidden, heads,
+	   kv_heads, head_dim, ffn, moe_ffn, experts */
+	int hidden, qkv_rows, qd, ffn, moe_ffn, experts;
 } zp_cuda_opts;
 
 /* NULL with e set: no GPU, CUDA not built, or a v1 kernel asked for and not
