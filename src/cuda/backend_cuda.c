@@ -69,7 +69,6 @@ typedef struct {
 	const void **w16;	/* dense FP8 matrices whose BLK128x128 tensor has NaN
 				   blocks (a 128-row block spans two sources): W8A16 */
 	int nw16;
-	bool exp_blk_ok;	/* experts' gate_up row blocks are one source each */
 	unsigned fp8_said;	/* the W8A16 fallback reasons logged (bits) */
 	void **owned;		/* device arrays of the mirror */
 	int nowned, capowned;
@@ -392,7 +391,7 @@ static size_t row_bytes(enum zp_wtype t, int k)
    [nkb][ceil(rows / 128)]: row block rb's scale for k block b where every
    row of rb holds the same one (one source block, or equal values), NaN
    where they differ (a q/k/v or gate/up seam inside a 128-row block: that
-   matrix runs W8A16, fp8_blk_ok). An expert is the same bytes wherever it
+   matrix runs W8A16, fp8_w8a16_why). An expert is the same bytes wherever it
    is copied (a gather, an offload prefetch): codes and scales together. */
 static int fp8_nkb(int k)
 {
@@ -526,29 +525,34 @@ static void fp8_scratch(cu_ctx *c);
 
 static const char *const fp8_w8a16_reasons[] = {
 	"this GPU has no block-scaled FP8 cuBLASLt matmul (sm_90 only): W8A16",
-	"the experts' gate/up seam is inside a 128-row block (moe_ffn % 128): W8A16",
-	"a dense matrix's 128-row block spans two source tensors: W8A16",
+	"a SwiGLU matrix's gate/up seam is inside a 128-row block (its half % 128): W8A16",
+	"a dense matrix's 128-row block spans two source tensors (q/k/v): W8A16",
+	"the output's rows are not 16-byte multiples (cuBLASLt FP8's C rule): W8A16",
 };
 
 /* why FP8 matrix w runs W8A16 in W8A8 mode: an index of the reasons above,
-   or -1 (it runs W8A8) */
-static int fp8_w8a16_why(cu_ctx *c, const zp_wmat *w, bool expert, bool gate_up)
+   or -1 (it runs W8A8). A SwiGLU matrix's halves are two sources: by its
+   shape; a plain one is one source unless the mirror found otherwise (wqkv) */
+static int fp8_w8a16_why(cu_ctx *c, const zp_wmat *w, bool gate_up, const float *out,
+			 size_t ldc)
 {
 	if (!c->rt->fp8_blk)
 		return 0;
-	if (expert && gate_up && !c->exp_blk_ok)
+	if (ldc % 4 || (uintptr_t)out % 16)
+		return 3;
+	if (gate_up && (w->n / 2) % ZK_FP8_BLOCK)
 		return 1;
-	for (int i = 0; !expert && i < c->nw16; i++)
+	for (int i = 0; i < c->nw16; i++)
 		if (c->w16[i] == w->data)
 			return 2;
 	return -1;
 }
 
-static bool fp8_w8a8(cu_ctx *c, const zp_wmat *w, bool expert, bool gate_up)
+static bool fp8_w8a8(cu_ctx *c, const zp_wmat *w, bool gate_up, const float *out, size_t ldc)
 {
 	if (c->fp8c == ZP_FP8_W8A16)
 		return false;
-	int why = fp8_w8a16_why(c, w, expert, gate_up);
+	int why = fp8_w8a16_why(c, w, gate_up, out, ldc);
 	if (why >= 0 && !(c->fp8_said & 1u << why))
 		zp_log(ZP_LOG_WARN, "msg=\"FP8 GEMM outside W8A8's contract\" why=\"%s\"",
 		       fp8_w8a16_reasons[why]);
@@ -591,12 +595,12 @@ static void fp8_gemm(cu_ctx *c, const zp_wmat *w, const void *a, size_t lda, int
 	c->rt->ops->gemm(c->rt, c->cs, &g);
 }
 
-/* one GEMM of either store */
+/* one GEMM of either store (gate_up: a SwiGLU matrix) */
 static void any_gemm(cu_ctx *c, const zp_wmat *w, const void *a, size_t lda, int m, float *out,
-		     size_t ldc, bool add)
+		     size_t ldc, bool add, bool gate_up)
 {
 	if (w->store == ZP_WS_FP8) {
-		fp8_gemm(c, w, a, lda, m, out, ldc, add, fp8_w8a8(c, w, false, false), 0, 0);
+		fp8_gemm(c, w, a, lda, m, out, ldc, add, fp8_w8a8(c, w, gate_up, out, ldc), 0, 0);
 		return;
 	}
 	zp_dgemm g = dgemm(w, a, lda, m, out, ldc, add);
@@ -619,11 +623,11 @@ static void cu_gemm(zp_backend *b, const zp_gemm_op *op)
 	if (!op->m)
 		return;
 	if (op->epi != ZP_EPI_SWIGLU) {
-		any_gemm(c, op->w, op->a, op->lda, op->m, op->c, op->ldc, op->epi == ZP_EPI_ADD);
+		any_gemm(c, op->w, op->a, op->lda, op->m, op->c, op->ldc, op->epi == ZP_EPI_ADD, false);
 		return;
 	}
 	ZP_ASSERT((size_t)op->m * op->w->n <= c->tmp_floats);
-	any_gemm(c, op->w, op->a, op->lda, op->m, c->tmp, (size_t)op->w->n, false);
+	any_gemm(c, op->w, op->a, op->lda, op->m, c->tmp, (size_t)op->w->n, false, true);
 	swiglu(c, op->m, op->w->n, op->ncols, c->tmp, op->c, op->ldc);
 }
 
@@ -693,10 +697,11 @@ static bool v1_use(const char **said, const char *kind, const char *why)
 static void expert_fp8(cu_ctx *c, const zp_wmat *w, int e0, int e1, const int *offs, zp_view a,
 		       zp_view out, enum zp_epi epi, int ncols)
 {
-	fp8_scratch(c); /* exp_blk_ok with it */
-	bool sw = epi == ZP_EPI_SWIGLU, w8a8 = fp8_w8a8(c, &w[e0], true, sw);
+	bool sw = epi == ZP_EPI_SWIGLU;
 	int r0 = offs[0], rows = offs[e1 - e0] - r0;
 	size_t es = w[e0].type == ZP_W_BF16 ? 2 : 4, N = (size_t)w[e0].n, s_at = 0;
+	/* every expert's rows start at a multiple of the row stride: one check */
+	bool w8a8 = fp8_w8a8(c, &w[e0], sw, sw ? c->tmp : (float *)out.data, sw ? N : out.ld);
 	for (int e = e0; e < e1; e++) {
 		int r = offs[e - e0], m = offs[e - e0 + 1] - r;
 		if (!m)
@@ -1151,7 +1156,6 @@ static void fp8_scratch(cu_ctx *c)
 		wide = ZP_MAX(wide, (size_t)mats[i].rows * row_bytes(ZP_W_F32, mats[i].k));
 	for (int i = 0; i < 4; i++)
 		kmax = ZP_MAX(kmax, ks[i]);
-	c->exp_blk_ok = ZP_ALIGN_UP(o->moe_ffn, 16) % ZK_FP8_BLOCK == 0;
 	c->wide_bytes = ZP_MAX(wide, 64);
 	c->q8_bytes = (size_t)o->rows_max * ZP_ALIGN_UP(kmax, ZK_FP8_KALIGN);
 	/* each expert's scales start 16-byte aligned: 3 floats of slack each */
@@ -1159,10 +1163,8 @@ static void fp8_scratch(cu_ctx *c)
 	c->wide = own(c, c->wide_bytes);
 	c->q8 = own(c, c->q8_bytes);
 	c->q8s = own(c, c->q8s_floats * 4);
-	zp_log(ZP_LOG_INFO, "msg=\"FP8 scratch\" compute=%s blockscaled_matmul=%s experts_w8a8=%s "
-	       "scratch_mb=%.1f", c->fp8c == ZP_FP8_W8A8 ? "w8a8" : "w8a16",
-	       c->rt->fp8_blk ? "yes" : "no (not sm_90)",
-	       !o->experts ? "n/a" : c->exp_blk_ok ? "yes" : "down only (moe_ffn % 128)",
+	zp_log(ZP_LOG_INFO, "msg=\"FP8 scratch\" compute=%s blockscaled_matmul=%s scratch_mb=%.1f",
+	       c->fp8c == ZP_FP8_W8A8 ? "w8a8" : "w8a16", c->rt->fp8_blk ? "yes" : "no (not sm_90)",
 	       (c->wide_bytes + c->q8_bytes + c->q8s_floats * 4) / 1048576.0);
 }
 

@@ -3,9 +3,13 @@
    sim device (devrt_sim.c: every kernel by its host twin; a test device, in
    every build). Its weight layout (zp_cuda_wlayout) is row-major: zp_wmat.data
    = [n][kp], K padded to even with zeros; a SwiGLU gate_up matrix has its gate
-   rows [0, n/2) then its up rows, each half padded to 16 rows. A model loaded
+   rows [0, n/2) then its up rows, each half padded to 16 rows; an FP8 matrix
+   (weights.h ZP_WS_FP8) holds e4m3 codes [n][kp] (kp: K up to 16), its
+   per-row block scales and cuBLASLt's BLK128x128 tensor (backend_cuda.c),
+   computed W8A8 or W8A16 (zp_fp8_compute). A model loaded
    through that layout (its host copy) is uploaded byte for byte by
-   zp_backend_cuda_model; in the mirror a MoE layer's experts are one
+   zp_backend_cuda_model (matrices that are a checkpoint's file bytes read
+   from the file by GPUDirect Storage where it is: gds_load.h); in the mirror a MoE layer's experts are one
    contiguous array per matrix kind [E][n][kp] (the v1 kernels' contract,
    kernels/v1.h). One owner thread per instance (backend.h); the event ops from
    any thread. */

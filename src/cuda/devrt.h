@@ -1,6 +1,7 @@
 /* devrt.h -- the device runtime the CUDA backend (backend_cuda.c) is written
    over: memory, streams, events, kernel launches (kernels/zk_ops.h's
-   zk_launch) and GEMMs. Two implementations: devrt_cuda.c (the CUDA runtime,
+   zk_launch), GEMMs (bf16, f32, block-scaled FP8) and file reads into
+   device memory (GPUDirect Storage). Two implementations: devrt_cuda.c (the CUDA runtime,
    cuBLASLt and cuBLAS; built only where nvcc and the toolkit are) and
    devrt_sim.c (always built: host memory, a stream = an in-order queue run by
    its own thread, events = counters, each kernel run by its host twin over
