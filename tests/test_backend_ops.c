@@ -31,8 +31,11 @@ static zp_err dev_err;
 
 static zp_backend *dev_new(enum zp_device d, int threads)
 {
-	/* model shapes covering the FP8 GEMMs' matrices (its FP8 scratch) */
+	/* model shapes covering the FP8 GEMMs' matrices (its FP8 scratch);
+	   ZP_FP8_COMPUTE as zp_backend_device_new reads it */
+	const char *f8 = getenv("ZP_FP8_COMPUTE");
 	zp_cuda_opts o = { .dev = d, .threads = threads, .rows_max = 4096, .tmp_floats = 1 << 20,
+			   .fp8c = f8 && !strcmp(f8, "w8a16") ? ZP_FP8_W8A16 : ZP_FP8_W8A8,
 			   .hidden = 272, .qkv_rows = 272, .qd = 272, .ffn = 128, .moe_ffn = 128,
 			   .experts = 3 };
 	return zp_backend_cuda_new(&o, &dev_err);

@@ -170,6 +170,11 @@ row "test_kernels_v1: v1 kernels vs twins/refs" "$(verdict $rc)" "$(grep -c 'dev
 step "test_backend_ops (cpu vs $DEV)" 180 "$G/test_backend_ops"
 rc=$?
 row "test_backend_ops: cpu vs $DEV" "$(verdict $rc)" "$(grep '^test_backend_ops' "$LOG" | tail -n 1)"
+if [ "$DEV" = cuda ]; then # its FP8 GEMMs ran W8A8 (cuBLASLt's block-scaled call): now W8A16
+	step "test_backend_ops cuda, ZP_FP8_COMPUTE=w8a16" 180 env ZP_FP8_COMPUTE=w8a16 "$G/test_backend_ops" cuda
+	rc=$?
+	row "test_backend_ops: cuda FP8 as W8A16" "$(verdict $rc)" "$(grep '^test_backend_ops' "$LOG" | tail -n 1)"
+fi
 
 if [ "$DEV" = sim ]; then
 	step "test_golden --device sim" 150 "$G/test_golden" --device sim
