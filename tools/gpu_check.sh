@@ -251,7 +251,10 @@ for gf in tests/golden/*.jsonl; do
 		for dt in bf16 fp32; do
 			tol=$dt
 			[ "$mode" = w8a8 ] && tol=w8a8
-			step "golden $m $dt $mode on $DEV" 60 env ZP_FP8_COMPUTE="${mode#plain}" sh -c "\"$Z\" prefill --model tests/models/$m --device $DEV --parallel replicate --dtype $dt < \"$TMP/$m.req\" > \"$TMP/$m.$dt.$mode.out\""
+			fp8env=
+			[ "$mode" != plain ] && fp8env=ZP_FP8_COMPUTE=$mode
+			# shellcheck disable=SC2086 # fp8env: one word or none
+			step "golden $m $dt $mode on $DEV" 60 env $fp8env sh -c "\"$Z\" prefill --model tests/models/$m --device $DEV --parallel replicate --dtype $dt < \"$TMP/$m.req\" > \"$TMP/$m.$dt.$mode.out\""
 			rc=$?
 			if [ $rc -eq 0 ]; then
 				step "golden $m $dt $mode compare" 30 python3 "$TMP/compare.py" "$gf" "$TMP/$m.$dt.$mode.out" "$tol"

@@ -1419,7 +1419,7 @@ zp_backend *zp_backend_device_new(enum zp_device dev, int ordinal, int threads,
 	const char *fv = getenv("ZP_FP8_COMPUTE");
 	o.expert_v1 = ev && !strcmp(ev, "v1");
 	o.attn_v1 = av && !strcmp(av, "v1");
-	if (fv && strcmp(fv, "w8a8") && strcmp(fv, "w8a16")) {
+	if (fv && *fv && strcmp(fv, "w8a8") && strcmp(fv, "w8a16")) { /* empty: the default */
 		zp_errf(e, "ZP_FP8_COMPUTE=%s: w8a8 or w8a16", fv);
 		return NULL;
 	}

@@ -2,7 +2,10 @@
    in-order queue drained by its own thread; events count records reached;
    kernels run by their host twins (kernels/zk_ops.h) block by block on a
    thread pool, lane by lane inside a block, phase by phase where the kernel
-   syncs its lanes; GEMMs by the twin zk_gemm_dot (gemm.c's plain-C order).
+   syncs its lanes; GEMMs by the twin zk_gemm_dot (gemm.c's plain-C order),
+   the block-scaled FP8 matmul by zk_fp8_gemm_dot (zk_fp8.h), each refused
+   first where blas_contract.h says the library would; GPUDirect Storage's
+   file reads by pread under cuFile's O_DIRECT rule.
    A failed call (a contract refusal, an injected fault) is the runtime's
    sticky error (devrt.h): queued copies, launches and GEMMs are then skipped,
    records and waits still run (so no waiter hangs).
