@@ -10,9 +10,9 @@
 # that needs no silicon on the sim device (the CUDA backend's host path, its
 # kernels' host twins) with the ordinary build ($BUILD or build/, $ZPREFILL
 # or ./zprefill) at the
-# small test models, in under 4 minutes; steps that need a GPU are SKIP rows.
+# small test models, in under 5 minutes; steps that need a GPU are SKIP rows.
 # Every step has its own timeout and the whole run a budget
-# (GPU_CHECK_BUDGET_S, default 400 s on cuda, 220 s on sim): a hang costs its
+# (GPU_CHECK_BUDGET_S, default 400 s on cuda, 280 s on sim): a hang costs its
 # step only, and steps past the budget are listed as skipped. Correctness
 # first, benchmarks last, so a short budget loses timings, not verdicts.
 # Writes four files under OUTDIR:
@@ -76,7 +76,7 @@ trap 'rm -rf "$TMP" "$ROWS"' EXIT
 if [ "$DEV" = sim ]; then
 	G=${BUILD:-build}
 	Z=${ZPREFILL:-./zprefill}
-	BUDGET=${GPU_CHECK_BUDGET_S:-220}
+	BUDGET=${GPU_CHECK_BUDGET_S:-280}
 else
 	G=build/gpu
 	Z=$G/zprefill
@@ -522,17 +522,17 @@ gds_load() {
 [ -n "$L235" ] || L235=1
 bench "30B-A3B 48L 16K (4x4096) v1" tests/models/qwen3-30b-a3b-config 4096 4 v1
 bench "30B-A3B 48L 16K (4x4096) v0" tests/models/qwen3-30b-a3b-config 4096 4 v0
-bench "235B-A22B ${L235}L 16K (4x4096) v1" "$TMP/q235" 4096 4 v1
-bench "30B-A3B 48L 4K (1x4096) v1" tests/models/qwen3-30b-a3b-config 4096 1 v1
-bench "235B-A22B ${L235}L 4K (1x4096) v1" "$TMP/q235" 4096 1 v1
-bench "30B-A3B 48L 16K (1x16384) v1" tests/models/qwen3-30b-a3b-config 16384 1 v1
 # FP8 (W8A8: per-expert block-scaled cuBLASLt matmuls, as v0's bf16 experts)
 bench "30B-A3B 48L 16K (4x4096) fp8 w8a8" tests/models/qwen3-30b-a3b-config 4096 4 v0 fp8
 fp8_vs "30B-A3B 16K: fp8 w8a8 / bf16 v0" "30B-A3B 48L 16K (4x4096) fp8 w8a8" "30B-A3B 48L 16K (4x4096) v0"
+bench "235B-A22B ${L235}L 16K (4x4096) v1" "$TMP/q235" 4096 4 v1
 bench "235B-A22B ${L235}L 16K (4x4096) fp8 w8a8" "$TMP/q235" 4096 4 v0 fp8
 bench "235B-A22B ${L235}L 16K (4x4096) v0" "$TMP/q235" 4096 4 v0
 fp8_vs "235B-A22B 16K: fp8 w8a8 / bf16 v0" "235B-A22B ${L235}L 16K (4x4096) fp8 w8a8" "235B-A22B ${L235}L 16K (4x4096) v0"
 gds_load
+bench "30B-A3B 48L 4K (1x4096) v1" tests/models/qwen3-30b-a3b-config 4096 1 v1
+bench "235B-A22B ${L235}L 4K (1x4096) v1" "$TMP/q235" 4096 1 v1
+bench "30B-A3B 48L 16K (1x16384) v1" tests/models/qwen3-30b-a3b-config 16384 1 v1
 
 }
 if [ "$DEV" = sim ]; then
