@@ -165,6 +165,9 @@ run: $(BIN)
 $(BUILD)/bench_gemm: tools/bench_gemm.c $(BUILD)/libzp.a
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libzp.a -ldnnl $(LDLIBS)
 
+$(BUILD)/bench_fp8: tools/bench_fp8.c $(BUILD)/libzp.a
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libzp.a $(LDLIBS)
+
 $(BUILD)/loadgen: tools/loadgen.c $(BUILD)/libzp.a
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libzp.a $(LDLIBS)
 

@@ -41,6 +41,31 @@ static void format_checks(void)
 	CHECK(zp_f32_to_fp8(0x1p-10f) == 0x00 && zp_f32_to_fp8(0x1.8p-10f) == 0x01,
 	      "subnormal rounding");
 	CHECK(zp_f32_to_fp8(0x1.ep-7f) == 0x08, "rounds up into the first normal");
+	/* against a search over every code: nearest, ties to the even code; values
+	   at random magnitudes and every midpoint between neighbours */
+	for (int i = 0; i < 300000; i++) {
+		float v;
+		if (i < 254) { /* midpoints of neighbouring positive codes */
+			int c = i % 126;
+			v = (zp_fp8_to_f32((uint8_t)c) + zp_fp8_to_f32((uint8_t)(c + 1))) / 2;
+			v = i >= 126 ? -v : v;
+		} else {
+			v = ldexpf(check_frand(-1.0f, 1.0f), (int)check_frand(-14.0f, 10.0f));
+		}
+		int best = -1;
+		double bd = INFINITY;
+		for (int c = 0; c < 256; c++) {
+			if ((c & 0x7f) == 0x7f || (c & 0x80) != (signbit(v) ? 0x80 : 0))
+				continue;
+			double d = fabs((double)zp_fp8_to_f32((uint8_t)c) - fmin(fabs(v), 448.0) *
+					(signbit(v) ? -1 : 1));
+			if (d < bd || (d == bd && !(c & 1))) {
+				bd = d;
+				best = c;
+			}
+		}
+		CHECK(zp_f32_to_fp8(v) == best, "%a -> %#x, nearest %#x", v, zp_f32_to_fp8(v), best);
+	}
 	/* block quantisation: the block's largest magnitude maps to 448 */
 	float x[3][200];
 	const void *rows[3] = { x[0], x[1], x[2] };

@@ -538,6 +538,10 @@ static int run(int argc, char **argv)
 		fprintf(stderr, "zprefill bench: --tokens x --seqs over %d\n", ZP_BATCH_TOKENS_LIMIT);
 		goto out;
 	}
+	if (zp_serve_cfg_check_fp8(&c, &e)) {
+		fprintf(stderr, "zprefill %s: %s\n", argv[1], e.msg);
+		goto out;
+	}
 	int lthreads = zp_serve_cfg_threads(&c) * c.executors;
 	const zp_wlayout *lay = zp_device_layout((enum zp_device)c.device);
 	zp_load_opts lo = zp_load_opts_of(c.dtype, c.random_weights);

@@ -79,13 +79,21 @@ static int panel_count(const zp_wmat *w)
 
 /* Row j of an FP8 source: its codes k pairs interleaved as bf16's are, and
    its block scales at [p][b][col]. */
+/* Where element x (0..63, the bf16 panel's order) of a k pair's 64 codes is
+   stored: the order in which the widening's byte lookups and in-lane byte
+   interleaves (fp8_widen_vbmi) give elements 0..31, then 32..63. */
+static int fp8_slot(int x)
+{
+	return 16 * (x % 32 / 8) + 8 * (x / 32) + x % 8;
+}
+
 static void fp8_pack_row(zp_wmat *w, int j, const uint8_t *r, const float *sc)
 {
 	int p = j / ZP_GEMM_NR, col = j % ZP_GEMM_NR, kb = kblocks(w->k);
-	uint8_t *d = (uint8_t *)w->data + (size_t)p * w->kp * ZP_GEMM_NR + 2 * col;
+	uint8_t *d = (uint8_t *)w->data + (size_t)p * w->kp * ZP_GEMM_NR;
 	float *s = (float *)((char *)w->data + w->scale_off) + (size_t)p * kb * ZP_GEMM_NR + col;
 	for (int i = 0; i < w->k; i++)
-		d[(size_t)(i / 2) * ZP_GEMM_NR * 2 + i % 2] = r[i];
+		d[(size_t)(i / 2) * ZP_GEMM_NR * 2 + fp8_slot(2 * col + i % 2)] = r[i];
 	for (int b = 0; b < kb; b++)
 		s[(size_t)b * ZP_GEMM_NR] = sc[b];
 }
@@ -473,48 +481,60 @@ void zp_gemm_amx_32x32(const uint16_t *a, size_t lda, const uint16_t *panel, int
 
 static uint16_t fp8_lut[256]; /* e4m3 code -> bf16 bits (exact) */
 static pthread_once_t fp8_once = PTHREAD_ONCE_INIT;
+static int fp8_vbmi; /* the CPU has AVX512-VBMI (set once, with the table) */
 
 static void fp8_lut_init(void)
 {
+	fp8_vbmi = __builtin_cpu_supports("avx512vbmi") && zp_cpu_avx512();
 	for (int c = 0; c < 256; c++)
 		fp8_lut[c] = (c & 0x7f) == 0x7f ? 0 : zp_fp8_to_bf16((uint8_t)c);
 }
 
-/* The twin: codes -> bf16 by the table. */
+/* The twin: a k pair's 64 codes (fp8_slot order) -> bf16 by the table. */
 static void fp8_widen_ref(const uint8_t *codes, size_t n, uint16_t *out)
 {
-	for (size_t i = 0; i < n; i++)
-		out[i] = fp8_lut[codes[i]];
+	ZP_ASSERT(n % 64 == 0);
+	for (size_t g = 0; g < n; g += 64)
+		for (int x = 0; x < 64; x++)
+			out[g + (size_t)x] = fp8_lut[codes[g + (size_t)fp8_slot(x)]];
 }
 
-/* 32 codes a step: a normal code's magnitude bits shifted 4 are the bf16
-   exponent and mantissa fields less the bias difference (120 << 7 = 0x3c00);
-   the 8 magnitudes below the first normal (zero and subnormals, m * 2^-9)
-   come from a table. Gives the table's bits exactly (test_gemm). */
-ZP_AVX512 static void fp8_widen_avx512(const uint8_t *codes, size_t n, uint16_t *out)
+/* 64 codes a step: two 128-entry byte lookups (vpermi2b reads the low 7 bits:
+   the magnitude) give each bf16's high and low byte, the sign bit goes into
+   the high byte, and in-lane byte interleaves make the 16-bit values: the
+   slot order the codes are packed in comes out as elements 0..63. Gives the
+   table's bits exactly (test_gemm_fp8 compares it with the twin). */
+#define VBMI __attribute__((target("avx512f,avx512bw,avx512vbmi")))
+VBMI static void fp8_widen_vbmi(const uint8_t *codes, size_t n, uint16_t *out)
 {
-	_Alignas(64) uint16_t sub[32] = { 0 };
-	for (int m = 0; m < 8; m++)
-		sub[m] = fp8_lut[m];
-	__m512i tab = _mm512_load_si512(sub), m7f = _mm512_set1_epi16(0x7f);
-	__m512i m80 = _mm512_set1_epi16(0x80), bias = _mm512_set1_epi16(0x3c00);
-	__m512i eight = _mm512_set1_epi16(8);
-	size_t i = 0;
-	for (; i + 32 <= n; i += 32) {
-		__m512i x = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(codes + i)));
-		__m512i mag = _mm512_and_si512(x, m7f);
-		__m512i r = _mm512_add_epi16(_mm512_slli_epi16(mag, 4), bias);
-		r = _mm512_mask_permutexvar_epi16(r, _mm512_cmplt_epu16_mask(mag, eight), mag, tab);
-		r = _mm512_or_si512(r, _mm512_slli_epi16(_mm512_and_si512(x, m80), 8));
-		_mm512_storeu_si512(out + i, r);
+	_Alignas(64) uint8_t hi[128], lo[128];
+	for (int m = 0; m < 128; m++) {
+		hi[m] = (uint8_t)(fp8_lut[m] >> 8);
+		lo[m] = (uint8_t)fp8_lut[m];
 	}
-	fp8_widen_ref(codes + i, n - i, out + i);
+	__m512i h0 = _mm512_load_si512(hi), h1 = _mm512_load_si512(hi + 64);
+	__m512i l0 = _mm512_load_si512(lo), l1 = _mm512_load_si512(lo + 64);
+	__m512i sign = _mm512_set1_epi8((char)0x80);
+	for (size_t i = 0; i < n; i += 64) {
+		__m512i c = _mm512_loadu_si512(codes + i);
+		__m512i h = _mm512_permutex2var_epi8(h0, c, h1);
+		__m512i l = _mm512_permutex2var_epi8(l0, c, l1);
+		h = _mm512_ternarylogic_epi32(h, c, sign, 0xf8); /* h | (c & 0x80) */
+		_mm512_storeu_si512(out + i, _mm512_unpacklo_epi8(l, h));
+		_mm512_storeu_si512(out + i + 32, _mm512_unpackhi_epi8(l, h));
+	}
+}
+
+static int have_vbmi(void)
+{
+	return fp8_vbmi && !force_ref;
 }
 
 static void fp8_widen(const uint8_t *codes, size_t n, uint16_t *out)
 {
-	if (have_avx512())
-		fp8_widen_avx512(codes, n, out);
+	ZP_ASSERT(n % 64 == 0);
+	if (have_vbmi())
+		fp8_widen_vbmi(codes, n, out);
 	else
 		fp8_widen_ref(codes, n, out);
 }
@@ -564,56 +584,177 @@ static void fp8_block(const zp_gemm_op *op, const void *wb, int m0, int mr, int 
 	}
 }
 
-/* tile[mr][32] += part[mr][32] * s[32]: one fmaf an element, whatever the path */
+/* tile[mr][32] += part[mr][32] * s[32]: one fma an element, whatever the path
+   (the AVX512 loop and the plain one give the same bits) */
+ZP_AVX512 static void scale_acc_avx512(float *tile, const float *part, int mr, const float *s)
+{
+	__m512 s0 = _mm512_loadu_ps(s), s1 = _mm512_loadu_ps(s + 16);
+	for (int i = 0; i < mr; i++) {
+		float *t = tile + i * ZP_GEMM_NR;
+		const float *p = part + i * ZP_GEMM_NR;
+		_mm512_storeu_ps(t, _mm512_fmadd_ps(_mm512_loadu_ps(p), s0, _mm512_loadu_ps(t)));
+		_mm512_storeu_ps(t + 16,
+				 _mm512_fmadd_ps(_mm512_loadu_ps(p + 16), s1, _mm512_loadu_ps(t + 16)));
+	}
+}
+
 static void scale_acc(float *tile, const float *part, int mr, const float *s)
 {
+	if (zp_cpu_avx512()) { /* not switched by zp_gemm_force_ref: the same bits */
+		scale_acc_avx512(tile, part, mr, s);
+		return;
+	}
 	for (int i = 0; i < mr; i++)
 		for (int j = 0; j < ZP_GEMM_NR; j++)
 			tile[i * ZP_GEMM_NR + j] =
 				fmaf(part[i * ZP_GEMM_NR + j], s[j], tile[i * ZP_GEMM_NR + j]);
 }
 
-/* Rows r0..r1 (<= ROWS_TASK_FP8) of panel p of an FP8 matrix (gemm.h). */
-static void fp8_task(const zp_gemm_op *op, int p, int r0, int r1)
+/* FP8 on AMX: 16-row blocks, two in flight. Block i's products go to C tiles
+   (0, 1) with A tile 4, or (2, 3) with A tile 5, by parity, and block i - 1
+   is stored and scaled after block i's products are issued: its store waits
+   on its last product while block i's run. (One 32-row block in all four C
+   tiles drains the tile pipeline at the end of every 128 k: 1.5x slower.) */
+AMX static void amx_fp8_config(int rows)
+{
+	_Alignas(64) struct amx_cfg cfg;
+	memset(&cfg, 0, sizeof cfg);
+	cfg.palette = 1;
+	for (int t = 0; t < 8; t++) {
+		cfg.colsb[t] = 64;
+		cfg.rows[t] = t >= 6 ? 16 : (uint8_t)rows;
+	}
+	__asm__ __volatile__("" : : "r"(&cfg) : "memory"); /* as amx_config */
+	_tile_loadconfig(&cfg);
+}
+
+#define AMX_FP8_ISSUE(name, c0, c1, at)                                                     \
+	AMX static void name(const uint16_t *a, size_t lda, const uint16_t *w, int klen)    \
+	{                                                                                   \
+		_tile_zero(c0);                                                             \
+		_tile_zero(c1);                                                             \
+		for (int k = 0; k < klen; k += 32) {                                        \
+			_tile_loadd(at, a + k, lda * 2);                                    \
+			_tile_loadd(6, w + (size_t)(k / 2) * 64, 128);                      \
+			_tile_loadd(7, w + (size_t)(k / 2) * 64 + 32, 128);                 \
+			_tile_dpbf16ps(c0, at, 6);                                          \
+			_tile_dpbf16ps(c1, at, 7);                                          \
+		}                                                                           \
+	}
+AMX_FP8_ISSUE(amx_fp8_issue0, 0, 1, 4)
+AMX_FP8_ISSUE(amx_fp8_issue1, 2, 3, 5)
+#undef AMX_FP8_ISSUE
+
+AMX static void amx_fp8_store(int pair, float *part)
+{
+	if (pair) {
+		_tile_stored(2, part, ZP_GEMM_NR * 4);
+		_tile_stored(3, part + 16, ZP_GEMM_NR * 4);
+	} else {
+		_tile_stored(0, part, ZP_GEMM_NR * 4);
+		_tile_stored(1, part + 16, ZP_GEMM_NR * 4);
+	}
+}
+
+/* k blocks [b0, b1) (widened in wb, block b0 first) of rows r0..r1 into tile
+   (row r0 first), in blocks of `rows` (the tile configuration's: 16, or the
+   tail's). Consecutive k blocks of a row block alternate between the C tile
+   pairs: block b's products run while block b - 1 is stored and scaled. */
+static void amx_fp8_pass(const zp_gemm_op *op, const uint16_t *wb, int b0, int b1, int r0,
+			 int r1, int rows, const float *sc, float *tile)
+{
+	_Alignas(64) float part[2][16 * ZP_GEMM_NR];
+	int kp = op->w->kp;
+	for (int m0 = r0; m0 < r1; m0 += rows) {
+		const uint16_t *a = (const uint16_t *)op->a + (size_t)m0 * op->lda;
+		float *t = tile + (size_t)(m0 - r0) * ZP_GEMM_NR;
+		ZP_ASSERT(m0 + rows <= r1);
+		for (int b = b0; b <= b1; b++) {
+			int pair = b % 2, k0 = b * ZP_FP8_BLOCK;
+			if (b < b1) {
+				const uint16_t *w = wb + (size_t)(b - b0) * ZP_FP8_BLOCK * ZP_GEMM_NR;
+				int klen = ZP_MIN(ZP_FP8_BLOCK, kp - k0);
+				if (pair)
+					amx_fp8_issue1(a + k0, op->lda, w, klen);
+				else
+					amx_fp8_issue0(a + k0, op->lda, w, klen);
+			}
+			if (b > b0) {
+				amx_fp8_store(!pair, part[!pair]);
+				scale_acc(t, part[!pair], rows, sc + (size_t)(b - 1) * ZP_GEMM_NR);
+			}
+		}
+	}
+}
+
+/* FP8 on AMX: k blocks AMX_CHUNK at a time are widened once and swept by
+   every row block of the task. */
+#define AMX_CHUNK 8
+
+static void amx_fp8_sweep(const zp_gemm_op *op, const uint8_t *codes, const float *sc, int r0,
+			  int r1, int rows, float *tile)
+{
+	_Alignas(64) uint16_t wb[AMX_CHUNK * ZP_FP8_BLOCK * ZP_GEMM_NR];
+	int kp = op->w->kp, nb = (kp + ZP_FP8_BLOCK - 1) / ZP_FP8_BLOCK;
+	for (int b0 = 0; b0 < nb; b0 += AMX_CHUNK) {
+		int b1 = ZP_MIN(nb, b0 + AMX_CHUNK), k0 = b0 * ZP_FP8_BLOCK;
+		int k1 = ZP_MIN(kp, b1 * ZP_FP8_BLOCK);
+		fp8_widen(codes + (size_t)k0 * ZP_GEMM_NR, (size_t)(k1 - k0) * ZP_GEMM_NR, wb);
+		amx_fp8_pass(op, wb, b0, b1, r0, r1, rows, sc, tile);
+	}
+}
+
+/* Every k block of rows r0..r1 into tile (row r0 first), off AMX: widen the
+   block's codes, compute it from zero per MR rows, add it scaled. */
+static void fp8_sweep(const zp_gemm_op *op, const uint8_t *codes, const float *sc, int r0, int r1,
+		      float *tile)
 {
 	const zp_wmat *w = op->w;
-	int kb = kblocks(w->k), rows = r1 - r0, cfg_rows = -1;
-	const uint8_t *codes = (const uint8_t *)w->data + (size_t)p * w->kp * ZP_GEMM_NR;
-	const float *sc = (const float *)((const char *)w->data + w->scale_off) +
-			  (size_t)p * kb * ZP_GEMM_NR;
-	bool amx = w->type == ZP_W_BF16 && w->kp % 32 == 0 && have_amx();
-	int step = amx ? 32 : MR;
-	_Alignas(64) float tile[ROWS_TASK_FP8 * ZP_GEMM_NR];
-	_Alignas(64) float part[32 * ZP_GEMM_NR];
+	_Alignas(64) float part[MR * ZP_GEMM_NR];
 	_Alignas(64) uint16_t wb[ZP_FP8_BLOCK * ZP_GEMM_NR];
 	_Alignas(64) float wf[ZP_FP8_BLOCK * ZP_GEMM_NR];
 
-	ZP_ASSERT(rows > 0 && rows <= ROWS_TASK_FP8);
-	memset(tile, 0, (size_t)rows * ZP_GEMM_NR * sizeof *tile);
-	for (int b = 0; b < kb; b++) {
+	for (int b = 0; b * ZP_FP8_BLOCK < w->kp; b++) {
 		int k0 = b * ZP_FP8_BLOCK, klen = ZP_MIN(ZP_FP8_BLOCK, w->kp - k0);
+		const float *s = sc + (size_t)b * ZP_GEMM_NR;
 		fp8_widen(codes + (size_t)k0 * ZP_GEMM_NR, (size_t)klen * ZP_GEMM_NR, wb);
 		if (w->type == ZP_W_F32)
 			pairs_to_f32(wb, klen, wf);
-		for (int m0 = r0; m0 < r1; m0 += step) {
-			int mr = ZP_MIN(step, r1 - m0);
-			if (amx) {
-				const uint16_t *a = (const uint16_t *)op->a + (size_t)m0 * op->lda + k0;
-				if (mr != cfg_rows) {
-					amx_config(ZP_MIN(mr, 16), mr > 16 ? mr - 16 : 0);
-					cfg_rows = mr;
-				}
-				if (mr > 16)
-					amx_block32(a, op->lda, wb, klen, part, ZP_GEMM_NR);
-				else
-					amx_block16(a, op->lda, wb, klen, part, ZP_GEMM_NR);
-			} else {
-				fp8_block(op, w->type == ZP_W_F32 ? (const void *)wf : wb, m0, mr, k0,
-					  klen, part);
-			}
-			scale_acc(tile + (size_t)(m0 - r0) * ZP_GEMM_NR, part, mr,
-				  sc + (size_t)b * ZP_GEMM_NR);
+		for (int m0 = r0; m0 < r1; m0 += MR) {
+			int mr = ZP_MIN(MR, r1 - m0);
+			fp8_block(op, w->type == ZP_W_F32 ? (const void *)wf : wb, m0, mr, k0, klen,
+				  part);
+			scale_acc(tile + (size_t)(m0 - r0) * ZP_GEMM_NR, part, mr, s);
 		}
+	}
+}
+
+/* Rows r0..r1 (<= ROWS_TASK_FP8) of panel p of an FP8 matrix (gemm.h). On
+   AMX the rows past the last whole 16 take a second sweep (their own tile
+   shapes: a tile configuration per sweep, not per block). */
+static void fp8_task(const zp_gemm_op *op, int p, int r0, int r1)
+{
+	const zp_wmat *w = op->w;
+	int rows = r1 - r0, full = r0 + rows / 16 * 16;
+	const uint8_t *codes = (const uint8_t *)w->data + (size_t)p * w->kp * ZP_GEMM_NR;
+	const float *sc = (const float *)((const char *)w->data + w->scale_off) +
+			  (size_t)p * kblocks(w->k) * ZP_GEMM_NR;
+	_Alignas(64) float tile[ROWS_TASK_FP8 * ZP_GEMM_NR];
+
+	ZP_ASSERT(rows > 0 && rows <= ROWS_TASK_FP8);
+	memset(tile, 0, (size_t)rows * ZP_GEMM_NR * sizeof *tile);
+	if (w->type == ZP_W_BF16 && w->kp % 32 == 0 && have_amx()) {
+		if (full > r0) {
+			amx_fp8_config(16);
+			amx_fp8_sweep(op, codes, sc, r0, full, 16, tile);
+		}
+		if (r1 > full) {
+			amx_fp8_config(r1 - full);
+			amx_fp8_sweep(op, codes, sc, full, r1, r1 - full,
+				      tile + (size_t)(full - r0) * ZP_GEMM_NR);
+		}
+	} else {
+		fp8_sweep(op, codes, sc, r0, r1, tile);
 	}
 	for (int m0 = r0; m0 < r1; m0 += MR)
 		epilogue(op, p, m0, ZP_MIN(MR, r1 - m0), tile + (m0 - r0) * ZP_GEMM_NR);

@@ -25,15 +25,19 @@
    16 up rows of the same columns (ZP_EPI_SWIGLU's operand). */
 extern const zp_wlayout zp_cpu_wlayout;
 
-/* FP8 (weights.h ZP_WS_FP8) in this layout: the codes in the bf16 panel
-   order, one byte an element ([P][kp/2][32][2] u8: same index as the bf16
-   panel's), then at data + scale_off one f32 scale per packed row and
-   128-wide k block ([P][ceil(k/128)][32]: a row's own block scale, so
-   stacked and SWIGLU rows need no shared blocks). 1/32 byte an element more
-   than the codes. The GEMM widens the codes of one k block (exactly: every
-   e4m3 value is a bf16 value) into the compute type's panel, runs that
-   type's kernel over the block from zero, and adds partial x scale to the
-   f32 accumulators (one fmaf per element per block, in k order). */
+/* FP8 (weights.h ZP_WS_FP8) in this layout: the codes by the bf16 panel's
+   k pairs, one byte an element ([P][kp/2][64] u8), each pair's 64 codes in
+   the slot order of the widening (gemm.c fp8_slot: two byte lookups and the
+   in-lane interleaves of AVX512-VBMI give the bf16 pairs in panel order);
+   then at data + scale_off one f32 scale per packed row and 128-wide k block
+   ([P][ceil(k/128)][32]: a row's own block scale, so stacked and SWIGLU
+   rows need no shared blocks): 1/32 byte an element more than the codes.
+   The GEMM widens a k block's codes exactly (every e4m3 value is a bf16
+   value) into the compute type's panel, runs that type's kernel over the
+   block from zero and adds partial x scale to the f32 accumulators (one fma
+   per element per block, in k order). On AMX, 8 k blocks are widened at a
+   time and 16-row blocks alternate C tile pairs between k blocks (the store
+   and scaling of one overlap the next's products). 256 rows a task. */
 
 /* The panel packing itself, rows as they come (the layout's PLAIN kind). */
 size_t zp_wmat_bytes(enum zp_wtype type, enum zp_wstore store, int n, int k);

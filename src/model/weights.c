@@ -23,20 +23,25 @@ uint16_t zp_fp8_to_bf16(uint8_t code)
 	return zp_f32_to_bf16(zp_fp8_to_f32(code));
 }
 
+/* Bit arithmetic (this runs for every weight of a checkpoint quantised at
+   load): a normal result rounds the f32 mantissa to 3 bits to nearest even
+   (a carry moves into the exponent, as it should), then rebiases 127 -> 7;
+   below 2^-6 the result counts steps of 2^-9, rounded by the float adder. */
 uint8_t zp_f32_to_fp8(float v)
 {
+	uint32_t u;
+	float a = fabsf(v);
 	uint8_t sign = signbit(v) ? 0x80 : 0;
-	float a = fminf(fabsf(v), ZP_FP8_MAX);
-	int ex, m;
-	if (a < 0x1p-6f) /* subnormal: steps of 2^-9; 8 steps is the first normal */
-		return sign | (uint8_t)nearbyintf(a * 512.0f);
-	frexpf(a, &ex); /* a in [2^(ex-1), 2^ex) */
-	m = (int)nearbyintf((ldexpf(a, 1 - ex) - 1.0f) * 8.0f);
-	if (m == 8) {
-		m = 0;
-		ex++;
+	if (a > ZP_FP8_MAX)
+		a = ZP_FP8_MAX;
+	if (a < 0x1p-6f) {
+		float f = a * 512.0f + 0x1p23f; /* exact scaling; the add rounds to even */
+		memcpy(&u, &f, 4);
+		return sign | (uint8_t)(u - 0x4b000000u);
 	}
-	return sign | (uint8_t)(((ex - 1 + 7) << 3) | m);
+	memcpy(&u, &a, 4);
+	u += 0x7ffffu + ((u >> 20) & 1);
+	return sign | (uint8_t)((u >> 20) - ((127 - 7) << 3));
 }
 
 static float elem(const void *row, int dt, int i)
@@ -80,14 +85,19 @@ void zp_fp8_quantize(const void *const *rows, int nr, int k, int src_dt, uint8_t
 	ZP_ASSERT(nr > 0 && nr <= ZP_FP8_BLOCK);
 	for (int c0 = 0, b = 0; c0 < k; c0 += ZP_FP8_BLOCK, b++) {
 		int c1 = ZP_MIN(k, c0 + ZP_FP8_BLOCK);
-		float amax = 0.0f;
+		float amax = 0.0f, x;
 		for (int r = 0; r < nr; r++)
-			for (int c = c0; c < c1; c++)
-				amax = fmaxf(amax, fabsf(elem(rows[r], src_dt, c)));
+			for (int c = c0; c < c1; c++) {
+				x = fabsf(src_dt == ZP_DT_F32 ? ((const float *)rows[r])[c]
+							       : elem(rows[r], src_dt, c));
+				amax = x > amax ? x : amax;
+			}
 		scale[b] = amax > 0.0f ? amax / ZP_FP8_MAX : 1.0f;
 		for (int r = 0; r < nr; r++)
-			for (int c = c0; c < c1; c++)
-				codes[(size_t)r * k + c] =
-					zp_f32_to_fp8(elem(rows[r], src_dt, c) / scale[b]);
+			for (int c = c0; c < c1; c++) {
+				x = src_dt == ZP_DT_F32 ? ((const float *)rows[r])[c]
+							: elem(rows[r], src_dt, c);
+				codes[(size_t)r * k + c] = zp_f32_to_fp8(x / scale[b]);
+			}
 	}
 }

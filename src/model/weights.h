@@ -38,6 +38,12 @@ enum zp_wtype { ZP_W_F32, ZP_W_BF16 };
 enum zp_wstore { ZP_WS_PLAIN, ZP_WS_FP8 };
 
 #define ZP_FP8_BLOCK 128	/* block size of FP8 scales, rows and columns */
+
+/* How a backend multiplies by FP8 weights (--fp8-compute). W8A16: the
+   weights widened, the activations as they are (bf16 or f32; the cpu's only
+   mode). W8A8: the activations quantised too, per token per 128 columns
+   with dynamic scales (FP8 tensor cores; the cuda backend's, to come). */
+enum zp_fp8_compute { ZP_FP8_W8A16, ZP_FP8_W8A8 };
 #define ZP_FP8_MAX 448.0f	/* largest e4m3fn magnitude */
 
 /* What a matrix's rows are for. PLAIN: an [n, k] matrix. SWIGLU: the gate
@@ -53,9 +59,10 @@ enum zp_wkind { ZP_WK_PLAIN, ZP_WK_SWIGLU };
    (64-byte aligned): a copy of the layout's bytes() from data (an AsyncEP
    gather, an offload prefetch) moves codes and scales together, and a moved
    matrix is the same zp_wmat with data changed. The arrangement of both is
-   the layout's own: cpu/ keeps the codes in its bf16 panel order (one byte
-   per element: [P][kp/2][32][2]) and one scale per packed row and k block
-   ([P][ceil(k/128)][32] f32); see gemm.h. */
+   the layout's own: cpu/ keeps the codes in its bf16 panels' k pairs (one
+   byte per element, [P][kp/2][64], each pair's 64 in its widening's order)
+   and one scale per packed row and k block ([P][ceil(k/128)][32] f32); see
+   gemm.h. */
 typedef struct {
 	enum zp_wtype type;	/* compute type (A operand) */
 	enum zp_wstore store;	/* how data holds the values */

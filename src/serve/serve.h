@@ -45,6 +45,7 @@ typedef struct {
 	char *model;			/* model directory */
 	char *model_name;		/* as /v1/models reports it */
 	int dtype;			/* --dtype: enum zp_dtype_arg (model.h) */
+	int fp8_compute;		/* enum zp_fp8_compute (weights.h) */
 	long random_weights;		/* seed: every weight made (random_fill.h) from
 					   model's config.json alone; -1: the checkpoint */
 	int executors;
@@ -101,6 +102,10 @@ int zp_serve_cfg_seq_tokens(zp_serve_cfg *c, int max_positions, zp_err *e);
    lives there (cpu, sim; a GPU's is checked when its pool is made): a start
    error rather than an abort on the executor thread. 0, or -1 with e set. */
 int zp_serve_cfg_check_kv(const zp_serve_cfg *c, zp_err *e);
+/* --fp8-compute against the device: w8a16 everywhere; w8a8 nowhere yet (the
+   cpu computes FP8 weights w8a16 only; the cuda backend's FP8 is to come).
+   0, or -1 with e saying so. */
+int zp_serve_cfg_check_fp8(const zp_serve_cfg *c, zp_err *e);
 
 /* What runs, said once: "parallel=replicate configured=asyncep why=\"...\""
    when the engine ran another placement than the one configured (one

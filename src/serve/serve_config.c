@@ -47,6 +47,19 @@ static const char *dtype_spell(int v)
 												 : NULL;
 }
 
+static int fp8_compute_parse(const char *v, int *out)
+{
+	if (strcmp(v, "w8a16") && strcmp(v, "w8a8"))
+		return -1;
+	*out = strcmp(v, "w8a8") ? ZP_FP8_W8A16 : ZP_FP8_W8A8;
+	return 0;
+}
+
+static const char *fp8_compute_spell(int v)
+{
+	return v == ZP_FP8_W8A16 ? "w8a16" : v == ZP_FP8_W8A8 ? "w8a8" : NULL;
+}
+
 static int parallel_parse(const char *v, int *out)
 {
 	enum zp_parallel p;
@@ -201,6 +214,7 @@ static const zp_opt keys[] = {
 	{ "engine", "model", "model", ALL, ZP_CMD_PREFILL | ZP_CMD_BENCH, TEXT(STR, NULL), F(model), .help = "model directory" },
 	{ "engine", "model_name", NULL, 0, 0, TEXT(STR, NULL), F(model_name), .help = "name /v1/models reports" },
 	{ "engine", "dtype", "dtype", ALL, 0, ENUM(dtype, ZP_DTYPE_BF16, "bf16, fp32 or fp8"), F(dtype), .help = "compute: bf16 or fp32 (an fp8 checkpoint's FP8 weights stay FP8); fp8: bf16 over FP8 weights, a bf16 checkpoint quantised at load (128x128 blocks)" },
+	{ "engine", "fp8_compute", "fp8-compute", ALL, 0, ENUM(fp8_compute, ZP_FP8_W8A16, "w8a16 or w8a8"), F(fp8_compute), .help = "FP8 weights: w8a16 (widened; activations as --dtype) or w8a8 (activations quantised too: not on the cpu)" },
 	{ "engine", "random_weights", "random-weights", ALL, 0, NUM(LONG, -1, LONG_MAX, -1), F(random_weights), .help = "make every weight from this seed, for benchmarks on a config-only model directory (-1: read the checkpoint)" },
 	{ "engine", "executors", "executors", ALL, 0, NUM(INT, 1, ZP_EXECUTORS_MAX, 1), F(executors), .help = "executor threads (devices)" },
 	{ "engine", "threads_per_executor", "threads", ALL, 0, NUM(INT, 0, ZP_THREADS_MAX, 0), F(threads_per_executor), .help = "cores per executor (0: the cores shared)" },
@@ -316,6 +330,17 @@ int zp_serve_cfg_check_kv(const zp_serve_cfg *c, zp_err *e)
 			       "%.1f GiB of memory", c->kv_cache_bytes, c->executors,
 			       host / (1 << 30));
 	return 0;
+}
+
+int zp_serve_cfg_check_fp8(const zp_serve_cfg *c, zp_err *e)
+{
+	if (c->fp8_compute != ZP_FP8_W8A8)
+		return 0;
+	if (c->device == ZP_DEV_CPU)
+		return zp_errf(e, "fp8_compute w8a8: the cpu device multiplies FP8 weights w8a16 "
+			       "only (its bf16 or f32 activations are not quantised)");
+	return zp_errf(e, "fp8_compute w8a8: the %s device has no FP8 path yet",
+		       zp_device_name(c->device));
 }
 
 int zp_serve_cfg_seq_tokens(zp_serve_cfg *c, int max_positions, zp_err *e)

@@ -674,7 +674,8 @@ static int setup(server *s, zp_err *e)
 		return zp_errf(e, "no model: give --model DIR or [engine] model");
 	if (zp_config_load(&s->mcfg, c->model, e))
 		return -1;
-	if (zp_serve_cfg_seq_tokens(c, s->mcfg.max_positions, e) || zp_serve_cfg_check_kv(c, e))
+	if (zp_serve_cfg_seq_tokens(c, s->mcfg.max_positions, e) || zp_serve_cfg_check_kv(c, e) ||
+	    zp_serve_cfg_check_fp8(c, e))
 		return -1;
 	if (c->batch_tokens_max < c->seq_tokens_max)
 		return zp_errf(e, "max_batch_tokens (%d) must hold one sequence of max_tokens (%d)",
