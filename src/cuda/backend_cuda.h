@@ -19,14 +19,12 @@
 #include "backend.h"
 #include "device.h"	/* enum zp_device */
 
-/* How FP8 weights compute (zk_fp8.h): W8A8 as vLLM and SGLang run FP8
-   checkpoints (activations quantised per token per 128 columns on the
-   device, cuBLASLt's block-scaled FP8 matmul), or W8A16 (the weights widened
-   to the compute type, activations as they are: the exactness check). */
-enum zp_fp8_compute { ZP_FP8_W8A8, ZP_FP8_W8A16 };
-
 typedef struct {
 	enum zp_device dev;	/* ZP_DEV_CUDA or ZP_DEV_SIM */
+	/* how FP8 weights compute (weights.h): W8A8 as vLLM and SGLang run FP8
+	   checkpoints (activations quantised per token per 128 columns on the
+	   device, cuBLASLt's block-scaled FP8 matmul), or W8A16 (the weights
+	   widened to the compute type: the exactness check) */
 	enum zp_fp8_compute fp8c;
 	int ordinal;		/* CUDA device number */
 	int threads;		/* sim: twin threads */
