@@ -19,6 +19,7 @@
 #include <stdbool.h>
 
 #include "zk.h"
+#include "zk_fp8.h"
 
 #include <float.h>
 #include <math.h>
@@ -33,6 +34,7 @@
 enum zk_kind {
 	ZK_EMBED, ZK_RMSNORM, ZK_ROPE, ZK_ATTN, ZK_ROUTE, ZK_DISPATCH, ZK_GATHER,
 	ZK_COMBINE, ZK_RESIDUAL, ZK_BIAS, ZK_TO_BF16, ZK_SWIGLU, ZK_LSE, ZK_POOL,
+	ZK_ACT_QUANT, ZK_FP8_WIDEN,	/* zk_fp8.h */
 	ZK_NKINDS
 };
 
@@ -87,6 +89,7 @@ typedef struct {
 		zk_embed embed; zk_rmsnorm rmsnorm; zk_rope rope; zk_attn attn; zk_route route;
 		zk_dispatch dispatch; zk_gather gather; zk_combine combine; zk_vec vec;
 		zk_tobf16 tobf16; zk_swiglu swiglu; zk_lse lse; zk_pool pool;
+		zk_actq actq; zk_fp8w fp8w;
 	} u;
 } zk_launch;
 

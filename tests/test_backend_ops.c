@@ -31,7 +31,13 @@ static zp_err dev_err;
 
 static zp_backend *dev_new(enum zp_device d, int threads)
 {
-	zp_cuda_opts o = { .dev = d, .threads = threads, .rows_max = 4096, .tmp_floats = 1 << 20 };
+	/* model shapes covering the FP8 GEMMs' matrices (its FP8 scratch);
+	   ZP_FP8_COMPUTE as zp_backend_device_new reads it */
+	const char *f8 = getenv("ZP_FP8_COMPUTE");
+	zp_cuda_opts o = { .dev = d, .threads = threads, .rows_max = 4096, .tmp_floats = 1 << 20,
+			   .fp8c = f8 && !strcmp(f8, "w8a16") ? ZP_FP8_W8A16 : ZP_FP8_W8A8,
+			   .hidden = 272, .qkv_rows = 272, .qd = 272, .ffn = 128, .moe_ffn = 128,
+			   .experts = 3 };
 	return zp_backend_cuda_new(&o, &dev_err);
 }
 
@@ -418,6 +424,135 @@ static void t_gemm(int m, int n, int k, enum zp_wtype t, enum zp_epi epi)
 	gtake(ga, NULL, "gemm input");
 	B->ops->mfree(B, wm.data);
 	free(a), free(w), free(c0), free(got), free(want);
+}
+
+/* ---- FP8 weights (weights.h ZP_WS_FP8) ---- */
+
+struct fp8src {
+	const uint8_t *codes;	/* [n][k] */
+	const float *scale;	/* [n][nkb]: each row's block scales */
+	int k, nkb;
+};
+
+static const void *f8row(void *ctx, int j)
+{
+	struct fp8src *s = ctx;
+	return s->codes + (size_t)j * s->k;
+}
+
+static const void *f8scale(void *ctx, int j)
+{
+	struct fp8src *s = ctx;
+	return s->scale + (size_t)j * s->nkb;
+}
+
+/* w [n, k] quantised as a checkpoint is (zp_fp8_quantize, 128 x 128 blocks;
+   a SwiGLU matrix's gate and up halves each from its own row 0, as their
+   tensors), packed through B's layout; deq: the dequantised values */
+static zp_wmat wnew_fp8(const float *w, int n, int k, enum zp_wtype t, bool swiglu, float *deq)
+{
+	int nkb = (k + 127) / 128, half = swiglu ? n / 2 : n;
+	uint8_t *codes = malloc((size_t)n * k);
+	float *scale = malloc((size_t)n * nkb * sizeof *scale), bs[64];
+	const void *rows[128];
+	ZP_ASSERT(nkb <= 64);
+	for (int seg = 0; seg < (swiglu ? 2 : 1); seg++) { /* gate rows, then up rows */
+		int s0 = seg * half, s1 = seg ? n : half;
+		for (int r0 = s0; r0 < s1; r0 += 128) {
+			int nr = ZP_MIN(128, s1 - r0);
+			for (int i = 0; i < nr; i++)
+				rows[i] = w + (size_t)(r0 + i) * k;
+			zp_fp8_quantize(rows, nr, k, ZP_DT_F32, codes + (size_t)r0 * k, bs);
+			for (int i = 0; i < nr; i++)
+				memcpy(scale + (size_t)(r0 + i) * nkb, bs, (size_t)nkb * sizeof *bs);
+		}
+	}
+	for (int j = 0; j < n; j++)
+		for (int c = 0; c < k; c++)
+			deq[(size_t)j * k + c] = zp_fp8_to_f32(codes[(size_t)j * k + c]) *
+						 scale[(size_t)j * nkb + c / 128];
+	zp_wmat m;
+	enum zp_wkind kind = swiglu ? ZP_WK_SWIGLU : ZP_WK_PLAIN;
+	size_t bytes = lay->bytes(t, ZP_WS_FP8, n, k, kind);
+	void *host = zp_xalloc_aligned(bytes);
+	struct fp8src s = { codes, scale, k, nkb };
+	zp_wsrc src = { ZP_DT_F8_E4M3, f8row, f8scale, &s };
+	lay->pack(&m, host, t, ZP_WS_FP8, n, k, kind, &src);
+	m.data = B->ops->alloc(B, bytes);
+	B->ops->upload(B, m.data, host, bytes);
+	zp_free_aligned(host);
+	free(codes), free(scale);
+	return m;
+}
+
+/* a's rows as W8A8 sees them: per 128 columns, scale = amax / 448 (1 when
+   all zero), each value e4m3(x / scale) * scale */
+static void quant_rows(float *aq, const float *a, int m, int k, enum zp_wtype t)
+{
+	for (int r = 0; r < m; r++)
+		for (int g = 0; g < k; g += 128) {
+			float amax = 0, s;
+			for (int c = g; c < ZP_MIN(k, g + 128); c++)
+				amax = fmaxf(amax, fabsf((float)in_val(a, t, (size_t)r * k + c)));
+			s = amax > 0 ? amax / 448.0f : 1.0f;
+			for (int c = g; c < ZP_MIN(k, g + 128); c++)
+				aq[(size_t)r * k + c] =
+					zp_fp8_to_f32(zp_f32_to_fp8((float)in_val(a, t, (size_t)r * k + c) / s)) * s;
+		}
+}
+
+/* an FP8 GEMM: cpu against the dequantised matrix with a's values (the
+   compute type's); a device's W8A16 the same with the matrix widened to the
+   compute type (bf16: each e4m3 x scale rounded); W8A8 (a device's default
+   where the matrix's 128-row blocks are one source each and the output's
+   rows are 16-byte multiples, cuBLASLt's FP8 rules) against a quantised per
+   token per 128 columns and the exact dequantised matrix */
+static void t_gemm_fp8(int m, int n, int k, enum zp_wtype t, enum zp_epi epi)
+{
+	size_t lda = (size_t)ZP_ALIGN_UP(k, 2), ldc = (size_t)n + 3;
+	bool sw = epi == ZP_EPI_SWIGLU;
+	int cols = sw ? n / 2 - 3 : n, held_half = ZP_ALIGN_UP(n / 2, 16);
+	const char *mode = getenv("ZP_FP8_COMPUTE");
+	bool w8a8 = dev && !(mode && !strcmp(mode, "w8a16")) && !(sw && held_half % 128) &&
+		    (sw || ldc % 4 == 0);
+	float *a = frand_n((size_t)m * k, -1, 1), *w = frand_n((size_t)n * k, -1, 1);
+	float *deq = malloc((size_t)n * k * 4), *aq = malloc((size_t)m * k * 4);
+	float *c0 = frand_n((size_t)m * ldc, -1, 1), *got = malloc((size_t)m * ldc * 4);
+	double *want = calloc((size_t)m * ldc, sizeof *want);
+	double rel = ledger_mode == L_CUDA ? 2e-3 : t == ZP_W_BF16 || w8a8 ? 1e-3 : 1e-4;
+	zp_wmat wm = wnew_fp8(w, n, k, t, sw, deq);
+	if (dev && !w8a8 && t == ZP_W_BF16) /* fp8_widen's bf16 rows */
+		for (size_t i = 0; i < (size_t)n * k; i++)
+			deq[i] = zp_bf16_to_f32(zp_f32_to_bf16(deq[i]));
+	if (w8a8)
+		quant_rows(aq, a, m, k, t);
+	else
+		for (size_t i = 0; i < (size_t)m * k; i++)
+			aq[i] = (float)in_val(a, t, i);
+	gbuf ga = anew(a, m, k, lda, t), gc = gfrom(c0, (size_t)m * ldc * 4);
+	zp_gemm_op op = { ga.p, lda, m, &wm, (float *)gc.p, ldc, epi, cols };
+	B->ops->gemm(B, &op);
+	gtake(gc, got, "gemm fp8");
+	for (int r = 0; r < m; r++)
+		for (size_t j = 0; j < ldc; j++) {
+			double *o = &want[(size_t)r * ldc + j];
+			*o = c0[(size_t)r * ldc + j];
+			if (sw && (int)j < cols) {
+				double gv = ref_dot(aq + (size_t)r * k, deq + j * k, k, ZP_W_F32);
+				double uv = ref_dot(aq + (size_t)r * k, deq + (j + (size_t)n / 2) * k, k, ZP_W_F32);
+				*o = gv / (1 + exp(-gv)) * uv;
+			} else if (!sw && (int)j < n) {
+				double v = ref_dot(aq + (size_t)r * k, deq + j * k, k, ZP_W_F32);
+				*o = epi == ZP_EPI_ADD ? *o + v : v;
+			}
+		}
+	char what[64];
+	snprintf(what, sizeof what, "gemm fp8%s%s %dx%dx%d", sw ? " swiglu" : epi == ZP_EPI_ADD ? " add" : "",
+		 w8a8 ? " w8a8" : "", m, n, k);
+	close_to(what, got, want, (size_t)m * ldc, rel);
+	gtake(ga, NULL, "gemm fp8 input");
+	B->ops->mfree(B, wm.data);
+	free(a), free(w), free(deq), free(aq), free(c0), free(got), free(want);
 }
 
 /* grouped: 3 experts (one without rows) == each expert's dense GEMM, bitwise */
@@ -842,6 +977,10 @@ static void suite(void)
 		t_gemm(70, 64, 96, wt, ZP_EPI_SWIGLU);
 		t_expert_gemm(wt, ZP_EPI_SWIGLU);
 		t_expert_gemm(wt, ZP_EPI_STORE);
+		t_gemm_fp8(17, 33, 200, wt, ZP_EPI_STORE); /* partial blocks both ways */
+		t_gemm_fp8(5, 160, 272, wt, ZP_EPI_ADD);
+		t_gemm_fp8(17, 64, 96, wt, ZP_EPI_SWIGLU); /* gate/up seam inside a block */
+		t_gemm_fp8(9, 256, 144, wt, ZP_EPI_SWIGLU); /* halves of 128 rows: W8A8 */
 	}
 	t_attention(4, 2, 16, false);
 	t_attention(3, 3, 40, false);

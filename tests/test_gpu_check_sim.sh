@@ -21,7 +21,8 @@ if grep -E ' (FAIL|TIMEOUT) ' "$s"; then
 	exit 1
 fi
 for want in "test_kernels_v1" "test_backend_ops: cpu vs sim" "test_golden on sim" \
-	"goldens on sim" "batch invariance on sim" "test_asyncep"; do
+	"goldens on sim" "W8A8 goldens on sim" "batch invariance on sim" "test_asyncep" \
+	"test_fp8_kernels" "test_gds"; do
 	grep "^$want" "$s" | grep -q " PASS " || { echo "FAIL: no PASS row for \"$want\""; exit 1; }
 done
 [ "$rc" -eq 0 ] || { echo "FAIL: gpu_check exited $rc with no failing row"; exit 1; }

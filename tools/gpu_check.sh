@@ -10,9 +10,9 @@
 # that needs no silicon on the sim device (the CUDA backend's host path, its
 # kernels' host twins) with the ordinary build ($BUILD or build/, $ZPREFILL
 # or ./zprefill) at the
-# small test models, in under 4 minutes; steps that need a GPU are SKIP rows.
+# small test models, in under 5 minutes; steps that need a GPU are SKIP rows.
 # Every step has its own timeout and the whole run a budget
-# (GPU_CHECK_BUDGET_S, default 400 s on cuda, 220 s on sim): a hang costs its
+# (GPU_CHECK_BUDGET_S, default 400 s on cuda, 280 s on sim): a hang costs its
 # step only, and steps past the budget are listed as skipped. Correctness
 # first, benchmarks last, so a short budget loses timings, not verdicts.
 # Writes four files under OUTDIR:
@@ -38,6 +38,14 @@
 # AsyncEP's overlap curve (exposed wait / layer time by tokens per executor);
 # a mode the engine refuses there today is a SKIP row with its refusal. The v1
 # kernels run end to end on hd64 against its golden (test_golden hd64).
+# FP8 (issue 16): the FP8 goldens (dense-fp8, fp8-odd) run on the device in
+# W8A16 (ZP_FP8_COMPUTE=w8a16: test_golden's plain tolerances) and W8A8 (the
+# default: its W8A8 tolerance); sim: test_fp8_kernels (the kernels' twins,
+# the cuBLASLt FP8 contract) and test_gds (GPUDirect loading played by
+# pread); cuda: the GDS and staged load paths' GB/s on a generated ~1.3 GB
+# bf16 checkpoint (one 30B-A3B layer), and bench rows --dtype fp8 (W8A8) next
+# to bf16 at the 30B-A3B and 235B-A22B shapes, MFU against the FP8 datasheet
+# peak (1979 TFLOP/s dense, H100/H200 SXM).
 # The random-weight load packs the model in host memory first (61 GB for
 # 30B-A3B bf16: the H200 box has 128 GB), then uploads it.
 set -u
@@ -68,7 +76,7 @@ trap 'rm -rf "$TMP" "$ROWS"' EXIT
 if [ "$DEV" = sim ]; then
 	G=${BUILD:-build}
 	Z=${ZPREFILL:-./zprefill}
-	BUDGET=${GPU_CHECK_BUDGET_S:-220}
+	BUDGET=${GPU_CHECK_BUDGET_S:-280}
 else
 	G=build/gpu
 	Z=$G/zprefill
@@ -76,6 +84,7 @@ else
 fi
 T0=$(date +%s)
 DATASHEET=989
+DATASHEET_FP8=1979
 
 row() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >> "$ROWS"; }
 verdict() {
@@ -114,10 +123,12 @@ except Exception:
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64${PYLIBS:+:$PYLIBS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 if [ "$DEV" = sim ]; then
-	for b in "$Z" "$G/test_kernels_v1" "$G/test_backend_ops" "$G/test_golden" "$G/test_asyncep"; do
+	for b in "$Z" "$G/test_kernels_v1" "$G/test_backend_ops" "$G/test_golden" "$G/test_asyncep" \
+		"$G/test_fp8_kernels" "$G/test_gds"; do
 		[ -x "$b" ] && continue
 		step "make (the ordinary build: $b was missing)" 300 nice make -j2 BUILD="$G" zprefill \
-			"$G/test_kernels_v1" "$G/test_backend_ops" "$G/test_golden" "$G/test_asyncep"
+			"$G/test_kernels_v1" "$G/test_backend_ops" "$G/test_golden" "$G/test_asyncep" \
+			"$G/test_fp8_kernels" "$G/test_gds"
 		rc=$?
 		row "make (build/ was missing)" "$(verdict $rc)" "see log.txt"
 		break
@@ -159,16 +170,28 @@ row "test_kernels_v1: v1 kernels vs twins/refs" "$(verdict $rc)" "$(grep -c 'dev
 step "test_backend_ops (cpu vs $DEV)" 180 "$G/test_backend_ops"
 rc=$?
 row "test_backend_ops: cpu vs $DEV" "$(verdict $rc)" "$(grep '^test_backend_ops' "$LOG" | tail -n 1)"
+if [ "$DEV" = cuda ]; then # its FP8 GEMMs ran W8A8 (cuBLASLt's block-scaled call): now W8A16
+	step "test_backend_ops cuda, ZP_FP8_COMPUTE=w8a16" 180 env ZP_FP8_COMPUTE=w8a16 "$G/test_backend_ops" cuda
+	rc=$?
+	row "test_backend_ops: cuda FP8 as W8A16" "$(verdict $rc)" "$(grep '^test_backend_ops' "$LOG" | tail -n 1)"
+fi
 
 if [ "$DEV" = sim ]; then
-	step "test_golden --device sim" 120 "$G/test_golden" --device sim
+	step "test_golden --device sim" 150 "$G/test_golden" --device sim
 	rc=$?
-	row "test_golden on sim (every model, fp32 + bf16)" "$(verdict $rc)" "$(grep '^test_golden' "$LOG" | tail -n 1)"
+	row "test_golden on sim (every model, fp32 + bf16; FP8 W8A16 + W8A8)" "$(verdict $rc)" "$(grep '^test_golden' "$LOG" | tail -n 1)"
+	step "test_fp8_kernels (sim)" 60 "$G/test_fp8_kernels"
+	rc=$?
+	row "test_fp8_kernels: e4m3 codec, act_quant, widen, FP8 GEMM twin, contract" "$(verdict $rc)" "$(grep -E '^e4m3 codec|^test_fp8_kernels' "$LOG" | tail -n 2 | tr '\n' ' ')"
+	step "test_gds (sim: cuFile played by pread)" 60 "$G/test_gds"
+	rc=$?
+	row "test_gds: GPUDirect loading on sim" "$(verdict $rc)" "$(grep '^test_gds' "$LOG" | tail -n 1)"
 fi
 
 # compare.py GOLDEN OUT DTYPE: zprefill's answers (OUT) against the expected
 # values of a golden file; tolerances of tests/test_golden.c (bf16: 0.05 + 1%
-# of |logprob|, 1 - cos 1e-4; fp32 on cuda: 1e-3, 1e-5). Prints one line.
+# of |logprob|, 1 - cos 1e-4; fp32 on cuda: 1e-3, 1e-5; w8a8: 0.25 + 5%,
+# 1e-2, either compute type). Prints one line.
 cat > "$TMP/compare.py" << 'EOF'
 import json, math, sys
 gold = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
@@ -178,8 +201,8 @@ for l in open(sys.argv[2]):
     if l.strip():
         o = json.loads(l)
         got[json.dumps(o.get("id"))] = o
-bf16 = sys.argv[3] == "bf16"
-lp_abs, lp_rel, cos_tol = (0.05, 0.01, 1e-4) if bf16 else (1e-3, 0.0, 1e-5)
+lp_abs, lp_rel, cos_tol = {"bf16": (0.05, 0.01, 1e-4), "fp32": (1e-3, 0.0, 1e-5),
+                            "w8a8": (0.25, 0.05, 1e-2)}[sys.argv[3]]
 worst_lp = worst_cos = 0.0
 bad = 0
 for k, e in gold.items():
@@ -209,29 +232,50 @@ for l in open(sys.argv[1]):
     g = json.loads(l)
     if "request" in g: print(json.dumps(g["request"]))' "$1"; }
 
-# ---- goldens on the device (both dtypes), as test_golden does on the CPU
+# ---- goldens on the device (both dtypes), as test_golden does on the CPU;
+# an FP8 model twice: W8A16 (the plain tolerances), then W8A8 (its own); on
+# sim W8A8 only (test_golden --device sim above ran both)
 gfail=0
 gdone=0
+w8fail=0
+w8done=0
+w8worst=""
 for gf in tests/golden/*.jsonl; do
 	m=$(basename "$gf" .jsonl)
 	[ -f "tests/models/$m/config.json" ] || continue
-	# FP8 checkpoints (issue 16): the cuda layout refuses them until the GPU half of
-	# FP8 lands (test_golden checks that refusal on sim); the cpu runs their goldens
-	grep -q '"quant_method": "fp8"' "tests/models/$m/config.json" && continue
 	requests "$gf" > "$TMP/$m.req"
-	for dt in bf16 fp32; do
-		step "golden $m $dt on $DEV" 60 sh -c "\"$Z\" prefill --model tests/models/$m --device $DEV --parallel replicate --dtype $dt < \"$TMP/$m.req\" > \"$TMP/$m.$dt.out\""
-		rc=$?
-		if [ $rc -eq 0 ]; then
-			step "golden $m $dt compare" 30 python3 "$TMP/compare.py" "$gf" "$TMP/$m.$dt.out" "$dt"
+	modes=plain
+	case $m in *fp8*) modes="w8a16 w8a8" ;; esac
+	[ "$DEV" = sim ] && [ "$modes" != plain ] && modes=w8a8
+	for mode in $modes; do
+		for dt in bf16 fp32; do
+			tol=$dt
+			[ "$mode" = w8a8 ] && tol=w8a8
+			fp8env=
+			[ "$mode" != plain ] && fp8env=ZP_FP8_COMPUTE=$mode
+			# shellcheck disable=SC2086 # fp8env: one word or none
+			step "golden $m $dt $mode on $DEV" 60 env $fp8env sh -c "\"$Z\" prefill --model tests/models/$m --device $DEV --parallel replicate --dtype $dt < \"$TMP/$m.req\" > \"$TMP/$m.$dt.$mode.out\""
 			rc=$?
-		fi
-		gdone=$((gdone + 1))
-		[ $rc -ne 0 ] && gfail=$((gfail + 1))
+			if [ $rc -eq 0 ]; then
+				step "golden $m $dt $mode compare" 30 python3 "$TMP/compare.py" "$gf" "$TMP/$m.$dt.$mode.out" "$tol"
+				rc=$?
+			fi
+			[ "$mode" = plain ] && cp "$TMP/$m.$dt.$mode.out" "$TMP/$m.$dt.out" 2> /dev/null
+			if [ "$mode" = w8a8 ]; then
+				w8done=$((w8done + 1))
+				[ $rc -ne 0 ] && w8fail=$((w8fail + 1))
+				w8worst="$w8worst $m/$dt: $(grep -A1 "golden $m $dt w8a8 compare" "$LOG" | grep -o 'max|dlogprob|=[^ ]*' | tail -n 1)"
+			else
+				gdone=$((gdone + 1))
+				[ $rc -ne 0 ] && gfail=$((gfail + 1))
+			fi
+		done
 	done
 done
-row "goldens on $DEV (models x bf16/fp32)" "$([ $gfail -eq 0 ] && [ $gdone -gt 0 ] && echo PASS || echo FAIL)" \
+row "goldens on $DEV (models x bf16/fp32; FP8 as W8A16)" "$([ $gfail -eq 0 ] && [ $gdone -gt 0 ] && echo PASS || echo FAIL)" \
 	"$((gdone - gfail)) of $gdone runs within test_golden's tolerances"
+row "W8A8 goldens on $DEV (FP8 models x bf16/fp32)" "$([ $w8fail -eq 0 ] && [ $w8done -gt 0 ] && echo PASS || echo FAIL)" \
+	"$((w8done - w8fail)) of $w8done within 0.25 + 5%;$w8worst"
 
 # ---- batch invariance on the device: every golden request of odd alone vs all in one batch
 if [ -s "$TMP/odd.req" ]; then
@@ -415,33 +459,77 @@ print(n)
 EOF
 )
 echo "235B-A22B bench layers: ${L235:-?} (free ${FREE_MIB:-?} MiB; GPU_CHECK_235B_LAYERS=${GPU_CHECK_235B_LAYERS:-unset})" >> "$LOG"
-# bench NAME DIR TOKENS SEQS KERNELS: one `zprefill bench` run; KERNELS v0 or v1
-# sets the CUDA backend's switch (ZP_EXPERT_GEMM, ZP_ATTENTION) for both ops
+# bench NAME DIR TOKENS SEQS KERNELS [DTYPE]: one `zprefill bench` run; KERNELS
+# v0 or v1 sets the CUDA backend's switch (ZP_EXPERT_GEMM, ZP_ATTENTION) for
+# both ops; DTYPE fp8: random weights quantised at load, W8A8 (MFU against the
+# FP8 datasheet peak), else bf16 (against the bf16 one and cuBLAS's rate)
 bench() {
-	local name=$1 dir=$2 tok=$3 seqs=$4 k=$5 line tps gf tf rc
+	local name=$1 dir=$2 tok=$3 seqs=$4 k=$5 dt=${6:-bf16} line tps gf tf rc peak=$DATASHEET
+	[ "$dt" = fp8 ] && peak=$DATASHEET_FP8
 	: > "$TMP/bench.out"
-	step "bench $name" 170 env ZP_EXPERT_GEMM="$k" ZP_ATTENTION="$k" sh -c "\"$Z\" bench --device cuda --parallel replicate --random-weights 1 --model \"$dir\" --tokens $tok --seqs $seqs --iters 3 > \"$TMP/bench.out\" 2>&1"
+	step "bench $name" 170 env ZP_EXPERT_GEMM="$k" ZP_ATTENTION="$k" sh -c "\"$Z\" bench --device cuda --parallel replicate --random-weights 1 --dtype $dt --model \"$dir\" --tokens $tok --seqs $seqs --iters 3 > \"$TMP/bench.out\" 2>&1"
 	rc=$?
 	cat "$TMP/bench.out" >> "$LOG"
 	line=$(grep prefill_tok_s "$TMP/bench.out" | tail -n 1)
 	echo "bench $name: ${line:-rc=$rc}" >> "$BENCH"
 	tps=$(kv prefill_tok_s " $line")
 	gf=$(kv gflop_s " $line")
+	eval "TPS_$(printf '%s' "$name" | tr -c 'A-Za-z0-9' _)=\"$tps\""
 	if [ -n "$tps" ] && [ -n "$gf" ]; then
 		tf=$(awk -v g="$gf" 'BEGIN { printf "%.1f", g / 1000 }')
-		row "bench $name" "$(verdict $rc)" "$(awk -v t="$tps" -v f="$tf" -v d=$DATASHEET -v p="${PEAK:-0}" \
-			'BEGIN { printf "%.0f tok/s, %.1f TFLOP/s, MFU %.1f%% (989) / %s (cuBLAS)", t, f, 100 * f / d, p > 0 ? sprintf("%.1f%%", 100 * f / p) : "?" }')"
+		row "bench $name" "$(verdict $rc)" "$(awk -v t="$tps" -v f="$tf" -v d=$peak -v p="${PEAK:-0}" -v dt="$dt" \
+			'BEGIN { printf "%.0f tok/s, %.1f TFLOP/s, MFU %.1f%% (%d)", t, f, 100 * f / d, d;
+				 if (dt != "fp8") printf " / %s (cuBLAS)", p > 0 ? sprintf("%.1f%%", 100 * f / p) : "?" }')"
 	elif [ $rc -eq 98 ]; then
 		row "bench $name" "SKIP" "budget spent"
 	else
 		row "bench $name" "$(verdict $rc)" "no result line (log.txt)"
 	fi
 }
+# fp8_vs ROW FP8NAME BF16NAME: the FP8 run's tok/s over the bf16 run's
+fp8_vs() {
+	local a b
+	eval "a=\${TPS_$(printf '%s' "$2" | tr -c 'A-Za-z0-9' _):-}"
+	eval "b=\${TPS_$(printf '%s' "$3" | tr -c 'A-Za-z0-9' _):-}"
+	if [ -n "$a" ] && [ -n "$b" ]; then
+		row "$1" INFO "$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f x (%.0f vs %.0f tok/s)", a / b, a, b }')"
+	else
+		row "$1" SKIP "a run gave no tok/s"
+	fi
+}
+# gds_load: the load paths' rates on a generated bf16 checkpoint of one
+# 30B-A3B layer (vocab cut to 4096: ~1.3 GB): ZP_GDS=off (mmap, pack, staged
+# upload) then GDS (cuFile from the file into device memory). The file was
+# just written, so the staged path reads the page cache warm; GDS's O_DIRECT
+# does not: read the rows with that in mind.
+gds_load() {
+	local rc g
+	step "gds checkpoint" 120 python3 tools/gen_bf16_layer.py "$TMP/gds"
+	rc=$?
+	if [ $rc -ne 0 ]; then
+		row "GDS vs staged load" "$(verdict $rc)" "no checkpoint (log.txt)"
+		return
+	fi
+	for g in off auto; do
+		step "load ZP_GDS=$g" 120 env ZP_GDS=$g sh -c "\"$Z\" prefill --model \"$TMP/gds\" --device cuda --parallel replicate < /dev/null > \"$TMP/gds.$g.out\" 2>&1"
+		rc=$?
+		cat "$TMP/gds.$g.out" >> "$LOG"
+		row "load ZP_GDS=$g (1 layer 30B-A3B, bf16)" "$(verdict $rc)" \
+			"$(grep -o 'load_s=[^ ]*' "$TMP/gds.$g.out" | head -n 1); $(grep 'weights uploaded' "$TMP/gds.$g.out" | grep -o 'path=[a-z]* gb=[^ ]* gbps=[^ ]*' | tr '\n' ' ')$(grep -o 'path=staged why="[^"]*"' "$TMP/gds.$g.out" | head -n 1)"
+	done
+}
 # the headline first (30B-A3B, 16K tokens per forward: v1 then v0), then the rest
 [ -n "$L235" ] || L235=1
 bench "30B-A3B 48L 16K (4x4096) v1" tests/models/qwen3-30b-a3b-config 4096 4 v1
 bench "30B-A3B 48L 16K (4x4096) v0" tests/models/qwen3-30b-a3b-config 4096 4 v0
+# FP8 (W8A8: per-expert block-scaled cuBLASLt matmuls, as v0's bf16 experts)
+bench "30B-A3B 48L 16K (4x4096) fp8 w8a8" tests/models/qwen3-30b-a3b-config 4096 4 v0 fp8
+fp8_vs "30B-A3B 16K: fp8 w8a8 / bf16 v0" "30B-A3B 48L 16K (4x4096) fp8 w8a8" "30B-A3B 48L 16K (4x4096) v0"
 bench "235B-A22B ${L235}L 16K (4x4096) v1" "$TMP/q235" 4096 4 v1
+bench "235B-A22B ${L235}L 16K (4x4096) fp8 w8a8" "$TMP/q235" 4096 4 v0 fp8
+bench "235B-A22B ${L235}L 16K (4x4096) v0" "$TMP/q235" 4096 4 v0
+fp8_vs "235B-A22B 16K: fp8 w8a8 / bf16 v0" "235B-A22B ${L235}L 16K (4x4096) fp8 w8a8" "235B-A22B ${L235}L 16K (4x4096) v0"
+gds_load
 bench "30B-A3B 48L 4K (1x4096) v1" tests/models/qwen3-30b-a3b-config 4096 1 v1
 bench "235B-A22B ${L235}L 4K (1x4096) v1" "$TMP/q235" 4096 1 v1
 bench "30B-A3B 48L 16K (1x16384) v1" tests/models/qwen3-30b-a3b-config 16384 1 v1

@@ -21,8 +21,10 @@
 #include "attention_v1.h"	/* the v1 twins: the sim device runs them */
 #include "devrt.h"
 #include "expert_gemm_v1.h"
+#include "gds_load.h"
 #include "pool.h"
 #include "v1.h"
+#include "zk_fp8.h"
 
 /* cuda-fast's kernels (the kernels/ files named v1_*.cu): absent until built in */
 #pragma weak zp_kv1_expert_gemm
@@ -33,6 +35,7 @@
 #define STAGE_BYTES ((size_t)64 << 20)
 #define STAGE_THREADS_MAX 8	/* host threads filling a staging buffer */
 #define STAGE_SPLIT_BYTES ((size_t)64 << 10)	/* smaller copies: one thread */
+#define GDS_IN_FLIGHT 4	/* GDS reads in flight (gds_load.h) */
 #define EV_RING 64	/* records of one zp_event a waiter can still find */
 
 struct zp_event {
@@ -56,6 +59,17 @@ typedef struct {
 	bool have_model;
 	float *embed;		/* [V][H] f32 */
 	const char *v1_expert_said, *v1_attn_said;	/* the v1 fallback's last reason logged */
+	/* FP8 (zk_fp8.h): the compute mode, and its scratch, sized at the mirror */
+	enum zp_fp8_compute fp8c;
+	void *wide;		/* W8A16: one widened matrix [n][kp] of the compute type */
+	size_t wide_bytes;
+	uint8_t *q8;		/* W8A8: quantised activations [rows][kq] */
+	float *q8s;		/* and their scales, [nkb][m] per GEMM, GEMMs side by side */
+	size_t q8_bytes, q8s_floats;
+	const void **w16;	/* dense FP8 matrices whose BLK128x128 tensor has NaN
+				   blocks (a 128-row block spans two sources): W8A16 */
+	int nw16;
+	unsigned fp8_said;	/* the W8A16 fallback reasons logged (bits) */
 	void **owned;		/* device arrays of the mirror */
 	int nowned, capowned;
 } cu_ctx;
@@ -355,6 +369,142 @@ static void cu_to_bf16(zp_backend *b, int n, int cols, zp_view src, zp_view dst)
 	launch(C(b), &l);
 }
 
+/* ---- weights: the layout (weights.h) ---- */
+
+/* rows held: a SWIGLU matrix's gate and up halves each padded to 16 rows
+   (the SwiGLU kernel reads up row r at r + n / 2) */
+static int held_rows(int n, enum zp_wkind kind)
+{
+	return kind == ZP_WK_SWIGLU ? 2 * ZP_ALIGN_UP(n / 2, 16) : n;
+}
+
+static size_t row_bytes(enum zp_wtype t, int k)
+{
+	return (size_t)ZP_ALIGN_UP(k, 2) * (t == ZP_W_F32 ? 4 : 2);
+}
+
+/* FP8 (weights.h ZP_WS_FP8) in this layout: the codes [rows][kq] (kq = k
+   up to 16: cuBLASLt's 16-byte FP8 rows), zeros past k and in padding rows;
+   at scale_off the contract's per-row scales [rows][nkb] f32 (padding rows
+   1: what the W8A16 widening reads); after them, 64-aligned, the
+   BLK128x128 tensor the W8A8 matmul reads (blas_contract.h), MN-major
+   [nkb][ceil(rows / 128)]: row block rb's scale for k block b where every
+   row of rb holds the same one (one source block, or equal values), NaN
+   where they differ (a q/k/v or gate/up seam inside a 128-row block: that
+   matrix runs W8A16, fp8_w8a16_why). An expert is the same bytes wherever it
+   is copied (a gather, an offload prefetch): codes and scales together. */
+static int fp8_nkb(int k)
+{
+	return (k + ZK_FP8_BLOCK - 1) / ZK_FP8_BLOCK;
+}
+
+static size_t fp8_codes_bytes(int rows, int k)
+{
+	return ZP_ALIGN_UP((size_t)rows * ZP_ALIGN_UP(k, ZK_FP8_KALIGN), 64);
+}
+
+static size_t fp8_rs_bytes(int rows, int k)
+{
+	return ZP_ALIGN_UP((size_t)rows * fp8_nkb(k) * 4, 64);
+}
+
+static size_t fp8_blk_bytes(int rows, int k)
+{
+	return ZP_ALIGN_UP((size_t)fp8_nkb(k) * ((rows + ZK_FP8_BLOCK - 1) / ZK_FP8_BLOCK) * 4, 64);
+}
+
+/* the BLK128x128 tensor of FP8 matrix w */
+static const float *fp8_blk(const zp_wmat *w)
+{
+	return (const float *)((const char *)w->data + w->scale_off + fp8_rs_bytes(w->n, w->k));
+}
+
+static size_t layout_bytes(enum zp_wtype t, enum zp_wstore st, int n, int k, enum zp_wkind kind)
+{
+	int rows = held_rows(n, kind);
+	if (st == ZP_WS_FP8)
+		return fp8_codes_bytes(rows, k) + fp8_rs_bytes(rows, k) + fp8_blk_bytes(rows, k);
+	return ZP_ALIGN_UP((size_t)rows * row_bytes(t, k), 64);
+}
+
+/* the source row packed row r holds (-1: a padding row) */
+static int src_row(int r, int rows, int n, enum zp_wkind kind)
+{
+	int h = rows / 2, f = n / 2, up = kind == ZP_WK_SWIGLU && r >= h, q = up ? r - h : r;
+	return kind == ZP_WK_PLAIN ? r : q < f ? (up ? f + q : q) : -1;
+}
+
+/* the BLK128x128 tensor from the per-row scales (NaN where a row block's
+   rows disagree) */
+static void fp8_blk_fill(const zp_wmat *w, const bool *real)
+{
+	int nkb = fp8_nkb(w->k), nrb = (w->n + ZK_FP8_BLOCK - 1) / ZK_FP8_BLOCK;
+	const float *rs = (const float *)((const char *)w->data + w->scale_off);
+	float *blk = (float *)fp8_blk(w);
+	for (int rb = 0; rb < nrb; rb++)
+		for (int b = 0; b < nkb; b++) {
+			float v = 1.0f;
+			bool first = true;
+			for (int r = rb * ZK_FP8_BLOCK; r < ZP_MIN(w->n, (rb + 1) * ZK_FP8_BLOCK); r++) {
+				float s = rs[(size_t)r * nkb + b];
+				if (!real[r])
+					continue;
+				v = first || s == v ? s : NAN;
+				if (isnan(v))
+					break;
+				first = false;
+			}
+			blk[(size_t)b * nrb + rb] = v;
+		}
+}
+
+static void pack_fp8(zp_wmat *w, void *dst, enum zp_wtype t, int n, int k, enum zp_wkind kind,
+		     const zp_wsrc *src)
+{
+	int rows = held_rows(n, kind), kq = ZP_ALIGN_UP(k, ZK_FP8_KALIGN), nkb = fp8_nkb(k);
+	ZP_ASSERT(src->dt == ZP_DT_F8_E4M3 && src->scale);
+	*w = (zp_wmat){ .type = t, .store = ZP_WS_FP8, .n = rows, .k = k, .kp = kq, .data = dst,
+			.scale_off = fp8_codes_bytes(rows, k) };
+	memset(dst, 0, layout_bytes(t, ZP_WS_FP8, n, k, kind));
+	float *rs = (float *)((char *)dst + w->scale_off);
+	bool *real = zp_xcalloc((size_t)rows, sizeof *real);
+	for (int r = 0; r < rows; r++) {
+		int j = src_row(r, rows, n, kind);
+		const void *codes = j >= 0 ? src->row(src->ctx, j) : NULL;
+		const float *sc = codes ? src->scale(src->ctx, j) : NULL;
+		real[r] = codes != NULL;
+		if (codes)
+			memcpy((char *)dst + (size_t)r * kq, codes, (size_t)k);
+		for (int b = 0; b < nkb; b++)
+			rs[(size_t)r * nkb + b] = sc ? sc[b] : 1.0f;
+	}
+	fp8_blk_fill(w, real);
+	free(real);
+}
+
+/* row-major [rows][kp], zeros past k and in padding rows; FP8: above */
+static void layout_pack(zp_wmat *w, void *dst, enum zp_wtype t, enum zp_wstore st, int n, int k,
+			enum zp_wkind kind, const zp_wsrc *wsrc)
+{
+	int rows = held_rows(n, kind);
+	size_t rb = row_bytes(t, k);
+	ZP_ASSERT(((uintptr_t)dst & 63) == 0 && (kind == ZP_WK_PLAIN || n % 2 == 0));
+	if (st == ZP_WS_FP8) {
+		pack_fp8(w, dst, t, n, k, kind, wsrc);
+		return;
+	}
+	*w = (zp_wmat){ .type = t, .n = rows, .k = k, .kp = ZP_ALIGN_UP(k, 2), .data = dst };
+	memset(dst, 0, layout_bytes(t, st, n, k, kind));
+	for (int r = 0; r < rows; r++) {
+		int j = src_row(r, rows, n, kind);
+		const void *src = j >= 0 ? wsrc->row(wsrc->ctx, j) : NULL;
+		if (src)
+			zp_wrow_convert((char *)dst + (size_t)r * rb, t, src, wsrc->dt, k);
+	}
+}
+
+const zp_wlayout zp_cuda_wlayout = { "cuda-rows", layout_bytes, layout_pack, .fp8 = true };
+
 /* ---- matrix products ---- */
 
 static zp_dgemm dgemm(const zp_wmat *w, const void *a, size_t lda, int m, float *c, size_t ldc,
@@ -362,6 +512,99 @@ static zp_dgemm dgemm(const zp_wmat *w, const void *a, size_t lda, int m, float 
 {
 	return (zp_dgemm){ .bf16 = w->type == ZP_W_BF16, .add = add, .a = a, .lda = lda, .m = m,
 			   .w = w->data, .n = w->n, .kp = w->kp, .c = c, .ldc = ldc };
+}
+
+/* ---- FP8 weights (weights.h ZP_WS_FP8): W8A8 quantises the activations
+   per token per 128 columns (the act_quant kernel) and runs cuBLASLt's
+   block-scaled matmul; W8A16 widens the matrix to its compute type (the
+   fp8_widen kernel) and runs the ordinary GEMM. W8A8 needs the weight's
+   BLK128x128 tensor whole and a device that has the matmul (sm_90); where
+   not, that GEMM runs W8A16, said once per reason. ---- */
+
+static void fp8_scratch(cu_ctx *c);
+
+static const char *const fp8_w8a16_reasons[] = {
+	"this GPU has no block-scaled FP8 cuBLASLt matmul (sm_90 only): W8A16",
+	"a SwiGLU matrix's gate/up seam is inside a 128-row block (its half % 128): W8A16",
+	"a dense matrix's 128-row block spans two source tensors (q/k/v): W8A16",
+	"the output's rows are not 16-byte multiples (cuBLASLt FP8's C rule): W8A16",
+};
+
+/* why FP8 matrix w runs W8A16 in W8A8 mode: an index of the reasons above,
+   or -1 (it runs W8A8). A SwiGLU matrix's halves are two sources: by its
+   shape; a plain one is one source unless the mirror found otherwise (wqkv) */
+static int fp8_w8a16_why(cu_ctx *c, const zp_wmat *w, bool gate_up, const float *out,
+			 size_t ldc)
+{
+	if (!c->rt->fp8_blk)
+		return 0;
+	if (ldc % 4 || (uintptr_t)out % 16)
+		return 3;
+	if (gate_up && (w->n / 2) % ZK_FP8_BLOCK)
+		return 1;
+	for (int i = 0; i < c->nw16; i++)
+		if (c->w16[i] == w->data)
+			return 2;
+	return -1;
+}
+
+static bool fp8_w8a8(cu_ctx *c, const zp_wmat *w, bool gate_up, const float *out, size_t ldc)
+{
+	if (c->fp8c == ZP_FP8_W8A16)
+		return false;
+	int why = fp8_w8a16_why(c, w, gate_up, out, ldc);
+	if (why >= 0 && !(c->fp8_said & 1u << why))
+		zp_log(ZP_LOG_WARN, "msg=\"FP8 GEMM outside W8A8's contract\" why=\"%s\"",
+		       fp8_w8a16_reasons[why]);
+	if (why >= 0)
+		c->fp8_said |= 1u << why;
+	return why < 0;
+}
+
+/* c[m][n] (=, or +=) a . w^T for FP8 w; q_row, s_at: where this GEMM's
+   quantised rows and their scales go in q8 and q8s (GEMMs of one call side
+   by side: the experts; s_at a multiple of 4, the scales' 16-byte rule) */
+static void fp8_gemm(cu_ctx *c, const zp_wmat *w, const void *a, size_t lda, int m, float *out,
+		     size_t ldc, bool add, bool w8a8, size_t q_row, size_t s_at)
+{
+	bool bf16 = w->type == ZP_W_BF16;
+	int nkb = fp8_nkb(w->k);
+	fp8_scratch(c); /* once: the first FP8 GEMM of a backend without a mirror */
+	if (w8a8) {
+		ZP_ASSERT((q_row + (size_t)m) * (size_t)w->kp <= c->q8_bytes && s_at % 4 == 0 &&
+			  s_at + (size_t)m * (size_t)nkb <= c->q8s_floats);
+		uint8_t *q = c->q8 + q_row * (size_t)w->kp;
+		float *qs = c->q8s + s_at;
+		zk_launch l = { .kind = ZK_ACT_QUANT, .blocks = m * zk_actq_groups(w->k) };
+		l.u.actq = (zk_actq){ m, w->k, w->kp, a, lda, bf16, q, qs };
+		launch(c, &l);
+		zp_dgemm g = { .fp8 = true, .add = add, .a = q, .lda = (size_t)w->kp, .m = m,
+			       .w = w->data, .n = w->n, .kp = w->kp, .c = out, .ldc = ldc, .sa = qs,
+			       .sw = fp8_blk(w) };
+		c->rt->ops->gemm(c->rt, c->cs, &g);
+		return;
+	}
+	int kp = ZP_ALIGN_UP(w->k, 2);
+	ZP_ASSERT((size_t)w->n * row_bytes(w->type, w->k) <= c->wide_bytes);
+	zk_launch l = { .kind = ZK_FP8_WIDEN, .blocks = w->n };
+	l.u.fp8w = (zk_fp8w){ w->n, w->k, w->kp, kp, w->data,
+			      (const float *)((const char *)w->data + w->scale_off), c->wide, bf16 };
+	launch(c, &l);
+	zp_dgemm g = { .bf16 = bf16, .add = add, .a = a, .lda = lda, .m = m, .w = c->wide, .n = w->n,
+		       .kp = kp, .c = out, .ldc = ldc };
+	c->rt->ops->gemm(c->rt, c->cs, &g);
+}
+
+/* one GEMM of either store (gate_up: a SwiGLU matrix) */
+static void any_gemm(cu_ctx *c, const zp_wmat *w, const void *a, size_t lda, int m, float *out,
+		     size_t ldc, bool add, bool gate_up)
+{
+	if (w->store == ZP_WS_FP8) {
+		fp8_gemm(c, w, a, lda, m, out, ldc, add, fp8_w8a8(c, w, gate_up, out, ldc), 0, 0);
+		return;
+	}
+	zp_dgemm g = dgemm(w, a, lda, m, out, ldc, add);
+	c->rt->ops->gemm(c->rt, c->cs, &g);
 }
 
 /* rows of tmp [.., n] (gate half then up half) -> SwiGLU into c */
@@ -380,14 +623,11 @@ static void cu_gemm(zp_backend *b, const zp_gemm_op *op)
 	if (!op->m)
 		return;
 	if (op->epi != ZP_EPI_SWIGLU) {
-		zp_dgemm g = dgemm(op->w, op->a, op->lda, op->m, op->c, op->ldc,
-				   op->epi == ZP_EPI_ADD);
-		c->rt->ops->gemm(c->rt, c->cs, &g);
+		any_gemm(c, op->w, op->a, op->lda, op->m, op->c, op->ldc, op->epi == ZP_EPI_ADD, false);
 		return;
 	}
 	ZP_ASSERT((size_t)op->m * op->w->n <= c->tmp_floats);
-	zp_dgemm g = dgemm(op->w, op->a, op->lda, op->m, c->tmp, (size_t)op->w->n, false);
-	c->rt->ops->gemm(c->rt, c->cs, &g);
+	any_gemm(c, op->w, op->a, op->lda, op->m, c->tmp, (size_t)op->w->n, false, true);
 	swiglu(c, op->m, op->w->n, op->ncols, c->tmp, op->c, op->ldc);
 }
 
@@ -421,6 +661,8 @@ static void expert_v1(cu_ctx *c, const zp_wmat *w, int e0, int e1, const int *of
 static const char *v1_expert_misfit(const zp_wmat *w, int e0, int e1, zp_view a)
 {
 	size_t mat = (size_t)w[e0].n * w[e0].kp;
+	if (w[e0].store != ZP_WS_PLAIN)
+		return "the expert weights are FP8 (v0 runs them: per-expert block-scaled matmuls)";
 	if (w[e0].type != ZP_W_BF16)
 		return "the expert weights are not bf16";
 	if (w[e0].k % 8 || w[e0].kp != w[e0].k)
@@ -449,6 +691,30 @@ static bool v1_use(const char **said, const char *kind, const char *why)
 	return false;
 }
 
+/* FP8 experts: one matmul per expert in stream order (W8A16 widens each
+   into the one scratch matrix before its GEMM; W8A8 quantises each expert's
+   rows into its own part of q8), then SwiGLU over every routed row */
+static void expert_fp8(cu_ctx *c, const zp_wmat *w, int e0, int e1, const int *offs, zp_view a,
+		       zp_view out, enum zp_epi epi, int ncols)
+{
+	bool sw = epi == ZP_EPI_SWIGLU;
+	int r0 = offs[0], rows = offs[e1 - e0] - r0;
+	size_t es = w[e0].type == ZP_W_BF16 ? 2 : 4, N = (size_t)w[e0].n, s_at = 0;
+	/* every expert's rows start at a multiple of the row stride: one check */
+	bool w8a8 = fp8_w8a8(c, &w[e0], sw, sw ? c->tmp : (float *)out.data, sw ? N : out.ld);
+	for (int e = e0; e < e1; e++) {
+		int r = offs[e - e0], m = offs[e - e0 + 1] - r;
+		if (!m)
+			continue;
+		float *dst = sw ? c->tmp + (size_t)(r - r0) * N : (float *)out.data + (size_t)r * out.ld;
+		fp8_gemm(c, &w[e], (const char *)a.data + (size_t)r * a.ld * es, a.ld, m, dst,
+			 sw ? N : out.ld, false, w8a8, (size_t)(r - r0), s_at);
+		s_at += ZP_ALIGN_UP((size_t)m * fp8_nkb(w[e].k), 4);
+	}
+	if (sw)
+		swiglu(c, rows, (int)N, ncols, c->tmp, (float *)out.data + (size_t)r0 * out.ld, out.ld);
+}
+
 /* v0: one grouped GEMM (host-side sizes: the offsets came back once per
    layer), then SwiGLU over every routed row */
 static void cu_expert_gemm(zp_backend *b, const zp_wmat *w, int e0, int e1, const int *offs,
@@ -468,8 +734,12 @@ static void cu_expert_gemm(zp_backend *b, const zp_wmat *w, int e0, int e1, cons
 	}
 	bool sw = epi == ZP_EPI_SWIGLU;
 	size_t es = w[e0].type == ZP_W_BF16 ? 2 : 4, N = (size_t)w[e0].n;
-	zp_dgemm *g = zp_xmalloc((size_t)E * sizeof *g);
 	ZP_ASSERT(!sw || (size_t)rows * N <= c->tmp_floats);
+	if (w[e0].store == ZP_WS_FP8) {
+		expert_fp8(c, w, e0, e1, offs, a, out, epi, ncols);
+		return;
+	}
+	zp_dgemm *g = zp_xmalloc((size_t)E * sizeof *g);
 	for (int e = e0; e < e1; e++) {
 		int r = offs[e - e0], m = offs[e - e0 + 1] - r;
 		if (!m)
@@ -666,50 +936,6 @@ static void cu_pool(zp_backend *b, int n, int cols, zp_view x, const float *w, f
 	cu_download(b, out, acc + cols, (size_t)cols * 4);
 }
 
-/* ---- weights: the layout (weights.h) ---- */
-
-/* rows held: a SWIGLU matrix's gate and up halves each padded to 16 rows
-   (the SwiGLU kernel reads up row r at r + n / 2) */
-static int held_rows(int n, enum zp_wkind kind)
-{
-	return kind == ZP_WK_SWIGLU ? 2 * ZP_ALIGN_UP(n / 2, 16) : n;
-}
-
-static size_t row_bytes(enum zp_wtype t, int k)
-{
-	return (size_t)ZP_ALIGN_UP(k, 2) * (t == ZP_W_F32 ? 4 : 2);
-}
-
-/* FP8 storage is not held yet (the layout has no .fp8: model/ refuses an FP8
-   model for it before packing). */
-static size_t layout_bytes(enum zp_wtype t, enum zp_wstore st, int n, int k, enum zp_wkind kind)
-{
-	ZP_ASSERT(st == ZP_WS_PLAIN);
-	return ZP_ALIGN_UP((size_t)held_rows(n, kind) * row_bytes(t, k), 64);
-}
-
-/* row-major [rows][kp], zeros past k and in padding rows */
-static void layout_pack(zp_wmat *w, void *dst, enum zp_wtype t, enum zp_wstore st, int n, int k,
-			enum zp_wkind kind, const zp_wsrc *wsrc)
-{
-	int src_dt = wsrc->dt;
-	zp_row_fn row = wsrc->row;
-	void *ctx = wsrc->ctx;
-	int rows = held_rows(n, kind), h = rows / 2, f = n / 2;
-	size_t rb = row_bytes(t, k);
-	ZP_ASSERT(((uintptr_t)dst & 63) == 0 && (kind == ZP_WK_PLAIN || n % 2 == 0));
-	*w = (zp_wmat){ .type = t, .n = rows, .k = k, .kp = ZP_ALIGN_UP(k, 2), .data = dst };
-	memset(dst, 0, layout_bytes(t, st, n, k, kind));
-	for (int r = 0; r < rows; r++) {
-		int up = kind == ZP_WK_SWIGLU && r >= h, q = up ? r - h : r;
-		int j = kind == ZP_WK_PLAIN ? r : q < f ? (up ? f + q : q) : -1;
-		const void *src = j >= 0 ? row(ctx, j) : NULL;
-		if (src)
-			zp_wrow_convert((char *)dst + (size_t)r * rb, t, src, src_dt, k);
-	}
-}
-
-const zp_wlayout zp_cuda_wlayout = { "cuda-rows", layout_bytes, layout_pack, .fp8 = false };
 
 /* ---- weights: the model mirror, uploaded through pinned staging ---- */
 
@@ -723,6 +949,7 @@ typedef struct {
 	int cur, threads;
 	zp_pool *pool;	/* the memcpy into staging; the caller is one of its threads */
 	double bytes, t0, next_log;
+	zp_gds *gds;	/* the file-served matrices, or NULL (gds_load.h) */
 } stager;
 
 /* buffers of at most STAGE_BYTES, less when the whole upload is smaller */
@@ -814,40 +1041,164 @@ static float *vec_up(stager *s, const float *v, size_t n)
 
 static size_t wbytes(const zp_wmat *w)
 {
+	if (w->store == ZP_WS_FP8)
+		return fp8_codes_bytes(w->n, w->k) + fp8_rs_bytes(w->n, w->k) + fp8_blk_bytes(w->n, w->k);
 	return (size_t)w->n * row_bytes(w->type, w->k);
 }
 
-/* the host matrix's bytes are already in this layout: copied as they are */
-static void mat_up(stager *s, zp_wmat *w)
+/* what gds_load.h read (the codes of an FP8 matrix: its scales, expanded
+   per row, are this layout's own bytes) */
+static void gds_rest(stager *s, const zp_wmat *w, const void *host)
+{
+	if (w->store == ZP_WS_FP8)
+		stage_bytes(s, (char *)w->data + w->scale_off, (const char *)host + w->scale_off,
+			    wbytes(w) - w->scale_off);
+}
+
+/* the host matrix's bytes are already in this layout: read from the file
+   (GDS, when its sources qualify: gds_load.h) or copied as they are */
+static void mat_up(stager *s, zp_wmat *w, const char *const *names, const int *rows, int nsrc)
 {
 	const void *host = w->data;
 	w->data = own(s->c, wbytes(w));
-	stage_bytes(s, w->data, host, wbytes(w));
+	if (!nsrc || !s->gds || !zp_gds_add(s->gds, w, host, names, rows, nsrc))
+		stage_bytes(s, w->data, host, wbytes(w));
+	else
+		gds_rest(s, w, host);
+}
+
+/* one source: the tensor name, at row 0 */
+static void mat_up1(stager *s, zp_wmat *w, const char *name)
+{
+	static const int row0 = 0;
+	mat_up(s, w, &name, &row0, 1);
+}
+
+/* a SwiGLU matrix: gate rows at 0, up rows at its padded half */
+static void swiglu_up(stager *s, zp_wmat *w, const char *pfx)
+{
+	char g[ZP_ST_NAME_MAX], u[ZP_ST_NAME_MAX];
+	const char *names[2] = { g, u };
+	int rows[2] = { 0, w->n / 2 };
+	snprintf(g, sizeof g, "%s.gate_proj.weight", pfx);
+	snprintf(u, sizeof u, "%s.up_proj.weight", pfx);
+	mat_up(s, w, names, rows, 2);
+}
+
+static void down_up(stager *s, zp_wmat *w, const char *pfx)
+{
+	char d[ZP_ST_NAME_MAX];
+	snprintf(d, sizeof d, "%s.down_proj.weight", pfx);
+	mat_up1(s, w, d);
 }
 
 /* a layer's experts: one array per matrix kind, expert e at e * its bytes
    (the v1 kernels' contract) */
-static zp_wmat *experts_up(stager *s, const zp_wmat *src, int E)
+static zp_wmat *experts_up(stager *s, const zp_wmat *src, int E, int l, bool gate_up)
 {
 	zp_wmat *w = zp_xcalloc((size_t)E, sizeof *w);
 	size_t mat = wbytes(&src[0]);
-	char *base = own(s->c, mat * (size_t)E);
+	char *base = own(s->c, mat * (size_t)E), pfx[96];
 	for (int e = 0; e < E; e++) {
+		const void *host = src[e].data;
 		w[e] = src[e];
 		w[e].data = base + (size_t)e * mat;
-		stage_bytes(s, w[e].data, src[e].data, mat);
+		snprintf(pfx, sizeof pfx, "model.layers.%d.mlp.experts.%d", l, e);
+		char g[ZP_ST_NAME_MAX], u[ZP_ST_NAME_MAX];
+		snprintf(g, sizeof g, "%s.%s_proj.weight", pfx, gate_up ? "gate" : "down");
+		snprintf(u, sizeof u, "%s.up_proj.weight", pfx);
+		const char *names[2] = { g, u };
+		int rows[2] = { 0, w[e].n / 2 };
+		if (!s->gds || !zp_gds_add(s->gds, &w[e], host, names, rows, gate_up ? 2 : 1))
+			stage_bytes(s, w[e].data, host, mat);
+		else
+			gds_rest(s, &w[e], host);
 	}
 	return w;
 }
 
-/* GPUDirect Storage: what this build does about it, for the log */
-static const char *gds_state(void)
+/* ---- FP8 scratch, sized once the mirror is known ---- */
+
+/* a dense FP8 matrix whose BLK128x128 tensor has a NaN block (host copy:
+   the same layout bytes) runs W8A16 */
+static void fp8_blk_check(cu_ctx *c, const zp_wmat *dev, const zp_wmat *host)
 {
-	void *h = dlopen("libcufile.so.0", RTLD_NOW | RTLD_LOCAL);
-	if (!h)
-		return "staged (libcufile.so.0 not found)";
-	dlclose(h);
-	return "staged (libcufile.so.0 found; the GDS path is not implemented)";
+	if (host->store != ZP_WS_FP8)
+		return;
+	const float *blk = fp8_blk(host);
+	size_t nb = (size_t)fp8_nkb(host->k) * ((host->n + ZK_FP8_BLOCK - 1) / ZK_FP8_BLOCK);
+	for (size_t i = 0; i < nb; i++)
+		if (isnan(blk[i])) {
+			c->w16 = realloc(c->w16, (size_t)(c->nw16 + 1) * sizeof *c->w16);
+			ZP_ASSERT(c->w16);
+			c->w16[c->nw16++] = dev->data;
+			return;
+		}
+}
+
+/* the W8A16 widening scratch (one matrix, f32 at most), W8A8's quantised
+   activations (rows_max rows of the widest K) and their scales, from the
+   model's shapes (zp_cuda_opts): made once, at the first FP8 matrix, so a
+   backend that runs only AsyncEP's expert GEMMs has it too */
+static void fp8_scratch(cu_ctx *c)
+{
+	const zp_cuda_opts *o = &c->o;
+	int ks[4] = { o->hidden, o->qd, o->ffn, o->moe_ffn }, kmax = 1;
+	size_t wide = 0;
+	struct { int rows, k; } mats[6] = {
+		{ o->qkv_rows, o->hidden }, { o->hidden, o->qd },
+		{ held_rows(2 * o->ffn, ZP_WK_SWIGLU), o->hidden }, { o->hidden, o->ffn },
+		{ held_rows(2 * o->moe_ffn, ZP_WK_SWIGLU), o->hidden }, { o->hidden, o->moe_ffn },
+	};
+	if (c->wide)
+		return;
+	for (int i = 0; i < 6; i++)
+		wide = ZP_MAX(wide, (size_t)mats[i].rows * row_bytes(ZP_W_F32, mats[i].k));
+	for (int i = 0; i < 4; i++)
+		kmax = ZP_MAX(kmax, ks[i]);
+	c->wide_bytes = ZP_MAX(wide, 64);
+	c->q8_bytes = (size_t)o->rows_max * ZP_ALIGN_UP(kmax, ZK_FP8_KALIGN);
+	/* each expert's scales start 16-byte aligned: 3 floats of slack each */
+	c->q8s_floats = (size_t)o->rows_max * fp8_nkb(kmax) + 4 * (size_t)ZP_MAX(o->experts, 1);
+	c->wide = own(c, c->wide_bytes);
+	c->q8 = own(c, c->q8_bytes);
+	c->q8s = own(c, c->q8s_floats * 4);
+	zp_log(ZP_LOG_INFO, "msg=\"FP8 scratch\" compute=%s blockscaled_matmul=%s scratch_mb=%.1f",
+	       c->fp8c == ZP_FP8_W8A8 ? "w8a8" : "w8a16", c->rt->fp8_blk ? "yes" : "no (not sm_90)",
+	       (c->wide_bytes + c->q8_bytes + c->q8s_floats * 4) / 1048576.0);
+}
+
+/* the mirror's dense FP8 matrices that run W8A16 (fp8_blk_check) */
+static void fp8_mirror(cu_ctx *c, const zp_model *m)
+{
+	for (int l = 0; l < m->cfg.layers; l++) {
+		const zp_layer *D = &c->mdev.layers[l], *L = &m->layers[l];
+		const zp_wmat *dv[4] = { &D->wqkv, &D->wo, &D->w_gate_up, &D->w_down };
+		const zp_wmat *hv[4] = { &L->wqkv, &L->wo, &L->w_gate_up, &L->w_down };
+		for (int i = 0; i < (L->sparse ? 2 : 4); i++)
+			fp8_blk_check(c, dv[i], hv[i]);
+	}
+	fp8_scratch(c);
+	zp_log(ZP_LOG_INFO, "msg=\"FP8 weights\" dense_w8a16=%d (a 128-row block spans two sources)",
+	       c->nw16);
+}
+
+/* gds_load.h's fallback: a matrix staged after all */
+static void stage_cb(void *ctx, void *dst, const void *host, size_t bytes)
+{
+	stage_bytes(ctx, dst, host, bytes);
+}
+
+/* The file-served matrices (when GDS opened): read now, or staged when a
+   read fails; the path and why, once. */
+static void gds_finish(stager *s, const char *why_not)
+{
+	char why[256] = "";
+	if (s->gds && !zp_gds_bytes(s->gds))
+		why_not = "no matrix holds the file's bytes as they are (not bf16 rows of even k)";
+	if (s->gds && zp_gds_bytes(s->gds) && zp_gds_run(s->gds, stage_cb, s, why, sizeof why) == 0)
+		return;
+	zp_log(ZP_LOG_INFO, "msg=\"weights path\" path=staged why=\"%s\"", why[0] ? why : why_not);
 }
 
 const zp_model *zp_backend_cuda_model(zp_backend *b, const zp_model *m, bool experts, zp_err *e)
@@ -864,11 +1215,13 @@ const zp_model *zp_backend_cuda_model(zp_backend *b, const zp_model *m, bool exp
 			m->layout->name, zp_cuda_wlayout.name);
 		return NULL;
 	}
-	zp_log(ZP_LOG_INFO, "msg=\"weights to the device\" device=%s path=\"%s\"", c->rt->ops->name,
-	       c->rt->sim ? "staged (sim device)" : gds_state());
 	c->mdev = *m;
 	c->mdev.layers = zp_xcalloc((size_t)cf->layers, sizeof *c->mdev.layers);
 	stage_open(&s, c, STAGE_BYTES);
+	char why_not[256] = "";
+	s.gds = zp_gds_new(c->rt, m, GDS_IN_FLIGHT, why_not, sizeof why_not);
+	zp_log(ZP_LOG_INFO, "msg=\"weights to the device\" device=%s gds=%s", c->rt->ops->name,
+	       s.gds ? (c->rt->sim ? "yes (sim: pread)" : "yes (cuFile)") : "no");
 	/* the embedding as f32 rows: the cpu's zp_model_embed values */
 	c->embed = own(c, (size_t)cf->vocab * H * 4);
 	float *row = zp_xmalloc(H * 4 * 256);
@@ -881,10 +1234,20 @@ const zp_model *zp_backend_cuda_model(zp_backend *b, const zp_model *m, bool exp
 	c->rt->ops->stream_sync(c->rt, c->xs); /* row is reused no more */
 	free(row);
 	c->mdev.final_norm = vec_up(&s, m->final_norm, H);
-	mat_up(&s, &c->mdev.lm_head);
+	mat_up1(&s, &c->mdev.lm_head, cf->tie_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
 	for (int l = 0; l < cf->layers; l++) {
 		const zp_layer *L = &m->layers[l];
 		zp_layer *D = &c->mdev.layers[l];
+		char pfx[96], q[ZP_ST_NAME_MAX], k[ZP_ST_NAME_MAX], v[ZP_ST_NAME_MAX],
+			o[ZP_ST_NAME_MAX];
+		snprintf(pfx, sizeof pfx, "model.layers.%d", l);
+		snprintf(q, sizeof q, "%s.self_attn.q_proj.weight", pfx);
+		snprintf(k, sizeof k, "%s.self_attn.k_proj.weight", pfx);
+		snprintf(v, sizeof v, "%s.self_attn.v_proj.weight", pfx);
+		snprintf(o, sizeof o, "%s.self_attn.o_proj.weight", pfx);
+		const char *qkv_names[3] = { q, k, v };
+		int qd = cf->heads * cf->head_dim, kvd = cf->kv_heads * cf->head_dim;
+		int qkv_rows[3] = { 0, qd, qd + kvd };
 		*D = *L;
 		D->attn_norm = vec_up(&s, L->attn_norm, H);
 		D->q_norm = vec_up(&s, L->q_norm, d);
@@ -892,21 +1255,26 @@ const zp_model *zp_backend_cuda_model(zp_backend *b, const zp_model *m, bool exp
 		D->bqkv = vec_up(&s, L->bqkv, qkv);
 		D->bo = vec_up(&s, L->bo, H);
 		D->ffn_norm = vec_up(&s, L->ffn_norm, H);
-		mat_up(&s, &D->wqkv);
-		mat_up(&s, &D->wo);
+		mat_up(&s, &D->wqkv, qkv_names, qkv_rows, 3);
+		mat_up1(&s, &D->wo, o);
 		if (!L->sparse) {
-			mat_up(&s, &D->w_gate_up);
-			mat_up(&s, &D->w_down);
+			snprintf(pfx, sizeof pfx, "model.layers.%d.mlp", l);
+			swiglu_up(&s, &D->w_gate_up, pfx);
+			down_up(&s, &D->w_down, pfx);
 			continue;
 		}
-		mat_up(&s, &D->router);
+		mat_up(&s, &D->router, NULL, NULL, 0); /* f32 on the device: staged */
 		D->experts = NULL;
 		D->exp_gate_up = D->exp_down = NULL;
 		if (experts && L->experts && L->exp_gate_up[0].data) {
-			D->exp_gate_up = experts_up(&s, L->exp_gate_up, cf->experts);
-			D->exp_down = experts_up(&s, L->exp_down, cf->experts);
+			D->exp_gate_up = experts_up(&s, L->exp_gate_up, cf->experts, l, true);
+			D->exp_down = experts_up(&s, L->exp_down, cf->experts, l, false);
 		}
 	}
+	gds_finish(&s, why_not);
+	zp_gds_free(s.gds);
+	if (m->fp8)
+		fp8_mirror(c, m);
 	stage_close(&s, "model");
 	c->have_model = true;
 	return &c->mdev;
@@ -930,6 +1298,7 @@ static void cu_free(zp_backend *b)
 	for (int i = 0; i < c->nowned; i++)
 		c->rt->ops->free(c->rt, c->owned[i]);
 	free(c->owned);
+	free(c->w16);
 	c->rt->ops->free(c->rt, c->tmp);
 	c->rt->ops->free(c->rt, c->meta_d);
 	c->rt->ops->host_free(c->rt, c->meta_h);
@@ -1015,6 +1384,7 @@ zp_backend *zp_backend_cuda_new(const zp_cuda_opts *o, zp_err *e)
 	b->ops = &cuda_ops;
 	c->rt = rt;
 	c->o = *o;
+	c->fp8c = o->fp8c;
 	c->cs = rt->ops->stream_new(rt);
 	c->xs = rt->ops->stream_new(rt);
 	c->meta_h = rt->ops->host_alloc(rt, META_BYTES);
@@ -1041,9 +1411,18 @@ zp_backend *zp_backend_device_new(enum zp_device dev, int ordinal, int threads,
 	/* the SwiGLU scratch: a dense MLP's [T][2F] or the routed rows' [T K][2F'] */
 	zp_cuda_opts o = { .dev = dev, .ordinal = ordinal, .threads = threads,
 			   .rows_max = (int)(T * (c->moe ? K : 1)),
+			   .hidden = c->hidden, .qkv_rows = (c->heads + 2 * c->kv_heads) * c->head_dim,
+			   .qd = c->heads * c->head_dim, .ffn = c->ffn, .moe_ffn = c->moe_ffn,
+			   .experts = c->moe ? c->experts : 0,
 			   .tmp_floats = ZP_MAX(T * 2 * fp, c->moe ? T * K * 2 * mfp : 0) };
 	const char *ev = getenv("ZP_EXPERT_GEMM"), *av = getenv("ZP_ATTENTION");
+	const char *fv = getenv("ZP_FP8_COMPUTE");
 	o.expert_v1 = ev && !strcmp(ev, "v1");
 	o.attn_v1 = av && !strcmp(av, "v1");
+	if (fv && *fv && strcmp(fv, "w8a8") && strcmp(fv, "w8a16")) { /* empty: the default */
+		zp_errf(e, "ZP_FP8_COMPUTE=%s: w8a8 or w8a16", fv);
+		return NULL;
+	}
+	o.fp8c = fv && !strcmp(fv, "w8a16") ? ZP_FP8_W8A16 : ZP_FP8_W8A8;
 	return zp_backend_cuda_new(&o, e);
 }

@@ -18,7 +18,24 @@
                       16-bit inputs: a pointer is 16-byte aligned when its
                       rows are (k * 2 % 16 == 0), as cublasGemmBatchedEx
      every call: m, n, k >= 1; ld >= the stored matrix's rows; pointers
-                 aligned to their element; grouped: int-sized arguments. */
+                 aligned to their element; grouped: int-sized arguments.
+   and the block-scaled FP8 matmul of W8A8 (cuBLAS 12.9+, sm_90 only:
+   cuBLASLt's "1D / 2D block scaling"; the enums of CUDA 13's cublasLt.h):
+     cublasLtMatmul   8F_E4M3 x 8F_E4M3 -> 32F (C = D), compute 32F, scale
+                      type 32F, CUBLASLT_MATMUL_DESC_FAST_ACCUM off;
+                      A (the weight) CUBLASLT_MATMUL_DESC_A_SCALE_MODE =
+                      CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F, B (the
+                      activations) CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F,
+                      both scale pointers set (f32, 16-byte aligned);
+                      FP8 kernels need "TN": A transposed, B not; FP8 rows
+                      of 16-byte multiples: k, lda, ldb % 16 == 0, A and B
+                      16-byte aligned; C rows 16-byte (ldc % 4, C aligned).
+   What waits for a GPU to confirm (the docs' layout figures were not
+   reachable here): the scale tensors' order, taken MN-major as the PyTorch
+   and DeepGEMM callers of these modes feed them: VEC128 [ceil(k/128)][m],
+   BLK128x128 [ceil(k/128)][ceil(n/128)] (n = the weight's rows), and the
+   32F output row of the table in block-scaled mode; gpu_check's w8a8 steps
+   compare the device against the sim's twin of this call. */
 #ifndef ZP_BLAS_CONTRACT_H
 #define ZP_BLAS_CONTRACT_H
 
@@ -31,7 +48,9 @@
 #include "devrt.h"
 
 enum zp_blas_lib { ZP_BLAS_LT_MATMUL, ZP_BLAS_GROUPED };
-enum zp_blas_type { ZP_BT_32F, ZP_BT_16BF };
+enum zp_blas_type { ZP_BT_32F, ZP_BT_16BF, ZP_BT_8F_E4M3 };
+/* how a matrix's scale pointer is read (cublasLtMatmulMatrixScale_t) */
+enum zp_blas_scale { ZP_BS_NONE, ZP_BS_VEC128_32F, ZP_BS_BLK128x128_32F };
 enum zp_blas_compute { ZP_BC_32F, ZP_BC_32F_PEDANTIC, ZP_BC_32F_FAST_TF32 };
 
 /* One column-major GEMM as the library sees it: C (m x n, ldc) = op(A) (m x
@@ -44,6 +63,8 @@ typedef struct {
 	bool trans_a, trans_b;
 	int64_t m, n, k, lda, ldb, ldc;
 	const void *a, *b, *c;
+	enum zp_blas_scale sa_mode, sb_mode;	/* FP8: A's and B's scales */
+	const float *sa, *sb;
 } zp_blas_call;
 
 /* how the experts' GEMMs go out: per-expert cuBLASLt matmuls of fixed
@@ -67,7 +88,19 @@ static inline const char *zp_blas_lib_name(enum zp_blas_lib l)
    C = c (n x m, ld ldc). The compute type is the one devrt_cuda.c passes. */
 static inline zp_blas_call zp_blas_plan(const zp_dgemm *g, enum zp_blas_lib lib)
 {
-	enum zp_blas_type in = g->bf16 ? ZP_BT_16BF : ZP_BT_32F;
+	enum zp_blas_type in = g->fp8 ? ZP_BT_8F_E4M3 : g->bf16 ? ZP_BT_16BF : ZP_BT_32F;
+	if (g->fp8) { /* W8A8: K is the codes' padded rows (zeros past the real K) */
+		zp_blas_call c = {
+			.lib = lib, .ta = in, .tb = in, .tc = ZP_BT_32F, .ct = ZP_BC_32F,
+			.trans_a = true, .trans_b = false,
+			.m = g->n, .n = g->m, .k = g->kp,
+			.lda = g->kp, .ldb = (int64_t)g->lda, .ldc = (int64_t)g->ldc,
+			.a = g->w, .b = g->a, .c = g->c,
+			.sa_mode = ZP_BS_BLK128x128_32F, .sb_mode = ZP_BS_VEC128_32F,
+			.sa = g->sw, .sb = g->sa,
+		};
+		return c;
+	}
 	zp_blas_call c = {
 		.lib = lib, .ta = in, .tb = in, .tc = ZP_BT_32F,
 		.ct = g->bf16 || lib == ZP_BLAS_GROUPED ? ZP_BC_32F : ZP_BC_32F_PEDANTIC,
@@ -81,11 +114,36 @@ static inline zp_blas_call zp_blas_plan(const zp_dgemm *g, enum zp_blas_lib lib)
 
 static inline size_t zp_blas_type_bytes(enum zp_blas_type t)
 {
-	return t == ZP_BT_16BF ? 2 : 4;
+	return t == ZP_BT_8F_E4M3 ? 1 : t == ZP_BT_16BF ? 2 : 4;
+}
+
+/* the FP8 rules above; NULL when c keeps them */
+static inline const char *zp_blas_fp8_refusal(const zp_blas_call *c)
+{
+	if (c->lib != ZP_BLAS_LT_MATMUL)
+		return "cublasGemmGroupedBatchedEx: no FP8 row in its table";
+	if (c->ta != ZP_BT_8F_E4M3 || c->tb != ZP_BT_8F_E4M3 || c->tc != ZP_BT_32F ||
+	    c->ct != ZP_BC_32F)
+		return "cublasLtMatmul FP8: E4M3 x E4M3 -> 32F with compute 32F only (this engine's row)";
+	if (!c->trans_a || c->trans_b)
+		return "cublasLtMatmul FP8: A must be transposed and B not (TN)";
+	if (c->sa_mode != ZP_BS_BLK128x128_32F || c->sb_mode != ZP_BS_VEC128_32F)
+		return "cublasLtMatmul FP8: A scales BLK128x128_32F and B scales VEC128_32F expected";
+	if (!c->sa || !c->sb || (uintptr_t)c->sa % 16 || (uintptr_t)c->sb % 16)
+		return "cublasLtMatmul FP8: a block-scale pointer missing or not 16-byte aligned";
+	if (c->k % 16 || c->lda % 16 || c->ldb % 16 || (uintptr_t)c->a % 16 || (uintptr_t)c->b % 16)
+		return "cublasLtMatmul FP8: k, lda, ldb and the A/B pointers must be 16-byte multiples";
+	if (c->ldc % 4 || (uintptr_t)c->c % 16)
+		return "cublasLtMatmul FP8: C rows must be 16-byte multiples (ldc % 4, C aligned)";
+	return NULL;
 }
 
 static inline const char *zp_blas_types_ok(const zp_blas_call *c)
 {
+	if (c->ta == ZP_BT_8F_E4M3 || c->tb == ZP_BT_8F_E4M3)
+		return zp_blas_fp8_refusal(c);
+	if (c->sa_mode != ZP_BS_NONE || c->sb_mode != ZP_BS_NONE)
+		return "cublasLtMatmul: block scales are for FP8 inputs only";
 	bool bf = c->ta == ZP_BT_16BF && c->tb == ZP_BT_16BF, f32 = c->ta == ZP_BT_32F && c->tb == ZP_BT_32F;
 	if (c->lib == ZP_BLAS_LT_MATMUL) {
 		if (bf && c->tc == ZP_BT_32F && c->ct == ZP_BC_32F)

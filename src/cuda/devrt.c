@@ -35,3 +35,14 @@ int zp_drt_error(zp_drt *r, zp_err *e)
 		zp_errf(e, "device fault: %s: %s", r->fault.call, r->fault.why);
 	return -1;
 }
+
+const char *zp_dfile_misaligned(const void *dst, uint64_t off, size_t bytes)
+{
+	if ((uintptr_t)dst % ZP_DFILE_ALIGN)
+		return "the device address is not a multiple of 4096 (O_DIRECT)";
+	if (off % ZP_DFILE_ALIGN)
+		return "the file offset is not a multiple of 4096 (O_DIRECT)";
+	if (!bytes || bytes % ZP_DFILE_ALIGN)
+		return "the size is not a positive multiple of 4096 (O_DIRECT)";
+	return NULL;
+}

@@ -1,6 +1,7 @@
 /* devrt.h -- the device runtime the CUDA backend (backend_cuda.c) is written
    over: memory, streams, events, kernel launches (kernels/zk_ops.h's
-   zk_launch) and GEMMs. Two implementations: devrt_cuda.c (the CUDA runtime,
+   zk_launch), GEMMs (bf16, f32, block-scaled FP8) and file reads into
+   device memory (GPUDirect Storage). Two implementations: devrt_cuda.c (the CUDA runtime,
    cuBLASLt and cuBLAS; built only where nvcc and the toolkit are) and
    devrt_sim.c (always built: host memory, a stream = an in-order queue run by
    its own thread, events = counters, each kernel run by its host twin over
@@ -23,6 +24,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "util.h"
 #include "zk_ops.h"
@@ -30,12 +32,25 @@
 typedef struct zp_drt zp_drt;
 typedef struct zp_dstream zp_dstream;
 typedef struct zp_devent zp_devent;
+typedef struct zp_dfile zp_dfile;
+
+/* GPUDirect Storage reads (file_read): file offset, size and the device
+   address are multiples of this, O_DIRECT's rule (the logical block size of
+   the file systems GDS serves); cuFile then DMAs without its own bounce. */
+#define ZP_DFILE_ALIGN 4096
 
 /* c[m][0..n) (=, or += when add) a[m][0..kp) . w[n][kp]^T; w in the device
    layout (row-major, K padded to even with zeros), a bf16 when bf16 else f32,
-   f32 accumulation. */
+   f32 accumulation.
+   fp8 (W8A8, the block-scaled matmul of blas_contract.h): a and w are e4m3
+   codes (lda, kp in codes, multiples of 16; both zero past the real K, so
+   the 128-column groups are those of K), sa the activations' scales
+   MN-major [ceil(kp/128)][m] (VEC128), sw the weight's BLK128x128 scales
+   [ceil(kp/128)][ceil(n/128)]; c f32. */
 typedef struct {
 	bool bf16, add;
+	bool fp8;
+	const float *sa, *sw;
 	const void *a;
 	size_t lda;
 	int m;
@@ -79,6 +94,23 @@ struct zp_drt_ops {
 	/* the calling thread uses this device from here on (a thread other than
 	   the owner, before its first call: cudaSetDevice; sim: nothing) */
 	void (*bind)(zp_drt *r);
+	/* GPUDirect Storage. file_open: a checkpoint file for reads straight
+	   into device memory (cuda: cuFile, libcufile loaded at run time; the
+	   sim: pread); NULL with why set where that is not available (no
+	   libcufile, the driver or the file system refused). Not a device fault:
+	   the caller stages instead. */
+	zp_dfile *(*file_open)(zp_drt *r, const char *path, char *why, size_t len);
+	/* bytes at off of f into device memory dst, synchronous on the calling
+	   thread (bound to the device), several threads at once; off, bytes and
+	   dst multiples of ZP_DFILE_ALIGN. The bytes read (fewer only where the
+	   file ends), or -1 with why set (an unaligned argument, an I/O error):
+	   not a device fault. */
+	int64_t (*file_read)(zp_drt *r, zp_dfile *f, void *dst, uint64_t off, size_t bytes,
+			     char *why, size_t len);
+	void (*file_close)(zp_drt *r, zp_dfile *f);
+	/* a device buffer file_read targets again and again (cuda:
+	   cuFileBufRegister / Deregister; sim: nothing) */
+	void (*file_buf)(zp_drt *r, void *p, size_t bytes, bool on);
 	/* the device's name and memory, for the log */
 	void (*describe)(zp_drt *r, char *buf, size_t len);
 	/* non-blocking: an asynchronous error the device holds becomes the
@@ -102,6 +134,8 @@ struct zp_drt {
 	const struct zp_drt_ops *ops;
 	void *ctx;
 	bool sim;
+	bool fp8_blk;	/* the block-scaled FP8 matmul runs here (cuBLASLt: sm_90 only;
+			   the sim plays an sm_90) */
 	zp_drt_fault fault;
 };
 
@@ -115,6 +149,9 @@ void zp_drt_fail(zp_drt *r, const char *call, const char *why, const char *file,
 bool zp_drt_failed(zp_drt *r);
 /* 0, or -1 with e set to "device fault: <call>: <why>" (e may be NULL) */
 int zp_drt_error(zp_drt *r, zp_err *e);
+/* NULL when a file_read of these arguments keeps O_DIRECT's rule
+   (ZP_DFILE_ALIGN), else which one breaks it: both runtimes refuse it */
+const char *zp_dfile_misaligned(const void *dst, uint64_t off, size_t bytes);
 
 zp_drt *zp_drt_sim_new(int threads);
 /* s (of sim runtime r) is a backend's copy queue: with the environment

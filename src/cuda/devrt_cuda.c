@@ -21,6 +21,7 @@
    bf16 in, f32 accumulate and out; f32 in: CUBLAS_COMPUTE_32F_PEDANTIC (no
    TF32). Experts: by default one such matmul per expert (the same classes,
    so an expert's rows are batch-invariant too). */
+#define _GNU_SOURCE /* O_DIRECT */
 #include "devrt.h"
 
 #ifndef ZP_CUDA_BACKEND
@@ -42,8 +43,12 @@ int zp_drt_cuda_count(void)
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "blas_contract.h"
 
@@ -55,7 +60,7 @@ int zp_drt_cuda_count(void)
 /* the launchers of kernels/<op>.cu */
 #define K(name) int zk_cu_##name(cudaStream_t s, const zk_launch *l);
 K(embed) K(rmsnorm) K(rope) K(attention) K(route) K(dispatch) K(gather) K(combine)
-K(residual) K(add_bias) K(to_bf16) K(swiglu) K(logprobs) K(pool)
+K(residual) K(add_bias) K(to_bf16) K(swiglu) K(logprobs) K(pool) K(act_quant) K(fp8_widen)
 #undef K
 
 #define M_BUCKETS 32	/* m in [2^b, 2^(b+1)): bucket b */
@@ -63,7 +68,7 @@ K(residual) K(add_bias) K(to_bf16) K(swiglu) K(logprobs) K(pool)
 
 typedef struct {
 	int n, kp;
-	bool bf16, add;
+	bool bf16, add, fp8;
 	int align_w, align_a, align_c;	/* bytes: W's, the A rows' and C rows' */
 	cublasLtMatmulAlgo_t algo;
 	uint32_t checked;	/* buckets AlgoCheck accepted algo at */
@@ -262,6 +267,7 @@ static void c_launch(zp_drt *r, zp_dstream *s, const zk_launch *l)
 		[ZK_COMBINE] = zk_cu_combine, [ZK_RESIDUAL] = zk_cu_residual,
 		[ZK_BIAS] = zk_cu_add_bias, [ZK_TO_BF16] = zk_cu_to_bf16,
 		[ZK_SWIGLU] = zk_cu_swiglu, [ZK_LSE] = zk_cu_logprobs, [ZK_POOL] = zk_cu_pool,
+		[ZK_ACT_QUANT] = zk_cu_act_quant, [ZK_FP8_WIDEN] = zk_cu_fp8_widen,
 	};
 	if (l->blocks <= 0 || zp_drt_failed(r))
 		return;
@@ -278,7 +284,31 @@ typedef struct {
 
 static cudaDataType_t lt_type(enum zp_blas_type t)
 {
-	return t == ZP_BT_16BF ? CUDA_R_16BF : CUDA_R_32F;
+	return t == ZP_BT_8F_E4M3 ? CUDA_R_8F_E4M3 : t == ZP_BT_16BF ? CUDA_R_16BF : CUDA_R_32F;
+}
+
+static int32_t lt_scale_mode(enum zp_blas_scale m)
+{
+	return m == ZP_BS_BLK128x128_32F ? CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F
+					 : CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
+}
+
+/* W8A8: the block scales' modes and pointers (blas_contract.h), fast
+   accumulation off (the default, said: the contract's compute) */
+static void lt_scales(zp_drt *r, cublasLtMatmulDesc_t op, const zp_blas_call *bc)
+{
+	int32_t ma = lt_scale_mode(bc->sa_mode), mb = lt_scale_mode(bc->sb_mode);
+	int8_t fast = 0;
+	ckb(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &ma, sizeof ma),
+	    "a scale mode");
+	ckb(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mb, sizeof mb),
+	    "b scale mode");
+	ckb(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &bc->sa,
+					   sizeof bc->sa), "a scale pointer");
+	ckb(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &bc->sb,
+					   sizeof bc->sb), "b scale pointer");
+	ckb(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast, sizeof fast),
+	    "fast accumulation off");
 }
 
 static cublasComputeType_t lt_compute(enum zp_blas_compute ct)
@@ -296,6 +326,8 @@ static void lt_open(zp_drt *r, lt_problem *p, const zp_blas_call *bc)
 	ckb(cublasLtMatmulDescCreate(&p->op, lt_compute(bc->ct), CUDA_R_32F), "cublasLtMatmulDescCreate");
 	ckb(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta), "transa");
 	ckb(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb), "transb");
+	if (bc->sa_mode != ZP_BS_NONE)
+		lt_scales(r, p->op, bc);
 	ckb(cublasLtMatrixLayoutCreate(&p->la, lt_type(bc->ta), (uint64_t)bc->k, (uint64_t)bc->m, bc->lda),
 	    "layout w");
 	ckb(cublasLtMatrixLayoutCreate(&p->lb, lt_type(bc->tb), (uint64_t)bc->k, (uint64_t)bc->n, bc->ldb),
@@ -412,18 +444,20 @@ static bool lt_pick(cu_rt *c, const zp_dgemm *g, const gemm_class *k, const int 
 
 static gemm_class *gemm_class_of(cu_rt *c, const zp_dgemm *g)
 {
-	size_t es = g->bf16 ? 2 : 4;
+	size_t es = g->fp8 ? 1 : g->bf16 ? 2 : 4;
 	int aw = align_of(g->w, (size_t)g->kp * es), aa = align_of(g->a, g->lda * es),
 	    ac = align_of(g->c, g->ldc * 4);
 	for (int i = 0; i < c->ncls; i++) {
 		gemm_class *k = &c->cls[i];
 		if (k->n == g->n && k->kp == g->kp && k->bf16 == g->bf16 && k->add == g->add &&
+		    k->fp8 == g->fp8 &&
 		    k->align_w == aw && k->align_a == aa && k->align_c == ac)
 			return k;
 	}
 	ZP_ASSERT(c->ncls < GEMM_CLASSES);
 	gemm_class *k = &c->cls[c->ncls];
-	*k = (gemm_class){ .n = g->n, .kp = g->kp, .bf16 = g->bf16, .add = g->add, .align_w = aw,
+	*k = (gemm_class){ .n = g->n, .kp = g->kp, .bf16 = g->bf16, .add = g->add, .fp8 = g->fp8,
+			   .align_w = aw,
 			   .align_a = aa, .align_c = ac };
 	int ms[2] = { 1, c->m_max };
 	if (!lt_pick(c, g, k, ms, c->m_max > 1 ? 2 : 1, &k->algo)) {
@@ -545,6 +579,136 @@ static void c_gemm_grouped(zp_drt *r, zp_dstream *s, const zp_dgemm *g, int n)
 				       (void *const *)(pd + 2 * GROUP_MAX), lt_type(bc0.tc), ldc, n,
 				       size, lt_compute(bc0.ct)),
 	    "cublasGemmGroupedBatchedEx");
+}
+
+/* ---- GPUDirect Storage: cuFile, loaded at run time (libcufile.so.0: the
+   CUDA install's, or the PyPI nvidia-cufile wheel's on LD_LIBRARY_PATH /
+   the binary's RUNPATH), so a build or a box without it loses only this
+   path. The few declarations used, as cufile.h has them (its header is not
+   needed to build): CUfileError_t, CUfileDescr_t, the entry points. The
+   driver opens once per process and stays open (other runtimes of the
+   process use it; the process's exit closes it). ---- */
+
+typedef struct {
+	int err;	/* CUfileOpError: 0 CU_FILE_SUCCESS, else 5000 + n */
+	int cu_err;	/* CUresult */
+} cf_error;
+
+typedef struct {
+	int type;	/* enum CUfileFileHandleType: 1 CU_FILE_HANDLE_TYPE_OPAQUE_FD */
+	union {
+		int fd;
+		void *handle;
+	} handle;
+	const void *fs_ops;	/* CUfileFSOps_t: NULL for a kernel file system */
+} cf_descr;
+
+#define CF_HANDLE_TYPE_OPAQUE_FD 1
+
+static struct {
+	pthread_once_t once;
+	bool ok;
+	char why[192];
+	cf_error (*driver_open)(void);
+	cf_error (*handle_register)(void **fh, cf_descr *d);
+	void (*handle_deregister)(void *fh);
+	ssize_t (*read)(void *fh, void *buf, size_t size, off_t file_off, off_t buf_off);
+	cf_error (*buf_register)(const void *p, size_t bytes, int flags);
+	cf_error (*buf_deregister)(const void *p);
+} cf = { .once = PTHREAD_ONCE_INIT };
+
+static void cf_load(void)
+{
+	void *h = dlopen("libcufile.so.0", RTLD_NOW | RTLD_LOCAL);
+	if (!h) {
+		snprintf(cf.why, sizeof cf.why, "libcufile.so.0 not found (%s)", dlerror());
+		return;
+	}
+#define SYM(field, name) (*(void **)&cf.field = dlsym(h, name))
+	if (!SYM(driver_open, "cuFileDriverOpen") || !SYM(handle_register, "cuFileHandleRegister") ||
+	    !SYM(handle_deregister, "cuFileHandleDeregister") || !SYM(read, "cuFileRead") ||
+	    !SYM(buf_register, "cuFileBufRegister") || !SYM(buf_deregister, "cuFileBufDeregister")) {
+		snprintf(cf.why, sizeof cf.why, "libcufile.so.0 lacks a cuFile entry point");
+		return;
+	}
+#undef SYM
+	cf_error e = cf.driver_open();
+	if (e.err) {
+		snprintf(cf.why, sizeof cf.why, "cuFileDriverOpen: CUfileOpError %d (CUresult %d)",
+			 e.err, e.cu_err);
+		return;
+	}
+	cf.ok = true;
+}
+
+struct zp_dfile {
+	int fd;
+	void *fh;
+};
+
+static zp_dfile *c_file_open(zp_drt *r, const char *path, char *why, size_t len)
+{
+	pthread_once(&cf.once, cf_load);
+	if (!cf.ok) {
+		snprintf(why, len, "%s", cf.why);
+		return NULL;
+	}
+	int fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+	if (fd < 0) {
+		snprintf(why, len, "open %s with O_DIRECT: %s", path, strerror(errno));
+		return NULL;
+	}
+	cf_descr d = { .type = CF_HANDLE_TYPE_OPAQUE_FD, .handle.fd = fd };
+	void *fh = NULL;
+	cf_error e = cf.handle_register(&fh, &d);
+	if (e.err) {
+		snprintf(why, len, "cuFileHandleRegister %s: CUfileOpError %d (CUresult %d)", path,
+			 e.err, e.cu_err);
+		close(fd);
+		return NULL;
+	}
+	zp_dfile *f = zp_xcalloc(1, sizeof *f);
+	*f = (zp_dfile){ fd, fh };
+	return f;
+}
+
+static int64_t c_file_read(zp_drt *r, zp_dfile *f, void *dst, uint64_t off, size_t bytes,
+			   char *why, size_t len)
+{
+	const char *bad = zp_dfile_misaligned(dst, off, bytes);
+	if (bad) {
+		snprintf(why, len, "cuFileRead: %s", bad);
+		return -1;
+	}
+	ssize_t n = cf.read(f->fh, dst, bytes, (off_t)off, 0);
+	if (n < 0) { /* -1: errno; below: -CUfileOpError */
+		snprintf(why, len, "cuFileRead: %s", n == -1 ? strerror(errno) : "CUfileOpError");
+		if (n != -1)
+			snprintf(why, len, "cuFileRead: CUfileOpError %zd", -n);
+		return -1;
+	}
+	return (int64_t)n;
+}
+
+static void c_file_close(zp_drt *r, zp_dfile *f)
+{
+	if (!f)
+		return;
+	cf.handle_deregister(f->fh);
+	close(f->fd);
+	free(f);
+}
+
+/* registration makes the reads DMA into p without cuFile's own bounce
+   buffers; a refusal only costs speed (said in the log) */
+static void c_file_buf(zp_drt *r, void *p, size_t bytes, bool on)
+{
+	if (!cf.ok || !p)
+		return;
+	cf_error e = on ? cf.buf_register(p, bytes, 0) : cf.buf_deregister(p);
+	if (e.err)
+		zp_log(ZP_LOG_WARN, "msg=\"cuFileBuf%sregister refused\" error=%d cu_error=%d",
+		       on ? "" : "De", e.err, e.cu_err);
 }
 
 static void c_bind(zp_drt *r)
@@ -677,6 +841,10 @@ static const struct zp_drt_ops cuda_rt_ops = {
 	.launch = c_launch,
 	.gemm = c_gemm,
 	.gemm_grouped = c_gemm_grouped,
+	.file_open = c_file_open,
+	.file_read = c_file_read,
+	.file_close = c_file_close,
+	.file_buf = c_file_buf,
 	.native_stream = c_native_stream,
 	.bind = c_bind,
 	.describe = c_describe,
@@ -702,7 +870,11 @@ zp_drt *zp_drt_cuda_new(int device, int m_max, zp_err *e)
 		return NULL;
 	}
 	enable_peers(device, n);
+	struct cudaDeviceProp prop;
 	zp_drt *r = zp_xcalloc(1, sizeof *r);
+	/* cuBLASLt's VEC128 / BLK128x128 FP8 scaling: sm_90 only (cuBLAS 12.9+) */
+	r->fp8_blk = cudaGetDeviceProperties(&prop, device) == cudaSuccess && prop.major == 9 &&
+		     prop.minor == 0 && CUBLAS_VERSION >= 120900;
 	cu_rt *c = zp_xcalloc(1, sizeof *c);
 	r->ops = &cuda_rt_ops;
 	r->ctx = c;

@@ -2,14 +2,20 @@
    in-order queue drained by its own thread; events count records reached;
    kernels run by their host twins (kernels/zk_ops.h) block by block on a
    thread pool, lane by lane inside a block, phase by phase where the kernel
-   syncs its lanes; GEMMs by the twin zk_gemm_dot (gemm.c's plain-C order).
+   syncs its lanes; GEMMs by the twin zk_gemm_dot (gemm.c's plain-C order),
+   the block-scaled FP8 matmul by zk_fp8_gemm_dot (zk_fp8.h), each refused
+   first where blas_contract.h says the library would; GPUDirect Storage's
+   file reads by pread under cuFile's O_DIRECT rule.
    A failed call (a contract refusal, an injected fault) is the runtime's
    sticky error (devrt.h): queued copies, launches and GEMMs are then skipped,
    records and waits still run (so no waiter hangs).
    Threads: the owner enqueues; each stream's thread runs its items; the pool's
    workers run blocks; event_sync from any thread. */
+#define _GNU_SOURCE /* O_DIRECT */
 #include "devrt.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -171,6 +177,17 @@ static void twin_dispatch(const zk_dispatch *a, int b)
 		zk_dispatch_starts(a, l);
 }
 
+/* the warp's amax: max is exact whatever the order of the butterfly */
+static void twin_act_quant(const zk_actq *a, int b)
+{
+	float m = 0.0f;
+	for (int l = 0; l < ZK_WARP; l++)
+		m = fmaxf(m, zk_actq_amax_part(a, b, l));
+	float s = zk_actq_scale(m);
+	for (int l = 0; l < ZK_WARP; l++)
+		zk_actq_store(a, b, s, l);
+}
+
 #define LANE(f, T) static void f##_v(const void *a, int b, int l) { f((const T *)a, b, l); }
 LANE(zk_embed_lane, zk_embed)
 LANE(zk_gather_lane, zk_gather)
@@ -179,6 +196,7 @@ LANE(zk_residual_lane, zk_vec)
 LANE(zk_bias_lane, zk_vec)
 LANE(zk_tobf16_lane, zk_tobf16)
 LANE(zk_swiglu_lane, zk_swiglu)
+LANE(zk_fp8w_lane, zk_fp8w)
 
 static void block_task(void *v, int b, int thread)
 {
@@ -203,6 +221,8 @@ static void block_task(void *v, int b, int thread)
 	case ZK_SWIGLU: lanes(zk_swiglu_lane_v, &l->u.swiglu, b); break;
 	case ZK_LSE: twin_lse(&l->u.lse, b); break;
 	case ZK_POOL: twin_pool(&l->u.pool); break;
+	case ZK_ACT_QUANT: twin_act_quant(&l->u.actq, b); break;
+	case ZK_FP8_WIDEN: lanes(zk_fp8w_lane_v, &l->u.fp8w, b); break;
 	case ZK_NKINDS: ZP_ASSERT(0);
 	}
 }
@@ -223,14 +243,18 @@ static void gemm_task(void *v, int t, int thread)
 	while (r->first[o + 1] <= t)
 		o++;
 	const zp_dgemm *g = &r->g[o];
-	size_t es = g->bf16 ? 2 : 4;
+	size_t es = g->fp8 ? 1 : g->bf16 ? 2 : 4;
 	int m0 = (t - r->first[o]) * GEMM_ROWS, m1 = ZP_MIN(m0 + GEMM_ROWS, g->m);
+	int nrb = (g->n + ZK_FP8_BLOCK - 1) / ZK_FP8_BLOCK;
 	for (int i = m0; i < m1; i++) {
 		const char *a = (const char *)g->a + (size_t)i * g->lda * es;
 		float *c = g->c + (size_t)i * g->ldc;
 		for (int j = 0; j < g->n; j++) {
-			float v2 = zk_gemm_dot(a, g->bf16, (const char *)g->w + (size_t)j * g->kp * es,
-					       g->kp);
+			const char *w = (const char *)g->w + (size_t)j * g->kp * es;
+			float v2 = g->fp8 ? zk_fp8_gemm_dot((const uint8_t *)a, (const uint8_t *)w, g->kp,
+							 g->sa + i, (size_t)g->m,
+							 g->sw + j / ZK_FP8_BLOCK, (size_t)nrb)
+					  : zk_gemm_dot(a, g->bf16, w, g->kp);
 			c[j] = g->add ? c[j] + v2 : v2;
 		}
 	}
@@ -545,6 +569,71 @@ static void sim_free(zp_drt *r, void *p)
 	zp_free_aligned(p);
 }
 
+/* ---- GPUDirect Storage, played: pread into the sim's device memory, with
+   cuFile's O_DIRECT rule kept (an unaligned read is refused as it would be
+   on the GPU path). A file system that refuses O_DIRECT (tmpfs) is read
+   through the page cache, as cuFile's compat mode would: said once. ---- */
+
+struct zp_dfile {
+	int fd;
+};
+
+static zp_dfile *sim_file_open(zp_drt *r, const char *path, char *why, size_t len)
+{
+	static _Atomic bool said;
+	int fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+	if (fd < 0 && errno == EINVAL) {
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd >= 0 && !atomic_exchange(&said, true))
+			zp_log(ZP_LOG_INFO, "msg=\"GDS (sim): the file system refuses O_DIRECT; reads go "
+			       "through the page cache, as cuFile's compat mode\" file=%s", path);
+	}
+	if (fd < 0) {
+		snprintf(why, len, "open %s: %s", path, strerror(errno));
+		return NULL;
+	}
+	zp_dfile *f = zp_xcalloc(1, sizeof *f);
+	f->fd = fd;
+	return f;
+}
+
+static int64_t sim_file_read(zp_drt *r, zp_dfile *f, void *dst, uint64_t off, size_t bytes,
+			     char *why, size_t len)
+{
+	const char *bad = zp_dfile_misaligned(dst, off, bytes);
+	size_t got = 0;
+	if (bad) {
+		snprintf(why, len, "cuFileRead (sim): %s", bad);
+		return -1;
+	}
+	while (got < bytes) {
+		ssize_t n = pread(f->fd, (char *)dst + got, bytes - got, (off_t)(off + got));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			snprintf(why, len, "cuFileRead (sim): pread: %s", strerror(errno));
+			return -1;
+		}
+		if (n == 0) /* the end of the file */
+			break;
+		got += (size_t)n;
+	}
+	return (int64_t)got;
+}
+
+static void sim_file_close(zp_drt *r, zp_dfile *f)
+{
+	if (!f)
+		return;
+	close(f->fd);
+	free(f);
+}
+
+/* the sim's memory is the host's: nothing to register */
+static void sim_file_buf(zp_drt *r, void *p, size_t bytes, bool on)
+{
+}
+
 /* every sim device is host memory and any thread may drive it */
 static void sim_bind(zp_drt *r)
 {
@@ -603,6 +692,10 @@ static const struct zp_drt_ops sim_ops = {
 	.launch = sim_launch,
 	.gemm = sim_gemm,
 	.gemm_grouped = sim_gemm_grouped,
+	.file_open = sim_file_open,
+	.file_read = sim_file_read,
+	.file_close = sim_file_close,
+	.file_buf = sim_file_buf,
 	.native_stream = sim_native_stream,
 	.bind = sim_bind,
 	.describe = sim_describe,
@@ -630,5 +723,6 @@ zp_drt *zp_drt_sim_new(int threads)
 	r->ops = &sim_ops;
 	r->ctx = c;
 	r->sim = true;
+	r->fp8_blk = true; /* it plays an sm_90, cuBLASLt's block-scaled FP8 included */
 	return r;
 }

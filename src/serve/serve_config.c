@@ -342,7 +342,10 @@ int zp_serve_cfg_check_fp8(const zp_serve_cfg *c, zp_err *e)
 	if (c->device == ZP_DEV_CPU)
 		return zp_errf(e, "fp8_compute w8a8: the cpu device multiplies FP8 weights w8a16 "
 			       "only (its bf16 or f32 activations are not quantised)");
-	return zp_errf(e, "fp8_compute w8a8: the %s device has no FP8 path yet",
+	/* the cuda backend reads its mode from ZP_FP8_COMPUTE (backend_cuda.h);
+	   this setting does not reach it yet */
+	return zp_errf(e, "fp8_compute w8a8: the %s device takes its FP8 mode from "
+		       "ZP_FP8_COMPUTE=w8a8|w8a16 (w8a8 by default), not from this setting yet",
 		       zp_device_name(c->device));
 }
 
