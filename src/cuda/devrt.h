@@ -60,6 +60,10 @@ struct zp_drt_ops {
 	/* any direction (host memory here is pinned or the caller syncs before
 	   reusing it) */
 	void (*copy)(zp_drt *r, zp_dstream *s, void *dst, const void *src, size_t bytes);
+	/* rows copies of width bytes, src and dst rows spitch and dpitch apart
+	   (cudaMemcpy2DAsync): one call, one DMA descriptor list */
+	void (*copy2d)(zp_drt *r, zp_dstream *s, void *dst, size_t dpitch, const void *src,
+		       size_t spitch, size_t width, size_t rows);
 	void (*stream_sync)(zp_drt *r, zp_dstream *s);
 	zp_devent *(*event_new)(zp_drt *r);
 	void (*event_free)(zp_drt *r, zp_devent *ev);

@@ -212,6 +212,14 @@ static void c_copy(zp_drt *r, zp_dstream *s, void *dst, const void *src, size_t 
 		ck(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, s->s), "cudaMemcpyAsync");
 }
 
+static void c_copy2d(zp_drt *r, zp_dstream *s, void *dst, size_t dpitch, const void *src,
+		     size_t spitch, size_t width, size_t rows)
+{
+	if (width && rows && !zp_drt_failed(r))
+		ck(cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, rows, cudaMemcpyDefault, s->s),
+		   "cudaMemcpy2DAsync");
+}
+
 static void c_stream_sync(zp_drt *r, zp_dstream *s)
 {
 	if (!zp_drt_failed(r))
@@ -668,6 +676,7 @@ static const struct zp_drt_ops cuda_rt_ops = {
 	.stream_new = c_stream_new,
 	.stream_free = c_stream_free,
 	.copy = c_copy,
+	.copy2d = c_copy2d,
 	.stream_sync = c_stream_sync,
 	.event_new = c_event_new,
 	.event_free = c_event_free,

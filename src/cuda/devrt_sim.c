@@ -32,6 +32,7 @@ typedef struct item {
 	void *dst;
 	const void *src;
 	size_t bytes;
+	size_t dpitch, spitch, rows;	/* IT_COPY: rows of bytes (1: a plain copy) */
 	zk_launch l;
 	zp_dgemm *g;	/* owned: ng ops */
 	int ng;
@@ -305,7 +306,9 @@ static void run_item(zp_drt *r, zp_dstream *s, item *it)
 		if (s->copy_queue && S(r)->copy_delay_us) /* a slow copy engine: a read not
 							     ordered after it shows */
 			usleep((useconds_t)S(r)->copy_delay_us);
-		memmove(it->dst, it->src, it->bytes);
+		for (size_t i = 0; i < it->rows; i++)
+			memmove((char *)it->dst + i * it->dpitch,
+				(const char *)it->src + i * it->spitch, it->bytes);
 		break;
 	case IT_LAUNCH:
 		pthread_mutex_lock(&S(r)->pool_mu);
@@ -461,6 +464,24 @@ static void sim_copy(zp_drt *r, zp_dstream *s, void *dst, const void *src, size_
 	it->dst = dst;
 	it->src = src;
 	it->bytes = bytes;
+	it->rows = 1;
+	push(s, it);
+}
+
+/* as cudaMemcpy2DAsync: its pitch contract checked */
+static void sim_copy2d(zp_drt *r, zp_dstream *s, void *dst, size_t dpitch, const void *src,
+		       size_t spitch, size_t width, size_t rows)
+{
+	if (!width || !rows || zp_drt_failed(r))
+		return;
+	ZP_ASSERT(width <= dpitch && width <= spitch);
+	item *it = mk(IT_COPY);
+	it->dst = dst;
+	it->src = src;
+	it->bytes = width;
+	it->dpitch = dpitch;
+	it->spitch = spitch;
+	it->rows = rows;
 	push(s, it);
 }
 
@@ -594,6 +615,7 @@ static const struct zp_drt_ops sim_ops = {
 	.stream_new = sim_stream_new,
 	.stream_free = sim_stream_free,
 	.copy = sim_copy,
+	.copy2d = sim_copy2d,
 	.stream_sync = sim_stream_sync,
 	.event_new = sim_event_new,
 	.event_free = sim_event_free,

@@ -143,6 +143,11 @@ struct zp_backend_ops {
 	void (*download)(zp_backend *b, void *host, const void *src, size_t bytes);
 	/* backend to backend (another instance's memory too, on cpu) */
 	void (*copy)(zp_backend *b, void *dst, const void *src, size_t bytes);
+	/* rows strided copies in one call (cudaMemcpy2DAsync): row i's width
+	   bytes from src + i spitch to dst + i dpitch; backend memory both
+	   (the prefix cache's blocks from a forward's qkv rows, and back) */
+	void (*copy2d)(zp_backend *b, void *dst, size_t dpitch, const void *src, size_t spitch,
+		       size_t width, int rows);
 	/* Host memory the caller allocated (offload's host store), pinned for
 	   the device's copies (on: before the first; off: before it is freed;
 	   cpu and sim: nothing to do). Start-time and stop-time. */

@@ -166,18 +166,18 @@ void zp_fwd_plan(zp_fwd *f, zp_req **reqs, int nreq)
 	f->rep_n = n;
 }
 
-/* Layer l's keys and values of the blocks this run inserts, from their rows. */
+/* Layer l's keys and values of the blocks this run inserts, from their rows:
+   one strided copy per block (k then v are adjacent in a qkv row; a device
+   does the 16 rows as one transfer, not 16). */
 void zp_fwd_kv_write(zp_fwd *f, int l)
 {
 	size_t w = 2 * (size_t)f->kvd, qd = (size_t)f->c->heads * f->c->head_dim;
 	for (int i = 0; i < f->nins; i++) {
 		if (!f->ins_fresh[i])
 			continue;
-		float *dst = zp_kv_rows(f->kv, f->ins[i].slot, l);
-		for (int r = 0; r < ZP_KV_BLOCK; r++) /* k then v: adjacent in a qkv row */
-			f->op->copy(f->be, dst + r * w,
-				    f->qkvb + (size_t)(f->ins_row[i] + r) * f->qkv + qd,
-				    w * sizeof(float));
+		f->op->copy2d(f->be, zp_kv_rows(f->kv, f->ins[i].slot, l), w * sizeof(float),
+			      f->qkvb + (size_t)f->ins_row[i] * f->qkv + qd,
+			      (size_t)f->qkv * sizeof(float), w * sizeof(float), ZP_KV_BLOCK);
 	}
 }
 
@@ -202,10 +202,11 @@ static zp_kv_src stage_prefix(zp_fwd *f, int s, int l, int *off)
 		x = zp_kv_parent(f->kv, x.slot);
 	}
 	ZP_ASSERT(x.slot < 0);
-	for (int p = h * ZP_KV_BLOCK; p < pre; p++) {
-		int row = f->seq_start[t] + p - f->pre[t];
-		f->op->copy(f->be, dst + (size_t)p * w, f->qkvb + (size_t)row * f->qkv + qd,
-			    w * sizeof(float));
+	if (pre > h * ZP_KV_BLOCK) { /* the rest from the sharer's rows, in one copy */
+		int row = f->seq_start[t] + h * ZP_KV_BLOCK - f->pre[t];
+		f->op->copy2d(f->be, dst + (size_t)h * ZP_KV_BLOCK * w, w * sizeof(float),
+			      f->qkvb + (size_t)row * f->qkv + qd, (size_t)f->qkv * sizeof(float),
+			      w * sizeof(float), pre - h * ZP_KV_BLOCK);
 	}
 	*off += pre;
 	return (zp_kv_src){ dst, dst + f->kvd, w, pre };
