@@ -95,6 +95,10 @@ void zp_fwd_set_dpep(zp_fwd *f, zp_dpep *g, int member);
    outputs are those of a forward without reuse, bit for bit. Every full
    block a forward computes is inserted into the cache. */
 void zp_fwd_set_prefix(zp_fwd *f, size_t kv_cache_bytes, bool siblings);
+/* Leading blocks of r that may come from elsewhere (the cache or a sibling):
+   those before the first position whose hidden state r's outputs read. The
+   scheduler counts a batch's computed tokens by it. Pure; any thread. */
+int zp_fwd_reuse_blocks_max(const zp_req *r);
 /* The cache (NULL: none), for tests: its hooks and counts. */
 zp_kv *zp_fwd_kv(zp_fwd *f);
 

@@ -46,9 +46,7 @@ int zp_fwd_pre_of(const zp_fwd *f, int s)
 	return f->pre ? f->pre[s] : 0;
 }
 
-/* Leading blocks of r that may come from elsewhere: those before the first
-   position whose hidden state r's outputs read. */
-static int reuse_blocks_max(const zp_req *r)
+int zp_fwd_reuse_blocks_max(const zp_req *r)
 {
 	int need = r->ntok - 1; /* the last token gives candidates, top-k and LAST pooling */
 	if (r->pool == ZP_POOLING_MEAN)
@@ -104,7 +102,7 @@ static void plan_inserts(zp_fwd *f, const zp_req *r, int m, zp_kv_ref parent, zp
 static void plan_seq(zp_fwd *f, zp_req **reqs, int s)
 {
 	const zp_req *r = reqs[s];
-	int lim = reuse_blocks_max(r), h = 0, m, t = -1;
+	int lim = zp_fwd_reuse_blocks_max(r), h = 0, m, t = -1;
 	zp_blk_key key = zp_blk_key_root();
 	zp_kv_ref last = ZP_KV_ROOT;
 	for (; f->kv && h < lim; h++) {
