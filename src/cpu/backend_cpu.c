@@ -85,6 +85,11 @@ static void cpu_copy(zp_backend *b, void *dst, const void *src, size_t bytes)
 		memcpy(dst, src, bytes);
 }
 
+static void cpu_mem_info(zp_backend *b, zp_mem_info *mi)
+{
+	*mi = (zp_mem_info){ .host = true, .devices = 1 };
+}
+
 static void cpu_copy2d(zp_backend *b, void *dst, size_t dpitch, const void *src, size_t spitch,
 		       size_t width, int rows)
 {
@@ -704,6 +709,7 @@ static const struct zp_backend_ops cpu_ops = {
 	.download = cpu_copy,
 	.copy = cpu_copy,
 	.copy2d = cpu_copy2d,
+	.mem_info = cpu_mem_info,
 	.event_new = cpu_event_new,
 	.event_free = cpu_event_free,
 	.event_record = cpu_event_record,

@@ -140,6 +140,14 @@ static void cu_copy(zp_backend *b, void *dst, const void *src, size_t bytes)
 		C(b)->rt->ops->copy(C(b)->rt, C(b)->cs, dst, src, bytes);
 }
 
+static void cu_mem_info(zp_backend *b, zp_mem_info *mi)
+{
+	*mi = (zp_mem_info){ .devices = 1 };
+	if (C(b)->rt->ops->mem_info(C(b)->rt, &mi->free_bytes, &mi->total_bytes, &mi->devices,
+				    &mi->host))
+		*mi = (zp_mem_info){ .devices = 1 }; /* a failed device: nothing free */
+}
+
 static void cu_copy2d(zp_backend *b, void *dst, size_t dpitch, const void *src, size_t spitch,
 		      size_t width, int rows)
 {
@@ -959,6 +967,7 @@ static const struct zp_backend_ops cuda_ops = {
 	.download = cu_download,
 	.copy = cu_copy,
 	.copy2d = cu_copy2d,
+	.mem_info = cu_mem_info,
 	.event_new = cu_event_new,
 	.event_free = cu_event_free,
 	.event_record = cu_event_record,

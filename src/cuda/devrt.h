@@ -85,6 +85,12 @@ struct zp_drt_ops {
 	void (*bind)(zp_drt *r);
 	/* the device's name and memory, for the log */
 	void (*describe)(zp_drt *r, char *buf, size_t len);
+	/* the device's memory free and in all, and the devices of its kind; host
+	   true where its memory is the host's (sim, unless ZP_SIM_MEMORY_BYTES
+	   gives it a size: then what it allocated since start is taken from
+	   that, frees not counted). 0, or -1 (a failed device) */
+	int (*mem_info)(zp_drt *r, size_t *free_bytes, size_t *total_bytes, int *devices,
+			bool *host);
 	/* non-blocking: an asynchronous error the device holds becomes the
 	   sticky error (cuda: cudaGetLastError; the sim records its own at once) */
 	void (*check)(zp_drt *r);

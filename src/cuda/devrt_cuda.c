@@ -591,6 +591,15 @@ static void *c_native_stream(zp_drt *r, zp_dstream *s)
 	return s->s;
 }
 
+static int c_mem_info(zp_drt *r, size_t *free_bytes, size_t *total_bytes, int *devices, bool *host)
+{
+	*host = false;
+	if (zp_drt_failed(r) || ck(cudaMemGetInfo(free_bytes, total_bytes), "cudaMemGetInfo") ||
+	    ck(cudaGetDeviceCount(devices), "cudaGetDeviceCount"))
+		return -1;
+	return 0;
+}
+
 static void c_describe(zp_drt *r, char *buf, size_t len)
 {
 	struct cudaDeviceProp p;
@@ -689,6 +698,7 @@ static const struct zp_drt_ops cuda_rt_ops = {
 	.native_stream = c_native_stream,
 	.bind = c_bind,
 	.describe = c_describe,
+	.mem_info = c_mem_info,
 	.check = c_check,
 	.reset = c_reset,
 };

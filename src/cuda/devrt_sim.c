@@ -11,6 +11,7 @@
 #include "devrt.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
 #include <string.h>
@@ -51,6 +52,8 @@ typedef struct {
 	int threads;
 	enum zp_grouped_mode grouped;	/* ZP_GROUPED_GEMM, as devrt_cuda.c */
 	zp_dstream *streams[SIM_STREAMS];	/* live ones (free waits for them) */
+	size_t mem_bytes;		/* ZP_SIM_MEMORY_BYTES: a device of this size (0: the host's) */
+	_Atomic size_t mem_used;	/* allocated since start (frees not counted) */
 } sim_ctx;
 
 struct zp_dstream {
@@ -541,6 +544,9 @@ static void *sim_alloc(zp_drt *r, size_t bytes)
 {
 	if (zp_drt_failed(r))
 		return NULL;
+	if (S(r)->mem_bytes && atomic_load(&S(r)->mem_used) + bytes > S(r)->mem_bytes)
+		return NULL; /* as cudaMalloc: out of the device's memory */
+	atomic_fetch_add(&S(r)->mem_used, bytes);
 	void *p = zp_xalloc_aligned(ZP_ALIGN_UP(ZP_MAX(bytes, 64), 64));
 	memset(p, 0, ZP_ALIGN_UP(ZP_MAX(bytes, 64), 64));
 	return p;
@@ -574,6 +580,17 @@ static void sim_bind(zp_drt *r)
 static void *sim_native_stream(zp_drt *r, zp_dstream *s)
 {
 	return NULL;
+}
+
+static int sim_mem_info(zp_drt *r, size_t *free_bytes, size_t *total_bytes, int *devices,
+			bool *host)
+{
+	size_t used = atomic_load(&S(r)->mem_used);
+	*host = S(r)->mem_bytes == 0;
+	*total_bytes = S(r)->mem_bytes;
+	*free_bytes = used < S(r)->mem_bytes ? S(r)->mem_bytes - used : 0;
+	*devices = 1;
+	return zp_drt_failed(r) ? -1 : 0;
 }
 
 static void sim_describe(zp_drt *r, char *buf, size_t len)
@@ -628,6 +645,7 @@ static const struct zp_drt_ops sim_ops = {
 	.native_stream = sim_native_stream,
 	.bind = sim_bind,
 	.describe = sim_describe,
+	.mem_info = sim_mem_info,
 	.check = sim_check,
 	.reset = sim_reset,
 };
@@ -645,6 +663,9 @@ zp_drt *zp_drt_sim_new(int threads)
 	arm_from_env();
 	c->threads = ZP_MAX(threads, 1);
 	c->grouped = zp_grouped_mode_env();
+	const char *mb = getenv("ZP_SIM_MEMORY_BYTES"); /* tests: see sim_ctx */
+	if (mb)
+		c->mem_bytes = strtoull(mb, NULL, 10);
 	const char *d = getenv("ZP_SIM_COPY_DELAY_US"); /* tests: see sim_ctx */
 	c->copy_delay_us = d ? atoi(d) : 0;
 	c->pool = zp_pool_new(c->threads);

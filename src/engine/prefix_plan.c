@@ -11,11 +11,28 @@
 
 void zp_fwd_set_prefix(zp_fwd *f, size_t kv_cache_bytes, bool siblings)
 {
+	zp_err e;
+	ZP_ASSERT(kv_cache_bytes != ZP_KV_AUTO);
+	int rc = zp_fwd_set_prefix_sized(f, kv_cache_bytes, 1, siblings, &e);
+	ZP_ASSERT(rc == 0); /* an explicit size on the host: nothing refused */
+}
+
+int zp_fwd_set_prefix_sized(zp_fwd *f, size_t kv_cache_bytes, int share, bool siblings,
+			    zp_err *e)
+{
 	const zp_config *c = f->c;
 	size_t S = ZP_FWD_SEQS_MAX;
 	ZP_ASSERT(!f->pre);
 	f->kvd = c->kv_heads * c->head_dim;
-	f->kv = zp_kv_new(f->be, c->layers, f->kvd, kv_cache_bytes);
+	if (zp_kv_size(f->be, kv_cache_bytes, share, &f->kv_bytes, f->kv_why, sizeof f->kv_why, e))
+		return -1;
+	f->kv = zp_kv_new(f->be, c->layers, f->kvd, f->kv_bytes);
+	if (!f->kv && f->kv_bytes) { /* not one block: no cache */
+		size_t l = strlen(f->kv_why);
+		snprintf(f->kv_why + l, sizeof f->kv_why - l, ": %zu bytes, less than one block",
+			 f->kv_bytes);
+		f->kv_bytes = 0;
+	}
 	f->siblings = siblings;
 	f->pre = zp_xcalloc(S, sizeof *f->pre);
 	f->hit = zp_xcalloc(S, sizeof *f->hit);
@@ -30,10 +47,18 @@ void zp_fwd_set_prefix(zp_fwd *f, size_t kv_cache_bytes, bool siblings)
 	f->pfx = zp_xcalloc(S, sizeof *f->pfx);
 	f->att_start = zp_xcalloc(S + 1, sizeof *f->att_start);
 	f->stage = zp_fwd_balloc(f, (size_t)f->batch_tokens_max * 2 * f->kvd * sizeof(float));
-	if (kv_cache_bytes)
-		zp_log(ZP_LOG_INFO, "msg=\"prefix cache\" blocks=%d block_bytes=%zu siblings=%d",
-		       f->kv ? zp_kv_blocks_max(f->kv) : 0, zp_kv_block_bytes(c->layers, f->kvd),
-		       siblings);
+	if (f->kv_bytes)
+		zp_log(ZP_LOG_INFO, "msg=\"prefix cache\" blocks=%d block_bytes=%zu siblings=%d "
+		       "bytes=%zu why=\"%s\"", f->kv ? zp_kv_blocks_max(f->kv) : 0,
+		       zp_kv_block_bytes(c->layers, f->kvd), siblings, f->kv_bytes, f->kv_why);
+	return 0;
+}
+
+size_t zp_fwd_kv_bytes(const zp_fwd *f, const char **why)
+{
+	if (why)
+		*why = f->kv_why;
+	return f->kv_bytes;
 }
 
 zp_kv *zp_fwd_kv(zp_fwd *f)
