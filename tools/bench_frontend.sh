@@ -19,7 +19,7 @@
 # (default "ample scarce"), KV_AMPLE (bytes per executor, default 64 MiB),
 # KV_SCARCE (default 1 MiB), REPEATS (default 2), POLICIES, WORKLOADS, SEED,
 # THREADS (per executor, default 1), SCORE_QUERY (score's query tokens,
-# default 128), ZPREFILL, LOADGEN (the binaries).
+# default 128), EXECUTORS (default 2), ZPREFILL, LOADGEN (the binaries).
 # Each workload's header says its reusable tokens: what an unbounded prefix
 # cache could skip (hit_ceiling), and for each cache case what one LRU cache
 # as big as both executors' together could (lru_N_blocks_ceiling): the hit
@@ -31,7 +31,7 @@ POLICIES=${POLICIES:-fifo prefix_flops least_tokens vllm}
 WORKLOADS=${WORKLOADS:-paper sweep-long sweep-mid sweep-xl score}
 CACHES=${CACHES:-ample scarce}; REPEATS=${REPEATS:-2}
 KV_AMPLE=${KV_AMPLE:-67108864}; KV_SCARCE=${KV_SCARCE:-1048576}
-SEED=${SEED:-1}; TH=${THREADS:-1}; SQ=${SCORE_QUERY:-128}
+SEED=${SEED:-1}; TH=${THREADS:-1}; SQ=${SCORE_QUERY:-128}; NX=${EXECUTORS:-2}
 T=$(mktemp -d); S=$T/s; PID=
 trap '[ -n "$PID" ] && kill $PID 2>/dev/null; rm -rf "$T"' EXIT
 PORT=$((20000 + $$ % 20000))
@@ -69,7 +69,7 @@ ratio() { # a b: a / b, or n/a
 
 run_one() { # policy kv: one serve + replay; prints its line and appends it to $T/runs
 	rm -f "$S"
-	"$Z" serve --model "$M" --socket "$S" --executors 2 --threads "$TH" --schedule "$1" \
+	"$Z" serve --model "$M" --socket "$S" --executors "$NX" --threads "$TH" --schedule "$1" \
 		--metrics-port $PORT --log-level warn --kv-cache-bytes "$2" &
 	PID=$!
 	until curl -s --unix-socket "$S" http://x/health 2>/dev/null | grep -q '"ok"'; do
@@ -118,8 +118,8 @@ for p, rs in runs.items():
 EOF
 }
 
-printf 'model=%s seconds=%s scale=%s executors=2 threads=%s caches="%s" repeats=%s block_bytes=%s\n' \
-	"$M" "$SECS" "$SCALE" "$TH" "$CACHES" "$REPEATS" "$BLOCK_BYTES"
+printf 'model=%s seconds=%s scale=%s executors=%s threads=%s caches="%s" repeats=%s block_bytes=%s\n' \
+	"$M" "$SECS" "$SCALE" "$NX" "$TH" "$CACHES" "$REPEATS" "$BLOCK_BYTES"
 for W in $WORKLOADS; do
 	R=$(rate_of "$W")
 	python3 tools/gen_workload.py --workload "$W" --rate "$R" --duration "$SECS" --seed "$SEED" \
@@ -129,7 +129,7 @@ for W in $WORKLOADS; do
 		KV=$(kv_of "$C")
 		python3 tools/gen_workload.py --workload "$W" --rate "$R" --duration "$SECS" --seed "$SEED" \
 			--vocab "$VOCAB" --max-tokens "$MAXP" --scale "$SCALE" --score-query "$SQ" --stats \
-			--cache-blocks $((2 * KV / BLOCK_BYTES)) 2> "$T/w.stats" > /dev/null
+			--cache-blocks $((NX * KV / BLOCK_BYTES)) 2> "$T/w.stats" > /dev/null
 		printf '\n== %s, %s cache (%s bytes per executor): %d requests at %s/s: %s\n' "$W" "$C" \
 			"$KV" "$n" "$R" "$(cat "$T/w.stats")"
 		: > "$T/runs"
