@@ -458,7 +458,8 @@ static void on_event(server *s)
 			       "threshold_gflop=%.3f kv_cache_mb=%.1f kv_cache_why=\"%s\"", s->live,
 			       said, (double)resident / (1 << 20), zp_sched_policy_name(sc->policy),
 			       sc->threshold * 1e-9, (double)kv / (1 << 20),
-			       kv ? kv_why : "none: the KV-cache-free mode (kv_cache_bytes 0)");
+			       kv || strcmp(kv_why, "configured") ? kv_why :
+			       "none: the KV-cache-free mode (kv_cache_bytes 0)");
 			zp_sd_notify("READY=1\nSTATUS=serving: %d executors, %s, %.0f MB resident",
 				     s->live, zp_parallel_name(par),
 				     (double)resident / (1 << 20));
