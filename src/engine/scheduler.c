@@ -102,7 +102,7 @@ void zp_sched_setup(zp_sched *s, const zp_sched_cfg *c)
 	s->shadow_blocks = c->shadow_blocks;
 	s->threshold_min = s->cost.lin_tok * ZP_MAX(c->min_tokens, 0) / s->cost.layers;
 	s->threshold_max = s->cost.lin_tok * (double)s->batch_tokens_max / s->cost.layers;
-	s->knee_tokens = s->batch_tokens_max; /* until forwards say where tokens/s levels off */
+	s->knee_tokens = 0; /* until forwards say where tokens/s levels off: T alone */
 	if (c->gather_s > 0)
 		win_push(s->win_gather, &s->win_gather_n, c->gather_s);
 	if (c->flops_per_s > 0)
@@ -315,7 +315,7 @@ double zp_sched_load(const zp_sched *s, int x)
 	return s->ex ? s->ex[x].q_cost + s->ex[x].out_cost : 0;
 }
 
-/* prefix_flops: x receives while its queue holds less than one forward's
+/* prefix_flops: x has room while its queue holds less than one forward's
    work, in the tokens it will compute. Not T: T is the least work that
    hides a gather, not the most a forward should carry; a queue closed at T
    cut small batches that lost their siblings and GEMM efficiency. */
@@ -323,6 +323,27 @@ static bool flops_open(const zp_sched *s, int x)
 {
 	const zp_sched_exec *X = &s->ex[x];
 	return X->q_n < ZP_FWD_SEQS_MAX && X->q_ctok < s->batch_tokens_max;
+}
+
+/* prefix_flops: where a sequence with matches m goes now, or -1: the
+   executor with room and the longest match, ties to the lower load; one
+   with a batch out only for a match (it holds the prefix: its next forward
+   reuses it), so the rest binds late, to whichever executor frees first,
+   and every forward takes what is queued when it starts, as under fifo. */
+static int flops_choose(const zp_sched *s, const int *m)
+{
+	int best = -1;
+	double bl = 0;
+	for (int x = 0; x < s->nexec; x++) {
+		double load = zp_sched_load(s, x);
+		if (!flops_open(s, x) || (s->ex[x].out && m[x] == 0))
+			continue;
+		if (best < 0 || m[x] > m[best] || (m[x] == m[best] && load < bl)) {
+			best = x;
+			bl = load;
+		}
+	}
+	return best;
 }
 
 /* x may receive: room in its ring (prefix_flops: room in its next forward). */
@@ -341,9 +362,9 @@ static bool any_open(const zp_sched *s)
 	return false;
 }
 
-/* The open executor the policy gives a sequence with matches m (NULL: none
-   known) to; one must be open. */
-static int choose(const zp_sched *s, const int *m)
+/* least_tokens, vllm: the open executor the policy gives the next sequence
+   to; one must be open. */
+static int choose(const zp_sched *s)
 {
 	int best = -1;
 	double bk = 0, bl = 0;
@@ -351,13 +372,9 @@ static int choose(const zp_sched *s, const int *m)
 		const zp_sched_exec *X = &s->ex[x];
 		if (!open_for(s, x))
 			continue;
-		double key, load = zp_sched_load(s, x);
-		if (s->policy == ZP_SCHED_PREFIX_FLOPS)
-			key = -(double)m[x]; /* longest match, then the lower load */
-		else if (s->policy == ZP_SCHED_LEAST_TOKENS)
-			key = (double)(X->q_tokens + X->out_tokens);
-		else
-			key = 4.0 * X->q_n + X->out_seqs;
+		double load = zp_sched_load(s, x);
+		double key = s->policy == ZP_SCHED_LEAST_TOKENS ? (double)(X->q_tokens + X->out_tokens)
+								: 4.0 * X->q_n + X->out_seqs;
 		if (best < 0 || key < bk || (key == bk && load < bl)) {
 			best = x;
 			bk = key;
@@ -391,15 +408,15 @@ static void route(zp_sched *s, zp_job *j, int x, int m)
 static void balance_round(zp_sched *s)
 {
 	while (s->head && any_open(s))
-		route(s, s->head, choose(s, NULL), 0);
+		route(s, s->head, choose(s), 0);
 }
 
 /* One prefix_flops pick among the first ZP_SCHED_SCAN jobs (the head alone
-   once it has aged): the longest match on an open executor, preferring a
-   job that no full executor holds more of (that one waits for it: sent
-   elsewhere it would compute its prefix again). The head's match is walked
-   whole; the others' share ZP_SCHED_PICK_BLOCKS hashes. *x and *m: where
-   and how much. */
+   once it has aged): the longest match where flops_choose sends it,
+   preferring a job that no executor without room holds more of (that one
+   waits for it: sent elsewhere it would compute its prefix again). The
+   head's match is walked whole; the others' share ZP_SCHED_PICK_BLOCKS
+   hashes. NULL: none can go now; else *x and *m: where and how much. */
 static zp_job *flops_pick(zp_sched *s, double now, int *x, int *m)
 {
 	int mj[ZP_EXECUTORS_MAX];
@@ -414,9 +431,11 @@ static zp_job *flops_pick(zp_sched *s, double now, int *x, int *m)
 		hashed += h;
 		if (scanned)
 			left -= h;
-		int y = choose(s, mj), most = 0;
+		int y = flops_choose(s, mj), most = 0;
+		if (y < 0)
+			continue;
 		for (int u = 0; u < s->nexec; u++)
-			most = ZP_MAX(most, mj[u]);
+			most = ZP_MAX(most, flops_open(s, u) ? 0 : mj[u]);
 		bool waits = most > mj[y];
 		if (!pick || (pick_waits && !waits) || (pick_waits == waits && mj[y] > *m)) {
 			pick = j;
@@ -425,17 +444,20 @@ static zp_job *flops_pick(zp_sched *s, double now, int *x, int *m)
 			*m = mj[y];
 		}
 	}
-	s->aged += aged;
+	s->aged += aged && pick == s->head;
 	s->pick_hashed_max = ZP_MAX(s->pick_hashed_max, hashed);
 	return pick;
 }
 
-/* prefix_flops: route until no executor is open or nothing is queued. */
+/* prefix_flops: route until no executor has room, nothing is queued, or
+   nothing queued can go now. */
 static void flops_round(zp_sched *s, double now)
 {
 	while (s->head && any_open(s)) {
 		int x = -1, m = 0;
 		zp_job *j = flops_pick(s, now, &x, &m);
+		if (!j)
+			return;
 		route(s, j, x, m);
 	}
 }
@@ -518,13 +540,15 @@ full:
 }
 
 /* A routed executor's queue is due: a forward's budget or sequences, or
-   (prefix_flops) T's worth of work at the knee's size at least. */
+   (prefix_flops) T's worth of work, at the knee's size at least where the
+   wait for company is bounded (with none, prefill's default, T alone: an
+   idle executor never waits on arrivals that may not come). */
 static bool routed_full(const zp_sched *s, const zp_sched_exec *X)
 {
 	if (X->q_ctok >= s->batch_tokens_max || X->q_n >= ZP_FWD_SEQS_MAX)
 		return true;
 	return s->policy == ZP_SCHED_PREFIX_FLOPS && X->q_cost >= s->threshold &&
-	       X->q_ctok >= s->knee_tokens;
+	       (X->q_ctok >= s->knee_tokens || isinf(s->batch_wait_s));
 }
 
 /* A routing policy: the front of b->exec's ring. */
@@ -580,8 +604,8 @@ int zp_sched_next_batch(zp_sched *s, double now, bool force, zp_batch *b, double
 }
 
 /* The knee: the smallest forward size whose median tokens/s is within
-   ZP_SCHED_KNEE_LEVEL of the best size's (sizes with 3 measurements); the
-   budget while none has. */
+   ZP_SCHED_KNEE_LEVEL of the best size's (sizes with 3 measurements); 0
+   (none) while no size has. */
 static void update_knee(zp_sched *s, long computed, double fwd_s)
 {
 	int k = 0;
@@ -594,7 +618,7 @@ static void update_knee(zp_sched *s, long computed, double fwd_s)
 							 ZP_MIN(s->knee_n[i], ZP_SCHED_KNEE_WINDOW)) : 0;
 		best = ZP_MAX(best, med[i]);
 	}
-	s->knee_tokens = s->batch_tokens_max;
+	s->knee_tokens = 0;
 	for (int i = 0; best > 0 && i < ZP_SCHED_KNEE_BUCKETS; i++)
 		if (med[i] >= ZP_SCHED_KNEE_LEVEL * best) {
 			s->knee_tokens = (int)ZP_MIN((long)ZP_KV_BLOCK << (i + 1), s->batch_tokens_max);

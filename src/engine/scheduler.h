@@ -24,9 +24,12 @@
                    to the least loaded; a job a full executor holds more of
                    waits for it while another job can go instead. An idle
                    executor cuts a batch at once when its queue holds a
-                   forward's budget, or T's worth of FLOPs and the batch
-                   size at which its measured tokens/s levels off (the
-                   knee), else after batch_wait_s like fifo.
+                   forward's budget, or T's worth of FLOPs and (where
+                   batch_wait_s bounds the wait) the batch size at which
+                   its measured tokens/s levels off (the knee), else after
+                   batch_wait_s like fifo. An executor with a batch out
+                   receives only sequences it holds a match for: the rest
+                   bind late, to whichever executor frees first.
                    Aging: a job that has waited aging_s is routed before any
                    younger one, in arrival order.
      least_tokens  FIFO routing, at once, to the executor with the fewest
