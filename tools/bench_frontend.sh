@@ -12,8 +12,10 @@
 #   hit_rate          cache hit / prompt tokens  } cache's counters (n/a
 #                                                  when the server has none)
 #   exec_busy         max/min of the executors' summed layer seconds (balance)
-# then one `median` line per policy (the medians of its runs, and its tokens/s
-# over fifo's median), the numbers to quote.
+# then one `median` line per policy (the medians of its runs, its tokens/s over
+# fifo's median, and the median of each round's ratio to fifo's run beside it,
+# with every round's: on a shared machine speed drifts, and a round's two runs
+# are minutes apart at most), the numbers to quote.
 #   tools/bench_frontend.sh [MODEL_DIR=tests/models/tiny-tok] [SECONDS=5] [SCALE=0.1]
 # Env: RATE_<workload> (arrivals/s: RATE_paper, RATE_sweep_mid, ...), CACHES
 # (default "ample scarce"), KV_AMPLE (bytes per executor, default 64 MiB),
@@ -109,12 +111,18 @@ def med(rs, k):
     v = [float(r[k]) for r in rs if r.get(k) not in (None, "", "n/a")]
     return statistics.median(v) if v else None
 base = med(runs.get("fifo", []), "tok_s")
+def pairs(rs):  # each round's tokens/s over fifo's of the same round
+    f = runs.get("fifo", [])
+    v = [float(a["tok_s"]) / float(b["tok_s"]) for a, b in zip(rs, f)
+         if a.get("tok_s") not in (None, "", "n/a") and b.get("tok_s") not in (None, "", "n/a")
+         and float(b["tok_s"]) > 0]
+    return "n/a" if not v else "%.3f(%s)" % (statistics.median(v), "/".join("%.2f" % x for x in v))
 for p, rs in runs.items():
     m = {k: med(rs, k) for k in ("req_s", "tok_s", "p50_ms", "p99_ms", "computed_ratio", "hit_rate")}
     x = "n/a" if not base or m["tok_s"] is None else "%.3f" % (m["tok_s"] / base)
     print("median %-12s runs=%d " % (p, len(rs)) +
           " ".join("%s=%s" % (k, "n/a" if v is None else "%.4g" % v) for k, v in m.items()) +
-          " tok_s_vs_fifo=" + x)
+          " tok_s_vs_fifo=" + x + " rounds_vs_fifo=" + pairs(rs))
 EOF
 }
 
