@@ -174,6 +174,9 @@ $(BUILD)/loadgen: tools/loadgen.c $(BUILD)/libzp.a
 $(BUILD)/bench_siblings: tools/bench_siblings.c $(BUILD)/libzp.a
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libzp.a $(LDLIBS)
 
+$(BUILD)/simulate: tools/simulate.c $(BUILD)/libzp.a
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libzp.a $(LDLIBS)
+
 $(BUILD)/bench_peak: tools/bench_peak.c $(BUILD)/libzp.a
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libzp.a $(LDLIBS)
 

@@ -918,6 +918,27 @@ static void t_memory(void)
 	free(h), free(back);
 }
 
+/* rows strided rows: each row's width bytes land at its pitch, the gaps
+   between them (and the guards) stay as they were */
+static void t_copy2d(int rows, size_t width, size_t spitch, size_t dpitch)
+{
+	size_t sn = (size_t)rows * spitch, dn = (size_t)rows * dpitch;
+	float *h = frand_n(sn / 4, -1, 1);
+	unsigned char *back = malloc(dn);
+	gbuf a = gfrom(h, sn), b = gnew(dn);
+	B->ops->copy2d(B, b.p, dpitch, a.p, spitch, width, rows);
+	gtake(b, back, "copy2d");
+	for (int i = 0; i < rows; i++) {
+		CHECK(!memcmp(back + (size_t)i * dpitch, (char *)h + (size_t)i * spitch, width),
+		      "%s copy2d rows=%d width=%zu: row %d", where, rows, width, i);
+		for (size_t g = width; g < dpitch; g++)
+			CHECK(back[(size_t)i * dpitch + g] == GUARD_BYTE,
+			      "%s copy2d rows=%d: wrote the gap after row %d (byte %zu)", where, rows, i, g);
+	}
+	gtake(a, NULL, "copy2d source");
+	free(h), free(back);
+}
+
 struct ev_arg {
 	zp_event *ev;
 	int *flag;
@@ -952,6 +973,9 @@ static void suite(void)
 	check_rng = 88172645463325252ull; /* the same inputs for every pass */
 	ledger_at = 0;
 	t_memory();
+	t_copy2d(1, 12, 20, 16);
+	t_copy2d(16, 128, 640, 128); /* a prefix-cache block: 16 k,v rows out of qkv rows */
+	t_copy2d(17, 36, 44, 100);
 	t_events();
 	for (int n = 1; n <= 17; n += 16) {
 		t_rmsnorm(n, 17);

@@ -1,38 +1,49 @@
 #!/bin/sh
-# bench_frontend.sh -- the frontend's policies side by side (issue 10): for each
-# workload tools/gen_workload.py writes once (the paper's real-task mix, the
-# synthetic sweeps without sharing, scoring traffic), `zprefill serve` with 2
-# executors runs it under each policy in turn (fifo, prefix_flops,
-# least_tokens, vllm; the same file, the same model), tools/loadgen replaying
-# it open loop. One line per run:
+# bench_frontend.sh -- the frontend's policies side by side (issues 10, 20): for
+# each workload tools/gen_workload.py writes once (the paper's real-task mix,
+# the synthetic sweeps without sharing, scoring traffic) and each cache case
+# (ample: the working set fits; scarce: it does not), `zprefill serve` with 2
+# executors runs it under each policy in turn, alternating (A B A B ... for
+# REPEATS rounds: drift on a shared machine falls on every policy alike),
+# tools/loadgen replaying it open loop. One line per run:
 #   req_s tok_s       loadgen's (requests and prompt tokens answered per second)
 #   p50_ms p99_ms     latency from each request's scheduled arrival
 #   computed_ratio    computed / prompt tokens   } from /metrics: the prefix
 #   hit_rate          cache hit / prompt tokens  } cache's counters (n/a
 #                                                  when the server has none)
 #   exec_busy         max/min of the executors' summed layer seconds (balance)
-# The prefix cache is on (--kv-cache-bytes KV) when the binary has the flag.
+# then one `median` line per policy (the medians of its runs, its tokens/s over
+# fifo's median, and the median of each round's ratio to fifo's run beside it,
+# with every round's: on a shared machine speed drifts, and a round's two runs
+# are minutes apart at most), the numbers to quote.
 #   tools/bench_frontend.sh [MODEL_DIR=tests/models/tiny-tok] [SECONDS=5] [SCALE=0.1]
-# Env: RATE_<workload> (arrivals/s: RATE_paper, RATE_sweep_mid, ...), KV (bytes,
-# default 64 MiB), POLICIES, WORKLOADS, SEED, THREADS (per executor, default 1),
-# SCORE_QUERY (score's query tokens, default 128: the 1K of the issue's goal is
-# minutes per request here without siblings).
+# Env: RATE_<workload> (arrivals/s: RATE_paper, RATE_sweep_mid, ...), CACHES
+# (default "ample scarce"), KV_AMPLE (bytes per executor, default 64 MiB),
+# KV_SCARCE (default 1 MiB), REPEATS (default 2), POLICIES, WORKLOADS, SEED,
+# THREADS (per executor, default 1), SCORE_QUERY (score's query tokens,
+# default 128), EXECUTORS (default 2), ZPREFILL, LOADGEN (the binaries).
 # Each workload's header says its reusable tokens: what an unbounded prefix
-# cache could skip (gen_workload.py --stats), the hit rate's ceiling.
+# cache could skip (hit_ceiling), and for each cache case what one LRU cache
+# as big as both executors' together could (lru_N_blocks_ceiling): the hit
+# rate's ceilings.
 set -eu
 M=${1:-tests/models/tiny-tok}; SECS=${2:-5}; SCALE=${3:-0.1}
 Z=${ZPREFILL:-./zprefill}; LG=${LOADGEN:-build/loadgen}
 POLICIES=${POLICIES:-fifo prefix_flops least_tokens vllm}
 WORKLOADS=${WORKLOADS:-paper sweep-long sweep-mid sweep-xl score}
-KV=${KV:-67108864}; SEED=${SEED:-1}; TH=${THREADS:-1}; SQ=${SCORE_QUERY:-128}
+CACHES=${CACHES:-ample scarce}; REPEATS=${REPEATS:-2}
+KV_AMPLE=${KV_AMPLE:-67108864}; KV_SCARCE=${KV_SCARCE:-1048576}
+SEED=${SEED:-1}; TH=${THREADS:-1}; SQ=${SCORE_QUERY:-128}; NX=${EXECUTORS:-2}
 T=$(mktemp -d); S=$T/s; PID=
 trap '[ -n "$PID" ] && kill $PID 2>/dev/null; rm -rf "$T"' EXIT
 PORT=$((20000 + $$ % 20000))
 
 read_cfg() { python3 -c "import json,sys; c=json.load(open(sys.argv[1]+'/config.json')); print(c[sys.argv[2]])" "$M" "$1"; }
 VOCAB=$(read_cfg vocab_size); MAXP=$(read_cfg max_position_embeddings)
-KVFLAG=
-if "$Z" serve --help 2>&1 | grep -q -- '--kv-cache-bytes'; then KVFLAG="--kv-cache-bytes $KV"; fi
+LAYERS=$(read_cfg num_hidden_layers); KVH=$(read_cfg num_key_value_heads); HD=$(read_cfg head_dim)
+BLOCK_BYTES=$((LAYERS * 16 * 2 * KVH * HD * 4)) # kvcache.h: f32 keys and values
+"$Z" serve --help 2>&1 | grep -q -- '--kv-cache-bytes' ||
+	{ echo "bench_frontend: $Z has no --kv-cache-bytes (no prefix cache to compare)" >&2; exit 1; }
 
 rate_of() { # default arrivals per second by workload, scaled for a 2-core machine
 	v=$(printf 'RATE_%s' "$1" | tr '-' '_')
@@ -42,6 +53,10 @@ rate_of() { # default arrivals per second by workload, scaled for a 2-core machi
 	paper) echo 2 ;; sweep-long) echo 2 ;; sweep-mid) echo 8 ;; sweep-xl) echo 0.25 ;;
 	score) echo 0.5 ;; *) echo 2 ;;
 	esac
+}
+
+kv_of() { # cache case -> bytes per executor
+	case $1 in ample) echo "$KV_AMPLE" ;; scarce) echo "$KV_SCARCE" ;; *) echo "$1" ;; esac
 }
 
 metric() { # name [label filter]: the sum of the matching samples, or n/a
@@ -54,39 +69,85 @@ ratio() { # a b: a / b, or n/a
 		else printf "%.3f", a / b }'
 }
 
-printf 'model=%s seconds=%s scale=%s executors=2 threads=%s kv_cache=%s\n' "$M" "$SECS" "$SCALE" \
-	"$TH" "${KVFLAG:-none}"
+run_one() { # policy kv: one serve + replay; prints its line and appends it to $T/runs
+	rm -f "$S"
+	"$Z" serve --model "$M" --socket "$S" --executors "$NX" --threads "$TH" --schedule "$1" \
+		--metrics-port $PORT --log-level warn --kv-cache-bytes "$2" &
+	PID=$!
+	until curl -s --unix-socket "$S" http://x/health 2>/dev/null | grep -q '"ok"'; do
+		sleep 0.05
+	done
+	line=$("$LG" --socket "$S" --conns 64 --replay "$T/w.req" || true)
+	curl -s "http://127.0.0.1:$PORT/metrics" > "$T/metrics"
+	kill -TERM $PID; wait $PID || true; PID=
+	field() { echo "$line" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
+	prompt=$(metric zprefill_prompt_tokens_total)
+	comp=$(metric zprefill_computed_tokens_total)
+	hit=$(metric zprefill_prefix_cache_hit_tokens_total)
+	b0=$(metric zprefill_layer_seconds_total 'executor="0"')
+	b1=$(metric zprefill_layer_seconds_total 'executor="1"')
+	# an executor that ran no layer has no samples: 0, when the other has some
+	busy=$(awk -v a="$b0" -v b="$b1" 'BEGIN { if (a == "n/a" && b == "n/a") { print "n/a"; exit }
+		if (a == "n/a") a = 0; if (b == "n/a") b = 0
+		hi = a > b ? a : b; lo = a > b ? b : a; printf "%.3f/%.3f", hi, lo }')
+	out=$(printf '%-12s req_s=%s tok_s=%s p50_ms=%s p99_ms=%s computed_ratio=%s hit_rate=%s exec_busy_s=%s ok=%s other=%s T_flops=%s' \
+		"$1" "$(field req_s)" "$(field tok_s)" "$(field p50_ms)" "$(field p99_ms)" \
+		"$(ratio "$comp" "$prompt")" "$(ratio "$hit" "$prompt")" "$busy" "$(field ok)" \
+		"$(field other)" "$(metric zprefill_threshold_flops)")
+	echo "$out"
+	echo "$out" >> "$T/runs"
+}
+
+# The medians of each policy's runs in $T/runs, and tokens/s over fifo's.
+summary() {
+	python3 - "$T/runs" <<'EOF'
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    f = line.split()
+    kv = dict(x.split("=", 1) for x in f[1:])
+    runs.setdefault(f[0], []).append(kv)
+def med(rs, k):
+    v = [float(r[k]) for r in rs if r.get(k) not in (None, "", "n/a")]
+    return statistics.median(v) if v else None
+base = med(runs.get("fifo", []), "tok_s")
+def pairs(rs):  # each round's tokens/s over fifo's of the same round
+    f = runs.get("fifo", [])
+    v = [float(a["tok_s"]) / float(b["tok_s"]) for a, b in zip(rs, f)
+         if a.get("tok_s") not in (None, "", "n/a") and b.get("tok_s") not in (None, "", "n/a")
+         and float(b["tok_s"]) > 0]
+    return "n/a" if not v else "%.3f(%s)" % (statistics.median(v), "/".join("%.2f" % x for x in v))
+for p, rs in runs.items():
+    m = {k: med(rs, k) for k in ("req_s", "tok_s", "p50_ms", "p99_ms", "computed_ratio", "hit_rate")}
+    x = "n/a" if not base or m["tok_s"] is None else "%.3f" % (m["tok_s"] / base)
+    print("median %-12s runs=%d " % (p, len(rs)) +
+          " ".join("%s=%s" % (k, "n/a" if v is None else "%.4g" % v) for k, v in m.items()) +
+          " tok_s_vs_fifo=" + x + " rounds_vs_fifo=" + pairs(rs))
+EOF
+}
+
+printf 'model=%s seconds=%s scale=%s executors=%s threads=%s caches="%s" repeats=%s block_bytes=%s\n' \
+	"$M" "$SECS" "$SCALE" "$NX" "$TH" "$CACHES" "$REPEATS" "$BLOCK_BYTES"
 for W in $WORKLOADS; do
 	R=$(rate_of "$W")
 	python3 tools/gen_workload.py --workload "$W" --rate "$R" --duration "$SECS" --seed "$SEED" \
-		--vocab "$VOCAB" --max-tokens "$MAXP" --scale "$SCALE" --score-query "$SQ" --stats > "$T/w.req" 2> "$T/w.stats"
+		--vocab "$VOCAB" --max-tokens "$MAXP" --scale "$SCALE" --score-query "$SQ" > "$T/w.req"
 	n=$(wc -l < "$T/w.req")
-	printf '\n== %s: %d requests at %s/s: %s\n' "$W" "$n" "$R" "$(cat "$T/w.stats")"
-	for P in $POLICIES; do
-		rm -f "$S"
-		# shellcheck disable=SC2086 # KVFLAG is a flag and its value, or nothing
-		"$Z" serve --model "$M" --socket "$S" --executors 2 --threads "$TH" --schedule "$P" \
-			--metrics-port $PORT --log-level warn $KVFLAG &
-		PID=$!
-		until curl -s --unix-socket "$S" http://x/health 2>/dev/null | grep -q '"ok"'; do
-			sleep 0.05
+	for C in $CACHES; do
+		KV=$(kv_of "$C")
+		python3 tools/gen_workload.py --workload "$W" --rate "$R" --duration "$SECS" --seed "$SEED" \
+			--vocab "$VOCAB" --max-tokens "$MAXP" --scale "$SCALE" --score-query "$SQ" --stats \
+			--cache-blocks $((NX * KV / BLOCK_BYTES)) 2> "$T/w.stats" > /dev/null
+		printf '\n== %s, %s cache (%s bytes per executor): %d requests at %s/s: %s\n' "$W" "$C" \
+			"$KV" "$n" "$R" "$(cat "$T/w.stats")"
+		: > "$T/runs"
+		r=0
+		while [ $r -lt "$REPEATS" ]; do
+			for P in $POLICIES; do
+				run_one "$P" "$KV"
+			done
+			r=$((r + 1))
 		done
-		line=$("$LG" --socket "$S" --conns 64 --replay "$T/w.req" || true)
-		curl -s "http://127.0.0.1:$PORT/metrics" > "$T/metrics"
-		kill -TERM $PID; wait $PID || true; PID=
-		field() { echo "$line" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
-		prompt=$(metric zprefill_prompt_tokens_total)
-		comp=$(metric zprefill_computed_tokens_total)
-		hit=$(metric zprefill_prefix_cache_hit_tokens_total)
-		b0=$(metric zprefill_layer_seconds_total 'executor="0"')
-		b1=$(metric zprefill_layer_seconds_total 'executor="1"')
-		# an executor that ran no layer has no samples: 0, when the other has some
-		busy=$(awk -v a="$b0" -v b="$b1" 'BEGIN { if (a == "n/a" && b == "n/a") { print "n/a"; exit }
-			if (a == "n/a") a = 0; if (b == "n/a") b = 0
-			hi = a > b ? a : b; lo = a > b ? b : a; printf "%.3f/%.3f", hi, lo }')
-		printf '%-12s req_s=%s tok_s=%s p50_ms=%s p99_ms=%s computed_ratio=%s hit_rate=%s exec_busy_s=%s ok=%s other=%s T_flops=%s\n' \
-			"$P" "$(field req_s)" "$(field tok_s)" "$(field p50_ms)" "$(field p99_ms)" \
-			"$(ratio "$comp" "$prompt")" "$(ratio "$hit" "$prompt")" "$busy" "$(field ok)" \
-			"$(field other)" "$(metric zprefill_threshold_flops)"
+		summary
 	done
 done

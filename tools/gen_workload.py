@@ -29,6 +29,7 @@ Workloads (--workload), lengths multiplied by --scale and capped at
       --vocab 640 --max-tokens 4096 --scale 0.5 > paper.req
 """
 import argparse
+import collections
 import json
 import random
 import sys
@@ -96,6 +97,26 @@ class Gen:
         return self.r.choice(TASKS) if w == "paper" else w
 
 
+def lru_hits(lru, ids, cap):
+    """Tokens of ids' leading blocks found in the LRU cache lru (at most cap
+    blocks; a prompt's last token is always computed, as the engine's), then
+    every full block of ids inserted as the most recent."""
+    if cap <= 0:
+        return 0
+    hits, hit = 0, True
+    for b in range(len(ids) // 16):
+        key = tuple(ids[: (b + 1) * 16])
+        if hit and key in lru and (b + 1) * 16 < len(ids):
+            hits += 16
+        else:
+            hit = False
+        lru[key] = True
+        lru.move_to_end(key)
+        while len(lru) > cap:
+            lru.popitem(last=False)
+    return hits
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--workload", required=True,
@@ -112,6 +133,10 @@ def main():
     p.add_argument("--stats", action="store_true",
                    help="print to stderr: requests, prompt tokens, and the tokens in 16-token "
                         "leading blocks an earlier prompt had (the hit rate of an unbounded cache)")
+    p.add_argument("--cache-blocks", type=int, default=0,
+                   help="with --stats: also the hit rate of one LRU cache of this many 16-token "
+                        "blocks seeing every prompt in arrival order (the ceiling for caches that "
+                        "hold that much together)")
     a = p.parse_args()
     if (a.rate <= 0 or a.duration <= 0 or a.vocab < 8 or a.max_tokens < 2 or a.scale <= 0
             or a.docs < 1 or a.score_query < 1):
@@ -120,6 +145,7 @@ def main():
     t = 0.0
     out = sys.stdout
     seen, nreq, ntok, nhit = set(), 0, 0, 0
+    lru, nlru = collections.OrderedDict(), 0
     while True:
         t += g.r.expovariate(a.rate)
         if t >= a.duration:
@@ -140,9 +166,13 @@ def main():
                     else:
                         hit = False
                     seen.add(key)
+                nlru += lru_hits(lru, ids, a.cache_blocks)
     if a.stats:
-        sys.stderr.write("sequences=%d prompt_tokens=%d reusable_tokens=%d (%.1f%%)\n"
-                         % (nreq, ntok, nhit, 100.0 * nhit / max(ntok, 1)))
+        sys.stderr.write("sequences=%d prompt_tokens=%d reusable_tokens=%d hit_ceiling=%.3f"
+                         % (nreq, ntok, nhit, nhit / max(ntok, 1)))
+        if a.cache_blocks > 0:
+            sys.stderr.write(" lru_%d_blocks_ceiling=%.3f" % (a.cache_blocks, nlru / max(ntok, 1)))
+        sys.stderr.write("\n")
 
 
 if __name__ == "__main__":

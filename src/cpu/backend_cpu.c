@@ -85,6 +85,19 @@ static void cpu_copy(zp_backend *b, void *dst, const void *src, size_t bytes)
 		memcpy(dst, src, bytes);
 }
 
+static void cpu_mem_info(zp_backend *b, zp_mem_info *mi)
+{
+	*mi = (zp_mem_info){ .host = true, .devices = 1 };
+}
+
+static void cpu_copy2d(zp_backend *b, void *dst, size_t dpitch, const void *src, size_t spitch,
+		       size_t width, int rows)
+{
+	ZP_ASSERT(rows >= 0 && width <= dpitch && width <= spitch);
+	for (int i = 0; i < rows; i++)
+		memcpy((char *)dst + (size_t)i * dpitch, (const char *)src + (size_t)i * spitch, width);
+}
+
 /* ---- events: host events (hevent.h); every op has completed when it returns ---- */
 
 static zp_event *cpu_event_new(zp_backend *b)
@@ -695,6 +708,8 @@ static const struct zp_backend_ops cpu_ops = {
 	.upload = cpu_copy,
 	.download = cpu_copy,
 	.copy = cpu_copy,
+	.copy2d = cpu_copy2d,
+	.mem_info = cpu_mem_info,
 	.event_new = cpu_event_new,
 	.event_free = cpu_event_free,
 	.event_record = cpu_event_record,

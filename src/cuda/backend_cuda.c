@@ -154,6 +154,23 @@ static void cu_copy(zp_backend *b, void *dst, const void *src, size_t bytes)
 		C(b)->rt->ops->copy(C(b)->rt, C(b)->cs, dst, src, bytes);
 }
 
+static void cu_mem_info(zp_backend *b, zp_mem_info *mi)
+{
+	*mi = (zp_mem_info){ .devices = 1 };
+	if (C(b)->rt->ops->mem_info(C(b)->rt, &mi->free_bytes, &mi->total_bytes, &mi->devices,
+				    &mi->host))
+		*mi = (zp_mem_info){ .devices = 1 }; /* a failed device: nothing free */
+}
+
+static void cu_copy2d(zp_backend *b, void *dst, size_t dpitch, const void *src, size_t spitch,
+		      size_t width, int rows)
+{
+	ZP_ASSERT(rows >= 0 && width <= dpitch && width <= spitch);
+	if (!dead(b))
+		C(b)->rt->ops->copy2d(C(b)->rt, C(b)->cs, dst, dpitch, src, spitch, width,
+				      (size_t)rows);
+}
+
 /* Device room for bytes of metadata, filled from host (when set) in stream
    order; valid for work enqueued before the ring wraps. */
 static void *meta(cu_ctx *c, const void *host, size_t bytes)
@@ -1324,6 +1341,8 @@ static const struct zp_backend_ops cuda_ops = {
 	.upload = cu_upload,
 	.download = cu_download,
 	.copy = cu_copy,
+	.copy2d = cu_copy2d,
+	.mem_info = cu_mem_info,
 	.event_new = cu_event_new,
 	.event_free = cu_event_free,
 	.event_record = cu_event_record,

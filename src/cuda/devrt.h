@@ -75,6 +75,10 @@ struct zp_drt_ops {
 	/* any direction (host memory here is pinned or the caller syncs before
 	   reusing it) */
 	void (*copy)(zp_drt *r, zp_dstream *s, void *dst, const void *src, size_t bytes);
+	/* rows copies of width bytes, src and dst rows spitch and dpitch apart
+	   (cudaMemcpy2DAsync): one call, one DMA descriptor list */
+	void (*copy2d)(zp_drt *r, zp_dstream *s, void *dst, size_t dpitch, const void *src,
+		       size_t spitch, size_t width, size_t rows);
 	void (*stream_sync)(zp_drt *r, zp_dstream *s);
 	zp_devent *(*event_new)(zp_drt *r);
 	void (*event_free)(zp_drt *r, zp_devent *ev);
@@ -113,6 +117,12 @@ struct zp_drt_ops {
 	void (*file_buf)(zp_drt *r, void *p, size_t bytes, bool on);
 	/* the device's name and memory, for the log */
 	void (*describe)(zp_drt *r, char *buf, size_t len);
+	/* the device's memory free and in all, and the devices of its kind; host
+	   true where its memory is the host's (sim, unless ZP_SIM_MEMORY_BYTES
+	   gives it a size: then what it allocated since start is taken from
+	   that, frees not counted). 0, or -1 (a failed device) */
+	int (*mem_info)(zp_drt *r, size_t *free_bytes, size_t *total_bytes, int *devices,
+			bool *host);
 	/* non-blocking: an asynchronous error the device holds becomes the
 	   sticky error (cuda: cudaGetLastError; the sim records its own at once) */
 	void (*check)(zp_drt *r);

@@ -217,6 +217,14 @@ static void c_copy(zp_drt *r, zp_dstream *s, void *dst, const void *src, size_t 
 		ck(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, s->s), "cudaMemcpyAsync");
 }
 
+static void c_copy2d(zp_drt *r, zp_dstream *s, void *dst, size_t dpitch, const void *src,
+		     size_t spitch, size_t width, size_t rows)
+{
+	if (width && rows && !zp_drt_failed(r))
+		ck(cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, rows, cudaMemcpyDefault, s->s),
+		   "cudaMemcpy2DAsync");
+}
+
 static void c_stream_sync(zp_drt *r, zp_dstream *s)
 {
 	if (!zp_drt_failed(r))
@@ -747,6 +755,15 @@ static void *c_native_stream(zp_drt *r, zp_dstream *s)
 	return s->s;
 }
 
+static int c_mem_info(zp_drt *r, size_t *free_bytes, size_t *total_bytes, int *devices, bool *host)
+{
+	*host = false;
+	if (zp_drt_failed(r) || ck(cudaMemGetInfo(free_bytes, total_bytes), "cudaMemGetInfo") ||
+	    ck(cudaGetDeviceCount(devices), "cudaGetDeviceCount"))
+		return -1;
+	return 0;
+}
+
 static void c_describe(zp_drt *r, char *buf, size_t len)
 {
 	struct cudaDeviceProp p;
@@ -832,6 +849,7 @@ static const struct zp_drt_ops cuda_rt_ops = {
 	.stream_new = c_stream_new,
 	.stream_free = c_stream_free,
 	.copy = c_copy,
+	.copy2d = c_copy2d,
 	.stream_sync = c_stream_sync,
 	.event_new = c_event_new,
 	.event_free = c_event_free,
@@ -848,6 +866,7 @@ static const struct zp_drt_ops cuda_rt_ops = {
 	.native_stream = c_native_stream,
 	.bind = c_bind,
 	.describe = c_describe,
+	.mem_info = c_mem_info,
 	.check = c_check,
 	.reset = c_reset,
 };

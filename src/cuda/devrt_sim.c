@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
 #include <string.h>
@@ -38,6 +39,7 @@ typedef struct item {
 	void *dst;
 	const void *src;
 	size_t bytes;
+	size_t dpitch, spitch, rows;	/* IT_COPY: rows of bytes (1: a plain copy) */
 	zk_launch l;
 	zp_dgemm *g;	/* owned: ng ops */
 	int ng;
@@ -56,6 +58,8 @@ typedef struct {
 	int threads;
 	enum zp_grouped_mode grouped;	/* ZP_GROUPED_GEMM, as devrt_cuda.c */
 	zp_dstream *streams[SIM_STREAMS];	/* live ones (free waits for them) */
+	size_t mem_bytes;		/* ZP_SIM_MEMORY_BYTES: a device of this size (0: the host's) */
+	_Atomic size_t mem_used;	/* allocated since start (frees not counted) */
 } sim_ctx;
 
 struct zp_dstream {
@@ -329,7 +333,9 @@ static void run_item(zp_drt *r, zp_dstream *s, item *it)
 		if (s->copy_queue && S(r)->copy_delay_us) /* a slow copy engine: a read not
 							     ordered after it shows */
 			usleep((useconds_t)S(r)->copy_delay_us);
-		memmove(it->dst, it->src, it->bytes);
+		for (size_t i = 0; i < it->rows; i++)
+			memmove((char *)it->dst + i * it->dpitch,
+				(const char *)it->src + i * it->spitch, it->bytes);
 		break;
 	case IT_LAUNCH:
 		pthread_mutex_lock(&S(r)->pool_mu);
@@ -485,6 +491,24 @@ static void sim_copy(zp_drt *r, zp_dstream *s, void *dst, const void *src, size_
 	it->dst = dst;
 	it->src = src;
 	it->bytes = bytes;
+	it->rows = 1;
+	push(s, it);
+}
+
+/* as cudaMemcpy2DAsync: its pitch contract checked */
+static void sim_copy2d(zp_drt *r, zp_dstream *s, void *dst, size_t dpitch, const void *src,
+		       size_t spitch, size_t width, size_t rows)
+{
+	if (!width || !rows || zp_drt_failed(r))
+		return;
+	ZP_ASSERT(width <= dpitch && width <= spitch);
+	item *it = mk(IT_COPY);
+	it->dst = dst;
+	it->src = src;
+	it->bytes = width;
+	it->dpitch = dpitch;
+	it->spitch = spitch;
+	it->rows = rows;
 	push(s, it);
 }
 
@@ -544,6 +568,9 @@ static void *sim_alloc(zp_drt *r, size_t bytes)
 {
 	if (zp_drt_failed(r))
 		return NULL;
+	if (S(r)->mem_bytes && atomic_load(&S(r)->mem_used) + bytes > S(r)->mem_bytes)
+		return NULL; /* as cudaMalloc: out of the device's memory */
+	atomic_fetch_add(&S(r)->mem_used, bytes);
 	void *p = zp_xalloc_aligned(ZP_ALIGN_UP(ZP_MAX(bytes, 64), 64));
 	memset(p, 0, ZP_ALIGN_UP(ZP_MAX(bytes, 64), 64));
 	return p;
@@ -644,6 +671,17 @@ static void *sim_native_stream(zp_drt *r, zp_dstream *s)
 	return NULL;
 }
 
+static int sim_mem_info(zp_drt *r, size_t *free_bytes, size_t *total_bytes, int *devices,
+			bool *host)
+{
+	size_t used = atomic_load(&S(r)->mem_used);
+	*host = S(r)->mem_bytes == 0;
+	*total_bytes = S(r)->mem_bytes;
+	*free_bytes = used < S(r)->mem_bytes ? S(r)->mem_bytes - used : 0;
+	*devices = 1;
+	return zp_drt_failed(r) ? -1 : 0;
+}
+
 static void sim_describe(zp_drt *r, char *buf, size_t len)
 {
 	snprintf(buf, len, "sim (host twins on %d threads; a test device)", S(r)->threads);
@@ -683,6 +721,7 @@ static const struct zp_drt_ops sim_ops = {
 	.stream_new = sim_stream_new,
 	.stream_free = sim_stream_free,
 	.copy = sim_copy,
+	.copy2d = sim_copy2d,
 	.stream_sync = sim_stream_sync,
 	.event_new = sim_event_new,
 	.event_free = sim_event_free,
@@ -699,6 +738,7 @@ static const struct zp_drt_ops sim_ops = {
 	.native_stream = sim_native_stream,
 	.bind = sim_bind,
 	.describe = sim_describe,
+	.mem_info = sim_mem_info,
 	.check = sim_check,
 	.reset = sim_reset,
 };
@@ -716,6 +756,9 @@ zp_drt *zp_drt_sim_new(int threads)
 	arm_from_env();
 	c->threads = ZP_MAX(threads, 1);
 	c->grouped = zp_grouped_mode_env();
+	const char *mb = getenv("ZP_SIM_MEMORY_BYTES"); /* tests: see sim_ctx */
+	if (mb)
+		c->mem_bytes = strtoull(mb, NULL, 10);
 	const char *d = getenv("ZP_SIM_COPY_DELAY_US"); /* tests: see sim_ctx */
 	c->copy_delay_us = d ? atoi(d) : 0;
 	c->pool = zp_pool_new(c->threads);

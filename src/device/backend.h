@@ -126,6 +126,13 @@ typedef struct {
 } zp_lp_row;
 
 
+/* The memory an instance allocates from (mem_info). */
+typedef struct {
+	bool host;			/* the host's (cpu, sim): the sizes below are not set */
+	size_t free_bytes, total_bytes;	/* the device's, now */
+	int devices;			/* such devices on the machine */
+} zp_mem_info;
+
 struct zp_backend_ops {
 	const char *name;
 	void (*free)(zp_backend *b);
@@ -139,10 +146,17 @@ struct zp_backend_ops {
 	void *(*alloc)(zp_backend *b, size_t bytes);	/* aborts when out of memory:
 							   called at start only */
 	void (*mfree)(zp_backend *b, void *p);
+	/* What alloc draws on (the prefix cache's size and check). Start-time. */
+	void (*mem_info)(zp_backend *b, zp_mem_info *mi);
 	void (*upload)(zp_backend *b, void *dst, const void *host, size_t bytes);
 	void (*download)(zp_backend *b, void *host, const void *src, size_t bytes);
 	/* backend to backend (another instance's memory too, on cpu) */
 	void (*copy)(zp_backend *b, void *dst, const void *src, size_t bytes);
+	/* rows strided copies in one call (cudaMemcpy2DAsync): row i's width
+	   bytes from src + i spitch to dst + i dpitch; backend memory both
+	   (the prefix cache's blocks from a forward's qkv rows, and back) */
+	void (*copy2d)(zp_backend *b, void *dst, size_t dpitch, const void *src, size_t spitch,
+		       size_t width, int rows);
 	/* Host memory the caller allocated (offload's host store), pinned for
 	   the device's copies (on: before the first; off: before it is freed;
 	   cpu and sim: nothing to do). Start-time and stop-time. */

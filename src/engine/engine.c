@@ -47,6 +47,7 @@ struct zp_engine {
 	zp_place_layer_stats *seen;	/* [n][layers]: each executor's stats at its last reap */
 	zp_sched_obs obs[ZP_EXECUTORS_MAX]; /* what each one's last batch measured */
 	zp_sched sched;
+	size_t kv_cache_bytes;		/* each executor's prefix cache, as sized */
 	zp_place_calib cal;
 	bool calibrated;
 	zp_job *done_head, *done_tail;	/* finished jobs not yet polled, in order */
@@ -79,7 +80,7 @@ static void start_queue(zp_engine *g, const zp_engine_cfg *c)
 	zp_sched_cfg sc = { .policy = q->policy, .executors = g->n, .model = mc,
 			    .gather_s = g->cal.gather_s, .flops_per_s = g->cal.flops_per_s,
 			    .gamma = g->cal.gamma, .aging_s = q->aging_s, .min_tokens = q->min_tokens,
-			    .shadow_blocks = (long)(c->kv_cache_bytes /
+			    .shadow_blocks = (long)(g->kv_cache_bytes /
 				    zp_kv_block_bytes(mc->layers, mc->kv_heads * mc->head_dim)),
 			    .shadow_pending = q->tokens_max / ZP_KV_BLOCK };
 	zp_sched_setup(&g->sched, &sc);
@@ -119,12 +120,16 @@ zp_engine *zp_engine_start(zp_model *m, const zp_engine_cfg *c, zp_err *e)
 	g->seen = zp_xcalloc((size_t)c->executors * m->cfg.layers, sizeof *g->seen);
 	zp_log(ZP_LOG_INFO, "msg=\"executor placement\" numa_nodes=%d%s", nodes,
 	       nodes <= 1 ? " note=\"one node: threads and memory are not placed\"" : "");
+	g->kv_cache_bytes = c->kv_cache_bytes;
 	for (int i = 0; i < c->executors; i++) {
 		int node = zp_arena_node_for(i); /* the executor's memory follows its thread */
 		if (zp_exec_start(&g->exec[i], i, node, m, zp_place_source(g->place, i),
 				  zp_place_group(g->place), c->threads_per_executor,
-				  c->batch_tokens_max, c->device, c->kv_cache_bytes, g->done, e))
+				  c->batch_tokens_max, c->device, g->kv_cache_bytes, c->executors,
+				  g->done, e))
 			goto bad;
+		if (i == 0) /* ZP_KV_AUTO: executor 0 sized it once; every executor takes it */
+			g->kv_cache_bytes = g->exec[0].kv_cache_bytes;
 		g->n = i + 1;
 		/* before any batch: the rings' hand-off publishes it to the thread */
 		g->exec[i].group_down = zp_place_lockstep(g->place) ? &g->group_down : NULL;
@@ -259,6 +264,13 @@ const zp_place_calib *zp_engine_calib(const zp_engine *g)
 enum zp_parallel zp_engine_parallel(const zp_engine *g)
 {
 	return zp_place_parallel(g->place);
+}
+
+size_t zp_engine_kv_cache_bytes(const zp_engine *g, const char **why)
+{
+	if (why)
+		*why = g->n ? g->exec[0].kv_why : "";
+	return g->kv_cache_bytes;
 }
 
 size_t zp_engine_resident_bytes(const zp_engine *g)

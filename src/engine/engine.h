@@ -73,7 +73,8 @@ typedef struct {
 	int offload_window;		/* asyncep offload mode: slots per executor (0: off) */
 	int device;			/* enum zp_device (device.h): 0 = cpu; cuda:
 					   executor i on GPU i mod the GPU count; sim: the test device */
-	size_t kv_cache_bytes;		/* each executor's prefix KV cache (0: none) */
+	size_t kv_cache_bytes;		/* each executor's prefix KV cache (0: none;
+					   ZP_KV_AUTO, kvcache.h: sized at start) */
 	zp_engine_queue_cfg queue;	/* the scheduler */
 	/* Each batch that comes back, before its jobs are polled (the server's
 	   metrics): called inside zp_engine_poll_job / zp_engine_wait_job on the
@@ -180,6 +181,9 @@ const zp_place_calib *zp_engine_calib(const zp_engine *g);
    replicate), and the bytes every executor holds, summed. */
 enum zp_parallel zp_engine_parallel(const zp_engine *g);
 size_t zp_engine_resident_bytes(const zp_engine *g);
+/* Each executor's prefix cache as sized (kv_cache_bytes ZP_KV_AUTO: from
+   the memory left), and in *why how it was chosen. */
+size_t zp_engine_kv_cache_bytes(const zp_engine *g, const char **why);
 /* Tests: the placement itself (ranges, fault injection). */
 zp_place *zp_engine_place(zp_engine *g);
 

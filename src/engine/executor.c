@@ -70,7 +70,15 @@ static zp_fwd *fwd_build(zp_exec *x, zp_err *e)
 		return NULL;
 	}
 	zp_fwd_set_beat(f, &x->beats);
-	zp_fwd_set_prefix(f, x->kv_cache_bytes, true);
+	if (zp_fwd_set_prefix_sized(f, x->kv_cache_bytes, x->kv_share, true, e)) {
+		zp_fwd_free(f);
+		return NULL;
+	}
+	if (!x->kv_why[0]) { /* sized once (a rebuilt forward keeps it); the engine reads it */
+		const char *why;
+		x->kv_cache_bytes = zp_fwd_kv_bytes(f, &why);
+		snprintf(x->kv_why, sizeof x->kv_why, "%s", why);
+	}
 	if (x->grp)
 		zp_fwd_set_dpep(f, x->grp, x->id);
 	return f;
@@ -262,7 +270,7 @@ static int carve(zp_exec *x, zp_err *e)
 
 int zp_exec_start(zp_exec *x, int id, int node, const zp_model *m, const zp_expert_src *src,
 		  zp_dpep *grp, int threads, int batch_tokens_max, int device,
-		  size_t kv_cache_bytes, zp_bell *done, zp_err *e)
+		  size_t kv_cache_bytes, int kv_share, zp_bell *done, zp_err *e)
 {
 	memset(x, 0, sizeof *x);
 	x->id = id;
@@ -274,6 +282,7 @@ int zp_exec_start(zp_exec *x, int id, int node, const zp_model *m, const zp_expe
 	x->batch_tokens_max = batch_tokens_max;
 	x->device = device;
 	x->kv_cache_bytes = kv_cache_bytes;
+	x->kv_share = kv_share;
 	x->done = done;
 	x->bell.fd = x->ready.fd = -1;
 	hooks_init(x);

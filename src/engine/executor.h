@@ -75,7 +75,9 @@ typedef struct {
 	zp_dpep *grp;
 	int threads, batch_tokens_max;
 	int device;			/* enum zp_device */
-	size_t kv_cache_bytes;
+	size_t kv_cache_bytes;		/* ZP_KV_AUTO until the first forward sizes it */
+	int kv_share;			/* executors drawing on the same memory */
+	char kv_why[200];		/* how the size was chosen (set with the forward) */
 	zp_bell ready;			/* rung once the thread's forward exists */
 	bool start_failed;		/* the device backend did not start: start_err */
 	zp_err start_err;
@@ -111,12 +113,13 @@ typedef struct {
    threads workers, forwards of at most batch_tokens_max tokens, experts from
    src (NULL: the model's own), as member id of dpep group grp (or NULL), on
    device (enum zp_device: cpu; cuda: GPU id; sim), with a prefix cache of
-   kv_cache_bytes (0: none; siblings always share); finished batches ring
-   done. Returns once the forward workspace exists.
+   kv_cache_bytes (0: none; ZP_KV_AUTO: sized from the memory left, as one
+   of kv_share executors on it; siblings always share); finished batches
+   ring done. A pool that does not fit is a start error. Returns once the forward workspace exists.
    0, or -1 with e set (nothing left running). */
 int zp_exec_start(zp_exec *x, int id, int node, const zp_model *m, const zp_expert_src *src,
 		  zp_dpep *grp, int threads, int batch_tokens_max, int device,
-		  size_t kv_cache_bytes, zp_bell *done, zp_err *e);
+		  size_t kv_cache_bytes, int kv_share, zp_bell *done, zp_err *e);
 /* Owner: an empty batch in a free slot when x is idle (state FILLING), else
    NULL. */
 zp_batch *zp_exec_batch(zp_exec *x);

@@ -95,6 +95,18 @@ void zp_fwd_set_dpep(zp_fwd *f, zp_dpep *g, int member);
    outputs are those of a forward without reuse, bit for bit. Every full
    block a forward computes is inserted into the cache. */
 void zp_fwd_set_prefix(zp_fwd *f, size_t kv_cache_bytes, bool siblings);
+/* The same with kv_cache_bytes ZP_KV_AUTO allowed (kvcache.h's zp_kv_size:
+   sized from the memory left now, for one of share executors on that
+   memory) and an explicit size checked against the device's free memory:
+   0, or -1 with e set (the pool does not fit: a start error). */
+int zp_fwd_set_prefix_sized(zp_fwd *f, size_t kv_cache_bytes, int share, bool siblings,
+			    zp_err *e);
+/* The pool's bytes as sized (0: none) and, in *why, how they were chosen. */
+size_t zp_fwd_kv_bytes(const zp_fwd *f, const char **why);
+/* Leading blocks of r that may come from elsewhere (the cache or a sibling):
+   those before the first position whose hidden state r's outputs read. The
+   scheduler counts a batch's computed tokens by it. Pure; any thread. */
+int zp_fwd_reuse_blocks_max(const zp_req *r);
 /* The cache (NULL: none), for tests: its hooks and counts. */
 zp_kv *zp_fwd_kv(zp_fwd *f);
 

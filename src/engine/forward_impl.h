@@ -64,6 +64,8 @@ struct zp_fwd {
 	   its positions [pre[s], ntok) only: blocks [0, hit[s]) come from the
 	   cache, [hit[s], pre[s] / 16) from sharer[s]'s rows in this batch. */
 	zp_kv *kv;			/* NULL: no cache */
+	size_t kv_bytes;		/* the pool's size as sized (zp_kv_size) */
+	char kv_why[200];		/* how it was chosen */
 	bool siblings;
 	int kvd;			/* kv_heads * head_dim */
 	bool any_pre;			/* this run: some sequence has a prefix */

@@ -4,7 +4,9 @@
    least recent), free blocks on a free list. */
 #include "kvcache.h"
 
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "util.h"
 
@@ -36,6 +38,59 @@ struct zp_kv {
 	int ev_n;		/* since the last take */
 	zp_blk_key ev[ZP_KV_EVICT_REPORT];
 };
+
+/* The host's available memory (MemAvailable; else the free pages). */
+static size_t host_available(void)
+{
+	FILE *f = fopen("/proc/meminfo", "r");
+	char line[128];
+	unsigned long long kb = 0;
+	while (f && fgets(line, sizeof line, f))
+		if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
+			break;
+	if (f)
+		fclose(f);
+	if (kb)
+		return (size_t)kb * 1024;
+	long pages = sysconf(_SC_AVPHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+	return pages > 0 && page > 0 ? (size_t)pages * (size_t)page : 0;
+}
+
+#define GIB(x) ((double)(x) / (1 << 30))
+
+int zp_kv_size(zp_backend *b, size_t bytes, int share, size_t *out, char *why, size_t n,
+	       zp_err *e)
+{
+	zp_mem_info mi;
+	b->ops->mem_info(b, &mi);
+	share = ZP_MAX(share, 1);
+	if (bytes != ZP_KV_AUTO) {
+		*out = bytes;
+		snprintf(why, n, "configured");
+		if (bytes && !mi.host && bytes > mi.free_bytes)
+			return zp_errf(e, "kv_cache_bytes %zu (%.2f GiB) does not fit: %.2f GiB of the "
+				       "device's %.2f GiB free after weights and workspaces", bytes,
+				       GIB(bytes), GIB(mi.free_bytes), GIB(mi.total_bytes));
+		return 0;
+	}
+	if (mi.host) {
+		size_t avail = host_available();
+		*out = ZP_MIN((size_t)(ZP_KV_AUTO_HOST_SHARE * (double)avail / share),
+			      ZP_KV_AUTO_HOST_CAP);
+		snprintf(why, n, "%.0f%% of %.2f GiB host memory available after weights and "
+			 "workspaces, over %d executors, at most %.0f GiB each",
+			 ZP_KV_AUTO_HOST_SHARE * 100, GIB(avail), share, GIB(ZP_KV_AUTO_HOST_CAP));
+		return 0;
+	}
+	int per = (share + ZP_MAX(mi.devices, 1) - 1) / ZP_MAX(mi.devices, 1);
+	double keep = (1 - ZP_KV_AUTO_DEVICE_UTIL) * (double)mi.total_bytes;
+	double left = (double)mi.free_bytes - keep;
+	*out = left > 0 ? (size_t)(left / per) : 0;
+	snprintf(why, n, "device memory free after weights and workspaces (%.2f GiB) beyond %.0f%% "
+		 "of its %.2f GiB, over %d executors on it", GIB(mi.free_bytes),
+		 ZP_KV_AUTO_DEVICE_UTIL * 100, GIB(mi.total_bytes), per);
+	return 0;
+}
 
 size_t zp_kv_block_bytes(int layers, int kv_dim)
 {

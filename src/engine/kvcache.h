@@ -17,11 +17,32 @@
 
 #include "backend.h"
 #include "prefix.h"
+#include "util.h"
 
 /* ZP_KV_EVICT_REPORT (prefix.h): evicted keys a batch reports to the
    scheduler (zp_batch.kv_evicted). */
 
 typedef struct zp_kv zp_kv;
+
+/* kv_cache_bytes ZP_KV_AUTO (the default): sized at start from the memory
+   left once the executor's weights and workspaces are in place.
+   Host memory (cpu, sim): ZP_KV_AUTO_HOST_SHARE of what the kernel says is
+   available (MemAvailable), shared by the executors, at most
+   ZP_KV_AUTO_HOST_CAP each: the host runs other things, and a page cache.
+   A device (cuda): what is free beyond (1 - ZP_KV_AUTO_DEVICE_UTIL) of its
+   memory (vLLM's gpu_memory_utilization), shared by the executors on it. */
+#define ZP_KV_AUTO SIZE_MAX
+#define ZP_KV_AUTO_HOST_SHARE 0.25
+#define ZP_KV_AUTO_HOST_CAP ((size_t)4 << 30)
+#define ZP_KV_AUTO_DEVICE_UTIL 0.90
+
+/* The bytes of a pool on b: explicit bytes (checked: on a device they must
+   be free), or ZP_KV_AUTO sized as above for one of share executors drawing
+   on the same memory (host: all of them; a device: those on each). why[n]
+   says how it was chosen. 0, or -1 with e set (an explicit pool that does
+   not fit: a start error, not an abort in alloc). */
+int zp_kv_size(zp_backend *b, size_t bytes, int share, size_t *out, char *why, size_t n,
+	       zp_err *e);
 
 /* A block's parent: ZP_KV_ROOT for the first block of a prompt. */
 typedef struct {

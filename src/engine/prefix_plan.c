@@ -11,11 +11,28 @@
 
 void zp_fwd_set_prefix(zp_fwd *f, size_t kv_cache_bytes, bool siblings)
 {
+	zp_err e;
+	ZP_ASSERT(kv_cache_bytes != ZP_KV_AUTO);
+	int rc = zp_fwd_set_prefix_sized(f, kv_cache_bytes, 1, siblings, &e);
+	ZP_ASSERT(rc == 0); /* an explicit size on the host: nothing refused */
+}
+
+int zp_fwd_set_prefix_sized(zp_fwd *f, size_t kv_cache_bytes, int share, bool siblings,
+			    zp_err *e)
+{
 	const zp_config *c = f->c;
 	size_t S = ZP_FWD_SEQS_MAX;
 	ZP_ASSERT(!f->pre);
 	f->kvd = c->kv_heads * c->head_dim;
-	f->kv = zp_kv_new(f->be, c->layers, f->kvd, kv_cache_bytes);
+	if (zp_kv_size(f->be, kv_cache_bytes, share, &f->kv_bytes, f->kv_why, sizeof f->kv_why, e))
+		return -1;
+	f->kv = zp_kv_new(f->be, c->layers, f->kvd, f->kv_bytes);
+	if (!f->kv && f->kv_bytes) { /* not one block: no cache */
+		size_t l = strlen(f->kv_why);
+		snprintf(f->kv_why + l, sizeof f->kv_why - l, ": %zu bytes, less than one block",
+			 f->kv_bytes);
+		f->kv_bytes = 0;
+	}
 	f->siblings = siblings;
 	f->pre = zp_xcalloc(S, sizeof *f->pre);
 	f->hit = zp_xcalloc(S, sizeof *f->hit);
@@ -30,10 +47,18 @@ void zp_fwd_set_prefix(zp_fwd *f, size_t kv_cache_bytes, bool siblings)
 	f->pfx = zp_xcalloc(S, sizeof *f->pfx);
 	f->att_start = zp_xcalloc(S + 1, sizeof *f->att_start);
 	f->stage = zp_fwd_balloc(f, (size_t)f->batch_tokens_max * 2 * f->kvd * sizeof(float));
-	if (kv_cache_bytes)
-		zp_log(ZP_LOG_INFO, "msg=\"prefix cache\" blocks=%d block_bytes=%zu siblings=%d",
-		       f->kv ? zp_kv_blocks_max(f->kv) : 0, zp_kv_block_bytes(c->layers, f->kvd),
-		       siblings);
+	if (f->kv_bytes)
+		zp_log(ZP_LOG_INFO, "msg=\"prefix cache\" blocks=%d block_bytes=%zu siblings=%d "
+		       "bytes=%zu why=\"%s\"", f->kv ? zp_kv_blocks_max(f->kv) : 0,
+		       zp_kv_block_bytes(c->layers, f->kvd), siblings, f->kv_bytes, f->kv_why);
+	return 0;
+}
+
+size_t zp_fwd_kv_bytes(const zp_fwd *f, const char **why)
+{
+	if (why)
+		*why = f->kv_why;
+	return f->kv_bytes;
 }
 
 zp_kv *zp_fwd_kv(zp_fwd *f)
@@ -46,9 +71,7 @@ int zp_fwd_pre_of(const zp_fwd *f, int s)
 	return f->pre ? f->pre[s] : 0;
 }
 
-/* Leading blocks of r that may come from elsewhere: those before the first
-   position whose hidden state r's outputs read. */
-static int reuse_blocks_max(const zp_req *r)
+int zp_fwd_reuse_blocks_max(const zp_req *r)
 {
 	int need = r->ntok - 1; /* the last token gives candidates, top-k and LAST pooling */
 	if (r->pool == ZP_POOLING_MEAN)
@@ -104,7 +127,7 @@ static void plan_inserts(zp_fwd *f, const zp_req *r, int m, zp_kv_ref parent, zp
 static void plan_seq(zp_fwd *f, zp_req **reqs, int s)
 {
 	const zp_req *r = reqs[s];
-	int lim = reuse_blocks_max(r), h = 0, m, t = -1;
+	int lim = zp_fwd_reuse_blocks_max(r), h = 0, m, t = -1;
 	zp_blk_key key = zp_blk_key_root();
 	zp_kv_ref last = ZP_KV_ROOT;
 	for (; f->kv && h < lim; h++) {
@@ -166,18 +189,18 @@ void zp_fwd_plan(zp_fwd *f, zp_req **reqs, int nreq)
 	f->rep_n = n;
 }
 
-/* Layer l's keys and values of the blocks this run inserts, from their rows. */
+/* Layer l's keys and values of the blocks this run inserts, from their rows:
+   one strided copy per block (k then v are adjacent in a qkv row; a device
+   does the 16 rows as one transfer, not 16). */
 void zp_fwd_kv_write(zp_fwd *f, int l)
 {
 	size_t w = 2 * (size_t)f->kvd, qd = (size_t)f->c->heads * f->c->head_dim;
 	for (int i = 0; i < f->nins; i++) {
 		if (!f->ins_fresh[i])
 			continue;
-		float *dst = zp_kv_rows(f->kv, f->ins[i].slot, l);
-		for (int r = 0; r < ZP_KV_BLOCK; r++) /* k then v: adjacent in a qkv row */
-			f->op->copy(f->be, dst + r * w,
-				    f->qkvb + (size_t)(f->ins_row[i] + r) * f->qkv + qd,
-				    w * sizeof(float));
+		f->op->copy2d(f->be, zp_kv_rows(f->kv, f->ins[i].slot, l), w * sizeof(float),
+			      f->qkvb + (size_t)f->ins_row[i] * f->qkv + qd,
+			      (size_t)f->qkv * sizeof(float), w * sizeof(float), ZP_KV_BLOCK);
 	}
 }
 
@@ -202,10 +225,11 @@ static zp_kv_src stage_prefix(zp_fwd *f, int s, int l, int *off)
 		x = zp_kv_parent(f->kv, x.slot);
 	}
 	ZP_ASSERT(x.slot < 0);
-	for (int p = h * ZP_KV_BLOCK; p < pre; p++) {
-		int row = f->seq_start[t] + p - f->pre[t];
-		f->op->copy(f->be, dst + (size_t)p * w, f->qkvb + (size_t)row * f->qkv + qd,
-			    w * sizeof(float));
+	if (pre > h * ZP_KV_BLOCK) { /* the rest from the sharer's rows, in one copy */
+		int row = f->seq_start[t] + h * ZP_KV_BLOCK - f->pre[t];
+		f->op->copy2d(f->be, dst + (size_t)h * ZP_KV_BLOCK * w, w * sizeof(float),
+			      f->qkvb + (size_t)row * f->qkv + qd, (size_t)f->qkv * sizeof(float),
+			      w * sizeof(float), pre - h * ZP_KV_BLOCK);
 	}
 	*off += pre;
 	return (zp_kv_src){ dst, dst + f->kvd, w, pre };

@@ -6,6 +6,7 @@
    whose front batches are cut. */
 #include "scheduler.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,17 +43,50 @@ void zp_sched_init(zp_sched *s, int requests_max, long tokens_max, int batch_tok
 	s->threshold = HUGE_VAL;
 }
 
+/* The median of the last min(n, ZP_SCHED_WINDOW) values of ring w. */
+static double win_median(const double *w, int n)
+{
+	double v[ZP_SCHED_WINDOW];
+	int k = ZP_MIN(n, ZP_SCHED_WINDOW);
+	memcpy(v, w, (size_t)k * sizeof *v);
+	for (int i = 1; i < k; i++) /* insertion sort: 32 at most */
+		for (int j = i; j > 0 && v[j - 1] > v[j]; j--) {
+			double t = v[j];
+			v[j] = v[j - 1];
+			v[j - 1] = t;
+		}
+	return k % 2 ? v[k / 2] : (v[k / 2 - 1] + v[k / 2]) / 2;
+}
+
+static void win_push(double *w, int *n, double x)
+{
+	w[*n % ZP_SCHED_WINDOW] = x;
+	(*n)++;
+}
+
+/* T from the windows' medians, within [threshold_min, threshold_max]; with
+   no gather measured (replicas, one executor, no AsyncEP) there is nothing
+   to hide: the floor. A move of 25% is logged. */
 static void update_threshold(zp_sched *s)
 {
-	/* No gather measured (replicas, one executor, no AsyncEP): nothing to
-	   hide, but an executor holding a full forward's work is still busy
-	   enough; without a bound every request sharing a prefix would queue on
-	   the executor that holds it while the others idle. */
-	double full = s->cost.layers > 0 ?
-		s->cost.lin_tok * (double)s->batch_tokens_max / s->cost.layers : HUGE_VAL;
-	s->threshold = s->gather_s > 0 && s->flops_per_s > 0 ?
-		ZP_MAX(s->gather_s * s->flops_per_s * s->gamma, s->threshold_min) :
-		ZP_MAX(full, s->threshold_min);
+	if (s->win_gather_n)
+		s->gather_s = win_median(s->win_gather, s->win_gather_n);
+	if (s->win_rate_n)
+		s->flops_per_s = win_median(s->win_rate, s->win_rate_n);
+	double t = s->gather_s > 0 && s->flops_per_s > 0 ?
+		s->gather_s * s->flops_per_s * s->gamma : s->threshold_min;
+	s->threshold = ZP_MIN(ZP_MAX(t, s->threshold_min), ZP_MAX(s->threshold_max, s->threshold_min));
+	double was = s->threshold_logged;
+	if (was > 0 && fabs(s->threshold - was) < 0.25 * was)
+		return;
+	if (was > 0) {
+		s->threshold_moves++;
+		zp_log(ZP_LOG_INFO, "msg=\"threshold moved\" threshold_gflop=%.4g was_gflop=%.4g "
+		       "gather_ms=%.4g flop_rate_gflop_s=%.4g window=%d", s->threshold * 1e-9,
+		       was * 1e-9, s->gather_s * 1e3, s->flops_per_s * 1e-9,
+		       ZP_MIN(ZP_MAX(s->win_gather_n, s->win_rate_n), ZP_SCHED_WINDOW));
+	}
+	s->threshold_logged = s->threshold;
 }
 
 static void retry_setup(zp_sched *s);
@@ -69,6 +103,12 @@ void zp_sched_setup(zp_sched *s, const zp_sched_cfg *c)
 	s->aging_s = c->aging_s;
 	s->shadow_blocks = c->shadow_blocks;
 	s->threshold_min = s->cost.lin_tok * ZP_MAX(c->min_tokens, 0) / s->cost.layers;
+	s->threshold_max = s->cost.lin_tok * (double)s->batch_tokens_max / s->cost.layers;
+	s->knee_tokens = 0; /* until forwards say where tokens/s levels off: T alone */
+	if (c->gather_s > 0)
+		win_push(s->win_gather, &s->win_gather_n, c->gather_s);
+	if (c->flops_per_s > 0)
+		win_push(s->win_rate, &s->win_rate_n, c->flops_per_s);
 	update_threshold(s);
 	retry_setup(s);
 	if (s->policy == ZP_SCHED_FIFO)
@@ -202,17 +242,19 @@ static void shadow_seq(zp_sched *s, zp_sched_exec *X, const zp_req *r, int d, bo
 }
 
 /* Matched leading blocks of r on every executor into m[nexec]; the walk stops
-   when no executor matches. A fully cached prompt still computes its last
-   token: the match stops before the block holding it. */
-static void match_all(const zp_sched *s, const zp_req *r, int *m)
+   when no executor matches, or after max blocks (a bound on the hashing: the
+   matches are then at least what was walked). A fully cached prompt still
+   computes its last token: the match stops before the block holding it.
+   Returns the blocks hashed. */
+static int match_all(const zp_sched *s, const zp_req *r, int *m, long max)
 {
-	int alive = 0, nb = (r->ntok - 1) / ZP_KV_BLOCK;
+	int alive = 0, nb = (r->ntok - 1) / ZP_KV_BLOCK, b;
 	for (int x = 0; x < s->nexec; x++) {
 		m[x] = 0;
 		alive += s->ex[x].tab != NULL;
 	}
 	zp_blk_key k = zp_blk_key_root();
-	for (int b = 0; b < nb && alive; b++) {
+	for (b = 0; b < nb && alive && b < max; b++) {
 		k = zp_blk_key_next(k, r->tokens + (size_t)b * ZP_KV_BLOCK);
 		for (int x = 0; x < s->nexec; x++) {
 			if (!s->ex[x].tab || m[x] != b)
@@ -223,13 +265,14 @@ static void match_all(const zp_sched *s, const zp_req *r, int *m)
 				alive--;
 		}
 	}
+	return b;
 }
 
 int zp_sched_match(const zp_sched *s, int x, const zp_req *r)
 {
 	int m[ZP_EXECUTORS_MAX];
 	ZP_ASSERT(x >= 0 && x < s->nexec && s->ex);
-	match_all(s, r, m);
+	match_all(s, r, m, LONG_MAX);
 	return m[x];
 }
 
@@ -277,17 +320,56 @@ double zp_sched_load(const zp_sched *s, int x)
 	return s->ex ? s->ex[x].q_cost + s->ex[x].out_cost : 0;
 }
 
-/* x may receive: room in its ring, and (prefix_flops) below T. */
-static bool open_for(const zp_sched *s, int x)
+/* prefix_flops: x has room while its queue holds less than one forward's
+   work, in the tokens it will compute. Not T: T is the least work that
+   hides a gather, not the most a forward should carry; a queue closed at T
+   cut small batches that lost their siblings and GEMM efficiency. */
+static bool flops_open(const zp_sched *s, int x)
 {
 	const zp_sched_exec *X = &s->ex[x];
-	return X->q_n < ZP_SCHED_LOCAL_MAX && !(s->down >> x & 1) &&
-	       (s->policy != ZP_SCHED_PREFIX_FLOPS || zp_sched_load(s, x) < s->threshold);
+	return X->q_n < ZP_FWD_SEQS_MAX && X->q_ctok < s->batch_tokens_max && !(s->down >> x & 1);
 }
 
-/* The open executor the policy gives a sequence with matches m (NULL: none
-   known) to; one must be open. */
-static int choose(const zp_sched *s, const int *m)
+/* prefix_flops: where a sequence with matches m goes now, or -1: the
+   executor with room and the longest match, ties to the lower load; one
+   with a batch out only for a match (it holds the prefix: its next forward
+   reuses it), so the rest binds late, to whichever executor frees first,
+   and every forward takes what is queued when it starts, as under fifo. */
+static int flops_choose(const zp_sched *s, const int *m)
+{
+	int best = -1;
+	double bl = 0;
+	for (int x = 0; x < s->nexec; x++) {
+		double load = zp_sched_load(s, x);
+		if (!flops_open(s, x) || (s->ex[x].out && m[x] == 0))
+			continue;
+		if (best < 0 || m[x] > m[best] || (m[x] == m[best] && load < bl)) {
+			best = x;
+			bl = load;
+		}
+	}
+	return best;
+}
+
+/* x may receive: up, and room in its ring (prefix_flops: room in its next forward). */
+static bool open_for(const zp_sched *s, int x)
+{
+	if (s->policy == ZP_SCHED_PREFIX_FLOPS)
+		return flops_open(s, x);
+	return s->ex[x].q_n < ZP_SCHED_LOCAL_MAX && !(s->down >> x & 1);
+}
+
+static bool any_open(const zp_sched *s)
+{
+	for (int x = 0; x < s->nexec; x++)
+		if (open_for(s, x))
+			return true;
+	return false;
+}
+
+/* least_tokens, vllm: the open executor the policy gives the next sequence
+   to; one must be open. */
+static int choose(const zp_sched *s)
 {
 	int best = -1;
 	double bk = 0, bl = 0;
@@ -295,13 +377,9 @@ static int choose(const zp_sched *s, const int *m)
 		const zp_sched_exec *X = &s->ex[x];
 		if (!open_for(s, x))
 			continue;
-		double key, load = zp_sched_load(s, x);
-		if (s->policy == ZP_SCHED_PREFIX_FLOPS)
-			key = -(double)m[x]; /* longest match, then the lower load */
-		else if (s->policy == ZP_SCHED_LEAST_TOKENS)
-			key = (double)(X->q_tokens + X->out_tokens);
-		else
-			key = 4.0 * X->q_n + X->out_seqs;
+		double load = zp_sched_load(s, x);
+		double key = s->policy == ZP_SCHED_LEAST_TOKENS ? (double)(X->q_tokens + X->out_tokens)
+								: 4.0 * X->q_n + X->out_seqs;
 		if (best < 0 || key < bk || (key == bk && load < bl)) {
 			best = x;
 			bk = key;
@@ -318,10 +396,12 @@ static void route(zp_sched *s, zp_job *j, int x, int m)
 	zp_sched_exec *X = &s->ex[x];
 	int k = j->dispatched++;
 	zp_req *r = &j->seq[k];
+	int ctok = r->ntok - m * ZP_KV_BLOCK;
 	double cost = zp_cost_seq(&s->cost, r->ntok, (long)m * ZP_KV_BLOCK, zp_cost_rows(r));
-	ZP_ASSERT(X->q_n < ZP_SCHED_LOCAL_MAX);
-	X->q[(X->q_head + X->q_n++) % ZP_SCHED_LOCAL_MAX] = (zp_sched_ent){ j, k, cost };
+	ZP_ASSERT(X->q_n < ZP_SCHED_LOCAL_MAX && ctok >= 1);
+	X->q[(X->q_head + X->q_n++) % ZP_SCHED_LOCAL_MAX] = (zp_sched_ent){ j, k, ctok, cost };
 	X->q_tokens += r->ntok;
+	X->q_ctok += ctok;
 	X->q_cost += cost;
 	if (X->tab)
 		shadow_seq(s, X, r, +1, false);
@@ -329,47 +409,115 @@ static void route(zp_sched *s, zp_job *j, int x, int m)
 		unlink_job(s, j);
 }
 
+/* least_tokens, vllm: the queue's front, at once, where the policy says. */
+static void balance_round(zp_sched *s)
+{
+	while (s->head && any_open(s))
+		route(s, s->head, choose(s), 0);
+}
+
+/* One prefix_flops pick among the first ZP_SCHED_SCAN jobs (the head alone
+   once it has aged): the longest match where flops_choose sends it,
+   preferring a job that no executor without room holds more of (that one
+   waits for it: sent elsewhere it would compute its prefix again). The
+   head's match is walked whole; the others' share ZP_SCHED_PICK_BLOCKS
+   hashes. NULL: none can go now; else *x and *m: where and how much. */
+static zp_job *flops_pick(zp_sched *s, double now, int *x, int *m)
+{
+	int mj[ZP_EXECUTORS_MAX];
+	zp_job *pick = NULL;
+	bool pick_waits = true, aged = now - s->head->t_arrive >= s->aging_s;
+	long left = ZP_SCHED_PICK_BLOCKS, hashed = 0;
+	int scanned = 0;
+	for (zp_job *j = s->head; j && scanned < (aged ? 1 : ZP_SCHED_SCAN); j = j->next, scanned++) {
+		if (scanned && left <= 0)
+			break;
+		int h = match_all(s, &j->seq[j->dispatched], mj, scanned ? left : LONG_MAX);
+		hashed += h;
+		if (scanned)
+			left -= h;
+		int y = flops_choose(s, mj), most = 0;
+		if (y < 0)
+			continue;
+		for (int u = 0; u < s->nexec; u++)
+			most = ZP_MAX(most, flops_open(s, u) ? 0 : mj[u]);
+		bool waits = most > mj[y];
+		if (!pick || (pick_waits && !waits) || (pick_waits == waits && mj[y] > *m)) {
+			pick = j;
+			pick_waits = waits;
+			*x = y;
+			*m = mj[y];
+		}
+	}
+	s->aged += aged && pick == s->head;
+	s->pick_hashed_max = ZP_MAX(s->pick_hashed_max, hashed);
+	return pick;
+}
+
+/* prefix_flops: route until no executor has room, nothing is queued, or
+   nothing queued can go now. */
+static void flops_round(zp_sched *s, double now)
+{
+	while (s->head && any_open(s)) {
+		int x = -1, m = 0;
+		zp_job *j = flops_pick(s, now, &x, &m);
+		if (!j)
+			return;
+		route(s, j, x, m);
+	}
+}
+
 /* Route queued sequences until no executor is open or nothing is queued. */
 static void admission_round(zp_sched *s, double now)
 {
-	int m[ZP_EXECUTORS_MAX], mb[ZP_EXECUTORS_MAX];
-	while (s->head) {
-		zp_job *pick = s->head;
-		bool open = false;
-		for (int x = 0; x < s->nexec && !open; x++)
-			open = open_for(s, x);
-		if (!open)
-			return; /* every executor saturated: no match to compute */
-		if (s->policy != ZP_SCHED_PREFIX_FLOPS) {
-			route(s, pick, choose(s, NULL), 0);
-			continue;
-		}
-		match_all(s, &pick->seq[pick->dispatched], mb);
-		int x = choose(s, mb);
-		if (now - pick->t_arrive < s->aging_s) { /* the longest match among the first few */
-			int best = mb[x], scanned = 1;
-			for (zp_job *j = pick->next; j && scanned < ZP_SCHED_SCAN; j = j->next, scanned++) {
-				match_all(s, &j->seq[j->dispatched], m);
-				int y = choose(s, m);
-				if (m[y] > best) {
-					best = m[y];
-					pick = j;
-					x = y;
-					memcpy(mb, m, sizeof(int) * (size_t)s->nexec);
-				}
-			}
-		} else {
-			s->aged++; /* the head has waited aging_s: it goes first, whatever matches */
-		}
-		route(s, pick, x, mb[x]);
-	}
+	if (s->policy == ZP_SCHED_PREFIX_FLOPS)
+		flops_round(s, now);
+	else
+		balance_round(s);
 }
 
 /* ---- batches ------------------------------------------------------------------ */
 
+/* Tokens r computes in batch b after its earlier members: a sequence of
+   b sharing r's first full block is a root of the forward's sibling plan
+   (no earlier one shares a block with it; forward.h), so the forward reuses
+   at least the blocks r shares with the first such one. Cache hits are
+   not counted: the forward may not find them. */
+static int batch_ctok(const zp_batch *b, const zp_req *r)
+{
+	int lim = zp_fwd_reuse_blocks_max(r);
+	for (int u = 0; lim > 0 && u < b->n; u++) {
+		const zp_req *q = b->req[u];
+		if (q->ntok < ZP_KV_BLOCK || memcmp(q->tokens, r->tokens, ZP_KV_BLOCK * sizeof(int32_t)))
+			continue;
+		int n = 1; /* as prefix_plan.c's common_blocks: full blocks of q */
+		while (n < lim && (n + 1) * ZP_KV_BLOCK <= q->ntok &&
+		       !memcmp(q->tokens + n * ZP_KV_BLOCK, r->tokens + n * ZP_KV_BLOCK,
+			       ZP_KV_BLOCK * sizeof(int32_t)))
+			n++;
+		return r->ntok - n * ZP_KV_BLOCK;
+	}
+	return r->ntok;
+}
+
+/* r of j joins b when the budget (tokens computed) has room; *ctok: b's so
+   far. A sequence over the budget goes alone. */
+static bool batch_take(const zp_sched *s, zp_batch *b, long *ctok, zp_req *r, zp_job *j)
+{
+	int c = batch_ctok(b, r);
+	if (b->n >= ZP_FWD_SEQS_MAX || (b->n && *ctok + c > s->batch_tokens_max))
+		return false;
+	b->req[b->n] = r;
+	b->job[b->n++] = j;
+	b->tokens += r->ntok;
+	*ctok += c;
+	return true;
+}
+
 /* fifo: whole sequences from the queue's front. */
 static int cut_fifo(zp_sched *s, double now, bool force, zp_batch *b, double *wake_at)
 {
+	long ctok = 0;
 	if (!s->head)
 		return 0;
 	double due = s->head->t_arrive + s->batch_wait_s;
@@ -380,20 +528,15 @@ static int cut_fifo(zp_sched *s, double now, bool force, zp_batch *b, double *wa
 	}
 	for (zp_job *j = s->head, *next; j; j = next) {
 		next = j->next;
-		while (j->dispatched < j->nseq && b->n < ZP_FWD_SEQS_MAX) {
+		while (j->dispatched < j->nseq) {
 			zp_req *r = &j->seq[j->dispatched];
-			if (b->n && b->tokens + r->ntok > s->batch_tokens_max)
-				goto full; /* a sequence over the budget goes alone */
-			b->req[b->n] = r;
-			b->job[b->n++] = j;
-			b->tokens += r->ntok;
+			if (!batch_take(s, b, &ctok, r, j))
+				goto full;
 			s->queued_tokens -= r->ntok;
 			s->queued_seqs--;
 			if (j->dispatched++ == 0)
 				j->t_dispatch = now;
 		}
-		if (j->dispatched < j->nseq)
-			break;
 		unlink_job(s, j);
 	}
 full:
@@ -401,11 +544,24 @@ full:
 	return b->n;
 }
 
+/* A routed executor's queue is due: a forward's budget or sequences, or
+   (prefix_flops) T's worth of work, at the knee's size at least where the
+   wait for company is bounded (with none, prefill's default, T alone: an
+   idle executor never waits on arrivals that may not come). */
+static bool routed_full(const zp_sched *s, const zp_sched_exec *X)
+{
+	if (X->q_ctok >= s->batch_tokens_max || X->q_n >= ZP_FWD_SEQS_MAX)
+		return true;
+	return s->policy == ZP_SCHED_PREFIX_FLOPS && X->q_cost >= s->threshold &&
+	       (X->q_ctok >= s->knee_tokens || isinf(s->batch_wait_s));
+}
+
 /* A routing policy: the front of b->exec's ring. */
 static int cut_routed(zp_sched *s, double now, bool force, zp_batch *b, double *wake_at)
 {
 	ZP_ASSERT(b->exec >= 0 && b->exec < s->nexec);
 	zp_sched_exec *X = &s->ex[b->exec];
+	long ctok = 0;
 	ZP_ASSERT(!X->out);
 	if (!X->q_n)
 		return 0;
@@ -413,23 +569,19 @@ static int cut_routed(zp_sched *s, double now, bool force, zp_batch *b, double *
 	for (int i = 0; i < X->q_n; i++)
 		oldest = ZP_MIN(oldest, X->q[(X->q_head + i) % ZP_SCHED_LOCAL_MAX].job->t_arrive);
 	double due = oldest + s->batch_wait_s;
-	bool saturated = s->policy == ZP_SCHED_PREFIX_FLOPS && X->q_cost >= s->threshold;
-	if (!force && !saturated && now < due && X->q_tokens < s->batch_tokens_max &&
-	    X->q_n < ZP_FWD_SEQS_MAX) {
+	if (!force && now < due && !routed_full(s, X)) {
 		*wake_at = due;
 		return 0;
 	}
-	while (X->q_n && b->n < ZP_FWD_SEQS_MAX) {
+	while (X->q_n) {
 		zp_sched_ent *e = &X->q[X->q_head];
 		zp_req *r = &e->job->seq[e->seq];
-		if (b->n && b->tokens + r->ntok > s->batch_tokens_max)
-			break; /* a sequence over the budget goes alone */
-		b->req[b->n] = r;
-		b->job[b->n++] = e->job;
-		b->tokens += r->ntok;
+		if (!batch_take(s, b, &ctok, r, e->job))
+			break;
 		if (e->job->t_dispatch < e->job->t_arrive)
 			e->job->t_dispatch = now;
 		X->q_tokens -= r->ntok;
+		X->q_ctok -= e->ctok;
 		X->q_cost -= e->cost;
 		X->out_cost += e->cost;
 		s->queued_tokens -= r->ntok;
@@ -442,7 +594,7 @@ static int cut_routed(zp_sched *s, double now, bool force, zp_batch *b, double *
 	X->out = true;
 	X->out_tokens = b->tokens;
 	X->out_seqs = b->n;
-	ZP_ASSERT(b->n > 0 && s->queued_tokens >= 0 && s->queued_seqs >= 0);
+	ZP_ASSERT(b->n > 0 && s->queued_tokens >= 0 && s->queued_seqs >= 0 && X->q_ctok >= 0);
 	return b->n;
 }
 
@@ -460,20 +612,41 @@ int zp_sched_next_batch(zp_sched *s, double now, bool force, zp_batch *b, double
 	return cut_routed(s, now, force, b, wake_at);
 }
 
+/* The knee: the smallest forward size whose median tokens/s is within
+   ZP_SCHED_KNEE_LEVEL of the best size's (sizes with 3 measurements); 0
+   (none) while no size has. */
+static void update_knee(zp_sched *s, long computed, double fwd_s)
+{
+	int k = 0;
+	while (k + 1 < ZP_SCHED_KNEE_BUCKETS && (long)ZP_KV_BLOCK << (k + 1) <= computed)
+		k++;
+	s->knee_rate[k][s->knee_n[k]++ % ZP_SCHED_KNEE_WINDOW] = (double)computed / fwd_s;
+	double med[ZP_SCHED_KNEE_BUCKETS], best = 0;
+	for (int i = 0; i < ZP_SCHED_KNEE_BUCKETS; i++) {
+		med[i] = s->knee_n[i] >= 3 ? win_median(s->knee_rate[i],
+							 ZP_MIN(s->knee_n[i], ZP_SCHED_KNEE_WINDOW)) : 0;
+		best = ZP_MAX(best, med[i]);
+	}
+	s->knee_tokens = 0;
+	for (int i = 0; best > 0 && i < ZP_SCHED_KNEE_BUCKETS; i++)
+		if (med[i] >= ZP_SCHED_KNEE_LEVEL * best) {
+			s->knee_tokens = (int)ZP_MIN((long)ZP_KV_BLOCK << (i + 1), s->batch_tokens_max);
+			break;
+		}
+}
+
 void zp_sched_batch_done(zp_sched *s, const zp_batch *b, const zp_sched_obs *o)
 {
 	if (o && o->gather_s > 0)
-		s->gather_s = s->gather_s > 0 ?
-			(1 - ZP_SCHED_EWMA) * s->gather_s + ZP_SCHED_EWMA * o->gather_s : o->gather_s;
+		win_push(s->win_gather, &s->win_gather_n, o->gather_s);
 	long computed = 0;
 	for (int k = 0; k < b->n; k++)
 		computed += b->req[k]->ntok - b->kv_hit_tokens[k];
 	double mlp_s = b->stats.mlp_s - (o ? o->wait_s : 0);
-	if (!b->failed && computed > 0 && mlp_s > 0) {
-		double rate = s->cost.mlp_tok * (double)computed / mlp_s;
-		s->flops_per_s = s->flops_per_s > 0 ?
-			(1 - ZP_SCHED_EWMA) * s->flops_per_s + ZP_SCHED_EWMA * rate : rate;
-	}
+	if (!b->failed && computed > 0 && mlp_s > 0)
+		win_push(s->win_rate, &s->win_rate_n, s->cost.mlp_tok * (double)computed / mlp_s);
+	if (!b->failed && computed > 0 && b->fwd_s > 0)
+		update_knee(s, computed, b->fwd_s);
 	update_threshold(s);
 	if (s->policy == ZP_SCHED_FIFO)
 		return;
@@ -524,6 +697,7 @@ static void drop_routed(zp_sched *s, zp_job *j)
 			}
 			zp_req *r = &j->seq[e.seq];
 			X->q_tokens -= r->ntok;
+			X->q_ctok -= e.ctok;
 			X->q_cost -= e.cost;
 			s->queued_tokens -= r->ntok;
 			s->queued_seqs--;
@@ -583,7 +757,7 @@ static bool retry_push(zp_sched *s, zp_sched_ent e)
 void zp_sched_requeue(zp_sched *s, zp_job *j, int seq)
 {
 	ZP_ASSERT(seq >= 0 && seq < j->dispatched && j->done < j->dispatched && s->retry);
-	ZP_ASSERT(retry_push(s, (zp_sched_ent){ j, seq, 0 })); /* sized for every batch out */
+	ZP_ASSERT(retry_push(s, (zp_sched_ent){ j, seq, j->seq[seq].ntok, 0 })); /* sized for every batch out */
 	s->queued_tokens += j->seq[seq].ntok;
 	s->queued_seqs++;
 }
@@ -599,6 +773,7 @@ void zp_sched_set_down(zp_sched *s, int x, bool down)
 		zp_sched_ent e = X->q[X->q_head];
 		zp_req *r = &e.job->seq[e.seq];
 		X->q_tokens -= r->ntok;
+		X->q_ctok -= e.ctok;
 		X->q_cost -= e.cost;
 		if (X->tab)
 			shadow_seq(s, X, r, -1, false);
@@ -606,8 +781,10 @@ void zp_sched_set_down(zp_sched *s, int x, bool down)
 		X->q_head = (X->q_head + 1) % ZP_SCHED_LOCAL_MAX;
 		X->q_n--;
 	}
-	if (!X->q_n)
+	if (!X->q_n) {
 		X->q_cost = 0;
+		X->q_ctok = 0;
+	}
 }
 
 /* The batch for b->exec from the retry ring's front (due at once: they

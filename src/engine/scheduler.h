@@ -7,19 +7,31 @@
                    takes the next batch from its front (the old scheduler).
      prefix_flops  admission rounds: each queued sequence is routed to one
                    executor, which holds it in its own queue until it cuts a
-                   batch. Only executors whose FLOPs load L_i (cost.h: per
-                   layer, routed and not yet back) is below the threshold T
-                   receive; among the first ZP_SCHED_SCAN queued jobs the
-                   one with the longest prefix match on such an executor
-                   (committed or pending blocks of the shadow below) goes
-                   first, to the executor with that match, ties to the lower
-                   L_i, no match to the least loaded. The round ends when
-                   every executor is saturated or the queue is empty. An
-                   idle executor cuts a batch at once when L_i >= T, else
-                   after batch_wait_s like fifo.
+                   batch. An executor receives while its queue holds less
+                   than one forward's work (the batch budget, in tokens it
+                   will compute after reuse; at most ZP_FWD_SEQS_MAX
+                   sequences): routing binds late, and every idle executor
+                   has work while any is queued. Among the first
+                   ZP_SCHED_SCAN queued jobs (hashing at most
+                   ZP_SCHED_PICK_BLOCKS blocks beyond the head's per pick)
+                   the one with the longest prefix match on such an
+                   executor (committed or pending blocks of the shadow
+                   below: pending includes its queue, so sequences sharing
+                   a prefix that arrive together gather on one executor and
+                   meet in one forward as siblings) goes first, to the
+                   executor with that match, ties to the lower load L_i
+                   (cost.h: per layer, routed and not yet back), no match
+                   to the least loaded; a job a full executor holds more of
+                   waits for it while another job can go instead. An idle
+                   executor cuts a batch at once when its queue holds a
+                   forward's budget, or T's worth of FLOPs and (where
+                   batch_wait_s bounds the wait) the batch size at which
+                   its measured tokens/s levels off (the knee), else after
+                   batch_wait_s like fifo. An executor with a batch out
+                   receives only sequences it holds a match for: the rest
+                   bind late, to whichever executor frees first.
                    Aging: a job that has waited aging_s is routed before any
-                   younger one, in arrival order; so it waits at most
-                   aging_s plus the time until some executor is below T.
+                   younger one, in arrival order.
      least_tokens  FIFO routing, at once, to the executor with the fewest
                    routed-and-unfinished tokens.
      vllm          FIFO routing, at once, to the least waiting x 4 + running
@@ -28,11 +40,16 @@
    executor, the blocks (prefix.h keys) it committed, from its completion
    records, and those pending, routed and not yet back. It is a hint: a full
    table forgets (never a wrong answer, only a worse route).
-   T = gather_s x flops_per_s x gamma, from the calibration, kept current by
-   moving averages of what forwards measure (zp_sched_batch_done), and never
-   below the linear FLOPs of min_tokens tokens: where a gather is nearly free
-   (small experts, fast links) T alone would cut one-sequence batches and lose
-   what batching gains.
+   T = gather_s x flops_per_s x gamma: the least work per layer that hides
+   one layer's gather (not the most a forward carries): from the calibration,
+   kept current by the medians of a window of what forwards measure
+   (zp_sched_batch_done; an outlier moves neither), within [the linear FLOPs
+   of min_tokens tokens, those of a full forward]; a move of 25% or more is
+   logged. Where no gather is measured T is its floor.
+   Every policy cuts a batch by the tokens its forward computes: a sequence
+   whose leading blocks an earlier sequence of the batch computes (a
+   sibling, forward.h) counts only the rest; cache hits, which the forward
+   may not find (an eviction), do not lower the count.
    Owned by the engine (engine.h), which alone calls it, on its owner thread
    (the reactor, or the prefill driver); the server reads its gauges. A batch
    is handed to one executor by the engine and comes back whole. */
@@ -84,12 +101,17 @@ const char *zp_sched_policy_name(enum zp_sched_policy p);
 #define ZP_SCHED_LOCAL_MAX (2 * ZP_FWD_SEQS_MAX) /* routed, uncut sequences per executor:
 						    full is saturated */
 #define ZP_SCHED_SCAN 32		/* queued jobs one prefix_flops pick compares */
-#define ZP_SCHED_EWMA 0.1		/* weight of a new measurement of T's inputs */
+#define ZP_SCHED_PICK_BLOCKS 1024	/* blocks one pick hashes beyond the head job's */
+#define ZP_SCHED_WINDOW 32		/* measurements of each of T's inputs kept */
+#define ZP_SCHED_KNEE_BUCKETS 16	/* forward sizes 16 << k computed tokens */
+#define ZP_SCHED_KNEE_WINDOW 8		/* tokens/s measurements kept per size */
+#define ZP_SCHED_KNEE_LEVEL 0.9		/* the knee: the smallest size within this of the best */
 #define ZP_SCHED_SHADOW_MAX (1 << 20)	/* shadow table slots per executor, at most */
 
 typedef struct {
 	zp_job *job;
 	int seq;			/* job->seq[seq] */
+	int ctok;			/* tokens it computes there (after the matched blocks) */
 	double cost;			/* its Delta on this executor when routed */
 } zp_sched_ent;
 
@@ -103,6 +125,7 @@ typedef struct {
 	zp_sched_ent *q;		/* [ZP_SCHED_LOCAL_MAX] ring: routed, not yet cut */
 	int q_head, q_n;
 	long q_tokens;
+	long q_ctok;			/* their tokens after the matches when routed */
 	double q_cost;
 	bool out;			/* a batch cut for it has not come back */
 	double out_cost;
@@ -152,6 +175,17 @@ typedef struct {
 	zp_sched_ent *retry;		/* [retry_cap] */
 	int retry_head, retry_n, retry_cap;
 	zp_sched_exec *ex;		/* [nexec] */
+	/* T's inputs: rings of the last ZP_SCHED_WINDOW measurements */
+	double win_gather[ZP_SCHED_WINDOW], win_rate[ZP_SCHED_WINDOW];
+	int win_gather_n, win_rate_n;	/* measurements so far (the ring: the last) */
+	double threshold_max;		/* T's cap: a full forward's linear FLOPs */
+	double threshold_logged;	/* T when it was last logged */
+	long threshold_moves;		/* moves of 25% or more (each logged) */
+	/* the knee: tokens/s of forwards by size (16 << k computed tokens) */
+	double knee_rate[ZP_SCHED_KNEE_BUCKETS][ZP_SCHED_KNEE_WINDOW];
+	int knee_n[ZP_SCHED_KNEE_BUCKETS];
+	int knee_tokens;		/* the size an idle executor waits for (with T) */
+	long pick_hashed_max;		/* the most blocks one prefix_flops pick hashed */
 } zp_sched;
 
 void zp_sched_init(zp_sched *s, int requests_max, long tokens_max, int batch_tokens_max,
@@ -168,14 +202,14 @@ void zp_sched_free(zp_sched *s);
 int zp_sched_admit(zp_sched *s, zp_job *j, double now);
 
 /* Cut the next batch for executor b->exec into b when one is due at now: the
-   budget (tokens, or ZP_FWD_SEQS_MAX sequences) is reached, or (prefix_flops)
-   the executor's load reached T, or the oldest waiting sequence has waited
-   batch_wait_s, or force. Routing policies run an admission round first.
+   budget (tokens computed, or ZP_FWD_SEQS_MAX sequences) is reached, or
+   (prefix_flops) the executor's queue holds T and the knee, or the oldest
+   waiting sequence has waited batch_wait_s, or force. Routing policies run an admission round first.
    Returns b->n (0: none due; *wake_at then says when one will be, or 0 when
    none will be before something comes back or arrives). */
 int zp_sched_next_batch(zp_sched *s, double now, bool force, zp_batch *b, double *wake_at);
 
-/* What a forward measured, for T's moving averages (0: no measurement). */
+/* What a forward measured, for T's windows (0: no measurement). */
 typedef struct {
 	double gather_s;		/* one layer's gather, when the forward was gather-bound */
 	double wait_s;			/* the forward's exposed gather wait (inside mlp_s) */

@@ -64,7 +64,8 @@ typedef struct {
 	int device;			/* enum zp_device: cpu, cuda, sim (a test device) */
 	int seq_tokens_max;		/* tokens of one sequence; 0: zp_serve_cfg_seq_tokens */
 	int batch_tokens_max;		/* tokens of one forward pass */
-	size_t kv_cache_bytes;		/* each executor's prefix KV cache (0: none) */
+	size_t kv_cache_bytes;		/* each executor's prefix KV cache (0: none;
+					   ZP_KV_AUTO, the default: sized at start) */
 	int batch_wait_ms;
 	int batch_wait_us;		/* -1: batch_wait_ms */
 	int schedule;			/* enum zp_sched_policy */

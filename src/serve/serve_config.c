@@ -18,6 +18,7 @@
 
 #include "device.h"
 #include "engine.h"
+#include "kvcache.h"
 
 #define STR_(x) #x
 #define STR(x) STR_(x)
@@ -227,7 +228,7 @@ static const zp_opt keys[] = {
 	{ "engine", "keep_host_experts", NULL, 0, 0, NUM(INT, 0, 1, 1), F(keep_host_experts), .help = "asyncep: keep the experts in host memory too, so a lost executor's are re-placed on the others without a restart (1), or free them once placed (0)" },
 	{ "engine", "max_tokens", "max-tokens", ALL, 0, NUM(INT, 0, ZP_BATCH_TOKENS_LIMIT, 0), F(seq_tokens_max), .help = "longest sequence (0: the model's, at most " STR(ZP_SEQ_TOKENS_DEFAULT) ")" },
 	{ "engine", "max_batch_tokens", "max-batch-tokens", ALL, 0, NUM(INT, 1, ZP_BATCH_TOKENS_LIMIT, ZP_BATCH_TOKENS_DEFAULT), F(batch_tokens_max), .help = "tokens per forward pass" },
-	{ "engine", "kv_cache_bytes", "kv-cache-bytes", S | ZP_CMD_PREFILL, 0, NUM(SIZE, 0, 1L << 42, 0), F(kv_cache_bytes), .help = "each executor's prefix KV cache (0: none)" },
+	{ "engine", "kv_cache_bytes", "kv-cache-bytes", S | ZP_CMD_PREFILL, 0, NUM(SIZE, -1, 1L << 42, -1), F(kv_cache_bytes), .help = "each executor's prefix KV cache (-1: sized at start from the memory left after weights and workspaces; 0: none, the KV-cache-free mode)" },
 	{ "engine", "batch_wait_ms", "batch-wait-ms", S, 0, NUM(INT, 0, 10000, 2), F(batch_wait_ms), .help = "wait for batch company" },
 	{ "engine", "batch_wait_us", "batch-wait-us", S | ZP_CMD_PREFILL, 0, NUM(INT, -1, 10000000, -1), F(batch_wait_us), .help = "wait for batch company, microseconds (-1: batch_wait_ms; prefill: none)" },
 	{ "engine", "schedule", "schedule", S | ZP_CMD_PREFILL, 0, ENUM(schedule, ZP_SCHED_POLICY_DEFAULT, "prefix_flops, fifo, least_tokens or vllm"), F(schedule), .help = "batching and routing policy" },
@@ -327,6 +328,8 @@ int zp_serve_cfg_check_kv(const zp_serve_cfg *c, zp_err *e)
 {
 	long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
 	double host = pages > 0 && page > 0 ? (double)pages * (double)page : 0;
+	if (c->kv_cache_bytes == ZP_KV_AUTO)
+		return 0; /* sized from what is left: kvcache.h */
 	double want = (double)c->kv_cache_bytes * c->executors;
 	if (zp_device_host_memory((enum zp_device)c->device) && host > 0 && want > host)
 		return zp_errf(e, "kv_cache_bytes %zu x %d executors is more than this machine's "

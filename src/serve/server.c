@@ -475,9 +475,14 @@ static void on_event(server *s)
 			const zp_sched *sc = zp_engine_sched(s->eng);
 			char said[160];
 			zp_serve_cfg_parallel_said(&s->cfg, (int)par, said, sizeof said);
+			const char *kv_why;
+			size_t kv = zp_engine_kv_cache_bytes(s->eng, &kv_why);
 			zp_log(ZP_LOG_INFO, "msg=ready executors=%d %s resident_mb=%.1f schedule=%s "
-			       "threshold_gflop=%.3f", s->live, said, (double)resident / (1 << 20),
-			       zp_sched_policy_name(sc->policy), sc->threshold * 1e-9);
+			       "threshold_gflop=%.3f kv_cache_mb=%.1f kv_cache_why=\"%s\"", s->live,
+			       said, (double)resident / (1 << 20), zp_sched_policy_name(sc->policy),
+			       sc->threshold * 1e-9, (double)kv / (1 << 20),
+			       kv || strcmp(kv_why, "configured") ? kv_why :
+			       "none: the KV-cache-free mode (kv_cache_bytes 0)");
 			zp_sd_notify("READY=1\nSTATUS=serving: %d executors, %s, %.0f MB resident",
 				     s->live, zp_parallel_name(par),
 				     (double)resident / (1 << 20));
