@@ -4,8 +4,8 @@
 # 2-3 under asyncep (resident and offloaded) and dpep: its FP8 expert blocks,
 # codes and scales, move as bytes; `--dtype fp8` on dense gives the bits of the
 # generator's dense-fp8 (quantised alike); the sim device answers FP8 models
-# (W8A8 by default, ZP_FP8_COMPUTE); --fp8-compute w8a8 is refused (the cpu
-# is w8a16; the devices take ZP_FP8_COMPUTE); bench says what it ran.
+# (W8A8 by default); --fp8-compute picks the mode on the devices, and w8a8
+# is refused on the cpu (its activations are not quantised); bench says what it ran.
 set -u
 cd "$(dirname "$0")/.."
 Z=${ZPREFILL:-./zprefill}
@@ -48,16 +48,29 @@ for m in "fp8-odd bf16" "dense fp8"; do # the sim device computes FP8 too (W8A8 
 	[ $rc -eq 0 ] && [ "$(grep -c '"top_logprobs"' "$T/sim.out")" -eq 6 ] && grep -q "compute=w8a8" "$T/sim.err" ||
 		{ echo "FAIL: $1 --dtype $2 on sim: exit $rc"; tail -n 5 "$T/sim.err"; fail=1; }
 done
-# --fp8-compute: w8a16 is the cpu's mode; w8a8 refused by name on every device (the
-# devices' mode is ZP_FP8_COMPUTE's until the setting reaches them)
+# --fp8-compute: auto (the default) is w8a16 on the cpu and w8a8 on the devices; w8a16
+# on the cpu is the default's bits; w8a8 is refused by name on the cpu; on sim the
+# setting reaches the device (its log says the mode) over ZP_FP8_COMPUTE's
 run w8a16 --model tests/models/fp8-odd --fp8-compute w8a16
-cmp -s "$T/one.out" "$T/w8a16.out" || { echo "FAIL: --fp8-compute w8a16 is not the default"; fail=1; }
-for d in cpu sim; do
-	$Z prefill --model tests/models/fp8-odd --fp8-compute w8a8 --device $d < "$T/in" > "$T/w8.out" 2> "$T/w8.err"
-	rc=$?
-	[ $rc -eq 2 ] && grep -q "fp8_compute w8a8" "$T/w8.err" && [ ! -s "$T/w8.out" ] ||
-		{ echo "FAIL: --fp8-compute w8a8 on $d: exit $rc"; cat "$T/w8.err"; fail=1; }
+cmp -s "$T/one.out" "$T/w8a16.out" || { echo "FAIL: --fp8-compute w8a16 is not the cpu's default"; fail=1; }
+$Z prefill --model tests/models/fp8-odd --fp8-compute w8a8 --device cpu < "$T/in" > "$T/w8.out" 2> "$T/w8.err"
+rc=$?
+[ $rc -eq 2 ] && grep -q "fp8_compute w8a8" "$T/w8.err" && [ ! -s "$T/w8.out" ] ||
+	{ echo "FAIL: --fp8-compute w8a8 on cpu: exit $rc"; cat "$T/w8.err"; fail=1; }
+for mode in w8a8 w8a16; do
+	for env in w8a8 w8a16; do
+		ZP_FP8_COMPUTE=$env $Z prefill --model tests/models/fp8-odd --fp8-compute $mode --device sim \
+			< "$T/in" > "$T/s$mode$env.out" 2> "$T/s$mode$env.err"
+		rc=$?
+		[ $rc -eq 0 ] && [ "$(grep -c '"top_logprobs"' "$T/s$mode$env.out")" -eq 6 ] &&
+			grep -q "compute=$mode" "$T/s$mode$env.err" ||
+			{ echo "FAIL: --fp8-compute $mode (ZP_FP8_COMPUTE=$env) on sim: exit $rc"; tail -n 3 "$T/s$mode$env.err"; fail=1; }
+	done
+	cmp -s "$T/s${mode}w8a8.out" "$T/s${mode}w8a16.out" ||
+		{ echo "FAIL: --fp8-compute $mode on sim depends on ZP_FP8_COMPUTE"; fail=1; }
 done
+cmp -s "$T/sw8a8w8a8.out" "$T/sw8a16w8a8.out" &&
+	{ echo "FAIL: w8a8 and w8a16 on sim give the same bits: was the mode applied?"; fail=1; }
 $Z bench --model tests/models/fp8-odd --tokens 32 --seqs 2 --threads 1 --iters 1 > "$T/b" 2>&1 &&
 	grep -q 'dtype=bf16/fp8' "$T/b" || { echo "FAIL: bench on fp8-odd"; tail -n 3 "$T/b"; fail=1; }
 [ $fail -eq 0 ] && echo "test_fp8_cli: ok" || echo "test_fp8_cli: FAIL"

@@ -551,6 +551,7 @@ static int run(int argc, char **argv)
 	int lthreads = zp_serve_cfg_threads(&c) * c.executors;
 	const zp_wlayout *lay = zp_device_layout((enum zp_device)c.device);
 	zp_load_opts lo = zp_load_opts_of(c.dtype, c.random_weights);
+	lo.fp8_compute = (enum zp_fp8_compute)c.fp8_compute;
 	if (zp_model_load_opts(&m, c.model, &lo, lay, lthreads, NULL, &e)) {
 		zp_log(ZP_LOG_ERROR, "msg=\"cannot load model\" error=\"%s\"", e.msg);
 		rc = 1;

@@ -683,6 +683,11 @@ static const zp_model *cpu_model(zp_backend *b, const zp_model *m, bool experts,
 			m->layout->name, zp_cpu_wlayout.name);
 		return NULL;
 	}
+	if (m->fp8 && m->fp8_compute == ZP_FP8_W8A8) {
+		zp_errf(e, "--device cpu: FP8 weights compute w8a16 here (the activations are not "
+			"quantised), not w8a8");
+		return NULL;
+	}
 	return m;
 }
 

@@ -1226,6 +1226,8 @@ const zp_model *zp_backend_cuda_model(zp_backend *b, const zp_model *m, bool exp
 	size_t qkv = (size_t)(cf->heads + 2 * cf->kv_heads) * d;
 	stager s;
 	ZP_ASSERT(!c->have_model);
+	if (m->fp8_compute != ZP_FP8_AUTO)
+		c->fp8c = m->fp8_compute;
 	if (m->layout != &zp_cuda_wlayout) {
 		zp_errf(e, "--device %s: the model was packed for the %s layout, not %s (load it "
 			"through zp_device_layout)", c->o.dev == ZP_DEV_SIM ? "sim" : "cuda",
@@ -1442,6 +1444,8 @@ zp_backend *zp_backend_device_new(enum zp_device dev, int ordinal, int threads,
 		zp_errf(e, "ZP_FP8_COMPUTE=%s: w8a8 or w8a16", fv);
 		return NULL;
 	}
+	/* the environment's mode is a test hook: a model loaded with an explicit
+	   --fp8-compute overrides it (zp_backend_cuda_model) */
 	o.fp8c = fv && !strcmp(fv, "w8a16") ? ZP_FP8_W8A16 : ZP_FP8_W8A8;
 	return zp_backend_cuda_new(&o, e);
 }

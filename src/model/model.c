@@ -570,6 +570,7 @@ static int fp8_setup(struct loader *ld, const zp_load_opts *o, zp_err *e)
 	zp_model *m = ld->m;
 	ld->quant = o->fp8 || (ld->random && m->cfg.fp8);
 	m->fp8 = ld->quant || m->cfg.fp8;
+	m->fp8_compute = o->fp8_compute;
 	m->expert_store = m->fp8 ? ZP_WS_FP8 : ZP_WS_PLAIN;
 	if (m->fp8 && !ld->lay->fp8)
 		return zp_errf(e, "%s: FP8 weights (%s) are not supported by the %s weight layout "

@@ -44,6 +44,8 @@ typedef struct {
 				   checkpoint's, or quantised at load; each zp_wmat
 				   says its own store (lm_head, routers never FP8) */
 	enum zp_wstore expert_store;	/* every expert's (one block size) */
+	enum zp_fp8_compute fp8_compute; /* how a backend computes the FP8 linears
+					    (--fp8-compute; AUTO: its default) */
 	const zp_wlayout *layout;	/* every matrix was packed through it */
 	zp_st st;
 	const zp_st_tensor *embed;	/* [V, H], read row by row from the mapping */
@@ -91,6 +93,7 @@ int zp_model_load_random(zp_model *m, const char *dir, enum zp_wtype wtype,
 typedef struct {
 	enum zp_wtype wtype;
 	bool fp8;
+	enum zp_fp8_compute fp8_compute;	/* recorded on the model (zp_model) */
 	bool random;		/* zp_model_load_random, from seed */
 	uint64_t seed;
 } zp_load_opts;

@@ -43,7 +43,9 @@ enum zp_wstore { ZP_WS_PLAIN, ZP_WS_FP8 };
    weights widened, the activations as they are (bf16 or f32; the cpu's only
    mode). W8A8: the activations quantised too, per token per 128 columns
    with dynamic scales (FP8 tensor cores; the cuda backend's, to come). */
-enum zp_fp8_compute { ZP_FP8_W8A16, ZP_FP8_W8A8 };
+/* How FP8 weights compute: AUTO is the device's own choice (the cpu W8A16;
+   cuda and sim W8A8, as vLLM and SGLang run FP8 checkpoints). */
+enum zp_fp8_compute { ZP_FP8_AUTO, ZP_FP8_W8A16, ZP_FP8_W8A8 };
 #define ZP_FP8_MAX 448.0f	/* largest e4m3fn magnitude */
 
 /* What a matrix's rows are for. PLAIN: an [n, k] matrix. SWIGLU: the gate

@@ -50,15 +50,15 @@ static const char *dtype_spell(int v)
 
 static int fp8_compute_parse(const char *v, int *out)
 {
-	if (strcmp(v, "w8a16") && strcmp(v, "w8a8"))
+	if (strcmp(v, "auto") && strcmp(v, "w8a16") && strcmp(v, "w8a8"))
 		return -1;
-	*out = strcmp(v, "w8a8") ? ZP_FP8_W8A16 : ZP_FP8_W8A8;
+	*out = !strcmp(v, "auto") ? ZP_FP8_AUTO : !strcmp(v, "w8a8") ? ZP_FP8_W8A8 : ZP_FP8_W8A16;
 	return 0;
 }
 
 static const char *fp8_compute_spell(int v)
 {
-	return v == ZP_FP8_W8A16 ? "w8a16" : v == ZP_FP8_W8A8 ? "w8a8" : NULL;
+	return v == ZP_FP8_AUTO ? "auto" : v == ZP_FP8_W8A16 ? "w8a16" : v == ZP_FP8_W8A8 ? "w8a8" : NULL;
 }
 
 static int parallel_parse(const char *v, int *out)
@@ -217,7 +217,7 @@ static const zp_opt keys[] = {
 	{ "engine", "model", "model", ALL, ZP_CMD_PREFILL | ZP_CMD_BENCH, TEXT(STR, NULL), F(model), .help = "model directory" },
 	{ "engine", "model_name", "model-name", S, 0, TEXT(STR, NULL), F(model_name), .help = "name /v1/models reports, which a request's model must match (none: the directory's name)" },
 	{ "engine", "dtype", "dtype", ALL, 0, ENUM(dtype, ZP_DTYPE_BF16, "bf16, fp32 or fp8"), F(dtype), .help = "compute: bf16 or fp32 (an fp8 checkpoint's FP8 weights stay FP8); fp8: bf16 over FP8 weights, a bf16 checkpoint quantised at load (128x128 blocks)" },
-	{ "engine", "fp8_compute", "fp8-compute", ALL, 0, ENUM(fp8_compute, ZP_FP8_W8A16, "w8a16 or w8a8"), F(fp8_compute), .help = "FP8 weights: w8a16 (widened; activations as --dtype) or w8a8 (activations quantised too: not on the cpu)" },
+	{ "engine", "fp8_compute", "fp8-compute", ALL, 0, ENUM(fp8_compute, ZP_FP8_AUTO, "auto, w8a16 or w8a8"), F(fp8_compute), .help = "FP8 weights: w8a16 (widened; activations as --dtype) or w8a8 (activations quantised per token per 128 columns: cuda and sim only); auto: w8a8 on cuda and sim, w8a16 on the cpu" },
 	{ "engine", "random_weights", "random-weights", ALL, 0, NUM(LONG, -1, LONG_MAX, -1), F(random_weights), .help = "make every weight from this seed, for benchmarks on a config-only model directory (-1: read the checkpoint)" },
 	{ "engine", "executors", "executors", ALL, 0, NUM(INT, 1, ZP_EXECUTORS_MAX, 1), F(executors), .help = "executor threads (devices)" },
 	{ "engine", "threads_per_executor", "threads", ALL, 0, NUM(INT, 0, ZP_THREADS_MAX, 0), F(threads_per_executor), .help = "cores per executor (0: the cores shared)" },
@@ -340,16 +340,10 @@ int zp_serve_cfg_check_kv(const zp_serve_cfg *c, zp_err *e)
 
 int zp_serve_cfg_check_fp8(const zp_serve_cfg *c, zp_err *e)
 {
-	if (c->fp8_compute != ZP_FP8_W8A8)
-		return 0;
-	if (c->device == ZP_DEV_CPU)
+	if (c->fp8_compute == ZP_FP8_W8A8 && c->device == ZP_DEV_CPU)
 		return zp_errf(e, "fp8_compute w8a8: the cpu device multiplies FP8 weights w8a16 "
 			       "only (its bf16 or f32 activations are not quantised)");
-	/* the cuda backend reads its mode from ZP_FP8_COMPUTE (backend_cuda.h);
-	   this setting does not reach it yet */
-	return zp_errf(e, "fp8_compute w8a8: the %s device takes its FP8 mode from "
-		       "ZP_FP8_COMPUTE=w8a8|w8a16 (w8a8 by default), not from this setting yet",
-		       zp_device_name(c->device));
+	return 0;
 }
 
 int zp_serve_cfg_seq_tokens(zp_serve_cfg *c, int max_positions, zp_err *e)

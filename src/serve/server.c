@@ -428,6 +428,7 @@ static void *loader_main(void *arg)
 			   .aging_s = c->schedule_aging_ms / 1e3, .min_tokens = c->schedule_min_tokens },
 		.on_batch = batch_seen, .on_batch_arg = s };
 	zp_load_opts lo = zp_load_opts_of(c->dtype, c->random_weights);
+	lo.fp8_compute = (enum zp_fp8_compute)c->fp8_compute;
 	int rc = zp_model_load_opts(&s->model, c->model, &lo, lay, (int)ZP_MAX(ncpu, 1),
 				    &s->progress, &s->load_err);
 	if (!rc && !(s->eng = zp_engine_start(&s->model, &ec, &s->load_err))) {
