@@ -3,7 +3,11 @@
    this file hands rows in the checkpoint's order and knows no layout. With --random-weights
    the tensors are not read but made (random_fill.h): each has the name and
    shape the checkpoint would have, and its rows are hashed into a row buffer
-   as the packing asks for them. */
+   as the packing asks for them. Every read of the mapping is guarded
+   (zp_st_guard): a file that shrinks during the load fails it with an error
+   naming the file and tensor, never SIGBUS. The embedding, the one tensor read
+   at serve time, is copied at the end and the files are closed: nothing reads
+   the checkpoint after the load, so changing it then cannot harm the server. */
 #include "model.h"
 
 #include <stdio.h>
@@ -13,13 +17,20 @@
 #include "pool.h"
 #include "random_fill.h"
 
-/* Row source for packing a tensor, or several stacked / interleaved ones. */
+/* Row source for packing a tensor, or several stacked / interleaved ones.
+   Rows are copied out of the mapping under a guard, so a fault (the file
+   shrank) is caught here, never inside the layout's packing; a faulted source
+   gives zero rows from then on and the loader fails once the packing returns. */
 struct rows {
 	const zp_st_tensor *t[3];	/* stacked sources (q, k, v) or gate, up */
 	int n[3];			/* rows of each */
 	int nt;
 	uint16_t *rnd;			/* random weights: one row, made on demand */
 	uint64_t seed;
+	const zp_st *st;		/* read weights: the mapping rows come from */
+	void *row;			/* one row, copied from it */
+	bool fault;			/* a copy faulted: err says where */
+	zp_err err;
 };
 
 static const void *row_of(const zp_st_tensor *t, int r)
@@ -27,12 +38,18 @@ static const void *row_of(const zp_st_tensor *t, int r)
 	return (const char *)t->data + (size_t)r * (size_t)t->shape[1] * zp_dtype_size(t->dtype);
 }
 
-/* Row `row` of t: from the mapping, or made (bf16) into r->rnd. */
+/* Row `row` of t: copied from the mapping into r->row, or made (bf16) into r->rnd. */
 static const void *row_src(struct rows *r, const zp_st_tensor *t, int row)
 {
-	if (!r->rnd)
-		return row_of(t, row);
 	size_t k = (size_t)t->shape[1];
+	if (!r->rnd) {
+		size_t bytes = k * zp_dtype_size(t->dtype);
+		if (r->fault || zp_st_copy(r->st, r->row, row_of(t, row), bytes, &r->err)) {
+			r->fault = true;
+			memset(r->row, 0, bytes);
+		}
+		return r->row;
+	}
 	uint64_t key = zp_rf_key(r->seed, t->offset);
 	for (size_t c = 0; c < k; c++)
 		r->rnd[c] = zp_f32_to_bf16(zp_rf_at(key, (size_t)row * k + c));
@@ -111,6 +128,28 @@ static int nonfinite_err(zp_err *e, const zp_st_tensor *t, int64_t at)
 		       "is damaged", t->name, (long long)at);
 }
 
+struct scan {
+	const zp_st_tensor *t;
+	int64_t at;
+};
+
+static int scan_fn(void *v)
+{
+	struct scan *s = v;
+	s->at = zp_model_nonfinite_at(s->t);
+	return 0;
+}
+
+/* t's first non-finite index into *at (or -1), under a guard: -1 with e set
+   when the file shrank under the scan. */
+static int nonfinite_scan(const zp_st *st, const zp_st_tensor *t, int64_t *at, zp_err *e)
+{
+	struct scan s = { t, -1 };
+	int rc = zp_st_guard(st, scan_fn, &s, e);
+	*at = s.at;
+	return rc;
+}
+
 /* A made tensor (random weights): the checkpoint's name, shape and bf16
    dtype; offset holds its random_fill.h id, data is NULL. */
 static zp_st_tensor *made_tensor(const char *name, int ndim, int64_t d0, int64_t d1)
@@ -147,8 +186,11 @@ static int get(struct loader *ld, const char *name, int ndim, int64_t d0, int64_
 	}
 	if (zp_st_get(&ld->m->st, name, ndim, shape, t, ld->e))
 		return -1;
-	if (ld->arena && !ld->experts && (at = zp_model_nonfinite_at(*t)) >= 0)
-		return nonfinite_err(ld->e, *t, at);
+	if (!ld->arena)
+		return 0;
+	zp_st_fault_truncate(&ld->m->st, *t);
+	if (!ld->experts && (nonfinite_scan(&ld->m->st, *t, &at, ld->e) || at >= 0))
+		return at >= 0 ? nonfinite_err(ld->e, *t, at) : -1;
 	return 0;
 }
 
@@ -161,16 +203,32 @@ static void made_free(struct loader *ld)
 	ld->nmade = ld->capmade = 0;
 }
 
+struct vec_args {
+	const zp_st_tensor *t;
+	int n;
+	float *dst;
+};
+
+static int vec_read_fn(void *v)
+{
+	struct vec_args *a = v;
+	for (int i = 0; i < a->n; i++)
+		a->dst[i] = zp_st_elem_f32(a->t, (size_t)i);
+	return 0;
+}
+
 /* Check a vector tensor and, when dst is given, convert it to f32 there. */
 static int vec_fill(struct loader *ld, const char *name, int n, float *dst)
 {
 	const zp_st_tensor *t;
 	if (get(ld, name, 1, n, 0, &t))
 		return -1;
-	if (dst)
-		for (int i = 0; i < n; i++)
-			dst[i] = !ld->random ? zp_st_elem_f32(t, (size_t)i)
-				 : zp_rf_is_norm(name) ? 1.0f : zp_rf_value(ld->seed, t->offset, (size_t)i);
+	if (dst && !ld->random) {
+		struct vec_args a = { t, n, dst };
+		return zp_st_guard(&ld->m->st, vec_read_fn, &a, ld->e);
+	}
+	for (int i = 0; dst && i < n; i++)
+		dst[i] = zp_rf_is_norm(name) ? 1.0f : zp_rf_value(ld->seed, t->offset, (size_t)i);
 	return 0;
 }
 
@@ -181,22 +239,39 @@ static int vec(struct loader *ld, const char *name, int n, float **out)
 }
 
 /* Pack rows (already checked) through the layout into w, from ld's arena or
-   from dst. */
-static void pack(struct loader *ld, zp_wmat *w, void *dst, enum zp_wtype type, int n, int k,
-		 enum zp_wkind kind, struct rows *r)
+   from dst. -1 when the file shrank under a row (r->err says where). */
+static int pack(struct loader *ld, zp_wmat *w, void *dst, enum zp_wtype type, int n, int k,
+		enum zp_wkind kind, struct rows *r)
 {
 	size_t bytes = ld->lay->bytes(type, n, k, kind);
 	if (!dst)
 		dst = carve(ld, bytes);
 	if (!dst)
-		return;
-	if (ld->random) {	/* a buffer per call: experts are packed on pool threads */
+		return 0;
+	/* a buffer per call: experts are packed on pool threads */
+	if (ld->random) {
 		r->rnd = zp_xmalloc((size_t)k * sizeof *r->rnd);
 		r->seed = ld->seed;
+	} else {
+		r->st = &ld->m->st;
+		r->row = zp_xmalloc((size_t)k * zp_dtype_size(r->t[0]->dtype));
 	}
 	ld->lay->pack(w, dst, type, n, k, kind, r->t[0]->dtype, rows_get, r);
 	free(r->rnd);
-	r->rnd = NULL;
+	free(r->row);
+	r->rnd = r->row = NULL;
+	return r->fault ? -1 : 0;
+}
+
+/* pack on the loading thread: a fault's message goes to ld->e */
+static int pack_main(struct loader *ld, zp_wmat *w, enum zp_wtype type, int n, int k,
+		     enum zp_wkind kind, struct rows *r)
+{
+	if (pack(ld, w, NULL, type, n, k, kind, r)) {
+		*ld->e = r->err;
+		return -1;
+	}
+	return 0;
 }
 
 static int mat(struct loader *ld, zp_wmat *w, enum zp_wtype type, const char *name, int n,
@@ -205,8 +280,7 @@ static int mat(struct loader *ld, zp_wmat *w, enum zp_wtype type, const char *na
 	struct rows r = { .nt = 1, .n = { n } };
 	if (get(ld, name, 2, n, k, &r.t[0]))
 		return -1;
-	pack(ld, w, NULL, type, n, k, ZP_WK_PLAIN, &r);
-	return 0;
+	return pack_main(ld, w, type, n, k, ZP_WK_PLAIN, &r);
 }
 
 /* Stacked or interleaved sources must share one dtype to be packed together. */
@@ -225,6 +299,8 @@ struct swiglu_src {
 	struct rows gu, down;
 	const zp_st_tensor *bad;	/* a tensor with a non-finite value (pass 2) */
 	int64_t bad_at;
+	bool fault;			/* the file shrank under a read: err says where */
+	zp_err err;
 };
 
 static int swiglu_check(struct loader *ld, const char *pfx, int f, struct swiglu_src *s)
@@ -255,11 +331,21 @@ static size_t gate_up_bytes(const struct loader *ld, int f)
 	return ld->lay->bytes(ld->m->wtype, 2 * f, ld->m->cfg.hidden, ZP_WK_SWIGLU);
 }
 
-static void swiglu_pack(struct loader *ld, struct swiglu_src *s, int f, zp_wmat *gu,
-			void *gu_dst, zp_wmat *down, void *down_dst)
+/* -1 with s->fault and s->err set when the file shrank under a row */
+static int swiglu_pack(struct loader *ld, struct swiglu_src *s, int f, zp_wmat *gu,
+		       void *gu_dst, zp_wmat *down, void *down_dst)
 {
-	pack(ld, gu, gu_dst, ld->m->wtype, 2 * f, ld->m->cfg.hidden, ZP_WK_SWIGLU, &s->gu);
-	pack(ld, down, down_dst, ld->m->wtype, ld->m->cfg.hidden, f, ZP_WK_PLAIN, &s->down);
+	struct rows *bad = NULL;
+	if (pack(ld, gu, gu_dst, ld->m->wtype, 2 * f, ld->m->cfg.hidden, ZP_WK_SWIGLU, &s->gu))
+		bad = &s->gu;
+	else if (pack(ld, down, down_dst, ld->m->wtype, ld->m->cfg.hidden, f, ZP_WK_PLAIN,
+		      &s->down))
+		bad = &s->down;
+	if (bad) {
+		s->fault = true;
+		s->err = bad->err;
+	}
+	return bad ? -1 : 0;
 }
 
 struct expert_job {
@@ -276,12 +362,17 @@ static void pack_expert(void *v, int x, int thread)
 	struct swiglu_src *src = &j->src[x];
 	const zp_st_tensor *ts[3] = { src->gu.t[0], src->gu.t[1], src->down.t[0] };
 	(void)thread;
-	for (int i = 0; i < 3; i++)
-		if ((src->bad_at = zp_model_nonfinite_at(ts[i])) >= 0) {
+	for (int i = 0; i < 3; i++) {
+		if (nonfinite_scan(&j->ld->m->st, ts[i], &src->bad_at, &src->err)) {
+			src->fault = true;
+			return;
+		}
+		if (src->bad_at >= 0) {
 			src->bad = ts[i];
 			return;
 		}
-	swiglu_pack(j->ld, &j->src[x], j->ld->m->cfg.moe_ffn, &j->L->exp_gate_up[x], base,
+	}
+	(void)swiglu_pack(j->ld, &j->src[x], j->ld->m->cfg.moe_ffn, &j->L->exp_gate_up[x], base,
 		    &j->L->exp_down[x], base + j->gu_bytes);
 }
 
@@ -311,8 +402,12 @@ static int load_experts(struct loader *ld, zp_layer *L, int l)
 	if (!rc && ld->arena) /* packing writes disjoint expert slots: no locks */
 		zp_pool_run(ld->pool, c->experts, pack_expert, &job);
 	for (int x = 0; x < c->experts && !rc && ld->arena; x++)
-		if (src[x].bad)
+		if (src[x].fault) {
+			*ld->e = src[x].err;
+			rc = -1;
+		} else if (src[x].bad) {
 			rc = nonfinite_err(ld->e, src[x].bad, src[x].bad_at);
+		}
 	free(src);
 	return rc;
 }
@@ -338,7 +433,8 @@ static int load_layer(struct loader *ld, int l)
 	    same_dtype(ld, &r) ||
 	    mat(ld, &L->wo, m->wtype, NAME("self_attn.o_proj.weight"), c->hidden, qd))
 		return -1;
-	pack(ld, &L->wqkv, NULL, m->wtype, qd + 2 * kvd, c->hidden, ZP_WK_PLAIN, &r);
+	if (pack_main(ld, &L->wqkv, m->wtype, qd + 2 * kvd, c->hidden, ZP_WK_PLAIN, &r))
+		return -1;
 	L->bqkv = L->bo = NULL;
 	if (c->attention_bias) {
 		/* one vector [q | k | v], like the packed wqkv rows */
@@ -356,7 +452,10 @@ static int load_layer(struct loader *ld, int l)
 		snprintf(n, sizeof n, "%s.mlp", pfx);
 		if (swiglu_check(ld, n, c->ffn, &s))
 			return -1;
-		swiglu_pack(ld, &s, c->ffn, &L->w_gate_up, NULL, &L->w_down, NULL);
+		if (swiglu_pack(ld, &s, c->ffn, &L->w_gate_up, NULL, &L->w_down, NULL)) {
+			*ld->e = s.err;
+			return -1;
+		}
 		return 0;
 	}
 	if (mat(ld, &L->router, ZP_W_F32, NAME("mlp.gate.weight"), c->experts, c->hidden))
@@ -416,10 +515,34 @@ static int load_all(struct loader *ld)
 static int load_pass(struct loader *ld)
 {
 	int rc = load_all(ld);
-	if (ld->random)
-		ld->m->embed = NULL;	/* made again, for the model's lifetime, at the end */
+	ld->m->embed = NULL;	/* made or copied, for the model's lifetime, at the end */
 	made_free(ld);
 	return rc;
+}
+
+/* The embedding, the one tensor read while serving (row by row), becomes the
+   model's own copy in the checkpoint's dtype (V x H x 2 bytes for bf16: 1.2 GB
+   for Qwen3-235B, 0.3% of its weights): a checkpoint truncated or rewritten
+   after the load then cannot fault an executor (SIGBUS) or change its answers.
+   Random weights: a made tensor (its rows hashed on demand). */
+static int embed_own(zp_model *m, zp_err *e)
+{
+	const char *name = "model.embed_tokens.weight";
+	if (m->random) {
+		m->embed = made_tensor(name, 2, m->cfg.vocab, m->cfg.hidden);
+		return 0;
+	}
+	const zp_st_tensor *src = zp_st_find(&m->st, name);
+	ZP_ASSERT(src);	/* checked by both passes */
+	zp_st_tensor *t = zp_xmalloc(sizeof *t + src->nbytes);
+	*t = *src;
+	t->data = t + 1;
+	if (zp_st_copy(&m->st, t + 1, src->data, src->nbytes, e)) {
+		free(t);
+		return -1;
+	}
+	m->embed = t;
+	return 0;
 }
 
 static int model_load(zp_model *m, const char *dir, enum zp_wtype wtype, const zp_wlayout *lay,
@@ -450,8 +573,8 @@ static int model_load(zp_model *m, const char *dir, enum zp_wtype wtype, const z
 	   cancel, fails here */
 	int rc = load_pass(&ld);
 	zp_pool_free(ld.pool);
-	if (ld.random)
-		m->embed = made_tensor("model.embed_tokens.weight", 2, m->cfg.vocab, m->cfg.hidden);
+	if (!rc)
+		rc = embed_own(m, e);
 	if (rc) {
 		zp_model_free(m);
 		return -1;
@@ -459,7 +582,7 @@ static int model_load(zp_model *m, const char *dir, enum zp_wtype wtype, const z
 	ZP_ASSERT(ld.used == m->arena_bytes);
 	for (int l = 0; l < m->cfg.layers; l++)
 		m->expert_bytes_total += m->layers[l].experts_bytes;
-	drop_source_pages(m);
+	zp_st_free(&m->st);	/* every weight is ours now: the checkpoint is read no more */
 	zp_log(ZP_LOG_INFO, "msg=\"model loaded\" dir=%s layers=%d experts=%d dtype=%s "
 	       "layout=%s dense_bytes=%zu expert_bytes=%zu load_s=%.2f %s", dir, m->cfg.layers,
 	       m->cfg.experts, wtype == ZP_W_F32 ? "fp32" : "bf16", lay->name, m->arena_bytes,
@@ -504,8 +627,7 @@ void zp_model_free(zp_model *m)
 			free(m->layers[l].exp_down);
 		}
 	free(m->layers);
-	if (m->random)
-		free((void *)m->embed);
+	free((void *)m->embed);	/* owned once loaded (NULL before) */
 	zp_free_aligned(m->arena);
 	zp_st_free(&m->st);
 	memset(m, 0, sizeof *m);

@@ -1,4 +1,4 @@
-/* model.h -- a loaded Qwen3(-MoE) model: config, mmapped checkpoint, and the
+/* model.h -- a loaded Qwen3(-MoE) model: config, checkpoint (mmapped while it loads), and the
    weights packed through the layout of the device that runs them (weights.h;
    model/ knows no backend). Dense weights live in one arena; each MoE layer's
    experts live in one contiguous block, expert by expert in index order
@@ -41,8 +41,9 @@ typedef struct {
 	zp_config cfg;
 	enum zp_wtype wtype;	/* compute type of the big matrices */
 	const zp_wlayout *layout;	/* every matrix was packed through it */
-	zp_st st;
-	const zp_st_tensor *embed;	/* [V, H], read row by row from the mapping */
+	zp_st st;			/* the checkpoint: closed once loaded */
+	const zp_st_tensor *embed;	/* [V, H], the model's own copy (checkpoint
+					   dtype), read row by row */
 	float *final_norm;		/* [H] */
 	zp_wmat lm_head;		/* [V, H] */
 	zp_layer *layers;
