@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/bin/bash
 # fuzz_run.sh -- run libFuzzer targets for a duration each and report them:
 #   tools/fuzz_run.sh SECONDS [TARGET...]     (`make fuzz-build` first; `make fuzz`
 #                                              runs every target this way)
@@ -6,6 +6,7 @@
 # seeded from tests/fuzz-corpus/NAME, from the repository root (some read
 # tests/data). Findings (crash-, leak-, timeout-, oom- files: a timeout is an
 # input over 10 s, an oom one over 2 GB) land in build/fuzz/artifacts-NAME/.
+# RUNS=N stops a target after N executions (it stops at SECONDS either way).
 # JOBS=N runs N targets at once (default 1). Prints one table row per target:
 # executions, libFuzzer's coverage (cov: edges, ft: features), corpus size,
 # findings, seconds, and a final line; exit 1 when any target found anything.
@@ -25,7 +26,7 @@ run_one() { # target -> $B/run-$t.log, $B/row-$t
 	[ -d tests/fuzz-corpus/$t ] && cp -n tests/fuzz-corpus/$t/* "$corpus"/ 2>/dev/null
 	before=$(ls "$art" | wc -l)
 	start=$(date +%s)
-	"$bin" -max_total_time="$secs" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
+	"$bin" -max_total_time="$secs" ${RUNS:+-runs=$RUNS} -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
 		-print_final_stats=1 -artifact_prefix="$art/" "$corpus" > "$B/run-$t.log" 2>&1
 	rc=$?
 	took=$(( $(date +%s) - start ))
@@ -42,9 +43,9 @@ run_one() { # target -> $B/run-$t.log, $B/row-$t
 mkdir -p "$B"
 n=0
 for t in $targets; do
+	[ $n -ge "$jobs" ] && { wait -n; n=$((n - 1)); }
 	run_one "$t" &
 	n=$((n + 1))
-	[ $n -ge "$jobs" ] && { wait; n=0; }
 done
 wait
 printf '%-16s %12s %8s %8s %8s %9s %6s\n' target executions cov ft corpus findings secs
