@@ -77,7 +77,7 @@ $(BUILD)/kernels/%.o: kernels/%.c $(HDRS) | $(DEPS_OK)
 DEPS_OK := $(BUILD)/.deps-ok
 BIN     ?= zprefill
 
-.PHONY: all deps test run asan tsan fuzz clean bench install uninstall
+.PHONY: all deps test run asan tsan fuzz fuzz-build clean bench install uninstall
 
 all: $(BIN) $(BUILD)/zprefill.1
 
@@ -192,25 +192,36 @@ asan:
 tsan:
 	$(MAKE) BUILD=build-tsan BIN=build-tsan/zprefill OPT=-O1 EXTRA_CFLAGS="-fsanitize=thread" EXTRA_LDFLAGS="-fsanitize=thread" test
 
+# Fuzzing: one libFuzzer target per parser a client or a file reaches
+# (tests/fuzz_NAME.c, seeds in tests/fuzz-corpus/NAME/): the HTTP head, every
+# request family's JSON, the safetensors header and shard index, config.json,
+# tokenizer.json (the loader) and the tokenizer (encode/decode), the ini file.
+# The library is built once more with clang, instrumented (build/fuzz/libzp.a);
+# `make fuzz` runs each target FUZZ_SECONDS (tools/fuzz_run.sh: a longer run
+# per target, its executions, coverage and findings as a table).
 FUZZ_SECONDS ?= 60
-FUZZ_CFLAGS := -std=gnu11 -O1 -g -fsanitize=fuzzer,address,undefined $(ROOMS:%=-Isrc/%) -Iipc -march=x86-64-v3
-# Each target runs FUZZ_SECONDS on a corpus seeded from tests/fuzz-corpus/.
-FUZZ_TARGETS := safetensors request http tokenizer
-FUZZ_SRC_safetensors := src/model/safetensors.c src/base/json.c src/base/util.c
-FUZZ_SRC_request := $(wildcard src/serve/api*.c) src/model/chat.c src/serve/req_json.c src/serve/router.c src/serve/http.c src/serve/metrics.c src/engine/request.c src/model/tokenizer.c src/model/unicode_tables.c src/base/region.c src/base/json.c src/base/util.c src/engine/scheduler.c src/engine/cost.c src/model/config.c
-FUZZ_SRC_http := src/serve/http.c src/base/json.c src/base/util.c
-FUZZ_SRC_tokenizer := src/model/tokenizer.c src/model/unicode_tables.c src/base/json.c src/base/util.c
-fuzz: | $(DEPS_OK)
-	@set -e; for t in $(FUZZ_TARGETS); do \
-		mkdir -p $(BUILD)/fuzz/corpus-$$t; \
-		cp -n tests/fuzz-corpus/$$t/* $(BUILD)/fuzz/corpus-$$t/ 2>/dev/null || true; \
-		case $$t in safetensors) srcs="$(FUZZ_SRC_safetensors)";; request) srcs="$(FUZZ_SRC_request)";; \
-			http) srcs="$(FUZZ_SRC_http)";; tokenizer) srcs="$(FUZZ_SRC_tokenizer)";; esac; \
-		echo "fuzz: $$t for $(FUZZ_SECONDS)s"; \
-		clang $(FUZZ_CFLAGS) -o $(BUILD)/fuzz/fuzz_$$t tests/fuzz_$$t.c $$srcs -lcjson -lm; \
-		$(BUILD)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
-			$(BUILD)/fuzz/corpus-$$t 2>&1 | tail -n 2; \
-	done
+FUZZ_BUILD   := $(BUILD)/fuzz
+FUZZ_TARGETS := http request safetensors config tokenizer_json tokenizer ini
+FUZZ_CFLAGS  := -std=gnu11 -O1 -g -march=x86-64-v3 -fsanitize=fuzzer-no-link,address,undefined \
+                $(ROOMS:%=-Isrc/%) -Iipc -Ikernels
+FUZZ_LIB_OBJ := $(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,$(LIB_SRC) $(wildcard ipc/*.c) $(KV1_HOST))
+
+$(FUZZ_BUILD)/obj/%.o: %.c $(HDRS) | $(DEPS_OK)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -c $< -o $@
+
+$(FUZZ_BUILD)/libzp.a: $(FUZZ_LIB_OBJ)
+	rm -f $@
+	ar rcs $@ $^
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz_%.c $(FUZZ_BUILD)/libzp.a
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_BUILD)/libzp.a \
+		-lcjson -luring -linih -lnuma -lm -lpthread
+
+fuzz-build: $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
+
+fuzz: fuzz-build
+	@FUZZ_BUILD=$(FUZZ_BUILD) tools/fuzz_run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 clean:
 	rm -rf build build-asan build-tsan zprefill

@@ -1,5 +1,7 @@
 /* fuzz_request.c -- libFuzzer target for the request path: the first byte picks
-   an endpoint, the rest is its JSON body -> zp_api_build (strict UTF-8, cJSON,
+   an endpoint (every request family: native, SGLang/vLLM score, classify,
+   rerank, embeddings, pooling, tokenize, detokenize, vLLM completions, TEI
+   embed), the rest is its JSON body -> zp_api_build (strict UTF-8, cJSON,
    field validation, tokenizing text) -> sequences -> zp_api_finish (with
    made-up results) or the error body. Every built sequence must satisfy the
    limits the forward pass asserts on. Runs from the repository root (it reads
@@ -11,10 +13,12 @@
 
 #include "api.h"
 
+/* every route with a JSON body (byte 0 modulo their count; the seeds'
+   first bytes name them) */
 static const enum zp_route eps[] = { ZP_ROUTE_PREFILL, ZP_ROUTE_SCORE, ZP_ROUTE_CLASSIFY,
 				     ZP_ROUTE_RERANK, ZP_ROUTE_EMBED, ZP_ROUTE_POOLING,
 				     ZP_ROUTE_TOKENIZE, ZP_ROUTE_DETOKENIZE, ZP_ROUTE_COMPLETIONS,
-				     ZP_ROUTE_CHAT };
+				     ZP_ROUTE_CHAT, ZP_ROUTE_TEI_EMBED };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

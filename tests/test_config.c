@@ -53,6 +53,15 @@ int main(void)
 	      !c.sparse[5], "decoder_sparse_step 3 + mlp_only_layers [5]");
 	CHECK(c.kv_heads == 4 && c.head_dim == 16 && !c.norm_topk_prob && !c.tie_embeddings &&
 	      c.rope_theta == 10000.0f, "defaults");
+	/* found by fuzz_config: a value that is 0 or Inf as a float is refused */
+	snprintf(buf, sizeof buf, "%s,\"rms_norm_eps\":1e-56}", base);
+	CHECK(parse(&c, buf, &e) == -1 && strstr(e.msg, "rms_norm_eps"), "rms_norm_eps 1e-56 (0 "
+	      "as a float) accepted: eps %g", (double)c.rms_eps);
+	snprintf(buf, sizeof buf, "%s,\"rope_theta\":1e300}", base);
+	CHECK(parse(&c, buf, &e) == -1 && strstr(e.msg, "rope_theta"), "rope_theta 1e300 (Inf as "
+	      "a float) accepted");
+	snprintf(buf, sizeof buf, "%s,\"rms_norm_eps\":1e-40}", base); /* subnormal: still > 0 */
+	CHECK(parse(&c, buf, &e) == 0 && c.rms_eps > 0, "rms_norm_eps 1e-40: %s", e.msg);
 	snprintf(buf, sizeof buf, "%s,\"rope_parameters\":{\"rope_theta\":5e5,\"rope_type\":\"default\"},"
 		 "\"tie_word_embeddings\":true,\"attention_bias\":true,\"head_dim\":24}", base);
 	CHECK(parse(&c, buf, &e) == 0, "%s", e.msg);

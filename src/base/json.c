@@ -1,6 +1,7 @@
 /* json.c -- see json.h. */
 #include "json.h"
 
+#include <ctype.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>

@@ -12,14 +12,59 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "serve.h"	/* zp_socket_default */
 #include "util.h"
 
 #define RESP_MAX (256u << 20)
 
+/* The owner of path's directory when only that owner may write it, else -1. */
+static long dir_owner(const char *path)
+{
+	char dir[sizeof ((struct sockaddr_un *)0)->sun_path];
+	struct stat st;
+	snprintf(dir, sizeof dir, "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (!slash)
+		snprintf(dir, sizeof dir, ".");
+	else
+		slash[slash == dir] = 0;
+	if (stat(dir, &st) != 0 || (st.st_mode & (S_IWGRP | S_IWOTH)))
+		return -1;
+	return (long)st.st_uid;
+}
+
+/* The server on fd runs as a trusted uid (client.h): 0, or -1 with e set. */
+static int check_server(int fd, const char *path, long server_uid, zp_err *e)
+{
+	struct ucred cr;
+	socklen_t cl = sizeof cr;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) || cl != sizeof cr)
+		return zp_errf(e, "%s: cannot read the server's credentials (SO_PEERCRED): %s", path,
+			       strerror(errno));
+	long uid = (long)cr.uid;
+	if (server_uid >= 0 ? uid == server_uid
+			    : uid == (long)getuid() || uid == 0 || uid == dir_owner(path))
+		return 0;
+	char want[64];
+	if (server_uid >= 0)
+		snprintf(want, sizeof want, "uid %ld (--server-uid)", server_uid);
+	else
+		snprintf(want, sizeof want, "this user, root or the dir's owner");
+	return zp_errf(e, "%s: served by uid %ld (pid %d), not %s: refused (another user may "
+		       "have bound it first; --server-uid UID trusts UID)", path, uid, (int)cr.pid,
+		       want);
+}
+
 int zp_client_connect(const char *path, zp_err *e)
+{
+	return zp_client_connect_uid(path, -1, e);
+}
+
+int zp_client_connect_uid(const char *path, long server_uid, zp_err *e)
 {
 	struct sockaddr_un a = { .sun_family = AF_UNIX };
 	if (strlen(path) >= sizeof a.sun_path) {
@@ -32,6 +77,10 @@ int zp_client_connect(const char *path, zp_err *e)
 		zp_errf(e, "connect %s: %s", path, strerror(errno));
 		if (fd >= 0)
 			close(fd);
+		return -1;
+	}
+	if (check_server(fd, path, server_uid, e)) {
+		close(fd);
 		return -1;
 	}
 	return fd;
@@ -126,11 +175,15 @@ int zp_client_call(int fd, const char *method, const char *path, const char *bod
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: zprefill classify --socket PATH --labels A,B[,...] TEXT...\n"
-		"       zprefill score --socket PATH --query TEXT --label-ids ID[,ID...]\n"
-		"                      [--softmax] ITEM...\n"
-		"       zprefill embed --socket PATH TEXT...\n"
-		"       zprefill health --socket PATH\n");
+		"usage: zprefill classify [OPTS] --labels A,B[,...] TEXT...\n"
+		"       zprefill score [OPTS] --query TEXT --label-ids ID[,ID...] [--softmax] ITEM...\n"
+		"       zprefill embed [OPTS] TEXT...\n"
+		"       zprefill health [OPTS]\n"
+		"OPTS:  --socket PATH     the server's socket (default: $XDG_RUNTIME_DIR/zprefill.sock,\n"
+		"                         else /run/zprefill/zprefill.sock)\n"
+		"       --server-uid UID  the uid the server must run as (default: this user, root,\n"
+		"                         or the owner of the socket's directory when only it may\n"
+		"                         write there); any other is refused\n");
 }
 
 /* A comma-separated flag value as a JSON array: every field non-empty and,
@@ -236,8 +289,10 @@ int zp_client_main(int argc, char **argv)
 	static const struct option lo[] = { { "socket", 1, 0, 's' }, { "labels", 1, 0, 'l' },
 					    { "query", 1, 0, 'q' },  { "label-ids", 1, 0, 'i' },
 					    { "softmax", 0, 0, 'x' }, { "help", 0, 0, 'h' },
-					    { 0, 0, 0, 0 } };
+					    { "server-uid", 1, 0, 'u' }, { 0, 0, 0, 0 } };
 	const char *cmd = argv[1], *sock = NULL, *labels = NULL, *query = NULL, *ids = NULL;
+	char def[200], *end;
+	long server_uid = -1;
 	bool softmax = false;
 	int ch;
 	optind = 2;
@@ -248,12 +303,21 @@ int zp_client_main(int argc, char **argv)
 		case 'q': query = optarg; break;
 		case 'i': ids = optarg; break;
 		case 'x': softmax = true; break;
+		case 'u':
+			server_uid = strtol(optarg, &end, 10);
+			if (*optarg == 0 || *end || server_uid < 0 || server_uid > (long)UINT32_MAX - 1) {
+				fprintf(stderr, "zprefill %s: --server-uid %s: not a uid\n", cmd, optarg);
+				return 2;
+			}
+			break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
 	}
 	bool health = !strcmp(cmd, "health");
-	if (!sock || (!health && optind == argc) || (!strcmp(cmd, "classify") && !labels) ||
+	if (!sock)
+		sock = zp_socket_default(def, sizeof def);
+	if ((!health && optind == argc) || (!strcmp(cmd, "classify") && !labels) ||
 	    (!strcmp(cmd, "score") && (!query || !ids))) {
 		usage(stderr);
 		return 2;
@@ -295,7 +359,7 @@ int zp_client_main(int argc, char **argv)
 	zp_err e;
 	zp_buf out;
 	zp_buf_init(&out, 4096);
-	int fd = zp_client_connect(sock, &e), status = -1;
+	int fd = zp_client_connect_uid(sock, server_uid, &e), status = -1;
 	if (fd >= 0)
 		status = zp_client_call(fd, health ? "GET" : "POST", path, health ? NULL : body,
 					strlen(body), &out, &e);

@@ -10,7 +10,14 @@
 #include "json.h"
 #include "util.h"
 
-/* A connected socket, or -1 with e set. */
+/* A connected socket whose server runs as a uid this client trusts, or -1
+   with e set. The server's uid (SO_PEERCRED) must be server_uid when that is
+   >= 0; else this process's own uid, root, or the owner of the socket's
+   directory when nobody else may write that directory (a service's own, as
+   /run/zprefill). Another user's process that bound the path first (a socket
+   in /tmp) is refused, naming its uid. */
+int zp_client_connect_uid(const char *path, long server_uid, zp_err *e);
+/* zp_client_connect_uid(path, -1, e) */
 int zp_client_connect(const char *path, zp_err *e);
 
 /* Send one request (body may be NULL for GET) and read its response: the

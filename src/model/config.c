@@ -3,6 +3,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -41,9 +42,12 @@ static int get_float(const cJSON *o, const char *k, double def, float *out, zp_e
 		*out = (float)def;
 		return 0;
 	}
-	if (!cJSON_IsNumber(v) || !(v->valuedouble > 0))
-		return zp_errf(e, "config.json: \"%s\" must be a positive number", k);
-	*out = (float)v->valuedouble;
+	/* as the f32 the math uses: 1e-56 would become 0, 1e300 Inf (fuzz_config) */
+	float f = cJSON_IsNumber(v) ? (float)v->valuedouble : 0.0f;
+	if (!(f > 0) || isinf(f))
+		return zp_errf(e, "config.json: \"%s\" must be a positive number a float holds "
+			       "(%g .. %g)", k, (double)FLT_TRUE_MIN, (double)FLT_MAX);
+	*out = f;
 	return 0;
 }
 

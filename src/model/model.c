@@ -3,7 +3,13 @@
    this file hands rows in the checkpoint's order and knows no layout. With --random-weights
    the tensors are not read but made (random_fill.h): each has the name and
    shape the checkpoint would have, and its rows are hashed into a row buffer
-   as the packing asks for them. */
+   as the packing asks for them. Every read of the mapping is guarded
+   (zp_st_guard): a file that shrinks during the load fails it with an error
+   naming the file and tensor, never SIGBUS. The embedding, the one tensor read
+   at serve time, is copied at the end: nothing reads the mapping after the
+   load, so changing the files then cannot harm the server (the mapping and
+   its tensor table stay for the cuda backend's file reads, gds_load.c, which
+   read with pread and fall back to the host copy on a short read). */
 #include "model.h"
 
 #include <stdio.h>
@@ -13,7 +19,10 @@
 #include "pool.h"
 #include "random_fill.h"
 
-/* Row source for packing a tensor, or several stacked / interleaved ones. */
+/* Row source for packing a tensor, or several stacked / interleaved ones.
+   Rows are copied out of the mapping under a guard, so a fault (the file
+   shrank) is caught here, never inside the layout's packing; a faulted source
+   gives zero rows from then on and the loader fails once the packing returns. */
 struct rows {
 	const zp_st_tensor *t[3];	/* stacked sources (q, k, v) or gate, up */
 	const zp_st_tensor *s[3];	/* F8_E4M3 sources: their W_scale_inv */
@@ -26,6 +35,10 @@ struct rows {
 	uint8_t *q[3];			/* codes quantised at load ([n][k]), or NULL:
 					   the tensor's own codes */
 	float *sc[3];			/* [ceil(n/128)][kb] f32 scales */
+	const zp_st *st;		/* read weights: the mapping rows come from */
+	void *row;			/* one row, copied from it */
+	bool fault;			/* a copy faulted: err says where */
+	zp_err err;
 };
 
 static const void *row_of(const zp_st_tensor *t, int r)
@@ -34,11 +47,18 @@ static const void *row_of(const zp_st_tensor *t, int r)
 }
 
 /* Row `row` of t: from the mapping, or made (bf16) into r->rnd. */
+/* Row `row` of t: copied from the mapping into r->row, or made (bf16) into r->rnd. */
 static const void *row_src(struct rows *r, const zp_st_tensor *t, int row)
 {
-	if (!r->rnd)
-		return row_of(t, row);
 	size_t k = (size_t)t->shape[1];
+	if (!r->rnd) {
+		size_t bytes = k * zp_dtype_size(t->dtype);
+		if (r->fault || zp_st_copy(r->st, r->row, row_of(t, row), bytes, &r->err)) {
+			r->fault = true;
+			memset(r->row, 0, bytes);
+		}
+		return r->row;
+	}
 	uint64_t key = zp_rf_key(r->seed, t->offset);
 	for (size_t c = 0; c < k; c++)
 		r->rnd[c] = zp_f32_to_bf16(zp_rf_at(key, (size_t)row * k + c));
@@ -90,6 +110,20 @@ static void fp8_quantize_src(struct rows *r, int i)
 	free(blk);
 }
 
+struct scales_args {
+	const zp_st_tensor *t;
+	size_t n;
+	float *dst;
+};
+
+static int scales_read_fn(void *v)
+{
+	struct scales_args *a = v;
+	for (size_t x = 0; x < a->n; x++)
+		a->dst[x] = zp_st_elem_f32(a->t, x);
+	return 0;
+}
+
 /* Make r an FP8 source for a k-column pack: the checkpoint's codes with
    their scales as f32, or the rows quantised here (--dtype fp8). */
 static void fp8_prepare(struct rows *r, int k)
@@ -103,8 +137,11 @@ static void fp8_prepare(struct rows *r, int k)
 			fp8_quantize_src(r, i);
 			continue;
 		}
-		for (size_t x = 0; x < ns; x++)
-			r->sc[i][x] = zp_st_elem_f32(r->s[i], x);
+		struct scales_args a = { r->s[i], ns, r->sc[i] };
+		if (!r->fault && zp_st_guard(r->st, scales_read_fn, &a, &r->err)) {
+			r->fault = true;
+			memset(r->sc[i], 0, ns * sizeof *r->sc[i]);
+		}
 	}
 }
 
@@ -182,6 +219,28 @@ static int nonfinite_err(zp_err *e, const zp_st_tensor *t, int64_t at)
 		       "is damaged", t->name, (long long)at);
 }
 
+struct scan {
+	const zp_st_tensor *t;
+	int64_t at;
+};
+
+static int scan_fn(void *v)
+{
+	struct scan *s = v;
+	s->at = zp_model_nonfinite_at(s->t);
+	return 0;
+}
+
+/* t's first non-finite index into *at (or -1), under a guard: -1 with e set
+   when the file shrank under the scan. */
+static int nonfinite_scan(const zp_st *st, const zp_st_tensor *t, int64_t *at, zp_err *e)
+{
+	struct scan s = { t, -1 };
+	int rc = zp_st_guard(st, scan_fn, &s, e);
+	*at = s.at;
+	return rc;
+}
+
 /* A made tensor (random weights): the checkpoint's name, shape and bf16
    dtype; offset holds its random_fill.h id, data is NULL. */
 static zp_st_tensor *made_tensor(const char *name, int ndim, int64_t d0, int64_t d1)
@@ -218,8 +277,11 @@ static int get(struct loader *ld, const char *name, int ndim, int64_t d0, int64_
 	}
 	if (zp_st_get(&ld->m->st, name, ndim, shape, t, ld->e))
 		return -1;
-	if (ld->arena && !ld->experts && (at = zp_model_nonfinite_at(*t)) >= 0)
-		return nonfinite_err(ld->e, *t, at);
+	if (!ld->arena)
+		return 0;
+	zp_st_fault_truncate(&ld->m->st, *t);
+	if (!ld->experts && (nonfinite_scan(&ld->m->st, *t, &at, ld->e) || at >= 0))
+		return at >= 0 ? nonfinite_err(ld->e, *t, at) : -1;
 	return 0;
 }
 
@@ -246,8 +308,11 @@ static int lin_get(struct loader *ld, const char *name, int n, int k, const zp_s
 		if (get(ld, sn, 2, (n + b - 1) / b, (k + b - 1) / b, sc))
 			return -1;
 	}
-	if (ld->arena && !ld->experts && (at = zp_model_nonfinite_at(*t)) >= 0)
-		return nonfinite_err(ld->e, *t, at);
+	if (!ld->arena)
+		return 0;
+	zp_st_fault_truncate(&ld->m->st, *t);
+	if (!ld->experts && (nonfinite_scan(&ld->m->st, *t, &at, ld->e) || at >= 0))
+		return at >= 0 ? nonfinite_err(ld->e, *t, at) : -1;
 	return 0;
 }
 
@@ -273,10 +338,12 @@ static int vec_fill(struct loader *ld, const char *name, int n, float *dst)
 	const zp_st_tensor *t;
 	if (get(ld, name, 1, n, 0, &t))
 		return -1;
-	if (dst)
-		for (int i = 0; i < n; i++)
-			dst[i] = !ld->random ? zp_st_elem_f32(t, (size_t)i)
-				 : zp_rf_is_norm(name) ? 1.0f : zp_rf_value(ld->seed, t->offset, (size_t)i);
+	if (dst && !ld->random) {
+		struct scales_args a = { t, (size_t)n, dst };
+		return zp_st_guard(&ld->m->st, scales_read_fn, &a, ld->e);
+	}
+	for (int i = 0; dst && i < n; i++)
+		dst[i] = zp_rf_is_norm(name) ? 1.0f : zp_rf_value(ld->seed, t->offset, (size_t)i);
 	return 0;
 }
 
@@ -288,19 +355,23 @@ static int vec(struct loader *ld, const char *name, int n, float **out)
 
 /* Pack rows (already checked) through the layout into w, from ld's arena or
    from dst, stored as st (FP8: the sources' codes and scales, or quantised
-   here). */
-static void pack(struct loader *ld, zp_wmat *w, void *dst, enum zp_wtype type,
-		 enum zp_wstore st, int n, int k, enum zp_wkind kind, struct rows *r)
+   here). -1 when the file shrank under a row (r->err says where). */
+static int pack(struct loader *ld, zp_wmat *w, void *dst, enum zp_wtype type,
+		enum zp_wstore st, int n, int k, enum zp_wkind kind, struct rows *r)
 {
 	size_t bytes = ld->lay->bytes(type, st, n, k, kind);
 	zp_wsrc src = { r->t[0]->dtype, rows_get, rows_scale, r };
 	if (!dst)
 		dst = carve(ld, bytes);
 	if (!dst)
-		return;
-	if (ld->random) {	/* a buffer per call: experts are packed on pool threads */
+		return 0;
+	/* a buffer per call: experts are packed on pool threads */
+	if (ld->random) {
 		r->rnd = zp_xmalloc((size_t)k * sizeof *r->rnd);
 		r->seed = ld->seed;
+	} else {
+		r->st = &ld->m->st;
+		r->row = zp_xmalloc((size_t)k * zp_dtype_size(r->t[0]->dtype));
 	}
 	if (st == ZP_WS_FP8) {
 		fp8_prepare(r, k);
@@ -309,7 +380,20 @@ static void pack(struct loader *ld, zp_wmat *w, void *dst, enum zp_wtype type,
 	ld->lay->pack(w, dst, type, st, n, k, kind, &src);
 	fp8_release(r);
 	free(r->rnd);
-	r->rnd = NULL;
+	free(r->row);
+	r->rnd = r->row = NULL;
+	return r->fault ? -1 : 0;
+}
+
+/* pack on the loading thread: a fault's message goes to ld->e */
+static int pack_main(struct loader *ld, zp_wmat *w, enum zp_wtype type, enum zp_wstore st,
+		     int n, int k, enum zp_wkind kind, struct rows *r)
+{
+	if (pack(ld, w, NULL, type, st, n, k, kind, r)) {
+		*ld->e = r->err;
+		return -1;
+	}
+	return 0;
 }
 
 /* A matrix of one tensor that is never quantised (lm_head, routers). */
@@ -319,8 +403,7 @@ static int mat(struct loader *ld, zp_wmat *w, enum zp_wtype type, const char *na
 	struct rows r = { .nt = 1, .n = { n } };
 	if (get(ld, name, 2, n, k, &r.t[0]))
 		return -1;
-	pack(ld, w, NULL, type, ZP_WS_PLAIN, n, k, ZP_WK_PLAIN, &r);
-	return 0;
+	return pack_main(ld, w, type, ZP_WS_PLAIN, n, k, ZP_WK_PLAIN, &r);
 }
 
 /* A linear layer of one tensor (o_proj). */
@@ -329,8 +412,7 @@ static int lin(struct loader *ld, zp_wmat *w, const char *name, int n, int k)
 	struct rows r = { .nt = 1, .n = { n } };
 	if (lin_get(ld, name, n, k, &r.t[0], &r.s[0]))
 		return -1;
-	pack(ld, w, NULL, ld->m->wtype, store_of(ld, &r), n, k, ZP_WK_PLAIN, &r);
-	return 0;
+	return pack_main(ld, w, ld->m->wtype, store_of(ld, &r), n, k, ZP_WK_PLAIN, &r);
 }
 
 /* Stacked or interleaved sources must share one dtype to be packed together. */
@@ -349,6 +431,8 @@ struct swiglu_src {
 	struct rows gu, down;
 	const zp_st_tensor *bad;	/* a tensor with a non-finite value (pass 2) */
 	int64_t bad_at;
+	bool fault;			/* the file shrank under a read: err says where */
+	zp_err err;
 };
 
 static int swiglu_check(struct loader *ld, const char *pfx, int f, struct swiglu_src *s)
@@ -394,13 +478,22 @@ static size_t gate_up_bytes(const struct loader *ld, int f)
 			      ZP_WK_SWIGLU);
 }
 
-static void swiglu_pack(struct loader *ld, struct swiglu_src *s, int f, zp_wmat *gu,
-			void *gu_dst, zp_wmat *down, void *down_dst)
+/* -1 with s->fault and s->err set when the file shrank under a row */
+static int swiglu_pack(struct loader *ld, struct swiglu_src *s, int f, zp_wmat *gu,
+		       void *gu_dst, zp_wmat *down, void *down_dst)
 {
-	pack(ld, gu, gu_dst, ld->m->wtype, store_of(ld, &s->gu), 2 * f, ld->m->cfg.hidden,
-	     ZP_WK_SWIGLU, &s->gu);
-	pack(ld, down, down_dst, ld->m->wtype, store_of(ld, &s->down), ld->m->cfg.hidden, f,
-	     ZP_WK_PLAIN, &s->down);
+	struct rows *bad = NULL;
+	if (pack(ld, gu, gu_dst, ld->m->wtype, store_of(ld, &s->gu), 2 * f, ld->m->cfg.hidden,
+		 ZP_WK_SWIGLU, &s->gu))
+		bad = &s->gu;
+	else if (pack(ld, down, down_dst, ld->m->wtype, store_of(ld, &s->down),
+		      ld->m->cfg.hidden, f, ZP_WK_PLAIN, &s->down))
+		bad = &s->down;
+	if (bad) {
+		s->fault = true;
+		s->err = bad->err;
+	}
+	return bad ? -1 : 0;
 }
 
 struct expert_job {
@@ -418,12 +511,19 @@ static void pack_expert(void *v, int x, int thread)
 	const zp_st_tensor *ts[6] = { src->gu.t[0], src->gu.t[1], src->down.t[0],
 				      src->gu.s[0], src->gu.s[1], src->down.s[0] };
 	(void)thread;
-	for (int i = 0; i < 6; i++)
-		if (ts[i] && (src->bad_at = zp_model_nonfinite_at(ts[i])) >= 0) {
+	for (int i = 0; i < 6; i++) {
+		if (!ts[i])
+			continue;
+		if (nonfinite_scan(&j->ld->m->st, ts[i], &src->bad_at, &src->err)) {
+			src->fault = true;
+			return;
+		}
+		if (src->bad_at >= 0) {
 			src->bad = ts[i];
 			return;
 		}
-	swiglu_pack(j->ld, &j->src[x], j->ld->m->cfg.moe_ffn, &j->L->exp_gate_up[x], base,
+	}
+	(void)swiglu_pack(j->ld, &j->src[x], j->ld->m->cfg.moe_ffn, &j->L->exp_gate_up[x], base,
 		    &j->L->exp_down[x], base + j->gu_bytes);
 }
 
@@ -453,8 +553,12 @@ static int load_experts(struct loader *ld, zp_layer *L, int l)
 	if (!rc && ld->arena) /* packing writes disjoint expert slots: no locks */
 		zp_pool_run(ld->pool, c->experts, pack_expert, &job);
 	for (int x = 0; x < c->experts && !rc && ld->arena; x++)
-		if (src[x].bad)
+		if (src[x].fault) {
+			*ld->e = src[x].err;
+			rc = -1;
+		} else if (src[x].bad) {
 			rc = nonfinite_err(ld->e, src[x].bad, src[x].bad_at);
+		}
 	free(src);
 	return rc;
 }
@@ -480,7 +584,8 @@ static int load_layer(struct loader *ld, int l)
 	    lin_get(ld, NAME("self_attn.v_proj.weight"), kvd, H, &r.t[2], &r.s[2]) ||
 	    same_dtype(ld, &r) || lin(ld, &L->wo, NAME("self_attn.o_proj.weight"), H, qd))
 		return -1;
-	pack(ld, &L->wqkv, NULL, m->wtype, store_of(ld, &r), qd + 2 * kvd, H, ZP_WK_PLAIN, &r);
+	if (pack_main(ld, &L->wqkv, m->wtype, store_of(ld, &r), qd + 2 * kvd, H, ZP_WK_PLAIN, &r))
+		return -1;
 	L->bqkv = L->bo = NULL;
 	if (c->attention_bias) {
 		/* one vector [q | k | v], like the packed wqkv rows */
@@ -498,7 +603,10 @@ static int load_layer(struct loader *ld, int l)
 		snprintf(n, sizeof n, "%s.mlp", pfx);
 		if (swiglu_check(ld, n, c->ffn, &s))
 			return -1;
-		swiglu_pack(ld, &s, c->ffn, &L->w_gate_up, NULL, &L->w_down, NULL);
+		if (swiglu_pack(ld, &s, c->ffn, &L->w_gate_up, NULL, &L->w_down, NULL)) {
+			*ld->e = s.err;
+			return -1;
+		}
 		return 0;
 	}
 	if (mat(ld, &L->router, ZP_W_F32, NAME("mlp.gate.weight"), c->experts, c->hidden))
@@ -558,10 +666,34 @@ static int load_all(struct loader *ld)
 static int load_pass(struct loader *ld)
 {
 	int rc = load_all(ld);
-	if (ld->random)
-		ld->m->embed = NULL;	/* made again, for the model's lifetime, at the end */
+	ld->m->embed = NULL;	/* made or copied, for the model's lifetime, at the end */
 	made_free(ld);
 	return rc;
+}
+
+/* The embedding, the one tensor read while serving (row by row), becomes the
+   model's own copy in the checkpoint's dtype (V x H x 2 bytes for bf16: 1.2 GB
+   for Qwen3-235B, 0.3% of its weights): a checkpoint truncated or rewritten
+   after the load then cannot fault an executor (SIGBUS) or change its answers.
+   Random weights: a made tensor (its rows hashed on demand). */
+static int embed_own(zp_model *m, zp_err *e)
+{
+	const char *name = "model.embed_tokens.weight";
+	if (m->random) {
+		m->embed = made_tensor(name, 2, m->cfg.vocab, m->cfg.hidden);
+		return 0;
+	}
+	const zp_st_tensor *src = zp_st_find(&m->st, name);
+	ZP_ASSERT(src);	/* checked by both passes */
+	zp_st_tensor *t = zp_xmalloc(sizeof *t + src->nbytes);
+	*t = *src;
+	t->data = t + 1;
+	if (zp_st_copy(&m->st, t + 1, src->data, src->nbytes, e)) {
+		free(t);
+		return -1;
+	}
+	m->embed = t;
+	return 0;
 }
 
 /* FP8 storage needs a layout (and backend) that computes it. */
@@ -611,8 +743,8 @@ static int model_load(zp_model *m, const char *dir, const zp_load_opts *o, const
 	   cancel, fails here */
 	int rc = load_pass(&ld);
 	zp_pool_free(ld.pool);
-	if (ld.random)
-		m->embed = made_tensor("model.embed_tokens.weight", 2, m->cfg.vocab, m->cfg.hidden);
+	if (!rc)
+		rc = embed_own(m, e);
 	if (rc) {
 		zp_model_free(m);
 		return -1;
@@ -690,8 +822,7 @@ void zp_model_free(zp_model *m)
 			free(m->layers[l].exp_down);
 		}
 	free(m->layers);
-	if (m->random)
-		free((void *)m->embed);
+	free((void *)m->embed);	/* owned once loaded (NULL before) */
 	zp_free_aligned(m->arena);
 	zp_st_free(&m->st);
 	memset(m, 0, sizeof *m);

@@ -1,4 +1,4 @@
-/* model.h -- a loaded Qwen3(-MoE) model: config, mmapped checkpoint, and the
+/* model.h -- a loaded Qwen3(-MoE) model: config, checkpoint (mmapped while it loads), and the
    weights packed through the layout of the device that runs them (weights.h;
    model/ knows no backend). Dense weights live in one arena; each MoE layer's
    experts live in one contiguous block, expert by expert in index order
@@ -47,8 +47,10 @@ typedef struct {
 	enum zp_fp8_compute fp8_compute; /* how a backend computes the FP8 linears
 					    (--fp8-compute; AUTO: its default) */
 	const zp_wlayout *layout;	/* every matrix was packed through it */
-	zp_st st;
-	const zp_st_tensor *embed;	/* [V, H], read row by row from the mapping */
+	zp_st st;			/* the checkpoint: mapped, not read once loaded
+					   (its tensor table serves gds_load.c) */
+	const zp_st_tensor *embed;	/* [V, H], the model's own copy (checkpoint
+					   dtype), read row by row */
 	float *final_norm;		/* [H] */
 	zp_wmat lm_head;		/* [V, H] */
 	zp_layer *layers;

@@ -6,6 +6,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -198,9 +201,34 @@ static int read_file(const char *path, char **buf, size_t *len, size_t max, zp_e
 	return 0;
 }
 
+/* The header is read with pread, not through the mapping: parsing allocates,
+   and a fault there could not be unwound (zp_st_guard). */
+static int read_header(int fd, const char *path, size_t size, char **json, uint64_t *hlen,
+		       zp_err *e)
+{
+	if (pread(fd, hlen, 8, 0) != 8) /* little-endian on every host we build for */
+		return zp_errf(e, "%s: cannot read the header length", path);
+	if (*hlen > size - 8)
+		return zp_errf(e, "%s: header length %llu past the end of the file (%zu bytes)",
+			       path, (unsigned long long)*hlen, size);
+	if (*hlen > ZP_ST_HEADER_MAX)
+		return zp_errf(e, "%s: header of %llu bytes (max %u)", path,
+			       (unsigned long long)*hlen, ZP_ST_HEADER_MAX);
+	*json = zp_xmalloc(*hlen + 1);
+	for (size_t got = 0; got < *hlen;) {
+		ssize_t r = pread(fd, *json + got, *hlen - got, (off_t)(8 + got));
+		if (r <= 0) {
+			free(*json);
+			return zp_errf(e, "%s: header read failed (file truncated?)", path);
+		}
+		got += (size_t)r;
+	}
+	return 0;
+}
+
 static int map_file(zp_st *st, const char *dir, const char *name, zp_err *e)
 {
-	char path[4096];
+	char path[4096], *json = NULL;
 	struct stat sb;
 	uint64_t hlen;
 	zp_st_file *f;
@@ -214,23 +242,27 @@ static int map_file(zp_st *st, const char *dir, const char *name, zp_err *e)
 		close(fd);
 		return zp_errf(e, "%s: too short for a safetensors file", path);
 	}
+	if (read_header(fd, path, (size_t)sb.st_size, &json, &hlen, e)) {
+		close(fd);
+		return -1;
+	}
 	st->files = realloc(st->files, (size_t)(st->nfiles + 1) * sizeof *st->files);
 	ZP_ASSERT(st->files);
 	f = &st->files[st->nfiles];
 	f->size = (size_t)sb.st_size;
 	f->map = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
 	close(fd);
-	if (f->map == MAP_FAILED)
+	if (f->map == MAP_FAILED) {
+		free(json);
 		return zp_errf(e, "%s: mmap: %s", path, strerror(errno));
+	}
 	f->path = strdup(path);
 	st->nfiles++;
-	memcpy(&hlen, f->map, 8); /* little-endian on every host we build for */
-	if (hlen > f->size - 8)
-		return zp_errf(e, "%s: header length %llu past the end of the file (%zu bytes)",
-			       path, (unsigned long long)hlen, f->size);
 	size_t n0 = st->ntensors;
-	if (zp_st_parse_header((const char *)f->map + 8, hlen, f->size - 8 - hlen,
-			       st->nfiles - 1, &st->tensors, &st->ntensors, e)) {
+	int rc = zp_st_parse_header(json, hlen, f->size - 8 - hlen, st->nfiles - 1, &st->tensors,
+				    &st->ntensors, e);
+	free(json);
+	if (rc) {
 		char msg[ZP_ERR_LEN];
 		snprintf(msg, sizeof msg, "%s", e->msg);
 		return zp_errf(e, "%s: %s", path, msg);
@@ -423,6 +455,125 @@ int zp_st_get_linear(const zp_st *st, const char *name, int ndim, const int64_t 
 		     const zp_st_tensor **out, zp_err *e)
 {
 	return get_as(st, name, ndim, shape, true, out, e);
+}
+
+/* ---- guarded reads. One SIGBUS handler for the process, installed by the
+   first guard and kept (it hands any fault it does not own to the handler
+   before it); a thread's innermost guard is its thread-local guard_tl. The
+   handler runs with SA_NODEFER and an empty mask, so leaving it by _longjmp
+   leaves the thread's signal mask as it was, and _setjmp need not save the
+   mask (no system call per guard: rows are copied under one each). */
+struct st_guard {
+	jmp_buf jb;
+	const zp_st *st;
+	struct st_guard *outer;
+};
+static _Thread_local struct st_guard *guard_tl;
+static _Thread_local const void *guard_addr;	/* the last caught fault's address */
+static struct sigaction sigbus_prev;
+static pthread_once_t sigbus_once = PTHREAD_ONCE_INIT;
+
+static int file_at(const zp_st *st, const void *addr)
+{
+	for (int i = 0; i < st->nfiles; i++) {
+		const char *m = st->files[i].map;
+		if ((const char *)addr >= m && (const char *)addr < m + st->files[i].size)
+			return i;
+	}
+	return -1;
+}
+
+static void on_sigbus(int sig, siginfo_t *si, void *uc)
+{
+	struct st_guard *g = guard_tl;
+	if (g && file_at(g->st, si->si_addr) >= 0) {
+		guard_addr = si->si_addr;
+		_longjmp(g->jb, 1);
+	}
+	if ((sigbus_prev.sa_flags & SA_SIGINFO) && sigbus_prev.sa_sigaction)
+		sigbus_prev.sa_sigaction(sig, si, uc);
+	else if (sigbus_prev.sa_handler != SIG_DFL && sigbus_prev.sa_handler != SIG_IGN)
+		sigbus_prev.sa_handler(sig);
+	else
+		signal(SIGBUS, SIG_DFL); /* returning runs the access again: the default action */
+}
+
+static void sigbus_install(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_sigaction = on_sigbus;
+	sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+	sigemptyset(&sa.sa_mask);
+	ZP_ASSERT(sigaction(SIGBUS, &sa, &sigbus_prev) == 0);
+}
+
+static int fault_err(const zp_st *st, const void *addr, zp_err *e)
+{
+	int fi = file_at(st, addr);
+	ZP_ASSERT(fi >= 0);
+	const zp_st_file *f = &st->files[fi];
+	const char *tname = "(header)";
+	for (size_t i = 0; i < st->ntensors; i++) {
+		const char *d = st->tensors[i].data;
+		if (st->tensors[i].file == fi && (const char *)addr >= d &&
+		    (const char *)addr < d + st->tensors[i].nbytes)
+			tname = st->tensors[i].name;
+	}
+	struct stat sb;
+	long long now = stat(f->path, &sb) == 0 ? (long long)sb.st_size : -1;
+	return zp_errf(e, "%s: the file changed while it was read: tensor %.100s lies past its "
+		       "end (now %lld bytes, %zu when opened)", f->path, tname, now, f->size);
+}
+
+int zp_st_guard(const zp_st *st, int (*fn)(void *ctx), void *ctx, zp_err *e)
+{
+	struct st_guard g = { .st = st, .outer = guard_tl };
+	pthread_once(&sigbus_once, sigbus_install);
+	if (_setjmp(g.jb)) {
+		guard_tl = g.outer;
+		return fault_err(st, guard_addr, e);
+	}
+	guard_tl = &g;
+	int rc = fn(ctx);
+	guard_tl = g.outer;
+	return rc;
+}
+
+struct copy_args {
+	void *dst;
+	const void *src;
+	size_t n;
+};
+
+static int copy_fn(void *v)
+{
+	struct copy_args *a = v;
+	memcpy(a->dst, a->src, a->n);
+	return 0;
+}
+
+int zp_st_copy(const zp_st *st, void *dst, const void *src, size_t n, zp_err *e)
+{
+	struct copy_args a = { dst, src, n };
+	return zp_st_guard(st, copy_fn, &a, e);
+}
+
+void zp_st_fault_truncate(const zp_st *st, const zp_st_tensor *t)
+{
+	const char *name = getenv("ZP_FAULT_LOAD_TRUNCATE");
+	if (!name || strcmp(name, t->name) != 0)
+		return;
+	const zp_st_file *f = &st->files[t->file];
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	size_t at = (size_t)((const char *)t->data - (const char *)f->map);
+	at = ZP_MIN(ZP_ALIGN_UP(at, page), at + t->nbytes); /* a read of t past it faults */
+	if (truncate(f->path, (off_t)at) != 0)
+		zp_log(ZP_LOG_ERROR, "msg=\"ZP_FAULT_LOAD_TRUNCATE failed\" file=%s err=\"%s\"",
+		       f->path, strerror(errno));
+	else
+		zp_log(ZP_LOG_WARN, "msg=\"ZP_FAULT_LOAD_TRUNCATE: file truncated\" file=%s "
+		       "tensor=%s bytes=%zu", f->path, t->name, at);
 }
 
 float zp_st_elem_f32(const zp_st_tensor *t, size_t i)

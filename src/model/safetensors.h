@@ -1,7 +1,10 @@
 /* safetensors.h -- read-only access to Hugging Face safetensors checkpoints by mmap.
    Owns the file mappings and the tensor directory (sorted by name). Every header
    offset, dtype and shape is checked at open; errors name the tensor and the file.
-   Touched by the loading thread only; tensor data pointers stay valid until zp_st_free. */
+   Touched by the loading thread (and the threads it packs with); tensor data
+   pointers stay valid until zp_st_free. A file that shrinks under its mapping
+   (truncated or rewritten by another process) makes a read there raise SIGBUS:
+   reads go through zp_st_guard / zp_st_copy, which turn that into an error. */
 #ifndef ZP_SAFETENSORS_H
 #define ZP_SAFETENSORS_H
 
@@ -74,6 +77,23 @@ int zp_st_get(const zp_st *st, const char *name, int ndim, const int64_t *shape,
 int zp_st_get_linear(const zp_st *st, const char *name, int ndim, const int64_t *shape,
 		     const zp_st_tensor **out, zp_err *e);
 const char *zp_st_file_of(const zp_st *st, const zp_st_tensor *t);
+
+/* Run fn(ctx) on the calling thread with a SIGBUS on one of st's mappings
+   (the file shrank under it) turned into an error: fn's result, or -1 with e
+   naming the file, the tensor at the faulting address and the file's size now.
+   fn must only read the mapping: the fault leaves it by longjmp, so it may not
+   hold a lock or an allocation then. Guards nest (the innermost catches);
+   threads guard independently; a fault anywhere else keeps its default action. */
+int zp_st_guard(const zp_st *st, int (*fn)(void *ctx), void *ctx, zp_err *e);
+/* memcpy of n bytes from src (inside one of st's mappings), under a guard. */
+int zp_st_copy(const zp_st *st, void *dst, const void *src, size_t n, zp_err *e);
+
+/* Tests: with the environment variable ZP_FAULT_LOAD_TRUNCATE=NAME, a call for
+   the tensor NAME truncates its file at the first page boundary inside the
+   tensor (what another process truncating the checkpoint mid-load does: the
+   tensor's reads past it fault); no-op
+   for every other tensor and without the variable. */
+void zp_st_fault_truncate(const zp_st *st, const zp_st_tensor *t);
 
 /* Element i of a float tensor (f32, f16 or bf16) as f32. */
 float zp_st_elem_f32(const zp_st_tensor *t, size_t i);

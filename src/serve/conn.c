@@ -63,7 +63,7 @@ void zp_conns_init(zp_conns *cs, const zp_serve_cfg *cfg, size_t resp_max)
 {
 	int n = cfg->max_connections;
 	cs->cfg = cfg;
-	cs->slot = zp_xcalloc((size_t)n, sizeof *cs->slot);
+	cs->slot = zp_xcalloc((size_t)n + ZP_CONN_REFUSED_MAX, sizeof *cs->slot);
 	cs->n = n;
 	cs->fault_peercred = getenv("ZP_FAULT_PEERCRED") != NULL;
 	cs->log_busy = log_limit("connections refused (503)");
@@ -72,7 +72,8 @@ void zp_conns_init(zp_conns *cs, const zp_serve_cfg *cfg, size_t resp_max)
 	cs->log_stale = log_limit("stale completions dropped");
 	/* a whole head, and one receive after it (the parser sees the head whole) */
 	cs->in_bytes = ZP_ALIGN_UP(cfg->header_bytes_max + ZP_REACTOR_BUF_BYTES, 64);
-	cs->own = zp_xalloc_aligned((size_t)n * (cs->in_bytes + ZP_CONN_OUT_BYTES));
+	cs->own = zp_xalloc_aligned((size_t)n * (cs->in_bytes + ZP_CONN_OUT_BYTES) +
+				    ZP_CONN_REFUSED_MAX * 64);
 	pool_init(&cs->in_pool, cfg->header_bytes_max + cfg->body_bytes_max + ZP_REACTOR_BUF_BYTES, n);
 	pool_init(&cs->out_pool, resp_max + ZP_CONN_HEAD_OUT_BYTES, n);
 	for (int i = 0; i < n; i++) {
@@ -83,6 +84,13 @@ void zp_conns_init(zp_conns *cs, const zp_serve_cfg *cfg, size_t resp_max)
 		c->in_cap = cs->in_bytes;
 		c->in_big = c->out_big = -1;
 		zp_buf_init_fixed(&c->out, c->out_own, ZP_CONN_OUT_BYTES);
+	}
+	char *refused_out = cs->own + (size_t)n * (cs->in_bytes + ZP_CONN_OUT_BYTES);
+	for (int i = n; i < n + ZP_CONN_REFUSED_MAX; i++) { /* no input kept, nothing queued */
+		zp_conn *c = &cs->slot[i];
+		c->in_big = c->out_big = -1;
+		c->out_own = refused_out + (size_t)(i - n) * 64;
+		zp_buf_init_fixed(&c->out, c->out_own, 64);
 	}
 	zp_log(ZP_LOG_INFO, "msg=\"connection buffers\" connections=%d own_kb=%zu "
 	       "request_pool=%dx%zukb response_pool=%dx%zukb", n,
@@ -136,9 +144,14 @@ static void out_shrink(zp_conns *cs, zp_conn *c)
 	c->out_off = 0;
 }
 
+static int nslots(const zp_conns *cs)
+{
+	return cs->n + ZP_CONN_REFUSED_MAX;
+}
+
 uint32_t zp_conn_slot(const zp_conns *cs, const zp_conn *c)
 {
-	ZP_ASSERT(c >= cs->slot && c < cs->slot + cs->n);
+	ZP_ASSERT(c >= cs->slot && c < cs->slot + nslots(cs));
 	return (uint32_t)(c - cs->slot);
 }
 
@@ -195,6 +208,22 @@ void zp_conn_close(zp_conns *cs, zp_conn *c, const char *why)
 		zp_reactor_cancel_fd(cs->rx, c->fd);
 	else
 		free_slot(cs, c);
+}
+
+/* c's answer is written and it closes after it: shut the write side and
+   drop its input until its EOF or ZP_CONN_LINGER_MS (conn.h). Stopping: at
+   once (the process is going; its answers were to admitted requests). */
+static void linger(zp_conns *cs, zp_conn *c, const char *why)
+{
+	if (*cs->stopping || shutdown(c->fd, SHUT_WR) != 0)
+		return zp_conn_close(cs, c, why);
+	zp_log(ZP_LOG_DEBUG, "msg=linger conn=%u uid=%d why=%s", zp_conn_slot(cs, c), (int)c->uid,
+	       why);
+	c->state = ZP_CONN_LINGER;
+	c->close_after = true; /* input is dropped from now on */
+	c->t_phase = *cs->now;
+	c->in_len = 0;
+	in_shrink(cs, c);
 }
 
 void zp_conn_respond(zp_conns *cs, zp_conn *c, int status, const char *ctype, const char *body,
@@ -318,8 +347,18 @@ static unsigned peer_port(int fd)
 	return a.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&a)->sin6_port) : 0;
 }
 
-/* Refused at once: a short answer the kernel can take without waiting; the
-   socket is closed either way. */
+/* A free refusal slot, or NULL. */
+static zp_conn *refusal_slot(zp_conns *cs)
+{
+	for (int i = cs->n; i < nslots(cs); i++)
+		if (cs->slot[i].state == ZP_CONN_FREE)
+			return &cs->slot[i];
+	return NULL;
+}
+
+/* Refused at once: a short answer the kernel can take without waiting
+   (a fresh socket's buffer is empty); then the socket lingers in a refusal
+   slot (conn.h), or closes at once when none is free. */
 static void refuse(zp_conns *cs, int fd, int status, const struct ucred *cr, const char *why)
 {
 	char body[320], resp[640];
@@ -337,8 +376,23 @@ static void refuse(zp_conns *cs, int fd, int status, const struct ucred *cr, con
 	ZP_ASSERT(!b.overflow && !m.overflow);
 	/* best effort: the peer may already be gone, and the socket closes anyway */
 	ssize_t w = send(fd, m.p, m.len, MSG_NOSIGNAL | MSG_DONTWAIT);
-	(void)w;
-	close_socket(fd);
+	zp_conn *c = w == (ssize_t)m.len ? refusal_slot(cs) : NULL;
+	if (c && shutdown(fd, SHUT_WR) == 0) {
+		ZP_ASSERT(c->ops == 0 && c->in_len == 0 && c->out.len == 0 && !c->job);
+		c->state = ZP_CONN_LINGER;
+		c->fd = fd;
+		c->uid = cr->uid;
+		c->pid = cr->pid;
+		c->port = 0;
+		c->t_phase = *cs->now;
+		c->t_req = 0;
+		c->close_after = true;
+		c->partial = c->sending = c->metrics_only = false;
+		cs->met->conns_open++;
+		arm_recv(cs, c);
+	} else {
+		close_socket(fd);
+	}
 	cs->met->conns_refused++;
 	zp_log_limited(denied ? &cs->log_denied : &cs->log_busy, *cs->now,
 		       "msg=\"connection refused\" uid=%d pid=%d why=%s", (int)cr->uid,
@@ -480,7 +534,7 @@ static void on_send(zp_conns *cs, zp_conn *c, const zp_reactor_event *ev)
 	if (c->state != ZP_CONN_SEND)
 		return; /* a 100 Continue went out; the body is still coming */
 	if (c->close_after)
-		return zp_conn_close(cs, c, "response-sent");
+		return linger(cs, c, "response-sent");
 	c->state = ZP_CONN_HEAD;
 	c->partial = false;
 	c->served = true;
@@ -490,7 +544,7 @@ static void on_send(zp_conns *cs, zp_conn *c, const zp_reactor_event *ev)
 
 void zp_conn_event(zp_conns *cs, const zp_reactor_event *ev)
 {
-	ZP_ASSERT(ev->slot < (uint32_t)cs->n);
+	ZP_ASSERT(ev->slot < (uint32_t)nslots(cs));
 	zp_conn *c = &cs->slot[ev->slot];
 	if (c->gen != ev->gen || c->state == ZP_CONN_FREE) {
 		zp_log_limited(&cs->log_stale, *cs->now, "msg=\"stale completion dropped\" op=%d "
@@ -524,7 +578,7 @@ void zp_conn_check_timeouts(zp_conns *cs)
 	flush_logs(cs, false);
 	for (int i = 0; i < cs->n; i++)
 		used += cs->slot[i].state != ZP_CONN_FREE;
-	for (int i = 0; i < cs->n; i++) {
+	for (int i = 0; i < nslots(cs); i++) {
 		zp_conn *c = &cs->slot[i];
 		double age_ms = (*cs->now - c->t_phase) * 1e3;
 		bool scarce = 4 * used >= 3 * cs->n; /* idle ones close until it is not */
@@ -547,15 +601,17 @@ void zp_conn_check_timeouts(zp_conns *cs)
 		} else if (c->state == ZP_CONN_SEND && age_ms > cfg->idle_timeout_ms) {
 			cs->met->timeouts++;
 			zp_conn_close(cs, c, "send-timeout"); /* the client stopped reading */
+		} else if (c->state == ZP_CONN_LINGER && age_ms > ZP_CONN_LINGER_MS) {
+			zp_conn_close(cs, c, "linger-done");
 		}
 	}
 }
 
 void zp_conns_stop(zp_conns *cs)
 {
-	for (int i = 0; i < cs->n; i++) {
+	for (int i = 0; i < nslots(cs); i++) {
 		zp_conn *c = &cs->slot[i];
-		if (c->state == ZP_CONN_HEAD || c->state == ZP_CONN_BODY)
+		if (c->state == ZP_CONN_HEAD || c->state == ZP_CONN_BODY || c->state == ZP_CONN_LINGER)
 			zp_conn_close(cs, c, "shutdown"); /* nothing admitted on it */
 		else if (c->state == ZP_CONN_ENGINE || c->state == ZP_CONN_SEND)
 			c->close_after = true;

@@ -25,8 +25,23 @@
      BODY    -> SEND     answered without a forward pass, or refused
      ENGINE  -> SEND     its job finished
      SEND    -> HEAD     response written, keep-alive
-     any     -> CLOSING  peer gone, error, timeout, shutdown, Connection: close
-     CLOSING -> FREE     no io_uring operation of it is left in flight */
+     SEND    -> LINGER   response written, the connection closes after it (an
+                         error, Connection: close): the write side is shut
+     FREE    -> LINGER   a refusal slot: a refused connection's answer (403,
+                         503) was written at accept
+     LINGER  -> CLOSING  the peer's EOF, or ZP_CONN_LINGER_MS
+     any     -> CLOSING  peer gone, error, timeout, shutdown
+     CLOSING -> FREE     no io_uring operation of it is left in flight
+
+   Lingering close (nginx's): a socket closed with unread input is reset by
+   the kernel, and a client still sending its request (a refused connection
+   whose request follows its connect, a body past the limit) gets EPIPE or
+   ECONNRESET instead of the answer. So after such an answer the write side
+   is shut (the client reads the answer, then EOF) and what the client still
+   sends is read and dropped until its EOF, for ZP_CONN_LINGER_MS at most.
+   A refused connection lingers in one of ZP_CONN_REFUSED_MAX refusal slots
+   (no buffers: its answer is written at accept, its input dropped); with
+   none free it closes at once, as before. */
 #ifndef ZP_CONN_H
 #define ZP_CONN_H
 
@@ -44,6 +59,8 @@
 #define ZP_CONN_HEAD_OUT_BYTES 1024	/* room for a response head (zp_http_respond) */
 #define ZP_CONN_POOL_BYTES (1ul << 30)	/* memory each pool of large buffers may map */
 #define ZP_CONN_POOL_MIN 2		/* large buffers of each kind, whatever their size */
+#define ZP_CONN_LINGER_MS 5000		/* a lingering close's bound (nginx: lingering_timeout) */
+#define ZP_CONN_REFUSED_MAX 64		/* refused connections lingering at once */
 
 /* A bounded pool of large buffers of one size. */
 typedef struct {
@@ -53,7 +70,8 @@ typedef struct {
 	int n, nfree;
 } zp_conn_pool;
 
-enum zp_conn_state { ZP_CONN_FREE, ZP_CONN_HEAD, ZP_CONN_BODY, ZP_CONN_ENGINE, ZP_CONN_SEND, ZP_CONN_CLOSING };
+enum zp_conn_state { ZP_CONN_FREE, ZP_CONN_HEAD, ZP_CONN_BODY, ZP_CONN_ENGINE, ZP_CONN_SEND,
+		     ZP_CONN_LINGER, ZP_CONN_CLOSING };
 
 typedef struct zp_conn {
 	enum zp_conn_state state;
@@ -84,8 +102,9 @@ typedef struct zp_conn {
 
 /* Every connection, and what they need of the server. */
 typedef struct {
-	zp_conn *slot;			/* [n] */
-	int n;
+	zp_conn *slot;			/* [n + ZP_CONN_REFUSED_MAX]: connections, then
+					   the refusal slots (no buffers) */
+	int n;				/* connections (max_connections) */
 	char *own;			/* every connection's own buffers, one allocation */
 	size_t in_bytes;		/* each connection's own input buffer */
 	zp_conn_pool in_pool;		/* whole requests that do not fit in_bytes */

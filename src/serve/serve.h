@@ -100,6 +100,14 @@ int zp_serve_cfg_args(zp_serve_cfg *c, int argc, char **argv, zp_err *e);
 void zp_serve_cfg_usage(unsigned cmd, FILE *f);
 void zp_serve_cfg_free(zp_serve_cfg *c);
 
+/* The socket path when none is set, in a directory only its owner may write
+   (a socket in a world-writable one such as /tmp can be bound first by
+   another local user, and clients would talk to that user's process):
+   $XDG_RUNTIME_DIR/zprefill.sock where XDG_RUNTIME_DIR is an absolute path
+   (a user's own), else /run/zprefill/zprefill.sock (a service's). Into buf;
+   `serve` and the client commands share it. */
+const char *zp_socket_default(char *buf, size_t n);
+
 /* Worker threads per executor: threads_per_executor, or (0) the online cores
    shared among the executors, at least 1. */
 int zp_serve_cfg_threads(const zp_serve_cfg *c);

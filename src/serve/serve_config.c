@@ -200,7 +200,7 @@ _Static_assert(sizeof(enum zp_parallel) == sizeof(int) && sizeof(enum zp_wtype) 
      threads_per_executor (--threads)      -> threads_per_executor
    and [bench] tokens -> bench.seq_tokens. */
 static const zp_opt keys[] = {
-	{ "server", "socket", "socket", S, 0, TEXT(STR, "/tmp/zprefill.sock"), F(socket), .help = "Unix socket path" },
+	{ "server", "socket", "socket", S, 0, TEXT(STR, NULL), F(socket), .help = "Unix socket path (default: $XDG_RUNTIME_DIR/zprefill.sock, else /run/zprefill/zprefill.sock)" },
 	{ "server", "socket_mode", NULL, 0, 0, NUM(OCTAL, 0, 0777, 0660), F(socket_mode), .help = "mode of the socket file" },
 	{ "server", "socket_group", NULL, 0, 0, TEXT(STR, NULL), F(socket_group), .help = "group to own the socket" },
 	{ "server", "allow_uids", NULL, 0, 0, .type = ZP_OPT_LIST, .set = set_uids, .help = "uids that may connect" },
@@ -301,6 +301,16 @@ void zp_serve_cfg_free(zp_serve_cfg *c)
 {
 	zp_opt_free(&table, c);
 	memset(c, 0, sizeof *c);
+}
+
+const char *zp_socket_default(char *buf, size_t n)
+{
+	const char *xdg = getenv("XDG_RUNTIME_DIR");
+	if (xdg && xdg[0] == '/')
+		snprintf(buf, n, "%s/zprefill.sock", xdg);
+	else
+		snprintf(buf, n, "/run/zprefill/zprefill.sock");
+	return buf;
 }
 
 int zp_serve_cfg_threads(const zp_serve_cfg *c)

@@ -652,12 +652,37 @@ static void loop(server *s)
 
 /* ---- start-up ---- */
 
+/* The socket's directory (issue 17, F-5): the default's is created when
+   missing (0755: only this service writes it); one anybody may write is a
+   start warning (another local user can bind the path first, and clients
+   would talk to their process). */
+static int socket_dir(const char *path, bool by_default, zp_err *e)
+{
+	char dir[PATH_MAX];
+	struct stat st;
+	snprintf(dir, sizeof dir, "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (!slash)
+		snprintf(dir, sizeof dir, ".");
+	else
+		slash[slash == dir] = 0; /* "/s" -> "/" */
+	if (by_default && stat(dir, &st) != 0 && errno == ENOENT && mkdir(dir, 0755) != 0)
+		return zp_errf(e, "cannot create %s for the default socket %s: %s (set socket = "
+			       "PATH, in a directory only this service may write, or XDG_RUNTIME_DIR)",
+			       dir, path, strerror(errno));
+	if (stat(dir, &st) == 0 && (st.st_mode & S_IWOTH))
+		zp_log(ZP_LOG_WARN, "msg=\"the socket's directory is world-writable: another local "
+		       "user can bind the socket path first, and clients would talk to them\" dir=%s "
+		       "socket=%s hint=\"a directory only this service may write ($XDG_RUNTIME_DIR "
+		       "or /run/zprefill: the default)\"", dir, path);
+	return 0;
+}
+
 static int open_socket(server *s, zp_err *e)
 {
 	struct sockaddr_un a = { .sun_family = AF_UNIX };
-	const char *path = s->cfg.socket;
 	struct stat st;
-	char passed[sizeof a.sun_path];
+	char passed[sizeof a.sun_path], def[sizeof a.sun_path + 64];
 	if (zp_sd_listen_fd(&s->lfd, passed, sizeof passed, e))
 		return -1;
 	if (s->lfd >= 0) { /* socket activation: systemd owns the file and its mode */
@@ -665,8 +690,14 @@ static int open_socket(server *s, zp_err *e)
 		       s->lfd, passed[0] ? passed : "(unnamed)");
 		return 0;
 	}
+	bool by_default = !s->cfg.socket;
+	if (by_default && !(s->cfg.socket = strdup(zp_socket_default(def, sizeof def))))
+		return zp_errf(e, "out of memory");
+	const char *path = s->cfg.socket;
 	if (strlen(path) >= sizeof a.sun_path)
 		return zp_errf(e, "socket path over %zu bytes", sizeof a.sun_path - 1);
+	if (socket_dir(path, by_default, e))
+		return -1;
 	strcpy(a.sun_path, path);
 	if (lstat(path, &st) == 0) {
 		if (!S_ISSOCK(st.st_mode))
