@@ -131,6 +131,49 @@ static float bf(float x)
 	return zp_bf16_to_f32(zp_f32_to_bf16(x));
 }
 
+/* the dequantised matrix [n][k] f32 (what the twin checkpoint holds) */
+struct deq {
+	int k;
+	float *w;
+};
+
+static const void *deq_row(void *ctx, int j)
+{
+	struct deq *d = ctx;
+	return d->w + (size_t)j * d->k;
+}
+
+/* bf16 compute on FP8 weights gives the bits of a bf16 checkpoint of the
+   dequantised model: the same op on a plain bf16 matrix packed from it. */
+static void plain_twin(const struct src *s, enum zp_wkind kind, zp_gemm_op op, const float *c,
+		       int ncheck, zp_pool *pool)
+{
+	struct deq d = { s->k, malloc((size_t)s->n * s->k * sizeof(float)) };
+	size_t bytes = zp_cpu_wlayout.bytes(ZP_W_BF16, ZP_WS_PLAIN, s->n, s->k, kind);
+	void *packed = zp_xalloc_aligned(bytes);
+	float *c2 = malloc((size_t)op.m * op.ldc * sizeof(float));
+	zp_wmat w;
+
+	for (int j = 0; j < s->n; j++)
+		for (int k = 0; k < s->k; k++)
+			d.w[(size_t)j * s->k + k] = w_at(s, j, k);
+	zp_cpu_wlayout.pack(&w, packed, ZP_W_BF16, ZP_WS_PLAIN, s->n, s->k, kind,
+			    &(zp_wsrc){ ZP_DT_F32, deq_row, NULL, &d });
+	for (size_t i = 0; i < (size_t)op.m * op.ldc; i++)
+		c2[i] = op.epi == ZP_EPI_ADD ? 0.5f : GUARD_VAL;
+	op.w = &w;
+	op.c = c2;
+	zp_gemm_run(pool, &op, 1);
+	for (int m = 0; m < op.m; m++)
+		CHECK(memcmp(c2 + (size_t)m * op.ldc, c + (size_t)m * op.ldc,
+			     (size_t)ncheck * sizeof(float)) == 0,
+		      "bf16 on FP8 differs from bf16 of the dequantised matrix: row %d (M=%d N=%d K=%d)",
+		      m, op.m, s->n, s->k);
+	free(d.w);
+	free(c2);
+	zp_free_aligned(packed);
+}
+
 static void one(enum zp_wtype wt, enum zp_epi epi, int M, int N, int K, zp_pool *pool)
 {
 	bool swiglu = epi == ZP_EPI_SWIGLU;
@@ -177,8 +220,12 @@ static void one(enum zp_wtype wt, enum zp_epi epi, int M, int N, int K, zp_pool 
 		zp_gemm_run(pool, &op, 1);
 	}
 	zp_gemm_force_ref(0);
-	int amx = wt == ZP_W_BF16 && kp % 32 == 0 && strncmp(zp_gemm_isa(), "amx", 3) == 0;
 	int ncheck = swiglu ? ncols : N;
+	if (wt == ZP_W_BF16)
+		plain_twin(&s, kind, (zp_gemm_op){ .a = a16, .lda = lda, .m = M, .ldc = ldc,
+						   .epi = epi, .ncols = ncols }, c + GUARD, ncheck,
+			   pool);
+	int amx = wt == ZP_W_BF16 && kp % 32 == 0 && strncmp(zp_gemm_isa(), "amx", 3) == 0;
 	for (int m = 0; m < M; m += (M > 8 ? M / 3 : 1)) { /* batch invariance */
 		float row1[4096 + 64];
 		for (size_t i = 0; i < ldc; i++)
@@ -197,10 +244,11 @@ static void one(enum zp_wtype wt, enum zp_epi epi, int M, int N, int K, zp_pool 
 			for (int t = 0; t < (swiglu ? 2 : 1); t++) {
 				int row = swiglu ? j + t * f : j;
 				for (int k = 0; k < K; k++) {
-					double x = a[(size_t)m * lda + k];
+					double x = a[(size_t)m * lda + k], wv = w_at(&s, row, k);
 					x = wt == ZP_W_F32 ? x : bf((float)x);
-					acc[t] += x * w_at(&s, row, k); /* dequantised, as the twin file */
-					mag += fabs(x * w_at(&s, row, k));
+					wv = wt == ZP_W_F32 ? wv : bf((float)wv); /* a bf16 checkpoint */
+					acc[t] += x * wv; /* dequantised, as the twin file */
+					mag += fabs(x * wv);
 				}
 			}
 			double ref = swiglu ? acc[0] / (1 + exp(-acc[0])) * acc[1]
