@@ -90,6 +90,10 @@ static void format_checks(void)
 		}
 }
 
+/* 1: every row its own block scales (not the format's 128-row groups: the
+   widening's general path, each element times its column's scale) */
+static int per_row_scales;
+
 /* An FP8 source: codes [n][k], block scales per tensor. SWIGLU sources are
    two tensors (gate rows [0, f), up rows [f, 2f)) with scales of their own. */
 struct src {
@@ -108,7 +112,7 @@ static const void *scale_fn(void *ctx, int j)
 {
 	struct src *s = ctx;
 	int t = j >= s->f, r = t ? j - s->f : j;
-	return s->sc[t] + (size_t)(r / 128) * s->kb;
+	return s->sc[t] + (size_t)(per_row_scales ? r : r / 128) * s->kb;
 }
 
 static float w_at(const struct src *s, int j, int k)
@@ -190,7 +194,8 @@ static void one(enum zp_wtype wt, enum zp_epi epi, int M, int N, int K, zp_pool 
 	zp_wmat w;
 
 	for (int t = 0; t < 2; t++) {
-		int rows = t ? N - f : f, nb = (ZP_MAX(rows, 1) + 127) / 128 * s.kb;
+		int rows = t ? N - f : f;
+		int nb = (per_row_scales ? ZP_MAX(rows, 1) : (ZP_MAX(rows, 1) + 127) / 128) * s.kb;
 		s.sc[t] = malloc((size_t)nb * sizeof(float));
 		for (int i = 0; i < nb; i++) /* not powers of two: the scale product rounds */
 			s.sc[t][i] = check_frand(0.001f, 0.02f);
@@ -303,6 +308,12 @@ int main(void)
 		one(wt, ZP_EPI_SWIGLU, 33, 2 * 130, 300, pool);
 	}
 	one(ZP_W_BF16, ZP_EPI_STORE, 64, 64, 4097, pool);
+	one(ZP_W_BF16, ZP_EPI_STORE, 40, 81, 4096 + 128 + 2, pool); /* two k chunks, k tail */
+	per_row_scales = 1;
+	for (int wt = 0; wt < 2; wt++) {
+		one(wt, ZP_EPI_STORE, 33, 70, 600, pool);
+		one(wt, ZP_EPI_SWIGLU, 17, 2 * 40, 256, pool);
+	}
 	zp_pool_free(pool);
 	return check_exit("test_gemm_fp8");
 }

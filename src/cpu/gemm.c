@@ -98,6 +98,18 @@ static void fp8_pack_row(zp_wmat *w, int j, const uint8_t *r, const float *sc)
 		s[(size_t)b * ZP_GEMM_NR] = sc[b];
 }
 
+/* A padding row (no source: codes 0) takes the scale of its 16-column half's
+   first row, so a half whose rows share one 128-row group has one scale per
+   k block (the widening's table path). Rows are packed in order: that row is
+   done, and is a padding row too only when the whole half is. */
+static void fp8_pad_scale(zp_wmat *w, int j)
+{
+	int p = j / ZP_GEMM_NR, col = j % ZP_GEMM_NR, kb = kblocks(w->k);
+	float *s = (float *)((char *)w->data + w->scale_off) + (size_t)p * kb * ZP_GEMM_NR;
+	for (int b = 0; b < kb; b++)
+		s[(size_t)b * ZP_GEMM_NR + col] = s[(size_t)b * ZP_GEMM_NR + col / 16 * 16];
+}
+
 void zp_wmat_pack(zp_wmat *w, void *dst, enum zp_wtype type, enum zp_wstore store, int n, int k,
 		  const zp_wsrc *src)
 {
@@ -111,6 +123,8 @@ void zp_wmat_pack(zp_wmat *w, void *dst, enum zp_wtype type, enum zp_wstore stor
 	for (int j = 0; j < n; j++) {
 		const void *r = src->row(src->ctx, j);
 		int p = j / ZP_GEMM_NR, col = j % ZP_GEMM_NR, src_dt = src->dt;
+		if (!r && store == ZP_WS_FP8)
+			fp8_pad_scale(w, j);
 		if (!r)
 			continue;
 		if (store == ZP_WS_FP8) {
@@ -138,6 +152,8 @@ void zp_wmat_pack(zp_wmat *w, void *dst, enum zp_wtype type, enum zp_wstore stor
 				d[(size_t)(i / 2) * ZP_GEMM_NR * 2 + i % 2] = zp_f32_to_bf16(tmp[i]);
 		}
 	}
+	for (int j = n; store == ZP_WS_FP8 && j % ZP_GEMM_NR; j++)
+		fp8_pad_scale(w, j); /* the last panel's rows past n */
 	free(tmp);
 }
 
@@ -506,6 +522,7 @@ typedef void (*ukr_fn)(const zp_gemm_op *, const void *, int, int, int, int, flo
 /* ---- FP8: e4m3 codes widened to bf16 (exact) ----------------------------- */
 
 static uint16_t fp8_lut[256]; /* e4m3 code -> bf16 bits (exact) */
+static float fp8_mag[128];   /* e4m3 magnitude code -> its value (NaN: 0), as fp8_lut */
 static pthread_once_t fp8_once = PTHREAD_ONCE_INIT;
 static int fp8_vbmi; /* the CPU has AVX512-VBMI (set once, with the table) */
 
@@ -514,6 +531,8 @@ static void fp8_lut_init(void)
 	fp8_vbmi = __builtin_cpu_supports("avx512vbmi") && zp_cpu_avx512();
 	for (int c = 0; c < 256; c++)
 		fp8_lut[c] = (c & 0x7f) == 0x7f ? 0 : zp_fp8_to_bf16((uint8_t)c);
+	for (int m = 0; m < 128; m++)
+		fp8_mag[m] = zp_bf16_to_f32(fp8_lut[m]);
 }
 
 /* The twin: a k pair's 64 codes (fp8_slot order) -> bf16 by the table. */
@@ -588,20 +607,64 @@ static void fp8_widen_scaled_ref(const uint8_t *codes, size_t n, const float *s,
 				zp_bf16_to_f32(fp8_lut[codes[g + (size_t)fp8_slot(x)]]) * s[x / 2]);
 }
 
-/* 16 k pairs of bf16 (v) times their columns' scales, rounded to nearest even
-   as zp_f32_to_bf16 does (the products are finite: no NaN case) */
+/* f32 bits -> the bf16 bits in the high half, rounded to nearest even as
+   zp_f32_to_bf16 does (the products are finite: no NaN case) */
+VBMI static inline __m512i rne_bf16(__m512i u)
+{
+	__m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+	return _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb);
+}
+
+/* 16 k pairs of bf16 (v) times their columns' scales, each rounded */
 VBMI static inline __m512i fold16(__m512i v, __m512 s)
 {
-	__m512i hi = _mm512_set1_epi32((int)0xffff0000u), bias = _mm512_set1_epi32(0x7fff);
-	__m512i one = _mm512_set1_epi32(1);
-	__m512i ev = _mm512_castps_si512(
-		_mm512_mul_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), s));
-	__m512i od = _mm512_castps_si512(_mm512_mul_ps(_mm512_castsi512_ps(_mm512_and_si512(v, hi)), s));
-	ev = _mm512_add_epi32(_mm512_add_epi32(ev, bias),
-			      _mm512_and_si512(_mm512_srli_epi32(ev, 16), one));
-	od = _mm512_add_epi32(_mm512_add_epi32(od, bias),
-			      _mm512_and_si512(_mm512_srli_epi32(od, 16), one));
+	__m512i hi = _mm512_set1_epi32((int)0xffff0000u);
+	__m512i ev = rne_bf16(_mm512_castps_si512(
+		_mm512_mul_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), s)));
+	__m512i od = rne_bf16(_mm512_castps_si512(
+		_mm512_mul_ps(_mm512_castsi512_ps(_mm512_and_si512(v, hi)), s)));
 	return _mm512_ternarylogic_epi32(_mm512_srli_epi32(ev, 16), od, hi, 0xf8); /* ev | od & hi */
+}
+
+/* bf16(magnitude m x s) for m = 0..127 as high and low bytes: the lookup
+   tables of one column group with one scale */
+VBMI static void fp8_scaled_table(float s, uint8_t *hi, uint8_t *lo)
+{
+	__m512 sv = _mm512_set1_ps(s);
+	for (int m = 0; m < 128; m += 16) {
+		__m512i u = rne_bf16(_mm512_castps_si512(_mm512_mul_ps(_mm512_loadu_ps(fp8_mag + m), sv)));
+		_mm_storeu_si128((__m128i *)(hi + m), _mm512_cvtepi32_epi8(_mm512_srli_epi32(u, 24)));
+		_mm_storeu_si128((__m128i *)(lo + m), _mm512_cvtepi32_epi8(_mm512_srli_epi32(u, 16)));
+	}
+}
+
+/* Columns 0-15 with one scale and 16-31 with one (every real matrix: a panel
+   half lies in one 128-row group; pack gives padding columns their half's
+   scale): two lookup tables of scaled values, one pass as fp8_widen_vbmi,
+   the half chosen per byte (slot bit 3: elements 32..63). RNE is symmetric,
+   so bf16(|v| s) with v's sign is bf16(v s): the bits of fold16. */
+VBMI static void fp8_widen_table_vbmi(const uint8_t *codes, size_t n, const float *s,
+				      uint16_t *out)
+{
+	_Alignas(64) uint8_t hi[2][128], lo[2][128];
+	fp8_scaled_table(s[0], hi[0], lo[0]);
+	fp8_scaled_table(s[16], hi[1], lo[1]);
+	__m512i ha0 = _mm512_load_si512(hi[0]), ha1 = _mm512_load_si512(hi[0] + 64);
+	__m512i la0 = _mm512_load_si512(lo[0]), la1 = _mm512_load_si512(lo[0] + 64);
+	__m512i hb0 = _mm512_load_si512(hi[1]), hb1 = _mm512_load_si512(hi[1] + 64);
+	__m512i lb0 = _mm512_load_si512(lo[1]), lb1 = _mm512_load_si512(lo[1] + 64);
+	__m512i sign = _mm512_set1_epi8((char)0x80);
+	__mmask64 second = 0xff00ff00ff00ff00ull;
+	for (size_t i = 0; i < n; i += 64) {
+		__m512i c = _mm512_loadu_si512(codes + i);
+		__m512i h = _mm512_mask_blend_epi8(second, _mm512_permutex2var_epi8(ha0, c, ha1),
+						   _mm512_permutex2var_epi8(hb0, c, hb1));
+		__m512i l = _mm512_mask_blend_epi8(second, _mm512_permutex2var_epi8(la0, c, la1),
+						   _mm512_permutex2var_epi8(lb0, c, lb1));
+		h = _mm512_ternarylogic_epi32(h, c, sign, 0xf8); /* h | (c & 0x80) */
+		_mm512_storeu_si512(out + i, _mm512_unpacklo_epi8(l, h));
+		_mm512_storeu_si512(out + i + 32, _mm512_unpackhi_epi8(l, h));
+	}
 }
 
 /* fp8_widen_vbmi, each element then times its column's scale and rounded */
@@ -627,6 +690,14 @@ VBMI static void fp8_widen_scaled_vbmi(const uint8_t *codes, size_t n, const flo
 	}
 }
 
+static bool halves_uniform(const float *s)
+{
+	for (int j = 0; j < ZP_GEMM_NR; j++)
+		if (s[j] != s[j / 16 * 16])
+			return false;
+	return true;
+}
+
 /* k [k0, k1) (k0 a multiple of the block) of a panel's codes, widened with
    their block scales (sc: the panel's [block][32]) into out [k pair][32][2]. */
 static void fp8_widen_scaled(const uint8_t *codes, const float *sc, int k0, int k1, uint16_t *out)
@@ -637,7 +708,9 @@ static void fp8_widen_scaled(const uint8_t *codes, const float *sc, int k0, int 
 		const uint8_t *c = codes + (size_t)b0 * ZP_GEMM_NR;
 		const float *s = sc + (size_t)(b0 / ZP_FP8_BLOCK) * ZP_GEMM_NR;
 		uint16_t *o = out + (size_t)(b0 - k0) * ZP_GEMM_NR;
-		if (have_vbmi())
+		if (have_vbmi() && halves_uniform(s))
+			fp8_widen_table_vbmi(c, n, s, o);
+		else if (have_vbmi())
 			fp8_widen_scaled_vbmi(c, n, s, o);
 		else
 			fp8_widen_scaled_ref(c, n, s, o);
