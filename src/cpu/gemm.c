@@ -19,7 +19,7 @@
 #define KB_F32 256	/* K block: W slice 256 x 32 x 4 B = 32 KiB */
 #define KB_BF16 512	/* 512 x 32 x 2 B = 32 KiB */
 #define TASKS_MAX (1 << 30)
-#define ROWS_TASK_FP8 256 /* FP8: a k block is widened once per task, for this many rows */
+#define ROWS_TASK_FP8 256 /* FP8: a k chunk is widened once per task, for this many rows */
 
 static int force_ref;
 
