@@ -90,6 +90,10 @@ static void format_checks(void)
 		}
 }
 
+/* 1: every row its own block scales (not the format's 128-row groups: the
+   widening's general path, each element times its column's scale) */
+static int per_row_scales;
+
 /* An FP8 source: codes [n][k], block scales per tensor. SWIGLU sources are
    two tensors (gate rows [0, f), up rows [f, 2f)) with scales of their own. */
 struct src {
@@ -108,7 +112,7 @@ static const void *scale_fn(void *ctx, int j)
 {
 	struct src *s = ctx;
 	int t = j >= s->f, r = t ? j - s->f : j;
-	return s->sc[t] + (size_t)(r / 128) * s->kb;
+	return s->sc[t] + (size_t)(per_row_scales ? r : r / 128) * s->kb;
 }
 
 static float w_at(const struct src *s, int j, int k)
@@ -131,6 +135,49 @@ static float bf(float x)
 	return zp_bf16_to_f32(zp_f32_to_bf16(x));
 }
 
+/* the dequantised matrix [n][k] f32 (what the twin checkpoint holds) */
+struct deq {
+	int k;
+	float *w;
+};
+
+static const void *deq_row(void *ctx, int j)
+{
+	struct deq *d = ctx;
+	return d->w + (size_t)j * d->k;
+}
+
+/* bf16 compute on FP8 weights gives the bits of a bf16 checkpoint of the
+   dequantised model: the same op on a plain bf16 matrix packed from it. */
+static void plain_twin(const struct src *s, enum zp_wkind kind, zp_gemm_op op, const float *c,
+		       int ncheck, zp_pool *pool)
+{
+	struct deq d = { s->k, malloc((size_t)s->n * s->k * sizeof(float)) };
+	size_t bytes = zp_cpu_wlayout.bytes(ZP_W_BF16, ZP_WS_PLAIN, s->n, s->k, kind);
+	void *packed = zp_xalloc_aligned(bytes);
+	float *c2 = malloc((size_t)op.m * op.ldc * sizeof(float));
+	zp_wmat w;
+
+	for (int j = 0; j < s->n; j++)
+		for (int k = 0; k < s->k; k++)
+			d.w[(size_t)j * s->k + k] = w_at(s, j, k);
+	zp_cpu_wlayout.pack(&w, packed, ZP_W_BF16, ZP_WS_PLAIN, s->n, s->k, kind,
+			    &(zp_wsrc){ ZP_DT_F32, deq_row, NULL, &d });
+	for (size_t i = 0; i < (size_t)op.m * op.ldc; i++)
+		c2[i] = op.epi == ZP_EPI_ADD ? 0.5f : GUARD_VAL;
+	op.w = &w;
+	op.c = c2;
+	zp_gemm_run(pool, &op, 1);
+	for (int m = 0; m < op.m; m++)
+		CHECK(memcmp(c2 + (size_t)m * op.ldc, c + (size_t)m * op.ldc,
+			     (size_t)ncheck * sizeof(float)) == 0,
+		      "bf16 on FP8 differs from bf16 of the dequantised matrix: row %d (M=%d N=%d K=%d)",
+		      m, op.m, s->n, s->k);
+	free(d.w);
+	free(c2);
+	zp_free_aligned(packed);
+}
+
 static void one(enum zp_wtype wt, enum zp_epi epi, int M, int N, int K, zp_pool *pool)
 {
 	bool swiglu = epi == ZP_EPI_SWIGLU;
@@ -147,7 +194,8 @@ static void one(enum zp_wtype wt, enum zp_epi epi, int M, int N, int K, zp_pool 
 	zp_wmat w;
 
 	for (int t = 0; t < 2; t++) {
-		int rows = t ? N - f : f, nb = (ZP_MAX(rows, 1) + 127) / 128 * s.kb;
+		int rows = t ? N - f : f;
+		int nb = (per_row_scales ? ZP_MAX(rows, 1) : (ZP_MAX(rows, 1) + 127) / 128) * s.kb;
 		s.sc[t] = malloc((size_t)nb * sizeof(float));
 		for (int i = 0; i < nb; i++) /* not powers of two: the scale product rounds */
 			s.sc[t][i] = check_frand(0.001f, 0.02f);
@@ -177,8 +225,12 @@ static void one(enum zp_wtype wt, enum zp_epi epi, int M, int N, int K, zp_pool 
 		zp_gemm_run(pool, &op, 1);
 	}
 	zp_gemm_force_ref(0);
-	int amx = wt == ZP_W_BF16 && kp % 32 == 0 && strncmp(zp_gemm_isa(), "amx", 3) == 0;
 	int ncheck = swiglu ? ncols : N;
+	if (wt == ZP_W_BF16)
+		plain_twin(&s, kind, (zp_gemm_op){ .a = a16, .lda = lda, .m = M, .ldc = ldc,
+						   .epi = epi, .ncols = ncols }, c + GUARD, ncheck,
+			   pool);
+	int amx = wt == ZP_W_BF16 && kp % 32 == 0 && strncmp(zp_gemm_isa(), "amx", 3) == 0;
 	for (int m = 0; m < M; m += (M > 8 ? M / 3 : 1)) { /* batch invariance */
 		float row1[4096 + 64];
 		for (size_t i = 0; i < ldc; i++)
@@ -197,10 +249,11 @@ static void one(enum zp_wtype wt, enum zp_epi epi, int M, int N, int K, zp_pool 
 			for (int t = 0; t < (swiglu ? 2 : 1); t++) {
 				int row = swiglu ? j + t * f : j;
 				for (int k = 0; k < K; k++) {
-					double x = a[(size_t)m * lda + k];
+					double x = a[(size_t)m * lda + k], wv = w_at(&s, row, k);
 					x = wt == ZP_W_F32 ? x : bf((float)x);
-					acc[t] += x * w_at(&s, row, k); /* dequantised, as the twin file */
-					mag += fabs(x * w_at(&s, row, k));
+					wv = wt == ZP_W_F32 ? wv : bf((float)wv); /* a bf16 checkpoint */
+					acc[t] += x * wv; /* dequantised, as the twin file */
+					mag += fabs(x * wv);
 				}
 			}
 			double ref = swiglu ? acc[0] / (1 + exp(-acc[0])) * acc[1]
@@ -255,6 +308,12 @@ int main(void)
 		one(wt, ZP_EPI_SWIGLU, 33, 2 * 130, 300, pool);
 	}
 	one(ZP_W_BF16, ZP_EPI_STORE, 64, 64, 4097, pool);
+	one(ZP_W_BF16, ZP_EPI_STORE, 40, 81, 4096 + 128 + 2, pool); /* two k chunks, k tail */
+	per_row_scales = 1;
+	for (int wt = 0; wt < 2; wt++) {
+		one(wt, ZP_EPI_STORE, 33, 70, 600, pool);
+		one(wt, ZP_EPI_SWIGLU, 17, 2 * 40, 256, pool);
+	}
 	zp_pool_free(pool);
 	return check_exit("test_gemm_fp8");
 }

@@ -19,7 +19,7 @@
 #define KB_F32 256	/* K block: W slice 256 x 32 x 4 B = 32 KiB */
 #define KB_BF16 512	/* 512 x 32 x 2 B = 32 KiB */
 #define TASKS_MAX (1 << 30)
-#define ROWS_TASK_FP8 256 /* FP8: a k block is widened once per task, for this many rows */
+#define ROWS_TASK_FP8 256 /* FP8: a k chunk is widened once per task, for this many rows */
 
 static int force_ref;
 
@@ -98,6 +98,18 @@ static void fp8_pack_row(zp_wmat *w, int j, const uint8_t *r, const float *sc)
 		s[(size_t)b * ZP_GEMM_NR] = sc[b];
 }
 
+/* A padding row (no source: codes 0) takes the scale of its 16-column half's
+   first row, so a half whose rows share one 128-row group has one scale per
+   k block (the widening's table path). Rows are packed in order: that row is
+   done, and is a padding row too only when the whole half is. */
+static void fp8_pad_scale(zp_wmat *w, int j)
+{
+	int p = j / ZP_GEMM_NR, col = j % ZP_GEMM_NR, kb = kblocks(w->k);
+	float *s = (float *)((char *)w->data + w->scale_off) + (size_t)p * kb * ZP_GEMM_NR;
+	for (int b = 0; b < kb; b++)
+		s[(size_t)b * ZP_GEMM_NR + col] = s[(size_t)b * ZP_GEMM_NR + col / 16 * 16];
+}
+
 void zp_wmat_pack(zp_wmat *w, void *dst, enum zp_wtype type, enum zp_wstore store, int n, int k,
 		  const zp_wsrc *src)
 {
@@ -111,6 +123,8 @@ void zp_wmat_pack(zp_wmat *w, void *dst, enum zp_wtype type, enum zp_wstore stor
 	for (int j = 0; j < n; j++) {
 		const void *r = src->row(src->ctx, j);
 		int p = j / ZP_GEMM_NR, col = j % ZP_GEMM_NR, src_dt = src->dt;
+		if (!r && store == ZP_WS_FP8)
+			fp8_pad_scale(w, j);
 		if (!r)
 			continue;
 		if (store == ZP_WS_FP8) {
@@ -138,6 +152,8 @@ void zp_wmat_pack(zp_wmat *w, void *dst, enum zp_wtype type, enum zp_wstore stor
 				d[(size_t)(i / 2) * ZP_GEMM_NR * 2 + i % 2] = zp_f32_to_bf16(tmp[i]);
 		}
 	}
+	for (int j = n; store == ZP_WS_FP8 && j % ZP_GEMM_NR; j++)
+		fp8_pad_scale(w, j); /* the last panel's rows past n */
 	free(tmp);
 }
 
@@ -390,15 +406,24 @@ AMX static void amx_config(int r0, int r1)
 	_tile_loadconfig(&cfg);
 }
 
-/* C[32 x 32] (ldc floats) = A[32 rows] . panel, the whole K in tile registers. */
+/* C[32 x 32] (ldc floats) (+)= A[32 rows] . panel, the whole K in tile
+   registers (first: from zero, else from C's f32 partial: reloading it is
+   exact, so a K split in chunks sums as one pass). */
 AMX static void amx_block32(const uint16_t *a, size_t lda, const uint16_t *w, int kp, float *c,
-			    size_t ldc)
+			    size_t ldc, int first)
 {
 	size_t sa = lda * 2, sc = ldc * 4;
-	_tile_zero(0);
-	_tile_zero(1);
-	_tile_zero(2);
-	_tile_zero(3);
+	if (first) {
+		_tile_zero(0);
+		_tile_zero(1);
+		_tile_zero(2);
+		_tile_zero(3);
+	} else {
+		_tile_loadd(0, c, sc);
+		_tile_loadd(1, c + 16, sc);
+		_tile_loadd(2, c + 16 * ldc, sc);
+		_tile_loadd(3, c + 16 * ldc + 16, sc);
+	}
 	for (int k = 0; k < kp; k += 32) {
 		_tile_loadd(4, a + k, sa);
 		_tile_loadd(5, a + 16 * lda + k, sa);
@@ -417,11 +442,16 @@ AMX static void amx_block32(const uint16_t *a, size_t lda, const uint16_t *w, in
 
 /* The same for a block of <= 16 rows (tiles 0, 1, 4, 6, 7). */
 AMX static void amx_block16(const uint16_t *a, size_t lda, const uint16_t *w, int kp, float *c,
-			    size_t ldc)
+			    size_t ldc, int first)
 {
 	size_t sa = lda * 2, sc = ldc * 4;
-	_tile_zero(0);
-	_tile_zero(1);
+	if (first) {
+		_tile_zero(0);
+		_tile_zero(1);
+	} else {
+		_tile_loadd(0, c, sc);
+		_tile_loadd(1, c + 16, sc);
+	}
 	for (int k = 0; k < kp; k += 32) {
 		_tile_loadd(4, a + k, sa);
 		_tile_loadd(6, w + (size_t)(k / 2) * 64, 128);
@@ -433,30 +463,40 @@ AMX static void amx_block16(const uint16_t *a, size_t lda, const uint16_t *w, in
 	_tile_stored(1, c + 16, sc);
 }
 
-/* Rows r0..r1 (<= 64) of panel p. A full panel with a plain store goes straight
-   to C; anything else through the tile buffer and the epilogue. */
-static void amx_task(const zp_gemm_op *op, const void *wp, int p, int r0, int r1, float *tile)
+/* Rows r0..r1 of panel wp, k [0, klen) of A (which starts at op->a), into c
+   (row r0 first, ldc floats): from zero if first, else added to c. */
+static void amx_rows(const zp_gemm_op *op, const uint16_t *wp, int r0, int r1, int klen,
+		     float *c, size_t ldc, int first)
 {
-	int kp = op->w->kp, cfg_rows = -1;
-	bool direct = op->epi == ZP_EPI_STORE && (p + 1) * ZP_GEMM_NR <= op->w->n;
+	int cfg_rows = -1;
 	for (int m0 = r0; m0 < r1; m0 += 32) {
 		int mr = ZP_MIN(32, r1 - m0);
 		const uint16_t *a = (const uint16_t *)op->a + (size_t)m0 * op->lda;
-		float *c = direct ? op->c + (size_t)m0 * op->ldc + (size_t)p * ZP_GEMM_NR
-				  : tile + (m0 - r0) * ZP_GEMM_NR;
-		size_t ldc = direct ? op->ldc : ZP_GEMM_NR;
+		float *cm = c + (size_t)(m0 - r0) * ldc;
 		if (mr != cfg_rows) {
 			amx_config(ZP_MIN(mr, 16), mr > 16 ? mr - 16 : 0);
 			cfg_rows = mr;
 		}
 		if (mr > 16)
-			amx_block32(a, op->lda, wp, kp, c, ldc);
+			amx_block32(a, op->lda, wp, klen, cm, ldc, first);
 		else
-			amx_block16(a, op->lda, wp, kp, c, ldc);
+			amx_block16(a, op->lda, wp, klen, cm, ldc, first);
 	}
-	if (!direct)
-		for (int m0 = r0; m0 < r1; m0 += MR)
-			epilogue(op, p, m0, ZP_MIN(MR, r1 - m0), tile + (m0 - r0) * ZP_GEMM_NR);
+}
+
+/* Rows r0..r1 (<= 64) of panel p. A full panel with a plain store goes straight
+   to C; anything else through the tile buffer and the epilogue. */
+static void amx_task(const zp_gemm_op *op, const void *wp, int p, int r0, int r1, float *tile)
+{
+	bool direct = op->epi == ZP_EPI_STORE && (p + 1) * ZP_GEMM_NR <= op->w->n;
+	if (direct) {
+		amx_rows(op, wp, r0, r1, op->w->kp, op->c + (size_t)r0 * op->ldc + (size_t)p * ZP_GEMM_NR,
+			 op->ldc, 1);
+		return;
+	}
+	amx_rows(op, wp, r0, r1, op->w->kp, tile, ZP_GEMM_NR, 1);
+	for (int m0 = r0; m0 < r1; m0 += MR)
+		epilogue(op, p, m0, ZP_MIN(MR, r1 - m0), tile + (m0 - r0) * ZP_GEMM_NR);
 }
 
 int zp_gemm_amx(void)
@@ -474,12 +514,15 @@ void zp_gemm_amx_32x32(const uint16_t *a, size_t lda, const uint16_t *panel, int
 		       size_t ldc)
 {
 	ZP_ASSERT(k % 32 == 0);
-	amx_block32(a, lda, panel, k, c, ldc);
+	amx_block32(a, lda, panel, k, c, ldc, 1);
 }
 
-/* ---- FP8: widen one 128-wide k block, compute it from zero, scale into the tile -- */
+typedef void (*ukr_fn)(const zp_gemm_op *, const void *, int, int, int, int, float *, int);
+
+/* ---- FP8: e4m3 codes widened to bf16 (exact) ----------------------------- */
 
 static uint16_t fp8_lut[256]; /* e4m3 code -> bf16 bits (exact) */
+static float fp8_mag[128];   /* e4m3 magnitude code -> its value (NaN: 0), as fp8_lut */
 static pthread_once_t fp8_once = PTHREAD_ONCE_INIT;
 static int fp8_vbmi; /* the CPU has AVX512-VBMI (set once, with the table) */
 
@@ -488,6 +531,8 @@ static void fp8_lut_init(void)
 	fp8_vbmi = __builtin_cpu_supports("avx512vbmi") && zp_cpu_avx512();
 	for (int c = 0; c < 256; c++)
 		fp8_lut[c] = (c & 0x7f) == 0x7f ? 0 : zp_fp8_to_bf16((uint8_t)c);
+	for (int m = 0; m < 128; m++)
+		fp8_mag[m] = zp_bf16_to_f32(fp8_lut[m]);
 }
 
 /* The twin: a k pair's 64 codes (fp8_slot order) -> bf16 by the table. */
@@ -539,6 +584,171 @@ static void fp8_widen(const uint8_t *codes, size_t n, uint16_t *out)
 		fp8_widen_ref(codes, n, out);
 }
 
+/* ---- FP8, bf16 compute: the scale folded into the widened weights ---------
+   Each weight is widened to bf16(fp8 x scale): the f32 product (what the
+   dequantised twin file holds) rounded once to bf16, which is exactly what a
+   bf16 checkpoint of the dequantised model holds. So a k chunk widened that
+   way runs the plain bf16 kernels (AMX over the whole chunk, no per-block tile
+   flush, no scale pass) and gives the bits a bf16 matrix packed from the
+   dequantised weights gives, on every path (test_gemm_fp8 checks it). The
+   tolerance is the bf16 checkpoint's: one bf16 rounding of each weight
+   (relative 2^-9), the same as --dtype bf16 on a bf16 release of the model. */
+
+#define FP8_KC 4096 /* k widened at once: 4096 x 32 x 2 B = 256 KiB, in L2 */
+
+/* The twin: n elements (a k pair's 64 a step, fp8_slot order) of one k block,
+   s: its 32 column scales. */
+static void fp8_widen_scaled_ref(const uint8_t *codes, size_t n, const float *s, uint16_t *out)
+{
+	ZP_ASSERT(n % 64 == 0);
+	for (size_t g = 0; g < n; g += 64)
+		for (int x = 0; x < 64; x++)
+			out[g + (size_t)x] = zp_f32_to_bf16(
+				zp_bf16_to_f32(fp8_lut[codes[g + (size_t)fp8_slot(x)]]) * s[x / 2]);
+}
+
+/* f32 bits -> the bf16 bits in the high half, rounded to nearest even as
+   zp_f32_to_bf16 does (the products are finite: no NaN case) */
+VBMI static inline __m512i rne_bf16(__m512i u)
+{
+	__m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+	return _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb);
+}
+
+/* 16 k pairs of bf16 (v) times their columns' scales, each rounded */
+VBMI static inline __m512i fold16(__m512i v, __m512 s)
+{
+	__m512i hi = _mm512_set1_epi32((int)0xffff0000u);
+	__m512i ev = rne_bf16(_mm512_castps_si512(
+		_mm512_mul_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v, 16)), s)));
+	__m512i od = rne_bf16(_mm512_castps_si512(
+		_mm512_mul_ps(_mm512_castsi512_ps(_mm512_and_si512(v, hi)), s)));
+	return _mm512_ternarylogic_epi32(_mm512_srli_epi32(ev, 16), od, hi, 0xf8); /* ev | od & hi */
+}
+
+/* bf16(magnitude m x s) for m = 0..127 as high and low bytes: the lookup
+   tables of one column group with one scale */
+VBMI static void fp8_scaled_table(float s, uint8_t *hi, uint8_t *lo)
+{
+	__m512 sv = _mm512_set1_ps(s);
+	for (int m = 0; m < 128; m += 16) {
+		__m512i u = rne_bf16(_mm512_castps_si512(_mm512_mul_ps(_mm512_loadu_ps(fp8_mag + m), sv)));
+		_mm_storeu_si128((__m128i *)(hi + m), _mm512_cvtepi32_epi8(_mm512_srli_epi32(u, 24)));
+		_mm_storeu_si128((__m128i *)(lo + m), _mm512_cvtepi32_epi8(_mm512_srli_epi32(u, 16)));
+	}
+}
+
+/* Columns 0-15 with one scale and 16-31 with one (every real matrix: a panel
+   half lies in one 128-row group; pack gives padding columns their half's
+   scale): two lookup tables of scaled values, one pass as fp8_widen_vbmi,
+   the half chosen per byte (slot bit 3: elements 32..63). RNE is symmetric,
+   so bf16(|v| s) with v's sign is bf16(v s): the bits of fold16. */
+VBMI static void fp8_widen_table_vbmi(const uint8_t *codes, size_t n, const float *s,
+				      uint16_t *out)
+{
+	_Alignas(64) uint8_t hi[2][128], lo[2][128];
+	fp8_scaled_table(s[0], hi[0], lo[0]);
+	fp8_scaled_table(s[16], hi[1], lo[1]);
+	__m512i ha0 = _mm512_load_si512(hi[0]), ha1 = _mm512_load_si512(hi[0] + 64);
+	__m512i la0 = _mm512_load_si512(lo[0]), la1 = _mm512_load_si512(lo[0] + 64);
+	__m512i hb0 = _mm512_load_si512(hi[1]), hb1 = _mm512_load_si512(hi[1] + 64);
+	__m512i lb0 = _mm512_load_si512(lo[1]), lb1 = _mm512_load_si512(lo[1] + 64);
+	__m512i sign = _mm512_set1_epi8((char)0x80);
+	__mmask64 second = 0xff00ff00ff00ff00ull;
+	for (size_t i = 0; i < n; i += 64) {
+		__m512i c = _mm512_loadu_si512(codes + i);
+		__m512i h = _mm512_mask_blend_epi8(second, _mm512_permutex2var_epi8(ha0, c, ha1),
+						   _mm512_permutex2var_epi8(hb0, c, hb1));
+		__m512i l = _mm512_mask_blend_epi8(second, _mm512_permutex2var_epi8(la0, c, la1),
+						   _mm512_permutex2var_epi8(lb0, c, lb1));
+		h = _mm512_ternarylogic_epi32(h, c, sign, 0xf8); /* h | (c & 0x80) */
+		_mm512_storeu_si512(out + i, _mm512_unpacklo_epi8(l, h));
+		_mm512_storeu_si512(out + i + 32, _mm512_unpackhi_epi8(l, h));
+	}
+}
+
+/* fp8_widen_vbmi, each element then times its column's scale and rounded */
+VBMI static void fp8_widen_scaled_vbmi(const uint8_t *codes, size_t n, const float *s,
+				       uint16_t *out)
+{
+	_Alignas(64) uint8_t hi[128], lo[128];
+	for (int m = 0; m < 128; m++) {
+		hi[m] = (uint8_t)(fp8_lut[m] >> 8);
+		lo[m] = (uint8_t)fp8_lut[m];
+	}
+	__m512i h0 = _mm512_load_si512(hi), h1 = _mm512_load_si512(hi + 64);
+	__m512i l0 = _mm512_load_si512(lo), l1 = _mm512_load_si512(lo + 64);
+	__m512i sign = _mm512_set1_epi8((char)0x80);
+	__m512 s0 = _mm512_loadu_ps(s), s1 = _mm512_loadu_ps(s + 16);
+	for (size_t i = 0; i < n; i += 64) {
+		__m512i c = _mm512_loadu_si512(codes + i);
+		__m512i h = _mm512_permutex2var_epi8(h0, c, h1);
+		__m512i l = _mm512_permutex2var_epi8(l0, c, l1);
+		h = _mm512_ternarylogic_epi32(h, c, sign, 0xf8); /* h | (c & 0x80) */
+		_mm512_storeu_si512(out + i, fold16(_mm512_unpacklo_epi8(l, h), s0));
+		_mm512_storeu_si512(out + i + 32, fold16(_mm512_unpackhi_epi8(l, h), s1));
+	}
+}
+
+static bool halves_uniform(const float *s)
+{
+	for (int j = 0; j < ZP_GEMM_NR; j++)
+		if (s[j] != s[j / 16 * 16])
+			return false;
+	return true;
+}
+
+/* k [k0, k1) (k0 a multiple of the block) of a panel's codes, widened with
+   their block scales (sc: the panel's [block][32]) into out [k pair][32][2]. */
+static void fp8_widen_scaled(const uint8_t *codes, const float *sc, int k0, int k1, uint16_t *out)
+{
+	ZP_ASSERT(k0 % ZP_FP8_BLOCK == 0 && k1 % 2 == 0);
+	for (int b0 = k0; b0 < k1; b0 += ZP_FP8_BLOCK) {
+		size_t n = (size_t)(ZP_MIN(b0 + ZP_FP8_BLOCK, k1) - b0) * ZP_GEMM_NR;
+		const uint8_t *c = codes + (size_t)b0 * ZP_GEMM_NR;
+		const float *s = sc + (size_t)(b0 / ZP_FP8_BLOCK) * ZP_GEMM_NR;
+		uint16_t *o = out + (size_t)(b0 - k0) * ZP_GEMM_NR;
+		if (have_vbmi() && halves_uniform(s))
+			fp8_widen_table_vbmi(c, n, s, o);
+		else if (have_vbmi())
+			fp8_widen_scaled_vbmi(c, n, s, o);
+		else
+			fp8_widen_scaled_ref(c, n, s, o);
+	}
+}
+
+/* Rows r0..r1 of panel p, bf16 compute: chunks of FP8_KC k widened once for
+   all the task's rows, each run by the plain bf16 path, the tile carrying the
+   f32 partial from chunk to chunk. */
+static void fp8_bf16_task(const zp_gemm_op *op, const uint8_t *codes, const float *sc, int p,
+			  int r0, int r1, float *tile)
+{
+	_Alignas(64) uint16_t wb[FP8_KC * ZP_GEMM_NR];
+	int kp = op->w->kp;
+	bool amx = kp % 32 == 0 && have_amx();
+	ukr_fn ukr = have_bf16() ? ukr_bf16 : ukr_ref;
+
+	for (int c0 = 0; c0 < kp; c0 += FP8_KC) {
+		int klen = ZP_MIN(FP8_KC, kp - c0);
+		zp_gemm_op o = *op;
+		o.a = (const uint16_t *)op->a + c0;
+		fp8_widen_scaled(codes, sc, c0, c0 + klen, wb);
+		if (amx) {
+			amx_rows(&o, wb, r0, r1, klen, tile, ZP_GEMM_NR, c0 == 0);
+			continue;
+		}
+		for (int k0 = 0; k0 < klen; k0 += KB_BF16)
+			for (int m0 = r0; m0 < r1; m0 += MR)
+				ukr(&o, wb, m0, ZP_MIN(MR, r1 - m0), k0, ZP_MIN(k0 + KB_BF16, klen),
+				    tile + (m0 - r0) * ZP_GEMM_NR, c0 == 0 && k0 == 0);
+	}
+	for (int m0 = r0; m0 < r1; m0 += MR)
+		epilogue(op, p, m0, ZP_MIN(MR, r1 - m0), tile + (m0 - r0) * ZP_GEMM_NR);
+}
+
+/* ---- FP8, f32 compute: widen a 128-wide k block, compute it from zero, add
+   it times the block scale (the dequantised model to float32 rounding) ---- */
+
 /* bf16 pairs [kk][32][2] -> f32 [2 kk + {0,1}][32] (exact) */
 static void pairs_to_f32(const uint16_t *b, int klen, float *f)
 {
@@ -549,8 +759,7 @@ static void pairs_to_f32(const uint16_t *b, int klen, float *f)
 		}
 }
 
-/* part[mr][32] = A[mr][k0, k0 + klen) . wb (one widened block), by the path
-   the compute type's plain matrices take (AMX handled by the caller). */
+/* part[mr][32] = A[mr][k0, k0 + klen) . wf (one widened block) */
 __attribute__((target("avx512f,avx512bw,avx512vl"))) static void
 blk_f32(const float *a, size_t lda, const float *wb, int mr, int klen, float *part)
 {
@@ -559,28 +768,17 @@ blk_f32(const float *a, size_t lda, const float *wb, int mr, int klen, float *pa
 	DISPATCH_MR(ukr_f32_mr, mr, a, lda, wb);
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static void
-blk_bf16(const uint16_t *a, size_t lda, const uint16_t *wb, int mr, int klen, float *part)
-{
-	int k0 = 0, k1 = klen, first = 1;
-	float *tile = part;
-	DISPATCH_MR(ukr_bf16_mr, mr, a, lda, wb);
-}
-
-static void fp8_block(const zp_gemm_op *op, const void *wb, int m0, int mr, int k0, int klen,
+/* not inlined: gcc 12 then sees ukr_ref read wf as bf16 and calls it uninitialised */
+__attribute__((noinline)) static void fp8_block(const zp_gemm_op *op, const float *wf, int m0, int mr, int k0, int klen,
 		      float *part)
 {
-	bool f32 = op->w->type == ZP_W_F32;
-	size_t es = f32 ? 4 : 2;
-	const void *a = (const char *)op->a + ((size_t)m0 * op->lda + (size_t)k0) * es;
-	if (f32 && have_avx512()) {
-		blk_f32(a, op->lda, wb, mr, klen, part);
-	} else if (!f32 && have_bf16()) {
-		blk_bf16(a, op->lda, wb, mr, klen, part);
+	const float *a = (const float *)op->a + (size_t)m0 * op->lda + (size_t)k0;
+	if (have_avx512()) {
+		blk_f32(a, op->lda, wf, mr, klen, part);
 	} else {
 		zp_gemm_op o = *op;
-		o.a = (const char *)op->a + (size_t)k0 * es;
-		ukr_ref(&o, wb, m0, mr, 0, klen, part, 1);
+		o.a = (const float *)op->a + (size_t)k0;
+		ukr_ref(&o, wf, m0, mr, 0, klen, part, 1);
 	}
 }
 
@@ -610,159 +808,49 @@ static void scale_acc(float *tile, const float *part, int mr, const float *s)
 				fmaf(part[i * ZP_GEMM_NR + j], s[j], tile[i * ZP_GEMM_NR + j]);
 }
 
-/* FP8 on AMX: 16-row blocks, two in flight. Block i's products go to C tiles
-   (0, 1) with A tile 4, or (2, 3) with A tile 5, by parity, and block i - 1
-   is stored and scaled after block i's products are issued: its store waits
-   on its last product while block i's run. (One 32-row block in all four C
-   tiles drains the tile pipeline at the end of every 128 k: 1.5x slower.) */
-AMX static void amx_fp8_config(int rows)
-{
-	_Alignas(64) struct amx_cfg cfg;
-	memset(&cfg, 0, sizeof cfg);
-	cfg.palette = 1;
-	for (int t = 0; t < 8; t++) {
-		cfg.colsb[t] = 64;
-		cfg.rows[t] = t >= 6 ? 16 : (uint8_t)rows;
-	}
-	__asm__ __volatile__("" : : "r"(&cfg) : "memory"); /* as amx_config */
-	_tile_loadconfig(&cfg);
-}
-
-#define AMX_FP8_ISSUE(name, c0, c1, at)                                                     \
-	AMX static void name(const uint16_t *a, size_t lda, const uint16_t *w, int klen)    \
-	{                                                                                   \
-		_tile_zero(c0);                                                             \
-		_tile_zero(c1);                                                             \
-		for (int k = 0; k < klen; k += 32) {                                        \
-			_tile_loadd(at, a + k, lda * 2);                                    \
-			_tile_loadd(6, w + (size_t)(k / 2) * 64, 128);                      \
-			_tile_loadd(7, w + (size_t)(k / 2) * 64 + 32, 128);                 \
-			_tile_dpbf16ps(c0, at, 6);                                          \
-			_tile_dpbf16ps(c1, at, 7);                                          \
-		}                                                                           \
-	}
-AMX_FP8_ISSUE(amx_fp8_issue0, 0, 1, 4)
-AMX_FP8_ISSUE(amx_fp8_issue1, 2, 3, 5)
-#undef AMX_FP8_ISSUE
-
-AMX static void amx_fp8_store(int pair, float *part)
-{
-	if (pair) {
-		_tile_stored(2, part, ZP_GEMM_NR * 4);
-		_tile_stored(3, part + 16, ZP_GEMM_NR * 4);
-	} else {
-		_tile_stored(0, part, ZP_GEMM_NR * 4);
-		_tile_stored(1, part + 16, ZP_GEMM_NR * 4);
-	}
-}
-
-/* k blocks [b0, b1) (widened in wb, block b0 first) of rows r0..r1 into tile
-   (row r0 first), in blocks of `rows` (the tile configuration's: 16, or the
-   tail's). Consecutive k blocks of a row block alternate between the C tile
-   pairs: block b's products run while block b - 1 is stored and scaled. */
-static void amx_fp8_pass(const zp_gemm_op *op, const uint16_t *wb, int b0, int b1, int r0,
-			 int r1, int rows, const float *sc, float *tile)
-{
-	_Alignas(64) float part[2][16 * ZP_GEMM_NR];
-	int kp = op->w->kp;
-	for (int m0 = r0; m0 < r1; m0 += rows) {
-		const uint16_t *a = (const uint16_t *)op->a + (size_t)m0 * op->lda;
-		float *t = tile + (size_t)(m0 - r0) * ZP_GEMM_NR;
-		ZP_ASSERT(m0 + rows <= r1);
-		for (int b = b0; b <= b1; b++) {
-			int pair = b % 2, k0 = b * ZP_FP8_BLOCK;
-			if (b < b1) {
-				const uint16_t *w = wb + (size_t)(b - b0) * ZP_FP8_BLOCK * ZP_GEMM_NR;
-				int klen = ZP_MIN(ZP_FP8_BLOCK, kp - k0);
-				if (pair)
-					amx_fp8_issue1(a + k0, op->lda, w, klen);
-				else
-					amx_fp8_issue0(a + k0, op->lda, w, klen);
-			}
-			if (b > b0) {
-				amx_fp8_store(!pair, part[!pair]);
-				scale_acc(t, part[!pair], rows, sc + (size_t)(b - 1) * ZP_GEMM_NR);
-			}
-		}
-	}
-}
-
-/* FP8 on AMX: k blocks AMX_CHUNK at a time are widened once and swept by
-   every row block of the task. */
-#define AMX_CHUNK 8
-
-static void amx_fp8_sweep(const zp_gemm_op *op, const uint8_t *codes, const float *sc, int r0,
-			  int r1, int rows, float *tile)
-{
-	_Alignas(64) uint16_t wb[AMX_CHUNK * ZP_FP8_BLOCK * ZP_GEMM_NR];
-	int kp = op->w->kp, nb = (kp + ZP_FP8_BLOCK - 1) / ZP_FP8_BLOCK;
-	for (int b0 = 0; b0 < nb; b0 += AMX_CHUNK) {
-		int b1 = ZP_MIN(nb, b0 + AMX_CHUNK), k0 = b0 * ZP_FP8_BLOCK;
-		int k1 = ZP_MIN(kp, b1 * ZP_FP8_BLOCK);
-		fp8_widen(codes + (size_t)k0 * ZP_GEMM_NR, (size_t)(k1 - k0) * ZP_GEMM_NR, wb);
-		amx_fp8_pass(op, wb, b0, b1, r0, r1, rows, sc, tile);
-	}
-}
-
-/* Every k block of rows r0..r1 into tile (row r0 first), off AMX: widen the
-   block's codes, compute it from zero per MR rows, add it scaled. */
-static void fp8_sweep(const zp_gemm_op *op, const uint8_t *codes, const float *sc, int r0, int r1,
-		      float *tile)
+/* Every k block of rows r0..r1 into tile (row r0 first): widen the block's
+   codes, compute it from zero per MR rows, add it scaled. */
+static void fp8_f32_task(const zp_gemm_op *op, const uint8_t *codes, const float *sc, int p,
+			 int r0, int r1, float *tile)
 {
 	const zp_wmat *w = op->w;
 	_Alignas(64) float part[MR * ZP_GEMM_NR];
 	_Alignas(64) uint16_t wb[ZP_FP8_BLOCK * ZP_GEMM_NR];
 	_Alignas(64) float wf[ZP_FP8_BLOCK * ZP_GEMM_NR];
 
+	memset(tile, 0, (size_t)(r1 - r0) * ZP_GEMM_NR * sizeof *tile);
 	for (int b = 0; b * ZP_FP8_BLOCK < w->kp; b++) {
 		int k0 = b * ZP_FP8_BLOCK, klen = ZP_MIN(ZP_FP8_BLOCK, w->kp - k0);
-		const float *s = sc + (size_t)b * ZP_GEMM_NR;
 		fp8_widen(codes + (size_t)k0 * ZP_GEMM_NR, (size_t)klen * ZP_GEMM_NR, wb);
-		if (w->type == ZP_W_F32)
-			pairs_to_f32(wb, klen, wf);
+		pairs_to_f32(wb, klen, wf);
 		for (int m0 = r0; m0 < r1; m0 += MR) {
 			int mr = ZP_MIN(MR, r1 - m0);
-			fp8_block(op, w->type == ZP_W_F32 ? (const void *)wf : wb, m0, mr, k0, klen,
-				  part);
-			scale_acc(tile + (size_t)(m0 - r0) * ZP_GEMM_NR, part, mr, s);
+			fp8_block(op, wf, m0, mr, k0, klen, part);
+			scale_acc(tile + (size_t)(m0 - r0) * ZP_GEMM_NR, part, mr,
+				  sc + (size_t)b * ZP_GEMM_NR);
 		}
-	}
-}
-
-/* Rows r0..r1 (<= ROWS_TASK_FP8) of panel p of an FP8 matrix (gemm.h). On
-   AMX the rows past the last whole 16 take a second sweep (their own tile
-   shapes: a tile configuration per sweep, not per block). */
-static void fp8_task(const zp_gemm_op *op, int p, int r0, int r1)
-{
-	const zp_wmat *w = op->w;
-	int rows = r1 - r0, full = r0 + rows / 16 * 16;
-	const uint8_t *codes = (const uint8_t *)w->data + (size_t)p * w->kp * ZP_GEMM_NR;
-	const float *sc = (const float *)((const char *)w->data + w->scale_off) +
-			  (size_t)p * kblocks(w->k) * ZP_GEMM_NR;
-	_Alignas(64) float tile[ROWS_TASK_FP8 * ZP_GEMM_NR];
-
-	ZP_ASSERT(rows > 0 && rows <= ROWS_TASK_FP8);
-	memset(tile, 0, (size_t)rows * ZP_GEMM_NR * sizeof *tile);
-	if (w->type == ZP_W_BF16 && w->kp % 32 == 0 && have_amx()) {
-		if (full > r0) {
-			amx_fp8_config(16);
-			amx_fp8_sweep(op, codes, sc, r0, full, 16, tile);
-		}
-		if (r1 > full) {
-			amx_fp8_config(r1 - full);
-			amx_fp8_sweep(op, codes, sc, full, r1, r1 - full,
-				      tile + (size_t)(full - r0) * ZP_GEMM_NR);
-		}
-	} else {
-		fp8_sweep(op, codes, sc, r0, r1, tile);
 	}
 	for (int m0 = r0; m0 < r1; m0 += MR)
 		epilogue(op, p, m0, ZP_MIN(MR, r1 - m0), tile + (m0 - r0) * ZP_GEMM_NR);
 }
 
-/* ---- tasks ------------------------------------------------------------------ */
+/* Rows r0..r1 (<= ROWS_TASK_FP8) of panel p of an FP8 matrix (gemm.h). */
+static void fp8_task(const zp_gemm_op *op, int p, int r0, int r1)
+{
+	const zp_wmat *w = op->w;
+	const uint8_t *codes = (const uint8_t *)w->data + (size_t)p * w->kp * ZP_GEMM_NR;
+	const float *sc = (const float *)((const char *)w->data + w->scale_off) +
+			  (size_t)p * kblocks(w->k) * ZP_GEMM_NR;
+	_Alignas(64) float tile[ROWS_TASK_FP8 * ZP_GEMM_NR];
 
-typedef void (*ukr_fn)(const zp_gemm_op *, const void *, int, int, int, int, float *, int);
+	ZP_ASSERT(r1 > r0 && r1 - r0 <= ROWS_TASK_FP8);
+	if (w->type == ZP_W_BF16)
+		fp8_bf16_task(op, codes, sc, p, r0, r1, tile);
+	else
+		fp8_f32_task(op, codes, sc, p, r0, r1, tile);
+}
+
+/* ---- tasks ------------------------------------------------------------------ */
 
 static void run_task(const zp_gemm_op *op, int p, int r0, int r1)
 {

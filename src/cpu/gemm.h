@@ -32,12 +32,13 @@ extern const zp_wlayout zp_cpu_wlayout;
    then at data + scale_off one f32 scale per packed row and 128-wide k block
    ([P][ceil(k/128)][32]: a row's own block scale, so stacked and SWIGLU
    rows need no shared blocks): 1/32 byte an element more than the codes.
-   The GEMM widens a k block's codes exactly (every e4m3 value is a bf16
-   value) into the compute type's panel, runs that type's kernel over the
-   block from zero and adds partial x scale to the f32 accumulators (one fma
-   per element per block, in k order). On AMX, 8 k blocks are widened at a
-   time and 16-row blocks alternate C tile pairs between k blocks (the store
-   and scaling of one overlap the next's products). 256 rows a task. */
+   bf16 compute: the GEMM widens up to 4096 k of a panel at a time to
+   bf16(e4m3 x scale) (one rounding of the dequantised weight: the bits of a
+   bf16 checkpoint of it) and runs the plain bf16 kernels over them (AMX sums
+   the whole chunk in its tiles). f32 compute: a 128-wide k block's codes are
+   widened exactly (every e4m3 value is a bf16 value), that block is computed
+   from zero and added times its scale to the f32 accumulators (one fma per
+   element per block, in k order). 256 rows a task. */
 
 /* The panel packing itself, rows as they come (the layout's PLAIN kind). */
 size_t zp_wmat_bytes(enum zp_wtype type, enum zp_wstore store, int n, int k);
