@@ -501,9 +501,9 @@ static void quant_rows(float *aq, const float *a, int m, int k, enum zp_wtype t)
 		}
 }
 
-/* an FP8 GEMM: cpu against the dequantised matrix with a's values (the
-   compute type's); a device's W8A16 the same with the matrix widened to the
-   compute type (bf16: each e4m3 x scale rounded); W8A8 (a device's default
+/* an FP8 GEMM: cpu and a device's W8A16 against the dequantised matrix
+   widened to the compute type (bf16: each e4m3 x scale rounded) with a's
+   values (the compute type's); W8A8 (a device's default
    where the matrix's 128-row blocks are one source each and the output's
    rows are 16-byte multiples, cuBLASLt's FP8 rules) against a quantised per
    token per 128 columns and the exact dequantised matrix */
@@ -521,7 +521,8 @@ static void t_gemm_fp8(int m, int n, int k, enum zp_wtype t, enum zp_epi epi)
 	double *want = calloc((size_t)m * ldc, sizeof *want);
 	double rel = ledger_mode == L_CUDA ? 2e-3 : t == ZP_W_BF16 || w8a8 ? 1e-3 : 1e-4;
 	zp_wmat wm = wnew_fp8(w, n, k, t, sw, deq);
-	if (dev && !w8a8 && t == ZP_W_BF16) /* fp8_widen's bf16 rows */
+	if (!w8a8 && t == ZP_W_BF16) /* bf16 rows of e4m3 x scale: a device's fp8_widen, the
+					cpu's folded widening (gemm.c) */
 		for (size_t i = 0; i < (size_t)n * k; i++)
 			deq[i] = zp_bf16_to_f32(zp_f32_to_bf16(deq[i]));
 	if (w8a8)
