@@ -12,8 +12,9 @@
 # or ./zprefill) at the
 # small test models, in under 5 minutes; steps that need a GPU are SKIP rows.
 # Every step has its own timeout and the whole run a budget
-# (GPU_CHECK_BUDGET_S, default 400 s on cuda, 280 s on sim): a hang costs its
-# step only, and steps past the budget are listed as skipped. Correctness
+# (GPU_CHECK_BUDGET_S, default 400 s on cuda, 280 s on sim; GPU_CHECK_TIMEOUT_SCALE
+# multiplies every step's timeout): a hang costs its step only, and steps past
+# the budget are listed as skipped. Correctness
 # first, benchmarks last, so a short budget loses timings, not verdicts.
 # Writes four files under OUTDIR:
 #   facts.txt    the device, driver, clocks, toolkit, PyTorch, what zprefill links
@@ -98,6 +99,7 @@ verdict() {
 step() {
 	local name=$1 t=$2 left s rc
 	shift 2
+	t=$((t * ${GPU_CHECK_TIMEOUT_SCALE:-1}))
 	left=$((BUDGET - ($(date +%s) - T0)))
 	if [ "$left" -lt 15 ]; then
 		echo "==== $name: skipped, budget spent" >> "$LOG"
