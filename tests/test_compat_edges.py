@@ -16,63 +16,26 @@ import struct
 import subprocess
 import sys
 import tempfile
-import time
 
 import requests
+
+import zp_testlib as zt
+from zp_testlib import check, close
 
 Z = sys.argv[1] if len(sys.argv) > 1 else "./zprefill"
 MODEL_DIR = "tests/models/tiny-tok"
 M = "tiny-tok"
 MAX_TOKENS = 256
-failures = 0
-
-
-def check(name, ok, detail=""):
-    global failures
-    if ok:
-        print(f"ok   {name}")
-    else:
-        failures += 1
-        print(f"FAIL {name}: {str(detail)[:500]}")
-
-
-def close(a, b, tol=1e-5):
-    return a is not None and b is not None and abs(a - b) <= tol * max(1.0, abs(b))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Server:
     def __init__(self, extra=(), max_tokens=MAX_TOKENS):
         self.tmp = tempfile.mkdtemp()
         self.sock = os.path.join(self.tmp, "s")
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
         self.log = open(os.path.join(self.tmp, "log"), "w")
-        self.p = subprocess.Popen([Z, "serve", "--model", MODEL_DIR, "--socket", self.sock,
-                                   "--dtype", "fp32", "--max-tokens", str(max_tokens),
-                                   "--listen-tcp", f"127.0.0.1:{self.port}", "--log-level", "warn"]
-                                  + list(extra), stderr=self.log)
-        deadline = time.time() + 60  # a liveness bound, not a speed
-        while time.time() < deadline:
-            if self.p.poll() is not None:
-                print("FAIL: the server exited at start")
-                sys.exit(1)
-            try:
-                if requests.get(self.base + "/health", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.05)
-        self.p.kill()
-        print("FAIL: the server was not ready in 60 s")
-        sys.exit(1)
+        self.p, self.port = zt.start_server(Z, MODEL_DIR, self.sock, self.log, extra,
+                                            max_tokens=max_tokens)
+        self.base = f"http://127.0.0.1:{self.port}"
 
     def raw_post(self, path, data):
         """data: the exact body bytes (a bad escape or a duplicate key that
@@ -285,7 +248,6 @@ def row8(s):
 # ---- row 9: the newer /v1/score pair names ----
 
 def row9(s):
-    want = None
     st, ref = s.post("/v1/score", {"text_1": "a", "text_2": ["b", "c"]})
     for a, b in (("queries", "documents"), ("data_1", "data_2"), ("queries", "items")):
         st, r = s.post("/v1/score", {a: "a", b: ["b", "c"]})
@@ -489,5 +451,4 @@ finally:
     rc = server.stop()
 check("SIGTERM: exit 0", rc == 0, rc)
 row6()
-print("test_compat_edges: ok" if failures == 0 else f"test_compat_edges: FAIL ({failures} failures)")
-sys.exit(1 if failures else 0)
+zt.finish("test_compat_edges")
