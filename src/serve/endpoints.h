@@ -141,6 +141,8 @@ int zp_api_classify_build(zp_api_call *c);
 void zp_api_classify_finish(zp_api *a, zp_api_job *j, zp_buf *out);
 int zp_api_rerank_build(zp_api_call *c);	/* api_rerank.c */
 void zp_api_rerank_finish(zp_api *a, zp_api_job *j, zp_buf *out);
+/* /v2/rerank: the same, with Cohere's v2 meta (TEI's texts: TEI's answer) */
+void zp_api_cohere_rerank_finish(zp_api *a, zp_api_job *j, zp_buf *out);
 int zp_api_embed_build(zp_api_call *c);		/* api_embed.c */
 int zp_api_pooling_build(zp_api_call *c);
 void zp_api_embed_finish(zp_api *a, zp_api_job *j, zp_buf *out);
@@ -167,6 +169,7 @@ void zp_api_tei_embed_finish(zp_api *a, zp_api_job *j, zp_buf *out);
 int zp_api_tei_rerank_build(zp_api_call *c);
 void zp_api_tei_rerank_finish(zp_api *a, zp_api_job *j, zp_buf *out);
 int zp_api_tei_tokenize_build(zp_api_call *c);
+int zp_api_tei_decode_build(zp_api_call *c);
 int zp_api_tei_info_build(zp_api_call *c);
 
 #endif
