@@ -452,16 +452,9 @@ static int tei_decode_build(zp_api_call *c)
 	int n = batch ? cJSON_GetArraySize(ids) : 1;
 	if (n > ZP_API_ITEMS_MAX)
 		return zp_api_bad(c, "ids", "ids holds at most %d lists", ZP_API_ITEMS_MAX);
-	/* each text decoded into what the parse region has left, no more than the
-	   response can hold escaped (6 bytes for a control byte) */
-	size_t cap = zp_region_avail(&c->a->parse);
-	if (c->out->fixed)
-		cap = ZP_MIN(cap, (c->out->cap - ZP_API_ITEM_CHARS) / 6);
-	char *mem = cap ? zp_region_alloc(&c->a->parse, cap) : NULL;
-	if (!mem)
-		return zp_api_full(c, &c->a->parse);
-	zp_buf text;
-	zp_buf_init_fixed(&text, mem, cap);
+	zp_buf text; /* each list's text, in turn */
+	if ((rc = zp_api_text_scratch(c, &text)))
+		return rc;
 	zp_buf_reset(c->out);
 	zp_buf_puts(c->out, "[");
 	for (int i = 0; i < n; i++)

@@ -46,6 +46,9 @@ const cJSON *zp_api_field(const cJSON *o, const char *k);	/* NULL when absent or
    must name the served model (404). */
 int zp_api_check_fields(zp_api_call *c, const char *const *known);
 int zp_api_get_bool(zp_api_call *c, const char *k, bool *v);
+/* A fixed buffer for decoded text in what the parse region has left, no
+   larger than the response could hold it escaped: 0, or the error answered. */
+int zp_api_text_scratch(zp_api_call *c, zp_buf *text);
 /* A JSON array of token ids, checked against the vocabulary and length limit. */
 int zp_api_get_ids(zp_api_call *c, const cJSON *v, const char *param, int32_t *ids, int *n);
 /* Text (len bytes, NUL bytes included) tokenized into ids[seq_tokens_max],
