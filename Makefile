@@ -110,7 +110,7 @@ $(BUILD)/libzp.a: $(LIB_OBJ)
 $(BIN): $(BUILD)/cli/main.o $(BUILD)/libzp.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/test_%: tests/test_%.c tests/check.h tests/serve_proc.h tests/reqs.h $(BUILD)/libzp.a
+$(BUILD)/test_%: tests/test_%.c tests/check.h tests/serve_proc.h tests/reqs.h tests/ckpt_edit.h tests/gemm_check.h $(BUILD)/libzp.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libzp.a $(LDLIBS)
 
 # the man page: flags, ini keys and endpoints from the binary's own tables

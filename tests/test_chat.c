@@ -6,7 +6,8 @@
    the endpoint's build; (2) templates refused at load; (3) the endpoints'
    faults, each a 400 naming its field; (4) the token picked from made-up
    log-probs: greedy, logit_bias, seeded draws whose frequencies follow the
-   tempered distribution, end and stop tokens, OpenAI's response shapes.
+   tempered distribution (and, with min_p, top_k and top_p, the part of it
+   vLLM's filters keep), end and stop tokens, OpenAI's response shapes.
    Runs from the repository root (models/default: the Qwen3 tokenizer and
    template). */
 #include <cjson/cJSON.h>
@@ -261,8 +262,11 @@ static void faults(void)
 		{ CHAT(",\"logprobs\":true,\"top_logprobs\":21"), "top_logprobs", "[0, 20]" },
 		{ CHAT(",\"temperature\":3"), "temperature", "[0, 2]" },
 		{ CHAT(",\"temperature\":\"hot\""), "temperature", "a number" },
-		{ CHAT(",\"temperature\":1,\"top_p\":0.9"), "top_p", "not served" },
-		{ CHAT(",\"temperature\":1,\"top_k\":5"), "top_k", "not served" },
+		{ CHAT(",\"temperature\":1,\"top_p\":0"), "top_p", "(0, 1]" },
+		{ CHAT(",\"temperature\":1,\"top_p\":1.5"), "top_p", "[0, 1]" },
+		{ CHAT(",\"temperature\":1,\"top_k\":-2"), "top_k", "[-1, 151936]" },
+		{ CHAT(",\"temperature\":1,\"top_k\":2.5"), "top_k", "integer" },
+		{ CHAT(",\"temperature\":1,\"min_p\":2"), "min_p", "[0, 1]" },
 		{ CHAT(",\"repetition_penalty\":1.2"), "repetition_penalty", "not served" },
 		{ CHAT(",\"seed\":1.5"), "seed", "integer" },
 		{ CHAT(",\"logit_bias\":[1]"), "logit_bias", "object" },
@@ -288,8 +292,8 @@ static void faults(void)
 	expect_400(ZP_ROUTE_COMPLETIONS, "{\"prompt\":\"a\",\"max_tokens\":2}", "max_tokens", "reads one token");
 	expect_400(ZP_ROUTE_COMPLETIONS, "{\"prompt\":\"a\",\"max_tokens\":0}", "max_tokens", "echo true");
 	expect_400(ZP_ROUTE_COMPLETIONS, "{\"prompt\":\"a\"}", "max_tokens", "reads one token");
-	expect_400(ZP_ROUTE_COMPLETIONS, "{\"prompt\":\"a\",\"max_tokens\":1,\"temperature\":1,\"min_p\":0.1}",
-		   "min_p", "not served");
+	expect_400(ZP_ROUTE_COMPLETIONS, "{\"prompt\":\"a\",\"max_tokens\":1,\"temperature\":1,\"min_p\":-0.1}",
+		   "min_p", "[0, 1]");
 	expect_400(ZP_ROUTE_COMPLETIONS, "{\"prompt\":\"a\",\"max_tokens\":1,\"logit_bias\":{\"1\":-200}}",
 		   "logit_bias", "[-100, 100]");
 	expect_400(ZP_ROUTE_COMPLETIONS, "{\"prompt\":\"a\",\"max_tokens\":1,\"best_of\":2}", "best_of", "be 1");
@@ -452,6 +456,66 @@ static void token(void)
 	cJSON_Delete(r);
 }
 
+/* min_p, top_k, top_p with temperature > 0: seeded draws whose frequencies
+   follow the tempered distribution over the tokens vLLM's filters keep, in
+   vLLM's order (temperature, min_p, top_k, top_p on what top_k kept), and
+   never a token they drop. */
+static void filters(void)
+{
+	/* tokens !, ", #, $, %, & */
+	const double p[6] = { 0.4, 0.25, 0.15, 0.1, 0.06, 0.04 };
+	float lp[6];
+	for (int i = 0; i < 6; i++)
+		lp[i] = logf((float)p[i]);
+	static const struct {
+		const char *knobs;
+		double T;
+		int keep; /* tokens 0 .. keep-1 are kept */
+		const char *why;
+	} cases[] = {
+		{ "\"top_k\":2", 1, 2, "top_k 2" },
+		{ "\"top_k\":-1", 1, 6, "top_k -1: off" },
+		/* ascending sums 0.04, 0.10, 0.20, 0.35: <= 0.3 masked */
+		{ "\"top_p\":0.7", 1, 3, "top_p 0.7" },
+		{ "\"top_p\":0.01", 1, 1, "top_p 0.01: the top token always stays" },
+		{ "\"min_p\":0.2", 1, 4, "min_p 0.2 (p >= 0.08)" },
+		/* at T 0.5 the weights are p^2: min_p 0.1 of 0.16 keeps 0.0225 and
+		   drops 0.01 (before the temperature it would keep all six) */
+		{ "\"min_p\":0.1", 0.5, 3, "min_p after the temperature" },
+		/* top_p over what top_k kept, renormalised: 0.25/0.65 = 0.385 <= 0.4
+		   masked (top_p first would keep two) */
+		{ "\"top_k\":2,\"top_p\":0.6", 1, 1, "top_p after top_k" },
+		/* min_p 0.3 keeps three (>= 0.12), top_k 5 keeps them, top_p 0.75
+		   over 0.4/0.25/0.15 of 0.8: ascending 0.1875 <= 0.25 masked */
+		{ "\"min_p\":0.3,\"top_k\":5,\"top_p\":0.75", 1, 2, "all three" },
+	};
+	char body[256];
+	for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+		double T = cases[c].T, w[6], s = 0;
+		int cnt[7] = { 0 }, N = 1000, keep = cases[c].keep;
+		for (int i = 0; i < keep; i++)
+			s += w[i] = pow(p[i], 1 / T);
+		for (int k = 0; k < N; k++) {
+			snprintf(body, sizeof body, CHAT(",\"temperature\":%g,\"seed\":%d,%s"), T, k,
+				 cases[c].knobs);
+			int id = chat_token(body, lp, 6, NULL);
+			cnt[id < 0 || id > 5 ? 6 : id]++;
+		}
+		for (int i = 0; i < keep; i++) {
+			double q = w[i] / s, sd = sqrt(N * q * (1 - q));
+			CHECK(fabs(cnt[i] - N * q) <= 5 * sd, "%s: token %d drawn %d of %d, expected %.0f",
+			      cases[c].why, i, cnt[i], N, N * q);
+		}
+		for (int i = keep; i < 7; i++)
+			CHECK(cnt[i] == 0, "%s: token %d (dropped) drawn %d times", cases[c].why, i, cnt[i]);
+		printf("%-28s %d/%d/%d/%d/%d/%d of %d\n", cases[c].why, cnt[0], cnt[1], cnt[2], cnt[3],
+		       cnt[4], cnt[5], N);
+	}
+	/* greedy ignores them, as vLLM's greedy path */
+	CHECK(chat_token(CHAT(",\"temperature\":0,\"top_k\":3,\"top_p\":0.1,\"min_p\":0.9"), lp, 6,
+			 NULL) == 0, "greedy with filters: the top token");
+}
+
 int main(void)
 {
 	zp_err e;
@@ -472,6 +536,7 @@ int main(void)
 	goldens();
 	faults();
 	token();
+	filters();
 	zp_api_job_free(&job);
 	zp_region_free(&job_rg);
 	zp_api_free(&api);

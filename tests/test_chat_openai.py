@@ -8,64 +8,20 @@ tokens: the conversation's tokens are the ones transformers gives
 (tests/golden/chat-qwen3.jsonl), so a wrong rendering fails as well as a wrong
 value. Prints one line per check and a summary; exit 0 pass, 1 fail."""
 import json
-import math
 import os
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 
 import openai
 import requests
 
+import zp_testlib as zt
+from zp_testlib import check, close
+
 Z = sys.argv[1] if len(sys.argv) > 1 else "./zprefill"
 MODEL_DIR = "models/default"
 M = "default"
-failures = 0
-
-
-def check(name, ok, detail=""):
-    global failures
-    if ok:
-        print(f"ok   {name}")
-    else:
-        failures += 1
-        print(f"FAIL {name}: {str(detail)[:600]}")
-
-
-def close(a, b, tol=1e-5):
-    return a is not None and b is not None and abs(a - b) <= tol * max(1.0, abs(b))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def start(log):
-    sock = os.path.join(tempfile.mkdtemp(), "s")
-    port = free_port()
-    p = subprocess.Popen([Z, "serve", "--model", MODEL_DIR, "--socket", sock, "--dtype", "fp32",
-                          "--listen-tcp", f"127.0.0.1:{port}", "--log-level", "warn"], stderr=log)
-    deadline = time.time() + 120  # a liveness bound, not a speed
-    while time.time() < deadline:
-        if p.poll() is not None:
-            print("FAIL: the server exited at start")
-            sys.exit(1)
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return p, port
-        except requests.RequestException:
-            pass
-        time.sleep(0.05)
-    p.kill()
-    print("FAIL: the server was not ready")
-    sys.exit(1)
 
 
 def goldens():
@@ -232,7 +188,8 @@ def completions(s):
 
 
 with tempfile.TemporaryFile(mode="w+") as log:
-    srv, port = start(log)
+    srv, port = zt.start_server(Z, MODEL_DIR, os.path.join(tempfile.mkdtemp(), "s"), log,
+                                ready_s=120)
     try:
         s = Srv(port)
         for part in (chat, completions):
@@ -244,8 +201,7 @@ with tempfile.TemporaryFile(mode="w+") as log:
         srv.send_signal(signal.SIGTERM)
         rc = srv.wait(timeout=60)
     check("SIGTERM: exit 0", rc == 0, rc)
-    if failures:
+    if zt.failures:
         log.seek(0)
         print("server log (last lines):\n" + "".join(log.readlines()[-15:]))
-print("test_chat_openai: ok" if failures == 0 else f"test_chat_openai: FAIL ({failures} failures)")
-sys.exit(1 if failures else 0)
+zt.finish("test_chat_openai")

@@ -14,107 +14,38 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "ckpt_edit.h"
 #include "device.h"
 #include "model.h"
 
-static char tmp[256];
-
-static void copy_model(const char *name)
-{
-	char cmd[1024];
-	snprintf(cmd, sizeof cmd, "rm -rf %s && cp -r tests/models/%s %s", tmp, name, tmp);
-	ZP_ASSERT(system(cmd) == 0);
-}
-
-static void spit(const char *p, const void *b, size_t n)
-{
-	FILE *f = fopen(p, "wb");
-	ZP_ASSERT(f && fwrite(b, 1, n, f) == n);
-	fclose(f);
-}
-
-/* Patch n bytes at element `at` (of size es) of tensor name in file. */
+/* Patch element `at` (of size es) of tensor name in file. */
 static void patch(const char *file, const char *name, size_t at, size_t es, const void *v)
 {
-	char p[512];
-	size_t len;
-	uint64_t hlen;
-	snprintf(p, sizeof p, "%s/%s", tmp, file);
-	char *b = check_slurp(p, &len);
-	memcpy(&hlen, b, 8);
-	cJSON *h = cJSON_ParseWithLength(b + 8, hlen);
-	cJSON *t = cJSON_GetObjectItem(h, name);
-	ZP_ASSERT(t);
-	size_t off = 8 + hlen + (size_t)cJSON_GetArrayItem(cJSON_GetObjectItem(t, "data_offsets"),
-							    0)->valuedouble;
-	memcpy(b + off + at * es, v, es);
-	spit(p, b, len);
-	cJSON_Delete(h);
-	free(b);
+	struct ckpt_st st;
+	ckpt_st_open(&st, file);
+	memcpy(st.b + ckpt_st_data(&st, name) + at * es, v, es);
+	ckpt_st_save(&st, false);
 }
 
 /* Rewrite one tensor's header entry: rename it, or set its shape. */
 static void edit_entry(const char *file, const char *name, const char *rename, int d0, int d1)
 {
-	char p[512];
-	size_t len;
-	uint64_t hlen;
-	snprintf(p, sizeof p, "%s/%s", tmp, file);
-	char *b = check_slurp(p, &len);
-	memcpy(&hlen, b, 8);
-	cJSON *h = cJSON_ParseWithLength(b + 8, hlen);
+	struct ckpt_st st;
+	ckpt_st_open(&st, file);
 	if (rename) {
-		cJSON *t = cJSON_DetachItemFromObject(h, name);
-		cJSON_AddItemToObject(h, rename, t);
+		cJSON *t = cJSON_DetachItemFromObject(st.h, name);
+		cJSON_AddItemToObject(st.h, rename, t);
 	} else {
-		cJSON *s = cJSON_GetObjectItem(cJSON_GetObjectItem(h, name), "shape");
-		cJSON_SetNumberValue(cJSON_GetArrayItem(s, 0), d0);
-		cJSON_SetNumberValue(cJSON_GetArrayItem(s, 1), d1);
+		cJSON *sh = cJSON_GetObjectItem(cJSON_GetObjectItem(st.h, name), "shape");
+		cJSON_SetNumberValue(cJSON_GetArrayItem(sh, 0), d0);
+		cJSON_SetNumberValue(cJSON_GetArrayItem(sh, 1), d1);
 	}
-	char *txt = cJSON_PrintUnformatted(h);
-	uint64_t nh = strlen(txt);
-	FILE *f = fopen(p, "wb");
-	fwrite(&nh, 8, 1, f);
-	fwrite(txt, 1, nh, f);
-	fwrite(b + 8 + hlen, 1, len - 8 - hlen, f);
-	fclose(f);
-	free(txt);
-	cJSON_Delete(h);
-	free(b);
-}
-
-static void edit_config(const char *from, const char *to)
-{
-	char p[512];
-	size_t len = 0;
-	snprintf(p, sizeof p, "%s/config.json", tmp);
-	char *b = check_slurp(p, &len), *at = strstr(b, from);
-	ZP_ASSERT(at);
-	size_t nf = strlen(from), nt = strlen(to);
-	char *o = malloc(len - nf + nt + 1);
-	memcpy(o, b, (size_t)(at - b));
-	memcpy(o + (at - b), to, nt);
-	memcpy(o + (at - b) + nt, at + nf, len - (size_t)(at - b) - nf);
-	spit(p, o, len - nf + nt);
-	free(o);
-	free(b);
+	ckpt_st_save(&st, true);
 }
 
 static void expect_fail(const char *what, const char *needle1, const char *needle2)
 {
-	zp_model m;
-	zp_err e = { "" };
-	int rc = zp_model_load(&m, tmp, ZP_W_BF16, zp_device_layout(ZP_DEV_CPU), 2, NULL, &e);
-	CHECK(rc == -1, "%s: load succeeded", what);
-	if (rc == 0) {
-		zp_model_free(&m);
-		return;
-	}
-	CHECK(strstr(e.msg, needle1) != NULL, "%s: error \"%s\" lacks \"%s\"", what, e.msg, needle1);
-	if (needle2)
-		CHECK(strstr(e.msg, needle2) != NULL, "%s: error \"%s\" lacks \"%s\"", what, e.msg,
-		      needle2);
-	printf("%-30s -> %s\n", what, e.msg);
+	ckpt_expect_fail(ZP_W_BF16, what, needle1, needle2);
 }
 
 #define Q0 "model.layers.0.self_attn.q_proj.weight"
@@ -130,63 +61,63 @@ static void malformed(void)
 	uint8_t c7f = 0x7f, cff = 0xff;
 	char from[256], to[256];
 
-	copy_model("dense-fp8");
+	ckpt_copy("dense-fp8");
 	edit_entry("model.safetensors", Q0 "_scale_inv", Q0 "_scale_inX", 0, 0);
 	expect_fail("missing scale", Q0 "_scale_inv", "missing");
 
-	copy_model("fp8-odd"); /* q_proj 192 x 200: scale [2, 2] */
+	ckpt_copy("fp8-odd"); /* q_proj 192 x 200: scale [2, 2] */
 	edit_entry(ODD1, Q0 "_scale_inv", NULL, 4, 1);
 	expect_fail("mis-shaped scale", Q0 "_scale_inv", "shape [4,1], expected [2,2]");
 
-	copy_model("dense-fp8");
+	ckpt_copy("dense-fp8");
 	patch("model.safetensors", Q0 "_scale_inv", 0, 4, &nan);
 	expect_fail("NaN scale (F32)", Q0 "_scale_inv", "not finite");
 
-	copy_model("dense-fp8");
+	ckpt_copy("dense-fp8");
 	patch("model.safetensors", Q0 "_scale_inv", 0, 4, &inf);
 	expect_fail("Inf scale (F32)", Q0 "_scale_inv", "not finite");
 
-	copy_model("fp8-odd");
+	ckpt_copy("fp8-odd");
 	patch(ODD1, Q0 "_scale_inv", 3, 2, &binf);
 	expect_fail("Inf scale (BF16)", Q0 "_scale_inv", "element 3 is not finite");
 
-	copy_model("fp8-odd");
+	ckpt_copy("fp8-odd");
 	patch(ODD3, X3 "_scale_inv", 1, 2, &bnan);
 	expect_fail("NaN scale of an expert", X3 "_scale_inv", "not finite");
 
-	copy_model("dense-fp8");
+	ckpt_copy("dense-fp8");
 	patch("model.safetensors", Q0, 77, 1, &c7f);
 	expect_fail("NaN code 0x7f", Q0, "element 77 is not finite");
 
-	copy_model("fp8-odd");
+	ckpt_copy("fp8-odd");
 	patch(ODD3, X3, 1000, 1, &cff);
 	expect_fail("NaN code 0xff in an expert", X3, "element 1000 is not finite");
 
-	copy_model("dense-fp8");
-	edit_config("\"quant_method\": \"fp8\"", "\"quant_method\": \"fp8\", \"x\": 0");
-	edit_config("\"quantization_config\"", "\"no_quantization_config\"");
+	ckpt_copy("dense-fp8");
+	ckpt_edit_text("config.json", "\"quant_method\": \"fp8\"", "\"quant_method\": \"fp8\", \"x\": 0");
+	ckpt_edit_text("config.json", "\"quantization_config\"", "\"no_quantization_config\"");
 	expect_fail("F8_E4M3 without its config", "model.layers.0.self_attn.q_proj.weight",
 		    "no fp8 quantization_config");
 
 	for (size_t i = 0; i < sizeof methods / sizeof *methods; i++) {
-		copy_model("dense-fp8");
+		ckpt_copy("dense-fp8");
 		snprintf(to, sizeof to, "\"quant_method\": \"%s\"", methods[i]);
-		edit_config("\"quant_method\": \"fp8\"", to);
+		ckpt_edit_text("config.json", "\"quant_method\": \"fp8\"", to);
 		snprintf(from, sizeof from, "quant_method %s", methods[i]);
 		snprintf(to, sizeof to, "\"%s\" is not supported", methods[i]);
 		expect_fail(from, to, NULL);
 	}
-	copy_model("dense-fp8");
-	edit_config("\"weight_block_size\": [\n      128,\n      128\n    ]",
+	ckpt_copy("dense-fp8");
+	ckpt_edit_text("config.json", "\"weight_block_size\": [\n      128,\n      128\n    ]",
 		    "\"weight_block_size\": [64, 64]");
 	expect_fail("64x64 blocks", "weight_block_size must be [128, 128]", NULL);
 
-	copy_model("dense-fp8");
-	edit_config("\"fmt\": \"e4m3\"", "\"fmt\": \"e5m2\"");
+	ckpt_copy("dense-fp8");
+	ckpt_edit_text("config.json", "\"fmt\": \"e4m3\"", "\"fmt\": \"e5m2\"");
 	expect_fail("e5m2", "e5m2", "not supported");
 
-	copy_model("dense-fp8");
-	edit_config("\"activation_scheme\": \"dynamic\"", "\"activation_scheme\": \"static\"");
+	ckpt_copy("dense-fp8");
+	ckpt_edit_text("config.json", "\"activation_scheme\": \"dynamic\"", "\"activation_scheme\": \"static\"");
 	expect_fail("static activation scales", "activation_scheme", NULL);
 }
 
@@ -229,11 +160,11 @@ static void quantise_at_load(void)
 
 int main(void)
 {
-	snprintf(tmp, sizeof tmp, "/tmp/zp-test-ckpt-fp8-%d", (int)getpid());
+	snprintf(ckpt_dir, sizeof ckpt_dir, "/tmp/zp-test-ckpt-fp8-%d", (int)getpid());
 	malformed();
 	quantise_at_load();
 	char cmd[512];
-	snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
+	snprintf(cmd, sizeof cmd, "rm -rf %s", ckpt_dir);
 	ZP_ASSERT(system(cmd) == 0);
 	return check_exit("test_checkpoint_fp8");
 }

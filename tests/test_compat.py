@@ -21,6 +21,9 @@ import importlib
 import openai
 import requests
 
+import zp_testlib as zt
+from zp_testlib import check, close, free_port
+
 # the HTTP client library this openai release is built on (httpx, or httpx2
 # in newer ones): a Unix-socket transport of it is handed to openai
 _oc = importlib.import_module("openai._client")
@@ -32,32 +35,10 @@ M = "tiny-tok"
 MAX_TOKENS = 256  # the server's longest sequence: truncation is tried past it
 with open(os.path.join(MODEL_DIR, "config.json")) as _f:
     VOCAB = json.load(_f)["vocab_size"]
-failures = 0
-
-
-def check(name, ok, detail=""):
-    global failures
-    if ok:
-        print(f"ok   {name}")
-    else:
-        failures += 1
-        print(f"FAIL {name}: {str(detail)[:400]}")
-
-
-def close(a, b, tol=1e-5):
-    return a is not None and b is not None and abs(a - b) <= tol * max(1.0, abs(b))
 
 
 def norm(v):
     return math.sqrt(sum(x * x for x in v))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Transport:
@@ -110,24 +91,8 @@ class Transport:
 
 def start(extra, log, max_tokens=MAX_TOKENS):
     sock = os.path.join(tmp, "s")
-    port = free_port()
-    p = subprocess.Popen([Z, "serve", "--model", MODEL_DIR, "--socket", sock, "--dtype", "fp32",
-                          "--max-tokens", str(max_tokens), "--listen-tcp", f"127.0.0.1:{port}",
-                          "--log-level", "warn"] + extra, stderr=log)
-    deadline = time.time() + 60  # a liveness bound, not a speed
-    while time.time() < deadline:
-        if p.poll() is not None:
-            print("FAIL: the server exited at start")
-            sys.exit(1)
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return p, sock, port
-        except requests.RequestException:
-            pass
-        time.sleep(0.05)
-    p.kill()
-    print("FAIL: the server was not ready in 60 s")
-    sys.exit(1)
+    p, port = zt.start_server(Z, MODEL_DIR, sock, log, extra, max_tokens=max_tokens)
+    return p, sock, port
 
 
 # ---- helpers on the native API (the reference numbers) ----
@@ -533,8 +498,7 @@ check(f"ignored-field warnings rate-limited (200+ ignored, {len(lines)} lines, {
       len(lines) <= allowed and len(lines) < 100, len(lines))
 start_errors()
 small_body_server()
-if failures:
+if zt.failures:
     with open(logpath) as f:
         print("server log (last lines):\n" + "".join(f.readlines()[-15:]))
-print("test_compat: ok" if failures == 0 else f"test_compat: FAIL ({failures} failures)")
-sys.exit(1 if failures else 0)
+zt.finish("test_compat")

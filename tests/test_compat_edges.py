@@ -3,11 +3,13 @@ tests/models/tiny-tok with a loopback TCP listener, then the requests a new
 user and the peers' own tests sent (issue 19): bad JSON escapes and duplicate
 keys, vLLM's rerank and score shapes, truncate_prompt_tokens, normalize,
 use_activation, /pooling task, SGLang's empty items, vLLM's over-length words,
-TEI's empty batches, embed_dtype, return_token_strs, NUL as text, and the
-paths /invocations, /v2/rerank and /version. Each answer is checked for its
+TEI's empty batches, embed_dtype (fp8 too), return_token_strs, NUL as text,
+TEI's /decode, and the paths /invocations, /v2/rerank (Cohere's meta) and
+/version. Each answer is checked for its
 shape and, where it carries numbers, against the native /v1/prefill's numbers
 for the same tokens. Prints one line per check; exit 0 pass, 1 fail."""
 import base64
+import importlib.util
 import json
 import math
 import os
@@ -16,63 +18,26 @@ import struct
 import subprocess
 import sys
 import tempfile
-import time
 
 import requests
+
+import zp_testlib as zt
+from zp_testlib import check, close
 
 Z = sys.argv[1] if len(sys.argv) > 1 else "./zprefill"
 MODEL_DIR = "tests/models/tiny-tok"
 M = "tiny-tok"
 MAX_TOKENS = 256
-failures = 0
-
-
-def check(name, ok, detail=""):
-    global failures
-    if ok:
-        print(f"ok   {name}")
-    else:
-        failures += 1
-        print(f"FAIL {name}: {str(detail)[:500]}")
-
-
-def close(a, b, tol=1e-5):
-    return a is not None and b is not None and abs(a - b) <= tol * max(1.0, abs(b))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Server:
     def __init__(self, extra=(), max_tokens=MAX_TOKENS):
         self.tmp = tempfile.mkdtemp()
         self.sock = os.path.join(self.tmp, "s")
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
         self.log = open(os.path.join(self.tmp, "log"), "w")
-        self.p = subprocess.Popen([Z, "serve", "--model", MODEL_DIR, "--socket", self.sock,
-                                   "--dtype", "fp32", "--max-tokens", str(max_tokens),
-                                   "--listen-tcp", f"127.0.0.1:{self.port}", "--log-level", "warn"]
-                                  + list(extra), stderr=self.log)
-        deadline = time.time() + 60  # a liveness bound, not a speed
-        while time.time() < deadline:
-            if self.p.poll() is not None:
-                print("FAIL: the server exited at start")
-                sys.exit(1)
-            try:
-                if requests.get(self.base + "/health", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.05)
-        self.p.kill()
-        print("FAIL: the server was not ready in 60 s")
-        sys.exit(1)
+        self.p, self.port = zt.start_server(Z, MODEL_DIR, self.sock, self.log, extra,
+                                            max_tokens=max_tokens)
+        self.base = f"http://127.0.0.1:{self.port}"
 
     def raw_post(self, path, data):
         """data: the exact body bytes (a bad escape or a duplicate key that
@@ -189,6 +154,20 @@ def row3(s):
                         for i in range(2))
         check(f"row 3: {path}: id, model, usage {{prompt_tokens, total_tokens}}, "
               "results[{index, document {text}, relevance_score}] best first", ok, r)
+    # Cohere's v2 response: its ApiMeta (api_version.version "2", billed_units
+    # search units: one per 100 documents begun), on /v2/rerank only
+    for n, units in ((3, 1), (101, 2)):
+        st, r = s.post("/v2/rerank", {"model": M, "query": q, "documents": (docs * 34)[:n],
+                                      "top_n": 2})
+        meta = r.get("meta") if st == 200 else None
+        check(f"/v2/rerank ({n} documents): Cohere's meta {{api_version {{version 2}}, "
+              f"billed_units {{search_units {units}}}}}", isinstance(meta, dict) and
+              meta.get("api_version", {}).get("version") == "2" and
+              meta["api_version"].get("is_experimental") is False and
+              meta.get("billed_units") == {"search_units": units} and len(r["results"]) == 2,
+              (st, meta))
+    st, r = s.post("/v1/rerank", {"model": M, "query": q, "documents": docs})
+    check("/v1/rerank: no Cohere meta (vLLM's shape)", st == 200 and "meta" not in r, r)
     st, r = s.post("/v1/rerank", {"query": q, "documents": docs, "return_documents": False})
     check("row 3: return_documents false: no document", st == 200 and
           all("document" not in x for x in r["results"]), r)
@@ -285,7 +264,6 @@ def row8(s):
 # ---- row 9: the newer /v1/score pair names ----
 
 def row9(s):
-    want = None
     st, ref = s.post("/v1/score", {"text_1": "a", "text_2": ["b", "c"]})
     for a, b in (("queries", "documents"), ("data_1", "data_2"), ("queries", "items")):
         st, r = s.post("/v1/score", {a: "a", b: ["b", "c"]})
@@ -332,6 +310,54 @@ def row12(s):
 
 # ---- row 13: embed_dtype, return_token_strs ----
 
+def f8_value(code, mb):
+    """The value of an 8-bit float code: e4m3fn (mb 3: bias 7, 0x7f NaN, no
+    Inf) or e5m2 (mb 2: bias 15, IEEE)."""
+    eb, bias = (4, 7) if mb == 3 else (5, 15)
+    sign = -1.0 if code & 0x80 else 1.0
+    e, m = (code >> mb) & ((1 << eb) - 1), code & ((1 << mb) - 1)
+    if mb == 3 and e == 15 and m == 7 or mb == 2 and e == 31 and m:
+        return math.nan
+    if mb == 2 and e == 31:
+        return sign * math.inf
+    if e == 0:
+        return sign * m * 2.0 ** (1 - bias - mb)
+    return sign * (1 + m / (1 << mb)) * 2.0 ** (e - bias)
+
+
+def f8_nearest(x, mb):
+    """The code torch's .to() gives x (a float32): nearest value, ties to the
+    even code; past the largest finite value by half a step or more, e4m3fn
+    saturates at 448 and e5m2 gives Inf, as torch 2.x casts."""
+    if math.isnan(x):
+        return 0x7f | (0x80 if math.copysign(1, x) < 0 else 0)
+    best = None
+    for c in range(256):
+        y = f8_value(c, mb)
+        if math.isnan(y) or math.isinf(y) or (c & 0x80) != (0x80 if math.copysign(1, x) < 0 else 0):
+            continue
+        d = abs(y - x)
+        if best is None or d < best[0] or (d == best[0] and c % 2 == 0):
+            best = (d, c)
+    if mb == 2 and abs(x) >= 61440.0:  # half a step past 57344, ties to the even (Inf)
+        return 0x7c | (0x80 if x < 0 else 0)
+    return best[1]  # e4m3fn: the nearest is 448 however far past
+
+
+def f8_codes(v, mb):
+    """vLLM's bytes: torch's own cast where torch is installed, else the
+    nearest-even oracle above."""
+    try:
+        import torch
+        dt = torch.float8_e4m3fn if mb == 3 else torch.float8_e5m2
+        return torch.tensor(v, dtype=torch.float32).to(dt).view(torch.uint8).tolist()
+    except ImportError:
+        return [f8_nearest(x, mb) for x in v]
+
+
+ORACLE = "torch's .to()" if importlib.util.find_spec("torch") else "the nearest-even oracle"
+
+
 def row13(s):
     st, f32 = s.post("/v1/embeddings", {"input": "hi", "encoding_format": "float"})
     v = f32["data"][0]["embedding"]
@@ -348,8 +374,20 @@ def row13(s):
     got = [struct.unpack(">f", raw[i:i + 2] + b"\0\0")[0] for i in range(0, len(raw), 2)]
     check("row 13: embed_dtype bfloat16, endianness big", st == 200 and len(got) == len(v) and
           all(abs(a - b) <= 1e-2 * max(1, abs(b)) for a, b in zip(got, v)), (st, got[:3], v[:3]))
+    for dt, mb in (("fp8_e4m3", 3), ("fp8_e5m2", 2)):
+        for norm in (True, False):  # unnormalised: values past fp8's range too
+            st, f = s.post("/v1/embeddings", {"input": "hi", "normalize": norm})
+            v = f["data"][0]["embedding"]
+            st, r = s.post("/v1/embeddings", {"input": "hi", "encoding_format": "base64",
+                                              "embed_dtype": dt, "normalize": norm})
+            raw = base64.b64decode(r["data"][0]["embedding"]) if st == 200 else b""
+            want = f8_codes(v, mb)
+            check(f"row 13: embed_dtype {dt} (normalize {norm}): one byte a value, each the "
+                  f"code {ORACLE} gives", st == 200 and list(raw) == want,
+                  (st, list(raw[:8]), want[:8], v[:8]))
     st, r = s.post("/v1/embeddings", {"input": "hi", "embed_dtype": "bad"})
-    check("row 13: embed_dtype bad: 400", st == 400 and r["error"]["param"] == "embed_dtype", r)
+    check("row 13: embed_dtype bad: 400 naming vLLM's five", st == 400 and
+          r["error"]["param"] == "embed_dtype" and "fp8_e5m2" in r["error"]["message"], r)
     st, r = s.post("/tokenize", {"prompt": "hello world<|im_end|>", "return_token_strs": True})
     want = None
     try:
@@ -392,6 +430,43 @@ def nul(s):
 
 
 # ---- the paths real clients call ----
+
+def decode(s):
+    """TEI's /decode: ids -> text as tokenizers' decode gives it, the special
+    added tokens skipped by default; byte-level pieces that are not UTF-8
+    alone (a character's bytes split, reordered, interrupted by a special
+    token that skipping removes). vLLM's /detokenize keeps them (its decode
+    with skip_special_tokens false)."""
+    try:
+        import tokenizers
+        tok = tokenizers.Tokenizer.from_file(MODEL_DIR + "/tokenizer.json")
+    except ImportError:
+        check("/decode: the tokenizers package (the oracle) is not installed: not checked", True)
+        return
+    word = tokens(s, "a\U0001F600b\u4f60 text")
+    emoji = tokens(s, "\U0001F600")
+    eos = tok.token_to_id("<|im_end|>")
+    cases = [word, word[::-1], emoji[:1], emoji[:2] + [eos] + emoji[2:], [eos] + word + [eos],
+             emoji[1:] + emoji[:1], [], word + [5000, 2 ** 32 - 1]]
+    for ids in cases:
+        for skip in (None, True, False):
+            body = {"ids": ids} if skip is None else {"ids": ids, "skip_special_tokens": skip}
+            want = tok.decode(ids, skip_special_tokens=skip is not False)
+            st, r = s.post("/decode", body)
+            check(f"/decode {body}: [tokenizers' decode]", st == 200 and r == [want], (st, r, want))
+    st, r = s.post("/decode", {"ids": cases[:4], "skip_special_tokens": False})
+    check("/decode a batch: one text per list", st == 200 and
+          r == [tok.decode(x, skip_special_tokens=False) for x in cases[:4]], (st, r))
+    for bad in ("x", [-1], [1.5], [[1], 2], {"a": 1}):
+        st, r = s.post("/decode", {"ids": bad})
+        check(f"/decode ids {bad!r}: 4xx in TEI's error shape", st in (400, 422) and
+              isinstance(r, dict) and isinstance(r.get("error"), str) and "error_type" in r,
+              (st, r))
+    ids = cases[3]
+    st, r = s.post("/detokenize", {"tokens": ids})
+    check("/detokenize (vLLM's) keeps special tokens: tokenizers' decode(skip false)",
+          st == 200 and r["prompt"] == tok.decode(ids, skip_special_tokens=False), (st, r))
+
 
 def paths(s):
     body = {"model": M, "query": "capital of France", "documents": ["Paris", "bananas"]}
@@ -480,7 +555,7 @@ def row6():
 server = Server()
 try:
     for part in (row1, row2, row3, row4, row5, row7, row8, row9, row10, row11, row12, row13, nul,
-                 paths, row16):
+                 decode, paths, row16):
         try:
             part(server)
         except Exception as e:  # an answer the checks could not even read
@@ -489,5 +564,4 @@ finally:
     rc = server.stop()
 check("SIGTERM: exit 0", rc == 0, rc)
 row6()
-print("test_compat_edges: ok" if failures == 0 else f"test_compat_edges: FAIL ({failures} failures)")
-sys.exit(1 if failures else 0)
+zt.finish("test_compat_edges")

@@ -6,11 +6,9 @@
 
 #include "check.h"
 #include "gemm.h"
+#include "gemm_check.h"
 #include "safetensors.h"
 #include "util.h"
-
-#define GUARD 64
-#define GUARD_VAL -12345.0f
 
 static float frand(void)
 {
@@ -36,50 +34,21 @@ static float bf(float x)
 static void one(enum zp_wtype wt, enum zp_epi epi, int M, int N, int K, zp_pool *pool)
 {
 	int kp = ZP_ALIGN_UP(K, 2), ncols = N / 2; /* SWIGLU: N = 2 * 16 * panels */
-	size_t lda = (size_t)kp + 3, ldc = (size_t)N + 5;
 	struct mat src = { N, K, malloc((size_t)N * K * sizeof(float)) };
-	float *a = calloc((size_t)M * lda, sizeof(float));
-	uint16_t *a16 = calloc((size_t)M * lda, 2);
-	float *c = malloc(((size_t)M * ldc + 2 * GUARD) * sizeof(float));
-	float *c2 = malloc(((size_t)M * ldc + 2 * GUARD) * sizeof(float));
 	void *packed = zp_xalloc_aligned(zp_wmat_bytes(wt, ZP_WS_PLAIN, N, K));
 	zp_wmat w;
 	double maxrel = 0; /* largest error as a fraction of the allowed bound */
 
 	for (size_t i = 0; i < (size_t)N * K; i++)
 		src.w[i] = frand();
-	for (int m = 0; m < M; m++)
-		for (int k = 0; k < K; k++) {
-			a[(size_t)m * lda + k] = frand();
-			a16[(size_t)m * lda + k] = zp_f32_to_bf16(a[(size_t)m * lda + k]);
-		}
+	struct gemm_bufs b;
+	gemm_bufs_init(&b, M, K, N, epi);
+	const float *a = b.a, *c = b.c, *c2 = b.c2;
+	size_t lda = b.lda, ldc = b.ldc;
 	zp_wmat_pack(&w, packed, wt, ZP_WS_PLAIN, N, K, &(zp_wsrc){ ZP_DT_F32, row_fn, NULL, &src });
-	for (size_t i = 0; i < (size_t)M * ldc + 2 * GUARD; i++)
-		c[i] = c2[i] = (epi == ZP_EPI_ADD && i >= GUARD && i < GUARD + (size_t)M * ldc)
-				       ? 0.5f : GUARD_VAL;
-	for (int pass = 0; pass < 2; pass++) {
-		zp_gemm_op op = { .a = wt == ZP_W_F32 ? (void *)a : (void *)a16, .lda = lda, .m = M,
-				  .w = &w, .c = (pass ? c2 : c) + GUARD, .ldc = ldc, .epi = epi,
-				  .ncols = ncols };
-		zp_gemm_force_ref(pass);
-		zp_gemm_run(pool, &op, 1);
-	}
-	zp_gemm_force_ref(0);
+	gemm_run_both(pool, &b, &w, wt, epi, ncols);
 	int amx = wt == ZP_W_BF16 && kp % 32 == 0 && strncmp(zp_gemm_isa(), "amx", 3) == 0;
-	/* batch invariance: a row computed alone equals the same row inside M rows */
-	for (int m = 0; m < M; m += (M > 8 ? M / 3 : 1)) {
-		float one_row[4096 + 64];
-		for (size_t i = 0; i < (size_t)N + 5; i++)
-			one_row[i] = epi == ZP_EPI_ADD ? 0.5f : GUARD_VAL;
-		zp_gemm_op op = { .a = wt == ZP_W_F32 ? (void *)(a + (size_t)m * lda)
-						       : (void *)(a16 + (size_t)m * lda),
-				  .lda = lda, .m = 1, .w = &w, .c = one_row, .ldc = ldc, .epi = epi,
-				  .ncols = ncols };
-		zp_gemm_run(pool, &op, 1);
-		CHECK(memcmp(one_row, c + GUARD + (size_t)m * ldc, (size_t)(epi == ZP_EPI_SWIGLU ?
-			ncols : N) * sizeof(float)) == 0, "row %d alone differs from it in M=%d "
-		      "(wt=%d N=%d K=%d)", m, M, wt, N, K);
-	}
+	gemm_check_alone(pool, &b, &w, wt, epi, ncols, epi == ZP_EPI_SWIGLU ? ncols : N, N, K);
 	for (int m = 0; m < M; m++) {
 		int ncheck = epi == ZP_EPI_SWIGLU ? ncols : N;
 		for (int j = 0; j < ncheck; j++) {
@@ -117,19 +86,10 @@ static void one(enum zp_wtype wt, enum zp_epi epi, int M, int N, int K, zp_pool 
 			      "twin differs: wt=%d epi=%d M=%d N=%d K=%d (%d,%d): %.9g vs %.9g", wt, epi,
 			      M, N, K, m, j, got, c2[GUARD + (size_t)m * ldc + j]);
 		}
-		for (int j = (epi == ZP_EPI_SWIGLU ? ncols : N); j < (int)ldc && m < M - 1; j++)
-			CHECK(c[GUARD + (size_t)m * ldc + j] == (epi == ZP_EPI_ADD ? 0.5f : GUARD_VAL),
-			      "padding column %d of row %d written", j, m);
 	}
-	for (int i = 0; i < GUARD; i++) {
-		CHECK(c[i] == GUARD_VAL, "guard before C written");
-		CHECK(c[GUARD + (size_t)M * ldc + i] == GUARD_VAL, "guard after C written");
-	}
+	gemm_check_untouched(&b, epi, epi == ZP_EPI_SWIGLU ? ncols : N);
 	free(src.w);
-	free(a);
-	free(a16);
-	free(c);
-	free(c2);
+	gemm_bufs_free(&b);
 	zp_free_aligned(packed);
 }
 

@@ -12,11 +12,9 @@
 
 #include "check.h"
 #include "gemm.h"
+#include "gemm_check.h"
 #include "safetensors.h"
 #include "util.h"
-
-#define GUARD 64
-#define GUARD_VAL -12345.0f
 
 static void format_checks(void)
 {
@@ -182,12 +180,7 @@ static void one(enum zp_wtype wt, enum zp_epi epi, int M, int N, int K, zp_pool 
 {
 	bool swiglu = epi == ZP_EPI_SWIGLU;
 	int kp = ZP_ALIGN_UP(K, 2), f = swiglu ? N / 2 : N, ncols = f;
-	size_t lda = (size_t)kp + 3, ldc = (size_t)N + 5;
 	struct src s = { N, K, (K + 127) / 128, f, malloc((size_t)N * K), { NULL, NULL } };
-	float *a = calloc((size_t)M * lda, sizeof(float));
-	uint16_t *a16 = calloc((size_t)M * lda, 2);
-	float *c = malloc(((size_t)M * ldc + 2 * GUARD) * sizeof(float));
-	float *c2 = malloc(((size_t)M * ldc + 2 * GUARD) * sizeof(float));
 	enum zp_wkind kind = swiglu ? ZP_WK_SWIGLU : ZP_WK_PLAIN;
 	size_t bytes = zp_cpu_wlayout.bytes(wt, ZP_WS_FP8, N, K, kind);
 	void *packed = zp_xalloc_aligned(bytes);
@@ -202,11 +195,10 @@ static void one(enum zp_wtype wt, enum zp_epi epi, int M, int N, int K, zp_pool 
 	}
 	for (size_t i = 0; i < (size_t)N * K; i++)
 		s.codes[i] = rand_code();
-	for (int m = 0; m < M; m++)
-		for (int k = 0; k < K; k++) {
-			a[(size_t)m * lda + k] = check_frand(-1.0f, 1.0f);
-			a16[(size_t)m * lda + k] = zp_f32_to_bf16(a[(size_t)m * lda + k]);
-		}
+	struct gemm_bufs b;
+	gemm_bufs_init(&b, M, K, N, epi);
+	const float *a = b.a, *c = b.c, *c2 = b.c2;
+	size_t lda = b.lda, ldc = b.ldc;
 	zp_cpu_wlayout.pack(&w, packed, wt, ZP_WS_FP8, N, K, kind,
 			    &(zp_wsrc){ ZP_DT_F8_E4M3, row_fn, scale_fn, &s });
 	CHECK(w.store == ZP_WS_FP8 && w.scale_off % 64 == 0 && w.scale_off < bytes, "packed FP8");
@@ -214,35 +206,14 @@ static void one(enum zp_wtype wt, enum zp_epi epi, int M, int N, int K, zp_pool 
 	CHECK(K < 128 || bytes * 2.0 <= zp_cpu_wlayout.bytes(wt, ZP_WS_PLAIN, N, K, kind) *
 						 (wt == ZP_W_BF16 ? 1.07 : 0.54),
 	      "FP8 bytes %zu for N=%d K=%d: not about half of bf16", bytes, N, K);
-	for (size_t i = 0; i < (size_t)M * ldc + 2 * GUARD; i++)
-		c[i] = c2[i] = (epi == ZP_EPI_ADD && i >= GUARD && i < GUARD + (size_t)M * ldc)
-				       ? 0.5f : GUARD_VAL;
-	for (int pass = 0; pass < 2; pass++) {
-		zp_gemm_op op = { .a = wt == ZP_W_F32 ? (void *)a : (void *)a16, .lda = lda, .m = M,
-				  .w = &w, .c = (pass ? c2 : c) + GUARD, .ldc = ldc, .epi = epi,
-				  .ncols = ncols };
-		zp_gemm_force_ref(pass);
-		zp_gemm_run(pool, &op, 1);
-	}
-	zp_gemm_force_ref(0);
+	gemm_run_both(pool, &b, &w, wt, epi, ncols);
 	int ncheck = swiglu ? ncols : N;
 	if (wt == ZP_W_BF16)
-		plain_twin(&s, kind, (zp_gemm_op){ .a = a16, .lda = lda, .m = M, .ldc = ldc,
-						   .epi = epi, .ncols = ncols }, c + GUARD, ncheck,
+		plain_twin(&s, kind, (zp_gemm_op){ .a = b.a16, .lda = lda, .m = M, .ldc = ldc,
+						   .epi = epi, .ncols = ncols }, b.c + GUARD, ncheck,
 			   pool);
 	int amx = wt == ZP_W_BF16 && kp % 32 == 0 && strncmp(zp_gemm_isa(), "amx", 3) == 0;
-	for (int m = 0; m < M; m += (M > 8 ? M / 3 : 1)) { /* batch invariance */
-		float row1[4096 + 64];
-		for (size_t i = 0; i < ldc; i++)
-			row1[i] = epi == ZP_EPI_ADD ? 0.5f : GUARD_VAL;
-		zp_gemm_op op = { .a = wt == ZP_W_F32 ? (void *)(a + (size_t)m * lda)
-						       : (void *)(a16 + (size_t)m * lda),
-				  .lda = lda, .m = 1, .w = &w, .c = row1, .ldc = ldc, .epi = epi,
-				  .ncols = ncols };
-		zp_gemm_run(pool, &op, 1);
-		CHECK(memcmp(row1, c + GUARD + (size_t)m * ldc, (size_t)ncheck * sizeof(float)) == 0,
-		      "row %d alone differs from it in M=%d (wt=%d N=%d K=%d)", m, M, wt, N, K);
-	}
+	gemm_check_alone(pool, &b, &w, wt, epi, ncols, ncheck, N, K);
 	for (int m = 0; m < M; m++)
 		for (int j = 0; j < ncheck; j++) {
 			double acc[2] = { 0, 0 }, mag = 0;
@@ -266,21 +237,11 @@ static void one(enum zp_wtype wt, enum zp_epi epi, int M, int N, int K, zp_pool 
 			      "twin differs: wt=%d epi=%d M=%d N=%d K=%d (%d,%d): %.9g vs %.9g", wt,
 			      epi, M, N, K, m, j, got, c2[GUARD + (size_t)m * ldc + j]);
 		}
-	for (int m = 0; m + 1 < M; m++)
-		for (int j = ncheck; j < (int)ldc; j++)
-			CHECK(c[GUARD + (size_t)m * ldc + j] == (epi == ZP_EPI_ADD ? 0.5f : GUARD_VAL),
-			      "padding column %d of row %d written", j, m);
-	for (int i = 0; i < GUARD; i++) {
-		CHECK(c[i] == GUARD_VAL, "guard before C written");
-		CHECK(c[GUARD + (size_t)M * ldc + i] == GUARD_VAL, "guard after C written");
-	}
+	gemm_check_untouched(&b, epi, ncheck);
 	free(s.codes);
 	free(s.sc[0]);
 	free(s.sc[1]);
-	free(a);
-	free(a16);
-	free(c);
-	free(c2);
+	gemm_bufs_free(&b);
 	zp_free_aligned(packed);
 }
 

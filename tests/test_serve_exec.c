@@ -35,90 +35,25 @@
 static char dir[256], sock[300], log_path[300], notify_path[300], notify_env[340];
 static const char *bin;
 
-#define TRIES 1500 /* polls at 20 ms: 30 s, a bound for a loaded machine */
+#define TRIES SERVE_TRIES
 #define NREQ 8
 #define MODEL "tests/models/tiny-tok" /* 8 experts, a tokenizer */
 
-static char *read_log(void)
-{
-	FILE *f = fopen(log_path, "r");
-	if (!f)
-		return strdup("");
-	char *b = calloc(1, 1 << 22);
-	size_t n = fread(b, 1, (1 << 22) - 1, f);
-	b[n] = 0;
-	fclose(f);
-	return b;
-}
-
-/* zprefill serve on MODEL with config text cfg, stderr into log_path, the
-   fault hook env (NAME=VALUE, or NULL) in its environment. */
-static pid_t spawn(const char *cfg, const char *env)
+/* zprefill serve on MODEL with config text cfg, ready; the fault hook env
+   (NAME=VALUE, or NULL) and NOTIFY_SOCKET (when set) in its environment. */
+static pid_t start(const char *cfg, const char *env)
 {
 	char path[300];
 	snprintf(path, sizeof path, "%s/c.ini", dir);
-	FILE *f = fopen(path, "w");
-	ZP_ASSERT(f);
-	fputs(cfg, f);
-	fclose(f);
-	pid_t pid = fork();
-	if (pid == 0) {
-		int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-		dup2(fd, 2);
-		if (env)
-			putenv((char *)env);
-		if (notify_env[0])
-			putenv(notify_env);
-		execl(bin, bin, "serve", "--model", MODEL, "--socket", sock, "--config", path,
-		      (char *)NULL);
-		_exit(127);
-	}
-	return pid;
-}
-
-static int get(const char *path, zp_buf *out)
-{
-	zp_err e;
-	int fd = zp_client_connect(sock, &e), st;
-	if (fd < 0)
-		return -1;
-	st = zp_client_call(fd, "GET", path, NULL, 0, out, &e);
-	close(fd);
-	return st;
-}
-
-static pid_t start(const char *cfg, const char *env)
-{
-	zp_buf out;
-	zp_buf_init(&out, 4096);
-	pid_t pid = spawn(cfg, env);
-	for (int i = 0; i < TRIES; i++) {
-		if (get("/health", &out) == 200)
-			break;
-		if (waitpid(pid, NULL, WNOHANG) == pid) {
-			pid = -1;
-			break;
-		}
-		sleep_ms(20);
-	}
-	zp_buf_free(&out);
+	serve_write_file(path, cfg);
+	const char *envs[3] = { 0 }, **e = envs;
+	if (env)
+		*e++ = env;
+	if (notify_env[0])
+		*e++ = notify_env;
+	pid_t pid = serve_wait_ready(serve_spawn(bin, MODEL, sock, path, log_path, envs), sock);
 	CHECK(pid > 0, "the server starts");
 	return pid;
-}
-
-/* SIGTERM, then its exit code within the bound (-1: it had to be killed). */
-static int stop_bounded(pid_t pid)
-{
-	int st;
-	kill(pid, SIGTERM);
-	for (int i = 0; i < TRIES; i++) {
-		if (waitpid(pid, &st, WNOHANG) == pid)
-			return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-		sleep_ms(20);
-	}
-	kill(pid, SIGKILL);
-	waitpid(pid, &st, 0);
-	return -1;
 }
 
 /* Request i sent on a new connection, not read: its fd. */
@@ -178,7 +113,7 @@ static int health_until(const char *want, zp_buf *out)
 {
 	int st = -1;
 	for (int i = 0; i < TRIES; i++) {
-		st = get("/health", out);
+		st = serve_get(sock, "/health", out);
 		if (st > 0 && strstr(out->p, want))
 			break;
 		sleep_ms(20);
@@ -233,7 +168,7 @@ static void test_lost(void)
 	pid_t pid = start(cfg_two, NULL);
 	if (pid > 0) {
 		burst(st_ref, ref);
-		CHECK(stop_bounded(pid) == 0, "lost: the clean server stops");
+		CHECK(serve_stop_bounded(pid) == 0, "lost: the clean server stops");
 	}
 	int nfd = notify_listen();
 	pid = start(cfg_two, "ZP_FAULT_EXEC_DIE=1:1");
@@ -258,7 +193,7 @@ static void test_lost(void)
 	CHECK(h == 200 && strstr(out.p, "\"degraded\"") && strstr(out.p, "\"executor\":1") &&
 	      strstr(out.p, "\"down\"") && strstr(out.p, "\"executors_up\":1"),
 	      "lost: /health degraded naming executor 1 down: %d %s", h, out.p);
-	CHECK(get("/metrics", &out) == 200 && strstr(out.p, "\nzprefill_executor_lost_total 1\n") &&
+	CHECK(serve_get(sock, "/metrics", &out) == 200 && strstr(out.p, "\nzprefill_executor_lost_total 1\n") &&
 	      strstr(out.p, "\nzprefill_executor_up{executor=\"1\"} 0\n") &&
 	      strstr(out.p, "\nzprefill_executor_up{executor=\"0\"} 1\n") &&
 	      strstr(out.p, "\nzprefill_expert_replacements_total 1\n"),
@@ -271,8 +206,8 @@ static void test_lost(void)
 	CHECK(notified(nfd, "STATUS=degraded: executor 1 out (its device faulted"),
 	      "lost: systemd hears STATUS=degraded naming executor 1");
 	close(nfd);
-	CHECK(stop_bounded(pid) == 0, "lost: clean stop");
-	char *log = read_log();
+	CHECK(serve_stop_bounded(pid) == 0, "lost: clean stop");
+	char *log = serve_read_file(log_path);
 	CHECK(strstr(log, "msg=\"executor lost: its work goes to the others\" executor=1") &&
 	      strstr(log, "msg=\"experts re-placed\""), "lost: the log says so");
 	free(log);
@@ -290,14 +225,14 @@ static void check_deadline(pid_t pid, int fd, const char *tag)
 {
 	zp_buf out;
 	zp_buf_init(&out, 1 << 16);
-	int rc = stop_bounded(pid);
+	int rc = serve_stop_bounded(pid);
 	int st = fd >= 0 ? read_answer(fd, &out, 5000) : -1;
 	printf("%s: SIGTERM with a request on a wedged executor: exit %d, the request %d %.120s\n",
 	       tag, rc, st, out.p);
 	CHECK(rc == 1, "%s: the process exits 1 after the shutdown deadline (%d)", tag, rc);
 	CHECK(st == 503 && strstr(out.p, "shutdown deadline"), "%s: the request got 503: %d %.200s",
 	      tag, st, out.p);
-	char *log = read_log();
+	char *log = serve_read_file(log_path);
 	CHECK(strstr(log, "msg=\"shutdown deadline passed: answering the admitted requests 503 and "
 			  "exiting\""), "%s: the log says why", tag);
 	free(log);

@@ -37,26 +37,15 @@
 static char dir[256], sock[300], log_path[300];
 static const char *bin;
 
-#define TRIES 1500 /* polls at 20 ms: 30 s, a bound for a loaded machine */
+#define TRIES SERVE_TRIES
 
-static void write_file(const char *path, const char *text)
+static int health(void)
 {
-	FILE *f = fopen(path, "w");
-	ZP_ASSERT(f);
-	fputs(text, f);
-	fclose(f);
-}
-
-static char *read_log(void)
-{
-	FILE *f = fopen(log_path, "r");
-	if (!f)
-		return strdup("");
-	char *b = calloc(1, 1 << 22);
-	size_t n = fread(b, 1, (1 << 22) - 1, f);
-	b[n] = 0;
-	fclose(f);
-	return b;
+	zp_buf out;
+	zp_buf_init(&out, 256);
+	int st = serve_get(sock, "/health", &out);
+	zp_buf_free(&out);
+	return st;
 }
 
 /* zprefill serve on model with config text cfg (NULL: none; a path when
@@ -66,63 +55,27 @@ static pid_t spawn(const char *model, const char *cfg, const char *cfg_path)
 	char path[300];
 	if (cfg) {
 		snprintf(path, sizeof path, "%s/c.ini", dir);
-		write_file(path, cfg);
+		serve_write_file(path, cfg);
 		cfg_path = path;
 	}
-	pid_t pid = fork();
-	if (pid == 0) {
-		int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-		dup2(fd, 2);
-		if (cfg_path)
-			execl(bin, bin, "serve", "--model", model, "--socket", sock, "--config",
-			      cfg_path, (char *)NULL);
-		else
-			execl(bin, bin, "serve", "--model", model, "--socket", sock, (char *)NULL);
-		_exit(127);
-	}
-	return pid;
+	return serve_spawn(bin, model, sock, cfg_path, log_path, NULL);
 }
 
-static int health(void)
-{
-	zp_err e;
-	zp_buf out;
-	int fd = zp_client_connect(sock, &e), st = -1;
-	if (fd < 0)
-		return -1;
-	zp_buf_init(&out, 256);
-	st = zp_client_call(fd, "GET", "/health", NULL, 0, &out, &e);
-	close(fd);
-	zp_buf_free(&out);
-	return st;
-}
-
-/* A server up and ready (its pid), or -1 when it exited first. */
+/* A server up and ready (its pid), or -1 when it exited first or never got
+   ready (a failed check). */
 static pid_t start(const char *model, const char *cfg)
 {
-	pid_t pid = spawn(model, cfg, NULL);
-	for (int i = 0; i < TRIES; i++) {
-		if (health() == 200)
-			return pid;
-		if (waitpid(pid, NULL, WNOHANG) == pid)
-			return -1;
-		sleep_ms(20);
-	}
-	CHECK(0, "server did not become ready");
+	pid_t pid = serve_wait_ready(spawn(model, cfg, NULL), sock);
+	CHECK(pid > 0, "the server starts and gets ready");
 	return pid;
 }
 
-/* A start that must fail: its exit code (a bound: killed after 30 s). */
+/* A start that must fail: its exit code (a bound: stopped after 30 s). */
 static int start_fails(const char *model, const char *cfg, const char *cfg_path)
 {
 	pid_t pid = spawn(model, cfg, cfg_path);
-	int st;
-	for (int i = 0; i < TRIES; i++) {
-		if (waitpid(pid, &st, WNOHANG) == pid)
-			return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-		sleep_ms(20);
-	}
-	return stop(pid) == 0 ? 0 : -1;
+	int rc = serve_wait_exit(pid, TRIES);
+	return rc >= 0 ? rc : stop(pid) == 0 ? 0 : -1;
 }
 
 static int raw(const char *req, zp_buf *out)
@@ -256,7 +209,7 @@ static void test_refused_flood(pid_t pid)
 		close(fds[i]);
 	CHECK(busy == 300 && json == 300, "refused: %d x 503, %d with the JSON error", busy, json);
 	CHECK(stop(pid) == 0, "clean stop");
-	char *log = read_log();
+	char *log = serve_read_file(log_path);
 	int written = 0;
 	long repeated = 0;
 	for (char *p = log; (p = strstr(p, "msg=\"connection refused\"")); p++)
@@ -281,7 +234,7 @@ static void test_tokenize_not_blocking(void)
 {
 	char hold[300];
 	snprintf(hold, sizeof hold, "%s/hold", dir);
-	write_file(hold, "");
+	serve_write_file(hold, "");
 	setenv("ZP_FAULT_OFFLOAD_HOLD", hold, 1);
 	pid_t pid = start("tests/models/tiny-tok", cfg_main);
 	unsetenv("ZP_FAULT_OFFLOAD_HOLD");
@@ -412,7 +365,7 @@ static void test_device_fault(void)
 	CHECK(st2 == 200 && st == 200 && out.len == again.len && !memcmp(out.p, again.p, out.len),
 	      "fault 11: the same answer as a clean forward's: %.300s / %.300s", out.p, again.p);
 	CHECK(health() == 200 && waitpid(pid, NULL, WNOHANG) == 0, "fault 11: the server lives");
-	char *log = read_log();
+	char *log = serve_read_file(log_path);
 	CHECK(strstr(log, "fault injection armed") && strstr(log, "msg=\"executor reset\"") &&
 	      strstr(log, "msg=\"batch lost with its executor"),
 	      "fault 11: the log says armed, reset and lost: %.600s", log);
@@ -426,7 +379,7 @@ static void test_device_fault(void)
 static void test_start_errors(void)
 {
 	int rc = start_fails("tests/models/tiny-tok", SMALL "[rerank]\nyes_token = hello world\n", NULL);
-	char *log = read_log();
+	char *log = serve_read_file(log_path);
 	CHECK(rc == 1 && strstr(log, "yes_token") && strstr(log, "hello world"),
 	      "fault 3: bad yes_token: exit %d, %.300s", rc, log);
 	printf("fault 3: yes_token = hello world: exit %d\n", rc);
@@ -434,13 +387,13 @@ static void test_start_errors(void)
 	CHECK(access(sock, F_OK) != 0, "fault 3: no socket left");
 
 	rc = start_fails("tests/models/tiny-tok", NULL, dir);
-	log = read_log();
+	log = serve_read_file(log_path);
 	CHECK(rc != 0 && strstr(log, "directory"), "fault 4: --config DIR: exit %d, %.300s", rc, log);
 	printf("fault 4: --config %s: exit %d\n", dir, rc);
 	free(log);
 
 	rc = start_fails("tests/models/tiny-tok", SMALL "socket_group = zp-no-such-group\n", NULL);
-	log = read_log();
+	log = serve_read_file(log_path);
 	CHECK(rc == 1 && strstr(log, "zp-no-such-group"), "fault 5: unknown group: exit %d %.300s",
 	      rc, log);
 	CHECK(access(sock, F_OK) != 0, "fault 5: the socket file is left after a failed start "

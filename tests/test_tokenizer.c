@@ -7,7 +7,8 @@
    (blocks since 13.0, NUL and control characters, NFC cases), so the tables
    of unicode_tables.c are checked against the library itself. Also: the
    snprintf contract of zp_tok_encode, refusals of unsupported files, lossy
-   decode, and texts holding NUL through zp_json_parse_text. */
+   decode, decode skipping the added tokens marked special
+   (tools/decode_golden.py), and texts holding NUL through zp_json_parse_text. */
 #include <cjson/cJSON.h>
 #include <string.h>
 #include <unistd.h>
@@ -211,6 +212,57 @@ static void test_refusals(void)
 	CHECK(!zp_tok_load("/nonexistent/tokenizer.json", &e), "missing file refused");
 }
 
+/* tests/golden/decode-qwen3.jsonl (tools/decode_golden.py): decode with and
+   without skip_special_tokens, byte-level pieces that are not UTF-8 alone
+   among them, identical to tokenizers' decode. */
+static void run_decode_golden(const char *tok_path, const char *golden)
+{
+	zp_err e;
+	zp_tok *t = zp_tok_load(tok_path, &e);
+	FILE *f = fopen(golden, "r");
+	CHECK(t && f, "load %s, open %s", tok_path, golden);
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	int lines = 0, same_n = 0, skips = 0;
+	while (t && f && (n = getline(&line, &cap, f)) > 0) {
+		cJSON *o = zp_json_parse_text(line, (size_t)n);
+		const cJSON *id = cJSON_GetObjectItem(o, "ids"), *it;
+		const cJSON *dec = cJSON_GetObjectItem(o, "decoded");
+		if (cJSON_GetObjectItem(o, "tool")) {
+			cJSON_Delete(o);
+			continue;
+		}
+		bool skip = cJSON_IsTrue(cJSON_GetObjectItem(o, "skip_special_tokens"));
+		int k = 0;
+		cJSON_ArrayForEach(it, id)
+			ids[k++] = it->valueint;
+		zp_buf b;
+		zp_buf_init(&b, 64);
+		int rc = skip ? zp_tok_decode_skip_special(t, ids, k, &b) : zp_tok_decode(t, ids, k, &b);
+		int same = rc == 0 && cJSON_IsString(dec) && b.len == zp_json_strlen(dec) &&
+			   memcmp(b.p, dec->valuestring, b.len) == 0;
+		lines++;
+		skips += skip;
+		same_n += same;
+		CHECK(same, "%s line %d (skip %d): \"%.*s\" vs \"%s\"", golden, lines + 1, skip,
+		      (int)b.len, b.p, cJSON_IsString(dec) ? dec->valuestring : "?");
+		zp_buf_free(&b);
+		cJSON_Delete(o);
+	}
+	printf("%s: decode %d/%d identical (%d skipping special tokens)\n", golden, same_n, lines,
+	       skips);
+	CHECK(lines >= 100 && skips * 2 == lines, "%s: %d lines", golden, lines);
+	/* the flag as tokenizer.json gives it */
+	CHECK(t && zp_tok_is_special(t, 151645) && !zp_tok_is_special(t, 151667) &&
+	      !zp_tok_is_special(t, 9707), "<|im_end|> special, <think> and a word not");
+	free(line);
+	if (f)
+		fclose(f);
+	if (t)
+		zp_tok_free(t);
+}
+
 int main(void)
 {
 	const char *qwen = getenv("ZP_QWEN_TOKENIZER");
@@ -224,6 +276,7 @@ int main(void)
 	}
 	CHECK(access(qwen, R_OK) == 0, "the Qwen3 tokenizer.json is not at %s", qwen);
 	run_golden(qwen, "tests/golden/tok-qwen3.jsonl");
+	run_decode_golden(qwen, "tests/golden/decode-qwen3.jsonl");
 	test_contract();
 	test_refusals();
 	test_nul_json();

@@ -156,7 +156,7 @@ int main(void)
 	      "/tokenize with prompt, /detokenize, /invocations: the same object, with vLLM's type\n"
 	      "names (BadRequestError, NotFoundError, InternalServerError).\n"
 	      ".TP\n.B TEI\n"
-	      "/embed, /rerank with texts, /tokenize with inputs: {\"error\": message, \"error_type\":\n"
+	      "/embed, /rerank with texts, /tokenize with inputs, /decode: {\"error\": message, \"error_type\":\n"
 	      "Validation, Empty, Overloaded or Backend} (an input fault is a 422, an empty batch a 400).\n"
 	      ".TP\n.B zprefill prefill\n"
 	      "A bad line's output line is {\"id\", \"error\": {\"message\", \"type\", \"param\", \"code\"}}.\n"
@@ -186,9 +186,11 @@ int main(void)
 	      "whole distribution with \\fBseed\\fR (the same seed, the same token);\n"
 	      "\\fBlogit_bias\\fR {\"id\": \\-100..100} is added before the choice; reported\n"
 	      "log\\-probs are the model's, before bias and temperature. \\fBstop\\fR,\n"
-	      "\\fBstop_token_ids\\fR and the end token give finish_reason \"stop\". A\n"
-	      "\\fBmax_tokens\\fR over 1, \\fBn\\fR over 1, \\fBstream\\fR true, tools, and\n"
-	      "\\fBtop_p\\fR, \\fBtop_k\\fR or \\fBmin_p\\fR with sampling are 400s naming the field.\n",
+	      "\\fBstop_token_ids\\fR and the end token give finish_reason \"stop\".\n"
+	      "\\fBmin_p\\fR, \\fBtop_k\\fR and \\fBtop_p\\fR (with \\fBtemperature\\fR > 0) are\n"
+	      "applied in vLLM's order: the bias, the temperature, min_p, top_k, then top_p over what\n"
+	      "top_k kept. A \\fBmax_tokens\\fR over 1, \\fBn\\fR over 1, \\fBstream\\fR true and\n"
+	      "tools are 400s naming the field.\n",
 	      stdout);
 	fputs(".SH SIGNALS\n"
 	      ".TP\n.BR SIGTERM \", \" SIGINT\nStop accepting, finish every admitted request, exit 0.\n"

@@ -43,6 +43,7 @@ typedef struct {
 typedef struct {		/* an added token, matched on the raw text */
 	span s;
 	int32_t id;
+	bool special;		/* tokenizer.json's "special": skipped by skip_special_tokens */
 } added;
 
 struct zp_tok {
@@ -417,6 +418,7 @@ static int load_added(zp_tok *t, const cJSON *arr, const int cp_byte[512], zp_er
 		}
 		t->tok[id] = (span){ put_bytes(t, buf, len), (uint32_t)len };
 		t->add[t->nadd].s = (span){ put_bytes(t, c, strlen(c)), (uint32_t)strlen(c) };
+		t->add[t->nadd].special = is_true(it, "special");
 		t->add[t->nadd++].id = id;
 		t->add_first[(uint8_t)c[0]] = 1;
 	}
@@ -1083,7 +1085,18 @@ const char *zp_tok_piece(const zp_tok *t, int32_t id, size_t *len)
 	return t->bytes + t->tok[id].off;
 }
 
-int zp_tok_decode(const zp_tok *t, const int32_t *ids, int n, zp_buf *out)
+bool zp_tok_is_special(const zp_tok *t, int32_t id)
+{
+	for (int i = 0; i < t->nadd; i++) /* a few dozen: no index kept */
+		if (t->add[i].id == id)
+			return t->add[i].special;
+	return false;
+}
+
+/* The ids' bytes joined, then read as UTF-8 with U+FFFD for what is not (as
+   tokenizers' ByteLevel decoder joins and from_utf8_lossy's); skip: special
+   added tokens left out first, as its decode(skip_special_tokens) does. */
+static int decode(const zp_tok *t, const int32_t *ids, int n, bool skip, zp_buf *out)
 {
 	uint8_t pend[4];
 	size_t np = 0;
@@ -1091,6 +1104,8 @@ int zp_tok_decode(const zp_tok *t, const int32_t *ids, int n, zp_buf *out)
 		if (ids[k] < 0 || ids[k] >= t->nvocab || !t->tok[ids[k]].len)
 			return -1;
 	for (int k = 0; k < n; k++) {
+		if (skip && zp_tok_is_special(t, ids[k]))
+			continue;
 		span sp = t->tok[ids[k]];
 		const uint8_t *p = (const uint8_t *)t->bytes + sp.off;
 		size_t i = 0;
@@ -1109,4 +1124,14 @@ int zp_tok_decode(const zp_tok *t, const int32_t *ids, int n, zp_buf *out)
 	}
 	put_lossy(out, pend, np, true);
 	return 0;
+}
+
+int zp_tok_decode(const zp_tok *t, const int32_t *ids, int n, zp_buf *out)
+{
+	return decode(t, ids, n, false, out);
+}
+
+int zp_tok_decode_skip_special(const zp_tok *t, const int32_t *ids, int n, zp_buf *out)
+{
+	return decode(t, ids, n, true, out);
 }

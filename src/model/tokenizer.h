@@ -10,6 +10,7 @@
 #ifndef ZP_TOKENIZER_H
 #define ZP_TOKENIZER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -53,6 +54,12 @@ int zp_tok_encode(zp_tok_state *s, const char *text, size_t len, int32_t *ids, i
 /* Append the text of ids to out (invalid UTF-8 from partial tokens becomes
    U+FFFD, as tokenizers' decode does). 0, or -1 when an id is out of range. */
 int zp_tok_decode(const zp_tok *t, const int32_t *ids, int n, zp_buf *out);
+
+/* The same without the added tokens tokenizer.json marks "special": true
+   (tokenizers' decode with skip_special_tokens). */
+int zp_tok_decode_skip_special(const zp_tok *t, const int32_t *ids, int n, zp_buf *out);
+/* id is an added token marked "special": true. */
+bool zp_tok_is_special(const zp_tok *t, int32_t id);
 
 /* The raw bytes id decodes to (*len of them, possibly part of a UTF-8
    character: byte-level tokens split characters), or NULL when id has no text.

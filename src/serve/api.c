@@ -23,6 +23,7 @@ static __thread bool vllm_types;
 static bool vllm_family(enum zp_route ep)
 {
 	return ep == ZP_ROUTE_SCORE || ep == ZP_ROUTE_CLASSIFY || ep == ZP_ROUTE_RERANK ||
+	       ep == ZP_ROUTE_RERANK_V2 ||
 	       ep == ZP_ROUTE_POOLING || ep == ZP_ROUTE_TOKENIZE || ep == ZP_ROUTE_DETOKENIZE ||
 	       ep == ZP_ROUTE_INVOCATIONS;
 }
@@ -192,7 +193,7 @@ static const char *const *nul_fields(enum zp_route ep)
 	switch (ep) {
 	case ZP_ROUTE_SCORE: return score;
 	case ZP_ROUTE_CLASSIFY: return classify;
-	case ZP_ROUTE_RERANK: return rerank;
+	case ZP_ROUTE_RERANK: case ZP_ROUTE_RERANK_V2: return rerank;
 	case ZP_ROUTE_EMBED: case ZP_ROUTE_POOLING: return input;
 	case ZP_ROUTE_TEI_EMBED: return inputs;
 	case ZP_ROUTE_TOKENIZE: case ZP_ROUTE_COMPLETIONS: return prompt;
@@ -391,7 +392,8 @@ int zp_api_too_long(zp_api_call *c, const char *param, int n)
 {
 	enum zp_route ep = c->job->ep;
 	const char *op = ep == ZP_ROUTE_SCORE ? "score" : ep == ZP_ROUTE_CLASSIFY ? "classification" :
-			 ep == ZP_ROUTE_RERANK ? "rerank" : ep == ZP_ROUTE_COMPLETIONS ? "completion" :
+			 ep == ZP_ROUTE_RERANK || ep == ZP_ROUTE_RERANK_V2 ? "rerank" :
+			 ep == ZP_ROUTE_COMPLETIONS ? "completion" :
 			 "embedding generation";
 	int max = c->a->lim.seq_tokens_max;
 	return zp_api_bad(c, param, "This model's maximum context length is %d tokens. However, you "

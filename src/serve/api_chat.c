@@ -1,13 +1,15 @@
 /* api_chat.c -- POST /v1/chat/completions (OpenAI's chat shape), and the one
    generated token that it and /v1/completions with max_tokens 1 (api_vllm.c)
    read from the prefill's last position: greedy, or drawn from the model's
-   distribution (temperature, seed), with logit_bias, stop conditions and
-   OpenAI's logprobs. The conversation is rendered by the checkpoint's chat
+   distribution (temperature, seed; min_p, top_k, top_p in the order vLLM's
+   v1 sampler applies them), with logit_bias, stop conditions and OpenAI's
+   logprobs. The conversation is rendered by the checkpoint's chat
    template (model/chat.h: Qwen3's; any other answers 400). Nothing past one
    token: max_tokens above 1 is a 400 saying so. Builds run on the reactor or
    the offload worker; finishes on the reactor. */
 #include <math.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -23,6 +25,11 @@ struct zp_api_gen {
 	double temperature;		/* < TEMP_GREEDY: greedy */
 	uint64_t seed;
 	int top_k;			/* alternatives asked at the token (0: none) */
+	/* sampling filters (temperature > 0 only, as vLLM): */
+	double min_p;			/* 0: off */
+	int keep_k;			/* top_k; 0: off */
+	double keep_p;			/* top_p; 1: off */
+	struct zp_gen_kv *sorted;	/* keep_k or keep_p: [vocab] scratch for the cut */
 	int nbias;
 	int32_t *bias_ids;		/* [nbias], distinct */
 	float *bias;			/* [nbias] */
@@ -33,6 +40,12 @@ struct zp_api_gen {
 	int32_t stop_ids[STOPS_MAX];
 	int nstop_ids;
 	bool skip_special, ignore_eos, include_stop;
+};
+
+/* A token's log-prob and id, sorted to find where top_k and top_p cut. */
+struct zp_gen_kv {
+	float v;
+	int32_t id;
 };
 
 /* ---- the one token's settings ---- */
@@ -53,27 +66,23 @@ static int get_num(zp_api_call *c, const char *k, double lo, double hi, bool who
 	return 0;
 }
 
-/* The sampling settings one token cannot honour, each refused by name
-   rather than ignored: they would change which token comes back. */
-static int refuse_unserved(zp_api_call *c, bool greedy)
+/* min_p, top_k, top_p (vLLM's ranges; top_k 0 or -1 is off); with
+   temperature 0 they change nothing, as in vLLM's greedy path. Then the
+   settings one token cannot honour, each refused by name rather than
+   ignored: they would change which token comes back. */
+static int get_filters(zp_api_call *c, zp_api_gen *g)
 {
 	double v;
 	int rc;
-	if ((rc = get_num(c, "top_p", 0, 1, false, 1, &v)))
+	if ((rc = get_num(c, "top_p", 0, 1, false, 1, &g->keep_p)))
 		return rc;
-	if (v < 1 && !greedy)
-		return zp_api_bad(c, "top_p", "top_p below 1 is not served: a sampled token is drawn "
-				  "from the whole distribution (send top_p 1, or temperature 0)");
+	if (g->keep_p <= 0)
+		return zp_api_bad(c, "top_p", "top_p must be in (0, 1]");
 	if ((rc = get_num(c, "top_k", -1, c->a->lim.vocab, true, -1, &v)))
 		return rc;
-	if (v > 0 && !greedy)
-		return zp_api_bad(c, "top_k", "top_k is not served: a sampled token is drawn from the "
-				  "whole distribution (send -1, or temperature 0)");
-	if ((rc = get_num(c, "min_p", 0, 1, false, 0, &v)))
+	g->keep_k = v > 0 && v < c->a->lim.vocab ? (int)v : 0;
+	if ((rc = get_num(c, "min_p", 0, 1, false, 0, &g->min_p)))
 		return rc;
-	if (v > 0 && !greedy)
-		return zp_api_bad(c, "min_p", "min_p is not served: a sampled token is drawn from the "
-				  "whole distribution (send 0, or temperature 0)");
 	if ((rc = get_num(c, "repetition_penalty", 0, 1e9, false, 1, &v)))
 		return rc;
 	if (v != 1)
@@ -179,7 +188,7 @@ int zp_api_gen_read(zp_api_call *c, int top_k)
 	g->top_k = top_k;
 	g->skip_special = true;
 	if ((rc = get_num(c, "temperature", 0, 2, false, 0, &g->temperature)) ||
-	    (rc = refuse_unserved(c, g->temperature < TEMP_GREEDY)) || (rc = get_bias(c, g)) ||
+	    (rc = get_filters(c, g)) || (rc = get_bias(c, g)) ||
 	    (rc = get_stops(c, g)) || (rc = zp_api_get_bool(c, "ignore_eos", &g->ignore_eos)) ||
 	    (rc = zp_api_get_bool(c, "include_stop_str_in_output", &g->include_stop)) ||
 	    (rc = get_num(c, "seed", -0x1p63, 0x1p63, true, NAN, &seed)))
@@ -199,6 +208,9 @@ int zp_api_gen_read(zp_api_call *c, int top_k)
 		for (int i = 0; i < v; i++)
 			g->every[i] = i;
 	}
+	if (g->temperature >= TEMP_GREEDY && (g->keep_k || g->keep_p < 1) &&
+	    !(g->sorted = zp_region_alloc(c->job->rg, (size_t)c->a->lim.vocab * sizeof *g->sorted)))
+		return zp_api_full(c, c->job->rg);
 	return 0;
 }
 
@@ -232,9 +244,78 @@ static uint64_t splitmix64(uint64_t *s)
 	return z ^ (z >> 31);
 }
 
+static int kv_desc(const void *pa, const void *pb)
+{
+	const struct zp_gen_kv *a = pa, *b = pb;
+	return a->v != b->v ? (a->v < b->v ? 1 : -1) : (a->id > b->id) - (a->id < b->id);
+}
+
+/* Tail: tokens whose tempered weight (relative to the top one's) is below
+   this are dropped by top_p before any sort when their mass cannot reach
+   1 - top_p (see cut()). */
+#define TAIL_W -30.0
+
+/* top_k then top_p over the tokens at or above floor (min_p's cut), as
+   vLLM's apply_top_k_top_p: top_k keeps the k largest and every token tied
+   with the k-th; top_p, over what top_k kept (renormalised), masks from the
+   smallest up while the ascending cumulative probability is <= 1 - top_p,
+   never the largest. Both cuts are log-prob thresholds, so the result is
+   one: the smallest log-prob kept (ties at it are kept together, where
+   vLLM's sort would split them in its own order). w(v) = (v - mx) / T. */
+static float cut(const zp_api_gen *g, const float *v, int n, float floor, double mx,
+		 double inv_t)
+{
+	struct zp_gen_kv *s = g->sorted;
+	double tail = 0, total = 0;
+	int m = 0;
+	for (int i = 0; i < n; i++) {
+		if (v[i] < floor)
+			continue;
+		double w = ((double)v[i] - mx) * inv_t, e = exp(w);
+		total += e;
+		if (w < TAIL_W)
+			tail += e; /* < n e^-30 of the top one's weight: ~2e-8 for Qwen3's vocab */
+		else
+			s[m++] = (struct zp_gen_kv){ v[i], i };
+	}
+	/* the tail matters only to a top_k past the rest, or a top_p it could
+	   reach: then every token is sorted */
+	if ((g->keep_k && g->keep_k > m) || (g->keep_p < 1 && tail / total > (1 - g->keep_p) / 2)) {
+		m = 0;
+		tail = 0;
+		for (int i = 0; i < n; i++)
+			if (v[i] >= floor)
+				s[m++] = (struct zp_gen_kv){ v[i], i };
+	}
+	qsort(s, (size_t)m, sizeof *s, kv_desc);
+	int keep = m;
+	if (g->keep_k && g->keep_k < m) {
+		keep = g->keep_k;
+		while (keep < m && s[keep].v == s[keep - 1].v)
+			keep++;
+		tail = 0; /* top_k masked it */
+	}
+	if (g->keep_p < 1) {
+		double kept = tail, cum = tail;
+		for (int i = 0; i < keep; i++)
+			kept += exp(((double)s[i].v - mx) * inv_t);
+		int j = keep - 1;
+		for (; j > 0; j--) {
+			cum += exp(((double)s[j].v - mx) * inv_t);
+			if (cum / kept > 1 - g->keep_p)
+				break;
+		}
+		keep = j + 1;
+	}
+	return s[keep - 1].v;
+}
+
 /* The biased log-probs of every token, in place (the raw ones of the biased
    tokens saved in raw[nbias]); then the greedy token, or one drawn with
-   weights exp(v / T), scanning ids in order with one uniform draw. */
+   weights exp(v / T) over the tokens min_p, top_k and top_p keep, scanning
+   ids in order with one uniform draw. vLLM's order: logit_bias, then (not
+   greedy) temperature, min_p (a token below min_p times the top token's
+   probability is masked), top_k, top_p, the draw. */
 static int32_t pick_full(const zp_api_gen *g, zp_req *r, float *raw)
 {
 	float *v = r->cand_lp;
@@ -249,11 +330,23 @@ static int32_t pick_full(const zp_api_gen *g, zp_req *r, float *raw)
 	if (g->temperature < TEMP_GREEDY)
 		return best;
 	double inv_t = 1.0 / g->temperature, sum = 0, mx = v[best];
+	float floor = -INFINITY;
+	if (g->min_p > 0) { /* the lowest log-prob whose tempered weight reaches min_p */
+		floor = v[best];
+		for (int i = 0; i < n; i++)
+			if (v[i] < floor && exp(((double)v[i] - mx) * inv_t) >= g->min_p)
+				floor = v[i];
+	}
+	if (g->keep_k || g->keep_p < 1)
+		floor = cut(g, v, n, floor, mx, inv_t);
 	for (int i = 0; i < n; i++)
-		sum += exp(((double)v[i] - mx) * inv_t);
+		if (v[i] >= floor)
+			sum += exp(((double)v[i] - mx) * inv_t);
 	uint64_t s = g->seed;
 	double u = (double)(splitmix64(&s) >> 11) * 0x1.0p-53 * sum, acc = 0;
 	for (int i = 0; i < n; i++) {
+		if (v[i] < floor)
+			continue;
 		acc += exp(((double)v[i] - mx) * inv_t);
 		if (u < acc)
 			return i;

@@ -1,6 +1,7 @@
 /* api_embed.c -- pooled final states: POST /v1/embeddings (OpenAI's shape,
    last token, normalised unless normalize is false; float or base64 in
-   float32, float16 or bfloat16; dimensions keeps the first ones,
+   float32, float16, bfloat16, fp8_e4m3 or fp8_e5m2 (vLLM's embed_dtype, as
+   torch's .to() rounds); dimensions keeps the first ones,
    renormalised; truncate_prompt_tokens as vLLM) and POST /pooling (last or
    mean, normalize off by default, vLLM's task "embed" only). Reactor thread. */
 #include <math.h>
@@ -10,21 +11,25 @@
 #include "util.h"
 
 /* vLLM's embed_dtype and endianness of base64 output: *dt 0 float32, 1
-   float16, 2 bfloat16; *big: big-endian. */
+   float16, 2 bfloat16, 3 fp8_e4m3, 4 fp8_e5m2; *big: big-endian (one-byte
+   values have no order). */
+enum { DT_F32, DT_F16, DT_BF16, DT_E4M3, DT_E5M2, DT_COUNT };
+
 static int get_dtype(zp_api_call *c, int *dt, bool *big)
 {
-	static const char *const names[] = { "float32", "float16", "bfloat16" };
+	static const char *const names[DT_COUNT] = { "float32", "float16", "bfloat16", "fp8_e4m3",
+						      "fp8_e5m2" };
 	const cJSON *d = zp_api_field(c->root, "embed_dtype"), *e = zp_api_field(c->root, "endianness");
 	*dt = 0;
 	*big = false;
 	if (d) {
 		*dt = -1;
-		for (int k = 0; k < 3 && cJSON_IsString(d); k++)
+		for (int k = 0; k < DT_COUNT && cJSON_IsString(d); k++)
 			if (strcmp(d->valuestring, names[k]) == 0)
 				*dt = k;
 		if (*dt < 0)
-			return zp_api_bad(c, "embed_dtype", "embed_dtype must be \"float32\", \"float16\" "
-					  "or \"bfloat16\" (vLLM's fp8 types are not served)");
+			return zp_api_bad(c, "embed_dtype", "embed_dtype must be \"float32\", \"float16\", "
+					  "\"bfloat16\", \"fp8_e4m3\" or \"fp8_e5m2\"");
 	}
 	if (e && (!cJSON_IsString(e) || (strcmp(e->valuestring, "native") &&
 					  strcmp(e->valuestring, "little") && strcmp(e->valuestring, "big"))))
@@ -162,16 +167,46 @@ static uint16_t f32_to_f16(float f)
 	return sign | (uint16_t)(a >> 13);
 }
 
+/* float32 to an 8-bit float of mb mantissa bits (e4m3fn: 3, bias 7, no
+   Inf, 0x7f NaN; e5m2: 2, bias 15, IEEE-like), rounded to nearest even as
+   torch's .to(torch.float8_e4m3fn / float8_e5m2) rounds, overflow as it
+   does: e4m3fn saturates at 448, e5m2 goes to Inf. */
+static uint8_t f32_to_f8(float f, int mb)
+{
+	bool fn = mb == 3;
+	int bias = fn ? 7 : 15, emin = 1 - bias, ex;
+	double max = fn ? 448.0 : 57344.0, a = fabs((double)f);
+	uint8_t sign = signbit(f) ? 0x80 : 0;
+	if (isnan(f))
+		return sign | 0x7f;
+	if (a == 0)
+		return sign;
+	frexp(a, &ex);
+	ex = ZP_MAX(ex - 1, emin); /* a = 1.x 2^ex, or a subnormal at emin */
+	double r = nearbyint(ldexp(a, mb - ex)); /* units in the last place, ties to even */
+	if (r >= ldexp(1, mb + 1)) { /* rounded up into the next binade */
+		r /= 2;
+		ex++;
+	}
+	if (ldexp(r, ex - mb) > max)
+		return sign | (fn ? 0x7e : 0x7c);
+	if (r < ldexp(1, mb)) /* subnormal: exponent field 0 */
+		return sign | (uint8_t)r;
+	return sign | (uint8_t)(((ex + bias) << mb) | ((int)r - (1 << mb)));
+}
+
 /* An embedding's values in embed_dtype and byte order, base64 (OpenAI's and
    vLLM's): converted in place over the float32 array (each value is read
    before its narrower copy is written over it). */
 static void emb_base64(zp_buf *out, zp_req *r, int dtype, bool big)
 {
 	uint8_t *b = (uint8_t *)r->emb;
-	size_t w = dtype ? 2 : 4;
+	size_t w = dtype == DT_F32 ? 4 : dtype >= DT_E4M3 ? 1 : 2;
 	for (int k = 0; k < r->emb_dim; k++) {
 		union { float f; uint32_t u; } v = { .f = r->emb[k] };
-		uint32_t x = dtype == 1 ? f32_to_f16(v.f) : dtype == 2 ? zp_f32_to_bf16(v.f) : v.u;
+		uint32_t x = dtype == DT_F16 ? f32_to_f16(v.f) : dtype == DT_BF16 ? zp_f32_to_bf16(v.f) :
+			     dtype == DT_E4M3 ? f32_to_f8(v.f, 3) : dtype == DT_E5M2 ? f32_to_f8(v.f, 2) :
+			     v.u;
 		for (size_t i = 0; i < w; i++) /* byte i of the value, little- or big-endian */
 			b[(size_t)k * w + (big ? w - 1 - i : i)] = (uint8_t)(x >> (8 * i));
 	}

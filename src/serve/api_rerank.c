@@ -203,8 +203,10 @@ static void sort_scores(double (*s)[2], int n)
 static unsigned long long rerank_seq;
 
 /* vLLM's RerankResponse (id, model, usage, results[{index, document,
-   relevance_score}]), which Cohere's and Jina's clients also read. */
-void zp_api_rerank_finish(zp_api *a, zp_api_job *j, zp_buf *out)
+   relevance_score}]), which Cohere's and Jina's clients also read; cohere:
+   Cohere's v2 meta after it (api_version 2; billed_units.search_units as
+   Cohere bills: one per 100 documents, begun). */
+static void rerank_finish(zp_api *a, zp_api_job *j, zp_buf *out, bool cohere)
 {
 	double (*s)[2] = j->order;
 	for (int i = 0; i < j->nout; i++) {
@@ -229,5 +231,21 @@ void zp_api_rerank_finish(zp_api *a, zp_api_job *j, zp_buf *out)
 		}
 		zp_buf_puts(out, "}");
 	}
-	zp_buf_puts(out, "]}");
+	zp_buf_puts(out, "]");
+	if (cohere)
+		zp_buf_printf(out, ",\"meta\":{\"api_version\":{\"version\":\"2\",\"is_experimental\":"
+			      "false},\"billed_units\":{\"search_units\":%d}}", (j->nout + 99) / 100);
+	zp_buf_puts(out, "}");
+}
+
+void zp_api_rerank_finish(zp_api *a, zp_api_job *j, zp_buf *out)
+{
+	rerank_finish(a, j, out, false);
+}
+
+void zp_api_cohere_rerank_finish(zp_api *a, zp_api_job *j, zp_buf *out)
+{
+	if (j->shape == ZP_API_SHAPE_TEI) /* TEI's texts, sent to this path too */
+		return zp_api_tei_rerank_finish(a, j, out);
+	rerank_finish(a, j, out, true);
 }

@@ -3,7 +3,8 @@
    /rerank with texts (a bare list of {index, text?, score}, best first; the
    documents shape goes to api_rerank.c), POST /tokenize with inputs (each
    token's id, text and byte offsets; the prompt shape goes to
-   api_tokenize.c) and GET /info. TEI ignores unknown fields; so do these,
+   api_tokenize.c), POST /decode (ids to text as tokenizers' decode,
+   skip_special_tokens true by default) and GET /info. TEI ignores unknown fields; so do these,
    with the warning the other endpoints give. Refusals come in TEI's error
    shape. Reactor thread. */
 #include <math.h>
@@ -394,6 +395,78 @@ int zp_api_tei_tokenize_build(zp_api_call *c)
 		return tei_error(c, zp_api_bad(c, "inputs", "\\u0000 is not accepted in TEI's "
 					       "/tokenize inputs (it is in vLLM's prompt)"));
 	return tei_error(c, tei_tokenize_build(c, in));
+}
+
+/* ---- /decode ---- */
+
+/* One list of ids (a JSON array) decoded as tokenizers' decode does: ids with
+   no token (past the vocabulary, or a gap in it) left out, the special added
+   tokens too when skip; appended to the response as a JSON string. */
+static int tei_decode_one(zp_api_call *c, const cJSON *list, int i, bool skip, zp_buf *text)
+{
+	const cJSON *it;
+	int n = 0;
+	size_t len;
+	if (!cJSON_IsArray(list) || cJSON_GetArraySize(list) > c->a->lim.seq_tokens_max)
+		return zp_api_bad(c, "ids", "ids must be a list of at most %d token ids, or a list "
+				  "of such lists", c->a->lim.seq_tokens_max);
+	cJSON_ArrayForEach(it, list) {
+		double d = it->valuedouble;
+		if (!cJSON_IsNumber(it) || d != floor(d) || d < 0 || d > 4294967295.0)
+			return zp_api_bad(c, "ids", "ids[%d] is not a token id (an integer in [0, "
+					  "2^32))", n);
+		if (d < zp_tok_vocab_size(c->a->tok) && zp_tok_piece(c->a->tok, (int32_t)d, &len))
+			c->ids[n++] = (int32_t)d;
+	}
+	zp_buf_reset(text);
+	if (skip)
+		zp_tok_decode_skip_special(c->a->tok, c->ids, n, text);
+	else
+		zp_tok_decode(c->a->tok, c->ids, n, text);
+	if (text->overflow)
+		return zp_api_error(c->out, ZP_HTTP_ERR_TOO_LARGE, "ids", "the text of these ids is "
+				    "over the %zu bytes a response may hold", text->cap - 1);
+	zp_buf_puts(c->out, i ? "," : "");
+	zp_buf_json_strn(c->out, text->p, text->len);
+	return 0;
+}
+
+/* TEI's /decode: {"ids": [ids] or [[ids], ...], "skip_special_tokens": true
+   by default} -> one string per list of ids, always in a list. */
+static int tei_decode_build(zp_api_call *c)
+{
+	static const char *const known[] = { "ids", "skip_special_tokens", NULL };
+	const cJSON *ids = zp_api_field(c->root, "ids"), *first;
+	bool skip = true;
+	int rc;
+	if ((rc = tei_fields(c, known)))
+		return rc;
+	if (zp_api_field(c->root, "skip_special_tokens") &&
+	    (rc = zp_api_get_bool(c, "skip_special_tokens", &skip)))
+		return rc;
+	if (!c->a->tok)
+		return zp_api_bad(c, "ids", "the model directory has no tokenizer.json");
+	if (!cJSON_IsArray(ids))
+		return zp_api_bad(c, "ids", "ids must be a list of token ids, or a list of such lists");
+	bool batch = (first = cJSON_GetArrayItem(ids, 0)) && cJSON_IsArray(first);
+	int n = batch ? cJSON_GetArraySize(ids) : 1;
+	if (n > ZP_API_ITEMS_MAX)
+		return zp_api_bad(c, "ids", "ids holds at most %d lists", ZP_API_ITEMS_MAX);
+	zp_buf text; /* each list's text, in turn */
+	if ((rc = zp_api_text_scratch(c, &text)))
+		return rc;
+	zp_buf_reset(c->out);
+	zp_buf_puts(c->out, "[");
+	for (int i = 0; i < n; i++)
+		if ((rc = tei_decode_one(c, batch ? cJSON_GetArrayItem(ids, i) : ids, i, skip, &text)))
+			return rc;
+	zp_buf_puts(c->out, "]");
+	return 200;
+}
+
+int zp_api_tei_decode_build(zp_api_call *c)
+{
+	return tei_error(c, tei_decode_build(c));
 }
 
 /* ---- /info ---- */

@@ -78,6 +78,20 @@ int zp_api_tokenize_build(zp_api_call *c)
 	return 200;
 }
 
+int zp_api_text_scratch(zp_api_call *c, zp_buf *text)
+{
+	/* what the parse region has left (the tree of a list of ids is small),
+	   no more than the response can hold escaped (6 bytes for a control byte) */
+	size_t cap = zp_region_avail(&c->a->parse);
+	if (c->out->fixed)
+		cap = ZP_MIN(cap, (c->out->cap - ZP_API_ITEM_CHARS) / 6);
+	char *mem = cap ? zp_region_alloc(&c->a->parse, cap) : NULL;
+	if (!mem)
+		return zp_api_full(c, &c->a->parse);
+	zp_buf_init_fixed(text, mem, cap);
+	return 0;
+}
+
 int zp_api_detokenize_build(zp_api_call *c)
 {
 	int32_t *ids = c->ids;
@@ -97,22 +111,14 @@ int zp_api_detokenize_build(zp_api_call *c)
 			return zp_api_bad(c, "tokens", "tokens[%d] is not a token id", n);
 		ids[n++] = (int32_t)d;
 	}
-	/* decoded into what the parse region has left (the tree of a list of ids
-	   is small), no more than the response can hold escaped (6 bytes for a
-	   control byte) */
-	size_t cap = zp_region_avail(&c->a->parse);
-	if (c->out->fixed)
-		cap = ZP_MIN(cap, (c->out->cap - ZP_API_ITEM_CHARS) / 6);
-	char *mem = cap ? zp_region_alloc(&c->a->parse, cap) : NULL;
-	if (!mem)
-		return zp_api_full(c, &c->a->parse);
 	zp_buf text;
-	zp_buf_init_fixed(&text, mem, cap);
+	if ((rc = zp_api_text_scratch(c, &text)))
+		return rc;
 	if (zp_tok_decode(c->a->tok, ids, n, &text))
 		return zp_api_bad(c, "tokens", "tokens holds an id with no text");
 	if (text.overflow)
 		return zp_api_error(c->out, ZP_HTTP_ERR_TOO_LARGE, "tokens", "the text of these "
-				    "tokens is over the %zu bytes a response may hold", cap - 1);
+				    "tokens is over the %zu bytes a response may hold", text.cap - 1);
 	zp_buf_reset(c->out);
 	zp_buf_puts(c->out, "{\"prompt\":");
 	zp_buf_json_strn(c->out, text.p, text.len);

@@ -46,6 +46,9 @@ const cJSON *zp_api_field(const cJSON *o, const char *k);	/* NULL when absent or
    must name the served model (404). */
 int zp_api_check_fields(zp_api_call *c, const char *const *known);
 int zp_api_get_bool(zp_api_call *c, const char *k, bool *v);
+/* A fixed buffer for decoded text in what the parse region has left, no
+   larger than the response could hold it escaped: 0, or the error answered. */
+int zp_api_text_scratch(zp_api_call *c, zp_buf *text);
 /* A JSON array of token ids, checked against the vocabulary and length limit. */
 int zp_api_get_ids(zp_api_call *c, const cJSON *v, const char *param, int32_t *ids, int *n);
 /* Text (len bytes, NUL bytes included) tokenized into ids[seq_tokens_max],
@@ -141,6 +144,8 @@ int zp_api_classify_build(zp_api_call *c);
 void zp_api_classify_finish(zp_api *a, zp_api_job *j, zp_buf *out);
 int zp_api_rerank_build(zp_api_call *c);	/* api_rerank.c */
 void zp_api_rerank_finish(zp_api *a, zp_api_job *j, zp_buf *out);
+/* /v2/rerank: the same, with Cohere's v2 meta (TEI's texts: TEI's answer) */
+void zp_api_cohere_rerank_finish(zp_api *a, zp_api_job *j, zp_buf *out);
 int zp_api_embed_build(zp_api_call *c);		/* api_embed.c */
 int zp_api_pooling_build(zp_api_call *c);
 void zp_api_embed_finish(zp_api *a, zp_api_job *j, zp_buf *out);
@@ -167,6 +172,7 @@ void zp_api_tei_embed_finish(zp_api *a, zp_api_job *j, zp_buf *out);
 int zp_api_tei_rerank_build(zp_api_call *c);
 void zp_api_tei_rerank_finish(zp_api *a, zp_api_job *j, zp_buf *out);
 int zp_api_tei_tokenize_build(zp_api_call *c);
+int zp_api_tei_decode_build(zp_api_call *c);
 int zp_api_tei_info_build(zp_api_call *c);
 
 #endif

@@ -31,7 +31,8 @@ static const zp_route_entry routes[] = {
 	{ ZP_HTTP_POST, "/v1/chat/completions", ZP_ROUTE_CHAT, "chat", zp_api_chat_build,   zp_api_chat_finish,      NEEDS | JSON },
 	{ ZP_HTTP_POST, "/embed",         ZP_ROUTE_TEI_EMBED,  "embed",      zp_api_tei_embed_build,  zp_api_tei_embed_finish, NEEDS | JSON },
 	{ ZP_HTTP_GET,  "/info",          ZP_ROUTE_TEI_INFO,   "info",       zp_api_tei_info_build,   NULL,                    0 },
-	{ ZP_HTTP_POST, "/v2/rerank",     ZP_ROUTE_RERANK,     "rerank",     zp_api_tei_rerank_build, zp_api_tei_rerank_finish, NEEDS | JSON },
+	{ ZP_HTTP_POST, "/v2/rerank",     ZP_ROUTE_RERANK_V2,  "rerank_v2",  zp_api_tei_rerank_build, zp_api_cohere_rerank_finish, NEEDS | JSON },
+	{ ZP_HTTP_POST, "/decode",        ZP_ROUTE_TEI_DECODE, "decode",     zp_api_tei_decode_build, NULL,                    JSON },
 	/* SageMaker's one path (as vLLM): the body's fields pick the endpoint */
 	{ ZP_HTTP_POST, "/invocations",   ZP_ROUTE_INVOCATIONS, "invocations", zp_api_invocations_build, zp_api_invocations_finish, NEEDS | JSON },
 	{ ZP_HTTP_GET,  "/version",       ZP_ROUTE_VERSION,    "version",    zp_api_version_build,    NULL,                    0 },

@@ -80,6 +80,19 @@ def test_health(server):
     assert r.status_code == 200
 
 
-@pytest.mark.skip(reason="/decode is not offered by zprefill (README: Clients of other engines)")
-def test_decode(server):
-    pass
+DECODE = [
+    ({"ids": [1, 2, 3]}, 200),
+    ({"ids": [[1, 2], [3]], "skip_special_tokens": False}, 200),
+    ({"ids": "not ids"}, 422),
+]
+
+
+@pytest.mark.parametrize("body,status", DECODE, ids=["single", "batch", "bad"])
+def test_decode(server, body, status):
+    r = requests.post(server.url_for("decode"), json=body)
+    assert r.status_code == status, r.text
+    validate("/decode", "post", status, r.json())
+    if status == 200:  # the text of what /tokenize gave back
+        t = requests.post(server.url_for("tokenize"), json={"inputs": "round trip"}).json()
+        ids = [tok["id"] for tok in t[0]]
+        assert requests.post(server.url_for("decode"), json={"ids": ids}).json() == ["round trip"]
