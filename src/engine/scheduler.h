@@ -5,33 +5,25 @@
    (DESIGN.md section 4):
      fifo          one queue in arrival order; whichever executor is idle
                    takes the next batch from its front (the old scheduler).
-     prefix_flops  admission rounds: each queued sequence is routed to one
-                   executor, which holds it in its own queue until it cuts a
-                   batch. An executor receives while its queue holds less
-                   than one forward's work (the batch budget, in tokens it
-                   will compute after reuse; at most ZP_FWD_SEQS_MAX
-                   sequences): routing binds late, and every idle executor
-                   has work while any is queued. Among the first
-                   ZP_SCHED_SCAN queued jobs (hashing at most
-                   ZP_SCHED_PICK_BLOCKS blocks beyond the head's per pick)
-                   the one with the longest prefix match on such an
-                   executor (committed or pending blocks of the shadow
-                   below: pending includes its queue, so sequences sharing
-                   a prefix that arrive together gather on one executor and
-                   meet in one forward as siblings) goes first, to the
-                   executor with that match, ties to the lower load L_i
-                   (cost.h: per layer, routed and not yet back), no match
-                   to the least loaded; a job a full executor holds more of
-                   waits for it while another job can go instead. An idle
-                   executor cuts a batch at once when its queue holds a
-                   forward's budget, or T's worth of FLOPs and (where
-                   batch_wait_s bounds the wait) the batch size at which
-                   its measured tokens/s levels off (the knee), else after
-                   batch_wait_s like fifo. An executor with a batch out
-                   receives only sequences it holds a match for: the rest
-                   bind late, to whichever executor frees first.
-                   Aging: a job that has waited aging_s is routed before any
-                   younger one, in arrival order.
+     prefix_flops  fifo's moments and budget, a better order: an idle
+                   executor cuts when fifo would (the queue holds a
+                   forward's budget or sequences, or its oldest has waited
+                   batch_wait_s), from the same queue (nothing is bound to
+                   an executor before its batch is cut), taking jobs in
+                   classes, each in arrival order: those that have waited
+                   aging_s; those whose longest prefix match (committed or
+                   pending blocks of the shadow below) is on this executor;
+                   those that match nowhere (and the jobs past the scan);
+                   last, those another executor up holds more of. With no
+                   match anywhere that is arrival order: fifo's batches at
+                   fifo's moments, so it cannot lose to fifo there. A job
+                   another executor holds more of waits for it only while
+                   this one has other work to fill its forward, and aging_s
+                   at most: no executor idles while a batch is due.
+                   Sequences sharing a prefix that arrive together meet in
+                   one forward as siblings, as under fifo. The scan covers
+                   the first ZP_SCHED_SCAN queued jobs, hashing at most the
+                   head's blocks and ZP_SCHED_PICK_BLOCKS more.
      least_tokens  FIFO routing, at once, to the executor with the fewest
                    routed-and-unfinished tokens.
      vllm          FIFO routing, at once, to the least waiting x 4 + running
@@ -45,7 +37,10 @@
    kept current by the medians of a window of what forwards measure
    (zp_sched_batch_done; an outlier moves neither), within [the linear FLOPs
    of min_tokens tokens, those of a full forward]; a move of 25% or more is
-   logged. Where no gather is measured T is its floor.
+   logged. Where no gather is measured T is its floor. T and the knee (the
+   forward size at which measured tokens/s levels off) are measured and
+   reported; neither moves a cut: cutting early at T made prefix_flops's
+   forwards smaller than fifo's (fewer siblings, lower GEMM efficiency).
    Every policy cuts a batch by the tokens its forward computes: a sequence
    whose leading blocks an earlier sequence of the batch computes (a
    sibling, forward.h) counts only the rest; cache hits, which the forward
@@ -122,7 +117,7 @@ typedef struct {
 } zp_sched_blk;
 
 typedef struct {
-	zp_sched_ent *q;		/* [ZP_SCHED_LOCAL_MAX] ring: routed, not yet cut */
+	zp_sched_ent *q;		/* [ZP_SCHED_LOCAL_MAX] ring: routed, not yet cut (least_tokens, vllm) */
 	int q_head, q_n;
 	long q_tokens;
 	long q_ctok;			/* their tokens after the matches when routed */
@@ -184,8 +179,8 @@ typedef struct {
 	/* the knee: tokens/s of forwards by size (16 << k computed tokens) */
 	double knee_rate[ZP_SCHED_KNEE_BUCKETS][ZP_SCHED_KNEE_WINDOW];
 	int knee_n[ZP_SCHED_KNEE_BUCKETS];
-	int knee_tokens;		/* the size an idle executor waits for (with T) */
-	long pick_hashed_max;		/* the most blocks one prefix_flops pick hashed */
+	int knee_tokens;		/* where tokens/s levels off (reported) */
+	long pick_hashed_max;		/* the most blocks one prefix_flops cut hashed */
 } zp_sched;
 
 void zp_sched_init(zp_sched *s, int requests_max, long tokens_max, int batch_tokens_max,
@@ -202,9 +197,9 @@ void zp_sched_free(zp_sched *s);
 int zp_sched_admit(zp_sched *s, zp_job *j, double now);
 
 /* Cut the next batch for executor b->exec into b when one is due at now: the
-   budget (tokens computed, or ZP_FWD_SEQS_MAX sequences) is reached, or
-   (prefix_flops) the executor's queue holds T and the knee, or the oldest
-   waiting sequence has waited batch_wait_s, or force. Routing policies run an admission round first.
+   budget (tokens computed, or ZP_FWD_SEQS_MAX sequences) is reached, or the
+   oldest waiting sequence has waited batch_wait_s, or force. least_tokens
+   and vllm route queued sequences to the executors' rings first.
    Returns b->n (0: none due; *wake_at then says when one will be, or 0 when
    none will be before something comes back or arrives). */
 int zp_sched_next_batch(zp_sched *s, double now, bool force, zp_batch *b, double *wake_at);
