@@ -260,8 +260,8 @@ static int where(const zp_sched *s, const zp_job *j)
 }
 
 /* An executor's batch prefers what it holds: its own matches, then what
-   matches nowhere, then what another executor holds more of, while the
-   forward has room; its load counts the matched blocks. */
+   matches nowhere; what another executor holds more of fills it to the
+   knee, the rest waits for that one; its load counts the matched blocks. */
 static void prefix_match(void)
 {
 	zp_sched s;
@@ -294,14 +294,27 @@ static void prefix_match(void)
 	      "after the wait");
 	back(&s, 0);
 	back(&s, 1);
-	/* an idle executor takes what another (busy) one holds more of, rather than idle */
+	/* what another (busy) executor holds more of fills an idle one's forward
+	   to the knee (unmeasured: to the budget), no further */
 	zp_sched_admit(&s, mk_ids(6, 1, 80, 3, 48), 0.02);
 	CHECK(cut(&s, 1, 0.02, true) == 1, "job 6 out on executor 1");
 	zp_sched_admit(&s, mk_ids(7, 1, 80, 1, 64), 0.02);
 	zp_sched_admit(&s, mk_ids(8, 1, 80, 3, 48), 0.02);
 	CHECK(cut(&s, 0, 0.03, false) == 2 && bx[0].job[0] == &job[7] && bx[0].job[1] == &job[8],
-	      "executor 0, idle, room for both: takes executor 1's jobs (committed and pending "
-	      "there) at fifo's moment, in arrival order (%d)", bx[0].n);
+	      "executor 0, idle, no knee measured: it takes executor 1's jobs (committed and "
+	      "pending there) at fifo's moment, in arrival order (%d)", bx[0].n);
+	back(&s, 0);
+	back(&s, 1);
+	s.knee_tokens = 100;
+	zp_sched_admit(&s, mk_ids(9, 1, 80, 5, 48), 0.04);
+	zp_sched_admit(&s, mk_ids(13, 1, 80, 6, 48), 0.04);
+	CHECK(cut(&s, 1, 0.04, true) == 2, "jobs 9 and 13 (families 5 and 6) out on executor 1");
+	zp_sched_admit(&s, mk_ids(10, 1, 80, 5, 48), 0.04);
+	zp_sched_admit(&s, mk_ids(11, 1, 40, 7, 0), 0.04);
+	zp_sched_admit(&s, mk_ids(12, 1, 80, 6, 48), 0.04);
+	CHECK(cut(&s, 0, 0.05, false) == 2 && bx[0].job[0] == &job[11] && bx[0].job[1] == &job[10] &&
+	      s.head == &job[12], "a knee of 100 tokens: executor 0 takes the miss (40), then one "
+	      "of executor 1's to reach it; the other waits for executor 1 (%d)", bx[0].n);
 	back(&s, 0);
 	back(&s, 1);
 	zp_sched_free(&s);
@@ -442,6 +455,42 @@ static void aging(void)
 	CHECK(routed_at >= 10 && routed_at <= 12,
 	      "the miss went out once it had waited 0.1 s: at step 10 to 12 (%d)", routed_at);
 	CHECK(s.aged >= 1, "an aged pick (%ld)", s.aged);
+	zp_sched_free(&s);
+}
+
+/* Aging counts from when a job is first passed over (left while a younger
+   one went), not from its arrival: at saturation every job waits longer
+   than aging_s, and prefix_flops's order still holds. */
+static void aging_passed(void)
+{
+	zp_sched s;
+	zp_sched_init(&s, JOBS, 1 << 20, 100, 0.001);
+	zp_sched_cfg c = { .policy = ZP_SCHED_PREFIX_FLOPS, .executors = 2, .model = &cfg,
+			   .gamma = 1, .aging_s = 0.005, .shadow_blocks = 64, .shadow_pending = 256 };
+	zp_sched_setup(&s, &c);
+	zp_sched_admit(&s, mk_ids(0, 1, 64, 0, 64), 0);
+	cut(&s, 1, 0, true);
+	back(&s, 1); /* family 0 on executor 1 */
+	zp_sched_admit(&s, mk_ids(1, 1, 64, 1, 64), 0);
+	cut(&s, 0, 0, true);
+	back(&s, 0); /* family 1 on executor 0 */
+	zp_sched_admit(&s, mk_ids(2, 1, 60, 0, 48), 0); /* executor 1's */
+	zp_sched_admit(&s, mk_ids(3, 1, 60, 1, 48), 0); /* executor 0's */
+	zp_sched_admit(&s, mk_ids(4, 1, 20, 5, 0), 0);
+	CHECK(cut(&s, 0, 0.5, false) == 2 && bx[0].job[0] == &job[3] && bx[0].job[1] == &job[4],
+	      "0.5 s after arrival, never passed over: executor 0 takes its own, then the miss; "
+	      "executor 1's does not fit (%d)", bx[0].n);
+	CHECK(job[2].t_passed == 0.5, "job 2 is passed over at 0.5 (%g)", job[2].t_passed);
+	back(&s, 0);
+	zp_sched_admit(&s, mk_ids(5, 1, 60, 1, 48), 0.502);
+	CHECK(cut(&s, 0, 0.503, false) == 1 && bx[0].job[0] == &job[5],
+	      "3 ms after: executor 0's own still first, job 2 does not fit (%d)", bx[0].n);
+	back(&s, 0);
+	zp_sched_admit(&s, mk_ids(6, 1, 60, 1, 48), 0.505);
+	CHECK(cut(&s, 0, 0.505, true) == 1 && bx[0].job[0] == &job[2] && s.aged == 1,
+	      "passed over 5 ms ago: job 2 goes first, on executor 0 (%d, aged %ld)", bx[0].n,
+	      s.aged);
+	back(&s, 0);
 	zp_sched_free(&s);
 }
 
@@ -665,7 +714,7 @@ static void siblings(void)
 	n1 = cut(&s, 1, 0, false);
 	CHECK(n0 == 8 && n1 == 8 && s.queued_seqs == 4,
 	      "20 sharing jobs: executor 0's forward holds 8 (200 + 7 x 40 <= 512); executor 1 "
-	      "takes 8 more rather than idle (%d, %d)", n0, n1);
+	      "takes 8 more rather than idle (no knee measured) (%d, %d)", n0, n1);
 	CHECK(bx[0].tokens == 1600, "the budget counts computed tokens: 8 x 200 prompt tokens in "
 	      "a forward of 512 (%d)", bx[0].tokens);
 	back(&s, 0);
@@ -707,26 +756,31 @@ static void knee(void)
    long the queue's prompts. */
 static void pick_bound(void)
 {
-	static int32_t big[40][4096];
-	static zp_job bj[40];
-	static zp_req br[40];
+	static int32_t big[80][4096];
+	static zp_job bj[80];
+	static zp_req br[80];
 	zp_sched s;
-	zp_sched_init(&s, 64, 1 << 20, 1 << 16, 0.010);
+	zp_sched_init(&s, 128, 1 << 20, 1 << 16, 0.010);
 	zp_sched_cfg c = { .policy = ZP_SCHED_PREFIX_FLOPS, .executors = 2, .model = &cfg,
 			   .gamma = 1, .aging_s = 1, .shadow_blocks = 4096, .shadow_pending = 8192 };
 	zp_sched_setup(&s, &c);
-	for (int i = 0; i < 40; i++) {
+	for (int i = 0; i < 80; i++) {
 		for (int t = 0; t < 4096; t++)
 			big[i][t] = 7 + t; /* one long shared prompt: every walk goes deep */
 		big[i][4095] = 100 + i;
 		br[i] = (zp_req){ .tokens = big[i], .ntok = 4096, .plp_start = -1 };
 		bj[i] = (zp_job){ .seq = &br[i], .nseq = 1, .tokens = 4096 };
-		zp_sched_admit(&s, &bj[i], 0);
 	}
-	cut(&s, 0, 0, false);
-	CHECK(s.pick_hashed_max <= 255 + ZP_SCHED_PICK_BLOCKS,
-	      "the most one pick hashed: %ld (the head's 255 + %d)", s.pick_hashed_max,
-	      ZP_SCHED_PICK_BLOCKS);
+	zp_sched_admit(&s, &bj[0], 0);
+	cut(&s, 0, 0, true);
+	back(&s, 0); /* the prompt committed on executor 0: every walk matches to its end */
+	for (int i = 1; i < 80; i++)
+		zp_sched_admit(&s, &bj[i], 0);
+	cut(&s, 1, 0, false);
+	CHECK(s.pick_hashed_max <= 255 + ZP_SCHED_PICK_BLOCKS + 79 &&
+	      s.pick_hashed_max > ZP_SCHED_PICK_BLOCKS - 255, "79 jobs of 255 matched blocks: the "
+	      "most one cut hashed: %ld (the head's 255 + %d + a first block per job)",
+	      s.pick_hashed_max, ZP_SCHED_PICK_BLOCKS);
 	zp_sched_free(&s);
 }
 
@@ -741,6 +795,7 @@ int main(void)
 	prefix_match();
 	fifo_twin();
 	aging();
+	aging_passed();
 	policies();
 	shadow();
 	cancel_routed();

@@ -309,6 +309,7 @@ int zp_sched_admit(zp_sched *s, zp_job *j, double now)
 	s->queued_seqs += j->nseq;
 	j->t_arrive = now;
 	j->t_dispatch = -1;
+	j->t_passed = -1;
 	j->prev = s->tail;
 	j->next = NULL;
 	if (s->tail)
@@ -476,7 +477,7 @@ static int cut_fifo(zp_sched *s, double now, bool force, zp_batch *b, double *wa
 
 /* prefix_flops: the classes of queued jobs, in the order a batch takes them. */
 enum flops_class {
-	FLOPS_AGED,		/* waited aging_s: first, wherever they match */
+	FLOPS_AGED,		/* passed over aging_s ago: first, wherever they match */
 	FLOPS_MINE,		/* their longest match is on this executor */
 	FLOPS_FREE,		/* no match anywhere (then the jobs past the scan) */
 	FLOPS_THEIRS,		/* another executor up holds more of them: last */
@@ -487,7 +488,7 @@ static enum flops_class flops_class(const zp_sched *s, int x, const zp_job *j, c
 				    double now)
 {
 	int other = 0;
-	if (now - j->t_arrive >= s->aging_s)
+	if (j->t_passed >= 0 && now - j->t_passed >= s->aging_s)
 		return FLOPS_AGED;
 	for (int y = 0; y < s->nexec; y++)
 		if (y != x && !(s->down >> y & 1))
@@ -514,46 +515,107 @@ static void flops_out(zp_sched *s, zp_sched_exec *X, const zp_batch *b)
 	X->out_seqs = b->n;
 }
 
+/* One prefix_flops cut's view of the first ZP_SCHED_SCAN queued jobs. */
+typedef struct {
+	zp_job *job[ZP_SCHED_SCAN];
+	int was[ZP_SCHED_SCAN];		/* its dispatched count before the cut */
+	enum flops_class cls[ZP_SCHED_SCAN];
+	zp_blk_key first[ZP_SCHED_SCAN]; /* its next sequence's first block's key */
+	bool full[ZP_SCHED_SCAN];	/* that sequence has a full first block */
+	bool done[ZP_SCHED_SCAN];	/* this cut took from it */
+	int n;
+	int young;			/* the latest position taken from (n: past the scan) */
+} flops_scan;
+
+/* Scanned job i joins b (its sequences, in order, while b has room); then
+   every other scanned job whose next sequence shares its first block
+   (siblings: they meet in this forward), but those another executor holds
+   more of. false: b is full. */
+static bool flops_take(zp_sched *s, zp_batch *b, long *ctok, flops_scan *v, int i, double now)
+{
+	int k = b->n;
+	bool room = take_job(s, b, ctok, v->job[i], now);
+	v->done[i] = true;
+	v->young = b->n > k ? ZP_MAX(v->young, i) : v->young;
+	s->aged += v->cls[i] == FLOPS_AGED ? b->n - k : 0;
+	for (int u = 0; u < v->n && room && v->full[i]; u++) {
+		if (v->done[u] || !v->full[u] || v->cls[u] == FLOPS_THEIRS ||
+		    !zp_blk_key_eq(v->first[u], v->first[i]))
+			continue;
+		k = b->n;
+		room = take_job(s, b, ctok, v->job[u], now);
+		v->done[u] = true;
+		v->young = b->n > k ? ZP_MAX(v->young, u) : v->young;
+		s->aged += v->cls[u] == FLOPS_AGED ? b->n - k : 0;
+	}
+	return room;
+}
+
 /* prefix_flops: x's batch goes out when fifo's would (queue_due) and is cut
    as fifo cuts, from the same queue, but in another order: the first
-   ZP_SCHED_SCAN jobs (hashing the head's blocks and ZP_SCHED_PICK_BLOCKS
-   more) by flops_class, each class in arrival order, the jobs past the
-   scan before FLOPS_THEIRS. With no match anywhere that is arrival order:
-   fifo's batch. A job another executor holds more of waits for it only
-   while x has other work to fill its forward, and aging_s at most; x
-   never idles while anything is due. Its sequences' blocks go pending on x
-   (the shadow), their cost to its load. */
+   ZP_SCHED_SCAN jobs (hashing the head's blocks, ZP_SCHED_PICK_BLOCKS more
+   and one first block per job) by flops_class, each class in arrival
+   order, each job with its scanned siblings (flops_take), then the jobs
+   past the scan, then (to the knee) those another executor holds more of.
+   With no match anywhere and no sharing that is arrival order: fifo's
+   batch. x never idles while a batch is due, and its forward holds what
+   fifo's would or the knee's worth; a job left while a younger one went is
+   passed over, and after aging_s goes first. Its sequences' blocks go
+   pending on x (the shadow), their cost to its load. */
 static int cut_flops(zp_sched *s, double now, bool force, zp_batch *b, double *wake_at)
 {
-	zp_job *cl[FLOPS_CLASSES][ZP_SCHED_SCAN], *j = s->head;
-	int x = b->exec, m[ZP_EXECUTORS_MAX], ncl[FLOPS_CLASSES] = { 0 }, n;
+	flops_scan v;
+	int x = b->exec, m[ZP_EXECUTORS_MAX];
 	long ctok = 0, left = ZP_SCHED_PICK_BLOCKS, hashed = 0;
 	zp_sched_exec *X = &s->ex[x];
+	zp_job *j = s->head;
 	bool room = true;
 	ZP_ASSERT(x >= 0 && x < s->nexec && !X->out);
 	if (!queue_due(s, now, force, wake_at))
 		return 0;
-	for (n = 0; j && n < ZP_SCHED_SCAN && (n == 0 || left > 0); j = j->next, n++) {
-		int h = match_all(s, &j->seq[j->dispatched], m, n ? left : LONG_MAX);
+	v.young = -1;
+	for (v.n = 0; j && v.n < ZP_SCHED_SCAN && (v.n == 0 || left > 0); j = j->next, v.n++) {
+		const zp_req *r = &j->seq[j->dispatched];
+		int h = match_all(s, r, m, v.n ? left : LONG_MAX), i = v.n;
 		hashed += h;
-		left -= n ? h : 0;
-		enum flops_class c = flops_class(s, x, j, m, now);
-		cl[c][ncl[c]++] = j;
+		left -= i ? h : 0;
+		v.job[i] = j;
+		v.was[i] = j->dispatched;
+		v.cls[i] = flops_class(s, x, j, m, now);
+		if (v.cls[i] == FLOPS_THEIRS && j->t_passed < 0) { /* left for another: it ages */
+			j->t_passed = now;
+			v.cls[i] = flops_class(s, x, j, m, now);
+		}
+		v.full[i] = r->ntok >= ZP_KV_BLOCK;
+		v.first[i] = v.full[i] ? zp_blk_key_next(zp_blk_key_root(), r->tokens) : (zp_blk_key){ 0 };
+		v.done[i] = false;
 	}
-	s->pick_hashed_max = ZP_MAX(s->pick_hashed_max, hashed);
+	s->pick_hashed_max = ZP_MAX(s->pick_hashed_max, hashed + v.n);
 	zp_job *past = j; /* the first job past the scan (its links stay: not taken yet) */
 	for (int c = FLOPS_AGED; c <= FLOPS_FREE && room; c++)
-		for (int i = 0; i < ncl[c] && room; i++) {
-			int was = b->n;
-			room = take_job(s, b, &ctok, cl[c][i], now);
-			s->aged += c == FLOPS_AGED ? b->n - was : 0;
-		}
+		for (int i = 0; i < v.n && room; i++)
+			if ((int)v.cls[i] == c && !v.done[i])
+				room = flops_take(s, b, &ctok, &v, i, now);
 	for (zp_job *next; (j = past) && room; past = next) {
 		next = j->next;
+		int k = b->n;
 		room = take_job(s, b, &ctok, j, now);
+		v.young = b->n > k ? v.n : v.young;
 	}
-	for (int i = 0; i < ncl[FLOPS_THEIRS] && room; i++)
-		room = take_job(s, b, &ctok, cl[FLOPS_THEIRS][i], now);
+	/* another executor's jobs fill this forward to the knee (below it the
+	   forward runs inefficiently, and an idle executor gains nothing by
+	   waiting); the rest wait for theirs */
+	long fill = s->knee_tokens > 0 ? s->knee_tokens : s->batch_tokens_max;
+	for (int i = 0; i < v.n && room && ctok < fill; i++) {
+		if (v.cls[i] != FLOPS_THEIRS)
+			continue;
+		int k = b->n;
+		room = take_job(s, b, &ctok, v.job[i], now);
+		v.young = b->n > k ? ZP_MAX(v.young, i) : v.young;
+	}
+	for (int i = 0; i < v.young; i++) /* left while a younger job went: passed over */
+		if (v.job[i]->dispatched == v.was[i] && v.job[i]->t_passed < 0)
+			v.job[i]->t_passed = now;
 	ZP_ASSERT(b->n > 0 && s->queued_tokens >= 0 && s->queued_seqs >= 0);
 	flops_out(s, X, b);
 	return b->n;

@@ -10,20 +10,22 @@
                    forward's budget or sequences, or its oldest has waited
                    batch_wait_s), from the same queue (nothing is bound to
                    an executor before its batch is cut), taking jobs in
-                   classes, each in arrival order: those that have waited
-                   aging_s; those whose longest prefix match (committed or
-                   pending blocks of the shadow below) is on this executor;
-                   those that match nowhere (and the jobs past the scan);
-                   last, those another executor up holds more of. With no
-                   match anywhere that is arrival order: fifo's batches at
-                   fifo's moments, so it cannot lose to fifo there. A job
-                   another executor holds more of waits for it only while
-                   this one has other work to fill its forward, and aging_s
-                   at most: no executor idles while a batch is due.
-                   Sequences sharing a prefix that arrive together meet in
-                   one forward as siblings, as under fifo. The scan covers
-                   the first ZP_SCHED_SCAN queued jobs, hashing at most the
-                   head's blocks and ZP_SCHED_PICK_BLOCKS more.
+                   classes, each in arrival order: those passed over
+                   aging_s ago (left in the queue while a younger job
+                   went); those whose longest prefix match (committed or
+                   pending blocks of the shadow below) is on this
+                   executor; those that match nowhere (and the jobs past
+                   the scan); last, those another executor up holds more
+                   of. With no match anywhere that is arrival order: fifo's
+                   batches at fifo's moments, so it cannot lose to fifo
+                   there. A job another executor holds more of waits for it
+                   only while this one has other work to fill its forward
+                   (no executor idles while a batch is due), and a passed
+                   over job aging_s at most. Sequences sharing a prefix
+                   that arrive together meet in one forward as siblings, as
+                   under fifo. The scan covers the first ZP_SCHED_SCAN
+                   queued jobs, hashing at most the head's blocks and
+                   ZP_SCHED_PICK_BLOCKS more.
      least_tokens  FIFO routing, at once, to the executor with the fewest
                    routed-and-unfinished tokens.
      vllm          FIFO routing, at once, to the least waiting x 4 + running
@@ -95,8 +97,8 @@ const char *zp_sched_policy_name(enum zp_sched_policy p);
 
 #define ZP_SCHED_LOCAL_MAX (2 * ZP_FWD_SEQS_MAX) /* routed, uncut sequences per executor:
 						    full is saturated */
-#define ZP_SCHED_SCAN 32		/* queued jobs one prefix_flops pick compares */
-#define ZP_SCHED_PICK_BLOCKS 1024	/* blocks one pick hashes beyond the head job's */
+#define ZP_SCHED_SCAN 256		/* queued jobs one prefix_flops cut orders */
+#define ZP_SCHED_PICK_BLOCKS 16384	/* blocks one cut hashes beyond the head job's */
 #define ZP_SCHED_WINDOW 32		/* measurements of each of T's inputs kept */
 #define ZP_SCHED_KNEE_BUCKETS 16	/* forward sizes 16 << k computed tokens */
 #define ZP_SCHED_KNEE_WINDOW 8		/* tokens/s measurements kept per size */
@@ -163,7 +165,7 @@ typedef struct {
 	double threshold_min;		/* T's floor */
 	double aging_s;
 	long shadow_blocks;
-	long aged;			/* sequences routed first by the aging rule */
+	long aged;			/* sequences cut first by the aging rule */
 	/* executors lost (zp_sched_set_down) and the sequences to run again
 	   (zp_sched_requeue): a ring cut before anything else */
 	uint64_t down;			/* bit x: executor x takes nothing routed */
