@@ -460,7 +460,9 @@ static void aging(void)
 
 /* Aging counts from when a job is first passed over (left while a younger
    one went), not from its arrival: at saturation every job waits longer
-   than aging_s, and prefix_flops's order still holds. */
+   than aging_s, and prefix_flops's order still holds. A job left for the
+   executor that holds its prefix is not passed over: that one takes it
+   first when back. */
 static void aging_passed(void)
 {
 	zp_sched s;
@@ -474,23 +476,27 @@ static void aging_passed(void)
 	zp_sched_admit(&s, mk_ids(1, 1, 64, 1, 64), 0);
 	cut(&s, 0, 0, true);
 	back(&s, 0); /* family 1 on executor 0 */
-	zp_sched_admit(&s, mk_ids(2, 1, 60, 0, 48), 0); /* executor 1's */
-	zp_sched_admit(&s, mk_ids(3, 1, 60, 1, 48), 0); /* executor 0's */
-	zp_sched_admit(&s, mk_ids(4, 1, 20, 5, 0), 0);
-	CHECK(cut(&s, 0, 0.5, false) == 2 && bx[0].job[0] == &job[3] && bx[0].job[1] == &job[4],
-	      "0.5 s after arrival, never passed over: executor 0 takes its own, then the miss; "
-	      "executor 1's does not fit (%d)", bx[0].n);
-	CHECK(job[2].t_passed == 0.5, "job 2 is passed over at 0.5 (%g)", job[2].t_passed);
+	s.knee_tokens = 16; /* executor 1's jobs fill a forward to 16 tokens only */
+	zp_sched_admit(&s, mk_ids(2, 1, 60, 5, 0), 0);   /* nobody's */
+	zp_sched_admit(&s, mk_ids(3, 1, 60, 1, 48), 0);  /* executor 0's */
+	zp_sched_admit(&s, mk_ids(4, 1, 60, 6, 0), 0);   /* nobody's */
+	zp_sched_admit(&s, mk_ids(5, 1, 60, 0, 48), 0);  /* executor 1's */
+	CHECK(cut(&s, 0, 0.5, false) == 1 && bx[0].job[0] == &job[3],
+	      "0.5 s after arrival, never passed over: executor 0 takes its own first (%d)", bx[0].n);
+	CHECK(job[2].t_passed == 0.5 && job[4].t_passed < 0 && job[5].t_passed < 0,
+	      "the older miss is passed over at 0.5 (%g); the younger and executor 1's job are not",
+	      job[2].t_passed);
 	back(&s, 0);
-	zp_sched_admit(&s, mk_ids(5, 1, 60, 1, 48), 0.502);
-	CHECK(cut(&s, 0, 0.503, false) == 1 && bx[0].job[0] == &job[5],
-	      "3 ms after: executor 0's own still first, job 2 does not fit (%d)", bx[0].n);
+	zp_sched_admit(&s, mk_ids(6, 1, 60, 1, 48), 0.502); /* executor 0's */
+	CHECK(cut(&s, 0, 0.503, false) == 1 && bx[0].job[0] == &job[6],
+	      "3 ms after: executor 0's own still first (%d)", bx[0].n);
 	back(&s, 0);
-	zp_sched_admit(&s, mk_ids(6, 1, 60, 1, 48), 0.505);
 	CHECK(cut(&s, 0, 0.505, true) == 1 && bx[0].job[0] == &job[2] && s.aged == 1,
-	      "passed over 5 ms ago: job 2 goes first, on executor 0 (%d, aged %ld)", bx[0].n,
-	      s.aged);
+	      "passed over 5 ms ago: the miss goes first (%d, aged %ld)", bx[0].n, s.aged);
 	back(&s, 0);
+	CHECK(cut(&s, 1, 0.506, false) == 1 && bx[1].job[0] == &job[5] && job[5].t_passed < 0,
+	      "executor 1 takes its own, which waited for it (%d)", bx[1].n);
+	back(&s, 1);
 	zp_sched_free(&s);
 }
 

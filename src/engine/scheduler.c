@@ -558,10 +558,10 @@ static bool flops_take(zp_sched *s, zp_batch *b, long *ctok, flops_scan *v, int 
    order, each job with its scanned siblings (flops_take), then the jobs
    past the scan, then (to the knee) those another executor holds more of.
    With no match anywhere and no sharing that is arrival order: fifo's
-   batch. x never idles while a batch is due, and its forward holds what
-   fifo's would or the knee's worth; a job left while a younger one went is
-   passed over, and after aging_s goes first. Its sequences' blocks go
-   pending on x (the shadow), their cost to its load. */
+   batch. x never idles while a batch is due; a job left while a younger
+   one went is passed over, and after aging_s goes first (one left for the
+   executor holding its prefix is not: that one takes it first). Its
+   sequences' blocks go pending on x (the shadow), their cost to its load. */
 static int cut_flops(zp_sched *s, double now, bool force, zp_batch *b, double *wake_at)
 {
 	flops_scan v;
@@ -582,10 +582,6 @@ static int cut_flops(zp_sched *s, double now, bool force, zp_batch *b, double *w
 		v.job[i] = j;
 		v.was[i] = j->dispatched;
 		v.cls[i] = flops_class(s, x, j, m, now);
-		if (v.cls[i] == FLOPS_THEIRS && j->t_passed < 0) { /* left for another: it ages */
-			j->t_passed = now;
-			v.cls[i] = flops_class(s, x, j, m, now);
-		}
 		v.full[i] = r->ntok >= ZP_KV_BLOCK;
 		v.first[i] = v.full[i] ? zp_blk_key_next(zp_blk_key_root(), r->tokens) : (zp_blk_key){ 0 };
 		v.done[i] = false;
@@ -613,8 +609,11 @@ static int cut_flops(zp_sched *s, double now, bool force, zp_batch *b, double *w
 		room = take_job(s, b, &ctok, v.job[i], now);
 		v.young = b->n > k ? ZP_MAX(v.young, i) : v.young;
 	}
-	for (int i = 0; i < v.young; i++) /* left while a younger job went: passed over */
-		if (v.job[i]->dispatched == v.was[i] && v.job[i]->t_passed < 0)
+	/* left while a younger job went: passed over (not one left for the
+	   executor holding its prefix: that one takes it first when back) */
+	for (int i = 0; i < v.young; i++)
+		if (v.job[i]->dispatched == v.was[i] && v.cls[i] != FLOPS_THEIRS &&
+		    v.job[i]->t_passed < 0)
 			v.job[i]->t_passed = now;
 	ZP_ASSERT(b->n > 0 && s->queued_tokens >= 0 && s->queued_seqs >= 0);
 	flops_out(s, X, b);

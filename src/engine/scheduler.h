@@ -11,21 +11,24 @@
                    batch_wait_s), from the same queue (nothing is bound to
                    an executor before its batch is cut), taking jobs in
                    classes, each in arrival order: those passed over
-                   aging_s ago (left in the queue while a younger job
-                   went); those whose longest prefix match (committed or
-                   pending blocks of the shadow below) is on this
-                   executor; those that match nowhere (and the jobs past
-                   the scan); last, those another executor up holds more
-                   of. With no match anywhere that is arrival order: fifo's
-                   batches at fifo's moments, so it cannot lose to fifo
-                   there. A job another executor holds more of waits for it
-                   only while this one has other work to fill its forward
-                   (no executor idles while a batch is due), and a passed
-                   over job aging_s at most. Sequences sharing a prefix
-                   that arrive together meet in one forward as siblings, as
-                   under fifo. The scan covers the first ZP_SCHED_SCAN
-                   queued jobs, hashing at most the head's blocks and
-                   ZP_SCHED_PICK_BLOCKS more.
+                   aging_s ago (left while a younger job went); those whose
+                   longest prefix match (committed or pending blocks of the
+                   shadow below) is on this executor; those that match
+                   nowhere (then the jobs past the scan); each with the
+                   scanned jobs sharing its first block (siblings: one
+                   forward computes the prefix once); last, those another
+                   executor up holds more of, only to fill the forward to
+                   the knee (the size where measured tokens/s levels off;
+                   unmeasured: the budget). With no match anywhere and no
+                   sharing that is arrival order: fifo's batches at fifo's
+                   moments, so it cannot lose to fifo there (test_sched's
+                   fifo_twin). No executor idles while a batch is due; a
+                   job left for the executor holding its prefix waits for
+                   that one's forward, which takes it first, and aging_s
+                   more if passed over there. The scan covers the first
+                   ZP_SCHED_SCAN queued jobs, hashing at most the head's
+                   blocks, ZP_SCHED_PICK_BLOCKS more and one first block
+                   per job.
      least_tokens  FIFO routing, at once, to the executor with the fewest
                    routed-and-unfinished tokens.
      vllm          FIFO routing, at once, to the least waiting x 4 + running
@@ -39,9 +42,8 @@
    kept current by the medians of a window of what forwards measure
    (zp_sched_batch_done; an outlier moves neither), within [the linear FLOPs
    of min_tokens tokens, those of a full forward]; a move of 25% or more is
-   logged. Where no gather is measured T is its floor. T and the knee (the
-   forward size at which measured tokens/s levels off) are measured and
-   reported; neither moves a cut: cutting early at T made prefix_flops's
+   logged. Where no gather is measured T is its floor. T is measured and
+   reported, and moves no cut: cutting early at T made prefix_flops's
    forwards smaller than fifo's (fewer siblings, lower GEMM efficiency).
    Every policy cuts a batch by the tokens its forward computes: a sequence
    whose leading blocks an earlier sequence of the batch computes (a
