@@ -1,9 +1,10 @@
 /* scheduler.c -- see scheduler.h. Jobs queue in arrival order. Under fifo a
    batch takes whole sequences from the front until the next would pass the
    token budget, so a job's sequences may span several batches (and
-   executors). Under the routing policies a job's sequences are routed in
-   order (j->dispatched counts those routed) into the executors' rings, from
-   whose front batches are cut. */
+   executors); prefix_flops takes them so too, jobs in its own order. Under
+   least_tokens and vllm a job's sequences are routed in order
+   (j->dispatched counts those routed) into the executors' rings, from whose
+   front batches are cut. */
 #include "scheduler.h"
 
 #include <limits.h>
