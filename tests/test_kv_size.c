@@ -3,8 +3,10 @@
    the memory available; on a device (the sim with ZP_SIM_MEMORY_BYTES: a
    device of that size) what is free beyond 1 - ZP_KV_AUTO_DEVICE_UTIL of
    it, shared by its executors; an explicit pool the device cannot hold is a
-   start error with a reason, not an abort on the executor thread; 0 stays
-   the KV-cache-free mode. */
+   start error with a reason, not an abort on the executor thread; several
+   executors on one device get equal pools sized after all of them loaded;
+   0 stays the KV-cache-free mode. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -75,6 +77,50 @@ static void device(zp_model *m)
 	unsetenv("ZP_SIM_MEMORY_BYTES");
 }
 
+/* Several executors on one device (ZP_SIM_DEVICES: the sim's runtimes share
+   its memory): the pools are sized once every executor has its weights and
+   workspaces, an equal share each. Sized by executor 0 alone, before the
+   others loaded, a device where the weights are over a tenth of the memory
+   left the second executor too little: a start error. */
+static void shared_device(zp_model *m)
+{
+	zp_err e;
+	const char *why;
+	char v[32];
+	setenv("ZP_SIM_DEVICES", "1", 1);
+	setenv("ZP_SIM_MEMORY_BYTES", "268435456", 1);
+	zp_engine *g = start(m, ZP_DEV_SIM, 1, ZP_KV_AUTO, &e);
+	CHECK(g != NULL, "one executor: %s", g ? "" : e.msg);
+	if (!g)
+		return;
+	/* one executor's weights and workspaces: what its pool did not get */
+	double w = ZP_KV_AUTO_DEVICE_UTIL * SIM_BYTES - (double)zp_engine_kv_cache_bytes(g, NULL);
+	zp_engine_stop(g);
+	CHECK(w > 0, "weights and workspaces: %.0f bytes", w);
+	double mem = 5 * w; /* weights are a fifth of the device */
+	snprintf(v, sizeof v, "%.0f", mem);
+	setenv("ZP_SIM_MEMORY_BYTES", v, 1);
+	static const int nx[] = { 2, 4 }, devs[] = { 1, 2 };
+	for (int k = 0; k < 2; k++) {
+		snprintf(v, sizeof v, "%d", devs[k]);
+		setenv("ZP_SIM_DEVICES", v, 1);
+		g = start(m, ZP_DEV_SIM, nx[k], ZP_KV_AUTO, &e);
+		CHECK(g != NULL, "%d executors on %d devices of %.0f bytes, weights %.0f each: %s",
+		      nx[k], devs[k], mem, w, g ? "started" : e.msg);
+		if (!g)
+			continue;
+		size_t kv = zp_engine_kv_cache_bytes(g, &why);
+		double want = (ZP_KV_AUTO_DEVICE_UTIL * mem - 2 * w) / 2;
+		printf("%d executors on %d devices: %zu bytes each (want %.0f): %s\n", nx[k], devs[k],
+		       kv, want, why);
+		CHECK(fabs((double)kv - want) < 0.01 * want && strstr(why, "its 2 executors"),
+		      "an equal share of what both executors' weights left: %zu, want %.0f", kv, want);
+		zp_engine_stop(g);
+	}
+	unsetenv("ZP_SIM_DEVICES");
+	unsetenv("ZP_SIM_MEMORY_BYTES");
+}
+
 int main(void)
 {
 	zp_model cpu, sim;
@@ -86,6 +132,7 @@ int main(void)
 	}
 	host(&cpu);
 	device(&sim);
+	shared_device(&sim);
 	zp_model_free(&cpu);
 	zp_model_free(&sim);
 	return check_exit("test_kv_size");

@@ -5,7 +5,8 @@
    top-k, prompt log-probs from inside and after the prefix, LAST and MEAN
    pooling) compared BITWISE with the same request run alone on a forward
    without reuse: after a cache hit, as siblings of one batch, with every key
-   colliding, under eviction pressure, and with no cache at all; finally two
+   colliding, under eviction pressure, a batch overflowing the cache (its
+   first blocks stay), and with no cache at all; finally two
    executors of an engine with small caches under pressure (batches in flight
    while the owner reads the reports: make tsan / make asan). */
 #include <string.h>
@@ -274,6 +275,10 @@ static void siblings(const char *tag, size_t kv_bytes)
 		CHECK(round == 1 && kv_bytes ? st.cache_hit_tokens > 0 : st.sibling_tokens > 0,
 		      "%s round %d: reuse counted (cache %ld, siblings %ld)", tag, round,
 		      st.cache_hit_tokens, st.sibling_tokens);
+		/* blocks an earlier sequence of the batch writes are a sibling's, not hits */
+		CHECK((round == 1 && kv_bytes) || st.cache_hit_tokens == 0,
+		      "%s round %d: a cache empty before the batch gives no hits (%ld)", tag, round,
+		      st.cache_hit_tokens);
 	}
 	zp_fwd_free(f);
 }
@@ -305,6 +310,38 @@ static void collisions(const char *tag)
 	      hits(f, 0));
 	zp_req_free(&r);
 	prefix[3] = save;
+	zp_fwd_free(f);
+}
+
+/* A batch that inserts more blocks than the cache holds keeps its first
+   ones: the cache evicts only blocks no sequence of the batch uses, and
+   once every block is the batch's own the later inserts are dropped (an LRU
+   that inserted all of them would keep the last: simulate.c's model). */
+static void overflow(const char *tag)
+{
+	enum { N = 64 }; /* 4 full blocks each, 3 reusable (the last token's not) */
+	int32_t ids[2][N];
+	zp_req r[2], *p[2] = { &r[0], &r[1] };
+	zp_fwd *f = zp_fwd_new_cpu(&model, 1, 4096);
+	zp_fwd_set_prefix(f, 4 * zp_kv_block_bytes(model.cfg.layers,
+						   model.cfg.kv_heads * model.cfg.head_dim), true);
+	for (int k = 0; k < 2; k++)
+		for (int t = 0; t < N; t++)
+			ids[k][t] = 3 + (k * N + t) * 7 % (model.cfg.vocab - 3);
+	for (int k = 0; k < 2; k++)
+		mk(&r[k], ids[k], N, K_LAST, model.cfg.hidden);
+	ZP_ASSERT(zp_fwd_run(f, p, 2, NULL) == 0); /* 8 blocks into 4 */
+	for (int k = 0; k < 2; k++) {
+		zp_req_free(&r[k]);
+		mk(&r[k], ids[k], N, K_LAST, model.cfg.hidden);
+		ZP_ASSERT(zp_fwd_run(f, &p[k], 1, NULL) == 0);
+		int want = k == 0 ? 48 : 0;
+		CHECK(hits(f, 0) == want && zp_fwd_last_stats(f).cache_hit_tokens == want,
+		      "%s: after a batch of 8 blocks into 4, request %d alone hits %d tokens, want %d",
+		      tag, k, hits(f, 0), want);
+	}
+	zp_req_free(&r[0]);
+	zp_req_free(&r[1]);
 	zp_fwd_free(f);
 }
 
@@ -443,6 +480,7 @@ static void run_model(const char *name, enum zp_wtype wt)
 	siblings(tag, 1 << 20);
 	collisions(tag);
 	pressure(tag);
+	overflow(tag);
 	off(tag);
 	engine_pressure(tag);
 	refs_free();

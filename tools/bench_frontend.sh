@@ -12,16 +12,25 @@
 #   hit_rate          cache hit / prompt tokens  } cache's counters (n/a
 #                                                  when the server has none)
 #   exec_busy         max/min of the executors' summed layer seconds (balance)
+#   batches           forwards run (/metrics)
+#   idle              the executors' idle share of the replay: 1 - forward
+#                     seconds / (executors x wall seconds); timing-free
+#                     supporting counts beside tokens/s
 # then one `median` line per policy (the medians of its runs, its tokens/s over
 # fifo's median, and the median of each round's ratio to fifo's run beside it,
 # with every round's: on a shared machine speed drifts, and a round's two runs
-# are minutes apart at most), the numbers to quote.
+# are minutes apart at most), the numbers to quote. With BASELINE=path (an
+# older zprefill) every round runs each policy on the baseline too (labelled
+# POLICY@base, before the same policy on ZPREFILL), and each policy's median
+# line adds its tokens/s over its baseline's, round by round: before and
+# after under the same conditions.
 #   tools/bench_frontend.sh [MODEL_DIR=tests/models/tiny-tok] [SECONDS=5] [SCALE=0.1]
 # Env: RATE_<workload> (arrivals/s: RATE_paper, RATE_sweep_mid, ...), CACHES
 # (default "ample scarce"), KV_AMPLE (bytes per executor, default 64 MiB),
 # KV_SCARCE (default 1 MiB), REPEATS (default 2), POLICIES, WORKLOADS, SEED,
 # THREADS (per executor, default 1), SCORE_QUERY (score's query tokens,
-# default 128), EXECUTORS (default 2), ZPREFILL, LOADGEN (the binaries).
+# default 128), EXECUTORS (default 2), ZPREFILL, LOADGEN (the binaries),
+# BASELINE (a zprefill to compare against, see above).
 # Each workload's header says its reusable tokens: what an unbounded prefix
 # cache could skip (hit_ceiling), and for each cache case what one LRU cache
 # as big as both executors' together could (lru_N_blocks_ceiling): the hit
@@ -69,9 +78,10 @@ ratio() { # a b: a / b, or n/a
 		else printf "%.3f", a / b }'
 }
 
-run_one() { # policy kv: one serve + replay; prints its line and appends it to $T/runs
+run_one() { # policy kv [binary label]: one serve + replay; prints its line and appends it
+	    # to $T/runs
 	rm -f "$S"
-	"$Z" serve --model "$M" --socket "$S" --executors "$NX" --threads "$TH" --schedule "$1" \
+	"${3:-$Z}" serve --model "$M" --socket "$S" --executors "$NX" --threads "$TH" --schedule "$1" \
 		--metrics-port $PORT --log-level warn --kv-cache-bytes "$2" &
 	PID=$!
 	until curl -s --unix-socket "$S" http://x/health 2>/dev/null | grep -q '"ok"'; do
@@ -90,9 +100,12 @@ run_one() { # policy kv: one serve + replay; prints its line and appends it to $
 	busy=$(awk -v a="$b0" -v b="$b1" 'BEGIN { if (a == "n/a" && b == "n/a") { print "n/a"; exit }
 		if (a == "n/a") a = 0; if (b == "n/a") b = 0
 		hi = a > b ? a : b; lo = a > b ? b : a; printf "%.3f/%.3f", hi, lo }')
-	out=$(printf '%-12s req_s=%s tok_s=%s p50_ms=%s p99_ms=%s computed_ratio=%s hit_rate=%s exec_busy_s=%s ok=%s other=%s T_flops=%s' \
-		"$1" "$(field req_s)" "$(field tok_s)" "$(field p50_ms)" "$(field p99_ms)" \
-		"$(ratio "$comp" "$prompt")" "$(ratio "$hit" "$prompt")" "$busy" "$(field ok)" \
+	fwd=$(metric zprefill_forward_seconds_total)
+	idle=$(awk -v f="$fwd" -v w="$(field wall_s)" -v n="$NX" 'BEGIN { if (f == "n/a" || w == "" ||
+		w <= 0) print "n/a"; else printf "%.3f", 1 - f / (n * w) }')
+	out=$(printf '%-12s req_s=%s tok_s=%s p50_ms=%s p99_ms=%s computed_ratio=%s hit_rate=%s exec_busy_s=%s batches=%s idle=%s ok=%s other=%s T_flops=%s' \
+		"${4:-$1}" "$(field req_s)" "$(field tok_s)" "$(field p50_ms)" "$(field p99_ms)" \
+		"$(ratio "$comp" "$prompt")" "$(ratio "$hit" "$prompt")" "$busy" "$(metric zprefill_batches_total)" "$idle" "$(field ok)" \
 		"$(field other)" "$(metric zprefill_threshold_flops)")
 	echo "$out"
 	echo "$out" >> "$T/runs"
@@ -110,19 +123,24 @@ for line in open(sys.argv[1]):
 def med(rs, k):
     v = [float(r[k]) for r in rs if r.get(k) not in (None, "", "n/a")]
     return statistics.median(v) if v else None
-base = med(runs.get("fifo", []), "tok_s")
-def pairs(rs):  # each round's tokens/s over fifo's of the same round
-    f = runs.get("fifo", [])
-    v = [float(a["tok_s"]) / float(b["tok_s"]) for a, b in zip(rs, f)
+def ratios(rs, ref):  # each round's tokens/s over ref's run of the same round
+    v = [float(a["tok_s"]) / float(b["tok_s"]) for a, b in zip(rs, ref)
          if a.get("tok_s") not in (None, "", "n/a") and b.get("tok_s") not in (None, "", "n/a")
          and float(b["tok_s"]) > 0]
     return "n/a" if not v else "%.3f(%s)" % (statistics.median(v), "/".join("%.2f" % x for x in v))
 for p, rs in runs.items():
-    m = {k: med(rs, k) for k in ("req_s", "tok_s", "p50_ms", "p99_ms", "computed_ratio", "hit_rate")}
+    pol, _, tag = p.partition("@")
+    fifo = runs.get("fifo" + ("@" + tag if tag else ""), [])
+    base = med(fifo, "tok_s")
+    m = {k: med(rs, k) for k in ("req_s", "tok_s", "p50_ms", "p99_ms", "computed_ratio",
+                                 "hit_rate", "batches", "idle")}
     x = "n/a" if not base or m["tok_s"] is None else "%.3f" % (m["tok_s"] / base)
-    print("median %-12s runs=%d " % (p, len(rs)) +
-          " ".join("%s=%s" % (k, "n/a" if v is None else "%.4g" % v) for k, v in m.items()) +
-          " tok_s_vs_fifo=" + x + " rounds_vs_fifo=" + pairs(rs))
+    line = ("median %-12s runs=%d " % (p, len(rs)) +
+            " ".join("%s=%s" % (k, "n/a" if v is None else "%.4g" % v) for k, v in m.items()) +
+            " tok_s_vs_fifo=" + x + " rounds_vs_fifo=" + ratios(rs, fifo))
+    if not tag and (p + "@base") in runs:
+        line += " rounds_vs_base=" + ratios(rs, runs[p + "@base"])
+    print(line)
 EOF
 }
 
@@ -144,6 +162,7 @@ for W in $WORKLOADS; do
 		r=0
 		while [ $r -lt "$REPEATS" ]; do
 			for P in $POLICIES; do
+				[ -n "${BASELINE:-}" ] && run_one "$P" "$KV" "$BASELINE" "$P@base"
 				run_one "$P" "$KV"
 			done
 			r=$((r + 1))

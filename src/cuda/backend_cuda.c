@@ -1395,7 +1395,8 @@ zp_backend *zp_backend_cuda_new(const zp_cuda_opts *o, zp_err *e)
 		return NULL;
 	}
 	int gpu = o->dev == ZP_DEV_SIM ? -1 : cuda_ordinal(o->ordinal);
-	rt = o->dev == ZP_DEV_SIM ? zp_drt_sim_new(o->threads) : zp_drt_cuda_new(gpu, o->rows_max, e);
+	rt = o->dev == ZP_DEV_SIM ? zp_drt_sim_new_on(o->threads, o->ordinal) :
+				    zp_drt_cuda_new(gpu, o->rows_max, e);
 	if (!rt)
 		return NULL;
 	zp_backend *b = zp_xcalloc(1, sizeof *b);

@@ -164,6 +164,9 @@ int zp_drt_error(zp_drt *r, zp_err *e);
 const char *zp_dfile_misaligned(const void *dst, uint64_t off, size_t bytes);
 
 zp_drt *zp_drt_sim_new(int threads);
+/* The same for executor ordinal (with ZP_SIM_DEVICES: on sim device ordinal
+   mod n, sharing its memory; devrt_sim.c). */
+zp_drt *zp_drt_sim_new_on(int threads, int ordinal);
 /* s (of sim runtime r) is a backend's copy queue: with the environment
    ZP_SIM_COPY_DELAY_US=n each of its copies lands n us late, as a slow copy
    engine would, so a read not ordered after it (a missing device-side wait)

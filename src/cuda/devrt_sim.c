@@ -60,7 +60,19 @@ typedef struct {
 	zp_dstream *streams[SIM_STREAMS];	/* live ones (free waits for them) */
 	size_t mem_bytes;		/* ZP_SIM_MEMORY_BYTES: a device of this size (0: the host's) */
 	_Atomic size_t mem_used;	/* allocated since start (frees not counted) */
+	_Atomic size_t *dev_used;	/* its device's, shared with the runtimes on it
+					   (NULL: the host's memory) */
+	int devices;
 } sim_ctx;
+
+/* With ZP_SIM_MEMORY_BYTES (tests) the runtimes share the memory of
+   ZP_SIM_DEVICES (default 1) sim devices of that size, zp_drt_sim_new_on's
+   ordinal o on device o mod n, as executors sharing a GPU share its memory. */
+#define SIM_DEVICES_MAX 64
+static _Atomic size_t sim_dev_used[SIM_DEVICES_MAX];
+
+/* What r's device has allocated. */
+static size_t sim_used(zp_drt *r);
 
 struct zp_dstream {
 	zp_drt *r;
@@ -568,9 +580,11 @@ static void *sim_alloc(zp_drt *r, size_t bytes)
 {
 	if (zp_drt_failed(r))
 		return NULL;
-	if (S(r)->mem_bytes && atomic_load(&S(r)->mem_used) + bytes > S(r)->mem_bytes)
+	if (S(r)->mem_bytes && sim_used(r) + bytes > S(r)->mem_bytes)
 		return NULL; /* as cudaMalloc: out of the device's memory */
 	atomic_fetch_add(&S(r)->mem_used, bytes);
+	if (S(r)->dev_used)
+		atomic_fetch_add(S(r)->dev_used, bytes);
 	void *p = zp_xalloc_aligned(ZP_ALIGN_UP(ZP_MAX(bytes, 64), 64));
 	memset(p, 0, ZP_ALIGN_UP(ZP_MAX(bytes, 64), 64));
 	return p;
@@ -674,11 +688,11 @@ static void *sim_native_stream(zp_drt *r, zp_dstream *s)
 static int sim_mem_info(zp_drt *r, size_t *free_bytes, size_t *total_bytes, int *devices,
 			bool *host)
 {
-	size_t used = atomic_load(&S(r)->mem_used);
+	size_t used = sim_used(r);
 	*host = S(r)->mem_bytes == 0;
 	*total_bytes = S(r)->mem_bytes;
 	*free_bytes = used < S(r)->mem_bytes ? S(r)->mem_bytes - used : 0;
-	*devices = 1;
+	*devices = S(r)->devices;
 	return zp_drt_failed(r) ? -1 : 0;
 }
 
@@ -700,10 +714,17 @@ static void sim_reset(zp_drt *r)
 	sim_close(r);
 }
 
+static size_t sim_used(zp_drt *r)
+{
+	return atomic_load(S(r)->dev_used ? S(r)->dev_used : &S(r)->mem_used);
+}
+
 static void sim_close(zp_drt *r)
 {
 	if (!r)
 		return;
+	if (S(r)->dev_used) /* its device gets back what it took */
+		atomic_fetch_sub(S(r)->dev_used, atomic_load(&S(r)->mem_used));
 	zp_pool_free(S(r)->pool);
 	pthread_mutex_destroy(&S(r)->pool_mu);
 	free(r->ctx);
@@ -751,6 +772,11 @@ void zp_drt_sim_copy_queue(zp_drt *r, zp_dstream *s)
 
 zp_drt *zp_drt_sim_new(int threads)
 {
+	return zp_drt_sim_new_on(threads, 0);
+}
+
+zp_drt *zp_drt_sim_new_on(int threads, int ordinal)
+{
 	zp_drt *r = zp_xcalloc(1, sizeof *r);
 	sim_ctx *c = zp_xcalloc(1, sizeof *c);
 	arm_from_env();
@@ -759,6 +785,10 @@ zp_drt *zp_drt_sim_new(int threads)
 	const char *mb = getenv("ZP_SIM_MEMORY_BYTES"); /* tests: see sim_ctx */
 	if (mb)
 		c->mem_bytes = strtoull(mb, NULL, 10);
+	const char *nd = getenv("ZP_SIM_DEVICES"); /* tests: see sim_dev_used */
+	c->devices = nd && atoi(nd) > 0 ? ZP_MIN(atoi(nd), SIM_DEVICES_MAX) : 1;
+	if (c->mem_bytes)
+		c->dev_used = &sim_dev_used[ordinal % c->devices];
 	const char *d = getenv("ZP_SIM_COPY_DELAY_US"); /* tests: see sim_ctx */
 	c->copy_delay_us = d ? atoi(d) : 0;
 	c->pool = zp_pool_new(c->threads);

@@ -128,7 +128,8 @@ zp_engine *zp_engine_start(zp_model *m, const zp_engine_cfg *c, zp_err *e)
 				  c->batch_tokens_max, c->device, g->kv_cache_bytes, c->executors,
 				  g->done, e))
 			goto bad;
-		if (i == 0) /* ZP_KV_AUTO: executor 0 sized it once; every executor takes it */
+		if (i == 0 && !g->exec[0].kv_later) /* ZP_KV_AUTO on the host: executor 0
+							      sized it once; every executor takes it */
 			g->kv_cache_bytes = g->exec[0].kv_cache_bytes;
 		g->n = i + 1;
 		/* before any batch: the rings' hand-off publishes it to the thread */
@@ -141,6 +142,15 @@ zp_engine *zp_engine_start(zp_model *m, const zp_engine_cfg *c, zp_err *e)
 		       (double)zp_place_resident_bytes(g->place, i) / (1 << 20),
 		       c->threads_per_executor, node, zp_device_name(c->device));
 	}
+	/* ZP_KV_AUTO on a device: the pools once every executor has its weights
+	   and workspaces, in order (each takes an equal share of what is left
+	   on its device): sized by executor 0 alone, a later executor on the
+	   same device found it full */
+	for (int i = 0; i < g->n; i++)
+		if (g->exec[i].kv_later)
+			zp_exec_size_kv(&g->exec[i]);
+	if (g->exec[0].kv_cache_bytes != ZP_KV_AUTO)
+		g->kv_cache_bytes = g->exec[0].kv_cache_bytes;
 	if (zp_place_ready(g->place, e))
 		goto bad;
 	start_queue(g, c);

@@ -70,11 +70,14 @@ static zp_fwd *fwd_build(zp_exec *x, zp_err *e)
 		return NULL;
 	}
 	zp_fwd_set_beat(f, &x->beats);
-	if (zp_fwd_set_prefix_sized(f, x->kv_cache_bytes, x->kv_share, true, e)) {
+	int later = zp_fwd_set_prefix_later(f, x->kv_cache_bytes, x->kv_share, true, e);
+	if (later < 0) {
 		zp_fwd_free(f);
 		return NULL;
 	}
-	if (!x->kv_why[0]) { /* sized once (a rebuilt forward keeps it); the engine reads it */
+	x->kv_later = later == 1; /* the first build only: then it is sized */
+	if (!x->kv_why[0] && !x->kv_later) { /* sized once (a rebuilt forward keeps it); the
+						engine reads it */
 		const char *why;
 		x->kv_cache_bytes = zp_fwd_kv_bytes(f, &why);
 		snprintf(x->kv_why, sizeof x->kv_why, "%s", why);
@@ -220,6 +223,25 @@ static void run(zp_exec *x, zp_batch *b)
 	}
 }
 
+/* The pool fwd_build left for later, when the owner says (zp_exec_size_kv:
+   every executor has its weights and workspaces, those before x on its
+   device their pools); the owner waits on ready. false: stopped first. */
+static bool size_kv(zp_exec *x)
+{
+	while (!atomic_load_explicit(&x->kv_go, memory_order_acquire)) {
+		if (atomic_load_explicit(&x->stop, memory_order_acquire))
+			return false;
+		zp_bell_wait(&x->bell);
+	}
+	const char *why;
+	zp_fwd_size_kv(x->fwd, x->id, x->kv_share);
+	x->kv_cache_bytes = zp_fwd_kv_bytes(x->fwd, &why);
+	snprintf(x->kv_why, sizeof x->kv_why, "%s", why);
+	x->kv_later = false;
+	zp_bell_ring(&x->ready);
+	return true;
+}
+
 static void *exec_main(void *arg)
 {
 	zp_exec *x = arg;
@@ -232,6 +254,8 @@ static void *exec_main(void *arg)
 		return NULL;
 	}
 	zp_bell_ring(&x->ready);
+	if (x->kv_later && !size_kv(x))
+		return NULL;
 	for (;;) {
 		zp_rec r;
 		if (!zp_ring_pop(&x->in, &r)) {
@@ -298,7 +322,8 @@ int zp_exec_start(zp_exec *x, int id, int node, const zp_model *m, const zp_expe
 		goto bad;
 	}
 	zp_bell_wait(&x->ready);
-	zp_bell_free(&x->ready);
+	if (!x->kv_later || x->start_failed)
+		zp_bell_free(&x->ready);
 	if (x->start_failed) {
 		pthread_join(x->th, NULL);
 		*e = x->start_err;
@@ -358,6 +383,16 @@ void zp_exec_release(zp_exec *x, zp_batch *b)
 	    x->filling.gen == b->rec.gen) /* taken, never sent */
 		x->state = ZP_EXEC_IDLE;
 	zp_slab_put(&x->batches, b->rec);
+}
+
+void zp_exec_size_kv(zp_exec *x)
+{
+	ZP_ASSERT(x->kv_later && !x->start_failed);
+	atomic_store_explicit(&x->kv_go, true, memory_order_release);
+	zp_bell_ring(&x->bell);
+	zp_bell_wait(&x->ready);
+	zp_bell_free(&x->ready);
+	ZP_ASSERT(!x->kv_later);
 }
 
 void zp_exec_join(zp_exec *x)

@@ -78,7 +78,11 @@ typedef struct {
 	size_t kv_cache_bytes;		/* ZP_KV_AUTO until the first forward sizes it */
 	int kv_share;			/* executors drawing on the same memory */
 	char kv_why[200];		/* how the size was chosen (set with the forward) */
-	zp_bell ready;			/* rung once the thread's forward exists */
+	bool kv_later;			/* ZP_KV_AUTO on a device: the pool waits for
+					   zp_exec_size_kv (the thread clears it) */
+	_Atomic bool kv_go;		/* owner: size it now */
+	zp_bell ready;			/* rung once the thread's forward exists (and
+					   again once its pool does, when later) */
 	bool start_failed;		/* the device backend did not start: start_err */
 	zp_err start_err;
 	/* executor thread only: after a device fault the forward is rebuilt;
@@ -114,12 +118,17 @@ typedef struct {
    src (NULL: the model's own), as member id of dpep group grp (or NULL), on
    device (enum zp_device: cpu; cuda: GPU id; sim), with a prefix cache of
    kv_cache_bytes (0: none; ZP_KV_AUTO: sized from the memory left, as one
-   of kv_share executors on it; siblings always share); finished batches
-   ring done. A pool that does not fit is a start error. Returns once the forward workspace exists.
-   0, or -1 with e set (nothing left running). */
+   of kv_share executors on it; on a device later, kv_later: see
+   zp_exec_size_kv; siblings always share); finished batches ring done. A
+   pool that does not fit is a start error. Returns once the forward
+   workspace exists. 0, or -1 with e set (nothing left running). */
 int zp_exec_start(zp_exec *x, int id, int node, const zp_model *m, const zp_expert_src *src,
 		  zp_dpep *grp, int threads, int batch_tokens_max, int device,
 		  size_t kv_cache_bytes, int kv_share, zp_bell *done, zp_err *e);
+/* Owner, x->kv_later: x sizes its pool now (kvcache.h's zp_kv_size_device)
+   and allocates it; returns once it has. Call it for the executors on a
+   device in id order, after every executor has started. */
+void zp_exec_size_kv(zp_exec *x);
 /* Owner: an empty batch in a free slot when x is idle (state FILLING), else
    NULL. */
 zp_batch *zp_exec_batch(zp_exec *x);

@@ -101,6 +101,15 @@ void zp_fwd_set_prefix(zp_fwd *f, size_t kv_cache_bytes, bool siblings);
    0, or -1 with e set (the pool does not fit: a start error). */
 int zp_fwd_set_prefix_sized(zp_fwd *f, size_t kv_cache_bytes, int share, bool siblings,
 			    zp_err *e);
+/* The same, but a ZP_KV_AUTO pool on a device (not host memory) waits for
+   zp_fwd_size_kv, once every executor on the device has its weights and
+   workspaces: 1 then (the tables exist, no pool yet), 0 when sized now, -1
+   with e set as zp_fwd_set_prefix_sized. */
+int zp_fwd_set_prefix_later(zp_fwd *f, size_t kv_cache_bytes, int share, bool siblings,
+			    zp_err *e);
+/* The pool zp_fwd_set_prefix_later left for later, for executor id of
+   share (kvcache.h's zp_kv_size_device), on f's thread. */
+void zp_fwd_size_kv(zp_fwd *f, int id, int share);
 /* The pool's bytes as sized (0: none) and, in *why, how they were chosen. */
 size_t zp_fwd_kv_bytes(const zp_fwd *f, const char **why);
 /* Leading blocks of r that may come from elsewhere (the cache or a sibling):

@@ -29,6 +29,8 @@ struct zp_job {
 	int lost;			/* its sequences lost with an executor and queued
 					   again (engine.c bounds it) */
 	double t_arrive, t_dispatch;	/* admitted / its first sequence went out */
+	double t_passed;		/* prefix_flops: first passed over for a younger
+					   job (-1: never; scheduler.h's aging) */
 	/* the owner, once a batch holding part of it came back */
 	bool failed;			/* a forward holding part of it failed */
 	char err[ZP_ERR_LEN];		/* why */

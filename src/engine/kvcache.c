@@ -92,6 +92,24 @@ int zp_kv_size(zp_backend *b, size_t bytes, int share, size_t *out, char *why, s
 	return 0;
 }
 
+void zp_kv_size_device(zp_backend *b, int id, int share, size_t *out, char *why, size_t n)
+{
+	zp_mem_info mi;
+	b->ops->mem_info(b, &mi);
+	ZP_ASSERT(!mi.host && id >= 0 && id < share);
+	int d = ZP_MAX(mi.devices, 1), on = 0, rest = 0;
+	for (int j = 0; j < share; j++) {
+		on += j % d == id % d;
+		rest += j >= id && j % d == id % d;
+	}
+	double keep = (1 - ZP_KV_AUTO_DEVICE_UTIL) * (double)mi.total_bytes;
+	double left = (double)mi.free_bytes - keep;
+	*out = left > 0 ? (size_t)(left / rest) : 0;
+	snprintf(why, n, "device memory free after the weights and workspaces of its %d executors "
+		 "(%.2f GiB, %d pools to go) beyond %.0f%% of its %.2f GiB, an equal share each", on,
+		 GIB(mi.free_bytes), rest, ZP_KV_AUTO_DEVICE_UTIL * 100, GIB(mi.total_bytes));
+}
+
 size_t zp_kv_block_bytes(int layers, int kv_dim)
 {
 	return (size_t)layers * ZP_KV_BLOCK * 2 * (size_t)kv_dim * sizeof(float);

@@ -43,6 +43,13 @@ typedef struct zp_kv zp_kv;
    not fit: a start error, not an abort in alloc). */
 int zp_kv_size(zp_backend *b, size_t bytes, int share, size_t *out, char *why, size_t n,
 	       zp_err *e);
+/* ZP_KV_AUTO on a device for executor id of share, once every executor on
+   it has its weights and workspaces and those before id there their pools
+   (executor i is on device i mod the devices): an equal share, among id and
+   those after it on the device, of what is free beyond 1 -
+   ZP_KV_AUTO_DEVICE_UTIL of it. Sized so, a later executor never finds its
+   device full. why[n] says how. */
+void zp_kv_size_device(zp_backend *b, int id, int share, size_t *out, char *why, size_t n);
 
 /* A block's parent: ZP_KV_ROOT for the first block of a prompt. */
 typedef struct {

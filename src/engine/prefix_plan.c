@@ -17,15 +17,10 @@ void zp_fwd_set_prefix(zp_fwd *f, size_t kv_cache_bytes, bool siblings)
 	ZP_ASSERT(rc == 0); /* an explicit size on the host: nothing refused */
 }
 
-int zp_fwd_set_prefix_sized(zp_fwd *f, size_t kv_cache_bytes, int share, bool siblings,
-			    zp_err *e)
+/* The pool of kv_bytes (sized: kv_why) on f's backend. */
+static void kv_alloc(zp_fwd *f)
 {
 	const zp_config *c = f->c;
-	size_t S = ZP_FWD_SEQS_MAX;
-	ZP_ASSERT(!f->pre);
-	f->kvd = c->kv_heads * c->head_dim;
-	if (zp_kv_size(f->be, kv_cache_bytes, share, &f->kv_bytes, f->kv_why, sizeof f->kv_why, e))
-		return -1;
 	f->kv = zp_kv_new(f->be, c->layers, f->kvd, f->kv_bytes);
 	if (!f->kv && f->kv_bytes) { /* not one block: no cache */
 		size_t l = strlen(f->kv_why);
@@ -33,6 +28,18 @@ int zp_fwd_set_prefix_sized(zp_fwd *f, size_t kv_cache_bytes, int share, bool si
 			 f->kv_bytes);
 		f->kv_bytes = 0;
 	}
+	if (f->kv_bytes)
+		zp_log(ZP_LOG_INFO, "msg=\"prefix cache\" blocks=%d block_bytes=%zu siblings=%d "
+		       "bytes=%zu why=\"%s\"", f->kv ? zp_kv_blocks_max(f->kv) : 0,
+		       zp_kv_block_bytes(c->layers, f->kvd), f->siblings, f->kv_bytes, f->kv_why);
+}
+
+/* The plan's tables (no pool yet). */
+static void prefix_tables(zp_fwd *f, bool siblings)
+{
+	size_t S = ZP_FWD_SEQS_MAX;
+	ZP_ASSERT(!f->pre);
+	f->kvd = f->c->kv_heads * f->c->head_dim;
 	f->siblings = siblings;
 	f->pre = zp_xcalloc(S, sizeof *f->pre);
 	f->hit = zp_xcalloc(S, sizeof *f->hit);
@@ -47,11 +54,36 @@ int zp_fwd_set_prefix_sized(zp_fwd *f, size_t kv_cache_bytes, int share, bool si
 	f->pfx = zp_xcalloc(S, sizeof *f->pfx);
 	f->att_start = zp_xcalloc(S + 1, sizeof *f->att_start);
 	f->stage = zp_fwd_balloc(f, (size_t)f->batch_tokens_max * 2 * f->kvd * sizeof(float));
-	if (f->kv_bytes)
-		zp_log(ZP_LOG_INFO, "msg=\"prefix cache\" blocks=%d block_bytes=%zu siblings=%d "
-		       "bytes=%zu why=\"%s\"", f->kv ? zp_kv_blocks_max(f->kv) : 0,
-		       zp_kv_block_bytes(c->layers, f->kvd), siblings, f->kv_bytes, f->kv_why);
+}
+
+int zp_fwd_set_prefix_sized(zp_fwd *f, size_t kv_cache_bytes, int share, bool siblings,
+			    zp_err *e)
+{
+	prefix_tables(f, siblings);
+	if (zp_kv_size(f->be, kv_cache_bytes, share, &f->kv_bytes, f->kv_why, sizeof f->kv_why, e))
+		return -1;
+	kv_alloc(f);
 	return 0;
+}
+
+int zp_fwd_set_prefix_later(zp_fwd *f, size_t kv_cache_bytes, int share, bool siblings,
+			     zp_err *e)
+{
+	zp_mem_info mi;
+	f->be->ops->mem_info(f->be, &mi);
+	if (kv_cache_bytes != ZP_KV_AUTO || mi.host)
+		return zp_fwd_set_prefix_sized(f, kv_cache_bytes, share, siblings, e) ? -1 : 0;
+	prefix_tables(f, siblings);
+	f->kv_bytes = 0;
+	snprintf(f->kv_why, sizeof f->kv_why, "not yet sized");
+	return 1;
+}
+
+void zp_fwd_size_kv(zp_fwd *f, int id, int share)
+{
+	ZP_ASSERT(f->pre && !f->kv);
+	zp_kv_size_device(f->be, id, share, &f->kv_bytes, f->kv_why, sizeof f->kv_why);
+	kv_alloc(f);
 }
 
 size_t zp_fwd_kv_bytes(const zp_fwd *f, const char **why)

@@ -1,9 +1,10 @@
 /* scheduler.c -- see scheduler.h. Jobs queue in arrival order. Under fifo a
    batch takes whole sequences from the front until the next would pass the
    token budget, so a job's sequences may span several batches (and
-   executors). Under the routing policies a job's sequences are routed in
-   order (j->dispatched counts those routed) into the executors' rings, from
-   whose front batches are cut. */
+   executors); prefix_flops takes them so too, jobs in its own order. Under
+   least_tokens and vllm a job's sequences are routed in order
+   (j->dispatched counts those routed) into the executors' rings, from whose
+   front batches are cut. */
 #include "scheduler.h"
 
 #include <limits.h>
@@ -215,13 +216,17 @@ static void shadow_forget(zp_sched_exec *X)
 }
 
 /* r's full blocks: pending += d (d = +1 routed, -1 back); back and well, they
-   are committed. */
-static void shadow_seq(zp_sched *s, zp_sched_exec *X, const zp_req *r, int d, bool commit)
+   are committed. Returns the leading blocks the shadow held before. */
+static int shadow_seq(zp_sched *s, zp_sched_exec *X, const zp_req *r, int d, bool commit)
 {
 	zp_blk_key k = zp_blk_key_root();
+	int held = 0;
 	for (int b = 0; b < r->ntok / ZP_KV_BLOCK; b++) {
 		k = zp_blk_key_next(k, r->tokens + (size_t)b * ZP_KV_BLOCK);
-		zp_sched_blk *e = d > 0 || commit ? blk_add(X, k) : blk_find(X, k);
+		zp_sched_blk *e = blk_find(X, k);
+		held += held == b && e;
+		if (!e && (d > 0 || commit))
+			e = blk_add(X, k);
 		if (!e && commit && X->committed > 0) { /* full of committed blocks: start over */
 			shadow_forget(X);
 			e = blk_add(X, k);
@@ -239,6 +244,7 @@ static void shadow_seq(zp_sched *s, zp_sched_exec *X, const zp_req *r, int d, bo
 		}
 		blk_drop_if_idle(X, e);
 	}
+	return held;
 }
 
 /* Matched leading blocks of r on every executor into m[nexec]; the walk stops
@@ -304,6 +310,7 @@ int zp_sched_admit(zp_sched *s, zp_job *j, double now)
 	s->queued_seqs += j->nseq;
 	j->t_arrive = now;
 	j->t_dispatch = -1;
+	j->t_passed = -1;
 	j->prev = s->tail;
 	j->next = NULL;
 	if (s->tail)
@@ -320,42 +327,9 @@ double zp_sched_load(const zp_sched *s, int x)
 	return s->ex ? s->ex[x].q_cost + s->ex[x].out_cost : 0;
 }
 
-/* prefix_flops: x has room while its queue holds less than one forward's
-   work, in the tokens it will compute. Not T: T is the least work that
-   hides a gather, not the most a forward should carry; a queue closed at T
-   cut small batches that lost their siblings and GEMM efficiency. */
-static bool flops_open(const zp_sched *s, int x)
-{
-	const zp_sched_exec *X = &s->ex[x];
-	return X->q_n < ZP_FWD_SEQS_MAX && X->q_ctok < s->batch_tokens_max && !(s->down >> x & 1);
-}
-
-/* prefix_flops: where a sequence with matches m goes now, or -1: the
-   executor with room and the longest match, ties to the lower load; one
-   with a batch out only for a match (it holds the prefix: its next forward
-   reuses it), so the rest binds late, to whichever executor frees first,
-   and every forward takes what is queued when it starts, as under fifo. */
-static int flops_choose(const zp_sched *s, const int *m)
-{
-	int best = -1;
-	double bl = 0;
-	for (int x = 0; x < s->nexec; x++) {
-		double load = zp_sched_load(s, x);
-		if (!flops_open(s, x) || (s->ex[x].out && m[x] == 0))
-			continue;
-		if (best < 0 || m[x] > m[best] || (m[x] == m[best] && load < bl)) {
-			best = x;
-			bl = load;
-		}
-	}
-	return best;
-}
-
-/* x may receive: up, and room in its ring (prefix_flops: room in its next forward). */
+/* least_tokens, vllm: x may receive: up, and room in its ring. */
 static bool open_for(const zp_sched *s, int x)
 {
-	if (s->policy == ZP_SCHED_PREFIX_FLOPS)
-		return flops_open(s, x);
 	return s->ex[x].q_n < ZP_SCHED_LOCAL_MAX && !(s->down >> x & 1);
 }
 
@@ -416,66 +390,6 @@ static void balance_round(zp_sched *s)
 		route(s, s->head, choose(s), 0);
 }
 
-/* One prefix_flops pick among the first ZP_SCHED_SCAN jobs (the head alone
-   once it has aged): the longest match where flops_choose sends it,
-   preferring a job that no executor without room holds more of (that one
-   waits for it: sent elsewhere it would compute its prefix again). The
-   head's match is walked whole; the others' share ZP_SCHED_PICK_BLOCKS
-   hashes. NULL: none can go now; else *x and *m: where and how much. */
-static zp_job *flops_pick(zp_sched *s, double now, int *x, int *m)
-{
-	int mj[ZP_EXECUTORS_MAX];
-	zp_job *pick = NULL;
-	bool pick_waits = true, aged = now - s->head->t_arrive >= s->aging_s;
-	long left = ZP_SCHED_PICK_BLOCKS, hashed = 0;
-	int scanned = 0;
-	for (zp_job *j = s->head; j && scanned < (aged ? 1 : ZP_SCHED_SCAN); j = j->next, scanned++) {
-		if (scanned && left <= 0)
-			break;
-		int h = match_all(s, &j->seq[j->dispatched], mj, scanned ? left : LONG_MAX);
-		hashed += h;
-		if (scanned)
-			left -= h;
-		int y = flops_choose(s, mj), most = 0;
-		if (y < 0)
-			continue;
-		for (int u = 0; u < s->nexec; u++)
-			most = ZP_MAX(most, flops_open(s, u) ? 0 : mj[u]);
-		bool waits = most > mj[y];
-		if (!pick || (pick_waits && !waits) || (pick_waits == waits && mj[y] > *m)) {
-			pick = j;
-			pick_waits = waits;
-			*x = y;
-			*m = mj[y];
-		}
-	}
-	s->aged += aged && pick == s->head;
-	s->pick_hashed_max = ZP_MAX(s->pick_hashed_max, hashed);
-	return pick;
-}
-
-/* prefix_flops: route until no executor has room, nothing is queued, or
-   nothing queued can go now. */
-static void flops_round(zp_sched *s, double now)
-{
-	while (s->head && any_open(s)) {
-		int x = -1, m = 0;
-		zp_job *j = flops_pick(s, now, &x, &m);
-		if (!j)
-			return;
-		route(s, j, x, m);
-	}
-}
-
-/* Route queued sequences until no executor is open or nothing is queued. */
-static void admission_round(zp_sched *s, double now)
-{
-	if (s->policy == ZP_SCHED_PREFIX_FLOPS)
-		flops_round(s, now);
-	else
-		balance_round(s);
-}
-
 /* ---- batches ------------------------------------------------------------------ */
 
 /* Tokens r computes in batch b after its earlier members: a sequence of
@@ -514,46 +428,203 @@ static bool batch_take(const zp_sched *s, zp_batch *b, long *ctok, zp_req *r, zp
 	return true;
 }
 
-/* fifo: whole sequences from the queue's front. */
-static int cut_fifo(zp_sched *s, double now, bool force, zp_batch *b, double *wake_at)
+/* fifo's moment (prefix_flops' too): a batch is due when the queue holds a
+   forward's budget or sequences, or its oldest has waited batch_wait_s, or
+   force; else *wake_at says when. */
+static bool queue_due(const zp_sched *s, double now, bool force, double *wake_at)
 {
-	long ctok = 0;
 	if (!s->head)
-		return 0;
+		return false;
 	double due = s->head->t_arrive + s->batch_wait_s;
 	if (!force && now < due && s->queued_tokens < s->batch_tokens_max &&
 	    s->queued_seqs < ZP_FWD_SEQS_MAX) {
 		*wake_at = due;
-		return 0;
+		return false;
 	}
+	return true;
+}
+
+/* j's sequences from its next one join b while it has room (whole sequences,
+   in order); j leaves the queue with its last. false: b is full. */
+static bool take_job(zp_sched *s, zp_batch *b, long *ctok, zp_job *j, double now)
+{
+	while (j->dispatched < j->nseq) {
+		zp_req *r = &j->seq[j->dispatched];
+		if (!batch_take(s, b, ctok, r, j))
+			return false;
+		s->queued_tokens -= r->ntok;
+		s->queued_seqs--;
+		if (j->dispatched++ == 0)
+			j->t_dispatch = now;
+	}
+	unlink_job(s, j);
+	return true;
+}
+
+/* fifo: whole sequences from the queue's front. */
+static int cut_fifo(zp_sched *s, double now, bool force, zp_batch *b, double *wake_at)
+{
+	long ctok = 0;
+	if (!queue_due(s, now, force, wake_at))
+		return 0;
 	for (zp_job *j = s->head, *next; j; j = next) {
 		next = j->next;
-		while (j->dispatched < j->nseq) {
-			zp_req *r = &j->seq[j->dispatched];
-			if (!batch_take(s, b, &ctok, r, j))
-				goto full;
-			s->queued_tokens -= r->ntok;
-			s->queued_seqs--;
-			if (j->dispatched++ == 0)
-				j->t_dispatch = now;
-		}
-		unlink_job(s, j);
+		if (!take_job(s, b, &ctok, j, now))
+			break;
 	}
-full:
 	ZP_ASSERT(b->n > 0 && s->queued_tokens >= 0 && s->queued_seqs >= 0);
 	return b->n;
 }
 
-/* A routed executor's queue is due: a forward's budget or sequences, or
-   (prefix_flops) T's worth of work, at the knee's size at least where the
-   wait for company is bounded (with none, prefill's default, T alone: an
-   idle executor never waits on arrivals that may not come). */
+/* prefix_flops: the classes of queued jobs, in the order a batch takes them. */
+enum flops_class {
+	FLOPS_AGED,		/* passed over aging_s ago: first, wherever they match */
+	FLOPS_MINE,		/* their longest match is on this executor */
+	FLOPS_FREE,		/* no match anywhere (then the jobs past the scan) */
+	FLOPS_THEIRS,		/* another executor up holds more of them: last */
+	FLOPS_CLASSES
+};
+
+static enum flops_class flops_class(const zp_sched *s, int x, const zp_job *j, const int *m,
+				    double now)
+{
+	int other = 0;
+	if (j->t_passed >= 0 && now - j->t_passed >= s->aging_s)
+		return FLOPS_AGED;
+	for (int y = 0; y < s->nexec; y++)
+		if (y != x && !(s->down >> y & 1))
+			other = ZP_MAX(other, m[y]);
+	if (other > m[x])
+		return FLOPS_THEIRS;
+	return m[x] > 0 ? FLOPS_MINE : FLOPS_FREE;
+}
+
+/* prefix_flops: b goes out on X: its sequences' blocks are pending there
+   (an earlier sibling's count for a later one), their Delta is X's load. */
+static void flops_out(zp_sched *s, zp_sched_exec *X, const zp_batch *b)
+{
+	double cost = 0;
+	for (int k = 0; k < b->n; k++) {
+		const zp_req *r = b->req[k];
+		int held = X->tab ? shadow_seq(s, X, r, +1, false) : 0;
+		held = ZP_MIN(held, (r->ntok - 1) / ZP_KV_BLOCK);
+		cost += zp_cost_seq(&s->cost, r->ntok, (long)held * ZP_KV_BLOCK, zp_cost_rows(r));
+	}
+	X->out = true;
+	X->out_cost = cost;
+	X->out_tokens = b->tokens;
+	X->out_seqs = b->n;
+}
+
+/* One prefix_flops cut's view of the first ZP_SCHED_SCAN queued jobs. */
+typedef struct {
+	zp_job *job[ZP_SCHED_SCAN];
+	int was[ZP_SCHED_SCAN];		/* its dispatched count before the cut */
+	enum flops_class cls[ZP_SCHED_SCAN];
+	zp_blk_key first[ZP_SCHED_SCAN]; /* its next sequence's first block's key */
+	bool full[ZP_SCHED_SCAN];	/* that sequence has a full first block */
+	bool done[ZP_SCHED_SCAN];	/* this cut took from it */
+	int n;
+	int young;			/* the latest position taken from (n: past the scan) */
+} flops_scan;
+
+/* Scanned job i joins b (its sequences, in order, while b has room); then
+   every other scanned job whose next sequence shares its first block
+   (siblings: they meet in this forward), but those another executor holds
+   more of. false: b is full. */
+static bool flops_take(zp_sched *s, zp_batch *b, long *ctok, flops_scan *v, int i, double now)
+{
+	int k = b->n;
+	bool room = take_job(s, b, ctok, v->job[i], now);
+	v->done[i] = true;
+	v->young = b->n > k ? ZP_MAX(v->young, i) : v->young;
+	s->aged += v->cls[i] == FLOPS_AGED ? b->n - k : 0;
+	for (int u = 0; u < v->n && room && v->full[i]; u++) {
+		if (v->done[u] || !v->full[u] || v->cls[u] == FLOPS_THEIRS ||
+		    !zp_blk_key_eq(v->first[u], v->first[i]))
+			continue;
+		k = b->n;
+		room = take_job(s, b, ctok, v->job[u], now);
+		v->done[u] = true;
+		v->young = b->n > k ? ZP_MAX(v->young, u) : v->young;
+		s->aged += v->cls[u] == FLOPS_AGED ? b->n - k : 0;
+	}
+	return room;
+}
+
+/* prefix_flops: x's batch goes out when fifo's would (queue_due) and is cut
+   as fifo cuts, from the same queue, but in another order: the first
+   ZP_SCHED_SCAN jobs (hashing the head's blocks, ZP_SCHED_PICK_BLOCKS more
+   and one first block per job) by flops_class, each class in arrival
+   order, each job with its scanned siblings (flops_take), then the jobs
+   past the scan, then (to the knee) those another executor holds more of.
+   With no match anywhere and no sharing that is arrival order: fifo's
+   batch. x never idles while a batch is due; a job left while a younger
+   one went is passed over, and after aging_s goes first (one left for the
+   executor holding its prefix is not: that one takes it first). Its
+   sequences' blocks go pending on x (the shadow), their cost to its load. */
+static int cut_flops(zp_sched *s, double now, bool force, zp_batch *b, double *wake_at)
+{
+	flops_scan v;
+	int x = b->exec, m[ZP_EXECUTORS_MAX];
+	long ctok = 0, left = ZP_SCHED_PICK_BLOCKS, hashed = 0;
+	zp_sched_exec *X = &s->ex[x];
+	zp_job *j = s->head;
+	bool room = true;
+	ZP_ASSERT(x >= 0 && x < s->nexec && !X->out);
+	if (!queue_due(s, now, force, wake_at))
+		return 0;
+	v.young = -1;
+	for (v.n = 0; j && v.n < ZP_SCHED_SCAN && (v.n == 0 || left > 0); j = j->next, v.n++) {
+		const zp_req *r = &j->seq[j->dispatched];
+		int h = match_all(s, r, m, v.n ? left : LONG_MAX), i = v.n;
+		hashed += h;
+		left -= i ? h : 0;
+		v.job[i] = j;
+		v.was[i] = j->dispatched;
+		v.cls[i] = flops_class(s, x, j, m, now);
+		v.full[i] = r->ntok >= ZP_KV_BLOCK;
+		v.first[i] = v.full[i] ? zp_blk_key_next(zp_blk_key_root(), r->tokens) : (zp_blk_key){ 0 };
+		v.done[i] = false;
+	}
+	s->pick_hashed_max = ZP_MAX(s->pick_hashed_max, hashed + v.n);
+	zp_job *past = j; /* the first job past the scan (its links stay: not taken yet) */
+	for (int c = FLOPS_AGED; c <= FLOPS_FREE && room; c++)
+		for (int i = 0; i < v.n && room; i++)
+			if ((int)v.cls[i] == c && !v.done[i])
+				room = flops_take(s, b, &ctok, &v, i, now);
+	for (zp_job *next; (j = past) && room; past = next) {
+		next = j->next;
+		int k = b->n;
+		room = take_job(s, b, &ctok, j, now);
+		v.young = b->n > k ? v.n : v.young;
+	}
+	/* another executor's jobs fill this forward to the knee (below it the
+	   forward runs inefficiently, and an idle executor gains nothing by
+	   waiting); the rest wait for theirs */
+	long fill = s->knee_tokens > 0 ? s->knee_tokens : s->batch_tokens_max;
+	for (int i = 0; i < v.n && room && ctok < fill; i++) {
+		if (v.cls[i] != FLOPS_THEIRS)
+			continue;
+		int k = b->n;
+		room = take_job(s, b, &ctok, v.job[i], now);
+		v.young = b->n > k ? ZP_MAX(v.young, i) : v.young;
+	}
+	/* left while a younger job went: passed over (not one left for the
+	   executor holding its prefix: that one takes it first when back) */
+	for (int i = 0; i < v.young; i++)
+		if (v.job[i]->dispatched == v.was[i] && v.cls[i] != FLOPS_THEIRS &&
+		    v.job[i]->t_passed < 0)
+			v.job[i]->t_passed = now;
+	ZP_ASSERT(b->n > 0 && s->queued_tokens >= 0 && s->queued_seqs >= 0);
+	flops_out(s, X, b);
+	return b->n;
+}
+
+/* A routed executor's queue is due: a forward's budget or sequences. */
 static bool routed_full(const zp_sched *s, const zp_sched_exec *X)
 {
-	if (X->q_ctok >= s->batch_tokens_max || X->q_n >= ZP_FWD_SEQS_MAX)
-		return true;
-	return s->policy == ZP_SCHED_PREFIX_FLOPS && X->q_cost >= s->threshold &&
-	       (X->q_ctok >= s->knee_tokens || isinf(s->batch_wait_s));
+	return X->q_ctok >= s->batch_tokens_max || X->q_n >= ZP_FWD_SEQS_MAX;
 }
 
 /* A routing policy: the front of b->exec's ring. */
@@ -608,7 +679,9 @@ int zp_sched_next_batch(zp_sched *s, double now, bool force, zp_batch *b, double
 		return cut_retry(s, now, b);
 	if (s->policy == ZP_SCHED_FIFO)
 		return cut_fifo(s, now, force, b, wake_at);
-	admission_round(s, now);
+	if (s->policy == ZP_SCHED_PREFIX_FLOPS)
+		return cut_flops(s, now, force, b, wake_at);
+	balance_round(s);
 	return cut_routed(s, now, force, b, wake_at);
 }
 
@@ -757,7 +830,8 @@ static bool retry_push(zp_sched *s, zp_sched_ent e)
 void zp_sched_requeue(zp_sched *s, zp_job *j, int seq)
 {
 	ZP_ASSERT(seq >= 0 && seq < j->dispatched && j->done < j->dispatched && s->retry);
-	ZP_ASSERT(retry_push(s, (zp_sched_ent){ j, seq, j->seq[seq].ntok, 0 })); /* sized for every batch out */
+	/* sized for every batch out */
+	ZP_ASSERT(retry_push(s, (zp_sched_ent){ j, seq, j->seq[seq].ntok, 0 }));
 	s->queued_tokens += j->seq[seq].ntok;
 	s->queued_seqs++;
 }

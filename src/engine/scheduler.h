@@ -5,33 +5,30 @@
    (DESIGN.md section 4):
      fifo          one queue in arrival order; whichever executor is idle
                    takes the next batch from its front (the old scheduler).
-     prefix_flops  admission rounds: each queued sequence is routed to one
-                   executor, which holds it in its own queue until it cuts a
-                   batch. An executor receives while its queue holds less
-                   than one forward's work (the batch budget, in tokens it
-                   will compute after reuse; at most ZP_FWD_SEQS_MAX
-                   sequences): routing binds late, and every idle executor
-                   has work while any is queued. Among the first
-                   ZP_SCHED_SCAN queued jobs (hashing at most
-                   ZP_SCHED_PICK_BLOCKS blocks beyond the head's per pick)
-                   the one with the longest prefix match on such an
-                   executor (committed or pending blocks of the shadow
-                   below: pending includes its queue, so sequences sharing
-                   a prefix that arrive together gather on one executor and
-                   meet in one forward as siblings) goes first, to the
-                   executor with that match, ties to the lower load L_i
-                   (cost.h: per layer, routed and not yet back), no match
-                   to the least loaded; a job a full executor holds more of
-                   waits for it while another job can go instead. An idle
-                   executor cuts a batch at once when its queue holds a
-                   forward's budget, or T's worth of FLOPs and (where
-                   batch_wait_s bounds the wait) the batch size at which
-                   its measured tokens/s levels off (the knee), else after
-                   batch_wait_s like fifo. An executor with a batch out
-                   receives only sequences it holds a match for: the rest
-                   bind late, to whichever executor frees first.
-                   Aging: a job that has waited aging_s is routed before any
-                   younger one, in arrival order.
+     prefix_flops  fifo's moments and budget, a better order: an idle
+                   executor cuts when fifo would (the queue holds a
+                   forward's budget or sequences, or its oldest has waited
+                   batch_wait_s), from the same queue (nothing is bound to
+                   an executor before its batch is cut), taking jobs in
+                   classes, each in arrival order: those passed over
+                   aging_s ago (left while a younger job went); those whose
+                   longest prefix match (committed or pending blocks of the
+                   shadow below) is on this executor; those that match
+                   nowhere (then the jobs past the scan); each with the
+                   scanned jobs sharing its first block (siblings: one
+                   forward computes the prefix once); last, those another
+                   executor up holds more of, only to fill the forward to
+                   the knee (the size where measured tokens/s levels off;
+                   unmeasured: the budget). With no match anywhere and no
+                   sharing that is arrival order: fifo's batches at fifo's
+                   moments, so it cannot lose to fifo there (test_sched's
+                   fifo_twin). No executor idles while a batch is due; a
+                   job left for the executor holding its prefix waits for
+                   that one's forward, which takes it first, and aging_s
+                   more if passed over there. The scan covers the first
+                   ZP_SCHED_SCAN queued jobs, hashing at most the head's
+                   blocks, ZP_SCHED_PICK_BLOCKS more and one first block
+                   per job.
      least_tokens  FIFO routing, at once, to the executor with the fewest
                    routed-and-unfinished tokens.
      vllm          FIFO routing, at once, to the least waiting x 4 + running
@@ -45,7 +42,9 @@
    kept current by the medians of a window of what forwards measure
    (zp_sched_batch_done; an outlier moves neither), within [the linear FLOPs
    of min_tokens tokens, those of a full forward]; a move of 25% or more is
-   logged. Where no gather is measured T is its floor.
+   logged. Where no gather is measured T is its floor. T is measured and
+   reported, and moves no cut: cutting early at T made prefix_flops's
+   forwards smaller than fifo's (fewer siblings, lower GEMM efficiency).
    Every policy cuts a batch by the tokens its forward computes: a sequence
    whose leading blocks an earlier sequence of the batch computes (a
    sibling, forward.h) counts only the rest; cache hits, which the forward
@@ -100,8 +99,8 @@ const char *zp_sched_policy_name(enum zp_sched_policy p);
 
 #define ZP_SCHED_LOCAL_MAX (2 * ZP_FWD_SEQS_MAX) /* routed, uncut sequences per executor:
 						    full is saturated */
-#define ZP_SCHED_SCAN 32		/* queued jobs one prefix_flops pick compares */
-#define ZP_SCHED_PICK_BLOCKS 1024	/* blocks one pick hashes beyond the head job's */
+#define ZP_SCHED_SCAN 256		/* queued jobs one prefix_flops cut orders */
+#define ZP_SCHED_PICK_BLOCKS 16384	/* blocks one cut hashes beyond the head job's */
 #define ZP_SCHED_WINDOW 32		/* measurements of each of T's inputs kept */
 #define ZP_SCHED_KNEE_BUCKETS 16	/* forward sizes 16 << k computed tokens */
 #define ZP_SCHED_KNEE_WINDOW 8		/* tokens/s measurements kept per size */
@@ -122,7 +121,7 @@ typedef struct {
 } zp_sched_blk;
 
 typedef struct {
-	zp_sched_ent *q;		/* [ZP_SCHED_LOCAL_MAX] ring: routed, not yet cut */
+	zp_sched_ent *q;		/* [ZP_SCHED_LOCAL_MAX] ring: routed, not yet cut (least_tokens, vllm) */
 	int q_head, q_n;
 	long q_tokens;
 	long q_ctok;			/* their tokens after the matches when routed */
@@ -168,7 +167,7 @@ typedef struct {
 	double threshold_min;		/* T's floor */
 	double aging_s;
 	long shadow_blocks;
-	long aged;			/* sequences routed first by the aging rule */
+	long aged;			/* sequences cut first by the aging rule */
 	/* executors lost (zp_sched_set_down) and the sequences to run again
 	   (zp_sched_requeue): a ring cut before anything else */
 	uint64_t down;			/* bit x: executor x takes nothing routed */
@@ -184,8 +183,8 @@ typedef struct {
 	/* the knee: tokens/s of forwards by size (16 << k computed tokens) */
 	double knee_rate[ZP_SCHED_KNEE_BUCKETS][ZP_SCHED_KNEE_WINDOW];
 	int knee_n[ZP_SCHED_KNEE_BUCKETS];
-	int knee_tokens;		/* the size an idle executor waits for (with T) */
-	long pick_hashed_max;		/* the most blocks one prefix_flops pick hashed */
+	int knee_tokens;		/* where tokens/s levels off (reported) */
+	long pick_hashed_max;		/* the most blocks one prefix_flops cut hashed */
 } zp_sched;
 
 void zp_sched_init(zp_sched *s, int requests_max, long tokens_max, int batch_tokens_max,
@@ -202,9 +201,9 @@ void zp_sched_free(zp_sched *s);
 int zp_sched_admit(zp_sched *s, zp_job *j, double now);
 
 /* Cut the next batch for executor b->exec into b when one is due at now: the
-   budget (tokens computed, or ZP_FWD_SEQS_MAX sequences) is reached, or
-   (prefix_flops) the executor's queue holds T and the knee, or the oldest
-   waiting sequence has waited batch_wait_s, or force. Routing policies run an admission round first.
+   budget (tokens computed, or ZP_FWD_SEQS_MAX sequences) is reached, or the
+   oldest waiting sequence has waited batch_wait_s, or force. least_tokens
+   and vllm route queued sequences to the executors' rings first.
    Returns b->n (0: none due; *wake_at then says when one will be, or 0 when
    none will be before something comes back or arrives). */
 int zp_sched_next_batch(zp_sched *s, double now, bool force, zp_batch *b, double *wake_at);
