@@ -407,22 +407,34 @@ static double median(double *v, int n)
 	return v[n / 2];
 }
 
+/* The process's CPU seconds so far (every thread). */
+static double cpu_s(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
+	       (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+}
+
 /* One line of the profile: n sequences of L tokens, the forward's median
-   seconds unprofiled, then each op class's median seconds profiled. */
+   seconds unprofiled (wall, and the process's CPU seconds: the work, whatever
+   else the machine runs), then each op class's median seconds profiled. */
 static int profile_point(FILE *out, zp_fwd *f, zp_req *reqs, int n, int L, int iters, zp_err *e)
 {
 	zp_req *p[ZP_FWD_SEQS_MAX];
-	double fwd[PROFILE_ITERS_MAX], op[ZP_FOP_N][PROFILE_ITERS_MAX], run[ZP_FOP_N];
+	double fwd[PROFILE_ITERS_MAX], cpu[PROFILE_ITERS_MAX], op[ZP_FOP_N][PROFILE_ITERS_MAX];
+	double run[ZP_FOP_N];
 	for (int s = 0; s < n; s++)
 		p[s] = &reqs[s];
 	zp_fwd_set_profile(f, NULL);
 	if (zp_fwd_run(f, p, n, e)) /* warm-up */
 		return -1;
 	for (int it = 0; it < iters; it++) {
-		double t0 = zp_now_s();
+		double t0 = zp_now_s(), c0 = cpu_s();
 		if (zp_fwd_run(f, p, n, e))
 			return -1;
 		fwd[it] = zp_now_s() - t0;
+		cpu[it] = cpu_s() - c0;
 	}
 	zp_fwd_set_profile(f, run);
 	for (int it = 0; it < iters; it++) {
@@ -433,8 +445,8 @@ static int profile_point(FILE *out, zp_fwd *f, zp_req *reqs, int n, int L, int i
 			op[k][it] = run[k];
 	}
 	zp_fwd_set_profile(f, NULL);
-	fprintf(out, "fwd %d %d %d %.0f %.6g", n * L, n, L, n * ((double)L * (L + 1) / 2),
-		median(fwd, iters));
+	fprintf(out, "fwd %d %d %d %.0f %.6g %.6g", n * L, n, L, n * ((double)L * (L + 1) / 2),
+		median(fwd, iters), median(cpu, iters));
 	for (int k = 0; k < ZP_FOP_N; k++)
 		fprintf(out, " %.6g", median(op[k], iters));
 	fputc('\n', out);
@@ -493,7 +505,7 @@ static int bench_profile(const zp_serve_cfg *o, zp_model *m)
 		return 1;
 	}
 	fprintf(out, "# zprefill profile v2\n# device=%s kernels=%s dtype=%s threads=%d "
-		"executors=%d parallel=%s model=%s\n# fwd tokens seqs seq_tokens pairs forward_s",
+		"executors=%d parallel=%s model=%s\n# fwd tokens seqs seq_tokens pairs forward_s forward_cpu_s",
 		zp_device_name((enum zp_device)o->device),
 		zp_device_kernels((enum zp_device)o->device), zp_model_dtype_name(m),
 		zp_serve_cfg_threads(o), o->executors, zp_parallel_name(o->parallel), o->model);
