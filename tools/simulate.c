@@ -315,13 +315,13 @@ static void result_print(const char *what, enum zp_sched_policy pol, run_result 
 	double span = r->span_s > 0 ? r->span_s : 1;
 	printf("%-9s %-12s req_s=%.1f tok_s=%.1f p50_ms=%.2f p99_ms=%.2f computed_ratio=%.3f "
 	       "hit_rate=%.3f wait_frac=%.4f comm_frac=%.4f ok=%d rejected=%d T_flops=%.4g "
-	       "knee_tokens=%d\n", what, zp_sched_policy_name(pol), r->answered / span,
+	       "knee_tokens=%d busy_s=%.3f\n", what, zp_sched_policy_name(pol), r->answered / span,
 	       r->ok_tokens / span, r->answered ? 1e3 * r->lat[r->answered / 2] : 0,
 	       r->answered ? 1e3 * r->lat[(int)(0.99 * (r->answered - 1))] : 0,
 	       r->prompt ? (double)r->computed / r->prompt : 0,
 	       r->prompt ? (double)r->hits / r->prompt : 0, r->busy_s > 0 ? r->wait_s / r->busy_s : 0,
 	       r->busy_s > 0 ? r->comm_s / r->busy_s : 0, r->answered, r->rejected,
-	       s ? s->threshold : 0, s ? s->knee_tokens : 0);
+	       s ? s->threshold : 0, s ? s->knee_tokens : 0, r->busy_s);
 	fflush(stdout);
 }
 
@@ -339,6 +339,7 @@ typedef struct {
 	zp_batch b;
 	bool busy;
 	double left_s;			/* of its forward, at full speed */
+	double started;			/* when it began */
 	sim_cost cost;
 	sim_work work;
 	lru cache;
@@ -462,7 +463,7 @@ static void finish_batch(zp_sched *s, sim_exec *x, double now, run_result *r, in
 	x->b.fwd_s = x->cost.total_s;
 	x->b.stats.mlp_s = x->cost.mlp_s;
 	x->b.failed = 0;
-	r->busy_s += x->cost.total_s;
+	r->busy_s += now - x->started;
 	r->wait_s += x->cost.wait_s;
 	r->comm_s += x->cost.comm_s;
 	zp_sched_batch_done(s, &x->b, &obs);
@@ -527,6 +528,9 @@ static void simulate(const sim_opts *o, enum zp_sched_policy pol, request *rq, i
 			for (int i = 0; i < nexec && o->cm.mode == SIM_DPEP; i++)
 				x[i].b.filler = !cut[i];
 			start_forwards(o, x, cut, &res);
+			for (int i = 0; i < nexec; i++)
+				if (cut[i] || o->cm.mode == SIM_DPEP)
+					x[i].started = now;
 		}
 		/* the next event */
 		double t = wake, v = speed(o, x);
