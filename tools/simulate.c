@@ -177,9 +177,10 @@ typedef struct {
 static int32_t *ids_of(const cJSON *a, int *n)
 {
 	*n = cJSON_GetArraySize(a);
-	int32_t *v = zp_xmalloc((size_t)ZP_MAX(*n, 1) * sizeof *v);
-	for (int i = 0; i < *n; i++)
-		v[i] = (int32_t)cJSON_GetArrayItem(a, i)->valuedouble;
+	int32_t *v = zp_xmalloc((size_t)ZP_MAX(*n, 1) * sizeof *v), i = 0;
+	const cJSON *x;
+	cJSON_ArrayForEach(x, a) /* a walk: GetArrayItem(i) is a walk each */
+		v[i++] = (int32_t)x->valuedouble;
 	return v;
 }
 
