@@ -17,6 +17,8 @@ CONNS=${CONNS:-256}
 N19="nice -n 19"
 mkdir -p "$OUT"
 make -s build/simulate >/dev/null
+cp build/simulate "$OUT/simulate" # a rebuild meanwhile does not touch the runs
+S=$OUT/simulate
 python3 tools/gen_workload.py --workload paper --rate 1000 --duration "$SECS" --seed 1 \
 	--vocab 151936 --max-tokens 32768 --scale 1 > "$OUT/w.req"
 : > "$OUT/rows.txt"
@@ -27,7 +29,7 @@ for D in a100 h100 h200; do
 			F=; [ "$DT" = fp8 ] && F=--fp8
 			for MODE in asyncep dpep replicate tp; do
 				echo "== device=$D model=$M dtype=$DT mode=$MODE batch=$B" >> "$OUT/rows.txt"
-				$N19 build/simulate "tests/models/qwen3-$M-config" "$OUT/w.req" --device "$D" \
+				$N19 "$S" "tests/models/qwen3-$M-config" "$OUT/w.req" --device "$D" \
 					--executors 8 --mode "$MODE" $F --kv-bytes auto --conns "$CONNS" \
 					--batch-tokens "$B" >> "$OUT/rows.txt"
 			done

@@ -25,9 +25,11 @@ N19="nice -n 19"
 mkdir -p "$OUT"
 LOG=$OUT/log
 make -s zprefill build/simulate >/dev/null
+cp build/simulate "$OUT/simulate" # a rebuild meanwhile does not touch the runs
+S=$OUT/simulate
 python3 tools/gen_workload.py --workload paper --rate 1000 --duration "$SECS" --seed 1 \
 	--vocab 640 --max-tokens 4096 --scale "$SCALE" > "$OUT/w.req"
-echo "# $(date -u) model=$MODEL requests=$(wc -l < "$OUT/w.req") scale=$SCALE $(uptime)" | tee "$LOG"
+echo "# $(date -u) model=$MODEL requests=$(wc -l < "$OUT/w.req") scale=$SCALE $(uptime)" | tee -a "$LOG"
 for N in $NS; do
 	$N19 ./zprefill bench --model "$MODEL" --tokens 2048 --seqs 4 --threads 1 \
 		--profile "$OUT/prof$N.txt" --log-level warn > /dev/null
@@ -38,15 +40,15 @@ for N in $NS; do
 		: > "$OUT/pred-$N-$name.txt"
 		: > "$OUT/predrun-$N-$name.txt"
 		for P in $POLICIES; do
-			c0=$($N19 build/simulate --probe-cores 1 | sed 's/cores=//')
-			$N19 build/simulate "$MODEL" "$OUT/w.req" --measure --executors "$N" \
+			c0=$($N19 "$S" --probe-cores 1 | sed 's/cores=//')
+			$N19 "$S" "$MODEL" "$OUT/w.req" --measure --executors "$N" \
 				--kv-bytes "$kv" --policies "$P" > "$OUT/m.txt"
-			c1=$($N19 build/simulate --probe-cores 1 | sed 's/cores=//')
+			c1=$($N19 "$S" --probe-cores 1 | sed 's/cores=//')
 			cat "$OUT/m.txt" >> "$OUT/meas-$N-$name.txt"
 			share=$(sed -n 's/^# cpu_share=\([0-9.]*\).*/\1/p' "$OUT/m.txt")
 			cores=$(python3 -c "print(round(($c0 + $c1) / 2, 3))")
 			for v in "pred:$cores" "predrun:$share"; do
-				build/simulate "$MODEL" "$OUT/w.req" --profile "$OUT/prof$N.txt" \
+				$N19 "$S" "$MODEL" "$OUT/w.req" --profile "$OUT/prof$N.txt" \
 					--cores "${v#*:}" --executors "$N" --kv-bytes "$kv" \
 					--policies "$P" >> "$OUT/${v%%:*}-$N-$name.txt"
 			done
@@ -54,4 +56,4 @@ for N in $NS; do
 		done
 	done
 done
-python3 tools/sim/validate_table.py "$OUT" "$NS" "$CACHES" | tee "$OUT/table.md"
+python3 tools/sim/validate_table.py "$OUT" "${TABLE_NS:-$NS}" "$CACHES" | tee "$OUT/table.md"
