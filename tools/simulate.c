@@ -406,7 +406,7 @@ static void plan_forward(sim_exec *x, run_result *res)
 }
 
 /* Start the forwards cut at now (dpep: one lockstep round of all). */
-static void start_forwards(const sim_opts *o, sim_exec *x, const bool *cut, run_result *res)
+static void start_forwards(const sim_opts *o, sim_exec *x, const bool *cut)
 {
 	int n = o->executors;
 	if (o->cm.mode == SIM_DPEP) {
@@ -428,7 +428,6 @@ static void start_forwards(const sim_opts *o, sim_exec *x, const bool *cut, run_
 		x[i].left_s = x[i].cost.total_s;
 		x[i].busy = true;
 	}
-	(void)res;
 }
 
 /* The speed of a busy executor: cores shared by the busy ones. */
@@ -528,7 +527,7 @@ static void simulate(const sim_opts *o, enum zp_sched_policy pol, request *rq, i
 		if (any_cut) {
 			for (int i = 0; i < nexec && o->cm.mode == SIM_DPEP; i++)
 				x[i].b.filler = !cut[i];
-			start_forwards(o, x, cut, &res);
+			start_forwards(o, x, cut);
 			for (int i = 0; i < nexec; i++)
 				if (cut[i] || o->cm.mode == SIM_DPEP)
 					x[i].started = now;
@@ -595,10 +594,6 @@ static int probe_cores(double secs)
 }
 
 /* ---- the real engine, for validation ---- */
-
-typedef struct {
-	run_result *res;
-} measure_ctx;
 
 static void on_batch(void *arg, const zp_batch *b)
 {

@@ -360,7 +360,7 @@ static double walk(const zp_config *c, const double *pre, const double *ex, doub
 		   double *wait, double *paced)
 {
 	double t = 0, link_free = 0, done = 0;
-	int first = -1, prev = -1;
+	int first = -1;
 	*wait = 0;
 	*paced = 0;
 	for (int l = 0; l < c->layers; l++) {
@@ -369,7 +369,7 @@ static double walk(const zp_config *c, const double *pre, const double *ex, doub
 		double start = t;
 		t += pre[l];
 		if (c->sparse[l] && l != first && g > 0) {
-			/* gather of l began when MoE layer prev began */
+			/* l's gather began as the MoE layer before it began */
 			if (t < done) {
 				*wait += done - t;
 				*paced = g;
@@ -387,10 +387,8 @@ static double walk(const zp_config *c, const double *pre, const double *ex, doub
 				done = s0 + g;
 				link_free = done;
 			}
-			prev = l;
 		}
 	}
-	(void)prev;
 	return t;
 }
 

@@ -97,9 +97,10 @@ sim_cost sim_forward(const sim_model *m, const sim_work *w);
 /* dpep: one lockstep round of n members' forwards (w[i].tokens 0: a filler);
    every member finishes at the round's total. */
 sim_cost sim_round_dpep(const sim_model *m, const sim_work *w, int n);
-/* Bytes one device holds for the weights, and the workspace of a forward of
-   batch_tokens; 0 when they fit in the device with room for kv_min_bytes,
-   else -1 (the message in why). Roofline only. */
+/* Roofline only: the bytes one device holds for the weights (*weights_bytes)
+   and what is left of DEVICE_UTIL (0.9) of its memory after them and the
+   workspace of a forward of batch_tokens (*free_bytes: the prefix cache's
+   room). 0 when that is positive, else -1 with why ("does not fit: ..."). */
 int sim_fits(const sim_model *m, int batch_tokens, double *weights_bytes, double *free_bytes,
 	     char *why, size_t why_len);
 

@@ -65,7 +65,7 @@ for k, modes in runs.items():
          if "fifo" in a and "prefix_flops" in a else "-")
     c = ("%.2f, %.2f" % (a["fifo"]["computed_ratio"], a["prefix_flops"]["computed_ratio"])
          if "fifo" in a and "prefix_flops" in a else "-")
-    print("| %d | 8x%s %s %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+    print("| %d | 8x%s %s %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
         k[0], k[1].upper(), k[2], k[3], cells[0], cells[1], cells[2], cells[3], r1, r2, r3, w, c))
 print()
 print("(all rows: %s.md)" % path)

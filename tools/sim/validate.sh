@@ -12,7 +12,9 @@
 # Everything under nice 19 (the machine is shared; the conditions are the
 # measurement's). Prints one table row per (N, cache, policy): measured and
 # predicted tokens/s, p50, computed/prompt, and the errors.
-#   tools/sim/validate.sh [OUT_DIR] (env: MODEL, SECS, SCALE, NS, CACHES)
+# REPEATS rounds of the four policies in turn (ABCD ABCD ...); the table
+# takes each policy's medians.
+#   tools/sim/validate.sh [OUT_DIR] (env: MODEL, SECS, SCALE, NS, CACHES, REPEATS)
 set -eu
 OUT=${1:-/tmp/zp-validate}
 MODEL=${MODEL:-tests/models/tiny-tok}
@@ -20,6 +22,7 @@ SECS=${SECS:-0.3}
 SCALE=${SCALE:-0.25}
 NS=${NS:-"1 2 3 4"}
 CACHES=${CACHES:-"scarce:1048576 ample:67108864"}
+REPEATS=${REPEATS:-1}
 POLICIES="fifo prefix_flops least_tokens vllm"
 N19="nice -n 19"
 mkdir -p "$OUT"
@@ -39,6 +42,9 @@ for N in $NS; do
 		: > "$OUT/meas-$N-$name.txt"
 		: > "$OUT/pred-$N-$name.txt"
 		: > "$OUT/predrun-$N-$name.txt"
+		r=0
+		while [ $r -lt "$REPEATS" ]; do
+		r=$((r + 1))
 		for P in $POLICIES; do
 			c0=$($N19 "$S" --probe-cores 1 | sed 's/cores=//')
 			$N19 "$S" "$MODEL" "$OUT/w.req" --measure --executors "$N" \
@@ -53,6 +59,7 @@ for N in $NS; do
 					--policies "$P" >> "$OUT/${v%%:*}-$N-$name.txt"
 			done
 			echo "# N=$N cache=$name $P probes=$c0,$c1 run_share=$share" | tee -a "$LOG"
+		done
 		done
 	done
 done

@@ -1,30 +1,41 @@
 #!/usr/bin/env python3
 """validate_table.py OUT NS CACHES -- tools/sim/validate.sh's table: per (N,
-cache, policy) the measured tokens/s, p50 and computed/prompt beside the
-simulator's, with the free cores taken from the probes around the run and
-from the run's own CPU share; the share of rows within 15%."""
+cache, policy) the medians over the repeats of the measured tokens/s, p50 and
+computed/prompt beside the simulator's (each repeat predicted with the free
+cores of its own run: from the probes around it, and from its own CPU
+share), the measured range, and the share of rows within 15%."""
 import sys
 
 out, ns = sys.argv[1], sys.argv[2].split()
 caches = [c.split(":")[0] for c in sys.argv[3].split()]
 
 
+def med(v):
+    v = sorted(v)
+    return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
+
+
 def rows(path):
+    """policy -> field -> the repeats' values, medians"""
     r = {}
     for line in open(path):
         if line.startswith(("predicted", "measured")):
             f = line.split()
-            r[f[1]] = {k: float(v) for k, v in (x.split("=") for x in f[2:])}
-    return r
+            d = r.setdefault(f[1], {})
+            for k, v in (x.split("=") for x in f[2:]):
+                d.setdefault(k, []).append(float(v))
+    return {p: dict({k: med(v) for k, v in d.items()}, _all=d) for p, d in r.items()}
 
 
 conds = {}
 for line in open(out + "/log"):
     f = line.split()
     if line.startswith("# N="):
-        conds[(f[1][2:], f[2][6:], f[3])] = f[4].split("=")[1] + " / " + f[5].split("=")[1]
+        c = conds.setdefault((f[1][2:], f[2][6:], f[3]), [[], []])
+        c[0] += [float(x) for x in f[4].split("=")[1].split(",")]
+        c[1].append(float(f[5].split("=")[1]))
 
-print("| N | cache | policy | cores: probes / run share | tok/s measured | predicted (probes) "
+print("| N | cache | policy | cores: probes / run share (medians) | tok/s measured (range) | predicted (probes) "
       "| err | predicted (run share) | err | p50 ms measured | predicted (run share) | err "
       "| computed/prompt measured | predicted |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -43,9 +54,12 @@ for n in ns:
             errs["run share"].append(abs(e2))
             errs["p50"].append(abs(e3))
             errs["computed"].append(abs(r["computed_ratio"] - b["computed_ratio"]))
-            print("| %s | %s | %s | %s | %.0f | %.0f | %+.0f%% | %.0f | %+.0f%% | %.0f | %.0f "
+            cd = conds.get((n, c, pol))
+            cs = "%.2f / %.2f" % (med(cd[0]), med(cd[1])) if cd else "?"
+            rng = "%.0f (%.0f-%.0f)" % (b["tok_s"], min(b["_all"]["tok_s"]), max(b["_all"]["tok_s"]))
+            print("| %s | %s | %s | %s | %s | %.0f | %+.0f%% | %.0f | %+.0f%% | %.0f | %.0f "
                   "| %+.0f%% | %.3f | %.3f |" % (
-                      n, c, pol, conds.get((n, c, pol), "?"), b["tok_s"], a["tok_s"], 100 * e1,
+                      n, c, pol, cs, rng, a["tok_s"], 100 * e1,
                       r["tok_s"], 100 * e2, b["p50_ms"], r["p50_ms"], 100 * e3,
                       b["computed_ratio"], r["computed_ratio"]))
 print()
