@@ -38,7 +38,9 @@
          the CPU cores a process at this priority gets now: two spinning
          threads' CPU seconds over the wall seconds
    One line per policy: req_s tok_s p50_ms p99_ms computed_ratio hit_rate
-   wait_frac (exposed gather wait / busy time) comm_frac ok rejected.
+   wait_frac (exposed gather wait / busy time) comm_frac ok rejected T_flops
+   knee_tokens busy (the executors' busy share of the run) fwd_tokens
+   (computed tokens per forward).
    Single-threaded (--measure: the engine's threads besides). */
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -299,8 +301,9 @@ static void workload_reset(request *rq, int n)
 typedef struct {
 	double span_s, *lat;
 	int answered, rejected;
-	long ok_tokens, prompt, computed, hits;
+	long ok_tokens, prompt, computed, hits, forwards;
 	double busy_s, wait_s, comm_s;
+	int nexec;			/* executors (a tp group: one) */
 } run_result;
 
 static int cmp_d(const void *a, const void *b)
@@ -316,13 +319,14 @@ static void result_print(const char *what, enum zp_sched_policy pol, run_result 
 	double span = r->span_s > 0 ? r->span_s : 1;
 	printf("%-9s %-12s req_s=%.1f tok_s=%.1f p50_ms=%.2f p99_ms=%.2f computed_ratio=%.3f "
 	       "hit_rate=%.3f wait_frac=%.4f comm_frac=%.4f ok=%d rejected=%d T_flops=%.4g "
-	       "knee_tokens=%d busy_s=%.3f\n", what, zp_sched_policy_name(pol), r->answered / span,
+	       "knee_tokens=%d busy=%.3f fwd_tokens=%.0f\n", what, zp_sched_policy_name(pol), r->answered / span,
 	       r->ok_tokens / span, r->answered ? 1e3 * r->lat[r->answered / 2] : 0,
 	       r->answered ? 1e3 * r->lat[(int)(0.99 * (r->answered - 1))] : 0,
 	       r->prompt ? (double)r->computed / r->prompt : 0,
 	       r->prompt ? (double)r->hits / r->prompt : 0, r->busy_s > 0 ? r->wait_s / r->busy_s : 0,
 	       r->busy_s > 0 ? r->comm_s / r->busy_s : 0, r->answered, r->rejected,
-	       s ? s->threshold : 0, s ? s->knee_tokens : 0, r->busy_s);
+	       s ? s->threshold : 0, s ? s->knee_tokens : 0, r->busy_s / (span * r->nexec),
+	       r->forwards ? (double)r->computed / r->forwards : 0);
 	fflush(stdout);
 }
 
@@ -389,6 +393,7 @@ static void plan_forward(sim_exec *x, run_result *res)
 		res->hits += (long)h * ZP_KV_BLOCK;
 	}
 	res->computed += computed;
+	res->forwards++;
 	for (int s = 0; s < b->n; s++) { /* every full block is inserted, most recent last */
 		const zp_req *r = b->req[s];
 		zp_blk_key k = zp_blk_key_root(), ev;
@@ -484,7 +489,8 @@ static void simulate(const sim_opts *o, enum zp_sched_policy pol, request *rq, i
 	zp_sched s;
 	int N = o->executors, nexec = o->cm.mode == SIM_TP ? 1 : N;
 	sim_exec *x = zp_xcalloc((size_t)N, sizeof *x);
-	run_result res = { .lat = zp_xcalloc((size_t)ZP_MAX(nrq, 1), sizeof(double)) };
+	run_result res = { .lat = zp_xcalloc((size_t)ZP_MAX(nrq, 1), sizeof(double)),
+			   .nexec = nexec };
 	long block = (long)zp_kv_block_bytes(o->cfg->layers, o->cfg->kv_heads * o->cfg->head_dim);
 	sched_setup(&s, o, pol, nexec, sim_gather_s(&o->cm),
 		    sim_expert_rate(&o->cm, o->batch_tokens));
@@ -604,6 +610,7 @@ static void on_batch(void *arg, const zp_batch *b)
 	r->computed += b->stats.computed_tokens;
 	r->hits += b->stats.cache_hit_tokens;
 	r->busy_s += b->fwd_s;
+	r->forwards++;
 }
 
 static int measure(const sim_opts *o, zp_model *m, int threads, enum zp_sched_policy pol,
@@ -611,7 +618,8 @@ static int measure(const sim_opts *o, zp_model *m, int threads, enum zp_sched_po
 {
 	zp_bell bell;
 	zp_err e;
-	run_result res = { .lat = zp_xcalloc((size_t)ZP_MAX(nrq, 1), sizeof(double)) };
+	run_result res = { .lat = zp_xcalloc((size_t)ZP_MAX(nrq, 1), sizeof(double)),
+			   .nexec = o->executors };
 	ZP_ASSERT(!zp_bell_init(&bell));
 	zp_engine_cfg ec = { .executors = o->executors, .parallel = ZP_PARALLEL_DEFAULT,
 			     .transport = "cpu", .threads_per_executor = threads,
