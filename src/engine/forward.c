@@ -340,8 +340,8 @@ static int moe_block(zp_fwd *f, const zp_layer *L, int l, zp_err *e)
 	const zp_config *c = f->c;
 	int T = f->ntok, E = c->experts, K = c->topk, H = c->hidden;
 	const zp_wmat *gu = L->exp_gate_up, *dn = L->exp_down;
-
 	int rc = 0;
+
 	double t0 = prof_begin(f);
 	if (T) {
 		gemm(f, &L->router, f->xn, NULL, (size_t)f->hp, T, f->logits, (size_t)E,
