@@ -152,7 +152,7 @@ uninstall:
 		rm -f $(DESTDIR)$(SYSCONFDIR)/zprefill/zprefill.ini
 	-rmdir $(DESTDIR)$(DOCDIR) $(DESTDIR)$(SYSCONFDIR)/zprefill 2>/dev/null
 
-test: $(BIN) $(BUILD)/zprefill.1 $(TESTS) $(BUILD)/loadgen
+test: $(BIN) $(BUILD)/zprefill.1 $(TESTS) $(BUILD)/loadgen $(BUILD)/simulate
 	@BUILD=$(BUILD) ZPREFILL=./$(BIN) tests/run.sh $(TESTS) $(wildcard tests/test_*.sh)
 
 # The embedded default: `zprefill serve` on models/default (a small Qwen3-MoE
@@ -174,8 +174,8 @@ $(BUILD)/loadgen: tools/loadgen.c $(BUILD)/libzp.a
 $(BUILD)/bench_siblings: tools/bench_siblings.c $(BUILD)/libzp.a
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libzp.a $(LDLIBS)
 
-$(BUILD)/simulate: tools/simulate.c $(BUILD)/libzp.a
-	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libzp.a $(LDLIBS)
+$(BUILD)/simulate: tools/simulate.c tools/sim/costmodel.c tools/sim/costmodel.h $(BUILD)/libzp.a
+	$(CC) $(CFLAGS) -Itools/sim -o $@ tools/simulate.c tools/sim/costmodel.c $(BUILD)/libzp.a $(LDLIBS)
 
 $(BUILD)/bench_peak: tools/bench_peak.c $(BUILD)/libzp.a
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libzp.a $(LDLIBS)

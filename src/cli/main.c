@@ -391,8 +391,159 @@ static void bench_overlap(zp_engine *g, const zp_model *m)
 	free(sum);
 }
 
+/* ---- bench --profile ---------------------------------------------------------- */
+
+#define PROFILE_ITERS_MAX 64
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+	qsort(v, (size_t)n, sizeof *v, cmp_double);
+	return v[n / 2];
+}
+
+/* The process's CPU seconds so far (every thread). */
+static double cpu_s(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
+	       (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+}
+
+/* One line of the profile: n sequences of L tokens, the forward's median
+   seconds unprofiled (wall, and the process's CPU seconds: the work, whatever
+   else the machine runs), then each op class's median seconds profiled. */
+static int profile_point(FILE *out, zp_fwd *f, zp_req *reqs, int n, int L, int iters, zp_err *e)
+{
+	zp_req *p[ZP_FWD_SEQS_MAX];
+	double fwd[PROFILE_ITERS_MAX], cpu[PROFILE_ITERS_MAX], op[ZP_FOP_N][PROFILE_ITERS_MAX];
+	double run[ZP_FOP_N];
+	for (int s = 0; s < n; s++)
+		p[s] = &reqs[s];
+	zp_fwd_set_profile(f, NULL);
+	if (zp_fwd_run(f, p, n, e)) /* warm-up */
+		return -1;
+	for (int it = 0; it < iters; it++) {
+		double t0 = zp_now_s(), c0 = cpu_s();
+		if (zp_fwd_run(f, p, n, e))
+			return -1;
+		fwd[it] = zp_now_s() - t0;
+		cpu[it] = cpu_s() - c0;
+	}
+	zp_fwd_set_profile(f, run);
+	for (int it = 0; it < iters; it++) {
+		memset(run, 0, sizeof run);
+		if (zp_fwd_run(f, p, n, e))
+			return -1;
+		for (int k = 0; k < ZP_FOP_N; k++)
+			op[k][it] = run[k];
+	}
+	zp_fwd_set_profile(f, NULL);
+	fprintf(out, "fwd %d %d %d %.0f %.6g %.6g", n * L, n, L, n * ((double)L * (L + 1) / 2),
+		median(fwd, iters), median(cpu, iters));
+	for (int k = 0; k < ZP_FOP_N; k++)
+		fprintf(out, " %.6g", median(op[k], iters));
+	fputc('\n', out);
+	fflush(out);
+	return 0;
+}
+
+/* Under asyncep: the engine's calibrated gather of one MoE layer (the
+   executor's missing (N-1)/N of the experts over the transport in use). */
+static void profile_gather(FILE *out, const zp_serve_cfg *o, zp_model *m)
+{
+	zp_engine_cfg ec = { .executors = o->executors, .parallel = o->parallel,
+			     .transport = o->transport,
+			     .threads_per_executor = zp_serve_cfg_threads(o),
+			     .batch_tokens_max = o->bench.seqs * o->bench.seq_tokens,
+			     .device = o->device };
+	zp_err e;
+	zp_engine *g = zp_engine_start(m, &ec, &e);
+	if (!g) {
+		fprintf(stderr, "zprefill bench: no gather measured: %s\n", e.msg);
+		return;
+	}
+	const zp_place_calib *cal = zp_engine_calib(g);
+	const zp_config *c = &m->cfg;
+	double w = m->fp8 ? 1 : m->wtype == ZP_W_F32 ? 4 : 2; /* the checkpoint's bytes a weight */
+	double bytes = (double)c->experts * 3 * c->hidden * c->moe_ffn * w *
+		       (o->executors - 1) / o->executors;
+	if (cal && zp_engine_parallel(g) == ZP_PAR_ASYNCEP)
+		fprintf(out, "gather %d %.0f %.6g\n", o->executors, bytes, cal->gather_s);
+	zp_engine_stop(g);
+}
+
+/* zprefill bench --profile FILE: per-op times on the backend in use, for
+   build/simulate. Forwards of 16 tokens up to --tokens x --seqs, of
+   sequences of 64, 512 and --tokens tokens, each timed --iters times off
+   (the forward as it serves) and --iters times with each op synced and
+   timed (forward.h's zp_fwd_set_profile). */
+static int bench_profile(const zp_serve_cfg *o, zp_model *m)
+{
+	static const int sizes[] = { 16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768 };
+	int B = o->bench.seqs, L = o->bench.seq_tokens, iters = ZP_MIN(o->bench.iters,
+									 PROFILE_ITERS_MAX);
+	int lens[3] = { ZP_MIN(64, L), ZP_MIN(512, L), L }, rc = 0;
+	zp_err e;
+	FILE *out = fopen(o->bench.profile, "w");
+	if (!out) {
+		fprintf(stderr, "zprefill bench: cannot write %s\n", o->bench.profile);
+		return 1;
+	}
+	zp_fwd *f = zp_fwd_new(m, &(zp_fwd_opts){ .device = (enum zp_device)o->device,
+						  .threads = zp_serve_cfg_threads(o),
+						  .batch_tokens_max = B * L }, &e);
+	if (!f) {
+		fprintf(stderr, "zprefill bench: %s\n", e.msg);
+		fclose(out);
+		return 1;
+	}
+	fprintf(out, "# zprefill profile v2\n# device=%s kernels=%s dtype=%s threads=%d "
+		"executors=%d parallel=%s model=%s\n# fwd tokens seqs seq_tokens pairs forward_s forward_cpu_s",
+		zp_device_name((enum zp_device)o->device),
+		zp_device_kernels((enum zp_device)o->device), zp_model_dtype_name(m),
+		zp_serve_cfg_threads(o), o->executors, zp_parallel_name(o->parallel), o->model);
+	for (int k = 0; k < ZP_FOP_N; k++)
+		fprintf(out, " %s_s", zp_fwd_op_name(k));
+	fputc('\n', out);
+	zp_req *reqs = zp_xcalloc((size_t)B * L, sizeof *reqs);
+	for (int li = 0; li < 3 && !rc; li++) {
+		if (li && lens[li] == lens[li - 1])
+			continue;
+		for (size_t si = 0; si < sizeof sizes / sizeof *sizes && !rc; si++) {
+			int l = ZP_MIN(lens[li], sizes[si]), n = sizes[si] / l;
+			if (li && l < lens[li]) /* the shorter lengths' rows again */
+				continue;
+			if ((long)n * l > (long)B * L || n > ZP_FWD_SEQS_MAX)
+				break;
+			bench_reqs(reqs, n, l, m->cfg.vocab);
+			rc = profile_point(out, f, reqs, n, l, iters, &e);
+			for (int s = 0; s < n; s++)
+				zp_req_free(&reqs[s]);
+		}
+	}
+	if (rc)
+		fprintf(stderr, "zprefill bench: forward failed: %s\n", e.msg);
+	free(reqs);
+	zp_fwd_free(f);
+	if (!rc && o->parallel == ZP_PAR_ASYNCEP && o->executors > 1)
+		profile_gather(out, o, m);
+	fclose(out);
+	if (!rc)
+		printf("profile: %s\n", o->bench.profile);
+	return rc ? 1 : 0;
+}
+
 static int cmd_bench(const zp_serve_cfg *o, zp_model *m)
 {
+	if (o->bench.profile)
+		return bench_profile(o, m);
 	int B = o->bench.seqs, L = o->bench.seq_tokens, N = o->executors;
 	int each = zp_serve_cfg_threads(o);
 	zp_req *reqs = zp_xcalloc((size_t)B * N, sizeof *reqs);

@@ -199,6 +199,46 @@ void zp_fwd_set_beat(zp_fwd *f, _Atomic uint64_t *beat)
 	f->beat = beat;
 }
 
+const char *zp_fwd_op_name(int op)
+{
+	static const char *const name[ZP_FOP_N] = {
+		"embed", "norm", "qkv", "rope", "attn", "o", "dense", "router", "dispatch",
+		"acquire", "experts", "combine", "out"
+	};
+	ZP_ASSERT(op >= 0 && op < ZP_FOP_N);
+	return name[op];
+}
+
+void zp_fwd_set_profile(zp_fwd *f, double *op_s)
+{
+	f->prof = op_s;
+}
+
+/* Profiling (f->prof): the ops queued before are done when the clock starts,
+   the timed ones when it stops. A fault shows at the run's own sync. */
+static double prof_begin(zp_fwd *f)
+{
+	if (!f->prof)
+		return 0;
+	f->op->sync(f->be, NULL);
+	return zp_now_s();
+}
+
+static void prof_end(zp_fwd *f, enum zp_fwd_op op, double t0)
+{
+	if (!f->prof)
+		return;
+	f->op->sync(f->be, NULL);
+	f->prof[op] += zp_now_s() - t0;
+}
+
+#define PROF(f, op, ...)                           \
+	do {                                       \
+		double prof_t0_ = prof_begin(f);   \
+		__VA_ARGS__;                       \
+		prof_end(f, op, prof_t0_);         \
+	} while (0)
+
 int zp_fwd_set_experts(zp_fwd *f, const zp_expert_src *src, zp_err *e)
 {
 	ZP_ASSERT(!f->src);
@@ -237,29 +277,37 @@ static void norm(zp_fwd *f, const float *w)
 static int attention_block(zp_fwd *f, const zp_layer *L, zp_err *e)
 {
 	const zp_config *c = f->c;
-	int T = f->ntok, H = c->hidden;
-	norm(f, L->attn_norm);
-	gemm(f, &L->wqkv, f->xn, f->xn16, (size_t)f->hp, T, f->qkvb, (size_t)f->qkv,
-	     ZP_EPI_STORE, 0);
-	if (L->bqkv)
-		f->op->add_bias(f->be, T, f->qkv, V(f->qkvb, (size_t)f->qkv), L->bqkv);
-	f->op->qk_norm_rope(f->be, T, V(f->qkvb, (size_t)f->qkv), c->heads, c->kv_heads,
-			    c->head_dim, L->q_norm, L->k_norm, c->rms_eps, f->tok_pos, f->rope_cos,
-			    f->rope_sin);
-	if (f->kv)
-		zp_fwd_kv_write(f, (int)(L - f->m->layers));
+	int T = f->ntok, H = c->hidden, rc;
+	PROF(f, ZP_FOP_NORM, norm(f, L->attn_norm));
+	PROF(f, ZP_FOP_QKV, {
+		gemm(f, &L->wqkv, f->xn, f->xn16, (size_t)f->hp, T, f->qkvb, (size_t)f->qkv,
+		     ZP_EPI_STORE, 0);
+		if (L->bqkv)
+			f->op->add_bias(f->be, T, f->qkv, V(f->qkvb, (size_t)f->qkv), L->bqkv);
+	});
+	PROF(f, ZP_FOP_ROPE, {
+		f->op->qk_norm_rope(f->be, T, V(f->qkvb, (size_t)f->qkv), c->heads, c->kv_heads,
+				    c->head_dim, L->q_norm, L->k_norm, c->rms_eps, f->tok_pos,
+				    f->rope_cos, f->rope_sin);
+		if (f->kv)
+			zp_fwd_kv_write(f, (int)(L - f->m->layers));
+	});
 	zp_attn_args a = { .heads = c->heads, .kv_heads = c->kv_heads, .d = c->head_dim,
 			   .nseq = f->nseq, .seq_start = f->seq_start,
 			   .qkv = V(f->qkvb, (size_t)f->qkv), .out = V(f->att, (size_t)f->qdp),
 			   .bf16 = f->bf16, .work = f->attn };
-	if (f->any_pre ? zp_fwd_attention_prefixed(f, &a, (int)(L - f->m->layers), e)
-		       : f->op->attention(f->be, &a, e))
+	PROF(f, ZP_FOP_ATTN,
+	     rc = f->any_pre ? zp_fwd_attention_prefixed(f, &a, (int)(L - f->m->layers), e)
+			     : f->op->attention(f->be, &a, e));
+	if (rc)
 		return -1;
-	if (f->bf16)
-		f->op->to_bf16(f->be, T, c->heads * c->head_dim, V(f->att, (size_t)f->qdp),
-			       V(f->att16, (size_t)f->qdp));
-	gemm(f, &L->wo, f->att, f->att16, (size_t)f->qdp, T, f->tmp, (size_t)H, ZP_EPI_STORE, 0);
-	f->op->residual(f->be, T, H, V(f->x, (size_t)H), V(f->tmp, (size_t)H), L->bo);
+	PROF(f, ZP_FOP_COMBINE, if (f->bf16) f->op->to_bf16(f->be, T, c->heads * c->head_dim,
+							     V(f->att, (size_t)f->qdp),
+							     V(f->att16, (size_t)f->qdp)));
+	PROF(f, ZP_FOP_O, gemm(f, &L->wo, f->att, f->att16, (size_t)f->qdp, T, f->tmp, (size_t)H,
+			       ZP_EPI_STORE, 0));
+	PROF(f, ZP_FOP_COMBINE,
+	     f->op->residual(f->be, T, H, V(f->x, (size_t)H), V(f->tmp, (size_t)H), L->bo));
 	return 0;
 }
 
@@ -292,13 +340,17 @@ static int moe_block(zp_fwd *f, const zp_layer *L, int l, zp_err *e)
 	const zp_config *c = f->c;
 	int T = f->ntok, E = c->experts, K = c->topk, H = c->hidden;
 	const zp_wmat *gu = L->exp_gate_up, *dn = L->exp_down;
+	int rc = 0;
 
+	double t0 = prof_begin(f);
 	if (T) {
 		gemm(f, &L->router, f->xn, NULL, (size_t)f->hp, T, f->logits, (size_t)E,
 		     ZP_EPI_STORE, 0);
 		f->op->route(f->be, T, E, K, c->norm_topk_prob, V(f->logits, (size_t)E), f->sel,
 			     f->selw, f->route_gap + (size_t)l * T);
 	}
+	prof_end(f, ZP_FOP_ROUTER, t0);
+	t0 = prof_begin(f);
 	f->op->dispatch(f->be, T, K, E, f->sel, f->offs, f->slot_row);
 	/* The one host round trip a MoE layer still makes: the expert GEMMs
 	   (per-expert cuBLASLt on cuda, the dpep exchange) take their row counts
@@ -307,20 +359,25 @@ static int moe_block(zp_fwd *f, const zp_layer *L, int l, zp_err *e)
 	f->op->download(f->be, f->offs_h, f->offs, (size_t)(E + 1) * sizeof(int));
 	f->op->gather(f->be, T, K, f->slot_row, f->bf16 ? (const void *)f->xn16 : f->xn,
 		      f->bf16 ? (void *)f->xg16 : f->xg, (size_t)f->hp * (f->bf16 ? 2 : 4));
+	prof_end(f, ZP_FOP_DISPATCH, t0);
 	if (f->grp) {
 		zp_dpep_rows rows = { f->bf16 ? (const void *)f->xg16 : f->xg, f->offs_h, f->yg };
-		f->stats.sync_s += zp_dpep_layer(f->grp, f->member, &rows, L);
+		PROF(f, ZP_FOP_EXPERTS, f->stats.sync_s += zp_dpep_layer(f->grp, f->member, &rows, L));
 	} else {
 		/* the experts are needed from here on: as late as possible */
-		if (f->src && f->src->acquire(f->src->ctx, l, f->be, &gu, &dn, e))
+		PROF(f, ZP_FOP_ACQUIRE,
+		     rc = f->src ? f->src->acquire(f->src->ctx, l, f->be, &gu, &dn, e) : 0);
+		if (rc)
 			return -1;
-		experts(f, gu, dn);
+		PROF(f, ZP_FOP_EXPERTS, experts(f, gu, dn));
 		if (f->src)
 			f->src->release(f->src->ctx, l);
 	}
-	f->op->combine(f->be, T, K, H, f->slot_row, f->selw, V(f->yg, (size_t)H),
-		       V(f->tmp, (size_t)H));
-	f->op->residual(f->be, T, H, V(f->x, (size_t)H), V(f->tmp, (size_t)H), NULL);
+	PROF(f, ZP_FOP_COMBINE, {
+		f->op->combine(f->be, T, K, H, f->slot_row, f->selw, V(f->yg, (size_t)H),
+			       V(f->tmp, (size_t)H));
+		f->op->residual(f->be, T, H, V(f->x, (size_t)H), V(f->tmp, (size_t)H), NULL);
+	});
 	return 0;
 }
 
@@ -477,10 +534,10 @@ static int layers(zp_fwd *f, double *ta, double *tm, zp_err *e)
 			return -1;
 		}
 		double b = zp_now_s();
-		norm(f, L->ffn_norm);
+		PROF(f, ZP_FOP_NORM, norm(f, L->ffn_norm));
 		if (!L->sparse) {
 			if (f->ntok)
-				dense_mlp(f, L);
+				PROF(f, ZP_FOP_DENSE, dense_mlp(f, L));
 		} else if (moe_block(f, L, l, e)) {
 			if (in_group(f))
 				walk_rest(f, l, true);
@@ -540,7 +597,7 @@ int zp_fwd_run(zp_fwd *f, zp_req **reqs, int nreq, zp_err *e)
 	f->stats.min_route_gap = INFINITY;
 	if (f->grp)
 		zp_dpep_begin(f->grp, f->member);
-	f->op->embed(f->be, f->m, f->tok_id, T, V(f->x, (size_t)c->hidden));
+	PROF(f, ZP_FOP_EMBED, f->op->embed(f->be, f->m, f->tok_id, T, V(f->x, (size_t)c->hidden)));
 	rc = layers(f, &ta, &tm, e);
 	if (!rc && f->grp && zp_dpep_round_failed(f->grp, f->member))
 		rc = zp_errf(e, "dpep: a member's device faulted in this forward: the experts it "
@@ -549,7 +606,7 @@ int zp_fwd_run(zp_fwd *f, zp_req **reqs, int nreq, zp_err *e)
 		f->src->end(f->src->ctx);
 	double to = zp_now_s();
 	if (!rc && T) {
-		outputs(f, reqs, nreq);
+		PROF(f, ZP_FOP_OUT, outputs(f, reqs, nreq));
 		route_gap_min(f);
 	}
 	/* the device's word on all of it before the results (and the blocks the

@@ -82,6 +82,31 @@ int zp_fwd_set_experts(zp_fwd *f, const zp_expert_src *src, zp_err *e);
    or nothing when NULL. */
 void zp_fwd_set_beat(zp_fwd *f, _Atomic uint64_t *beat);
 
+/* Per-op profiling (zprefill bench --profile): the classes a forward's time
+   splits into. */
+enum zp_fwd_op {
+	ZP_FOP_EMBED,		/* token embedding */
+	ZP_FOP_NORM,		/* the RMSNorms before attention and MLP */
+	ZP_FOP_QKV,		/* the q/k/v projection (and its bias) */
+	ZP_FOP_ROPE,		/* q/k-norm + RoPE, and the cache's K/V writes */
+	ZP_FOP_ATTN,		/* attention over new tokens and cached prefixes */
+	ZP_FOP_O,		/* the output projection */
+	ZP_FOP_DENSE,		/* a dense layer's MLP */
+	ZP_FOP_ROUTER,		/* router GEMM and top-k */
+	ZP_FOP_DISPATCH,	/* dispatch, the row counts' download, the row gather */
+	ZP_FOP_ACQUIRE,		/* waiting for a layer's experts (an AsyncEP gather) */
+	ZP_FOP_EXPERTS,		/* the grouped expert GEMMs (dpep: with its exchange) */
+	ZP_FOP_COMBINE,		/* combine, and the residual adds and bf16 copies */
+	ZP_FOP_OUT,		/* lm_head rows, log-probs, pooling */
+	ZP_FOP_N
+};
+const char *zp_fwd_op_name(int op);
+/* Add each later forward's seconds per op class into op_s[ZP_FOP_N] (NULL:
+   off). On, the backend is synced before and after each timed op (each time
+   is that op's alone; the forward is slower by the syncs); off, a forward
+   pays one untaken branch per op. */
+void zp_fwd_set_profile(zp_fwd *f, double *op_s);
+
 /* Join f to dpep group g (dpep.h) as member (before any forward of the group
    runs); f leaves it when freed. */
 void zp_fwd_set_dpep(zp_fwd *f, zp_dpep *g, int member);

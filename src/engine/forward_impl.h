@@ -58,6 +58,7 @@ struct zp_fwd {
 	const zp_expert_src *src;	/* NULL: the model's experts */
 	zp_dpep *grp;
 	int member;
+	double *prof;			/* host [ZP_FOP_N]: per-op seconds, or NULL */
 	_Atomic uint64_t *beat;		/* bumped after each layer (a watchdog's proof of
 					   progress), or NULL */
 	/* prefix reuse (zp_fwd_set_prefix; pre NULL: none). Sequence s computes

@@ -78,6 +78,7 @@ typedef struct {
 	/* [bench] (bench only) */
 	struct {
 		int seq_tokens, seqs, iters;	/* each forward: seqs sequences of seq_tokens */
+		char *profile;			/* per-op times to this file (NULL: a plain bench) */
 	} bench;
 	/* [log] */
 	int log_level;			/* enum zp_log_level */

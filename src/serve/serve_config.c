@@ -239,6 +239,7 @@ static const zp_opt keys[] = {
 	{ "bench", "tokens", "tokens", ZP_CMD_BENCH, ZP_CMD_BENCH, NUM(INT, 1, ZP_BATCH_TOKENS_LIMIT, 0), F(bench.seq_tokens), .help = "tokens of each sequence" },
 	{ "bench", "seqs", "seqs", ZP_CMD_BENCH, ZP_CMD_BENCH, NUM(INT, 1, ZP_FWD_SEQS_MAX, 0), F(bench.seqs), .help = "sequences in each forward" },
 	{ "bench", "iters", "iters", ZP_CMD_BENCH, 0, NUM(INT, 1, INT_MAX, 3), F(bench.iters), .help = "timed forwards after the warm-up" },
+	{ "bench", "profile", "profile", ZP_CMD_BENCH, 0, TEXT(STR, NULL), F(bench.profile), .help = "write per-op times of forwards from 16 tokens up to --tokens x --seqs, at sequence lengths 64, 512 and --tokens, to this file (build/simulate reads it) instead of the plain bench" },
 	{ "rerank", "prefix", NULL, 0, 0, TEXT(TEMPLATE, RR_PREFIX), F(rerank.prefix), .help = "reranker prompt start" },
 	{ "rerank", "suffix", NULL, 0, 0, TEXT(TEMPLATE, RR_SUFFIX), F(rerank.suffix), .help = "reranker prompt end" },
 	{ "rerank", "instruction", NULL, 0, 0, TEXT(TEMPLATE, RR_INSTRUCTION), F(rerank.instruction), .help = "default instruction" },

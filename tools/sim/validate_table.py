@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""validate_table.py OUT NS CACHES -- tools/sim/validate.sh's table: per (N,
+cache, policy) the medians over the repeats of the measured tokens/s, p50 and
+computed/prompt beside the simulator's (each repeat predicted with the free
+cores of its own run: from the probes around it, and from its own CPU
+share), the measured range, and the share of rows within 15%."""
+import sys
+
+out, ns = sys.argv[1], sys.argv[2].split()
+caches = [c.split(":")[0] for c in sys.argv[3].split()]
+
+
+def med(v):
+    v = sorted(v)
+    return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
+
+
+def rows(path):
+    """policy -> field -> the repeats' values, medians"""
+    r = {}
+    for line in open(path):
+        if line.startswith(("predicted", "measured")):
+            f = line.split()
+            d = r.setdefault(f[1], {})
+            for k, v in (x.split("=") for x in f[2:]):
+                d.setdefault(k, []).append(float(v))
+    return {p: dict({k: med(v) for k, v in d.items()}, _all=d) for p, d in r.items()}
+
+
+conds = {}
+for line in open(out + "/log"):
+    f = line.split()
+    if line.startswith("# N="):
+        c = conds.setdefault((f[1][2:], f[2][6:], f[3]), [[], []])
+        c[0] += [float(x) for x in f[4].split("=")[1].split(",")]
+        c[1].append(float(f[5].split("=")[1]))
+
+print("| N | cache | policy | cores: probes / run share (medians) | tok/s measured (range) | predicted (probes) "
+      "| err | predicted (run share) | err | p50 ms measured | predicted (run share) | err "
+      "| computed/prompt measured | predicted |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+errs = {"probes": [], "run share": [], "p50": [], "computed": []}
+for n in ns:
+    for c in caches:
+        m = rows("%s/meas-%s-%s.txt" % (out, n, c))
+        p = rows("%s/pred-%s-%s.txt" % (out, n, c))
+        q = rows("%s/predrun-%s-%s.txt" % (out, n, c))
+        for pol, b in m.items():
+            a, r = p[pol], q[pol]
+            e1 = a["tok_s"] / b["tok_s"] - 1
+            e2 = r["tok_s"] / b["tok_s"] - 1
+            e3 = r["p50_ms"] / b["p50_ms"] - 1
+            errs["probes"].append(abs(e1))
+            errs["run share"].append(abs(e2))
+            errs["p50"].append(abs(e3))
+            errs["computed"].append(abs(r["computed_ratio"] - b["computed_ratio"]))
+            cd = conds.get((n, c, pol))
+            cs = "%.2f / %.2f" % (med(cd[0]), med(cd[1])) if cd else "?"
+            rng = "%.0f (%.0f-%.0f)" % (b["tok_s"], min(b["_all"]["tok_s"]), max(b["_all"]["tok_s"]))
+            print("| %s | %s | %s | %s | %s | %.0f | %+.0f%% | %.0f | %+.0f%% | %.0f | %.0f "
+                  "| %+.0f%% | %.3f | %.3f |" % (
+                      n, c, pol, cs, rng, a["tok_s"], 100 * e1,
+                      r["tok_s"], 100 * e2, b["p50_ms"], r["p50_ms"], 100 * e3,
+                      b["computed_ratio"], r["computed_ratio"]))
+print()
+for name in ("probes", "run share", "p50"):
+    e = sorted(errs[name])
+    what = "p50 (run share)" if name == "p50" else "tok/s (cores from the %s)" % name
+    print("%s |error|: median %.0f%%, max %.0f%%, within 15%%: %d of %d" % (
+        what, 100 * e[len(e) // 2], 100 * e[-1], sum(x <= 0.15 for x in e), len(e)))
+e = sorted(errs["computed"])
+print("computed/prompt |difference|: median %.3f, max %.3f" % (e[len(e) // 2], e[-1]))
