@@ -132,12 +132,13 @@ def rope(x, pos, theta):
     return x * cos + torch.cat([-x2, x1], -1) * sin
 
 
-def forward(model, seqs, prefix=None):
+def forward(model, seqs, prefix=None, pos=None):
     """The final-norm state at each sequence's last token, the same function as
     transformers' Qwen3MoeModel (check_forward asserts it). Right padding: causal
     attention keeps the pads out of every real position. prefix: token rows
     every sequence starts with (the rerank prompt's fixed head), computed once
-    and attended by all: the same as prepending it to each sequence."""
+    and attended by all: the same as prepending it to each sequence. pos: [B, K]
+    positions (within each sequence) whose states to return instead, [B, K, H]."""
     cfg = model.config
     nh, nkv, hd, eps = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.rms_norm_eps
     emb = model.model.embed_tokens.weight
@@ -174,14 +175,17 @@ def forward(model, seqs, prefix=None):
             xp = finish(xp, qp, kp, vp, torch.ones(p, p, dtype=torch.bool).tril())
         x = finish(x, q, k, v, mask)
     h = rms(x, model.model.norm.weight, eps)
+    if pos is not None:
+        return h[torch.arange(len(seqs))[:, None], pos]
     return h[torch.arange(len(seqs)), torch.tensor([len(s) - 1 for s in seqs])]
 
 
-def last_hidden(model, seqs, prefix=None, chunk=48):
+def last_hidden(model, seqs, prefix=None, chunk=48, pos=None):
     """forward() over the sequences sorted by length in chunks (less padding),
     in the input order."""
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-    outs = [forward(model, [seqs[i] for i in order[j:j + chunk]], prefix)
+    outs = [forward(model, [seqs[i] for i in order[j:j + chunk]], prefix,
+                    None if pos is None else pos[torch.tensor(order[j:j + chunk])])
             for j in range(0, len(seqs), chunk)]
     h = torch.cat(outs)
     inv = torch.empty(len(seqs), dtype=torch.long)
@@ -209,6 +213,12 @@ def check_forward(model, data):
     err = max(float((a - b).abs().max()), float((c - d).abs().max()))
     print(f"training forward against transformers: max difference {err:.2e}", flush=True)
     assert err < 1e-4, err
+
+
+def multilabel(logits, ok):
+    """-log of the probability mass on the acceptable labels (a word of several
+    senses: all of them), the mean over the batch."""
+    return (torch.logsumexp(logits, -1) - torch.logsumexp(logits.masked_fill(~ok, -1e9), -1)).mean()
 
 
 def label_logits(model, h, ids):
@@ -241,6 +251,7 @@ class Data:
         self.words = sorted((w, sorted(c)) for w, c in senses.items())
         self.words_by_cat = {c: [x for x in self.words if c in x[1]] for c in range(len(self.labels))}
         self.train_words = {w for w, _ in self.words}
+        self.word_labels = dict(self.words)
         self.rr_query = [s for s in self.train if any(w in self.train_words for w in s[4])]
         self.enc_cache = {}
         self.rows = {}  # key (see key()) -> row of the training embedding
@@ -249,6 +260,10 @@ class Data:
         self.unk_row = self.row(-1)  # the quick evaluation's stand-in for an unseen token
         # the rerank prompt's head up to "<Query>:", for each instruction: every
         # rerank sequence of a step shares one (see forward())
+        self.doc_row = self.row(tok.token_to_id("<Document"))
+        self.rr_tail = self.ids(RR_SUFFIX, None)
+        self.im_end_row = self.row(self.rr_tail[0])
+        assert self.rr_tail[0] == tok.token_to_id("<|im_end|>")
         self.rr_instr = [RR_INSTRUCTION, RR_DEFAULT]
         self.rr_prefix = []
         for instr in self.rr_instr:
@@ -312,14 +327,20 @@ class Data:
         return seqs, ys
 
     def rerank_groups(self, n, instr):
+        """-> (sequences, pos [4n, 3], query labels [4n, 10], document labels [4n, 10]):
+        pos: the <Document token (where the query's category is also trained),
+        the user turn's <|im_end|> (the document's category), the last token."""
         """n groups of 4: a training word against its own gloss (yes) and 3 glosses
         of other synsets (no), each of its category a third of the time, else of
         any; the sequences exclude the shared head (rr_prefix[instr])."""
-        seqs = []
+        seqs, pos = [], []
+        qy = torch.zeros(4 * n, len(self.labels), dtype=torch.bool)
+        dy = torch.zeros(4 * n, len(self.labels), dtype=torch.bool)
         head = len(self.rr_prefix[instr])
         for _ in range(n):
             s = self.rng.choice(self.rr_query)
             q = self.rng.choice([w for w in s[4] if w in self.train_words])
+            qcats = self.word_labels[q]
             docs = [s]
             while len(docs) < 4:
                 d = self.rng.choice(self.by_cat[s[1]] if self.rng.random() < 1 / 3 else self.train)
@@ -328,8 +349,14 @@ class Data:
             for d in docs:
                 full = self.enc_rr(self.rr_instr[instr], q, d[3])
                 assert full[:head] == self.rr_prefix[instr]
-                seqs.append(full[head:])
-        return seqs
+                seq = full[head:]
+                qy[len(seqs), qcats] = True
+                dy[len(seqs), self.labels.index(d[1])] = True
+                end = len(seq) - len(self.rr_tail)
+                assert seq[end] == self.im_end_row
+                pos.append([seq.index(self.doc_row), end, len(seq) - 1])
+                seqs.append(seq)
+        return seqs, torch.tensor(pos), qy, dy
 
     def enc_rr(self, instr, q, doc):
         text = rerank_text(instr, q, doc)
@@ -505,6 +532,8 @@ def main():
     ap.add_argument("--rerank-groups", type=int, default=16,
                     help="rerank groups (a word and 4 glosses) a step")
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--aux", type=float, default=0.5, help="weight of the rerank prompt's "
+                    "category losses (the query's, the document's)")
     ap.add_argument("--eval-every", type=int, default=500,
                     help="progress evaluation (a fifth of the held-out set, training forward)")
     ap.add_argument("--state", metavar="FILE", help="save the training state here every "
@@ -545,16 +574,20 @@ def main():
     for step in range(first, a.steps + 1):
         seqs, y = data.classify_batch(a.batch)
         lg = label_logits(model, last_hidden(model, seqs), lab)
-        # a word of several senses: the probability mass on all its labels
-        loss_c = (torch.logsumexp(lg, -1) - torch.logsumexp(lg.masked_fill(~y, -1e9), -1)).mean()
+        loss_c = multilabel(lg, y)
         instr = step % 2
-        seqs = data.rerank_groups(G, instr)
-        lg = label_logits(model, last_hidden(model, seqs, data.rr_prefix[instr], chunk=64), yn)
+        seqs, pos, qy, dy = data.rerank_groups(G, instr)
+        h = last_hidden(model, seqs, data.rr_prefix[instr], chunk=64, pos=pos)
+        lg = label_logits(model, h[:, 2], yn)
         # pointwise (P(yes) as /v1/rerank scores it) and listwise (the own gloss
         # first of its group, the held-out measure)
         loss_r = F.cross_entropy(lg, own) + \
             F.cross_entropy((lg[:, 1] - lg[:, 0]).view(G, 4), torch.zeros(G, dtype=torch.long))
-        loss = loss_c + loss_r
+        # the categories the answer compares, where the prompt has just read them:
+        # the query's at <Document, the document's at the <|im_end|> after it
+        loss_a = multilabel(label_logits(model, h[:, 0], lab), qy) + \
+            multilabel(label_logits(model, h[:, 1], lab), dy)
+        loss = loss_c + loss_r + a.aux * loss_a
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -562,6 +595,7 @@ def main():
         sched.step()
         if step % 50 == 0 or step == 1:
             print(f"step {step}/{a.steps} classify {loss_c.item():.3f} rerank {loss_r.item():.3f} "
+                  f"aux {loss_a.item():.3f} "
                   f"{time.time() - t0:.0f}s", flush=True)
         if step % a.eval_every == 0 and step < a.steps:
             res = evaluate(model, data, random.Random(a.seed + 1), hf=False, n_rr=100, sub=5)
