@@ -96,6 +96,19 @@ def read_synsets():
     return out
 
 
+def tagged_words():
+    """The nouns index.noun gives a tagsense_cnt > 0 (a sense of them was tagged in
+    the Brown corpus: the common words), lower case, spaces for underscores."""
+    out = set()
+    for line in open(os.path.join(WORDNET, "index.noun"), encoding="latin-1"):
+        if line.startswith("  "):
+            continue
+        p = line.split()
+        if int(p[4 + int(p[3]) + 1]) > 0:
+            out.add(p[0].replace("_", " "))
+    return out
+
+
 def held_out(offset):
     return zlib.crc32(offset.encode()) % 100 < HELD_OUT_PERCENT
 
@@ -252,6 +265,10 @@ class Data:
         self.words_by_cat = {c: [x for x in self.words if c in x[1]] for c in range(len(self.labels))}
         self.train_words = {w for w, _ in self.words}
         self.word_labels = dict(self.words)
+        tagged = tagged_words()
+        self.common = [x for x in self.words if x[0].lower() in tagged]
+        self.common_by_cat = {c: [x for x in self.common if c in x[1]]
+                              for c in range(len(self.labels))}
         self.rr_query = [s for s in self.train if any(w in self.train_words for w in s[4])]
         self.enc_cache = {}
         self.rows = {}  # key (see key()) -> row of the training embedding
@@ -309,19 +326,22 @@ class Data:
         never, for rerank prompts, whose end is the answer's place)."""
         return self.tok.encode(text, add_special_tokens=False).ids[:cut]
 
-    def classify_batch(self, n):
+    def classify_batch(self, n, common=False):
         """Half glosses, half words (a word's target: all its senses' labels);
-        each drawn from a uniform category half the time, else from all."""
+        each drawn from a uniform category half the time, else from all.
+        common: the words only common ones (tagged_words), and 3 in 4 of them."""
         seqs, ys = [], torch.zeros(n, len(self.labels), dtype=torch.bool)
+        words, by_cat = (self.common, self.common_by_cat) if common else \
+            (self.words, self.words_by_cat)
         while len(seqs) < n:
             uni = self.rng.random() < 0.5
             c = self.rng.randrange(len(self.labels))
-            if self.rng.random() < 0.5:
+            if self.rng.random() < (0.25 if common else 0.5):
                 s = self.rng.choice(self.by_cat[self.labels[c]] if uni else self.train)
                 seqs.append(self.enc(s[3]))
                 ys[len(seqs) - 1, self.labels.index(s[1])] = True
             else:
-                w, cs = self.rng.choice(self.words_by_cat[c] if uni else self.words)
+                w, cs = self.rng.choice(by_cat[c] if uni else words)
                 seqs.append(self.enc(w))
                 ys[len(seqs) - 1, cs] = True
         return seqs, ys
@@ -534,6 +554,12 @@ def main():
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--aux", type=float, default=0.5, help="weight of the rerank prompt's "
                     "category losses (the query's, the document's)")
+    ap.add_argument("--polish", type=int, default=0, help="steps after --steps at a tenth "
+                    "of --lr, the classify words drawn from the common ones (tagged_words)")
+    ap.add_argument("--relay", metavar="TOTAL:STEP,...", help="the learning rate follows a "
+                    "one-cycle schedule of TOTAL steps up to STEP, then the next one's, then "
+                    "one of --steps (each re-laid at the step reached): how the shipped run "
+                    "was shortened mid-way")
     ap.add_argument("--eval-every", type=int, default=500,
                     help="progress evaluation (a fifth of the held-out set, training forward)")
     ap.add_argument("--state", metavar="FILE", help="save the training state here every "
@@ -554,15 +580,35 @@ def main():
     model.train()
     check_forward(model, data)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=a.lr, total_steps=a.steps,
-                                                pct_start=0.05)
+    def schedule(total, at):
+        """One-cycle over total steps, at step at (its learning rate set)."""
+        sc = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=a.lr, total_steps=total,
+                                                 pct_start=0.05)
+        for _ in range(at):
+            sc.step()
+        return sc
+    # [(total, until step)], then --steps to the end
+    relay = [tuple(int(x) for x in r.split(":")) for r in a.relay.split(",")] if a.relay else []
+    totals = [(t, until) for t, until in relay] + [(a.steps, a.steps)]
+
+    def total_at(step):  # the schedule's total in force after step
+        return next(t for t, until in totals if step < until or until == a.steps)
+    sched = schedule(total_at(0), 0)
     lab, yn = torch.tensor(data.label_rows), torch.tensor(data.yn_rows)
     first, spent = 1, 0.0
     if a.state and os.path.exists(a.state):
         st = torch.load(a.state, weights_only=False)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
-        sched.load_state_dict(st["sched"])
+        if st["sched"] is None:  # in the polish
+            sched = None
+        else:
+            sched.load_state_dict(st["sched"])
+        if sched and st["sched"]["total_steps"] != total_at(st["step"]):
+            # resumed with another --steps or --relay: re-laid at the step reached
+            print(f"schedule: {st['sched']['total_steps']} steps -> {total_at(st['step'])} "
+                  f"at step {st['step']}", flush=True)
+            sched = schedule(total_at(st["step"]), st["step"])
         rng.setstate(st["rng"])
         torch.set_rng_state(st["torch_rng"])
         data.rows, data.enc_cache = st["rows"], {}
@@ -571,8 +617,17 @@ def main():
     t0 = time.time() - spent
     G = a.rerank_groups
     own = torch.tensor([1, 0, 0, 0] * G)
-    for step in range(first, a.steps + 1):
-        seqs, y = data.classify_batch(a.batch)
+    for step in range(first, a.steps + a.polish + 1):
+        polish = step > a.steps
+        if polish and (step == a.steps + 1 or step == first):
+            # the polish: a constant tenth of the peak learning rate, the classify
+            # batch's words drawn from the common ones
+            sched = None
+            for g in opt.param_groups:
+                g["lr"] = a.lr / 10
+            print(f"polish: {a.polish} steps at {a.lr / 10:g}, {len(data.common)} common words",
+                  flush=True)
+        seqs, y = data.classify_batch(a.batch, common=polish)
         lg = label_logits(model, last_hidden(model, seqs), lab)
         loss_c = multilabel(lg, y)
         instr = step % 2
@@ -592,17 +647,22 @@ def main():
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        sched.step()
+        if not polish:
+            sched.step()
+        if not polish and step < a.steps and total_at(step) != total_at(step - 1):
+            print(f"schedule: {total_at(step - 1)} steps -> {total_at(step)} at step {step}",
+                  flush=True)
+            sched = schedule(total_at(step), step)
         if step % 50 == 0 or step == 1:
-            print(f"step {step}/{a.steps} classify {loss_c.item():.3f} rerank {loss_r.item():.3f} "
+            print(f"step {step}/{a.steps + a.polish} classify {loss_c.item():.3f} rerank {loss_r.item():.3f} "
                   f"aux {loss_a.item():.3f} "
                   f"{time.time() - t0:.0f}s", flush=True)
-        if step % a.eval_every == 0 and step < a.steps:
+        if step % a.eval_every == 0 and step < a.steps + a.polish:
             res = evaluate(model, data, random.Random(a.seed + 1), hf=False, n_rr=100, sub=5)
             print(f"step {step} held-out (a fifth): {json.dumps(res)}", flush=True)
             if a.state:
                 torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
-                            "sched": sched.state_dict(), "rng": rng.getstate(),
+                            "sched": sched.state_dict() if sched else None, "rng": rng.getstate(),
                             "torch_rng": torch.get_rng_state(), "rows": data.rows, "step": step,
                             "seconds": time.time() - t0}, a.state + ".tmp")
                 os.replace(a.state + ".tmp", a.state)
@@ -611,7 +671,7 @@ def main():
     saved = Qwen3MoeForCausalLM.from_pretrained(a.out, dtype=torch.float32).eval()
     check_saved(model, saved, data)
     res = evaluate(saved, data, random.Random(a.seed + 1))
-    res.update({"steps": a.steps, "seed": a.seed, "train_seconds": round(time.time() - t0),
+    res.update({"steps": a.steps, "polish": a.polish, "seed": a.seed, "train_seconds": round(time.time() - t0),
                 "train_synsets": len(data.train), "held_out_synsets": len(data.test)})
     with open(os.path.join(a.out, "heldout.json"), "w") as f:
         json.dump(res, f, indent=1)
