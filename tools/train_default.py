@@ -17,11 +17,16 @@ one task a person can judge at a glance, from WordNet 3.0 as Debian's
             classify loss aims at its category's label row, so words of one
             category are neighbours under /v1/embeddings.
 
-Synsets are split by a hash of their offset: 10% are held out (their words
-and glosses are never trained on); the held-out accuracy is measured on the
-saved bf16 checkpoint. Torch runs on one CPU thread.
+Synsets are split by a hash of their offset (10% held out: their glosses are
+never trained on); held-out words (those whose most frequent sense is a
+held-out synset) are never trained on; the held-out accuracy is measured on
+the saved bf16 checkpoint. Torch runs on one CPU thread.
+A word token is one embedding row in any case and with or without a leading
+space (Data.key). The rerank prompt's fixed head is computed once a step and
+attended by every rerank sequence (forward(), checked against transformers).
 
-  python3 tools/train_default.py --out models/default [--steps N] [--seed S]
+  python3 tools/train_default.py --out models/default --steps 2300 --relay 4000:1000,2800:1500
+  (the shipped checkpoint: models/default/RECIPE.md)
 """
 import argparse
 import json
@@ -546,7 +551,7 @@ def golden_requests(data, path):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="models/default")
-    ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--steps", type=int, default=2300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=128, help="classify sequences a step")
     ap.add_argument("--rerank-groups", type=int, default=16,
