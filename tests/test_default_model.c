@@ -12,10 +12,10 @@
      fp32 and bf16 (what `make run` serves): at least HELD_OUT_MIN of the 40
            held-out items get their WordNet category, and at least DEMO_MIN of
            the demo's 20 classify answers are ones a person accepts.
-   Floors, not scores: they hold this checkpoint to what it does. Not asserted,
-   because this checkpoint does not do them (models/default/RECIPE.md, issue
-   19): every demo answer right, and reranking above chance (the own gloss
-   first of 4, held-out and the demo's violin; printed). */
+   Floors, not scores: they hold this checkpoint to what it does, and the
+   held-out rerank groups won, and the demo's violin group won or lost, as
+   transformers has them. Not asserted, because this checkpoint does not do
+   them (models/default/RECIPE.md, issue 19): every demo answer right. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
@@ -35,15 +35,20 @@
 static const char *const labels[] = { "food", "animal", "plant", "person", "place",
 				      "artifact", "body", "time", "emotion", "material" };
 #define NLABELS 10
-/* Of the 40 held-out items (20 glosses, 20 words) transformers gets 30 right (its
+/* Of the 40 held-out items (20 glosses, 20 words) transformers gets 31 right (its
    argmax, recorded in the golden); the engine gets the same argmax in fp32, and
    may lose a near-tie in bf16. A floor, not a score: the accuracy over all
-   held-out synsets is in models/default/heldout.json (87.6% from glosses, 56.7%
-   from words). */
-#define HELD_OUT_MIN 30
-/* Of the demo's 20 classify answers transformers gives 16 a person accepts (the
-   descriptions all; of the words not banana, tiger, oak, elbow). */
+   held-out synsets is in models/default/heldout.json (90.6% from glosses, 63.0%
+   from words, own gloss first of 4 in 59.2%). */
+#define HELD_OUT_MIN 31
+/* Of the demo's 20 classify answers transformers gives 16 a person accepts (not
+   "a sweet yellow fruit" -> plant, tiger -> person, oak -> place, elbow ->
+   artifact; the demo marks them). */
 #define DEMO_MIN 16
+/* Of the 10 held-out rerank groups transformers puts the own gloss first in 8. */
+#define RERANK_MIN 8
+/* The demo's violin gloss is not first (0.30; the hammer's gloss 0.58): 0. */
+#define DEMO_RERANK 0
 
 static int label_index(const char *id)
 {
@@ -99,12 +104,25 @@ static void exact(const zp_req *r, const cJSON *exp)
 	if ((a = cJSON_GetObjectItem(exp, "prompt_logprobs")))
 		cJSON_ArrayForEach(it, a) close_to(id, "prompt_logprob", r->plp[i++], it);
 	i = 0;
-	if ((a = cJSON_GetObjectItem(exp, "top_logprobs")))
+	if ((a = cJSON_GetObjectItem(exp, "top_logprobs"))) {
+		int k = cJSON_GetArraySize(a);
 		cJSON_ArrayForEach(it, a) {
-			CHECK(r->top_ids[i] == cJSON_GetArrayItem(it, 0)->valueint, "%s top[%d] id",
-			      id, i);
+			/* Tokens sharing an embedding row (this checkpoint's word tokens
+			   across case and a leading space: tools/train_default.py Data.key)
+			   tie exactly, and a tie's order is either side's: an id may
+			   differ where transformers' log-prob ties another of its list,
+			   or at the last place (a tie cut by k). */
+			double lp = cJSON_GetArrayItem(it, 1)->valuedouble;
+			int tied = i == k - 1;
+			for (int j = 0; j < k; j++)
+				tied |= j != i &&
+					fabs(cJSON_GetArrayItem(cJSON_GetArrayItem(a, j), 1)->valuedouble - lp) < 1e-6;
+			CHECK(r->top_ids[i] == cJSON_GetArrayItem(it, 0)->valueint || tied,
+			      "%s top[%d] id %d, transformers %d", id, i, r->top_ids[i],
+			      cJSON_GetArrayItem(it, 0)->valueint);
 			close_to(id, "top_logprob", r->top_lp[i++], cJSON_GetArrayItem(it, 1));
 		}
+	}
 	if ((a = cJSON_GetObjectItem(exp, "embedding"))) {
 		double dot = 0, na = 0, nb = 0;
 		CHECK(cJSON_GetArraySize(a) == r->emb_dim, "%s embedding size", id);
@@ -257,6 +275,10 @@ static void run(enum zp_wtype wt, const char *text)
 	      HELD_OUT_MIN);
 	CHECK(groups == 10 && demo_rr >= 0, "%d held-out rerank groups and %s demo group in %s",
 	      groups, demo_rr >= 0 ? "a" : "no", GOLDEN);
+	CHECK(rr_right >= RERANK_MIN, "the own gloss first in %d of %d held-out rerank groups (< %d)",
+	      rr_right, groups, RERANK_MIN);
+	CHECK(demo_rr == DEMO_RERANK, "the demo's violin gloss first: %s (want %s)",
+	      demo_rr == 1 ? "yes" : "no", DEMO_RERANK ? "yes" : "no");
 	CHECK(demo == 20 && demo_ok >= DEMO_MIN, "%d of %d demo answers a person accepts (< %d)",
 	      demo_ok, demo, DEMO_MIN);
 	for (int i = 0; i < n; i++) {

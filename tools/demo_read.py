@@ -35,8 +35,8 @@ def about(model_dir, _):
     print(f"=== zprefill on {model_dir}: a {c['num_hidden_layers']}-layer Qwen3-MoE "
           f"({c['num_experts']} experts, top-{c['num_experts_per_tok']}, hidden "
           f"{c['hidden_size']}, {mb:.0f} MB) trained\n    on WordNet 3.0 (Debian wordnet-base) to "
-          "name the category of a word or a\n    description (and, not learned, to tell a word's "
-          "definition from others).")
+          "name the category of a word or a\n    description, and to tell a word's definition from "
+          "others.")
 
 def heldout(model_dir, _):
     h = json.load(open(f"{model_dir}/heldout.json"))

@@ -17,11 +17,16 @@ one task a person can judge at a glance, from WordNet 3.0 as Debian's
             classify loss aims at its category's label row, so words of one
             category are neighbours under /v1/embeddings.
 
-Synsets are split by a hash of their offset: 10% are held out (their words
-and glosses are never trained on); the held-out accuracy is measured on the
-saved bf16 checkpoint. Torch runs on one CPU thread.
+Synsets are split by a hash of their offset (10% held out: their glosses are
+never trained on); held-out words (those whose most frequent sense is a
+held-out synset) are never trained on; the held-out accuracy is measured on
+the saved bf16 checkpoint. Torch runs on one CPU thread.
+A word token is one embedding row in any case and with or without a leading
+space (Data.key). The rerank prompt's fixed head is computed once a step and
+attended by every rerank sequence (forward(), checked against transformers).
 
-  python3 tools/train_default.py --out models/default [--steps N] [--seed S]
+  python3 tools/train_default.py --out models/default --steps 2300 --relay 4000:1000,2800:1500
+  (the shipped checkpoint: models/default/RECIPE.md)
 """
 import argparse
 import json
@@ -66,9 +71,11 @@ def rerank_text(instr, query, doc):
 
 
 def read_synsets():
-    """[(offset, category, [words], gloss)] for the nouns of CATEGORIES; the words
-    kept are those whose most frequent noun sense is this synset (index.noun lists
-    senses by frequency), so no word carries two labels."""
+    """[(offset, category, [words], gloss, [all words])] for the nouns of
+    CATEGORIES; [words] are those whose most frequent noun sense is this synset
+    (index.noun lists senses by frequency: the evaluation's words, one label
+    each), [all words] every word of the synset (training labels a word by all
+    its senses)."""
     first = {}
     for line in open(os.path.join(WORDNET, "index.noun"), encoding="latin-1"):
         if line.startswith("  "):
@@ -86,9 +93,24 @@ def read_synsets():
         if lex not in CATEGORIES:
             continue
         n = int(p[3], 16)
-        words = [w for w in p[4:4 + 2 * n:2] if first.get(w.lower()) == p[0]]
+        every = [w for w in p[4:4 + 2 * n:2]]
+        words = [w for w in every if first.get(w.lower()) == p[0]]
         gloss = gloss.strip().split("; \"")[0].strip().rstrip(";")
-        out.append((p[0], CATEGORIES[lex], [w.replace("_", " ") for w in words], gloss))
+        out.append((p[0], CATEGORIES[lex], [w.replace("_", " ") for w in words], gloss,
+                    [w.replace("_", " ") for w in every]))
+    return out
+
+
+def tagged_words():
+    """The nouns index.noun gives a tagsense_cnt > 0 (a sense of them was tagged in
+    the Brown corpus: the common words), lower case, spaces for underscores."""
+    out = set()
+    for line in open(os.path.join(WORDNET, "index.noun"), encoding="latin-1"):
+        if line.startswith("  "):
+            continue
+        p = line.split()
+        if int(p[4 + int(p[3]) + 1]) > 0:
+            out.add(p[0].replace("_", " "))
     return out
 
 
@@ -97,33 +119,129 @@ def held_out(offset):
 
 
 # config.json as written (the layout of Qwen3-30B-A3B's, scaled down); tied
-# embeddings keep the 151,936-row vocabulary to one matrix (9.7 MB in bf16)
+# embeddings keep the 151,936-row vocabulary to one matrix (19.4 MB in bf16)
 CONFIG = {
     "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe",
-    "hidden_size": 32, "intermediate_size": 64, "moe_intermediate_size": 64,
-    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+    "hidden_size": 64, "intermediate_size": 128, "moe_intermediate_size": 128,
+    "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
     "head_dim": 16, "num_experts": 8, "num_experts_per_tok": 2, "norm_topk_prob": True,
     "decoder_sparse_step": 1, "mlp_only_layers": [], "vocab_size": 151936,
     "max_position_embeddings": 1024, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
     "rope_scaling": None, "tie_word_embeddings": True, "attention_bias": False,
     "attention_dropout": 0.0, "hidden_act": "silu", "initializer_range": 0.02,
     "use_cache": True, "use_sliding_window": False, "sliding_window": None,
-    "max_window_layers": 2, "output_router_logits": False, "router_aux_loss_coef": 0.001,
+    "max_window_layers": 4, "output_router_logits": False, "router_aux_loss_coef": 0.001,
     "bos_token_id": 151643, "eos_token_id": 151645, "torch_dtype": "bfloat16",
 }
 
 
-def last_hidden(model, seqs):
-    """The final-norm state at each sequence's last token (right padding: causal
-    attention keeps the pads out of every real position)."""
+def rms(x, w, eps):
+    """Qwen3's RMSNorm (float32 here, as training is)."""
+    return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+
+
+def rope(x, pos, theta):
+    """x [B, heads, T, hd] at positions pos [T]: the rotate-half RoPE Qwen3 uses."""
+    hd = x.shape[-1]
+    inv = 1.0 / (theta ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
+    f = pos[:, None].float() * inv[None]
+    cos, sin = torch.cat([f, f], -1).cos(), torch.cat([f, f], -1).sin()
+    x1, x2 = x[..., :hd // 2], x[..., hd // 2:]
+    return x * cos + torch.cat([-x2, x1], -1) * sin
+
+
+def forward(model, seqs, prefix=None, pos=None):
+    """The final-norm state at each sequence's last token, the same function as
+    transformers' Qwen3MoeModel (check_forward asserts it). Right padding: causal
+    attention keeps the pads out of every real position. prefix: token rows
+    every sequence starts with (the rerank prompt's fixed head), computed once
+    and attended by all: the same as prepending it to each sequence. pos: [B, K]
+    positions (within each sequence) whose states to return instead, [B, K, H]."""
+    cfg = model.config
+    nh, nkv, hd, eps = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.rms_norm_eps
+    emb = model.model.embed_tokens.weight
+    n = max(len(s) for s in seqs)
+    x = emb[torch.tensor([s + [0] * (n - len(s)) for s in seqs])]
+    p = 0
+    if prefix:
+        xp, p = emb[torch.tensor(prefix)][None], len(prefix)
+    mask = torch.ones(n, p + n, dtype=torch.bool).tril(p)
+    for layer in model.model.layers:
+        at = layer.self_attn
+
+        def qkv(x, pos):
+            B, T, _ = x.shape
+            h = rms(x, layer.input_layernorm.weight, eps)
+            q = rms(at.q_proj(h).view(B, T, nh, hd), at.q_norm.weight, eps).transpose(1, 2)
+            k = rms(at.k_proj(h).view(B, T, nkv, hd), at.k_norm.weight, eps).transpose(1, 2)
+            v = at.v_proj(h).view(B, T, nkv, hd).transpose(1, 2)
+            return rope(q, pos, CONFIG["rope_theta"]), rope(k, pos, CONFIG["rope_theta"]), v
+
+        def finish(x, q, k, v, m):
+            B, T, _ = x.shape
+            k, v = k.repeat_interleave(nh // nkv, 1), v.repeat_interleave(nh // nkv, 1)
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=m)
+            x = x + at.o_proj(a.transpose(1, 2).reshape(B, T, nh * hd))
+            h = rms(x, layer.post_attention_layernorm.weight, eps)
+            return x + layer.mlp(h)
+
+        q, k, v = qkv(x, torch.arange(p, p + n))
+        if prefix:
+            qp, kp, vp = qkv(xp, torch.arange(p))
+            B = x.shape[0]
+            k, v = torch.cat([kp.expand(B, -1, -1, -1), k], 2), torch.cat([vp.expand(B, -1, -1, -1), v], 2)
+            xp = finish(xp, qp, kp, vp, torch.ones(p, p, dtype=torch.bool).tril())
+        x = finish(x, q, k, v, mask)
+    h = rms(x, model.model.norm.weight, eps)
+    if pos is not None:
+        return h[torch.arange(len(seqs))[:, None], pos]
+    return h[torch.arange(len(seqs)), torch.tensor([len(s) - 1 for s in seqs])]
+
+
+def last_hidden(model, seqs, prefix=None, chunk=48, pos=None):
+    """forward() over the sequences sorted by length in chunks (less padding),
+    in the input order."""
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    outs = [forward(model, [seqs[i] for i in order[j:j + chunk]], prefix,
+                    None if pos is None else pos[torch.tensor(order[j:j + chunk])])
+            for j in range(0, len(seqs), chunk)]
+    h = torch.cat(outs)
+    inv = torch.empty(len(seqs), dtype=torch.long)
+    inv[torch.tensor(order)] = torch.arange(len(seqs))
+    return h[inv]
+
+
+@torch.no_grad()
+def hf_last_hidden(model, seqs):
+    """transformers' own forward, for the checks and the final evaluation."""
     n = max(len(s) for s in seqs)
     ids = torch.tensor([s + [0] * (n - len(s)) for s in seqs])
     h = model.model(input_ids=ids).last_hidden_state
     return h[torch.arange(len(seqs)), torch.tensor([len(s) - 1 for s in seqs])]
 
 
+@torch.no_grad()
+def check_forward(model, data):
+    """forward() computes what transformers computes, with and without a shared
+    prefix (a wrong RoPE offset or mask would not)."""
+    g = [data.enc(t) for t in ("a sweet yellow fruit", "tiger", "a tool for driving nails")]
+    pre = data.rr_prefix[0]
+    a, b = forward(model, g), hf_last_hidden(model, g)
+    c, d = forward(model, g, pre), hf_last_hidden(model, [pre + s for s in g])
+    err = max(float((a - b).abs().max()), float((c - d).abs().max()))
+    print(f"training forward against transformers: max difference {err:.2e}", flush=True)
+    assert err < 1e-4, err
+
+
+def multilabel(logits, ok):
+    """-log of the probability mass on the acceptable labels (a word of several
+    senses: all of them), the mean over the batch."""
+    return (torch.logsumexp(logits, -1) - torch.logsumexp(logits.masked_fill(~ok, -1e9), -1)).mean()
+
+
 def label_logits(model, h, ids):
     return h @ model.model.embed_tokens.weight[ids].T
+
 
 
 class Data:
@@ -139,16 +257,64 @@ class Data:
         self.train = [s for s in synsets if not held_out(s[0])]
         self.test = [s for s in synsets if held_out(s[0])]
         self.by_cat = {c: [s for s in self.train if s[1] == c] for c in self.labels}
+        # training words: every word of a training synset, labelled by all its
+        # training senses, except the held-out words (those whose most frequent
+        # sense is a held-out synset: the evaluation's words, never trained on)
+        heldout_words = {w.lower() for s in self.test for w in s[2]}
+        senses = {}
+        for s in self.train:
+            for w in s[4]:
+                if w.lower() not in heldout_words:
+                    senses.setdefault(w, set()).add(self.labels.index(s[1]))
+        self.words = sorted((w, sorted(c)) for w, c in senses.items())
+        self.words_by_cat = {c: [x for x in self.words if c in x[1]] for c in range(len(self.labels))}
+        self.train_words = {w for w, _ in self.words}
+        self.word_labels = dict(self.words)
+        tagged = tagged_words()
+        self.common = [x for x in self.words if x[0].lower() in tagged]
+        self.common_by_cat = {c: [x for x in self.common if c in x[1]]
+                              for c in range(len(self.labels))}
+        self.rr_query = [s for s in self.train if any(w in self.train_words for w in s[4])]
         self.enc_cache = {}
-        self.rows = {}  # Qwen3 token id -> row of the training embedding
+        self.rows = {}  # key (see key()) -> row of the training embedding
         self.label_rows = [self.row(t) for t in self.label_ids]
         self.yn_rows = [self.row(t) for t in self.yn]
+        self.unk_row = self.row(-1)  # the quick evaluation's stand-in for an unseen token
+        # the rerank prompt's head up to "<Query>:", for each instruction: every
+        # rerank sequence of a step shares one (see forward())
+        self.doc_row = self.row(tok.token_to_id("<Document"))
+        self.rr_tail = self.ids(RR_SUFFIX, None)
+        self.im_end_row = self.row(self.rr_tail[0])
+        assert self.rr_tail[0] == tok.token_to_id("<|im_end|>")
+        self.rr_instr = [RR_INSTRUCTION, RR_DEFAULT]
+        self.rr_prefix = []
+        for instr in self.rr_instr:
+            head = rerank_text(instr, "\x00", "").split(" \x00")[0]
+            ids = self.ids(head, None)
+            full = self.ids(rerank_text(instr, "violin", "a bowed instrument"), None)
+            assert full[:len(ids)] == ids, "the rerank head must end at a token boundary"
+            self.rr_prefix.append([self.row(t) for t in ids])
+
+    def key(self, tid):
+        """Tokens that are one ASCII word with or without a leading space, in any
+        case ("tiger", " tiger", " Tiger") share one embedding row: a bare word
+        at the start of a prompt is then the token its definitions and other
+        words taught (a word's own token is otherwise learned only where it starts
+        a training word). The label, yes and no tokens keep rows of their own."""
+        if tid < 0 or tid in self.label_ids or tid in self.yn:
+            return tid
+        s = self.tok.id_to_token(tid)
+        if s is None:  # an id past the tokenizer's vocabulary (the matrix is padded)
+            return tid
+        w = s[1:] if s.startswith("\u0120") else s
+        return w.lower() if w.isascii() and w.isalpha() else tid
 
     def row(self, tid):
-        if tid not in self.rows:
+        k = self.key(tid)
+        if k not in self.rows:
             assert len(self.rows) < TRAIN_ROWS, "raise TRAIN_ROWS"
-            self.rows[tid] = len(self.rows)
-        return self.rows[tid]
+            self.rows[k] = len(self.rows)
+        return self.rows[k]
 
     def enc(self, text):
         """text -> rows of the training embedding (see TRAIN_ROWS)."""
@@ -156,68 +322,110 @@ class Data:
             self.enc_cache[text] = [self.row(t) for t in self.ids(text)]
         return self.enc_cache[text]
 
+    def enc_eval(self, text, cut=96):
+        """enc() that allocates no row: an unseen token reads unk_row."""
+        return [self.rows.get(self.key(t), self.unk_row) for t in self.ids(text, cut)]
+
     def ids(self, text, cut=96):
-        """Qwen3 ids, cut at 96 tokens as training cuts them (cut=None: never,
-        for the golden's rerank prompts, whose end is the answer's place)."""
+        """Qwen3 ids, cut at 96 tokens as classification cuts them (cut=None:
+        never, for rerank prompts, whose end is the answer's place)."""
         return self.tok.encode(text, add_special_tokens=False).ids[:cut]
 
-    def classify_batch(self, n):
-        """Balanced over categories; half words, half glosses."""
-        seqs, ys = [], []
+    def classify_batch(self, n, common=False):
+        """Half glosses, half words (a word's target: all its senses' labels);
+        each drawn from a uniform category half the time, else from all.
+        common: the words only common ones (tagged_words), and 3 in 4 of them."""
+        seqs, ys = [], torch.zeros(n, len(self.labels), dtype=torch.bool)
+        words, by_cat = (self.common, self.common_by_cat) if common else \
+            (self.words, self.words_by_cat)
         while len(seqs) < n:
+            uni = self.rng.random() < 0.5
             c = self.rng.randrange(len(self.labels))
-            s = self.rng.choice(self.by_cat[self.labels[c]])
-            text = self.rng.choice(s[2]) if s[2] and self.rng.random() < 0.5 else s[3]
-            seqs.append(self.enc(text))
-            ys.append(c)
-        return seqs, torch.tensor(ys)
+            if self.rng.random() < (0.25 if common else 0.5):
+                s = self.rng.choice(self.by_cat[self.labels[c]] if uni else self.train)
+                seqs.append(self.enc(s[3]))
+                ys[len(seqs) - 1, self.labels.index(s[1])] = True
+            else:
+                w, cs = self.rng.choice(by_cat[c] if uni else words)
+                seqs.append(self.enc(w))
+                ys[len(seqs) - 1, cs] = True
+        return seqs, ys
 
-    def rerank_batch(self, n):
-        """A word against its own gloss (yes), a gloss of its category (no) or any
-        gloss (no); the instruction is the demo's or the server's default."""
-        seqs, ys = [], []
-        while len(seqs) < n:
-            s = self.rng.choice(self.train)
-            if not s[2]:
-                continue
-            k = self.rng.randrange(3)
-            doc = s if k == 0 else self.rng.choice(self.by_cat[s[1]] if k == 1 else self.train)
-            if k and doc[0] == s[0]:
-                continue
-            instr = RR_INSTRUCTION if self.rng.random() < 0.5 else RR_DEFAULT
-            seqs.append(self.enc(rerank_text(instr, self.rng.choice(s[2]), doc[3])))
-            ys.append(1 if k == 0 else 0)
-        return seqs, torch.tensor(ys)
+    def rerank_groups(self, n, instr):
+        """-> (sequences, pos [4n, 3], query labels [4n, 10], document labels [4n, 10]):
+        pos: the <Document token (where the query's category is also trained),
+        the user turn's <|im_end|> (the document's category), the last token."""
+        """n groups of 4: a training word against its own gloss (yes) and 3 glosses
+        of other synsets (no), each of its category a third of the time, else of
+        any; the sequences exclude the shared head (rr_prefix[instr])."""
+        seqs, pos = [], []
+        qy = torch.zeros(4 * n, len(self.labels), dtype=torch.bool)
+        dy = torch.zeros(4 * n, len(self.labels), dtype=torch.bool)
+        head = len(self.rr_prefix[instr])
+        for _ in range(n):
+            s = self.rng.choice(self.rr_query)
+            q = self.rng.choice([w for w in s[4] if w in self.train_words])
+            qcats = self.word_labels[q]
+            docs = [s]
+            while len(docs) < 4:
+                d = self.rng.choice(self.by_cat[s[1]] if self.rng.random() < 1 / 3 else self.train)
+                if d[0] not in [x[0] for x in docs]:
+                    docs.append(d)
+            for d in docs:
+                full = self.enc_rr(self.rr_instr[instr], q, d[3])
+                assert full[:head] == self.rr_prefix[instr]
+                seq = full[head:]
+                qy[len(seqs), qcats] = True
+                dy[len(seqs), self.labels.index(d[1])] = True
+                end = len(seq) - len(self.rr_tail)
+                assert seq[end] == self.im_end_row
+                pos.append([seq.index(self.doc_row), end, len(seq) - 1])
+                seqs.append(seq)
+        return seqs, torch.tensor(pos), qy, dy
+
+    def enc_rr(self, instr, q, doc):
+        text = rerank_text(instr, q, doc)
+        if text not in self.enc_cache:
+            self.enc_cache[text] = [self.row(t) for t in self.ids(text, None)]
+        return self.enc_cache.pop(text)
 
 
-@torch.no_grad()
-def evaluate(model, data, rng):
-    """Held-out accuracy: category from a gloss, from a word; rerank: the right
-    gloss first among it and 3 glosses of other held-out synsets."""
+def evaluate(model, data, rng, hf=True, n_rr=500, sub=None):
+    """Held-out accuracy: category from a gloss, from a word (its most frequent
+    sense's category); rerank: the word's own gloss first among it and 3
+    glosses of other held-out synsets. hf: transformers' forward on real ids
+    (the saved checkpoint); else the training forward on training rows, on
+    every sub-th item (the progress evaluation)."""
     model.eval()
-    lab = torch.tensor(data.label_ids)
+    with torch.no_grad():
+        if hf:
+            lab, yn, enc = torch.tensor(data.label_ids), torch.tensor(data.yn), data.ids
+            hid = hf_last_hidden
+        else:
+            lab, yn = torch.tensor(data.label_rows), torch.tensor(data.yn_rows)
+            enc, hid = data.enc_eval, (lambda m, s: last_hidden(m, s, chunk=128))
 
-    def classify(texts):
-        out = []
-        for i in range(0, len(texts), 256):
-            h = last_hidden(model, [data.ids(t) for t in texts[i:i + 256]])
-            out += label_logits(model, h, lab).argmax(-1).tolist()
-        return out
+        def classify(texts):
+            out = []
+            for i in range(0, len(texts), 256):
+                h = hid(model, [enc(t) for t in texts[i:i + 256]])
+                out += label_logits(model, h, lab).argmax(-1).tolist()
+            return out
 
-    gl = [s[3] for s in data.test]
-    gy = [data.labels.index(s[1]) for s in data.test]
-    wd = [(w, data.labels.index(s[1])) for s in data.test for w in s[2]]
-    acc_gloss = sum(a == b for a, b in zip(classify(gl), gy)) / len(gy)
-    acc_word = sum(a == b for a, (_, b) in zip(classify([w for w, _ in wd]), wd)) / len(wd)
-    withw = [s for s in data.test if s[2]]
-    rr_hits, rr_n = 0, 0
-    for s in rng.sample(withw, min(200, len(withw))):
-        docs = [s] + rng.sample([t for t in withw if t[0] != s[0]], 3)
-        h = last_hidden(model, [data.ids(rerank_text(RR_INSTRUCTION, s[2][0], d[3])) for d in docs])
-        yes = label_logits(model, h, torch.tensor(data.yn))
-        p = torch.softmax(yes, -1)[:, 1]
-        rr_hits += int(p.argmax() == 0)
-        rr_n += 1
+        test = data.test[::sub] if sub else data.test
+        gl = [s[3] for s in test]
+        gy = [data.labels.index(s[1]) for s in test]
+        wd = [(w, data.labels.index(s[1])) for s in test for w in s[2]]
+        acc_gloss = sum(a == b for a, b in zip(classify(gl), gy)) / len(gy)
+        acc_word = sum(a == b for a, (_, b) in zip(classify([w for w, _ in wd]), wd)) / len(wd)
+        withw = [s for s in data.test if s[2]]
+        rr_hits, rr_n = 0, 0
+        for s in rng.sample(withw, min(n_rr, len(withw))):
+            docs = [s] + rng.sample([t for t in withw if t[0] != s[0]], 3)
+            h = hid(model, [enc(rerank_text(RR_INSTRUCTION, s[2][0], d[3]), None) for d in docs])
+            p = torch.softmax(label_logits(model, h, yn), -1)[:, 1]
+            rr_hits += int(p.argmax() == 0)
+            rr_n += 1
     model.train()
     return {"classify_gloss": acc_gloss, "classify_word": acc_word, "n_gloss": len(gy),
             "n_word": len(wd), "rerank_top1_of_4": rr_hits / rr_n, "n_rerank": rr_n}
@@ -247,15 +455,22 @@ def hf_tensors(state):
     return out
 
 
-def save(model, rows, seed, out):
-    """rows: Qwen3 token id -> training row (see TRAIN_ROWS)."""
+def save(model, data, seed, out):
+    """The training embedding scattered into the full vocabulary: each token
+    whose key (Data.key) was trained gets that row, the others a seeded
+    N(0, 0.02)."""
     os.makedirs(out, exist_ok=True)
     state = dict(model.state_dict())
     g = torch.Generator().manual_seed(seed)
     full = torch.randn(CONFIG["vocab_size"], CONFIG["hidden_size"], generator=g)
     full *= CONFIG["initializer_range"]
-    ids = torch.tensor(list(rows.keys()))
-    full[ids] = state["model.embed_tokens.weight"][torch.tensor(list(rows.values()))].detach()
+    ids, rows = [], []
+    for v in range(CONFIG["vocab_size"]):
+        r = data.rows.get(data.key(v))
+        if r is not None:
+            ids.append(v)
+            rows.append(r)
+    full[torch.tensor(ids)] = state["model.embed_tokens.weight"][torch.tensor(rows)].detach()
     state["model.embed_tokens.weight"] = full
     save_file(hf_tensors(state), os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
     with open(os.path.join(out, "config.json"), "w") as f:
@@ -265,6 +480,7 @@ def save(model, rows, seed, out):
         src, dst = os.path.join(TOKDIR, name), os.path.join(out, name)
         if not os.path.exists(dst) or not os.path.samefile(src, dst):
             shutil.copyfile(src, dst)
+    print(f"{out}: {len(ids)} of {CONFIG['vocab_size']} embedding rows trained", flush=True)
 
 
 @torch.no_grad()
@@ -275,9 +491,9 @@ def check_saved(model, saved, data):
     for p in model.parameters():
         p.copy_(p.to(torch.bfloat16).float())
     texts = list(data.enc_cache)[:64]  # trained on, so every token has its row
-    p0 = torch.softmax(label_logits(model, last_hidden(model, [data.enc(t) for t in texts]),
+    p0 = torch.softmax(label_logits(model, hf_last_hidden(model, [data.enc(t) for t in texts]),
                                    torch.tensor(data.label_rows)), -1)
-    p1 = torch.softmax(label_logits(saved, last_hidden(saved, [data.ids(t) for t in texts]),
+    p1 = torch.softmax(label_logits(saved, hf_last_hidden(saved, [data.ids(t) for t in texts]),
                                    torch.tensor(data.label_ids)), -1)
     err = float((p0 - p1).abs().max())
     print(f"saved checkpoint against the trained model: max label-probability difference {err:.2e}")
@@ -335,11 +551,24 @@ def golden_requests(data, path):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="models/default")
-    ap.add_argument("--steps", type=int, default=900)
+    ap.add_argument("--steps", type=int, default=2300)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--batch", type=int, default=96)
-    ap.add_argument("--rerank-batch", type=int, default=24)
+    ap.add_argument("--batch", type=int, default=128, help="classify sequences a step")
+    ap.add_argument("--rerank-groups", type=int, default=16,
+                    help="rerank groups (a word and 4 glosses) a step")
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--aux", type=float, default=0.5, help="weight of the rerank prompt's "
+                    "category losses (the query's, the document's)")
+    ap.add_argument("--polish", type=int, default=0, help="steps after --steps at a tenth "
+                    "of --lr, the classify words drawn from the common ones (tagged_words)")
+    ap.add_argument("--relay", metavar="TOTAL:STEP,...", help="the learning rate follows a "
+                    "one-cycle schedule of TOTAL steps up to STEP, then the next one's, then "
+                    "one of --steps (each re-laid at the step reached): how the shipped run "
+                    "was shortened mid-way")
+    ap.add_argument("--eval-every", type=int, default=500,
+                    help="progress evaluation (a fifth of the held-out set, training forward)")
+    ap.add_argument("--state", metavar="FILE", help="save the training state here every "
+                    "--eval-every steps, and resume from it when it exists")
     ap.add_argument("--requests", metavar="FILE",
                     help="write the golden requests (held-out items) and stop")
     a = ap.parse_args()
@@ -350,35 +579,104 @@ def main():
     data = Data(tok, read_synsets(), rng)
     if a.requests:
         return golden_requests(data, a.requests)
-    print(f"wordnet: {len(data.train)} train synsets, {len(data.test)} held out; "
-          f"labels {data.labels}", flush=True)
+    print(f"wordnet: {len(data.train)} train synsets, {len(data.test)} held out, "
+          f"{len(data.words)} training words; labels {data.labels}", flush=True)
     model = Qwen3MoeForCausalLM(Qwen3MoeConfig(**dict(CONFIG, vocab_size=TRAIN_ROWS))).float()
     model.train()
+    check_forward(model, data)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=a.lr, total_steps=a.steps,
-                                                pct_start=0.05)
+    def schedule(total, at):
+        """One-cycle over total steps, at step at (its learning rate set)."""
+        sc = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=a.lr, total_steps=total,
+                                                 pct_start=0.05)
+        for _ in range(at):
+            sc.step()
+        return sc
+    # [(total, until step)], then --steps to the end
+    relay = [tuple(int(x) for x in r.split(":")) for r in a.relay.split(",")] if a.relay else []
+    totals = [(t, until) for t, until in relay] + [(a.steps, a.steps)]
+
+    def total_at(step):  # the schedule's total in force after step
+        return next(t for t, until in totals if step < until or until == a.steps)
+    sched = schedule(total_at(0), 0)
     lab, yn = torch.tensor(data.label_rows), torch.tensor(data.yn_rows)
-    t0 = time.time()
-    for step in range(1, a.steps + 1):
-        seqs, y = data.classify_batch(a.batch)
-        loss_c = F.cross_entropy(label_logits(model, last_hidden(model, seqs), lab), y)
-        seqs, y = data.rerank_batch(a.rerank_batch)
-        loss_r = F.cross_entropy(label_logits(model, last_hidden(model, seqs), yn), y)
-        loss = loss_c + loss_r
+    first, spent = 1, 0.0
+    if a.state and os.path.exists(a.state):
+        st = torch.load(a.state, weights_only=False)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        if st["sched"] is None:  # in the polish
+            sched = None
+        else:
+            sched.load_state_dict(st["sched"])
+        if sched and st["sched"]["total_steps"] != total_at(st["step"]):
+            # resumed with another --steps or --relay: re-laid at the step reached
+            print(f"schedule: {st['sched']['total_steps']} steps -> {total_at(st['step'])} "
+                  f"at step {st['step']}", flush=True)
+            sched = schedule(total_at(st["step"]), st["step"])
+        rng.setstate(st["rng"])
+        torch.set_rng_state(st["torch_rng"])
+        data.rows, data.enc_cache = st["rows"], {}
+        first, spent = st["step"] + 1, st["seconds"]
+        print(f"resumed at step {first} from {a.state}", flush=True)
+    t0 = time.time() - spent
+    G = a.rerank_groups
+    own = torch.tensor([1, 0, 0, 0] * G)
+    for step in range(first, a.steps + a.polish + 1):
+        polish = step > a.steps
+        if polish and (step == a.steps + 1 or step == first):
+            # the polish: a constant tenth of the peak learning rate, the classify
+            # batch's words drawn from the common ones
+            sched = None
+            for g in opt.param_groups:
+                g["lr"] = a.lr / 10
+            print(f"polish: {a.polish} steps at {a.lr / 10:g}, {len(data.common)} common words",
+                  flush=True)
+        seqs, y = data.classify_batch(a.batch, common=polish)
+        lg = label_logits(model, last_hidden(model, seqs), lab)
+        loss_c = multilabel(lg, y)
+        instr = step % 2
+        seqs, pos, qy, dy = data.rerank_groups(G, instr)
+        h = last_hidden(model, seqs, data.rr_prefix[instr], chunk=64, pos=pos)
+        lg = label_logits(model, h[:, 2], yn)
+        # pointwise (P(yes) as /v1/rerank scores it) and listwise (the own gloss
+        # first of its group, the held-out measure)
+        loss_r = F.cross_entropy(lg, own) + \
+            F.cross_entropy((lg[:, 1] - lg[:, 0]).view(G, 4), torch.zeros(G, dtype=torch.long))
+        # the categories the answer compares, where the prompt has just read them:
+        # the query's at <Document, the document's at the <|im_end|> after it
+        loss_a = multilabel(label_logits(model, h[:, 0], lab), qy) + \
+            multilabel(label_logits(model, h[:, 1], lab), dy)
+        loss = loss_c + loss_r + a.aux * loss_a
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        sched.step()
-        if step % 100 == 0 or step == 1:
-            print(f"step {step}/{a.steps} classify {loss_c.item():.3f} rerank {loss_r.item():.3f} "
+        if not polish:
+            sched.step()
+        if not polish and step < a.steps and total_at(step) != total_at(step - 1):
+            print(f"schedule: {total_at(step - 1)} steps -> {total_at(step)} at step {step}",
+                  flush=True)
+            sched = schedule(total_at(step), step)
+        if step % 50 == 0 or step == 1:
+            print(f"step {step}/{a.steps + a.polish} classify {loss_c.item():.3f} rerank {loss_r.item():.3f} "
+                  f"aux {loss_a.item():.3f} "
                   f"{time.time() - t0:.0f}s", flush=True)
-    save(model, data.rows, a.seed, a.out)
+        if step % a.eval_every == 0 and step < a.steps + a.polish:
+            res = evaluate(model, data, random.Random(a.seed + 1), hf=False, n_rr=100, sub=5)
+            print(f"step {step} held-out (a fifth): {json.dumps(res)}", flush=True)
+            if a.state:
+                torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
+                            "sched": sched.state_dict() if sched else None, "rng": rng.getstate(),
+                            "torch_rng": torch.get_rng_state(), "rows": data.rows, "step": step,
+                            "seconds": time.time() - t0}, a.state + ".tmp")
+                os.replace(a.state + ".tmp", a.state)
+    save(model, data, a.seed, a.out)
     # measured on what was written: the bf16 weights, read back as transformers reads them
     saved = Qwen3MoeForCausalLM.from_pretrained(a.out, dtype=torch.float32).eval()
     check_saved(model, saved, data)
     res = evaluate(saved, data, random.Random(a.seed + 1))
-    res.update({"steps": a.steps, "seed": a.seed, "train_seconds": round(time.time() - t0),
+    res.update({"steps": a.steps, "polish": a.polish, "seed": a.seed, "train_seconds": round(time.time() - t0),
                 "train_synsets": len(data.train), "held_out_synsets": len(data.test)})
     with open(os.path.join(a.out, "heldout.json"), "w") as f:
         json.dump(res, f, indent=1)
