@@ -157,3 +157,13 @@ float zp_f16_to_f32(uint16_t h)
 		v.u = sign | ((exp + 112u) << 23) | (man << 13);
 	return v.f;
 }
+
+void zp_path_dir(const char *path, char *dir, size_t n)
+{
+	snprintf(dir, n, "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (!slash)
+		snprintf(dir, n, ".");
+	else
+		slash[slash == dir] = 0; /* "/s" -> "/" */
+}

@@ -69,6 +69,9 @@ int zp_errf(zp_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)
 /* Progress on a terminal (stderr is a tty): "\rlabel i/n"; silent otherwise. */
 void zp_progress(const char *label, size_t i, size_t n);
 
+/* The directory part of path into dir[n]: "." for a bare name, "/" for "/s". */
+void zp_path_dir(const char *path, char *dir, size_t n);
+
 /* bf16 / f16 conversions (bit exact: round to nearest even, NaN kept quiet). */
 static inline float zp_bf16_to_f32(uint16_t h)
 {

@@ -26,12 +26,7 @@ static long dir_owner(const char *path)
 {
 	char dir[sizeof ((struct sockaddr_un *)0)->sun_path];
 	struct stat st;
-	snprintf(dir, sizeof dir, "%s", path);
-	char *slash = strrchr(dir, '/');
-	if (!slash)
-		snprintf(dir, sizeof dir, ".");
-	else
-		slash[slash == dir] = 0;
+	zp_path_dir(path, dir, sizeof dir);
 	if (stat(dir, &st) != 0 || (st.st_mode & (S_IWGRP | S_IWOTH)))
 		return -1;
 	return (long)st.st_uid;

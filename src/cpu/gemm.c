@@ -550,13 +550,19 @@ static void fp8_widen_ref(const uint8_t *codes, size_t n, uint16_t *out)
    slot order the codes are packed in comes out as elements 0..63. Gives the
    table's bits exactly (test_gemm_fp8 compares it with the twin). */
 #define VBMI __attribute__((target("avx512f,avx512bw,avx512vbmi")))
-VBMI static void fp8_widen_vbmi(const uint8_t *codes, size_t n, uint16_t *out)
+
+/* The table's high and low bytes, for the two byte permutes of the widening. */
+static void fp8_lut_bytes(uint8_t hi[128], uint8_t lo[128])
 {
-	_Alignas(64) uint8_t hi[128], lo[128];
 	for (int m = 0; m < 128; m++) {
 		hi[m] = (uint8_t)(fp8_lut[m] >> 8);
 		lo[m] = (uint8_t)fp8_lut[m];
 	}
+}
+VBMI static void fp8_widen_vbmi(const uint8_t *codes, size_t n, uint16_t *out)
+{
+	_Alignas(64) uint8_t hi[128], lo[128];
+	fp8_lut_bytes(hi, lo);
 	__m512i h0 = _mm512_load_si512(hi), h1 = _mm512_load_si512(hi + 64);
 	__m512i l0 = _mm512_load_si512(lo), l1 = _mm512_load_si512(lo + 64);
 	__m512i sign = _mm512_set1_epi8((char)0x80);
@@ -672,10 +678,7 @@ VBMI static void fp8_widen_scaled_vbmi(const uint8_t *codes, size_t n, const flo
 				       uint16_t *out)
 {
 	_Alignas(64) uint8_t hi[128], lo[128];
-	for (int m = 0; m < 128; m++) {
-		hi[m] = (uint8_t)(fp8_lut[m] >> 8);
-		lo[m] = (uint8_t)fp8_lut[m];
-	}
+	fp8_lut_bytes(hi, lo);
 	__m512i h0 = _mm512_load_si512(hi), h1 = _mm512_load_si512(hi + 64);
 	__m512i l0 = _mm512_load_si512(lo), l1 = _mm512_load_si512(lo + 64);
 	__m512i sign = _mm512_set1_epi8((char)0x80);

@@ -660,12 +660,7 @@ static int socket_dir(const char *path, bool by_default, zp_err *e)
 {
 	char dir[PATH_MAX];
 	struct stat st;
-	snprintf(dir, sizeof dir, "%s", path);
-	char *slash = strrchr(dir, '/');
-	if (!slash)
-		snprintf(dir, sizeof dir, ".");
-	else
-		slash[slash == dir] = 0; /* "/s" -> "/" */
+	zp_path_dir(path, dir, sizeof dir);
 	if (by_default && stat(dir, &st) != 0 && errno == ENOENT && mkdir(dir, 0755) != 0)
 		return zp_errf(e, "cannot create %s for the default socket %s: %s (set socket = "
 			       "PATH, in a directory only this service may write, or XDG_RUNTIME_DIR)",
