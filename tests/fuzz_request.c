@@ -1,7 +1,7 @@
 /* fuzz_request.c -- libFuzzer target for the request path: the first byte picks
    an endpoint (every request family: native, SGLang/vLLM score, classify,
-   rerank, embeddings, pooling, tokenize, detokenize, vLLM completions, TEI
-   embed), the rest is its JSON body -> zp_api_build (strict UTF-8, cJSON,
+   rerank, embeddings, pooling, tokenize, detokenize, vLLM completions and
+   chat, TEI embed and decode, Cohere's /v2/rerank, /invocations), the rest is its JSON body -> zp_api_build (strict UTF-8, cJSON,
    field validation, tokenizing text) -> sequences -> zp_api_finish (with
    made-up results) or the error body. Every built sequence must satisfy the
    limits the forward pass asserts on. Runs from the repository root (it reads
@@ -18,7 +18,8 @@
 static const enum zp_route eps[] = { ZP_ROUTE_PREFILL, ZP_ROUTE_SCORE, ZP_ROUTE_CLASSIFY,
 				     ZP_ROUTE_RERANK, ZP_ROUTE_EMBED, ZP_ROUTE_POOLING,
 				     ZP_ROUTE_TOKENIZE, ZP_ROUTE_DETOKENIZE, ZP_ROUTE_COMPLETIONS,
-				     ZP_ROUTE_CHAT, ZP_ROUTE_TEI_EMBED };
+				     ZP_ROUTE_CHAT, ZP_ROUTE_TEI_EMBED, ZP_ROUTE_RERANK_V2,
+				     ZP_ROUTE_TEI_DECODE, ZP_ROUTE_INVOCATIONS };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

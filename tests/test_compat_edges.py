@@ -427,6 +427,16 @@ def nul(s):
           r["usage"]["prompt_tokens"] == len(tokens(s, a)), r)
     st, r = s.post("/v1/embeddings", {"input": "a", "user": "x\u0000y"})
     check("NUL: in a field read as a C string (user): 400", st == 400, r)
+    st, r = s.post("/v1/embeddings", {"input": [a, b]})
+    st2, r2 = s.post("/invocations", {"input": [a, b]})
+    check("NUL: /invocations' texts are the endpoint's it picks (embeddings: == /v1/embeddings)",
+          st == st2 == 200 and [x["embedding"] for x in r["data"]] ==
+          [x["embedding"] for x in r2.get("data", [])], r2)
+    st, r = s.post("/invocations", {"query": "q\u0000x", "documents": [a, b]})
+    check("NUL: /invocations with a rerank body", st == 200 and
+          sorted(x["index"] for x in r["results"]) == [0, 1], r)
+    st, r = s.post("/invocations", {"input": "a", "user": "x\u0000y"})
+    check("NUL: /invocations, in a field read as a C string (user): 400", st == 400, r)
 
 
 # ---- the paths real clients call ----

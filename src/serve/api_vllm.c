@@ -177,27 +177,32 @@ void zp_api_vllm_score_finish(zp_api *a, zp_api_job *j, zp_buf *out)
 /* ---- /invocations ---- */
 
 /* vLLM's SageMaker path tries its request types in turn; here the fields that
-   set each shape apart pick it: the job answers as that endpoint (its ep). */
+   set each shape apart pick it (ZP_ROUTE_OTHER: none does). */
+enum zp_route zp_api_invocations_pick(const cJSON *r)
+{
+	if (zp_api_field(r, "messages"))
+		return ZP_ROUTE_CHAT;
+	if (zp_api_field(r, "prompt"))
+		return ZP_ROUTE_COMPLETIONS;
+	if (zp_api_field(r, "query") && (zp_api_field(r, "documents") || zp_api_field(r, "texts")))
+		return ZP_ROUTE_RERANK;
+	if (zp_api_field(r, "text_1") || zp_api_field(r, "data_1") || zp_api_field(r, "queries") ||
+	    zp_api_field(r, "label_token_ids"))
+		return ZP_ROUTE_SCORE;
+	if (zp_api_field(r, "input") && zp_api_field(r, "labels"))
+		return ZP_ROUTE_CLASSIFY;
+	if (zp_api_field(r, "input") && (zp_api_field(r, "task") || zp_api_field(r, "pooling")))
+		return ZP_ROUTE_POOLING;
+	if (zp_api_field(r, "input"))
+		return ZP_ROUTE_EMBED;
+	return ZP_ROUTE_OTHER;
+}
+
+/* The job answers as the endpoint zp_api_invocations_pick names (its ep). */
 int zp_api_invocations_build(zp_api_call *c)
 {
-	const cJSON *r = c->root;
-	enum zp_route ep;
-	if (zp_api_field(r, "messages"))
-		ep = ZP_ROUTE_CHAT;
-	else if (zp_api_field(r, "prompt"))
-		ep = ZP_ROUTE_COMPLETIONS;
-	else if (zp_api_field(r, "query") && (zp_api_field(r, "documents") || zp_api_field(r, "texts")))
-		ep = ZP_ROUTE_RERANK;
-	else if (zp_api_field(r, "text_1") || zp_api_field(r, "data_1") || zp_api_field(r, "queries") ||
-		 zp_api_field(r, "label_token_ids"))
-		ep = ZP_ROUTE_SCORE;
-	else if (zp_api_field(r, "input") && zp_api_field(r, "labels"))
-		ep = ZP_ROUTE_CLASSIFY;
-	else if (zp_api_field(r, "input") && (zp_api_field(r, "task") || zp_api_field(r, "pooling")))
-		ep = ZP_ROUTE_POOLING;
-	else if (zp_api_field(r, "input"))
-		ep = ZP_ROUTE_EMBED;
-	else
+	enum zp_route ep = zp_api_invocations_pick(c->root);
+	if (ep == ZP_ROUTE_OTHER)
 		return zp_api_bad(c, NULL, "/invocations could not tell the request's endpoint from its "
 				  "fields: messages (chat), prompt (completions), query and documents (rerank), text_1 "
 				  "and text_2 (score), input (embeddings; with labels: classify; with "

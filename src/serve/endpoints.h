@@ -159,6 +159,7 @@ int zp_api_vllm_score_build(zp_api_call *c);
 void zp_api_vllm_score_finish(zp_api *a, zp_api_job *j, zp_buf *out);
 int zp_api_completions_build(zp_api_call *c);
 /* POST /invocations: the endpoint the body's fields name, as vLLM picks it */
+enum zp_route zp_api_invocations_pick(const cJSON *root);
 int zp_api_invocations_build(zp_api_call *c);
 void zp_api_invocations_finish(zp_api *a, zp_api_job *j, zp_buf *out);
 int zp_api_version_build(zp_api_call *c);	/* api_info.c */
