@@ -53,5 +53,22 @@ echo '{"prompt_token_ids":[1]}' | $Z prefill --model tests/models/odd --kv-cache
 	> "$T/out" 2> "$T/err"; rc=$?
 [ $rc -eq 2 ] && grep -q "more than this machine" "$T/err" ||
 	{ echo "FAIL: an oversized kv_cache_bytes: exit $rc"; cat "$T/err"; fail=1; }
+# asyncep's calibrated T (the tokens a forward needs to hide a layer's gather)
+# above what one forward may carry: said at start, with the flag to raise; not
+# said when a forward can reach T (the calibration line rounds T, the warning
+# names the whole tokens a forward needs: ceil)
+for cut in 1 8192; do
+	$Z bench --model tests/models/tiny-tok --executors 2 --threads 1 --tokens 1 --seqs 1 \
+		--iters 1 --max-batch-tokens $cut > /dev/null 2> "$T/err"
+	t=$(sed -n 's/.*msg=calibration .*threshold_tokens=\([0-9]*\).*/\1/p' "$T/err")
+	w=$(sed -n "s/.*msg=\"a forward cannot hide the expert gather\" threshold_tokens=\([0-9]*\) max_batch_tokens=$cut hint=\"raise --max-batch-tokens to at least \([0-9]*\) .*/\1 \2/p" "$T/err")
+	if [ -z "$t" ]; then ok=0
+	elif [ -n "$w" ]; then set -- $w; [ "$1" -gt $cut ] && [ "$1" = "$2" ] && [ "$1" -ge "$t" ] && ok=1 || ok=0
+	else [ "$t" -le $cut ] && ok=1 || ok=0
+	fi
+	[ $ok -eq 1 ] || { echo "FAIL: T=$t tokens, max_batch_tokens=$cut: warning '$w'"; cat "$T/err"; fail=1; }
+	[ $cut -eq 1 ] && [ -n "$t" ] && [ "$t" -ge 2 ] && [ -z "$w" ] &&
+		{ echo "FAIL: T=$t tokens over max_batch_tokens=1, not said"; fail=1; }
+done
 [ $fail -eq 0 ] && echo "test_cli_faults: ok" || echo "test_cli_faults: FAIL"
 exit $fail

@@ -7,6 +7,7 @@
 #include "engine.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -75,8 +76,17 @@ static void start_queue(zp_engine *g, const zp_engine_cfg *c)
 	}
 	if (!g->calibrated)
 		g->cal = (zp_place_calib){ 0 }; /* T comes from what forwards measure */
-	zp_sched_init(&g->sched, q->requests_max, q->tokens_max,
-		      q->batch_tokens_max ? q->batch_tokens_max : c->batch_tokens_max, q->batch_wait_s);
+	int cut = q->batch_tokens_max ? q->batch_tokens_max : c->batch_tokens_max;
+	/* T is capped at one forward (scheduler.c): a forward that cannot reach
+	   it leaves part of every gather exposed (on GPUs T is often above the
+	   default 8192 tokens) */
+	double reach = ceil(g->cal.threshold_tokens); /* tokens a forward needs */
+	if (g->calibrated && reach > cut)
+		zp_log(ZP_LOG_WARN, "msg=\"a forward cannot hide the expert gather\" "
+		       "threshold_tokens=%.0f max_batch_tokens=%d hint=\"raise --max-batch-tokens "
+		       "to at least %.0f (the workspaces grow with it) or expect the gather's "
+		       "rest exposed in each layer\"", reach, cut, reach);
+	zp_sched_init(&g->sched, q->requests_max, q->tokens_max, cut, q->batch_wait_s);
 	zp_sched_cfg sc = { .policy = q->policy, .executors = g->n, .model = mc,
 			    .gather_s = g->cal.gather_s, .flops_per_s = g->cal.flops_per_s,
 			    .gamma = g->cal.gamma, .aging_s = q->aging_s, .min_tokens = q->min_tokens,
