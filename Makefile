@@ -190,7 +190,7 @@ asan:
 	$(MAKE) BUILD=build-asan BIN=build-asan/zprefill OPT=-O1 EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" EXTRA_LDFLAGS="-fsanitize=address,undefined" test
 
 tsan:
-	$(MAKE) BUILD=build-tsan BIN=build-tsan/zprefill OPT=-O1 EXTRA_CFLAGS="-fsanitize=thread" EXTRA_LDFLAGS="-fsanitize=thread" test
+	$(MAKE) BUILD=build-tsan BIN=build-tsan/zprefill OPT=-O1 EXTRA_CFLAGS="-fsanitize=thread -DZP_KV_AUTO_HOST_CAP=268435456ul" EXTRA_LDFLAGS="-fsanitize=thread" test
 
 # Fuzzing: one libFuzzer target per parser a client or a file reaches
 # (tests/fuzz_NAME.c, seeds in tests/fuzz-corpus/NAME/): the HTTP head, every

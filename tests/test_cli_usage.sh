@@ -31,7 +31,7 @@ $Z score --socket "$T/none" --query q --label-ids 1,22,333 item > /dev/null 2> "
 
 # row 15: the man page renders clean, keeps the synopsis' "...", names the error shapes
 if command -v man > /dev/null; then
-	man --warnings -l build/zprefill.1 > "$T/man" 2> "$T/manerr"
+	man --warnings -l "${BUILD:-build}/zprefill.1" > "$T/man" 2> "$T/manerr"
 	[ -s "$T/manerr" ] && no "man --warnings: $(head -3 "$T/manerr")"
 	grep -q "health --socket PATH \.\.\." "$T/man" || no "man: the SYNOPSIS lost its ..."
 	for fam in "OpenAI and native" "vLLM and SGLang" "TEI" "BadRequestError" "error_type"; do

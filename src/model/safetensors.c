@@ -460,11 +460,13 @@ int zp_st_get_linear(const zp_st *st, const char *name, int ndim, const int64_t 
 /* ---- guarded reads. One SIGBUS handler for the process, installed by the
    first guard and kept (it hands any fault it does not own to the handler
    before it); a thread's innermost guard is its thread-local guard_tl. The
-   handler runs with SA_NODEFER and an empty mask, so leaving it by _longjmp
-   leaves the thread's signal mask as it was, and _setjmp need not save the
-   mask (no system call per guard: rows are copied under one each). */
+   handler runs with SA_NODEFER and an empty mask, so leaving it by siglongjmp
+   leaves the thread's signal mask as it was, and sigsetjmp need not save the
+   mask (savemask 0: no system call per guard; rows are copied under one
+   each). The sig* pair, not _setjmp/_longjmp: the same jump, and the one tsan
+   follows out of a handler (it took every later call for one made inside). */
 struct st_guard {
-	jmp_buf jb;
+	sigjmp_buf jb;
 	const zp_st *st;
 	struct st_guard *outer;
 };
@@ -488,7 +490,7 @@ static void on_sigbus(int sig, siginfo_t *si, void *uc)
 	struct st_guard *g = guard_tl;
 	if (g && file_at(g->st, si->si_addr) >= 0) {
 		guard_addr = si->si_addr;
-		_longjmp(g->jb, 1);
+		siglongjmp(g->jb, 1);
 	}
 	if ((sigbus_prev.sa_flags & SA_SIGINFO) && sigbus_prev.sa_sigaction)
 		sigbus_prev.sa_sigaction(sig, si, uc);
@@ -530,7 +532,7 @@ int zp_st_guard(const zp_st *st, int (*fn)(void *ctx), void *ctx, zp_err *e)
 {
 	struct st_guard g = { .st = st, .outer = guard_tl };
 	pthread_once(&sigbus_once, sigbus_install);
-	if (_setjmp(g.jb)) {
+	if (sigsetjmp(g.jb, 0)) {
 		guard_tl = g.outer;
 		return fault_err(st, guard_addr, e);
 	}
