@@ -18,7 +18,9 @@
        checked), tp (one group, two AllReduces per layer);
      - executors sharing --cores CPU cores (profile only): a forward is the
        profile's CPU seconds, and k busy executors each run at
-       min(1, cores / k) of a core (what --probe-cores measures is free).
+       min(1, cores / k) of a core (what --probe-cores measures is free);
+       the slicing is counted here once (costmodel.h: a profile taken N
+       copies at once is read for its CPU seconds, never its wall times).
    NOT modelled: the reactor, HTTP and tokenizer; other processes beyond
    --cores; the gather's HBM traffic competing with compute.
    Usage:
@@ -761,6 +763,10 @@ int main(int argc, char **argv)
 	o.cm.gpus = o.executors;
 	if (prof && sim_model_profile(&o.cm, prof))
 		return 1;
+	if (prof && o.cm.prof_concurrency > 1 && !o.cm.use_cpu)
+		return fprintf(stderr, "%s was taken %d copies at once: its wall times hold their "
+			       "share of the cores; give --cores (the cores the executors share)\n",
+			       prof, o.cm.prof_concurrency), 2;
 	if (prof && (o.cm.mode == SIM_DPEP || o.cm.mode == SIM_TP))
 		return fprintf(stderr, "--mode %s needs a device's roofline (--device): the profile "
 			       "has no collectives\n", sim_mode_name(o.cm.mode)), 2;
@@ -795,9 +801,11 @@ int main(int argc, char **argv)
 	request *rq = load_workload(argv[2], cfg.vocab, &n);
 	if (!rq)
 		return 1;
+	const sim_fit *f = o.cm.use_cpu ? &o.cm.fwd_cpu : &o.cm.fwd;
 	if (prof)
-		printf("# profile: %s; forward %.3g s + %.3g s/token + %.3g s/pair; gather_ms=%.4f "
-		       "cores=%g\n", o.cm.prof_desc, o.cm.fwd.a, o.cm.fwd.b, o.cm.fwd.c,
+		printf("# profile: %s concurrency=%d; forward %.3g s + %.3g s/token + %.3g s/pair "
+		       "(%s); gather_ms=%.4f cores=%g\n", o.cm.prof_desc, o.cm.prof_concurrency,
+		       f->a, f->b, f->c, o.cm.use_cpu ? "CPU seconds" : "wall",
 		       sim_gather_s(&o.cm) * 1e3, o.cores);
 	printf("# model=%s executors=%d mode=%s kv_bytes=%zu requests=%d conns=%d batch_tokens=%d "
 	       "wait_ms=%g\n", argv[1], o.executors, meas ? "engine" : sim_mode_name(o.cm.mode),
