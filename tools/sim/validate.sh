@@ -4,14 +4,16 @@
 # the paper mix at saturation (1000 requests/s offered, 64 connections).
 # For each N: the profile (`zprefill bench --profile`, one thread, as each
 # executor runs) taken under the run's own concurrency: N copies at once on
-# the run's cores, their rows pooled into one file (costmodel.h: the fit takes
-# their CPU seconds, which carry what sharing costs, and the simulator
-# divides the cores among the busy executors once). Then per cache size and
-# policy, alternating: the free cores (simulate --probe-cores, on the run's
-# cores at its priority), the policy through the real engine in process
-# (simulate --measure: no HTTP, the real clock), the free cores again; the
-# simulation of the same file with --cores the probes' mean (conditions
-# measured beside the run, never its result).
+# the run's cores, once a round, all rounds' rows pooled into one file
+# (costmodel.h: the fit takes their CPU seconds, which carry what sharing
+# costs, and the simulator divides the cores among the busy executors once).
+# Each round, per cache size and policy: the free cores (simulate
+# --probe-cores, on the run's cores at its priority), the policy through the
+# real engine in process (simulate --measure: no HTTP, the real clock; it
+# reports its CPUs less what other processes took of them meanwhile), the
+# free cores again. Then each run is simulated on the same file with --cores
+# the free cores measured during it (a condition of the run, never its
+# result; the probes are reported beside).
 # Every step runs as $RUN: by default `nice -n 19` (a shared machine, the
 # conditions are the measurement's); with a core of one's own
 # RUN="taskset -c 1" (pinned, normal priority). Prints one table row per
@@ -22,7 +24,7 @@
 set -eu
 OUT=${1:-/tmp/zp-validate}
 MODEL=${MODEL:-tests/models/tiny-tok}
-SECS=${SECS:-1}
+SECS=${SECS:-0.7}
 SCALE=${SCALE:-0.25}
 NS=${NS:-"1 2 3 4"}
 CACHES=${CACHES:-"scarce:1048576 ample:67108864"}
@@ -39,42 +41,51 @@ python3 tools/gen_workload.py --workload paper --rate 1000 --duration "$SECS" --
 	--vocab 640 --max-tokens 4096 --scale "$SCALE" > "$OUT/w.req"
 echo "# $(date -u) model=$MODEL requests=$(wc -l < "$OUT/w.req") scale=$SCALE run=\"$RUN\"" \
 	"$(uptime)" | tee -a "$LOG"
-probe() { $RUN "$S" --probe-cores 0.5 | sed 's/cores=//'; }
+probe() { $RUN "$S" --probe-cores 0.3 | sed 's/cores=//'; }
 for N in $NS; do
-	# N copies of the profile at once, as N executors run
-	i=0
-	pids=
-	while [ $i -lt "$N" ]; do
-		$RUN "$OUT/zprefill" bench --model "$MODEL" --tokens 2048 --seqs 4 --threads 1 \
-			--profile "$OUT/prof$N.$i.txt" --log-level warn > /dev/null &
-		pids="$pids $!"
-		i=$((i + 1))
-	done
-	for p in $pids; do wait "$p"; done
-	{ head -2 "$OUT/prof$N.0.txt"; echo "# concurrency=$N"; sed -n 3p "$OUT/prof$N.0.txt"
-	  cat "$OUT"/prof$N.*.txt | grep '^fwd '; } > "$OUT/prof$N.txt"
 	for C in $CACHES; do
-		name=${C%%:*}
-		kv=${C#*:}
-		: > "$OUT/meas-$N-$name.txt"
-		: > "$OUT/pred-$N-$name.txt"
-		r=0
-		while [ $r -lt "$REPEATS" ]; do
+		: > "$OUT/meas-$N-${C%%:*}.txt"
+		: > "$OUT/pred-$N-${C%%:*}.txt"
+	done
+	r=0
+	while [ $r -lt "$REPEATS" ]; do
 		r=$((r + 1))
-		for P in $POLICIES; do
-			c0=$(probe)
-			$RUN "$S" "$MODEL" "$OUT/w.req" --measure --executors "$N" \
-				--kv-bytes "$kv" --policies "$P" > "$OUT/m.txt"
-			c1=$(probe)
-			cat "$OUT/m.txt" >> "$OUT/meas-$N-$name.txt"
-			share=$(sed -n 's/^# cpu_share=\([0-9.]*\).*/\1/p' "$OUT/m.txt")
-			cores=$(python3 -c "print(round(($c0 + $c1) / 2, 3))")
-			nice -n 19 "$S" "$MODEL" "$OUT/w.req" --profile "$OUT/prof$N.txt" \
-				--cores "$cores" --executors "$N" --kv-bytes "$kv" \
-				--policies "$P" >> "$OUT/pred-$N-$name.txt"
-			echo "# N=$N cache=$name $P probes=$c0,$c1 run_share=$share" | tee -a "$LOG"
+		# N copies of the profile at once, as N executors run; once a round,
+		# all rounds' rows pooled (one moment's conditions do not set N's fit)
+		i=0
+		pids=
+		while [ $i -lt "$N" ]; do
+			$RUN "$OUT/zprefill" bench --model "$MODEL" --tokens 2048 --seqs 4 --threads 1 \
+				--executors "$N" --profile "$OUT/prof$N.$r.$i.txt" --log-level warn \
+				> /dev/null &
+			pids="$pids $!"
+			i=$((i + 1))
 		done
+		for p in $pids; do wait "$p"; done
+		for C in $CACHES; do
+			name=${C%%:*}
+			kv=${C#*:}
+			for P in $POLICIES; do
+				c0=$(probe)
+				$RUN "$S" "$MODEL" "$OUT/w.req" --measure --executors "$N" \
+					--kv-bytes "$kv" --policies "$P" > "$OUT/m.txt"
+				c1=$(probe)
+				cat "$OUT/m.txt" >> "$OUT/meas-$N-$name.txt"
+				share=$(sed -n 's/^# cpu_share=\([0-9.]*\).*/\1/p' "$OUT/m.txt")
+				free=$(sed -n 's/^# cpu_share.* free_cores=\([0-9.]*\).*/\1/p' "$OUT/m.txt")
+				echo "# N=$N cache=$name $P probes=$c0,$c1 run_share=$share free=$free" | \
+					tee -a "$LOG"
+			done
 		done
+	done
+	{ head -2 "$OUT/prof$N.1.0.txt"; echo "# concurrency=$N"; sed -n 3p "$OUT/prof$N.1.0.txt"
+	  cat "$OUT"/prof$N.*.*.txt | grep '^fwd '
+	  grep -h '^gather ' "$OUT"/prof$N.*.*.txt | sort -k3 -g | sed -n 1p; } > "$OUT/prof$N.txt"
+	# each run predicted with the free cores measured during it
+	grep "^# N=$N " "$LOG" | while read -r _ n c P _ _ free; do
+		$RUN "$S" "$MODEL" "$OUT/w.req" --profile "$OUT/prof$N.txt" --cores "${free#free=}" \
+			--executors "$N" --kv-bytes "$(echo "$CACHES" | tr ' ' '\n' | \
+			sed -n "s/^${c#cache=}://p")" --policies "$P" >> "$OUT/pred-$N-${c#cache=}.txt"
 	done
 done
 python3 tools/sim/validate_table.py "$OUT" "${TABLE_NS:-$NS}" "$CACHES" | tee "$OUT/table.md"

@@ -2,7 +2,7 @@
 """validate_table.py OUT NS CACHES -- tools/sim/validate.sh's table: per (N,
 cache, policy) the medians over the repeats of the measured tokens/s, p50 and
 computed/prompt beside the simulator's (each repeat predicted with the free
-cores measured around its own run), the measured range and spread (max/min -
+cores measured during its own run), the measured range and spread (max/min -
 1), the errors, whether an error lies inside the measured range, and the
 share of rows within 15%."""
 import sys
@@ -34,9 +34,9 @@ for line in open(out + "/log"):
     if line.startswith("# N="):
         c = conds.setdefault((f[1][2:], f[2][6:], f[3]), [[], []])
         c[0] += [float(x) for x in f[4].split("=")[1].split(",")]
-        c[1].append(float(f[5].split("=")[1]))
+        c[1].append(float(f[6].split("=")[1]))
 
-print("| N | cache | policy | free cores (probes) / run's CPU share | tok/s measured (range) | spread "
+print("| N | cache | policy | free cores: probes / during the run | tok/s measured (range) | spread "
       "| predicted | err | in range | p50 ms measured (range) | predicted | err | in range "
       "| computed/prompt measured | predicted |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
