@@ -77,6 +77,12 @@ expect "shared profile, one executor: its CPU seconds" "predicted +fifo .*p50_ms
 out=$(sim "$T/two" --profile "$T/pc" --executors 2 --cores 1 --kv-bytes 0 --policies least_tokens \
 	--mode replicate --wait-ms 0)
 expect "shared profile, two on one core: sliced once" "predicted +least_tokens .*p50_ms=8\.00 p99_ms=8\.00 .*fwd_tokens=300" "$out"
+# as the engine's pump: with none busy, every idle executor is forced to cut
+# (both forwards start at once, 4 ms each on 2 cores; not the second after
+# the 5 ms batch wait)
+out=$(sim "$T/two" --profile "$T/pc" --executors 2 --cores 2 --kv-bytes 0 --policies least_tokens \
+	--mode replicate --wait-ms 5)
+expect "every idle executor forced when none is busy" "predicted +least_tokens .*p50_ms=4\.00 p99_ms=4\.00 " "$out"
 out=$(sim "$T/burst" --profile "$T/pc" --executors 1 --kv-bytes 0 --policies fifo --mode replicate)
 expect "shared profile without --cores: refused" "taken 2 copies at once.*give --cores" "$out"
 
