@@ -43,7 +43,7 @@
    wait_frac (exposed gather wait / busy time) comm_frac ok rejected T_flops
    knee_tokens busy (the executors' busy share of the run) fwd_tokens
    (computed tokens per forward). --batches FILE: one line per forward
-   (computed tokens, attention pairs, sequences, seconds start to results,
+   (prompt and computed tokens, attention pairs, sequences, seconds start to results,
    and simulated, the cost model's seconds at full speed).
    Single-threaded (--measure: the engine's threads besides). */
 #define _GNU_SOURCE /* sched_getaffinity */
@@ -348,14 +348,15 @@ typedef struct {
 	FILE *batches;			/* --batches: one line per forward, or NULL */
 } sim_opts;
 
-/* One forward to --batches: its computed tokens, attention pairs, sequences,
-   seconds from start to results and (simulated) the cost model's seconds at
-   full speed. */
-static void batch_line(FILE *f, long tokens, double pairs, int seqs, double s, double model_s)
+/* One forward to --batches: its prompt and computed tokens, attention pairs,
+   sequences, seconds from start to results and (simulated) the cost model's
+   seconds at full speed. */
+static void batch_line(FILE *f, long prompt, long tokens, double pairs, int seqs, double s,
+		       double model_s)
 {
 	if (f)
-		fprintf(f, "fwd tokens=%ld pairs=%.0f seqs=%d s=%.6g model_s=%.6g\n", tokens, pairs,
-			seqs, s, model_s);
+		fprintf(f, "fwd prompt=%ld tokens=%ld pairs=%.0f seqs=%d s=%.6g model_s=%.6g\n",
+			prompt, tokens, pairs, seqs, s, model_s);
 }
 
 typedef struct {
@@ -488,8 +489,8 @@ static void finish_batch(const sim_opts *o, zp_sched *s, sim_exec *x, double now
 	x->b.stats.mlp_s = x->cost.mlp_s;
 	x->b.failed = 0;
 	r->busy_s += now - x->started;
-	batch_line(o->batches, (long)x->work.tokens, x->work.pairs, x->work.seqs, now - x->started,
-		   x->cost.total_s);
+	batch_line(o->batches, x->b.tokens, (long)x->work.tokens, x->work.pairs, x->work.seqs,
+		   now - x->started, x->cost.total_s);
 	r->wait_s += x->cost.wait_s;
 	r->comm_s += x->cost.comm_s;
 	zp_sched_batch_done(s, &x->b, &obs);
@@ -639,8 +640,10 @@ static double cpus_used_s(int *ncpu)
 	while (fgets(line, sizeof line, f)) {
 		unsigned long long v[8] = { 0 };
 		int cpu;
-		if (sscanf(line, "cpu%d %llu %llu %llu %llu %llu %llu %llu %llu", &cpu, &v[0], &v[1],
-			   &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]) != 9 || !CPU_ISSET(cpu, &set))
+		if (strncmp(line, "cpu", 3) || line[3] < '0' || line[3] > '9' || /* not the total */
+		    sscanf(line, "cpu%d %llu %llu %llu %llu %llu %llu %llu %llu", &cpu, &v[0], &v[1],
+			   &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]) != 9 || cpu < 0 ||
+		    cpu >= CPU_SETSIZE || !CPU_ISSET(cpu, &set))
 			continue;
 		used += (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / tick; /* idle, iowait out */
 		(*ncpu)++;
@@ -666,7 +669,8 @@ static void on_batch(void *arg, const zp_batch *b)
 		double pairs = 0;
 		for (int s = 0; s < b->n; s++)
 			pairs += pairs_of(b->kv_hit_tokens[s], b->req[s]->ntok);
-		batch_line(mr->batches, b->stats.computed_tokens, pairs, b->n, b->fwd_s, 0);
+		batch_line(mr->batches, b->stats.prompt_tokens, b->stats.computed_tokens, pairs, b->n,
+			   b->fwd_s, 0);
 	}
 	r->prompt += b->stats.prompt_tokens;
 	r->computed += b->stats.computed_tokens;
@@ -732,10 +736,12 @@ static int measure(const sim_opts *o, zp_model *m, int threads, enum zp_sched_po
 	}
 	res.span_s = zp_now_s() - t0;
 	/* the run's condition: its CPUs less what others took of them meanwhile */
-	double own = cpu_now_s() - c0, others = cpus_used_s(&ncpu) - u0 - own;
-	printf("# cpu_share=%.3f (the process's CPU seconds over the run's) free_cores=%.3f (its "
-	       "%d CPUs less what other processes and the hypervisor took of them meanwhile)\n",
-	       own / res.span_s, u0 < 0 ? 0 : ncpu - ZP_MAX(others, 0) / res.span_s, ncpu);
+	double own = cpu_now_s() - c0, u1 = cpus_used_s(&ncpu), others = u1 - u0 - own;
+	printf("# cpu_share=%.3f (the process's CPU seconds over the run's)", own / res.span_s);
+	if (u0 >= 0 && u1 >= 0)
+		printf(" free_cores=%.3f (its %d CPUs less what other processes and the hypervisor "
+		       "took of them meanwhile)", ncpu - ZP_MAX(others, 0) / res.span_s, ncpu);
+	printf("\n");
 	result_print("measured", pol, &res, NULL);
 	zp_engine_stop(g);
 	zp_bell_free(&bell);

@@ -13,7 +13,8 @@
 # reports its CPUs less what other processes took of them meanwhile), the
 # free cores again. Then each run is simulated on the same file with --cores
 # the free cores measured during it (a condition of the run, never its
-# result; the probes are reported beside).
+# result; the probes are reported beside, and stand in where /proc/stat
+# cannot be read).
 # Every step runs as $RUN: by default `nice -n 19` (a shared machine, the
 # conditions are the measurement's); with a core of one's own
 # RUN="taskset -c 1" (pinned, normal priority). Prints one table row per
@@ -73,6 +74,7 @@ for N in $NS; do
 				cat "$OUT/m.txt" >> "$OUT/meas-$N-$name.txt"
 				share=$(sed -n 's/^# cpu_share=\([0-9.]*\).*/\1/p' "$OUT/m.txt")
 				free=$(sed -n 's/^# cpu_share.* free_cores=\([0-9.]*\).*/\1/p' "$OUT/m.txt")
+				[ -n "$free" ] || free=$(python3 -c "print(round(($c0 + $c1) / 2, 3))")
 				echo "# N=$N cache=$name $P probes=$c0,$c1 run_share=$share free=$free" | \
 					tee -a "$LOG"
 			done
