@@ -27,12 +27,15 @@ expect() { # name regex value
 
 # A profile: forward = A + B tokens, all of it in the experts (so the layers'
 # split is known), and a gather of G seconds at 2 executors.
-profile() { # A B G
+profile() { # A B G [CONCURRENCY: wall = CONCURRENCY x the CPU seconds, as N copies on one core]
 	python3 - "$@" <<'PY'
 import sys
-a, b, g = map(float, sys.argv[1:])
+a, b, g = map(float, sys.argv[1:4])
+k = int(sys.argv[4]) if len(sys.argv) > 4 else 0
 print("# zprefill profile v2")
 print("# device=cpu kernels=test dtype=bf16 threads=1 executors=2 parallel=asyncep model=test")
+if k:
+    print("# concurrency=%d" % k)
 print("# fwd tokens seqs seq_tokens pairs forward_s forward_cpu_s embed_s norm_s qkv_s rope_s "
       "attn_s o_s dense_s router_s dispatch_s acquire_s experts_s combine_s out_s")
 for n, L in ((16, 16), (64, 64), (256, 64), (1024, 512), (2048, 2048), (4096, 512)):
@@ -40,7 +43,7 @@ for n, L in ((16, 16), (64, 64), (256, 64), (1024, 512), (2048, 2048), (4096, 51
     t = a + b * n
     ops = [0] * 13
     ops[10] = t
-    print("fwd %d %d %d %d %.9g %.9g %s" % (n, s, L, s * L * (L + 1) // 2, t, t,
+    print("fwd %d %d %d %d %.9g %.9g %s" % (n, s, L, s * L * (L + 1) // 2, t * max(k, 1), t,
                                              " ".join("%.9g" % x for x in ops)))
 if g > 0:
     print("gather 2 1000 %.9g" % g)
@@ -61,6 +64,27 @@ expect "burst: one forward, its fitted time" "predicted +fifo .*p50_ms=7\.00 p99
 out=$(sim "$T/spaced" --profile "$T/p1" --executors 1 --kv-bytes 0 --policies fifo --mode replicate)
 expect "spaced: one forward each" "predicted +fifo .*p50_ms=3\.00 .*ok=3 " "$out"
 expect "spaced: the last ends at 2 s + 4 ms" "tok_s=299\.4 " "$out"
+
+# a profile taken 2 copies at once on one core (validate.sh's way): its wall
+# times (2x its CPU seconds) already hold the slicing, which the simulator
+# counts once, from --cores: one executor alone takes the CPU seconds (7 ms,
+# not 14), two busy at once on 1 core end together at twice that (2 x 4 ms,
+# not 2 x 8)
+profile 0.001 1e-5 0 2 > "$T/pc"
+{ req 0 300 1; req 0 300 2; } > "$T/two"
+out=$(sim "$T/burst" --profile "$T/pc" --executors 1 --cores 1 --kv-bytes 0 --policies fifo --mode replicate)
+expect "shared profile, one executor: its CPU seconds" "predicted +fifo .*p50_ms=7\.00 p99_ms=7\.00 " "$out"
+out=$(sim "$T/two" --profile "$T/pc" --executors 2 --cores 1 --kv-bytes 0 --policies least_tokens \
+	--mode replicate --wait-ms 0)
+expect "shared profile, two on one core: sliced once" "predicted +least_tokens .*p50_ms=8\.00 p99_ms=8\.00 .*fwd_tokens=300" "$out"
+# as the engine's pump: with none busy, every idle executor is forced to cut
+# (both forwards start at once, 4 ms each on 2 cores; not the second after
+# the 5 ms batch wait)
+out=$(sim "$T/two" --profile "$T/pc" --executors 2 --cores 2 --kv-bytes 0 --policies least_tokens \
+	--mode replicate --wait-ms 5)
+expect "every idle executor forced when none is busy" "predicted +least_tokens .*p50_ms=4\.00 p99_ms=4\.00 " "$out"
+out=$(sim "$T/burst" --profile "$T/pc" --executors 1 --kv-bytes 0 --policies fifo --mode replicate)
+expect "shared profile without --cores: refused" "taken 2 copies at once.*give --cores" "$out"
 
 # asyncep on 2 layers of 5 ms each: a 3 ms gather hides, an 8 ms one shows 3 ms
 profile 0.010 0 0.003 > "$T/p2"

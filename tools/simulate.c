@@ -18,7 +18,9 @@
        checked), tp (one group, two AllReduces per layer);
      - executors sharing --cores CPU cores (profile only): a forward is the
        profile's CPU seconds, and k busy executors each run at
-       min(1, cores / k) of a core (what --probe-cores measures is free).
+       min(1, cores / k) of a core (what --probe-cores measures is free);
+       the slicing is counted here once (costmodel.h: a profile taken N
+       copies at once is read for its CPU seconds, never its wall times).
    NOT modelled: the reactor, HTTP and tokenizer; other processes beyond
    --cores; the gather's HBM traffic competing with compute.
    Usage:
@@ -26,10 +28,10 @@
                     --device a100|h100|h200 [--link nvlink3|nvlink4|pcie5] [--fp8])
                     [--mode asyncep|dpep|replicate|tp] [--executors N]
                     [--kv-bytes B|auto] [--policies "fifo prefix_flops ..."]
-                    [--conns 64] [--batch-tokens 8192] [--wait-ms 2]
+                    [--conns 64] [--batch-tokens 8192] [--wait-ms 2] [--batches FILE]
      build/simulate MODEL_DIR WORKLOAD --measure [--threads 1] [--executors N]
                     [--kv-bytes B] [--policies ...] [--conns] [--batch-tokens]
-                    [--wait-ms]
+                    [--wait-ms] [--batches FILE]
          the same workload through the real engine (CPU executors, the
          default parallel mode), in process, on the real clock: what the
          simulation is validated against
@@ -40,13 +42,18 @@
    One line per policy: req_s tok_s p50_ms p99_ms computed_ratio hit_rate
    wait_frac (exposed gather wait / busy time) comm_frac ok rejected T_flops
    knee_tokens busy (the executors' busy share of the run) fwd_tokens
-   (computed tokens per forward).
+   (computed tokens per forward). --batches FILE: one line per forward
+   (prompt and computed tokens, attention pairs, sequences, seconds start to results,
+   and simulated, the cost model's seconds at full speed).
    Single-threaded (--measure: the engine's threads besides). */
+#define _GNU_SOURCE /* sched_getaffinity */
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <sched.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sys/resource.h>
+#include <unistd.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -338,7 +345,19 @@ typedef struct {
 	size_t kv_bytes;
 	double wait_s, cores;		/* cores 0: each executor its own device */
 	sim_model cm;
+	FILE *batches;			/* --batches: one line per forward, or NULL */
 } sim_opts;
+
+/* One forward to --batches: its prompt and computed tokens, attention pairs,
+   sequences, seconds from start to results and (simulated) the cost model's
+   seconds at full speed. */
+static void batch_line(FILE *f, long prompt, long tokens, double pairs, int seqs, double s,
+		       double model_s)
+{
+	if (f)
+		fprintf(f, "fwd prompt=%ld tokens=%ld pairs=%.0f seqs=%d s=%.6g model_s=%.6g\n",
+			prompt, tokens, pairs, seqs, s, model_s);
+}
 
 typedef struct {
 	zp_batch b;
@@ -459,7 +478,8 @@ static void sched_setup(zp_sched *s, const sim_opts *o, enum zp_sched_policy pol
 }
 
 /* A batch of x came back at now: the scheduler's bookkeeping, the answers. */
-static void finish_batch(zp_sched *s, sim_exec *x, double now, run_result *r, int *outstanding)
+static void finish_batch(const sim_opts *o, zp_sched *s, sim_exec *x, double now, run_result *r,
+			 int *outstanding)
 {
 	zp_sched_obs obs = { .gather_s = x->cost.gather_s, .wait_s = x->cost.wait_s };
 	x->busy = false;
@@ -469,6 +489,8 @@ static void finish_batch(zp_sched *s, sim_exec *x, double now, run_result *r, in
 	x->b.stats.mlp_s = x->cost.mlp_s;
 	x->b.failed = 0;
 	r->busy_s += now - x->started;
+	batch_line(o->batches, x->b.tokens, (long)x->work.tokens, x->work.pairs, x->work.seqs,
+		   now - x->started, x->cost.total_s);
 	r->wait_s += x->cost.wait_s;
 	r->comm_s += x->cost.comm_s;
 	zp_sched_batch_done(s, &x->b, &obs);
@@ -511,8 +533,9 @@ static void simulate(const sim_opts *o, enum zp_sched_policy pol, request *rq, i
 			}
 			outstanding++;
 		}
-		/* idle executors cut; the engine forces a cut when none is busy;
-		   under dpep only when all are idle, and then all start */
+		/* idle executors cut; as the server pumps the engine, every idle
+		   one is forced to cut when none was busy; under dpep only when all
+		   are idle, and then all start */
 		double wake = HUGE_VAL;
 		bool any_busy = false, cut[ZP_EXECUTORS_MAX] = { 0 }, any_cut = false;
 		for (int i = 0; i < nexec; i++)
@@ -523,7 +546,7 @@ static void simulate(const sim_opts *o, enum zp_sched_policy pol, request *rq, i
 				continue;
 			memset(&x[i].b, 0, sizeof x[i].b);
 			x[i].b.exec = i;
-			if (zp_sched_next_batch(&s, now, !any_busy && !any_cut, &x[i].b, &w)) {
+			if (zp_sched_next_batch(&s, now, !any_busy, &x[i].b, &w)) {
 				cut[i] = any_cut = true;
 				plan_forward(&x[i], &res);
 			} else if (w > now) {
@@ -554,7 +577,7 @@ static void simulate(const sim_opts *o, enum zp_sched_policy pol, request *rq, i
 		now = t;
 		for (int i = 0; i < nexec; i++)
 			if (x[i].busy && x[i].left_s <= 1e-12)
-				finish_batch(&s, &x[i], now, &res, &outstanding);
+				finish_batch(o, &s, &x[i], now, &res, &outstanding);
 	}
 	res.span_s = now;
 	result_print("predicted", pol, &res, &s);
@@ -599,13 +622,56 @@ static int probe_cores(double secs)
 	return 0;
 }
 
+/* What every process took of the CPUs this one may run on, so far (seconds:
+   /proc/stat's user, nice, system, irq, softirq and steal of each), and how
+   many they are. -1 when /proc/stat cannot be read. */
+static double cpus_used_s(int *ncpu)
+{
+	cpu_set_t set;
+	char line[512];
+	double used = 0, tick = (double)sysconf(_SC_CLK_TCK);
+	FILE *f = fopen("/proc/stat", "r");
+	*ncpu = 0;
+	if (!f || sched_getaffinity(0, sizeof set, &set)) {
+		if (f)
+			fclose(f);
+		return -1;
+	}
+	while (fgets(line, sizeof line, f)) {
+		unsigned long long v[8] = { 0 };
+		int cpu;
+		if (strncmp(line, "cpu", 3) || line[3] < '0' || line[3] > '9' || /* not the total */
+		    sscanf(line, "cpu%d %llu %llu %llu %llu %llu %llu %llu %llu", &cpu, &v[0], &v[1],
+			   &v[2], &v[3], &v[4], &v[5], &v[6], &v[7]) != 9 || cpu < 0 ||
+		    cpu >= CPU_SETSIZE || !CPU_ISSET(cpu, &set))
+			continue;
+		used += (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / tick; /* idle, iowait out */
+		(*ncpu)++;
+	}
+	fclose(f);
+	return used;
+}
+
 /* ---- the real engine, for validation ---- */
+
+typedef struct {
+	run_result *r;
+	FILE *batches;
+} measured;
 
 static void on_batch(void *arg, const zp_batch *b)
 {
-	run_result *r = arg;
+	measured *mr = arg;
+	run_result *r = mr->r;
 	if (b->filler)
 		return;
+	if (mr->batches) {
+		double pairs = 0;
+		for (int s = 0; s < b->n; s++)
+			pairs += pairs_of(b->kv_hit_tokens[s], b->req[s]->ntok);
+		batch_line(mr->batches, b->stats.prompt_tokens, b->stats.computed_tokens, pairs, b->n,
+			   b->fwd_s, 0);
+	}
 	r->prompt += b->stats.prompt_tokens;
 	r->computed += b->stats.computed_tokens;
 	r->hits += b->stats.cache_hit_tokens;
@@ -620,11 +686,12 @@ static int measure(const sim_opts *o, zp_model *m, int threads, enum zp_sched_po
 	zp_err e;
 	run_result res = { .lat = zp_xcalloc((size_t)ZP_MAX(nrq, 1), sizeof(double)),
 			   .nexec = o->executors };
+	measured mr = { &res, o->batches };
 	ZP_ASSERT(!zp_bell_init(&bell));
 	zp_engine_cfg ec = { .executors = o->executors, .parallel = ZP_PARALLEL_DEFAULT,
 			     .transport = "cpu", .threads_per_executor = threads,
 			     .batch_tokens_max = o->batch_tokens, .done = &bell,
-			     .kv_cache_bytes = o->kv_bytes, .on_batch = on_batch, .on_batch_arg = &res,
+			     .kv_cache_bytes = o->kv_bytes, .on_batch = on_batch, .on_batch_arg = &mr,
 			     .queue = { .policy = pol, .requests_max = 256, .tokens_max = 1L << 22,
 					.batch_tokens_max = o->batch_tokens,
 					.batch_wait_s = o->wait_s, .aging_s = 0.05,
@@ -634,7 +701,8 @@ static int measure(const sim_opts *o, zp_model *m, int threads, enum zp_sched_po
 		return fprintf(stderr, "cannot start the engine: %s\n", e.msg), -1;
 	workload_reset(rq, nrq);
 	int next = 0, outstanding = 0;
-	double t0 = zp_now_s(), now = 0, c0 = cpu_now_s();
+	int ncpu;
+	double t0 = zp_now_s(), now = 0, c0 = cpu_now_s(), u0 = cpus_used_s(&ncpu);
 	while (next < nrq || outstanding) {
 		now = zp_now_s() - t0;
 		while (next < nrq && rq[next].at <= now && outstanding < o->conns) {
@@ -647,7 +715,8 @@ static int measure(const sim_opts *o, zp_model *m, int threads, enum zp_sched_po
 			}
 			outstanding++;
 		}
-		double wake = zp_engine_pump(g, zp_now_s(), false);
+		/* as the server pumps it (server.c): forced when no executor is busy */
+		double wake = zp_engine_pump(g, zp_now_s(), zp_engine_busy(g) == 0);
 		zp_job *j;
 		while ((j = zp_engine_poll_job(g))) {
 			request *r = (request *)((char *)j - offsetof(request, job));
@@ -666,8 +735,13 @@ static int measure(const sim_opts *o, zp_model *m, int threads, enum zp_sched_po
 			zp_bell_drain(&bell);
 	}
 	res.span_s = zp_now_s() - t0;
-	printf("# cpu_share=%.3f (the process's CPU seconds over the run's)\n",
-	       (cpu_now_s() - c0) / res.span_s);
+	/* the run's condition: its CPUs less what others took of them meanwhile */
+	double own = cpu_now_s() - c0, u1 = cpus_used_s(&ncpu), others = u1 - u0 - own;
+	printf("# cpu_share=%.3f (the process's CPU seconds over the run's)", own / res.span_s);
+	if (u0 >= 0 && u1 >= 0)
+		printf(" free_cores=%.3f (its %d CPUs less what other processes and the hypervisor "
+		       "took of them meanwhile)", ncpu - ZP_MAX(others, 0) / res.span_s, ncpu);
+	printf("\n");
 	result_print("measured", pol, &res, NULL);
 	zp_engine_stop(g);
 	zp_bell_free(&bell);
@@ -682,9 +756,9 @@ static int usage(const char *me)
 	fprintf(stderr, "usage: %s MODEL_DIR WORKLOAD (--profile FILE [--cores C] | --device "
 		"a100|h100|h200 [--link NAME] [--fp8]) [--mode asyncep|dpep|replicate|tp] "
 		"[--executors N] [--kv-bytes B|auto] [--policies LIST] [--conns N] "
-		"[--batch-tokens N] [--wait-ms MS]\n"
+		"[--batch-tokens N] [--wait-ms MS] [--batches FILE]\n"
 		"       %s MODEL_DIR WORKLOAD --measure [--threads T] [--executors N] [--kv-bytes B] "
-		"[--policies LIST] [--conns N] [--batch-tokens N] [--wait-ms MS]\n"
+		"[--policies LIST] [--conns N] [--batch-tokens N] [--wait-ms MS] [--batches FILE]\n"
 		"       %s --hw | --probe-cores SECONDS\n", me, me, me);
 	return 2;
 }
@@ -740,7 +814,10 @@ int main(int argc, char **argv)
 			dev = v;
 		else if (!strcmp(a, "--link"))
 			link = v;
-		else if (!strcmp(a, "--threads"))
+		else if (!strcmp(a, "--batches")) {
+			if (!(o.batches = fopen(v, "w")))
+				return fprintf(stderr, "cannot write %s\n", v), 1;
+		} else if (!strcmp(a, "--threads"))
 			threads = atoi(v);
 		else if (!strcmp(a, "--mode")) {
 			if (sim_mode_parse(v, &o.cm.mode))
@@ -761,6 +838,10 @@ int main(int argc, char **argv)
 	o.cm.gpus = o.executors;
 	if (prof && sim_model_profile(&o.cm, prof))
 		return 1;
+	if (prof && o.cm.prof_concurrency > 1 && !o.cm.use_cpu)
+		return fprintf(stderr, "%s was taken %d copies at once: its wall times hold their "
+			       "share of the cores; give --cores (the cores the executors share)\n",
+			       prof, o.cm.prof_concurrency), 2;
 	if (prof && (o.cm.mode == SIM_DPEP || o.cm.mode == SIM_TP))
 		return fprintf(stderr, "--mode %s needs a device's roofline (--device): the profile "
 			       "has no collectives\n", sim_mode_name(o.cm.mode)), 2;
@@ -795,9 +876,11 @@ int main(int argc, char **argv)
 	request *rq = load_workload(argv[2], cfg.vocab, &n);
 	if (!rq)
 		return 1;
+	const sim_fit *f = o.cm.use_cpu ? &o.cm.fwd_cpu : &o.cm.fwd;
 	if (prof)
-		printf("# profile: %s; forward %.3g s + %.3g s/token + %.3g s/pair; gather_ms=%.4f "
-		       "cores=%g\n", o.cm.prof_desc, o.cm.fwd.a, o.cm.fwd.b, o.cm.fwd.c,
+		printf("# profile: %s concurrency=%d; forward %.3g s + %.3g s/token + %.3g s/pair "
+		       "(%s); gather_ms=%.4f cores=%g\n", o.cm.prof_desc, o.cm.prof_concurrency,
+		       f->a, f->b, f->c, o.cm.use_cpu ? "CPU seconds" : "wall",
 		       sim_gather_s(&o.cm) * 1e3, o.cores);
 	printf("# model=%s executors=%d mode=%s kv_bytes=%zu requests=%d conns=%d batch_tokens=%d "
 	       "wait_ms=%g\n", argv[1], o.executors, meas ? "engine" : sim_mode_name(o.cm.mode),
@@ -824,5 +907,7 @@ int main(int argc, char **argv)
 	free(rq);
 	if (meas)
 		zp_model_free(&m);
+	if (o.batches)
+		fclose(o.batches);
 	return rc;
 }

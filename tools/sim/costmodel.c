@@ -175,6 +175,7 @@ int sim_model_profile(sim_model *m, const char *path)
 	}
 	m->prof_gather_s = 0;
 	m->prof_gather_n = 0;
+	m->prof_concurrency = 1;
 	while (fgets(line, sizeof line, f)) {
 		char *p = line, *e;
 		if (!strncmp(line, "# device=", 9)) {
@@ -183,6 +184,8 @@ int sim_model_profile(sim_model *m, const char *path)
 			char *t = strstr(line, "threads=");
 			m->prof_threads = t ? atoi(t + 8) : 1;
 		}
+		if (!strncmp(line, "# concurrency=", 14))
+			m->prof_concurrency = ZP_MAX(atoi(line + 14), 1);
 		if (!strncmp(line, "gather ", 7)) {
 			double bytes;
 			if (sscanf(line + 7, "%d %lf %lf", &m->prof_gather_n, &bytes,

@@ -9,6 +9,16 @@
                cost per kernel, from the hardware table in costmodel.c (every
                number there with its source).
    Links: bandwidth per direction x efficiency, plus a latency per transfer.
+   Executors sharing CPU cores (profile, --cores C): a forward is the
+   profile's CPU seconds (forward_cpu_s), and k busy executors each run at
+   min(1, C / k) of a core (simulate.c's speed()). The time slicing is
+   counted there and only there: a profile taken under the run's own
+   concurrency (`# concurrency=N`: N copies of bench at once on the run's
+   cores, as tools/sim/validate.sh takes it) has wall times that already
+   hold the C / N share, so its wall fit is never used; its CPU seconds
+   hold what sharing costs besides the slicing (caches shared by N working
+   sets, switches), which is why it is taken that way. Such a profile
+   needs --cores.
    Pure functions over a built model; single-threaded tool code. */
 #ifndef ZP_SIM_COSTMODEL_H
 #define ZP_SIM_COSTMODEL_H
@@ -81,6 +91,7 @@ typedef struct {
 	double prof_gather_s;		/* one layer's gather measured at prof_gather_n */
 	int prof_gather_n;
 	int prof_threads;
+	int prof_concurrency;		/* copies of bench that ran at once (1: alone) */
 	char prof_desc[256];		/* the profile's device line */
 } sim_model;
 

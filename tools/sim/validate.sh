@@ -3,76 +3,91 @@
 # 20, item 4): CPU executors N = 1..4, each policy, scarce and ample caches,
 # the paper mix at saturation (1000 requests/s offered, 64 connections).
 # For each N: the profile (`zprefill bench --profile`, one thread, as each
-# executor runs; with N >= 2 beside a twin of itself, as two executors run
-# at once); then per cache size and policy, alternating: the free cores
-# (simulate --probe-cores), the policy through the real engine in process
-# (simulate --measure: no HTTP, the real clock; it reports the CPU share the
-# process got), the free cores again; the simulation of the same file twice:
-# with --cores the probes' mean (conditions measured beside the run) and
-# with --cores the run's own CPU share (conditions measured during it).
-# Everything under nice 19 (the machine is shared; the conditions are the
-# measurement's). Prints one table row per (N, cache, policy): measured and
-# predicted tokens/s, p50, computed/prompt, and the errors.
-# REPEATS rounds of the four policies in turn (ABCD ABCD ...); the table
-# takes each policy's medians.
-#   tools/sim/validate.sh [OUT_DIR] (env: MODEL, SECS, SCALE, NS, CACHES, REPEATS)
+# executor runs) taken under the run's own concurrency: N copies at once on
+# the run's cores, once a round, all rounds' rows pooled into one file
+# (costmodel.h: the fit takes their CPU seconds, which carry what sharing
+# costs, and the simulator divides the cores among the busy executors once).
+# Each round, per cache size and policy: the free cores (simulate
+# --probe-cores, on the run's cores at its priority), the policy through the
+# real engine in process (simulate --measure: no HTTP, the real clock; it
+# reports its CPUs less what other processes took of them meanwhile), the
+# free cores again. Then each run is simulated on the same file with --cores
+# the free cores measured during it (a condition of the run, never its
+# result; the probes are reported beside, and stand in where /proc/stat
+# cannot be read).
+# Every step runs as $RUN: by default `nice -n 19` (a shared machine, the
+# conditions are the measurement's); with a core of one's own
+# RUN="taskset -c 1" (pinned, normal priority). Prints one table row per
+# (N, cache, policy): the measured medians over REPEATS rounds of the four
+# policies in turn (ABCD ABCD ...) with their range, the predictions, the
+# errors.
+#   tools/sim/validate.sh [OUT_DIR] (env: MODEL, SECS, SCALE, NS, CACHES, REPEATS, RUN)
 set -eu
 OUT=${1:-/tmp/zp-validate}
 MODEL=${MODEL:-tests/models/tiny-tok}
-SECS=${SECS:-0.3}
+SECS=${SECS:-0.7}
 SCALE=${SCALE:-0.25}
 NS=${NS:-"1 2 3 4"}
 CACHES=${CACHES:-"scarce:1048576 ample:67108864"}
-REPEATS=${REPEATS:-1}
+REPEATS=${REPEATS:-3}
+RUN=${RUN:-nice -n 19}
 POLICIES="fifo prefix_flops least_tokens vllm"
-N19="nice -n 19"
 mkdir -p "$OUT"
 LOG=$OUT/log
-make -s zprefill build/simulate >/dev/null
+nice -n 19 make -s zprefill build/simulate >/dev/null
 cp build/simulate "$OUT/simulate" # a rebuild meanwhile does not touch the runs
+cp zprefill "$OUT/zprefill"
 S=$OUT/simulate
 python3 tools/gen_workload.py --workload paper --rate 1000 --duration "$SECS" --seed 1 \
 	--vocab 640 --max-tokens 4096 --scale "$SCALE" > "$OUT/w.req"
-echo "# $(date -u) model=$MODEL requests=$(wc -l < "$OUT/w.req") scale=$SCALE $(uptime)" | tee -a "$LOG"
+echo "# $(date -u) model=$MODEL requests=$(wc -l < "$OUT/w.req") scale=$SCALE run=\"$RUN\"" \
+	"$(uptime)" | tee -a "$LOG"
+probe() { $RUN "$S" --probe-cores 0.3 | sed 's/cores=//'; }
 for N in $NS; do
-	# With N >= 2 executors, two forwards run at once on the 2 cores and each
-	# runs slower than alone (shared caches, memory, clocks: measured 1.2x
-	# median, up to 1.45x, on this VM): the profile is taken with a twin of
-	# itself running beside it, as the executors run.
-	twin=
-	if [ "$N" -ge 2 ]; then
-		$N19 ./zprefill bench --model "$MODEL" --tokens 2048 --seqs 4 --threads 1 \
-			--profile "$OUT/prof$N.twin.txt" --log-level warn > /dev/null &
-		twin=$!
-	fi
-	$N19 ./zprefill bench --model "$MODEL" --tokens 2048 --seqs 4 --threads 1 \
-		--profile "$OUT/prof$N.txt" --log-level warn > /dev/null
-	[ -z "$twin" ] || wait "$twin"
 	for C in $CACHES; do
-		name=${C%%:*}
-		kv=${C#*:}
-		: > "$OUT/meas-$N-$name.txt"
-		: > "$OUT/pred-$N-$name.txt"
-		: > "$OUT/predrun-$N-$name.txt"
-		r=0
-		while [ $r -lt "$REPEATS" ]; do
+		: > "$OUT/meas-$N-${C%%:*}.txt"
+		: > "$OUT/pred-$N-${C%%:*}.txt"
+	done
+	r=0
+	while [ $r -lt "$REPEATS" ]; do
 		r=$((r + 1))
-		for P in $POLICIES; do
-			c0=$($N19 "$S" --probe-cores 1 | sed 's/cores=//')
-			$N19 "$S" "$MODEL" "$OUT/w.req" --measure --executors "$N" \
-				--kv-bytes "$kv" --policies "$P" > "$OUT/m.txt"
-			c1=$($N19 "$S" --probe-cores 1 | sed 's/cores=//')
-			cat "$OUT/m.txt" >> "$OUT/meas-$N-$name.txt"
-			share=$(sed -n 's/^# cpu_share=\([0-9.]*\).*/\1/p' "$OUT/m.txt")
-			cores=$(python3 -c "print(round(($c0 + $c1) / 2, 3))")
-			for v in "pred:$cores" "predrun:$share"; do
-				$N19 "$S" "$MODEL" "$OUT/w.req" --profile "$OUT/prof$N.txt" \
-					--cores "${v#*:}" --executors "$N" --kv-bytes "$kv" \
-					--policies "$P" >> "$OUT/${v%%:*}-$N-$name.txt"
+		# N copies of the profile at once, as N executors run; once a round,
+		# all rounds' rows pooled (one moment's conditions do not set N's fit)
+		i=0
+		pids=
+		while [ $i -lt "$N" ]; do
+			$RUN "$OUT/zprefill" bench --model "$MODEL" --tokens 2048 --seqs 4 --threads 1 \
+				--executors "$N" --profile "$OUT/prof$N.$r.$i.txt" --log-level warn \
+				> /dev/null &
+			pids="$pids $!"
+			i=$((i + 1))
+		done
+		for p in $pids; do wait "$p"; done
+		for C in $CACHES; do
+			name=${C%%:*}
+			kv=${C#*:}
+			for P in $POLICIES; do
+				c0=$(probe)
+				$RUN "$S" "$MODEL" "$OUT/w.req" --measure --executors "$N" \
+					--kv-bytes "$kv" --policies "$P" > "$OUT/m.txt"
+				c1=$(probe)
+				cat "$OUT/m.txt" >> "$OUT/meas-$N-$name.txt"
+				share=$(sed -n 's/^# cpu_share=\([0-9.]*\).*/\1/p' "$OUT/m.txt")
+				free=$(sed -n 's/^# cpu_share.* free_cores=\([0-9.]*\).*/\1/p' "$OUT/m.txt")
+				[ -n "$free" ] || free=$(python3 -c "print(round(($c0 + $c1) / 2, 3))")
+				echo "# N=$N cache=$name $P probes=$c0,$c1 run_share=$share free=$free" | \
+					tee -a "$LOG"
 			done
-			echo "# N=$N cache=$name $P probes=$c0,$c1 run_share=$share" | tee -a "$LOG"
 		done
-		done
+	done
+	{ head -2 "$OUT/prof$N.1.0.txt"; echo "# concurrency=$N"; sed -n 3p "$OUT/prof$N.1.0.txt"
+	  cat "$OUT"/prof$N.*.*.txt | grep '^fwd '
+	  grep -h '^gather ' "$OUT"/prof$N.*.*.txt | sort -k3 -g | sed -n 1p; } > "$OUT/prof$N.txt"
+	# each run predicted with the free cores measured during it
+	grep "^# N=$N " "$LOG" | while read -r _ n c P _ _ free; do
+		$RUN "$S" "$MODEL" "$OUT/w.req" --profile "$OUT/prof$N.txt" --cores "${free#free=}" \
+			--executors "$N" --kv-bytes "$(echo "$CACHES" | tr ' ' '\n' | \
+			sed -n "s/^${c#cache=}://p")" --policies "$P" >> "$OUT/pred-$N-${c#cache=}.txt"
 	done
 done
 python3 tools/sim/validate_table.py "$OUT" "${TABLE_NS:-$NS}" "$CACHES" | tee "$OUT/table.md"
