@@ -25,7 +25,7 @@ A word token is one embedding row in any case and with or without a leading
 space (Data.key). The rerank prompt's fixed head is computed once a step and
 attended by every rerank sequence (forward(), checked against transformers).
 
-  python3 tools/train_default.py --out models/default --steps 2300 --relay 4000:1000,2800:1500
+  python3 tools/train_default.py --out models/default --steps 5272 --relay 6000:30
   (the shipped checkpoint: models/default/RECIPE.md)
 """
 import argparse
@@ -150,13 +150,15 @@ def rope(x, pos, theta):
     return x * cos + torch.cat([-x2, x1], -1) * sin
 
 
-def forward(model, seqs, prefix=None, pos=None):
+def forward(model, seqs, prefix=None, pos=None, every=False):
     """The final-norm state at each sequence's last token, the same function as
     transformers' Qwen3MoeModel (check_forward asserts it). Right padding: causal
     attention keeps the pads out of every real position. prefix: token rows
     every sequence starts with (the rerank prompt's fixed head), computed once
     and attended by all: the same as prepending it to each sequence. pos: [B, K]
-    positions (within each sequence) whose states to return instead, [B, K, H]."""
+    positions (within each sequence) whose states to return instead, [B, K, H].
+    every: the states at every position, [B, max length, H] (pads' rows are
+    garbage)."""
     cfg = model.config
     nh, nkv, hd, eps = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.rms_norm_eps
     emb = model.model.embed_tokens.weight
@@ -193,6 +195,8 @@ def forward(model, seqs, prefix=None, pos=None):
             xp = finish(xp, qp, kp, vp, torch.ones(p, p, dtype=torch.bool).tril())
         x = finish(x, q, k, v, mask)
     h = rms(x, model.model.norm.weight, eps)
+    if every:
+        return h
     if pos is not None:
         return h[torch.arange(len(seqs))[:, None], pos]
     return h[torch.arange(len(seqs)), torch.tensor([len(s) - 1 for s in seqs])]
@@ -209,6 +213,26 @@ def last_hidden(model, seqs, prefix=None, chunk=48, pos=None):
     inv = torch.empty(len(seqs), dtype=torch.long)
     inv[torch.tensor(order)] = torch.arange(len(seqs))
     return h[inv]
+
+
+def classify_states(model, seqs, every, chunk=48):
+    """-> (the last token's state of each sequence [B, H], the states at every
+    position of the sequences every[i] marks, concatenated [P, H], and the
+    sequence each of those P rows belongs to [P]): one forward, chunked by
+    length as last_hidden."""
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    last = [None] * len(seqs)
+    rows, owner = [], []
+    for j in range(0, len(seqs), chunk):
+        idx = order[j:j + chunk]
+        h = forward(model, [seqs[i] for i in idx], every=True)
+        for r, i in enumerate(idx):
+            n = len(seqs[i])
+            last[i] = h[r, n - 1]
+            if every[i]:
+                rows.append(h[r, :n])
+                owner += [i] * n
+    return torch.stack(last), (torch.cat(rows) if rows else None), torch.tensor(owner)
 
 
 @torch.no_grad()
@@ -267,6 +291,11 @@ class Data:
                 if w.lower() not in heldout_words:
                     senses.setdefault(w, set()).add(self.labels.index(s[1]))
         self.words = sorted((w, sorted(c)) for w, c in senses.items())
+        # a word's most frequent sense's category, where that sense is a training
+        # synset of the ten categories (tiger: person and animal are both
+        # senses, the first is what a person means... index.noun's order)
+        self.first_cat = {w: self.labels.index(s[1]) for s in self.train for w in s[2]
+                          if w in senses}
         self.words_by_cat = {c: [x for x in self.words if c in x[1]] for c in range(len(self.labels))}
         self.train_words = {w for w, _ in self.words}
         self.word_labels = dict(self.words)
@@ -331,13 +360,15 @@ class Data:
         never, for rerank prompts, whose end is the answer's place)."""
         return self.tok.encode(text, add_special_tokens=False).ids[:cut]
 
-    def classify_batch(self, n, common=False):
-        """Half glosses, half words (a word's target: all its senses' labels);
-        each drawn from a uniform category half the time, else from all.
-        common: the words only common ones (tagged_words), and 3 in 4 of them."""
+    def classify_batch(self, n, common=False, common_share=0.0):
+        """Half glosses, half words (a word's target: all its senses' labels,
+        and first: its most frequent sense's, -1 where that is not one of the
+        ten or for a gloss); each drawn from a uniform category half the time,
+        else from all. common: the words only common ones (tagged_words), and
+        3 in 4 of them; else a word is a common one with probability
+        common_share. gloss: which sequences are glosses."""
         seqs, ys = [], torch.zeros(n, len(self.labels), dtype=torch.bool)
-        words, by_cat = (self.common, self.common_by_cat) if common else \
-            (self.words, self.words_by_cat)
+        first, gloss = [], []
         while len(seqs) < n:
             uni = self.rng.random() < 0.5
             c = self.rng.randrange(len(self.labels))
@@ -345,11 +376,19 @@ class Data:
                 s = self.rng.choice(self.by_cat[self.labels[c]] if uni else self.train)
                 seqs.append(self.enc(s[3]))
                 ys[len(seqs) - 1, self.labels.index(s[1])] = True
+                first.append(-1)
+                gloss.append(True)
             else:
-                w, cs = self.rng.choice(by_cat[c] if uni else words)
+                if common or self.rng.random() < common_share:
+                    words, by_cat = self.common, self.common_by_cat
+                else:
+                    words, by_cat = self.words, self.words_by_cat
+                w, cs = self.rng.choice(by_cat[c] if uni and by_cat[c] else words)
                 seqs.append(self.enc(w))
                 ys[len(seqs) - 1, cs] = True
-        return seqs, ys
+                first.append(self.first_cat.get(w, -1))
+                gloss.append(False)
+        return seqs, ys, torch.tensor(first), gloss
 
     def rerank_groups(self, n, instr):
         """-> (sequences, pos [4n, 3], query labels [4n, 10], document labels [4n, 10]):
@@ -565,6 +604,15 @@ def main():
                     "one-cycle schedule of TOTAL steps up to STEP, then the next one's, then "
                     "one of --steps (each re-laid at the step reached): how the shipped run "
                     "was shortened mid-way")
+    ap.add_argument("--first", type=float, default=0.5, help="weight of a word's most "
+                    "frequent sense's category (cross-entropy) beside all its senses")
+    ap.add_argument("--common-share", type=float, default=0.4, help="share of the classify "
+                    "words drawn from the common ones (tagged_words)")
+    ap.add_argument("--gloss-every", type=float, default=0.3, help="weight of the category "
+                    "loss at every position of a gloss (each prefix read so far)")
+    ap.add_argument("--minutes", type=float, help="fix --steps from the time of the first "
+                    "30 steps so the loop takes about this long; the run then prints the "
+                    "--steps and --relay that replay it")
     ap.add_argument("--eval-every", type=int, default=500,
                     help="progress evaluation (a fifth of the held-out set, training forward)")
     ap.add_argument("--state", metavar="FILE", help="save the training state here every "
@@ -622,7 +670,9 @@ def main():
     t0 = time.time() - spent
     G = a.rerank_groups
     own = torch.tensor([1, 0, 0, 0] * G)
-    for step in range(first, a.steps + a.polish + 1):
+    step = first - 1
+    while step < a.steps + a.polish:  # --minutes may set a.steps on the way
+        step += 1
         polish = step > a.steps
         if polish and (step == a.steps + 1 or step == first):
             # the polish: a constant tenth of the peak learning rate, the classify
@@ -632,9 +682,14 @@ def main():
                 g["lr"] = a.lr / 10
             print(f"polish: {a.polish} steps at {a.lr / 10:g}, {len(data.common)} common words",
                   flush=True)
-        seqs, y = data.classify_batch(a.batch, common=polish)
-        lg = label_logits(model, last_hidden(model, seqs), lab)
+        seqs, y, fst, gl = data.classify_batch(a.batch, common=polish, common_share=a.common_share)
+        hl, hall, owner = classify_states(model, seqs, gl if a.gloss_every > 0 else [False] * len(gl))
+        lg = label_logits(model, hl, lab)
         loss_c = multilabel(lg, y)
+        if a.first > 0 and (fst >= 0).any():
+            loss_c = loss_c + a.first * F.cross_entropy(lg[fst >= 0], fst[fst >= 0])
+        if hall is not None:
+            loss_c = loss_c + a.gloss_every * multilabel(label_logits(model, hall, lab), y[owner])
         instr = step % 2
         seqs, pos, qy, dy = data.rerank_groups(G, instr)
         h = last_hidden(model, seqs, data.rr_prefix[instr], chunk=64, pos=pos)
@@ -658,6 +713,14 @@ def main():
             print(f"schedule: {total_at(step - 1)} steps -> {total_at(step)} at step {step}",
                   flush=True)
             sched = schedule(total_at(step), step)
+        if a.minutes and step == first + 29 and first == 1:
+            per = (time.time() - t0) / 30
+            n = max(int(a.minutes * 60 / per), 100)
+            print(f"--minutes {a.minutes:g}: {per:.2f} s a step -> {n} steps; replay with "
+                  f"--steps {n} --relay {a.steps}:{step}", flush=True)
+            totals[:] = [(a.steps, step), (n, n)]
+            a.steps = n
+            sched = schedule(n, step)
         if step % 50 == 0 or step == 1:
             print(f"step {step}/{a.steps + a.polish} classify {loss_c.item():.3f} rerank {loss_r.item():.3f} "
                   f"aux {loss_a.item():.3f} "
