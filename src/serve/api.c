@@ -201,13 +201,6 @@ static const char *const *nul_fields(enum zp_route ep)
 	}
 }
 
-/* The endpoint whose text fields a body of ep holds: /invocations answers as
-   the endpoint its fields pick, so its texts are that endpoint's. */
-static enum zp_route text_route(enum zp_route ep, const cJSON *root)
-{
-	return ep == ZP_ROUTE_INVOCATIONS ? zp_api_invocations_pick(root) : ep;
-}
-
 /* nul_fields(ep) as text for an error message. */
 static const char *nul_names(enum zp_route ep)
 {
@@ -256,12 +249,19 @@ int zp_api_build(zp_api *a, enum zp_route ep, const zp_api_view *view, const cha
 		rc = zp_api_bad(&c, je.field[0] ? je.field : NULL, "%s", je.msg);
 	else if (!cJSON_IsObject(root))
 		rc = zp_api_bad(&c, NULL, "body must be a JSON object");
-	else if (zp_json_nul_outside(root, nul_fields(text_route(ep, root))))
-		rc = zp_api_bad(&c, NULL, "\\u0000 is text only in the text fields (%s)",
-				nul_names(text_route(ep, root)));
 	else {
-		c.root = root;
-		rc = r->build(&c);
+		/* /invocations answers as the endpoint its fields pick (ZP_ROUTE_OTHER:
+		   none, its build says so): picked once here, so its texts are
+		   checked as that endpoint's */
+		if (ep == ZP_ROUTE_INVOCATIONS)
+			job->ep = zp_api_invocations_pick(root);
+		if (zp_json_nul_outside(root, nul_fields(job->ep)))
+			rc = zp_api_bad(&c, NULL, "\\u0000 is text only in the text fields (%s)",
+					nul_names(job->ep));
+		else {
+			c.root = root;
+			rc = r->build(&c);
+		}
 	}
 	cJSON_Delete(root);
 	zp_region_leave(prev);

@@ -198,16 +198,16 @@ enum zp_route zp_api_invocations_pick(const cJSON *r)
 	return ZP_ROUTE_OTHER;
 }
 
-/* The job answers as the endpoint zp_api_invocations_pick names (its ep). */
+/* The job answers as the endpoint zp_api_invocations_pick named: zp_api_build
+   picked it into the job's ep before checking the texts. */
 int zp_api_invocations_build(zp_api_call *c)
 {
-	enum zp_route ep = zp_api_invocations_pick(c->root);
+	enum zp_route ep = c->job->ep;
 	if (ep == ZP_ROUTE_OTHER)
 		return zp_api_bad(c, NULL, "/invocations could not tell the request's endpoint from its "
 				  "fields: messages (chat), prompt (completions), query and documents (rerank), text_1 "
 				  "and text_2 (score), input (embeddings; with labels: classify; with "
 				  "task: pooling)");
-	c->job->ep = ep;
 	return zp_route_of(ep)->build(c);
 }
 
