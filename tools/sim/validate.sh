@@ -4,9 +4,12 @@
 # the paper mix at saturation (1000 requests/s offered, 64 connections).
 # For each N: the profile (`zprefill bench --profile`, one thread, as each
 # executor runs) taken under the run's own concurrency: N copies at once on
-# the run's cores, once a round, all rounds' rows pooled into one file
-# (costmodel.h: the fit takes their CPU seconds, which carry what sharing
-# costs, and the simulator divides the cores among the busy executors once).
+# the run's cores (costmodel.h: the fit takes their CPU seconds, which carry
+# what sharing costs, and the simulator divides the cores among the busy
+# executors once), beside every run: one before the first run and one after
+# each, and each run predicted from the two around it pooled into one file
+# (the machine's speed drifts over minutes: a profile a round does not
+# follow it within the round).
 # Each round, per cache size and policy: the free cores (simulate
 # --probe-cores, on the run's cores at its priority), the policy through the
 # real engine in process (simulate --measure: no HTTP, the real clock; it
@@ -43,26 +46,37 @@ python3 tools/gen_workload.py --workload paper --rate 1000 --duration "$SECS" --
 echo "# $(date -u) model=$MODEL requests=$(wc -l < "$OUT/w.req") scale=$SCALE run=\"$RUN\"" \
 	"$(uptime)" | tee -a "$LOG"
 probe() { $RUN "$S" --probe-cores 0.3 | sed 's/cores=//'; }
+# profile N K: N copies of the profile at once, as N executors run -> prof$N.$K.*.txt
+profile() {
+	i=0
+	pids=
+	while [ $i -lt "$1" ]; do
+		$RUN "$OUT/zprefill" bench --model "$MODEL" --tokens 2048 --seqs 4 --threads 1 \
+			--executors "$1" --profile "$OUT/prof$1.$2.$i.txt" --log-level warn > /dev/null &
+		pids="$pids $!"
+		i=$((i + 1))
+	done
+	for p in $pids; do wait "$p"; done
+}
+# pooled N K...: the profiles K... of N in one file, on stdout
+pooled() {
+	n=$1
+	shift
+	first=$OUT/prof$n.$1.0.txt
+	head -2 "$first"; echo "# concurrency=$n"; sed -n 3p "$first"
+	for k in "$@"; do cat "$OUT"/prof$n.$k.*.txt; done | grep '^fwd '
+	for k in "$@"; do grep -h '^gather ' "$OUT"/prof$n.$k.*.txt; done | sort -k3 -g | sed -n 1p
+}
 for N in $NS; do
 	for C in $CACHES; do
 		: > "$OUT/meas-$N-${C%%:*}.txt"
 		: > "$OUT/pred-$N-${C%%:*}.txt"
 	done
 	r=0
+	k=0
+	profile "$N" 0
 	while [ $r -lt "$REPEATS" ]; do
 		r=$((r + 1))
-		# N copies of the profile at once, as N executors run; once a round,
-		# all rounds' rows pooled (one moment's conditions do not set N's fit)
-		i=0
-		pids=
-		while [ $i -lt "$N" ]; do
-			$RUN "$OUT/zprefill" bench --model "$MODEL" --tokens 2048 --seqs 4 --threads 1 \
-				--executors "$N" --profile "$OUT/prof$N.$r.$i.txt" --log-level warn \
-				> /dev/null &
-			pids="$pids $!"
-			i=$((i + 1))
-		done
-		for p in $pids; do wait "$p"; done
 		for C in $CACHES; do
 			name=${C%%:*}
 			kv=${C#*:}
@@ -71,21 +85,25 @@ for N in $NS; do
 				$RUN "$S" "$MODEL" "$OUT/w.req" --measure --executors "$N" \
 					--kv-bytes "$kv" --policies "$P" > "$OUT/m.txt"
 				c1=$(probe)
+				k=$((k + 1))
+				profile "$N" "$k"
 				cat "$OUT/m.txt" >> "$OUT/meas-$N-$name.txt"
 				share=$(sed -n 's/^# cpu_share=\([0-9.]*\).*/\1/p' "$OUT/m.txt")
 				free=$(sed -n 's/^# cpu_share.* free_cores=\([0-9.]*\).*/\1/p' "$OUT/m.txt")
 				[ -n "$free" ] || free=$(python3 -c "print(round(($c0 + $c1) / 2, 3))")
-				echo "# N=$N cache=$name $P probes=$c0,$c1 run_share=$share free=$free" | \
-					tee -a "$LOG"
+				echo "# N=$N cache=$name $P probes=$c0,$c1 run_share=$share free=$free" \
+					"prof=$k" | tee -a "$LOG"
 			done
 		done
 	done
-	{ head -2 "$OUT/prof$N.1.0.txt"; echo "# concurrency=$N"; sed -n 3p "$OUT/prof$N.1.0.txt"
-	  cat "$OUT"/prof$N.*.*.txt | grep '^fwd '
-	  grep -h '^gather ' "$OUT"/prof$N.*.*.txt | sort -k3 -g | sed -n 1p; } > "$OUT/prof$N.txt"
-	# each run predicted with the free cores measured during it
-	grep "^# N=$N " "$LOG" | while read -r _ n c P _ _ free; do
-		$RUN "$S" "$MODEL" "$OUT/w.req" --profile "$OUT/prof$N.txt" --cores "${free#free=}" \
+	# all of N's profiles in one file (what the table before this one used)
+	pooled "$N" $(seq 0 "$k") > "$OUT/prof$N.txt"
+	# each run predicted from the profiles beside it, with the free cores
+	# measured during it
+	grep "^# N=$N " "$LOG" | while read -r _ n c P _ _ free pk; do
+		pk=${pk#prof=}
+		pooled "$N" $((pk - 1)) "$pk" > "$OUT/prof$N.run$pk.txt"
+		$RUN "$S" "$MODEL" "$OUT/w.req" --profile "$OUT/prof$N.run$pk.txt" --cores "${free#free=}" \
 			--executors "$N" --kv-bytes "$(echo "$CACHES" | tr ' ' '\n' | \
 			sed -n "s/^${c#cache=}://p")" --policies "$P" >> "$OUT/pred-$N-${c#cache=}.txt"
 	done

@@ -4,7 +4,7 @@ cache, policy) the medians over the repeats of the measured tokens/s, p50 and
 computed/prompt beside the simulator's (each repeat predicted with the free
 cores measured during its own run), the measured range and spread (max/min -
 1), the errors, whether an error lies inside the measured range, and the
-share of rows within 15%."""
+share of rows within 15%; then each run against its own prediction."""
 import sys
 
 out, ns = sys.argv[1], sys.argv[2].split()
@@ -76,3 +76,16 @@ for name in ("tok", "p50"):
                                         errs[name + "_in"], len(e)))
 e = sorted(errs["computed"])
 print("computed/prompt |difference|: median %.3f, max %.3f" % (e[len(e) // 2], e[-1]))
+# each run against its own prediction (the files list a cell's repeats in the
+# same order): how well the prediction follows the conditions of one run
+run = []
+for n in ns:
+    for c in caches:
+        m = rows("%s/meas-%s-%s.txt" % (out, n, c))
+        p = rows("%s/pred-%s-%s.txt" % (out, n, c))
+        for pol, b in m.items():
+            run += [abs(x / y - 1) for x, y in zip(p[pol]["_all"]["tok_s"], b["_all"]["tok_s"])]
+run.sort()
+print("tok/s per run, each against its own prediction: |error| median %.0f%%, max %.0f%%, "
+      "within 15%%: %d of %d" % (100 * run[len(run) // 2], 100 * run[-1],
+                                 sum(x <= 0.15 for x in run), len(run)))
