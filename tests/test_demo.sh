@@ -28,9 +28,11 @@ check "4 rerank documents read out (got $n)" [ "$n" -eq 4 ]
 grep -E '^  .{42} -> .*WRONG' "$T/out" | sed 's/^  //; s/ *->.*//' > "$T/wrong"
 printf '%s\n' tiger oak > "$T/want"
 check "the marked words are the known wrong ones: $(tr '\n' ' ' < "$T/wrong")" cmp -s "$T/wrong" "$T/want"
-# the violin's gloss is second (test_default_model's DEMO_RERANK): the first line is marked wrong
-n=$(grep -cE '^  [01]\.[0-9]{3}  .*<- WRONG: not its definition$' "$T/out")
-check "the rerank's first document marked wrong (got $n marks)" [ "$n" -eq 1 ]
+# the violin's gloss is first (test_default_model's DEMO_RERANK): the first line is marked right
+n=$(grep -cE '^  [01]\.[0-9]{3}  .*<- its definition$' "$T/out")
+check "the rerank's first document marked as its definition (got $n marks)" [ "$n" -eq 1 ]
+n=$(grep -c '<- WRONG: not its definition' "$T/out")
+check "no rerank document marked wrong (got $n)" [ "$n" -eq 0 ]
 check "12 neighbour lines" [ "$(grep -c ' -> .*farthest: ' "$T/out")" -eq 12 ]
 check "the server stopped cleanly on SIGTERM" grep -q 'msg=stopped .*exit=0' "$T/out"
 [ $fail -eq 0 ] && echo "test_demo: ok" || { cat "$T/out"; exit 1; }

@@ -19,19 +19,30 @@ one task a person can judge at a glance, from WordNet 3.0 as Debian's
 
 Synsets are split by a hash of their offset (10% held out: their glosses are
 never trained on); held-out words (those whose most frequent sense is a
-held-out synset) are never trained on; the held-out accuracy is measured on
-the saved bf16 checkpoint. Torch runs on one CPU thread.
+held-out synset) are never trained on with a WordNet label; the held-out
+accuracy is measured on the saved bf16 checkpoint. Torch runs on one CPU thread.
+--gcide adds a second dictionary, GCIDE (Debian's `dict-gcide`), which has
+definitions and no categories: a word it defines as a noun, held-out ones
+included, learns to answer as the model reads those definitions (and
+--gcide-gloss: a training word's GCIDE senses are classify glosses labelled by
+its WordNet senses, so the model learns to read that dictionary's style).
+--init starts from a checkpoint this tool wrote (the shipped model: run 4, then
+this on top).
 A word token is one embedding row in any case and with or without a leading
 space (Data.key). The rerank prompt's fixed head is computed once a step and
 attended by every rerank sequence (forward(), checked against transformers).
 
-  python3 tools/train_default.py --out models/default --steps 5272 --relay 6000:30
+  python3 tools/train_default.py --out /tmp/run4 --steps 5272 --relay 6000:30
+  python3 tools/train_default.py --out models/default --init /tmp/run4 --gcide 1 \
+      --gcide-words 48 --gcide-gloss 0.3 --lr 1e-3 --steps 2682 --relay 2300:30
   (the shipped checkpoint: models/default/RECIPE.md)
 """
 import argparse
+import gzip
 import json
 import os
 import random
+import re
 import shutil
 import time
 import zlib
@@ -56,6 +67,8 @@ RR_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
 RR_DEFAULT = "Given a web search query, retrieve relevant passages that answer the query"
 RR_INSTRUCTION = "Given a word, retrieve its dictionary definition"
 HELD_OUT_PERCENT = 10
+# --gcide: the weights of a word's first three dictionary senses in its target
+GCIDE_SENSE_WEIGHTS = (0.6, 0.25, 0.15)
 # what the demo asks and the answers a person accepts (tools/demo.sh, the golden)
 DEMO_ITEMS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_items.json")
 # Training runs on an embedding of only the tokens the data holds (a row per
@@ -112,6 +125,89 @@ def tagged_words():
         if int(p[4 + int(p[3]) + 1]) > 0:
             out.add(p[0].replace("_", " "))
     return out
+
+
+# GCIDE, the GNU Collaborative International Dictionary of English (Webster's
+# 1913 with additions; GPL), as Debian's `dict-gcide` package ships it: no
+# categories, only definitions. --gcide makes the model's own reading of a
+# word's dictionary senses the target of the bare word (see main()).
+GCIDE_DICT = "/usr/share/dictd/gcide.dict.dz"
+GCIDE_INDEX = "/usr/share/dictd/gcide.index"
+B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+ACCENT = re.compile(r"\[[^\]\s]{1,6}\]")  # [=o] ["o] [.a]: the dictionary's accent markup
+SUBJECT = re.compile(r"^\s*(\([A-Z][A-Za-z\.\s&]*\.\)\s*)+")  # (Zool.) (Bot.) before a sense
+
+
+def b64(s):
+    """dictd's index numbers: base 64, most significant digit first."""
+    n = 0
+    for c in s:
+        n = n * 64 + B64.index(c)
+    return n
+
+
+def strip_brackets(t):
+    """t without its [...] spans (etymologies, sources), nested or across lines."""
+    out, depth = [], 0
+    for ch in t:
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth = max(0, depth - 1)
+        elif depth == 0:
+            out.append(ch)
+    return "".join(out)
+
+
+def first_clause(sense):
+    """A sense's text up to its first sentence's end or semicolon, without cross
+    reference braces, citations or subject labels: what a WordNet gloss reads like."""
+    s = sense.replace("{", "").replace("}", "")
+    s = re.sub(r"--[A-Z][^\n]*", "", s)
+    s = " ".join(s.split())
+    s = SUBJECT.sub("", s)
+    s = re.sub(r"^\(\w\)\s*", "", s)
+    s = re.sub(r"\s*\([A-Z][a-z]+\.\)", "", s)
+    m = re.match(r"(.+?[a-z\)])\.(\s|$)", s)
+    s = m.group(1) if m else s
+    return s.split(";")[0].strip()
+
+
+def noun_senses(entry):
+    """One GCIDE entry's senses' first clauses, in its order; [] unless its head
+    says it is a noun (", n.")."""
+    lines = entry.split("\n")
+    if not re.search(r",\s*n\.", " ".join(lines[:3])[:300]):
+        return []
+    body = strip_brackets(ACCENT.sub("", entry))
+    body = re.sub(r"\\[^\\]*\\", "", body)  # the pronunciation \Ti"ger\
+    body = body.split("\n", 1)[1] if "\n" in body else ""
+    body = re.split(r"\n\s*Note:|\n\s*Syn\.|\n\n\s*\{", body)[0]  # notes, synonyms, compounds
+    parts = re.split(r"(?m)^\s*\d+\.\s", body)
+    raw = parts[1:] if len(parts) > 1 else [body.strip().split("\n\n")[0]]
+    out = []
+    for r in raw:
+        c = first_clause(r.strip().split("\n\n")[0])
+        if len(c.split()) >= 2 and not c.lower().startswith(
+                ("see ", "same as", "pl. of", "plural of", "obs", "imp.")):
+            out.append(c)
+    return out
+
+
+def gcide_senses(words):
+    """{lower-case headword: its noun senses' first clauses, in the dictionary's
+    order} for the headwords in words."""
+    d = gzip.open(GCIDE_DICT).read().decode("utf-8", "replace")
+    res = {}
+    for line in open(GCIDE_INDEX, encoding="utf-8"):
+        p = line.rstrip("\n").split("\t")
+        if len(p) != 3 or p[0].lower() not in words:
+            continue
+        w = p[0].lower()
+        e = d[b64(p[1]):b64(p[1]) + b64(p[2])]
+        if e.lower().startswith(w[:3]):  # else an entry that only names the word
+            res.setdefault(w, []).extend(noun_senses(e))
+    return {w: s for w, s in res.items() if s}
 
 
 def held_out(offset):
@@ -306,6 +402,10 @@ class Data:
         self.rr_query = [s for s in self.train if any(w in self.train_words for w in s[4])]
         self.enc_cache = {}
         self.rows = {}  # key (see key()) -> row of the training embedding
+        self.row_tid = {}  # key -> a token id of it (--init reads the checkpoint's row)
+        self.init = None  # (the checkpoint's embedding, the training one): see seed_rows
+        self.gcide = []  # [(a word as WordNet writes it, its GCIDE senses)]: see read_gcide
+        self.gcide_gloss = []  # [(a training word's GCIDE sense, its WordNet labels)]
         self.label_rows = [self.row(t) for t in self.label_ids]
         self.yn_rows = [self.row(t) for t in self.yn]
         self.unk_row = self.row(-1)  # the quick evaluation's stand-in for an unseen token
@@ -343,7 +443,55 @@ class Data:
         if k not in self.rows:
             assert len(self.rows) < TRAIN_ROWS, "raise TRAIN_ROWS"
             self.rows[k] = len(self.rows)
+            self.row_tid[k] = tid
+            if self.init is not None:
+                self.seed_row(k)
         return self.rows[k]
+
+    @torch.no_grad()
+    def seed_row(self, k):
+        full, emb = self.init
+        tid = self.row_tid.get(k, -1)
+        if 0 <= tid < full.shape[0]:  # tokens of one key have equal rows there
+            emb[self.rows[k]] = full[tid]
+
+    def seed_rows(self, full, emb):
+        """--init: every training row, now and when first seen, starts as the
+        checkpoint's row of its token (the full-vocabulary embedding full)."""
+        self.init = (full, emb)
+        for k in self.rows:
+            self.seed_row(k)
+
+    def read_gcide(self, synsets):
+        """The words of the ten categories' synsets (training and held-out alike)
+        that GCIDE defines as nouns, with those definitions: no label comes from
+        WordNet here, so a held-out word's is the model's own reading of its
+        dictionary entry."""
+        forms = {}
+        for s in synsets:
+            for w in s[4]:
+                forms.setdefault(w.lower(), w)
+        senses = gcide_senses(set(forms))
+        self.gcide = sorted((forms[w], s) for w, s in senses.items())
+        # a training word's dictionary senses, labelled by its WordNet ones: what
+        # teaches the model to read this dictionary's style (its reading of a
+        # held-out word's senses is that word's target)
+        self.gcide_gloss = [(t, self.word_labels[w]) for w, ss in self.gcide
+                            if w in self.word_labels for t in ss[:len(GCIDE_SENSE_WEIGHTS)]]
+
+    def gcide_batch(self, n, weights):
+        """n GCIDE words: (their WordNet forms, the texts of their first senses,
+        [len(texts)] the word each text defines, [len(texts)] each text's weight
+        within its word's, the weights of its senses in order, renormalised)."""
+        words, texts, owner, w = [], [], [], []
+        for i, (form, senses) in enumerate(self.rng.sample(self.gcide, n)):
+            words.append(form)
+            k = min(len(senses), len(weights))
+            for j in range(k):
+                texts.append(senses[j])
+                owner.append(i)
+                w.append(weights[j] / sum(weights[:k]))
+        return words, texts, torch.tensor(owner), torch.tensor(w)
 
     def enc(self, text):
         """text -> rows of the training embedding (see TRAIN_ROWS)."""
@@ -360,19 +508,28 @@ class Data:
         never, for rerank prompts, whose end is the answer's place)."""
         return self.tok.encode(text, add_special_tokens=False).ids[:cut]
 
-    def classify_batch(self, n, common=False, common_share=0.0):
+    def classify_batch(self, n, common=False, common_share=0.0, gcide_share=0.0):
         """Half glosses, half words (a word's target: all its senses' labels,
         and first: its most frequent sense's, -1 where that is not one of the
         ten or for a gloss); each drawn from a uniform category half the time,
         else from all. common: the words only common ones (tagged_words), and
         3 in 4 of them; else a word is a common one with probability
-        common_share. gloss: which sequences are glosses."""
+        common_share. A gloss is a GCIDE sense of a training word (labelled by
+        the word's senses) with probability gcide_share. gloss: which sequences
+        are glosses."""
         seqs, ys = [], torch.zeros(n, len(self.labels), dtype=torch.bool)
         first, gloss = [], []
         while len(seqs) < n:
             uni = self.rng.random() < 0.5
             c = self.rng.randrange(len(self.labels))
-            if self.rng.random() < (0.25 if common else 0.5):
+            if self.rng.random() < (0.25 if common else 0.5) and self.gcide_gloss and \
+                    self.rng.random() < gcide_share:
+                text, cs = self.rng.choice(self.gcide_gloss)
+                seqs.append(self.enc(text))
+                ys[len(seqs) - 1, cs] = True
+                first.append(-1)
+                gloss.append(True)
+            elif self.rng.random() < (0.25 if common else 0.5):
                 s = self.rng.choice(self.by_cat[self.labels[c]] if uni else self.train)
                 seqs.append(self.enc(s[3]))
                 ys[len(seqs) - 1, self.labels.index(s[1])] = True
@@ -429,12 +586,14 @@ class Data:
         return self.enc_cache.pop(text)
 
 
-def evaluate(model, data, rng, hf=True, n_rr=500, sub=None):
+def evaluate(model, data, rng, hf=True, n_rr=500, sub=None, split=None):
     """Held-out accuracy: category from a gloss, from a word (its most frequent
     sense's category); rerank: the word's own gloss first among it and 3
     glosses of other held-out synsets. hf: transformers' forward on real ids
     (the saved checkpoint); else the training forward on training rows, on
-    every sub-th item (the progress evaluation)."""
+    every sub-th item (the progress evaluation). split: a set of lower-case
+    words; the bare-word accuracy is also given for the words in it and the
+    others (classify_word_in, classify_word_out)."""
     model.eval()
     with torch.no_grad():
         if hf:
@@ -456,7 +615,14 @@ def evaluate(model, data, rng, hf=True, n_rr=500, sub=None):
         gy = [data.labels.index(s[1]) for s in test]
         wd = [(w, data.labels.index(s[1])) for s in test for w in s[2]]
         acc_gloss = sum(a == b for a, b in zip(classify(gl), gy)) / len(gy)
-        acc_word = sum(a == b for a, (_, b) in zip(classify([w for w, _ in wd]), wd)) / len(wd)
+        hit = [a == b for a, (_, b) in zip(classify([w for w, _ in wd]), wd)]
+        acc_word = sum(hit) / len(wd)
+        parts = {}
+        if split is not None:
+            for name, want in (("in", True), ("out", False)):
+                h = [x for x, (w, _) in zip(hit, wd) if (w.lower() in split) == want]
+                parts[f"classify_word_{name}"] = sum(h) / max(len(h), 1)
+                parts[f"n_word_{name}"] = len(h)
         withw = [s for s in data.test if s[2]]
         rr_hits, rr_n = 0, 0
         for s in rng.sample(withw, min(n_rr, len(withw))):
@@ -467,7 +633,7 @@ def evaluate(model, data, rng, hf=True, n_rr=500, sub=None):
             rr_n += 1
     model.train()
     return {"classify_gloss": acc_gloss, "classify_word": acc_word, "n_gloss": len(gy),
-            "n_word": len(wd), "rerank_top1_of_4": rr_hits / rr_n, "n_rerank": rr_n}
+            "n_word": len(wd), "rerank_top1_of_4": rr_hits / rr_n, "n_rerank": rr_n, **parts}
 
 
 def hf_tensors(state):
@@ -497,12 +663,15 @@ def hf_tensors(state):
 def save(model, data, seed, out):
     """The training embedding scattered into the full vocabulary: each token
     whose key (Data.key) was trained gets that row, the others a seeded
-    N(0, 0.02)."""
+    N(0, 0.02) (with --init, the checkpoint's row)."""
     os.makedirs(out, exist_ok=True)
     state = dict(model.state_dict())
-    g = torch.Generator().manual_seed(seed)
-    full = torch.randn(CONFIG["vocab_size"], CONFIG["hidden_size"], generator=g)
-    full *= CONFIG["initializer_range"]
+    if data.init is not None:  # --init: the rows this run never saw keep the checkpoint's
+        full = data.init[0].clone()
+    else:
+        g = torch.Generator().manual_seed(seed)
+        full = torch.randn(CONFIG["vocab_size"], CONFIG["hidden_size"], generator=g)
+        full *= CONFIG["initializer_range"]
     ids, rows = [], []
     for v in range(CONFIG["vocab_size"]):
         r = data.rows.get(data.key(v))
@@ -610,6 +779,14 @@ def main():
                     "words drawn from the common ones (tagged_words)")
     ap.add_argument("--gloss-every", type=float, default=0.3, help="weight of the category "
                     "loss at every position of a gloss (each prefix read so far)")
+    ap.add_argument("--init", metavar="DIR", help="start from this checkpoint (a model this "
+                    "tool wrote) instead of a seeded initialisation")
+    ap.add_argument("--gcide", type=float, default=0.0, help="weight of the dictionary loss: "
+                    "a bare word's label distribution against the model's own (no gradient) "
+                    "on its GCIDE noun senses (dict-gcide), the first ones weighted most")
+    ap.add_argument("--gcide-words", type=int, default=32, help="GCIDE words a step")
+    ap.add_argument("--gcide-gloss", type=float, default=0.0, help="share of the classify "
+                    "glosses that are a training word's GCIDE senses, labelled by its WordNet ones")
     ap.add_argument("--minutes", type=float, help="fix --steps from the time of the first "
                     "30 steps so the loop takes about this long; the run then prints the "
                     "--steps and --relay that replay it")
@@ -630,6 +807,23 @@ def main():
     print(f"wordnet: {len(data.train)} train synsets, {len(data.test)} held out, "
           f"{len(data.words)} training words; labels {data.labels}", flush=True)
     model = Qwen3MoeForCausalLM(Qwen3MoeConfig(**dict(CONFIG, vocab_size=TRAIN_ROWS))).float()
+    if a.init:
+        init = Qwen3MoeForCausalLM.from_pretrained(a.init, dtype=torch.float32)
+        st = {k: v for k, v in init.state_dict().items()
+              if k not in ("model.embed_tokens.weight", "lm_head.weight")}
+        missing = model.load_state_dict(st, strict=False).missing_keys
+        assert set(missing) <= {"model.embed_tokens.weight", "lm_head.weight"}, missing
+        data.seed_rows(init.model.embed_tokens.weight.detach().clone(),
+                       model.model.embed_tokens.weight)
+        del init
+        print(f"initialised from {a.init}", flush=True)
+    if a.gcide > 0:
+        data.read_gcide(read_synsets())
+        held = {w.lower() for s in data.test for w in s[2]}
+        print(f"gcide: {len(data.gcide)} words of the ten categories defined as nouns "
+              f"({sum(w.lower() in held for w, _ in data.gcide)} of them held-out words), "
+              f"{len(data.gcide_gloss)} senses of training words", flush=True)
+    gsplit = {w.lower() for w, _ in data.gcide} if a.gcide > 0 else None
     model.train()
     check_forward(model, data)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.0)
@@ -682,7 +876,8 @@ def main():
                 g["lr"] = a.lr / 10
             print(f"polish: {a.polish} steps at {a.lr / 10:g}, {len(data.common)} common words",
                   flush=True)
-        seqs, y, fst, gl = data.classify_batch(a.batch, common=polish, common_share=a.common_share)
+        seqs, y, fst, gl = data.classify_batch(a.batch, common=polish, common_share=a.common_share,
+                                               gcide_share=a.gcide_gloss)
         hl, hall, owner = classify_states(model, seqs, gl if a.gloss_every > 0 else [False] * len(gl))
         lg = label_logits(model, hl, lab)
         loss_c = multilabel(lg, y)
@@ -703,6 +898,18 @@ def main():
         loss_a = multilabel(label_logits(model, h[:, 0], lab), qy) + \
             multilabel(label_logits(model, h[:, 1], lab), dy)
         loss = loss_c + loss_r + a.aux * loss_a
+        if a.gcide > 0:
+            # the dictionary: what the model reads in a word's GCIDE senses (its
+            # first ones weighted most, as a person names the main sense) is the
+            # target of the bare word
+            words, texts, owner, w = data.gcide_batch(a.gcide_words, GCIDE_SENSE_WEIGHTS)
+            with torch.no_grad():
+                p = torch.softmax(label_logits(model, last_hidden(
+                    model, [data.enc(t) for t in texts], chunk=64), lab), -1)
+                target = torch.zeros(len(words), len(data.labels)).index_add_(0, owner, p * w[:, None])
+            lw = label_logits(model, last_hidden(model, [data.enc(x) for x in words]), lab)
+            loss_g = -(target * F.log_softmax(lw, -1)).sum(-1).mean()
+            loss = loss + a.gcide * loss_g
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -724,9 +931,11 @@ def main():
         if step % 50 == 0 or step == 1:
             print(f"step {step}/{a.steps + a.polish} classify {loss_c.item():.3f} rerank {loss_r.item():.3f} "
                   f"aux {loss_a.item():.3f} "
-                  f"{time.time() - t0:.0f}s", flush=True)
+                  + (f"gcide {loss_g.item():.3f} " if a.gcide > 0 else "")
+                  + f"{time.time() - t0:.0f}s", flush=True)
         if step % a.eval_every == 0 and step < a.steps + a.polish:
-            res = evaluate(model, data, random.Random(a.seed + 1), hf=False, n_rr=100, sub=5)
+            res = evaluate(model, data, random.Random(a.seed + 1), hf=False, n_rr=100, sub=5,
+                           split=gsplit)
             print(f"step {step} held-out (a fifth): {json.dumps(res)}", flush=True)
             if a.state:
                 torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
@@ -738,8 +947,9 @@ def main():
     # measured on what was written: the bf16 weights, read back as transformers reads them
     saved = Qwen3MoeForCausalLM.from_pretrained(a.out, dtype=torch.float32).eval()
     check_saved(model, saved, data)
-    res = evaluate(saved, data, random.Random(a.seed + 1))
-    res.update({"steps": a.steps, "polish": a.polish, "seed": a.seed, "train_seconds": round(time.time() - t0),
+    res = evaluate(saved, data, random.Random(a.seed + 1), split=gsplit)
+    res.update({"steps": a.steps, "polish": a.polish, "seed": a.seed, "init": a.init,
+                "gcide": a.gcide, "gcide_gloss": a.gcide_gloss, "train_seconds": round(time.time() - t0),
                 "train_synsets": len(data.train), "held_out_synsets": len(data.test)})
     with open(os.path.join(a.out, "heldout.json"), "w") as f:
         json.dump(res, f, indent=1)
