@@ -71,6 +71,7 @@ for N in $NS; do
 	for C in $CACHES; do
 		: > "$OUT/meas-$N-${C%%:*}.txt"
 		: > "$OUT/pred-$N-${C%%:*}.txt"
+		: > "$OUT/pooled-$N-${C%%:*}.txt"
 	done
 	r=0
 	k=0
@@ -102,10 +103,14 @@ for N in $NS; do
 	# measured during it
 	grep "^# N=$N " "$LOG" | while read -r _ n c P _ _ free pk; do
 		pk=${pk#prof=}
+		kv=$(echo "$CACHES" | tr ' ' '\n' | sed -n "s/^${c#cache=}://p")
 		pooled "$N" $((pk - 1)) "$pk" > "$OUT/prof$N.run$pk.txt"
 		$RUN "$S" "$MODEL" "$OUT/w.req" --profile "$OUT/prof$N.run$pk.txt" --cores "${free#free=}" \
-			--executors "$N" --kv-bytes "$(echo "$CACHES" | tr ' ' '\n' | \
-			sed -n "s/^${c#cache=}://p")" --policies "$P" >> "$OUT/pred-$N-${c#cache=}.txt"
+			--executors "$N" --kv-bytes "$kv" --policies "$P" >> "$OUT/pred-$N-${c#cache=}.txt"
+		# and from all of N's profiles (the method before the profile beside each
+		# run), for the table's comparison line
+		$RUN "$S" "$MODEL" "$OUT/w.req" --profile "$OUT/prof$N.txt" --cores "${free#free=}" \
+			--executors "$N" --kv-bytes "$kv" --policies "$P" >> "$OUT/pooled-$N-${c#cache=}.txt"
 	done
 done
 python3 tools/sim/validate_table.py "$OUT" "${TABLE_NS:-$NS}" "$CACHES" | tee "$OUT/table.md"

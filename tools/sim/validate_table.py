@@ -78,14 +78,32 @@ e = sorted(errs["computed"])
 print("computed/prompt |difference|: median %.3f, max %.3f" % (e[len(e) // 2], e[-1]))
 # each run against its own prediction (the files list a cell's repeats in the
 # same order): how well the prediction follows the conditions of one run
-run = []
-for n in ns:
-    for c in caches:
-        m = rows("%s/meas-%s-%s.txt" % (out, n, c))
-        p = rows("%s/pred-%s-%s.txt" % (out, n, c))
-        for pol, b in m.items():
-            run += [abs(x / y - 1) for x, y in zip(p[pol]["_all"]["tok_s"], b["_all"]["tok_s"])]
-run.sort()
+def per_run(pred):
+    """(each run's |error| against its prediction in pred-* or pooled-*, each
+    row's |error| of the medians), sorted."""
+    run, row = [], []
+    for n in ns:
+        for c in caches:
+            m = rows("%s/meas-%s-%s.txt" % (out, n, c))
+            p = rows("%s/%s-%s-%s.txt" % (out, pred, n, c))
+            for pol, b in m.items():
+                run += [abs(x / y - 1) for x, y in zip(p[pol]["_all"]["tok_s"], b["_all"]["tok_s"])]
+                row.append(abs(p[pol]["tok_s"] / b["tok_s"] - 1))
+    return sorted(run), sorted(row)
+
+
+run, _ = per_run("pred")
 print("tok/s per run, each against its own prediction: |error| median %.0f%%, max %.0f%%, "
       "within 15%%: %d of %d" % (100 * run[len(run) // 2], 100 * run[-1],
                                  sum(x <= 0.15 for x in run), len(run)))
+# validate.sh also predicts every run from all of N's profiles pooled (the
+# method before the profile beside each run): the same lines for that
+try:
+    run, row = per_run("pooled")
+    print("the same runs predicted from all of N's profiles pooled: rows within 15%%: %d of %d "
+          "(median |error| %.0f%%, max %.0f%%); runs within 15%%: %d of %d (median %.0f%%, "
+          "max %.0f%%)" % (sum(x <= 0.15 for x in row), len(row), 100 * row[len(row) // 2],
+                           100 * row[-1], sum(x <= 0.15 for x in run), len(run),
+                           100 * run[len(run) // 2], 100 * run[-1]))
+except (OSError, KeyError):
+    pass  # an older run: no pooled-* files
