@@ -514,9 +514,9 @@ class Data:
         ten or for a gloss); each drawn from a uniform category half the time,
         else from all. common: the words only common ones (tagged_words), and
         3 in 4 of them; else a word is a common one with probability
-        common_share. A gloss is a GCIDE sense of a training word (labelled by
-        the word's senses) with probability gcide_share. gloss: which sequences
-        are glosses."""
+        common_share. With gcide_share, the gloss draw is first a GCIDE sense of
+        a training word (labelled by the word's senses) that often; else gloss
+        or word are drawn again as usual. gloss: which sequences are glosses."""
         seqs, ys = [], torch.zeros(n, len(self.labels), dtype=torch.bool)
         first, gloss = [], []
         while len(seqs) < n:
@@ -785,8 +785,10 @@ def main():
                     "a bare word's label distribution against the model's own (no gradient) "
                     "on its GCIDE noun senses (dict-gcide), the first ones weighted most")
     ap.add_argument("--gcide-words", type=int, default=32, help="GCIDE words a step")
-    ap.add_argument("--gcide-gloss", type=float, default=0.0, help="share of the classify "
-                    "glosses that are a training word's GCIDE senses, labelled by its WordNet ones")
+    ap.add_argument("--gcide-gloss", type=float, default=0.0, help="a classify sequence's "
+                    "gloss draw (1 in 2) is a training word's GCIDE sense, labelled by its "
+                    "WordNet ones, this often; else WordNet gloss and word are drawn again "
+                    "half and half (0.3: 15%% GCIDE senses, 42.5%% glosses, 42.5%% words)")
     ap.add_argument("--minutes", type=float, help="fix --steps from the time of the first "
                     "30 steps so the loop takes about this long; the run then prints the "
                     "--steps and --relay that replay it")
