@@ -374,6 +374,7 @@ class Data:
             assert len(ids) == 1, w
             self.label_ids.append(ids[0])
         self.yn = [tok.encode(w, add_special_tokens=False).ids[0] for w in ("no", "yes")]
+        self.synsets = synsets  # in data.noun's order (read_gcide's first form of a word)
         self.train = [s for s in synsets if not held_out(s[0])]
         self.test = [s for s in synsets if held_out(s[0])]
         self.by_cat = {c: [s for s in self.train if s[1] == c] for c in self.labels}
@@ -462,13 +463,13 @@ class Data:
         for k in self.rows:
             self.seed_row(k)
 
-    def read_gcide(self, synsets):
+    def read_gcide(self):
         """The words of the ten categories' synsets (training and held-out alike)
         that GCIDE defines as nouns, with those definitions: no label comes from
         WordNet here, so a held-out word's is the model's own reading of its
         dictionary entry."""
         forms = {}
-        for s in synsets:
+        for s in self.synsets:
             for w in s[4]:
                 forms.setdefault(w.lower(), w)
         senses = gcide_senses(set(forms))
@@ -482,7 +483,7 @@ class Data:
     def gcide_batch(self, n, weights):
         """n GCIDE words: (their WordNet forms, the texts of their first senses,
         [len(texts)] the word each text defines, [len(texts)] each text's weight
-        within its word's, the weights of its senses in order, renormalised)."""
+        in its word's target: weights in order, renormalised over its senses)."""
         words, texts, owner, w = [], [], [], []
         for i, (form, senses) in enumerate(self.rng.sample(self.gcide, n)):
             words.append(form)
@@ -820,7 +821,7 @@ def main():
         del init
         print(f"initialised from {a.init}", flush=True)
     if a.gcide > 0:
-        data.read_gcide(read_synsets())
+        data.read_gcide()
         held = {w.lower() for s in data.test for w in s[2]}
         print(f"gcide: {len(data.gcide)} words of the ten categories defined as nouns "
               f"({sum(w.lower() in held for w, _ in data.gcide)} of them held-out words), "

@@ -59,13 +59,14 @@ profile() {
 	for p in $pids; do wait "$p"; done
 }
 # pooled N K...: the profiles K... of N in one file, on stdout
+# (sh has no locals: its names, pn, pf, pq, are its own)
 pooled() {
-	n=$1
+	pn=$1
 	shift
-	first=$OUT/prof$n.$1.0.txt
-	head -2 "$first"; echo "# concurrency=$n"; sed -n 3p "$first"
-	for k in "$@"; do cat "$OUT"/prof$n.$k.*.txt; done | grep '^fwd '
-	for k in "$@"; do grep -h '^gather ' "$OUT"/prof$n.$k.*.txt; done | sort -k3 -g | sed -n 1p
+	pf=$OUT/prof$pn.$1.0.txt
+	head -2 "$pf"; echo "# concurrency=$pn"; sed -n 3p "$pf"
+	for pq in "$@"; do cat "$OUT"/prof$pn.$pq.*.txt; done | grep '^fwd '
+	for pq in "$@"; do grep -h '^gather ' "$OUT"/prof$pn.$pq.*.txt; done | sort -k3 -g | sed -n 1p
 }
 for N in $NS; do
 	for C in $CACHES; do
