@@ -36,7 +36,8 @@ def about(model_dir, _):
           f"({c['num_experts']} experts, top-{c['num_experts_per_tok']}, hidden "
           f"{c['hidden_size']}, {mb:.0f} MB) trained\n    on WordNet 3.0 (Debian wordnet-base) to "
           "name the category of a word or a\n    description, and to tell a word's definition from "
-          "others.")
+          "others; then on GCIDE's definitions\n    (Debian dict-gcide, no labels: a word learns "
+          "what the model reads in its entry).")
 
 def heldout(model_dir, _):
     h = json.load(open(f"{model_dir}/heldout.json"))
@@ -44,6 +45,10 @@ def heldout(model_dir, _):
           f"{h['classify_gloss']:.1%} (n={h['n_gloss']}), from the word alone "
           f"{h['classify_word']:.1%} (n={h['n_word']}); its definition ranked first of 4: "
           f"{h['rerank_top1_of_4']:.1%} (n={h['n_rerank']}). Chance: 10%, 10%, 25%.")
+    if "n_word_in" in h:  # --gcide: held-out words GCIDE defines were trained on its text
+        print(f"    of the words, {h['n_word_in']} are in GCIDE and were trained on what the model "
+              f"reads in their entries\n    ({h['classify_word_in']:.1%} right); the other "
+              f"{h['n_word_out']}: {h['classify_word_out']:.1%}.")
 
 
 def classify(req, r):
